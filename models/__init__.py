@@ -1,0 +1,1 @@
+"""nairbus models: data set, the ResNet family, training, NAIR calibration and codec. Knows nothing of MQTT."""

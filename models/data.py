@@ -1,0 +1,108 @@
+"""Fashion-MNIST loading from the upstream IDX files, with a clear error when they are missing.
+
+The files come from Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``); set
+``NAIRBUS_DATA_DIR`` or pass ``data_dir`` to read the same four files from elsewhere. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+DATA_DIR_ENV = "NAIRBUS_DATA_DIR"
+LABELS: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+Split = Literal["train", "test"]
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The Fashion-MNIST IDX files are not where we looked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """Images as uint8 ``(N, 28, 28)`` and labels as int64 ``(N,)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """Return the directory holding the IDX files: argument, then ``$NAIRBUS_DATA_DIR``, then Debian's path."""
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else DEFAULT_DATA_DIR
+
+
+def _open_idx(directory: Path, stem: str) -> bytes:
+    for name in (stem + ".gz", stem):
+        path = directory / name
+        if path.is_file():
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                return handle.read()
+    raise DatasetMissingError(
+        f"Fashion-MNIST file {stem}(.gz) not found in {directory}. Install it with "
+        f"'sudo apt-get install dataset-fashion-mnist' (files land in {DEFAULT_DATA_DIR}), or point "
+        f"{DATA_DIR_ENV} / --data-dir at a directory holding the four upstream IDX files."
+    )
+
+
+def parse_idx(raw: bytes) -> np.ndarray:
+    """Decode an IDX file (unsigned-byte payload) into an array of its declared shape."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError("not an unsigned-byte IDX file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"IDX payload holds {data.size} bytes, header says {shape}")
+    return data.reshape(shape)
+
+
+def load_split(split: Split, data_dir: str | Path | None = None) -> Dataset:
+    """Load the ``train`` (60 000) or ``test`` (10 000) split."""
+    directory = resolve_data_dir(data_dir)
+    image_stem, label_stem = _FILES[split]
+    images = parse_idx(_open_idx(directory, image_stem))
+    labels = parse_idx(_open_idx(directory, label_stem)).astype(np.int64)
+    if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
+        raise ValueError(f"unexpected Fashion-MNIST shapes {images.shape} / {labels.shape} in {directory}")
+    return Dataset(images=images, labels=labels)
+
+
+def train_calibration_split(
+    train: Dataset, holdout: int = 5000, seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """Split the training set into (fit, holdout) deterministically; the test split is never touched."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    hold, fit = order[:holdout], order[holdout:]
+    return (
+        Dataset(train.images[fit], train.labels[fit]),
+        Dataset(train.images[hold], train.labels[hold]),
+    )

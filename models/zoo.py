@@ -1,0 +1,48 @@
+"""The models nairbus ships, as data: their configs and the commands that train them."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from models.data import load_split
+from models.resnet import ResNetConfig
+from models.store import WEIGHTS_DIR, save_model
+from models.training import ProgressFn, TrainSettings, evaluate_accuracy, pick_device, train_model
+
+BASE_NAME = "base"
+BASE_CONFIG = ResNetConfig(widths=(24, 64, 128), blocks=(1, 1, 1), resolution=28)
+BASE_SETTINGS = TrainSettings()
+DEFAULT_SPLIT = "stage2"
+
+
+def train_base(
+    settings: TrainSettings = BASE_SETTINGS,
+    data_dir: str | Path | None = None,
+    out_dir: Path = WEIGHTS_DIR,
+    progress: ProgressFn | None = None,
+    command: str = "nairbus train base",
+) -> Path:
+    """Train the mature model, measure it on the test split, and write weights plus manifest."""
+    train = load_split("train", data_dir)
+    started = time.perf_counter()
+    model = train_model(BASE_CONFIG, train, settings, progress)
+    wall = time.perf_counter() - started
+    accuracy = evaluate_accuracy(model, load_split("test", data_dir))
+    return save_model(
+        model,
+        BASE_NAME,
+        {
+            "test_accuracy": accuracy,
+            "default_split": DEFAULT_SPLIT,
+            "command": command,
+            "settings": asdict(settings),
+            "train_wall_seconds": round(wall, 1),
+            "trained_on": f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}",
+        },
+        out_dir,
+    )
