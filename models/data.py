@@ -82,7 +82,7 @@ def parse_idx(raw: bytes) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"IDX payload holds {data.size} bytes, header says {shape}")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()
 
 
 def load_split(split: Split, data_dir: str | Path | None = None) -> Dataset:

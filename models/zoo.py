@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from models.data import load_split
+from models.data import LABELS, load_split
 from models.resnet import ResNetConfig
 from models.store import WEIGHTS_DIR, save_model
 from models.training import ProgressFn, TrainSettings, evaluate_accuracy, pick_device, train_model
@@ -38,6 +38,7 @@ def train_base(
         BASE_NAME,
         {
             "test_accuracy": accuracy,
+            "labels": list(LABELS),
             "default_split": DEFAULT_SPLIT,
             "command": command,
             "settings": asdict(settings),

@@ -1,0 +1,146 @@
+"""Offline NAIR calibration: fit the transform, fill statistics, quantiser and fragment plan on training images.
+
+The mature model's weights are frozen (it only runs forward). Calibration never sees the test split. The same
+function builds the baselines the evaluator compares against, by switching the transform off piece by piece.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from models.nair import NairArtifact, NairTransform, bits_schedule, geometric_plan
+from models.resnet import ResNet, preprocess
+
+Method = Literal["nair", "pca", "naive", "prune"]
+Fill = Literal["mean", "zero"]
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSettings:
+    """What to fit (the artifact's ``meta`` records all of it)."""
+
+    split: str = "stage2"
+    method: Method = "nair"
+    fill: Fill = "mean"
+    bit_bands: tuple[tuple[float, int], ...] = ((1.0, 8),)
+    clip_quantile: float = 0.9995
+    first_fragment: int = 32
+    growth: float = 1.5
+    max_fragment: int = 4096
+    batch_size: int = 500
+
+
+def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int = 500) -> np.ndarray:
+    """IR of every image at ``split``, float32 ``(N, C, H, W)``."""
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
+            outs.append(model.head(x, split).numpy())
+    return np.concatenate(outs)
+
+
+def _channel_klt(ir: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Eigenvectors of the channel covariance (pooled over positions), strongest first."""
+    c = ir.shape[1]
+    centred = (ir - mean).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
+    cov = centred.T @ centred / len(centred)
+    eigval, eigvec = np.linalg.eigh(cov)
+    return eigvec[:, np.argsort(eigval)[::-1]]
+
+
+def _channel_major_order(channel_rank: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Flattened order that sends whole channel maps in the given channel order."""
+    return (channel_rank[:, None] * (h * w) + np.arange(h * w)[None, :]).ravel()
+
+
+def prune_scores(model: ResNet, split: str, ir: np.ndarray) -> np.ndarray:
+    """Pruning criterion per channel at the split: mean absolute activation (the classic activation-magnitude rule)."""
+    del model, split
+    return np.abs(ir).mean(axis=(0, 2, 3))
+
+
+def calibrate(
+    model: ResNet,
+    model_name: str,
+    model_sha256: str,
+    images: np.ndarray,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+) -> NairArtifact:
+    """Fit an artifact for ``model`` at ``settings.split`` from calibration ``images`` (uint8, training data)."""
+    started = time.perf_counter()
+    ir = head_outputs(model, images, settings.split, settings.batch_size)
+    if progress:
+        progress("head", len(images), len(images))
+    n, c, h, w = ir.shape
+    k = c * h * w
+    mean = ir.mean(axis=0)
+    basis = _channel_klt(ir, mean) if settings.method in ("nair", "pca") else np.eye(c)
+    spatial = settings.method == "nair"
+    base = NairArtifact(
+        model_name=model_name,
+        model_sha256=model_sha256,
+        split=settings.split,
+        ir_shape=(c, h, w),
+        spatial_dct=spatial,
+        mean=mean.astype(np.float32),
+        channel_basis=basis.astype(np.float32),
+        order=np.arange(k, dtype=np.int64),
+        fill=np.zeros(k, dtype=np.float32),
+        lo=np.zeros(k, dtype=np.float32),
+        step=np.ones(k, dtype=np.float32),
+        bits=np.full(k, 8, dtype=np.uint8),
+        plan=np.array([[0, k]], dtype=np.int64),
+    )
+    with torch.no_grad():
+        natural = NairTransform(base).forward(torch.from_numpy(ir)).numpy()
+    if progress:
+        progress("transform", 1, 1)
+    if settings.method == "nair":
+        order = np.argsort(-natural.var(axis=0), kind="stable")
+    elif settings.method == "pca":
+        order = _channel_major_order(np.arange(c), h, w)
+    elif settings.method == "prune":
+        order = _channel_major_order(np.argsort(-prune_scores(model, settings.split, ir), kind="stable"), h, w)
+    else:
+        order = np.arange(k)
+    components = natural[:, order]
+    if settings.fill == "mean":
+        fill = components.mean(axis=0)
+    else:  # zero activation at the split, expressed in component space
+        fill = NairTransform(base).forward(torch.zeros(1, c, h, w)).numpy()[0][order]
+    bits = bits_schedule(k, list(settings.bit_bands))
+    q = settings.clip_quantile
+    lo, hi = np.quantile(components, [1 - q, q], axis=0)
+    step = np.maximum((hi - lo) / ((1 << bits.astype(np.int64)) - 1), 1e-8)
+    plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
+    meta: dict[str, Any] = {
+        "method": settings.method,
+        "settings": asdict(settings),
+        "calibration_images": int(n),
+        "calibration_seconds": round(time.perf_counter() - started, 2),
+    }
+    return NairArtifact(
+        model_name=model_name,
+        model_sha256=model_sha256,
+        split=settings.split,
+        ir_shape=(c, h, w),
+        spatial_dct=spatial,
+        mean=mean.astype(np.float32),
+        channel_basis=basis.astype(np.float32),
+        order=order.astype(np.int64),
+        fill=fill.astype(np.float32),
+        lo=lo.astype(np.float32),
+        step=step.astype(np.float32),
+        bits=bits,
+        plan=plan,
+        meta=meta,
+    )

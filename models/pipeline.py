@@ -1,0 +1,105 @@
+"""The NAIR split model as two halves: ``encode`` on the sensor, ``decode`` on the fusion node.
+
+``decode(encode(x))`` is the split model. The offline evaluator and the live agents call the same two methods, so
+the bus reproduces the evaluator frame for frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.codec import budget_spans, dequantise, quantise, spans_mask
+from models.loss import LossModel
+from models.nair import NairArtifact, NairTransform
+from models.resnet import ResNet, preprocess
+from models.store import WEIGHTS_DIR, load_model
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the receiver got for a batch of frames: dequantised values and masks ``(N, K)``, payload bytes ``(N,)``."""
+
+    values: np.ndarray
+    mask: np.ndarray
+    payload_bytes: np.ndarray
+
+
+class NairPipeline:
+    """A mature model paired with a NAIR artifact calibrated for it."""
+
+    def __init__(self, model: ResNet, manifest: dict[str, Any], artifact: NairArtifact) -> None:
+        artifact.check_model(manifest["name"], manifest["sha256"])
+        self.model = model
+        self.manifest = manifest
+        self.artifact = artifact
+        self.transform = NairTransform(artifact)
+        self.labels: tuple[str, ...] = tuple(manifest.get("labels") or [str(i) for i in range(model.config.num_classes)])
+
+    @classmethod
+    def load(cls, model_name: str = "base", artifact_path: Path | None = None) -> NairPipeline:
+        """Load a shipped model and its artifact (default ``models/weights/<model>.nair.npz``)."""
+        model, manifest = load_model(model_name)
+        path = artifact_path or WEIGHTS_DIR / f"{model_name}.nair.npz"
+        return cls(model, manifest, NairArtifact.load(path))
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Sensor half: uint8 images ``(N, 28, 28)`` to quantiser codes ``(N, K)``."""
+        with torch.no_grad():
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(images)))
+            comps = self.transform.forward(self.model.head(x, self.artifact.split)).numpy()
+        a = self.artifact
+        return quantise(comps, a.lo, a.step, a.bits)
+
+    def decode(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Fusion half: received component values and mask ``(N, K)`` to class probabilities ``(N, classes)``."""
+        with torch.no_grad():
+            ir = self.transform.reconstruct(torch.from_numpy(values), torch.from_numpy(mask))
+            logits = self.model.tail(ir, self.artifact.split)
+            return torch.softmax(logits, dim=1).numpy()
+
+    def full_model_probs(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """The mature model's own class probabilities (no split, no codec)."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
+                out.append(torch.softmax(self.model(x), dim=1).numpy())
+        return np.concatenate(out)
+
+    def receive(self, codes: np.ndarray, frame_ids: np.ndarray, budget_bytes: int | None, loss: LossModel) -> Received:
+        """Offline channel: what fusion would hold for each frame under a byte budget and injected loss."""
+        a = self.artifact
+        spans = budget_spans(a, budget_bytes)
+        mask = np.zeros(codes.shape, dtype=bool)
+        sizes = np.array([((e - s) * int(a.bits[s]) + 7) // 8 for _i, s, e in spans], dtype=np.int64)
+        payload = np.zeros(len(codes), dtype=np.int64)
+        for row, frame_id in enumerate(frame_ids.tolist()):
+            lost = loss.lost(int(frame_id), len(spans))
+            kept = [span for span, gone in zip(spans, lost, strict=True) if not gone]
+            mask[row] = spans_mask(a.n_components, kept)
+            payload[row] = int(sizes[~lost].sum()) if len(spans) else 0
+        values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
+        return Received(values, mask, payload)
+
+    def offline_probs(
+        self,
+        images: np.ndarray,
+        frame_ids: np.ndarray,
+        budget_bytes: int | None,
+        loss: LossModel = LossModel(),
+        batch_size: int = 500,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, fraction of the IR received and payload bytes per frame, as the live bus would see them."""
+        probs, fractions, payloads = [], [], []
+        for start in range(0, len(images), batch_size):
+            sl = slice(start, start + batch_size)
+            got = self.receive(self.encode(images[sl]), frame_ids[sl], budget_bytes, loss)
+            probs.append(self.decode(got.values, got.mask))
+            fractions.append(got.mask.mean(axis=1))
+            payloads.append(got.payload_bytes)
+        return np.concatenate(probs), np.concatenate(fractions), np.concatenate(payloads)
