@@ -1,0 +1,101 @@
+"""Settings shared by every agent: how to reach the broker, where the topic tree lives, how to log.
+
+Configuration is data: plain pydantic v2 models, validated on construction. Agent-specific settings
+live in their own modules and embed these; the command line and environment loading are layered on
+top elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_segment(value: str, what: str) -> str:
+    if not _SEGMENT.fullmatch(value):
+        raise ValueError(f"{what} {value!r} must be 1-64 characters from A-Z, a-z, 0-9, '_' and '-'")
+    return value
+
+
+class BrokerSettings(BaseModel):
+    """How an agent connects to its MQTT broker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca: Path | None = None
+    """CA bundle that signed the broker's certificate; setting it (or a client certificate) enables TLS."""
+    tls_cert: Path | None = None
+    """Client certificate for mutual TLS; requires ``tls_key``."""
+    tls_key: Path | None = None
+    tls_insecure: bool = False
+    """Skip the broker host name check (test certificates only)."""
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    max_outgoing: int = Field(default=20000, ge=1)
+    """Publishes that may wait to be sent (or, at QoS > 0, acknowledged) before new ones are dropped."""
+    inbox_size: int = Field(default=50000, ge=1)
+    """Received messages that may wait for the agent before new ones are dropped."""
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> Self:
+        if self.username is not None and self.password is None:
+            raise ValueError("a password is required when a username is set")
+        if self.password is not None and self.username is None:
+            raise ValueError("a username is required when a password is set")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the connection uses TLS (a CA bundle or a client certificate is configured)."""
+        return self.tls_ca is not None or self.tls_cert is not None
+
+
+class TopicSettings(BaseModel):
+    """Where the nairbus topic tree lives: ``<root>/v1/<site>/...``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = "nairbus"
+    """One or more ``/``-joined segments, e.g. ``nairbus`` or ``acme/lab``."""
+    site: str = "default"
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        for segment in value.split("/"):
+            _check_segment(segment, "topic root segment")
+        return value
+
+    @field_validator("site")
+    @classmethod
+    def _check_site(cls, value: str) -> str:
+        return _check_segment(value, "site")
+
+
+class LogSettings(BaseModel):
+    """How agents log: JSON lines for services, readable console for people."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["console", "json", "auto"] = "auto"
+    """``auto``: JSON when stderr is not a terminal (services, pipes), console otherwise."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

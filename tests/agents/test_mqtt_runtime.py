@@ -1,0 +1,211 @@
+"""The MQTT runtime against a real, private Mosquitto: status and will, reconnects, bounds, properties."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from agents.mosquitto import PrivateMosquitto, free_port
+from agents.mqtt import JSON_CONTENT_TYPE, Communicator, InboundMessage
+from agents.settings import BrokerSettings
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+
+
+def _status(state: str) -> bytes:
+    return json.dumps({"state": state}).encode()
+
+
+def _state(message: InboundMessage) -> str:
+    state: str = json.loads(message.payload)["state"]
+    return state
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Communicator]]:
+    """Build communicators (fast reconnects) and stop them all after the test."""
+    made: list[Communicator] = []
+
+    def _make(broker: PrivateMosquitto, name: str, root: str, **overrides: object) -> Communicator:
+        settings = BrokerSettings(
+            host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5, **overrides
+        )
+        comm = Communicator(settings, f"{root}/{name}".replace("/", "-"), f"{root}/{name}/status", _status)
+        made.append(comm)
+        return comm
+
+    yield _make
+    for comm in made:
+        comm.stop(timeout=1.0)
+
+
+def _next(comm: Communicator, timeout: float = 5.0) -> InboundMessage:
+    message = comm.get(timeout=timeout)
+    assert message is not None, f"no message within {timeout} s"
+    return message
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_start_stop_publishes_online_then_offline(
+    broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
+) -> None:
+    agent = make(broker, "agent", topic_root)
+    observer = make(broker, "observer", topic_root)
+    observer.subscribe(agent.status_topic)
+    observer.start()
+
+    agent.start()
+    assert agent.connected.is_set()
+    online = _next(observer)
+    assert (online.topic, _state(online), online.content_type) == (agent.status_topic, "online", JSON_CONTENT_TYPE)
+
+    agent.stop()
+    agent.stop()  # idempotent
+    assert not agent.connected.is_set()
+    offline = _next(observer)
+    assert _state(offline) == "offline"
+    assert observer.get(timeout=0.3) is None  # a clean stop sends no will after the offline status
+    assert agent.counters["disconnects"] == 0
+    assert agent.counters["published"] == 2
+
+    late = make(broker, "late", topic_root)
+    late.subscribe(agent.status_topic)
+    late.start()
+    retained = _next(late)
+    assert (_state(retained), retained.retain) == ("offline", True)
+    assert agent.publish(f"{topic_root}/after", b"x", content_type="text/plain") is False
+
+
+def test_unclean_loss_sends_will_then_reconnects(
+    broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
+) -> None:
+    agent = make(broker, "agent", topic_root)
+    observer = make(broker, "observer", topic_root)
+    agent.start()
+    observer.subscribe(agent.status_topic)
+    observer.start()
+    assert _state(_next(observer)) == "online"
+
+    # Cut the TCP connection without an MQTT DISCONNECT: the broker must publish the will.
+    sock = agent._client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.shutdown(socket.SHUT_RDWR)
+
+    will = _next(observer)
+    assert (_state(will), will.content_type) == ("offline", JSON_CONTENT_TYPE)
+    assert _state(_next(observer)) == "online"  # paho reconnected, the agent announced itself again
+    _wait(lambda: agent.counters["reconnects"] == 1)
+    assert agent.counters["disconnects"] == 1
+    assert agent.connected.is_set()
+
+
+def test_subscriptions_restored_after_broker_restart(topic_root: str, make: Callable[..., Communicator]) -> None:
+    # A broker of its own: restarting the suite's shared broker would disturb other tests.
+    with PrivateMosquitto() as broker:
+        consumer = make(broker, "consumer", topic_root)
+        consumer.subscribe(f"{topic_root}/in/#")
+        consumer.start()
+        producer = make(broker, "producer", topic_root, max_outgoing=3)
+        producer.start()
+        assert producer.publish(f"{topic_root}/in/a", b"before", qos=1, content_type="text/plain")
+        assert _next(consumer).payload == b"before"
+
+        broker.stop()
+        _wait(lambda: not producer.connected.is_set() and not consumer.connected.is_set())
+        # While disconnected: QoS 0 is refused, QoS 1 is queued up to max_outgoing, then refused.
+        assert not producer.publish(f"{topic_root}/in/q0", b"x", content_type="text/plain")
+        queued = [producer.publish(f"{topic_root}/in/q1", b"x", qos=1, content_type="text/plain") for _ in range(5)]
+        assert queued == [True, True, True, False, False]
+        counters = producer.counters
+        assert (counters["offline_dropped"], counters["outgoing_dropped"]) == (1, 2)
+
+        broker.start()
+        _wait(lambda: producer.connected.is_set() and consumer.connected.is_set())
+        assert producer.wait_published(timeout=5.0)  # the queued QoS 1 messages went out after the reconnect
+
+        # The consumer's subscription was made again in on_connect: fresh messages arrive.
+        deadline = time.monotonic() + 10.0
+        while True:
+            producer.publish(f"{topic_root}/in/b", b"after", qos=1, content_type="text/plain")
+            message = consumer.get(timeout=0.2)
+            if message is not None and message.payload == b"after":
+                break
+            assert time.monotonic() < deadline, "subscription not restored after the broker restart"
+        assert consumer.counters["reconnects"] == 1
+        assert consumer.counters["disconnects"] == 1
+
+
+def test_content_type_and_expiry_reach_the_broker(
+    broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
+) -> None:
+    sender = make(broker, "sender", topic_root)
+    receiver = make(broker, "receiver", topic_root)
+    receiver.subscribe(f"{topic_root}/live")
+    receiver.start()
+    sender.start()
+
+    assert sender.publish(f"{topic_root}/live", b"\x81\xa1k\x01", qos=1, content_type="application/x-msgpack")
+    message = _next(receiver)
+    assert (message.payload, message.content_type, message.retain) == (
+        b"\x81\xa1k\x01",
+        "application/x-msgpack",
+        False,
+    )
+    assert message.received_ts == pytest.approx(time.time(), abs=5.0)
+
+    # Retained messages, one expiring after 1 s: a subscriber arriving later sees only the other.
+    assert sender.publish(
+        f"{topic_root}/kept/expiring", b"1", qos=1, retain=True, content_type="text/plain", expiry_s=0.2
+    )
+    assert sender.publish(f"{topic_root}/kept/lasting", b"2", qos=1, retain=True, content_type="text/plain")
+    assert sender.wait_published()
+    time.sleep(2.1)
+    late = make(broker, "late", topic_root)
+    late.subscribe(f"{topic_root}/kept/#")
+    late.start()
+    assert _next(late).topic == f"{topic_root}/kept/lasting"
+    assert late.get(timeout=0.3) is None
+
+    # Larger than the broker's advertised maximum packet size: refused locally, connection kept.
+    assert not sender.publish(f"{topic_root}/live", b"\0" * 70_000, content_type="application/octet-stream")
+    assert sender.counters["oversize_dropped"] == 1
+    assert sender.connected.is_set()
+
+
+def test_full_inbox_drops_and_counts(
+    broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
+) -> None:
+    consumer = make(broker, "consumer", topic_root, inbox_size=3)
+    consumer.subscribe(f"{topic_root}/data")
+    consumer.start()
+    producer = make(broker, "producer", topic_root)
+    producer.start()
+
+    for i in range(10):
+        assert producer.publish(f"{topic_root}/data", str(i).encode(), qos=1, content_type="text/plain")
+    assert producer.wait_published()
+    _wait(lambda: consumer.counters["received"] == 10)
+    assert consumer.counters["inbox_dropped"] == 7
+    assert [_next(consumer).payload for _ in range(3)] == [b"0", b"1", b"2"]
+    assert consumer.get(timeout=0) is None
+    assert consumer.connected.is_set()  # the network thread never blocked
+
+
+def test_start_fails_fast_when_nothing_listens(topic_root: str) -> None:
+    port = free_port()
+    comm = Communicator(BrokerSettings(port=port), "nobody", f"{topic_root}/status", _status)
+    began = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"unreachable at 127.0.0.1:{port}"):
+        comm.start(timeout=10.0)
+    assert time.monotonic() - began < 3.0
+    comm.stop()
