@@ -1,0 +1,1 @@
+"""nairbus test suite."""

@@ -1,0 +1,1 @@
+"""Tests of the wire contract (schemas/): fast, no broker."""
