@@ -105,7 +105,7 @@ def train_model(
             optimiser.step()
             schedule.step()
             seen += len(idx)
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             if progress is not None:
                 progress(

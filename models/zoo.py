@@ -16,7 +16,7 @@ from models.training import ProgressFn, TrainSettings, evaluate_accuracy, pick_d
 
 BASE_NAME = "base"
 BASE_CONFIG = ResNetConfig(widths=(24, 64, 128), blocks=(1, 1, 1), resolution=28)
-BASE_SETTINGS = TrainSettings()
+BASE_SETTINGS = TrainSettings(epochs=24, label_smoothing=0.1)
 DEFAULT_SPLIT = "stage2"
 
 

@@ -1,0 +1,233 @@
+"""The ``nairbus`` command: one entry point with a sub-command for every job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(
+    help="nairbus: an MQTT bus for distributed deep-learning inference (NAIR split computing) on IoT devices.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+train_app = typer.Typer(help="Train the models nairbus ships (seeded; weights and manifest land in models/weights).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")]  # noqa: UP045
+DataDirOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
+]
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError as exc:
+        raise typer.BadParameter("expected i/n, e.g. 0/3") from exc
+    return (i, n)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _load_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from agents.config import load_config
+
+    try:
+        return load_config(config, overrides)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
+
+
+def _training_progress(progress: Progress, label: str) -> Any:
+    task = progress.add_task(label, total=None)
+
+    def report(kind: str, done: int, total: int, info: dict[str, float]) -> None:
+        if kind == "step":
+            progress.update(task, completed=done, total=total,
+                            description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
+                                        f"train acc {info['train_acc']:.3f}")
+        else:
+            progress.console.print(f"epoch {done}/{total}: loss {info['loss']:.4f}, train acc {info['train_acc']:.4f}"
+                                   f", {info['seconds']:.0f} s")
+
+    return report
+
+
+@train_app.command("base")
+def train_base_cmd(
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the shipped model's).")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data_dir: DataDirOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
+) -> None:
+    """Train the mature model (ResNet family, 28x28) and write weights plus manifest with its test accuracy."""
+    from dataclasses import replace
+
+    from models.data import DatasetMissingError
+    from models.store import WEIGHTS_DIR
+    from models.zoo import BASE_SETTINGS, train_base
+
+    settings = replace(BASE_SETTINGS, epochs=epochs or BASE_SETTINGS.epochs, seed=seed)
+    shipped = (settings.epochs, settings.seed) == (BASE_SETTINGS.epochs, BASE_SETTINGS.seed)
+    command = "nairbus train base" + ("" if shipped else f" --epochs {settings.epochs} --seed {seed}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        try:
+            path = train_base(settings, data_dir, out_dir or WEIGHTS_DIR, _training_progress(progress, "base"),
+                              command)
+        except DatasetMissingError as exc:
+            _fail(str(exc))
+    manifest = json.loads(path.read_text())
+    console.print(f"test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
+    split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
+    images: Annotated[int, typer.Option(help="Training images used for calibration.")] = 10000,
+    method: Annotated[str, typer.Option(help="nair, pca, naive or prune (baselines).")] = "nair",
+    out: Annotated[Optional[Path], typer.Option(help="Artifact path (default models/weights/<model>.nair.npz).")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only."""
+    import numpy as np
+
+    from models.calibration import CalibrationSettings
+    from models.calibration import calibrate as fit
+    from models.data import DatasetMissingError, load_split
+    from models.store import WEIGHTS_DIR, load_model
+
+    try:
+        net, manifest = load_model(model)
+        train = load_split("train", data_dir)
+    except (FileNotFoundError, DatasetMissingError) as exc:
+        _fail(str(exc))
+    pick = np.random.default_rng(0).permutation(len(train))[:images]
+    settings = CalibrationSettings(split=split or manifest.get("default_split", "stage2"), method=method)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
+        artifact = fit(net, manifest["name"], manifest["sha256"], train.images[np.sort(pick)], settings)
+    path = artifact.save(out or WEIGHTS_DIR / f"{model}.nair.npz")
+    seconds = time.perf_counter() - started
+    console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
+                  f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
+
+
+@app.command()
+def sensor(
+    config: ConfigOpt = None,
+    sensor_id: Annotated[Optional[str], typer.Option(help="Sensor id (topic segment).")] = None,  # noqa: UP045
+    stream_id: Annotated[Optional[str], typer.Option(help="Result stream (default: sensor id).")] = None,  # noqa: UP045
+    count: Annotated[Optional[int], typer.Option(help="Frames to replay from --start.")] = None,  # noqa: UP045
+    start: Annotated[Optional[int], typer.Option(help="First data-set index to replay.")] = None,  # noqa: UP045
+    shard: Annotated[Optional[str], typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,  # noqa: UP045
+    budget_bytes: Annotated[Optional[int], typer.Option(help="Payload bytes per frame.")] = None,  # noqa: UP045
+    budget_fraction: Annotated[Optional[float], typer.Option(help="Budget as a fraction of the IR.")] = None,  # noqa: UP045
+    bytes_per_second: Annotated[Optional[float], typer.Option(help="Bandwidth cap.")] = None,  # noqa: UP045
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
+    fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
+    test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run a NAIR sensor agent that replays data-set frames onto the bus, then exits."""
+    from agents.runner import run_sensor
+
+    values: dict[str, Any] = {
+        "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
+        "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
+        "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
+    }
+    if test_loss:
+        kind, _, rest = test_loss.partition(":")
+        parts = rest.split(":") if rest else ["0"]
+        loss: dict[str, Any] = {"kind": kind, "rate": float(parts[0])}
+        if len(parts) > 1:
+            loss["mean_burst"] = float(parts[1])
+        values["loss"] = loss
+    cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
+    try:
+        counters = run_sensor(cfg)
+    except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    console.print(json.dumps(counters))
+
+
+@app.command()
+def fusion(
+    config: ConfigOpt = None,
+    fusion_id: Annotated[Optional[str], typer.Option(help="Fusion agent id.")] = None,  # noqa: UP045
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Reassembly deadline per frame.")] = None,  # noqa: UP045
+    max_frames: Annotated[Optional[int], typer.Option(help="Hard bound on frames in flight.")] = None,  # noqa: UP045
+    stats_interval: Annotated[Optional[float], typer.Option(help="Seconds between stats messages.")] = None,  # noqa: UP045
+    partition: Annotated[Optional[str], typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,  # noqa: UP045
+) -> None:
+    """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
+    from agents.runner import run_fusion
+
+    values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
+              "stats_interval_s": stats_interval, "partition": _shard(partition)}
+    cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
+    try:
+        run_fusion(cfg)
+    except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def demo(
+    frames: Annotated[int, typer.Option(help="Test frames per budget (10 000 = the whole test split).")] = 10000,
+    sensors: Annotated[int, typer.Option(help="Sensor agents sharing the frames.")] = 3,
+    budgets: Annotated[str, typer.Option(help="Comma-separated fractions of the IR per frame.")] = "1,0.5,0.25,0.1",
+    fps: Annotated[float, typer.Option(help="Replay rate per sensor.")] = 400.0,
+    broker: Annotated[Optional[str], typer.Option(help="host:port of a broker to use instead of a private one.")] = None,  # noqa: UP045
+    report: Annotated[Optional[Path], typer.Option(help="Where the JSON report goes.")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """End-to-end demo: private Mosquitto, a fusion agent, sensors replaying the test set, table per budget."""
+    from agents.demo import DemoSettings, run_demo
+    from models.data import DatasetMissingError
+
+    try:
+        fractions = tuple(float(b) for b in budgets.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter("budgets must be numbers like 1,0.5,0.25") from exc
+    if any(not 0 < f <= 1 for f in fractions) or frames < 1 or sensors < 1:
+        raise typer.BadParameter("budgets in (0, 1], frames >= 1, sensors >= 1")
+    target = None
+    if broker:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise typer.BadParameter("--broker expects host:port")
+        target = (host, int(port))
+    settings = DemoSettings(budgets=fractions, sensors=sensors, frames=frames, fps_per_sensor=fps, broker=target,
+                            data_dir=data_dir)
+    if report:
+        from dataclasses import replace
+
+        settings = replace(settings, report=report)
+    try:
+        run_demo(settings, Console())
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ConnectionError) as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""Agent configuration as data: sensor and fusion settings, composed with broker/topic/log settings.
+
+Values come, lowest to highest priority, from defaults, a TOML config file (``--config`` or ``NAIRBUS_CONFIG``),
+environment variables (``NAIRBUS_<SECTION>__<FIELD>``, e.g. ``NAIRBUS_BROKER__PORT=1884``) and command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.settings import BrokerSettings, LogSettings, TopicSettings
+from schemas.ids import ID_PATTERN
+
+Id = Field(pattern=ID_PATTERN)
+
+
+class LossSettings(BaseModel):
+    """Injected fragment loss — test tooling only; a real link loses fragments by itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "random", "bursty"] = "none"
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    mean_burst: float = Field(default=3.0, ge=1.0)
+    seed: int = 0
+
+
+class SensorSettings(BaseModel):
+    """One sensor agent: what it replays, how it encodes, and what it may spend per frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
+    stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    mode: Literal["nair"] = "nair"
+    model: str = "base"
+    artifact: Path | None = None
+    split: Literal["train", "test"] = "test"
+    data_dir: Path | None = None
+    start: int = Field(default=0, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    shard: tuple[int, int] | None = None
+    """``(i, n)``: replay every n-th frame starting at i (frames shared between n sensors)."""
+    budget_bytes: int | None = Field(default=None, ge=1)
+    budget_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Per-frame payload budget as a fraction of the whole IR (alternative to ``budget_bytes``)."""
+    bytes_per_second: float | None = Field(default=None, gt=0)
+    deadline_ms: float = Field(default=1000.0, gt=0)
+    fps: float | None = Field(default=None, gt=0)
+    batch: int = Field(default=32, ge=1, le=1024)
+    expiry_s: float = Field(default=10.0, gt=0)
+    first_fragment_qos: Literal[0, 1] = 1
+    """Unequal error protection: the most important fragment at QoS 1, the tail at ``tail_qos``."""
+    tail_qos: Literal[0, 1] = 0
+    loss: LossSettings = LossSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.budget_bytes is not None and self.budget_fraction is not None:
+            raise ValueError("give budget_bytes or budget_fraction, not both")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError("shard (i, n) needs 0 <= i < n")
+        return self
+
+    @property
+    def stream(self) -> str:
+        return self.stream_id or self.sensor_id
+
+
+class FusionSettings(BaseModel):
+    """The fusion agent: reassembly deadline, memory bound, batching, reporting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
+    model: str = "base"
+    artifact: Path | None = None
+    deadline_ms: float = Field(default=500.0, gt=0)
+    max_frames: int = Field(default=4096, ge=1)
+    max_batch: int = Field(default=256, ge=1)
+    topk: int = Field(default=3, ge=1, le=10)
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    partition: tuple[int, int] | None = None
+    """``(i, n)``: this fusion agent takes the sensors whose id hashes to i of n (scale-out)."""
+
+
+class AgentConfig(BaseSettings):
+    """Everything an agent process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="NAIRBUS_", env_nested_delimiter="__", extra="forbid")
+
+    broker: BrokerSettings = BrokerSettings()
+    topics: TopicSettings = TopicSettings()
+    log: LogSettings = LogSettings()
+    sensor: SensorSettings = SensorSettings()
+    fusion: FusionSettings = FusionSettings()
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Defaults < config file < environment < ``overrides`` (flags given on the command line)."""
+    file_data: dict[str, Any] = {}
+    path = path or (Path(os.environ["NAIRBUS_CONFIG"]) if os.environ.get("NAIRBUS_CONFIG") else None)
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        with path.open("rb") as handle:
+            file_data = tomllib.load(handle)
+    env_cfg = AgentConfig()
+    env_data = env_cfg.model_dump(exclude_unset=True)
+    merged = _deep_merge(_deep_merge(file_data, env_data), overrides or {})
+    if isinstance(merged.get("broker", {}).get("password"), SecretStr):
+        merged["broker"]["password"] = merged["broker"]["password"].get_secret_value()
+    return AgentConfig.model_validate(merged)
