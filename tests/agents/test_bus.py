@@ -7,8 +7,8 @@ offline evaluator frame for frame, which holds for any model. Figures in reports
 from __future__ import annotations
 
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,17 +54,19 @@ class Listener:
     """Collects results and stats from the bus."""
 
     def __init__(self, broker: PrivateMosquitto, topics: TopicTree) -> None:
-        self.comm = Communicator(BrokerSettings(host=broker.host, port=broker.port), f"test-listener-{uuid.uuid4().hex[:8]}",
-                                 f"{topics.prefix}/observers/test/status", lambda state: b"{}")
+        self.comm = Communicator(BrokerSettings(host=broker.host, port=broker.port),
+                                 f"test-listener-{uuid.uuid4().hex[:8]}", f"{topics.prefix}/observers/test/status",
+                                 lambda state: b"{}")
         self.comm.subscribe(topics.all_results(), qos=0)
         self.comm.subscribe(topics.all_fusion("stats"), qos=0)
         self.topics = topics
         self.results: dict[tuple[str, int], Result] = {}
         self.stats: Stats | None = None
 
-    def collect(self, until: int, timeout: float) -> None:
+    def collect(self, want: set[tuple[str, int]], timeout: float) -> None:
+        """Read the bus until every wanted (stream, frame) result arrived or ``timeout`` passed."""
         end = time.monotonic() + timeout
-        while len(self.results) < until and time.monotonic() < end:
+        while not want <= self.results.keys() and time.monotonic() < end:
             msg = self.comm.get(timeout=0.1)
             if msg is None:
                 continue
@@ -117,7 +119,7 @@ def test_live_bus_reproduces_the_offline_evaluator(broker: PrivateMosquitto, top
         t.start()
     for t in threads:
         t.join(timeout=60)
-    listener.collect(until=40, timeout=20)
+    listener.collect({("cam-a", i) for i in range(0, 40, 2)} | {("cam-b", i) for i in range(1, 40, 2)}, timeout=20)
     for s in sensors:
         s.stop()
     listener.comm.stop()
@@ -169,7 +171,7 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
         time.sleep(0.05)
     attacker.wait_published()
     worker.join(timeout=60)
-    listener.collect(until=30, timeout=15)
+    listener.collect({("good", i) for i in range(30)}, timeout=15)
     good.stop()
     attacker.stop()
     listener.comm.stop()
