@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import queue
 import socket
 import threading
@@ -101,6 +102,14 @@ def _properties(packet_type: int, content_type: str) -> Properties:
     props = Properties(packet_type)  # type: ignore[no-untyped-call]
     props.ContentType = content_type
     return props
+
+
+def _check_tls_files(settings: BrokerSettings) -> None:
+    """Raise ``ConnectionError`` naming any configured TLS file that cannot be read (paho's own error does not)."""
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConnectionError(f"broker.{name} {path} does not exist or is not readable")
 
 
 def _varint_len(n: int) -> int:
@@ -221,9 +230,13 @@ class Communicator:
         settings = self.broker
         client = self._client
         if settings.username is not None:
-            password = settings.password.get_secret_value() if settings.password is not None else None
+            try:
+                password = settings.password_value()
+            except ValueError as exc:
+                raise ConnectionError(str(exc)) from None
             client.username_pw_set(settings.username, password)
         if settings.tls_enabled:
+            _check_tls_files(settings)
             client.tls_set(
                 ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
                 certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -31,6 +31,9 @@ class BrokerSettings(BaseModel):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = None
+    """File holding the password (its first line), instead of ``password``: a systemd credential
+    (``%d/broker-password`` in a unit), a Docker secret, or a 0600 file. Read at connect time, never logged."""
     tls_ca: Path | None = None
     """CA bundle that signed the broker's certificate; setting it (or a client certificate) enables TLS."""
     tls_cert: Path | None = None
@@ -48,15 +51,35 @@ class BrokerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_pairs(self) -> Self:
-        if self.username is not None and self.password is None:
-            raise ValueError("a password is required when a username is set")
-        if self.password is not None and self.username is None:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        has_password = self.password is not None or self.password_file is not None
+        if self.username is not None and not has_password:
+            raise ValueError("a password is required when a username is set (password or password_file)")
+        if has_password and self.username is None:
             raise ValueError("a username is required when a password is set")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
         return self
+
+    def password_value(self) -> str | None:
+        """The password, read from ``password_file`` when one is given; ``None`` without a username.
+
+        Raises ``ValueError`` (naming the file, never its content) when the file cannot be read or is empty.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read password_file {self.password_file}: {exc.strerror or exc}") from None
+        if not lines or not lines[0]:
+            raise ValueError(f"password_file {self.password_file} is empty")
+        return lines[0]
 
     @property
     def tls_enabled(self) -> bool:
