@@ -229,5 +229,11 @@ def demo(
         _fail(str(exc))
 
 
+# Variant Parallelism commands (train variants, evaluate vp, capture, demo-vp) live in agents.vp_cli.
+from agents.vp_cli import register as _register_vp  # noqa: E402
+
+_register_vp(app, train_app)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,171 @@
+"""The Variant Parallelism sub-commands of ``nairbus``: ``train variants``, ``evaluate vp``, ``capture``, ``demo-vp``.
+
+They live here so that :mod:`agents.cli` only registers them (:func:`register`); ``nairbus sensor --mode vp`` and
+``nairbus fusion --mode vp`` are options of the shared agent commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+DataDirOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
+]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _progress_fn(progress: Progress, label: str) -> Any:
+    task = progress.add_task(label, total=None)
+
+    def report(kind: str, done: int, total: int, info: dict[str, float]) -> None:
+        if kind == "step":
+            progress.update(task, completed=done, total=total,
+                            description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
+                                        f"fused train acc {info['train_acc']:.3f}")
+        elif kind == "teacher":
+            progress.console.print("teacher outputs computed (training images and their mirror images)")
+        else:
+            progress.console.print(f"epoch {done}/{total}: loss {info['loss']:.4f}, fused train acc "
+                                   f"{info['train_acc']:.4f}, {info['seconds']:.0f} s")
+
+    return report
+
+
+def train_variants_cmd(
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the shipped family's).")] = None,  # noqa: UP045
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
+    data_dir: DataDirOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifests go.")] = None,  # noqa: UP045
+) -> None:
+    """Train the VP variant family jointly (a loss per variant plus one on the fused output) and write the manifest."""
+    from dataclasses import replace
+
+    from models.data import DatasetMissingError
+    from models.store import WEIGHTS_DIR
+    from models.vp_training import VpTrainSettings, train_family
+
+    shipped = VpTrainSettings()
+    settings = replace(shipped, epochs=epochs or shipped.epochs, seed=seed,
+                       distill_weight=shipped.distill_weight if distill is None else distill)
+    parts = ["nairbus train variants"]
+    if settings.epochs != shipped.epochs:
+        parts.append(f"--epochs {settings.epochs}")
+    if settings.seed != shipped.seed:
+        parts.append(f"--seed {settings.seed}")
+    if settings.distill_weight != shipped.distill_weight:
+        parts.append(f"--distill {settings.distill_weight}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        try:
+            path = train_family(settings, data_dir=data_dir, out_dir=out_dir or WEIGHTS_DIR,
+                                progress=_progress_fn(progress, "variants"), command=" ".join(parts))
+        except (DatasetMissingError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+    manifest = json.loads(path.read_text())
+    for v in manifest["variants"]:
+        console.print(f"{v['name']}: {v['params']} params ({v['params_ratio']:.1%}), {v['macs']} MACs "
+                      f"({v['macs_ratio']:.1%}), test accuracy {v['test_accuracy']:.4f}")
+    console.print(f"ensemble {manifest['ensemble_accuracy']:.4f}, worst with one lost "
+                  f"{min(manifest['leave_one_out_accuracy'].values()):.4f}, {manifest['train_wall_seconds']} s "
+                  f"-> {path}")
+
+
+def evaluate_vp_cmd(
+    frames: Annotated[Optional[int], typer.Option(help="Test frames (default: all 10 000).")] = None,  # noqa: UP045
+    report: Annotated[Optional[Path], typer.Option(help="JSON report path (default reports/vp.json).")] = None,  # noqa: UP045
+    plots: Annotated[bool, typer.Option(help="Write PNG plots beside the report.")] = True,
+    trials: Annotated[int, typer.Option(help="Simulated failure trials per p.")] = 100000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate VP on the test split: every subset, every k, the mature model, availability, bytes per frame."""
+    from models.data import DatasetMissingError
+    from models.vp_eval import REPORT_PATH, VpEvalSettings, evaluate_vp, write_report
+
+    settings = VpEvalSettings(frames=frames, trials=trials)
+    try:
+        result = evaluate_vp(settings, data_dir)
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    path = write_report(result, report or REPORT_PATH, plots=plots)
+    full = result["ensemble"]
+    console.print(f"mature model {result['base_accuracy']:.4f}; ensemble (k={result['k']}) {full['accuracy']:.4f}; "
+                  f"worst with one variant lost {full['worst_one_lost']:.4f}")
+    for name, v in result["variants"].items():
+        console.print(f"  {name}: {v['accuracy']:.4f}  {v['params']} params ({v['params_ratio']:.1%}), "
+                      f"{v['macs']} MACs ({v['macs_ratio']:.1%})")
+    console.print(f"report: {path}")
+
+
+def capture_cmd(
+    stream_id: Annotated[str, typer.Option(help="Stream id: frames go to <prefix>/frames/<stream-id>.")] = "cam-1",
+    count: Annotated[Optional[int], typer.Option(help="Frames to publish from --start.")] = None,  # noqa: UP045
+    start: Annotated[int, typer.Option(help="First data-set index.")] = 0,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 50.0,
+    split: Annotated[str, typer.Option(help="Data-set split to replay as the camera.")] = "test",
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Capture agent: publish frames (here: data-set images standing in for a camera) for every VP variant sensor."""
+    from pydantic import ValidationError
+
+    from agents.capture import CaptureSettings, run_capture
+    from agents.config import load_config
+
+    try:
+        cfg = load_config(config, {})
+        settings = CaptureSettings(stream_id=stream_id, count=count, start=start, fps=fps, split=split,  # type: ignore[arg-type]
+                                   data_dir=data_dir)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
+    try:
+        sent = run_capture(cfg, settings)
+    except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    console.print(json.dumps(sent))
+
+
+def demo_vp_cmd(
+    frames: Annotated[int, typer.Option(help="Test frames (10 000 = the whole test split).")] = 10000,
+    stop_at: Annotated[float, typer.Option(help="Stop one variant agent after this fraction of the frames.")] = 0.5,
+    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 300.0,
+    report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Live VP run: private Mosquitto, capture agent, three variant sensors, VP fusion; one variant stopped part-way."""
+    from agents.demo_vp import VpDemoSettings, run_vp_demo_standalone
+    from models.data import DatasetMissingError
+
+    if frames < 10 or not 0 < stop_at < 1:
+        raise typer.BadParameter("frames >= 10 and 0 < stop-at < 1")
+    settings = VpDemoSettings(frames=frames, stop_at=stop_at, fps=fps, data_dir=data_dir)
+    try:
+        run_vp_demo_standalone(settings, report, Console())
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ConnectionError) as exc:
+        _fail(str(exc))
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add the VP commands to the ``nairbus`` app (an ``evaluate`` group is created unless one exists)."""
+    train_app.command("variants")(train_variants_cmd)
+    evaluate_app = next((g.typer_instance for g in app.registered_groups if g.name == "evaluate"), None)
+    if evaluate_app is None:
+        evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
+                                   no_args_is_help=True)
+        app.add_typer(evaluate_app, name="evaluate")
+    evaluate_app.command("vp")(evaluate_vp_cmd)
+    app.command("capture")(capture_cmd)
+    app.command("demo-vp")(demo_vp_cmd)

@@ -1,0 +1,301 @@
+"""Joint training of the VP variant family, and the committed weights and manifest it produces.
+
+All variants train together on the same augmented batches (each resamples the 28x28 batch to its own resolution).
+The loss is the paper's — one cross-entropy per variant plus one on the fused output, where the fused output is the
+weighted mean of the variants' softmax outputs, i.e. exactly what the fusion node computes with ``k`` = all classes —
+plus, as an optional knob, distillation from the mature model (KL divergence to its temperature-softened outputs,
+computed once per training image and its mirror image before training; the +-2 pixel crop jitter of a batch is not
+re-run through the teacher). Seeded; uses a GPU when one is present and never requires one.
+
+Training sees the 60 000 training images only. The test split is read after the last epoch, to record each
+variant's and the ensemble's accuracy in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.data import LABELS, Dataset, load_split
+from models.resnet import ResNet, preprocess
+from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
+from models.training import pick_device
+from models.variants import (
+    BUDGET_RATIO,
+    FAMILY_NAME,
+    VARIANTS,
+    VariantSpec,
+    cost,
+    derive_config,
+    fusion_weights,
+    weights_name,
+)
+from models.vp import all_subsets, check_k, fuse_batch, subset_key
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class VpTrainSettings:
+    """Hyper-parameters of the joint training (all of them: the manifest records this object)."""
+
+    epochs: int = 18
+    batch_size: int = 256
+    max_lr: float = 0.2
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    crop_padding: int = 2
+    fused_loss_weight: float = 1.0
+    distill_weight: float = 0.5
+    """Share of each variant's loss taken by distillation from the mature model (0 turns it off)."""
+    distill_temperature: float = 2.0
+    teacher: str = "base"
+    seed: int = 0
+    threads: int = 0
+
+
+def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Random crop after padding plus random horizontal flip (as :func:`models.training.augment`); returns the flips.
+
+    The flip mask lets distillation pick the teacher's output for the mirrored image.
+    """
+    n, _, h, w = batch.shape
+    if padding:
+        padded = F.pad(batch, (padding,) * 4, value=float(batch.min()))
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(batch.device)
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(batch.device)
+        idx = torch.arange(n, device=batch.device).view(n, 1, 1)
+        batch = padded[:, 0][idx, rows.view(n, h, 1), cols.view(n, 1, w)].unsqueeze(1)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1).to(batch.device), batch.flip(-1), batch), flip
+
+
+def softmax_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 1000, temperature: float = 1.0,
+                    flip: bool = False) -> np.ndarray:
+    """Softmax of ``model`` on uint8 images ``(N, 28, 28)`` as float32 ``(N, C)`` (optionally mirrored, softened)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = preprocess(torch.from_numpy(images[start : start + batch_size])).to(device)
+            if flip:
+                x = x.flip(-1)
+            out.append(F.softmax(model(x) / temperature, dim=1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+
+
+def fused_log_probs(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """log of the weighted mean of the variants' softmax outputs (the fusion rule with every class reported)."""
+    total = float(sum(weights))
+    stacked = torch.stack([F.log_softmax(z, dim=1) + float(np.log(w / total)) for z, w in zip(logits, weights,
+                                                                                                strict=True)])
+    return torch.logsumexp(stacked, dim=0)
+
+
+def train_variants(
+    family: Sequence[VariantSpec],
+    train: Dataset,
+    settings: VpTrainSettings,
+    teacher: nn.Module | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, ResNet]:
+    """Train the family jointly on ``train``; returns the variants in eval mode, by name."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    device = pick_device()
+    weights = fusion_weights(family)
+    models = {v.name: ResNet(derive_config(v)).to(device).to(memory_format=torch.channels_last) for v in family}
+    w = [weights[name] for name in models]
+    x_all = preprocess(torch.from_numpy(train.images))
+    y_all = torch.from_numpy(train.labels)
+    soft: tuple[torch.Tensor, torch.Tensor] | None = None
+    temp = settings.distill_temperature
+    if teacher is not None and settings.distill_weight > 0:
+        teacher = teacher.to(device)
+        soft = (torch.from_numpy(softmax_outputs(teacher, train.images, temperature=temp)),
+                torch.from_numpy(softmax_outputs(teacher, train.images, temperature=temp, flip=True)))
+        if progress is not None:
+            progress("teacher", 1, 1, {})
+    params = [p for m in models.values() for p in m.parameters()]
+    steps_per_epoch = (len(train) + settings.batch_size - 1) // settings.batch_size
+    optimiser = torch.optim.SGD(params, lr=settings.max_lr, momentum=0.9, nesterov=True,
+                                weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings.max_lr, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
+    )
+    lam = settings.distill_weight if soft is not None else 0.0
+    for epoch in range(settings.epochs):
+        for m in models.values():
+            m.train()
+        order = torch.randperm(len(train), generator=generator)
+        seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
+        for step in range(steps_per_epoch):
+            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            x, flipped = augment_with_flip(x_all[idx], settings.crop_padding, generator)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            y = y_all[idx].to(device)
+            logits = [m(x) for m in models.values()]
+            loss = torch.zeros((), device=device)
+            target = None
+            if soft is not None:
+                target = torch.where(flipped.view(-1, 1), soft[1][idx], soft[0][idx]).to(device)
+            for z in logits:
+                ce = F.cross_entropy(z, y, label_smoothing=settings.label_smoothing)
+                if target is not None:
+                    kd = F.kl_div(F.log_softmax(z / temp, dim=1), target, reduction="batchmean") * temp * temp
+                    loss = loss + (1 - lam) * ce + lam * kd
+                else:
+                    loss = loss + ce
+            fused = fused_log_probs(logits, w)
+            loss = loss + settings.fused_loss_weight * F.nll_loss(fused, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((fused.argmax(1) == y).sum())
+            if progress is not None:
+                progress("step", epoch * steps_per_epoch + step + 1, settings.epochs * steps_per_epoch,
+                         {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
+        if progress is not None:
+            progress("epoch", epoch + 1, settings.epochs,
+                     {"loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.perf_counter() - started})
+    out = {}
+    for name, m in models.items():
+        m.eval()
+        out[name] = m.to("cpu").to(memory_format=torch.contiguous_format)
+    return out
+
+
+def family_accuracy(probs: Mapping[str, np.ndarray], labels: np.ndarray, weights: Mapping[str, float],
+                    k: int) -> dict[str, float]:
+    """Accuracy of every non-empty subset of variants under the top-``k`` fusion rule, keyed by :func:`subset_key`."""
+    return {subset_key(combo): float((fuse_batch(probs, weights, k, combo).argmax(1) == labels).mean())
+            for combo in all_subsets(list(probs))}
+
+
+def train_family(
+    settings: VpTrainSettings = VpTrainSettings(),
+    family: Sequence[VariantSpec] = VARIANTS,
+    data_dir: str | Path | None = None,
+    out_dir: Path = WEIGHTS_DIR,
+    progress: ProgressFn | None = None,
+    command: str = "nairbus train variants",
+    train: Dataset | None = None,
+    test: Dataset | None = None,
+) -> Path:
+    """Train the family, measure it on the test split, write each variant's weights and the family manifest."""
+    for spec in family:
+        c = cost(spec)
+        if not c.fits:
+            raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
+                             f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
+    train = train if train is not None else load_split("train", data_dir)
+    teacher = None
+    teacher_ref: dict[str, Any] | None = None
+    if settings.distill_weight > 0:
+        teacher, teacher_manifest = load_model(settings.teacher)
+        teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
+    started = time.perf_counter()
+    models = train_variants(family, train, settings, teacher, progress)
+    wall = time.perf_counter() - started
+    test = test if test is not None else load_split("test", data_dir)
+    weights = fusion_weights(family)
+    probs = {name: softmax_outputs(m, test.images) for name, m in models.items()}
+    n_classes = len(LABELS)
+    k = check_k(n_classes // 2, n_classes)
+    subsets = family_accuracy(probs, test.labels, weights, k)
+    full = subset_key(list(models))
+    trained_on = f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}"
+    variants: list[dict[str, Any]] = []
+    for spec in family:
+        accuracy = float((probs[spec.name].argmax(1) == test.labels).mean())
+        path = save_model(models[spec.name], weights_name(spec.name), {
+            "family": FAMILY_NAME, "variant": spec.name, "width_multiplier": spec.width,
+            "resolution": spec.resolution, "fusion_weight": weights[spec.name], "test_accuracy": accuracy,
+            "labels": list(LABELS), "command": command, "trained_on": trained_on,
+        }, out_dir)
+        saved = json.loads(path.read_text())
+        variants.append({
+            "name": spec.name, "weights_name": weights_name(spec.name), "width_multiplier": spec.width,
+            "resolution": spec.resolution, "blocks": list(saved["config"]["blocks"]),
+            "widths": list(saved["config"]["widths"]), "fusion_weight": weights[spec.name],
+            **cost(spec).to_dict(), "test_accuracy": accuracy, "sha256": saved["sha256"],
+            "weights_file": saved["weights_file"],
+        })
+    base = _base_summary(out_dir)
+    names = [v.name for v in family]
+    leave_one_out = {name: subsets[subset_key([n for n in names if n != name])] for name in names}
+    manifest = {
+        "name": FAMILY_NAME,
+        "method": "Variant Parallelism (Asadi & Goudarzi, IEEE IoT-J 2023), joint training",
+        "command": command,
+        "labels": list(LABELS),
+        "k": k,
+        "variants": variants,
+        "ensemble_accuracy": subsets[full],
+        "leave_one_out_accuracy": leave_one_out,
+        "max_drop_one_lost": max(subsets[full] - acc for acc in leave_one_out.values()) if len(names) > 1 else 0.0,
+        "subsets": subsets,
+        "base": base,
+        "settings": asdict(settings),
+        "teacher": teacher_ref,
+        "train_wall_seconds": round(wall, 1),
+        "trained_on": trained_on,
+        "torch_version": torch.__version__,
+    }
+    path = out_dir / f"{FAMILY_NAME}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _base_summary(directory: Path) -> dict[str, Any] | None:
+    try:
+        m = read_manifest("base", directory if (directory / "base.json").is_file() else WEIGHTS_DIR)
+    except FileNotFoundError:
+        return None
+    return {"name": m["name"], "sha256": m["sha256"], "params": m["params"], "macs": m["macs"],
+            "test_accuracy": m.get("test_accuracy")}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVariant:
+    """One shipped variant: model in eval mode, its fusion weight and its per-variant manifest."""
+
+    name: str
+    model: ResNet
+    weight: float
+    manifest: dict[str, Any]
+
+
+def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+    """The family manifest and every variant (sha256-checked against its manifest), in family order."""
+    path = directory / f"{FAMILY_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
+    family = json.loads(path.read_text())
+    out = {}
+    for entry in family["variants"]:
+        model, manifest = load_model(entry["weights_name"], directory)
+        if manifest["sha256"] != entry["sha256"]:
+            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest['sha256'][:12]}… differs from the "
+                               f"family manifest's {entry['sha256'][:12]}…")
+        out[entry["name"]] = LoadedVariant(entry["name"], model, float(entry["fusion_weight"]), manifest)
+    return family, out
