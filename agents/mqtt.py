@@ -138,14 +138,15 @@ class _RateLimitedCounter:
 class Communicator:
     """An MQTT 5 client for one agent: status with last will, subscriptions, bounded queues.
 
-    ``status_payload(state)`` builds the retained JSON status for ``"online"`` / ``"offline"``.
+    ``status_payload(state)`` builds the retained JSON status for ``"online"`` / ``"offline"``. A read-only client
+    (``nairbus watch``) passes ``status_topic=None``: no status, no last will.
     """
 
     def __init__(
         self,
         broker: BrokerSettings,
         client_id: str,
-        status_topic: str,
+        status_topic: str | None,
         status_payload: Callable[[str], bytes],
         *,
         logger: FilteringBoundLogger | None = None,
@@ -244,7 +245,8 @@ class Communicator:
             )
             client.tls_insecure_set(settings.tls_insecure)
         will = _properties(PacketTypes.WILLMESSAGE, JSON_CONTENT_TYPE)
-        client.will_set(self.status_topic, self.status_payload("offline"), qos=1, retain=True, properties=will)
+        if self.status_topic is not None:
+            client.will_set(self.status_topic, self.status_payload("offline"), qos=1, retain=True, properties=will)
         # paho's type hints say int, but the delays are used as floats (time.sleep).
         client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(settings.max_outgoing)
@@ -408,6 +410,8 @@ class Communicator:
         return 1 + _varint_len(remaining) + remaining > limit
 
     def _publish_status(self, state: str) -> None:
+        if self.status_topic is None:
+            return
         props = _properties(PacketTypes.PUBLISH, JSON_CONTENT_TYPE)
         info = self._client.publish(self.status_topic, self.status_payload(state), qos=1, retain=True, properties=props)
         with self._out_lock:
