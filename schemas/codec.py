@@ -38,6 +38,7 @@ from schemas.messages import (
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     Fragment,
+    Frame,
     Message,
     TopK,
     WireModel,
@@ -72,7 +73,7 @@ MAX_JSON_BYTES: Final = 65536
 WireReason = Literal["oversize", "malformed", "version", "kind", "invalid"]
 WIRE_REASONS: Final[frozenset[str]] = frozenset(get_args(WireReason))
 
-_MSGPACK_TYPES: Final[frozenset[type[Message]]] = frozenset({Fragment, TopK})
+_MSGPACK_TYPES: Final[frozenset[type[Message]]] = frozenset({Fragment, TopK, Frame})
 _DETAIL_MAX: Final = 300
 
 M = TypeVar("M", bound=WireModel)

@@ -22,6 +22,7 @@ from schemas.ids import ID_REGEX
 __all__ = [
     "MAX_FRAGMENT_DATA",
     "MAX_FRAME_FRAGMENTS",
+    "MAX_FRAME_PIXELS",
     "MAX_LABELS",
     "MAX_TOPK",
     "MESSAGE_TYPES",
@@ -31,6 +32,7 @@ __all__ = [
     "ClassScore",
     "Fragment",
     "FragmentSpan",
+    "Frame",
     "Id",
     "Message",
     "MessageKind",
@@ -52,6 +54,8 @@ MAX_FRAGMENT_DATA: Final = 8192
 MAX_FRAME_FRAGMENTS: Final = 65535
 """Most fragments one sensor may send for one frame (and most spans in a fragment plan)."""
 MAX_LABELS: Final = 1000
+MAX_FRAME_PIXELS: Final = 12288
+"""Most pixels one :class:`Frame` may carry (fits the msgpack limit with its header)."""
 MAX_TOPK: Final = 500
 U64_MAX: Final = 2**64 - 1
 """Largest integer on the wire (msgpack carries at most uint64)."""
@@ -76,7 +80,7 @@ Bits = Annotated[int, Field(ge=1, le=16)]
 """Quantisation bits per component."""
 Probability = Annotated[float, Field(ge=0, le=1)]
 
-MessageKind = Literal["status", "birth", "frag", "topk", "result", "stats"]
+MessageKind = Literal["status", "birth", "frag", "topk", "result", "stats", "frame"]
 """The ``kind`` discriminator of every message."""
 
 
@@ -259,6 +263,35 @@ class TopK(WireModel):
         return self
 
 
+class Frame(WireModel):
+    """One captured grey frame, published once by a capture agent for every variant-parallel sensor. msgpack.
+
+    Every VP sensor of a stream subscribes to the stream's frame topic, so all variants see the same frame under the
+    same ``frame_id``. ``pixels`` is row-major uint8, ``height * width`` bytes.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["frame"] = "frame"
+    stream_id: Id
+    session: Session
+    seq: U64
+    frame_id: U64
+    capture_ts: Timestamp
+    expires_ts: Timestamp
+    height: Annotated[int, Field(ge=1, le=1024)]
+    width: Annotated[int, Field(ge=1, le=1024)]
+    pixels: Annotated[bytes, Field(min_length=1, max_length=MAX_FRAME_PIXELS)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.expires_ts <= self.capture_ts:
+            raise ValueError(f"expires_ts {self.expires_ts} must be after capture_ts {self.capture_ts}")
+        if len(self.pixels) != self.height * self.width:
+            raise ValueError(f"pixels is {len(self.pixels)} bytes, {self.height}x{self.width} needs "
+                             f"{self.height * self.width}")
+        return self
+
+
 # -- fusion output -----------------------------------------------------------------------------------------------------
 class ClassScore(WireModel):
     """One entry of a result's top-k."""
@@ -326,10 +359,11 @@ class Stats(WireModel):
     latency_p99_ms: Annotated[float, Field(ge=0)] | None = None
 
 
-Message: TypeAlias = Status | Birth | Fragment | TopK | Result | Stats
+Message: TypeAlias = Status | Birth | Fragment | TopK | Result | Stats | Frame
 """Any nairbus message."""
 
 MESSAGE_TYPES: Final[Mapping[str, type[Message]]] = MappingProxyType(
-    {"status": Status, "birth": Birth, "frag": Fragment, "topk": TopK, "result": Result, "stats": Stats}
+    {"status": Status, "birth": Birth, "frag": Fragment, "topk": TopK, "result": Result, "stats": Stats,
+     "frame": Frame}
 )
 """Message class by ``kind``."""

@@ -5,6 +5,7 @@ Every topic lives under ``<root>/v1/<site>/``::
     <root>/v1/<site>/sensors/<sensor_id>/{status,birth,frag,topk}
     <root>/v1/<site>/results/<stream_id>
     <root>/v1/<site>/fusion/<fusion_id>/{status,stats}
+    <root>/v1/<site>/frames/<stream_id>
 
 >>> tree = TopicTree(root="lab/nairbus", site="bench")
 >>> tree.sensor_frag("cam-01")
@@ -39,7 +40,7 @@ SensorLeaf = Literal["status", "birth", "frag", "topk"]
 FusionLeaf = Literal["status", "stats"]
 """The last level of a fusion topic."""
 TopicKind = Literal[
-    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "result", "fusion_status", "fusion_stats"
+    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "result", "fusion_status", "fusion_stats", "frame"
 ]
 """What a topic of the tree carries, as returned by :meth:`TopicTree.parse`."""
 
@@ -118,6 +119,15 @@ class TopicTree:
         """Subscription filter for every result stream: ``<prefix>/results/+``."""
         return f"{self.prefix}/results/+"
 
+    # -- frames ----------------------------------------------------------------------------------------------------
+    def frames(self, stream_id: str) -> str:
+        """:class:`~schemas.messages.Frame` stream a capture agent publishes for every VP sensor of a stream."""
+        return f"{self.prefix}/frames/{validate_id(stream_id, 'stream_id')}"
+
+    def all_frames(self) -> str:
+        """Subscription filter for every frame stream: ``<prefix>/frames/+``."""
+        return f"{self.prefix}/frames/+"
+
     # -- fusion --------------------------------------------------------------------------------------------------
     def fusion(self, fusion_id: str, leaf: FusionLeaf) -> str:
         """``<prefix>/fusion/<fusion_id>/<leaf>``."""
@@ -166,6 +176,8 @@ class TopicTree:
                     kind = "sensor_topk"
             case ["results", ident]:
                 kind = "result"
+            case ["frames", ident]:
+                kind = "frame"
             case ["fusion", ident, leaf] if leaf in _FUSION_LEAVES:
                 kind = "fusion_status" if leaf == "status" else "fusion_stats"
             case _:

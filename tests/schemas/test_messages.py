@@ -118,7 +118,7 @@ def test_kinds_and_versions() -> None:
     for kind, cls in MESSAGE_TYPES.items():
         assert cls.model_fields["kind"].default == kind
         assert cls.model_fields["v"].default == SCHEMA_VERSION
-    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "result", "stats"}
+    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "result", "stats", "frame"}
 
 
 def test_valid_examples_build() -> None:
