@@ -324,6 +324,8 @@ class Result(WireModel):
     decided_ts: Timestamp
     latency_ms: Annotated[float, Field(ge=0)]
     complete: bool
+    variants: Annotated[tuple[Name, ...], Field(max_length=MAX_FRAME_FRAGMENTS)] = ()
+    """VP: the variants whose top-k was fused into this decision (empty for NAIR)."""
 
     @model_validator(mode="after")
     def _distinct_topk(self) -> Self:
