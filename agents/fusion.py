@@ -66,6 +66,8 @@ class FusionAgent:
         self.latencies: deque[float] = deque(maxlen=10000)
         self.stop_event = threading.Event()
         self.started = time.time()
+        self.heartbeat = time.monotonic()
+        """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
         self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
                                  self._status_payload)
@@ -248,7 +250,7 @@ class FusionAgent:
         """Worker loop until :meth:`stop`: drain messages, decide ready frames in batches, publish stats."""
         next_stats = time.monotonic() + self.settings.stats_interval_s
         while not self.stop_event.is_set():
-            now = time.monotonic()
+            now = self.heartbeat = time.monotonic()
             deadline = self.reassembler.next_deadline()
             wait = min(0.2, max(0.0, deadline - now)) if deadline is not None else 0.2
             message = self.comm.get(timeout=wait)

@@ -1,12 +1,19 @@
-"""Fixtures for the deployment tests: one private broker running the production config for the whole directory."""
+"""Fixtures for the deployment tests: a private broker running the production config, and a tiny NAIR pipeline."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+import torch
 
+from models.calibration import CalibrationSettings, calibrate
+from models.data import load_split
+from models.pipeline import NairPipeline
+from models.resnet import ResNet, ResNetConfig
 from tests.deploy.secure import SecureBroker
+
+TINY_MANIFEST = {"name": "tiny", "sha256": "d" * 64, "labels": [f"class{i}" for i in range(10)]}
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +21,14 @@ def secure() -> Iterator[SecureBroker]:
     """broker/mosquitto.prod.conf + broker/acl on a private Mosquitto, with users and certificates from broker/scripts."""
     with SecureBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline() -> NairPipeline:
+    """An untrained tiny ResNet calibrated on 300 training images: plumbing only, as in tests/agents/test_bus.py."""
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval()
+    train = load_split("train")
+    artifact = calibrate(model, "tiny", TINY_MANIFEST["sha256"], train.images[:300],
+                         CalibrationSettings(first_fragment=16))
+    return NairPipeline(model, TINY_MANIFEST, artifact)
