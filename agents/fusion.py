@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.config import AgentConfig
+from agents.discovery import HomeAssistantDiscovery, streams_of
 from agents.logging import get_logger
 from agents.mqtt import Communicator, InboundMessage
 from agents.reassembly import AddOutcome, PendingFrame, Reassembler
@@ -73,6 +74,10 @@ class FusionAgent:
                                  self._status_payload)
         self.comm.subscribe(self.topics.all_sensors("birth"), qos=1)
         self.comm.subscribe(self.topics.all_sensors("frag"), qos=1)
+        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, fid, config.discovery)
+                          if config.discovery.enabled else None)
+        if self.discovery is not None:
+            self.discovery.attach()
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
@@ -89,6 +94,8 @@ class FusionAgent:
 
     def handle(self, message: InboundMessage, now: float) -> None:
         """Route one inbound message."""
+        if self.discovery is not None and self.discovery.handle(message, now):
+            return
         parsed = self.topics.parse(message.topic)
         if parsed is None:
             self.reject("unknown_topic", message.topic)
@@ -205,7 +212,10 @@ class FusionAgent:
             sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
             complete=frame.complete,
         )
-        self.comm.publish(self.topics.result(stream), wire_encode(result), qos=0, content_type=CONTENT_TYPE_JSON)
+        payload = wire_encode(result)
+        self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
+        if self.discovery is not None:
+            self.discovery.note_result(stream, payload)
         self.latencies.append(latency)
         self.counts["decided"] += 1
         self.counts["complete" if frame.complete else "partial"] += 1
@@ -264,6 +274,8 @@ class FusionAgent:
             ready = self.reassembler.pop_ready(time.monotonic())
             if ready:
                 self.decide(ready)
+            if self.discovery is not None:
+                self.discovery.update(streams_of(self.sensors.values()), time.monotonic())
             if time.monotonic() >= next_stats:
                 self.publish_stats()
                 next_stats = time.monotonic() + self.settings.stats_interval_s
