@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.discovery import DiscoverySettings
 from agents.settings import BrokerSettings, LogSettings, TopicSettings
 from schemas.ids import ID_PATTERN
 
@@ -100,6 +101,7 @@ class AgentConfig(BaseSettings):
     log: LogSettings = LogSettings()
     sensor: SensorSettings = SensorSettings()
     fusion: FusionSettings = FusionSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
