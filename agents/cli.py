@@ -146,14 +146,21 @@ def sensor(
     test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
+    mode: Annotated[Optional[str], typer.Option(help="nair (fragments) or vp (one variant, top-k).")] = None,  # noqa: UP045
+    variant: Annotated[Optional[str], typer.Option(help="VP: variant of the shipped family to run.")] = None,  # noqa: UP045
+    k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
+    source: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="VP: 'replay' (data set, shared frame ids) or 'mqtt' (frames from a capture agent).")] = None,
+    frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
 ) -> None:
-    """Run a NAIR sensor agent that replays data-set frames onto the bus, then exits."""
+    """Run a sensor agent (NAIR fragments, or --mode vp: one variant's top-k) that replays frames onto the bus."""
     from agents.runner import run_sensor
 
     values: dict[str, Any] = {
         "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
         "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
+        "mode": mode, "variant": variant, "k": k, "source": source, "frame_stream": frame_stream,
     }
     if test_loss:
         kind, _, rest = test_loss.partition(":")
@@ -163,6 +170,11 @@ def sensor(
             loss["mean_burst"] = float(parts[1])
         values["loss"] = loss
     cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
+    if cfg.sensor.mode == "vp":
+        from agents.runner import _on_signals
+        from agents.vp import run_vp_sensor
+
+        run_sensor = lambda c: run_vp_sensor(c, _on_signals)  # noqa: E731
     try:
         counters = run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
@@ -178,13 +190,19 @@ def fusion(
     max_frames: Annotated[Optional[int], typer.Option(help="Hard bound on frames in flight.")] = None,  # noqa: UP045
     stats_interval: Annotated[Optional[float], typer.Option(help="Seconds between stats messages.")] = None,  # noqa: UP045
     partition: Annotated[Optional[str], typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,  # noqa: UP045
+    mode: Annotated[Optional[str], typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,  # noqa: UP045
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from agents.runner import run_fusion
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
-              "stats_interval_s": stats_interval, "partition": _shard(partition)}
+              "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
+    if cfg.fusion.mode == "vp":
+        from agents.runner import _on_signals
+        from agents.vp import run_vp_fusion
+
+        run_fusion = lambda c: run_vp_fusion(c, _on_signals)  # noqa: E731
     try:
         run_fusion(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError) as exc:

@@ -39,8 +39,17 @@ class SensorSettings(BaseModel):
 
     sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
     stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    mode: Literal["nair"] = "nair"
+    mode: Literal["nair", "vp"] = "nair"
     model: str = "base"
+    variant: str | None = None
+    """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
+    k: int = Field(default=5, ge=1)
+    """VP mode: classes reported per frame (1 <= k <= classes/2)."""
+    source: Literal["replay", "mqtt"] = "replay"
+    """VP mode: replay the data set (frame id = index; every variant replays the same frames) or classify the
+    frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
+    """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
     artifact: Path | None = None
     split: Literal["train", "test"] = "test"
     data_dir: Path | None = None
@@ -67,6 +76,8 @@ class SensorSettings(BaseModel):
             raise ValueError("give budget_bytes or budget_fraction, not both")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise ValueError("shard (i, n) needs 0 <= i < n")
+        if self.mode == "vp" and self.variant is None:
+            raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self
 
     @property
@@ -80,6 +91,8 @@ class FusionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
+    mode: Literal["nair", "vp"] = "nair"
+    """``vp``: fuse the top-k of variant-parallel sensors (agents.vp) instead of reassembling NAIR fragments."""
     model: str = "base"
     artifact: Path | None = None
     deadline_ms: float = Field(default=500.0, gt=0)

@@ -1,0 +1,134 @@
+"""The capture agent: publishes each frame once, for every variant-parallel sensor of a stream.
+
+Variant Parallelism needs the same frame on every variant device. A capture agent (the camera's device) publishes
+each frame as a msgpack :class:`~schemas.messages.Frame` on ``<prefix>/frames/<stream_id>``; every VP sensor of
+the stream (``nairbus sensor --mode vp --source mqtt``) subscribes to it, so all variants classify the same pixels
+under the same frame id. Here the frames come from the data set (standing in for a camera: frame id = data-set
+index, so results can be scored); a camera source would publish the same message.
+
+Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.config import AgentConfig
+from agents.logging import configure_logging, get_logger
+from agents.mqtt import Communicator
+from agents.sources import replay, replay_indices
+from models.data import load_split
+from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
+from schemas import encode as wire_encode
+from schemas.ids import ID_PATTERN
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.capture")
+
+
+class CaptureSettings(BaseModel):
+    """What a capture agent publishes and how fast."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capture_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    """Agent id for the status topic (default ``capture-<stream_id>``)."""
+    stream_id: str = Field(default="cam-1", pattern=ID_PATTERN)
+    split: Literal["train", "test"] = "test"
+    data_dir: Path | None = None
+    start: int = Field(default=0, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    fps: float = Field(default=50.0, gt=0)
+    qos: Literal[0, 1] = 1
+    expiry_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def agent_id(self) -> str:
+        return self.capture_id or f"capture-{self.stream_id}"[:64]
+
+
+class CaptureAgent:
+    """Publishes frames on the stream's frame topic at a fixed rate."""
+
+    def __init__(self, config: AgentConfig, settings: CaptureSettings) -> None:
+        self.settings = settings
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        self.topic = self.topics.frames(settings.stream_id)
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.dropped = 0
+        self.comm = Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
+                                 self.topics.sensor_status(settings.agent_id), self._status_payload)
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.settings.agent_id, role="sensor", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    def start(self) -> None:
+        """Connect (publishes the retained ``online`` status)."""
+        self.comm.start()
+        log.info("capture_started", stream=self.settings.stream_id, topic=self.topic, fps=self.settings.fps)
+
+    def publish(self, frame_id: int, pixels: bytes, height: int = 28, width: int = 28) -> bool:
+        """Publish one frame now."""
+        s = self.settings
+        now = time.time()
+        message = Frame(stream_id=s.stream_id, session=self.comm.session, seq=self.sent + self.dropped + 1,
+                        frame_id=frame_id, capture_ts=now, expires_ts=now + s.expiry_s, height=height, width=width,
+                        pixels=pixels)
+        ok = self.comm.publish(self.topic, wire_encode(message), qos=s.qos, content_type=CONTENT_TYPE_MSGPACK,
+                               expiry_s=s.expiry_s)
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+        return ok
+
+    def run(self, on_frame: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Publish the configured frames at ``fps``; ``on_frame(n)`` is called after each (for orchestration)."""
+        s = self.settings
+        data = load_split(s.split, s.data_dir)
+        indices = replay_indices(len(data), s.start, s.count)
+        period = 1.0 / s.fps
+        next_at = time.monotonic()
+        for batch in replay(data, indices, 256):
+            for frame_id, image in zip(batch.frame_ids.tolist(), batch.images, strict=True):
+                delay = next_at - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    break
+                if self.stop_event.is_set():
+                    break
+                next_at = max(next_at + period, time.monotonic() - 1.0)
+                self.publish(int(frame_id), image.tobytes())
+                if on_frame is not None:
+                    on_frame(self.sent)
+            if self.stop_event.is_set():
+                break
+        self.comm.wait_published(timeout=30.0)
+        return {"sent": self.sent, "dropped": self.dropped}
+
+    def stop(self) -> None:
+        """Publish offline and disconnect."""
+        self.stop_event.set()
+        self.comm.stop()
+        log.info("capture_stopped", stream=self.settings.stream_id, sent=self.sent, dropped=self.dropped)
+
+
+def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:
+    """Run a capture agent as a process (SIGTERM/SIGINT stop it cleanly); returns what it sent."""
+    from agents.runner import _on_signals
+
+    configure_logging(config.log)
+    agent = CaptureAgent(config, settings)
+    _on_signals(agent.stop_event)
+    agent.start()
+    try:
+        return agent.run()
+    finally:
+        agent.stop()

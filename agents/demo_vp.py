@@ -1,0 +1,322 @@
+"""The live Variant Parallelism run of the demo: three variant sensors, a capture agent and VP fusion on a broker.
+
+A capture agent publishes test frames on the stream's frame topic; three VP sensor processes (one variant each)
+classify every frame and publish their top-k; a VP fusion process fuses whatever arrived by the deadline. Part-way
+through (``stop_at`` of the frames) one variant's process is stopped with SIGTERM, as a device that fails. Results
+must keep flowing, and the live accuracy of the frames decided by all variants (before) and by the remaining ones
+(after) must match the offline evaluator's accuracy of the full set and of the remaining subset on those same
+frames within 0.5 point (they are the same rule on the same frames, so they should agree exactly).
+
+:func:`run_vp_demo` runs on a broker someone else started (``nairbus demo`` calls it inside its own run);
+:func:`run_vp_demo_standalone` (``nairbus demo-vp``) starts a private Mosquitto and merges the ``vp`` section into
+``reports/demo.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agents.capture import CaptureAgent, CaptureSettings
+from agents.config import AgentConfig
+from agents.mosquitto import PrivateMosquitto
+from agents.mqtt import Communicator
+from agents.settings import BrokerSettings, TopicSettings
+from models.data import load_split
+from models.vp import fuse_batch, subset_key
+from models.vp_training import load_family, softmax_outputs
+from schemas import Birth, Result, Status, WireError
+from schemas import decode as wire_decode
+from schemas import encode as wire_encode
+from schemas.topics import TopicTree
+
+REPO = Path(__file__).resolve().parents[1]
+TOLERANCE = 0.005
+"""Live and offline accuracy must agree within half a point."""
+
+
+@dataclass(frozen=True, slots=True)
+class VpDemoSettings:
+    """What the live VP run does."""
+
+    frames: int = 10000
+    stop_at: float = 0.5
+    """Fraction of the frames after which one variant agent is stopped."""
+    stop_variant: str | None = None
+    """Variant to stop (default: the one whose loss costs the most accuracy offline)."""
+    fps: float = 300.0
+    k: int = 5
+    deadline_ms: float = 500.0
+    root: str = "nairbus-demo"
+    site: str = "demo-vp"
+    stream_id: str = "vp-cam"
+    run_dir: Path = REPO / "runs" / "demo-vp"
+    data_dir: Path | None = None
+
+
+def _env(broker: tuple[str, int], s: VpDemoSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"NAIRBUS_BROKER__HOST": broker[0], "NAIRBUS_BROKER__PORT": str(broker[1]),
+                "NAIRBUS_TOPICS__ROOT": s.root, "NAIRBUS_TOPICS__SITE": s.site, "NAIRBUS_LOG__FORMAT": "json",
+                "PYTHONUNBUFFERED": "1"})
+    if s.data_dir:
+        env["NAIRBUS_DATA_DIR"] = str(s.data_dir)
+    env.pop("NAIRBUS_CONFIG", None)
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = log_file.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env, stdout=handle, stderr=handle,
+                            cwd=REPO)
+
+
+class _Watcher:
+    """The orchestrator's MQTT client: births and status of the VP sensors, fusion status, results."""
+
+    def __init__(self, broker: tuple[str, int], topics: TopicTree) -> None:
+        self.topics = topics
+        self.comm = Communicator(BrokerSettings(host=broker[0], port=broker[1]), "nairbus-demo-vp-observer",
+                                 f"{topics.prefix}/observers/demo-vp/status", self._status)
+        for leaf in ("birth", "status"):
+            self.comm.subscribe(topics.all_sensors(leaf), qos=1)  # type: ignore[arg-type]
+        self.comm.subscribe(topics.all_fusion("status"), qos=1)
+        self.comm.subscribe(topics.all_results(), qos=1)
+        self.births: dict[str, Birth] = {}
+        self.online: dict[str, str] = {}
+        self.fusion_online = False
+        self.results: dict[int, Result] = {}
+        self.arrival: dict[int, float] = {}
+        self.bad = 0
+
+    def _status(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id="demo-vp", role="fusion", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    def poll(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while (message := self.comm.get(timeout=max(0.0, end - time.monotonic()))) is not None:
+            parsed = self.topics.parse(message.topic)
+            try:
+                if parsed is None or not message.payload:
+                    pass
+                elif parsed.kind == "result":
+                    result = wire_decode(message.payload, Result)
+                    self.results[result.frame_id] = result
+                    self.arrival[result.frame_id] = time.monotonic()
+                elif parsed.kind == "sensor_birth":
+                    self.births[parsed.ident] = wire_decode(message.payload, Birth)
+                elif parsed.kind == "sensor_status":
+                    status = wire_decode(message.payload, Status)
+                    self.online[parsed.ident] = status.session if status.state == "online" else ""
+                elif parsed.kind == "fusion_status":
+                    self.fusion_online = wire_decode(message.payload, Status).state == "online"
+            except WireError:
+                self.bad += 1
+            if time.monotonic() >= end:
+                break
+
+    def sensors_ready(self, ids: list[str]) -> bool:
+        return all(i in self.births and self.online.get(i) == self.births[i].session for i in ids)
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Console | None = None) -> dict[str, Any]:
+    """Run the live VP scenario on ``broker`` and return the report section."""
+    console = console or Console()
+    started = time.time()
+    family, variants = load_family()
+    names = list(variants)
+    weights = {n: v.weight for n, v in variants.items()}
+    test = load_split("test", settings.data_dir)
+    frames = min(settings.frames, len(test))
+    images, labels = test.images[:frames], test.labels[:frames]
+    probs = {n: softmax_outputs(v.model, images) for n, v in variants.items()}
+    offline_full = fuse_batch(probs, weights, settings.k).argmax(1)
+    loo = {n: float((fuse_batch(probs, weights, settings.k, [x for x in names if x != n]).argmax(1) == labels).mean())
+           for n in names}
+    victim = settings.stop_variant or min(loo, key=lambda n: loo[n])
+    if victim not in names:
+        raise RuntimeError(f"unknown variant {victim!r} to stop; the family has {', '.join(names)}")
+    remaining = [n for n in names if n != victim]
+    offline_rest = fuse_batch(probs, weights, settings.k, remaining).argmax(1)
+    topics = TopicTree(settings.root, settings.site)
+    env = _env(broker, settings)
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sensor_ids = {n: f"vp-{n}" for n in names}
+    watcher = _Watcher(broker, topics)
+    watcher.comm.start()
+    fusion = _spawn(["fusion", "--mode", "vp", "--fusion-id", "demo-vp-fusion", "--deadline-ms",
+                     str(settings.deadline_ms), "--stats-interval", "1"], env, run_dir / "fusion.log")
+    sensors = {n: _spawn(["sensor", "--mode", "vp", "--variant", n, "--sensor-id", sensor_ids[n], "--stream-id",
+                          settings.stream_id, "--source", "mqtt", "--k", str(settings.k)], env,
+                         run_dir / f"{sensor_ids[n]}.log") for n in names}
+    capture: CaptureAgent | None = None
+    stopped_at: dict[str, Any] = {}
+    try:
+        wait_until = time.monotonic() + 90
+        while not (watcher.fusion_online and watcher.sensors_ready(list(sensor_ids.values()))):
+            dead = [n for n, p in sensors.items() if p.poll() is not None] + (["fusion"] if fusion.poll() else [])
+            if dead or time.monotonic() > wait_until:
+                raise RuntimeError(f"VP agents did not come online ({', '.join(dead) or 'timeout'}); logs in {run_dir}")
+            watcher.poll(0.2)
+        time.sleep(0.5)  # let fusion see every birth and status before the first frame
+        watcher.poll(0.1)
+        cfg = AgentConfig(broker=BrokerSettings(host=broker[0], port=broker[1]),
+                          topics=TopicSettings(root=settings.root, site=settings.site))
+        capture = CaptureAgent(cfg, CaptureSettings(stream_id=settings.stream_id, count=frames, fps=settings.fps,
+                                                    data_dir=settings.data_dir))
+        capture.start()
+        stop_after = max(1, int(frames * settings.stop_at))
+        cut = threading.Event()
+
+        def on_frame(sent: int) -> None:
+            if sent == stop_after:
+                cut.set()
+
+        sender = threading.Thread(target=capture.run, kwargs={"on_frame": on_frame}, daemon=True)
+        console.print(f"[bold]VP live run[/]: {len(names)} variant sensors ({', '.join(names)}), {frames} frames at "
+                      f"{settings.fps:g} fps; {victim} stops after frame {stop_after}")
+        sender.start()
+        with Progress(TextColumn("VP frames decided"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("frames", total=frames)
+            quiet_since: float | None = None
+            while len(watcher.results) < frames:
+                before = len(watcher.results)
+                watcher.poll(0.2)
+                progress.update(task, completed=len(watcher.results))
+                if cut.is_set() and not stopped_at:
+                    stopped_at = {"variant": victim, "after_frames_published": stop_after, "ts": time.time()}
+                    progress.console.print(f"stopping {victim} (SIGTERM) after {stop_after} frames")
+                    stopped_at["exit_code"] = _stop(sensors[victim])
+                if not sender.is_alive() and len(watcher.results) == before:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since > settings.deadline_ms / 1000.0 + 3.0:
+                        break
+                else:
+                    quiet_since = None
+        sender.join(timeout=10)
+    finally:
+        if capture is not None:
+            capture.stop()
+        for p in sensors.values():
+            _stop(p)
+        _stop(fusion)
+        watcher.poll(0.3)
+        watcher.comm.stop()
+    return _summarise(settings, watcher, labels, offline_full, offline_rest, names, victim, remaining, loo,
+                      stopped_at, family, time.time() - started)
+
+
+def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline_full: np.ndarray,
+               offline_rest: np.ndarray, names: list[str], victim: str, remaining: list[str], loo: dict[str, float],
+               stopped_at: dict[str, Any], family: dict[str, Any], wall: float) -> dict[str, Any]:
+    full_key, rest_key = subset_key(names), subset_key(remaining)
+    groups: dict[str, list[int]] = {}
+    for frame_id, r in watcher.results.items():
+        groups.setdefault(subset_key(r.variants), []).append(frame_id)
+
+    def phase(key: str, offline: np.ndarray) -> dict[str, Any]:
+        ids = np.array(sorted(groups.get(key, [])), dtype=np.int64)
+        if not len(ids):
+            return {"variants": key.split(","), "frames": 0}
+        live = np.array([watcher.results[int(i)].class_index for i in ids])
+        return {
+            "variants": key.split(","), "frames": len(ids), "first_frame": int(ids.min()), "last_frame": int(ids.max()),
+            "live_accuracy": float((live == labels[ids]).mean()),
+            "offline_accuracy_same_frames": float((offline[ids] == labels[ids]).mean()),
+            "agreement_with_offline": float((live == offline[ids]).mean()),
+        }
+
+    before, after = phase(full_key, offline_full), phase(rest_key, offline_rest)
+    got = list(watcher.results.values())
+    latencies = np.array([r.latency_ms for r in got]) if got else np.array([np.nan])
+    after_stop = [r for r in got if stopped_at and r.decided_ts > stopped_at["ts"]]
+    checks = {
+        "before_within_0_5pt": before.get("frames", 0) > 0
+        and abs(before["live_accuracy"] - before["offline_accuracy_same_frames"]) <= TOLERANCE,
+        "after_within_0_5pt": after.get("frames", 0) > 0
+        and abs(after["live_accuracy"] - after["offline_accuracy_same_frames"]) <= TOLERANCE,
+        "results_kept_flowing": len(after_stop) > 0 and after.get("frames", 0) > 0,
+    }
+    other = {k: len(v) for k, v in groups.items() if k not in (full_key, rest_key)}
+    return {
+        "command": "nairbus demo-vp" + ("" if s.frames >= 10000 else f" --frames {s.frames}"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
+                     if k not in ("run_dir", "data_dir")},
+        "family": {"variants": names, "weights": {v["name"]: v["fusion_weight"] for v in family["variants"]},
+                   "sha256": {v["name"]: v["sha256"] for v in family["variants"]}},
+        "stopped": {**stopped_at, "variant": victim, "remaining": remaining},
+        "frames_sent": int(len(labels)),
+        "results": len(got),
+        "missing": int(len(labels) - len(got)),
+        "before": before,
+        "after": after,
+        "other_variant_sets": other,
+        "offline_whole_run": {
+            "full_set_accuracy": float((offline_full == labels).mean()),
+            "remaining_subset_accuracy": float((offline_rest == labels).mean()),
+            "leave_one_out_accuracy": loo,
+        },
+        "results_after_stop": len(after_stop),
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "checks": checks,
+        "passed": all(checks.values()),
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def render_table(section: dict[str, Any]) -> Table:
+    """Before/after table people read at the end of the VP run."""
+    table = Table(title=f"VP live run — {section['stopped']['variant']} stopped part-way (same frames as offline)")
+    for name in ("phase", "variants", "frames", "live acc", "offline acc", "agreement"):
+        table.add_column(name, justify="right")
+    for label in ("before", "after"):
+        row = section[label]
+        if row.get("frames"):
+            table.add_row(label, "+".join(row["variants"]), str(row["frames"]), f"{row['live_accuracy']:.2%}",
+                          f"{row['offline_accuracy_same_frames']:.2%}", f"{row['agreement_with_offline']:.2%}")
+    return table
+
+
+def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
+                           console: Console | None = None) -> dict[str, Any]:
+    """``nairbus demo-vp``: private Mosquitto, the live VP run, and its ``vp`` section merged into the demo report."""
+    console = console or Console()
+    with PrivateMosquitto() as broker:
+        section = run_vp_demo(settings, (broker.host, broker.port), console)
+    path = report or REPO / "reports" / "demo.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    data["vp"] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    console.print(render_table(section))
+    console.print(f"checks: {section['checks']}; report: {path}")
+    return section

@@ -1,0 +1,624 @@
+"""Variant Parallelism on the bus: the VP sensor agent (one variant, top-k out) and the VP fusion agent.
+
+Sensor (``nairbus sensor --mode vp --variant NAME``): loads one variant of the shipped family (sha256-checked),
+announces it in a retained birth (variant name, fusion weight, k, model hash, labels), then classifies frames from
+either source and publishes each frame's top-k as a msgpack :class:`~schemas.messages.TopK`:
+
+* ``replay``: the data set, frame id = data-set index — every variant sensor replays the same indices, so they
+  share frame ids without talking to each other;
+* ``mqtt``: the :class:`~schemas.messages.Frame` messages a capture agent (:mod:`agents.capture`) publishes on
+  ``<prefix>/frames/<stream>`` — one publish reaches every variant device.
+
+Fusion (``nairbus fusion --mode vp``): learns VP sensors from their births (refusing model hashes that are not in
+the committed family manifest), buffers votes per ``(stream, frame id)``, and decides a frame when every variant
+that was online when the frame opened has reported, or when the deadline (from the first vote's arrival) passes —
+a variant that never reports never holds a frame longer than that, and one whose status goes ``offline`` stops
+being waited for at once. The decision is the pure rule :func:`models.vp.fuse`; the result lists the variants that
+contributed. Bad input is rejected with a reason, a log line and a counter.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.config import AgentConfig
+from agents.fusion import owns_sensor
+from agents.logging import configure_logging, get_logger
+from agents.mqtt import Communicator, InboundMessage
+from agents.sources import replay, replay_indices
+from models.data import LABELS, load_split
+from models.store import WEIGHTS_DIR
+from models.variants import FAMILY_NAME
+from models.vp import Vote, check_k, fuse, topk
+from models.vp_training import LoadedVariant, load_family, softmax_outputs
+from schemas import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_MSGPACK,
+    Birth,
+    ClassScore,
+    Frame,
+    ModelRef,
+    Result,
+    Stats,
+    Status,
+    TopK,
+    VpBirth,
+    WireError,
+)
+from schemas import decode as wire_decode
+from schemas import encode as wire_encode
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.vp")
+FRAME_SIDE = 28
+
+
+class VpConfigError(RuntimeError):
+    """A VP agent was configured with something the shipped family does not have (variant, k)."""
+
+
+def topk_message_bytes(k: int, n_classes: int = len(LABELS)) -> int:
+    """Bytes of one real msgpack :class:`TopK` message with ``k`` classes (typical ids, session and timestamps)."""
+    now = time.time()
+    message = TopK(sensor_id="vp-w44r28", session="0123456789ab", seq=123456, frame_id=9999, capture_ts=now,
+                   expires_ts=now + 10.0, classes=tuple(range(min(k, n_classes))),
+                   scores=tuple(0.1234567 for _ in range(min(k, n_classes))))
+    return len(wire_encode(message))
+
+
+# ===================================================================================================================
+# sensor
+# ===================================================================================================================
+class VpSensorAgent:
+    """Runs one variant and publishes its top-k for every frame."""
+
+    def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
+                 weights_dir: Path = WEIGHTS_DIR) -> None:
+        self.config = config
+        self.settings = s = config.sensor
+        if s.variant is None:
+            raise VpConfigError("a VP sensor needs a variant (--variant)")
+        if variant is None:
+            _family, variants = load_family(weights_dir)
+            if s.variant not in variants:
+                raise VpConfigError(f"unknown variant {s.variant!r}; the family has {', '.join(variants)}")
+            variant = variants[s.variant]
+        self.variant = variant
+        self.labels: tuple[str, ...] = tuple(variant.manifest.get("labels") or LABELS)
+        try:
+            self.k = check_k(s.k, len(self.labels))
+        except ValueError as exc:
+            raise VpConfigError(str(exc)) from exc
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        self.stop_event = threading.Event()
+        self.counters = {"frames": 0, "published": 0, "dropped_outgoing": 0, "frames_rejected": 0}
+        self.comm = Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}", self.topics.sensor_status(s.sensor_id),
+                                 self._status_payload)
+        if s.source == "mqtt":
+            self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
+        self._seq = 0
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.settings.sensor_id, role="sensor", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    def birth(self) -> Birth:
+        """Retained description: variant, fusion weight, k, model hash, labels."""
+        s, m = self.settings, self.variant.manifest
+        return Birth(sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode="vp", stream_id=s.stream,
+                     labels=self.labels, model=ModelRef(name=m["name"], sha256=m["sha256"]),
+                     vp=VpBirth(variant=self.variant.name, weight=self.variant.weight, k=self.k),
+                     deadline_ms=s.deadline_ms)
+
+    def start(self) -> None:
+        """Connect, subscribe (mqtt source) and publish the retained birth."""
+        self.comm.start()
+        topic = self.topics.sensor_birth(self.settings.sensor_id)
+        self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        self.comm.wait_published()
+        log.info("vp_sensor_started", sensor=self.settings.sensor_id, variant=self.variant.name, k=self.k,
+                 source=self.settings.source, session=self.comm.session)
+
+    def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k class ids and scores of uint8 frames ``(B, 28, 28)``."""
+        return topk(softmax_outputs(self.variant.model, images), self.k)
+
+    def publish_frame(self, frame_id: int, classes: np.ndarray, scores: np.ndarray, capture_ts: float) -> None:
+        """Publish one frame's top-k (QoS 1: a lost vote costs accuracy, a late one only waits for the deadline)."""
+        s = self.settings
+        self._seq += 1
+        message = TopK(sensor_id=s.sensor_id, session=self.comm.session, seq=self._seq, frame_id=frame_id,
+                       capture_ts=capture_ts, expires_ts=capture_ts + s.expiry_s,
+                       classes=tuple(int(c) for c in classes), scores=tuple(float(x) for x in scores))
+        self.counters["frames"] += 1
+        if self.comm.publish(self.topics.sensor_topk(s.sensor_id), wire_encode(message), qos=1,
+                             content_type=CONTENT_TYPE_MSGPACK, expiry_s=s.expiry_s):
+            self.counters["published"] += 1
+        else:
+            self.counters["dropped_outgoing"] += 1
+
+    def run(self) -> dict[str, int]:
+        """Run the configured source until it ends (replay) or :meth:`stop` / ``count`` frames (mqtt)."""
+        return self.run_replay() if self.settings.source == "replay" else self.run_mqtt()
+
+    def run_replay(self) -> dict[str, int]:
+        """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant)."""
+        s = self.settings
+        data = load_split(s.split, s.data_dir)
+        indices = replay_indices(len(data), s.start, s.count, s.shard)
+        period = 1.0 / s.fps if s.fps else 0.0
+        next_at = time.monotonic()
+        for batch in replay(data, indices, s.batch):
+            if self.stop_event.is_set():
+                break
+            capture = time.time()
+            classes, scores = self.classify(batch.images)
+            for frame_id, c, sc in zip(batch.frame_ids.tolist(), classes, scores, strict=True):
+                if period:
+                    delay = next_at - time.monotonic()
+                    if delay > 0 and self.stop_event.wait(delay):
+                        break
+                    next_at = max(next_at + period, time.monotonic() - 1.0)
+                self.publish_frame(int(frame_id), c, sc, capture)
+        self.comm.wait_published(timeout=30.0)
+        return dict(self.counters)
+
+    def run_mqtt(self) -> dict[str, int]:
+        """Classify the frames a capture agent publishes, in small batches, until stopped (or ``count`` frames)."""
+        s = self.settings
+        stream = s.frame_stream or s.stream
+        while not self.stop_event.is_set():
+            if s.count is not None and self.counters["frames"] >= s.count:
+                break
+            message = self.comm.get(timeout=0.2)
+            frames: list[Frame] = []
+            while message is not None:
+                frame = self._frame(message, stream)
+                if frame is not None:
+                    frames.append(frame)
+                if len(frames) >= s.batch:
+                    break
+                message = self.comm.get(timeout=0)
+            if not frames:
+                continue
+            images = np.stack([np.frombuffer(f.pixels, dtype=np.uint8).reshape(FRAME_SIDE, FRAME_SIDE)
+                               for f in frames])
+            classes, scores = self.classify(images)
+            for f, c, sc in zip(frames, classes, scores, strict=True):
+                self.publish_frame(f.frame_id, c, sc, f.capture_ts)
+        self.comm.wait_published(timeout=10.0)
+        return dict(self.counters)
+
+    def _frame(self, message: InboundMessage, stream: str) -> Frame | None:
+        try:
+            frame = wire_decode(message.payload, Frame)
+        except WireError as exc:
+            return self._reject_frame(exc.reason, message.topic)
+        if frame.stream_id != stream:
+            return self._reject_frame("topic_mismatch", message.topic)
+        if (frame.height, frame.width) != (FRAME_SIDE, FRAME_SIDE):
+            return self._reject_frame("shape", message.topic, f"{frame.height}x{frame.width}")
+        if frame.expires_ts < time.time():
+            return self._reject_frame("expired", message.topic)
+        return frame
+
+    def _reject_frame(self, reason: str, topic: str, detail: str = "") -> None:
+        self.counters["frames_rejected"] += 1
+        log.warning("frame_rejected", reason=reason, topic=topic, detail=detail)
+
+    def stop(self) -> None:
+        """Publish offline and disconnect."""
+        self.stop_event.set()
+        self.comm.stop()
+        log.info("vp_sensor_stopped", sensor=self.settings.sensor_id, **self.counters)
+
+
+def run_vp_sensor(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> dict[str, int]:
+    """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
+    configure_logging(config.log)
+    agent = VpSensorAgent(config)
+    if on_signals is not None:
+        on_signals(agent.stop_event)
+    agent.start()
+    try:
+        return agent.run()
+    finally:
+        agent.stop()
+
+
+# ===================================================================================================================
+# fusion
+# ===================================================================================================================
+@dataclass(frozen=True, slots=True)
+class VpSensor:
+    """What fusion knows of a VP sensor from its birth."""
+
+    sensor_id: str
+    session: str
+    stream_id: str
+    variant: str
+    weight: float
+    k: int
+
+
+@dataclass(slots=True)
+class PendingVotes:
+    """Votes of one frame of one stream."""
+
+    stream_id: str
+    frame_id: int
+    capture_ts: float
+    deadline: float
+    waiting_for: set[str]
+    """Sensors online when the frame opened that have not voted yet (shrinks as they vote or go offline)."""
+    expected: int
+    votes: dict[str, Vote] = field(default_factory=dict)
+    nbytes: int = 0
+    evicted: bool = False
+
+
+class VoteBuffer:
+    """Per-frame vote buffers: pure, clock passed in, bounded, with deadlines; stragglers are counted as late."""
+
+    def __init__(self, deadline_s: float, max_frames: int = 4096, remember_decided: int = 65536) -> None:
+        if deadline_s <= 0 or max_frames < 1:
+            raise ValueError("deadline_s must be > 0 and max_frames >= 1")
+        self.deadline_s = deadline_s
+        self.max_frames = max_frames
+        self.remember_decided = remember_decided
+        self._pending: OrderedDict[tuple[str, int], PendingVotes] = OrderedDict()
+        self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._forced: list[PendingVotes] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, stream_id: str, frame_id: int, sensor_id: str, vote: Vote, nbytes: int, capture_ts: float,
+            online: set[str], now: float) -> str:
+        """Offer a vote; ``online`` is the stream's online sensors (used when the frame opens). Returns the outcome:
+        ``added``, ``duplicate`` or ``late``."""
+        key = (stream_id, frame_id)
+        if key in self._decided:
+            return "late"
+        frame = self._pending.get(key)
+        if frame is None:
+            if len(self._pending) >= self.max_frames:
+                _, oldest = self._pending.popitem(last=False)
+                oldest.evicted = True
+                self._forced.append(oldest)
+                self._remember(oldest.stream_id, oldest.frame_id)
+            waiting = set(online) | {sensor_id}
+            frame = PendingVotes(stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting))
+            self._pending[key] = frame
+        if sensor_id in frame.votes:
+            return "duplicate"
+        frame.votes[sensor_id] = vote
+        frame.waiting_for.discard(sensor_id)
+        frame.nbytes += nbytes
+        return "added"
+
+    def sensor_gone(self, sensor_id: str) -> None:
+        """Stop waiting for a sensor that went offline (frames it already voted on keep its vote)."""
+        for frame in self._pending.values():
+            frame.waiting_for.discard(sensor_id)
+
+    def pop_ready(self, now: float) -> list[PendingVotes]:
+        """Frames every expected sensor voted on, frames past their deadline, and frames forced out by the bound."""
+        ready, self._forced = self._forced, []
+        for key, frame in list(self._pending.items()):
+            if not frame.waiting_for or frame.deadline <= now:
+                ready.append(self._pending.pop(key))
+                self._remember(*key)
+        return ready
+
+    def next_deadline(self) -> float | None:
+        """Earliest deadline among pending frames (they open in deadline order)."""
+        for frame in self._pending.values():
+            return frame.deadline
+        return None
+
+    def flush(self) -> list[PendingVotes]:
+        """Everything pending, e.g. at shutdown."""
+        ready = self._forced + list(self._pending.values())
+        for key in list(self._pending):
+            self._remember(*key)
+        self._pending.clear()
+        self._forced = []
+        return ready
+
+    def _remember(self, stream_id: str, frame_id: int) -> None:
+        self._decided[(stream_id, frame_id)] = None
+        while len(self._decided) > self.remember_decided:
+            self._decided.popitem(last=False)
+
+
+def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The committed family manifest (fusion needs only hashes and labels from it, no weights)."""
+    path = weights_dir / f"{FAMILY_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
+    return dict(json.loads(path.read_text()))
+
+
+class VpFusionAgent:
+    """Fuses the top-k of variant-parallel sensors into one result per frame and stream."""
+
+    def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
+                 weights_dir: Path = WEIGHTS_DIR) -> None:
+        self.config = config
+        self.settings = config.fusion
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        family = family if family is not None else read_family_manifest(weights_dir)
+        self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
+        self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
+        self.buffer = VoteBuffer(self.settings.deadline_ms / 1000.0, self.settings.max_frames)
+        self.sensors: dict[str, VpSensor] = {}
+        self.online: dict[str, set[str]] = {}
+        """Online VP sensors per stream."""
+        self.last_seq: dict[tuple[str, str], int] = {}
+        self.rejected: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.latencies: deque[float] = deque(maxlen=10000)
+        self.stop_event = threading.Event()
+        self.started = time.time()
+        self.heartbeat = time.monotonic()
+        fid = self.settings.fusion_id
+        self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
+                                 self._status_payload)
+        self.comm.subscribe(self.topics.all_sensors("birth"), qos=1)
+        self.comm.subscribe(self.topics.all_sensors("status"), qos=1)
+        self.comm.subscribe(self.topics.all_sensors("topk"), qos=1)
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    # ----- input ----------------------------------------------------------------------------------------------
+    def reject(self, reason: str, topic: str, detail: str = "") -> None:
+        """Count and log a message that cannot be used."""
+        self.rejected[reason] += 1
+        if self.rejected[reason] <= 20 or self.rejected[reason] % 1000 == 0:
+            log.warning("message_rejected", reason=reason, topic=topic, detail=detail[:200],
+                        count=self.rejected[reason])
+
+    def handle(self, message: InboundMessage, now: float) -> None:
+        """Route one inbound message."""
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            self.reject("unknown_topic", message.topic)
+        elif parsed.kind == "sensor_birth":
+            self.on_birth(parsed.ident, message)
+        elif parsed.kind == "sensor_status":
+            self.on_status(parsed.ident, message)
+        elif parsed.kind == "sensor_topk":
+            self.on_topk(parsed.ident, message, now)
+        else:
+            self.reject("unknown_topic", message.topic)
+
+    def on_birth(self, sensor_id: str, message: InboundMessage) -> None:
+        """Learn (or forget) a VP sensor from its retained birth; refuse models not in the committed family."""
+        if not message.payload:
+            self._forget(sensor_id)
+            return
+        try:
+            birth = wire_decode(message.payload, Birth)
+        except WireError as exc:
+            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
+            return
+        if birth.sensor_id != sensor_id:
+            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+            return
+        if birth.mode != "vp" or birth.vp is None:
+            self.counts["ignored_non_vp_births"] += 1
+            return
+        if not owns_sensor(birth.stream_id, self.settings.partition):
+            return
+        if self.hashes.get(birth.model.name) != birth.model.sha256:
+            self._forget(sensor_id)
+            self.reject("artifact_mismatch", message.topic,
+                        f"sensor model {birth.model.name} {birth.model.sha256[:12]} is not in the variant family")
+            return
+        if birth.labels != self.labels:
+            self._forget(sensor_id)
+            self.reject("labels_mismatch", message.topic)
+            return
+        self._forget(sensor_id)
+        self.sensors[sensor_id] = VpSensor(sensor_id, birth.session, birth.stream_id, birth.vp.variant,
+                                           birth.vp.weight, birth.vp.k)
+        self.online.setdefault(birth.stream_id, set()).add(sensor_id)
+        log.info("vp_sensor_known", sensor=sensor_id, variant=birth.vp.variant, weight=birth.vp.weight,
+                 k=birth.vp.k, stream=birth.stream_id, session=birth.session)
+
+    def _forget(self, sensor_id: str) -> None:
+        known = self.sensors.pop(sensor_id, None)
+        if known is not None:
+            self.online.get(known.stream_id, set()).discard(sensor_id)
+            self.buffer.sensor_gone(sensor_id)
+
+    def on_status(self, sensor_id: str, message: InboundMessage) -> None:
+        """An ``offline`` status (clean stop or last will) means: stop waiting for this sensor."""
+        known = self.sensors.get(sensor_id)
+        if known is None or not message.payload:
+            return
+        try:
+            status = wire_decode(message.payload, Status)
+        except WireError as exc:
+            self.reject(f"status_{exc.reason}", message.topic, str(exc))
+            return
+        if status.session != known.session:
+            return
+        if status.state == "offline":
+            self.online.get(known.stream_id, set()).discard(sensor_id)
+            self.buffer.sensor_gone(sensor_id)
+            log.info("vp_sensor_offline", sensor=sensor_id, variant=known.variant)
+        else:
+            self.online.setdefault(known.stream_id, set()).add(sensor_id)
+
+    def on_topk(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Validate a top-k and put it into its frame's buffer."""
+        try:
+            msg = wire_decode(message.payload, TopK)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        if msg.sensor_id != sensor_id:
+            self.reject("topic_mismatch", message.topic, msg.sensor_id)
+            return
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
+            self.reject("unknown_sensor", message.topic)
+            return
+        if msg.session != sensor.session:
+            self.reject("stale_session", message.topic, msg.session)
+            return
+        if msg.expires_ts < time.time():
+            self.reject("expired", message.topic)
+            return
+        if len(msg.classes) > sensor.k or max(msg.classes) >= len(self.labels):
+            self.reject("shape", message.topic, f"{len(msg.classes)} classes (k={sensor.k}), max id "
+                                                f"{max(msg.classes)}")
+            return
+        if any(s < 0 or s > 1 for s in msg.scores):
+            self.reject("shape", message.topic, "scores must be probabilities in [0, 1]")
+            return
+        self._track_seq(sensor_id, msg.session, msg.seq)
+        vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
+        outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, len(message.payload),
+                                  msg.capture_ts, self.online.get(sensor.stream_id, set()), now)
+        if outcome == "added":
+            self.counts["votes"] += 1
+            self.counts["bytes"] += len(message.payload)
+        else:
+            self.reject(outcome, message.topic, f"frame {msg.frame_id}")
+
+    def _track_seq(self, sensor_id: str, session: str, seq: int) -> None:
+        last = self.last_seq.get((sensor_id, session))
+        if last is not None:
+            if seq > last + 1:
+                self.counts["seq_gap"] += seq - last - 1
+            elif seq <= last:
+                self.counts["seq_reordered"] += 1
+        if last is None or seq > last:
+            self.last_seq[(sensor_id, session)] = seq
+
+    # ----- decisions ------------------------------------------------------------------------------------------
+    def decide(self, frames: list[PendingVotes]) -> None:
+        """Fuse and publish each frame's result."""
+        for frame in frames:
+            if not frame.votes:
+                continue
+            scores = fuse(list(frame.votes.values()), len(self.labels))
+            self.publish_result(frame, scores, time.time())
+
+    def publish_result(self, frame: PendingVotes, scores: np.ndarray, decided: float) -> None:
+        """Publish one frame's JSON result, listing the contributing variants."""
+        top = np.argsort(-scores, kind="stable")[: self.settings.topk]
+        latency = max(0.0, (decided - frame.capture_ts) * 1000.0)
+        sensor_ids = tuple(sorted(frame.votes))
+        complete = len(frame.votes) >= frame.expected
+        result = Result(
+            stream_id=frame.stream_id, fusion_id=self.settings.fusion_id, frame_id=frame.frame_id,
+            label=self.labels[int(top[0])], class_index=int(top[0]),
+            confidence=float(min(1.0, max(0.0, scores[top[0]]))),
+            topk=tuple(ClassScore(class_index=int(i), label=self.labels[int(i)], score=float(scores[i]))
+                       for i in top if scores[i] > 0 or i == top[0]),
+            fraction_received=min(1.0, len(frame.votes) / max(1, frame.expected)), bytes_received=frame.nbytes,
+            fragments_received=len(frame.votes), sensors=sensor_ids,
+            variants=tuple(sorted(v.variant for v in frame.votes.values())), capture_ts=frame.capture_ts,
+            decided_ts=decided, latency_ms=latency, complete=complete,
+        )
+        self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=1,
+                          content_type=CONTENT_TYPE_JSON)
+        self.latencies.append(latency)
+        self.counts["decided"] += 1
+        self.counts["complete" if complete else "partial"] += 1
+        if frame.evicted:
+            self.counts["evicted"] += 1
+
+    def stats(self) -> Stats:
+        """Current counters as a stats message (votes count as fragments)."""
+        lat = np.array(self.latencies) if self.latencies else None
+        rejected = dict(self.rejected)
+        for name in ("seq_gap", "seq_reordered"):
+            if self.counts[name]:
+                rejected[name] = self.counts[name]
+        for name in ("inbox_dropped", "outgoing_dropped"):
+            if self.comm.counters.get(name):
+                rejected[name] = self.comm.counters[name]
+        return Stats(
+            fusion_id=self.settings.fusion_id, session=self.comm.session, ts=time.time(),
+            uptime_s=time.time() - self.started, frames_decided=self.counts["decided"],
+            frames_complete=self.counts["complete"], frames_partial=self.counts["partial"],
+            frames_in_flight=len(self.buffer), frames_evicted=self.counts["evicted"],
+            fragments_received=self.counts["votes"], bytes_received=self.counts["bytes"], rejected=rejected,
+            sensors=tuple(sorted(self.sensors)),
+            latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
+            latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
+        )
+
+    def publish_stats(self) -> None:
+        """Publish the retained stats message."""
+        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), wire_encode(self.stats()), qos=0,
+                          retain=True, content_type=CONTENT_TYPE_JSON)
+
+    # ----- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect and subscribe (returns once subscriptions are granted)."""
+        self.comm.start()
+        log.info("vp_fusion_started", fusion=self.settings.fusion_id, deadline_ms=self.settings.deadline_ms,
+                 variants=sorted(self.hashes))
+
+    def run(self) -> None:
+        """Worker loop until :meth:`stop`: drain messages, decide ready frames, publish stats."""
+        next_stats = time.monotonic() + self.settings.stats_interval_s
+        while not self.stop_event.is_set():
+            self.heartbeat = now = time.monotonic()
+            deadline = self.buffer.next_deadline()
+            wait = min(0.2, max(0.0, deadline - now)) if deadline is not None else 0.2
+            message = self.comm.get(timeout=wait)
+            handled = 0
+            while message is not None:
+                self.handle(message, time.monotonic())
+                handled += 1
+                if handled >= self.settings.max_batch * 8:
+                    break
+                message = self.comm.get(timeout=0)
+            ready = self.buffer.pop_ready(time.monotonic())
+            if ready:
+                self.decide(ready)
+            if time.monotonic() >= next_stats:
+                self.publish_stats()
+                next_stats = time.monotonic() + self.settings.stats_interval_s
+        self.decide(self.buffer.flush())
+        self.publish_stats()
+
+    def stop(self) -> None:
+        """Ask the worker loop to finish."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Publish offline and disconnect."""
+        self.comm.stop()
+        log.info("vp_fusion_stopped", fusion=self.settings.fusion_id, rejected=dict(self.rejected), **self.counts)
+
+
+def run_vp_fusion(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> None:
+    """Run a VP fusion agent until SIGTERM/SIGINT."""
+    configure_logging(config.log)
+    agent = VpFusionAgent(config)
+    if on_signals is not None:
+        on_signals(agent.stop_event)
+    agent.start()
+    try:
+        agent.run()
+    finally:
+        agent.close()
