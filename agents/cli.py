@@ -253,5 +253,27 @@ from agents.vp_cli import register as _register_vp  # noqa: E402
 _register_vp(app, train_app)
 
 
+@app.command()
+def watch(
+    config: ConfigOpt = None,
+    stream: Annotated[Optional[list[str]], typer.Option(help="Only this result stream (repeatable).")] = None,  # noqa: UP045
+    count: Annotated[Optional[int], typer.Option(help="Exit after this many results.")] = None,  # noqa: UP045
+    json_lines: Annotated[bool, typer.Option("--json", help="Print each result as a JSON line instead.")] = False,
+) -> None:
+    """Live view of the result topics: label, confidence, runner-up, IR received, latency, rate per stream."""
+    import sys
+
+    from agents.logging import configure_logging
+    from agents.watch import watch as run_watch
+
+    cfg = _load_config(config, {})
+    # Logs go to stderr; connection chatter (info) would scroll the live view away, so it starts at warning.
+    configure_logging(cfg.log.model_copy(update={"level": "warning"}) if cfg.log.level == "info" else cfg.log)
+    try:
+        run_watch(cfg, console=Console(), count=count, streams=set(stream or ()), as_json=json_lines, out=sys.stdout)
+    except ConnectionError as exc:
+        _fail(str(exc))
+
+
 if __name__ == "__main__":
     app()
