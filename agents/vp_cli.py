@@ -95,9 +95,11 @@ def evaluate_vp_cmd(
     from models.data import DatasetMissingError
     from models.vp_eval import REPORT_PATH, VpEvalSettings, evaluate_vp, write_report
 
-    settings = VpEvalSettings(frames=frames, trials=trials)
+    from agents.vp import topk_message_bytes
+
+    settings = VpEvalSettings(frames=frames, trials=trials, nair_bytes=_nair_bytes())
     try:
-        result = evaluate_vp(settings, data_dir)
+        result = evaluate_vp(settings, data_dir, payload_bytes=topk_message_bytes)
     except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     path = write_report(result, report or REPORT_PATH, plots=plots)
@@ -108,6 +110,20 @@ def evaluate_vp_cmd(
         console.print(f"  {name}: {v['accuracy']:.4f}  {v['params']} params ({v['params_ratio']:.1%}), "
                       f"{v['macs']} MACs ({v['macs_ratio']:.1%})")
     console.print(f"report: {path}")
+
+
+def _nair_bytes() -> dict[str, float]:
+    """NAIR fragment payload per frame at 10 %, 25 % and 100 % of the IR, from the committed artifact (if any)."""
+    from models.nair import NairArtifact
+    from models.store import WEIGHTS_DIR
+
+    try:
+        artifact = NairArtifact.load(WEIGHTS_DIR / "base.nair.npz")
+    except (FileNotFoundError, ValueError, KeyError):
+        return {}
+    total = artifact.total_bytes()
+    return {"NAIR 10% of IR": round(0.10 * total), "NAIR 25% of IR": round(0.25 * total),
+            "NAIR whole IR": float(total)}
 
 
 def capture_cmd(

@@ -1,0 +1,207 @@
+"""Variant Parallelism, model side: the variant family's budget, the pure fusion rule, availability, the evaluator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.data import Dataset, load_split
+from models.resnet import ResNet, ResNetConfig
+from models.store import save_model
+from models.variants import (
+    VARIANTS,
+    VariantSpec,
+    cost,
+    count_config,
+    derive_config,
+    fusion_weights,
+    generate,
+    variant_by_name,
+)
+from models.vp import (
+    Vote,
+    all_subsets,
+    availability_mp,
+    availability_vp,
+    check_k,
+    expected_accuracy,
+    fuse,
+    fuse_batch,
+    scatter,
+    simulate_failures,
+    subset_key,
+    topk,
+)
+from models.zoo import BASE_CONFIG
+
+
+# -- the family ------------------------------------------------------------------------------------------------------
+def test_shipped_family_fits_one_fifth_of_the_mature_model() -> None:
+    base_params, base_macs = count_config(BASE_CONFIG)
+    assert (base_params, base_macs) == (294770, 29774464)
+    assert len(VARIANTS) >= 3
+    for spec in VARIANTS:
+        c = cost(spec)
+        assert c.params <= base_params / 5 and c.macs <= base_macs / 5, spec.name
+        assert c.fits and c.to_dict()["fits_budget"]
+    assert len({(s.width, s.resolution, s.blocks) for s in VARIANTS}) == len(VARIANTS)
+
+
+def test_derive_config_applies_the_knobs() -> None:
+    cfg = derive_config(VariantSpec("x", width=0.5, resolution=20, blocks=(2, 1, 1)))
+    assert cfg.widths == (12, 32, 64) and cfg.resolution == 20 and cfg.blocks == (2, 1, 1)
+    assert cfg.num_classes == BASE_CONFIG.num_classes
+    # A bigger resolution costs more MACs and no parameters.
+    small = count_config(derive_config(VariantSpec("a", 0.4, 20)))
+    large = count_config(derive_config(VariantSpec("b", 0.4, 28)))
+    assert small[0] == large[0] and small[1] < large[1]
+
+
+def test_generator_keeps_only_what_fits_and_rejects_bad_knobs() -> None:
+    menu = generate(widths=(0.3, 0.44, 0.7), resolutions=(20, 28), blocks=(None,))
+    assert menu and all(c.fits for _, c in menu)
+    assert not any(spec.width == 0.7 for spec, _ in menu)  # 0.7 width is ~half the parameters
+    with pytest.raises(ValueError, match="width"):
+        VariantSpec("bad", width=1.5, resolution=28)
+    with pytest.raises(ValueError, match="resolution"):
+        VariantSpec("bad", width=0.5, resolution=40)
+    with pytest.raises(KeyError, match="w44r28"):
+        variant_by_name("nope")
+
+
+def test_paper_weights_follow_resolution_and_width() -> None:
+    w = fusion_weights(VARIANTS)
+    assert w["w44r28"] == 1.0
+    assert w["w44r24"] == pytest.approx(24 / 28, abs=1e-4)
+    assert fusion_weights((VariantSpec("a", 0.4, 28, weight=3.0),)) == {"a": 3.0}
+
+
+# -- the fusion rule --------------------------------------------------------------------------------------------------
+def test_topk_and_scatter_round_trip() -> None:
+    probs = np.array([[0.1, 0.5, 0.2, 0.2], [0.25, 0.25, 0.4, 0.1]])
+    classes, scores = topk(probs, 2)
+    assert classes.tolist() == [[1, 2], [2, 0]]  # ties go to the lower class id
+    dense = scatter(classes, scores, 4)
+    assert dense.tolist() == [[0.0, 0.5, 0.2, 0.0], [0.25, 0.0, 0.4, 0.0]]
+
+
+def test_fuse_weights_and_sums_what_arrived() -> None:
+    a = Vote("a", (0, 1), (0.6, 0.4), 1.0)
+    b = Vote("b", (1, 2), (0.9, 0.1), 1.0)
+    assert int(fuse([a, b], 3).argmax()) == 1
+    assert int(fuse([a], 3).argmax()) == 0  # b lost: a alone still answers over all classes
+    heavy = Vote("a", (0, 1), (0.6, 0.4), 10.0)
+    assert int(fuse([heavy, b], 3).argmax()) == 0
+    assert fuse([a, b], 3).sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        fuse([], 3)
+    with pytest.raises(ValueError, match="out of range"):
+        fuse([Vote("x", (5,), (1.0,), 1.0)], 3)
+
+
+def test_batch_rule_equals_frame_rule() -> None:
+    rng = np.random.default_rng(1)
+    probs = {n: rng.dirichlet(np.ones(10), size=50) for n in ("a", "b", "c")}
+    weights = {"a": 1.0, "b": 0.8, "c": 0.6}
+    batch = fuse_batch(probs, weights, 3, ["a", "c"])
+    for i in range(50):
+        votes = []
+        for n in ("a", "c"):
+            cls, sc = topk(probs[n][i : i + 1], 3)
+            votes.append(Vote(n, tuple(cls[0].tolist()), tuple(sc[0].tolist()), weights[n]))
+        assert np.allclose(fuse(votes, 10), batch[i])
+
+
+def test_check_k_bounds() -> None:
+    assert check_k(1, 10) == 1 and check_k(5, 10) == 5
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="between 1 and 5"):
+            check_k(bad, 10)
+
+
+def test_subsets() -> None:
+    assert subset_key(["b", "a"]) == "a,b"
+    assert [subset_key(s) for s in all_subsets(["b", "a", "c"])] == ["a", "b", "c", "a,b", "a,c", "b,c", "a,b,c"]
+
+
+# -- availability -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.5])
+def test_closed_form_matches_simulation(p: float) -> None:
+    up = simulate_failures(p, 3, 200000, seed=2)
+    assert up.any(axis=1).mean() == pytest.approx(availability_vp(p, 3), abs=0.005)
+    assert up.all(axis=1).mean() == pytest.approx(availability_mp(p, 3), abs=0.005)
+    assert availability_vp(p, 3) > availability_mp(p, 3)
+
+
+def test_expected_accuracy_weights_every_subset() -> None:
+    names = ["a", "b"]
+    acc = {"a": 0.8, "b": 0.6, "a,b": 0.9}
+    assert expected_accuracy(0.0, names, acc) == pytest.approx(0.9)
+    assert expected_accuracy(1.0, names, acc) == pytest.approx(0.0)
+    p = 0.3
+    manual = 0.7 * 0.7 * 0.9 + 0.7 * 0.3 * 0.8 + 0.3 * 0.7 * 0.6
+    assert expected_accuracy(p, names, acc) == pytest.approx(manual)
+
+
+# -- training and evaluation on a tiny run ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.vp_training import VpTrainSettings, train_family
+
+    out = tmp_path_factory.mktemp("vp-family")
+    train, test = load_split("train"), load_split("test")
+    teacher = ResNet(ResNetConfig(widths=(8, 8, 8), blocks=(1, 1, 1)))
+    save_model(teacher, "base", {"test_accuracy": 0.1}, out)
+    train_family(VpTrainSettings(epochs=1, distill_weight=0.0, batch_size=32), out_dir=out,
+                 train=Dataset(train.images[:256], train.labels[:256]),
+                 test=Dataset(test.images[:200], test.labels[:200]), command="test")
+    return out
+
+
+@pytest.mark.slow
+def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
+    from models.vp_training import load_family
+
+    manifest = json.loads((tiny_family / "variants.json").read_text())
+    assert [v["name"] for v in manifest["variants"]] == [v.name for v in VARIANTS]
+    assert set(manifest["subsets"]) == {subset_key(s) for s in all_subsets([v.name for v in VARIANTS])}
+    for v in manifest["variants"]:
+        assert v["params"] <= 294770 / 5 and v["macs"] <= 29774464 / 5 and 0 <= v["test_accuracy"] <= 1
+    assert manifest["train_wall_seconds"] > 0 and manifest["settings"]["seed"] == 0
+    _, variants = load_family(tiny_family)
+    assert list(variants) == [v.name for v in VARIANTS]
+    # Tampered weights are refused.
+    path = tiny_family / variants["w44r24"].manifest["weights_file"]
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    try:
+        with pytest.raises(Exception, match="sha256"):
+            load_family(tiny_family)
+    finally:
+        path.write_bytes(data)
+
+
+@pytest.mark.slow
+def test_evaluator_report_has_the_contracted_fields(tiny_family: Path, tmp_path: Path) -> None:
+    from models.vp_eval import VpEvalSettings, evaluate_vp, write_report
+
+    report = evaluate_vp(VpEvalSettings(frames=200, trials=2000, weights_dir=tiny_family, ps=(0.1, 0.5)),
+                         payload_bytes=lambda k, n: 100 + 10 * k)
+    assert report["frames"] == 200 and 0 <= report["base_accuracy"] <= 1
+    names = [v.name for v in VARIANTS]
+    assert set(report["variants"]) == set(names)
+    for v in report["variants"].values():
+        assert {"params", "macs", "accuracy"} <= v.keys()
+    assert set(report["subsets"]) == {subset_key(s) for s in all_subsets(names)}
+    assert set(report["subsets_by_k"]) == {"1", "2", "3", "4", "5"}
+    rows = report["availability"]["rows"]
+    assert rows[0]["vp_closed"] == pytest.approx(1 - 0.1**3)
+    assert rows[1]["mp_closed"] == pytest.approx(0.5**3)
+    assert rows[1]["vp_simulated"] == pytest.approx(1 - 0.5**3, abs=0.03)
+    assert report["payload"]["topk"]["5"]["message_bytes_per_frame"] == 3 * 150
+    path = write_report(report, tmp_path / "vp.json")
+    assert json.loads(path.read_text())["subsets"] == report["subsets"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in report["plots"])
