@@ -178,6 +178,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     topics = TopicTree(settings.root, settings.site)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    vp_section: dict[str, Any] = {}
     with _broker(settings) as broker:
         console.print(f"[bold]nairbus demo[/]: broker {broker[0]}:{broker[1]}, {settings.sensors} sensors, "
                       f"{frames} test frames per budget, logs in {settings.run_dir}")
@@ -195,6 +196,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             for fraction in settings.budgets:
                 rows.append(_run_budget(settings, fraction, frames, pipeline, test.images, labels, total, env,
                                         observer, console))
+            from agents.demo_vp import run_vp_for_demo  # Variant Parallelism live run (agents/demo_vp.py)
+
+            vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console)
         finally:
             fusion.terminate()
             try:
@@ -212,6 +216,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
                      "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total},
         "fusion_rejected": dict(observer.stats.rejected) if observer.stats else {},
         "budgets": rows,
+        "vp": vp_section,
         "wall_seconds": round(time.time() - started, 1),
     }
     settings.report.parent.mkdir(parents=True, exist_ok=True)

@@ -320,3 +320,16 @@ def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
     console.print(render_table(section))
     console.print(f"checks: {section['checks']}; report: {path}")
     return section
+
+
+def run_vp_for_demo(broker: tuple[str, int], frames: int, run_dir: Path, data_dir: Path | None,
+                    console: Console) -> dict[str, Any]:
+    """The ``vp`` section of ``nairbus demo`` (on the demo's broker); a clear note instead if no family is trained."""
+    from models.store import WEIGHTS_DIR
+    from models.variants import FAMILY_NAME
+
+    if not (WEIGHTS_DIR / f"{FAMILY_NAME}.json").is_file():
+        return {"skipped": "no variant family in models/weights; run 'nairbus train variants'"}
+    section = run_vp_demo(VpDemoSettings(frames=frames, run_dir=run_dir / "vp", data_dir=data_dir), broker, console)
+    console.print(render_table(section))
+    return section
