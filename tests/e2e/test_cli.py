@@ -1,0 +1,64 @@
+"""The ``nairbus`` command as a user runs it: help, clear errors, and a short demo over a private broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+NAIRBUS = Path(sys.executable).with_name("nairbus")
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "160", "TERM": "dumb", **(env or {})}
+    return subprocess.run([str(NAIRBUS), *args], capture_output=True, text=True, timeout=timeout, env=full_env,
+                          check=False)
+
+
+def test_help_lists_every_command() -> None:
+    out = _run("--help")
+    assert out.returncode == 0, out.stderr
+    for command in ("train", "calibrate", "sensor", "fusion", "demo"):
+        assert command in out.stdout
+
+
+def test_missing_data_set_is_a_clear_error(tmp_path: Path) -> None:
+    out = _run("demo", "--frames", "10", "--data-dir", str(tmp_path), "--report", str(tmp_path / "r.json"))
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "dataset-fashion-mnist" in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bad_budget_is_rejected_before_anything_starts(tmp_path: Path) -> None:
+    out = _run("demo", "--budgets", "1,2", "--report", str(tmp_path / "r.json"))
+    assert out.returncode != 0
+    assert "budgets" in out.stdout + out.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_matches_the_offline_evaluator(tmp_path: Path) -> None:
+    report = tmp_path / "demo.json"
+    out = _run("demo", "--frames", "90", "--budgets", "1,0.1", "--report", str(report))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "live acc" in out.stdout
+    data = json.loads(report.read_text())
+    rows = {row["budget"]: row for row in data["budgets"]}
+    assert set(rows) == {1.0, 0.1}
+    for row in rows.values():
+        for key in ("budget", "fraction_received", "bytes_per_frame", "live_accuracy", "offline_accuracy",
+                    "p50_ms", "p99_ms", "fps"):
+            assert isinstance(row[key], float), key
+        assert row["results"] == 90
+        assert abs(row["live_accuracy"] - row["offline_accuracy"]) <= 0.005
+        assert row["live_accuracy"] > 0.5  # the shipped weights, not an untrained stand-in
+    assert rows[1.0]["fraction_received"] == 1.0
+    assert rows[0.1]["bytes_per_frame"] <= 0.1 * data["artifact"]["ir_bytes"]
+    assert rows[0.1]["fraction_received"] < 0.11
