@@ -1,0 +1,101 @@
+"""compose.yaml and the Dockerfile, checked without Docker (it cannot run here): the file parses, names the services,
+images, volumes, health check and secrets it must, every secret file it mounts is one deploy/compose/init-secrets.sh
+creates, and the image installs nairbus the way the README and CI do (./setup.sh)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SENSORS = ("sensor-1", "sensor-2", "sensor-3")
+AGENTS = ("fusion", *SENSORS)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((REPO / "compose.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_services_images_and_volumes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"mosquitto", "fusion", *SENSORS} <= set(services)
+    broker = services["mosquitto"]
+    assert re.fullmatch(r"eclipse-mosquitto:2(\.\d+){2}", broker["image"]), "pin an exact Mosquitto 2 release"
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in broker["volumes"]}
+    assert mounts["/mosquitto/config/mosquitto.conf"] == "./broker/mosquitto.prod.conf"
+    assert mounts["/etc/mosquitto/nairbus"] == "./deploy/compose/secrets/broker"  # the prod config's install dir
+    assert mounts["/var/lib/mosquitto"] == "mosquitto-data"  # the prod config's persistence_location
+    assert "mosquitto-data" in compose["volumes"]
+    assert broker["command"][-1] == "/mosquitto/config/mosquitto.conf"
+    prod = (REPO / "broker/mosquitto.prod.conf").read_text()
+    assert "persistence_location /var/lib/mosquitto/" in prod and "password_file /etc/mosquitto/nairbus/passwd" in prod
+
+
+def test_broker_health_check(compose: dict[str, Any]) -> None:
+    check = compose["services"]["mosquitto"]["healthcheck"]
+    command = " ".join(check["test"])
+    assert check["test"][0] == "CMD-SHELL" and "mosquitto_sub" in command and "-E" in command
+    assert "-P" not in command  # the login comes from the options file, not the command line
+    assert "$$SYS/broker/uptime" in command  # $$ is compose's escape for a literal $
+    assert all(key in check for key in ("interval", "timeout", "retries"))
+    acl = (REPO / "broker/acl").read_text()
+    assert "user health.probe\ntopic read $SYS/broker/uptime" in acl
+
+
+def test_agents_are_built_from_the_dockerfile_and_wait_for_a_healthy_broker(compose: dict[str, Any]) -> None:
+    for name in AGENTS:
+        service = compose["services"][name]
+        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+        assert service["image"] == "nairbus:local"
+        assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        env = service["environment"]
+        assert env["NAIRBUS_BROKER__HOST"] == "mosquitto" and env["NAIRBUS_BROKER__PORT"] == "8883"
+        assert "NAIRBUS_BROKER__PASSWORD" not in env  # only the file
+        user = env["NAIRBUS_BROKER__USERNAME"]
+        for key, suffix in (("PASSWORD_FILE", "password"), ("TLS_CERT", "crt"), ("TLS_KEY", "key")):
+            assert env[f"NAIRBUS_BROKER__{key}"] == f"/run/secrets/{user}.{suffix}"
+            assert f"{user}.{suffix}" in service["secrets"]
+    assert compose["services"]["fusion"]["command"] == ["fusion"]
+    sensor_ids = [compose["services"][s]["command"][2] for s in SENSORS]
+    assert sensor_ids == ["cam-1", "cam-2", "cam-3"]
+    assert [compose["services"][s]["environment"]["NAIRBUS_BROKER__USERNAME"] for s in SENSORS] == sensor_ids
+
+
+def test_every_mounted_secret_is_created_by_the_init_script(compose: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "secrets"
+    subprocess.run(["bash", str(REPO / "deploy/compose/init-secrets.sh"), str(out)], check=True,
+                   capture_output=True, timeout=60)
+    prefix = "./deploy/compose/secrets/"
+    for name, secret in compose["secrets"].items():
+        assert secret["file"].startswith(prefix), name
+        assert (out / secret["file"][len(prefix):]).is_file(), f"init-secrets.sh does not create {secret['file']}"
+    for name in ("passwd", "acl", "ca.crt", "server.crt", "server.key", "health/mosquitto_sub"):
+        assert (out / "broker" / name).is_file(), name
+    assert not (out / "broker" / "ca.key").exists()  # the CA key is not mounted into the broker container
+    users = {line.split(":")[0] for line in (out / "broker/passwd").read_text().splitlines()}
+    assert users == {"cam-1", "cam-2", "cam-3", "fusion.fusion-1", "watch.results", "health.probe"}
+
+
+def test_dockerfile_installs_like_the_readme() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
+    run_lines = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    assert run_lines and run_lines[0].startswith("RUN ./setup.sh")  # the install command of the README and CI
+    ci = (REPO / ".ci/run").read_text()
+    assert "./setup.sh" in ci
+    assert re.search(r"^WORKDIR /opt/nairbus$", dockerfile, re.MULTILINE)  # .venv where the systemd units look
+    assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in dockerfile and "/whl/cpu" in dockerfile
+    assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()  # the pin setup.sh installs, CPU build here
+    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
+    assert 'ENTRYPOINT ["/opt/nairbus/.venv/bin/nairbus"]' in dockerfile
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "deploy/compose/secrets"} <= set(ignored)
