@@ -57,9 +57,9 @@ class VpDemoSettings:
     """Fraction of the frames after which one variant agent is stopped."""
     stop_variant: str | None = None
     """Variant to stop (default: the one whose loss costs the most accuracy offline)."""
-    fps: float = 300.0
+    fps: float = 200.0
     k: int = 5
-    deadline_ms: float = 500.0
+    deadline_ms: float = 2000.0
     root: str = "nairbus-demo"
     site: str = "demo-vp"
     stream_id: str = "vp-cam"
@@ -71,7 +71,7 @@ def _env(broker: tuple[str, int], s: VpDemoSettings) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"NAIRBUS_BROKER__HOST": broker[0], "NAIRBUS_BROKER__PORT": str(broker[1]),
                 "NAIRBUS_TOPICS__ROOT": s.root, "NAIRBUS_TOPICS__SITE": s.site, "NAIRBUS_LOG__FORMAT": "json",
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})  # three model processes share the cores
     if s.data_dir:
         env["NAIRBUS_DATA_DIR"] = str(s.data_dir)
     env.pop("NAIRBUS_CONFIG", None)

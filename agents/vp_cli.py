@@ -157,7 +157,8 @@ def capture_cmd(
 def demo_vp_cmd(
     frames: Annotated[int, typer.Option(help="Test frames (10 000 = the whole test split).")] = 10000,
     stop_at: Annotated[float, typer.Option(help="Stop one variant agent after this fraction of the frames.")] = 0.5,
-    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 300.0,
+    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 200.0,
+    deadline_ms: Annotated[float, typer.Option(help="Fusion deadline per frame.")] = 2000.0,
     report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -167,7 +168,7 @@ def demo_vp_cmd(
 
     if frames < 10 or not 0 < stop_at < 1:
         raise typer.BadParameter("frames >= 10 and 0 < stop-at < 1")
-    settings = VpDemoSettings(frames=frames, stop_at=stop_at, fps=fps, data_dir=data_dir)
+    settings = VpDemoSettings(frames=frames, stop_at=stop_at, fps=fps, deadline_ms=deadline_ms, data_dir=data_dir)
     try:
         run_vp_demo_standalone(settings, report, Console())
     except (DatasetMissingError, FileNotFoundError, RuntimeError, ConnectionError) as exc:

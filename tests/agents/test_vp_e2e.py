@@ -1,0 +1,61 @@
+"""The VP commands as a user runs them, on the committed variant family: ``evaluate vp`` and ``demo-vp``.
+
+Small ``--frames`` keep them quick; the figures themselves come from the full runs in ``reports/``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.store import WEIGHTS_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (WEIGHTS_DIR / "variants.json").is_file(),
+                       reason="no committed variant family (nairbus train variants)"),
+]
+
+
+def _nairbus(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_evaluate_vp_quick_run_writes_report_and_plots(tmp_path: Path) -> None:
+    report = tmp_path / "vp.json"
+    done = _nairbus("evaluate", "vp", "--frames", "300", "--trials", "2000", "--report", str(report))
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["frames"] == 300 and data["command"] == "nairbus evaluate vp --frames 300"
+    names = data["ensemble"]["variants"]
+    assert len(names) >= 3 and ",".join(sorted(names)) in data["subsets"]
+    for v in data["variants"].values():
+        assert v["params"] <= data["base"]["params"] / 5 and v["macs"] <= data["base"]["macs"] / 5
+    assert all((tmp_path / p).is_file() for p in data["plots"])
+
+
+def test_demo_vp_keeps_answering_after_a_variant_stops(tmp_path: Path) -> None:
+    report = tmp_path / "demo.json"
+    report.write_text(json.dumps({"budgets": ["kept"]}))
+    done = _nairbus("demo-vp", "--frames", "300", "--fps", "100", "--report", str(report), timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["budgets"] == ["kept"]  # the NAIR part of the report is left alone
+    vp = data["vp"]
+    assert vp["missing"] == 0 and vp["results_after_stop"] > 0
+    assert vp["before"]["frames"] > 0 and vp["after"]["frames"] > 0
+    assert vp["before"]["agreement_with_offline"] >= 0.99 and vp["after"]["agreement_with_offline"] >= 0.99
+    assert vp["passed"], vp["checks"]
+
+
+def test_vp_sensor_refuses_an_unknown_variant() -> None:
+    done = _nairbus("sensor", "--mode", "vp", "--variant", "nope", "--count", "1")
+    assert done.returncode == 2
+    assert "unknown variant" in done.stderr and "w44r28" in done.stderr
