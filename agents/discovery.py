@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Final, Protocol, Self
@@ -258,11 +258,12 @@ class HomeAssistantDiscovery:
             for stream, sensors in streams.items()
         }
         for topic, payload in desired.items():
-            if self.on_broker.get(topic) != payload:
-                if self.comm.publish(topic, payload, qos=1, retain=True, content_type=CONTENT_TYPE_JSON):
-                    self.on_broker[topic] = payload
-                    self.counts["published"] += 1
-                    log.info("discovery.published", topic=topic)
+            if self.on_broker.get(topic) == payload:
+                continue  # the broker holds exactly this config already
+            if self.comm.publish(topic, payload, qos=1, retain=True, content_type=CONTENT_TYPE_JSON):
+                self.on_broker[topic] = payload
+                self.counts["published"] += 1
+                log.info("discovery.published", topic=topic)
         for topic in [t for t in self.on_broker if t not in desired]:
             if self.comm.publish(topic, b"", qos=1, retain=True, content_type=CONTENT_TYPE_JSON):
                 del self.on_broker[topic]

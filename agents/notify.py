@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import sdnotify
+import sdnotify  # type: ignore[import-untyped]
 
 from agents.logging import get_logger
 

@@ -92,7 +92,8 @@ def render(state: WatchState, topics: TopicTree, now: float) -> Group:
         table.add_row(stream, Text(r.label, style="bold"), Text(f"{r.confidence:.2f}", style=conf_style), runner_up,
                       received, f"{r.latency_ms:.0f} ms", str(r.frame_id), f"{view.rate(now):.1f}/s",
                       Text(f"{age:.1f} s", style="red" if age > 10 else ""))
-    fusion = ", ".join(f"{fid} [{'green' if s == 'online' else 'red'}]{s}[/]" for fid, s in sorted(state.fusion.items()))
+    fusion = ", ".join(f"{fid} [{'green' if s == 'online' else 'red'}]{s}[/]"
+                       for fid, s in sorted(state.fusion.items()))
     footer = Text.from_markup(f"fusion: {fusion or 'none seen'}  ·  streams: {len(state.streams)}"
                               + (f"  ·  [red]{state.bad} unreadable[/]" if state.bad else "")
                               + ("  ·  waiting for results…" if not state.streams else ""))

@@ -18,7 +18,7 @@ TINY_MANIFEST = {"name": "tiny", "sha256": "d" * 64, "labels": [f"class{i}" for 
 
 @pytest.fixture(scope="session")
 def secure() -> Iterator[SecureBroker]:
-    """broker/mosquitto.prod.conf + broker/acl on a private Mosquitto, with users and certificates from broker/scripts."""
+    """broker/mosquitto.prod.conf + broker/acl on a private Mosquitto; users and certificates by broker/scripts."""
     with SecureBroker() as broker:
         yield broker
 

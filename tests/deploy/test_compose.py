@@ -36,13 +36,16 @@ def test_services_images_and_volumes(compose: dict[str, Any]) -> None:
     assert "mosquitto-data" in compose["volumes"]
     assert broker["command"][-1] == "/mosquitto/config/mosquitto.conf"
     prod = (REPO / "broker/mosquitto.prod.conf").read_text()
-    assert "persistence_location /var/lib/mosquitto/" in prod and "password_file /etc/mosquitto/nairbus/passwd" in prod
+    assert "persistence_location /var/lib/mosquitto/" in prod
+    assert "password_file /etc/mosquitto/nairbus/passwd" in prod
 
 
 def test_broker_health_check(compose: dict[str, Any]) -> None:
     check = compose["services"]["mosquitto"]["healthcheck"]
     command = " ".join(check["test"])
-    assert check["test"][0] == "CMD-SHELL" and "mosquitto_sub" in command and "-E" in command
+    assert check["test"][0] == "CMD-SHELL"
+    assert "mosquitto_sub" in command
+    assert "-E" in command
     assert "-P" not in command  # the login comes from the options file, not the command line
     assert "$$SYS/broker/uptime" in command  # $$ is compose's escape for a literal $
     assert all(key in check for key in ("interval", "timeout", "retries"))
@@ -56,9 +59,11 @@ def test_agents_are_built_from_the_dockerfile_and_wait_for_a_healthy_broker(comp
         assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
         assert service["image"] == "nairbus:local"
         assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
-        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
         env = service["environment"]
-        assert env["NAIRBUS_BROKER__HOST"] == "mosquitto" and env["NAIRBUS_BROKER__PORT"] == "8883"
+        assert env["NAIRBUS_BROKER__HOST"] == "mosquitto"
+        assert env["NAIRBUS_BROKER__PORT"] == "8883"
         assert "NAIRBUS_BROKER__PASSWORD" not in env  # only the file
         user = env["NAIRBUS_BROKER__USERNAME"]
         for key, suffix in (("PASSWORD_FILE", "password"), ("TLS_CERT", "crt"), ("TLS_KEY", "key")):
@@ -89,11 +94,13 @@ def test_dockerfile_installs_like_the_readme() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
     run_lines = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
-    assert run_lines and run_lines[0].startswith("RUN ./setup.sh")  # the install command of the README and CI
+    assert run_lines
+    assert run_lines[0].startswith("RUN ./setup.sh")
     ci = (REPO / ".ci/run").read_text()
     assert "./setup.sh" in ci
     assert re.search(r"^WORKDIR /opt/nairbus$", dockerfile, re.MULTILINE)  # .venv where the systemd units look
-    assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in dockerfile and "/whl/cpu" in dockerfile
+    assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in dockerfile
+    assert "/whl/cpu" in dockerfile
     assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()  # the pin setup.sh installs, CPU build here
     assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
     assert 'ENTRYPOINT ["/opt/nairbus/.venv/bin/nairbus"]' in dockerfile

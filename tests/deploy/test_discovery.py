@@ -110,7 +110,7 @@ def start_fusion(broker: PrivateMosquitto, topic_root: str, prefix: str,
             fusion.close()
 
 
-def _sensor(broker: PrivateMosquitto, root: str, prefix: str, pipeline: NairPipeline, sensor_id: str,
+def _sensor(broker: PrivateMosquitto, root: str, prefix: str, pipeline: NairPipeline, sensor_id: str, *,
             stream_id: str, count: int = 5) -> SensorAgent:
     settings = SensorSettings(sensor_id=sensor_id, stream_id=stream_id, count=count, fps=200.0, deadline_ms=10000)
     agent = SensorAgent(_config(broker, root, prefix, sensor=settings), pipeline)
@@ -122,16 +122,20 @@ def _check_ha_required_fields(config: dict[str, Any], topics: TopicTree, stream:
     """Every field Home Assistant needs for a discovered MQTT sensor with a device, origin and availability."""
     assert config["state_topic"] == topics.result(stream)  # required for an MQTT sensor
     assert config["unique_id"] == unique_id(topics, stream)  # required for a device and for the entity registry
-    assert config["device"]["identifiers"] and isinstance(config["device"]["identifiers"], list)
-    assert config["device"]["name"] and config["device"]["manufacturer"] == "nairbus"
-    assert config["o"]["name"] == "nairbus" and config["o"]["sw"]  # origin: name is required inside it
+    assert config["device"]["identifiers"]
+    assert isinstance(config["device"]["identifiers"], list)
+    assert config["device"]["name"]
+    assert config["device"]["manufacturer"] == "nairbus"
+    assert config["o"]["name"] == "nairbus"
+    assert config["o"]["sw"]
     assert config["json_attributes_topic"] == topics.result(stream)
     assert config["availability_mode"] == "all"
     assert config["availability"][0]["topic"] == topics.fusion_status("fusion-1")
     for entry in config["availability"]:
         assert topics.parse(entry["topic"]).kind in ("fusion_status", "sensor_status")  # type: ignore[union-attr]
         assert jinja2.Template(entry["value_template"]).render(value_json={"state": "online"}) == "online"
-    assert config["payload_available"] == "online" and config["payload_not_available"] == "offline"
+    assert config["payload_available"] == "online"
+    assert config["payload_not_available"] == "offline"
 
 
 def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_root: str, prefix: str,
@@ -149,11 +153,11 @@ def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_
     assert seeder.wait_published()
 
     ha = HomeAssistantStandIn(broker, prefix, topics)
-    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-a", "kitchen")
+    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-a", stream_id="kitchen")
     fusion = start_fusion()
     try:
         # The config appears (retained), the stale one is cleared, the foreign one is left alone.
-        assert ha.wait(lambda: ha.on(kitchen) and ha.on(stale)[-1].payload == b"")
+        assert ha.wait(lambda: ha.on(kitchen) and ha.on(stale) and ha.on(stale)[-1].payload == b"")
         config = json.loads(ha.on(kitchen)[-1].payload)
         _check_ha_required_fields(config, topics, "kitchen")
         assert [e["topic"] for e in config["availability"][1:]] == [topics.sensor_status("cam-a")]
@@ -161,7 +165,7 @@ def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_
 
         # Results flow; the templates Home Assistant renders give the label and the attributes.
         sensor.run_replay()
-        assert ha.wait(lambda: ha.on(topics.result("kitchen")))
+        assert ha.wait(lambda: len(ha.on(topics.result("kitchen"))) == 5)  # every replayed frame decided
         result_msg = ha.on(topics.result("kitchen"))[-1]
         result = Result.model_validate_json(result_msg.payload)
         value_json = json.loads(result_msg.payload)
@@ -177,7 +181,7 @@ def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_
         assert len([m for m in ha.on(kitchen) if m.payload]) == 1
 
         # A second sensor joins the stream: the availability list changes, so the config is published again.
-        second = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-b", "kitchen", count=1)
+        second = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-b", stream_id="kitchen", count=1)
         assert ha.wait(lambda: len([m for m in ha.on(kitchen) if m.payload]) == 2)
         updated = json.loads(ha.on(kitchen)[-1].payload)
         assert [e["topic"] for e in updated["availability"][1:]] == [topics.sensor_status("cam-a"),
@@ -214,7 +218,7 @@ def test_an_unchanged_config_is_not_republished_after_a_restart(broker: PrivateM
                                                                 start_fusion: Any) -> None:
     topics = TopicTree(topic_root, SITE)
     topic = config_topic(prefix, "fusion-1", topics, "porch")
-    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-p", "porch", count=1)
+    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-p", stream_id="porch", count=1)
     ha = HomeAssistantStandIn(broker, prefix, topics)
     try:
         first = start_fusion()

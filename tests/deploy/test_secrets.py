@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agents.config import load_config
 from agents.logging import configure_logging
@@ -27,7 +29,8 @@ def test_password_file_from_the_config_file(tmp_path: Path, monkeypatch: pytest.
     config = _write(tmp_path / "nairbus.toml", f'[broker]\nusername = "cam-a"\npassword_file = "{secret}"\n')
     cfg = load_config(config)
     assert cfg.broker.password_value() == SECRET  # first line, newline stripped
-    assert SECRET not in repr(cfg) and SECRET not in cfg.model_dump_json()
+    assert SECRET not in repr(cfg)
+    assert SECRET not in cfg.model_dump_json()
 
 
 def test_password_file_from_the_environment_as_systemd_passes_it(tmp_path: Path,
@@ -69,6 +72,8 @@ def test_missing_tls_file_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.broker
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_secrets_never_reach_the_logs(secure: SecureBroker, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    saved_structlog, root = structlog.get_config(), logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     configure_logging(LogSettings(level="debug", format=fmt))  # type: ignore[arg-type]
     password = secure.password_file("cam-a").read_text()
     try:
@@ -84,5 +89,7 @@ def test_secrets_never_reach_the_logs(secure: SecureBroker, capsys: pytest.Captu
         captured = capsys.readouterr()
         assert "mqtt.connected" in captured.out + captured.err  # the logs are there...
         assert password not in captured.out + captured.err + str(refused.value)  # ...the password is not
-    finally:
-        configure_logging(LogSettings())
+    finally:  # the logging set-up wrote to pytest's capture stream, which closes after this test
+        structlog.configure(**saved_structlog)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -83,10 +84,8 @@ def test_anonymous_client_is_refused(secure: SecureBroker) -> None:
         client.start(timeout=5)
 
 
-def test_wrong_password_is_refused(secure: SecureBroker, tmp_path: object) -> None:
-    from pathlib import Path
-
-    wrong = Path(str(tmp_path)) / "pw"
+def test_wrong_password_is_refused(secure: SecureBroker, tmp_path: Path) -> None:
+    wrong = tmp_path / "pw"
     wrong.write_text("not-the-password\n")
     client = Communicator(secure.settings("cam-a").model_copy(update={"password_file": wrong}), "t-wrong", None,
                           lambda s: b"")
@@ -127,7 +126,8 @@ def test_sensor_reads_nothing(secure: SecureBroker, site: str, observer: Observe
         frag, result = f"{SITE_PREFIX}/{site}/sensors/cam-b/frag", f"{SITE_PREFIX}/{site}/results/cam-b"
         assert other.publish(frag, b"frag", qos=1, content_type=CT)
         assert fusion.publish(result, b"result", qos=1, content_type=CT)
-        assert observer.wait_for(frag, b"frag") and observer.wait_for(result, b"result")
+        assert observer.wait_for(frag, b"frag")
+        assert observer.wait_for(result, b"result")
         time.sleep(0.3)  # the spy is a different subscriber: give the broker the same time it took for the observer
         got = spy.get(timeout=0.2)
         assert got is None, f"a sensor read {got.topic}"
@@ -161,7 +161,8 @@ def test_tls_client_without_the_ca_or_a_certificate_is_refused(secure: SecureBro
                                                                cert: bool) -> None:
     client = _client(secure, "cam-a", f"{SITE_PREFIX}/{site}/sensors/cam-a/status", tls=True, ca=ca, cert=cert)
     if not ca:  # paho verifies against the system CAs then: tls_set() with a client certificate only
-        assert client.broker.tls_enabled and client.broker.tls_ca is None
+        assert client.broker.tls_enabled
+        assert client.broker.tls_ca is None
     with pytest.raises(ConnectionError):
         client.start(timeout=2)
     assert not client.connected.is_set()

@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 from agents.config import AgentConfig, FusionSettings
-from agents.mosquitto import PrivateMosquitto
+from agents.mosquitto import PrivateMosquitto, free_port
 from agents.mqtt import Communicator
 from agents.notify import ServiceNotifier, progress, watchdog_interval
 from agents.runner import run_fusion
@@ -31,7 +31,8 @@ UNIT_DIR = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 
 def _analyze_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("nairbus_units_analyze", UNIT_DIR / "analyze.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -76,8 +77,11 @@ def test_unit_is_notify_watchdog_restart_and_keeps_secrets_out(unit_file: str) -
     assert d["NotifyAccess"] == ["main"]
     assert int(d["WatchdogSec"][0]) > 0
     assert d["Restart"] == ["on-failure"]
-    assert d["DynamicUser"] == ["yes"] and d["NoNewPrivileges"] == ["yes"] and d["ProtectSystem"] == ["strict"]
-    assert d["CapabilityBoundingSet"] == [""] and d["PrivateTmp"] == ["yes"]
+    assert d["DynamicUser"] == ["yes"]
+    assert d["NoNewPrivileges"] == ["yes"]
+    assert d["ProtectSystem"] == ["strict"]
+    assert d["CapabilityBoundingSet"] == [""]
+    assert d["PrivateTmp"] == ["yes"]
     assert d["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert "@system-service" in d["SystemCallFilter"]
     credentials = dict(entry.split(":", 1) for entry in d["LoadCredential"])
@@ -226,8 +230,6 @@ def test_fusion_is_ready_only_once_connected_and_subscribed(broker: PrivateMosqu
 @pytest.mark.usefixtures("restore_signals")
 def test_fusion_never_reports_ready_when_the_broker_refuses(tiny_pipeline: NairPipeline,
                                                             notify_socket: NotifySocket) -> None:
-    from agents.mosquitto import free_port
-
     config = AgentConfig(broker=BrokerSettings(host="127.0.0.1", port=free_port()),
                          fusion=FusionSettings(fusion_id="fusion-refused"))
     with pytest.raises(ConnectionError, match="unreachable"):
