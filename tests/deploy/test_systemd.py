@@ -15,11 +15,11 @@ from types import ModuleType
 
 import pytest
 
-from agents.config import AgentConfig, FusionSettings
+from agents.config import AgentConfig, FusionSettings, SensorSettings
 from agents.mosquitto import PrivateMosquitto, free_port
 from agents.mqtt import Communicator
 from agents.notify import ServiceNotifier, progress, watchdog_interval
-from agents.runner import run_fusion
+from agents.runner import run_fusion, run_sensor
 from agents.settings import BrokerSettings, TopicSettings
 from models.pipeline import NairPipeline
 from schemas import Status
@@ -236,3 +236,34 @@ def test_fusion_never_reports_ready_when_the_broker_refuses(tiny_pipeline: NairP
         run_fusion(config, tiny_pipeline)
     time.sleep(0.1)
     assert notify_socket.count("READY=1") == 0
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("restore_signals")
+def test_sensor_is_ready_after_its_birth_is_acknowledged(broker: PrivateMosquitto, topic_root: str,
+                                                         tiny_pipeline: NairPipeline,
+                                                         notify_socket: NotifySocket) -> None:
+    topics = TopicTree(topic_root, "lab")
+    config = AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port),
+                         topics=TopicSettings(root=topic_root, site="lab"),
+                         sensor=SensorSettings(sensor_id="cam-ready", count=20, fps=40.0, deadline_ms=10000))
+    watcher = Communicator(BrokerSettings(host=broker.host, port=broker.port), "t-sensor-watcher", None,
+                           lambda s: b"")
+    watcher.subscribe(topics.sensor_birth("cam-ready"), qos=1)
+    watcher.start()
+    birth_at_ready: list[bool] = []
+
+    def check_at_ready() -> None:
+        if notify_socket.wait_for("READY=1"):
+            birth_at_ready.append(watcher.get(timeout=5) is not None)
+
+    checker = threading.Thread(target=check_at_ready, daemon=True)
+    checker.start()
+    counters = run_sensor(config, tiny_pipeline)
+    checker.join(10)
+    watcher.stop()
+    assert counters["frames"] == 20
+    assert birth_at_ready == [True]  # the retained birth was on the broker when systemd heard READY=1
+    assert notify_socket.count("WATCHDOG=1") >= 1  # pinged while frames flowed (0.5 s of replay, pings every 0.1 s)
+    lines = [line for m in notify_socket.messages for line in m.splitlines()]
+    assert lines.index("READY=1") < lines.index("STOPPING=1")
