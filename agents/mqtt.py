@@ -275,6 +275,9 @@ class Communicator:
         if failure is None:
             what = "subscriptions not granted" if self.connected.is_set() else "no CONNACK"
             failure = f"timeout: {what} from the broker at {self.endpoint} within {timeout:g} s"
+            if settings.tls_enabled and not self.connected.is_set():
+                failure += " (TLS: a listener that requires a client certificate drops clients without an accepted one;"
+                failure += " the broker's log says why)"
         elif failure == _UNREACHABLE:
             failure = self._describe_unreachable()
         self._shutdown_client()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import structlog
+import typer.main
 
+from agents.cli import app
 from agents.config import load_config
 from agents.logging import configure_logging
 from agents.mqtt import Communicator
@@ -93,3 +95,15 @@ def test_secrets_never_reach_the_logs(secure: SecureBroker, capsys: pytest.Captu
         structlog.configure(**saved_structlog)
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_no_command_takes_a_password_on_the_command_line() -> None:
+    group = typer.main.get_command(app)
+    seen = 0
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        subcommands = getattr(command, "commands", {name: command})
+        for sub in subcommands.values():
+            seen += 1
+            for param in sub.params:
+                assert "password" not in (param.name or "").lower(), f"{name} {sub.name}: --{param.name}"
+    assert seen >= 5

@@ -163,9 +163,11 @@ def test_tls_client_without_the_ca_or_a_certificate_is_refused(secure: SecureBro
     if not ca:  # paho verifies against the system CAs then: tls_set() with a client certificate only
         assert client.broker.tls_enabled
         assert client.broker.tls_ca is None
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError) as refused:
         client.start(timeout=2)
     assert not client.connected.is_set()
+    hint = "not an MQTT listener" if not ca else "requires a client certificate"
+    assert hint in str(refused.value)
 
 
 def test_plain_mqtt_on_the_tls_listener_is_refused(secure: SecureBroker) -> None:
