@@ -97,6 +97,35 @@ def train_base_cmd(
     console.print(f"test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
 
 
+@train_app.command("taildrop")
+def train_taildrop_cmd(
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs (default: the shipped baseline's).")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
+) -> None:
+    """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature model."""
+    from dataclasses import replace
+
+    from models.data import DatasetMissingError
+    from models.store import WEIGHTS_DIR
+    from models.taildrop import TailDropSettings
+    from models.zoo import DEFAULT_SPLIT, train_taildrop
+
+    shipped = TailDropSettings(split=DEFAULT_SPLIT)
+    settings = replace(shipped, epochs=epochs or shipped.epochs)
+    command = "nairbus train taildrop" + ("" if settings == shipped else f" --epochs {settings.epochs}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        try:
+            path = train_taildrop(settings, data_dir, out_dir or WEIGHTS_DIR, _training_progress(progress, "taildrop"),
+                                  command)
+        except (DatasetMissingError, FileNotFoundError) as exc:
+            _fail(str(exc))
+    manifest = json.loads(path.read_text())
+    console.print(f"full-bandwidth test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s "
+                  f"-> {path}")
+
+
 @app.command()
 def calibrate(
     model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
@@ -248,6 +277,82 @@ def demo(
 
 
 # Variant Parallelism commands (train variants, evaluate vp, capture, demo-vp) live in agents.vp_cli.
+evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
+                           no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("nair")
+def evaluate_nair_cmd(
+    frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
+    calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate each method.")] = 10000,
+    method: Annotated[Optional[list[str]], typer.Option(help="Only these methods (repeatable).")] = None,  # noqa: UP045
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes (plots beside it).")] = Path(
+        "reports/nair.json"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation."""
+    import numpy as np
+
+    from models.data import DatasetMissingError, load_split
+    from models.evaluation import EvalSettings, Evaluator, method_specs, run_evaluation
+    from models.nair_plots import write_plots
+    from models.store import load_model
+    from models.zoo import DEFAULT_SPLIT
+
+    if not 1 <= frames <= 10000 or calibration_images < 100:
+        raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images at least 100")
+    unknown = set(method or ()) - set(method_specs(DEFAULT_SPLIT))
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {sorted(method_specs('x'))}")
+    started = time.perf_counter()
+    try:
+        train, test = load_split("train", data_dir), load_split("test", data_dir)
+        models = {"base": load_model("base")}
+    except (DatasetMissingError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    try:
+        models["taildrop"] = load_model("taildrop")
+    except FileNotFoundError:
+        console.print("[yellow]no tail-drop baseline in models/weights; run 'nairbus train taildrop' to include it[/]")
+    pick = np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])
+    settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()))
+    with console.status("evaluating") as status:
+        def say(message: str) -> None:
+            console.log(message)
+            status.update(message)
+
+        evaluator = Evaluator(models, train.images[pick], test, settings, say)
+        result = run_evaluation(evaluator, DEFAULT_SPLIT)
+    suffix = "" if frames == 10000 else f" --frames {frames}"
+    result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
+    if "taildrop" in models:
+        result["taildrop_training"] = {k: models["taildrop"][1][k] for k in ("test_accuracy", "train_wall_seconds",
+                                                                              "command")}
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    plots = write_plots(result, report.parent)
+    _print_nair_table(result)
+    console.print(f"report: {report}; plots: {', '.join(str(p) for p in plots)} ({result['wall_seconds']} s)")
+
+
+def _print_nair_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy vs IR received (prefix), {result['frames']} test images; "
+                        f"mature model {result['mature_accuracy']:.2%}")
+    fractions = list(next(iter(result["methods"].values()))["prefix"]) if result["methods"] else []
+    table.add_column("method")
+    for f in fractions:
+        table.add_column(f"{float(f):.0%}", justify="right")
+    for name, m in result["methods"].items():
+        table.add_row(name, *(f"{m['prefix'][f]:.2%}" for f in fractions))
+    console.print(table)
+    if "bars" in result:
+        console.print_json(data=result["bars"])
+
+
 from agents.vp_cli import register as _register_vp  # noqa: E402
 
 _register_vp(app, train_app)

@@ -17,7 +17,10 @@ import torch
 from models.nair import NairArtifact, NairTransform, bits_schedule, geometric_plan
 from models.resnet import ResNet, preprocess
 
-Method = Literal["nair", "pca", "naive", "prune"]
+Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
+"""``nair``: channel KLT + 2-D DCT, components by variance. Baselines: ``naive`` (original order), ``prune``
+(channels by activation magnitude), ``pca`` (channel KLT, whole channel maps). Ablation steps: ``variance``
+(no transform, elements by variance) and ``klt`` (channel KLT without the DCT, elements by variance)."""
 Fill = Literal["mean", "zero"]
 ProgressFn = Callable[[str, int, int], None]
 
@@ -83,7 +86,7 @@ def calibrate(
     n, c, h, w = ir.shape
     k = c * h * w
     mean = ir.mean(axis=0)
-    basis = _channel_klt(ir, mean) if settings.method in ("nair", "pca") else np.eye(c)
+    basis = _channel_klt(ir, mean) if settings.method in ("nair", "pca", "klt") else np.eye(c)
     spatial = settings.method == "nair"
     base = NairArtifact(
         model_name=model_name,
@@ -104,7 +107,7 @@ def calibrate(
         natural = NairTransform(base).forward(torch.from_numpy(ir)).numpy()
     if progress:
         progress("transform", 1, 1)
-    if settings.method == "nair":
+    if settings.method in ("nair", "klt", "variance"):
         order = np.argsort(-natural.var(axis=0), kind="stable")
     elif settings.method == "pca":
         order = _channel_major_order(np.arange(c), h, w)

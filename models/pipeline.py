@@ -47,13 +47,22 @@ class NairPipeline:
         path = artifact_path or WEIGHTS_DIR / f"{model_name}.nair.npz"
         return cls(model, manifest, NairArtifact.load(path))
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Sensor half: uint8 images ``(N, 28, 28)`` to quantiser codes ``(N, K)``."""
+    def head(self, images: np.ndarray) -> np.ndarray:
+        """The IR at the artifact's split for uint8 images ``(N, 28, 28)``."""
         with torch.no_grad():
             x = preprocess(torch.from_numpy(np.ascontiguousarray(images)))
-            comps = self.transform.forward(self.model.head(x, self.artifact.split)).numpy()
+            return self.model.head(x, self.artifact.split).numpy()
+
+    def encode_ir(self, ir: np.ndarray) -> np.ndarray:
+        """Transform and quantise an IR batch ``(N, C, H, W)`` to codes ``(N, K)``."""
+        with torch.no_grad():
+            comps = self.transform.forward(torch.from_numpy(ir)).numpy()
         a = self.artifact
         return quantise(comps, a.lo, a.step, a.bits)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Sensor half: uint8 images ``(N, 28, 28)`` to quantiser codes ``(N, K)``."""
+        return self.encode_ir(self.head(images))
 
     def decode(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Fusion half: received component values and mask ``(N, K)`` to class probabilities ``(N, classes)``."""

@@ -11,7 +11,8 @@ import torch
 
 from models.data import LABELS, load_split
 from models.resnet import ResNetConfig
-from models.store import WEIGHTS_DIR, save_model
+from models.store import WEIGHTS_DIR, load_model, save_model
+from models.taildrop import TailDropSettings, fine_tune_tail_drop
 from models.training import ProgressFn, TrainSettings, evaluate_accuracy, pick_device, train_model
 
 BASE_NAME = "base"
@@ -40,6 +41,43 @@ def train_base(
             "test_accuracy": accuracy,
             "labels": list(LABELS),
             "default_split": DEFAULT_SPLIT,
+            "command": command,
+            "settings": asdict(settings),
+            "train_wall_seconds": round(wall, 1),
+            "trained_on": f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}",
+        },
+        out_dir,
+    )
+
+
+TAILDROP_NAME = "taildrop"
+
+
+def train_taildrop(
+    settings: TailDropSettings | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: Path = WEIGHTS_DIR,
+    progress: ProgressFn | None = None,
+    command: str = "nairbus train taildrop",
+) -> Path:
+    """Fine-tune the retrained tail-drop baseline from the shipped mature model; weights plus manifest."""
+    settings = settings or TailDropSettings(split=DEFAULT_SPLIT)
+    mature, mature_manifest = load_model(BASE_NAME, out_dir)
+    train = load_split("train", data_dir)
+    started = time.perf_counter()
+    model = fine_tune_tail_drop(mature, train, settings, progress)
+    wall = time.perf_counter() - started
+    accuracy = evaluate_accuracy(model, load_split("test", data_dir))
+    return save_model(
+        model,
+        TAILDROP_NAME,
+        {
+            "test_accuracy": accuracy,
+            "labels": list(LABELS),
+            "default_split": settings.split,
+            "baseline_of": {"name": BASE_NAME, "sha256": mature_manifest["sha256"]},
+            "description": "retrained tail-drop baseline: the mature model fine-tuned with stochastic channel "
+                           "tail-drop at the split (zero-fill of the dropped channels)",
             "command": command,
             "settings": asdict(settings),
             "train_wall_seconds": round(wall, 1),

@@ -1,0 +1,289 @@
+"""``nairbus evaluate nair``: NAIR against every baseline on the same test frames, as data.
+
+Every method is a (model, calibration settings) pair pushed through the same :class:`NairPipeline` the live bus
+uses, so a figure here is what the bus would deliver. Calibration sees training images only; accuracy is measured
+on the test split. The heavy part (the head) runs once per model; each condition then costs one pass of the tail.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.calibration import CalibrationSettings, calibrate
+from models.data import Dataset
+from models.loss import LossModel
+from models.pipeline import NairPipeline
+from models.resnet import ResNet
+
+ProgressFn = Callable[[str], None]
+
+PREFIXES: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 1.0)
+LOSS_RATES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """One way of sending the IR: which model, which calibration, and what it is."""
+
+    model: str
+    calibration: CalibrationSettings
+    description: str
+
+
+def method_specs(split: str) -> dict[str, MethodSpec]:
+    """NAIR and the baselines the evaluator always reports beside it."""
+    cal = CalibrationSettings(split=split)
+    return {
+        "nair": MethodSpec("base", cal, "NAIR: channel KLT + 2-D DCT, components by calibration variance, mean-fill"),
+        "naive-zero": MethodSpec("base", replace(cal, method="naive", fill="zero"),
+                                 "naive split: original channel order, missing activations zero-filled"),
+        "naive-mean": MethodSpec("base", replace(cal, method="naive"),
+                                 "naive split: original channel order, missing activations mean-filled"),
+        "prune": MethodSpec("base", replace(cal, method="prune"),
+                            "pruning criterion: channels by mean |activation|, mean-fill"),
+        "pca": MethodSpec("base", replace(cal, method="pca"), "plain PCA: channel KLT, whole channel maps, mean-fill"),
+        "taildrop": MethodSpec("taildrop", replace(cal, method="naive", fill="zero"),
+                               "retrained tail-drop model (fine-tuned), channels in order, zero-fill as trained"),
+    }
+
+
+def ablation_specs(split: str) -> dict[str, MethodSpec]:
+    """NAIR built up one step at a time (plus the fill and bit-allocation choices)."""
+    cal = CalibrationSettings(split=split)
+    return {
+        "naive (no transform, original order, mean-fill)": MethodSpec("base", replace(cal, method="naive"), ""),
+        "+ order elements by variance": MethodSpec("base", replace(cal, method="variance"), ""),
+        "+ channel KLT": MethodSpec("base", replace(cal, method="klt"), ""),
+        "+ spatial DCT (= NAIR)": MethodSpec("base", cal, ""),
+        "NAIR with zero-fill instead of mean-fill": MethodSpec("base", replace(cal, fill="zero"), ""),
+        "NAIR with bits falling 8/6/4 by importance": MethodSpec(
+            "base", replace(cal, bit_bands=((0.05, 8), (0.25, 6), (1.0, 4))), ""),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSettings:
+    """What ``nairbus evaluate nair`` measures."""
+
+    frames: int = 10000
+    calibration_images: int = 10000
+    prefixes: tuple[float, ...] = PREFIXES
+    loss_rates: tuple[float, ...] = LOSS_RATES
+    mean_burst: float = 3.0
+    loss_seed: int = 7
+    rate_bits: tuple[int, ...] = (8, 6, 5, 4, 3)
+    rate_fractions: tuple[float, ...] = (0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
+    batch_size: int = 1000
+    methods: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Evaluated:
+    """A calibrated method with its test-set codes, ready to be measured under any channel condition."""
+
+    pipeline: NairPipeline
+    codes: np.ndarray
+    calibration_seconds: float
+
+
+def _budget(pipeline: NairPipeline, fraction: float) -> int:
+    return max(1, int(round(fraction * pipeline.artifact.total_bytes())))
+
+
+def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossModel, batch: int) -> dict[str, float]:
+    """Accuracy, mean payload bytes and mean fraction received of one method under one condition."""
+    ids = np.arange(len(labels))
+    correct, payload, fraction = 0, 0.0, 0.0
+    for start in range(0, len(labels), batch):
+        sl = slice(start, start + batch)
+        got = ev.pipeline.receive(ev.codes[sl], ids[sl], budget, loss)
+        pred = ev.pipeline.decode(got.values, got.mask).argmax(1)
+        correct += int((pred == labels[sl]).sum())
+        payload += float(got.payload_bytes.sum())
+        fraction += float(got.mask.mean(axis=1).sum())
+    n = len(labels)
+    return {"accuracy": correct / n, "bytes": payload / n, "fraction_received": fraction / n}
+
+
+def predictions(ev: Evaluated, budget: int | None, batch: int) -> np.ndarray:
+    """Class predictions of a method at a budget, no loss."""
+    ids = np.arange(len(ev.codes))
+    out = []
+    for start in range(0, len(ev.codes), batch):
+        sl = slice(start, start + batch)
+        got = ev.pipeline.receive(ev.codes[sl], ids[sl], budget, LossModel())
+        out.append(ev.pipeline.decode(got.values, got.mask).argmax(1))
+    return np.concatenate(out)
+
+
+class Evaluator:
+    """Holds the models, their test-set IRs and the calibration images; builds and measures methods."""
+
+    def __init__(self, models: dict[str, tuple[ResNet, dict[str, Any]]], calibration: np.ndarray, test: Dataset,
+                 settings: EvalSettings, progress: ProgressFn | None = None) -> None:
+        self.models = models
+        self.calibration = calibration
+        self.images = test.images[: settings.frames]
+        self.labels = test.labels[: settings.frames]
+        self.settings = settings
+        self.progress = progress or (lambda _msg: None)
+        self._ir: dict[tuple[str, str], np.ndarray] = {}
+
+    def test_ir(self, model_name: str, split: str, pipeline: NairPipeline) -> np.ndarray:
+        """The test-set IR of a model at a split (computed once)."""
+        key = (model_name, split)
+        if key not in self._ir:
+            b = self.settings.batch_size
+            self._ir[key] = np.concatenate([pipeline.head(self.images[s : s + b]) for s in range(0, len(self.images), b)])
+        return self._ir[key]
+
+    def build(self, spec: MethodSpec) -> Evaluated:
+        """Calibrate ``spec`` on the calibration images and encode the test frames."""
+        model, manifest = self.models[spec.model]
+        started = time.perf_counter()
+        artifact = calibrate(model, manifest["name"], manifest["sha256"], self.calibration, spec.calibration)
+        seconds = time.perf_counter() - started
+        pipeline = NairPipeline(model, manifest, artifact)
+        ir = self.test_ir(spec.model, spec.calibration.split, pipeline)
+        b = self.settings.batch_size
+        codes = np.concatenate([pipeline.encode_ir(ir[s : s + b]) for s in range(0, len(ir), b)])
+        return Evaluated(pipeline, codes, seconds)
+
+    def prefix_curve(self, ev: Evaluated) -> dict[str, dict[str, float]]:
+        """Accuracy (and bytes) when only the first fraction of the IR's bytes arrives."""
+        return {f"{f:g}": measure(ev, self.labels, _budget(ev.pipeline, f), LossModel(), self.settings.batch_size)
+                for f in self.settings.prefixes}
+
+    def loss_curves(self, ev: Evaluated) -> tuple[dict[str, float], dict[str, float]]:
+        """Accuracy with every fragment sent and a share of them lost: independently, and in bursts."""
+        s = self.settings
+        random_loss = {f"{p:g}": measure(ev, self.labels, None, LossModel("random", p=p, seed=s.loss_seed),
+                                         s.batch_size)["accuracy"] for p in s.loss_rates}
+        bursty = {f"{p:g}": measure(ev, self.labels, None,
+                                    LossModel.bursty_with_rate(p, s.mean_burst, seed=s.loss_seed),
+                                    s.batch_size)["accuracy"] for p in s.loss_rates}
+        return random_loss, bursty
+
+
+def mature_predictions(model: ResNet, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """The mature model's own predictions (no split, no codec)."""
+    from models.resnet import preprocess
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch])))
+            out.append(model(x).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def transform_only_predictions(ev: Evaluated, ir: np.ndarray, batch: int) -> np.ndarray:
+    """Predictions after ``T`` then ``T⁻¹`` in float32 with no quantisation: shows the transform is invertible."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ir), batch):
+            x = torch.from_numpy(ir[start : start + batch])
+            back = ev.pipeline.transform.inverse(ev.pipeline.transform.forward(x))
+            out.append(ev.pipeline.model.tail(back, ev.pipeline.artifact.split).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
+    """Every measurement of the NAIR report, as a JSON-ready dict."""
+    s = evaluator.settings
+    say = evaluator.progress
+    labels = evaluator.labels
+    started = time.perf_counter()
+    base_model, base_manifest = evaluator.models["base"]
+    mature_pred = mature_predictions(base_model, evaluator.images, s.batch_size)
+    mature_accuracy = float((mature_pred == labels).mean())
+    report: dict[str, Any] = {"frames": len(labels), "mature_accuracy": mature_accuracy, "methods": {}}
+    specs = method_specs(split)
+    wanted = [m for m in specs if not s.methods or m in s.methods]
+    built: dict[str, Evaluated] = {}
+    for name in wanted:
+        if specs[name].model not in evaluator.models:
+            say(f"skipping {name}: model {specs[name].model!r} not available")
+            continue
+        say(f"{name}: calibrating and encoding")
+        ev = built[name] = evaluator.build(specs[name])
+        say(f"{name}: prefix curve")
+        prefix = evaluator.prefix_curve(ev)
+        say(f"{name}: loss curves")
+        random_loss, bursty = evaluator.loss_curves(ev)
+        model_manifest = evaluator.models[specs[name].model][1]
+        report["methods"][name] = {
+            "description": specs[name].description,
+            "model": model_manifest["name"],
+            "model_full_accuracy": float(model_manifest.get("test_accuracy", float("nan"))),
+            "prefix": {k: v["accuracy"] for k, v in prefix.items()},
+            "prefix_bytes": {k: v["bytes"] for k, v in prefix.items()},
+            "random_loss": random_loss,
+            "bursty_loss": bursty,
+            "calibration_seconds": round(ev.calibration_seconds, 2),
+        }
+    if "nair" in built:
+        nair = built["nair"]
+        full = predictions(nair, None, s.batch_size)
+        ir = evaluator.test_ir("base", split, nair.pipeline)
+        exact = transform_only_predictions(nair, ir, s.batch_size)
+        report["nair_full"] = {
+            "agreement_with_mature_8bit": float((full == mature_pred).mean()),
+            "agreement_with_mature_transform_only": float((exact == mature_pred).mean()),
+            "accuracy_8bit": float((full == labels).mean()),
+        }
+        say("rate-accuracy curve")
+        report["rate_accuracy"] = rate_accuracy(evaluator, split)
+        say("ablation")
+        report["ablation"] = {name: {k: v["accuracy"] for k, v in evaluator.prefix_curve(evaluator.build(spec)).items()}
+                              for name, spec in ablation_specs(split).items()}
+        report["bars"] = bars(report)
+    report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+    report["settings"] = asdict(s)
+    report["mature_model"] = {"name": base_manifest["name"], "sha256": base_manifest["sha256"],
+                              "test_accuracy": base_manifest["test_accuracy"]}
+    return report
+
+
+def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
+    """Payload bytes per frame against accuracy for NAIR over bit depths and budgets (plus mixed bit bands)."""
+    s = evaluator.settings
+    configs: list[tuple[str, tuple[tuple[float, int], ...]]] = [(f"{b} bit", ((1.0, b),)) for b in s.rate_bits]
+    configs.append(("8/6/4 bit by importance", ((0.05, 8), (0.25, 6), (1.0, 4))))
+    configs.append(("6/4/3 bit by importance", ((0.05, 6), (0.25, 4), (1.0, 3))))
+    points = []
+    for label, bands in configs:
+        spec = MethodSpec("base", CalibrationSettings(split=split, bit_bands=bands), "")
+        ev = evaluator.build(spec)
+        for fraction in s.rate_fractions:
+            m = measure(ev, evaluator.labels, _budget(ev.pipeline, fraction), LossModel(), s.batch_size)
+            points.append({"method": "nair", "quantisation": label, "budget_fraction": fraction,
+                           "bytes": m["bytes"], "accuracy": m["accuracy"]})
+    return points
+
+
+def bars(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bars, computed from the measured figures (nothing here is typed in)."""
+    mature = report["mature_accuracy"]
+    methods = report["methods"]
+    nair = methods["nair"]["prefix"]
+    out: dict[str, Any] = {
+        "nair_share_of_mature_at_10pct": nair["0.1"] / mature,
+        "nair_share_of_mature_at_25pct": nair["0.25"] / mature,
+        "nair_full_agrees_with_mature_transform_only": report["nair_full"]["agreement_with_mature_transform_only"],
+        "nair_full_agrees_with_mature_8bit": report["nair_full"]["agreement_with_mature_8bit"],
+    }
+    if "naive-mean" in methods:
+        out["nair_over_naive_mean_at_10pct"] = nair["0.1"] / max(methods["naive-mean"]["prefix"]["0.1"], 1e-9)
+    if "taildrop" in methods:
+        td = methods["taildrop"]["prefix"]
+        out["nair_minus_taildrop"] = {k: nair[k] - td[k] for k in ("0.05", "0.1", "0.25", "0.5") if k in td}
+    within = [p for p in report.get("rate_accuracy", []) if p["accuracy"] >= mature - 0.01]
+    out["min_bytes_within_1pt_of_mature"] = min((p["bytes"] for p in within), default=None)
+    return out
