@@ -87,6 +87,11 @@ class NairPipeline:
         mask = np.zeros(codes.shape, dtype=bool)
         sizes = np.array([((e - s) * int(a.bits[s]) + 7) // 8 for _i, s, e in spans], dtype=np.int64)
         payload = np.zeros(len(codes), dtype=np.int64)
+        if loss.kind == "none":  # every frame gets the same spans
+            mask[:] = spans_mask(a.n_components, spans)
+            payload[:] = int(sizes.sum())
+            values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
+            return Received(values, mask, payload)
         for row, frame_id in enumerate(frame_ids.tolist()):
             lost = loss.lost(int(frame_id), len(spans))
             kept = [span for span, gone in zip(spans, lost, strict=True) if not gone]

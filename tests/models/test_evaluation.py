@@ -1,0 +1,73 @@
+"""The NAIR evaluator and the tail-drop baseline, on a tiny untrained model (plumbing; figures come from the CLI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import load_split
+from models.evaluation import EvalSettings, Evaluator, bars, run_evaluation
+from models.nair_plots import write_plots
+from models.resnet import ResNet, ResNetConfig
+from models.taildrop import tail_drop_mask
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[ResNet, dict[str, object]]:
+    torch.manual_seed(0)
+    return ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval(), {
+        "name": "tiny", "sha256": "d" * 64, "test_accuracy": 0.1}
+
+
+def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
+    mask = tail_drop_mask(500, 16, 0.2, torch.Generator().manual_seed(0))[:, :, 0, 0]
+    kept = mask.sum(1)
+    assert torch.all(kept >= 1)
+    assert torch.all(mask == (torch.arange(16)[None, :] < kept[:, None]).float())
+    assert 0.15 < float((kept == 16).float().mean()) < 0.35
+    assert len(torch.unique(kept)) > 10
+
+
+@pytest.mark.slow
+def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, dict[str, object]],
+                                                              tmp_path) -> None:  # noqa: ANN001
+    train, test = load_split("train"), load_split("test")
+    settings = EvalSettings(frames=60, calibration_images=200, rate_bits=(8, 4), rate_fractions=(0.05, 1.0),
+                            methods=("nair", "naive-mean", "naive-zero"), loss_rates=(0.2,))
+    models = {"base": tiny, "taildrop": tiny}
+    report = run_evaluation(Evaluator(models, train.images[:200], test, settings), "stage2")
+    assert set(report["methods"]) == {"nair", "naive-mean", "naive-zero"}
+    for method in report["methods"].values():
+        assert set(method["prefix"]) == {"0.05", "0.1", "0.25", "0.5", "0.75", "1"}
+        assert all(0.0 <= a <= 1.0 for a in method["prefix"].values())
+        bytes_ = list(method["prefix_bytes"].values())
+        assert bytes_ == sorted(bytes_)
+    # Everything received: the exactly invertible transform gives the mature model's predictions.
+    assert report["nair_full"]["agreement_with_mature_transform_only"] == 1.0
+    assert report["methods"]["nair"]["prefix"]["1"] == pytest.approx(report["mature_accuracy"], abs=0.05)
+    assert {p["quantisation"] for p in report["rate_accuracy"]} >= {"8 bit", "4 bit"}
+    assert all({"bytes", "accuracy"} <= p.keys() for p in report["rate_accuracy"])
+    assert len(report["ablation"]) >= 5
+    assert report["bars"]["nair_over_naive_mean_at_10pct"] == pytest.approx(
+        report["methods"]["nair"]["prefix"]["0.1"] / report["methods"]["naive-mean"]["prefix"]["0.1"])
+    paths = write_plots(report, tmp_path)
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_bars_are_computed_from_the_figures() -> None:
+    report = {
+        "mature_accuracy": 0.9,
+        "methods": {"nair": {"prefix": {"0.05": 0.85, "0.1": 0.88, "0.25": 0.9, "0.5": 0.9}},
+                    "naive-mean": {"prefix": {"0.1": 0.4}},
+                    "taildrop": {"prefix": {"0.05": 0.8, "0.1": 0.89, "0.25": 0.9, "0.5": 0.91}}},
+        "nair_full": {"agreement_with_mature_transform_only": 1.0, "agreement_with_mature_8bit": 0.999},
+        "rate_accuracy": [{"bytes": 200.0, "accuracy": 0.85}, {"bytes": 280.0, "accuracy": 0.895},
+                          {"bytes": 900.0, "accuracy": 0.9}],
+    }
+    out = bars(report)
+    assert out["nair_share_of_mature_at_10pct"] == pytest.approx(0.88 / 0.9)
+    assert out["nair_over_naive_mean_at_10pct"] == pytest.approx(2.2)
+    assert out["nair_minus_taildrop"]["0.1"] == pytest.approx(-0.01)
+    assert out["min_bytes_within_1pt_of_mature"] == 280.0
+    assert np.isclose(out["nair_share_of_mature_at_25pct"], 1.0)
