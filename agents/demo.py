@@ -26,11 +26,11 @@ from rich.table import Table
 
 from agents.mosquitto import PrivateMosquitto
 from agents.mqtt import Communicator
-from agents.settings import BrokerSettings, TopicSettings
+from agents.settings import BrokerSettings
 from models.data import load_split
 from models.loss import LossModel
 from models.pipeline import NairPipeline
-from schemas import CONTENT_TYPE_JSON, Result, Stats, Status, WireError
+from schemas import Result, Stats, Status, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.topics import TopicTree

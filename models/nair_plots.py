@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 STYLE = {"nair": ("C3", "o", 2.5), "taildrop": ("C0", "s", 1.8), "pca": ("C2", "^", 1.3),
          "prune": ("C4", "v", 1.3), "naive-mean": ("C7", "D", 1.3), "naive-zero": ("C8", "x", 1.3)}

@@ -31,7 +31,7 @@ def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
 
 @pytest.mark.slow
 def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, dict[str, object]],
-                                                              tmp_path) -> None:  # noqa: ANN001
+                                                              tmp_path) -> None:
     train, test = load_split("train"), load_split("test")
     settings = EvalSettings(frames=60, calibration_images=200, rate_bits=(8, 4), rate_fractions=(0.05, 1.0),
                             methods=("nair", "naive-mean", "naive-zero"), loss_rates=(0.2,))
