@@ -273,7 +273,7 @@ def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline
         "family": {"variants": names, "weights": {v["name"]: v["fusion_weight"] for v in family["variants"]},
                    "sha256": {v["name"]: v["sha256"] for v in family["variants"]}},
         "stopped": {**stopped_at, "variant": victim, "remaining": remaining},
-        "frames_sent": int(len(labels)),
+        "frames_sent": len(labels),
         "results": len(got),
         "missing": int(len(labels) - len(got)),
         "before": before,

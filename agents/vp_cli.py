@@ -92,10 +92,9 @@ def evaluate_vp_cmd(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate VP on the test split: every subset, every k, the mature model, availability, bytes per frame."""
+    from agents.vp import topk_message_bytes
     from models.data import DatasetMissingError
     from models.vp_eval import REPORT_PATH, VpEvalSettings, evaluate_vp, write_report
-
-    from agents.vp import topk_message_bytes
 
     settings = VpEvalSettings(frames=frames, trials=trials, nair_bytes=_nair_bytes())
     try:

@@ -87,7 +87,7 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
     subsets = subsets_by_k[str(k)]
     full = subset_key(names)
     one_lost = {name: subsets[subset_key([x for x in names if x != name])] for name in names} if len(names) > 1 else {}
-    equal = {name: 1.0 for name in names}
+    equal = dict.fromkeys(names, 1.0)
     ablation = {
         "paper_weights_topk": subsets[full],
         "equal_weights_topk": acc(fuse_batch(probs, equal, k).argmax(1)),
@@ -209,7 +209,7 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
     ax.bar(range(len(keys)), vals, color=["#8fb3d9" if "," not in key else "#2b6cb0" for key in keys])
     ax.axhline(base * 100, color="#c53030", linestyle="--", label=f"mature model {base:.2%}")
     ax.set_xticks(range(len(keys)), [key.replace(",", "\n") for key in keys], fontsize=7)
-    ax.set_ylim(min(vals + [base * 100]) - 1.5, max(vals + [base * 100]) + 0.8)
+    ax.set_ylim(min([*vals, base * 100]) - 1.5, max([*vals, base * 100]) + 0.8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"VP: accuracy of every subset of variants (top-{report['k']} fusion, {report['frames']} frames)")
     for i, v in enumerate(vals):

@@ -33,11 +33,14 @@ def test_evaluate_vp_quick_run_writes_report_and_plots(tmp_path: Path) -> None:
     done = _nairbus("evaluate", "vp", "--frames", "300", "--trials", "2000", "--report", str(report))
     assert done.returncode == 0, done.stderr[-2000:]
     data = json.loads(report.read_text())
-    assert data["frames"] == 300 and data["command"] == "nairbus evaluate vp --frames 300"
+    assert data["frames"] == 300
+    assert data["command"] == "nairbus evaluate vp --frames 300"
     names = data["ensemble"]["variants"]
-    assert len(names) >= 3 and ",".join(sorted(names)) in data["subsets"]
+    assert len(names) >= 3
+    assert ",".join(sorted(names)) in data["subsets"]
     for v in data["variants"].values():
-        assert v["params"] <= data["base"]["params"] / 5 and v["macs"] <= data["base"]["macs"] / 5
+        assert v["params"] <= data["base"]["params"] / 5
+        assert v["macs"] <= data["base"]["macs"] / 5
     assert all((tmp_path / p).is_file() for p in data["plots"])
 
 
@@ -49,13 +52,17 @@ def test_demo_vp_keeps_answering_after_a_variant_stops(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert data["budgets"] == ["kept"]  # the NAIR part of the report is left alone
     vp = data["vp"]
-    assert vp["missing"] == 0 and vp["results_after_stop"] > 0
-    assert vp["before"]["frames"] > 0 and vp["after"]["frames"] > 0
-    assert vp["before"]["agreement_with_offline"] >= 0.99 and vp["after"]["agreement_with_offline"] >= 0.99
+    assert vp["missing"] == 0
+    assert vp["results_after_stop"] > 0
+    assert vp["before"]["frames"] > 0
+    assert vp["after"]["frames"] > 0
+    assert vp["before"]["agreement_with_offline"] >= 0.99
+    assert vp["after"]["agreement_with_offline"] >= 0.99
     assert vp["passed"], vp["checks"]
 
 
 def test_vp_sensor_refuses_an_unknown_variant() -> None:
     done = _nairbus("sensor", "--mode", "vp", "--variant", "nope", "--count", "1")
     assert done.returncode == 2
-    assert "unknown variant" in done.stderr and "w44r28" in done.stderr
+    assert "unknown variant" in done.stderr
+    assert "w44r28" in done.stderr

@@ -24,7 +24,9 @@ def test_frame_waits_for_every_online_sensor_then_decides() -> None:
     assert buf.pop_ready(10.2) == []
     assert buf.add("cam", 7, "c", _vote("c"), 20, 1.0, online, now=10.2) == "added"
     (frame,) = buf.pop_ready(10.2)
-    assert sorted(frame.votes) == ["a", "b", "c"] and frame.nbytes == 60 and frame.expected == 3
+    assert sorted(frame.votes) == ["a", "b", "c"]
+    assert frame.nbytes == 60
+    assert frame.expected == 3
     assert buf.add("cam", 7, "c", _vote("c"), 20, 1.0, online, now=10.3) == "late"
 
 
@@ -42,7 +44,8 @@ def test_offline_sensor_is_no_longer_waited_for() -> None:
     buf.add("cam", 1, "a", _vote("a"), 20, 1.0, {"a", "b"}, now=10.0)
     buf.sensor_gone("b")
     (frame,) = buf.pop_ready(10.0)
-    assert list(frame.votes) == ["a"] and frame.expected == 2
+    assert list(frame.votes) == ["a"]
+    assert frame.expected == 2
 
 
 def test_duplicates_and_memory_bound() -> None:
@@ -54,7 +57,8 @@ def test_duplicates_and_memory_bound() -> None:
     buf.add("cam", 3, "a", _vote("a"), 20, 1.0, online, now=0.0)  # forces frame 1 out
     assert len(buf) == 2
     (forced,) = buf.pop_ready(0.0)
-    assert forced.frame_id == 1 and forced.evicted
+    assert forced.frame_id == 1
+    assert forced.evicted
     assert buf.add("cam", 1, "b", _vote("b"), 20, 1.0, online, now=0.0) == "late"
     assert {f.frame_id for f in buf.flush()} == {2, 3}
 
@@ -91,4 +95,5 @@ def test_vp_sensor_settings_need_a_variant() -> None:
 
 def test_topk_messages_are_small_and_grow_with_k() -> None:
     sizes = [topk_message_bytes(k) for k in range(1, 6)]
-    assert sizes == sorted(sizes) and sizes[-1] < 784 // 3
+    assert sizes == sorted(sizes)
+    assert sizes[-1] < 784 // 3

@@ -46,23 +46,28 @@ def test_shipped_family_fits_one_fifth_of_the_mature_model() -> None:
     for spec in VARIANTS:
         c = cost(spec)
         assert c.params <= base_params / 5 and c.macs <= base_macs / 5, spec.name
-        assert c.fits and c.to_dict()["fits_budget"]
+        assert c.fits
+        assert c.to_dict()["fits_budget"]
     assert len({(s.width, s.resolution, s.blocks) for s in VARIANTS}) == len(VARIANTS)
 
 
 def test_derive_config_applies_the_knobs() -> None:
     cfg = derive_config(VariantSpec("x", width=0.5, resolution=20, blocks=(2, 1, 1)))
-    assert cfg.widths == (12, 32, 64) and cfg.resolution == 20 and cfg.blocks == (2, 1, 1)
+    assert cfg.widths == (12, 32, 64)
+    assert cfg.resolution == 20
+    assert cfg.blocks == (2, 1, 1)
     assert cfg.num_classes == BASE_CONFIG.num_classes
     # A bigger resolution costs more MACs and no parameters.
     small = count_config(derive_config(VariantSpec("a", 0.4, 20)))
     large = count_config(derive_config(VariantSpec("b", 0.4, 28)))
-    assert small[0] == large[0] and small[1] < large[1]
+    assert small[0] == large[0]
+    assert small[1] < large[1]
 
 
 def test_generator_keeps_only_what_fits_and_rejects_bad_knobs() -> None:
     menu = generate(widths=(0.3, 0.44, 0.7), resolutions=(20, 28), blocks=(None,))
-    assert menu and all(c.fits for _, c in menu)
+    assert menu
+    assert all(c.fits for _, c in menu)
     assert not any(spec.width == 0.7 for spec, _ in menu)  # 0.7 width is ~half the parameters
     with pytest.raises(ValueError, match="width"):
         VariantSpec("bad", width=1.5, resolution=28)
@@ -116,7 +121,8 @@ def test_batch_rule_equals_frame_rule() -> None:
 
 
 def test_check_k_bounds() -> None:
-    assert check_k(1, 10) == 1 and check_k(5, 10) == 5
+    assert check_k(1, 10) == 1
+    assert check_k(5, 10) == 5
     for bad in (0, 6):
         with pytest.raises(ValueError, match="between 1 and 5"):
             check_k(bad, 10)
@@ -169,8 +175,11 @@ def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
     assert [v["name"] for v in manifest["variants"]] == [v.name for v in VARIANTS]
     assert set(manifest["subsets"]) == {subset_key(s) for s in all_subsets([v.name for v in VARIANTS])}
     for v in manifest["variants"]:
-        assert v["params"] <= 294770 / 5 and v["macs"] <= 29774464 / 5 and 0 <= v["test_accuracy"] <= 1
-    assert manifest["train_wall_seconds"] > 0 and manifest["settings"]["seed"] == 0
+        assert v["params"] <= 294770 / 5
+        assert v["macs"] <= 29774464 / 5
+        assert 0 <= v["test_accuracy"] <= 1
+    assert manifest["train_wall_seconds"] > 0
+    assert manifest["settings"]["seed"] == 0
     _, variants = load_family(tiny_family)
     assert list(variants) == [v.name for v in VARIANTS]
     # Tampered weights are refused.
@@ -190,7 +199,8 @@ def test_evaluator_report_has_the_contracted_fields(tiny_family: Path, tmp_path:
 
     report = evaluate_vp(VpEvalSettings(frames=200, trials=2000, weights_dir=tiny_family, ps=(0.1, 0.5)),
                          payload_bytes=lambda k, n: 100 + 10 * k)
-    assert report["frames"] == 200 and 0 <= report["base_accuracy"] <= 1
+    assert report["frames"] == 200
+    assert 0 <= report["base_accuracy"] <= 1
     names = [v.name for v in VARIANTS]
     assert set(report["variants"]) == set(names)
     for v in report["variants"].values():
