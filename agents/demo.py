@@ -75,6 +75,9 @@ def _agent_env(broker: tuple[str, int], settings: DemoSettings, log_file: Path) 
         "NAIRBUS_TOPICS__SITE": settings.site,
         "NAIRBUS_LOG__FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
+        # Several model processes share this machine's cores: one torch thread each, or OpenMP oversubscription
+        # makes every one of them crawl.
+        "OMP_NUM_THREADS": "1",
     })
     if settings.data_dir:
         env["NAIRBUS_DATA_DIR"] = str(settings.data_dir)

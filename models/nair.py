@@ -164,8 +164,10 @@ class NairTransform:
 
     def forward(self, ir: torch.Tensor) -> torch.Tensor:
         """IR ``(N, C, H, W)`` to components ``(N, K)`` in importance order."""
-        y = torch.einsum("nchw,cd->ndhw", ir.float() - self.mean, self.basis)
-        z = torch.einsum("ih,ndhw,jw->ndij", self.dct_h, y, self.dct_w)
+        c, h, w = self.shape
+        centred = (ir.float() - self.mean).permute(0, 2, 3, 1).reshape(-1, c)
+        y = (centred @ self.basis).reshape(ir.shape[0], h, w, c).permute(0, 3, 1, 2)
+        z = self.dct_h @ y @ self.dct_w.T
         return z.reshape(ir.shape[0], -1)[:, self.order]
 
     def inverse(self, components: torch.Tensor) -> torch.Tensor:
@@ -174,8 +176,10 @@ class NairTransform:
         flat = torch.empty_like(components)
         flat[:, self.order] = components
         z = flat.reshape(n, *self.shape)
-        y = torch.einsum("ih,ndij,jw->ndhw", self.dct_h, z, self.dct_w)
-        return torch.einsum("ndhw,cd->nchw", y, self.basis) + self.mean
+        c, h, w = self.shape
+        y = self.dct_h.T @ z @ self.dct_w
+        x = (y.permute(0, 2, 3, 1).reshape(-1, c) @ self.basis.T).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return x.contiguous() + self.mean
 
     def reconstruct(self, components: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
         """Fill the components that did not arrive (``received`` False) and invert the transform."""
