@@ -34,6 +34,7 @@ from agents.config import AgentConfig
 from agents.fusion import owns_sensor
 from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator, InboundMessage
+from agents.notify import systemd_service
 from agents.sources import replay, replay_indices
 from models.data import LABELS, load_split
 from models.store import WEIGHTS_DIR
@@ -230,7 +231,10 @@ def run_vp_sensor(config: AgentConfig, on_signals: Callable[[threading.Event], N
         on_signals(agent.stop_event)
     agent.start()
     try:
-        return agent.run()
+        # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for
+        # frames from a capture agent for any length of time, so its watchdog holds while the process runs.
+        with systemd_service(f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set()):
+            return agent.run()
     finally:
         agent.stop()
 
@@ -619,6 +623,7 @@ def run_vp_fusion(config: AgentConfig, on_signals: Callable[[threading.Event], N
         on_signals(agent.stop_event)
     agent.start()
     try:
-        agent.run()
+        with systemd_service(f"vp fusion {config.fusion.fusion_id}", lambda: not agent.stop_event.is_set()):
+            agent.run()
     finally:
         agent.close()
