@@ -324,7 +324,8 @@ def evaluate_nair_cmd(
 
         evaluator = Evaluator(models, train.images[pick], test, settings, say)
         result = run_evaluation(evaluator, DEFAULT_SPLIT)
-    suffix = "" if frames == 10000 else f" --frames {frames}"
+    suffix = ("" if frames == 10000 else f" --frames {frames}") + (
+        "" if calibration_images == 10000 else f" --calibration-images {calibration_images}")
     result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
     if "taildrop" in models:
         result["taildrop_training"] = {k: models["taildrop"][1][k] for k in ("test_accuracy", "train_wall_seconds",
