@@ -6,6 +6,7 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,20 +38,24 @@ def train_base(
     return save_model(
         model,
         BASE_NAME,
-        {
-            "test_accuracy": accuracy,
-            "labels": list(LABELS),
-            "default_split": DEFAULT_SPLIT,
-            "command": command,
-            "settings": asdict(settings),
-            "train_wall_seconds": round(wall, 1),
-            "trained_on": f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}",
-        },
+        {"default_split": DEFAULT_SPLIT, **_provenance(accuracy, command, asdict(settings), wall)},
         out_dir,
     )
 
 
 TAILDROP_NAME = "taildrop"
+
+
+def _provenance(accuracy: float, command: str, settings: dict[str, Any], wall: float) -> dict[str, Any]:
+    """Manifest fields every trained model records: test accuracy, labels, how and where it was trained."""
+    return {
+        "test_accuracy": accuracy,
+        "labels": list(LABELS),
+        "command": command,
+        "settings": settings,
+        "train_wall_seconds": round(wall, 1),
+        "trained_on": f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}",
+    }
 
 
 def train_taildrop(
@@ -72,16 +77,11 @@ def train_taildrop(
         model,
         TAILDROP_NAME,
         {
-            "test_accuracy": accuracy,
-            "labels": list(LABELS),
             "default_split": settings.split,
             "baseline_of": {"name": BASE_NAME, "sha256": mature_manifest["sha256"]},
             "description": "retrained tail-drop baseline: the mature model fine-tuned with stochastic channel "
                            "tail-drop at the split (zero-fill of the dropped channels)",
-            "command": command,
-            "settings": asdict(settings),
-            "train_wall_seconds": round(wall, 1),
-            "trained_on": f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}",
+            **_provenance(accuracy, command, asdict(settings), wall),
         },
         out_dir,
     )
