@@ -381,5 +381,28 @@ def watch(
         _fail(str(exc))
 
 
+@app.command()
+def readme(
+    check: Annotated[bool, typer.Option("--check", help="Only say whether the README is current (non-zero exit if not).")] = False,
+) -> None:
+    """Rewrite the README's figure tables from the JSON reports under reports/ (nothing is typed in by hand)."""
+    from agents.readme import REPO, render
+
+    path = REPO / "README.md"
+    old = path.read_text()
+    try:
+        new = render(old, REPO / "reports")
+    except ValueError as exc:
+        _fail(str(exc))
+    if check:
+        if new != old:
+            _fail("README.md is out of date with reports/: run 'nairbus readme'")
+        console.print("README.md matches reports/")
+        return
+    if new != old:
+        path.write_text(new)
+    console.print("README.md updated from reports/" if new != old else "README.md already matches reports/")
+
+
 if __name__ == "__main__":
     app()

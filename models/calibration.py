@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from models.nair import NairArtifact, NairTransform, bits_schedule, geometric_plan
+from models.quantiser import CLIP_QUANTILES, fit_quantiser
 from models.resnet import ResNet, preprocess
 
 Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
@@ -33,9 +34,9 @@ class CalibrationSettings:
     method: Method = "nair"
     fill: Fill = "mean"
     bit_bands: tuple[tuple[float, int], ...] = ((1.0, 8),)
-    clip_quantile: float = 0.9995
-    first_fragment: int = 32
-    growth: float = 1.5
+    clip_quantiles: tuple[float, ...] = CLIP_QUANTILES
+    first_fragment: int = 64
+    growth: float = 2.0
     max_fragment: int = 4096
     batch_size: int = 500
 
@@ -121,9 +122,7 @@ def calibrate(
     else:  # zero activation at the split, expressed in component space
         fill = NairTransform(base).forward(torch.zeros(1, c, h, w)).numpy()[0][order]
     bits = bits_schedule(k, list(settings.bit_bands))
-    q = settings.clip_quantile
-    lo, hi = np.quantile(components, [1 - q, q], axis=0)
-    step = np.maximum((hi - lo) / ((1 << bits.astype(np.int64)) - 1), 1e-8)
+    lo, step, _clip = fit_quantiser(components, bits, settings.clip_quantiles)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
     meta: dict[str, Any] = {
         "method": settings.method,

@@ -33,7 +33,8 @@ def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
 def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, dict[str, object]],
                                                               tmp_path) -> None:
     train, test = load_split("train"), load_split("test")
-    settings = EvalSettings(frames=60, calibration_images=200, rate_bits=(8, 4), rate_fractions=(0.05, 1.0),
+    settings = EvalSettings(frames=60, calibration_images=200, rate_bands=(("8 bit", ((1.0, 8),)), ("4/2 bit", ((0.1, 4), (1.0, 2)))),
+                            rate_budgets=(50, 400),
                             methods=("nair", "naive-mean", "naive-zero"), loss_rates=(0.2,))
     models = {"base": tiny, "taildrop": tiny}
     report = run_evaluation(Evaluator(models, train.images[:200], test, settings), "stage2")
@@ -46,7 +47,9 @@ def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet
     # Everything received: the exactly invertible transform gives the mature model's predictions.
     assert report["nair_full"]["agreement_with_mature_transform_only"] == 1.0
     assert report["methods"]["nair"]["prefix"]["1"] == pytest.approx(report["mature_accuracy"], abs=0.05)
-    assert {p["quantisation"] for p in report["rate_accuracy"]} >= {"8 bit", "4 bit"}
+    assert {p["quantisation"] for p in report["rate_accuracy"]} == {"8 bit", "4/2 bit"}
+    assert [p["budget_bytes"] for p in report["rate_accuracy"] if p["quantisation"] == "8 bit"][:2] == [50, 400]
+    assert all(p["bytes"] <= p["budget_bytes"] for p in report["rate_accuracy"])
     assert all({"bytes", "accuracy"} <= p.keys() for p in report["rate_accuracy"])
     assert len(report["ablation"]) >= 5
     assert report["bars"]["nair_over_naive_mean_at_10pct"] == pytest.approx(

@@ -1,0 +1,152 @@
+"""The README's figure tables, rendered from the JSON reports under ``reports/`` (``nairbus readme``).
+
+Every number the README shows sits between a pair of markers (``<!-- nairbus:NAME -->`` … ``<!-- /nairbus:NAME -->``)
+and is written here from the report that a committed command regenerates; nothing is typed in by hand. A test
+checks that the committed README equals what this module renders from the committed reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+Report = dict[str, Any]
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}".replace(",", " ")
+
+
+def _load(reports: Path, name: str) -> Report | None:
+    path = reports / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def demo_block(demo: Report | None) -> str:
+    """Per-budget table of ``reports/demo.json`` plus the VP live run."""
+    if demo is None:
+        return "_Not measured yet: run `nairbus demo`._"
+    lines = [
+        f"From `reports/demo.json` (`{demo['command']}`, {demo['wall_seconds']:.0f} s in all; mature model "
+        f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit):",
+        "",
+        "| budget | IR received | payload B/frame | live accuracy | offline accuracy | p50 ms | p99 ms | frames/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in demo["budgets"]:
+        lines.append(
+            f"| {row['budget']:.0%} | {_pct(row['fraction_received'], 1)} | {row['bytes_per_frame']:.0f} | "
+            f"{_pct(row['live_accuracy'])} | {_pct(row['offline_accuracy'])} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {row['fps']:.0f} |"
+        )
+    vp = demo.get("vp") or {}
+    if vp.get("before"):
+        lines += ["", f"VP live run: `{vp['stopped']['variant']}` stopped after "
+                      f"{vp['stopped']['after_frames_published']} frames; results kept flowing "
+                      f"({vp['results']} of {vp['frames_sent']} frames decided).", "",
+                  "| phase | variants | frames | live accuracy | offline accuracy (same frames) |", "|---|---|---|---|---|"]
+        for phase in ("before", "after"):
+            row = vp[phase]
+            if row.get("frames"):
+                lines.append(f"| {phase} | {' + '.join(row['variants'])} | {row['frames']} | "
+                             f"{_pct(row['live_accuracy'])} | {_pct(row['offline_accuracy_same_frames'])} |")
+    return "\n".join(lines)
+
+
+NAIR_METHODS = ("nair", "taildrop", "pca", "prune", "naive-mean", "naive-zero")
+
+
+def nair_block(nair: Report | None) -> str:
+    """Prefix-accuracy table and bars of ``reports/nair.json``."""
+    if nair is None:
+        return "_Not measured yet: run `nairbus evaluate nair`._"
+    fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in nair["methods"]["nair"]["prefix"]]
+    head = " | ".join(f"{float(f):.0%}" for f in fractions)
+    lines = [
+        f"From `reports/nair.json` (`{nair['command']}`, {nair['frames']} test frames; mature model "
+        f"{_pct(nair['mature_accuracy'])}). Accuracy with only the first fraction of the IR's bytes received:",
+        "",
+        f"| method | {head} |",
+        "|---" * (len(fractions) + 1) + "|",
+    ]
+    for name in NAIR_METHODS:
+        if name in nair["methods"]:
+            prefix = nair["methods"][name]["prefix"]
+            lines.append(f"| {name} | " + " | ".join(_pct(prefix[f]) for f in fractions) + " |")
+    bars = nair["bars"]
+    td = nair.get("taildrop_training") or {}
+    lines += [
+        "",
+        f"- share of the mature model's accuracy with 10 % of the IR: {_pct(bars['nair_share_of_mature_at_10pct'], 1)}; "
+        f"with 25 %: {_pct(bars['nair_share_of_mature_at_25pct'], 1)}",
+        f"- everything received: predictions equal the mature model's on "
+        f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
+        f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
+        f"- NAIR over the naive split (mean-fill) at 10 %: {bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
+        f"- fewest payload bytes per frame within 1 point of the mature model: "
+        f"{bars['min_bytes_within_1pt_of_mature']:.0f} B"
+        + (f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
+           if "min_bytes_within_1pt_quantisation" in bars else ""),
+    ]
+    if td:
+        cal = nair["methods"]["nair"]["calibration_seconds"]
+        lines.append(f"- calibration {cal:.1f} s against {td['train_wall_seconds']:.0f} s of tail-drop retraining")
+    return "\n".join(lines)
+
+
+def vp_block(vp: Report | None) -> str:
+    """Variant table and ensemble figures of ``reports/vp.json``."""
+    if vp is None:
+        return "_Not measured yet: run `nairbus train variants` and `nairbus evaluate vp`._"
+    base = vp["base"]
+    lines = [
+        f"From `reports/vp.json` (`{vp['command']}`, {vp['frames']} test frames, top-{vp['k']} fusion):",
+        "",
+        "| model | params | MACs | params / mature | MACs / mature | accuracy |",
+        "|---|---|---|---|---|---|",
+        f"| mature `{base['name']}` | {_num(base['params'])} | {_num(base['macs'])} | 1 | 1 | {_pct(base['accuracy'])} |",
+    ]
+    for name, row in vp["variants"].items():
+        lines.append(f"| variant `{name}` | {_num(row['params'])} | {_num(row['macs'])} | {row['params_ratio']:.3f} | "
+                     f"{row['macs_ratio']:.3f} | {_pct(row['accuracy'])} |")
+    ens = vp["ensemble"]
+    lines.append(f"| ensemble of all | {_num(ens['total_params'])} | {_num(ens['total_macs'])} | | | "
+                 f"{_pct(ens['accuracy'])} |")
+    lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens["one_lost"].items())
+    lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens['max_drop_one_lost']:.2f} points)."]
+    return "\n".join(lines)
+
+
+BLOCKS: dict[str, tuple[str, Callable[[Report | None], str]]] = {
+    "demo": ("demo.json", demo_block),
+    "nair": ("nair.json", nair_block),
+    "vp": ("vp.json", vp_block),
+}
+
+
+def render(readme: str, reports: Path) -> str:
+    """``readme`` with every marked block replaced by its table rendered from ``reports``."""
+    for name, (file_name, block) in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- nairbus:{name} -->\n)(?:.*?\n)?(<!-- /nairbus:{name} -->)", re.DOTALL)
+        if not pattern.search(readme):
+            raise ValueError(f"README has no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
+        body = block(_load(reports, file_name))
+        readme = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), readme)
+    return readme
+
+
+def refresh(readme_path: Path = REPO / "README.md", reports: Path = REPO / "reports") -> bool:
+    """Rewrite the README's blocks from the reports; return whether anything changed."""
+    old = readme_path.read_text()
+    new = render(old, reports)
+    if new != old:
+        readme_path.write_text(new)
+    return new != old
