@@ -78,10 +78,18 @@ def calibrate(
     images: np.ndarray,
     settings: CalibrationSettings,
     progress: ProgressFn | None = None,
+    ir: np.ndarray | None = None,
 ) -> NairArtifact:
-    """Fit an artifact for ``model`` at ``settings.split`` from calibration ``images`` (uint8, training data)."""
+    """Fit an artifact for ``model`` at ``settings.split`` from calibration ``images`` (uint8, training data).
+
+    ``ir``, when given, is ``head_outputs(model, images, settings.split)`` computed before (the evaluator builds
+    many artifacts from the same calibration images).
+    """
     started = time.perf_counter()
-    ir = head_outputs(model, images, settings.split, settings.batch_size)
+    if ir is None:
+        ir = head_outputs(model, images, settings.split, settings.batch_size)
+    elif len(ir) != len(images):
+        raise ValueError(f"{len(ir)} IRs given for {len(images)} calibration images")
     if progress:
         progress("head", len(images), len(images))
     n, c, h, w = ir.shape

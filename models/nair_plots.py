@@ -60,6 +60,8 @@ def plot_rate(report: dict[str, Any], path: Path) -> Path:
     mature = report["mature_accuracy"] * 100
     ax.axhline(mature, color="k", linestyle=":", label="mature model")
     ax.axhline(mature - 1, color="k", linestyle="--", linewidth=0.8, label="mature − 1 pt")
+    ax.axvline(300, color="tab:red", linestyle="--", linewidth=0.8, label="300 B per frame")
+    ax.axvline(784, color="tab:gray", linestyle="-.", linewidth=0.8, label="raw image (784 B)")
     ax.set(xscale="log", xlabel="payload bytes per frame", ylabel="test accuracy (%)", title="NAIR rate–accuracy",
            ylim=(max(0, mature - 25), mature + 2))
     ax.grid(alpha=0.3)
