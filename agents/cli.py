@@ -383,25 +383,19 @@ def watch(
 
 @app.command()
 def readme(
-    check: Annotated[bool, typer.Option("--check", help="Only say whether the README is current (non-zero exit if not).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only say whether the documents are current (non-zero exit if not).")] = False,
 ) -> None:
-    """Rewrite the README's figure tables from the JSON reports under reports/ (nothing is typed in by hand)."""
-    from agents.readme import REPO, render
+    """Rewrite the figure tables of README.md and docs/ from the JSON reports under reports/ (none typed by hand)."""
+    from agents.readme import refresh, stale
 
-    path = REPO / "README.md"
-    old = path.read_text()
     try:
-        new = render(old, REPO / "reports")
+        changed = stale() if check else refresh()
     except ValueError as exc:
         _fail(str(exc))
-    if check:
-        if new != old:
-            _fail("README.md is out of date with reports/: run 'nairbus readme'")
-        console.print("README.md matches reports/")
-        return
-    if new != old:
-        path.write_text(new)
-    console.print("README.md updated from reports/" if new != old else "README.md already matches reports/")
+    if check and changed:
+        _fail(f"out of date with reports/: {', '.join(changed)}; run 'nairbus readme'")
+    console.print(("updated from reports/: " + ", ".join(changed)) if changed and not check
+                  else "README.md and docs/ match reports/")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's figure tables, rendered from the JSON reports under ``reports/`` (``nairbus readme``).
+"""The figure tables of the README and docs, rendered from the JSON reports under ``reports/`` (``nairbus readme``).
 
 Every number the README shows sits between a pair of markers (``<!-- nairbus:NAME -->`` … ``<!-- /nairbus:NAME -->``)
 and is written here from the report that a committed command regenerates; nothing is typed in by hand. A test
@@ -125,28 +125,130 @@ def vp_block(vp: Report | None) -> str:
     return "\n".join(lines)
 
 
+def vp_family_block(vp: Report | None) -> str:
+    """The shipped variant family: knobs, counts, ratios, fusion weights (``reports/vp.json``)."""
+    if vp is None:
+        return "_Not measured yet: run `nairbus train variants` and `nairbus evaluate vp`._"
+    base = vp["base"]
+    lines = [
+        f"The mature model: {_num(base['params'])} parameters, {_num(base['macs'])} MACs per image. The family "
+        "(from `reports/vp.json`):",
+        "",
+        "| variant | width × | input | stage widths | blocks | params | MACs | params / mature | MACs / mature "
+        "| fusion weight |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in vp["variants"].items():
+        lines.append(f"| `{name}` | {row['width_multiplier']:g} | {row['resolution']}×{row['resolution']} | "
+                     f"{', '.join(map(str, row['widths']))} | {', '.join(map(str, row['blocks']))} | "
+                     f"{_num(row['params'])} | {_num(row['macs'])} | {row['params_ratio']:.3f} | "
+                     f"{row['macs_ratio']:.3f} | {row['fusion_weight']:.3f} |")
+    return "\n".join(lines)
+
+
+def vp_availability_block(vp: Report | None) -> str:
+    """Availability and expected accuracy against the per-device failure probability (``reports/vp.json``)."""
+    if vp is None:
+        return "_Not measured yet: run `nairbus evaluate vp`._"
+    av = vp["availability"]
+    lines = [
+        f"From `reports/vp.json` ({av['devices']} devices, {av['trials']} simulated trials per p; {av['note']}):",
+        "",
+        "| p | VP answers (closed / simulated) | model parallelism answers (closed / simulated) "
+        "| VP accuracy (closed / simulated) | MP accuracy (closed / simulated) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in av["rows"]:
+        lines.append(
+            f"| {row['p']:g} | {_pct(row['vp_closed'])} / {_pct(row['vp_simulated'])} | {_pct(row['mp_closed'])} / "
+            f"{_pct(row['mp_simulated'])} | {_pct(row['vp_accuracy_closed'])} / {_pct(row['vp_accuracy_simulated'])} "
+            f"| {_pct(row['mp_accuracy_closed'])} / {_pct(row['mp_accuracy_simulated'])} |"
+        )
+    return "\n".join(lines)
+
+
+def vp_payload_block(vp: Report | None) -> str:
+    """Bytes per frame of VP beside the raw image and NAIR (``reports/vp.json``)."""
+    if vp is None:
+        return "_Not measured yet: run `nairbus evaluate vp`._"
+    pay = vp["payload"]
+    lines = [
+        f"From `reports/vp.json` ({pay['variants']} variants; raw image {pay['raw_image_bytes']} B, its zlib "
+        f"{pay['zlib_image_bytes_mean']:.0f} B on average):",
+        "",
+        "| k | numbers per variant | data B/frame (all variants) | whole messages B/frame (all variants) |",
+        "|---|---|---|---|",
+    ]
+    for k, row in pay["topk"].items():
+        msg = row["message_bytes_per_frame"]
+        lines.append(f"| {k} | {row['numbers']} | {row['data_bytes_per_frame']} | {'–' if msg is None else msg} |")
+    if pay.get("nair"):
+        lines += ["", "NAIR fragment payload per frame: " + ", ".join(f"{k} {v:.0f} B" for k, v in pay["nair"].items())
+                  + "."]
+    return "\n".join(lines)
+
+
+def vp_live_block(demo: Report | None) -> str:
+    """The VP live run of ``reports/demo.json``."""
+    vp = (demo or {}).get("vp") or {}
+    if not vp.get("before"):
+        return "_Not measured yet: run `nairbus demo` (or `nairbus demo-vp`)._"
+    lines = [
+        f"From `reports/demo.json` → `vp` (`{vp['command']}`): `{vp['stopped']['variant']}` stopped after "
+        f"{vp['stopped']['after_frames_published']} of {vp['frames_sent']} frames; {vp['results']} results, "
+        f"{vp['results_after_stop']} of them after the stop; p50 {vp['p50_ms']:.1f} ms, p99 {vp['p99_ms']:.1f} ms.",
+        "",
+        "| phase | variants | frames | live accuracy | offline accuracy (same frames) | agreement with offline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for phase in ("before", "after"):
+        row = vp[phase]
+        if row.get("frames"):
+            lines.append(f"| {phase} | {' + '.join(row['variants'])} | {row['frames']} | {_pct(row['live_accuracy'])} | "
+                         f"{_pct(row['offline_accuracy_same_frames'])} | {_pct(row['agreement_with_offline'])} |")
+    lines += ["", "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp["checks"].items()) + "."]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Report | None], str]]] = {
     "demo": ("demo.json", demo_block),
     "nair": ("nair.json", nair_block),
     "vp": ("vp.json", vp_block),
+    "vp-family": ("vp.json", vp_family_block),
+    "vp-availability": ("vp.json", vp_availability_block),
+    "vp-payload": ("vp.json", vp_payload_block),
+    "vp-live": ("demo.json", vp_live_block),
 }
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "README.md": ("demo", "nair", "vp"),
+    "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
+}
+"""Each file whose figures are rendered, and the blocks it must hold."""
 
 
-def render(readme: str, reports: Path) -> str:
-    """``readme`` with every marked block replaced by its table rendered from ``reports``."""
+def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["README.md"]) -> str:
+    """``text`` with every marked block replaced by its table rendered from ``reports``."""
     for name, (file_name, block) in BLOCKS.items():
         pattern = re.compile(rf"(<!-- nairbus:{name} -->\n)(?:.*?\n)?(<!-- /nairbus:{name} -->)", re.DOTALL)
-        if not pattern.search(readme):
-            raise ValueError(f"README has no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
+        if not pattern.search(text):
+            if name in required:
+                raise ValueError(f"no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
+            continue
         body = block(_load(reports, file_name))
-        readme = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), readme)
-    return readme
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+    return text
 
 
-def refresh(readme_path: Path = REPO / "README.md", reports: Path = REPO / "reports") -> bool:
-    """Rewrite the README's blocks from the reports; return whether anything changed."""
-    old = readme_path.read_text()
-    new = render(old, reports)
-    if new != old:
-        readme_path.write_text(new)
-    return new != old
+def stale(repo: Path = REPO) -> list[str]:
+    """The documents whose blocks differ from what the reports give."""
+    return [doc for doc, required in DOCUMENTS.items()
+            if render((repo / doc).read_text(), repo / "reports", required) != (repo / doc).read_text()]
+
+
+def refresh(repo: Path = REPO) -> list[str]:
+    """Rewrite every document's blocks from the reports; return the documents that changed."""
+    changed = stale(repo)
+    for doc in changed:
+        path = repo / doc
+        path.write_text(render(path.read_text(), repo / "reports", DOCUMENTS[doc]))
+    return changed
