@@ -28,7 +28,7 @@ def _step(lo: np.ndarray, hi: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 def fit_quantiser(components: np.ndarray, bits: np.ndarray, candidates: tuple[float, ...] = CLIP_QUANTILES,
-                  sample: int = 4000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  sample: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-component ``(lo, step, chosen_quantile)`` minimising the round-trip squared error on ``components``.
 
     The error is measured on at most ``sample`` evenly spaced calibration rows; the ranges come from all rows.
