@@ -191,13 +191,16 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         fusion = _spawn(["fusion", "--fusion-id", "demo-fusion", "--deadline-ms", str(settings.deadline_ms),
                          "--stats-interval", "1"], env, settings.run_dir / "fusion.log")
         try:
+            # The offline evaluator's sensor half, once for every budget (its tail runs per budget), while the
+            # fusion agent starts.
+            codes = pipeline.encode_all(test.images[:frames])
             wait_until = time.monotonic() + 60
             while not observer.fusion_online:
                 if fusion.poll() is not None or time.monotonic() > wait_until:
                     raise RuntimeError(f"fusion agent did not come online; see {settings.run_dir / 'fusion.log'}")
                 observer.poll(None, 0.2)
             for fraction in settings.budgets:
-                rows.append(_run_budget(settings, fraction, frames, pipeline, test.images, labels, total, env,
+                rows.append(_run_budget(settings, fraction, frames, pipeline, codes, labels, total, env,
                                         observer, console))
             from agents.demo_vp import run_vp_for_demo  # Variant Parallelism live run (agents/demo_vp.py)
 
@@ -229,13 +232,13 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     return report
 
 
-def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: NairPipeline, images: np.ndarray,
+def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: NairPipeline, codes: np.ndarray,
                 labels: np.ndarray, total: int, env: dict[str, str], observer: Observer,
                 console: Console) -> dict[str, Any]:
     budget = max(1, int(round(fraction * total)))
     pct = int(round(fraction * 100))
     ids = np.arange(frames)
-    probs, _fractions, _bytes = pipeline.offline_probs(images[:frames], ids, budget, LossModel())
+    probs, _fractions, _bytes = pipeline.offline_probs_from_codes(codes, ids, budget, LossModel())
     offline_pred = np.full(len(labels), -1)
     offline_pred[:frames] = probs.argmax(1)
     run = BudgetRun(fraction, budget, frames)

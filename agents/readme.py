@@ -210,6 +210,70 @@ def vp_live_block(demo: Report | None) -> str:
     return "\n".join(lines)
 
 
+def nair_loss_block(nair: Report | None) -> str:
+    """Accuracy under independent and bursty fragment loss, every method (``reports/nair.json``)."""
+    if nair is None:
+        return "_Not measured yet: run `nairbus evaluate nair`._"
+    rates = list(nair["methods"]["nair"]["random_loss"])
+    lines = [f"From `reports/nair.json` ({nair['frames']} test frames; every fragment sent, a share of them lost; "
+             f"bursty loss is Gilbert–Elliott with mean burst {nair['settings']['mean_burst']:g} fragments):", "",
+             "| method | loss | " + " | ".join(f"{float(r):.0%} lost" for r in rates) + " |",
+             "|---|---|" + "---|" * len(rates)]
+    for name in NAIR_METHODS:
+        if name in nair["methods"]:
+            m = nair["methods"][name]
+            for key, label in (("random_loss", "independent"), ("bursty_loss", "bursty")):
+                lines.append(f"| {name} | {label} | " + " | ".join(_pct(m[key][r]) for r in rates) + " |")
+    return "\n".join(lines)
+
+
+def nair_ablation_block(nair: Report | None) -> str:
+    """Prefix accuracy of NAIR built up step by step (``reports/nair.json``)."""
+    if nair is None or not nair.get("ablation"):
+        return "_Not measured yet: run `nairbus evaluate nair`._"
+    fractions = list(next(iter(nair["ablation"].values())))
+    lines = ["| step | " + " | ".join(f"{float(f):.0%}" for f in fractions) + " |",
+             "|---|" + "---|" * len(fractions)]
+    for name, curve in nair["ablation"].items():
+        lines.append(f"| {name} | " + " | ".join(_pct(curve[f]) for f in fractions) + " |")
+    return "\n".join(lines)
+
+
+def nair_rate_block(nair: Report | None) -> str:
+    """For each bit allocation, the fewest bytes within 1 point of the mature model (``reports/nair.json``)."""
+    if nair is None or not nair.get("rate_accuracy"):
+        return "_Not measured yet: run `nairbus evaluate nair`._"
+    mature = nair["mature_accuracy"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for point in nair["rate_accuracy"]:
+        groups.setdefault(point["quantisation"], []).append(point)
+    lines = [f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.", "",
+             "| bit allocation | full IR: bytes, accuracy | fewest bytes within 1 point: bytes, accuracy |",
+             "|---|---|---|"]
+    for label, points in groups.items():
+        full = max(points, key=lambda p: p["bytes"])
+        ok = [p for p in points if p["accuracy"] >= mature - 0.01]
+        best = min(ok, key=lambda p: p["bytes"]) if ok else None
+        lines.append(f"| {label} | {full['bytes']:.0f} B, {_pct(full['accuracy'])} | "
+                     + (f"{best['bytes']:.0f} B, {_pct(best['accuracy'])}" if best else "none") + " |")
+    return "\n".join(lines)
+
+
+def nair_cost_block(nair: Report | None) -> str:
+    """Calibration wall time of every method against tail-drop retraining (``reports/nair.json``)."""
+    if nair is None:
+        return "_Not measured yet: run `nairbus evaluate nair`._"
+    td = nair.get("taildrop_training") or {}
+    lines = ["| what | wall time |", "|---|---|"]
+    for name, m in nair["methods"].items():
+        lines.append(f"| calibrate `{name}` ({nair['settings']['calibration_images']} training images) | "
+                     f"{m['calibration_seconds']:.1f} s |")
+    if td:
+        lines.append(f"| retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`) | "
+                     f"{td['train_wall_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Report | None], str]]] = {
     "demo": ("demo.json", demo_block),
     "nair": ("nair.json", nair_block),
@@ -218,10 +282,15 @@ BLOCKS: dict[str, tuple[str, Callable[[Report | None], str]]] = {
     "vp-availability": ("vp.json", vp_availability_block),
     "vp-payload": ("vp.json", vp_payload_block),
     "vp-live": ("demo.json", vp_live_block),
+    "nair-loss": ("nair.json", nair_loss_block),
+    "nair-ablation": ("nair.json", nair_ablation_block),
+    "nair-rate": ("nair.json", nair_rate_block),
+    "nair-cost": ("nair.json", nair_cost_block),
 }
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("demo", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
+    "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

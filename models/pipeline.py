@@ -109,10 +109,26 @@ class NairPipeline:
         batch_size: int = 500,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities, fraction of the IR received and payload bytes per frame, as the live bus would see them."""
+        return self.offline_probs_from_codes(self.encode_all(images, batch_size), frame_ids, budget_bytes, loss,
+                                             batch_size)
+
+    def encode_all(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """:meth:`encode` over many images, in batches."""
+        return np.concatenate([self.encode(images[s : s + batch_size]) for s in range(0, len(images), batch_size)])
+
+    def offline_probs_from_codes(
+        self,
+        codes: np.ndarray,
+        frame_ids: np.ndarray,
+        budget_bytes: int | None,
+        loss: LossModel = LossModel(),
+        batch_size: int = 500,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`offline_probs` for codes already encoded (the sensor half runs once for every budget)."""
         probs, fractions, payloads = [], [], []
-        for start in range(0, len(images), batch_size):
+        for start in range(0, len(codes), batch_size):
             sl = slice(start, start + batch_size)
-            got = self.receive(self.encode(images[sl]), frame_ids[sl], budget_bytes, loss)
+            got = self.receive(codes[sl], frame_ids[sl], budget_bytes, loss)
             probs.append(self.decode(got.values, got.mask))
             fractions.append(got.mask.mean(axis=1))
             payloads.append(got.payload_bytes)
