@@ -32,3 +32,28 @@ def test_blocks_are_rendered_from_the_report_and_missing_reports_say_how_to_make
 def test_a_readme_without_the_markers_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nairbus:demo"):
         render("no markers here\n", tmp_path)
+
+
+def test_vp_blocks_render_every_variant_and_probability(tmp_path: Path) -> None:
+    row = {"params": 57457, "macs": 5923680, "params_ratio": 0.195, "macs_ratio": 0.199, "accuracy": 0.91,
+           "fusion_weight": 1.0, "width_multiplier": 0.44, "resolution": 28, "widths": [11, 28, 56], "blocks": [1, 1, 1]}
+    vp = {"command": "nairbus evaluate vp", "frames": 10000, "k": 5,
+          "base": {"name": "base", "params": 294770, "macs": 29774464, "accuracy": 0.9361},
+          "variants": {"a": row, "b": {**row, "accuracy": 0.9}},
+          "ensemble": {"accuracy": 0.94, "one_lost": {"a": 0.93, "b": 0.935}, "max_drop_one_lost": 0.01,
+                       "total_params": 114914, "total_macs": 11847360},
+          "availability": {"devices": 2, "trials": 1000, "note": "no answer counts as wrong",
+                           "rows": [{"p": 0.1, "vp_closed": 0.99, "vp_simulated": 0.989, "mp_closed": 0.81,
+                                     "mp_simulated": 0.812, "vp_accuracy_closed": 0.93, "vp_accuracy_simulated": 0.931,
+                                     "mp_accuracy_closed": 0.758, "mp_accuracy_simulated": 0.76}]},
+          "payload": {"variants": 2, "raw_image_bytes": 784, "zlib_image_bytes_mean": 470.2, "nair": {"10 %": 1254.0},
+                      "topk": {"5": {"numbers": 10, "data_bytes_per_frame": 80, "message_bytes_per_frame": 250}}}}
+    (tmp_path / "vp.json").write_text(json.dumps(vp))
+    text = "".join(f"<!-- nairbus:{n} -->\n<!-- /nairbus:{n} -->\n"
+                   for n in ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"))
+    out = render(text, tmp_path, required=())
+    assert "| variant `b` | 57 457 | 5 923 680 | 0.195 | 0.199 | 90.00 % |" in out
+    assert "without `a` 93.00 %" in out and "largest drop 1.00 points" in out
+    assert "| 0.1 | 99.00 % / 98.90 % | 81.00 % / 81.20 % |" in out
+    assert "| 5 | 10 | 80 | 250 |" in out and "10 % 1254 B" in out
+    assert "run `nairbus demo`" in out  # no demo.json: the live block says how to make it
