@@ -45,7 +45,7 @@ class DemoSettings:
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
     sensors: int = 3
     frames: int = 10000
-    fps_per_sensor: float = 100.0
+    fps_per_sensor: float = 80.0
     """Replay rate of each sensor; the bus must keep up with the sum, or frames queue past the deadline."""
     deadline_ms: float = 1000.0
     broker: tuple[str, int] | None = None

@@ -57,7 +57,7 @@ class VpDemoSettings:
     """Fraction of the frames after which one variant agent is stopped."""
     stop_variant: str | None = None
     """Variant to stop (default: the one whose loss costs the most accuracy offline)."""
-    fps: float = 200.0
+    fps: float = 300.0
     k: int = 5
     deadline_ms: float = 2000.0
     root: str = "nairbus-demo"

@@ -156,7 +156,7 @@ def capture_cmd(
 def demo_vp_cmd(
     frames: Annotated[int, typer.Option(help="Test frames (10 000 = the whole test split).")] = 10000,
     stop_at: Annotated[float, typer.Option(help="Stop one variant agent after this fraction of the frames.")] = 0.5,
-    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 200.0,
+    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 300.0,
     deadline_ms: Annotated[float, typer.Option(help="Fusion deadline per frame.")] = 2000.0,
     report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
