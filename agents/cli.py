@@ -243,7 +243,8 @@ def demo(
     frames: Annotated[int, typer.Option(help="Test frames per budget (10 000 = the whole test split).")] = 10000,
     sensors: Annotated[int, typer.Option(help="Sensor agents sharing the frames.")] = 3,
     budgets: Annotated[str, typer.Option(help="Comma-separated fractions of the IR per frame.")] = "1,0.5,0.25,0.1",
-    fps: Annotated[Optional[float], typer.Option(help="Replay rate per sensor (default: what one fusion agent on this kind of machine keeps up with).")] = None,  # noqa: UP045
+    fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Replay rate per sensor (default: what one fusion agent on this kind of machine keeps up with).")] = None,
     broker: Annotated[Optional[str], typer.Option(help="host:port of a broker to use instead of a private one.")] = None,  # noqa: UP045
     report: Annotated[Optional[Path], typer.Option(help="Where the JSON report goes.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
@@ -389,7 +390,8 @@ def watch(
 
 @app.command()
 def readme(
-    check: Annotated[bool, typer.Option("--check", help="Only say whether the documents are current (non-zero exit if not).")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only say whether the documents are current (non-zero exit if not).")] = False,
 ) -> None:
     """Rewrite the figure tables of README.md and docs/ from the JSON reports under reports/ (none typed by hand)."""
     from agents.readme import refresh, stale

@@ -239,7 +239,7 @@ def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: 
     budget = max(1, int(round(fraction * total)))
     pct = int(round(fraction * 100))
     ids = np.arange(frames)
-    probs, _fractions, _bytes = pipeline.offline_probs_from_codes(codes, ids, budget, LossModel())
+    probs, _fractions, _bytes = pipeline.offline_probs(codes, ids, budget, LossModel())
     offline_pred = np.full(len(labels), -1)
     offline_pred[:frames] = probs.argmax(1)
     run = BudgetRun(fraction, budget, frames)

@@ -439,7 +439,7 @@ class Communicator:
     def _publish_status(self, state: str) -> None:
         if self.status_topic is None:
             return
-        props = _properties(PacketTypes.PUBLISH, JSON_CONTENT_TYPE)
+        props = _publish_properties(JSON_CONTENT_TYPE, None)
         info = self._client.publish(self.status_topic, self.status_payload(state), qos=1, retain=True, properties=props)
         with self._out_lock:
             self._acked_out.append(info)

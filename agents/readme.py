@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,72 +25,77 @@ def _num(x: float) -> str:
     return f"{x:,.0f}".replace(",", " ")
 
 
+def _table(head: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    """A markdown table: header, separator, one line per row."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def _vp_phase_rows(vp: Report, agreement: bool) -> list[list[str]]:
+    """Before/after rows of the VP live run (``reports/demo.json`` → ``vp``)."""
+    rows = []
+    for phase in ("before", "after"):
+        row = vp[phase]
+        if row.get("frames"):
+            rows.append([phase, " + ".join(row["variants"]), str(row["frames"]), _pct(row["live_accuracy"]),
+                         _pct(row["offline_accuracy_same_frames"]),
+                         *([_pct(row["agreement_with_offline"])] if agreement else [])])
+    return rows
+
+
 def _load(reports: Path, name: str) -> Report | None:
     path = reports / name
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def demo_block(demo: Report | None) -> str:
+def demo_block(demo: Report) -> str:
     """Per-budget table of ``reports/demo.json`` plus the VP live run."""
-    if demo is None:
-        return "_Not measured yet: run `nairbus demo`._"
     lines = [
         f"From `reports/demo.json` (`{demo['command']}`, {demo['wall_seconds']:.0f} s in all; mature model "
         f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit):",
         "",
-        "| budget | IR received | payload B/frame | live accuracy | offline accuracy | p50 ms | p99 ms | frames/s |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(["budget", "IR received", "payload B/frame", "live accuracy", "offline accuracy", "p50 ms", "p99 ms",
+                 "frames/s"],
+                ([f"{r['budget']:.0%}", _pct(r["fraction_received"], 1), f"{r['bytes_per_frame']:.0f}",
+                  _pct(r["live_accuracy"]), _pct(r["offline_accuracy"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                  f"{r['fps']:.0f}"] for r in demo["budgets"])),
     ]
-    for row in demo["budgets"]:
-        lines.append(
-            f"| {row['budget']:.0%} | {_pct(row['fraction_received'], 1)} | {row['bytes_per_frame']:.0f} | "
-            f"{_pct(row['live_accuracy'])} | {_pct(row['offline_accuracy'])} | {row['p50_ms']:.1f} | "
-            f"{row['p99_ms']:.1f} | {row['fps']:.0f} |"
-        )
     vp = demo.get("vp") or {}
     if vp.get("before"):
         lines += ["", f"VP live run: `{vp['stopped']['variant']}` stopped after "
                       f"{vp['stopped']['after_frames_published']} frames; results kept flowing "
                       f"({vp['results']} of {vp['frames_sent']} frames decided).", "",
-                  "| phase | variants | frames | live accuracy | offline accuracy (same frames) |", "|---|---|---|---|---|"]
-        for phase in ("before", "after"):
-            row = vp[phase]
-            if row.get("frames"):
-                lines.append(f"| {phase} | {' + '.join(row['variants'])} | {row['frames']} | "
-                             f"{_pct(row['live_accuracy'])} | {_pct(row['offline_accuracy_same_frames'])} |")
+                  *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)"],
+                          _vp_phase_rows(vp, agreement=False))]
     return "\n".join(lines)
 
 
 NAIR_METHODS = ("nair", "taildrop", "pca", "prune", "naive-mean", "naive-zero")
 
 
-def nair_block(nair: Report | None) -> str:
+def nair_block(nair: Report) -> str:
     """Prefix-accuracy table and bars of ``reports/nair.json``."""
-    if nair is None:
-        return "_Not measured yet: run `nairbus evaluate nair`._"
     fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in nair["methods"]["nair"]["prefix"]]
-    head = " | ".join(f"{float(f):.0%}" for f in fractions)
     lines = [
         f"From `reports/nair.json` (`{nair['command']}`, {nair['frames']} test frames; mature model "
         f"{_pct(nair['mature_accuracy'])}). Accuracy with only the first fraction of the IR's bytes received:",
         "",
-        f"| method | {head} |",
-        "|---" * (len(fractions) + 1) + "|",
+        *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
+                ([name, *(_pct(nair["methods"][name]["prefix"][f]) for f in fractions)]
+                 for name in NAIR_METHODS if name in nair["methods"])),
     ]
-    for name in NAIR_METHODS:
-        if name in nair["methods"]:
-            prefix = nair["methods"][name]["prefix"]
-            lines.append(f"| {name} | " + " | ".join(_pct(prefix[f]) for f in fractions) + " |")
     bars = nair["bars"]
     td = nair.get("taildrop_training") or {}
     lines += [
         "",
-        f"- share of the mature model's accuracy with 10 % of the IR: {_pct(bars['nair_share_of_mature_at_10pct'], 1)}; "
+        "- share of the mature model's accuracy with 10 % of the IR: "
+        f"{_pct(bars['nair_share_of_mature_at_10pct'], 1)}; "
         f"with 25 %: {_pct(bars['nair_share_of_mature_at_25pct'], 1)}",
         f"- everything received: predictions equal the mature model's on "
         f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
         f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
-        f"- NAIR over the naive split (mean-fill) at 10 %: {bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
+        "- NAIR over the naive split (mean-fill) at 10 %: "
+        f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
         f"- fewest payload bytes per frame within 1 point of the mature model: "
         f"{bars['min_bytes_within_1pt_of_mature']:.0f} B"
         + (f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
@@ -102,191 +107,165 @@ def nair_block(nair: Report | None) -> str:
     return "\n".join(lines)
 
 
-def vp_block(vp: Report | None) -> str:
+def vp_block(vp: Report) -> str:
     """Variant table and ensemble figures of ``reports/vp.json``."""
-    if vp is None:
-        return "_Not measured yet: run `nairbus train variants` and `nairbus evaluate vp`._"
-    base = vp["base"]
+    base, ens = vp["base"], vp["ensemble"]
+    rows = [[f"mature `{base['name']}`", _num(base["params"]), _num(base["macs"]), "1", "1", _pct(base["accuracy"])],
+            *([f"variant `{name}`", _num(r["params"]), _num(r["macs"]), f"{r['params_ratio']:.3f}",
+               f"{r['macs_ratio']:.3f}", _pct(r["accuracy"])] for name, r in vp["variants"].items()),
+            ["ensemble of all", _num(ens["total_params"]), _num(ens["total_macs"]), "", "", _pct(ens["accuracy"])]]
     lines = [
         f"From `reports/vp.json` (`{vp['command']}`, {vp['frames']} test frames, top-{vp['k']} fusion):",
         "",
-        "| model | params | MACs | params / mature | MACs / mature | accuracy |",
-        "|---|---|---|---|---|---|",
-        f"| mature `{base['name']}` | {_num(base['params'])} | {_num(base['macs'])} | 1 | 1 | {_pct(base['accuracy'])} |",
+        *_table(["model", "params", "MACs", "params / mature", "MACs / mature", "accuracy"], rows),
     ]
-    for name, row in vp["variants"].items():
-        lines.append(f"| variant `{name}` | {_num(row['params'])} | {_num(row['macs'])} | {row['params_ratio']:.3f} | "
-                     f"{row['macs_ratio']:.3f} | {_pct(row['accuracy'])} |")
-    ens = vp["ensemble"]
-    lines.append(f"| ensemble of all | {_num(ens['total_params'])} | {_num(ens['total_macs'])} | | | "
-                 f"{_pct(ens['accuracy'])} |")
     lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens["one_lost"].items())
     lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens['max_drop_one_lost']:.2f} points)."]
     return "\n".join(lines)
 
 
-def vp_family_block(vp: Report | None) -> str:
+def vp_family_block(vp: Report) -> str:
     """The shipped variant family: knobs, counts, ratios, fusion weights (``reports/vp.json``)."""
-    if vp is None:
-        return "_Not measured yet: run `nairbus train variants` and `nairbus evaluate vp`._"
     base = vp["base"]
-    lines = [
+    return "\n".join([
         f"The mature model: {_num(base['params'])} parameters, {_num(base['macs'])} MACs per image. The family "
         "(from `reports/vp.json`):",
         "",
-        "| variant | width × | input | stage widths | blocks | params | MACs | params / mature | MACs / mature "
-        "| fusion weight |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, row in vp["variants"].items():
-        lines.append(f"| `{name}` | {row['width_multiplier']:g} | {row['resolution']}×{row['resolution']} | "
-                     f"{', '.join(map(str, row['widths']))} | {', '.join(map(str, row['blocks']))} | "
-                     f"{_num(row['params'])} | {_num(row['macs'])} | {row['params_ratio']:.3f} | "
-                     f"{row['macs_ratio']:.3f} | {row['fusion_weight']:.3f} |")
-    return "\n".join(lines)
+        *_table(["variant", "width ×", "input", "stage widths", "blocks", "params", "MACs", "params / mature",
+                 "MACs / mature", "fusion weight"],
+                ([f"`{name}`", f"{r['width_multiplier']:g}", f"{r['resolution']}×{r['resolution']}",
+                  ", ".join(map(str, r["widths"])), ", ".join(map(str, r["blocks"])), _num(r["params"]),
+                  _num(r["macs"]), f"{r['params_ratio']:.3f}", f"{r['macs_ratio']:.3f}", f"{r['fusion_weight']:.3f}"]
+                 for name, r in vp["variants"].items())),
+    ])
 
 
-def vp_availability_block(vp: Report | None) -> str:
+def vp_availability_block(vp: Report) -> str:
     """Availability and expected accuracy against the per-device failure probability (``reports/vp.json``)."""
-    if vp is None:
-        return "_Not measured yet: run `nairbus evaluate vp`._"
     av = vp["availability"]
-    lines = [
+
+    def pair(row: Report, key: str) -> str:
+        return f"{_pct(row[key + '_closed'])} / {_pct(row[key + '_simulated'])}"
+
+    return "\n".join([
         f"From `reports/vp.json` ({av['devices']} devices, {av['trials']} simulated trials per p; {av['note']}):",
         "",
-        "| p | VP answers (closed / simulated) | model parallelism answers (closed / simulated) "
-        "| VP accuracy (closed / simulated) | MP accuracy (closed / simulated) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in av["rows"]:
-        lines.append(
-            f"| {row['p']:g} | {_pct(row['vp_closed'])} / {_pct(row['vp_simulated'])} | {_pct(row['mp_closed'])} / "
-            f"{_pct(row['mp_simulated'])} | {_pct(row['vp_accuracy_closed'])} / {_pct(row['vp_accuracy_simulated'])} "
-            f"| {_pct(row['mp_accuracy_closed'])} / {_pct(row['mp_accuracy_simulated'])} |"
-        )
-    return "\n".join(lines)
+        *_table(["p", "VP answers (closed / simulated)", "model parallelism answers (closed / simulated)",
+                 "VP accuracy (closed / simulated)", "MP accuracy (closed / simulated)"],
+                ([f"{r['p']:g}", pair(r, "vp"), pair(r, "mp"), pair(r, "vp_accuracy"), pair(r, "mp_accuracy")]
+                 for r in av["rows"])),
+    ])
 
 
-def vp_payload_block(vp: Report | None) -> str:
+def vp_payload_block(vp: Report) -> str:
     """Bytes per frame of VP beside the raw image and NAIR (``reports/vp.json``)."""
-    if vp is None:
-        return "_Not measured yet: run `nairbus evaluate vp`._"
     pay = vp["payload"]
     lines = [
         f"From `reports/vp.json` ({pay['variants']} variants; raw image {pay['raw_image_bytes']} B, its zlib "
         f"{pay['zlib_image_bytes_mean']:.0f} B on average):",
         "",
-        "| k | numbers per variant | data B/frame (all variants) | whole messages B/frame (all variants) |",
-        "|---|---|---|---|",
+        *_table(["k", "numbers per variant", "data B/frame (all variants)", "whole messages B/frame (all variants)"],
+                ([k, r["numbers"], r["data_bytes_per_frame"],
+                  "–" if r["message_bytes_per_frame"] is None else r["message_bytes_per_frame"]]
+                 for k, r in pay["topk"].items())),
     ]
-    for k, row in pay["topk"].items():
-        msg = row["message_bytes_per_frame"]
-        lines.append(f"| {k} | {row['numbers']} | {row['data_bytes_per_frame']} | {'–' if msg is None else msg} |")
     if pay.get("nair"):
         lines += ["", "NAIR fragment payload per frame: " + ", ".join(f"{k} {v:.0f} B" for k, v in pay["nair"].items())
                   + "."]
     return "\n".join(lines)
 
 
-def vp_live_block(demo: Report | None) -> str:
-    """The VP live run of ``reports/demo.json``."""
-    vp = (demo or {}).get("vp") or {}
+def vp_live_block(demo: Report) -> str | None:
+    """The VP live run of ``reports/demo.json`` (None before a demo with a VP run)."""
+    vp = demo.get("vp") or {}
     if not vp.get("before"):
-        return "_Not measured yet: run `nairbus demo` (or `nairbus demo-vp`)._"
-    lines = [
+        return None
+    return "\n".join([
         f"From `reports/demo.json` → `vp` (`{vp['command']}`): `{vp['stopped']['variant']}` stopped after "
         f"{vp['stopped']['after_frames_published']} of {vp['frames_sent']} frames; {vp['results']} results, "
         f"{vp['results_after_stop']} of them after the stop; p50 {vp['p50_ms']:.1f} ms, p99 {vp['p99_ms']:.1f} ms.",
         "",
-        "| phase | variants | frames | live accuracy | offline accuracy (same frames) | agreement with offline |",
-        "|---|---|---|---|---|---|",
-    ]
-    for phase in ("before", "after"):
-        row = vp[phase]
-        if row.get("frames"):
-            lines.append(f"| {phase} | {' + '.join(row['variants'])} | {row['frames']} | {_pct(row['live_accuracy'])} | "
-                         f"{_pct(row['offline_accuracy_same_frames'])} | {_pct(row['agreement_with_offline'])} |")
-    lines += ["", "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp["checks"].items()) + "."]
-    return "\n".join(lines)
+        *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)",
+                 "agreement with offline"], _vp_phase_rows(vp, agreement=True)),
+        "",
+        "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp["checks"].items()) + ".",
+    ])
 
 
-def nair_loss_block(nair: Report | None) -> str:
+def nair_loss_block(nair: Report) -> str:
     """Accuracy under independent and bursty fragment loss, every method (``reports/nair.json``)."""
-    if nair is None:
-        return "_Not measured yet: run `nairbus evaluate nair`._"
     rates = list(nair["methods"]["nair"]["random_loss"])
-    lines = [f"From `reports/nair.json` ({nair['frames']} test frames; every fragment sent, a share of them lost; "
-             f"bursty loss is Gilbert–Elliott with mean burst {nair['settings']['mean_burst']:g} fragments):", "",
-             "| method | loss | " + " | ".join(f"{float(r):.0%} lost" for r in rates) + " |",
-             "|---|---|" + "---|" * len(rates)]
-    for name in NAIR_METHODS:
-        if name in nair["methods"]:
-            m = nair["methods"][name]
-            for key, label in (("random_loss", "independent"), ("bursty_loss", "bursty")):
-                lines.append(f"| {name} | {label} | " + " | ".join(_pct(m[key][r]) for r in rates) + " |")
-    return "\n".join(lines)
+    rows = [[name, label, *(_pct(nair["methods"][name][key][r]) for r in rates)]
+            for name in NAIR_METHODS if name in nair["methods"]
+            for key, label in (("random_loss", "independent"), ("bursty_loss", "bursty"))]
+    return "\n".join([
+        f"From `reports/nair.json` ({nair['frames']} test frames; every fragment sent, a share of them lost; "
+        f"bursty loss is Gilbert–Elliott with mean burst {nair['settings']['mean_burst']:g} fragments):",
+        "",
+        *_table(["method", "loss", *(f"{float(r):.0%} lost" for r in rates)], rows),
+    ])
 
 
-def nair_ablation_block(nair: Report | None) -> str:
+def nair_ablation_block(nair: Report) -> str | None:
     """Prefix accuracy of NAIR built up step by step (``reports/nair.json``)."""
-    if nair is None or not nair.get("ablation"):
-        return "_Not measured yet: run `nairbus evaluate nair`._"
+    if not nair.get("ablation"):
+        return None
     fractions = list(next(iter(nair["ablation"].values())))
-    lines = ["| step | " + " | ".join(f"{float(f):.0%}" for f in fractions) + " |",
-             "|---|" + "---|" * len(fractions)]
-    for name, curve in nair["ablation"].items():
-        lines.append(f"| {name} | " + " | ".join(_pct(curve[f]) for f in fractions) + " |")
-    return "\n".join(lines)
+    return "\n".join(_table(["step", *(f"{float(f):.0%}" for f in fractions)],
+                            ([name, *(_pct(curve[f]) for f in fractions)] for name, curve in nair["ablation"].items())))
 
 
-def nair_rate_block(nair: Report | None) -> str:
+def nair_rate_block(nair: Report) -> str | None:
     """For each bit allocation, the fewest bytes within 1 point of the mature model (``reports/nair.json``)."""
-    if nair is None or not nair.get("rate_accuracy"):
-        return "_Not measured yet: run `nairbus evaluate nair`._"
+    from models.evaluation import fewest_bytes_within
+
+    if not nair.get("rate_accuracy"):
+        return None
     mature = nair["mature_accuracy"]
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Report]] = {}
     for point in nair["rate_accuracy"]:
         groups.setdefault(point["quantisation"], []).append(point)
-    lines = [f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.", "",
-             "| bit allocation | full IR: bytes, accuracy | fewest bytes within 1 point: bytes, accuracy |",
-             "|---|---|---|"]
+    rows = []
     for label, points in groups.items():
         full = max(points, key=lambda p: p["bytes"])
-        ok = [p for p in points if p["accuracy"] >= mature - 0.01]
-        best = min(ok, key=lambda p: p["bytes"]) if ok else None
-        lines.append(f"| {label} | {full['bytes']:.0f} B, {_pct(full['accuracy'])} | "
-                     + (f"{best['bytes']:.0f} B, {_pct(best['accuracy'])}" if best else "none") + " |")
-    return "\n".join(lines)
+        best = fewest_bytes_within(points, mature)
+        rows.append([label, f"{full['bytes']:.0f} B, {_pct(full['accuracy'])}",
+                     f"{best['bytes']:.0f} B, {_pct(best['accuracy'])}" if best else "none"])
+    return "\n".join([
+        f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.",
+        "",
+        *_table(["bit allocation", "full IR: bytes, accuracy", "fewest bytes within 1 point: bytes, accuracy"], rows),
+    ])
 
 
-def nair_cost_block(nair: Report | None) -> str:
+def nair_cost_block(nair: Report) -> str:
     """Calibration wall time of every method against tail-drop retraining (``reports/nair.json``)."""
-    if nair is None:
-        return "_Not measured yet: run `nairbus evaluate nair`._"
     td = nair.get("taildrop_training") or {}
-    lines = ["| what | wall time |", "|---|---|"]
-    for name, m in nair["methods"].items():
-        lines.append(f"| calibrate `{name}` ({nair['settings']['calibration_images']} training images) | "
-                     f"{m['calibration_seconds']:.1f} s |")
+    rows = [[f"calibrate `{name}` ({nair['settings']['calibration_images']} training images)",
+             f"{m['calibration_seconds']:.1f} s"] for name, m in nair["methods"].items()]
     if td:
-        lines.append(f"| retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`) | "
-                     f"{td['train_wall_seconds']:.0f} s |")
-    return "\n".join(lines)
+        rows.append([f"retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`)",
+                     f"{td['train_wall_seconds']:.0f} s"])
+    return "\n".join(_table(["what", "wall time"], rows))
 
 
-BLOCKS: dict[str, tuple[str, Callable[[Report | None], str]]] = {
-    "demo": ("demo.json", demo_block),
-    "nair": ("nair.json", nair_block),
-    "vp": ("vp.json", vp_block),
-    "vp-family": ("vp.json", vp_family_block),
-    "vp-availability": ("vp.json", vp_availability_block),
-    "vp-payload": ("vp.json", vp_payload_block),
-    "vp-live": ("demo.json", vp_live_block),
-    "nair-loss": ("nair.json", nair_loss_block),
-    "nair-ablation": ("nair.json", nair_ablation_block),
-    "nair-rate": ("nair.json", nair_rate_block),
-    "nair-cost": ("nair.json", nair_cost_block),
+Block = Callable[[Report], "str | None"]
+EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
+BLOCKS: dict[str, tuple[str, Block, str]] = {
+    "demo": ("demo.json", demo_block, "`nairbus demo`"),
+    "nair": ("nair.json", nair_block, "`nairbus evaluate nair`"),
+    "vp": ("vp.json", vp_block, EVALUATE_VP),
+    "vp-family": ("vp.json", vp_family_block, EVALUATE_VP),
+    "vp-availability": ("vp.json", vp_availability_block, EVALUATE_VP),
+    "vp-payload": ("vp.json", vp_payload_block, EVALUATE_VP),
+    "vp-live": ("demo.json", vp_live_block, "`nairbus demo` (or `nairbus demo-vp`)"),
+    "nair-loss": ("nair.json", nair_loss_block, "`nairbus evaluate nair`"),
+    "nair-ablation": ("nair.json", nair_ablation_block, "`nairbus evaluate nair`"),
+    "nair-rate": ("nair.json", nair_rate_block, "`nairbus evaluate nair`"),
+    "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
 }
+"""Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
+report lacks the section it shows."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("demo", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
@@ -297,27 +276,37 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
 
 def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["README.md"]) -> str:
     """``text`` with every marked block replaced by its table rendered from ``reports``."""
-    for name, (file_name, block) in BLOCKS.items():
+    for name, (file_name, block, command) in BLOCKS.items():
         pattern = re.compile(rf"(<!-- nairbus:{name} -->\n)(?:.*?\n)?(<!-- /nairbus:{name} -->)", re.DOTALL)
         if not pattern.search(text):
             if name in required:
                 raise ValueError(f"no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
             continue
-        body = block(_load(reports, file_name))
+        report = _load(reports, file_name)
+        body = (block(report) if report is not None else None) or f"_Not measured yet: run {command}._"
         text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
+def _rendered(repo: Path) -> dict[str, tuple[str, str]]:
+    """Each document's current text and the text the reports give."""
+    out = {}
+    for doc, required in DOCUMENTS.items():
+        old = (repo / doc).read_text()
+        out[doc] = (old, render(old, repo / "reports", required))
+    return out
+
+
 def stale(repo: Path = REPO) -> list[str]:
     """The documents whose blocks differ from what the reports give."""
-    return [doc for doc, required in DOCUMENTS.items()
-            if render((repo / doc).read_text(), repo / "reports", required) != (repo / doc).read_text()]
+    return [doc for doc, (old, new) in _rendered(repo).items() if old != new]
 
 
 def refresh(repo: Path = REPO) -> list[str]:
     """Rewrite every document's blocks from the reports; return the documents that changed."""
-    changed = stale(repo)
-    for doc in changed:
-        path = repo / doc
-        path.write_text(render(path.read_text(), repo / "reports", DOCUMENTS[doc]))
+    changed = []
+    for doc, (old, new) in _rendered(repo).items():
+        if old != new:
+            (repo / doc).write_text(new)
+            changed.append(doc)
     return changed

@@ -130,7 +130,7 @@ def calibrate(
     else:  # zero activation at the split, expressed in component space
         fill = NairTransform(base).forward(torch.zeros(1, c, h, w)).numpy()[0][order]
     bits = bits_schedule(k, list(settings.bit_bands))
-    lo, step, _clip = fit_quantiser(components, bits, settings.clip_quantiles)
+    lo, step = fit_quantiser(components, bits, settings.clip_quantiles)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
     meta: dict[str, Any] = {
         "method": settings.method,

@@ -110,28 +110,14 @@ def _budget(pipeline: NairPipeline, fraction: float) -> int:
 
 def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossModel, batch: int) -> dict[str, float]:
     """Accuracy, mean payload bytes and mean fraction received of one method under one condition."""
-    ids = np.arange(len(labels))
-    correct, payload, fraction = 0, 0.0, 0.0
-    for start in range(0, len(labels), batch):
-        sl = slice(start, start + batch)
-        got = ev.pipeline.receive(ev.codes[sl], ids[sl], budget, loss)
-        pred = ev.pipeline.decode(got.values, got.mask).argmax(1)
-        correct += int((pred == labels[sl]).sum())
-        payload += float(got.payload_bytes.sum())
-        fraction += float(got.mask.mean(axis=1).sum())
-    n = len(labels)
-    return {"accuracy": correct / n, "bytes": payload / n, "fraction_received": fraction / n}
+    probs, fractions, payloads = ev.pipeline.offline_probs(ev.codes, np.arange(len(labels)), budget, loss, batch)
+    return {"accuracy": float((probs.argmax(1) == labels).mean()), "bytes": float(payloads.mean()),
+            "fraction_received": float(fractions.mean())}
 
 
 def predictions(ev: Evaluated, budget: int | None, batch: int) -> np.ndarray:
     """Class predictions of a method at a budget, no loss."""
-    ids = np.arange(len(ev.codes))
-    out = []
-    for start in range(0, len(ev.codes), batch):
-        sl = slice(start, start + batch)
-        got = ev.pipeline.receive(ev.codes[sl], ids[sl], budget, LossModel())
-        out.append(ev.pipeline.decode(got.values, got.mask).argmax(1))
-    return np.concatenate(out)
+    return ev.pipeline.offline_probs(ev.codes, np.arange(len(ev.codes)), budget, LossModel(), batch)[0].argmax(1)
 
 
 class Evaluator:
@@ -294,6 +280,11 @@ def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
     return points
 
 
+def fewest_bytes_within(points: list[dict[str, Any]], mature: float, tolerance: float = 0.01) -> dict[str, Any] | None:
+    """The rate–accuracy point with the fewest bytes at most ``tolerance`` below the mature accuracy (None: none is)."""
+    return min((p for p in points if p["accuracy"] >= mature - tolerance), key=lambda p: p["bytes"], default=None)
+
+
 def bars(report: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars, computed from the measured figures (nothing here is typed in)."""
     mature = report["mature_accuracy"]
@@ -310,8 +301,7 @@ def bars(report: dict[str, Any]) -> dict[str, Any]:
     if "taildrop" in methods:
         td = methods["taildrop"]["prefix"]
         out["nair_minus_taildrop"] = {k: nair[k] - td[k] for k in ("0.05", "0.1", "0.25", "0.5") if k in td}
-    within = [p for p in report.get("rate_accuracy", []) if p["accuracy"] >= mature - 0.01]
-    best = min(within, key=lambda p: p["bytes"], default=None)
+    best = fewest_bytes_within(report.get("rate_accuracy", []), mature)
     out["min_bytes_within_1pt_of_mature"] = best["bytes"] if best else None
     if best:
         out["min_bytes_within_1pt_accuracy"] = best["accuracy"]

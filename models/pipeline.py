@@ -100,23 +100,11 @@ class NairPipeline:
         values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
         return Received(values, mask, payload)
 
-    def offline_probs(
-        self,
-        images: np.ndarray,
-        frame_ids: np.ndarray,
-        budget_bytes: int | None,
-        loss: LossModel = LossModel(),
-        batch_size: int = 500,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Probabilities, fraction of the IR received and payload bytes per frame, as the live bus would see them."""
-        return self.offline_probs_from_codes(self.encode_all(images, batch_size), frame_ids, budget_bytes, loss,
-                                             batch_size)
-
     def encode_all(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """:meth:`encode` over many images, in batches."""
         return np.concatenate([self.encode(images[s : s + batch_size]) for s in range(0, len(images), batch_size)])
 
-    def offline_probs_from_codes(
+    def offline_probs(
         self,
         codes: np.ndarray,
         frame_ids: np.ndarray,
@@ -124,7 +112,10 @@ class NairPipeline:
         loss: LossModel = LossModel(),
         batch_size: int = 500,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`offline_probs` for codes already encoded (the sensor half runs once for every budget)."""
+        """Probabilities, fraction of the IR received and payload bytes per frame, as the live bus would see them.
+
+        ``codes`` are the sensor half's output (:meth:`encode_all`), so many channel conditions share one head pass.
+        """
         probs, fractions, payloads = [], [], []
         for start in range(0, len(codes), batch_size):
             sl = slice(start, start + batch_size)

@@ -17,19 +17,13 @@ CLIP_QUANTILES: tuple[float, ...] = (0.9995, 0.999, 0.998, 0.995, 0.99, 0.98, 0.
 """Candidate upper quantiles (the lower one is ``1 - q``), widest first."""
 
 
-def quantile_range(components: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-component ``(lo, hi)`` at quantiles ``1 - q`` and ``q`` of calibration ``components`` ``(N, K)``."""
-    lo, hi = np.quantile(components, [1.0 - q, q], axis=0)
-    return lo, hi
-
-
 def _step(lo: np.ndarray, hi: np.ndarray, bits: np.ndarray) -> np.ndarray:
     return np.maximum((hi - lo) / ((1 << bits.astype(np.int64)) - 1), 1e-8)
 
 
 def fit_quantiser(components: np.ndarray, bits: np.ndarray, candidates: tuple[float, ...] = CLIP_QUANTILES,
-                  sample: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-component ``(lo, step, chosen_quantile)`` minimising the round-trip squared error on ``components``.
+                  sample: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-component ``(lo, step)`` minimising the round-trip squared error on ``components``.
 
     The error is measured on at most ``sample`` evenly spaced calibration rows; the ranges come from all rows.
     A single candidate gives the plain fixed-quantile quantiser.
@@ -42,7 +36,6 @@ def fit_quantiser(components: np.ndarray, bits: np.ndarray, candidates: tuple[fl
     best_err = np.full(components.shape[1], np.inf)
     lo_best = np.zeros(components.shape[1], dtype=np.float32)
     step_best = np.ones(components.shape[1], dtype=np.float32)
-    chosen = np.zeros(components.shape[1], dtype=np.float32)
     for q in candidates:
         lo, hi = table[1.0 - float(q)], table[float(q)]
         step = _step(lo, hi, bits).astype(np.float32)
@@ -52,5 +45,4 @@ def fit_quantiser(components: np.ndarray, bits: np.ndarray, candidates: tuple[fl
         best_err = np.where(better, err, best_err)
         lo_best = np.where(better, lo, lo_best)
         step_best = np.where(better, step, step_best)
-        chosen = np.where(better, np.float32(q), chosen)
-    return lo_best, step_best, chosen
+    return lo_best, step_best

@@ -101,7 +101,7 @@ def _sensor(broker: PrivateMosquitto, root: str, pipeline: NairPipeline, **kw: A
 
 def _offline(pipeline: NairPipeline, ids: np.ndarray, budget: int | None, loss: LossModel) -> np.ndarray:
     images = load_split("test").images[ids]
-    return pipeline.offline_probs(images, ids, budget, loss)[0].argmax(1)
+    return pipeline.offline_probs(pipeline.encode_all(images), ids, budget, loss)[0].argmax(1)
 
 
 def test_live_bus_reproduces_the_offline_evaluator(broker: PrivateMosquitto, topic_root: str,

@@ -36,7 +36,8 @@ def test_a_readme_without_the_markers_is_refused(tmp_path: Path) -> None:
 
 def test_vp_blocks_render_every_variant_and_probability(tmp_path: Path) -> None:
     row = {"params": 57457, "macs": 5923680, "params_ratio": 0.195, "macs_ratio": 0.199, "accuracy": 0.91,
-           "fusion_weight": 1.0, "width_multiplier": 0.44, "resolution": 28, "widths": [11, 28, 56], "blocks": [1, 1, 1]}
+           "fusion_weight": 1.0, "width_multiplier": 0.44, "resolution": 28, "widths": [11, 28, 56],
+           "blocks": [1, 1, 1]}
     vp = {"command": "nairbus evaluate vp", "frames": 10000, "k": 5,
           "base": {"name": "base", "params": 294770, "macs": 29774464, "accuracy": 0.9361},
           "variants": {"a": row, "b": {**row, "accuracy": 0.9}},

@@ -33,7 +33,8 @@ def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
 def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, dict[str, object]],
                                                               tmp_path) -> None:
     train, test = load_split("train"), load_split("test")
-    settings = EvalSettings(frames=60, calibration_images=200, rate_bands=(("8 bit", ((1.0, 8),)), ("4/2 bit", ((0.1, 4), (1.0, 2)))),
+    settings = EvalSettings(frames=60, calibration_images=200,
+                            rate_bands=(("8 bit", ((1.0, 8),)), ("4/2 bit", ((0.1, 4), (1.0, 2)))),
                             rate_budgets=(50, 400),
                             methods=("nair", "naive-mean", "naive-zero"), loss_rates=(0.2,))
     models = {"base": tiny, "taildrop": tiny}

@@ -70,7 +70,7 @@ def test_nair_orders_by_decreasing_variance(artifact: NairArtifact, tiny_model: 
 
 def test_full_reception_reproduces_the_model(artifact: NairArtifact, tiny_model: ResNet, images: np.ndarray) -> None:
     pipe = NairPipeline(tiny_model, {"name": "tiny", "sha256": "a" * 64}, artifact)
-    probs, fraction, _ = pipe.offline_probs(images[200:], np.arange(100), None)
+    probs, fraction, _ = pipe.offline_probs(pipe.encode_all(images[200:]), np.arange(100), None)
     assert np.all(fraction == 1.0)
     full = pipe.full_model_probs(images[200:])
     assert (probs.argmax(1) == full.argmax(1)).mean() >= 0.97  # 8-bit quantisation only
