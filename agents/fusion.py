@@ -2,30 +2,28 @@
 
 All model work runs on the agent's worker thread (:meth:`FusionAgent.run`), never on paho's network thread.
 Every message that cannot be used is rejected with a reason, a structured log line and a counter, and never
-stalls or corrupts the other frames.
+stalls or corrupts the other frames. Connection, counters, stats and the worker loop are
+:class:`~agents.fusion_base.FusionBase`'s.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import zlib
-from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from agents.config import AgentConfig
 from agents.discovery import HomeAssistantDiscovery, streams_of
+from agents.fusion_base import FusionBase, owns_sensor
 from agents.logging import get_logger
-from agents.mqtt import Communicator, InboundMessage
+from agents.mqtt import InboundMessage
 from agents.reassembly import AddOutcome, PendingFrame, Reassembler
 from models.codec import FragmentPayload, PayloadError, check_payload, decode_payloads
 from models.pipeline import NairPipeline
-from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, Result, Stats, Status, WireError
+from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, Result, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
-from schemas.topics import TopicTree
 
 log = get_logger("nairbus.fusion")
 
@@ -39,58 +37,27 @@ class KnownSensor:
     stream_id: str
 
 
-def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
-    """Deterministic partition of sensors between fusion agents (all fragments of a frame go to one agent)."""
-    if partition is None:
-        return True
-    i, n = partition
-    return zlib.crc32(sensor_id.encode()) % n == i
+__all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
 
 
-class FusionAgent:
-    """Reassembles frames from many sensors and publishes one result per frame."""
+class FusionAgent(FusionBase):
+    """Reassembles NAIR frames from many sensors and publishes one result per frame."""
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
-        self.config = config
-        self.settings = config.fusion
-        self.topics = TopicTree(config.topics.root, config.topics.site)
-        self.pipeline = pipeline or NairPipeline.load(self.settings.model, self.settings.artifact)
+        self.pipeline = pipeline or NairPipeline.load(config.fusion.model, config.fusion.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
         self.model_sha = self.pipeline.manifest["sha256"]
-        self.reassembler: Reassembler[FragmentPayload] = Reassembler(
-            self.settings.deadline_ms / 1000.0, self.settings.max_frames
+        self.buffer: Reassembler[FragmentPayload] = Reassembler(
+            config.fusion.deadline_ms / 1000.0, config.fusion.max_frames
         )
         self.sensors: dict[str, KnownSensor] = {}
-        self.last_seq: dict[tuple[str, str], int] = {}
-        self.rejected: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()
-        self.latencies: deque[float] = deque(maxlen=10000)
-        self.stop_event = threading.Event()
-        self.started = time.time()
-        self.heartbeat = time.monotonic()
-        """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
-        fid = self.settings.fusion_id
-        self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                 self._status_payload)
-        self.comm.subscribe(self.topics.all_sensors("birth"), qos=1)
-        self.comm.subscribe(self.topics.all_sensors("frag"), qos=1)
-        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, fid, config.discovery)
+        super().__init__(config, ("birth", "frag"))
+        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)
         if self.discovery is not None:
             self.discovery.attach()
 
-    def _status_payload(self, state: str) -> bytes:
-        return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
-                                  session=self.comm.session, ts=time.time()))
-
     # ----- message handling (worker thread) -------------------------------------------------------------------
-
-    def reject(self, reason: str, topic: str, detail: str = "") -> None:
-        """Count and log a message that cannot be used."""
-        self.rejected[reason] += 1
-        if self.rejected[reason] <= 20 or self.rejected[reason] % 1000 == 0:
-            log.warning("message_rejected", reason=reason, topic=topic, detail=detail[:200],
-                        count=self.rejected[reason])
 
     def handle(self, message: InboundMessage, now: float) -> None:
         """Route one inbound message."""
@@ -161,25 +128,15 @@ class FusionAgent:
         except PayloadError as exc:
             self.reject("shape", message.topic, str(exc))
             return
-        self._track_seq(sensor_id, frag.session, frag.seq)
+        self.track_seq(sensor_id, frag.session, frag.seq)
         key = (sensor_id, frag.session, frag.frame_id)
-        outcome = self.reassembler.add(key, frag.index, payload, len(frag.data), frag.frame_fragments,
+        outcome = self.buffer.add(key, frag.index, payload, len(frag.data), frag.frame_fragments,
                                        frag.capture_ts, now)
         if outcome is AddOutcome.ADDED:
             self.counts["fragments"] += 1
             self.counts["bytes"] += len(frag.data)
         else:
             self.reject(outcome.value, message.topic, f"frame {frag.frame_id} fragment {frag.index}")
-
-    def _track_seq(self, sensor_id: str, session: str, seq: int) -> None:
-        last = self.last_seq.get((sensor_id, session))
-        if last is not None:
-            if seq > last + 1:
-                self.counts["seq_gap"] += seq - last - 1
-            elif seq <= last:
-                self.counts["seq_reordered"] += 1
-        if last is None or seq > last:
-            self.last_seq[(sensor_id, session)] = seq
 
     # ----- decisions ------------------------------------------------------------------------------------------
 
@@ -216,77 +173,14 @@ class FusionAgent:
         self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
         if self.discovery is not None:
             self.discovery.note_result(stream, payload)
-        self.latencies.append(latency)
-        self.counts["decided"] += 1
-        self.counts["complete" if frame.complete else "partial"] += 1
-        if frame.evicted:
-            self.counts["evicted"] += 1
+        self.note_decided(latency, frame.complete, frame.evicted)
 
-    def stats(self) -> Stats:
-        """Current counters as a stats message."""
-        lat = np.array(self.latencies) if self.latencies else None
-        rejected = dict(self.rejected)
-        for name in ("seq_gap", "seq_reordered"):
-            if self.counts[name]:
-                rejected[name] = self.counts[name]
-        for name in ("inbox_dropped", "outgoing_dropped"):
-            if self.comm.counters.get(name):
-                rejected[name] = self.comm.counters[name]
-        return Stats(
-            fusion_id=self.settings.fusion_id, session=self.comm.session, ts=time.time(),
-            uptime_s=time.time() - self.started, frames_decided=self.counts["decided"],
-            frames_complete=self.counts["complete"], frames_partial=self.counts["partial"],
-            frames_in_flight=len(self.reassembler), frames_evicted=self.counts["evicted"],
-            fragments_received=self.counts["fragments"], bytes_received=self.counts["bytes"],
-            rejected=rejected, sensors=tuple(sorted(self.sensors)),
-            latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
-            latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
-        )
+    # ----- hooks of the worker loop -------------------------------------------------------------------------
 
-    def publish_stats(self) -> None:
-        """Publish the stats message (retained, so a late subscriber sees the latest)."""
-        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), wire_encode(self.stats()), qos=0,
-                          retain=True, content_type=CONTENT_TYPE_JSON)
+    def after_round(self, now: float) -> None:
+        """Keep the Home Assistant discovery in step with the known streams."""
+        if self.discovery is not None:
+            self.discovery.update(streams_of(self.sensors.values()), now)
 
-    # ----- lifecycle ------------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Connect and subscribe (returns once subscriptions are granted)."""
-        self.comm.start()
-        log.info("fusion_started", fusion=self.settings.fusion_id, artifact=self.artifact_sha[:12],
-                 deadline_ms=self.settings.deadline_ms)
-
-    def run(self) -> None:
-        """Worker loop until :meth:`stop`: drain messages, decide ready frames in batches, publish stats."""
-        next_stats = time.monotonic() + self.settings.stats_interval_s
-        while not self.stop_event.is_set():
-            now = self.heartbeat = time.monotonic()
-            deadline = self.reassembler.next_deadline()
-            wait = min(0.2, max(0.0, deadline - now)) if deadline is not None else 0.2
-            message = self.comm.get(timeout=wait)
-            handled = 0
-            while message is not None:
-                self.handle(message, time.monotonic())
-                handled += 1
-                if handled >= self.settings.max_batch * 8:
-                    break
-                message = self.comm.get(timeout=0)
-            ready = self.reassembler.pop_ready(time.monotonic())
-            if ready:
-                self.decide(ready)
-            if self.discovery is not None:
-                self.discovery.update(streams_of(self.sensors.values()), time.monotonic())
-            if time.monotonic() >= next_stats:
-                self.publish_stats()
-                next_stats = time.monotonic() + self.settings.stats_interval_s
-        self.decide(self.reassembler.flush())
-        self.publish_stats()
-
-    def stop(self) -> None:
-        """Ask the worker loop to finish."""
-        self.stop_event.set()
-
-    def close(self) -> None:
-        """Publish offline and disconnect."""
-        self.comm.stop()
-        log.info("fusion_stopped", fusion=self.settings.fusion_id, rejected=dict(self.rejected), **self.counts)
+    def start_fields(self) -> dict[str, object]:
+        return {"artifact": self.artifact_sha[:12]}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import AgentConfig
-from agents.fusion import owns_sensor
+from agents.fusion_base import FusionBase, owns_sensor
 from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator, InboundMessage
 from agents.notify import systemd_service
@@ -49,7 +49,6 @@ from schemas import (
     Frame,
     ModelRef,
     Result,
-    Stats,
     Status,
     TopK,
     VpBirth,
@@ -353,47 +352,24 @@ def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-class VpFusionAgent:
+class VpFusionAgent(FusionBase):
     """Fuses the top-k of variant-parallel sensors into one result per frame and stream."""
+
+    event_prefix = "vp_fusion"
+    received_counter = "votes"
 
     def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
                  weights_dir: Path = WEIGHTS_DIR) -> None:
-        self.config = config
-        self.settings = config.fusion
-        self.topics = TopicTree(config.topics.root, config.topics.site)
         family = family if family is not None else read_family_manifest(weights_dir)
         self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
-        self.buffer = VoteBuffer(self.settings.deadline_ms / 1000.0, self.settings.max_frames)
+        self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames)
         self.sensors: dict[str, VpSensor] = {}
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
-        self.last_seq: dict[tuple[str, str], int] = {}
-        self.rejected: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()
-        self.latencies: deque[float] = deque(maxlen=10000)
-        self.stop_event = threading.Event()
-        self.started = time.time()
-        self.heartbeat = time.monotonic()
-        fid = self.settings.fusion_id
-        self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                 self._status_payload)
-        self.comm.subscribe(self.topics.all_sensors("birth"), qos=1)
-        self.comm.subscribe(self.topics.all_sensors("status"), qos=1)
-        self.comm.subscribe(self.topics.all_sensors("topk"), qos=1)
-
-    def _status_payload(self, state: str) -> bytes:
-        return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
-                                  session=self.comm.session, ts=time.time()))
+        super().__init__(config, ("birth", "status", "topk"))
 
     # ----- input ----------------------------------------------------------------------------------------------
-    def reject(self, reason: str, topic: str, detail: str = "") -> None:
-        """Count and log a message that cannot be used."""
-        self.rejected[reason] += 1
-        if self.rejected[reason] <= 20 or self.rejected[reason] % 1000 == 0:
-            log.warning("message_rejected", reason=reason, topic=topic, detail=detail[:200],
-                        count=self.rejected[reason])
-
     def handle(self, message: InboundMessage, now: float) -> None:
         """Route one inbound message."""
         parsed = self.topics.parse(message.topic)
@@ -494,7 +470,7 @@ class VpFusionAgent:
         if any(s < 0 or s > 1 for s in msg.scores):
             self.reject("shape", message.topic, "scores must be probabilities in [0, 1]")
             return
-        self._track_seq(sensor_id, msg.session, msg.seq)
+        self.track_seq(sensor_id, msg.session, msg.seq)
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
         outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, len(message.payload),
                                   msg.capture_ts, self.online.get(sensor.stream_id, set()), now)
@@ -503,16 +479,6 @@ class VpFusionAgent:
             self.counts["bytes"] += len(message.payload)
         else:
             self.reject(outcome, message.topic, f"frame {msg.frame_id}")
-
-    def _track_seq(self, sensor_id: str, session: str, seq: int) -> None:
-        last = self.last_seq.get((sensor_id, session))
-        if last is not None:
-            if seq > last + 1:
-                self.counts["seq_gap"] += seq - last - 1
-            elif seq <= last:
-                self.counts["seq_reordered"] += 1
-        if last is None or seq > last:
-            self.last_seq[(sensor_id, session)] = seq
 
     # ----- decisions ------------------------------------------------------------------------------------------
     def decide(self, frames: list[PendingVotes]) -> None:
@@ -542,77 +508,10 @@ class VpFusionAgent:
         )
         self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=1,
                           content_type=CONTENT_TYPE_JSON)
-        self.latencies.append(latency)
-        self.counts["decided"] += 1
-        self.counts["complete" if complete else "partial"] += 1
-        if frame.evicted:
-            self.counts["evicted"] += 1
+        self.note_decided(latency, complete, frame.evicted)
 
-    def stats(self) -> Stats:
-        """Current counters as a stats message (votes count as fragments)."""
-        lat = np.array(self.latencies) if self.latencies else None
-        rejected = dict(self.rejected)
-        for name in ("seq_gap", "seq_reordered"):
-            if self.counts[name]:
-                rejected[name] = self.counts[name]
-        for name in ("inbox_dropped", "outgoing_dropped"):
-            if self.comm.counters.get(name):
-                rejected[name] = self.comm.counters[name]
-        return Stats(
-            fusion_id=self.settings.fusion_id, session=self.comm.session, ts=time.time(),
-            uptime_s=time.time() - self.started, frames_decided=self.counts["decided"],
-            frames_complete=self.counts["complete"], frames_partial=self.counts["partial"],
-            frames_in_flight=len(self.buffer), frames_evicted=self.counts["evicted"],
-            fragments_received=self.counts["votes"], bytes_received=self.counts["bytes"], rejected=rejected,
-            sensors=tuple(sorted(self.sensors)),
-            latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
-            latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
-        )
-
-    def publish_stats(self) -> None:
-        """Publish the retained stats message."""
-        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), wire_encode(self.stats()), qos=0,
-                          retain=True, content_type=CONTENT_TYPE_JSON)
-
-    # ----- lifecycle ------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect and subscribe (returns once subscriptions are granted)."""
-        self.comm.start()
-        log.info("vp_fusion_started", fusion=self.settings.fusion_id, deadline_ms=self.settings.deadline_ms,
-                 variants=sorted(self.hashes))
-
-    def run(self) -> None:
-        """Worker loop until :meth:`stop`: drain messages, decide ready frames, publish stats."""
-        next_stats = time.monotonic() + self.settings.stats_interval_s
-        while not self.stop_event.is_set():
-            self.heartbeat = now = time.monotonic()
-            deadline = self.buffer.next_deadline()
-            wait = min(0.2, max(0.0, deadline - now)) if deadline is not None else 0.2
-            message = self.comm.get(timeout=wait)
-            handled = 0
-            while message is not None:
-                self.handle(message, time.monotonic())
-                handled += 1
-                if handled >= self.settings.max_batch * 8:
-                    break
-                message = self.comm.get(timeout=0)
-            ready = self.buffer.pop_ready(time.monotonic())
-            if ready:
-                self.decide(ready)
-            if time.monotonic() >= next_stats:
-                self.publish_stats()
-                next_stats = time.monotonic() + self.settings.stats_interval_s
-        self.decide(self.buffer.flush())
-        self.publish_stats()
-
-    def stop(self) -> None:
-        """Ask the worker loop to finish."""
-        self.stop_event.set()
-
-    def close(self) -> None:
-        """Publish offline and disconnect."""
-        self.comm.stop()
-        log.info("vp_fusion_stopped", fusion=self.settings.fusion_id, rejected=dict(self.rejected), **self.counts)
+    def start_fields(self) -> dict[str, object]:
+        return {"variants": sorted(self.hashes)}
 
 
 def run_vp_fusion(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> None:

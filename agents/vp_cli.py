@@ -48,6 +48,8 @@ def train_variants_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
+    compile_models: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="Train through torch.compile (faster; needs a C compiler on CPU).")] = True,
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifests go.")] = None,  # noqa: UP045
 ) -> None:
@@ -60,7 +62,7 @@ def train_variants_cmd(
 
     shipped = VpTrainSettings()
     settings = replace(shipped, epochs=epochs or shipped.epochs, seed=seed,
-                       distill_weight=shipped.distill_weight if distill is None else distill)
+                       distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models)
     parts = ["nairbus train variants"]
     if settings.epochs != shipped.epochs:
         parts.append(f"--epochs {settings.epochs}")
