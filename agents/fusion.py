@@ -43,14 +43,17 @@ __all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
 class FusionAgent(FusionBase):
     """Reassembles NAIR frames from many sensors and publishes one result per frame."""
 
+    buffer: Reassembler[FragmentPayload]
+    sensors: dict[str, KnownSensor]
+
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
         self.pipeline = pipeline or NairPipeline.load(config.fusion.model, config.fusion.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
         self.model_sha = self.pipeline.manifest["sha256"]
-        self.buffer: Reassembler[FragmentPayload] = Reassembler(
+        self.buffer = Reassembler(
             config.fusion.deadline_ms / 1000.0, config.fusion.max_frames
         )
-        self.sensors: dict[str, KnownSensor] = {}
+        self.sensors = {}
         super().__init__(config, ("birth", "frag"))
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)

@@ -24,7 +24,7 @@ from agents.logging import get_logger
 from agents.mqtt import Communicator, InboundMessage
 from schemas import CONTENT_TYPE_JSON, Stats, Status
 from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from schemas.topics import SensorLeaf, TopicTree
 
 log = get_logger("nairbus.fusion")
 
@@ -59,7 +59,7 @@ class FusionBase:
     buffer: FrameBuffer
     sensors: Mapping[str, object]
 
-    def __init__(self, config: AgentConfig, subscriptions: Sequence[str]) -> None:
+    def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf]) -> None:
         self.config = config
         self.settings = config.fusion
         self.topics = TopicTree(config.topics.root, config.topics.site)

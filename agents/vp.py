@@ -357,6 +357,8 @@ class VpFusionAgent(FusionBase):
 
     event_prefix = "vp_fusion"
     received_counter = "votes"
+    buffer: VoteBuffer
+    sensors: dict[str, VpSensor]
 
     def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
                  weights_dir: Path = WEIGHTS_DIR) -> None:
@@ -364,7 +366,7 @@ class VpFusionAgent(FusionBase):
         self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
         self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames)
-        self.sensors: dict[str, VpSensor] = {}
+        self.sensors = {}
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
         super().__init__(config, ("birth", "status", "topk"))
