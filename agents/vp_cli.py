@@ -34,6 +34,8 @@ def _progress_fn(progress: Progress, label: str) -> Any:
             progress.update(task, completed=done, total=total,
                             description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
                                         f"fused train acc {info['train_acc']:.3f}")
+        elif kind == "note":
+            progress.console.print(str(info["message"]))
         elif kind == "teacher":
             progress.console.print("teacher outputs computed (training images and their mirror images)")
         else:
@@ -158,12 +160,12 @@ def capture_cmd(
 def demo_vp_cmd(
     frames: Annotated[int, typer.Option(help="Test frames (10 000 = the whole test split).")] = 10000,
     stop_at: Annotated[float, typer.Option(help="Stop one variant agent after this fraction of the frames.")] = 0.5,
-    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 300.0,
+    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 200.0,
     deadline_ms: Annotated[float, typer.Option(help="Fusion deadline per frame.")] = 2000.0,
     report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Live VP run: private Mosquitto, capture agent, three variant sensors, VP fusion; one variant stopped part-way."""
+    """Live VP run: private Mosquitto, capture agent, a sensor per variant, VP fusion; one variant stopped part-way."""
     from agents.demo_vp import VpDemoSettings, run_vp_demo_standalone
     from models.data import DatasetMissingError
 

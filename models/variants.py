@@ -15,7 +15,7 @@ counts parameters and MACs with the same committed counters as the mature model 
 (by default 1/5 of the mature model's parameters *and* MACs). :data:`VARIANTS` is the family nairbus ships.
 
 >>> [v.name for v in VARIANTS]
-['w44r28', 'w44r24', 'w40r26d2']
+['w44r28', 'w44r24', 'w40r26d2', 'w36r28d121']
 >>> all(c.fits for c in (cost(v) for v in VARIANTS))
 True
 """
@@ -158,8 +158,9 @@ VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("w44r28", width=0.44, resolution=28),
     VariantSpec("w44r24", width=0.44, resolution=24),
     VariantSpec("w40r26d2", width=0.40, resolution=26, blocks=(2, 1, 1)),
+    VariantSpec("w36r28d121", width=0.36, resolution=28, blocks=(1, 2, 1)),
 )
-"""The shipped family: three resolutions, two widths, two depths; each within 1/5 of the mature model."""
+"""The shipped family: three resolutions, three widths, three depth profiles; each within 1/5 of the mature model."""
 
 
 def variant_by_name(name: str, family: Sequence[VariantSpec] = VARIANTS) -> VariantSpec:

@@ -50,7 +50,7 @@ ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 class VpTrainSettings:
     """Hyper-parameters of the joint training (all of them: the manifest records this object)."""
 
-    epochs: int = 18
+    epochs: int = 34
     batch_size: int = 256
     max_lr: float = 0.2
     weight_decay: float = 5e-4
@@ -126,7 +126,7 @@ def train_variants(
     models = {v.name: ResNet(derive_config(v)).to(device).to(memory_format=torch.channels_last) for v in family}
     w = [weights[name] for name in models]
     forwards: list[Callable[[torch.Tensor], torch.Tensor]] = [
-        torch.compile(m) if settings.compile else m for m in models.values()  # type: ignore[misc]
+        torch.compile(m) if settings.compile else m for m in models.values()
     ]
     x_all = preprocess(torch.from_numpy(train.images))
     y_all = torch.from_numpy(train.labels)
@@ -156,7 +156,10 @@ def train_variants(
             x, flipped = augment_with_flip(x_all[idx], settings.crop_padding, generator)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y_all[idx].to(device)
-            logits = [forward(x) for forward in forwards]
+            if epoch == 0 and step == 0 and settings.compile:
+                forwards, logits = _first_forward(forwards, list(models.values()), x, progress)
+            else:
+                logits = [forward(x) for forward in forwards]
             loss = torch.zeros((), device=device)
             target = None
             if soft is not None:
@@ -188,6 +191,21 @@ def train_variants(
         m.eval()
         out[name] = m.to("cpu").to(memory_format=torch.contiguous_format)
     return out
+
+
+def _first_forward(
+    forwards: list[Callable[[torch.Tensor], torch.Tensor]], eager: list[ResNet], x: torch.Tensor,
+    progress: ProgressFn | None,
+) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], list[torch.Tensor]]:
+    """Run the first batch through the compiled variants; if compiling fails, say why and go on eagerly."""
+    try:
+        return forwards, [forward(x) for forward in forwards]
+    except Exception as exc:  # any compiler failure (no C compiler, unsupported op) falls back to eager
+        if progress is not None:
+            progress("note", 0, 0, {"message": f"torch.compile failed ({type(exc).__name__}: "  # type: ignore[dict-item]
+                                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                                               "training eagerly"})
+        return list(eager), [m(x) for m in eager]
 
 
 def family_accuracy(probs: Mapping[str, np.ndarray], labels: np.ndarray, weights: Mapping[str, float],

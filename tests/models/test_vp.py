@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.data import Dataset, load_split
 from models.resnet import ResNet, ResNetConfig
@@ -216,3 +217,45 @@ def test_evaluator_report_has_the_contracted_fields(tiny_family: Path, tmp_path:
     path = write_report(report, tmp_path / "vp.json")
     assert json.loads(path.read_text())["subsets"] == report["subsets"]
     assert all((tmp_path / name).stat().st_size > 1000 for name in report["plots"])
+
+
+# -- training through torch.compile, and its fallback --------------------------------------------------------------
+def _train_tiny(compile_models: bool) -> tuple[dict[str, ResNet], list[tuple[str, dict[str, float]]]]:
+    from models.vp_training import VpTrainSettings, train_variants
+
+    train = load_split("train")
+    notes: list[tuple[str, dict[str, float]]] = []
+    family = (VariantSpec("tiny", width=0.32, resolution=20),)
+    models = train_variants(family, Dataset(train.images[:64], train.labels[:64]),
+                            VpTrainSettings(epochs=1, batch_size=32, distill_weight=0.0, compile=compile_models),
+                            progress=lambda kind, done, total, info: notes.append((kind, info)))
+    return models, notes
+
+
+@pytest.mark.slow
+def test_compiled_training_trains_the_variants_themselves() -> None:
+    models, notes = _train_tiny(compile_models=True)
+    assert not [info for kind, info in notes if kind == "note"]  # compiled, no fallback
+    assert isinstance(models["tiny"], ResNet)
+    # The compiled wrapper trained the variant's own weights: they left their (seeded) initial values.
+    torch.manual_seed(0)
+    initial = ResNet(derive_config(VariantSpec("tiny", width=0.32, resolution=20)))
+    assert not torch.equal(models["tiny"].fc.weight, initial.fc.weight)
+    assert not torch.equal(models["tiny"].stem[0].weight, initial.stem[0].weight)
+
+
+def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(model: object) -> object:
+        def run(x: object) -> object:
+            raise RuntimeError("no C compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    models, notes = _train_tiny(compile_models=True)
+    messages = [str(info["message"]) for kind, info in notes if kind == "note"]
+    assert len(messages) == 1
+    assert "no C compiler found" in messages[0]
+    assert "eagerly" in messages[0]
+    assert [kind for kind, _ in notes].count("epoch") == 1
+    assert "tiny" in models
+
