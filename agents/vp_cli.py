@@ -34,8 +34,6 @@ def _progress_fn(progress: Progress, label: str) -> Any:
             progress.update(task, completed=done, total=total,
                             description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
                                         f"fused train acc {info['train_acc']:.3f}")
-        elif kind == "note":
-            progress.console.print(str(info["message"]))
         elif kind == "teacher":
             progress.console.print("teacher outputs computed (training images and their mirror images)")
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -157,7 +158,7 @@ def train_variants(
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y_all[idx].to(device)
             if epoch == 0 and step == 0 and settings.compile:
-                forwards, logits = _first_forward(forwards, list(models.values()), x, progress)
+                forwards, logits = _first_forward(forwards, list(models.values()), x)
             else:
                 logits = [forward(x) for forward in forwards]
             loss = torch.zeros((), device=device)
@@ -195,16 +196,14 @@ def train_variants(
 
 def _first_forward(
     forwards: list[Callable[[torch.Tensor], torch.Tensor]], eager: list[ResNet], x: torch.Tensor,
-    progress: ProgressFn | None,
 ) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], list[torch.Tensor]]:
-    """Run the first batch through the compiled variants; if compiling fails, say why and go on eagerly."""
+    """Run the first batch through the compiled variants; if compiling fails, warn why and go on eagerly."""
     try:
         return forwards, [forward(x) for forward in forwards]
     except Exception as exc:  # any compiler failure (no C compiler, unsupported op) falls back to eager
-        if progress is not None:
-            progress("note", 0, 0, {"message": f"torch.compile failed ({type(exc).__name__}: "  # type: ignore[dict-item]
-                                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                                               "training eagerly"})
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {reason}); training eagerly", RuntimeWarning,
+                      stacklevel=2)
         return list(eager), [m(x) for m in eager]
 
 
