@@ -44,7 +44,13 @@ def _progress_fn(progress: Progress, label: str) -> Any:
 
 
 def train_variants_cmd(
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the shipped family's).")] = None,  # noqa: UP045
+    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Epochs of the first learning-rate cycle (default: the shipped family's).")] = None,
+    restart_epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Epochs of the warm restart that follows (0 = none; default: the shipped family's).")] = None,
+    resume_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Directory with a family trained by the first cycle alone (same settings): skip that cycle and run "
+             "only the restart from its weights.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
@@ -60,22 +66,30 @@ def train_variants_cmd(
     from models.store import WEIGHTS_DIR
     from models.vp_training import VpTrainSettings, train_family
 
+    if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0):
+        raise typer.BadParameter("--epochs must be >= 1 and --restart-epochs >= 0")
     shipped = VpTrainSettings()
     settings = replace(shipped, epochs=epochs or shipped.epochs, seed=seed,
+                       restart_epochs=shipped.restart_epochs if restart_epochs is None else restart_epochs,
                        distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models)
     parts = ["nairbus train variants"]
     if settings.epochs != shipped.epochs:
         parts.append(f"--epochs {settings.epochs}")
+    if settings.restart_epochs != shipped.restart_epochs:
+        parts.append(f"--restart-epochs {settings.restart_epochs}")
     if settings.seed != shipped.seed:
         parts.append(f"--seed {settings.seed}")
     if settings.distill_weight != shipped.distill_weight:
         parts.append(f"--distill {settings.distill_weight}")
+    if resume_from is not None:
+        parts.append(f"--resume-from {resume_from}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
             path = train_family(settings, data_dir=data_dir, out_dir=out_dir or WEIGHTS_DIR,
-                                progress=_progress_fn(progress, "variants"), command=" ".join(parts))
-        except (DatasetMissingError, FileNotFoundError, ValueError) as exc:
+                                progress=_progress_fn(progress, "variants"), command=" ".join(parts),
+                                resume_from=resume_from)
+        except (DatasetMissingError, FileNotFoundError, ValueError, RuntimeError) as exc:
             _fail(str(exc))
     manifest = json.loads(path.read_text())
     for v in manifest["variants"]:
@@ -156,20 +170,27 @@ def capture_cmd(
 
 
 def demo_vp_cmd(
-    frames: Annotated[int, typer.Option(help="Test frames (10 000 = the whole test split).")] = 10000,
-    stop_at: Annotated[float, typer.Option(help="Stop one variant agent after this fraction of the frames.")] = 0.5,
-    fps: Annotated[float, typer.Option(help="Capture rate (frames per second).")] = 200.0,
-    deadline_ms: Annotated[float, typer.Option(help="Fusion deadline per frame.")] = 2000.0,
+    frames: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Test frames (default: 10 000, the whole test split).")] = None,
+    stop_at: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Stop one variant agent after this fraction of the frames (default 0.5).")] = None,
+    fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Capture rate in frames per second (default: the demo's, which 2 CPU cores keep up with).")] = None,
+    deadline_ms: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Fusion deadline per frame (default: the demo's).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
 ) -> None:
     """Live VP run: private Mosquitto, capture agent, a sensor per variant, VP fusion; one variant stopped part-way."""
+    from dataclasses import replace
+
     from agents.demo_vp import VpDemoSettings, run_vp_demo_standalone
     from models.data import DatasetMissingError
 
-    if frames < 10 or not 0 < stop_at < 1:
-        raise typer.BadParameter("frames >= 10 and 0 < stop-at < 1")
-    settings = VpDemoSettings(frames=frames, stop_at=stop_at, fps=fps, deadline_ms=deadline_ms, data_dir=data_dir)
+    given = {"frames": frames, "stop_at": stop_at, "fps": fps, "deadline_ms": deadline_ms}
+    settings = replace(VpDemoSettings(data_dir=data_dir), **{k: v for k, v in given.items() if v is not None})
+    if settings.frames < 10 or not 0 < settings.stop_at < 1 or settings.fps <= 0 or settings.deadline_ms <= 0:
+        raise typer.BadParameter("frames >= 10, 0 < stop-at < 1, fps > 0 and deadline-ms > 0")
     try:
         run_vp_demo_standalone(settings, report, Console())
     except (DatasetMissingError, FileNotFoundError, RuntimeError, ConnectionError) as exc:

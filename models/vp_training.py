@@ -66,6 +66,16 @@ class VpTrainSettings:
     threads: int = 0
     compile: bool = True
     """Run each variant through ``torch.compile`` for training (needs a C compiler on CPU; same maths)."""
+    restart_epochs: int = 30
+    """Epochs of a second one-cycle schedule (a warm restart) after the first ``epochs``; 0 = none."""
+    restart_max_lr: float = 0.1
+
+    def cycles(self) -> list[tuple[int, float]]:
+        """The learning-rate cycles as ``(epochs, max_lr)``: the first, then the warm restart if any."""
+        out = [(self.epochs, self.max_lr)]
+        if self.restart_epochs > 0:
+            out.append((self.restart_epochs, self.restart_max_lr))
+        return out
 
 
 def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor,
@@ -116,82 +126,124 @@ def train_variants(
     settings: VpTrainSettings,
     teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
+    first_cycle: Mapping[str, ResNet] | None = None,
 ) -> dict[str, ResNet]:
-    """Train the family jointly on ``train``; returns the variants in eval mode, by name."""
+    """Train the family jointly on ``train``; returns the variants in eval mode, by name.
+
+    Each learning-rate cycle (see :meth:`VpTrainSettings.cycles`) starts a fresh optimiser and reseeds with
+    ``seed + cycle``, so ``first_cycle`` — the variants as a run with the same first-cycle settings left them — lets
+    training run only the later cycles and reach what the whole run would.
+    """
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
     device = pick_device()
     weights = fusion_weights(family)
-    models = {v.name: ResNet(derive_config(v)).to(device).to(memory_format=torch.channels_last) for v in family}
-    w = [weights[name] for name in models]
-    forwards: list[Callable[[torch.Tensor], torch.Tensor]] = [
-        torch.compile(m) if settings.compile else m for m in models.values()
-    ]
-    x_all = preprocess(torch.from_numpy(train.images))
-    y_all = torch.from_numpy(train.labels)
-    soft: tuple[torch.Tensor, torch.Tensor] | None = None
-    temp = settings.distill_temperature
+    models = {v.name: ResNet(derive_config(v)) for v in family}
+    if first_cycle is not None:
+        for name, m in models.items():
+            m.load_state_dict(first_cycle[name].state_dict())
+    models = {name: m.to(device).to(memory_format=torch.channels_last) for name, m in models.items()}
+    soft = None
     if teacher is not None and settings.distill_weight > 0:
-        teacher = teacher.to(device)
-        soft = (torch.from_numpy(softmax_outputs(teacher, train.images, temperature=temp)),
-                torch.from_numpy(softmax_outputs(teacher, train.images, temperature=temp, flip=True)))
+        soft = _teacher_targets(teacher.to(device), train.images, settings.distill_temperature)
         if progress is not None:
             progress("teacher", 1, 1, {})
-    params = [p for m in models.values() for p in m.parameters()]
-    steps_per_epoch = (len(train) + settings.batch_size - 1) // settings.batch_size
-    optimiser = torch.optim.SGD(params, lr=settings.max_lr, momentum=0.9, nesterov=True,
-                                weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.max_lr, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
-    )
-    lam = settings.distill_weight if soft is not None else 0.0
-    for epoch in range(settings.epochs):
-        for m in models.values():
-            m.train()
-        order = torch.randperm(len(train), generator=generator)
-        seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
-        for step in range(steps_per_epoch):
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            x, flipped = augment_with_flip(x_all[idx], settings.crop_padding, generator)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device)
-            if epoch == 0 and step == 0 and settings.compile:
-                forwards, logits = _first_forward(forwards, list(models.values()), x)
-            else:
-                logits = [forward(x) for forward in forwards]
-            loss = torch.zeros((), device=device)
-            target = None
-            if soft is not None:
-                target = torch.where(flipped.view(-1, 1), soft[1][idx], soft[0][idx]).to(device)
-            for z in logits:
-                ce = F.cross_entropy(z, y, label_smoothing=settings.label_smoothing)
-                if target is not None:
-                    kd = F.kl_div(F.log_softmax(z / temp, dim=1), target, reduction="batchmean") * temp * temp
-                    loss = loss + (1 - lam) * ce + lam * kd
-                else:
-                    loss = loss + ce
-            fused = fused_log_probs(logits, w)
-            loss = loss + settings.fused_loss_weight * F.nll_loss(fused, y)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((fused.argmax(1) == y).sum())
-            if progress is not None:
-                progress("step", epoch * steps_per_epoch + step + 1, settings.epochs * steps_per_epoch,
-                         {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
-        if progress is not None:
-            progress("epoch", epoch + 1, settings.epochs,
-                     {"loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.perf_counter() - started})
+    run = _JointRun(models, [weights[name] for name in models], train, settings, soft, device, progress)
+    cycles = settings.cycles()
+    done = 0
+    total = sum(epochs for epochs, _ in cycles[1 if first_cycle is not None else 0 :])
+    for cycle, (epochs, max_lr) in enumerate(cycles):
+        if cycle == 0 and first_cycle is not None:
+            continue
+        run.cycle(settings.seed + cycle, epochs, max_lr, done, total)
+        done += epochs
     out = {}
     for name, m in models.items():
         m.eval()
         out[name] = m.to("cpu").to(memory_format=torch.contiguous_format)
     return out
+
+
+def _teacher_targets(teacher: nn.Module, images: np.ndarray, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mature model's softened outputs for every training image and for its mirror image."""
+    return (torch.from_numpy(softmax_outputs(teacher, images, temperature=temperature)),
+            torch.from_numpy(softmax_outputs(teacher, images, temperature=temperature, flip=True)))
+
+
+class _JointRun:
+    """The joint training loop: one cross-entropy (and distillation) per variant plus NLL of the fused output."""
+
+    def __init__(self, models: dict[str, ResNet], weights: list[float], train: Dataset, settings: VpTrainSettings,
+                 soft: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device,
+                 progress: ProgressFn | None) -> None:
+        self.models, self.weights, self.settings, self.soft = models, weights, settings, soft
+        self.device, self.progress = device, progress
+        self.forwards: list[Callable[[torch.Tensor], torch.Tensor]] = [
+            torch.compile(m) if settings.compile else m for m in models.values()
+        ]
+        self.compiled_once = not settings.compile
+        self.x_all = preprocess(torch.from_numpy(train.images))
+        self.y_all = torch.from_numpy(train.labels)
+        self.steps_per_epoch = (len(train) + settings.batch_size - 1) // settings.batch_size
+
+    def cycle(self, seed: int, epochs: int, max_lr: float, done: int, total: int) -> None:
+        """One one-cycle schedule of ``epochs`` with a fresh optimiser, seeded with ``seed``."""
+        s = self.settings
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        params = [p for m in self.models.values() for p in m.parameters()]
+        optimiser = torch.optim.SGD(params, lr=max_lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=max_lr, epochs=epochs, steps_per_epoch=self.steps_per_epoch, pct_start=0.25
+        )
+        for epoch in range(epochs):
+            for m in self.models.values():
+                m.train()
+            order = torch.randperm(len(self.y_all), generator=generator)
+            seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
+            for step in range(self.steps_per_epoch):
+                idx = order[step * s.batch_size : (step + 1) * s.batch_size]
+                loss, fused, y = self._loss(idx, generator)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                seen += len(idx)
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((fused.argmax(1) == y).sum())
+                if self.progress is not None:
+                    self.progress("step", (done + epoch) * self.steps_per_epoch + step + 1,
+                                  total * self.steps_per_epoch,
+                                  {"epoch": done + epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
+            if self.progress is not None:
+                self.progress("epoch", done + epoch + 1, total, {"loss": loss_sum / seen, "train_acc": correct / seen,
+                                                                 "seconds": time.perf_counter() - started})
+
+    def _loss(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, temp = self.settings, self.settings.distill_temperature
+        x, flipped = augment_with_flip(self.x_all[idx], s.crop_padding, generator)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        y = self.y_all[idx].to(self.device)
+        if not self.compiled_once:
+            self.forwards, logits = _first_forward(self.forwards, list(self.models.values()), x)
+            self.compiled_once = True
+        else:
+            logits = [forward(x) for forward in self.forwards]
+        lam = s.distill_weight if self.soft is not None else 0.0
+        target = None
+        if self.soft is not None:
+            target = torch.where(flipped.view(-1, 1), self.soft[1][idx], self.soft[0][idx]).to(self.device)
+        loss = torch.zeros((), device=self.device)
+        for z in logits:
+            ce = F.cross_entropy(z, y, label_smoothing=s.label_smoothing)
+            if target is not None:
+                kd = F.kl_div(F.log_softmax(z / temp, dim=1), target, reduction="batchmean") * temp * temp
+                loss = loss + (1 - lam) * ce + lam * kd
+            else:
+                loss = loss + ce
+        fused = fused_log_probs(logits, self.weights)
+        return loss + s.fused_loss_weight * F.nll_loss(fused, y), fused, y
 
 
 def _first_forward(
@@ -223,13 +275,19 @@ def train_family(
     command: str = "nairbus train variants",
     train: Dataset | None = None,
     test: Dataset | None = None,
+    resume_from: Path | None = None,
 ) -> Path:
-    """Train the family, measure it on the test split, write each variant's weights and the family manifest."""
+    """Train the family, measure it on the test split, write each variant's weights and the family manifest.
+
+    ``resume_from`` is a directory holding a family trained with this first cycle (same family, same settings but for
+    the restart): its weights stand in for the first cycle, which is then not re-run, and the manifest records it.
+    """
     for spec in family:
         c = cost(spec)
         if not c.fits:
             raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
                              f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
+    first = _first_cycle(resume_from, family, settings) if resume_from is not None else None
     train = train if train is not None else load_split("train", data_dir)
     teacher = None
     teacher_ref: dict[str, Any] | None = None
@@ -237,7 +295,8 @@ def train_family(
         teacher, teacher_manifest = load_model(settings.teacher)
         teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
     started = time.perf_counter()
-    models = train_variants(family, train, settings, teacher, progress)
+    models = train_variants(family, train, settings, teacher, progress,
+                            first_cycle={n: v.model for n, v in first[1].items()} if first else None)
     wall = time.perf_counter() - started
     test = test if test is not None else load_split("test", data_dir)
     weights = fusion_weights(family)
@@ -280,13 +339,39 @@ def train_family(
         "base": base,
         "settings": asdict(settings),
         "teacher": teacher_ref,
-        "train_wall_seconds": round(wall, 1),
+        "train_wall_seconds": round(wall + (first[0]["train_wall_seconds"] if first else 0.0), 1),
+        "first_cycle_from": None if first is None else {
+            "command": first[0]["command"], "train_wall_seconds": first[0]["train_wall_seconds"],
+            "trained_on": first[0]["trained_on"], "ensemble_accuracy": first[0]["ensemble_accuracy"],
+            "sha256": {n: v.manifest["sha256"] for n, v in first[1].items()},
+            "restart_wall_seconds": round(wall, 1)},
         "trained_on": trained_on,
         "torch_version": torch.__version__,
     }
     path = out_dir / f"{FAMILY_NAME}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _first_cycle(directory: Path, family: Sequence[VariantSpec], settings: VpTrainSettings,
+                 ) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+    """Load a family trained with ``settings``' first cycle only, refusing one trained any other way."""
+    if settings.restart_epochs <= 0:
+        raise ValueError("resuming runs only the warm restart, and these settings have none (restart_epochs = 0)")
+    manifest, loaded = load_family(directory)
+    names = [v.name for v in family]
+    if list(loaded) != names:
+        raise ValueError(f"{directory}: family {list(loaded)} is not the one being trained {names}")
+    theirs = dict(manifest.get("settings", {}))
+    if theirs.get("restart_epochs", 0):
+        raise ValueError(f"{directory}: that family already had a warm restart; resume from a first-cycle family")
+    ignore = {"restart_epochs", "restart_max_lr", "compile", "threads"}
+    ours = {k: v for k, v in asdict(settings).items() if k not in ignore}
+    differ = sorted(k for k, v in ours.items() if theirs.get(k) != v)
+    if differ:
+        raise ValueError(f"{directory}: its first cycle was trained with other settings ({', '.join(differ)}); "
+                         "resuming needs the same ones")
+    return manifest, loaded
 
 
 def _base_summary(directory: Path) -> dict[str, Any] | None:

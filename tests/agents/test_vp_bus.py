@@ -44,7 +44,8 @@ def family_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.resnet import ResNet, ResNetConfig
 
     save_model(ResNet(ResNetConfig(widths=(8, 8, 8), blocks=(1, 1, 1))), "base", {"test_accuracy": 0.1}, out)
-    train_family(VpTrainSettings(epochs=1, distill_weight=0.0, batch_size=32, compile=False), out_dir=out,
+    settings = VpTrainSettings(epochs=1, restart_epochs=0, distill_weight=0.0, batch_size=32, compile=False)
+    train_family(settings, out_dir=out,
                  train=Dataset(train.images[:256], train.labels[:256]),
                  test=Dataset(test.images[:100], test.labels[:100]), command="test")
     return out

@@ -66,3 +66,10 @@ def test_vp_sensor_refuses_an_unknown_variant() -> None:
     assert done.returncode == 2
     assert "unknown variant" in done.stderr
     assert "w44r28" in done.stderr
+
+
+@pytest.mark.parametrize("args", [("--stop-at", "1.5"), ("--frames", "5"), ("--fps", "0")])
+def test_demo_vp_refuses_bad_settings_before_starting_anything(args: tuple[str, str]) -> None:
+    done = _nairbus("demo-vp", *args, timeout=30)
+    assert done.returncode == 2
+    assert "stop-at" in done.stderr

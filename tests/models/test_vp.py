@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def test_shipped_family_fits_one_fifth_of_the_mature_model() -> None:
     assert len(VARIANTS) >= 3
     for spec in VARIANTS:
         c = cost(spec)
-        assert c.params <= base_params / 5 and c.macs <= base_macs / 5, spec.name
+        assert c.params <= base_params / 5, spec.name
+        assert c.macs <= base_macs / 5, spec.name
         assert c.fits
         assert c.to_dict()["fits_budget"]
     assert len({(s.width, s.resolution, s.blocks) for s in VARIANTS}) == len(VARIANTS)
@@ -162,7 +164,8 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train, test = load_split("train"), load_split("test")
     teacher = ResNet(ResNetConfig(widths=(8, 8, 8), blocks=(1, 1, 1)))
     save_model(teacher, "base", {"test_accuracy": 0.1}, out)
-    train_family(VpTrainSettings(epochs=1, distill_weight=0.0, batch_size=32, compile=False), out_dir=out,
+    settings = VpTrainSettings(epochs=1, restart_epochs=0, distill_weight=0.0, batch_size=32, compile=False)
+    train_family(settings, out_dir=out,
                  train=Dataset(train.images[:256], train.labels[:256]),
                  test=Dataset(test.images[:200], test.labels[:200]), command="test")
     return out
@@ -227,7 +230,8 @@ def _train_tiny(compile_models: bool) -> tuple[dict[str, ResNet], list[str]]:
     kinds: list[str] = []
     family = (VariantSpec("tiny", width=0.32, resolution=20),)
     models = train_variants(family, Dataset(train.images[:64], train.labels[:64]),
-                            VpTrainSettings(epochs=1, batch_size=32, distill_weight=0.0, compile=compile_models),
+                            VpTrainSettings(epochs=1, restart_epochs=0, batch_size=32, distill_weight=0.0,
+                                            compile=compile_models),
                             progress=lambda kind, done, total, info: kinds.append(kind))
     return models, kinds
 
@@ -258,3 +262,38 @@ def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.M
         models, kinds = _train_tiny(compile_models=True)
     assert kinds.count("epoch") == 1
     assert "tiny" in models
+
+
+# -- the warm restart, and resuming it from a first-cycle family -----------------------------------------------------
+def test_resuming_from_the_first_cycle_gives_the_whole_runs_variants() -> None:
+    from models.vp_training import VpTrainSettings, train_variants
+
+    train = load_split("train")
+    data = Dataset(train.images[:64], train.labels[:64])
+    family = (VariantSpec("tiny", width=0.32, resolution=20),)
+    both = VpTrainSettings(epochs=1, restart_epochs=1, restart_max_lr=0.05, batch_size=32, distill_weight=0.0,
+                           compile=False)
+    assert both.cycles() == [(1, 0.2), (1, 0.05)]
+    epochs: list[tuple[int, int]] = []
+    whole = train_variants(family, data, both)
+    first = train_variants(family, data, replace(both, restart_epochs=0))
+    resumed = train_variants(family, data, both, first_cycle=first,
+                             progress=lambda kind, done, total, info: epochs.append((done, total)) if kind == "epoch"
+                             else None)
+    assert epochs == [(1, 1)]  # only the restart ran
+    for key, value in whole["tiny"].state_dict().items():
+        assert torch.equal(value, resumed["tiny"].state_dict()[key]), key
+    assert not torch.equal(whole["tiny"].fc.weight, first["tiny"].fc.weight)
+
+
+@pytest.mark.slow
+def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path: Path) -> None:
+    from models.vp_training import VpTrainSettings, train_family
+
+    other = VpTrainSettings(epochs=3, restart_epochs=1, distill_weight=0.0, batch_size=32, compile=False)
+    with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
+        train_family(other, out_dir=tmp_path, resume_from=tiny_family, train=Dataset(np.zeros((0, 28, 28), np.uint8),
+                     np.zeros(0, np.int64)))
+    with pytest.raises(FileNotFoundError, match="no variant family manifest"):
+        train_family(other, out_dir=tmp_path, resume_from=tmp_path, train=Dataset(np.zeros((0, 28, 28), np.uint8),
+                     np.zeros(0, np.int64)))
