@@ -66,7 +66,7 @@ class VpTrainSettings:
     threads: int = 0
     compile: bool = True
     """Run each variant through ``torch.compile`` for training (needs a C compiler on CPU; same maths)."""
-    restart_epochs: int = 30
+    restart_epochs: int = 24
     """Epochs of a second one-cycle schedule (a warm restart) after the first ``epochs``; 0 = none."""
     restart_max_lr: float = 0.1
 
