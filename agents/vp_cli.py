@@ -47,10 +47,12 @@ def train_variants_cmd(
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Epochs of the first learning-rate cycle (default: the shipped family's).")] = None,
     restart_epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Epochs of the warm restart that follows (0 = none; default: the shipped family's).")] = None,
+        help="Epochs of each warm restart that follows (0 = none; default: the shipped family's).")] = None,
+    restarts: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="How many warm restarts follow the first cycle (default: the shipped family's).")] = None,
     resume_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Directory with a family trained by the first cycle alone (same settings): skip that cycle and run "
-             "only the restart from its weights.")] = None,
+        help="Directory with a family trained with the same settings but fewer warm restarts: skip the cycles it "
+             "ran and train only the rest, from its weights.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
@@ -66,17 +68,21 @@ def train_variants_cmd(
     from models.store import WEIGHTS_DIR
     from models.vp_training import VpTrainSettings, train_family
 
-    if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0):
-        raise typer.BadParameter("--epochs must be >= 1 and --restart-epochs >= 0")
+    if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0) or (
+            restarts is not None and restarts < 0):
+        raise typer.BadParameter("--epochs must be >= 1, --restart-epochs and --restarts >= 0")
     shipped = VpTrainSettings()
     settings = replace(shipped, epochs=epochs or shipped.epochs, seed=seed,
                        restart_epochs=shipped.restart_epochs if restart_epochs is None else restart_epochs,
+                       restarts=shipped.restarts if restarts is None else restarts,
                        distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models)
     parts = ["nairbus train variants"]
     if settings.epochs != shipped.epochs:
         parts.append(f"--epochs {settings.epochs}")
     if settings.restart_epochs != shipped.restart_epochs:
         parts.append(f"--restart-epochs {settings.restart_epochs}")
+    if settings.restarts != shipped.restarts:
+        parts.append(f"--restarts {settings.restarts}")
     if settings.seed != shipped.seed:
         parts.append(f"--seed {settings.seed}")
     if settings.distill_weight != shipped.distill_weight:

@@ -67,14 +67,16 @@ class VpTrainSettings:
     compile: bool = True
     """Run each variant through ``torch.compile`` for training (needs a C compiler on CPU; same maths)."""
     restart_epochs: int = 24
-    """Epochs of a second one-cycle schedule (a warm restart) after the first ``epochs``; 0 = none."""
+    """Epochs of each warm restart (a further one-cycle schedule) after the first ``epochs``; 0 = none."""
     restart_max_lr: float = 0.1
+    restarts: int = 1
+    """How many warm restarts follow the first cycle (each ``restart_epochs`` long, peaking at ``restart_max_lr``)."""
 
     def cycles(self) -> list[tuple[int, float]]:
-        """The learning-rate cycles as ``(epochs, max_lr)``: the first, then the warm restart if any."""
+        """The learning-rate cycles as ``(epochs, max_lr)``: the first, then the warm restarts if any."""
         out = [(self.epochs, self.max_lr)]
         if self.restart_epochs > 0:
-            out.append((self.restart_epochs, self.restart_max_lr))
+            out.extend([(self.restart_epochs, self.restart_max_lr)] * self.restarts)
         return out
 
 
@@ -126,23 +128,28 @@ def train_variants(
     settings: VpTrainSettings,
     teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
-    first_cycle: Mapping[str, ResNet] | None = None,
+    start_from: Mapping[str, ResNet] | None = None,
+    cycles_done: int = 0,
 ) -> dict[str, ResNet]:
     """Train the family jointly on ``train``; returns the variants in eval mode, by name.
 
     Each learning-rate cycle (see :meth:`VpTrainSettings.cycles`) starts a fresh optimiser and reseeds with
-    ``seed + cycle``, so ``first_cycle`` — the variants as a run with the same first-cycle settings left them — lets
-    training run only the later cycles and reach what the whole run would.
+    ``seed + cycle``, so ``start_from`` — the variants as a run with the same settings left them after its first
+    ``cycles_done`` cycles — lets training run only the later cycles and reach what the whole run would.
     """
+    cycles = settings.cycles()
+    if (start_from is None) != (cycles_done == 0) or not 0 <= cycles_done < len(cycles):
+        raise ValueError(f"cannot resume after {cycles_done} cycle(s) of {len(cycles)} "
+                         f"{'with' if start_from is not None else 'without'} starting weights")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     device = pick_device()
     weights = fusion_weights(family)
     models = {v.name: ResNet(derive_config(v)) for v in family}
-    if first_cycle is not None:
+    if start_from is not None:
         for name, m in models.items():
-            m.load_state_dict(first_cycle[name].state_dict())
+            m.load_state_dict(start_from[name].state_dict())
     models = {name: m.to(device).to(memory_format=torch.channels_last) for name, m in models.items()}
     soft = None
     if teacher is not None and settings.distill_weight > 0:
@@ -150,11 +157,10 @@ def train_variants(
         if progress is not None:
             progress("teacher", 1, 1, {})
     run = _JointRun(models, [weights[name] for name in models], train, settings, soft, device, progress)
-    cycles = settings.cycles()
     done = 0
-    total = sum(epochs for epochs, _ in cycles[1 if first_cycle is not None else 0 :])
+    total = sum(epochs for epochs, _ in cycles[cycles_done:])
     for cycle, (epochs, max_lr) in enumerate(cycles):
-        if cycle == 0 and first_cycle is not None:
+        if cycle < cycles_done:
             continue
         run.cycle(settings.seed + cycle, epochs, max_lr, done, total)
         done += epochs
@@ -279,15 +285,15 @@ def train_family(
 ) -> Path:
     """Train the family, measure it on the test split, write each variant's weights and the family manifest.
 
-    ``resume_from`` is a directory holding a family trained with this first cycle (same family, same settings but for
-    the restart): its weights stand in for the first cycle, which is then not re-run, and the manifest records it.
+    ``resume_from`` is a directory holding a family trained with these settings but fewer warm restarts: its weights
+    stand in for the cycles it ran, which are not re-run, and the manifest records where they came from.
     """
     for spec in family:
         c = cost(spec)
         if not c.fits:
             raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
                              f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
-    first = _first_cycle(resume_from, family, settings) if resume_from is not None else None
+    earlier = _earlier_cycles(resume_from, family, settings) if resume_from is not None else None
     train = train if train is not None else load_split("train", data_dir)
     teacher = None
     teacher_ref: dict[str, Any] | None = None
@@ -296,7 +302,8 @@ def train_family(
         teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
     started = time.perf_counter()
     models = train_variants(family, train, settings, teacher, progress,
-                            first_cycle={n: v.model for n, v in first[1].items()} if first else None)
+                            start_from={n: v.model for n, v in earlier[1].items()} if earlier else None,
+                            cycles_done=_cycles_run(earlier[0]["settings"]) if earlier else 0)
     wall = time.perf_counter() - started
     test = test if test is not None else load_split("test", data_dir)
     weights = fusion_weights(family)
@@ -339,12 +346,14 @@ def train_family(
         "base": base,
         "settings": asdict(settings),
         "teacher": teacher_ref,
-        "train_wall_seconds": round(wall + (first[0]["train_wall_seconds"] if first else 0.0), 1),
-        "first_cycle_from": None if first is None else {
-            "command": first[0]["command"], "train_wall_seconds": first[0]["train_wall_seconds"],
-            "trained_on": first[0]["trained_on"], "ensemble_accuracy": first[0]["ensemble_accuracy"],
-            "sha256": {n: v.manifest["sha256"] for n, v in first[1].items()},
-            "restart_wall_seconds": round(wall, 1)},
+        "train_wall_seconds": round(wall + (earlier[0]["train_wall_seconds"] if earlier else 0.0), 1),
+        "resumed_from": None if earlier is None else {
+            "command": earlier[0]["command"], "cycles": _cycles_run(earlier[0]["settings"]),
+            "train_wall_seconds": earlier[0]["train_wall_seconds"], "trained_on": earlier[0]["trained_on"],
+            "ensemble_accuracy": earlier[0]["ensemble_accuracy"],
+            "sha256": {n: v.manifest["sha256"] for n, v in earlier[1].items()},
+            "resumed_wall_seconds": round(wall, 1),
+            "earlier": earlier[0].get("resumed_from") or earlier[0].get("first_cycle_from")},
         "trained_on": trained_on,
         "torch_version": torch.__version__,
     }
@@ -353,23 +362,30 @@ def train_family(
     return path
 
 
-def _first_cycle(directory: Path, family: Sequence[VariantSpec], settings: VpTrainSettings,
-                 ) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
-    """Load a family trained with ``settings``' first cycle only, refusing one trained any other way."""
-    if settings.restart_epochs <= 0:
-        raise ValueError("resuming runs only the warm restart, and these settings have none (restart_epochs = 0)")
+def _cycles_run(settings: Mapping[str, Any]) -> int:
+    """How many learning-rate cycles a manifest's settings ran (older manifests have no ``restarts``: one restart)."""
+    if not settings.get("restart_epochs", 0):
+        return 1
+    return 1 + int(settings.get("restarts", 1))
+
+
+def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: VpTrainSettings,
+                    ) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+    """Load a family that ran the first cycles of ``settings``, refusing one trained any other way."""
     manifest, loaded = load_family(directory)
     names = [v.name for v in family]
     if list(loaded) != names:
         raise ValueError(f"{directory}: family {list(loaded)} is not the one being trained {names}")
     theirs = dict(manifest.get("settings", {}))
-    if theirs.get("restart_epochs", 0):
-        raise ValueError(f"{directory}: that family already had a warm restart; resume from a first-cycle family")
-    ignore = {"restart_epochs", "restart_max_lr", "compile", "threads"}
+    done, wanted = _cycles_run(theirs), len(settings.cycles())
+    if done >= wanted:
+        raise ValueError(f"{directory}: that family already ran {done} learning-rate cycle(s) and these settings run "
+                         f"{wanted}; resuming needs more cycles (--restarts) than it ran")
+    ignore = {"restarts", "compile", "threads"} | ({"restart_epochs", "restart_max_lr"} if done == 1 else set())
     ours = {k: v for k, v in asdict(settings).items() if k not in ignore}
     differ = sorted(k for k, v in ours.items() if theirs.get(k) != v)
     if differ:
-        raise ValueError(f"{directory}: its first cycle was trained with other settings ({', '.join(differ)}); "
+        raise ValueError(f"{directory}: its earlier cycles were trained with other settings ({', '.join(differ)}); "
                          "resuming needs the same ones")
     return manifest, loaded
 

@@ -264,26 +264,30 @@ def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.M
     assert "tiny" in models
 
 
-# -- the warm restart, and resuming it from a first-cycle family -----------------------------------------------------
-def test_resuming_from_the_first_cycle_gives_the_whole_runs_variants() -> None:
+# -- the warm restarts, and resuming from a family that ran fewer cycles ----------------------------------------------
+def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
     from models.vp_training import VpTrainSettings, train_variants
 
     train = load_split("train")
     data = Dataset(train.images[:64], train.labels[:64])
     family = (VariantSpec("tiny", width=0.32, resolution=20),)
-    both = VpTrainSettings(epochs=1, restart_epochs=1, restart_max_lr=0.05, batch_size=32, distill_weight=0.0,
-                           compile=False)
-    assert both.cycles() == [(1, 0.2), (1, 0.05)]
-    epochs: list[tuple[int, int]] = []
-    whole = train_variants(family, data, both)
-    first = train_variants(family, data, replace(both, restart_epochs=0))
-    resumed = train_variants(family, data, both, first_cycle=first,
-                             progress=lambda kind, done, total, info: epochs.append((done, total)) if kind == "epoch"
-                             else None)
-    assert epochs == [(1, 1)]  # only the restart ran
-    for key, value in whole["tiny"].state_dict().items():
-        assert torch.equal(value, resumed["tiny"].state_dict()[key]), key
+    every = VpTrainSettings(epochs=1, restart_epochs=1, restart_max_lr=0.05, restarts=2, batch_size=32,
+                            distill_weight=0.0, compile=False)
+    assert every.cycles() == [(1, 0.2), (1, 0.05), (1, 0.05)]
+    assert replace(every, restart_epochs=0).cycles() == [(1, 0.2)]
+    whole = train_variants(family, data, every)
+    first = train_variants(family, data, replace(every, restart_epochs=0))
+    for done, start in ((1, first), (2, train_variants(family, data, replace(every, restarts=1)))):
+        epochs: list[tuple[int, int]] = []
+        resumed = train_variants(family, data, every, start_from=start, cycles_done=done,
+                                 progress=lambda kind, d, total, info: epochs.append((d, total)) if kind == "epoch"
+                                 else None)
+        assert epochs == [(e, 3 - done) for e in range(1, 4 - done)]  # only the later cycles ran
+        for key, value in whole["tiny"].state_dict().items():
+            assert torch.equal(value, resumed["tiny"].state_dict()[key]), (done, key)
     assert not torch.equal(whole["tiny"].fc.weight, first["tiny"].fc.weight)
+    with pytest.raises(ValueError, match="cannot resume after 3 cycle"):
+        train_variants(family, data, every, start_from=first, cycles_done=3)
 
 
 @pytest.mark.slow
