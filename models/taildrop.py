@@ -9,15 +9,15 @@ did not arrive. It costs a second training run and a second model; NAIR costs ne
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from models.data import Dataset
+from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, preprocess
-from models.training import ProgressFn, augment
+from models.training import augment
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,40 +45,21 @@ def tail_drop_mask(n: int, channels: int, full_probability: float, generator: to
 def fine_tune_tail_drop(
     mature: ResNet, train: Dataset, settings: TailDropSettings, progress: ProgressFn | None = None
 ) -> ResNet:
-    """Copy ``mature`` and fine-tune the copy with stochastic tail-drop at ``settings.split``; ``mature`` is untouched."""
+    """Copy ``mature`` and fine-tune the copy with stochastic tail-drop at ``settings.split`` (``mature`` untouched)."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = copy.deepcopy(mature).train()
     x_all = preprocess(torch.from_numpy(train.images))
     y_all = torch.from_numpy(train.labels)
-    steps = (len(train) + settings.batch_size - 1) // settings.batch_size
-    optimiser = torch.optim.SGD(model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True,
-                                weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.max_lr, epochs=settings.epochs,
-                                                   steps_per_epoch=steps, pct_start=0.15)
-    for epoch in range(settings.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
-        for step in range(steps):
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            x = augment(x_all[idx], settings.crop_padding, generator)
-            y = y_all[idx]
-            ir = model.head(x, settings.split)
-            ir = ir * tail_drop_mask(len(idx), ir.shape[1], settings.full_probability, generator)
-            logits = model.tail(ir, settings.split)
-            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            if progress is not None:
-                progress("step", epoch * steps + step + 1, settings.epochs * steps,
-                         {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
-        if progress is not None:
-            progress("epoch", epoch + 1, settings.epochs,
-                     {"loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.perf_counter() - started})
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = augment(x_all[idx], settings.crop_padding, generator)
+        y = y_all[idx]
+        ir = model.head(x, settings.split)
+        ir = ir * tail_drop_mask(len(idx), ir.shape[1], settings.full_probability, generator)
+        logits = model.tail(ir, settings.split)
+        return F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing), logits, y
+
+    one_cycle([model], len(train), step, Schedule(settings.epochs, settings.batch_size, settings.max_lr,
+                                                   settings.weight_decay, pct_start=0.15), generator, progress)
     return model.eval()

@@ -1,4 +1,4 @@
-"""Seeded training of the mature model: SGD with a one-cycle schedule, crop-and-flip augmentation.
+"""Seeded training of the mature model: SGD with a one-cycle schedule (:mod:`models.loop`), crop-and-flip augmentation.
 
 Training sees the 60 000 training images only; the test split is read once, after the last epoch, to record the
 accuracy in the manifest. Uses a GPU when one is present and never requires one.
@@ -6,8 +6,6 @@ accuracy in the manifest. Uses a GPU when one is present and never requires one.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from models.data import Dataset
+from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, ResNetConfig, preprocess
 
-ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+__all__ = ["ProgressFn", "TrainSettings", "augment", "augment_with_flip", "evaluate_accuracy", "pick_device",
+           "train_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,13 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def augment(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding plus random horizontal flip, on a normalised ``(N, 1, H, W)`` batch."""
+def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Random crop after padding plus random horizontal flip, on a normalised ``(N, 1, H, W)`` batch.
+
+    Returns the batch and which images were mirrored (on the CPU), so distillation can pick the teacher's output
+    for the mirror image.
+    """
     n, _, h, w = batch.shape
     if padding:
         padded = F.pad(batch, (padding,) * 4, value=float(batch.min()))
@@ -50,8 +55,13 @@ def augment(batch: torch.Tensor, padding: int, generator: torch.Generator) -> to
         cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(batch.device)
         idx = torch.arange(n, device=batch.device).view(n, 1, 1)
         batch = padded[:, 0][idx, rows.view(n, h, 1), cols.view(n, 1, w)].unsqueeze(1)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(batch.device)
-    return torch.where(flip.view(n, 1, 1, 1), batch.flip(-1), batch)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1).to(batch.device), batch.flip(-1), batch), flip
+
+
+def augment(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after padding plus random horizontal flip (:func:`augment_with_flip` without the flips)."""
+    return augment_with_flip(batch, padding, generator)[0]
 
 
 def evaluate_accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 1000) -> float:
@@ -82,45 +92,15 @@ def train_model(
     model = ResNet(config).to(device).to(memory_format=torch.channels_last)
     x_all = preprocess(torch.from_numpy(train.images))
     y_all = torch.from_numpy(train.labels)
-    steps_per_epoch = (len(train) + settings.batch_size - 1) // settings.batch_size
-    optimiser = torch.optim.SGD(
-        model.parameters(), lr=settings.max_lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=settings.max_lr, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
-    )
-    for epoch in range(settings.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
-        for step in range(steps_per_epoch):
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            x = augment(x_all[idx], settings.crop_padding, generator).to(device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = y_all[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            if progress is not None:
-                progress(
-                    "step",
-                    epoch * steps_per_epoch + step + 1,
-                    settings.epochs * steps_per_epoch,
-                    {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen},
-                )
-        if progress is not None:
-            progress(
-                "epoch",
-                epoch + 1,
-                settings.epochs,
-                {"loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.perf_counter() - started},
-            )
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = augment(x_all[idx], settings.crop_padding, generator).to(device)
+        y = y_all[idx].to(device)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        return F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing), logits, y
+
+    one_cycle([model], len(train), step, Schedule(settings.epochs, settings.batch_size, settings.max_lr,
+                                                   settings.weight_decay), generator, progress)
     model.eval()
     return model.to(memory_format=torch.contiguous_format)
 

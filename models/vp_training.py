@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.data import LABELS, Dataset, load_split
+from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, preprocess
 from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
-from models.training import pick_device
+from models.training import augment_with_flip, pick_device
 from models.variants import (
     BUDGET_RATIO,
     FAMILY_NAME,
@@ -43,8 +44,6 @@ from models.variants import (
     weights_name,
 )
 from models.vp import all_subsets, check_k, fuse_batch, subset_key
-
-ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,25 +77,6 @@ class VpTrainSettings:
         if self.restart_epochs > 0:
             out.extend([(self.restart_epochs, self.restart_max_lr)] * self.restarts)
         return out
-
-
-def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
-    """Random crop after padding plus random horizontal flip (as :func:`models.training.augment`); returns the flips.
-
-    The flip mask lets distillation pick the teacher's output for the mirrored image.
-    """
-    n, _, h, w = batch.shape
-    if padding:
-        padded = F.pad(batch, (padding,) * 4, value=float(batch.min()))
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(batch.device)
-        cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(batch.device)
-        idx = torch.arange(n, device=batch.device).view(n, 1, 1)
-        batch = padded[:, 0][idx, rows.view(n, h, 1), cols.view(n, 1, w)].unsqueeze(1)
-    flip = torch.rand(n, generator=generator) < 0.5
-    return torch.where(flip.view(n, 1, 1, 1).to(batch.device), batch.flip(-1), batch), flip
 
 
 def softmax_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 1000, temperature: float = 1.0,
@@ -191,40 +171,14 @@ class _JointRun:
         self.compiled_once = not settings.compile
         self.x_all = preprocess(torch.from_numpy(train.images))
         self.y_all = torch.from_numpy(train.labels)
-        self.steps_per_epoch = (len(train) + settings.batch_size - 1) // settings.batch_size
 
     def cycle(self, seed: int, epochs: int, max_lr: float, done: int, total: int) -> None:
         """One one-cycle schedule of ``epochs`` with a fresh optimiser, seeded with ``seed``."""
         s = self.settings
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        params = [p for m in self.models.values() for p in m.parameters()]
-        optimiser = torch.optim.SGD(params, lr=max_lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=max_lr, epochs=epochs, steps_per_epoch=self.steps_per_epoch, pct_start=0.25
-        )
-        for epoch in range(epochs):
-            for m in self.models.values():
-                m.train()
-            order = torch.randperm(len(self.y_all), generator=generator)
-            seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
-            for step in range(self.steps_per_epoch):
-                idx = order[step * s.batch_size : (step + 1) * s.batch_size]
-                loss, fused, y = self._loss(idx, generator)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                seen += len(idx)
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += int((fused.argmax(1) == y).sum())
-                if self.progress is not None:
-                    self.progress("step", (done + epoch) * self.steps_per_epoch + step + 1,
-                                  total * self.steps_per_epoch,
-                                  {"epoch": done + epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
-            if self.progress is not None:
-                self.progress("epoch", done + epoch + 1, total, {"loss": loss_sum / seen, "train_acc": correct / seen,
-                                                                 "seconds": time.perf_counter() - started})
+        one_cycle(self.models.values(), len(self.y_all), lambda idx: self._loss(idx, generator),
+                  Schedule(epochs, s.batch_size, max_lr, s.weight_decay), generator, self.progress, done, total)
 
     def _loss(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s, temp = self.settings, self.settings.distill_temperature

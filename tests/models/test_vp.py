@@ -279,9 +279,12 @@ def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
     first = train_variants(family, data, replace(every, restart_epochs=0))
     for done, start in ((1, first), (2, train_variants(family, data, replace(every, restarts=1)))):
         epochs: list[tuple[int, int]] = []
-        resumed = train_variants(family, data, every, start_from=start, cycles_done=done,
-                                 progress=lambda kind, d, total, info: epochs.append((d, total)) if kind == "epoch"
-                                 else None)
+
+        def note(kind: str, d: int, total: int, info: dict[str, float], seen: list[tuple[int, int]] = epochs) -> None:
+            if kind == "epoch":
+                seen.append((d, total))
+
+        resumed = train_variants(family, data, every, start_from=start, cycles_done=done, progress=note)
         assert epochs == [(e, 3 - done) for e in range(1, 4 - done)]  # only the later cycles ran
         for key, value in whole["tiny"].state_dict().items():
             assert torch.equal(value, resumed["tiny"].state_dict()[key]), (done, key)

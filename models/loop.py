@@ -1,0 +1,78 @@
+"""The one training loop every model here shares: SGD with Nesterov momentum under a one-cycle schedule.
+
+The mature model (:mod:`models.training`), the tail-drop baseline (:mod:`models.taildrop`) and the VP family
+(:mod:`models.vp_training`) differ only in what one step computes (their ``step`` function: the loss, the scores
+whose arg-max counts as the training accuracy, and the labels). Each epoch draws a fresh order of the training
+images from ``generator``, and the step draws its augmentation from the same generator, so a seeded run is
+repeatable bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
+StepFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""Training-image indices of one batch to ``(loss, scores, labels)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One one-cycle schedule: its length, peak learning rate, weight decay and warm-up share."""
+
+    epochs: int
+    batch_size: int
+    max_lr: float
+    weight_decay: float
+    pct_start: float = 0.25
+
+
+def one_cycle(
+    models: Iterable[nn.Module],
+    n_images: int,
+    step: StepFn,
+    schedule: Schedule,
+    generator: torch.Generator,
+    progress: ProgressFn | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> None:
+    """Train ``models`` (all their parameters, one optimiser) through one cycle of ``schedule``.
+
+    ``done`` and ``total`` place this cycle's epochs in a longer run for the progress reports (``total`` defaults
+    to this cycle's epochs).
+    """
+    models = list(models)
+    total = schedule.epochs if total is None else total
+    steps = (n_images + schedule.batch_size - 1) // schedule.batch_size
+    params = [p for m in models for p in m.parameters()]
+    optimiser = torch.optim.SGD(params, lr=schedule.max_lr, momentum=0.9, nesterov=True,
+                                weight_decay=schedule.weight_decay)
+    lr = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=schedule.max_lr, epochs=schedule.epochs,
+                                             steps_per_epoch=steps, pct_start=schedule.pct_start)
+    for epoch in range(schedule.epochs):
+        for m in models:
+            m.train()
+        order = torch.randperm(n_images, generator=generator)
+        seen, loss_sum, correct, started = 0, 0.0, 0, time.perf_counter()
+        for i in range(steps):
+            idx = order[i * schedule.batch_size : (i + 1) * schedule.batch_size]
+            loss, scores, y = step(idx)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            lr.step()
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((scores.argmax(1) == y).sum())
+            if progress is not None:
+                progress("step", (done + epoch) * steps + i + 1, total * steps,
+                         {"epoch": done + epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen})
+        if progress is not None:
+            progress("epoch", done + epoch + 1, total, {"loss": loss_sum / seen, "train_acc": correct / seen,
+                                                        "seconds": time.perf_counter() - started})
