@@ -50,9 +50,11 @@ def _load(reports: Path, name: str) -> Report | None:
 
 def demo_block(demo: Report) -> str:
     """Per-budget table of ``reports/demo.json`` plus the VP live run."""
+    rate = demo.get("settings") or {}
     lines = [
         f"From `reports/demo.json` (`{demo['command']}`, {demo['wall_seconds']:.0f} s in all; mature model "
-        f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit):",
+        f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit"
+        + (f"; {rate['sensors']} sensors replaying {rate['fps_per_sensor']:g} frames/s each" if rate else "") + "):",
         "",
         *_table(["budget", "IR received", "payload B/frame", "live accuracy", "offline accuracy", "p50 ms", "p99 ms",
                  "frames/s"],
@@ -63,8 +65,10 @@ def demo_block(demo: Report) -> str:
     vp = demo.get("vp") or {}
     if vp.get("before"):
         lines += ["", f"VP live run: `{vp['stopped']['variant']}` stopped after "
-                      f"{vp['stopped']['after_frames_published']} frames; results kept flowing "
-                      f"({vp['results']} of {vp['frames_sent']} frames decided).", "",
+                      f"{vp['stopped']['after_frames_published']} frames"
+                      + (f" of a {vp['settings']['fps']:g} frames/s capture" if vp.get("settings") else "")
+                      + f"; results kept flowing ({vp['results']} of {vp['frames_sent']} frames decided"
+                      + (f", p50 {vp['p50_ms']:.1f} ms" if vp.get("p50_ms") is not None else "") + ").", "",
                   *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)"],
                           _vp_phase_rows(vp, agreement=False))]
     return "\n".join(lines)

@@ -68,7 +68,7 @@ class VpTrainSettings:
     restart_epochs: int = 24
     """Epochs of each warm restart (a further one-cycle schedule) after the first ``epochs``; 0 = none."""
     restart_max_lr: float = 0.1
-    restarts: int = 1
+    restarts: int = 2
     """How many warm restarts follow the first cycle (each ``restart_epochs`` long, peaking at ``restart_max_lr``)."""
 
     def cycles(self) -> list[tuple[int, float]]:
