@@ -301,6 +301,10 @@ def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         train_family(other, out_dir=tmp_path, resume_from=tiny_family, train=Dataset(np.zeros((0, 28, 28), np.uint8),
                      np.zeros(0, np.int64)))
+    same = VpTrainSettings(epochs=1, restart_epochs=0, distill_weight=0.0, batch_size=32, compile=False)
+    with pytest.raises(ValueError, match=r"already ran 1 learning-rate cycle\(s\) and these settings run 1"):
+        train_family(same, out_dir=tmp_path, resume_from=tiny_family, train=Dataset(np.zeros((0, 28, 28), np.uint8),
+                     np.zeros(0, np.int64)))
     with pytest.raises(FileNotFoundError, match="no variant family manifest"):
         train_family(other, out_dir=tmp_path, resume_from=tmp_path, train=Dataset(np.zeros((0, 28, 28), np.uint8),
                      np.zeros(0, np.int64)))
