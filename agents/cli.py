@@ -103,7 +103,8 @@ def train_taildrop_cmd(
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
 ) -> None:
-    """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature model."""
+    """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature
+    model."""
     from dataclasses import replace
 
     from models.data import DatasetMissingError
@@ -132,7 +133,8 @@ def calibrate(
     split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
     images: Annotated[int, typer.Option(help="Training images used for calibration.")] = 10000,
     method: Annotated[str, typer.Option(help="nair, pca, naive or prune (baselines).")] = "nair",
-    out: Annotated[Optional[Path], typer.Option(help="Artifact path (default models/weights/<model>.nair.npz).")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Artifact path (default models/weights/<model>.nair.npz).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only."""
@@ -245,7 +247,8 @@ def demo(
     budgets: Annotated[str, typer.Option(help="Comma-separated fractions of the IR per frame.")] = "1,0.5,0.25,0.1",
     fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Replay rate per sensor (default: what one fusion agent on this kind of machine keeps up with).")] = None,
-    broker: Annotated[Optional[str], typer.Option(help="host:port of a broker to use instead of a private one.")] = None,  # noqa: UP045
+    broker: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="host:port of a broker to use instead of a private one.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Where the JSON report goes.")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
 ) -> None:

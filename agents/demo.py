@@ -147,7 +147,7 @@ def _summarise(run: BudgetRun, labels: np.ndarray, stream_frames: dict[str, np.n
                offline_pred: np.ndarray, total_bytes: int) -> dict[str, Any]:
     frame_ids = np.concatenate(list(stream_frames.values()))
     live_pred = np.full(len(labels), -1)
-    got = [r for r in run.results.values()]
+    got = list(run.results.values())
     for result in got:
         live_pred[result.frame_id] = result.class_index
     sent = np.zeros(len(labels), dtype=bool)
@@ -239,8 +239,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
 def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: NairPipeline, codes: np.ndarray,
                 labels: np.ndarray, total: int, env: dict[str, str], observer: Observer,
                 console: Console) -> dict[str, Any]:
-    budget = max(1, int(round(fraction * total)))
-    pct = int(round(fraction * 100))
+    budget = max(1, round(fraction * total))
+    pct = round(fraction * 100)
     ids = np.arange(frames)
     probs, _fractions, _bytes = pipeline.offline_probs(codes, ids, budget, LossModel())
     offline_pred = np.full(len(labels), -1)

@@ -43,7 +43,7 @@ def frame_budget(settings: SensorSettings, total_bytes: int) -> int | None:
     if settings.budget_bytes is not None:
         return settings.budget_bytes
     if settings.budget_fraction is not None:
-        return max(1, int(round(settings.budget_fraction * total_bytes)))
+        return max(1, round(settings.budget_fraction * total_bytes))
     return None
 
 

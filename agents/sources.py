@@ -18,7 +18,8 @@ class FrameBatch:
     images: np.ndarray
 
 
-def replay_indices(total: int, start: int = 0, count: int | None = None, shard: tuple[int, int] | None = None) -> np.ndarray:
+def replay_indices(total: int, start: int = 0, count: int | None = None,
+                   shard: tuple[int, int] | None = None) -> np.ndarray:
     """Data-set indices a replaying sensor sends: ``[start, start+count)``, then every n-th from i for shard (i, n)."""
     if start >= total:
         raise ValueError(f"start {start} is past the end of a data set of {total} frames")

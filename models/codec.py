@@ -69,7 +69,8 @@ def budget_spans(artifact: NairArtifact, budget_bytes: int | None) -> list[tuple
     """
     spans: list[tuple[int, int, int]] = []
     left = np.inf if budget_bytes is None else budget_bytes
-    for index, ((start, end), bits) in enumerate(zip(artifact.plan.tolist(), artifact.fragment_bits().tolist(), strict=True)):
+    plan = zip(artifact.plan.tolist(), artifact.fragment_bits().tolist(), strict=True)
+    for index, ((start, end), bits) in enumerate(plan):
         size = ((end - start) * bits + 7) // 8
         if size <= left:
             spans.append((index, start, end))
@@ -82,7 +83,8 @@ def budget_spans(artifact: NairArtifact, budget_bytes: int | None) -> list[tuple
     return spans
 
 
-def encode_codes(codes: np.ndarray, artifact: NairArtifact, spans: Iterable[tuple[int, int, int]]) -> list[FragmentPayload]:
+def encode_codes(codes: np.ndarray, artifact: NairArtifact,
+                 spans: Iterable[tuple[int, int, int]]) -> list[FragmentPayload]:
     """Pack one frame's codes ``(K,)`` into payloads for the given spans."""
     out = []
     for index, start, end in spans:

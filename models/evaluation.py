@@ -105,7 +105,7 @@ class Evaluated:
 
 
 def _budget(pipeline: NairPipeline, fraction: float) -> int:
-    return max(1, int(round(fraction * pipeline.artifact.total_bytes())))
+    return max(1, round(fraction * pipeline.artifact.total_bytes()))
 
 
 def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossModel, batch: int) -> dict[str, float]:
@@ -140,7 +140,8 @@ class Evaluator:
         key = (model_name, split)
         if key not in self._ir:
             b = self.settings.batch_size
-            self._ir[key] = np.concatenate([pipeline.head(self.images[s : s + b]) for s in range(0, len(self.images), b)])
+            self._ir[key] = np.concatenate([pipeline.head(self.images[s : s + b])
+                                            for s in range(0, len(self.images), b)])
         return self._ir[key]
 
     def build(self, spec: MethodSpec) -> Evaluated:

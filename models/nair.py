@@ -187,12 +187,13 @@ class NairTransform:
         return self.inverse(filled)
 
 
-def geometric_plan(n_components: int, bits: np.ndarray, first: int = 32, growth: float = 1.5, cap: int = 4096) -> np.ndarray:
+def geometric_plan(n_components: int, bits: np.ndarray, first: int = 32, growth: float = 1.5,
+                   cap: int = 4096) -> np.ndarray:
     """Fragment spans that grow geometrically from ``first`` components and never straddle a change of bits."""
     spans: list[tuple[int, int]] = []
     start, size = 0, float(first)
     while start < n_components:
-        end = min(n_components, start + max(1, int(round(size))))
+        end = min(n_components, start + max(1, round(size)))
         changes = np.nonzero(bits[start + 1 : end] != bits[start])[0]
         if changes.size:
             end = start + 1 + int(changes[0])
@@ -206,7 +207,7 @@ def bits_schedule(n_components: int, bands: list[tuple[float, int]]) -> np.ndarr
     bits = np.empty(n_components, dtype=np.uint8)
     start = 0
     for fraction, b in bands:
-        end = n_components if fraction >= 1.0 else int(math.ceil(fraction * n_components))
+        end = n_components if fraction >= 1.0 else math.ceil(fraction * n_components)
         bits[start:end] = b
         start = end
     if start < n_components:

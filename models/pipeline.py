@@ -38,7 +38,8 @@ class NairPipeline:
         self.manifest = manifest
         self.artifact = artifact
         self.transform = NairTransform(artifact)
-        self.labels: tuple[str, ...] = tuple(manifest.get("labels") or [str(i) for i in range(model.config.num_classes)])
+        self.labels: tuple[str, ...] = tuple(manifest.get("labels")
+                                             or [str(i) for i in range(model.config.num_classes)])
 
     @classmethod
     def load(cls, model_name: str = "base", artifact_path: Path | None = None) -> NairPipeline:
@@ -109,13 +110,15 @@ class NairPipeline:
         codes: np.ndarray,
         frame_ids: np.ndarray,
         budget_bytes: int | None,
-        loss: LossModel = LossModel(),
+        loss: LossModel | None = None,
         batch_size: int = 500,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities, fraction of the IR received and payload bytes per frame, as the live bus would see them.
 
         ``codes`` are the sensor half's output (:meth:`encode_all`), so many channel conditions share one head pass.
+        ``loss`` defaults to no injected loss.
         """
+        loss = loss if loss is not None else LossModel()
         probs, fractions, payloads = [], [], []
         for start in range(0, len(codes), batch_size):
             sl = slice(start, start + batch_size)

@@ -32,7 +32,10 @@ def sha256_file(path: Path) -> str:
 
 
 def save_model(model: ResNet, name: str, manifest: dict[str, Any], directory: Path = WEIGHTS_DIR) -> Path:
-    """Write weights and manifest; the manifest gains sha256, architecture, params and MACs. Returns the manifest path."""
+    """Write weights and manifest; the manifest gains sha256, architecture, params and MACs.
+
+    Returns the manifest path.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -132,9 +132,10 @@ def test_live_bus_reproduces_the_offline_evaluator(broker: PrivateMosquitto, top
     offline_b = _offline(pipeline, np.array(got_b), budget, LossModel("random", p=0.3, seed=3))
     assert np.array_equal(live_b, offline_b)
     first = listener.results[("cam-a", 0)]
-    assert first.complete and first.bytes_received <= budget
+    assert first.complete
+    assert first.bytes_received <= budget
     assert 0.2 < first.fraction_received <= 0.25
-    assert not listener.results[("cam-b", got_b[0])].sensors == ()
+    assert listener.results[("cam-b", got_b[0])].sensors != ()
 
 
 def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto, topic_root: str,
@@ -148,8 +149,9 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
                             f"{topics.prefix}/observers/attacker/status", lambda state: b"{}")
     attacker.start()
     session = good.comm.session
-    valid = dict(v=1, kind="frag", sensor_id="good", session=session, seq=1, frame_id=9999, capture_ts=time.time(),
-                 expires_ts=time.time() + 60, index=0, start=0, end=16, bits=8, frame_fragments=1, data=b"\x00" * 16)
+    valid = {"v": 1, "kind": "frag", "sensor_id": "good", "session": session, "seq": 1, "frame_id": 9999,
+             "capture_ts": time.time(), "expires_ts": time.time() + 60, "index": 0, "start": 0, "end": 16, "bits": 8,
+             "frame_fragments": 1, "data": b"\x00" * 16}
     frag_topic = topics.sensor_frag("good")
     garbage: list[tuple[str, bytes, str]] = [
         (frag_topic, b"\xc1\xc1 not msgpack", CONTENT_TYPE_MSGPACK),

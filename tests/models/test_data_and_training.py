@@ -26,7 +26,8 @@ def test_env_variable_points_at_other_files(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + bytes([3, 7]))
     monkeypatch.setenv("NAIRBUS_DATA_DIR", str(tmp_path))
     data = load_split("test")
-    assert np.array_equal(data.images, images) and data.labels.tolist() == [3, 7]
+    assert np.array_equal(data.images, images)
+    assert data.labels.tolist() == [3, 7]
 
 
 def test_corrupt_idx_is_refused() -> None:
@@ -52,7 +53,8 @@ def test_split_points_compose_to_the_full_model() -> None:
             assert torch.allclose(model.tail(model.head(x, split), split), full, atol=1e-5)
     with pytest.raises(ValueError, match="unknown split point"):
         model.head(x, "nowhere")
-    assert count_params(model) > 0 and count_macs(model) > count_params(model)
+    assert count_params(model) > 0
+    assert count_macs(model) > count_params(model)
 
 
 def test_augment_shifts_and_flips_only() -> None:

@@ -107,7 +107,8 @@ def test_pack_unpack_round_trip(bits: int, raw: list[int]) -> None:
 def test_geometric_plan_covers_everything_and_respects_bit_bands() -> None:
     bits = bits_schedule(1000, [(0.1, 8), (0.5, 6), (1.0, 4)])
     plan = geometric_plan(1000, bits, first=16, growth=1.5, cap=200)
-    assert plan[0, 0] == 0 and plan[-1, 1] == 1000
+    assert plan[0, 0] == 0
+    assert plan[-1, 1] == 1000
     assert np.array_equal(plan[1:, 0], plan[:-1, 1])
     for start, end in plan:
         assert len(set(bits[start:end].tolist())) == 1
