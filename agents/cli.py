@@ -201,13 +201,14 @@ def sensor(
             loss["mean_burst"] = float(parts[1])
         values["loss"] = loss
     cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
-    if cfg.sensor.mode == "vp":
-        from agents.runner import _on_signals
-        from agents.vp import run_vp_sensor
-
-        run_sensor = lambda c: run_vp_sensor(c, _on_signals)  # noqa: E731
     try:
-        counters = run_sensor(cfg)
+        if cfg.sensor.mode == "vp":
+            from agents.runner import _on_signals
+            from agents.vp import run_vp_sensor
+
+            counters = run_vp_sensor(cfg, _on_signals)
+        else:
+            counters = run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters))
@@ -229,13 +230,14 @@ def fusion(
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
-    if cfg.fusion.mode == "vp":
-        from agents.runner import _on_signals
-        from agents.vp import run_vp_fusion
-
-        run_fusion = lambda c: run_vp_fusion(c, _on_signals)  # noqa: E731
     try:
-        run_fusion(cfg)
+        if cfg.fusion.mode == "vp":
+            from agents.runner import _on_signals
+            from agents.vp import run_vp_fusion
+
+            run_vp_fusion(cfg, _on_signals)
+        else:
+            run_fusion(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
 

@@ -94,7 +94,7 @@ class _Watcher:
         self.comm = Communicator(BrokerSettings(host=broker[0], port=broker[1]), "nairbus-demo-vp-observer",
                                  f"{topics.prefix}/observers/demo-vp/status", self._status)
         for leaf in ("birth", "status"):
-            self.comm.subscribe(topics.all_sensors(leaf), qos=1)  # type: ignore[arg-type]
+            self.comm.subscribe(topics.all_sensors(leaf), qos=1)
         self.comm.subscribe(topics.all_fusion("status"), qos=1)
         self.comm.subscribe(topics.all_results(), qos=1)
         self.births: dict[str, Birth] = {}

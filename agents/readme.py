@@ -43,6 +43,11 @@ def _vp_phase_rows(vp: Report, agreement: bool) -> list[list[str]]:
     return rows
 
 
+def _splice(body: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that puts ``body`` between a block's opening and closing markers."""
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
+
+
 def _load(reports: Path, name: str) -> Report | None:
     path = reports / name
     return json.loads(path.read_text()) if path.is_file() else None
@@ -288,7 +293,7 @@ def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["READ
             continue
         report = _load(reports, file_name)
         body = (block(report) if report is not None else None) or f"_Not measured yet: run {command}._"
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(_splice(body), text)
     return text
 
 

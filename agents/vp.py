@@ -202,14 +202,18 @@ class VpSensorAgent:
         try:
             frame = wire_decode(message.payload, Frame)
         except WireError as exc:
-            return self._reject_frame(exc.reason, message.topic)
+            self._reject_frame(exc.reason, message.topic)
+            return None
         if frame.stream_id != stream:
-            return self._reject_frame("topic_mismatch", message.topic)
-        if (frame.height, frame.width) != (FRAME_SIDE, FRAME_SIDE):
-            return self._reject_frame("shape", message.topic, f"{frame.height}x{frame.width}")
-        if frame.expires_ts < time.time():
-            return self._reject_frame("expired", message.topic)
-        return frame
+            reason, detail = "topic_mismatch", ""
+        elif (frame.height, frame.width) != (FRAME_SIDE, FRAME_SIDE):
+            reason, detail = "shape", f"{frame.height}x{frame.width}"
+        elif frame.expires_ts < time.time():
+            reason, detail = "expired", ""
+        else:
+            return frame
+        self._reject_frame(reason, message.topic, detail)
+        return None
 
     def _reject_frame(self, reason: str, topic: str, detail: str = "") -> None:
         self.counters["frames_rejected"] += 1

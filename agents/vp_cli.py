@@ -164,7 +164,7 @@ def capture_cmd(
 
     try:
         cfg = load_config(config, {})
-        settings = CaptureSettings(stream_id=stream_id, count=count, start=start, fps=fps, split=split,  # type: ignore[arg-type]
+        settings = CaptureSettings(stream_id=stream_id, count=count, start=start, fps=fps, split=split,
                                    data_dir=data_dir)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         _fail(f"invalid configuration: {exc}")
@@ -193,7 +193,7 @@ def demo_vp_cmd(
     from agents.demo_vp import VpDemoSettings, run_vp_demo_standalone
     from models.data import DatasetMissingError
 
-    given = {"frames": frames, "stop_at": stop_at, "fps": fps, "deadline_ms": deadline_ms}
+    given: dict[str, Any] = {"frames": frames, "stop_at": stop_at, "fps": fps, "deadline_ms": deadline_ms}
     settings = replace(VpDemoSettings(data_dir=data_dir), **{k: v for k, v in given.items() if v is not None})
     if settings.frames < 10 or not 0 < settings.stop_at < 1 or settings.fps <= 0 or settings.deadline_ms <= 0:
         raise typer.BadParameter("frames >= 10, 0 < stop-at < 1, fps > 0 and deadline-ms > 0")

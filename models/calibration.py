@@ -68,7 +68,7 @@ def _channel_major_order(channel_rank: np.ndarray, h: int, w: int) -> np.ndarray
 def prune_scores(model: ResNet, split: str, ir: np.ndarray) -> np.ndarray:
     """Pruning criterion per channel at the split: mean absolute activation (the classic activation-magnitude rule)."""
     del model, split
-    return np.abs(ir).mean(axis=(0, 2, 3))
+    return np.asarray(np.abs(ir).mean(axis=(0, 2, 3)))
 
 
 def calibrate(

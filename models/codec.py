@@ -34,12 +34,12 @@ def quantise(values: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: np.ndar
     """Uniform per-component quantisation to ``bits`` (clipped), as uint16 codes."""
     top = (1 << bits.astype(np.int64)) - 1
     codes = np.rint((values - lo) / step)
-    return np.clip(codes, 0, top).astype(np.uint16)
+    return np.asarray(np.clip(codes, 0, top), dtype=np.uint16)
 
 
 def dequantise(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """Inverse of :func:`quantise` (to the centre of each bin)."""
-    return (codes.astype(np.float32) * step + lo).astype(np.float32)
+    return np.asarray(codes.astype(np.float32) * step + lo, dtype=np.float32)
 
 
 def pack(codes: np.ndarray, bits: int) -> bytes:
@@ -59,7 +59,7 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
     if bits == 8:
         return raw.astype(np.uint16)
     bit_matrix = np.unpackbits(raw)[: count * bits].reshape(count, bits).astype(np.uint16)
-    return (bit_matrix << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(axis=1).astype(np.uint16)
+    return np.asarray((bit_matrix << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(axis=1), dtype=np.uint16)
 
 
 def budget_spans(artifact: NairArtifact, budget_bytes: int | None) -> list[tuple[int, int, int]]:

@@ -117,7 +117,8 @@ def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossMod
 
 def predictions(ev: Evaluated, budget: int | None, batch: int) -> np.ndarray:
     """Class predictions of a method at a budget, no loss."""
-    return ev.pipeline.offline_probs(ev.codes, np.arange(len(ev.codes)), budget, LossModel(), batch)[0].argmax(1)
+    return np.asarray(ev.pipeline.offline_probs(ev.codes, np.arange(len(ev.codes)), budget, LossModel(), batch)[0]
+                      .argmax(1))
 
 
 class Evaluator:

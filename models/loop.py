@@ -64,7 +64,7 @@ def one_cycle(
             idx = order[i * schedule.batch_size : (i + 1) * schedule.batch_size]
             loss, scores, y = step(idx)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             lr.step()
             seen += len(idx)

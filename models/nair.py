@@ -42,7 +42,7 @@ def dct_matrix(n: int) -> np.ndarray:
     i = np.arange(n)[None, :]
     d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
     d[0] /= np.sqrt(2.0)
-    return d
+    return np.asarray(d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,12 +81,12 @@ class NairArtifact:
 
     def fragment_bits(self) -> np.ndarray:
         """Bits per component of each fragment in the plan."""
-        return self.bits[self.plan[:, 0]].astype(np.int64)
+        return np.asarray(self.bits[self.plan[:, 0]], dtype=np.int64)
 
     def fragment_bytes(self) -> np.ndarray:
         """Payload bytes of each complete fragment in the plan."""
         counts = self.plan[:, 1] - self.plan[:, 0]
-        return (counts * self.fragment_bits() + 7) // 8
+        return np.asarray((counts * self.fragment_bits() + 7) // 8)
 
     def total_bytes(self) -> int:
         """Payload bytes of the whole IR (every fragment)."""
@@ -137,7 +137,7 @@ class NairArtifact:
             model_name=header["model_name"],
             model_sha256=header["model_sha256"],
             split=header["split"],
-            ir_shape=tuple(header["ir_shape"]),  # type: ignore[arg-type]
+            ir_shape=tuple(header["ir_shape"]),
             spatial_dct=bool(header["spatial_dct"]),
             meta=header["meta"],
             **arrays,

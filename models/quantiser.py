@@ -18,7 +18,7 @@ CLIP_QUANTILES: tuple[float, ...] = (0.9995, 0.999, 0.998, 0.995, 0.99, 0.98, 0.
 
 
 def _step(lo: np.ndarray, hi: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    return np.maximum((hi - lo) / ((1 << bits.astype(np.int64)) - 1), 1e-8)
+    return np.asarray(np.maximum((hi - lo) / ((1 << bits.astype(np.int64)) - 1), 1e-8))
 
 
 def fit_quantiser(components: np.ndarray, bits: np.ndarray, candidates: tuple[float, ...] = CLIP_QUANTILES,

@@ -8,7 +8,9 @@ model and the light VP variants come from the same family. Layers are named so t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from torch import nn
 MEAN = 0.2860
 STD = 0.3530
 SPLIT_POINTS: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +40,14 @@ class ResNetConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> ResNetConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> ResNetConfig:
         return cls(
-            widths=tuple(data["widths"]),  # type: ignore[arg-type]
-            blocks=tuple(data["blocks"]),  # type: ignore[arg-type]
-            resolution=int(data["resolution"]),  # type: ignore[arg-type]
-            num_classes=int(data["num_classes"]),  # type: ignore[arg-type]
-            stem_width=data.get("stem_width"),  # type: ignore[arg-type]
-            extra=dict(data.get("extra") or {}),  # type: ignore[arg-type]
+            widths=tuple(data["widths"]),
+            blocks=tuple(data["blocks"]),
+            resolution=int(data["resolution"]),
+            num_classes=int(data["num_classes"]),
+            stem_width=data.get("stem_width"),
+            extra=dict(data.get("extra") or {}),
         )
 
 
@@ -122,7 +125,8 @@ class ResNet(nn.Module):
             if started:
                 x = layer(x)
             started = started or name == split
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.head(x, "stage3"), "stage3")
@@ -167,3 +171,8 @@ def count_macs(model: ResNet) -> int:
     for handle in handles:
         handle.remove()
     return macs
+
+
+def with_memory_format(model: ModuleT, memory_format: torch.memory_format) -> ModuleT:
+    """``model`` with its 4-d parameters in ``memory_format`` (in place; typed, unlike ``Module.to``'s stubs)."""
+    return model.to(memory_format=memory_format)  # type: ignore[call-overload,no-any-return]

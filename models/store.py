@@ -62,7 +62,8 @@ def read_manifest(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
     path = directory / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no model manifest {path}; train it with 'nairbus train {name}'")
-    return json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
 
 
 def load_model(name: str, directory: Path = WEIGHTS_DIR) -> tuple[ResNet, dict[str, Any]]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from models.data import Dataset
 from models.loop import ProgressFn, Schedule, one_cycle
-from models.resnet import ResNet, ResNetConfig, preprocess
+from models.resnet import ResNet, ResNetConfig, preprocess, with_memory_format
 
 __all__ = ["ProgressFn", "TrainSettings", "augment", "augment_with_flip", "evaluate_accuracy", "pick_device",
            "train_model"]
@@ -89,7 +89,7 @@ def train_model(
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     device = pick_device()
-    model = ResNet(config).to(device).to(memory_format=torch.channels_last)
+    model = with_memory_format(ResNet(config).to(device), torch.channels_last)
     x_all = preprocess(torch.from_numpy(train.images))
     y_all = torch.from_numpy(train.labels)
 
@@ -102,7 +102,7 @@ def train_model(
     one_cycle([model], len(train), step, Schedule(settings.epochs, settings.batch_size, settings.max_lr,
                                                    settings.weight_decay), generator, progress)
     model.eval()
-    return model.to(memory_format=torch.contiguous_format)
+    return with_memory_format(model, torch.contiguous_format)
 
 
 def numpy_seed_everything(seed: int) -> None:

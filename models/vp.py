@@ -72,7 +72,7 @@ def fuse(votes: Sequence[Vote], n_classes: int) -> np.ndarray:
 def normalise(scores: np.ndarray) -> np.ndarray:
     """Scale the last axis to sum to one (rows that sum to zero stay zero)."""
     s = scores.sum(axis=-1, keepdims=True)
-    return np.divide(scores, s, out=np.zeros_like(scores, dtype=np.float64), where=s > 0)
+    return np.asarray(np.divide(scores, s, out=np.zeros_like(scores, dtype=np.float64), where=s > 0))
 
 
 def fuse_batch(probs: Mapping[str, np.ndarray], weights: Mapping[str, float], k: int,

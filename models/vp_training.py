@@ -30,7 +30,7 @@ from torch import nn
 
 from models.data import LABELS, Dataset, load_split
 from models.loop import ProgressFn, Schedule, one_cycle
-from models.resnet import ResNet, preprocess
+from models.resnet import ResNet, preprocess, with_memory_format
 from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
 from models.training import augment_with_flip, pick_device
 from models.variants import (
@@ -130,7 +130,7 @@ def train_variants(
     if start_from is not None:
         for name, m in models.items():
             m.load_state_dict(start_from[name].state_dict())
-    models = {name: m.to(device).to(memory_format=torch.channels_last) for name, m in models.items()}
+    models = {name: with_memory_format(m.to(device), torch.channels_last) for name, m in models.items()}
     soft = None
     if teacher is not None and settings.distill_weight > 0:
         soft = _teacher_targets(teacher.to(device), train.images, settings.distill_temperature)
@@ -147,7 +147,7 @@ def train_variants(
     out = {}
     for name, m in models.items():
         m.eval()
-        out[name] = m.to("cpu").to(memory_format=torch.contiguous_format)
+        out[name] = with_memory_format(m.to("cpu"), torch.contiguous_format)
     return out
 
 
