@@ -256,8 +256,8 @@ def train_family(
         teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
     started = time.perf_counter()
     models = train_variants(family, train, settings, teacher, progress,
-                            start_from={n: v.model for n, v in earlier[1].items()} if earlier else None,
-                            cycles_done=_cycles_run(earlier[0]["settings"]) if earlier else 0)
+                            start_from={n: v.model for n, v in earlier.variants.items()} if earlier else None,
+                            cycles_done=earlier.cycles if earlier else 0)
     wall = time.perf_counter() - started
     test = test if test is not None else load_split("test", data_dir)
     weights = fusion_weights(family)
@@ -300,14 +300,14 @@ def train_family(
         "base": base,
         "settings": asdict(settings),
         "teacher": teacher_ref,
-        "train_wall_seconds": round(wall + (earlier[0]["train_wall_seconds"] if earlier else 0.0), 1),
+        "train_wall_seconds": round(wall + (earlier.manifest["train_wall_seconds"] if earlier else 0.0), 1),
         "resumed_from": None if earlier is None else {
-            "command": earlier[0]["command"], "cycles": _cycles_run(earlier[0]["settings"]),
-            "train_wall_seconds": earlier[0]["train_wall_seconds"], "trained_on": earlier[0]["trained_on"],
-            "ensemble_accuracy": earlier[0]["ensemble_accuracy"],
-            "sha256": {n: v.manifest["sha256"] for n, v in earlier[1].items()},
+            "command": earlier.manifest["command"], "cycles": earlier.cycles,
+            "train_wall_seconds": earlier.manifest["train_wall_seconds"], "trained_on": earlier.manifest["trained_on"],
+            "ensemble_accuracy": earlier.manifest["ensemble_accuracy"],
+            "sha256": {n: v.manifest["sha256"] for n, v in earlier.variants.items()},
             "resumed_wall_seconds": round(wall, 1),
-            "earlier": earlier[0].get("resumed_from") or earlier[0].get("first_cycle_from")},
+            "earlier": earlier.manifest.get("resumed_from") or earlier.manifest.get("first_cycle_from")},
         "trained_on": trained_on,
         "torch_version": torch.__version__,
     }
@@ -323,8 +323,16 @@ def _cycles_run(settings: Mapping[str, Any]) -> int:
     return 1 + int(settings.get("restarts", 1))
 
 
-def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: VpTrainSettings,
-                    ) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+@dataclass(frozen=True, slots=True)
+class _Earlier:
+    """A family to resume from: its manifest, its variants and how many learning-rate cycles it ran."""
+
+    manifest: dict[str, Any]
+    variants: dict[str, LoadedVariant]
+    cycles: int
+
+
+def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: VpTrainSettings) -> _Earlier:
     """Load a family that ran the first cycles of ``settings``, refusing one trained any other way."""
     manifest, loaded = load_family(directory)
     names = [v.name for v in family]
@@ -341,7 +349,7 @@ def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: Vp
     if differ:
         raise ValueError(f"{directory}: its earlier cycles were trained with other settings ({', '.join(differ)}); "
                          "resuming needs the same ones")
-    return manifest, loaded
+    return _Earlier(manifest, loaded, done)
 
 
 def _base_summary(directory: Path) -> dict[str, Any] | None:

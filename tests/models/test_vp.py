@@ -294,6 +294,26 @@ def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
 
 
 @pytest.mark.slow
+def test_a_resumed_family_records_the_run_it_came_from(tiny_family: Path, tmp_path: Path) -> None:
+    from models.vp_training import VpTrainSettings, train_family
+
+    train, test = load_split("train"), load_split("test")
+    more = VpTrainSettings(epochs=1, restart_epochs=1, restarts=1, distill_weight=0.0, batch_size=32, compile=False)
+    path = train_family(more, out_dir=tmp_path, resume_from=tiny_family, command="resumed",
+                        train=Dataset(train.images[:256], train.labels[:256]),
+                        test=Dataset(test.images[:200], test.labels[:200]))
+    before = json.loads((tiny_family / "variants.json").read_text())
+    after = json.loads(path.read_text())
+    origin = after["resumed_from"]
+    assert origin["cycles"] == 1
+    assert origin["command"] == before["command"]
+    assert origin["sha256"] == {v["name"]: v["sha256"] for v in before["variants"]}
+    assert after["train_wall_seconds"] == pytest.approx(before["train_wall_seconds"] + origin["resumed_wall_seconds"],
+                                                        abs=0.11)
+    assert {v["sha256"] for v in after["variants"]}.isdisjoint(origin["sha256"].values())
+
+
+@pytest.mark.slow
 def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path: Path) -> None:
     from models.vp_training import VpTrainSettings, train_family
 
