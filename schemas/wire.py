@@ -6,9 +6,9 @@ topic alias stands for it), the packet identifier (QoS 1/2 only), the properties
 plus each property) and the payload.
 
 >>> publish_size(45, 300)  # full topic, no properties, QoS 0
-352
+351
 >>> publish_size(0, 300, properties_len=ALIAS_PROPERTIES_LEN)  # topic alias instead of the topic
-308
+309
 """
 
 from __future__ import annotations
