@@ -292,6 +292,7 @@ def demo(
 evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
                            no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
+from agents.image_cli import register as _register_images; _register_images(evaluate_app)  # noqa: E402, E702, I001
 
 
 @evaluate_app.command("nair")

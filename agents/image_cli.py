@@ -1,0 +1,131 @@
+"""``nairbus evaluate images``: the image-compression baseline (codec on the sensor, whole model at the hub).
+
+:func:`register` adds the command to the ``evaluate`` group of :mod:`agents.cli`. It measures every codec family of
+:mod:`models.image_eval` on the test split for the report and, separately, on a holdout of the training images for
+the calibrated table that ``sensor --mode auto`` reads; it writes ``reports/images.json`` and
+``reports/images_rate.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+DataDirOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
+]
+DEFAULT_REPORT = Path("reports/images.json")
+SUMMARY_CAPS = (150, 200, 250, 300, 400, 600, 1000)
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _command(frames: int, validation_frames: int, report: Path, table: Path | None, threads: int) -> str:
+    """The command line that reproduces the report (options left at their defaults are not repeated)."""
+    parts = ["nairbus evaluate images"]
+    if frames != 10000:
+        parts.append(f"--frames {frames}")
+    if validation_frames != 5000:
+        parts.append(f"--validation-frames {validation_frames}")
+    if report != DEFAULT_REPORT:
+        parts.append(f"--report {report}")
+    if table is not None:
+        parts.append(f"--table {table}")
+    if threads:
+        parts.append(f"--threads {threads}")
+    return " ".join(parts)
+
+
+def evaluate_images_cmd(
+    frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
+    validation_frames: Annotated[int, typer.Option(
+        help="Training images held out (train_calibration_split, seed 0) for the calibrated auto-mode table.")] = 5000,
+    report: Annotated[Path, typer.Option(
+        help="Where the JSON report goes (the plot lands beside it).")] = DEFAULT_REPORT,
+    table: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Also write the validation table alone (the JSON sensor --mode auto reads) here.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """PNG, WebP, JPEG, bit depth + deflate and raw frames: accuracy of the whole mature model vs wire bytes."""
+    import torch
+
+    from models.data import DatasetMissingError, load_split, train_calibration_split
+    from models.image_eval import FAMILY_LADDERS, evaluate_images, plot_rate
+    from models.store import load_model
+
+    if not 1 <= frames <= 10000 or not 10 <= validation_frames <= 30000 or threads < 0:
+        raise typer.BadParameter("--frames must be in 1..10000, --validation-frames in 10..30000, --threads >= 0")
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    try:
+        model, manifest = load_model("base")
+        test = load_split("test", data_dir)
+        _fit, holdout = train_calibration_split(load_split("train", data_dir), holdout=validation_frames, seed=0)
+    except (DatasetMissingError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    source = (f"{validation_frames}-image holdout of the training split (train_calibration_split, seed 0); the "
+              "mature model was trained on all 60 000 training images, so these frames were seen in training and "
+              "their accuracies run above test accuracy: use the table to rank caps and families, not as test "
+              "figures")
+    total = 2 * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("image codecs", total=total)
+        done = [0]
+
+        def say(message: str) -> None:
+            progress.update(task, completed=done[0], description=f"{message:<28}")
+            done[0] += 1
+
+        result = evaluate_images(model, manifest, test.images[:frames], test.labels[:frames], holdout.images,
+                                 holdout.labels, validation_source=source, progress=say)
+        progress.update(task, completed=total, description="done")
+    out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads), **result,
+                           "wall_seconds": round(time.perf_counter() - started, 1)}
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(out, indent=2) + "\n")
+    plot = plot_rate(out, report.with_name(report.stem + "_rate.png"))
+    if table is not None:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.write_text(json.dumps(out["validation"], indent=2) + "\n")
+    _print_summary(out)
+    console.print(f"report: {report}; plot: {plot}" + (f"; table: {table}" if table else "")
+                  + f" ({out['wall_seconds']} s)")
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    """Accuracy per family at a few caps, and the best codec at the bar's caps."""
+    grid = Table(title=f"test accuracy under a per-frame wire cap, {result['frames']} frames "
+                       f"(uncompressed {result['uncompressed']['accuracy']:.2%})")
+    grid.add_column("family")
+    for cap in SUMMARY_CAPS:
+        grid.add_column(f"≤{cap} B", justify="right")
+    for family, fam in result["families"].items():
+        by_cap = {row["cap_bytes"]: row for row in fam["caps"]}
+        grid.add_row(family, *(f"{by_cap[c]['accuracy']:.2%}" if c in by_cap else "-" for c in SUMMARY_CAPS))
+    console.print(grid)
+    for cap, best in result["best"].items():
+        if best:
+            lo, hi = best["ci95"]
+            console.print(f"best at ≤{cap} B on the wire: {best['family']} {best['accuracy']:.2%} "
+                          f"[{lo:.2%}, {hi:.2%}], {best['share_sent']:.1%} sent, "
+                          f"{best['mean_wire_bytes'] or 0:.0f} B mean")
+
+
+def register(evaluate_app: typer.Typer) -> None:
+    """Add ``images`` to the ``nairbus evaluate`` group."""
+    evaluate_app.command("images")(evaluate_images_cmd)
