@@ -370,6 +370,9 @@ def _print_nair_table(result: dict[str, Any]) -> None:
 from agents.vp_cli import register as _register_vp  # noqa: E402
 
 _register_vp(app, train_app)
+from agents.bench_cli import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()

@@ -258,6 +258,33 @@ def nair_cost_block(nair: Report) -> str:
     return "\n".join(_table(["what", "wall time"], rows))
 
 
+def link_block(link: Report) -> str:
+    """Per-run table of ``reports/link.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
+    from agents.linkbench import table_rows
+
+    head, rows = table_rows(link)
+    settings = link.get("settings") or {}
+    host = link.get("host") or {}
+    lines = [
+        f"From `reports/link.json` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
+        + (f"; kernel {host['kernel']}, {host['cpus']} CPUs" if host else "") + "): one sensor in a network "
+        "namespace replaying the test split, its uplink shaped with `tbf`, Mosquitto and fusion in a second "
+        f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms. Live accuracy counts an undecided frame as "
+        "wrong; offline is the same frames recomputed from the bytes that arrived.",
+        "",
+        *_table(head, rows),
+    ]
+    soak = link.get("soak")
+    if soak and not soak.get("skipped"):
+        minute = soak.get("minute_trend") or {}
+        lines += ["", f"Soak: {soak['rate']}, {soak['fps']:g} frames/s, {soak['mode']}, {soak['soak_seconds']:.0f} s: "
+                      f"p50 latency first minute {minute.get('first_p50_ms') or float('nan'):.0f} ms, last minute "
+                      f"{minute.get('last_p50_ms') or float('nan'):.0f} ms; sensor memory "
+                      f"{(soak.get('rss_first_minute_kib') or 0) / 1024:.0f} → "
+                      f"{(soak.get('rss_last_minute_kib') or 0) / 1024:.0f} MiB."]
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -272,6 +299,7 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "nair-ablation": ("nair.json", nair_ablation_block, "`nairbus evaluate nair`"),
     "nair-rate": ("nair.json", nair_rate_block, "`nairbus evaluate nair`"),
     "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
+    "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
