@@ -31,7 +31,8 @@ knows the shape from the sensor's birth message.
 ``decode`` takes untrusted bytes: anything it cannot vouch for (garbage, truncation, a wrong size or shape, colour,
 alpha, animation, progressive JPEG, unexpected PNG chunks, trailing bytes, more data than ``H * W`` pixels' worth)
 raises :class:`ImageCodecError` (a :class:`ValueError`) with a message that says what was wrong, never another
-exception. Headers are checked before any pixel is decoded, so decompressed output is bounded by the frame size.
+exception. Headers are checked before any pixel is decoded (PNG's and WebP's by this module, before Pillow sees
+them), so decompressed output is bounded by the frame size.
 """
 
 from __future__ import annotations
@@ -324,17 +325,38 @@ def _png(_value: int | None) -> ImageCodec:
 # --- WebP -----------------------------------------------------------------------------------------------------------
 
 
-def _check_riff(data: bytes) -> None:
-    """A WebP RIFF container whose declared size is exactly the data's."""
-    if len(data) < 20 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+def _check_webp(data: bytes, shape: Shape) -> None:
+    """A simple-format WebP (one ``VP8 `` or ``VP8L`` chunk filling the RIFF exactly) of ``shape``.
+
+    The frame size is read from the bitstream header here, before Pillow (whose WebP decoder allocates the whole
+    canvas as soon as it opens a file) sees the data. The extended format (``VP8X``: alpha, animation, metadata) is
+    refused: nairbus never writes it.
+    """
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         raise ImageCodecError("webp: no RIFF/WEBP header")
-    if struct.unpack("<I", data[4:8])[0] + 8 != len(data):
-        raise ImageCodecError(f"webp: RIFF size {struct.unpack('<I', data[4:8])[0]} does not match {len(data)} bytes")
+    riff_size, kind, chunk_size = struct.unpack("<I", data[4:8])[0], data[12:16], struct.unpack("<I", data[16:20])[0]
+    if riff_size + 8 != len(data):
+        raise ImageCodecError(f"webp: RIFF size {riff_size} does not match {len(data)} bytes")
+    if kind not in (b"VP8L", b"VP8 "):
+        raise ImageCodecError(f"webp: chunk {kind!r}; only the simple format (VP8 or VP8L, no VP8X) is accepted")
+    if 20 + chunk_size + chunk_size % 2 != len(data):
+        raise ImageCodecError(f"webp: {kind!r} chunk of {chunk_size} bytes does not fill the file")
+    if kind == b"VP8L":
+        if data[20] != 0x2F:
+            raise ImageCodecError("webp: bad VP8L signature")
+        bits = struct.unpack("<I", data[21:25])[0]
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    else:
+        if data[23:26] != b"\x9d\x01\x2a":
+            raise ImageCodecError("webp: bad VP8 start code")
+        width, height = (struct.unpack("<H", data[26:28])[0] & 0x3FFF, struct.unpack("<H", data[28:30])[0] & 0x3FFF)
+    if (height, width) != shape:
+        raise ImageCodecError(f"webp: frame is {height}x{width}, expected {shape[0]}x{shape[1]}")
 
 
 def _webp_grey(data: bytes, shape: Shape, exact: bool) -> np.ndarray:
     """Decode a WebP that nairbus wrote from a grey frame (RGB with equal channels) back to grey."""
-    _check_riff(data)
+    _check_webp(data, shape)
     im = _pillow_open(data, "WEBP", shape)
     im.load()
     if im.mode != "RGB":
