@@ -53,12 +53,13 @@ log = get_logger("nairbus.linkbench")
 REPO = Path(__file__).resolve().parents[1]
 MODES: dict[str, tuple[str, ...]] = {
     "nair-auto": ("--budget", "auto"),
-    "nair-fixed-100": ("--budget-fraction", "1.0"),
+    "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit"),
     "image": ("--mode", "image"),
     "auto": ("--mode", "auto"),
 }
 """Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
-``--add-mode NAME='ARGS'`` on the command line)."""
+``--add-mode NAME='ARGS'`` on the command line). ``nair-fixed-100`` is the original behaviour: the whole IR of every
+frame, whatever the link (``--no-link-fit``: the sensor does not size frames to the measured link)."""
 DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
 """Uplink rates in bit/s; ``None`` is the unshaped veth."""
 ENVELOPE_ESTIMATE_B = 240
@@ -254,15 +255,20 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
     captures = [float(r.get("capture_ts", 0.0)) for r in got]
     fragments = sum(int(r.get("fragments_received", 1)) for r in got)
     payload_received = sum(int(r.get("bytes_received", 0)) for r in got)
+    wire_results = [int(r["wire_bytes"]) for r in got if r.get("wire_bytes") is not None]
     if "wire_bytes" in counters and frames_sent:
         wire = counters["wire_bytes"] / frames_sent
         wire_source = "sensor counters (wire_bytes / frames sent)"
+    elif wire_results:
+        wire = sum(wire_results) / len(wire_results)
+        wire_source = "fusion's wire_bytes of the decided frames"
     elif got:
         wire = (payload_received + ENVELOPE_ESTIMATE_B * fragments) / len(got)
         wire_source = (f"estimate: payload received + {ENVELOPE_ESTIMATE_B} B per fragment received "
                        "(the sensor does not count wire bytes)")
     else:
         wire, wire_source = None, "no results"
+    nair = [r for r in got if r.get("representation", "nair") == "nair"]
     representations: dict[str, int] = {}
     for r in got:
         rep = str(r.get("representation", "nair"))
@@ -290,7 +296,8 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
         "offline_frames": len(offline_known),
         "offline_source": offline_source,
         "agreement_with_offline": agree / len(offline_known) if offline_known else None,
-        "fraction_received": float(np.mean([float(r.get("fraction_received", 0.0)) for r in got])) if got else None,
+        "fraction_received": float(np.mean([float(r.get("fraction_received", 0.0)) for r in nair]))
+        if nair else None,
         "complete": float(np.mean([bool(r.get("complete", False)) for r in got])) if got else None,
         "representations": representations,
         "wire_bytes_per_frame": wire,
@@ -298,6 +305,7 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
         "payload_bytes_per_frame_sent": (counters["payload_bytes"] / frames_sent
                                          if "payload_bytes" in counters and frames_sent else None),
         "payload_bytes_per_frame_received": payload_received / len(got) if got else None,
+        "wire_bytes_per_frame_received": sum(wire_results) / len(wire_results) if wire_results else None,
         "link_bytes_per_frame": (qdisc["sent_bytes"] / frames_sent
                                  if qdisc and qdisc.get("sent_bytes") and frames_sent else None),
         "p50_ms": percentile(latencies, 50),
@@ -874,7 +882,8 @@ def run_bench(settings: LinkBenchSettings, console: Any = None) -> dict[str, Any
     report = save(True)
     if settings.plot is not None and rows:
         plot_link(report, settings.plot)
-    console.print(render_table(report))
+    wide = console if console.is_terminal else Console(file=console.file, width=220)
+    wide.print(render_table(report))
     console.print(f"report: {settings.report}" + (f"; plot: {settings.plot}" if settings.plot else "")
                   + f" ({report['wall_seconds']:.0f} s)")
     return report
@@ -901,7 +910,7 @@ def describe_row(row: Mapping[str, Any]) -> str:
 def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the link table (console and README share them)."""
     head = ["link", "fps", "mode", "frames decided", "live accuracy (95 % CI)", "offline, same frames",
-            "IR received", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
+            "IR received (NAIR frames)", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
     rows = []
     runs = list(report.get("runs") or []) + ([report["soak"]] if report.get("soak") else [])
     for r in runs:
