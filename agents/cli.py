@@ -161,6 +161,34 @@ def calibrate(
                   f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
 
 
+@app.command("calibrate-auto")
+def calibrate_auto(
+    model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
+    frames: Annotated[int, typer.Option(help="Validation images (training split, disjoint from calibration).")] = 5000,
+    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Comma-separated codec ladder to tabulate (default: the sensor's default ladder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Table path (default models/weights/<model>.auto.json).")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Tabulate, on validation images only, NAIR's accuracy by bytes and each image codec's, for --mode auto."""
+    from agents.config import SensorSettings
+    from agents.rates import write_auto_table
+    from models.data import DatasetMissingError, load_split, validation_split
+    from models.pipeline import NairPipeline
+
+    codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
+        SensorSettings().image_codecs
+    try:
+        pipeline = NairPipeline.load(model)
+        validation = validation_split(load_split("train", data_dir), frames)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        _fail(str(exc))
+    command = "nairbus calibrate-auto" + ("" if frames == 5000 else f" --frames {frames}")
+    with console.status("tabulating") as status:
+        path = write_auto_table(pipeline, validation, codecs, command, out, progress=status.update)
+    console.print(f"auto-mode table ({len(codecs)} codecs, {frames} validation images) -> {path}")
+
+
 @app.command()
 def sensor(
     config: ConfigOpt = None,
@@ -169,27 +197,47 @@ def sensor(
     count: Annotated[Optional[int], typer.Option(help="Frames to replay from --start.")] = None,  # noqa: UP045
     start: Annotated[Optional[int], typer.Option(help="First data-set index to replay.")] = None,  # noqa: UP045
     shard: Annotated[Optional[str], typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,  # noqa: UP045
-    budget_bytes: Annotated[Optional[int], typer.Option(help="Payload bytes per frame.")] = None,  # noqa: UP045
-    budget_fraction: Annotated[Optional[float], typer.Option(help="Budget as a fraction of the IR.")] = None,  # noqa: UP045
-    bytes_per_second: Annotated[Optional[float], typer.Option(help="Bandwidth cap.")] = None,  # noqa: UP045
+    budget: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="'auto' (default): each frame gets what the link delivers by its deadline, measured; N: also at most N "
+             "wire bytes per frame (MQTT PUBLISH bytes, envelope included).")] = None,
+    link_fit: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--link-fit/--no-link-fit",
+        help="Size frames to the measured link (default) or send every frame's whole budget regardless.")] = None,
+    budget_fraction: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="NAIR: cap each frame's payload at this fraction of the IR.")] = None,
+    bytes_per_second: Annotated[Optional[float], typer.Option(help="Cap on wire bytes per second.")] = None,  # noqa: UP045
+    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
     fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
     test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
-    mode: Annotated[Optional[str], typer.Option(help="nair (fragments) or vp (one variant, top-k).")] = None,  # noqa: UP045
+    mode: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="nair (feature prefix), image (compressed frame, whole model at the hub), auto (per frame the better of "
+             "the two at the link's budget) or vp (one variant, top-k).")] = None,
     variant: Annotated[Optional[str], typer.Option(help="VP: variant of the shipped family to run.")] = None,  # noqa: UP045
     k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
     source: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="VP: 'replay' (data set, shared frame ids) or 'mqtt' (frames from a capture agent).")] = None,
     frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
 ) -> None:
-    """Run a sensor agent (NAIR fragments, or --mode vp: one variant's top-k) that replays frames onto the bus."""
+    """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
+
+    Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
+    """
     from agents.runner import run_sensor
 
+    budget_bytes: int | None = None
+    if budget is not None and budget != "auto":
+        if not budget.isdigit() or int(budget) < 16:
+            raise typer.BadParameter("--budget takes 'auto' or a whole number of wire bytes >= 16")
+        budget_bytes = int(budget)
     values: dict[str, Any] = {
         "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
         "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
+        "link_fit": link_fit,
+        "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
         "mode": mode, "variant": variant, "k": k, "source": source, "frame_stream": frame_stream,
     }
@@ -200,6 +248,7 @@ def sensor(
         if len(parts) > 1:
             loss["mean_burst"] = float(parts[1])
         values["loss"] = loss
+        values["fragments_by_plan"] = True
     cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.sensor.mode == "vp":
@@ -209,7 +258,7 @@ def sensor(
             counters = run_vp_sensor(cfg, _on_signals)
         else:
             counters = run_sensor(cfg)
-    except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
+    except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters))
 

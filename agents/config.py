@@ -39,7 +39,10 @@ class SensorSettings(BaseModel):
 
     sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
     stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    mode: Literal["nair", "vp"] = "nair"
+    mode: Literal["nair", "vp", "image", "auto"] = "nair"
+    """``nair`` feature fragments, ``vp`` one variant's top-k, ``image`` the frame compressed whole (the whole model
+    runs at the hub), or ``auto``: per frame whichever of ``nair`` and ``image`` is expected to be more accurate at the
+    bytes the link gives it (calibrated rate-accuracy tables, validation images only)."""
     model: str = "base"
     variant: str | None = None
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
@@ -57,17 +60,30 @@ class SensorSettings(BaseModel):
     count: int | None = Field(default=None, ge=1)
     shard: tuple[int, int] | None = None
     """``(i, n)``: replay every n-th frame starting at i (frames shared between n sensors)."""
-    budget_bytes: int | None = Field(default=None, ge=1)
+    link_fit: bool = True
+    """Size every frame to what the link delivers before the frame's deadline (measured, nothing to configure).
+    ``False`` sends each frame's whole budget whatever the link does (the behaviour before link fitting)."""
+    budget_bytes: int | None = Field(default=None, ge=16)
+    """A cap on each frame's **wire** bytes (MQTT PUBLISH bytes: header, alias, envelope and payload)."""
     budget_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
-    """Per-frame payload budget as a fraction of the whole IR (alternative to ``budget_bytes``)."""
+    """A cap on each NAIR frame's payload as a fraction of the whole IR (the demo's budgets)."""
     bytes_per_second: float | None = Field(default=None, gt=0)
+    """A cap on the wire bytes per second (a token bucket holding one second)."""
     deadline_ms: float = Field(default=1000.0, gt=0)
     fps: float | None = Field(default=None, gt=0)
     batch: int = Field(default=32, ge=1, le=1024)
     expiry_s: float = Field(default=10.0, gt=0)
-    first_fragment_qos: Literal[0, 1] = 1
-    """Unequal error protection: the most important fragment at QoS 1, the tail at ``tail_qos``."""
-    tail_qos: Literal[0, 1] = 0
+    qos: Literal[0, 1] = 0
+    """QoS of the high-rate messages. 0: a frame is one message in importance order over TCP, so QoS 1 adds a packet
+    id, a PUBACK and paho's in-flight window (behind which the most important bytes queued) and gains nothing but
+    redelivery after a reconnect, when the frame is stale anyway; topic aliases are used at QoS 0 only."""
+    image_codecs: tuple[str, ...] = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate",
+                                     "grey2+deflate", "grey1+deflate")
+    """Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that fits
+    its budget (specs of ``models.imagecodec``)."""
+    fragments_by_plan: bool = False
+    """Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one message
+    per piece: only for the injected-loss test tooling, which loses pieces)."""
     loss: LossSettings = LossSettings()
 
     @model_validator(mode="after")
@@ -76,6 +92,8 @@ class SensorSettings(BaseModel):
             raise ValueError("give budget_bytes or budget_fraction, not both")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise ValueError("shard (i, n) needs 0 <= i < n")
+        if not self.image_codecs:
+            raise ValueError("image_codecs needs at least one codec")
         if self.mode == "vp" and self.variant is None:
             raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self

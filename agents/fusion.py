@@ -1,5 +1,8 @@
 """The fusion agent: learn sensors from their births, reassemble NAIR frames, run the tail in batches, publish.
 
+Sensors send NAIR fragments (``mode`` nair), compressed images (image; fusion runs the whole model) or, frame by
+frame, either (auto). Both arrive as lean messages decoded with the context of the sensor's birth.
+
 All model work runs on the agent's worker thread (:meth:`FusionAgent.run`), never on paho's network thread.
 Every message that cannot be used is rejected with a reason, a structured log line and a counter, and never
 stalls or corrupts the other frames. Connection, counters, stats and the worker loop are
@@ -18,12 +21,15 @@ from agents.discovery import HomeAssistantDiscovery, streams_of
 from agents.fusion_base import FusionBase, owns_sensor
 from agents.logging import get_logger
 from agents.mqtt import InboundMessage
+from agents.outgoing import alias_wire_bytes
 from agents.reassembly import AddOutcome, PendingFrame, Reassembler
-from models.codec import FragmentPayload, PayloadError, check_payload, decode_payloads
+from models.codec import ComponentRun, PayloadError, check_run, decode_runs
+from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
 from models.pipeline import NairPipeline
-from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, Result, WireError
+from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, Result, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
+from schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
 
@@ -35,6 +41,20 @@ class KnownSensor:
     sensor_id: str
     session: str
     stream_id: str
+    ctx: LeanContext | None = None
+    codecs: tuple[ImageCodec, ...] = ()
+    image_shape: tuple[int, int] = (28, 28)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """A received image frame, decoded: the whole model runs on it."""
+
+    pixels: np.ndarray
+    codec: str
+
+
+Part = ComponentRun | ImagePart
 
 
 __all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
@@ -43,7 +63,7 @@ __all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
 class FusionAgent(FusionBase):
     """Reassembles NAIR frames from many sensors and publishes one result per frame."""
 
-    buffer: Reassembler[FragmentPayload]
+    buffer: Reassembler[Part]
     sensors: dict[str, KnownSensor]
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
@@ -54,7 +74,7 @@ class FusionAgent(FusionBase):
             config.fusion.deadline_ms / 1000.0, config.fusion.max_frames
         )
         self.sensors = {}
-        super().__init__(config, ("birth", "frag"))
+        super().__init__(config, ("birth", "frag", "image"))
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)
         if self.discovery is not None:
@@ -73,6 +93,8 @@ class FusionAgent(FusionBase):
             self.on_birth(parsed.ident, message)
         elif parsed.kind == "sensor_frag":
             self.on_fragment(parsed.ident, message, now)
+        elif parsed.kind == "sensor_image":
+            self.on_image(parsed.ident, message, now)
         else:
             self.reject("unknown_topic", message.topic)
 
@@ -91,72 +113,132 @@ class FusionAgent(FusionBase):
         if birth.sensor_id != sensor_id:
             self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
             return
-        if birth.mode != "nair" or birth.nair is None:
+        if birth.mode not in ("nair", "image", "auto"):
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
-        if birth.model.sha256 != self.model_sha or birth.nair.artifact_sha256 != self.artifact_sha:
+        if birth.model.sha256 != self.model_sha or (birth.nair is not None
+                                                    and birth.nair.artifact_sha256 != self.artifact_sha):
             self.sensors.pop(sensor_id, None)
+            got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
             self.reject("artifact_mismatch", message.topic,
-                        f"sensor model {birth.model.sha256[:12]} artifact {birth.nair.artifact_sha256[:12]}, "
+                        f"sensor model {birth.model.sha256[:12]} artifact {got}, "
                         f"fusion model {self.model_sha[:12]} artifact {self.artifact_sha[:12]}")
             return
-        self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id)
-        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id)
+        codecs: tuple[ImageCodec, ...] = ()
+        shape = (28, 28)
+        if birth.image is not None:
+            try:
+                codecs = tuple(get_image_codec(spec) for spec in birth.image.codecs)
+            except ValueError as exc:
+                self.sensors.pop(sensor_id, None)
+                self.reject("unknown_codec", message.topic, str(exc))
+                return
+            shape = (birth.image.height, birth.image.width)
+            if shape != (28, 28):
+                self.sensors.pop(sensor_id, None)
+                self.reject("image_shape", message.topic, f"{shape}: the model takes 28x28 frames")
+                return
+        self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
+                                              LeanContext.from_birth(birth), codecs, shape)
+        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
+
+    def _sensor_for(self, sensor_id: str, topic: str) -> KnownSensor | None:
+        if not owns_sensor(sensor_id, self.settings.partition):
+            return None
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None or sensor.ctx is None:
+            self.reject("unknown_sensor", topic)
+            return None
+        return sensor
+
+    def _admit(self, sensor: KnownSensor, message: InboundMessage, key_index: int, part: Part, nbytes: int,
+               expected: int, units: int, msg: Fragment | ImageFrame, now: float) -> None:
+        topic = message.topic
+        if msg.expires_ts < time.time():
+            self.reject("expired", topic)
+            return
+        self.track_seq(sensor.sensor_id, msg.session, msg.seq)
+        key = (sensor.sensor_id, msg.session, msg.frame_id)
+        wire = alias_wire_bytes(len(message.payload))
+        outcome = self.buffer.add(key, key_index, part, nbytes, expected, msg.capture_ts, now, units, wire)
+        if outcome is AddOutcome.ADDED:
+            self.counts["fragments"] += 1
+            self.counts["bytes"] += nbytes
+            self.counts["wire_bytes"] += wire
+        else:
+            self.reject(outcome.value, topic, f"frame {msg.frame_id} part {key_index}")
 
     def on_fragment(self, sensor_id: str, message: InboundMessage, now: float) -> None:
-        """Validate a fragment and put it into its frame's buffer."""
-        if not owns_sensor(sensor_id, self.settings.partition):
+        """Validate a lean fragment and put it into its frame's buffer."""
+        sensor = self._sensor_for(sensor_id, message.topic)
+        if sensor is None or sensor.ctx is None:
             return
         try:
-            frag = wire_decode(message.payload, Fragment)
+            frag = decode_lean(message.payload, Fragment, sensor.ctx)
         except WireError as exc:
             self.reject(exc.reason, message.topic, str(exc))
             return
-        sensor = self.sensors.get(sensor_id)
-        if frag.sensor_id != sensor_id:
-            self.reject("topic_mismatch", message.topic, frag.sensor_id)
-            return
-        if sensor is None:
-            self.reject("unknown_sensor", message.topic)
-            return
-        if frag.session != sensor.session:
-            self.reject("stale_session", message.topic, frag.session)
-            return
-        if frag.expires_ts < time.time():
-            self.reject("expired", message.topic)
-            return
-        payload = FragmentPayload(frag.index, frag.start, frag.end, frag.bits, frag.data)
+        run = ComponentRun(frag.start, frag.end, frag.data)
         try:
-            check_payload(self.pipeline.artifact, payload)
+            check_run(self.pipeline.artifact, run)
+            if frag.frame_end > self.pipeline.artifact.n_components:
+                raise PayloadError(f"frame_end {frag.frame_end} is past the IR's {self.pipeline.artifact.n_components}")
         except PayloadError as exc:
             self.reject("shape", message.topic, str(exc))
             return
-        self.track_seq(sensor_id, frag.session, frag.seq)
-        key = (sensor_id, frag.session, frag.frame_id)
-        outcome = self.buffer.add(key, frag.index, payload, len(frag.data), frag.frame_fragments,
-                                       frag.capture_ts, now)
-        if outcome is AddOutcome.ADDED:
-            self.counts["fragments"] += 1
-            self.counts["bytes"] += len(frag.data)
-        else:
-            self.reject(outcome.value, message.topic, f"frame {frag.frame_id} fragment {frag.index}")
+        self._admit(sensor, message, frag.start, run, len(frag.data), frag.frame_end, frag.end - frag.start, frag,
+                    now)
+
+    def on_image(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Validate and decode a lean image frame; it is decided in the next batch."""
+        sensor = self._sensor_for(sensor_id, message.topic)
+        if sensor is None or sensor.ctx is None:
+            return
+        if not sensor.codecs:
+            self.reject("unexpected_image", message.topic, "the sensor's birth announces no image codecs")
+            return
+        try:
+            msg = decode_lean(message.payload, ImageFrame, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        if msg.codec >= len(sensor.codecs):
+            self.reject("unknown_codec", message.topic, f"codec {msg.codec} of {len(sensor.codecs)}")
+            return
+        codec = sensor.codecs[msg.codec]
+        try:
+            pixels = codec.decode(msg.data, sensor.image_shape)
+        except ImageCodecError as exc:
+            self.reject("image_decode", message.topic, str(exc))
+            return
+        self._admit(sensor, message, 0, ImagePart(pixels, codec.name), len(msg.data), 1, 1, msg, now)
 
     # ----- decisions ------------------------------------------------------------------------------------------
 
-    def decide(self, frames: list[PendingFrame[FragmentPayload]]) -> None:
-        """Run the tail on a batch of frames and publish their results."""
-        for start in range(0, len(frames), self.settings.max_batch):
-            batch = frames[start : start + self.settings.max_batch]
-            decoded = [decode_payloads(self.pipeline.artifact, f.parts.values()) for f in batch]
+    def decide(self, frames: list[PendingFrame[Part]]) -> None:
+        """Run the tail (NAIR frames) or the whole model (image frames) in batches and publish the results."""
+        images = [f for f in frames if any(isinstance(p, ImagePart) for p in f.parts.values())]
+        nair = [f for f in frames if not any(isinstance(p, ImagePart) for p in f.parts.values())]
+        a = self.pipeline.artifact
+        for start in range(0, len(nair), self.settings.max_batch):
+            batch = nair[start : start + self.settings.max_batch]
+            decoded = [decode_runs(a, [p for p in f.parts.values() if isinstance(p, ComponentRun)]) for f in batch]
             values = np.stack([v for v, _ in decoded])
             masks = np.stack([m for _, m in decoded])
             probs = self.pipeline.decode(values, masks)
             decided = time.time()
             for frame, p, mask in zip(batch, probs, masks, strict=True):
-                self.publish_result(frame, p, float(mask.mean()), decided)
+                self.publish_result(frame, p, float(mask.mean()), decided, components=int(mask.sum()))
+        for start in range(0, len(images), self.settings.max_batch):
+            batch = images[start : start + self.settings.max_batch]
+            parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
+            probs = self.pipeline.full_model_probs(np.stack([p.pixels for p in parts]))
+            decided = time.time()
+            for frame, p, part in zip(batch, probs, parts, strict=True):
+                self.publish_result(frame, p, 1.0, decided, codec=part.codec)
 
-    def publish_result(self, frame: PendingFrame[FragmentPayload], probs: np.ndarray, fraction: float,
-                       decided: float) -> None:
+    def publish_result(self, frame: PendingFrame[Part], probs: np.ndarray, fraction: float,
+                       decided: float, *, components: int = 0, codec: str | None = None) -> None:
         """Publish one frame's JSON result."""
         sensor_id, _session, frame_id = frame.key
         known = self.sensors.get(sensor_id)
@@ -170,7 +252,9 @@ class FusionAgent(FusionBase):
             topk=tuple(ClassScore(class_index=int(i), label=labels[int(i)], score=float(probs[i])) for i in top),
             fraction_received=min(1.0, fraction), bytes_received=frame.nbytes, fragments_received=len(frame.parts),
             sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
-            complete=frame.complete,
+            complete=frame.complete, representation="image" if codec is not None else "nair",
+            components_received=components, codec=codec,
+            wire_bytes=frame.wire_bytes,
         )
         payload = wire_encode(result)
         self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)

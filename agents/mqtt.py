@@ -11,6 +11,13 @@ It follows Frigate's communicator and aiomqtt's client:
 - outgoing traffic is bounded: at most ``max_outgoing`` QoS 0 packets waiting for the socket and at
   most ``max_outgoing`` QoS 1/2 messages waiting for their acknowledgement; beyond that ``publish``
   returns ``False`` and counts the drop, it never blocks;
+- the high-rate topics may use MQTT 5 topic aliases (``publish(..., alias=True)``): the first message on a
+  connection carries the topic and the alias, later ones only the two-byte alias; the table starts anew on every
+  connection and is never used for QoS 1/2 (paho would resend those after a reconnect, where the alias is gone);
+- bytes are counted as the wire sees them (``wire_bytes``: whole PUBLISH packets), and a sender can see its own
+  backlog: bytes handed to paho that it has not written yet (:meth:`Communicator.pending_bytes`) and bytes the
+  kernel holds unacknowledged (:meth:`Communicator.socket_outq`); ``TCP_NOTSENT_LOWAT`` keeps the kernel from
+  soaking up a backlog out of sight;
 - incoming messages go to a bounded inbox; paho's network thread only enqueues (dropping and
   counting when the inbox is full), the agent takes messages with ``get`` on its own thread, so
   model work never runs on the network thread.
@@ -19,12 +26,15 @@ It follows Frigate's communicator and aiomqtt's client:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import math
 import os
 import queue
 import socket
+import struct
+import termios
 import threading
 import time
 import uuid
@@ -44,6 +54,7 @@ from structlog.typing import FilteringBoundLogger
 
 from agents.logging import get_logger
 from agents.settings import BrokerSettings
+from schemas.wire import publish_size
 
 JSON_CONTENT_TYPE: Final = "application/json"
 COUNTER_NAMES: Final = (
@@ -56,7 +67,10 @@ COUNTER_NAMES: Final = (
     "inbox_dropped",  # arrived while the inbox was full
     "reconnects",  # successful connections after the first
     "disconnects",  # connections lost (a clean stop() is not counted)
+    "wire_bytes",  # MQTT PUBLISH bytes of every publish handed to paho (header, topic or alias, properties, payload)
 )
+TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+"""Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
 _DROP_LOG_INTERVAL_S: Final = 5.0
 _UNREACHABLE: Final = "unreachable"
 # CONNACK reason codes that mean "fix your credentials / ACL", with a hint for the error message.
@@ -119,15 +133,24 @@ class _PackedProperties(Properties):
         return self._packed
 
 
-@functools.lru_cache(maxsize=64)
-def _publish_properties(content_type: str, expiry_s: int | None) -> Properties:
+@functools.lru_cache(maxsize=256)
+def _publish_properties(content_type: str | None, expiry_s: int | None, alias: int | None = None) -> Properties:
     props = _PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ContentType = content_type
+    if content_type is not None:
+        props.ContentType = content_type
     if expiry_s is not None:
         props.MessageExpiryInterval = expiry_s
+    if alias is not None:
+        props.TopicAlias = alias
     packed = Properties.pack(props)  # type: ignore[no-untyped-call]
     object.__setattr__(props, "_packed", packed)
     return props
+
+
+def _properties_len(props: Properties) -> int:
+    """Bytes of the properties themselves (the packed form starts with their variable-length length)."""
+    packed: bytes = props.pack()  # type: ignore[no-untyped-call]
+    return len(packed) - _varint_len(max(0, len(packed) - 1))
 
 
 def _check_tls_files(settings: BrokerSettings) -> None:
@@ -200,6 +223,12 @@ class Communicator:
         self._qos0_out: deque[mqtt.MQTTMessageInfo] = deque()
         self._acked_out: deque[mqtt.MQTTMessageInfo] = deque()
         self._max_packet_size: int | None = None
+        # Topic aliases of this connection (topic -> alias) and QoS 0 bytes paho has not written yet (mid -> bytes).
+        self._alias_max = 0
+        self._aliases: dict[str, int] = {}
+        self._unwritten: dict[int, int] = {}
+        self._unwritten_bytes = 0
+        self._unwritten_lock = threading.Lock()
 
         # start() waits on this for "connected and subscribed" or a failure.
         self._cond = threading.Condition()
@@ -317,19 +346,26 @@ class Communicator:
         *,
         qos: int = 0,
         retain: bool = False,
-        content_type: str,
+        content_type: str | None,
         expiry_s: float | None = None,
+        alias: bool = False,
     ) -> bool:
         """Queue a publish with its MQTT 5 content type (and message expiry); never blocks.
 
-        Returns ``False`` (and counts why) when the message will not be sent: the outgoing queue is
-        full, QoS 0 while disconnected, larger than the broker accepts, or after ``stop()``.
-        QoS 1/2 messages published while disconnected are queued and sent after the reconnect.
+        ``content_type=None`` sends none (the lean topics: the birth says what they carry). ``alias=True`` uses a
+        topic alias for a QoS 0 publish when the broker grants any. Returns ``False`` (and counts why) when the
+        message will not be sent: the outgoing queue is full, QoS 0 while disconnected, larger than the broker
+        accepts, or after ``stop()``. QoS 1/2 messages published while disconnected are queued and sent after the
+        reconnect. :attr:`last_wire_bytes` is the PUBLISH packet's size of the last accepted publish.
         """
         if self._stopped:
             self._count("outgoing_dropped")
             return False
-        props = _publish_properties(content_type, None if expiry_s is None else max(1, math.ceil(expiry_s)))
+        expiry = None if expiry_s is None else max(1, math.ceil(expiry_s))
+        wire_topic, alias_id = topic, None
+        if alias and qos == 0 and not retain:
+            wire_topic, alias_id = self._alias_for(topic)
+        props = _publish_properties(content_type, expiry, alias_id)
         if self._too_big(topic, payload, qos, props):
             self._count("oversize_dropped")
             self._log.warning(
@@ -343,16 +379,32 @@ class Communicator:
                 full = len(self._qos0_out) >= self.broker.max_outgoing
             if full:
                 return self._drop_outgoing(topic, qos)
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        size = publish_size(len(wire_topic.encode()), len(payload), qos=qos, properties_len=_properties_len(props))
+        if qos == 0:
+            # Held across paho's publish so on_publish cannot run before the mid is recorded. A QoS 0 publish takes
+            # none of paho's locks, so on_publish (called under paho's locks) cannot deadlock with this.
+            with self._unwritten_lock:
+                info = self._client.publish(wire_topic, payload, qos=qos, retain=retain, properties=props)
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._unwritten[info.mid] = size
+                    self._unwritten_bytes += size
+        else:
+            info = self._client.publish(wire_topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return self._drop_outgoing(topic, qos)
         if qos == 0:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                if alias_id is not None:
+                    self._forget_alias(topic)
                 self._count("offline_dropped")
                 return False
             with self._out_lock:
                 self._qos0_out.append(info)
+            self._count("wire_bytes", size)
+            self.last_wire_bytes = size
             return True
+        self._count("wire_bytes", size)
+        self.last_wire_bytes = size
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
             # Queued for the reconnect. paho leaves rc at NO_CONN even after it is delivered, which
             # would make wait_for_publish() raise; the message is in flight as far as we care.
@@ -362,6 +414,28 @@ class Communicator:
             if len(self._acked_out) > 2 * self.broker.max_outgoing:
                 self._acked_out = deque(i for i in self._acked_out if not _is_done(i))
         return True
+
+    last_wire_bytes: int = 0
+
+    def pending_bytes(self) -> int:
+        """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written to the socket."""
+        with self._unwritten_lock:
+            return self._unwritten_bytes
+
+    def socket_outq(self) -> int:
+        """Bytes the kernel holds for the broker connection, sent but unacknowledged or not sent yet (0: no socket).
+
+        ``TIOCOUTQ`` on a TCP socket: what the link has not yet delivered (plus one round trip of acknowledgement).
+        """
+        sock = self._client.socket()
+        if sock is None:
+            return 0
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        value: int = struct.unpack("i", raw)[0]
+        return max(0, value)
 
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next received message; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""
@@ -419,6 +493,41 @@ class Communicator:
     def _count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
             self._counters[name] += n
+
+    def _alias_for(self, topic: str) -> tuple[str, int | None]:
+        """The topic to send and the alias to carry: ``("", n)`` once ``n`` stands for ``topic``."""
+        with self._out_lock:
+            known = self._aliases.get(topic)
+            if known is not None:
+                return "", known
+            if len(self._aliases) >= self._alias_max:
+                return topic, None
+            alias = len(self._aliases) + 1
+            self._aliases[topic] = alias
+            return topic, alias
+
+    def _forget_alias(self, topic: str) -> None:
+        with self._out_lock:
+            self._aliases.pop(topic, None)
+
+    def _reset_aliases(self, alias_max: int) -> None:
+        with self._out_lock:
+            self._aliases.clear()
+            self._alias_max = alias_max
+        with self._unwritten_lock:
+            self._unwritten.clear()
+            self._unwritten_bytes = 0
+
+    def _tune_socket(self) -> None:
+        """A small ``TCP_NOTSENT_LOWAT``, so the kernel does not take a backlog the sender cannot see or drop."""
+        lowat = self.broker.notsent_lowat
+        sock = self._client.socket()
+        if lowat is None or sock is None:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as err:
+            self._log.info("mqtt.notsent_lowat_unsupported", error=str(err))
 
     def _drop_outgoing(self, topic: str, qos: int) -> bool:
         self._count("outgoing_dropped")
@@ -497,6 +606,8 @@ class Communicator:
             if self._connections > 1:
                 self._count("reconnects")
             self._max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
+            self._reset_aliases(int(getattr(properties, "TopicAliasMaximum", 0) or 0) if properties else 0)
+            self._tune_socket()
             self._log.info(
                 "mqtt.connected",
                 broker=self.endpoint,
@@ -545,6 +656,7 @@ class Communicator:
         try:
             was_connected = self.connected.is_set()
             self.connected.clear()
+            self._reset_aliases(0)
             if self._stopping:
                 self._log.info("mqtt.disconnected", broker=self.endpoint, reason_code=str(reason_code))
                 return
@@ -593,6 +705,8 @@ class Communicator:
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
     ) -> None:
         try:
+            with self._unwritten_lock:
+                self._unwritten_bytes -= self._unwritten.pop(mid, 0)
             if reason_code.is_failure:
                 self._count("publish_rejected")
                 self._log.warning("mqtt.publish_rejected", mid=mid, reason_code=str(reason_code))

@@ -1,10 +1,10 @@
 """Per-frame reassembly buffers for the fusion agent: pure, clock passed in, bounded in memory.
 
-A frame is keyed by ``(sensor_id, session, frame_id)``. It is ready when every fragment its sensor announced has
-arrived, or when its deadline (measured from the first fragment's arrival on the fusion node's own clock) has
-passed. At most ``max_frames`` frames are held: a new frame beyond that forces the oldest one out early, decided
-on what it has. Decided frames are remembered (bounded) so that a straggler is counted as late instead of
-opening a new frame.
+A frame is keyed by ``(sensor_id, session, frame_id)``. Each part covers some units of the frame (NAIR: the
+components of a run; an image or a vote: one). It is ready when the units its sensor announced have arrived, or
+when its deadline (measured from the first part's arrival on the fusion node's own clock) has passed. At most
+``max_frames`` frames are held: a new frame beyond that forces the oldest one out early, decided on what it has.
+Decided frames are remembered (bounded) so that a straggler is counted as late instead of opening a new frame.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ class PendingFrame(Generic[P]):
     deadline: float
     parts: dict[int, P] = field(default_factory=dict)
     nbytes: int = 0
+    wire_bytes: int = 0
+    units: int = 0
     evicted: bool = False
 
     @property
     def complete(self) -> bool:
-        return len(self.parts) >= self.expected
+        return self.units >= self.expected
 
 
 @dataclass(slots=True)
@@ -64,9 +66,10 @@ class Reassembler(Generic[P]):
         return len(self._pending)
 
     def add(
-        self, key: FrameKey, index: int, part: P, nbytes: int, expected: int, capture_ts: float, now: float
+        self, key: FrameKey, index: int, part: P, nbytes: int, expected: int, capture_ts: float, now: float,
+        units: int = 1, wire_bytes: int = 0,
     ) -> AddOutcome:
-        """Offer fragment ``index`` of frame ``key``; ``expected`` is how many fragments the sensor sends."""
+        """Offer part ``index`` (covering ``units``) of frame ``key``; ``expected`` is the units the sensor sends."""
         if key in self._decided:
             return AddOutcome.LATE
         frame = self._pending.get(key)
@@ -84,6 +87,8 @@ class Reassembler(Generic[P]):
             return AddOutcome.DUPLICATE
         frame.parts[index] = part
         frame.nbytes += nbytes
+        frame.wire_bytes += wire_bytes
+        frame.units += units
         return AddOutcome.ADDED
 
     def pop_ready(self, now: float) -> list[PendingFrame[P]]:

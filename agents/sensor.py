@@ -1,8 +1,13 @@
-"""The NAIR sensor agent: replay frames, run the head, publish fragments most-important-first within budget.
+"""The sensor agent: replay frames, and send each one as what its link carries by the frame's deadline.
 
-Per frame it encodes the IR, picks the fragments that fit the per-frame byte budget (and the bytes-per-second
-bucket, and the frame deadline), and publishes them in importance order with frame id, capture time, component
-range, quantisation and an expiry. The first fragment may go at QoS 1 while the tail goes at QoS 0.
+Modes: ``nair`` runs the head and sends the most important prefix of the NAIR components that fits; ``image``
+sends the frame compressed whole (the first codec of its ladder that fits); ``auto`` sends, per frame, whichever
+of the two the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
+
+Every frame is sized in wire bytes by :class:`~agents.link.LinkMonitor` (the measured drain rate of the connection,
+the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with a
+topic alias. Frames the sensor cannot serve in time are skipped, never queued: when the head falls behind the
+replay clock, or when the link could not deliver even a useful minimum before the deadline (latest frame wins).
 """
 
 from __future__ import annotations
@@ -13,19 +18,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.auto import AutoChooser
 from agents.config import AgentConfig, SensorSettings
+from agents.link import BudgetDecision, LinkMonitor
 from agents.logging import get_logger
 from agents.mqtt import Communicator
+from agents.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
 from agents.sources import replay, replay_indices
-from models.codec import budget_spans, encode_codes
+from models.codec import packed_bytes
 from models.data import load_split
+from models.imagecodec import get_image_codec
 from models.loss import LossModel
 from models.pipeline import NairPipeline
-from schemas import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Birth, Fragment, FragmentSpan, ModelRef, NairBirth, Status
+from schemas import CONTENT_TYPE_JSON, Birth, BitBand, ImageBirth, ModelRef, NairBirth, Status
 from schemas import encode as wire_encode
+from schemas.lean import LeanContext
 from schemas.topics import TopicTree
 
 log = get_logger("nairbus.sensor")
+
+EPOCH_LEAD_S = 60.0
+"""The session epoch lies this far before the start, so a frame captured just before it still has a time."""
 
 
 def loss_model(settings: SensorSettings) -> LossModel:
@@ -38,18 +51,22 @@ def loss_model(settings: SensorSettings) -> LossModel:
     return LossModel()
 
 
-def frame_budget(settings: SensorSettings, total_bytes: int) -> int | None:
-    """Per-frame payload budget in bytes (None: the whole IR)."""
-    if settings.budget_bytes is not None:
-        return settings.budget_bytes
+def payload_cap(settings: SensorSettings, total_bytes: int) -> int | None:
+    """The per-frame NAIR payload cap a budget fraction sets (None: none)."""
     if settings.budget_fraction is not None:
         return max(1, round(settings.budget_fraction * total_bytes))
     return None
 
 
+def bit_bands(bits: np.ndarray) -> tuple[BitBand, ...]:
+    """The artifact's bits per component as bands for the birth."""
+    ends = [*(np.flatnonzero(np.diff(bits.astype(np.int64))) + 1).tolist(), len(bits)]
+    return tuple(BitBand(end=int(e), bits=int(bits[e - 1])) for e in ends)
+
+
 @dataclass
 class TokenBucket:
-    """Bytes-per-second budget; holds at most one second of credit."""
+    """Wire bytes per second; holds at most one second of credit."""
 
     rate: float
     level: float = 0.0
@@ -64,25 +81,40 @@ class TokenBucket:
         self.level -= nbytes
 
 
+COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
+            "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
+            "injected_loss", "dropped_outgoing")
+"""What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
+
+
 class SensorAgent:
-    """Publishes one stream of NAIR fragments."""
+    """Publishes one stream of NAIR fragments or compressed images, sized to the link."""
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
         self.config = config
-        self.settings = config.sensor
+        s = self.settings = config.sensor
+        if s.mode == "vp":
+            raise ValueError("a variant-parallel sensor runs from agents.vp (nairbus sensor --mode vp)")
         self.topics = TopicTree(config.topics.root, config.topics.site)
-        self.pipeline = pipeline or NairPipeline.load(self.settings.model, self.settings.artifact)
-        self.loss = loss_model(self.settings)
-        self.budget = frame_budget(self.settings, self.pipeline.artifact.total_bytes())
-        self.bucket = TokenBucket(self.settings.bytes_per_second) if self.settings.bytes_per_second else None
+        self.pipeline = pipeline or NairPipeline.load(s.model, s.artifact)
         self.stop_event = threading.Event()
-        self.counters = {"frames": 0, "fragments": 0, "payload_bytes": 0, "injected_loss": 0, "deadline_cut": 0,
-                         "budget_cut": 0, "dropped_outgoing": 0}
-        sid = self.settings.sensor_id
-        self.comm = Communicator(
-            config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid), self._status_payload
-        )
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        sid = s.sensor_id
+        self.comm = Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
+                                 self._status_payload)
+        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
+        self.ctx = LeanContext(sid, self.comm.session, self.epoch_ts, s.expiry_s)
+        self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
+                                     by_plan=s.fragments_by_plan, loss=loss_model(s))
+        self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
+        self.image = (ImageFrameEncoder([get_image_codec(c) for c in s.image_codecs], self.ctx,
+                                        self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
+        self.auto = AutoChooser.load(s.model) if s.mode == "auto" else None
+        self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
+        self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
+                                lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0
+        self.last_decision: BudgetDecision | None = None
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(
@@ -90,104 +122,162 @@ class SensorAgent:
                    ts=time.time())
         )
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     def birth(self) -> Birth:
         """The retained description of this sensor: everything fusion needs to decode it."""
         a, s = self.pipeline.artifact, self.settings
+        nair = None
+        if s.mode in ("nair", "auto"):
+            nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
+                             n_components=a.n_components, bit_bands=bit_bands(a.bits))
+        image = ImageBirth(codecs=tuple(s.image_codecs), height=28, width=28) if self.image is not None else None
         return Birth(
-            sensor_id=s.sensor_id,
-            session=self.comm.session,
-            ts=time.time(),
-            mode="nair",
-            stream_id=s.stream,
+            sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=s.mode, stream_id=s.stream,
             labels=self.pipeline.labels,
             model=ModelRef(name=self.pipeline.manifest["name"], sha256=self.pipeline.manifest["sha256"]),
-            nair=NairBirth(
-                artifact_sha256=a.sha256,
-                split=a.split,
-                ir_shape=a.ir_shape,
-                n_components=a.n_components,
-                bits=int(a.bits.max()),
-                fragments=tuple(FragmentSpan(start=int(st), end=int(en)) for st, en in a.plan.tolist()),
-            ),
-            budget_bytes=self.budget,
-            deadline_ms=s.deadline_ms,
+            nair=nair, image=image, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
+            epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
         )
 
     def start(self) -> None:
-        """Connect, publish status and the retained birth."""
+        """Connect, publish status and the retained birth, start measuring the link."""
         self.comm.start()
         topic = self.topics.sensor_birth(self.settings.sensor_id)
         self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
         self.comm.wait_published()
-        log.info("sensor_started", sensor=self.settings.sensor_id, budget_bytes=self.budget,
+        self.link.start()
+        log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,
+                 link_fit=self.settings.link_fit, budget_bytes=self.settings.budget_bytes,
                  artifact=self.pipeline.artifact.sha256[:12], session=self.comm.session)
 
     def run_replay(self) -> dict[str, int]:
-        """Replay the configured data-set frames once, then return the counters."""
+        """Replay the configured data-set frames once at the configured rate, then return the counters.
+
+        A frame whose replay slot passed more than a period and more than a quarter of the deadline ago is skipped
+        (latest frame wins), so a head that cannot keep up costs frames, not latency; the head's batching jitter
+        within that slack costs nothing.
+        """
         s = self.settings
         data = load_split(s.split, s.data_dir)
         indices = replay_indices(len(data), s.start, s.count, s.shard)
         period = 1.0 / s.fps if s.fps else 0.0
         next_at = time.monotonic()
+        slack = max(period, s.deadline_ms / 4000.0)
+        needs_head = s.mode in ("nair", "auto")
         for batch in replay(data, indices, s.batch):
             if self.stop_event.is_set():
                 break
             started = time.perf_counter()
-            codes = self.pipeline.encode(batch.images)
-            head_s = (time.perf_counter() - started) / len(codes)
-            for frame_id, frame_codes in zip(batch.frame_ids.tolist(), codes, strict=True):
+            codes = self.pipeline.encode(batch.images) if needs_head else None
+            head_s = (time.perf_counter() - started) / len(batch.frame_ids)
+            for row, frame_id in enumerate(batch.frame_ids.tolist()):
+                if self.stop_event.is_set():
+                    break
                 if period:
                     delay = next_at - time.monotonic()
                     if delay > 0:
                         self.stop_event.wait(delay)
-                    next_at = max(next_at + period, time.monotonic() - 1.0)
+                    slot, next_at = next_at, next_at + period
+                    if time.monotonic() - slot > slack:
+                        self.counters["frames"] += 1
+                        self._skip("skipped_late")
+                        continue
                 # A replayed frame is "captured" at its replay slot; the head ran ahead for the whole batch, so
                 # its share of that work is charged to the frame's latency.
-                self.send_frame(int(frame_id), frame_codes, time.time() - head_s)
+                self.send_frame(int(frame_id), batch.images[row], None if codes is None else codes[row],
+                                time.time() - head_s, period)
         self.comm.wait_published(timeout=30.0)
+        self._drain(timeout=30.0)
         return dict(self.counters)
 
-    def send_frame(self, frame_id: int, codes: np.ndarray, capture_ts: float) -> None:
-        """Publish one frame's fragments, most important first, within budget and deadline."""
-        a, s = self.pipeline.artifact, self.settings
-        budget = self.budget
+    def _drain(self, timeout: float) -> None:
+        """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.comm.pending_bytes() + self.comm.socket_outq() > 0:
+            time.sleep(0.02)
+
+    def _skip(self, reason: str) -> None:
+        self.counters["frames_skipped"] += 1
+        self.counters[reason] += 1
+
+    def wire_budget(self, capture_ts: float, period: float) -> int | None:
+        """Wire bytes the next frame may spend (0: skip it; None: unlimited)."""
+        s = self.settings
+        caps = [c for c in (s.budget_bytes,) if c is not None]
         if self.bucket is not None:
-            credit = int(self.bucket.available(time.monotonic()))
-            if budget is None or credit < budget:
-                self.counters["budget_cut"] += 1
-            budget = credit if budget is None else min(budget, credit)
-        spans = budget_spans(a, budget)
-        lost = self.loss.lost(frame_id, len(spans))
-        deadline = capture_ts + s.deadline_ms / 1000.0
-        topic = self.topics.sensor_frag(s.sensor_id)
+            caps.append(int(self.bucket.available(time.monotonic())))
+        cap = min(caps) if caps else None
+        if not s.link_fit:
+            return cap
+        decision = self.link.budget(max(0.0, time.time() - capture_ts), s.deadline_ms / 1000.0,
+                                    period or 0.1, cap if cap is not None else self._full_wire_bytes())
+        self.last_decision = decision
+        return decision.wire_bytes
+
+    def _full_wire_bytes(self) -> int:
+        """The most a frame could ever need: the whole IR (or the largest image) plus envelopes."""
+        return self.nair.full_payload_bytes() + 64 * max(1, len(self.pipeline.artifact.plan))
+
+    def send_frame(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
+                   period: float = 0.0) -> None:
+        """Send one frame as what its budget buys (or skip it)."""
         self.counters["frames"] += 1
-        for payload, gone in zip(encode_codes(codes, a, spans), lost, strict=True):
-            now = time.time()
-            if now > deadline:
-                self.counters["deadline_cut"] += 1
-                break
+        budget = self.wire_budget(capture_ts, period)
+        if budget == 0:
+            self._skip("skipped_link")
+            return
+        out = self.build(frame_id, image, codes, capture_ts, budget)
+        if not out:
+            self._skip("skipped_no_codec")
+            return
+        self.publish(out)
+
+    def build(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
+              budget: int | None) -> list[Outgoing]:
+        """The messages of one frame within ``budget`` wire bytes, in the sensor's mode."""
+        capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
+        end = 0
+        if codes is not None:
+            end = self.nair.prefix_for(budget, self.payload_cap, self._seq + 1, frame_id, capture_ms)
+        picture = None
+        if self.image is not None:
+            picture = self.image.message(image, frame_id, self._seq + 1, capture_ts, budget)
+        if picture is not None and (self.auto is None or codes is None or self.auto.prefer_image(
+                packed_bytes(self.pipeline.artifact, 0, end), picture.codec)):
             self._seq += 1
-            if self.bucket is not None:
-                self.bucket.spend(len(payload.data))
-            if gone:
+            return [picture]
+        if codes is None or end <= 0:
+            return []
+        return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
+
+    def publish(self, out: list[Outgoing]) -> None:
+        """Hand one frame's messages to the communicator and count them."""
+        sent = False
+        for msg in out:
+            if msg.lost:
                 self.counters["injected_loss"] += 1
                 continue
-            message = Fragment(
-                sensor_id=s.sensor_id, session=self.comm.session, seq=self._seq, frame_id=frame_id,
-                capture_ts=capture_ts, expires_ts=capture_ts + s.expiry_s, index=payload.index,
-                start=payload.start, end=payload.end, bits=payload.bits, frame_fragments=len(spans),
-                data=payload.data,
-            )
-            qos = s.first_fragment_qos if payload.index == 0 else s.tail_qos
-            if self.comm.publish(topic, wire_encode(message), qos=qos, content_type=CONTENT_TYPE_MSGPACK,
-                                 expiry_s=s.expiry_s):
-                self.counters["fragments"] += 1
-                self.counters["payload_bytes"] += len(payload.data)
+            if self.comm.publish(msg.topic, msg.payload, qos=self.settings.qos, content_type=None, alias=True):
+                sent = True
+                wire = self.comm.last_wire_bytes
+                self.counters["messages"] += 1
+                self.counters["wire_bytes"] += wire
+                self.counters["payload_bytes"] += msg.data_bytes
+                self.counters["components"] += msg.components
+                if self.bucket is not None:
+                    self.bucket.spend(wire)
             else:
                 self.counters["dropped_outgoing"] += 1
+        if sent:
+            self.counters["frames_sent"] += 1
+            self.counters["image_frames" if out[0].codec is not None else "nair_frames"] += 1
 
     def stop(self) -> None:
         """Publish offline and disconnect."""
         self.stop_event.set()
+        self.link.stop()
         self.comm.stop()
         log.info("sensor_stopped", sensor=self.settings.sensor_id, **self.counters)

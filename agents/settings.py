@@ -48,6 +48,9 @@ class BrokerSettings(BaseModel):
     """Publishes that may wait to be sent (or, at QoS > 0, acknowledged) before new ones are dropped."""
     inbox_size: int = Field(default=50000, ge=1)
     """Received messages that may wait for the agent before new ones are dropped."""
+    notsent_lowat: int | None = Field(default=4096, ge=1)
+    """``TCP_NOTSENT_LOWAT`` of the broker connection: unsent bytes the kernel may hold before it stops taking more
+    (None: the kernel's default, which lets a slow link hide a backlog of hundreds of kilobytes)."""
 
     @model_validator(mode="after")
     def _check_pairs(self) -> Self:

@@ -1,29 +1,21 @@
 """Quantisation and packing of NAIR components into fragment payloads, and back.
 
-Pure numpy: a frame's components (already in importance order) become a list of :class:`FragmentPayload` in
-sending order; the receiver turns whatever payloads arrived back into component values plus a mask. Every payload
-decodes on its own (per-component scale, no entropy coder state), so any subset of fragments is usable.
+Pure numpy: a frame's components (already in importance order) are quantised per component and packed at the
+artifact's bits per component (bits may fall with importance). A sensor sends the prefix ``[0, end)`` that its
+budget buys (:func:`prefix_end`), usually as one :class:`ComponentRun`; the receiver turns whatever runs arrived
+back into component values plus a mask. Every run decodes on its own (per-component scale, no entropy coder
+state), so any prefix, and any subset of runs, is usable.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.nair import NairArtifact
-
-
-@dataclass(frozen=True, slots=True)
-class FragmentPayload:
-    """One fragment's content: plan index, component span ``[start, end)``, bits per component, packed codes."""
-
-    index: int
-    start: int
-    end: int
-    bits: int
-    data: bytes
 
 
 class PayloadError(ValueError):
@@ -62,67 +54,114 @@ def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
     return np.asarray((bit_matrix << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(axis=1), dtype=np.uint16)
 
 
-def budget_spans(artifact: NairArtifact, budget_bytes: int | None) -> list[tuple[int, int, int]]:
-    """Fragments ``(index, start, end)`` sent under a per-frame payload budget, most important first.
+def bit_offsets(artifact: NairArtifact) -> np.ndarray:
+    """Cumulative bits ``(K + 1,)``: component ``k``'s code starts at bit ``offsets[k]`` of a packed prefix."""
+    return np.concatenate([[0], np.cumsum(artifact.bits.astype(np.int64))])
 
-    Whole fragments are sent while they fit; the first that does not fit is cut to the components that do.
-    """
-    spans: list[tuple[int, int, int]] = []
-    left = np.inf if budget_bytes is None else budget_bytes
-    plan = zip(artifact.plan.tolist(), artifact.fragment_bits().tolist(), strict=True)
-    for index, ((start, end), bits) in enumerate(plan):
-        size = ((end - start) * bits + 7) // 8
-        if size <= left:
-            spans.append((index, start, end))
-            left -= size
-            continue
-        fit = int(left * 8 // bits)
-        if fit > 0:
-            spans.append((index, start, start + fit))
-        break
+
+def packed_bytes(artifact: NairArtifact, start: int, end: int) -> int:
+    """Bytes that components ``[start, end)`` take when packed at their planned bits."""
+    return int((int(artifact.bits[start:end].astype(np.int64).sum()) + 7) // 8)
+
+
+def prefix_end(artifact: NairArtifact, budget_bytes: int | None) -> int:
+    """The most components ``[0, end)`` whose packed codes fit ``budget_bytes`` (None: all of them)."""
+    if budget_bytes is None:
+        return artifact.n_components
+    offsets = bit_offsets(artifact)
+    return int(np.searchsorted(offsets, max(0, budget_bytes) * 8, side="right") - 1)
+
+
+def run_spans(artifact: NairArtifact, end: int, by_plan: bool = False) -> list[tuple[int, int]]:
+    """How the prefix ``[0, end)`` is cut into messages: one run, or (``by_plan``) along the artifact's plan."""
+    if end <= 0:
+        return []
+    if not by_plan:
+        return [(0, end)]
+    spans = []
+    for start, stop in artifact.plan.tolist():
+        if start >= end:
+            break
+        spans.append((int(start), int(min(stop, end))))
     return spans
 
 
-def encode_codes(codes: np.ndarray, artifact: NairArtifact,
-                 spans: Iterable[tuple[int, int, int]]) -> list[FragmentPayload]:
-    """Pack one frame's codes ``(K,)`` into payloads for the given spans."""
-    out = []
-    for index, start, end in spans:
-        bits = int(artifact.bits[start])
-        out.append(FragmentPayload(index, start, end, bits, pack(codes[start:end], bits)))
+def _segments(bits: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(offset, length, bits)`` of the constant-bits stretches of ``bits``."""
+    if len(bits) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(bits.astype(np.int64))) + 1
+    edges = [0, *cuts.tolist(), len(bits)]
+    return [(a, b - a, int(bits[a])) for a, b in itertools.pairwise(edges)]
+
+
+def pack_run(codes: np.ndarray, artifact: NairArtifact, start: int, end: int) -> bytes:
+    """Pack one frame's codes ``[start, end)`` at their planned bits, most significant bit first, into one run."""
+    bits = artifact.bits[start:end]
+    parts = []
+    for offset, length, b in _segments(bits):
+        seg = codes[start + offset : start + offset + length].astype(np.uint16)
+        shifts = np.arange(b - 1, -1, -1, dtype=np.uint16)
+        parts.append(((seg[:, None] >> shifts) & 1).astype(np.uint8).ravel())
+    if not parts:
+        return b""
+    return np.packbits(np.concatenate(parts)).tobytes()
+
+
+def unpack_run(data: bytes, artifact: NairArtifact, start: int, end: int) -> np.ndarray:
+    """Inverse of :func:`pack_run`: the codes ``(end - start,)`` of a run (``PayloadError`` if the length is off)."""
+    need = packed_bytes(artifact, start, end)
+    if len(data) != need:
+        raise PayloadError(f"{len(data)} bytes cannot hold components [{start}, {end}): they pack to {need}")
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    out = np.empty(end - start, dtype=np.uint16)
+    pos = 0
+    for offset, length, b in _segments(artifact.bits[start:end]):
+        matrix = flat[pos : pos + length * b].reshape(length, b).astype(np.uint16)
+        out[offset : offset + length] = (matrix << np.arange(b - 1, -1, -1, dtype=np.uint16)).sum(axis=1)
+        pos += length * b
     return out
 
 
-def check_payload(artifact: NairArtifact, payload: FragmentPayload) -> None:
-    """Raise :class:`PayloadError` unless the payload is a (possibly cut) prefix of a planned fragment."""
-    if not 0 <= payload.index < len(artifact.plan):
-        raise PayloadError(f"fragment index {payload.index} outside the plan of {len(artifact.plan)}")
-    start, end = (int(v) for v in artifact.plan[payload.index])
-    if payload.start != start or not start < payload.end <= end:
-        raise PayloadError(f"span [{payload.start}, {payload.end}) does not fit planned fragment [{start}, {end})")
-    if payload.bits != int(artifact.bits[start]):
-        raise PayloadError(f"fragment has {payload.bits} bits, plan says {int(artifact.bits[start])}")
-    if len(payload.data) != ((payload.end - payload.start) * payload.bits + 7) // 8:
-        raise PayloadError("payload length does not match its span and bits")
+@dataclass(frozen=True, slots=True)
+class ComponentRun:
+    """Components ``[start, end)`` of one frame, packed at their planned bits (one fragment's content)."""
+
+    start: int
+    end: int
+    data: bytes
 
 
-def decode_payloads(artifact: NairArtifact, payloads: Iterable[FragmentPayload]) -> tuple[np.ndarray, np.ndarray]:
-    """Component values ``(K,)`` and received mask ``(K,)`` from the payloads that arrived (checked first)."""
+def encode_runs(codes: np.ndarray, artifact: NairArtifact, spans: Iterable[tuple[int, int]]) -> list[ComponentRun]:
+    """Pack one frame's codes ``(K,)`` into runs for the given spans."""
+    return [ComponentRun(start, end, pack_run(codes, artifact, start, end)) for start, end in spans]
+
+
+def check_run(artifact: NairArtifact, run: ComponentRun) -> None:
+    """Raise :class:`PayloadError` unless the run's range is inside the IR and its length matches its bits."""
+    if not 0 <= run.start < run.end <= artifact.n_components:
+        raise PayloadError(f"components [{run.start}, {run.end}) are outside the IR's {artifact.n_components}")
+    need = packed_bytes(artifact, run.start, run.end)
+    if len(run.data) != need:
+        raise PayloadError(f"{len(run.data)} bytes for components [{run.start}, {run.end}), which pack to {need}")
+
+
+def decode_runs(artifact: NairArtifact, runs: Iterable[ComponentRun]) -> tuple[np.ndarray, np.ndarray]:
+    """Component values ``(K,)`` and received mask ``(K,)`` from the runs that arrived (each checked first)."""
     k = artifact.n_components
     values = np.zeros(k, dtype=np.float32)
     mask = np.zeros(k, dtype=bool)
-    for payload in payloads:
-        check_payload(artifact, payload)
-        sl = slice(payload.start, payload.end)
-        codes = unpack(payload.data, payload.end - payload.start, payload.bits)
-        values[sl] = dequantise(codes, artifact.lo[sl], artifact.step[sl])
+    for run in runs:
+        check_run(artifact, run)
+        sl = slice(run.start, run.end)
+        values[sl] = dequantise(unpack_run(run.data, artifact, run.start, run.end), artifact.lo[sl], artifact.step[sl])
         mask[sl] = True
     return values, mask
 
 
-def spans_mask(n_components: int, spans: Iterable[tuple[int, int, int]]) -> np.ndarray:
-    """Received mask for a set of spans (for the offline evaluator)."""
+def spans_mask(n_components: int, spans: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Received mask for a set of component spans (for the offline evaluator)."""
     mask = np.zeros(n_components, dtype=bool)
-    for _index, start, end in spans:
+    for start, end in spans:
         mask[start:end] = True
     return mask

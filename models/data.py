@@ -106,3 +106,18 @@ def train_calibration_split(
         Dataset(train.images[fit], train.labels[fit]),
         Dataset(train.images[hold], train.labels[hold]),
     )
+
+
+VALIDATION_IMAGES = 5000
+"""Size of the validation split (:func:`validation_split`)."""
+
+
+def validation_split(train: Dataset, n: int = VALIDATION_IMAGES) -> Dataset:
+    """A fixed validation split of the training images: the last ``n`` of the seed-0 permutation.
+
+    ``nairbus calibrate`` fits on the first images of that same permutation (10 000 by default), so the two never
+    overlap while ``n + images <= 60 000``; selections (the auto-mode tables) are made here, never on the test split.
+    """
+    order = np.random.default_rng(0).permutation(len(train))
+    hold = np.sort(order[len(order) - n :])
+    return Dataset(train.images[hold], train.labels[hold])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.codec import budget_spans, dequantise, quantise, spans_mask
+from models.codec import dequantise, packed_bytes, prefix_end, quantise, run_spans, spans_mask
 from models.loss import LossModel
 from models.nair import NairArtifact, NairTransform
 from models.resnet import ResNet, preprocess
@@ -82,11 +82,15 @@ class NairPipeline:
         return np.concatenate(out)
 
     def receive(self, codes: np.ndarray, frame_ids: np.ndarray, budget_bytes: int | None, loss: LossModel) -> Received:
-        """Offline channel: what fusion would hold for each frame under a byte budget and injected loss."""
+        """Offline channel: what fusion would hold for each frame under a byte budget and injected loss.
+
+        The budget buys the prefix :func:`~models.codec.prefix_end` gives, as one run; under injected loss the
+        prefix is cut along the artifact's plan and each piece is lost or kept, as a live sensor does.
+        """
         a = self.artifact
-        spans = budget_spans(a, budget_bytes)
+        spans = run_spans(a, prefix_end(a, budget_bytes), by_plan=loss.kind != "none")
         mask = np.zeros(codes.shape, dtype=bool)
-        sizes = np.array([((e - s) * int(a.bits[s]) + 7) // 8 for _i, s, e in spans], dtype=np.int64)
+        sizes = np.array([packed_bytes(a, s, e) for s, e in spans], dtype=np.int64)
         payload = np.zeros(len(codes), dtype=np.int64)
         if loss.kind == "none":  # every frame gets the same spans
             mask[:] = spans_mask(a.n_components, spans)
@@ -100,6 +104,19 @@ class NairPipeline:
             payload[row] = int(sizes[~lost].sum()) if len(spans) else 0
         values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
         return Received(values, mask, payload)
+
+    def prefix_probs(self, codes: np.ndarray, ends: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Probabilities when frame ``i`` delivered the prefix ``[0, ends[i])`` of its components (offline twin of a
+        live run whose budgets varied frame by frame)."""
+        a = self.artifact
+        out = []
+        positions = np.arange(a.n_components)[None, :]
+        for start in range(0, len(codes), batch_size):
+            sl = slice(start, start + batch_size)
+            mask = positions < np.asarray(ends[sl])[:, None]
+            values = np.where(mask, dequantise(codes[sl], a.lo, a.step), 0.0).astype(np.float32)
+            out.append(self.decode(values, mask))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def encode_all(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """:meth:`encode` over many images, in batches."""

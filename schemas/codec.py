@@ -1,8 +1,9 @@
 """Bytes on the wire: encode messages and decode untrusted payloads into validated messages.
 
-:class:`~schemas.messages.Fragment` and :class:`~schemas.messages.TopK` travel as msgpack
-(:data:`CONTENT_TYPE_MSGPACK`), every other message as compact UTF-8 JSON (:data:`CONTENT_TYPE_JSON`); publishers set
-the MQTT 5 content-type property to :func:`content_type`.
+The capture agent's :class:`~schemas.messages.Frame` travels as a msgpack map (:data:`CONTENT_TYPE_MSGPACK`), the
+human- and hub-facing messages as compact UTF-8 JSON (:data:`CONTENT_TYPE_JSON`); publishers set the MQTT 5
+content-type property to :func:`content_type`. The high-rate fragments, top-k and images are lean positional
+arrays instead (:mod:`schemas.lean`).
 
 Decoding never raises anything but :class:`WireError`, whose ``reason`` is one of :data:`WIRE_REASONS`:
 
@@ -11,6 +12,7 @@ Decoding never raises anything but :class:`WireError`, whose ``reason`` is one o
               type
 ``version``   ``v`` missing or not :data:`~schemas.messages.SCHEMA_VERSION` (checked before validation)
 ``kind``      ``kind`` missing or not the expected one (or not carried by that content type)
+``session``   (lean messages, :mod:`schemas.lean`) the session tag is not the sensor's current session's
 ``invalid``   the model's validation failed: wrong types or shapes, out-of-range values, NaN/inf, ...
 
 >>> from schemas.messages import Status
@@ -37,10 +39,8 @@ from schemas.messages import (
     MAX_TOPK,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
-    Fragment,
     Frame,
     Message,
-    TopK,
     WireModel,
 )
 
@@ -70,10 +70,11 @@ MAX_MSGPACK_BYTES: Final = 16384
 MAX_JSON_BYTES: Final = 65536
 """Largest JSON payload accepted (or produced)."""
 
-WireReason = Literal["oversize", "malformed", "version", "kind", "invalid"]
+WireReason = Literal["oversize", "malformed", "version", "kind", "session", "invalid"]
 WIRE_REASONS: Final[frozenset[str]] = frozenset(get_args(WireReason))
 
-_MSGPACK_TYPES: Final[frozenset[type[Message]]] = frozenset({Fragment, TopK, Frame})
+_MSGPACK_TYPES: Final[frozenset[type[Message]]] = frozenset({Frame})
+_LEAN_KINDS: Final = frozenset({"frag", "topk", "image"})
 _DETAIL_MAX: Final = 300
 
 M = TypeVar("M", bound=WireModel)
@@ -103,6 +104,14 @@ class WireError(ValueError):
 
 
 # -- content types and limits ---------------------------------------------------------------------------------------
+def _brief(value: object, limit: int = 40) -> str:
+    """A short repr of an untrusted value: scalars as such, containers by type only (the repr of a deeply nested
+    array, which msgpack parses up to its own stack limit, would raise ``RecursionError``)."""
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return repr(value)[:limit]
+    return f"<{type(value).__name__}>"
+
+
 def _message_class(msg_or_cls: object) -> type[Message]:
     cls = msg_or_cls if isinstance(msg_or_cls, type) else type(msg_or_cls)
     for known in _ALL_TYPES:
@@ -112,7 +121,12 @@ def _message_class(msg_or_cls: object) -> type[Message]:
 
 
 def content_type(msg_or_cls: Message | type[Message]) -> ContentType:
-    """The MQTT content type a message (instance or class) travels with."""
+    """The MQTT content type a message (instance or class) travels with.
+
+    Lean messages (fragments, top-k, images) carry no content type on the wire; their format is the birth's.
+    """
+    if _message_class(msg_or_cls).model_fields["kind"].default in _LEAN_KINDS:
+        raise TypeError("fragments, top-k and images travel lean: use schemas.lean.encode_lean / decode_lean")
     return CONTENT_TYPE_MSGPACK if _message_class(msg_or_cls) in _MSGPACK_TYPES else CONTENT_TYPE_JSON
 
 
@@ -178,7 +192,8 @@ def decode_any(payload: Payload, content_type: str) -> Message:
         raise WireError("malformed", f"unsupported content type {content_type!r}")
     data = _as_bytes(payload, max_bytes(ct))
     obj = _parse(data, ct)
-    kinds = frozenset(k for k, cls in MESSAGE_TYPES.items() if (cls in _MSGPACK_TYPES) == (ct == CONTENT_TYPE_MSGPACK))
+    kinds = frozenset(k for k, cls in MESSAGE_TYPES.items()
+                      if k not in _LEAN_KINDS and (cls in _MSGPACK_TYPES) == (ct == CONTENT_TYPE_MSGPACK))
     kind = _check_header(obj, kinds, ct)
     return _validate(MESSAGE_TYPES[kind], obj, data, ct)
 
@@ -235,11 +250,11 @@ def _check_header(obj: object, kinds: frozenset[str], ct: str) -> str:
         raise WireError("malformed", f"payload is a {type(obj).__name__}, not a map")
     version = obj.get("v")
     if type(version) is not int or version != SCHEMA_VERSION:
-        shown = "missing" if "v" not in obj else repr(version)[:40]
+        shown = "missing" if "v" not in obj else _brief(version)
         raise WireError("version", f"schema version {shown}, expected {SCHEMA_VERSION}")
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in kinds:
-        shown = "missing" if "kind" not in obj else repr(kind)[:40]
+        shown = "missing" if "kind" not in obj else _brief(kind)
         raise WireError("kind", f"kind {shown}, expected one of {sorted(kinds)} for {ct}")
     return kind
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from schemas.ids import ID_REGEX
 
 __all__ = [
+    "LEAN_VERSION",
     "MAX_FRAGMENT_DATA",
     "MAX_FRAME_FRAGMENTS",
     "MAX_FRAME_PIXELS",
@@ -29,11 +30,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "U64_MAX",
     "Birth",
+    "BitBand",
     "ClassScore",
     "Fragment",
-    "FragmentSpan",
     "Frame",
     "Id",
+    "ImageBirth",
+    "ImageFrame",
     "Message",
     "MessageKind",
     "ModelRef",
@@ -49,6 +52,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+"""Version of the JSON messages (status, birth, result, stats) and of the capture agent's msgpack frames."""
+LEAN_VERSION: Final = 2
+"""Version of the lean high-rate messages (:class:`Fragment`, :class:`TopK`, :class:`ImageFrame`)."""
 MAX_FRAGMENT_DATA: Final = 8192
 """Most payload bytes one :class:`Fragment` may carry."""
 MAX_FRAME_FRAGMENTS: Final = 65535
@@ -80,7 +86,7 @@ Bits = Annotated[int, Field(ge=1, le=16)]
 """Quantisation bits per component."""
 Probability = Annotated[float, Field(ge=0, le=1)]
 
-MessageKind = Literal["status", "birth", "frag", "topk", "result", "stats", "frame"]
+MessageKind = Literal["status", "birth", "frag", "topk", "image", "result", "stats", "frame"]
 """The ``kind`` discriminator of every message."""
 
 
@@ -111,45 +117,55 @@ class ModelRef(WireModel):
     sha256: Sha256Hex
 
 
-class FragmentSpan(WireModel):
-    """A half-open component range ``[start, end)`` of the fragment plan."""
+class BitBand(WireModel):
+    """Components up to ``end`` (from the previous band's end) are quantised to ``bits`` bits each."""
 
-    start: U64
-    end: U64
-
-    @model_validator(mode="after")
-    def _non_empty(self) -> Self:
-        if self.end <= self.start:
-            raise ValueError(f"fragment span end {self.end} must be greater than start {self.start}")
-        return self
+    end: PositiveU64
+    bits: Bits
 
 
 class NairBirth(WireModel):
-    """How to decode a NAIR sensor's fragments: codec artifact, split point, IR shape, quantisation and plan.
+    """How to decode a NAIR sensor's fragments: codec artifact, split point, IR shape and bits per component.
 
-    ``fragments`` is the plan: spans that tile ``[0, n_components)`` in order, without gaps or overlaps. A
-    :class:`Fragment` with plan index ``i`` carries ``fragments[i]``.
+    ``bit_bands`` tile ``[0, n_components)`` in order; a fragment ``[start, end)`` carries its components packed
+    band by band at each band's bits, most significant bit first, so its length follows from the bands.
     """
 
     artifact_sha256: Sha256Hex
     split: Name
     ir_shape: tuple[PositiveU64, PositiveU64, PositiveU64]
     n_components: PositiveU64
-    bits: Bits
-    fragments: Annotated[tuple[FragmentSpan, ...], Field(min_length=1, max_length=MAX_FRAME_FRAGMENTS)]
+    bit_bands: Annotated[tuple[BitBand, ...], Field(min_length=1, max_length=64)]
 
     @model_validator(mode="after")
-    def _plan_tiles_components(self) -> Self:
-        expected_start = 0
-        for i, span in enumerate(self.fragments):
-            if span.start != expected_start:
-                raise ValueError(
-                    f"fragment plan is not contiguous: span {i} starts at {span.start}, expected {expected_start}"
-                )
-            expected_start = span.end
-        if expected_start != self.n_components:
-            raise ValueError(f"fragment plan ends at {expected_start}, expected n_components={self.n_components}")
+    def _bands_tile_components(self) -> Self:
+        previous = 0
+        for i, band in enumerate(self.bit_bands):
+            if band.end <= previous:
+                raise ValueError(f"bit band {i} ends at {band.end}, not after {previous}")
+            previous = band.end
+        if previous != self.n_components:
+            raise ValueError(f"bit bands end at {previous}, expected n_components={self.n_components}")
         return self
+
+    def packed_bytes(self, start: int, end: int) -> int:
+        """Bytes that components ``[start, end)`` take bit-packed band by band."""
+        total_bits, lo = 0, 0
+        for band in self.bit_bands:
+            a, b = max(start, lo), min(end, band.end)
+            if b > a:
+                total_bits += (b - a) * band.bits
+            lo = band.end
+        return (total_bits + 7) // 8
+
+
+class ImageBirth(WireModel):
+    """An image-mode sensor: the codecs its :class:`ImageFrame` payloads may use (each names its index) and the
+    frame size. Specs are those of ``models.imagecodec`` (e.g. ``png``, ``webp:q80``, ``grey4+deflate``)."""
+
+    codecs: Annotated[tuple[Name, ...], Field(min_length=1, max_length=64)]
+    height: Annotated[int, Field(ge=1, le=1024)]
+    width: Annotated[int, Field(ge=1, le=1024)]
 
 
 class VpBirth(WireModel):
@@ -163,7 +179,10 @@ class VpBirth(WireModel):
 class Birth(WireModel):
     """Retained description of a sensor: everything fusion needs to decode it. JSON.
 
-    Exactly one of ``nair`` and ``vp`` is set, the one ``mode`` names.
+    ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image``
+    frames (``image`` set) or ``auto``, per frame whichever of NAIR fragments and an image fits its link better
+    (both set). The high-rate messages are lean (:mod:`schemas.lean`): their capture times count milliseconds from
+    ``epoch_ts`` and they expire ``expiry_ms`` after capture.
     """
 
     v: Literal[1] = 1
@@ -171,24 +190,26 @@ class Birth(WireModel):
     sensor_id: Id
     session: Session
     ts: Timestamp
-    mode: Literal["nair", "vp"]
+    mode: Literal["nair", "vp", "image", "auto"]
     stream_id: Id
     labels: Annotated[tuple[Label, ...], Field(min_length=1, max_length=MAX_LABELS)]
     model: ModelRef
     nair: NairBirth | None = None
     vp: VpBirth | None = None
+    image: ImageBirth | None = None
     budget_bytes: PositiveU64 | None = None
     deadline_ms: Annotated[float, Field(gt=0)]
+    epoch_ts: Timestamp
+    expiry_ms: Annotated[int, Field(ge=1, le=86_400_000)]
 
     @model_validator(mode="after")
     def _mode_matches(self) -> Self:
-        if self.mode == "nair" and (self.nair is None or self.vp is not None):
-            raise ValueError("mode 'nair' needs 'nair' set and 'vp' unset")
-        if self.mode == "vp":
-            if self.vp is None or self.nair is not None:
-                raise ValueError("mode 'vp' needs 'vp' set and 'nair' unset")
-            if self.vp.k > len(self.labels):
-                raise ValueError(f"vp.k={self.vp.k} exceeds the {len(self.labels)} labels")
+        wanted = {"nair": {"nair"}, "vp": {"vp"}, "image": {"image"}, "auto": {"nair", "image"}}[self.mode]
+        present = {name for name in ("nair", "vp", "image") if getattr(self, name) is not None}
+        if present != wanted:
+            raise ValueError(f"mode {self.mode!r} needs {sorted(wanted)} set and nothing else, got {sorted(present)}")
+        if self.vp is not None and self.vp.k > len(self.labels):
+            raise ValueError(f"vp.k={self.vp.k} exceeds the {len(self.labels)} labels")
         return self
 
 
@@ -199,14 +220,16 @@ def packed_size(n_components: int, bits: int) -> int:
 
 
 class Fragment(WireModel):
-    """One fragment of a frame's NAIR features: components ``[start, end)`` bit-packed at ``bits`` bits. msgpack.
+    """A run of one frame's NAIR components ``[start, end)``, bit-packed as the sensor's artifact plans. Lean.
 
-    ``seq`` counts every publish of the session (loss and reordering show as gaps); ``index`` is the fragment's
-    position in the birth plan; ``frame_fragments`` is how many fragments the sensor sends for this frame (it may
-    send fewer than the plan holds). Stale fragments (``expires_ts`` passed) are to be dropped.
+    Components are in importance order, so the prefix ``[0, end)`` of a frame is the most useful ``end`` components
+    the sensor could send; a frame usually travels as one fragment with ``start = 0``. ``frame_end`` is where the
+    sensor's send for this frame ends (fusion may decide the frame once ``[0, frame_end)`` has arrived). On the wire
+    this is a positional msgpack array (:mod:`schemas.lean`); ``sensor_id``, ``session`` and ``expires_ts`` come
+    from the topic and the sensor's birth, not from the message. ``seq`` counts every publish of the session.
     """
 
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     kind: Literal["frag"] = "frag"
     sensor_id: Id
     session: Session
@@ -214,12 +237,10 @@ class Fragment(WireModel):
     frame_id: U64
     capture_ts: Timestamp
     expires_ts: Timestamp
-    index: U64
     start: U64
     end: U64
-    bits: Bits
-    frame_fragments: Annotated[int, Field(ge=1, le=MAX_FRAME_FRAGMENTS)]
-    data: Annotated[bytes, Field(max_length=MAX_FRAGMENT_DATA)]
+    frame_end: U64
+    data: Annotated[bytes, Field(min_length=1, max_length=MAX_FRAGMENT_DATA)]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -227,21 +248,18 @@ class Fragment(WireModel):
             raise ValueError(f"expires_ts {self.expires_ts} must be after capture_ts {self.capture_ts}")
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be greater than start {self.start}")
-        # Bound the range before multiplying so a huge range cannot cost anything.
-        if self.end - self.start > MAX_FRAGMENT_DATA * 8:
-            raise ValueError(f"component range {self.end - self.start} is larger than any fragment can carry")
-        need = packed_size(self.end - self.start, self.bits)
-        if len(self.data) != need:
-            raise ValueError(
-                f"data is {len(self.data)} bytes, {self.end - self.start} components at {self.bits} bits need {need}"
-            )
+        if self.frame_end < self.end:
+            raise ValueError(f"frame_end {self.frame_end} is before the fragment's end {self.end}")
+        # At one bit per component at least, data bounds the range (checked before anything multiplies it).
+        if self.end - self.start > len(self.data) * 8:
+            raise ValueError(f"{len(self.data)} bytes cannot carry {self.end - self.start} components")
         return self
 
 
 class TopK(WireModel):
-    """A variant-parallel sensor's top-k classes and scores for one frame. msgpack."""
+    """A variant-parallel sensor's top-k classes and scores for one frame. Lean (see :mod:`schemas.lean`)."""
 
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     kind: Literal["topk"] = "topk"
     sensor_id: Id
     session: Session
@@ -260,6 +278,27 @@ class TopK(WireModel):
             raise ValueError(f"{len(self.classes)} classes but {len(self.scores)} scores")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes must be distinct")
+        return self
+
+
+class ImageFrame(WireModel):
+    """One frame compressed whole by codec ``codec`` of the sensor's birth; fusion runs the whole model. Lean."""
+
+    v: Literal[2] = 2
+    kind: Literal["image"] = "image"
+    sensor_id: Id
+    session: Session
+    seq: U64
+    frame_id: U64
+    capture_ts: Timestamp
+    expires_ts: Timestamp
+    codec: Annotated[int, Field(ge=0, lt=64)]
+    data: Annotated[bytes, Field(min_length=1, max_length=MAX_FRAGMENT_DATA)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.expires_ts <= self.capture_ts:
+            raise ValueError(f"expires_ts {self.expires_ts} must be after capture_ts {self.capture_ts}")
         return self
 
 
@@ -326,6 +365,14 @@ class Result(WireModel):
     complete: bool
     variants: Annotated[tuple[Name, ...], Field(max_length=MAX_FRAME_FRAGMENTS)] = ()
     """VP: the variants whose top-k was fused into this decision (empty for NAIR)."""
+    representation: Literal["nair", "image", "vp"] = "nair"
+    """What the decision was made from: NAIR components, a compressed image, or variant votes."""
+    components_received: U64 = 0
+    """NAIR: components that arrived (a prefix of the importance order when nothing was lost)."""
+    codec: Name | None = None
+    """Image: the codec of the frame (the sensor's birth ``image.codec``)."""
+    wire_bytes: U64 = 0
+    """MQTT PUBLISH bytes of the messages that carried this frame (counted with a topic alias, as sensors send)."""
 
     @model_validator(mode="after")
     def _distinct_topk(self) -> Self:
@@ -361,11 +408,11 @@ class Stats(WireModel):
     latency_p99_ms: Annotated[float, Field(ge=0)] | None = None
 
 
-Message: TypeAlias = Status | Birth | Fragment | TopK | Result | Stats | Frame
+Message: TypeAlias = Status | Birth | Fragment | TopK | ImageFrame | Result | Stats | Frame
 """Any nairbus message."""
 
 MESSAGE_TYPES: Final[Mapping[str, type[Message]]] = MappingProxyType(
     {"status": Status, "birth": Birth, "frag": Fragment, "topk": TopK, "result": Result, "stats": Stats,
-     "frame": Frame}
+     "frame": Frame, "image": ImageFrame}
 )
 """Message class by ``kind``."""

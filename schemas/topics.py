@@ -2,7 +2,7 @@
 
 Every topic lives under ``<root>/v1/<site>/``::
 
-    <root>/v1/<site>/sensors/<sensor_id>/{status,birth,frag,topk}
+    <root>/v1/<site>/sensors/<sensor_id>/{status,birth,frag,topk,image}
     <root>/v1/<site>/results/<stream_id>
     <root>/v1/<site>/fusion/<fusion_id>/{status,stats}
     <root>/v1/<site>/frames/<stream_id>
@@ -35,12 +35,13 @@ __all__ = [
 
 TOPIC_VERSION: Final = "v1"
 
-SensorLeaf = Literal["status", "birth", "frag", "topk"]
+SensorLeaf = Literal["status", "birth", "frag", "topk", "image"]
 """The last level of a sensor topic."""
 FusionLeaf = Literal["status", "stats"]
 """The last level of a fusion topic."""
 TopicKind = Literal[
-    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "result", "fusion_status", "fusion_stats", "frame"
+    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "sensor_image", "result", "fusion_status",
+    "fusion_stats", "frame",
 ]
 """What a topic of the tree carries, as returned by :meth:`TopicTree.parse`."""
 
@@ -103,6 +104,10 @@ class TopicTree:
     def sensor_topk(self, sensor_id: str) -> str:
         """:class:`~schemas.messages.TopK` stream of a variant-parallel sensor."""
         return self.sensor(sensor_id, "topk")
+
+    def sensor_image(self, sensor_id: str) -> str:
+        """:class:`~schemas.messages.ImageFrame` stream of an image-mode (or auto-mode) sensor."""
+        return self.sensor(sensor_id, "image")
 
     def all_sensors(self, kind: SensorLeaf) -> str:
         """Subscription filter for one leaf of every sensor, e.g. ``<prefix>/sensors/+/frag``."""
@@ -172,6 +177,8 @@ class TopicTree:
                     kind = "sensor_birth"
                 elif leaf == "frag":
                     kind = "sensor_frag"
+                elif leaf == "image":
+                    kind = "sensor_image"
                 else:
                     kind = "sensor_topk"
             case ["results", ident]:

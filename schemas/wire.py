@@ -18,6 +18,7 @@ from typing import Final
 __all__ = [
     "ALIAS_PROPERTIES_LEN",
     "EXPIRY_PROPERTY_LEN",
+    "lean_fragment_payload_len",
     "lean_image_payload_len",
     "msgpack_bin_len",
     "msgpack_uint_len",
@@ -63,7 +64,14 @@ def msgpack_bin_len(n: int) -> int:
     return n + (2 if n < 256 else 3 if n < 65_536 else 5)
 
 
-def lean_image_payload_len(data_len: int, seq: int, frame_id: int, capture_ms: int) -> int:
-    """Payload bytes of a lean image message ``[2, tag, seq, frame_id, capture_ms, data]`` (tag < 128)."""
+def lean_image_payload_len(data_len: int, seq: int, frame_id: int, capture_ms: int, codec: int = 0) -> int:
+    """Payload bytes of a lean image message ``[2, tag, seq, frame_id, capture_ms, codec, data]`` (tag < 128)."""
     return 1 + 1 + 1 + msgpack_uint_len(seq) + msgpack_uint_len(frame_id) + msgpack_uint_len(capture_ms) + \
+        msgpack_uint_len(codec) + msgpack_bin_len(data_len)
+
+
+def lean_fragment_payload_len(data_len: int, seq: int, frame_id: int, capture_ms: int, start: int, end: int,
+                              frame_end: int) -> int:
+    """Payload bytes of a lean fragment ``[2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]``."""
+    return 1 + 1 + 1 + sum(msgpack_uint_len(n) for n in (seq, frame_id, capture_ms, start, end, frame_end)) + \
         msgpack_bin_len(data_len)

@@ -28,8 +28,9 @@ from models.data import load_split
 from models.loss import LossModel
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
-from schemas import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Fragment, Result, Stats, encode
+from schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
 from schemas import decode as wire_decode
+from schemas.lean import encode_lean
 from schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
@@ -108,11 +109,13 @@ def test_live_bus_reproduces_the_offline_evaluator(broker: PrivateMosquitto, top
                                                    pipeline: NairPipeline, running_fusion: FusionAgent) -> None:
     listener = Listener(broker, TopicTree(topic_root, "lab"))
     listener.comm.start()
-    budget = pipeline.artifact.total_bytes() // 4
+    budget = 0.25
     sensors = [
-        _sensor(broker, topic_root, pipeline, sensor_id="cam-a", shard=(0, 2), budget_bytes=budget),
-        _sensor(broker, topic_root, pipeline, sensor_id="cam-b", shard=(1, 2), budget_bytes=budget,
-                loss=LossSettings(kind="random", rate=0.3, seed=3)),
+        # Link-fitted (the default): each frame's prefix follows the measured link, so compare at what arrived.
+        _sensor(broker, topic_root, pipeline, sensor_id="cam-a", shard=(0, 2), budget_fraction=budget),
+        # A fixed budget cut along the plan with injected loss (test tooling): the offline evaluator's channel.
+        _sensor(broker, topic_root, pipeline, sensor_id="cam-b", shard=(1, 2), budget_fraction=budget,
+                link_fit=False, fragments_by_plan=True, loss=LossSettings(kind="random", rate=0.3, seed=3)),
     ]
     threads = [threading.Thread(target=s.run_replay) for s in sensors]
     for t in threads:
@@ -120,21 +123,26 @@ def test_live_bus_reproduces_the_offline_evaluator(broker: PrivateMosquitto, top
     for t in threads:
         t.join(timeout=60)
     listener.collect({("cam-a", i) for i in range(0, 40, 2)} | {("cam-b", i) for i in range(1, 40, 2)}, timeout=20)
+    counters = sensors[0].counters
     for s in sensors:
         s.stop()
     listener.comm.stop()
     a_ids, b_ids = np.arange(0, 40, 2), np.arange(1, 40, 2)
-    live_a = np.array([listener.results[("cam-a", int(i))].class_index for i in a_ids])
-    assert np.array_equal(live_a, _offline(pipeline, a_ids, budget, LossModel()))
+    got_a = [listener.results[("cam-a", int(i))] for i in a_ids]
+    ends = np.array([r.components_received for r in got_a])
+    codes = pipeline.encode_all(load_split("test").images[a_ids])
+    offline_a = pipeline.prefix_probs(codes, ends).argmax(1)
+    assert np.array_equal(np.array([r.class_index for r in got_a]), offline_a)
+    cap = round(budget * pipeline.artifact.total_bytes())
+    assert all(r.bytes_received <= cap and r.complete and r.representation == "nair" for r in got_a)
+    assert max(r.bytes_received for r in got_a) > cap * 0.9  # a fast link soon carries the whole capped prefix
+    assert all(r.wire_bytes > r.bytes_received for r in got_a)  # the envelope is counted
+    assert counters["frames_sent"] == 20 and counters["wire_bytes"] >= sum(r.wire_bytes for r in got_a)
     got_b = [int(i) for i in b_ids if ("cam-b", int(i)) in listener.results]
     assert len(got_b) >= 15  # a frame is missing only if injected loss took every fragment
     live_b = np.array([listener.results[("cam-b", i)].class_index for i in got_b])
-    offline_b = _offline(pipeline, np.array(got_b), budget, LossModel("random", p=0.3, seed=3))
+    offline_b = _offline(pipeline, np.array(got_b), cap, LossModel("random", p=0.3, seed=3))
     assert np.array_equal(live_b, offline_b)
-    first = listener.results[("cam-a", 0)]
-    assert first.complete
-    assert first.bytes_received <= budget
-    assert 0.2 < first.fraction_received <= 0.25
     assert listener.results[("cam-b", got_b[0])].sensors != ()
 
 
@@ -144,32 +152,45 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
     topics = TopicTree(topic_root, "lab")
     listener = Listener(broker, topics)
     listener.comm.start()
-    good = _sensor(broker, topic_root, pipeline, sensor_id="good", count=30)
+    # Whole frames, not link-fitted: the flood shares the good sensor's broker, and fitting would (rightly) shrink
+    # its frames; what is asserted here is that garbage costs the good frames nothing at the fusion agent.
+    good = _sensor(broker, topic_root, pipeline, sensor_id="good", count=30, link_fit=False)
     attacker = Communicator(BrokerSettings(host=broker.host, port=broker.port), "attacker",
                             f"{topics.prefix}/observers/attacker/status", lambda state: b"{}")
     attacker.start()
-    session = good.comm.session
-    valid = {"v": 1, "kind": "frag", "sensor_id": "good", "session": session, "seq": 1, "frame_id": 9999,
-             "capture_ts": time.time(), "expires_ts": time.time() + 60, "index": 0, "start": 0, "end": 16, "bits": 8,
-             "frame_fragments": 1, "data": b"\x00" * 16}
+    ctx = good.ctx
+    now = time.time()
+    ms = round((now - ctx.epoch_ts) * 1000)
     frag_topic = topics.sensor_frag("good")
-    garbage: list[tuple[str, bytes, str]] = [
-        (frag_topic, b"\xc1\xc1 not msgpack", CONTENT_TYPE_MSGPACK),
-        (frag_topic, msgpack.packb({**valid, "v": 2}), CONTENT_TYPE_MSGPACK),
-        (frag_topic, msgpack.packb({**valid, "end": 17, "data": b"\x00" * 17}), CONTENT_TYPE_MSGPACK),
-        (frag_topic, msgpack.packb({**valid, "capture_ts": float("nan")}), CONTENT_TYPE_MSGPACK),
-        (frag_topic, b"\x00" * 20000, CONTENT_TYPE_MSGPACK),
-        (frag_topic, msgpack.packb({**valid, "session": "old-session"}), CONTENT_TYPE_MSGPACK),
-        (topics.sensor_frag("stranger"), msgpack.packb({**valid, "sensor_id": "stranger"}), CONTENT_TYPE_MSGPACK),
-        (topics.sensor_birth("evil"), b'{"v": 1, "kind": "birth"}', CONTENT_TYPE_JSON),
+
+    def lean(*body: object, version: int = 2, tag: int | None = None, frame_id: int = 9999) -> bytes:
+        return bytes(msgpack.packb([version, ctx.tag if tag is None else tag, 1, frame_id, ms, *body],
+                                   use_bin_type=True))
+
+    garbage: list[tuple[str, bytes]] = [
+        (frag_topic, b"\xc1\xc1 not msgpack"),
+        (frag_topic, lean(0, 16, 16, b"\x00" * 16, version=1)),
+        (frag_topic, lean(0, 17, 17, b"\x00" * 16)),  # 17 components at their planned 8 bits are not 16 bytes
+        (frag_topic, bytes(msgpack.packb([2, ctx.tag, 1, 9999, float("nan"), 0, 16, 16, b"\x00" * 16]))),
+        (frag_topic, b"\x00" * 20000),
+        (frag_topic, lean(0, 16, 16, b"\x00" * 16, tag=(ctx.tag + 1) % 128)),  # a straggler of an older session
+        (frag_topic, lean(0, 16)),  # wrong arity
+        (topics.sensor_frag("stranger"), lean(0, 16, 16, b"\x00" * 16)),
+        (topics.sensor_birth("evil"), b'{"v": 1, "kind": "birth"}'),
     ]
-    dup = encode(Fragment(**{**valid, "frame_id": 5000, "frame_fragments": 2}))
+    # The first 16 components of a frame that announces more: it stays pending, so the repeat is a duplicate.
+    codes = np.zeros(pipeline.artifact.n_components, dtype=np.uint16)
+    from models.codec import pack_run
+    dup_frag = Fragment(sensor_id="good", session=ctx.session, seq=1, frame_id=5000, capture_ts=now,
+                        expires_ts=now + 60, start=0, end=16, frame_end=32, data=pack_run(codes, pipeline.artifact,
+                                                                                      0, 16))
+    dup = encode_lean(dup_frag, ctx)
     worker = threading.Thread(target=good.run_replay)
     worker.start()
     for _ in range(3):
-        for topic, payload, ctype in garbage:
-            attacker.publish(topic, payload, qos=1, content_type=ctype)
-        attacker.publish(frag_topic, dup, qos=1, content_type=CONTENT_TYPE_MSGPACK)
+        for topic, payload in garbage:
+            attacker.publish(topic, payload, qos=1, content_type=CONTENT_TYPE_JSON if "birth" in topic else None)
+        attacker.publish(frag_topic, dup, qos=1, content_type=None)
         time.sleep(0.05)
     attacker.wait_published()
     worker.join(timeout=60)
@@ -187,7 +208,6 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
             break
         time.sleep(0.1)
     rejected = running_fusion.stats().rejected
-    for reason in ("malformed", "version", "invalid", "oversize", "stale_session", "unknown_sensor",
-                   "birth_invalid", "duplicate"):
+    for reason in ("malformed", "version", "invalid", "oversize", "session", "unknown_sensor",
+                   "birth_invalid", "duplicate", "shape"):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
-    assert rejected["shape"] >= 3 or rejected["invalid"] >= 6  # wrong data length for its span

@@ -1,0 +1,124 @@
+"""What a sensor sends for one frame under a wire budget: a NAIR prefix or a compressed image, as lean messages.
+
+Pure (no MQTT, no clock): given a frame and the wire bytes it may spend, build the publishes. The budget is in
+**wire** bytes — the whole MQTT PUBLISH with a topic alias, the lean envelope and the data — so what the link
+fitting measures and what a frame costs are the same currency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.codec import encode_runs, packed_bytes, prefix_end, run_spans
+from models.imagecodec import ImageCodec
+from models.loss import LossModel
+from models.nair import NairArtifact
+from schemas.lean import LeanContext, encode_lean
+from schemas.messages import Fragment, ImageFrame
+from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
+
+__all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
+
+_ENVELOPE_SLACK = 4
+"""Bytes kept aside for the envelope growing as the data does (msgpack and MQTT length prefixes)."""
+
+
+def alias_wire_bytes(payload_len: int) -> int:
+    """Wire bytes of a QoS 0 PUBLISH that carries ``payload_len`` bytes under an established topic alias."""
+    return publish_size(0, payload_len, properties_len=ALIAS_PROPERTIES_LEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One publish of a frame: its topic and lean payload, and what it carries."""
+
+    topic: str
+    payload: bytes
+    wire_bytes: int
+    """PUBLISH bytes with a topic alias (what the sensor sends once the alias is set up)."""
+    data_bytes: int
+    components: int
+    """NAIR: components carried (0 for an image)."""
+    lost: bool = False
+    """Injected loss (test tooling): built and counted, never sent."""
+    codec: str | None = None
+
+
+class NairFrameEncoder:
+    """Builds a frame's fragments: the most important components that fit the budget, in importance order."""
+
+    def __init__(self, artifact: NairArtifact, ctx: LeanContext, topic: str, *, by_plan: bool = False,
+                 loss: LossModel | None = None) -> None:
+        self.artifact = artifact
+        self.ctx = ctx
+        self.topic = topic
+        self.by_plan = by_plan
+        self.loss = loss or LossModel()
+
+    def _overhead(self, seq: int, frame_id: int, capture_ms: int) -> int:
+        k = self.artifact.n_components
+        return alias_wire_bytes(lean_fragment_payload_len(0, seq, frame_id, capture_ms, k, k, k)) + _ENVELOPE_SLACK
+
+    def prefix_for(self, wire_budget: int | None, payload_cap: int | None, seq: int, frame_id: int,
+                   capture_ms: int) -> int:
+        """Components ``[0, end)`` a frame sends within ``wire_budget`` wire bytes and ``payload_cap`` data bytes."""
+        a = self.artifact
+        budget = payload_cap
+        if wire_budget is not None:
+            overhead = self._overhead(seq, frame_id, capture_ms)
+            pieces = 1
+            for _ in range(3):  # each message of a plan-cut prefix pays its own envelope
+                data_budget = wire_budget - overhead * pieces
+                end = prefix_end(a, data_budget)
+                pieces = max(1, len(run_spans(a, end, self.by_plan)))
+            budget = data_budget if budget is None else min(budget, data_budget)
+        end = prefix_end(a, budget)
+        return max(0, end)
+
+    def messages(self, codes: np.ndarray, frame_id: int, next_seq: Callable[[], int], capture_ts: float,
+                 end: int) -> list[Outgoing]:
+        """The fragments carrying components ``[0, end)`` of one frame's codes ``(K,)``."""
+        spans = run_spans(self.artifact, end, self.by_plan)
+        lost = self.loss.lost(frame_id, len(spans)) if spans else np.zeros(0, dtype=bool)
+        out = []
+        for run, gone in zip(encode_runs(codes, self.artifact, spans), lost.tolist(), strict=True):
+            msg = Fragment(sensor_id=self.ctx.sensor_id, session=self.ctx.session, seq=next_seq(), frame_id=frame_id,
+                           capture_ts=capture_ts, expires_ts=capture_ts + self.ctx.expiry_s, start=run.start,
+                           end=run.end, frame_end=end, data=run.data)
+            payload = encode_lean(msg, self.ctx)
+            out.append(Outgoing(self.topic, payload, alias_wire_bytes(len(payload)), len(run.data),
+                                run.end - run.start, bool(gone)))
+        return out
+
+    def full_payload_bytes(self) -> int:
+        """Data bytes of the whole IR."""
+        return packed_bytes(self.artifact, 0, self.artifact.n_components)
+
+
+class ImageFrameEncoder:
+    """Builds a frame's image message: the first codec of the ladder whose message fits the budget."""
+
+    def __init__(self, codecs: Sequence[ImageCodec], ctx: LeanContext, topic: str) -> None:
+        if not codecs:
+            raise ValueError("an image sensor needs at least one codec")
+        self.codecs = tuple(codecs)
+        self.ctx = ctx
+        self.topic = topic
+
+    def message(self, image: np.ndarray, frame_id: int, seq: int, capture_ts: float,
+                wire_budget: int | None) -> Outgoing | None:
+        """The image message within ``wire_budget`` wire bytes (None: no codec of the ladder fits)."""
+        capture_ms = max(0, round((capture_ts - self.ctx.epoch_ts) * 1000.0))
+        for index, codec in enumerate(self.codecs):
+            data = codec.encode(image)
+            size = alias_wire_bytes(lean_image_payload_len(len(data), seq, frame_id, capture_ms, index))
+            if wire_budget is not None and size > wire_budget:
+                continue
+            msg = ImageFrame(sensor_id=self.ctx.sensor_id, session=self.ctx.session, seq=seq, frame_id=frame_id,
+                             capture_ts=capture_ts, expires_ts=capture_ts + self.ctx.expiry_s, codec=index, data=data)
+            payload = encode_lean(msg, self.ctx)
+            return Outgoing(self.topic, payload, alias_wire_bytes(len(payload)), len(data), 0, codec=codec.name)
+        return None
