@@ -302,7 +302,12 @@ class NetLab:
         self.shape = shape
 
     def close(self) -> None:
-        """Stop every process the lab started and remove its veth and namespaces; idempotent."""
+        """Stop every process the lab started and remove its veth and namespaces; idempotent.
+
+        A second SIGTERM/SIGINT while it cleans up is ignored, so that the clean-up itself is not cut short."""
+        for sig in self._old_handlers:
+            with contextlib.suppress(ValueError):
+                signal.signal(sig, signal.SIG_IGN)
         self.stop_processes()
         if self._built:
             for namespace in (self.dev, self.hub):
