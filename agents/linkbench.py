@@ -8,7 +8,8 @@ namespace one sensor (``nairbus sensor``) replaying the Fashion-MNIST test split
 agent reports readiness over ``$NOTIFY_SOCKET`` (the sd_notify protocol the systemd units use), so the recorder and
 fusion are subscribed before the sensor publishes its first fragment.
 
-Per run it records frames sent and decided, live accuracy (an undecided frame counts as wrong) and the offline
+Per run it records frames sent and decided, live accuracy (an undecided frame counts as wrong; the denominator is
+the frames the sensor sent, and the ``*_of_captured`` figures count skipped frames as wrong too) and the offline
 accuracy of the same frames at the bytes that actually arrived (each with a 95 % Wilson interval), the share of the
 IR received, wire bytes per frame, p50/p99 latency, frames skipped, the latency trend (first vs last fifth of the
 frames by capture time), the sensor's peak memory and the kernel's own ``tc -s qdisc`` counters for the shaped
@@ -247,6 +248,9 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
     sent = counters.get("frames_sent", counters.get("frames"))
     frames_sent = int(sent) if sent is not None else None
     denominator = frames_sent if frames_sent is not None else cell.frames
+    # Frames the sensor took from its source, skipped ones included (the sensor's "frames" counter next to
+    # "frames_sent"; without that pair, the frames asked for).
+    captured = int(counters["frames"]) if "frames" in counters and "frames_sent" in counters else cell.frames
     correct = sum(int(r["class_index"]) == int(labels[fid]) for fid, r in results.items())
     offline_known = [fid for fid in results if fid in offline]
     offline_correct = sum(offline[fid] == int(labels[fid]) for fid in offline_known)
@@ -287,6 +291,9 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
         "frames_sent": frames_sent,
         "frames_decided": len(got),
         "share_decided": len(got) / denominator if denominator else 0.0,
+        "frames_captured": captured,
+        "share_decided_of_captured": len(got) / captured if captured else 0.0,
+        "live_accuracy_of_captured": correct / captured if captured else 0.0,
         "live_accuracy": correct / denominator if denominator else 0.0,
         "live_accuracy_ci95": list(live_ci) if live_ci else None,
         "live_accuracy_decided": correct / len(got) if got else None,

@@ -118,6 +118,12 @@ def test_summary_and_report_hold_every_figure() -> None:
     assert row["p50_ms"] == pytest.approx(13.5)
     assert row["frames_skipped"] == 0
     assert row["latency_trend"]["frames_per_part"] == 1
+    skipping = summarise(cell, records, labels, offline, "x", {**counters, "frames": 12, "frames_skipped": 2}, None,
+                         settings)
+    assert skipping["frames_captured"] == 12
+    assert skipping["share_decided_of_captured"] == pytest.approx(8 / 12)
+    assert skipping["live_accuracy_of_captured"] == pytest.approx(7 / 12)
+    assert skipping["frames_skipped"] == 2
     # Without wire bytes from the sensor the figure is an estimate, and says so.
     estimate = summarise(cell, records, labels, offline, "x", {"frames": 10}, None, settings)
     assert estimate["wire_bytes_per_frame"] == pytest.approx(600 + 2 * linkbench.ENVELOPE_ESTIMATE_B)
