@@ -933,7 +933,7 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             r["rate"], f"{r['fps']:g}", mode,
             f"{r['frames_decided']}/{r['frames_sent'] if r['frames_sent'] is not None else '?'} "
             f"({_pct(r['share_decided'])}){failed}",
-            f"{_pct(r['live_accuracy'])} ({_pct(ci[0]) if ci else '–'}–{_pct(ci[1]) if ci else '–'})",
+            f"{_pct(r['live_accuracy'])}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),
             _pct(r["offline_accuracy"]), _pct(r["fraction_received"]),
             ("–" if r["wire_bytes_per_frame"] is None else f"{r['wire_bytes_per_frame']:.0f}") + est,
             _ms(r["p50_ms"]), _ms(r["p99_ms"]),
