@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import pytest
 from hypothesis import given
@@ -22,9 +23,11 @@ BUILDERS: dict[TopicKind, Callable[[TopicTree, str], str]] = {
     "sensor_birth": TopicTree.sensor_birth,
     "sensor_frag": TopicTree.sensor_frag,
     "sensor_topk": TopicTree.sensor_topk,
+    "sensor_image": TopicTree.sensor_image,
     "result": TopicTree.result,
     "fusion_status": TopicTree.fusion_status,
     "fusion_stats": TopicTree.fusion_stats,
+    "frame": TopicTree.frames,
 }
 
 
@@ -46,10 +49,15 @@ def test_default_layout() -> None:
     assert tree.sensor_birth("cam-01") == "nairbus/v1/default/sensors/cam-01/birth"
     assert tree.sensor_frag("cam-01") == "nairbus/v1/default/sensors/cam-01/frag"
     assert tree.sensor_topk("cam-01") == "nairbus/v1/default/sensors/cam-01/topk"
+    assert tree.sensor_image("cam-01") == "nairbus/v1/default/sensors/cam-01/image"
+    assert tree.sensor("cam-01", "image") == tree.sensor_image("cam-01")
+    assert tree.frames("s1") == "nairbus/v1/default/frames/s1"
     assert tree.result("s1") == "nairbus/v1/default/results/s1"
     assert tree.fusion_status("f") == "nairbus/v1/default/fusion/f/status"
     assert tree.fusion_stats("f") == "nairbus/v1/default/fusion/f/stats"
     assert tree.all_sensors("frag") == "nairbus/v1/default/sensors/+/frag"
+    assert tree.all_sensors("image") == "nairbus/v1/default/sensors/+/image"
+    assert tree.all_frames() == "nairbus/v1/default/frames/+"
     assert tree.all_results() == "nairbus/v1/default/results/+"
     assert tree.all_fusion("stats") == "nairbus/v1/default/fusion/+/stats"
     assert tree.all_topics() == "nairbus/v1/default/#"
@@ -76,7 +84,21 @@ def test_build_parse_round_trip(tree: TopicTree, ident: str, kind: TopicKind) ->
     assert "#" not in topic
 
 
-SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk"]
+SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk", "image"]
+
+
+def test_every_topic_kind_and_leaf_is_covered() -> None:
+    assert set(BUILDERS) == set(get_args(TopicKind))
+    assert set(SENSOR_LEAVES) == set(get_args(SensorLeaf))
+
+
+def test_image_leaf_parses() -> None:
+    tree = TopicTree(root="lab", site="bench")
+    assert tree.parse("lab/v1/bench/sensors/cam-01/image") == ParsedTopic(kind="sensor_image", ident="cam-01")
+    for topic in ("lab/v1/bench/sensors/cam-01/images", "lab/v1/bench/sensors/cam-01/Image",
+                  "lab/v1/bench/sensors/cam-01/image/x", "lab/v1/bench/sensors/+/image", "lab/v1/bench/image/cam-01",
+                  "lab/v1/bench/fusion/f/image", "lab/v1/bench/results/image/x"):
+        assert tree.parse(topic) is None, topic
 
 
 @given(tree=trees, ident=ids, leaf=st.sampled_from(SENSOR_LEAVES))
@@ -121,6 +143,10 @@ def test_bad_leaves_rejected() -> None:
         tree.sensor("s", "stats")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="leaf"):
         tree.fusion("f", "frag")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leaf"):
+        tree.fusion("f", "image")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leaf"):
+        tree.sensor("s", "frame")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -135,6 +161,11 @@ def test_bad_leaves_rejected() -> None:
         "nairbus/v1/default/results/#",
         "nairbus/v1/default/results/",
         "nairbus/v1/default/fusion/f/frag",
+        "nairbus/v1/default/fusion/f/image",
+        "nairbus/v1/default/sensors/s1/image/extra",
+        "nairbus/v1/default/sensors/s1/frame",
+        "nairbus/v1/default/frames/s1/x",
+        "nairbus/v1/default/frames/+",
         "nairbus/v1/default/fusion/f",
         "nairbus/v1/default/other/f/status",
         "nairbus/v2/default/sensors/s1/frag",
