@@ -70,6 +70,8 @@ def link_cmd(
         "runs/link"),
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
+    replot: Annotated[bool, typer.Option(
+        "--replot", help="Run nothing: redraw the plot and print the table from an existing --report.")] = False,
 ) -> None:
     """Measure the bus over real shaped links: per run, a fresh pair of network namespaces joined by a veth, the
     sensor's uplink shaped with the kernel's tbf; Mosquitto, fusion and a result recorder in the hub namespace, one
@@ -85,6 +87,8 @@ def link_cmd(
       nairbus bench link --rates unshaped,1M,100k --fps 30 --mode nair-fixed-100 --frames 300
 
       nairbus bench link --soak-only --soak-seconds 300
+
+      nairbus bench link --replot
     """
     from agents.linkbench import MODES, LinkBenchSettings, run_bench
     from agents.logging import configure_logging
@@ -92,6 +96,18 @@ def link_cmd(
     from agents.settings import LogSettings
     from models.data import DatasetMissingError
 
+    if replot:
+        import json
+
+        from agents.linkbench import plot_link, render_table
+
+        if not report.is_file():
+            raise typer.BadParameter(f"no report at {report}; run the bench first")
+        data = json.loads(report.read_text())
+        path = plot_link(data, plot or report.with_suffix(".png"))
+        Console(width=220).print(render_table(data))
+        console.print(f"plot: {path}")
+        return
     try:
         check_environment()
     except LabError as exc:

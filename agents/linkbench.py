@@ -230,12 +230,13 @@ def usage_error(text: str) -> str | None:
 
 def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarray, offline: Mapping[int, int],
               offline_source: str, counters: Mapping[str, Any] | None, qdisc: Mapping[str, int] | None,
-              settings: LinkBenchSettings) -> dict[str, Any]:
+              settings: LinkBenchSettings, sensor_failed: bool = False) -> dict[str, Any]:
     """The per-run figures of ``reports/link.json`` from the recorded results (pure: no processes, no model).
 
     ``records`` are result messages as decoded JSON (the first one per frame id counts), ``offline`` the offline
     prediction per frame id at the bytes that arrived, ``counters`` the sensor's final counters (None when it
-    printed none), ``qdisc`` the shaped uplink's ``tc -s`` counters.
+    printed none), ``qdisc`` the shaped uplink's ``tc -s`` counters. When the sensor failed, every share is of the
+    frames asked for: the frames it never got to count as undecided.
     """
     lo, hi = cell_frames(cell, settings)
     results: dict[int, Mapping[str, Any]] = {}
@@ -247,10 +248,12 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
     counters = dict(counters or {})
     sent = counters.get("frames_sent", counters.get("frames"))
     frames_sent = int(sent) if sent is not None else None
-    denominator = frames_sent if frames_sent is not None else cell.frames
+    denominator = frames_sent if frames_sent is not None and not sensor_failed else cell.frames
     # Frames the sensor took from its source, skipped ones included (the sensor's "frames" counter next to
     # "frames_sent"; without that pair, the frames asked for).
     captured = int(counters["frames"]) if "frames" in counters and "frames_sent" in counters else cell.frames
+    if sensor_failed:
+        captured = cell.frames
     correct = sum(int(r["class_index"]) == int(labels[fid]) for fid, r in results.items())
     offline_known = [fid for fid in results if fid in offline]
     offline_correct = sum(offline[fid] == int(labels[fid]) for fid in offline_known)
@@ -763,7 +766,8 @@ def outcome_row(cell: Cell, outcome: RunOutcome, offline: OfflinePredictor, sett
         return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
                 "sensor_args": list(cell.args), "skipped": outcome.skipped}
     preds, source = offline.predict(outcome.records)
-    row = summarise(cell, outcome.records, offline.labels, preds, source, outcome.counters, outcome.qdisc, settings)
+    row = summarise(cell, outcome.records, offline.labels, preds, source, outcome.counters, outcome.qdisc, settings,
+                    sensor_failed=outcome.sensor_rc not in (0, None))
     rss = [kib for _t, kib in outcome.rss]
     row.update({
         "qdisc_text": outcome.qdisc_text,
@@ -916,7 +920,7 @@ def describe_row(row: Mapping[str, Any]) -> str:
 
 def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the link table (console and README share them)."""
-    head = ["link", "fps", "mode", "frames decided", "live accuracy (95 % CI)", "offline, same frames",
+    head = ["link", "fps", "mode", "frames decided/sent", "live accuracy (95 % CI)", "offline, same frames",
             "IR received (NAIR frames)", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
     rows = []
     runs = list(report.get("runs") or []) + ([report["soak"]] if report.get("soak") else [])
@@ -928,11 +932,12 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         ci = r.get("live_accuracy_ci95")
         trend = r.get("latency_trend") or {}
         est = "" if str(r.get("wire_bytes_source", "")).startswith("sensor") else " (est.)"
-        failed = " ⚠ sensor exit " + str(r["sensor_exit"]) if r.get("sensor_exit") not in (0, None) else ""
+        failed = r.get("sensor_exit") not in (0, None)
+        of = r["frames_requested"] if failed or r["frames_sent"] is None else r["frames_sent"]
         rows.append([
             r["rate"], f"{r['fps']:g}", mode,
-            f"{r['frames_decided']}/{r['frames_sent'] if r['frames_sent'] is not None else '?'} "
-            f"({_pct(r['share_decided'])}){failed}",
+            f"{r['frames_decided']}/{of} ({_pct(r['share_decided'])})"
+            + (f" ⚠ sensor failed (exit {r['sensor_exit']})" if failed else ""),
             f"{_pct(r['live_accuracy'])}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),
             _pct(r["offline_accuracy"]), _pct(r["fraction_received"]),
             ("–" if r["wire_bytes_per_frame"] is None else f"{r['wire_bytes_per_frame']:.0f}") + est,
@@ -965,12 +970,19 @@ def _xpos(rates: Sequence[int | None]) -> tuple[dict[int | None, float], float]:
     return {r: (unshaped_at if r is None else float(r)) for r in rates}, unshaped_at
 
 
+def _failed(run: Mapping[str, Any]) -> bool:
+    return run.get("sensor_exit") not in (0, None)
+
+
 def plot_link(report: Mapping[str, Any], path: Path) -> Path:
-    """Accuracy and share decided against link rate per mode (one column per fps), and p99 latency below."""
+    """Per fps a column: live accuracy (95 % CI) with the offline accuracy at the same bytes dashed, the share of
+    frames decided, and p99 latency against the deadline — all against the uplink rate (log scale), one line per
+    mode. Runs whose sensor failed are drawn as crosses; skipped modes are named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     runs = [r for r in report["runs"] if not r.get("skipped")]
     fps_values = sorted({float(r["fps"]) for r in report["runs"]})
@@ -978,63 +990,74 @@ def plot_link(report: Mapping[str, Any], path: Path) -> Path:
     rates = list(dict.fromkeys(r["rate_bps"] for r in report["runs"]))
     xpos, unshaped_at = _xpos(rates)
     deadline = float(report["settings"]["deadline_ms"])
-    fig, axes = plt.subplots(2, len(fps_values), figsize=(6.2 * len(fps_values), 8.2), squeeze=False,
-                             sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig, axes = plt.subplots(3, len(fps_values), figsize=(max(8.5, 6.5 * len(fps_values)), 10.5), squeeze=False,
+                             sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 2]}, layout="constrained")
     colors = {m: f"C{i}" for i, m in enumerate(modes)}
+    lowest = 100.0
+    failed: list[tuple[int, float, str]] = []
     for col, fps in enumerate(fps_values):
-        top, bottom = axes[0][col], axes[1][col]
+        acc_ax, dec_ax, lat_ax = axes[0][col], axes[1][col], axes[2][col]
         for mode in modes:
             pts = sorted((r for r in runs if r["mode"] == mode and float(r["fps"]) == fps),
                          key=lambda r: xpos[r["rate_bps"]])
             if not pts:
                 continue
-            x = np.array([xpos[r["rate_bps"]] for r in pts])
-            acc = np.array([100 * r["live_accuracy"] for r in pts])
-            ci = [r.get("live_accuracy_ci95") or [r["live_accuracy"]] * 2 for r in pts]
-            err = np.maximum(0.0, np.array([[a - 100 * c[0] for a, c in zip(acc, ci, strict=True)],
-                                            [100 * c[1] - a for a, c in zip(acc, ci, strict=True)]]))
             color = colors[mode]
-            top.errorbar(x, acc, yerr=err, color=color, marker="o", linewidth=2, capsize=3)
-            off = [(xi, 100 * r["offline_accuracy"]) for xi, r in zip(x, pts, strict=True)
-                   if r.get("offline_accuracy") is not None]
-            if off:
-                top.plot(*zip(*off, strict=True), color=color, linestyle="--", linewidth=1.2)
-            top.plot(x, [100 * r["share_decided"] for r in pts], color=color, linestyle=":", marker="s",
-                     markersize=4, linewidth=1.2, alpha=0.8)
-            p99 = [(xi, r["p99_ms"]) for xi, r in zip(x, pts, strict=True) if r.get("p99_ms") is not None]
-            if p99:
-                bottom.plot(*zip(*p99, strict=True), color=color, marker="o", linewidth=2)
-        skipped = sorted({r["mode"] for r in report["runs"] if r.get("skipped") and float(r["fps"]) == fps})
-        title = f"{fps:g} frames/s" + (f"  (skipped: {', '.join(skipped)})" if skipped else "")
-        top.set(title=title, ylabel="% of the frames sent", ylim=(0, 101), xscale="log")
-        top.grid(alpha=0.3, which="both")
-        bottom.axhline(deadline, color="k", linestyle="--", linewidth=1)
-        bottom.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
-        low, high = bottom.get_ylim()
-        bottom.set_ylim(min(low, deadline / 10), max(high, deadline * 2))
-        bottom.grid(alpha=0.3, which="both")
-        ticks = sorted(xpos.values())
-        bottom.set_xticks(ticks, labels=[rate_label(r).replace(" ", "\n", 1) if r is not None else "unshaped"
-                                         for r in sorted(xpos, key=lambda r: xpos[r])])
-        bottom.minorticks_off()
-        top.minorticks_off()
-        top.set_xlim(min(ticks) / 1.6, unshaped_at * 1.6)
-    from matplotlib.lines import Line2D
+            shift = 1.0 + 0.06 * (modes.index(mode) - (len(modes) - 1) / 2)  # crosses of two modes side by side
+            failed.extend((col, xpos[r["rate_bps"]] * shift, color) for r in pts if _failed(r))
+            if all(_failed(r) for r in pts):
+                continue
+            # A failed run's figures say nothing about the link: a gap in the line (NaN), and a cross below.
+            x = np.array([xpos[r["rate_bps"]] for r in pts])
 
+            def value(r: Mapping[str, Any], key: str, scale: float = 100.0) -> float:
+                v = r.get(key)
+                return float("nan") if _failed(r) or v is None else scale * float(v)
+
+            acc = np.array([value(r, "live_accuracy") for r in pts])
+            ci = np.array([r.get("live_accuracy_ci95") or [r["live_accuracy"]] * 2 for r in pts], dtype=float) * 100
+            err = np.nan_to_num(np.maximum(0.0, np.array([acc - ci[:, 0], ci[:, 1] - acc])))
+            acc_ax.errorbar(x, acc, yerr=err, color=color, marker="o", linewidth=2, capsize=3)
+            ok = ~np.isnan(acc)
+            lowest = min(lowest, float(acc[ok].min()), float(ci[ok, 0].min()))
+            acc_ax.plot(x, [value(r, "offline_accuracy") for r in pts], color=color, linestyle="--", linewidth=1.2)
+            dec_ax.plot(x, [value(r, "share_decided") for r in pts], color=color, marker="s", markersize=4,
+                        linewidth=1.5)
+            lat_ax.plot(x, [value(r, "p99_ms", 1.0) for r in pts], color=color, marker="o", linewidth=2)
+        skipped = sorted({r["mode"] for r in report["runs"] if r.get("skipped") and float(r["fps"]) == fps})
+        acc_ax.set(title=f"{fps:g} frames/s per sensor" + (f"  (skipped: {', '.join(skipped)})" if skipped else ""),
+                   ylabel="accuracy (% of frames sent)", xscale="log")
+        dec_ax.set(ylabel="frames decided (%)", ylim=(-3, 103))
+        lat_ax.axhline(deadline, color="k", linestyle="--", linewidth=1)
+        lat_ax.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
+        low, high = lat_ax.get_ylim()
+        lat_ax.set_ylim(min(low, deadline / 10), max(high, deadline * 2))
+        ticks = sorted(xpos.values())
+        lat_ax.set_xticks(ticks, labels=[rate_label(r).replace(" ", "\n", 1) if r is not None else "unshaped"
+                                         for r in sorted(xpos, key=lambda r: xpos[r])])
+        for ax in (acc_ax, dec_ax, lat_ax):
+            ax.grid(alpha=0.3, which="both")
+            ax.minorticks_off()
+        acc_ax.set_xlim(min(ticks) / 1.6, unshaped_at * 1.6)
+    floor = max(0.0, 5 * math.floor((lowest - 1) / 5))
+    for col in range(len(fps_values)):
+        axes[0][col].set_ylim(floor, 100.5)
+    for col, xi, color in failed:  # on the axis floor: the run produced no figure worth a point
+        axes[0][col].plot([xi], [floor], linestyle="none", marker="X", markersize=11, color=color,
+                          markeredgecolor="k", clip_on=False, zorder=5)
     ran = {r["mode"] for r in runs}
-    mode_handles = [Line2D([], [], color=colors[m], marker="o", linewidth=2,
-                           label=m if m in ran else f"{m} (skipped)") for m in modes]
-    style_handles = [Line2D([], [], color="0.3", marker="o", linewidth=2, label="live accuracy (95 % CI)"),
-                     Line2D([], [], color="0.3", linestyle="--", linewidth=1.2,
-                            label="offline accuracy, same frames and bytes"),
-                     Line2D([], [], color="0.3", linestyle=":", marker="s", markersize=4, label="frames decided")]
-    axes[0][0].legend(handles=mode_handles + style_handles, fontsize=7, loc="lower left")
-    axes[1][0].legend(handles=[*mode_handles, Line2D([], [], color="k", linestyle="--", linewidth=1,
-                                                     label=f"deadline {deadline:g} ms")], fontsize=7, loc="upper left")
-    fig.suptitle("nairbus over a shaped uplink: one sensor, Mosquitto and fusion in network namespaces\n"
-                 f"{report['settings']['frames']} test frames per run; an undecided frame counts as wrong",
-                 fontsize=10)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colors[m], marker="o", linewidth=2, label=m if m in ran else f"{m} (skipped)")
+               for m in modes]
+    handles += [Line2D([], [], color="0.3", marker="o", linewidth=2, label="live (95 % CI)"),
+                Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="offline, same frames and bytes")]
+    if failed:
+        handles.append(Line2D([], [], color="0.5", marker="X", markersize=9, markeredgecolor="k", linestyle="none",
+                              label="sensor failed: no figure (see report)"))
+    handles.append(Line2D([], [], color="k", linestyle="--", linewidth=1, label=f"deadline {deadline:g} ms"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(5, len(handles)))
+    fig.suptitle("nairbus over a shaped uplink: one sensor, Mosquitto and fusion in private network namespaces\n"
+                 f"{report['settings']['frames']} test frames per run; an undecided frame counts as wrong"
+                 + ("" if floor == 0 else f"; accuracy axis from {floor:g} %"), fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -124,6 +124,10 @@ def test_summary_and_report_hold_every_figure() -> None:
     assert skipping["share_decided_of_captured"] == pytest.approx(8 / 12)
     assert skipping["live_accuracy_of_captured"] == pytest.approx(7 / 12)
     assert skipping["frames_skipped"] == 2
+    crashed = summarise(cell, records[:2], labels, offline, "x", {"frames": 3, "frames_sent": 2}, None, settings,
+                        sensor_failed=True)
+    assert crashed["share_decided"] == pytest.approx(0.2)  # of the 10 frames asked for, not of the 2 it sent
+    assert crashed["live_accuracy"] == pytest.approx(0.2)
     # Without wire bytes from the sensor the figure is an estimate, and says so.
     estimate = summarise(cell, records, labels, offline, "x", {"frames": 10}, None, settings)
     assert estimate["wire_bytes_per_frame"] == pytest.approx(600 + 2 * linkbench.ENVELOPE_ESTIMATE_B)
