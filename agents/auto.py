@@ -21,9 +21,11 @@ from models.store import WEIGHTS_DIR
 __all__ = ["AutoChooser", "auto_table_path"]
 
 
-def auto_table_path(model: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
-    """Where the auto-mode table of a shipped model lives."""
-    return weights_dir / f"{model}.auto.json"
+def auto_table_path(model: str, artifact: Path | None = None, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Where the auto-mode table of a model and NAIR artifact lives: beside the artifact, ``.auto.json``."""
+    path = artifact or weights_dir / f"{model}.nair.npz"
+    name = path.name.removesuffix(".npz").removesuffix(".nair")
+    return path.with_name(f"{name}.auto.json")
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,12 @@ class AutoChooser:
                    {k: table[k] for k in ("command", "split", "frames", "model_sha256") if k in table})
 
     @classmethod
-    def load(cls, model: str, path: Path | None = None) -> AutoChooser:
-        """Read a model's table; a clear error saying how to make it when it is missing."""
-        path = path or auto_table_path(model)
+    def load(cls, model: str, artifact: Path | None = None) -> AutoChooser:
+        """Read the table of a model and artifact; a clear error saying how to make it when it is missing."""
+        path = auto_table_path(model, artifact)
         if not path.is_file():
-            raise FileNotFoundError(f"no auto-mode table at {path}; create it with 'nairbus calibrate-auto'")
+            hint = f" --artifact {artifact}" if artifact else ""
+            raise FileNotFoundError(f"no auto-mode table at {path}; create it with 'nairbus calibrate-auto{hint}'")
         return cls.from_table(json.loads(path.read_text()))
 
     def nair_expected(self, payload_bytes: int) -> float:

@@ -167,10 +167,12 @@ def calibrate_auto(
     frames: Annotated[int, typer.Option(help="Validation images (training split, disjoint from calibration).")] = 5000,
     image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Comma-separated codec ladder to tabulate (default: the sensor's default ladder).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Table path (default models/weights/<model>.auto.json).")] = None,  # noqa: UP045
+    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="NAIR artifact (default models/weights/<model>.nair.npz); the table goes beside it (.auto.json).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Tabulate, on validation images only, NAIR's accuracy by bytes and each image codec's, for --mode auto."""
+    from agents.auto import auto_table_path
     from agents.config import SensorSettings
     from agents.rates import write_auto_table
     from models.data import DatasetMissingError, load_split, validation_split
@@ -179,13 +181,15 @@ def calibrate_auto(
     codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
         SensorSettings().image_codecs
     try:
-        pipeline = NairPipeline.load(model)
+        pipeline = NairPipeline.load(model, artifact)
         validation = validation_split(load_split("train", data_dir), frames)
     except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
         _fail(str(exc))
-    command = "nairbus calibrate-auto" + ("" if frames == 5000 else f" --frames {frames}")
+    command = "nairbus calibrate-auto" + ("" if frames == 5000 else f" --frames {frames}") + \
+        (f" --artifact {artifact}" if artifact else "")
     with console.status("tabulating") as status:
-        path = write_auto_table(pipeline, validation, codecs, command, out, progress=status.update)
+        path = write_auto_table(pipeline, validation, codecs, command, auto_table_path(model, artifact),
+                                progress=status.update)
     console.print(f"auto-mode table ({len(codecs)} codecs, {frames} validation images) -> {path}")
 
 
@@ -208,6 +212,9 @@ def sensor(
     bytes_per_second: Annotated[Optional[float], typer.Option(help="Cap on wire bytes per second.")] = None,  # noqa: UP045
     image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
+    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="NAIR artifact (default models/weights/<model>.nair.npz; e.g. models/weights/base.stage3.nair.npz "
+             "for the deep split).")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
     fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
     test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
@@ -236,7 +243,7 @@ def sensor(
     values: dict[str, Any] = {
         "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
         "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
-        "link_fit": link_fit,
+        "link_fit": link_fit, "artifact": artifact,
         "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
         "mode": mode, "variant": variant, "k": k, "source": source, "frame_stream": frame_stream,

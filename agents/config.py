@@ -113,6 +113,10 @@ class FusionSettings(BaseModel):
     """``vp``: fuse the top-k of variant-parallel sensors (agents.vp) instead of reassembling NAIR fragments."""
     model: str = "base"
     artifact: Path | None = None
+    """The NAIR artifact paired with the model (default ``models/weights/<model>.nair.npz``)."""
+    extra_artifacts: tuple[Path, ...] | None = None
+    """Further artifacts of the same model fusion decodes (sensors at other split points or quantisations; each
+    sensor's birth names its artifact by hash). None: every shipped ``models/weights/<model>.*.nair.npz``."""
     deadline_ms: float = Field(default=500.0, gt=0)
     max_frames: int = Field(default=4096, ge=1)
     max_batch: int = Field(default=256, ge=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +26,9 @@ from agents.outgoing import alias_wire_bytes
 from agents.reassembly import AddOutcome, PendingFrame, Reassembler
 from models.codec import ComponentRun, PayloadError, check_run, decode_runs
 from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
+from models.nair import NairArtifact
 from models.pipeline import NairPipeline
+from models.store import WEIGHTS_DIR
 from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, Result, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
@@ -42,6 +45,8 @@ class KnownSensor:
     session: str
     stream_id: str
     ctx: LeanContext | None = None
+    pipeline: NairPipeline | None = None
+    """The artifact this sensor's fragments are decoded with (None: it sends images only)."""
     codecs: tuple[ImageCodec, ...] = ()
     image_shape: tuple[int, int] = (28, 28)
 
@@ -70,6 +75,10 @@ class FusionAgent(FusionBase):
         self.pipeline = pipeline or NairPipeline.load(config.fusion.model, config.fusion.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
         self.model_sha = self.pipeline.manifest["sha256"]
+        self.pipelines = {self.artifact_sha: self.pipeline}
+        for extra in self._extra_artifacts(config):
+            other = NairPipeline(self.pipeline.model, self.pipeline.manifest, NairArtifact.load(extra))
+            self.pipelines.setdefault(other.artifact.sha256, other)
         self.buffer = Reassembler(
             config.fusion.deadline_ms / 1000.0, config.fusion.max_frames
         )
@@ -79,6 +88,14 @@ class FusionAgent(FusionBase):
                           if config.discovery.enabled else None)
         if self.discovery is not None:
             self.discovery.attach()
+
+    @staticmethod
+    def _extra_artifacts(config: AgentConfig) -> tuple[Path, ...]:
+        if config.fusion.extra_artifacts is not None:
+            return config.fusion.extra_artifacts
+        if config.fusion.artifact is not None:
+            return ()
+        return tuple(sorted(WEIGHTS_DIR.glob(f"{config.fusion.model}.*.nair.npz")))
 
     # ----- message handling (worker thread) -------------------------------------------------------------------
 
@@ -116,13 +133,13 @@ class FusionAgent(FusionBase):
         if birth.mode not in ("nair", "image", "auto"):
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
-        if birth.model.sha256 != self.model_sha or (birth.nair is not None
-                                                    and birth.nair.artifact_sha256 != self.artifact_sha):
+        pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
+        if birth.model.sha256 != self.model_sha or (birth.nair is not None and pipeline is None):
             self.sensors.pop(sensor_id, None)
             got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
             self.reject("artifact_mismatch", message.topic,
-                        f"sensor model {birth.model.sha256[:12]} artifact {got}, "
-                        f"fusion model {self.model_sha[:12]} artifact {self.artifact_sha[:12]}")
+                        f"sensor model {birth.model.sha256[:12]} artifact {got}, fusion model "
+                        f"{self.model_sha[:12]} artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
             return
         codecs: tuple[ImageCodec, ...] = ()
         shape = (28, 28)
@@ -139,7 +156,7 @@ class FusionAgent(FusionBase):
                 self.reject("image_shape", message.topic, f"{shape}: the model takes 28x28 frames")
                 return
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
-                                              LeanContext.from_birth(birth), codecs, shape)
+                                              LeanContext.from_birth(birth), pipeline, codecs, shape)
         log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
 
     def _sensor_for(self, sensor_id: str, topic: str) -> KnownSensor | None:
@@ -178,11 +195,15 @@ class FusionAgent(FusionBase):
         except WireError as exc:
             self.reject(exc.reason, message.topic, str(exc))
             return
+        if sensor.pipeline is None:
+            self.reject("unexpected_fragment", message.topic, "the sensor's birth announces no NAIR artifact")
+            return
         run = ComponentRun(frag.start, frag.end, frag.data)
+        artifact = sensor.pipeline.artifact
         try:
-            check_run(self.pipeline.artifact, run)
-            if frag.frame_end > self.pipeline.artifact.n_components:
-                raise PayloadError(f"frame_end {frag.frame_end} is past the IR's {self.pipeline.artifact.n_components}")
+            check_run(artifact, run)
+            if frag.frame_end > artifact.n_components:
+                raise PayloadError(f"frame_end {frag.frame_end} is past the IR's {artifact.n_components}")
         except PayloadError as exc:
             self.reject("shape", message.topic, str(exc))
             return
@@ -219,16 +240,26 @@ class FusionAgent(FusionBase):
         """Run the tail (NAIR frames) or the whole model (image frames) in batches and publish the results."""
         images = [f for f in frames if any(isinstance(p, ImagePart) for p in f.parts.values())]
         nair = [f for f in frames if not any(isinstance(p, ImagePart) for p in f.parts.values())]
-        a = self.pipeline.artifact
-        for start in range(0, len(nair), self.settings.max_batch):
-            batch = nair[start : start + self.settings.max_batch]
-            decoded = [decode_runs(a, [p for p in f.parts.values() if isinstance(p, ComponentRun)]) for f in batch]
-            values = np.stack([v for v, _ in decoded])
-            masks = np.stack([m for _, m in decoded])
-            probs = self.pipeline.decode(values, masks)
-            decided = time.time()
-            for frame, p, mask in zip(batch, probs, masks, strict=True):
-                self.publish_result(frame, p, float(mask.mean()), decided, components=int(mask.sum()))
+        by_artifact: dict[str, list[PendingFrame[Part]]] = {}
+        for frame in nair:
+            known = self.sensors.get(frame.key[0])
+            sha = known.pipeline.artifact.sha256 if known is not None and known.pipeline is not None else None
+            if sha is None:  # the sensor left (or re-announced without NAIR) while its frame was pending
+                self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
+                continue
+            by_artifact.setdefault(sha, []).append(frame)
+        for sha, group in by_artifact.items():
+            pipeline = self.pipelines[sha]
+            for start in range(0, len(group), self.settings.max_batch):
+                batch = group[start : start + self.settings.max_batch]
+                decoded = [decode_runs(pipeline.artifact, [p for p in f.parts.values() if isinstance(p, ComponentRun)])
+                           for f in batch]
+                values = np.stack([v for v, _ in decoded])
+                masks = np.stack([m for _, m in decoded])
+                probs = pipeline.decode(values, masks)
+                decided = time.time()
+                for frame, p, mask in zip(batch, probs, masks, strict=True):
+                    self.publish_result(frame, p, float(mask.mean()), decided, components=int(mask.sum()))
         for start in range(0, len(images), self.settings.max_batch):
             batch = images[start : start + self.settings.max_batch]
             parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
@@ -270,4 +301,4 @@ class FusionAgent(FusionBase):
             self.discovery.update(streams_of(self.sensors.values()), now)
 
     def start_fields(self) -> dict[str, object]:
-        return {"artifact": self.artifact_sha[:12]}
+        return {"artifacts": [sha[:12] for sha in self.pipelines]}

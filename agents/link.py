@@ -8,12 +8,14 @@ handed over minus that backlog.
 
 :class:`LinkEstimator` (pure, clock passed in) turns those samples into a delivery rate. A sample counts only while
 the link was busy (backlog at both ends of the tick): an idle link says nothing about its capacity, and a link
-whose sender is the bottleneck would otherwise look as slow as the sender. When the link has not been busy
-lately the sensor probes, doubling the frame's budget, until it is — so it starts small and fills whatever the link
-carries within a few frames. :meth:`LinkEstimator.frame_budget` then gives each frame the bytes that drain in one
-frame period, less any standing queue beyond a small target, and no more than can still be delivered before the
-frame's deadline; a frame for which even a useful minimum would be late is skipped, before anything reaches the
-socket. :class:`LinkMonitor` samples a communicator on its own thread.
+whose sender is the bottleneck would otherwise look as slow as the sender. Until a rate is known the sensor
+starts small and doubles while everything drains; once one is known it is kept (an idle link says nothing new) and
+the budget grows by a quarter per frame while the link is idle at frame time, until the link is busy again and
+tells its new rate — so the sensor fills whatever the link carries within a few frames.
+:meth:`LinkEstimator.frame_budget` gives each frame the bytes that drain in one frame period, less any standing
+queue beyond a small target, and no more than can still be delivered before the frame's deadline; a frame for
+which even a useful minimum would be late is skipped, before anything reaches the socket.
+:class:`LinkMonitor` samples a communicator on its own thread.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class LinkPolicy:
     start_bytes: int = 1024
     """Wire bytes of the first frame, before anything is known about the link."""
     probe_gain: float = 2.0
-    """Growth of the budget per frame while the link has not been busy lately (it carries more than is sent)."""
+    """Growth of the budget per frame before any rate is known, while the link drains everything."""
     min_useful_bytes: int = 48
     """A frame that cannot get at least this many wire bytes through in time is skipped."""
 
@@ -67,6 +69,7 @@ class LinkEstimator:
     _busy_s: float = 0.0
     _busy_bytes: int = 0
     _last_budget: int = 0
+    _known_rate: float | None = None
     backlog: int = 0
 
     def sample(self, now: float, delivered: int, backlog: int) -> None:
@@ -100,26 +103,35 @@ class LinkEstimator:
                      cap: int | None = None) -> BudgetDecision:
         """Wire bytes for the next frame, ``capture_ts_age_s`` after its capture, sent every ``period_s``.
 
-        ``cap`` bounds it (the whole representation, or a user's byte budget).
+        ``cap`` bounds it (the whole representation, or a user's byte budget). Until a rate has been measured the
+        budget starts at ``start_bytes`` and doubles only while the link drains everything between frames. Once it
+        has, a frame gets the rate's bytes for one period less the standing queue; when the link is idle at a
+        frame (it carries more than is sent) the budget grows by a quarter per frame until the link is busy and a
+        new rate is measured. Never more than the last measured rate can deliver before the frame's deadline.
         """
         p = self.policy
-        rate = self.rate(now)
+        measured = self.rate(now)
+        if measured is not None:
+            self._known_rate = measured
+        rate = self._known_rate
         backlog = self.backlog
+        idle = backlog == 0
+        last = self._last_budget
         if rate is None:
-            # The link kept up with everything lately: probe upwards from what was sent.
-            budget = max(p.start_bytes, round(self._last_budget * p.probe_gain)) if self._last_budget else p.start_bytes
-            reason = "probe"
+            budget = p.start_bytes if not last else (round(last * p.probe_gain) if idle else last)
+            reason = "start"
         else:
             standing = max(0.0, backlog - rate * p.queue_target_s)
             budget = round(rate * period_s - standing)
             reason = "rate"
-            # Not saturated over the window (e.g. the budget was capped, or the link just sped up): probe gently.
-            if self._busy_s < 0.5 * p.window_s and backlog <= rate * p.queue_target_s:
-                budget = max(budget, round(self._last_budget * 1.25))
-                reason = "rate+probe"
-            # Only what can still be delivered before the deadline, behind what is already queued.
+            if idle and last and round(last * 1.25) > budget:
+                budget, reason = round(last * 1.25), "probe"
             remaining = deadline_s * (1.0 - p.deadline_margin) - capture_ts_age_s
             in_time = round(rate * remaining - backlog)
+            if budget < p.min_useful_bytes <= in_time:
+                # A standing queue is being paid back, but a small frame still arrives in time: send that rather
+                # than nothing (the most important bytes are worth the most).
+                budget, reason = p.min_useful_bytes, "minimum"
             if in_time < budget:
                 budget, reason = in_time, "deadline"
         if cap is not None and budget > cap:

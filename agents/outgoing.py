@@ -17,7 +17,7 @@ from models.imagecodec import ImageCodec
 from models.loss import LossModel
 from models.nair import NairArtifact
 from schemas.lean import LeanContext, encode_lean
-from schemas.messages import Fragment, ImageFrame
+from schemas.messages import MAX_FRAGMENT_DATA, Fragment, ImageFrame
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
 
 __all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
@@ -73,7 +73,7 @@ class NairFrameEncoder:
             for _ in range(3):  # each message of a plan-cut prefix pays its own envelope
                 data_budget = wire_budget - overhead * pieces
                 end = prefix_end(a, data_budget)
-                pieces = max(1, len(run_spans(a, end, self.by_plan)))
+                pieces = max(1, len(run_spans(a, end, self.by_plan, MAX_FRAGMENT_DATA)))
             budget = data_budget if budget is None else min(budget, data_budget)
         end = prefix_end(a, budget)
         return max(0, end)
@@ -81,7 +81,7 @@ class NairFrameEncoder:
     def messages(self, codes: np.ndarray, frame_id: int, next_seq: Callable[[], int], capture_ts: float,
                  end: int) -> list[Outgoing]:
         """The fragments carrying components ``[0, end)`` of one frame's codes ``(K,)``."""
-        spans = run_spans(self.artifact, end, self.by_plan)
+        spans = run_spans(self.artifact, end, self.by_plan, MAX_FRAGMENT_DATA)
         lost = self.loss.lost(frame_id, len(spans)) if spans else np.zeros(0, dtype=bool)
         out = []
         for run, gone in zip(encode_runs(codes, self.artifact, spans), lost.tolist(), strict=True):

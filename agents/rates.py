@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.auto import auto_table_path
 from models.codec import packed_bytes, prefix_end
 from models.data import Dataset
 from models.imagecodec import get_image_codec
@@ -64,7 +63,7 @@ def auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str
 
 
 def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str], command: str,
-                     path: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
+                     path: Path, progress: Callable[[str], None] | None = None) -> Path:
     """Compute :func:`auto_table` and write it with its provenance (default next to the model's weights)."""
     started = time.perf_counter()
     table = auto_table(pipeline, validation, codecs, progress=progress)
@@ -77,6 +76,5 @@ def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequen
         "artifact_sha256": pipeline.artifact.sha256,
         "seconds": round(time.perf_counter() - started, 1),
     })
-    path = path or auto_table_path(pipeline.manifest["name"])
     path.write_text(json.dumps(table, indent=2) + "\n")
     return path

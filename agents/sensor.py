@@ -37,6 +37,8 @@ from schemas.topics import TopicTree
 
 log = get_logger("nairbus.sensor")
 
+LINK_LOG_INTERVAL_S = 5.0
+"""How often the sensor logs its link estimate (rate, backlog, the budget it gives frames and why)."""
 EPOCH_LEAD_S = 60.0
 """The session epoch lies this far before the start, so a frame captured just before it still has a time."""
 
@@ -82,6 +84,7 @@ class TokenBucket:
 
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
+            "skipped_error",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
@@ -109,12 +112,13 @@ class SensorAgent:
         self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
         self.image = (ImageFrameEncoder([get_image_codec(c) for c in s.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
-        self.auto = AutoChooser.load(s.model) if s.mode == "auto" else None
+        self.auto = AutoChooser.load(s.model, s.artifact) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
         self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
+        self._next_link_log = 0.0
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(
@@ -215,6 +219,11 @@ class SensorAgent:
         decision = self.link.budget(max(0.0, time.time() - capture_ts), s.deadline_ms / 1000.0,
                                     period or 0.1, cap if cap is not None else self._full_wire_bytes())
         self.last_decision = decision
+        now = time.monotonic()
+        if now >= self._next_link_log:
+            self._next_link_log = now + LINK_LOG_INTERVAL_S
+            log.info("link", rate_bps=None if decision.rate is None else round(decision.rate * 8),
+                     backlog=decision.backlog, budget=decision.wire_bytes, reason=decision.reason)
         return decision.wire_bytes
 
     def _full_wire_bytes(self) -> int:
@@ -229,7 +238,12 @@ class SensorAgent:
         if budget == 0:
             self._skip("skipped_link")
             return
-        out = self.build(frame_id, image, codes, capture_ts, budget)
+        try:
+            out = self.build(frame_id, image, codes, capture_ts, budget)
+        except Exception:  # one frame that cannot be encoded must not end the sensor
+            log.exception("frame_encode_failed", frame_id=frame_id, budget=budget)
+            self._skip("skipped_error")
+            return
         if not out:
             self._skip("skipped_no_codec")
             return

@@ -72,18 +72,27 @@ def prefix_end(artifact: NairArtifact, budget_bytes: int | None) -> int:
     return int(np.searchsorted(offsets, max(0, budget_bytes) * 8, side="right") - 1)
 
 
-def run_spans(artifact: NairArtifact, end: int, by_plan: bool = False) -> list[tuple[int, int]]:
-    """How the prefix ``[0, end)`` is cut into messages: one run, or (``by_plan``) along the artifact's plan."""
+def run_spans(artifact: NairArtifact, end: int, by_plan: bool = False,
+              max_bytes: int | None = None) -> list[tuple[int, int]]:
+    """How the prefix ``[0, end)`` is cut into messages: one run, or (``by_plan``) along the artifact's plan; any
+    run longer than ``max_bytes`` packed is cut further, in order, at component boundaries."""
     if end <= 0:
         return []
-    if not by_plan:
-        return [(0, end)]
-    spans = []
-    for start, stop in artifact.plan.tolist():
-        if start >= end:
-            break
-        spans.append((int(start), int(min(stop, end))))
-    return spans
+    if by_plan:
+        spans = [(int(a), int(min(b, end))) for a, b in artifact.plan.tolist() if a < end]
+    else:
+        spans = [(0, end)]
+    if max_bytes is None:
+        return spans
+    offsets = bit_offsets(artifact)
+    out = []
+    for start, stop in spans:
+        while start < stop:
+            cut = int(np.searchsorted(offsets, offsets[start] + max_bytes * 8, side="right") - 1)
+            cut = min(stop, max(cut, start + 1))
+            out.append((start, cut))
+            start = cut
+    return out
 
 
 def _segments(bits: np.ndarray) -> list[tuple[int, int, int]]:

@@ -55,8 +55,9 @@ SCHEMA_VERSION: Final = 1
 """Version of the JSON messages (status, birth, result, stats) and of the capture agent's msgpack frames."""
 LEAN_VERSION: Final = 2
 """Version of the lean high-rate messages (:class:`Fragment`, :class:`TopK`, :class:`ImageFrame`)."""
-MAX_FRAGMENT_DATA: Final = 8192
-"""Most payload bytes one :class:`Fragment` may carry."""
+MAX_FRAGMENT_DATA: Final = 16256
+"""Most data bytes one :class:`Fragment` or :class:`ImageFrame` may carry (the lean payload limit, less its
+envelope); a sensor cuts a longer prefix into several fragments."""
 MAX_FRAME_FRAGMENTS: Final = 65535
 """Most fragments one sensor may send for one frame (and most spans in a fragment plan)."""
 MAX_LABELS: Final = 1000
