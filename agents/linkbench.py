@@ -820,9 +820,23 @@ def soak_cell(settings: LinkBenchSettings, unsupported: Mapping[str, str]) -> Ce
     return Cell(settings.soak_rate_bps, settings.soak_fps, name, tuple(args), frames, soak=True)
 
 
+def code_state() -> dict[str, Any]:
+    """The commit the bench ran from and the tracked files that differed from it (evidence of what was measured)."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified_files": changed}
+
+
 def _meta(offline: OfflinePredictor) -> dict[str, Any]:
     p = offline.pipeline
     return {
+        "code": code_state(),
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "model": {"name": p.manifest["name"], "sha256": p.manifest["sha256"],
                   "test_accuracy": p.manifest.get("test_accuracy")},
