@@ -7,6 +7,12 @@ under the same frame id. Here the frames come from the data set (standing in for
 index, so results can be scored); a camera source would publish the same message.
 
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
+
+It paces itself like a camera: frame ``i`` is due at its slot ``i / fps``; a frame whose slot passed more than one
+period ago (the publisher was held up) is skipped and counted, never sent in a burst to catch up.
+
+The frame stays a self-describing msgpack map (hub LAN, one message per frame for all variants; about 920 bytes
+for a 28x28 frame, 784 of them pixels) rather than a lean array: the per-sensor uplink is where bytes count.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class CaptureAgent:
         self.stop_event = threading.Event()
         self.sent = 0
         self.dropped = 0
+        self.skipped = 0
+        """Frames not published because their slot passed more than one period ago (latest frame wins)."""
         self.comm = Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
                                  self.topics.sensor_status(settings.agent_id), self._status_payload)
 
@@ -75,10 +83,11 @@ class CaptureAgent:
         self.comm.start()
         log.info("capture_started", stream=self.settings.stream_id, topic=self.topic, fps=self.settings.fps)
 
-    def publish(self, frame_id: int, pixels: bytes, height: int = 28, width: int = 28) -> bool:
-        """Publish one frame now."""
+    def publish(self, frame_id: int, pixels: bytes, height: int = 28, width: int = 28,
+                capture_ts: float | None = None) -> bool:
+        """Publish one frame now (captured at ``capture_ts``, default now)."""
         s = self.settings
-        now = time.time()
+        now = time.time() if capture_ts is None else capture_ts
         message = Frame(stream_id=s.stream_id, session=self.comm.session, seq=self.sent + self.dropped + 1,
                         frame_id=frame_id, capture_ts=now, expires_ts=now + s.expiry_s, height=height, width=width,
                         pixels=pixels)
@@ -90,8 +99,12 @@ class CaptureAgent:
             self.dropped += 1
         return ok
 
-    def run(self, on_frame: Callable[[int], None] | None = None) -> dict[str, int]:
-        """Publish the configured frames at ``fps``; ``on_frame(n)`` is called after each (for orchestration)."""
+    def run(self, on_frame: Callable[[int, int, float], None] | None = None) -> dict[str, int]:
+        """Publish the configured frames at ``fps``, skipping any whose slot passed more than one period ago.
+
+        ``on_frame(sent, frame_id, capture_ts)`` is called after each frame handed to the broker connection (for
+        orchestration). Returns ``sent``, ``dropped`` (refused by the outgoing queue) and ``skipped``.
+        """
         s = self.settings
         data = load_split(s.split, s.data_dir)
         indices = replay_indices(len(data), s.start, s.count)
@@ -104,20 +117,24 @@ class CaptureAgent:
                     break
                 if self.stop_event.is_set():
                     break
-                next_at = max(next_at + period, time.monotonic() - 1.0)
-                self.publish(int(frame_id), image.tobytes())
-                if on_frame is not None:
-                    on_frame(self.sent)
+                slot, next_at = next_at, next_at + period
+                if time.monotonic() - slot > period:
+                    self.skipped += 1
+                    continue
+                capture_ts = time.time()
+                if self.publish(int(frame_id), image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
+                    on_frame(self.sent, int(frame_id), capture_ts)
             if self.stop_event.is_set():
                 break
         self.comm.wait_published(timeout=30.0)
-        return {"sent": self.sent, "dropped": self.dropped}
+        return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
 
     def stop(self) -> None:
         """Publish offline and disconnect."""
         self.stop_event.set()
         self.comm.stop()
-        log.info("capture_stopped", stream=self.settings.stream_id, sent=self.sent, dropped=self.dropped)
+        log.info("capture_stopped", stream=self.settings.stream_id, sent=self.sent, dropped=self.dropped,
+                 skipped=self.skipped)
 
 
 def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:

@@ -1,32 +1,42 @@
 """Variant Parallelism on the bus: the VP sensor agent (one variant, top-k out) and the VP fusion agent.
 
 Sensor (``nairbus sensor --mode vp --variant NAME``): loads one variant of the shipped family (sha256-checked),
-announces it in a retained birth (variant name, fusion weight, k, model hash, labels), then classifies frames from
-either source and publishes each frame's top-k as a msgpack :class:`~schemas.messages.TopK`:
+announces it in a retained birth (variant name, fusion weight, k, model hash, labels, the session's time epoch and
+expiry), then classifies frames from either source and publishes each frame's top-k as a lean
+:class:`~schemas.messages.TopK` (``[2, tag, seq, frame_id, capture_ms, classes, scores]``, :mod:`schemas.lean`) at
+QoS 0 under an MQTT 5 topic alias — about 56 bytes on the wire for k = 5:
 
-* ``replay``: the data set, frame id = data-set index — every variant sensor replays the same indices, so they
-  share frame ids without talking to each other;
+* ``replay``: the data set as a camera at ``fps``, frame id = data-set index — every variant sensor replays the
+  same indices, so they share frame ids without talking to each other;
 * ``mqtt``: the :class:`~schemas.messages.Frame` messages a capture agent (:mod:`agents.capture`) publishes on
   ``<prefix>/frames/<stream>`` — one publish reaches every variant device.
 
+A sensor that falls behind **skips stale frames instead of queueing them** (latest frame wins), counted as
+``frames_skipped``: in replay a frame whose slot passed more than one period ago is not classified (the sensor never
+bursts to catch up); from MQTT it drains its inbox every round and classifies, newest first, only the frames that
+it can still finish by their deadline (capture time + ``deadline_ms``).
+
 Fusion (``nairbus fusion --mode vp``): learns VP sensors from their births (refusing model hashes that are not in
-the committed family manifest), buffers votes per ``(stream, frame id)``, and decides a frame when every variant
-that was online when the frame opened has reported, or when the deadline (from the first vote's arrival) passes —
-a variant that never reports never holds a frame longer than that, and one whose status goes ``offline`` stops
-being waited for at once. The decision is the pure rule :func:`models.vp.fuse`; the result lists the variants that
-contributed. Bad input is rejected with a reason, a log line and a counter.
+the committed family manifest) and decodes their lean top-k with the context of the sensor's current birth (no
+birth: ``unknown_sensor``; another session's tag: ``session``). It buffers votes per ``(stream, frame id)``, and
+decides a frame when every variant that was online when the frame opened has reported, or when the deadline (from
+the first vote's arrival) passes — a variant that never reports never holds a frame longer than that, and one whose
+status goes ``offline`` stops being waited for at once. The decision is the pure rule :func:`models.vp.fuse`; the
+result lists the variants that contributed and the wire bytes of the votes fused. Bad input is rejected with a
+reason, a log line and a counter.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -35,15 +45,16 @@ from agents.fusion_base import FusionBase, owns_sensor
 from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator, InboundMessage
 from agents.notify import systemd_service
+from agents.outgoing import alias_wire_bytes
+from agents.sensor import EPOCH_LEAD_S
 from agents.sources import replay, replay_indices
-from models.data import LABELS, load_split
+from models.data import LABELS, Dataset, load_split
 from models.store import WEIGHTS_DIR
 from models.variants import FAMILY_NAME
 from models.vp import Vote, check_k, fuse, topk
 from models.vp_training import LoadedVariant, load_family, softmax_outputs
 from schemas import (
     CONTENT_TYPE_JSON,
-    CONTENT_TYPE_MSGPACK,
     Birth,
     ClassScore,
     Frame,
@@ -56,10 +67,17 @@ from schemas import (
 )
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
+from schemas.lean import LeanContext, decode_lean, encode_lean
 from schemas.topics import TopicTree
 
 log = get_logger("nairbus.vp")
 FRAME_SIDE = 28
+MAX_PENDING_FRAMES: Final = 1024
+"""Most frames an MQTT-source sensor holds between rounds; beyond that the oldest are skipped."""
+SENSOR_COUNTERS: Final = ("frames", "published", "frames_skipped", "wire_bytes", "payload_bytes",
+                          "dropped_outgoing", "frames_rejected")
+"""What a VP sensor counts (and ``nairbus sensor --mode vp`` prints at the end). ``frames`` is every frame taken
+from the source; each is published, skipped (stale) or dropped by the outgoing queue."""
 
 
 class VpConfigError(RuntimeError):
@@ -67,19 +85,94 @@ class VpConfigError(RuntimeError):
 
 
 def topk_message_bytes(k: int, n_classes: int = len(LABELS)) -> int:
-    """Bytes of one real msgpack :class:`TopK` message with ``k`` classes (typical ids, session and timestamps)."""
-    now = time.time()
-    message = TopK(sensor_id="vp-w44r28", session="0123456789ab", seq=123456, frame_id=9999, capture_ts=now,
-                   expires_ts=now + 10.0, classes=tuple(range(min(k, n_classes))),
-                   scores=tuple(0.1234567 for _ in range(min(k, n_classes))))
-    return len(wire_encode(message))
+    """Wire bytes of one real lean :class:`TopK` publish with ``k`` classes, as a sensor sends it.
+
+    The whole MQTT PUBLISH under an established topic alias (fixed header, alias property, payload) of a message
+    with typical counters: sequence number 123 456, frame id 9 999, captured an hour into the session.
+    """
+    n = min(k, n_classes)
+    ctx = LeanContext("vp-w44r28", "0123456789ab", epoch_ts=1_700_000_000.0, expiry_s=10.0)
+    capture = ctx.epoch_ts + 3600.0
+    message = TopK(sensor_id=ctx.sensor_id, session=ctx.session, seq=123456, frame_id=9999, capture_ts=capture,
+                   expires_ts=capture + ctx.expiry_s, classes=tuple(range(n)),
+                   scores=tuple(0.1234567 for _ in range(n)))
+    return alias_wire_bytes(len(encode_lean(message, ctx)))
+
+
+class ClassifyCost:
+    """How long a sensor takes to classify and publish frames: ``per_batch_s + n * per_frame_s`` for a batch of n.
+
+    Fitted online by least squares with exponential forgetting over the batches the sensor ran (their sizes vary
+    with the backlog, which separates the two terms); while the sizes do not vary, the whole time is charged per
+    frame (pessimistic for a large backlog, which batches better). Zero until the first batch is measured.
+    """
+
+    def __init__(self, per_frame_s: float = 0.0, per_batch_s: float = 0.0, forget: float = 0.95) -> None:
+        self.per_frame_s = per_frame_s
+        self.per_batch_s = per_batch_s
+        self.forget = forget
+        self._sums = (0.0, 0.0, 0.0, 0.0, 0.0)  # weight, n, t, n*n, n*t
+
+    def note(self, frames: int, seconds: float) -> None:
+        """Learn from one batch of ``frames`` frames that took ``seconds``."""
+        if frames < 1 or not math.isfinite(seconds) or seconds < 0:
+            return
+        n, t, k = float(frames), seconds, self.forget
+        w, sn, st, snn, snt = (k * x for x in self._sums)
+        w, sn, st, snn, snt = w + 1, sn + n, st + t, snn + n * n, snt + n * t
+        self._sums = (w, sn, st, snn, snt)
+        det = w * snn - sn * sn
+        slope = (w * snt - sn * st) / det if det > 1e-6 * w * snn else -1.0
+        intercept = (st - slope * sn) / w
+        if slope < 0 or intercept < 0:  # sizes too alike (or noise): charge it all per frame
+            slope, intercept = st / sn, 0.0
+        self.per_frame_s, self.per_batch_s = slope, intercept
+
+    def seconds(self, frames: int, batch: int) -> float:
+        """Estimated seconds to classify ``frames`` frames in batches of at most ``batch``."""
+        return math.ceil(frames / max(1, batch)) * self.per_batch_s + frames * self.per_frame_s
+
+
+def choose_young(frames: Sequence[Frame], now: float, deadline_s: float, cost: Callable[[int], float],
+                 epoch_ts: float = 0.0) -> tuple[list[Frame], list[Frame]]:
+    """Split waiting frames into those to classify (newest first) and those too stale to be worth it.
+
+    Newest first, a frame is chosen if classifying it with every frame chosen before it (``cost(n)``: seconds for
+    the first n) still finishes by its deadline (``capture_ts + deadline_s``), it has not expired, and it was
+    captured after the session's epoch (so its capture time fits the lean wire). Older frames have earlier
+    deadlines, so once the sensor is behind it keeps the newest frames and skips the rest (latest frame wins).
+    """
+    chosen: list[Frame] = []
+    stale: list[Frame] = []
+    for frame in sorted(frames, key=lambda f: (f.capture_ts, f.frame_id), reverse=True):
+        finish = now + cost(len(chosen) + 1)
+        if frame.capture_ts >= epoch_ts and frame.expires_ts > now and finish <= frame.capture_ts + deadline_s:
+            chosen.append(frame)
+        else:
+            stale.append(frame)
+    return chosen, stale
+
+
+def due_frames(position: int, total: int, elapsed_s: float, period_s: float) -> tuple[int, int]:
+    """Replay as a camera: of the frames from ``position`` on, how many are stale and how many are due now.
+
+    Frame ``i`` is captured at ``i * period_s`` after the start. At ``elapsed_s`` every frame captured so far whose
+    slot passed more than one period ago is stale (``skip``), and the rest of those captured so far (at most two)
+    are due (``take``). Returns ``(skip, take)``; ``take`` is 0 while frame ``position`` is not captured yet.
+    """
+    newest = min(total - 1, math.floor(elapsed_s / period_s + 1e-9))
+    if newest < position:
+        return 0, 0
+    first_young = max(position, math.ceil(elapsed_s / period_s - 1.0 - 1e-9))
+    first_young = min(first_young, newest)
+    return first_young - position, newest + 1 - first_young
 
 
 # ===================================================================================================================
 # sensor
 # ===================================================================================================================
 class VpSensorAgent:
-    """Runs one variant and publishes its top-k for every frame."""
+    """Runs one variant and publishes its top-k for every frame it can still classify in time."""
 
     def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
                  weights_dir: Path = WEIGHTS_DIR) -> None:
@@ -100,11 +193,16 @@ class VpSensorAgent:
             raise VpConfigError(str(exc)) from exc
         self.topics = TopicTree(config.topics.root, config.topics.site)
         self.stop_event = threading.Event()
-        self.counters = {"frames": 0, "published": 0, "dropped_outgoing": 0, "frames_rejected": 0}
+        self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
         self.comm = Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}", self.topics.sensor_status(s.sensor_id),
                                  self._status_payload)
         if s.source == "mqtt":
             self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
+        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
+        self.ctx = LeanContext(s.sensor_id, self.comm.session, self.epoch_ts, s.expiry_s)
+        self.topk_topic = self.topics.sensor_topk(s.sensor_id)
+        self.cost = ClassifyCost()
+        """Measured time of classifying and publishing a batch (judges which waiting frames are still in time)."""
         self._seq = 0
 
     def _status_payload(self, state: str) -> bytes:
@@ -112,12 +210,13 @@ class VpSensorAgent:
                                   session=self.comm.session, ts=time.time()))
 
     def birth(self) -> Birth:
-        """Retained description: variant, fusion weight, k, model hash, labels."""
+        """Retained description: variant, fusion weight, k, model hash, labels, and the lean wire's epoch/expiry."""
         s, m = self.settings, self.variant.manifest
         return Birth(sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode="vp", stream_id=s.stream,
                      labels=self.labels, model=ModelRef(name=m["name"], sha256=m["sha256"]),
                      vp=VpBirth(variant=self.variant.name, weight=self.variant.weight, k=self.k),
-                     deadline_ms=s.deadline_ms)
+                     deadline_ms=s.deadline_ms, epoch_ts=self.epoch_ts,
+                     expiry_ms=max(1, round(s.expiry_s * 1000)))
 
     def start(self) -> None:
         """Connect, subscribe (mqtt source) and publish the retained birth."""
@@ -126,77 +225,150 @@ class VpSensorAgent:
         self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
         self.comm.wait_published()
         log.info("vp_sensor_started", sensor=self.settings.sensor_id, variant=self.variant.name, k=self.k,
-                 source=self.settings.source, session=self.comm.session)
+                 source=self.settings.source, qos=self.settings.qos, session=self.comm.session)
 
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k class ids and scores of uint8 frames ``(B, 28, 28)``."""
         return topk(softmax_outputs(self.variant.model, images), self.k)
 
-    def publish_frame(self, frame_id: int, classes: np.ndarray, scores: np.ndarray, capture_ts: float) -> None:
-        """Publish one frame's top-k (QoS 1: a lost vote costs accuracy, a late one only waits for the deadline)."""
+    def publish_frame(self, frame_id: int, classes: np.ndarray, scores: np.ndarray, capture_ts: float) -> bool:
+        """Publish one frame's top-k as a lean message; count it as published or dropped (returns which).
+
+        QoS 0 by default (``qos`` setting): a vote is useful only before fusion decides its frame, so what QoS 1
+        would add — a packet id, a PUBACK, paho's in-flight window that later votes queue behind on a slow link, and
+        redelivery after a reconnect, by which time the frame was decided and the vote is only counted ``late`` —
+        buys nothing; TCP already delivers in order while the connection lasts. QoS 0 also lets the topic alias
+        replace the topic (the Communicator uses aliases for QoS 0 only). The message expiry property is sent only
+        at QoS 1, where the broker may hold the vote for a disconnected fusion; fusion drops expired votes by the
+        birth's ``expiry_ms`` either way.
+        """
         s = self.settings
         self._seq += 1
         message = TopK(sensor_id=s.sensor_id, session=self.comm.session, seq=self._seq, frame_id=frame_id,
                        capture_ts=capture_ts, expires_ts=capture_ts + s.expiry_s,
                        classes=tuple(int(c) for c in classes), scores=tuple(float(x) for x in scores))
-        self.counters["frames"] += 1
-        if self.comm.publish(self.topics.sensor_topk(s.sensor_id), wire_encode(message), qos=1,
-                             content_type=CONTENT_TYPE_MSGPACK, expiry_s=s.expiry_s):
+        payload = encode_lean(message, self.ctx)
+        if self.comm.publish(self.topk_topic, payload, qos=s.qos, content_type=None,
+                             expiry_s=s.expiry_s if s.qos else None, alias=True):
             self.counters["published"] += 1
-        else:
-            self.counters["dropped_outgoing"] += 1
+            self.counters["wire_bytes"] += self.comm.last_wire_bytes
+            self.counters["payload_bytes"] += len(payload)
+            return True
+        self.counters["dropped_outgoing"] += 1
+        return False
+
+    def _skip(self, n: int = 1) -> None:
+        self.counters["frames_skipped"] += n
 
     def run(self) -> dict[str, int]:
         """Run the configured source until it ends (replay) or :meth:`stop` / ``count`` frames (mqtt)."""
         return self.run_replay() if self.settings.source == "replay" else self.run_mqtt()
 
     def run_replay(self) -> dict[str, int]:
-        """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant)."""
+        """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant).
+
+        With ``fps`` the data set is a camera: frame ``i`` is captured at its slot ``i / fps`` after the start (its
+        capture time), the sensor classifies the frames due when it is free and skips those whose slot passed more
+        than one period ago — a slow variant loses frames, not latency, and never bursts to catch up. Without
+        ``fps`` it classifies whole batches as fast as it can (nothing is late).
+        """
         s = self.settings
         data = load_split(s.split, s.data_dir)
         indices = replay_indices(len(data), s.start, s.count, s.shard)
-        period = 1.0 / s.fps if s.fps else 0.0
-        next_at = time.monotonic()
-        for batch in replay(data, indices, s.batch):
-            if self.stop_event.is_set():
-                break
-            capture = time.time()
-            classes, scores = self.classify(batch.images)
-            for frame_id, c, sc in zip(batch.frame_ids.tolist(), classes, scores, strict=True):
-                if period:
-                    delay = next_at - time.monotonic()
-                    if delay > 0 and self.stop_event.wait(delay):
-                        break
-                    next_at = max(next_at + period, time.monotonic() - 1.0)
-                self.publish_frame(int(frame_id), c, sc, capture)
+        if s.fps:
+            self._replay_paced(data, indices, 1.0 / s.fps)
+        else:
+            for batch in replay(data, indices, s.batch):
+                if self.stop_event.is_set():
+                    break
+                capture = time.time()
+                classes, scores = self.classify(batch.images)
+                for frame_id, c, sc in zip(batch.frame_ids.tolist(), classes, scores, strict=True):
+                    self.counters["frames"] += 1
+                    self.publish_frame(int(frame_id), c, sc, capture)
         self.comm.wait_published(timeout=30.0)
         return dict(self.counters)
 
+    def _replay_paced(self, data: Dataset, indices: np.ndarray, period: float) -> None:
+        start_mono, start_wall = time.monotonic(), time.time()
+        position, total = 0, len(indices)
+        while position < total and not self.stop_event.is_set():
+            elapsed = time.monotonic() - start_mono
+            skip, take = due_frames(position, total, elapsed, period)
+            if take == 0:
+                if self.stop_event.wait(max(0.0, position * period - elapsed)):
+                    break
+                continue
+            if skip:
+                self.counters["frames"] += skip
+                self._skip(skip)
+            picked = np.arange(position + skip, position + skip + take)
+            position += skip + take
+            ids = indices[picked]
+            started = time.perf_counter()
+            classes, scores = self.classify(data.images[ids])
+            for slot, frame_id, c, sc in zip(picked.tolist(), ids.tolist(), classes, scores, strict=True):
+                self.counters["frames"] += 1
+                self.publish_frame(int(frame_id), c, sc, start_wall + slot * period)
+            self.cost.note(take, time.perf_counter() - started)
+
     def run_mqtt(self) -> dict[str, int]:
-        """Classify the frames a capture agent publishes, in small batches, until stopped (or ``count`` frames)."""
+        """Classify the frames a capture agent publishes until stopped (or ``count`` frames).
+
+        Every round drains the inbox, skips the frames that can no longer be classified by their deadline (capture
+        time + ``deadline_ms``, judged with the measured cost per frame; see :func:`choose_young`) and classifies up
+        to ``batch`` of the rest, newest first; older frames still in time wait for the next round.
+        """
         s = self.settings
         stream = s.frame_stream or s.stream
+        deadline_s = s.deadline_ms / 1000.0
+        pending: list[Frame] = []
         while not self.stop_event.is_set():
-            if s.count is not None and self.counters["frames"] >= s.count:
+            counted_out = s.count is not None and self.counters["frames"] >= s.count
+            if counted_out and not pending:
                 break
-            message = self.comm.get(timeout=0.2)
-            frames: list[Frame] = []
-            while message is not None:
-                frame = self._frame(message, stream)
-                if frame is not None:
-                    frames.append(frame)
-                if len(frames) >= s.batch:
-                    break
-                message = self.comm.get(timeout=0)
-            if not frames:
+            if not counted_out:
+                pending.extend(self._drain(stream, timeout=0.0 if pending else 0.2,
+                                           limit=None if s.count is None else s.count - self.counters["frames"]))
+            if not pending:
                 continue
+            chosen, stale = choose_young(pending, time.time(), deadline_s,
+                                         lambda n: self.cost.seconds(n, s.batch), self.epoch_ts)
+            if len(chosen) > MAX_PENDING_FRAMES:
+                chosen, dropped = chosen[:MAX_PENDING_FRAMES], chosen[MAX_PENDING_FRAMES:]
+                stale.extend(dropped)
+            if stale:
+                self._skip(len(stale))
+            batch, pending = chosen[: s.batch], chosen[s.batch :]
+            if not batch:
+                continue
+            batch.sort(key=lambda f: (f.capture_ts, f.frame_id))
+            started = time.perf_counter()
             images = np.stack([np.frombuffer(f.pixels, dtype=np.uint8).reshape(FRAME_SIDE, FRAME_SIDE)
-                               for f in frames])
+                               for f in batch])
             classes, scores = self.classify(images)
-            for f, c, sc in zip(frames, classes, scores, strict=True):
+            for f, c, sc in zip(batch, classes, scores, strict=True):
                 self.publish_frame(f.frame_id, c, sc, f.capture_ts)
+            self.cost.note(len(batch), time.perf_counter() - started)
+        if pending:
+            self._skip(len(pending))  # stopped with frames still waiting: they are not classified
         self.comm.wait_published(timeout=10.0)
         return dict(self.counters)
+
+    def _drain(self, stream: str, timeout: float, limit: int | None) -> list[Frame]:
+        """Every frame waiting in the inbox (waiting up to ``timeout`` for the first), counted as taken."""
+        frames: list[Frame] = []
+        cap = MAX_PENDING_FRAMES if limit is None else min(limit, MAX_PENDING_FRAMES)
+        message = self.comm.get(timeout=timeout)
+        while message is not None:
+            frame = self._frame(message, stream)
+            if frame is not None:
+                frames.append(frame)
+                self.counters["frames"] += 1
+                if len(frames) >= cap:
+                    break
+            message = self.comm.get(timeout=0)
+        return frames
 
     def _frame(self, message: InboundMessage, stream: str) -> Frame | None:
         try:
@@ -208,8 +380,6 @@ class VpSensorAgent:
             reason, detail = "topic_mismatch", ""
         elif (frame.height, frame.width) != (FRAME_SIDE, FRAME_SIDE):
             reason, detail = "shape", f"{frame.height}x{frame.width}"
-        elif frame.expires_ts < time.time():
-            reason, detail = "expired", ""
         else:
             return frame
         self._reject_frame(reason, message.topic, detail)
@@ -217,7 +387,9 @@ class VpSensorAgent:
 
     def _reject_frame(self, reason: str, topic: str, detail: str = "") -> None:
         self.counters["frames_rejected"] += 1
-        log.warning("frame_rejected", reason=reason, topic=topic, detail=detail)
+        if self.counters["frames_rejected"] <= 20 or self.counters["frames_rejected"] % 1000 == 0:
+            log.warning("frame_rejected", reason=reason, topic=topic, detail=detail,
+                        count=self.counters["frames_rejected"])
 
     def stop(self) -> None:
         """Publish offline and disconnect."""
@@ -255,6 +427,8 @@ class VpSensor:
     variant: str
     weight: float
     k: int
+    ctx: LeanContext
+    """How its lean top-k decode: session tag, time epoch and expiry (from the birth)."""
 
 
 @dataclass(slots=True)
@@ -270,6 +444,9 @@ class PendingVotes:
     expected: int
     votes: dict[str, Vote] = field(default_factory=dict)
     nbytes: int = 0
+    """Payload bytes of the votes."""
+    wire_bytes: int = 0
+    """MQTT PUBLISH bytes of the votes (counted with a topic alias, as the sensors send them)."""
     evicted: bool = False
 
 
@@ -290,9 +467,9 @@ class VoteBuffer:
         return len(self._pending)
 
     def add(self, stream_id: str, frame_id: int, sensor_id: str, vote: Vote, nbytes: int, capture_ts: float,
-            online: set[str], now: float) -> str:
-        """Offer a vote; ``online`` is the stream's online sensors (used when the frame opens). Returns the outcome:
-        ``added``, ``duplicate`` or ``late``."""
+            online: set[str], now: float, wire_bytes: int = 0) -> str:
+        """Offer a vote of ``nbytes`` payload (``wire_bytes`` on the wire); ``online`` is the stream's online sensors
+        (used when the frame opens). Returns the outcome: ``added``, ``duplicate`` or ``late``."""
         key = (stream_id, frame_id)
         if key in self._decided:
             return "late"
@@ -311,6 +488,7 @@ class VoteBuffer:
         frame.votes[sensor_id] = vote
         frame.waiting_for.discard(sensor_id)
         frame.nbytes += nbytes
+        frame.wire_bytes += wire_bytes
         return "added"
 
     def sensor_gone(self, sensor_id: str) -> None:
@@ -419,7 +597,7 @@ class VpFusionAgent(FusionBase):
             return
         self._forget(sensor_id)
         self.sensors[sensor_id] = VpSensor(sensor_id, birth.session, birth.stream_id, birth.vp.variant,
-                                           birth.vp.weight, birth.vp.k)
+                                           birth.vp.weight, birth.vp.k, LeanContext.from_birth(birth))
         self.online.setdefault(birth.stream_id, set()).add(sensor_id)
         log.info("vp_sensor_known", sensor=sensor_id, variant=birth.vp.variant, weight=birth.vp.weight,
                  k=birth.vp.k, stream=birth.stream_id, session=birth.session)
@@ -450,21 +628,15 @@ class VpFusionAgent(FusionBase):
             self.online.setdefault(known.stream_id, set()).add(sensor_id)
 
     def on_topk(self, sensor_id: str, message: InboundMessage, now: float) -> None:
-        """Validate a top-k and put it into its frame's buffer."""
-        try:
-            msg = wire_decode(message.payload, TopK)
-        except WireError as exc:
-            self.reject(exc.reason, message.topic, str(exc))
-            return
-        if msg.sensor_id != sensor_id:
-            self.reject("topic_mismatch", message.topic, msg.sensor_id)
-            return
+        """Decode a lean top-k with the context of the sensor's current birth, validate it, buffer its vote."""
         sensor = self.sensors.get(sensor_id)
         if sensor is None:
             self.reject("unknown_sensor", message.topic)
             return
-        if msg.session != sensor.session:
-            self.reject("stale_session", message.topic, msg.session)
+        try:
+            msg = decode_lean(message.payload, TopK, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
             return
         if msg.expires_ts < time.time():
             self.reject("expired", message.topic)
@@ -478,11 +650,13 @@ class VpFusionAgent(FusionBase):
             return
         self.track_seq(sensor_id, msg.session, msg.seq)
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
-        outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, len(message.payload),
-                                  msg.capture_ts, self.online.get(sensor.stream_id, set()), now)
+        nbytes, wire = len(message.payload), alias_wire_bytes(len(message.payload))
+        outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, nbytes, msg.capture_ts,
+                                  self.online.get(sensor.stream_id, set()), now, wire)
         if outcome == "added":
             self.counts["votes"] += 1
-            self.counts["bytes"] += len(message.payload)
+            self.counts["bytes"] += nbytes
+            self.counts["wire_bytes"] += wire
         else:
             self.reject(outcome, message.topic, f"frame {msg.frame_id}")
 
@@ -510,7 +684,8 @@ class VpFusionAgent(FusionBase):
             fraction_received=min(1.0, len(frame.votes) / max(1, frame.expected)), bytes_received=frame.nbytes,
             fragments_received=len(frame.votes), sensors=sensor_ids,
             variants=tuple(sorted(v.variant for v in frame.votes.values())), capture_ts=frame.capture_ts,
-            decided_ts=decided, latency_ms=latency, complete=complete,
+            decided_ts=decided, latency_ms=latency, complete=complete, representation="vp",
+            wire_bytes=frame.wire_bytes,
         )
         self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=1,
                           content_type=CONTENT_TYPE_JSON)

@@ -130,6 +130,11 @@ def evaluate_vp_cmd(
     for name, v in result["variants"].items():
         console.print(f"  {name}: {v['accuracy']:.4f}  {v['params']} params ({v['params_ratio']:.1%}), "
                       f"{v['macs']} MACs ({v['macs_ratio']:.1%})")
+    row = result.get("payload", {}).get("topk", {}).get(str(result["k"]))
+    if row and row.get("message_bytes_per_variant"):
+        console.print(f"top-{result['k']} on the wire (lean message, MQTT PUBLISH with a topic alias): "
+                      f"{row['message_bytes_per_variant']} B per variant, {row['message_bytes_per_frame']} B per "
+                      f"frame with all variants ({row['data_bytes_per_frame']} B of numbers)")
     console.print(f"report: {path}")
 
 
