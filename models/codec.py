@@ -78,20 +78,19 @@ def run_spans(artifact: NairArtifact, end: int, by_plan: bool = False,
     run longer than ``max_bytes`` packed is cut further, in order, at component boundaries."""
     if end <= 0:
         return []
-    if by_plan:
-        spans = [(int(a), int(min(b, end))) for a, b in artifact.plan.tolist() if a < end]
-    else:
-        spans = [(0, end)]
+    plan = [(int(a), int(min(b, end))) for a, b in artifact.plan.tolist() if a < end]
+    spans = plan if by_plan else [(0, end)]
     if max_bytes is None:
         return spans
     offsets = bit_offsets(artifact)
     out = []
-    for start, stop in spans:
-        while start < stop:
-            cut = int(np.searchsorted(offsets, offsets[start] + max_bytes * 8, side="right") - 1)
-            cut = min(stop, max(cut, start + 1))
-            out.append((start, cut))
-            start = cut
+    for first, stop in spans:
+        at = first
+        while at < stop:
+            cut = int(np.searchsorted(offsets, offsets[at] + max_bytes * 8, side="right") - 1)
+            cut = min(stop, max(cut, at + 1))
+            out.append((at, cut))
+            at = cut
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,18 @@ from hypothesis import strategies as st
 
 from models.calibration import CalibrationSettings, calibrate
 from models.codec import (
-    FragmentPayload,
+    ComponentRun,
     PayloadError,
-    budget_spans,
-    check_payload,
-    decode_payloads,
-    encode_codes,
+    check_run,
+    decode_runs,
+    encode_runs,
     pack,
+    pack_run,
+    packed_bytes,
+    prefix_end,
+    run_spans,
     unpack,
+    unpack_run,
 )
 from models.loss import LossModel
 from models.nair import ArtifactMismatchError, NairArtifact, NairTransform, bits_schedule, dct_matrix, geometric_plan
@@ -114,43 +120,70 @@ def test_geometric_plan_covers_everything_and_respects_bit_bands() -> None:
         assert len(set(bits[start:end].tolist())) == 1
 
 
-@given(st.integers(1, 20000))
+@given(st.integers(0, 20000))
 @settings(max_examples=100, deadline=None)
-def test_budget_spans_never_exceed_the_budget(artifact: NairArtifact, budget: int) -> None:  # type: ignore[misc]
-    spans = budget_spans(artifact, budget)
-    used = sum(((e - s) * int(artifact.bits[s]) + 7) // 8 for _i, s, e in spans)
+def test_prefix_fills_the_budget_and_never_exceeds_it(artifact: NairArtifact, budget: int) -> None:  # type: ignore[misc]
+    end = prefix_end(artifact, budget)
+    used = packed_bytes(artifact, 0, end)
     assert used <= budget
-    assert [i for i, _s, _e in spans] == list(range(len(spans)))
-    if budget < artifact.total_bytes():
-        assert used > budget - 8  # filled up to the byte
+    if end < artifact.n_components:
+        assert packed_bytes(artifact, 0, end + 1) > budget  # the next component would not fit
 
 
-def test_payloads_decode_to_what_was_sent(artifact: NairArtifact) -> None:
+@given(st.integers(1, 3000), st.sampled_from([None, 7, 64, 500]), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_run_spans_tile_the_prefix_within_their_size(artifact: NairArtifact, end: int, max_bytes: int | None,
+                                                     by_plan: bool) -> None:  # type: ignore[misc]
+    end = min(end, artifact.n_components)
+    spans = run_spans(artifact, end, by_plan, max_bytes)
+    assert spans[0][0] == 0
+    assert spans[-1][1] == end
+    assert all(a < b for a, b in spans)
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(spans))
+    if max_bytes is not None:
+        assert all(packed_bytes(artifact, a, b) <= max_bytes or b - a == 1 for a, b in spans)
+
+
+def test_mixed_bits_pack_round_trip(artifact: NairArtifact) -> None:
+    from dataclasses import replace
+
+    bits = np.full(artifact.n_components, 1, dtype=np.uint8)
+    bits[:37], bits[37:200] = 5, 3
+    mixed = replace(artifact, bits=bits)
+    rng = np.random.default_rng(2)
+    codes = (rng.integers(0, 1 << 16, artifact.n_components) % ((1 << bits.astype(np.int64)) - 1 + 1)).astype(np.uint16)
+    for start, end in [(0, 1), (0, 37), (0, 38), (30, 250), (0, artifact.n_components)]:
+        data = pack_run(codes, mixed, start, end)
+        assert len(data) == packed_bytes(mixed, start, end)
+        assert np.array_equal(unpack_run(data, mixed, start, end), codes[start:end])
+
+
+def test_runs_decode_to_what_was_sent(artifact: NairArtifact) -> None:
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 256, artifact.n_components).astype(np.uint16)
-    spans = budget_spans(artifact, 700)
-    payloads = encode_codes(codes, artifact, spans)
-    values, mask = decode_payloads(artifact, payloads[::2])
+    spans = run_spans(artifact, prefix_end(artifact, 700), by_plan=True)
+    runs = encode_runs(codes, artifact, spans)
+    values, mask = decode_runs(artifact, runs[::2])
     expected = np.zeros(artifact.n_components, dtype=bool)
-    for _i, s, e in spans[::2]:
+    for s, e in spans[::2]:
         expected[s:e] = True
     assert np.array_equal(mask, expected)
     np.testing.assert_allclose(values[mask], (codes * artifact.step + artifact.lo)[mask], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
-    "payload",
+    "run",
     [
-        FragmentPayload(99, 0, 1, 8, b"\x00"),
-        FragmentPayload(0, 1, 2, 8, b"\x00"),
-        FragmentPayload(0, 0, 10_000_000, 8, b"\x00"),
-        FragmentPayload(0, 0, 4, 4, b"\x00\x00"),
-        FragmentPayload(0, 0, 4, 8, b"\x00"),
+        ComponentRun(0, 0, b""),
+        ComponentRun(1, 1, b"\x00"),
+        ComponentRun(0, 10_000_000, b"\x00"),
+        ComponentRun(0, 4, b"\x00\x00"),  # 4 components at 8 bits are 4 bytes
+        ComponentRun(5, 4, b"\x00"),
     ],
 )
-def test_payloads_that_do_not_fit_the_plan_are_refused(artifact: NairArtifact, payload: FragmentPayload) -> None:
+def test_runs_that_do_not_fit_the_artifact_are_refused(artifact: NairArtifact, run: ComponentRun) -> None:
     with pytest.raises(PayloadError):
-        check_payload(artifact, payload)
+        check_run(artifact, run)
 
 
 def test_loss_is_deterministic_and_near_its_rate() -> None:
