@@ -1035,13 +1035,14 @@ def plot_link(report: Mapping[str, Any], path: Path) -> Path:
             ok = ~np.isnan(acc)
             lowest = min(lowest, float(acc[ok].min()), float(ci[ok, 0].min()))
             acc_ax.plot(x, [value(r, "offline_accuracy") for r in pts], color=color, linestyle="--", linewidth=1.2)
-            dec_ax.plot(x, [value(r, "share_decided") for r in pts], color=color, marker="s", markersize=4,
-                        linewidth=1.5)
+            dec_ax.plot(x, [value(r, "share_decided_of_captured" if "share_decided_of_captured" in r
+                                  else "share_decided") for r in pts],
+                        color=color, marker="s", markersize=4, linewidth=1.5)
             lat_ax.plot(x, [value(r, "p99_ms", 1.0) for r in pts], color=color, marker="o", linewidth=2)
         skipped = sorted({r["mode"] for r in report["runs"] if r.get("skipped") and float(r["fps"]) == fps})
         acc_ax.set(title=f"{fps:g} frames/s per sensor" + (f"  (skipped: {', '.join(skipped)})" if skipped else ""),
                    ylabel="accuracy (% of frames sent)", xscale="log")
-        dec_ax.set(ylabel="frames decided (%)", ylim=(-3, 103))
+        dec_ax.set(ylabel="decided (% of frames\ncaptured, skips count)", ylim=(-3, 103))
         lat_ax.axhline(deadline, color="k", linestyle="--", linewidth=1)
         lat_ax.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
         low, high = lat_ax.get_ylim()
