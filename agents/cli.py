@@ -351,6 +351,41 @@ app.add_typer(evaluate_app, name="evaluate")
 from agents.image_cli import register as _register_images; _register_images(evaluate_app)  # noqa: E402, E702, I001
 
 
+@evaluate_app.command("wire")
+def evaluate_wire_cmd(
+    frames: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Test images (the first N; default the whole test split, as reports/images.json).")] = None,
+    images_report: Annotated[Path, typer.Option(help="The image codecs' report (nairbus evaluate images).")] = Path(
+        "reports/images.json"),
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/wire.json"),
+    plot: Annotated[Path, typer.Option(help="Where the PNG plot goes.")] = Path("reports/wire_rate.png"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """NAIR (each shipped split point) against the image codecs, in bytes on the wire per frame (whole MQTT PUBLISH).
+
+    Which artifact serves a wire cap is chosen on the validation split; accuracies are on the test split with
+    95 % intervals. Needs reports/images.json from 'nairbus evaluate images' on the same frames.
+    """
+    from agents.wire_eval import evaluate_wire, plot_wire
+    from models.data import DatasetMissingError
+
+    try:
+        with console.status("evaluating") as status:
+            result = evaluate_wire(images_report.resolve(), frames, progress=status.update, data_dir=data_dir)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        _fail(str(exc))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    plot_wire(result, json.loads(images_report.read_text()), plot)
+    for cap in (200, 300):
+        bar = result["bars"][f"at_{cap}_wire_bytes"]
+        nair, best = bar["nair"], bar["best_image"]
+        console.print(f"<= {cap} B on the wire: NAIR ({nair['artifact']}) {100 * nair['accuracy']:.2f} %, best image "
+                      f"({bar['best_image_family']}) {100 * best['accuracy']:.2f} %"
+                      f"{'' if bar['difference_outside_noise'] else ' (inside the 95 % intervals)'}")
+    console.print(f"report: {report}; plot: {plot}")
+
+
 @evaluate_app.command("nair")
 def evaluate_nair_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,

@@ -1,5 +1,9 @@
 """``nairbus demo``: the whole bus on one machine, measured against the offline evaluator.
 
+The sensors send each frame's budget whole (``--no-link-fit``): on loopback the link is not the limit, and the demo
+shows that the bus then reproduces the evaluator at each budget exactly. How sensors fit a real, shaped link is
+``nairbus bench link``'s subject.
+
 Starts a private Mosquitto (or uses ``--broker``), one fusion agent process and several sensor agent processes
 that replay the test set (shared between them), once per byte budget. A live progress display follows the
 result topics; at the end a table per budget compares live accuracy with the offline evaluator on the same
@@ -263,7 +267,7 @@ def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: 
     sensors = []
     for i, sensor_id in enumerate(stream_frames):
         args = ["sensor", "--sensor-id", sensor_id, "--count", str(frames), "--shard", f"{i}/{settings.sensors}",
-                "--budget-fraction", str(fraction), "--fps", str(settings.fps_per_sensor),
+                "--budget-fraction", str(fraction), "--no-link-fit", "--fps", str(settings.fps_per_sensor),
                 "--deadline-ms", str(settings.deadline_ms * 10)]
         sensors.append(_spawn(args, env, settings.run_dir / f"{sensor_id}.log"))
     with Progress(TextColumn(f"budget {pct:>3} % of the IR ({budget} B/frame)"), BarColumn(), MofNCompleteColumn(),

@@ -26,7 +26,7 @@ from agents.outgoing import alias_wire_bytes
 from agents.reassembly import AddOutcome, PendingFrame, Reassembler
 from models.codec import ComponentRun, PayloadError, check_run, decode_runs
 from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
-from models.nair import NairArtifact
+from models.nair import ArtifactMismatchError, NairArtifact
 from models.pipeline import NairPipeline
 from models.store import WEIGHTS_DIR
 from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, Result, WireError
@@ -76,8 +76,12 @@ class FusionAgent(FusionBase):
         self.artifact_sha = self.pipeline.artifact.sha256
         self.model_sha = self.pipeline.manifest["sha256"]
         self.pipelines = {self.artifact_sha: self.pipeline}
-        for extra in self._extra_artifacts(config):
-            other = NairPipeline(self.pipeline.model, self.pipeline.manifest, NairArtifact.load(extra))
+        for extra in self._extra_artifacts(config) if pipeline is None or config.fusion.extra_artifacts else ():
+            try:
+                other = NairPipeline(self.pipeline.model, self.pipeline.manifest, NairArtifact.load(extra))
+            except ArtifactMismatchError as exc:
+                log.warning("artifact_skipped", path=str(extra), reason=str(exc))
+                continue
             self.pipelines.setdefault(other.artifact.sha256, other)
         self.buffer = Reassembler(
             config.fusion.deadline_ms / 1000.0, config.fusion.max_frames

@@ -61,9 +61,10 @@ def demo_block(demo: Report) -> str:
         f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit"
         + (f"; {rate['sensors']} sensors replaying {rate['fps_per_sensor']:g} frames/s each" if rate else "") + "):",
         "",
-        *_table(["budget", "IR received", "payload B/frame", "live accuracy", "offline accuracy", "p50 ms", "p99 ms",
-                 "frames/s"],
+        *_table(["budget", "IR received", "payload B/frame", "wire B/frame", "live accuracy",
+                 "offline accuracy (at the bytes that arrived)", "p50 ms", "p99 ms", "frames/s"],
                 ([f"{r['budget']:.0%}", _pct(r["fraction_received"], 1), f"{r['bytes_per_frame']:.0f}",
+                  f"{r['wire_bytes_per_frame']:.0f}" if "wire_bytes_per_frame" in r else "–",
                   _pct(r["live_accuracy"]), _pct(r["offline_accuracy"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
                   f"{r['fps']:.0f}"] for r in demo["budgets"])),
     ]
@@ -285,6 +286,45 @@ def link_block(link: Report) -> str:
     return "\n".join(lines)
 
 
+def _ci(row: Report | None) -> str:
+    if not row:
+        return "–"
+    lo, hi = row["ci95"]
+    return f"{100 * row['accuracy']:.2f} % ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def wire_block(wire: Report) -> str:
+    """Accuracy at the wire caps of the bars, NAIR per split point against every image family."""
+    nair = wire["nair"]
+    lines = [
+        f"From `reports/wire.json` (`{wire['command']}`, {wire['frames']} test frames; mature model "
+        f"{_pct(wire['mature_accuracy'])}). Bytes are whole MQTT PUBLISH packets per frame (QoS 0, topic alias, lean "
+        f"envelope: {wire['nair_message_overhead_bytes']} B per NAIR message beyond its data); accuracy with its 95 % "
+        "interval; a frame that no setting fits under the cap counts as wrong.",
+        "",
+    ]
+    bars = wire["bars"]
+    caps = [k for k in ("at_200_wire_bytes", "at_300_wire_bytes") if k in bars]
+    head = ["method (device share of the MACs)", *[f"≤ {bars[k]['nair']['cap_bytes']} B on the wire" for k in caps]]
+    rows = [[f"NAIR at {sp} ({nair[sp]['device_macs_share']:.0%})",
+             *[_ci(bars[k]["nair_per_artifact"][sp]) for k in caps]] for sp in nair]
+    families = sorted(bars[caps[0]]["images"]) if caps else []
+    rows += [[f"image: {fam} (0 %)", *[_ci(bars[k]["images"][fam]) for k in caps]] for fam in families]
+    lines += _table(head, rows)
+    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
+    lines += ["", "- fewest wire bytes per frame within 1 point of the mature model: " + "; ".join(
+        f"NAIR at {sp} {row['mean_wire_bytes']:.0f} B ({_pct(row['accuracy'])})" if row else f"NAIR at {sp}: none"
+        for sp, row in fewest.items())]
+    for k in caps:
+        b = bars[k]
+        noise = "outside" if b["difference_outside_noise"] else "inside"
+        lines.append(f"- at ≤ {b['nair']['cap_bytes']} B: NAIR (`{b['nair']['artifact']}`, chosen on validation) "
+                     f"{_pct(b['nair']['accuracy'])} against the best image codec (`{b['best_image_family']}`) "
+                     f"{_pct(b['best_image']['accuracy'])}: {100 * b['nair_minus_best_image']:+.2f} points, {noise} "
+                     "the 95 % intervals")
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -300,6 +340,7 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "nair-rate": ("nair.json", nair_rate_block, "`nairbus evaluate nair`"),
     "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
     "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
+    "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
