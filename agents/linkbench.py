@@ -57,10 +57,13 @@ MODES: dict[str, tuple[str, ...]] = {
     "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit"),
     "image": ("--mode", "image"),
     "auto": ("--mode", "auto"),
+    "nair3-auto": ("--budget", "auto", "--artifact", "models/weights/base.stage3.nair.npz"),
+    "auto3": ("--mode", "auto", "--artifact", "models/weights/base.stage3.nair.npz"),
 }
 """Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
 ``--add-mode NAME='ARGS'`` on the command line). ``nair-fixed-100`` is the original behaviour: the whole IR of every
-frame, whatever the link (``--no-link-fit``: the sensor does not size frames to the measured link)."""
+frame, whatever the link (``--no-link-fit``: the sensor does not size frames to the measured link). ``nair3-auto`` and
+``auto3`` send NAIR at the deep split (stage3 artifact), where the device runs the whole convolutional stack."""
 DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
 """Uplink rates in bit/s; ``None`` is the unshaped veth."""
 ENVELOPE_ESTIMATE_B = 240
@@ -421,9 +424,26 @@ class OfflinePredictor:
         from models.data import load_split
         from models.pipeline import NairPipeline
 
-        self.pipeline = NairPipeline.load()
+        self.pipeline = self.default = NairPipeline.load()
+        self._by_artifact: dict[str, NairPipeline] = {}
         self.test = load_split("test", data_dir)
         self.n_components = int(self.pipeline.artifact.n_components)
+
+    def for_args(self, args: Sequence[str]) -> OfflinePredictor:
+        """This predictor set to the NAIR artifact a mode's sensor arguments name (``--artifact PATH``)."""
+        from models.nair import NairArtifact
+        from models.pipeline import NairPipeline
+
+        path = args[list(args).index("--artifact") + 1] if "--artifact" in args[:-1] else None
+        if path is None:
+            self.pipeline = self.default
+        else:
+            if path not in self._by_artifact:
+                artifact = NairArtifact.load(REPO / path if not Path(path).is_absolute() else Path(path))
+                self._by_artifact[path] = NairPipeline(self.default.model, self.default.manifest, artifact)
+            self.pipeline = self._by_artifact[path]
+        self.n_components = int(self.pipeline.artifact.n_components)
+        return self
 
     @property
     def labels(self) -> np.ndarray:
@@ -765,7 +785,7 @@ def outcome_row(cell: Cell, outcome: RunOutcome, offline: OfflinePredictor, sett
     if outcome.skipped is not None:
         return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
                 "sensor_args": list(cell.args), "skipped": outcome.skipped}
-    preds, source = offline.predict(outcome.records)
+    preds, source = offline.for_args(cell.args).predict(outcome.records)
     row = summarise(cell, outcome.records, offline.labels, preds, source, outcome.counters, outcome.qdisc, settings,
                     sensor_failed=outcome.sensor_rc not in (0, None))
     rss = [kib for _t, kib in outcome.rss]
@@ -834,7 +854,7 @@ def code_state() -> dict[str, Any]:
 
 
 def _meta(offline: OfflinePredictor) -> dict[str, Any]:
-    p = offline.pipeline
+    p = offline.default
     return {
         "code": code_state(),
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},

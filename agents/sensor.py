@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,8 @@ class SensorAgent:
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
         self._next_link_log = 0.0
+        self.skip_reasons: Counter[str] = Counter()
+        """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(
@@ -237,6 +240,8 @@ class SensorAgent:
         budget = self.wire_budget(capture_ts, period)
         if budget == 0:
             self._skip("skipped_link")
+            if self.last_decision is not None:
+                self.skip_reasons[self.last_decision.reason] += 1
             return
         try:
             out = self.build(frame_id, image, codes, capture_ts, budget)
@@ -294,4 +299,6 @@ class SensorAgent:
         self.stop_event.set()
         self.link.stop()
         self.comm.stop()
-        log.info("sensor_stopped", sensor=self.settings.sensor_id, **self.counters)
+        log.info("sensor_stopped", sensor=self.settings.sensor_id, skip_reasons=dict(self.skip_reasons),
+                 link_rate_bps=None if self.link.rate() is None else round((self.link.rate() or 0) * 8),
+                 **self.counters)
