@@ -62,9 +62,18 @@ class NairFrameEncoder:
         k = self.artifact.n_components
         return alias_wire_bytes(lean_fragment_payload_len(0, seq, frame_id, capture_ms, k, k, k)) + _ENVELOPE_SLACK
 
+    def wire_size(self, end: int, seq: int, frame_id: int, capture_ms: int) -> int:
+        """Wire bytes of a one-message frame carrying components ``[0, end)``."""
+        data = packed_bytes(self.artifact, 0, end)
+        return alias_wire_bytes(lean_fragment_payload_len(data, seq, frame_id, capture_ms, 0, end, end))
+
     def prefix_for(self, wire_budget: int | None, payload_cap: int | None, seq: int, frame_id: int,
                    capture_ms: int) -> int:
-        """Components ``[0, end)`` a frame sends within ``wire_budget`` wire bytes and ``payload_cap`` data bytes."""
+        """Components ``[0, end)`` a frame sends within ``wire_budget`` wire bytes and ``payload_cap`` data bytes.
+
+        A one-message frame fills the wire budget exactly (the longest prefix whose whole PUBLISH fits); a frame cut
+        along the plan (test tooling) keeps a few bytes of slack per message.
+        """
         a = self.artifact
         budget = payload_cap
         if wire_budget is not None:
@@ -74,6 +83,16 @@ class NairFrameEncoder:
                 data_budget = wire_budget - overhead * pieces
                 end = prefix_end(a, data_budget)
                 pieces = max(1, len(run_spans(a, end, self.by_plan, MAX_FRAGMENT_DATA)))
+            if pieces == 1 and not self.by_plan:
+                # Grow from the conservative prefix to the longest whose real message fits (sizes rise with end).
+                lo, hi = end, prefix_end(a, wire_budget)
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if self.wire_size(mid, seq, frame_id, capture_ms) <= wire_budget:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                data_budget = packed_bytes(a, 0, lo)
             budget = data_budget if budget is None else min(budget, data_budget)
         end = prefix_end(a, budget)
         return max(0, end)

@@ -345,7 +345,7 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("demo", "nair", "vp"),
+    "README.md": ("demo", "link", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
 }

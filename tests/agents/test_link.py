@@ -1,0 +1,120 @@
+"""The link fitting's pure core against a simulated shaped link, and what a frame costs on the wire.
+
+The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every
+10 ms like :class:`agents.link.LinkMonitor` samples a socket. The real thing — tbf in network namespaces — is
+``tests/agents/test_linkbench.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.auto import AutoChooser
+from agents.link import LinkEstimator, LinkPolicy
+from agents.outgoing import NairFrameEncoder, alias_wire_bytes
+from models.codec import packed_bytes
+from models.nair import NairArtifact
+from models.store import WEIGHTS_DIR
+from schemas.lean import LeanContext
+from schemas.wire import lean_fragment_payload_len
+
+
+def simulate(rate: float, fps: float, seconds: float = 8.0, deadline: float = 1.0,
+             cap: int = 12600) -> dict[str, float]:
+    """Run the estimator against a token-bucket link; frame latencies, skips and bytes per frame."""
+    est = LinkEstimator(LinkPolicy())
+    burst = max(3028.0, rate / 100)
+    tokens, handed, delivered = burst, 0.0, 0.0
+    queue: list[list[float]] = []  # [bytes left, handed at]
+    latencies, sizes, skipped = [], [], 0
+    period, next_frame, next_tick, t, dt = 1.0 / fps, 0.0, 0.0, 0.0, 0.001
+    while t < seconds:
+        tokens = min(burst, tokens + rate * dt)
+        while queue and tokens > 0:
+            take = min(tokens, queue[0][0])
+            queue[0][0] -= take
+            tokens -= take
+            delivered += take
+            if queue[0][0] <= 1e-9:
+                latencies.append(t - queue.pop(0)[1])
+        if t >= next_tick:
+            next_tick += 0.01
+            est.sample(t, int(delivered), int(handed - delivered))
+        if t >= next_frame:
+            next_frame += period
+            est.sample(t, int(delivered), int(handed - delivered))
+            decision = est.frame_budget(t, 0.005, deadline, period, cap)
+            if decision.wire_bytes == 0:
+                skipped += 1
+            else:
+                queue.append([float(decision.wire_bytes), t])
+                handed += decision.wire_bytes
+                sizes.append(decision.wire_bytes)
+        t += dt
+    lat = np.array(latencies)
+    return {"skipped": skipped, "frames": len(sizes) + skipped, "p99_s": float(np.percentile(lat, 99)),
+            "mean_bytes": float(np.mean(sizes[len(sizes) // 4:])), "fair_bytes": rate / fps}
+
+
+@pytest.mark.parametrize("rate", [12_500.0, 31_250.0, 125_000.0])
+@pytest.mark.parametrize("fps", [10.0, 30.0])
+def test_a_shaped_link_is_filled_without_missing_the_deadline(rate: float, fps: float) -> None:
+    out = simulate(rate, fps)
+    assert out["skipped"] <= 0.01 * out["frames"]
+    assert out["p99_s"] <= 1.0
+    # The link is used: after the start, frames get at least 80 % of what the link carries per frame.
+    assert out["mean_bytes"] >= 0.8 * min(out["fair_bytes"], 12600)
+
+
+def test_a_fast_link_carries_whole_frames() -> None:
+    out = simulate(1_250_000.0, 30.0, seconds=3.0)
+    assert out["mean_bytes"] == pytest.approx(12600, rel=0.02)
+    assert out["p99_s"] < 0.05
+
+
+def test_frames_that_cannot_arrive_in_time_are_skipped_not_queued() -> None:
+    est = LinkEstimator(LinkPolicy())
+    # A measured 10 kB/s link with 20 kB already waiting: nothing sent now could arrive within a 1 s deadline.
+    for i in range(200):
+        est.sample(i * 0.01, 100 * i, 20_000)
+    decision = est.frame_budget(2.0, 0.0, 1.0, 1 / 30)
+    assert decision.wire_bytes == 0
+    assert decision.reason.startswith("skip")
+
+
+def test_a_user_cap_bounds_every_frame() -> None:
+    est = LinkEstimator(LinkPolicy())
+    for frame in range(20):
+        assert est.frame_budget(frame / 30, 0.0, 1.0, 1 / 30, cap=300).wire_bytes <= 300
+
+
+@pytest.fixture(scope="module")
+def artifact() -> NairArtifact:
+    return NairArtifact.load(WEIGHTS_DIR / "base.nair.npz")
+
+
+@pytest.mark.parametrize("cap", [40, 64, 200, 300, 1000, 5000])
+def test_a_nair_frame_fits_its_wire_cap_exactly(artifact: NairArtifact, cap: int) -> None:
+    ctx = LeanContext("cam-1", "abc", epoch_ts=1000.0, expiry_s=10.0)
+    enc = NairFrameEncoder(artifact, ctx, "t")
+    end = enc.prefix_for(cap, None, 1234, 1234, 70_000)
+    codes = np.zeros(artifact.n_components, dtype=np.uint16)
+    seq = iter(range(1234, 2000))
+    [msg] = enc.messages(codes, 1234, lambda: next(seq), 1070.0, end)
+    assert msg.wire_bytes <= cap
+    # ... and uses it: one more component would not fit.
+    bigger = alias_wire_bytes(lean_fragment_payload_len(packed_bytes(artifact, 0, end + 1), 1234, 1234, 70_000, 0,
+                                                        end + 1, end + 1))
+    assert bigger > cap
+
+
+def test_auto_prefers_what_its_table_says_is_more_accurate() -> None:
+    chooser = AutoChooser.from_table({"nair": [{"payload_bytes": 100, "accuracy": 0.80},
+                                               {"payload_bytes": 1000, "accuracy": 0.93}],
+                                      "image": {"png": {"accuracy": 0.94}, "grey2+deflate": {"accuracy": 0.85}}})
+    assert chooser.prefer_image(150, "grey2+deflate")  # 0.85 > 0.80
+    assert not chooser.prefer_image(1500, "grey2+deflate")  # 0.93 > 0.85
+    assert chooser.prefer_image(1500, "png")
+    assert not chooser.prefer_image(50, None)  # no codec fits: NAIR, whatever it buys
+    assert chooser.nair_expected(50) == 0.0
