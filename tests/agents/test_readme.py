@@ -23,12 +23,12 @@ def test_blocks_are_rendered_from_the_report_and_missing_reports_say_how_to_make
                          "wire_bytes_per_frame": 1281.0, "live_accuracy": 0.93125, "offline_accuracy": 0.93125,
                          "p50_ms": 4.0, "p99_ms": 9.5, "fps": 240.0}]}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
-    out = render(text, tmp_path)
+    out = render(text, tmp_path, ("demo", "nair", "vp"))
     assert "old" not in out
     assert "| 10% | 10.0 % | 1254 | 1281 | 93.12 % | 93.12 % | 4.0 | 9.5 | 240 |" in out
     assert "run `nairbus evaluate nair`" in out
     assert "run `nairbus train variants`" in out
-    assert render(out, tmp_path) == out
+    assert render(out, tmp_path, ("demo", "nair", "vp")) == out
 
 
 def test_a_readme_without_the_markers_is_refused(tmp_path: Path) -> None:
