@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from agents.outgoing import NairFrameEncoder, alias_wire_bytes
 from models.codec import packed_bytes
@@ -31,11 +29,11 @@ from models.data import load_split, validation_split
 from models.image_eval import FRAME_INTERVAL_MS, wilson_interval
 from models.nair import NairArtifact
 from models.pipeline import NairPipeline
-from models.resnet import ResNet, count_macs
+from models.resnet import count_macs
 from models.store import WEIGHTS_DIR
 from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
 
-__all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "head_macs", "nair_wire_bytes"]
+__all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
 
 REPO = Path(__file__).resolve().parents[1]
 WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600,
@@ -44,24 +42,6 @@ WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 
 ARTIFACTS: dict[str, str] = {"stage2": "base.nair.npz", "stage3": "base.stage3.nair.npz"}
 """The shipped NAIR artifacts of the mature model, by split point."""
 ProgressFn = Callable[[str], None]
-
-
-def head_macs(model: ResNet, split: str) -> int:
-    """Multiply-accumulates of the head up to ``split`` on one image (what the sensor computes)."""
-    macs = 0
-
-    def hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            macs += out.numel() * k
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        model.head(torch.zeros(1, 1, 28, 28), split)
-    for handle in handles:
-        handle.remove()
-    return macs
 
 
 def _counters(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,7 +132,7 @@ def evaluate_wire(images_report: Path = REPO / "reports" / "images.json", frames
         val_rows = nair_curve(pipeline, pipeline.encode_all(validation.images), validation.labels)
         say(f"NAIR {split}: test")
         test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
-        macs = head_macs(base.model, pipeline.artifact.split)
+        macs = count_macs(base.model, pipeline.artifact.split)
         nair[split] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
                        "n_components": pipeline.artifact.n_components, "full_data_bytes":
                        pipeline.artifact.total_bytes(), "device_macs": macs, "device_macs_share": macs / total_macs,

@@ -150,8 +150,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: ResNet) -> int:
-    """Multiply-accumulates of one forward pass on one image (convs and the linear layer)."""
+def count_macs(model: ResNet, split: str | None = None) -> int:
+    """Multiply-accumulates of one forward pass on one image (convs and the linear layer); with ``split``, of the
+    head up to that split point only (what a sensor computes)."""
     macs = 0
 
     def hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -166,7 +167,8 @@ def count_macs(model: ResNet) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
+        x = torch.zeros(1, 1, 28, 28)
+        model(x) if split is None else model.head(x, split)
     model.train(was_training)
     for handle in handles:
         handle.remove()
