@@ -1,0 +1,41 @@
+"""``nairbus evaluate wire``'s NAIR side on a few real test frames: every frame fits its cap, and accuracy only
+grows with the cap (the prefix is importance-ordered and the envelope is counted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.wire_eval import nair_curve, nair_wire_bytes
+from models.codec import prefix_end
+from models.data import load_split
+from models.nair import NairArtifact
+from models.pipeline import NairPipeline
+from models.store import WEIGHTS_DIR
+
+
+@pytest.fixture(scope="module")
+def stage3() -> NairPipeline:
+    base = NairPipeline.load("base")
+    return NairPipeline(base.model, base.manifest, NairArtifact.load(WEIGHTS_DIR / "base.stage3.nair.npz"))
+
+
+def test_every_frame_fits_its_cap_and_more_bytes_never_hurt_much(stage3: NairPipeline) -> None:
+    test = load_split("test")
+    codes = stage3.encode_all(test.images[:60])
+    rows = nair_curve(stage3, codes, test.labels[:60], caps=(30, 40, 80, 300))
+    assert [r["cap_bytes"] for r in rows] == [30, 40, 80, 300]
+    for row in rows:
+        if row["mean_wire_bytes"] is not None:
+            assert row["mean_wire_bytes"] <= row["cap_bytes"]
+    assert rows[-1]["share_sent"] == 1.0
+    assert rows[-1]["accuracy"] >= rows[0]["accuracy"]
+    assert rows[-1]["accuracy"] > 0.8  # the shipped weights, not a stand-in
+
+
+def test_wire_bytes_count_the_envelope(stage3: NairPipeline) -> None:
+    ends = np.array([0, 1, prefix_end(stage3.artifact, 100)])
+    wire = nair_wire_bytes(stage3.artifact, ends)
+    assert wire[0] == 0
+    assert 15 < wire[1] < 40  # one data byte, the rest is envelope
+    assert wire[2] > 100
