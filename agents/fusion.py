@@ -242,8 +242,10 @@ class FusionAgent(FusionBase):
 
     def decide(self, frames: list[PendingFrame[Part]]) -> None:
         """Run the tail (NAIR frames) or the whole model (image frames) in batches and publish the results."""
-        images = [f for f in frames if any(isinstance(p, ImagePart) for p in f.parts.values())]
-        nair = [f for f in frames if not any(isinstance(p, ImagePart) for p in f.parts.values())]
+        images: list[PendingFrame[Part]] = []
+        nair: list[PendingFrame[Part]] = []
+        for frame in frames:
+            (images if any(isinstance(p, ImagePart) for p in frame.parts.values()) else nair).append(frame)
         by_artifact: dict[str, list[PendingFrame[Part]]] = {}
         for frame in nair:
             known = self.sensors.get(frame.key[0])

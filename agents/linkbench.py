@@ -481,18 +481,9 @@ class OfflinePredictor:
             sources.add(source)
         return out, " + ".join(sorted(sources)) or "no results"
 
-    def _prefix_predictions(self, ids: np.ndarray, ends: np.ndarray, batch: int = 500) -> np.ndarray:
-        from models.codec import dequantise
-
-        a = self.pipeline.artifact
-        positions = np.arange(self.n_components)[None, :]
-        out = []
-        for s in range(0, len(ids), batch):
-            codes = self.pipeline.encode(self.test.images[ids[s : s + batch]])
-            mask = positions < ends[s : s + batch, None]
-            values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
-            out.append(self.pipeline.decode(values, mask).argmax(1))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    def _prefix_predictions(self, ids: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        codes = self.pipeline.encode_all(self.test.images[ids])
+        return np.asarray(self.pipeline.prefix_probs(codes, ends).argmax(1))
 
     def _image_predictions(self, image: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, int], str]:
         try:

@@ -54,7 +54,7 @@ from structlog.typing import FilteringBoundLogger
 
 from agents.logging import get_logger
 from agents.settings import BrokerSettings
-from schemas.wire import publish_size
+from schemas.wire import publish_size, varint_len
 
 JSON_CONTENT_TYPE: Final = "application/json"
 COUNTER_NAMES: Final = (
@@ -150,7 +150,7 @@ def _publish_properties(content_type: str | None, expiry_s: int | None, alias: i
 def _properties_len(props: Properties) -> int:
     """Bytes of the properties themselves (the packed form starts with their variable-length length)."""
     packed: bytes = props.pack()  # type: ignore[no-untyped-call]
-    return len(packed) - _varint_len(max(0, len(packed) - 1))
+    return len(packed) - varint_len(max(0, len(packed) - 1))
 
 
 def _check_tls_files(settings: BrokerSettings) -> None:
@@ -159,10 +159,6 @@ def _check_tls_files(settings: BrokerSettings) -> None:
         path = getattr(settings, name)
         if path is not None and not os.access(path, os.R_OK):
             raise ConnectionError(f"broker.{name} {path} does not exist or is not readable")
-
-
-def _varint_len(n: int) -> int:
-    return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
 class _RateLimitedCounter:
@@ -366,7 +362,12 @@ class Communicator:
         if alias and qos == 0 and not retain:
             wire_topic, alias_id = self._alias_for(topic)
         props = _publish_properties(content_type, expiry, alias_id)
-        if self._too_big(topic, payload, qos, props):
+        size = publish_size(len(wire_topic.encode()), len(payload), qos=qos, properties_len=_properties_len(props))
+        fresh_alias = alias_id is not None and wire_topic != ""
+        # An alias assigned by this call: if the publish does not go out, the broker never learns it.
+        if self._max_packet_size is not None and size > self._max_packet_size:
+            if fresh_alias:
+                self._forget_alias(topic)
             self._count("oversize_dropped")
             self._log.warning(
                 "mqtt.publish_oversize", topic=topic, payload_bytes=len(payload), max_packet=self._max_packet_size
@@ -378,8 +379,9 @@ class Communicator:
                     self._qos0_out.popleft()
                 full = len(self._qos0_out) >= self.broker.max_outgoing
             if full:
+                if fresh_alias:
+                    self._forget_alias(topic)
                 return self._drop_outgoing(topic, qos)
-        size = publish_size(len(wire_topic.encode()), len(payload), qos=qos, properties_len=_properties_len(props))
         if qos == 0:
             # Held across paho's publish so on_publish cannot run before the mid is recorded. A QoS 0 publish takes
             # none of paho's locks, so on_publish (called under paho's locks) cannot deadlock with this.
@@ -391,10 +393,12 @@ class Communicator:
         else:
             info = self._client.publish(wire_topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            if fresh_alias:
+                self._forget_alias(topic)
             return self._drop_outgoing(topic, qos)
         if qos == 0:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                if alias_id is not None:
+                if fresh_alias:
                     self._forget_alias(topic)
                 self._count("offline_dropped")
                 return False
@@ -536,14 +540,6 @@ class Communicator:
                 "mqtt.outgoing_full", dropped=due, topic=topic, qos=qos, max_outgoing=self.broker.max_outgoing
             )
         return False
-
-    def _too_big(self, topic: str, payload: bytes, qos: int, props: Properties) -> bool:
-        limit = self._max_packet_size
-        if limit is None or len(payload) + len(topic) + 64 < limit:
-            return False
-        props_len = len(props.pack())  # type: ignore[no-untyped-call]
-        remaining = 2 + len(topic.encode()) + (2 if qos else 0) + props_len + len(payload)
-        return 1 + _varint_len(remaining) + remaining > limit
 
     def _publish_status(self, state: str) -> None:
         if self.status_topic is None:

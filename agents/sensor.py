@@ -299,6 +299,6 @@ class SensorAgent:
         self.stop_event.set()
         self.link.stop()
         self.comm.stop()
+        rate = self.link.rate()
         log.info("sensor_stopped", sensor=self.settings.sensor_id, skip_reasons=dict(self.skip_reasons),
-                 link_rate_bps=None if self.link.rate() is None else round((self.link.rate() or 0) * 8),
-                 **self.counters)
+                 link_rate_bps=None if rate is None else round(rate * 8), **self.counters)

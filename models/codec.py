@@ -34,24 +34,40 @@ def dequantise(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarra
     return np.asarray(codes.astype(np.float32) * step + lo, dtype=np.float32)
 
 
-def pack(codes: np.ndarray, bits: int) -> bytes:
-    """Pack unsigned codes of ``bits`` bits each, big-endian bit order, into ``ceil(n*bits/8)`` bytes."""
-    if bits == 8:
+def _bits_array(bits: int | np.ndarray, count: int) -> np.ndarray:
+    return np.full(count, bits, dtype=np.int64) if np.isscalar(bits) else np.asarray(bits, dtype=np.int64)
+
+
+def pack(codes: np.ndarray, bits: int | np.ndarray) -> bytes:
+    """Pack unsigned codes of ``bits`` bits each (one width, or one per code), most significant bit first, into
+    ``ceil(sum(bits) / 8)`` bytes."""
+    widths = _bits_array(bits, len(codes))
+    if len(codes) and (widths == 8).all():
         return codes.astype(np.uint8).tobytes()
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint16)
-    bit_matrix = ((codes.astype(np.uint16)[:, None] >> shifts) & 1).astype(np.uint8)
-    return np.packbits(bit_matrix.ravel()).tobytes()
+    parts = []
+    for offset, length, b in _segments(widths):
+        seg = codes[offset : offset + length].astype(np.uint16)
+        shifts = np.arange(b - 1, -1, -1, dtype=np.uint16)
+        parts.append(((seg[:, None] >> shifts) & 1).astype(np.uint8).ravel())
+    return np.packbits(np.concatenate(parts)).tobytes() if parts else b""
 
 
-def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`pack`."""
-    if len(data) != (count * bits + 7) // 8:
-        raise PayloadError(f"{len(data)} bytes cannot hold {count} codes of {bits} bits")
+def unpack(data: bytes, count: int, bits: int | np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack` (``PayloadError`` if ``data`` is not exactly what ``count`` codes pack to)."""
+    widths = _bits_array(bits, count)
+    if len(data) != (int(widths.sum()) + 7) // 8:
+        raise PayloadError(f"{len(data)} bytes cannot hold {count} codes of {int(widths.sum())} bits in all")
     raw = np.frombuffer(data, dtype=np.uint8)
-    if bits == 8:
+    if count and (widths == 8).all():
         return raw.astype(np.uint16)
-    bit_matrix = np.unpackbits(raw)[: count * bits].reshape(count, bits).astype(np.uint16)
-    return np.asarray((bit_matrix << np.arange(bits - 1, -1, -1, dtype=np.uint16)).sum(axis=1), dtype=np.uint16)
+    flat = np.unpackbits(raw)
+    out = np.empty(count, dtype=np.uint16)
+    pos = 0
+    for offset, length, b in _segments(widths):
+        matrix = flat[pos : pos + length * b].reshape(length, b).astype(np.uint16)
+        out[offset : offset + length] = (matrix << np.arange(b - 1, -1, -1, dtype=np.uint16)).sum(axis=1)
+        pos += length * b
+    return out
 
 
 def bit_offsets(artifact: NairArtifact) -> np.ndarray:
@@ -105,15 +121,7 @@ def _segments(bits: np.ndarray) -> list[tuple[int, int, int]]:
 
 def pack_run(codes: np.ndarray, artifact: NairArtifact, start: int, end: int) -> bytes:
     """Pack one frame's codes ``[start, end)`` at their planned bits, most significant bit first, into one run."""
-    bits = artifact.bits[start:end]
-    parts = []
-    for offset, length, b in _segments(bits):
-        seg = codes[start + offset : start + offset + length].astype(np.uint16)
-        shifts = np.arange(b - 1, -1, -1, dtype=np.uint16)
-        parts.append(((seg[:, None] >> shifts) & 1).astype(np.uint8).ravel())
-    if not parts:
-        return b""
-    return np.packbits(np.concatenate(parts)).tobytes()
+    return pack(codes[start:end], artifact.bits[start:end])
 
 
 def unpack_run(data: bytes, artifact: NairArtifact, start: int, end: int) -> np.ndarray:
@@ -121,14 +129,7 @@ def unpack_run(data: bytes, artifact: NairArtifact, start: int, end: int) -> np.
     need = packed_bytes(artifact, start, end)
     if len(data) != need:
         raise PayloadError(f"{len(data)} bytes cannot hold components [{start}, {end}): they pack to {need}")
-    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    out = np.empty(end - start, dtype=np.uint16)
-    pos = 0
-    for offset, length, b in _segments(artifact.bits[start:end]):
-        matrix = flat[pos : pos + length * b].reshape(length, b).astype(np.uint16)
-        out[offset : offset + length] = (matrix << np.arange(b - 1, -1, -1, dtype=np.uint16)).sum(axis=1)
-        pos += length * b
-    return out
+    return unpack(data, end - start, artifact.bits[start:end])
 
 
 @dataclass(frozen=True, slots=True)
