@@ -213,8 +213,9 @@ def sensor(
     image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
     artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="NAIR artifact (default models/weights/<model>.nair.npz; e.g. models/weights/base.stage3.nair.npz "
-             "for the deep split).")] = None,
+        help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
+             "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
+             "split).")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
     fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
     test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045

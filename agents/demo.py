@@ -34,6 +34,7 @@ from agents.settings import BrokerSettings
 from models.data import load_split
 from models.loss import LossModel
 from models.pipeline import NairPipeline
+from models.store import WEIGHTS_DIR
 from schemas import Result, Stats, Status, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
@@ -268,6 +269,7 @@ def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: 
     for i, sensor_id in enumerate(stream_frames):
         args = ["sensor", "--sensor-id", sensor_id, "--count", str(frames), "--shard", f"{i}/{settings.sensors}",
                 "--budget-fraction", str(fraction), "--no-link-fit", "--fps", str(settings.fps_per_sensor),
+                "--artifact", str(WEIGHTS_DIR / "base.nair.npz"),  # the artifact the offline evaluator uses
                 "--deadline-ms", str(settings.deadline_ms * 10)]
         sensors.append(_spawn(args, env, settings.run_dir / f"{sensor_id}.log"))
     with Progress(TextColumn(f"budget {pct:>3} % of the IR ({budget} B/frame)"), BarColumn(), MofNCompleteColumn(),

@@ -7,11 +7,14 @@ had acknowledged (:meth:`~agents.mqtt.Communicator.socket_outq`) — and what ha
 handed over minus that backlog.
 
 :class:`LinkEstimator` (pure, clock passed in) turns those samples into a delivery rate. A sample counts only while
-the link was busy (backlog at both ends of the tick): an idle link says nothing about its capacity, and a link
-whose sender is the bottleneck would otherwise look as slow as the sender. Until a rate is known the sensor
-starts small and doubles while everything drains; once one is known it is kept (an idle link says nothing new) and
-the budget grows by a quarter per frame while the link is idle at frame time, until the link is busy again and
-tells its new rate — so the sensor fills whatever the link carries within a few frames.
+the link was busy (backlog at the start of the tick, or bytes handed over during it): an idle link says nothing
+about its capacity, and a link whose sender is the bottleneck would otherwise look as slow as the sender. Until a
+rate is known the sensor starts small and doubles while everything drains; once one is known it is kept (an idle
+link says nothing new) and the budget grows by a quarter per frame while the link keeps up at frame time (no more
+waiting than the tolerated queue), until the link is busy again and tells its new rate — so the sensor fills
+whatever the link carries within a few frames. A link that drained everything carries at least the last frame per
+period, which lifts a rate measured during a stall (a lost segment and TCP's retransmission timeout) instead of
+letting it cap the frames for good.
 :meth:`LinkEstimator.frame_budget` gives each frame the bytes that drain in one frame period, less any standing
 queue beyond a small target, and no more than can still be delivered before the frame's deadline; a frame for
 which even a useful minimum would be late is skipped, before anything reaches the socket.
@@ -80,7 +83,12 @@ class LinkEstimator:
         if last is not None:
             t0, d0, b0 = last
             dt = now - t0
-            if dt > 0 and b0 > 0 and backlog > 0 and delivered >= d0:
+            # Busy: the link had bytes to carry during the tick — some were waiting at its start, or the sender
+            # handed some over during it (the sample before a frame is taken just before the frame is handed over,
+            # so on a fast link the whole frame crosses within the next tick). A tick that ends with the queue empty
+            # counts too: its deliveries are what emptied it.
+            handed_more = delivered + backlog > d0 + b0
+            if dt > 0 and (b0 > 0 or handed_more) and delivered >= d0:
                 self._busy.append((now, dt, delivered - d0))
                 self._busy_s += dt
                 self._busy_bytes += delivered - d0
@@ -113,10 +121,14 @@ class LinkEstimator:
         measured = self.rate(now)
         if measured is not None:
             self._known_rate = measured
-        rate = self._known_rate
         backlog = self.backlog
         idle = backlog == 0
         last = self._last_budget
+        if idle and last and self._known_rate is not None:
+            # Everything sent has drained, so the link carries at least the last frame per period: a rate measured
+            # during a bad moment (a loss and its retransmission timeout) must not cap the frames forever.
+            self._known_rate = max(self._known_rate, last / period_s)
+        rate = self._known_rate
         if rate is None:
             budget = p.start_bytes if not last else (round(last * p.probe_gain) if idle else last)
             reason = "start"
@@ -124,7 +136,11 @@ class LinkEstimator:
             standing = max(0.0, backlog - rate * p.queue_target_s)
             budget = round(rate * period_s - standing)
             reason = "rate"
-            if idle and last and round(last * 1.25) > budget:
+            # Probe while the link keeps up: nothing waits beyond what a round trip of late acknowledgements and
+            # the tolerated queue hold (a receiver's delayed ACKs keep a few hundred bytes unacknowledged at all
+            # times, so "nothing waiting" would stop the probe below the link's rate).
+            drained = backlog <= rate * p.queue_target_s
+            if drained and last and round(last * 1.25) > budget:
                 budget, reason = round(last * 1.25), "probe"
             remaining = deadline_s * (1.0 - p.deadline_margin) - capture_ts_age_s
             in_time = round(rate * remaining - backlog)

@@ -54,16 +54,18 @@ log = get_logger("nairbus.linkbench")
 REPO = Path(__file__).resolve().parents[1]
 MODES: dict[str, tuple[str, ...]] = {
     "nair-auto": ("--budget", "auto"),
-    "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit"),
+    "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit", "--artifact", "models/weights/base.nair.npz"),
     "image": ("--mode", "image"),
     "auto": ("--mode", "auto"),
-    "nair3-auto": ("--budget", "auto", "--artifact", "models/weights/base.stage3.nair.npz"),
-    "auto3": ("--mode", "auto", "--artifact", "models/weights/base.stage3.nair.npz"),
+    "nair2-auto": ("--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
+    "auto2": ("--mode", "auto", "--artifact", "models/weights/base.nair.npz"),
 }
 """Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
-``--add-mode NAME='ARGS'`` on the command line). ``nair-fixed-100`` is the original behaviour: the whole IR of every
-frame, whatever the link (``--no-link-fit``: the sensor does not size frames to the measured link). ``nair3-auto`` and
-``auto3`` send NAIR at the deep split (stage3 artifact), where the device runs the whole convolutional stack."""
+``--add-mode NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are the sensor as shipped, with nothing
+configured: the model manifest's ``sensor_artifact`` (stage3, chosen on the validation split; the device runs the
+whole convolutional stack). ``nair2-auto`` and ``auto2`` send NAIR at the middle split (stage2 artifact, 62 % of the
+MACs on the device). ``nair-fixed-100`` is the original behaviour: the whole stage2 IR of every frame, whatever the
+link (``--no-link-fit``: the sensor does not size frames to the measured link)."""
 DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
 """Uplink rates in bit/s; ``None`` is the unshaped veth."""
 ENVELOPE_ESTIMATE_B = 240
@@ -423,8 +425,9 @@ class OfflinePredictor:
     def __init__(self, data_dir: Path | None = None) -> None:
         from models.data import load_split
         from models.pipeline import NairPipeline
+        from models.store import sensor_artifact_path
 
-        self.pipeline = self.default = NairPipeline.load()
+        self.pipeline = self.default = NairPipeline.load("base", sensor_artifact_path("base"))
         self._by_artifact: dict[str, NairPipeline] = {}
         self.test = load_split("test", data_dir)
         self.n_components = int(self.pipeline.artifact.n_components)

@@ -31,6 +31,7 @@ from models.data import load_split
 from models.imagecodec import get_image_codec
 from models.loss import LossModel
 from models.pipeline import NairPipeline
+from models.store import sensor_artifact_path
 from schemas import CONTENT_TYPE_JSON, Birth, BitBand, ImageBirth, ModelRef, NairBirth, Status
 from schemas import encode as wire_encode
 from schemas.lean import LeanContext
@@ -100,7 +101,8 @@ class SensorAgent:
         if s.mode == "vp":
             raise ValueError("a variant-parallel sensor runs from agents.vp (nairbus sensor --mode vp)")
         self.topics = TopicTree(config.topics.root, config.topics.site)
-        self.pipeline = pipeline or NairPipeline.load(s.model, s.artifact)
+        artifact = s.artifact or sensor_artifact_path(s.model)
+        self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
         self.stop_event = threading.Event()
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
@@ -113,7 +115,9 @@ class SensorAgent:
         self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
         self.image = (ImageFrameEncoder([get_image_codec(c) for c in s.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
-        self.auto = AutoChooser.load(s.model, s.artifact) if s.mode == "auto" else None
+        # A pipeline handed in (tests, the demo) brings its own artifact: its table is the one --artifact names.
+        table_for = artifact if pipeline is None else s.artifact
+        self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
         self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())

@@ -66,6 +66,19 @@ def read_manifest(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
     return manifest
 
 
+def sensor_artifact_path(name: str, directory: Path = WEIGHTS_DIR) -> Path:
+    """The NAIR artifact a sensor of model ``name`` uses when none is named.
+
+    The manifest's ``sensor_artifact`` (a file beside it, chosen on the validation split and recorded with the
+    evidence in ``sensor_artifact_chosen``), else ``<name>.nair.npz``.
+    """
+    path = directory / f"{name}.json"
+    chosen = json.loads(path.read_text()).get("sensor_artifact") if path.is_file() else None
+    if chosen is not None and (not isinstance(chosen, str) or Path(chosen).name != chosen):
+        raise ValueError(f"{path}: sensor_artifact must be a file name beside the manifest, not {chosen!r}")
+    return directory / (chosen or f"{name}.nair.npz")
+
+
 def load_model(name: str, directory: Path = WEIGHTS_DIR) -> tuple[ResNet, dict[str, Any]]:
     """Load a shipped model in eval mode after checking its sha256 against the manifest."""
     manifest = read_manifest(name, directory)

@@ -1,7 +1,9 @@
 """The link fitting's pure core against a simulated shaped link, and what a frame costs on the wire.
 
 The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every
-10 ms like :class:`agents.link.LinkMonitor` samples a socket. The real thing — tbf in network namespaces — is
+10 ms like :class:`agents.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges late: every
+second full segment, or 40 ms after the first byte it has not acknowledged (Linux's delayed ACK), so the sender's
+backlog includes bytes that have already crossed the link. The real thing — tbf in network namespaces — is
 ``tests/agents/test_linkbench.py``.
 """
 
@@ -19,31 +21,43 @@ from models.store import WEIGHTS_DIR
 from schemas.lean import LeanContext
 from schemas.wire import lean_fragment_payload_len
 
+MSS = 1448
+DELAYED_ACK_S = 0.04
+
 
 def simulate(rate: float, fps: float, seconds: float = 8.0, deadline: float = 1.0,
-             cap: int = 12600) -> dict[str, float]:
-    """Run the estimator against a token-bucket link; frame latencies, skips and bytes per frame."""
+             cap: int = 12600, stall: tuple[float, float] | None = None) -> dict[str, float]:
+    """Run the estimator against a token-bucket link; frame latencies, skips and bytes per frame.
+
+    ``stall`` (from, to) stops the link delivering anything for a while, as a lost segment and TCP's retransmission
+    timeout do.
+    """
     est = LinkEstimator(LinkPolicy())
     burst = max(3028.0, rate / 100)
-    tokens, handed, delivered = burst, 0.0, 0.0
+    tokens, handed, delivered, acked, unacked_since = burst, 0.0, 0.0, 0.0, None
     queue: list[list[float]] = []  # [bytes left, handed at]
     latencies, sizes, skipped = [], [], 0
     period, next_frame, next_tick, t, dt = 1.0 / fps, 0.0, 0.0, 0.0, 0.001
     while t < seconds:
+        stalled = stall is not None and stall[0] <= t < stall[1]
         tokens = min(burst, tokens + rate * dt)
-        while queue and tokens > 0:
+        while queue and tokens > 0 and not stalled:
             take = min(tokens, queue[0][0])
             queue[0][0] -= take
             tokens -= take
             delivered += take
             if queue[0][0] <= 1e-9:
                 latencies.append(t - queue.pop(0)[1])
+        if delivered > acked:
+            unacked_since = t if unacked_since is None else unacked_since
+            if delivered - acked >= 2 * MSS or t - unacked_since >= DELAYED_ACK_S:
+                acked, unacked_since = delivered, None
         if t >= next_tick:
             next_tick += 0.01
-            est.sample(t, int(delivered), int(handed - delivered))
+            est.sample(t, int(acked), int(handed - acked))
         if t >= next_frame:
             next_frame += period
-            est.sample(t, int(delivered), int(handed - delivered))
+            est.sample(t, int(acked), int(handed - acked))
             decision = est.frame_budget(t, 0.005, deadline, period, cap)
             if decision.wire_bytes == 0:
                 skipped += 1
@@ -65,6 +79,15 @@ def test_a_shaped_link_is_filled_without_missing_the_deadline(rate: float, fps: 
     assert out["p99_s"] <= 1.0
     # The link is used: after the start, frames get at least 80 % of what the link carries per frame.
     assert out["mean_bytes"] >= 0.8 * min(out["fair_bytes"], 12600)
+
+
+@pytest.mark.parametrize("fps", [10.0, 30.0])
+def test_a_stall_does_not_cap_the_frames_after_it(fps: float) -> None:
+    # A 300 ms stall (a retransmission timeout) makes the link look slow while it lasts; once it has drained, the
+    # frames must grow back to what the link carries, not stay at the rate measured during the stall.
+    out = simulate(12_500.0, fps, stall=(1.0, 1.3))
+    assert out["mean_bytes"] >= 0.8 * out["fair_bytes"]
+    assert out["skipped"] <= 0.05 * out["frames"]
 
 
 def test_a_fast_link_carries_whole_frames() -> None:

@@ -274,7 +274,8 @@ def test_a_tiny_grid_runs_end_to_end(tmp_path: Path) -> None:
 
     if shutil.which("mosquitto") is None and not os.access("/usr/sbin/mosquitto", os.X_OK):
         pytest.skip("Mosquitto is not installed")
-    settings = LinkBenchSettings(rates_bps=(1_000_000,), fps=(30.0,), modes={"nair-10": ("--budget-fraction", "0.1")},
+    nair_10 = ("--budget-fraction", "0.1", "--artifact", "models/weights/base.nair.npz")
+    settings = LinkBenchSettings(rates_bps=(1_000_000,), fps=(30.0,), modes={"nair-10": nair_10},
                                  frames=100, start=200, report=tmp_path / "link.json", plot=tmp_path / "link.png",
                                  run_dir=tmp_path / "runs", broker_port=18831)
     started = time.monotonic()
