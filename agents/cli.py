@@ -387,6 +387,27 @@ def evaluate_wire_cmd(
     console.print(f"report: {report}; plot: {plot}")
 
 
+def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None) -> dict[str, Any]:
+    """The wire bars for reports/nair.json (agents.wire_eval on the same test frames), or why they are missing."""
+    from agents.wire_eval import evaluate_wire, wire_summary
+    from models.data import DatasetMissingError
+
+    try:
+        with console.status("bytes on the wire: NAIR per artifact against the image codecs") as status:
+            wire = evaluate_wire(images_report.resolve(), None if frames == 10000 else frames,
+                                 progress=status.update, data_dir=data_dir)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        console.print(f"[yellow]no wire bars in the report: {exc}[/]")
+        return {"missing": str(exc)}
+    summary = wire_summary(wire)
+    for cap in (200, 300):
+        bar = summary["bars"][f"at_{cap}_wire_bytes"]
+        console.print(f"<= {cap} B on the wire: NAIR ({bar['nair']['artifact']}) {100 * bar['nair']['accuracy']:.2f} %,"
+                      f" best image ({bar['best_image_family']}) "
+                      f"{100 * bar['images'][bar['best_image_family']]['accuracy']:.2f} %")
+    return summary
+
+
 @evaluate_app.command("nair")
 def evaluate_nair_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
@@ -396,7 +417,11 @@ def evaluate_nair_cmd(
         "reports/nair.json"),
     data_dir: DataDirOpt = None,
 ) -> None:
-    """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation."""
+    """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation.
+
+    The report also carries the wire bars (NAIR per shipped artifact against each image codec, in bytes on the wire
+    per frame), from reports/images.json ('nairbus evaluate images') on the same test frames.
+    """
     import numpy as np
 
     from models.data import DatasetMissingError, load_split
@@ -435,6 +460,7 @@ def evaluate_nair_cmd(
     if "taildrop" in models:
         result["taildrop_training"] = {k: models["taildrop"][1][k] for k in ("test_accuracy", "train_wall_seconds",
                                                                               "command")}
+    result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")

@@ -114,7 +114,26 @@ def nair_block(nair: Report) -> str:
     if td:
         cal = nair["methods"]["nair"]["calibration_seconds"]
         lines.append(f"- calibration {cal:.1f} s against {td['train_wall_seconds']:.0f} s of tail-drop retraining")
+    lines += _nair_wire_lines(nair.get("wire") or {})
     return "\n".join(lines)
+
+
+def _nair_wire_lines(wire: Report) -> list[str]:
+    """The wire bars ``nairbus evaluate nair`` records (its ``wire`` section), as README bullets."""
+    if "bars" not in wire:
+        return []
+    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
+    lines = [f"- on the wire (whole MQTT PUBLISH, {wire['nair_message_overhead_bytes']} B per NAIR message beyond "
+             "its data): fewest wire bytes per frame within 1 point of the mature model " + "; ".join(
+                 f"{sp} {row['mean_wire_bytes']:.0f} B ({_pct(row['accuracy'])})" if row else f"{sp}: none"
+                 for sp, row in fewest.items())]
+    for bar in wire["bars"].values():
+        best = bar["images"][bar["best_image_family"]]
+        noise = "outside" if bar["difference_outside_noise"] else "inside"
+        lines.append(f"- ≤ {bar['nair']['cap_bytes']} B on the wire: NAIR ({bar['nair']['artifact']}, chosen on "
+                     f"validation) {_ci(bar['nair'])}, best image codec ({bar['best_image_family']}) {_ci(best)}, "
+                     f"{noise} the 95 % intervals")
+    return lines
 
 
 def vp_block(vp: Report) -> str:

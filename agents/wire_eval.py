@@ -173,6 +173,32 @@ def evaluate_wire(images_report: Path = REPO / "reports" / "images.json", frames
     }
 
 
+def wire_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The wire bars of a wire report, for ``reports/nair.json``: per-message overhead, the fewest wire bytes within
+    1 point of the mature model per artifact, and the accuracy at <= 200 and <= 300 B on the wire of NAIR (the
+    artifact chosen on validation, and each artifact) and of every image codec family, with 95 % intervals."""
+    keep = ("cap_bytes", "accuracy", "ci95", "mean_wire_bytes", "share_sent")
+
+    def row(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if r is None else {k: r[k] for k in (*keep, "artifact", "codec") if k in r}
+
+    bars = {}
+    for key, bar in report["bars"].items():
+        bars[key] = {"nair": row(bar["nair"]),
+                     "nair_per_artifact": {a: row(r) for a, r in bar["nair_per_artifact"].items()},
+                     "images": {f: row(r) for f, r in bar["images"].items()},
+                     "best_image_family": bar["best_image_family"],
+                     "nair_minus_best_image": bar["nair_minus_best_image"],
+                     "difference_outside_noise": bar["difference_outside_noise"]}
+    return {"command": report["command"], "frames": report["frames"], "wire_counting": report["wire_counting"],
+            "nair_message_overhead_bytes": report["nair_message_overhead_bytes"],
+            "artifacts": {a: {k: v[k] for k in ("artifact", "artifact_sha256", "full_data_bytes",
+                                                 "device_macs_share")} for a, v in report["nair"].items()},
+            "fewest_wire_bytes_within_1pt_of_mature": {a: row(r) for a, r in
+                                                       report["fewest_wire_bytes_within_1pt_of_mature"].items()},
+            "bars": bars, "selection": "the artifact serving a cap is the more accurate on the validation split"}
+
+
 def _outside_noise(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool | None:
     """Whether two accuracies' 95 % intervals do not overlap (a coarse, conservative test)."""
     if not a or not b:
