@@ -119,6 +119,8 @@ class FusionSettings(BaseModel):
     sensor's birth names its artifact by hash). None: every shipped ``models/weights/<model>.*.nair.npz``."""
     deadline_ms: float = Field(default=500.0, gt=0)
     max_frames: int = Field(default=4096, ge=1)
+    max_frames_per_sensor: int = Field(default=512, ge=1)
+    """Frames one sensor may have in reassembly; a sensor past it evicts only its own oldest frames."""
     max_batch: int = Field(default=256, ge=1)
     topk: int = Field(default=3, ge=1, le=10)
     stats_interval_s: float = Field(default=5.0, gt=0)

@@ -214,6 +214,9 @@ class Communicator:
         self._subscriptions: dict[str, int] = {}
         self._pending_subs: dict[int, list[str]] = {}
 
+        # Retained messages re-published on every reconnect (see announce()): topic -> (payload, content type).
+        self._announcements: dict[str, tuple[bytes, str | None]] = {}
+
         # Outgoing publishes paho has not finished with (see publish()).
         self._out_lock = threading.Lock()
         self._qos0_out: deque[mqtt.MQTTMessageInfo] = deque()
@@ -421,6 +424,31 @@ class Communicator:
 
     last_wire_bytes: int = 0
 
+    def announce(self, topic: str, payload: bytes, *, content_type: str | None) -> bool:
+        """Publish a retained QoS 1 message now, and again after every reconnect.
+
+        For what others need to know about this client whenever they (re)join — a sensor's birth: a broker restarted
+        without persistence has forgotten its retained messages, and a fusion agent started after that would
+        otherwise never learn the sensor. ``payload=b""`` clears the retained message and stops re-publishing it.
+        """
+        with self._sub_lock:
+            if payload:
+                self._announcements[topic] = (payload, content_type)
+            else:
+                self._announcements.pop(topic, None)
+        return self.publish(topic, payload, qos=1, retain=True, content_type=content_type)
+
+    def _republish_announcements(self) -> None:
+        with self._sub_lock:
+            announcements = list(self._announcements.items())
+        for topic, (payload, content_type) in announcements:
+            props = _publish_properties(content_type, None)
+            info = self._client.publish(topic, payload, qos=1, retain=True, properties=props)
+            with self._out_lock:
+                self._acked_out.append(info)
+        if announcements:
+            self._log.info("mqtt.announced_again", topics=len(announcements))
+
     def pending_bytes(self) -> int:
         """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written to the socket."""
         with self._unwritten_lock:
@@ -614,6 +642,8 @@ class Communicator:
             )
             self.connected.set()
             self._publish_status("online")
+            if self._connections > 1:
+                self._republish_announcements()
             with self._sub_lock:
                 self._pending_subs.clear()
                 entries = list(self._subscriptions.items())

@@ -157,7 +157,7 @@ class SensorAgent:
         """Connect, publish status and the retained birth, start measuring the link."""
         self.comm.start()
         topic = self.topics.sensor_birth(self.settings.sensor_id)
-        self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
         self.comm.wait_published()
         self.link.start()
         log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,

@@ -145,6 +145,40 @@ def test_subscriptions_restored_after_broker_restart(topic_root: str, make: Call
         assert consumer.counters["disconnects"] == 1
 
 
+def test_announcements_are_published_again_after_a_broker_restart(
+        topic_root: str, make: Callable[..., Communicator]) -> None:
+    # The private broker runs without persistence, so a restart forgets every retained message: a sensor's birth
+    # must come back by itself, or a fusion agent that joins later never learns the sensor (issue 17).
+    with PrivateMosquitto() as broker:
+        sensor = make(broker, "sensor", topic_root)
+        sensor.start()
+        birth_topic = f"{topic_root}/sensors/cam/birth"
+        assert sensor.announce(birth_topic, b"birth-1", content_type="text/plain")
+        assert sensor.wait_published(timeout=5.0)
+        broker.stop()
+        _wait(lambda: not sensor.connected.is_set())
+        broker.start()
+        _wait(sensor.connected.is_set)
+        assert sensor.wait_published(timeout=5.0)
+        late = make(broker, "late-fusion", topic_root)
+        late.subscribe(birth_topic)
+        late.start()
+        message = _next(late)
+        assert (message.payload, message.retain) == (b"birth-1", True)
+        # Clearing it stops the re-publishing: after the next restart nothing is retained.
+        assert sensor.announce(birth_topic, b"", content_type="text/plain")
+        assert sensor.wait_published(timeout=5.0)
+        late.stop(timeout=1.0)
+        broker.stop()
+        _wait(lambda: not sensor.connected.is_set())
+        broker.start()
+        _wait(sensor.connected.is_set)
+        again = make(broker, "late-fusion-2", topic_root)
+        again.subscribe(birth_topic)
+        again.start()
+        assert again.get(timeout=1.0) is None
+
+
 def test_content_type_and_expiry_reach_the_broker(
     broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
 ) -> None:
