@@ -41,6 +41,14 @@ def saturate(value: int) -> int:
     return min(max(int(value), 0), U64_MAX)
 
 
+def sender_of(topic: str) -> str:
+    """Who a received message is from, for the fair inbox: the sensor id of ``…/sensors/<id>/<leaf>``; everything
+    else (Home Assistant's status, …) shares one queue."""
+    head, _, rest = topic.rpartition("/sensors/")
+    ident, slash, _leaf = rest.partition("/")
+    return ident if head and slash else ""
+
+
 def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
     """Deterministic partition of keys (sensors or streams) between fusion agents: ``crc32(key) % n == i``."""
     if partition is None:
@@ -85,7 +93,7 @@ class FusionBase:
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
         self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                 self._status_payload)
+                                 self._status_payload, inbox_key=sender_of)
         for kind in subscriptions:
             self.comm.subscribe(self.topics.all_sensors(kind), qos=1)
 

@@ -31,7 +31,6 @@ import functools
 import logging
 import math
 import os
-import queue
 import socket
 import struct
 import termios
@@ -52,6 +51,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from structlog.typing import FilteringBoundLogger
 
+from agents.inbox import FairInbox
 from agents.logging import get_logger
 from agents.settings import BrokerSettings
 from schemas.wire import publish_size, varint_len
@@ -195,6 +195,7 @@ class Communicator:
         status_payload: Callable[[str], bytes],
         *,
         logger: FilteringBoundLogger | None = None,
+        inbox_key: Callable[[str], str] | None = None,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
@@ -203,7 +204,12 @@ class Communicator:
         self.session: str = uuid.uuid4().hex[:12]
         self.connected = threading.Event()
         self._log = (logger or get_logger("nairbus.mqtt")).bind(client_id=client_id, session=self.session)
-        self._inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=broker.inbox_size)
+        # Received messages, one queue per sender (inbox_key(topic)) served in turn: a flooding sender overflows
+        # only its own queue. Without a key, one FIFO bounded by inbox_size.
+        self._inbox_key = inbox_key or (lambda _topic: "")
+        self._inbox: FairInbox[InboundMessage] = FairInbox(
+            broker.inbox_per_key if inbox_key else broker.inbox_size, broker.inbox_size, broker.inbox_bytes,
+            size=lambda m: len(m.payload) + len(m.topic))
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._counter_lock = threading.Lock()
         self._inbox_drops = _RateLimitedCounter(_DROP_LOG_INTERVAL_S)
@@ -471,10 +477,7 @@ class Communicator:
 
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next received message; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""
-        try:
-            return self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self._inbox.get(timeout=timeout)
 
     def wait_published(self, timeout: float = 5.0) -> bool:
         """Wait until every QoS 1/2 publish made so far is acknowledged; ``False`` on timeout."""
@@ -753,10 +756,9 @@ class Communicator:
                 received_ts=time.time(),
             )
             self._count("received")
-            try:
-                self._inbox.put_nowait(inbound)
-            except queue.Full:
-                self._count("inbox_dropped")
+            dropped = self._inbox.put(self._inbox_key(inbound.topic), inbound)
+            if dropped:
+                self._count("inbox_dropped", dropped)
                 if due := self._inbox_drops.hit():
                     self._log.warning(
                         "mqtt.inbox_full", dropped=due, inbox_size=self.broker.inbox_size, topic=inbound.topic
