@@ -86,7 +86,7 @@ class TokenBucket:
 
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
-            "skipped_error",
+            "skipped_error", "skipped_offline",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
@@ -241,6 +241,10 @@ class SensorAgent:
                    period: float = 0.0) -> None:
         """Send one frame as what its budget buys (or skip it)."""
         self.counters["frames"] += 1
+        if not self.comm.connected.is_set():
+            # The broker is away: this frame is counted as captured during the outage, not queued to arrive late.
+            self._skip("skipped_offline")
+            return
         budget = self.wire_budget(capture_ts, period)
         if budget == 0:
             self._skip("skipped_link")
