@@ -48,9 +48,15 @@ class SensorSettings(BaseModel):
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
     k: int = Field(default=5, ge=1)
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
-    source: Literal["replay", "mqtt"] = "replay"
-    """VP mode: replay the data set (frame id = index; every variant replays the same frames) or classify the
-    frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    source: Literal["replay", "mqtt", "folder"] = "replay"
+    """``replay`` the data set (frame id = index; every VP variant replays the same frames); VP mode: ``mqtt``
+    classifies the frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``; NAIR, image and auto
+    modes: ``folder`` sends the image files of ``folder`` (your own camera's snapshots, PNG/JPEG/WebP/BMP, in name
+    order, frame id = position from 0), converted to the model's input at the sensor."""
+    folder: Path | None = None
+    """``source="folder"``: the directory of image files."""
+    watch: bool = False
+    """``source="folder"``: after the files present at start, keep taking new ones as they appear, until stopped."""
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
     """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
     artifact: Path | None = None
@@ -94,6 +100,12 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("source 'folder' needs a folder (--folder DIR)")
+        if self.source == "folder" and self.mode == "vp":
+            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames; a folder source is for nair/image/auto")
+        if self.source == "mqtt" and self.mode != "vp":
+            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay' or 'folder'")
         if self.mode == "vp" and self.variant is None:
             raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self
