@@ -228,11 +228,15 @@ def sensor(
     k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
     source: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
-             "snapshots); VP: 'mqtt' (frames from a capture agent).")] = None,
+             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); VP: 'mqtt' (frames from a capture "
+             "agent).")] = None,
     folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
     watch: Annotated[Optional[bool], typer.Option(  # noqa: UP045
         "--watch/--no-watch", help="With --folder: keep taking new files as they appear, until stopped.")] = None,
+    image_topic: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
+             "image-topic).")] = None,
     frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
@@ -253,7 +257,8 @@ def sensor(
         "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
         "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
-        "source": source or ("folder" if folder is not None else None), "folder": folder, "watch": watch,
+        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else None),
+        "folder": folder, "watch": watch, "image_topic": image_topic,
     }
     if test_loss:
         kind, _, rest = test_loss.partition(":")

@@ -48,7 +48,7 @@ class SensorSettings(BaseModel):
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
     k: int = Field(default=5, ge=1)
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
-    source: Literal["replay", "mqtt", "folder"] = "replay"
+    source: Literal["replay", "mqtt", "folder", "image-topic"] = "replay"
     """``replay`` the data set (frame id = index; every VP variant replays the same frames); VP mode: ``mqtt``
     classifies the frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``; NAIR, image and auto
     modes: ``folder`` sends the image files of ``folder`` (your own camera's snapshots, PNG/JPEG/WebP/BMP, in name
@@ -57,6 +57,11 @@ class SensorSettings(BaseModel):
     """``source="folder"``: the directory of image files."""
     watch: bool = False
     """``source="folder"``: after the files present at start, keep taking new ones as they appear, until stopped."""
+    image_topic: str | None = Field(default=None, min_length=1, max_length=1024)
+    """``source="image-topic"``: an MQTT topic (filter) carrying encoded images — JPEG/PNG bytes, the way Frigate
+    publishes snapshots and Home Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival
+    order from 0); when messages come faster than the sensor sends, the newest wins. The sensor's account needs read
+    access to it."""
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
     """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
     artifact: Path | None = None
@@ -102,10 +107,14 @@ class SensorSettings(BaseModel):
             raise ValueError("image_codecs needs at least one codec")
         if self.source == "folder" and self.folder is None:
             raise ValueError("source 'folder' needs a folder (--folder DIR)")
-        if self.source == "folder" and self.mode == "vp":
-            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames; a folder source is for nair/image/auto")
+        if self.source == "image-topic" and self.image_topic is None:
+            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
+        if self.source in ("folder", "image-topic") and self.mode == "vp":
+            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames; folder and image-topic sources are for "
+                             "nair/image/auto")
         if self.source == "mqtt" and self.mode != "vp":
-            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay' or 'folder'")
+            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder' or "
+                             "'image-topic'")
         if self.mode == "vp" and self.variant is None:
             raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self

@@ -26,7 +26,7 @@ from agents.link import BudgetDecision, LinkMonitor
 from agents.logging import get_logger
 from agents.mqtt import Communicator
 from agents.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
-from agents.sources import FolderSource, FrameBatch, replay, replay_indices
+from agents.sources import BadImageError, FolderSource, FrameBatch, decode_image_bytes, replay, replay_indices
 from models.codec import packed_bytes
 from models.data import load_split
 from models.imagecodec import get_image_codec
@@ -87,7 +87,7 @@ class TokenBucket:
 
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
-            "skipped_error", "skipped_offline", "files_refused",
+            "skipped_error", "skipped_offline", "skipped_stale", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
@@ -120,6 +120,9 @@ class SensorAgent:
         table_for = artifact if pipeline is None else s.artifact
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
+        if s.source == "image-topic":
+            assert s.image_topic is not None
+            self.comm.subscribe(s.image_topic, qos=0)
         self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0
@@ -173,7 +176,9 @@ class SensorAgent:
         within that slack costs nothing.
         """
         s = self.settings
-        if s.source == "folder":
+        if s.source == "image-topic":
+            self._run_image_topic()
+        elif s.source == "folder":
             assert s.folder is not None
             folder = FolderSource(s.folder, watch=s.watch, stop=self.stop_event)
             self.folder_counters = folder.counters
@@ -188,6 +193,33 @@ class SensorAgent:
         self.comm.wait_published(timeout=30.0)
         self._drain(timeout=30.0)
         return dict(self.counters)
+
+    def _run_image_topic(self) -> None:
+        """Frames from encoded images on an MQTT topic until stopped (or ``count`` frames): newest wins."""
+        s = self.settings
+        needs_head = s.mode in ("nair", "auto")
+        frame_id, last_at, interval = 0, None, 1.0 / s.fps if s.fps else 0.1
+        while not self.stop_event.is_set() and (s.count is None or frame_id < s.count):
+            message = self.comm.get(timeout=0.2)
+            if message is None:
+                continue
+            while (newer := self.comm.get(timeout=0)) is not None:  # the sensor fell behind: newest wins
+                self.counters["frames"] += 1
+                self._skip("skipped_stale")
+                message = newer
+            try:
+                image = decode_image_bytes(message.payload, 28, 28, message.topic)
+            except BadImageError as exc:
+                self.counters["files_refused"] += 1
+                log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])
+                continue
+            now = time.monotonic()
+            if last_at is not None:  # the frame period the link budget is sized for: the observed arrival rate
+                interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
+            last_at = now
+            codes = self.pipeline.encode(image[None]) if needs_head else None
+            self.send_frame(frame_id, image, None if codes is None else codes[0], message.received_ts, interval)
+            frame_id += 1
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False) -> None:
         """The one paced loop: run the head on each batch, then send its frames at the configured rate.

@@ -2,10 +2,11 @@
 
 A source yields :class:`FrameBatch` es of uint8 grey images at the model's input size. Replay takes the data set's
 frames (frame id = data-set index). :class:`FolderSource` reads PNG/JPEG/WebP/BMP files — a user's own camera
-snapshots — in name order, converts each to grey and resizes it to the model's input at the edge, and with
-``watch`` keeps taking new files as they appear (a motion-triggered camera writing into a directory). A file that
-cannot be used (unreadable, corrupt, empty, too large, a decompression bomb) is counted by reason and logged, never
-raised: one bad file costs only itself.
+snapshots — in name order, converts each to grey and resizes it to the model's input at the edge, and with ``watch``
+keeps taking new files as they appear (a motion-triggered camera writing into a directory). The same conversion
+serves encoded snapshots arriving on an MQTT topic (:func:`decode_image_bytes`). A file that cannot be used
+(unreadable, corrupt, empty, too large, a decompression bomb) is counted by reason and logged, never raised: one bad
+file costs only itself.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 from agents.logging import get_logger
 from models.data import Dataset
 
-__all__ = ["FolderSource", "FrameBatch", "image_to_input", "read_image_file", "replay", "replay_indices"]
+__all__ = ["BadImageError", "FolderSource", "FrameBatch", "decode_image_bytes", "image_to_input", "read_image_file",
+           "replay", "replay_indices"]
 
 log = get_logger("nairbus.sources")
 
@@ -77,35 +79,46 @@ def image_to_input(image: object, height: int, width: int) -> np.ndarray:
     grey = image.convert("L")
     if grey.size != (width, height):
         grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(grey, dtype=np.uint8)
+    return np.array(grey, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
 
 
-def read_image_file(path: Path, height: int, width: int) -> np.ndarray:
-    """One image file as model input; :class:`BadImageError` (with the reason to count) when it cannot be used."""
+def decode_image_bytes(data: bytes, height: int, width: int, what: str = "message") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, BMP — a camera's snapshot on an MQTT topic) as model input;
+    :class:`BadImageError` when they cannot be used."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise BadImageError("empty", what)
+    if len(data) > MAX_FILE_BYTES:
+        raise BadImageError("too_large", f"{what}: {len(data)} B > {MAX_FILE_BYTES} B")
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise BadImageError("unreadable", str(exc)) from exc
-    if size == 0:
-        raise BadImageError("empty", str(path))
-    if size > MAX_FILE_BYTES:
-        raise BadImageError("too_large", f"{path}: {size} B > {MAX_FILE_BYTES} B")
-    try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise BadImageError("too_large", f"{path}: {image.width}x{image.height} pixels")
+                raise BadImageError("too_large", f"{what}: {image.width}x{image.height} pixels")
             image.load()
             return image_to_input(image, height, width)
     except BadImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadImageError("too_large", f"{path}: {exc}") from exc
+        raise BadImageError("too_large", f"{what}: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise BadImageError("not_an_image", f"{path}: {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data, unreadable file
-        raise BadImageError("corrupt", f"{path}: {exc}") from exc
+        raise BadImageError("not_an_image", f"{what}: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadImageError("corrupt", f"{what}: {exc}") from exc
+
+
+def read_image_file(path: Path, height: int, width: int) -> np.ndarray:
+    """One image file as model input; :class:`BadImageError` (with the reason to count) when it cannot be used."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:  # refused unread
+            raise BadImageError("too_large", f"{path}: {size} B > {MAX_FILE_BYTES} B")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadImageError("unreadable", str(exc)) from exc
+    return decode_image_bytes(data, height, width, str(path))
 
 
 @dataclass

@@ -97,3 +97,56 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
     assert all(got[("cam-folder", i)].complete for i in range(FRAMES))
     accuracy = sum(int(p == y) for p, y in zip(folder_labels, test.labels[:FRAMES], strict=True)) / FRAMES
     assert accuracy > 0.85  # the shipped model on its own test images
+
+
+def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, topic_root: str) -> None:
+    import io
+
+    test = load_split("test")
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    camera_topic = f"{topic_root}/frigate/front/snapshot"  # where a camera (Frigate) publishes its JPEG snapshots
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(deadline_ms=1000),
+                      sensor=SensorSettings(sensor_id="cam-topic", source="image-topic", image_topic=camera_topic,
+                                            count=40))
+    pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
+    listener = Communicator(base, "test-topic-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=0)
+    listener.start()
+    fusion = FusionAgent(cfg, pipeline)
+    fusion.start()
+    fusion_worker = threading.Thread(target=fusion.run, daemon=True)
+    fusion_worker.start()
+    sensor = SensorAgent(cfg, pipeline)
+    sensor.start()
+    sensor_worker = threading.Thread(target=sensor.run_replay, daemon=True)
+    sensor_worker.start()
+    camera = Communicator(base, "test-camera", None, lambda s: b"{}")
+    camera.start()
+    try:
+        camera.publish(camera_topic, b"this is not a JPEG", content_type=None)
+        for i in range(40):
+            buf = io.BytesIO()
+            Image.fromarray(test.images[i]).convert("RGB").resize((224, 224)).save(buf, "JPEG", quality=90)
+            assert camera.publish(camera_topic, buf.getvalue(), content_type=None)
+            time.sleep(0.05)
+        sensor_worker.join(timeout=30)
+        got = _results(listener, topics, 40, timeout=15)
+    finally:
+        sensor.stop()
+        camera.stop()
+        fusion.stop()
+        fusion_worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    assert not sensor_worker.is_alive()
+    assert sensor.counters["files_refused"] == 1
+    decided = sorted(frame for stream, frame in got if stream == "cam-topic")
+    sent = sensor.counters["frames_sent"]
+    assert sent + sensor.counters["skipped_stale"] + sensor.counters["frames_skipped"] >= 40
+    assert len(decided) == sent >= 30
+    correct = sum(int(got[("cam-topic", f)].class_index == test.labels[f]) for f in decided
+                  if sensor.counters["skipped_stale"] == 0)
+    if sensor.counters["skipped_stale"] == 0:  # frame ids are arrival order: frame f is test image f
+        assert correct / len(decided) > 0.75
