@@ -123,7 +123,7 @@ class SensorAgent:
         if s.source == "image-topic":
             assert s.image_topic is not None
             self.comm.subscribe(s.image_topic, qos=0)
-        self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
+        self.link = LinkMonitor(lambda: self.comm.wire_bytes,
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
