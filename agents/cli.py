@@ -227,7 +227,16 @@ def sensor(
     variant: Annotated[Optional[str], typer.Option(help="VP: variant of the shipped family to run.")] = None,  # noqa: UP045
     k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
     source: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="VP: 'replay' (data set, shared frame ids) or 'mqtt' (frames from a capture agent).")] = None,
+        help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
+             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); VP: 'mqtt' (frames from a capture "
+             "agent).")] = None,
+    folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
+    watch: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--watch/--no-watch", help="With --folder: keep taking new files as they appear, until stopped.")] = None,
+    image_topic: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
+             "image-topic).")] = None,
     frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
@@ -247,7 +256,9 @@ def sensor(
         "link_fit": link_fit, "artifact": artifact,
         "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
-        "mode": mode, "variant": variant, "k": k, "source": source, "frame_stream": frame_stream,
+        "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
+        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else None),
+        "folder": folder, "watch": watch, "image_topic": image_topic,
     }
     if test_loss:
         kind, _, rest = test_loss.partition(":")
@@ -268,7 +279,7 @@ def sensor(
             counters = run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
-    console.print(json.dumps(counters))
+    console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()

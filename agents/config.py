@@ -48,9 +48,20 @@ class SensorSettings(BaseModel):
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
     k: int = Field(default=5, ge=1)
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
-    source: Literal["replay", "mqtt"] = "replay"
-    """VP mode: replay the data set (frame id = index; every variant replays the same frames) or classify the
-    frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    source: Literal["replay", "mqtt", "folder", "image-topic"] = "replay"
+    """``replay`` the data set (frame id = index; every VP variant replays the same frames); VP mode: ``mqtt``
+    classifies the frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``; NAIR, image and auto
+    modes: ``folder`` sends the image files of ``folder`` (your own camera's snapshots, PNG/JPEG/WebP/BMP, in name
+    order, frame id = position from 0), converted to the model's input at the sensor."""
+    folder: Path | None = None
+    """``source="folder"``: the directory of image files."""
+    watch: bool = False
+    """``source="folder"``: after the files present at start, keep taking new ones as they appear, until stopped."""
+    image_topic: str | None = Field(default=None, min_length=1, max_length=1024)
+    """``source="image-topic"``: an MQTT topic (filter) carrying encoded images — JPEG/PNG bytes, the way Frigate
+    publishes snapshots and Home Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival
+    order from 0); when messages come faster than the sensor sends, the newest wins. The sensor's account needs read
+    access to it."""
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
     """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
     artifact: Path | None = None
@@ -94,6 +105,16 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("source 'folder' needs a folder (--folder DIR)")
+        if self.source == "image-topic" and self.image_topic is None:
+            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
+        if self.source in ("folder", "image-topic") and self.mode == "vp":
+            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames; folder and image-topic sources are for "
+                             "nair/image/auto")
+        if self.source == "mqtt" and self.mode != "vp":
+            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder' or "
+                             "'image-topic'")
         if self.mode == "vp" and self.variant is None:
             raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self
@@ -119,6 +140,8 @@ class FusionSettings(BaseModel):
     sensor's birth names its artifact by hash). None: every shipped ``models/weights/<model>.*.nair.npz``."""
     deadline_ms: float = Field(default=500.0, gt=0)
     max_frames: int = Field(default=4096, ge=1)
+    max_frames_per_sensor: int = Field(default=512, ge=1)
+    """Frames one sensor may have in reassembly; a sensor past it evicts only its own oldest frames."""
     max_batch: int = Field(default=256, ge=1)
     topk: int = Field(default=3, ge=1, le=10)
     stats_interval_s: float = Field(default=5.0, gt=0)

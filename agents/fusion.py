@@ -83,9 +83,8 @@ class FusionAgent(FusionBase):
                 log.warning("artifact_skipped", path=str(extra), reason=str(exc))
                 continue
             self.pipelines.setdefault(other.artifact.sha256, other)
-        self.buffer = Reassembler(
-            config.fusion.deadline_ms / 1000.0, config.fusion.max_frames
-        )
+        self.buffer = Reassembler(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
+                                  max_per_sensor=config.fusion.max_frames_per_sensor)
         self.sensors = {}
         super().__init__(config, ("birth", "frag", "image"))
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)

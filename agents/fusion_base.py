@@ -24,9 +24,29 @@ from agents.logging import get_logger
 from agents.mqtt import Communicator, InboundMessage
 from schemas import CONTENT_TYPE_JSON, Stats, Status
 from schemas import encode as wire_encode
+from schemas.messages import MAX_FRAME_FRAGMENTS, U64_MAX
 from schemas.topics import SensorLeaf, TopicTree
 
 log = get_logger("nairbus.fusion")
+
+SEQ_JUMP_LIMIT = 65_536
+"""A forward jump in a sensor session's sequence numbers larger than this is one ``seq_jump`` (a restart, a bug or
+a hostile sender), not that many lost messages: the wire allows any ``seq`` up to 2⁶⁴−1."""
+MAX_STATS_REASONS = 256
+"""Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
+
+
+def saturate(value: int) -> int:
+    """A counter as the wire can carry it: 0 … 2⁶⁴−1."""
+    return min(max(int(value), 0), U64_MAX)
+
+
+def sender_of(topic: str) -> str:
+    """Who a received message is from, for the fair inbox: the sensor id of ``…/sensors/<id>/<leaf>``; everything
+    else (Home Assistant's status, …) shares one queue."""
+    head, _, rest = topic.rpartition("/sensors/")
+    ident, slash, _leaf = rest.partition("/")
+    return ident if head and slash else ""
 
 
 def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
@@ -73,7 +93,7 @@ class FusionBase:
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
         self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                 self._status_payload)
+                                 self._status_payload, inbox_key=sender_of)
         for kind in subscriptions:
             self.comm.subscribe(self.topics.all_sensors(kind), qos=1)
 
@@ -111,7 +131,9 @@ class FusionBase:
         """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""
         last = self.last_seq.get((sensor_id, session))
         if last is not None:
-            if seq > last + 1:
+            if seq > last + 1 + SEQ_JUMP_LIMIT:
+                self.counts["seq_jump"] += 1
+            elif seq > last + 1:
                 self.counts["seq_gap"] += seq - last - 1
             elif seq <= last:
                 self.counts["seq_reordered"] += 1
@@ -129,27 +151,36 @@ class FusionBase:
     def stats(self) -> Stats:
         """Current counters as a stats message."""
         lat = np.array(self.latencies) if self.latencies else None
-        rejected = dict(self.rejected)
-        for name in ("seq_gap", "seq_reordered"):
+        rejected = Counter(self.rejected)
+        for name in ("seq_gap", "seq_jump", "seq_reordered"):
             if self.counts[name]:
                 rejected[name] = self.counts[name]
         for name in ("inbox_dropped", "outgoing_dropped"):
             if self.comm.counters.get(name):
                 rejected[name] = self.comm.counters[name]
+        c = self.counts
+        # Every figure saturates and every list is cut to the schema's bounds: the stats can always be built.
         return Stats(
             fusion_id=self.settings.fusion_id, session=self.comm.session, ts=time.time(),
-            uptime_s=time.time() - self.started, frames_decided=self.counts["decided"],
-            frames_complete=self.counts["complete"], frames_partial=self.counts["partial"],
-            frames_in_flight=len(self.buffer), frames_evicted=self.counts["evicted"],
-            fragments_received=self.counts[self.received_counter], bytes_received=self.counts["bytes"],
-            rejected=rejected, sensors=tuple(sorted(self.sensors)),
+            uptime_s=max(0.0, time.time() - self.started), frames_decided=saturate(c["decided"]),
+            frames_complete=saturate(c["complete"]), frames_partial=saturate(c["partial"]),
+            frames_in_flight=saturate(len(self.buffer)), frames_evicted=saturate(c["evicted"]),
+            fragments_received=saturate(c[self.received_counter]), bytes_received=saturate(c["bytes"]),
+            rejected={k: saturate(v) for k, v in rejected.most_common(MAX_STATS_REASONS)},
+            sensors=tuple(sorted(self.sensors))[:MAX_FRAME_FRAGMENTS],
             latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
             latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
         )
 
     def publish_stats(self) -> None:
-        """Publish the stats message (retained, so a late subscriber sees the latest)."""
-        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), wire_encode(self.stats()), qos=0,
+        """Publish the stats message (retained, so a late subscriber sees the latest); a failure is logged, never
+        raised — the stats are a report, not the job."""
+        try:
+            payload = wire_encode(self.stats())
+        except Exception:
+            log.exception("stats_failed", fusion=self.settings.fusion_id)
+            return
+        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), payload, qos=0,
                           retain=True, content_type=CONTENT_TYPE_JSON)
 
     # ----- lifecycle ------------------------------------------------------------------------------------------
@@ -170,20 +201,45 @@ class FusionBase:
             message = self.comm.get(timeout=wait)
             handled = 0
             while message is not None:
-                self.handle(message, time.monotonic())
+                self._handle_safely(message)
                 handled += 1
                 if handled >= self.settings.max_batch * 8:
                     break
                 message = self.comm.get(timeout=0)
             ready = self.buffer.pop_ready(time.monotonic())
             if ready:
-                self.decide(ready)
+                self._decide_safely(ready)
             self.after_round(time.monotonic())
             if time.monotonic() >= next_stats:
                 self.publish_stats()
                 next_stats = time.monotonic() + self.settings.stats_interval_s
-        self.decide(self.buffer.flush())
+        self._decide_safely(self.buffer.flush())
         self.publish_stats()
+
+    def _handle_safely(self, message: InboundMessage) -> None:
+        """:meth:`handle`, with whatever it raises counted as ``internal_error`` and logged: no message, however
+        it was built, ends the agent."""
+        try:
+            self.handle(message, time.monotonic())
+        except Exception as exc:
+            self.reject("internal_error", message.topic, f"{type(exc).__name__}: {exc}")
+            log.exception("handle_failed", topic=message.topic[:200])
+
+    def _decide_safely(self, frames: list[Any]) -> None:
+        """:meth:`decide` a batch; if it fails, decide the frames one by one so one bad frame costs only itself."""
+        if not frames:
+            return
+        try:
+            self.decide(frames)
+            return
+        except Exception:
+            log.exception("decide_failed", frames=len(frames))
+        for frame in frames:
+            try:
+                self.decide([frame])
+            except Exception as exc:
+                self.rejected["decide_failed"] += 1
+                log.warning("frame_decide_failed", error=f"{type(exc).__name__}: {exc}"[:200])
 
     def stop(self) -> None:
         """Ask the worker loop to finish."""

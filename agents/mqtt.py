@@ -31,7 +31,6 @@ import functools
 import logging
 import math
 import os
-import queue
 import socket
 import struct
 import termios
@@ -52,6 +51,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from structlog.typing import FilteringBoundLogger
 
+from agents.inbox import FairInbox
 from agents.logging import get_logger
 from agents.settings import BrokerSettings
 from schemas.wire import publish_size, varint_len
@@ -195,6 +195,7 @@ class Communicator:
         status_payload: Callable[[str], bytes],
         *,
         logger: FilteringBoundLogger | None = None,
+        inbox_key: Callable[[str], str] | None = None,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
@@ -203,7 +204,12 @@ class Communicator:
         self.session: str = uuid.uuid4().hex[:12]
         self.connected = threading.Event()
         self._log = (logger or get_logger("nairbus.mqtt")).bind(client_id=client_id, session=self.session)
-        self._inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=broker.inbox_size)
+        # Received messages, one queue per sender (inbox_key(topic)) served in turn: a flooding sender overflows
+        # only its own queue. Without a key, one FIFO bounded by inbox_size.
+        self._inbox_key = inbox_key or (lambda _topic: "")
+        self._inbox: FairInbox[InboundMessage] = FairInbox(
+            broker.inbox_per_key if inbox_key else broker.inbox_size, broker.inbox_size, broker.inbox_bytes,
+            size=lambda m: len(m.payload) + len(m.topic))
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._counter_lock = threading.Lock()
         self._inbox_drops = _RateLimitedCounter(_DROP_LOG_INTERVAL_S)
@@ -213,6 +219,9 @@ class Communicator:
         self._sub_lock = threading.Lock()
         self._subscriptions: dict[str, int] = {}
         self._pending_subs: dict[int, list[str]] = {}
+
+        # Retained messages re-published on every reconnect (see announce()): topic -> (payload, content type).
+        self._announcements: dict[str, tuple[bytes, str | None]] = {}
 
         # Outgoing publishes paho has not finished with (see publish()).
         self._out_lock = threading.Lock()
@@ -256,6 +265,12 @@ class Communicator:
         """A snapshot of the counters (see ``COUNTER_NAMES``)."""
         with self._counter_lock:
             return dict(self._counters)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Wire bytes of every publish accepted so far (one counter, without copying them all)."""
+        with self._counter_lock:
+            return self._counters["wire_bytes"]
 
     @property
     def endpoint(self) -> str:
@@ -421,6 +436,31 @@ class Communicator:
 
     last_wire_bytes: int = 0
 
+    def announce(self, topic: str, payload: bytes, *, content_type: str | None) -> bool:
+        """Publish a retained QoS 1 message now, and again after every reconnect.
+
+        For what others need to know about this client whenever they (re)join — a sensor's birth: a broker restarted
+        without persistence has forgotten its retained messages, and a fusion agent started after that would
+        otherwise never learn the sensor. ``payload=b""`` clears the retained message and stops re-publishing it.
+        """
+        with self._sub_lock:
+            if payload:
+                self._announcements[topic] = (payload, content_type)
+            else:
+                self._announcements.pop(topic, None)
+        return self.publish(topic, payload, qos=1, retain=True, content_type=content_type)
+
+    def _republish_announcements(self) -> None:
+        with self._sub_lock:
+            announcements = list(self._announcements.items())
+        for topic, (payload, content_type) in announcements:
+            props = _publish_properties(content_type, None)
+            info = self._client.publish(topic, payload, qos=1, retain=True, properties=props)
+            with self._out_lock:
+                self._acked_out.append(info)
+        if announcements:
+            self._log.info("mqtt.announced_again", topics=len(announcements))
+
     def pending_bytes(self) -> int:
         """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written to the socket."""
         with self._unwritten_lock:
@@ -443,10 +483,7 @@ class Communicator:
 
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next received message; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""
-        try:
-            return self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self._inbox.get(timeout=timeout)
 
     def wait_published(self, timeout: float = 5.0) -> bool:
         """Wait until every QoS 1/2 publish made so far is acknowledged; ``False`` on timeout."""
@@ -614,6 +651,8 @@ class Communicator:
             )
             self.connected.set()
             self._publish_status("online")
+            if self._connections > 1:
+                self._republish_announcements()
             with self._sub_lock:
                 self._pending_subs.clear()
                 entries = list(self._subscriptions.items())
@@ -723,10 +762,9 @@ class Communicator:
                 received_ts=time.time(),
             )
             self._count("received")
-            try:
-                self._inbox.put_nowait(inbound)
-            except queue.Full:
-                self._count("inbox_dropped")
+            dropped = self._inbox.put(self._inbox_key(inbound.topic), inbound)
+            if dropped:
+                self._count("inbox_dropped", dropped)
                 if due := self._inbox_drops.hit():
                     self._log.warning(
                         "mqtt.inbox_full", dropped=due, inbox_size=self.broker.inbox_size, topic=inbound.topic

@@ -2,9 +2,13 @@
 
 A frame is keyed by ``(sensor_id, session, frame_id)``. Each part covers some units of the frame (NAIR: the
 components of a run; an image or a vote: one). It is ready when the units its sensor announced have arrived, or
-when its deadline (measured from the first part's arrival on the fusion node's own clock) has passed. At most
-``max_frames`` frames are held: a new frame beyond that forces the oldest one out early, decided on what it has.
-Decided frames are remembered (bounded) so that a straggler is counted as late instead of opening a new frame.
+when its deadline (measured from the first part's arrival on the fusion node's own clock) has passed.
+
+Memory is bounded per sensor and in all: a sensor holds at most ``max_per_sensor`` pending frames, and a new frame
+beyond that forces *its own* oldest frame out early (decided on what it has); when all sensors together hold
+``max_frames``, the oldest frame of the sensor holding the most goes. A device that floods therefore evicts only its
+own frames, never another's. Decided frames are remembered (bounded) so that a straggler is counted as late instead
+of opening a new frame.
 """
 
 from __future__ import annotations
@@ -54,13 +58,22 @@ class Reassembler(Generic[P]):
     deadline_s: float
     max_frames: int = 4096
     remember_decided: int = 65536
+    max_per_sensor: int | None = None
+    """Pending frames one sensor may hold (None: ``max_frames``)."""
     _pending: OrderedDict[FrameKey, PendingFrame[P]] = field(default_factory=OrderedDict)
+    _by_sensor: dict[str, OrderedDict[FrameKey, None]] = field(default_factory=dict)
     _decided: OrderedDict[FrameKey, None] = field(default_factory=OrderedDict)
     _forced: list[PendingFrame[P]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.deadline_s <= 0 or self.max_frames < 1:
-            raise ValueError("deadline_s must be > 0 and max_frames >= 1")
+        per_sensor = self.max_frames if self.max_per_sensor is None else self.max_per_sensor
+        if self.deadline_s <= 0 or self.max_frames < 1 or per_sensor < 1:
+            raise ValueError("deadline_s must be > 0, max_frames and max_per_sensor >= 1")
+
+    def pending_of(self, sensor_id: str) -> int:
+        """Frames of one sensor being reassembled."""
+        keys = self._by_sensor.get(sensor_id)
+        return len(keys) if keys else 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -74,13 +87,15 @@ class Reassembler(Generic[P]):
             return AddOutcome.LATE
         frame = self._pending.get(key)
         if frame is None:
-            if len(self._pending) >= self.max_frames:
-                _, oldest = self._pending.popitem(last=False)
-                oldest.evicted = True
-                self._forced.append(oldest)
-                self._remember(oldest.key)
+            sensor = key[0]
+            cap = self.max_frames if self.max_per_sensor is None else self.max_per_sensor
+            if self.pending_of(sensor) >= cap:
+                self._evict_oldest_of(sensor)
+            elif len(self._pending) >= self.max_frames:
+                self._evict_oldest_of(max(self._by_sensor, key=lambda s: len(self._by_sensor[s])))
             frame = PendingFrame(key, capture_ts, expected, now, now + self.deadline_s)
             self._pending[key] = frame
+            self._by_sensor.setdefault(sensor, OrderedDict())[key] = None
         elif frame.expected != expected:
             return AddOutcome.INCONSISTENT
         if index in frame.parts:
@@ -96,8 +111,7 @@ class Reassembler(Generic[P]):
         ready, self._forced = self._forced, []
         for key, frame in list(self._pending.items()):
             if frame.complete or frame.deadline <= now:
-                ready.append(self._pending.pop(key))
-                self._remember(key)
+                ready.append(self._take(key))
         return ready
 
     def next_deadline(self) -> float | None:
@@ -112,8 +126,25 @@ class Reassembler(Generic[P]):
         for key in self._pending:
             self._remember(key)
         self._pending.clear()
+        self._by_sensor.clear()
         self._forced = []
         return ready
+
+    def _take(self, key: FrameKey) -> PendingFrame[P]:
+        """Remove a pending frame (it is being decided) and remember it as decided."""
+        frame = self._pending.pop(key)
+        keys = self._by_sensor[key[0]]
+        del keys[key]
+        if not keys:
+            del self._by_sensor[key[0]]
+        self._remember(key)
+        return frame
+
+    def _evict_oldest_of(self, sensor_id: str) -> None:
+        """Force a sensor's oldest pending frame out early, to be decided on what it has."""
+        oldest = self._take(next(iter(self._by_sensor[sensor_id])))
+        oldest.evicted = True
+        self._forced.append(oldest)
 
     def _remember(self, key: FrameKey) -> None:
         self._decided[key] = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ from agents.link import BudgetDecision, LinkMonitor
 from agents.logging import get_logger
 from agents.mqtt import Communicator
 from agents.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
-from agents.sources import replay, replay_indices
+from agents.sources import BadImageError, FolderSource, FrameBatch, decode_image_bytes, replay, replay_indices
 from models.codec import packed_bytes
 from models.data import load_split
 from models.imagecodec import get_image_codec
@@ -86,7 +87,7 @@ class TokenBucket:
 
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
-            "skipped_error",
+            "skipped_error", "skipped_offline", "skipped_stale", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
@@ -119,7 +120,10 @@ class SensorAgent:
         table_for = artifact if pipeline is None else s.artifact
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
-        self.link = LinkMonitor(lambda: self.comm.counters["wire_bytes"],
+        if s.source == "image-topic":
+            assert s.image_topic is not None
+            self.comm.subscribe(s.image_topic, qos=0)
+        self.link = LinkMonitor(lambda: self.comm.wire_bytes,
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
@@ -157,7 +161,7 @@ class SensorAgent:
         """Connect, publish status and the retained birth, start measuring the link."""
         self.comm.start()
         topic = self.topics.sensor_birth(self.settings.sensor_id)
-        self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
         self.comm.wait_published()
         self.link.start()
         log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,
@@ -165,25 +169,79 @@ class SensorAgent:
                  artifact=self.pipeline.artifact.sha256[:12], session=self.comm.session)
 
     def run_replay(self) -> dict[str, int]:
-        """Replay the configured data-set frames once at the configured rate, then return the counters.
+        """Send the configured frames once — the data set's, or a folder's image files — then return the counters.
 
         A frame whose replay slot passed more than a period and more than a quarter of the deadline ago is skipped
         (latest frame wins), so a head that cannot keep up costs frames, not latency; the head's batching jitter
         within that slack costs nothing.
         """
         s = self.settings
-        data = load_split(s.split, s.data_dir)
-        indices = replay_indices(len(data), s.start, s.count, s.shard)
+        if s.source == "image-topic":
+            self._run_image_topic()
+        elif s.source == "folder":
+            assert s.folder is not None
+            folder = FolderSource(s.folder, watch=s.watch, stop=self.stop_event)
+            self.folder_counters = folder.counters
+            # Time spent reading files is the source's, not the sensor's: the pacing starts again at each batch.
+            self._send_batches(folder.batches(s.batch if not s.watch else min(s.batch, 8)), source_paced=True)
+            for reason, n in folder.counters.items():
+                if reason.startswith("bad_"):
+                    self.counters["files_refused"] += n
+        else:
+            data = load_split(s.split, s.data_dir)
+            self._send_batches(replay(data, replay_indices(len(data), s.start, s.count, s.shard), s.batch))
+        self.comm.wait_published(timeout=30.0)
+        self._drain(timeout=30.0)
+        return dict(self.counters)
+
+    def _run_image_topic(self) -> None:
+        """Frames from encoded images on an MQTT topic until stopped (or ``count`` frames): newest wins."""
+        s = self.settings
+        needs_head = s.mode in ("nair", "auto")
+        frame_id, last_at, interval = 0, None, 1.0 / s.fps if s.fps else 0.1
+        while not self.stop_event.is_set() and (s.count is None or frame_id < s.count):
+            message = self.comm.get(timeout=0.2)
+            if message is None:
+                continue
+            while (newer := self.comm.get(timeout=0)) is not None:  # the sensor fell behind: newest wins
+                self.counters["frames"] += 1
+                self._skip("skipped_stale")
+                message = newer
+            try:
+                image = decode_image_bytes(message.payload, 28, 28, message.topic)
+            except BadImageError as exc:
+                self.counters["files_refused"] += 1
+                log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])
+                continue
+            now = time.monotonic()
+            if last_at is not None:  # the frame period the link budget is sized for: the observed arrival rate
+                interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
+            last_at = now
+            codes = self.pipeline.encode(image[None]) if needs_head else None
+            self.send_frame(frame_id, image, None if codes is None else codes[0], message.received_ts, interval)
+            frame_id += 1
+
+    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False) -> None:
+        """The one paced loop: run the head on each batch, then send its frames at the configured rate.
+
+        ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
+        restarts when a batch arrives, so only the sensor's own delays make frames late.
+        """
+        s = self.settings
         period = 1.0 / s.fps if s.fps else 0.0
         next_at = time.monotonic()
         slack = max(period, s.deadline_ms / 4000.0)
         needs_head = s.mode in ("nair", "auto")
-        for batch in replay(data, indices, s.batch):
+        for batch in batches:
             if self.stop_event.is_set():
                 break
+            if source_paced:
+                next_at = max(next_at, time.monotonic())
             started = time.perf_counter()
             codes = self.pipeline.encode(batch.images) if needs_head else None
             head_s = (time.perf_counter() - started) / len(batch.frame_ids)
+            if not period:
+                next_at = time.monotonic()  # unpaced (or a slow source): no slot to be late for
             for row, frame_id in enumerate(batch.frame_ids.tolist()):
                 if self.stop_event.is_set():
                     break
@@ -196,13 +254,10 @@ class SensorAgent:
                         self.counters["frames"] += 1
                         self._skip("skipped_late")
                         continue
-                # A replayed frame is "captured" at its replay slot; the head ran ahead for the whole batch, so
-                # its share of that work is charged to the frame's latency.
+                # A frame is "captured" at its slot; the head ran ahead for the whole batch, so its share of that
+                # work is charged to the frame's latency.
                 self.send_frame(int(frame_id), batch.images[row], None if codes is None else codes[row],
                                 time.time() - head_s, period)
-        self.comm.wait_published(timeout=30.0)
-        self._drain(timeout=30.0)
-        return dict(self.counters)
 
     def _drain(self, timeout: float) -> None:
         """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""
@@ -241,6 +296,10 @@ class SensorAgent:
                    period: float = 0.0) -> None:
         """Send one frame as what its budget buys (or skip it)."""
         self.counters["frames"] += 1
+        if not self.comm.connected.is_set():
+            # The broker is away: this frame is counted as captured during the outage, not queued to arrive late.
+            self._skip("skipped_offline")
+            return
         budget = self.wire_budget(capture_ts, period)
         if budget == 0:
             self._skip("skipped_link")

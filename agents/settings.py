@@ -47,7 +47,11 @@ class BrokerSettings(BaseModel):
     max_outgoing: int = Field(default=20000, ge=1)
     """Publishes that may wait to be sent (or, at QoS > 0, acknowledged) before new ones are dropped."""
     inbox_size: int = Field(default=50000, ge=1)
-    """Received messages that may wait for the agent before new ones are dropped."""
+    """Received messages that may wait for the agent before the oldest of the busiest sender are dropped."""
+    inbox_per_key: int = Field(default=4096, ge=1)
+    """Received messages one sender (for fusion: one sensor) may have waiting; beyond it, its own oldest go."""
+    inbox_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Bytes of received messages (topic + payload) that may wait in all."""
     notsent_lowat: int | None = Field(default=4096, ge=1)
     """``TCP_NOTSENT_LOWAT`` of the broker connection: unsent bytes the kernel may hold before it stops taking more
     (None: the kernel's default, which lets a slow link hide a backlog of hundreds of kilobytes)."""

@@ -1,18 +1,51 @@
-"""Frame sources for sensor agents: data-set replay with stable frame ids."""
+"""Frame sources for sensor agents: data-set replay with stable frame ids, and a folder of image files.
+
+A source yields :class:`FrameBatch` es of uint8 grey images at the model's input size. Replay takes the data set's
+frames (frame id = data-set index). :class:`FolderSource` reads PNG/JPEG/WebP/BMP files — a user's own camera
+snapshots — in name order, converts each to grey and resizes it to the model's input at the edge, and with ``watch``
+keeps taking new files as they appear (a motion-triggered camera writing into a directory). The same conversion
+serves encoded snapshots arriving on an MQTT topic (:func:`decode_image_bytes`). A file that cannot be used
+(unreadable, corrupt, empty, too large, a decompression bomb) is counted by reason and logged, never raised: one bad
+file costs only itself.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from agents.logging import get_logger
 from models.data import Dataset
+
+__all__ = ["BadImageError", "FolderSource", "FrameBatch", "decode_image_bytes", "image_to_input", "read_image_file",
+           "replay", "replay_indices"]
+
+log = get_logger("nairbus.sources")
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+"""File name endings a folder source reads (case-insensitive); anything else in the folder is ignored."""
+MAX_FILE_BYTES = 20 * 1024 * 1024
+"""Image files larger than this are refused unread."""
+MAX_PIXELS = 40_000_000
+"""Images with more pixels than this are refused before they are decoded (a small file can decode to gigabytes)."""
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be used; ``reason`` is the counter it goes to."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
 class FrameBatch:
-    """Frames read together: ids ``(B,)``, uint8 images ``(B, 28, 28)``."""
+    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)``."""
 
     frame_ids: np.ndarray
     images: np.ndarray
@@ -36,3 +69,127 @@ def replay(data: Dataset, indices: np.ndarray, batch: int) -> Iterator[FrameBatc
     for pos in range(0, len(indices), batch):
         ids = indices[pos : pos + batch]
         yield FrameBatch(ids, data.images[ids])
+
+
+def image_to_input(image: object, height: int, width: int) -> np.ndarray:
+    """A decoded Pillow image as the model's input: grey (ITU-R 601 luma), resized to ``height × width``, uint8."""
+    from PIL import Image
+
+    assert isinstance(image, Image.Image)
+    grey = image.convert("L")
+    if grey.size != (width, height):
+        grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.array(grey, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
+
+
+def decode_image_bytes(data: bytes, height: int, width: int, what: str = "message") -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, WebP, BMP — a camera's snapshot on an MQTT topic) as model input;
+    :class:`BadImageError` when they cannot be used."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadImageError("empty", what)
+    if len(data) > MAX_FILE_BYTES:
+        raise BadImageError("too_large", f"{what}: {len(data)} B > {MAX_FILE_BYTES} B")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise BadImageError("too_large", f"{what}: {image.width}x{image.height} pixels")
+            image.load()
+            return image_to_input(image, height, width)
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImageError("too_large", f"{what}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise BadImageError("not_an_image", f"{what}: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadImageError("corrupt", f"{what}: {exc}") from exc
+
+
+def read_image_file(path: Path, height: int, width: int) -> np.ndarray:
+    """One image file as model input; :class:`BadImageError` (with the reason to count) when it cannot be used."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:  # refused unread
+            raise BadImageError("too_large", f"{path}: {size} B > {MAX_FILE_BYTES} B")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadImageError("unreadable", str(exc)) from exc
+    return decode_image_bytes(data, height, width, str(path))
+
+
+@dataclass
+class FolderSource:
+    """Image files of a folder, in name order; frame id = position in that order (from 0).
+
+    ``watch``: after the files present at start, keep polling every ``poll_s`` for new ones until ``stop`` is set.
+    ``counters``: files read, and files refused by reason.
+    """
+
+    folder: Path
+    height: int = 28
+    width: int = 28
+    watch: bool = False
+    poll_s: float = 0.2
+    stop: threading.Event = field(default_factory=threading.Event)
+    counters: Counter[str] = field(default_factory=Counter)
+    _seen: set[str] = field(default_factory=set)
+    _next_id: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"image folder {self.folder} does not exist or is not a directory")
+
+    def _new_files(self) -> list[Path]:
+        try:
+            names = sorted(p for p in self.folder.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in self._seen and not
+                           p.name.startswith("."))
+        except OSError as exc:
+            log.warning("folder_unreadable", folder=str(self.folder), error=str(exc))
+            return []
+        return names
+
+    def files(self) -> Iterator[tuple[int, Path, np.ndarray]]:
+        """(frame id, path, model input) for every usable file, as they are found."""
+        while True:
+            new = self._new_files()
+            for path in new:
+                if self.stop.is_set():
+                    return
+                self._seen.add(path.name)
+                try:
+                    image = read_image_file(path, self.height, self.width)
+                except BadImageError as exc:
+                    self.counters[f"bad_{exc.reason}"] += 1
+                    log.warning("image_refused", file=str(path), reason=exc.reason, detail=str(exc)[:200])
+                    continue
+                frame_id, self._next_id = self._next_id, self._next_id + 1
+                self.counters["files"] += 1
+                log.debug("image_read", file=str(path), frame_id=frame_id)
+                yield frame_id, path, image
+            if not self.watch or self.stop.is_set():
+                return
+            if not new:
+                self.stop.wait(self.poll_s)
+
+    def batches(self, batch: int) -> Iterator[FrameBatch]:
+        """The files' frames in batches of at most ``batch`` (fewer when watching and no more have arrived)."""
+        ids: list[int] = []
+        images: list[np.ndarray] = []
+        for frame_id, _path, image in self.files():
+            ids.append(frame_id)
+            images.append(image)
+            if len(ids) >= batch or (self.watch and not self._pending_quickly()):
+                yield FrameBatch(np.array(ids, dtype=np.int64), np.stack(images))
+                ids, images = [], []
+        if ids:
+            yield FrameBatch(np.array(ids, dtype=np.int64), np.stack(images))
+
+    def _pending_quickly(self) -> bool:
+        """Whether more files are already waiting (a watching source sends a lone new file at once)."""
+        return bool(self._new_files())
+

@@ -222,7 +222,7 @@ class VpSensorAgent:
         """Connect, subscribe (mqtt source) and publish the retained birth."""
         self.comm.start()
         topic = self.topics.sensor_birth(self.settings.sensor_id)
-        self.comm.publish(topic, wire_encode(self.birth()), qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
         self.comm.wait_published()
         log.info("vp_sensor_started", sensor=self.settings.sensor_id, variant=self.variant.name, k=self.k,
                  source=self.settings.source, qos=self.settings.qos, session=self.comm.session)

@@ -212,3 +212,43 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
     for reason in ("malformed", "version", "invalid", "oversize", "session", "unknown_sensor",
                    "birth_invalid", "duplicate", "shape"):
         assert rejected.get(reason, 0) >= 1, (reason, rejected)
+
+
+def test_after_a_broker_restart_a_new_fusion_learns_the_sensor_again(topic_root: str,
+                                                                     pipeline: NairPipeline) -> None:
+    # Issue 17: the private broker runs without persistence, so a restart forgets the sensor's retained birth; the
+    # sensor must announce it again, or a fusion agent started afterwards rejects every frame as unknown_sensor.
+    # Frames captured while the broker is away are counted as such (skipped_offline), not queued.
+    with PrivateMosquitto() as broker:
+        cfg = AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port, reconnect_min_s=0.05,
+                                                reconnect_max_s=0.2),
+                          topics=TopicSettings(root=topic_root, site="lab"),
+                          sensor=SensorSettings(sensor_id="cam-r", count=400, fps=40.0, deadline_ms=10000))
+        sensor = SensorAgent(cfg, pipeline)
+        sensor.start()
+        replay = threading.Thread(target=sensor.run_replay)
+        replay.start()
+        time.sleep(1.0)
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()
+        assert sensor.comm.connected.wait(10.0)
+        fusion = FusionAgent(cfg.model_copy(update={"fusion": FusionSettings(deadline_ms=300)}), pipeline)
+        fusion.start()
+        worker = threading.Thread(target=fusion.run, daemon=True)
+        worker.start()
+        try:
+            replay.join(timeout=30)
+            deadline = time.monotonic() + 10
+            while fusion.counts["decided"] < 100 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert fusion.counts["decided"] >= 100  # frames after the restart were decided
+            assert "cam-r" in fusion.sensors
+            assert fusion.rejected["unknown_sensor"] == 0
+            assert sensor.counters["skipped_offline"] >= 10  # about a second of frames at 40 fps
+            assert sensor.counters["dropped_outgoing"] <= 2
+        finally:
+            sensor.stop()
+            fusion.stop()
+            worker.join(timeout=10)
+            fusion.close()

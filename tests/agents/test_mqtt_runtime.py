@@ -145,6 +145,72 @@ def test_subscriptions_restored_after_broker_restart(topic_root: str, make: Call
         assert consumer.counters["disconnects"] == 1
 
 
+def test_announcements_are_published_again_after_a_broker_restart(
+        topic_root: str, make: Callable[..., Communicator]) -> None:
+    # The private broker runs without persistence, so a restart forgets every retained message: a sensor's birth
+    # must come back by itself, or a fusion agent that joins later never learns the sensor (issue 17).
+    with PrivateMosquitto() as broker:
+        sensor = make(broker, "sensor", topic_root)
+        sensor.start()
+        birth_topic = f"{topic_root}/sensors/cam/birth"
+        assert sensor.announce(birth_topic, b"birth-1", content_type="text/plain")
+        assert sensor.wait_published(timeout=5.0)
+        broker.stop()
+        _wait(lambda: not sensor.connected.is_set())
+        broker.start()
+        _wait(sensor.connected.is_set)
+        assert sensor.wait_published(timeout=5.0)
+        late = make(broker, "late-fusion", topic_root)
+        late.subscribe(birth_topic)
+        late.start()
+        message = _next(late)
+        assert (message.payload, message.retain) == (b"birth-1", True)
+        # Clearing it stops the re-publishing: after the next restart nothing is retained.
+        assert sensor.announce(birth_topic, b"", content_type="text/plain")
+        assert sensor.wait_published(timeout=5.0)
+        late.stop(timeout=1.0)
+        broker.stop()
+        _wait(lambda: not sensor.connected.is_set())
+        broker.start()
+        _wait(sensor.connected.is_set)
+        again = make(broker, "late-fusion-2", topic_root)
+        again.subscribe(birth_topic)
+        again.start()
+        assert again.get(timeout=1.0) is None
+
+
+def test_a_flooding_sender_overflows_only_its_own_inbox_queue(
+        broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]) -> None:
+    from agents.fusion_base import sender_of
+
+    settings = BrokerSettings(host=broker.host, port=broker.port, inbox_per_key=200, inbox_size=1000)
+    consumer = Communicator(settings, f"{topic_root}-fair".replace("/", "-"), None, _status, inbox_key=sender_of)
+    consumer.subscribe(f"{topic_root}/sensors/+/frag", qos=0)
+    consumer.start()
+    try:
+        flood, quiet = make(broker, "flood", topic_root), make(broker, "quiet", topic_root)
+        flood.start()
+        quiet.start()
+        # The consumer's worker is busy (reads nothing) while one device floods and another sends its 50 frames.
+        for i in range(5000):
+            flood.publish(f"{topic_root}/sensors/flood/frag", b"f%d" % i, content_type=None)
+            if i % 100 == 0:
+                quiet.publish(f"{topic_root}/sensors/quiet/frag", b"q%d" % (i // 100), qos=1, content_type=None)
+        assert quiet.wait_published(timeout=10.0)
+        assert flood.wait_published(timeout=10.0)
+        settled, last = time.monotonic(), -1
+        while consumer.counters["received"] != last or time.monotonic() - settled < 0.5:  # until delivery ends
+            if consumer.counters["received"] != last:
+                last, settled = consumer.counters["received"], time.monotonic()
+            time.sleep(0.05)
+        got = [m.payload for m in iter(lambda: consumer.get(timeout=0.5), None)]
+        assert [p for p in got if p.startswith(b"q")] == [b"q%d" % i for i in range(50)]  # all, in order
+        assert sum(p.startswith(b"f") for p in got) == 200  # the flooder kept only its own queue's worth
+        assert consumer.counters["inbox_dropped"] >= 4000
+    finally:
+        consumer.stop(timeout=1.0)
+
+
 def test_content_type_and_expiry_reach_the_broker(
     broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]
 ) -> None:
@@ -196,7 +262,8 @@ def test_full_inbox_drops_and_counts(
     assert producer.wait_published()
     _wait(lambda: consumer.counters["received"] == 10)
     assert consumer.counters["inbox_dropped"] == 7
-    assert [_next(consumer).payload for _ in range(3)] == [b"0", b"1", b"2"]
+    # The oldest go: what waits is the newest (latest frame wins).
+    assert [_next(consumer).payload for _ in range(3)] == [b"7", b"8", b"9"]
     assert consumer.get(timeout=0) is None
     assert consumer.connected.is_set()  # the network thread never blocked
 

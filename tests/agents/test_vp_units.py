@@ -431,7 +431,15 @@ def test_hostile_votes_are_rejected_with_a_reason_never_a_crash() -> None:
     fusion.on_topk(sid, _msg(topics.sensor_topk(sid), lean(2, tag, 2**64 - 1, 5, ms, [3, 1], [0.6, 0.3])),
                    time.monotonic())
     assert fusion.counts["votes"] == 2
-    assert fusion.counts["seq_gap"] == 2**64 - 3
+    assert fusion.counts["seq_jump"] == 1
+    assert fusion.counts["seq_gap"] == 0
+    # The crash issue 17 found: huge gaps used to add up past the stats' 64-bit fields and end the process.
+    # Counters saturate and the stats message can always be built.
+    fusion.counts["seq_gap"] = 2**70
+    fusion.rejected.update({f"reason{i}": 2**65 for i in range(300)})
+    stats = fusion.stats()
+    assert stats.rejected["seq_gap"] == 2**64 - 1
+    assert len(stats.rejected) == 256
     fusion.decide(fusion.buffer.flush())
     assert sorted(r.frame_id for r in results) == [5, 2**64 - 1]
     assert all(r.label == LABELS[3] and r.representation == "vp" for r in results)

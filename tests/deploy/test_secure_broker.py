@@ -211,3 +211,24 @@ def test_oversize_publish_is_refused(secure: SecureBroker, site: str, observer: 
     finally:
         probe.stop()
     assert not any(len(m.payload) == len(big) for m in observer.seen)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_client_id_cannot_be_taken_over_by_another_account(secure: SecureBroker, tls: bool) -> None:
+    # Issue 17: a device that logged in with another client's id kicked it off. With use_username_as_clientid the
+    # broker replaces every client id by the user name, so the victim stays connected.
+    victim = Communicator(secure.settings("fusion.fusion-1", tls=tls), "nairbus-fusion-fusion-1", None,
+                          lambda state: b"{}")
+    victim.start()
+    try:
+        for _ in range(3):
+            attacker = Communicator(secure.settings("cam-b", tls=tls), "nairbus-fusion-fusion-1", None,
+                                    lambda state: b"{}")
+            attacker.start()
+            time.sleep(0.5)
+            assert attacker.connected.is_set()
+            assert victim.connected.is_set()
+            attacker.stop(timeout=1.0)
+        assert victim.counters["disconnects"] == 0
+    finally:
+        victim.stop(timeout=1.0)

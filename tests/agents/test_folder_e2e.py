@@ -1,0 +1,152 @@
+"""Your own frames, end to end: a folder of PNG files through `nairbus sensor --folder` and fusion over Mosquitto.
+
+The folder holds 300 test images written as PNG files (plus one corrupt file, which is counted and skipped); the
+sensor runs as a user runs it, from the command line, with the shipped model; fusion decides over a private broker.
+Its predictions must equal those of the replay source on the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agents.config import AgentConfig, FusionSettings, SensorSettings
+from agents.fusion import FusionAgent
+from agents.mosquitto import PrivateMosquitto
+from agents.mqtt import Communicator
+from agents.sensor import SensorAgent
+from agents.settings import BrokerSettings, TopicSettings
+from models.data import load_split
+from models.pipeline import NairPipeline
+from models.store import sensor_artifact_path
+from schemas import Result
+from schemas import decode as wire_decode
+from schemas.topics import TopicTree
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
+FRAMES = 300
+
+
+def _results(comm: Communicator, topics: TopicTree, want: int, timeout: float) -> dict[tuple[str, int], Result]:
+    out: dict[tuple[str, int], Result] = {}
+    end = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < end:
+        msg = comm.get(timeout=0.2)
+        parsed = topics.parse(msg.topic) if msg else None
+        if msg is not None and parsed is not None and parsed.kind == "result":
+            r = wire_decode(msg.payload, Result)
+            out[(r.stream_id, r.frame_id)] = r
+    return out
+
+
+def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: PrivateMosquitto, topic_root: str,
+                                                                    tmp_path: Path) -> None:
+    test = load_split("test")
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for i in range(FRAMES):
+        Image.fromarray(test.images[i]).save(folder / f"snap-{i:05d}.png")
+    (folder / "snap-00150-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))  # sorts among the good ones
+
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(deadline_ms=2000))
+    pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
+    listener = Communicator(base, "test-folder-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=0)
+    listener.start()
+    fusion = FusionAgent(cfg, pipeline)
+    fusion.start()
+    worker = threading.Thread(target=fusion.run, daemon=True)
+    worker.start()
+    try:
+        env = {**os.environ, "NAIRBUS_BROKER__HOST": broker.host, "NAIRBUS_BROKER__PORT": str(broker.port),
+               "NAIRBUS_TOPICS__ROOT": topic_root, "NAIRBUS_TOPICS__SITE": "lab", "COLUMNS": "200"}
+        run = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", "--sensor-id", "cam-folder",
+                              "--folder", str(folder), "--no-link-fit", "--fps", "100"],
+                             check=False, env=env, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-2000:]
+        # The sensor's last word is its counters, one JSON line (on stderr, with the logs).
+        counters = next(json.loads(line) for line in reversed(run.stderr.splitlines())
+                        if line.startswith("{") and '"event"' not in line)
+        assert counters["frames_sent"] == FRAMES
+        assert counters["files_refused"] == 1
+        replay = SensorAgent(cfg.model_copy(update={"sensor": SensorSettings(
+            sensor_id="cam-replay", count=FRAMES, fps=100.0, link_fit=False)}), pipeline)
+        replay.start()
+        replay.run_replay()
+        replay.stop()
+        got = _results(listener, topics, 2 * FRAMES, timeout=30)
+    finally:
+        fusion.stop()
+        worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    folder_labels = [got[("cam-folder", i)].class_index for i in range(FRAMES)]
+    replay_labels = [got[("cam-replay", i)].class_index for i in range(FRAMES)]
+    assert folder_labels == replay_labels
+    assert all(got[("cam-folder", i)].complete for i in range(FRAMES))
+    accuracy = sum(int(p == y) for p, y in zip(folder_labels, test.labels[:FRAMES], strict=True)) / FRAMES
+    assert accuracy > 0.85  # the shipped model on its own test images
+
+
+def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, topic_root: str) -> None:
+    import io
+
+    test = load_split("test")
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    camera_topic = f"{topic_root}/frigate/front/snapshot"  # where a camera (Frigate) publishes its JPEG snapshots
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(deadline_ms=1000),
+                      sensor=SensorSettings(sensor_id="cam-topic", source="image-topic", image_topic=camera_topic,
+                                            count=40))
+    pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
+    listener = Communicator(base, "test-topic-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=0)
+    listener.start()
+    fusion = FusionAgent(cfg, pipeline)
+    fusion.start()
+    fusion_worker = threading.Thread(target=fusion.run, daemon=True)
+    fusion_worker.start()
+    sensor = SensorAgent(cfg, pipeline)
+    sensor.start()
+    sensor_worker = threading.Thread(target=sensor.run_replay, daemon=True)
+    sensor_worker.start()
+    camera = Communicator(base, "test-camera", None, lambda s: b"{}")
+    camera.start()
+    try:
+        camera.publish(camera_topic, b"this is not a JPEG", content_type=None)
+        for i in range(40):
+            buf = io.BytesIO()
+            Image.fromarray(test.images[i]).convert("RGB").resize((224, 224)).save(buf, "JPEG", quality=90)
+            assert camera.publish(camera_topic, buf.getvalue(), content_type=None)
+            time.sleep(0.05)
+        sensor_worker.join(timeout=30)
+        got = _results(listener, topics, 40, timeout=15)
+    finally:
+        sensor.stop()
+        camera.stop()
+        fusion.stop()
+        fusion_worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    assert not sensor_worker.is_alive()
+    assert sensor.counters["files_refused"] == 1
+    decided = sorted(frame for stream, frame in got if stream == "cam-topic")
+    sent = sensor.counters["frames_sent"]
+    assert sent + sensor.counters["skipped_stale"] + sensor.counters["frames_skipped"] >= 40
+    assert len(decided) == sent >= 30
+    correct = sum(int(got[("cam-topic", f)].class_index == test.labels[f]) for f in decided
+                  if sensor.counters["skipped_stale"] == 0)
+    if sensor.counters["skipped_stale"] == 0:  # frame ids are arrival order: frame f is test image f
+        assert correct / len(decided) > 0.75
