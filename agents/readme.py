@@ -193,7 +193,8 @@ def vp_payload_block(vp: Report) -> str:
         f"From `reports/vp.json` ({pay['variants']} variants; raw image {pay['raw_image_bytes']} B, its zlib "
         f"{pay['zlib_image_bytes_mean']:.0f} B on average):",
         "",
-        *_table(["k", "numbers per variant", "data B/frame (all variants)", "whole messages B/frame (all variants)"],
+        *_table(["k", "numbers per variant", "data B/frame (all variants)",
+                 "on the wire B/frame (all variants: whole MQTT PUBLISH, topic alias)"],
                 ([k, r["numbers"], r["data_bytes_per_frame"],
                   "–" if r["message_bytes_per_frame"] is None else r["message_bytes_per_frame"]]
                  for k, r in pay["topk"].items())),
