@@ -142,6 +142,9 @@ class FusionSettings(BaseModel):
     max_frames: int = Field(default=4096, ge=1)
     max_frames_per_sensor: int = Field(default=512, ge=1)
     """Frames one sensor may have in reassembly; a sensor past it evicts only its own oldest frames."""
+    max_fps_per_sensor: float = Field(default=200.0, gt=0)
+    """New frames per second one sensor may open (a token bucket holding one second's worth); beyond it, its
+    messages are rejected as ``rate_limited`` before any tail runs, so a flooding device cannot take the hub's CPU."""
     max_batch: int = Field(default=256, ge=1)
     topk: int = Field(default=3, ge=1, le=10)
     stats_interval_s: float = Field(default=5.0, gt=0)

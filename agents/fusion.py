@@ -86,6 +86,7 @@ class FusionAgent(FusionBase):
         self.buffer = Reassembler(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
                                   max_per_sensor=config.fusion.max_frames_per_sensor)
         self.sensors = {}
+        self._frame_tokens: dict[str, tuple[float, float]] = {}
         super().__init__(config, ("birth", "frag", "image"))
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)
@@ -179,6 +180,9 @@ class FusionAgent(FusionBase):
             return
         self.track_seq(sensor.sensor_id, msg.session, msg.seq)
         key = (sensor.sensor_id, msg.session, msg.frame_id)
+        if not self.buffer.is_pending(key) and not self._frame_allowed(sensor.sensor_id, now):
+            self.reject("rate_limited", topic)
+            return
         wire = alias_wire_bytes(len(message.payload))
         outcome = self.buffer.add(key, key_index, part, nbytes, expected, msg.capture_ts, now, units, wire)
         if outcome is AddOutcome.ADDED:
@@ -187,6 +191,15 @@ class FusionAgent(FusionBase):
             self.counts["wire_bytes"] += wire
         else:
             self.reject(outcome.value, topic, f"frame {msg.frame_id} part {key_index}")
+
+    def _frame_allowed(self, sensor_id: str, now: float) -> bool:
+        """Take a token from the sensor's frame bucket (``max_fps_per_sensor``, one second deep)."""
+        rate = self.settings.max_fps_per_sensor
+        tokens, last = self._frame_tokens.get(sensor_id, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        allowed = tokens >= 1.0
+        self._frame_tokens[sensor_id] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
     def on_fragment(self, sensor_id: str, message: InboundMessage, now: float) -> None:
         """Validate a lean fragment and put it into its frame's buffer."""

@@ -55,11 +55,12 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def derive_config(source: str, ports: list[int], host: str = LOOPBACK) -> str:
+def derive_config(source: str, ports: list[int], host: str = LOOPBACK, persistence_dir: Path | None = None) -> str:
     """``source`` with its ``listener`` lines bound to ``ports`` on ``host`` and logging sent to stderr.
 
     The n-th listener keeps its own options (they follow it in the file) and gets ``ports[n]``; a
-    config without a listener gets one. Persistence, pid file and log destinations are dropped.
+    config without a listener gets one. Persistence, pid file and log destinations are dropped — or, with
+    ``persistence_dir``, persistence is on and kept there (saved on every change, so a kill -9 loses nothing).
     """
     out: list[str] = []
     listeners = 0
@@ -82,7 +83,9 @@ def derive_config(source: str, ports: list[int], host: str = LOOPBACK) -> str:
         listeners = 1
     if listeners != len(ports):
         raise ValueError(f"the config has {listeners} listener(s) but {len(ports)} port(s) were given")
-    out += ["", "# Added by PrivateMosquitto.", "persistence false", "log_dest stderr", ""]
+    keep = (["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 1",
+             "autosave_on_changes true"] if persistence_dir is not None else ["persistence false"])
+    out += ["", "# Added by PrivateMosquitto.", *keep, "log_dest stderr", ""]
     return "\n".join(out)
 
 
@@ -98,7 +101,8 @@ class PrivateMosquitto:
     process and starts a new one on the same ports, which is how tests exercise reconnection.
     """
 
-    def __init__(self, config: Path | str = DEFAULT_CONFIG, *, start_timeout: float = 10.0) -> None:
+    def __init__(self, config: Path | str = DEFAULT_CONFIG, *, start_timeout: float = 10.0,
+                 persistence: bool = False) -> None:
         self.config_source = Path(config)
         self.start_timeout = start_timeout
         self.host = LOOPBACK
@@ -107,7 +111,11 @@ class PrivateMosquitto:
         self.port = self.ports[0]
         self._tmp = Path(tempfile.mkdtemp(prefix="nairbus-mosquitto-"))
         self.config_path = self._tmp / "mosquitto.conf"
-        self.config_path.write_text(derive_config(text, self.ports, self.host), encoding="utf-8")
+        store = self._tmp / "store" if persistence else None
+        if store is not None:
+            store.mkdir()
+            store.chmod(0o777)  # written by the 'mosquitto' user the broker drops to
+        self.config_path.write_text(derive_config(text, self.ports, self.host, store), encoding="utf-8")
         # Mosquitto drops root privileges to the 'mosquitto' user; let it still read its config.
         self._tmp.chmod(0o755)
         self.config_path.chmod(0o644)
@@ -177,6 +185,13 @@ class PrivateMosquitto:
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash or a power cut would (no clean shutdown, no final save)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
 

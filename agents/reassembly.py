@@ -70,6 +70,10 @@ class Reassembler(Generic[P]):
         if self.deadline_s <= 0 or self.max_frames < 1 or per_sensor < 1:
             raise ValueError("deadline_s must be > 0, max_frames and max_per_sensor >= 1")
 
+    def is_pending(self, key: FrameKey) -> bool:
+        """Whether a frame is being reassembled (its next part opens nothing new)."""
+        return key in self._pending
+
     def pending_of(self, sensor_id: str) -> int:
         """Frames of one sensor being reassembled."""
         keys = self._by_sensor.get(sensor_id)

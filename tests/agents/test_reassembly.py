@@ -74,3 +74,16 @@ def test_bounds_hold_and_every_frame_comes_out_once(ops: list[tuple[str, int, in
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_per_sensor"):
         Reassembler(deadline_s=1.0, max_per_sensor=0)
+
+
+def test_a_sensor_opens_at_most_its_rate_of_new_frames() -> None:
+    from types import SimpleNamespace
+
+    from agents.fusion import FusionAgent
+
+    fake = SimpleNamespace(settings=SimpleNamespace(max_fps_per_sensor=50.0), _frame_tokens={})
+    burst = sum(FusionAgent._frame_allowed(fake, "flood", 0.0) for _ in range(1000))  # type: ignore[arg-type]
+    assert burst == 50  # one second's worth at once
+    later = sum(FusionAgent._frame_allowed(fake, "flood", 2.0 + i / 1000) for i in range(1000))  # type: ignore[arg-type]
+    assert 95 <= later <= 101  # then the rate: 50 refilled by t=2 plus 50/s over the next second
+    assert FusionAgent._frame_allowed(fake, "quiet", 2.0)  # type: ignore[arg-type]  # every sensor has its own

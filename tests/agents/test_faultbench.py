@@ -1,0 +1,47 @@
+"""The fault bench, short: hostile messages and a flood against a real bus, and what the legitimate sensors got.
+
+The full run (`nairbus bench faults`, reports/faults.json) attacks harder and longer; this keeps the harness and the
+guarantees honest in CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.faultbench import Expected, FaultSettings, scenario_flood, scenario_fusion_kill, scenario_fuzz
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return Expected(None)
+
+
+def test_fuzz_ends_nothing_and_costs_the_others_nothing(tmp_path: Path, expected: Expected) -> None:
+    settings = FaultSettings(fuzz_messages=15_000, fuzz_seconds=8.0, run_dir=tmp_path)
+    out = scenario_fuzz(settings, expected)
+    assert out["hostile_messages"] >= 10_000
+    assert len(out["kinds"]) == 8  # every kind of hostile message was sent
+    assert out["fusion_alive"]
+    legit = out["legit"]
+    assert legit["labels_identical_to_offline"]
+    assert legit["frames_lost"] == 0
+    assert legit["frames_decided"] == legit["frames_sent"] > 0
+
+
+def test_a_flooding_sensor_costs_the_others_no_frames(tmp_path: Path, expected: Expected) -> None:
+    out = scenario_flood(FaultSettings(flood_seconds=3.0, run_dir=tmp_path), expected)
+    assert out["flood_messages"] > 500
+    legit = out["legit"]
+    assert legit["frames_lost"] == 0
+    assert legit["labels_identical_to_offline"]
+    assert legit["p99_ms"] <= 1000
+
+
+def test_a_killed_fusion_answers_again_within_seconds(tmp_path: Path, expected: Expected) -> None:
+    out = scenario_fusion_kill(FaultSettings(kill_runs=1, run_dir=tmp_path), expected)
+    assert out["all_within_bar"], out["first_result_s"]
+    assert out["legit"]["labels_identical_to_offline"]
