@@ -218,6 +218,9 @@ def sensor(
              "split).")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
     fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
+    qos: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="QoS of the frame messages: 0 (default: one message per frame, topic alias) or 1 (PUBACKed).",
+        min=0, max=1)] = None,
     test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
@@ -255,7 +258,7 @@ def sensor(
         "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
         "link_fit": link_fit, "artifact": artifact,
         "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
-        "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir,
+        "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir, "qos": qos,
         "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
         "source": source or ("folder" if folder is not None else "image-topic" if image_topic else None),
         "folder": folder, "watch": watch, "image_topic": image_topic,
