@@ -345,6 +345,50 @@ def wire_block(wire: Report) -> str:
     return "\n".join(lines)
 
 
+def faults_block(faults: Report) -> str:
+    """One row per attack of ``reports/faults.json`` (``nairbus bench faults``): what the legitimate sensors got."""
+    rows = []
+    for name, entry in faults["scenarios"].items():
+        result = entry.get("result")
+        for run in result if isinstance(result, list) else [result]:
+            if not isinstance(run, dict) or "legit" not in run:
+                rows.append([name, "–", f"harness error: {run.get('error') if isinstance(run, dict) else run}",
+                             "–", "–", "–", "–"])
+                continue
+            legit = run["legit"]
+            if name == "fuzz":
+                attack = f"{run['hostile_messages']} hostile messages ({len(run['kinds'])} kinds)"
+                recovery = (f"rate {run['legit_rate_ratio']:.2f}× of before; memory "
+                            f"{(run['fusion_rss_growth'] or 0) - 1:+.1%}") if run.get("legit_rate_ratio") else "–"
+            elif name == "flood":
+                attack = f"{run['flood_messages']} valid fragments in {run['seconds']:g} s from one sensor"
+                recovery = "–"
+            elif name == "broker-kill":
+                attack = (f"broker kill -9, {run['outage_s']:g} s outage, persistence "
+                          f"{'on' if run['persistence'] else 'off'}")
+                firsts = [v for v in run["first_result_after_return_s"].values() if v is not None]
+                recovery = (f"every sensor back in ≤ {max(firsts):.1f} s" if run["every_sensor_known_again"]
+                            else "a sensor never came back")
+            else:
+                what = "kill -9 + restart" if name == "fusion-kill" else "SIGSTOP/SIGCONT"
+                attack = f"fusion {what} × {run['runs']}"
+                worst = run.get("max_first_result_s")
+                recovery = "no result after one run" if worst is None else f"first result ≤ {worst:.1f} s"
+            rows.append([name, attack,
+                         f"{legit['frames_decided']}/{legit['frames_sent']} ({legit['frames_lost']} lost)",
+                         "yes" if legit["labels_identical_to_offline"] else f"no ({legit['labels_mismatched']})",
+                         f"{legit['p99_ms']:.0f}", recovery, "yes" if run.get("fusion_alive") else "**no**"])
+    lines = [f"From `reports/faults.json` (`{faults['command']}`"
+             + (f", {faults['wall_seconds']:.0f} s" if faults.get("wall_seconds") else "")
+             + "): a private Mosquitto, fusion and two well-behaved sensors as processes; the attack below; "
+             "what the well-behaved sensors got. Labels are compared with the offline pipeline on the same images.",
+             "", *_table(["scenario", "attack", "legitimate frames decided/sent", "labels = offline",
+                          "their p99 ms", "recovery", "fusion alive"], rows)]
+    if not faults.get("complete"):
+        lines += ["", "_The run did not finish: the scenarios above are those that ran._"]
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -361,6 +405,7 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
     "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
     "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
+    "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
