@@ -183,7 +183,10 @@ class SensorAgent:
             folder = FolderSource(s.folder, watch=s.watch, stop=self.stop_event)
             self.folder_counters = folder.counters
             # Time spent reading files is the source's, not the sensor's: the pacing starts again at each batch.
-            self._send_batches(folder.batches(s.batch if not s.watch else min(s.batch, 8)), source_paced=True)
+            # A folder is a batch of files to classify, every one of them: late frames are skipped (latest frame
+            # wins) only when watching it as a live camera.
+            self._send_batches(folder.batches(s.batch if not s.watch else min(s.batch, 8)), source_paced=True,
+                               skip_late=s.watch)
             for reason, n in folder.counters.items():
                 if reason.startswith("bad_"):
                     self.counters["files_refused"] += n
@@ -221,7 +224,7 @@ class SensorAgent:
             self.send_frame(frame_id, image, None if codes is None else codes[0], message.received_ts, interval)
             frame_id += 1
 
-    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False) -> None:
+    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
         """The one paced loop: run the head on each batch, then send its frames at the configured rate.
 
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
@@ -250,7 +253,7 @@ class SensorAgent:
                     if delay > 0:
                         self.stop_event.wait(delay)
                     slot, next_at = next_at, next_at + period
-                    if time.monotonic() - slot > slack:
+                    if skip_late and time.monotonic() - slot > slack:
                         self.counters["frames"] += 1
                         self._skip("skipped_late")
                         continue
