@@ -406,6 +406,8 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
     "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
     "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
+    "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
+                 "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
