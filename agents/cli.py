@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +38,7 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return (i, n)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/] {message}")
     raise typer.Exit(2)
 
@@ -99,7 +99,9 @@ def train_base_cmd(
 
 @train_app.command("taildrop")
 def train_taildrop_cmd(
-    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs (default: the shipped baseline's).")] = None,  # noqa: UP045
+    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Most fine-tuning epochs (default: the mature model's 24; it stops earlier once the validation score "
+             "has not improved for 4 epochs).")] = None,
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
 ) -> None:
@@ -119,42 +121,93 @@ def train_taildrop_cmd(
                   console=console) as progress:
         try:
             path = train_taildrop(settings, data_dir, out_dir or WEIGHTS_DIR, _training_progress(progress, "taildrop"),
-                                  command)
+                                  command, say=progress.console.print)
         except (DatasetMissingError, FileNotFoundError) as exc:
             _fail(str(exc))
     manifest = json.loads(path.read_text())
-    console.print(f"full-bandwidth test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s "
-                  f"-> {path}")
+    chosen = manifest["selection"]
+    console.print(f"best epoch on validation {chosen['best_epoch']} of {chosen['epochs_run']} run, "
+                  f"{manifest['fill']}-fill; full-bandwidth test accuracy {manifest['test_accuracy']:.4f}, "
+                  f"{manifest['train_wall_seconds']} s -> {path}")
 
 
 @app.command()
 def calibrate(
     model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
     split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
-    images: Annotated[int, typer.Option(help="Training images used for calibration.")] = 10000,
+    images: Annotated[int, typer.Option(help="Training images used for calibration (the first of the seed-0 "
+                                              "permutation; the validation split is its last 5 000).")] = 10000,
     method: Annotated[str, typer.Option(help="nair, pca, naive or prune (baselines).")] = "nair",
+    bit_bands: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Bits per component by importance: '8' (all at 8 bits, the default) or bands FRACTION:BITS, e.g. "
+             "'0.02:3,0.06:2,1:1' (first 2 % of the components at 3 bits, up to 6 % at 2, the rest at 1).")] = None,
+    wire_bytes: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Instead of --bit-bands: choose, on the validation split, the named allocation most accurate when "
+             "each frame is one MQTT PUBLISH of at most this many bytes.")] = None,
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Artifact path (default models/weights/<model>.nair.npz).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only."""
+    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only.
+
+    The artifact's sha256 covers only what determines its behaviour, so the same command on the same data writes
+    the same sha256; the command, the wall time and any validation comparison are kept as its provenance.
+    """
     import numpy as np
 
-    from models.calibration import CalibrationSettings
+    from models.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
     from models.calibration import calibrate as fit
-    from models.data import DatasetMissingError, load_split
+    from models.data import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
     from models.store import WEIGHTS_DIR, load_model
 
+    if bit_bands is not None and wire_bytes is not None:
+        _fail("give --bit-bands or --wire-bytes, not both")
+    try:
+        bands = parse_bit_bands(bit_bands) if bit_bands is not None else ((1.0, 8),)
+    except ValueError as exc:
+        _fail(f"--bit-bands: {exc}")
+    if wire_bytes is not None and wire_bytes <= 0:
+        _fail(f"--wire-bytes must be positive, not {wire_bytes}")
     try:
         net, manifest = load_model(model)
         train = load_split("train", data_dir)
     except (FileNotFoundError, DatasetMissingError) as exc:
         _fail(str(exc))
+    limit = len(train) - (VALIDATION_IMAGES if wire_bytes is not None else 0)
+    if not 1 <= images <= limit:
+        _fail(f"--images must lie in 1..{limit} (the training split has {len(train)} images"
+              + (f", {VALIDATION_IMAGES} of them held out for validation)" if wire_bytes is not None else ")"))
+    split_name = split or manifest.get("default_split", "stage2")
+    if split_name not in manifest.get("split_points", [split_name]):
+        _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest['split_points'])}")
     pick = np.random.default_rng(0).permutation(len(train))[:images]
-    settings = CalibrationSettings(split=split or manifest.get("default_split", "stage2"), method=method)  # type: ignore[arg-type]
+    calibration_images = train.images[np.sort(pick)]
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    command = "nairbus calibrate" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--model", model, "base"), ("--split", split, None), ("--images", images, 10000),
+            ("--method", method, "nair"), ("--bit-bands", bit_bands and format_bit_bands(bands), None),
+            ("--wire-bytes", wire_bytes, None), ("--out", out, None)) if value != default)
     started = time.perf_counter()
-    with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
-        artifact = fit(net, manifest["name"], manifest["sha256"], train.images[np.sort(pick)], settings)
+    selection = None
+    if wire_bytes is not None:
+        from agents.allocation import choose_allocation
+
+        validation = validation_split(train)
+        source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
+                  f"{images} calibration images)")
+        with console.status("choosing a bit allocation") as status:
+            artifact, selection = choose_allocation(net, manifest, calibration_images, validation, settings,
+                                                    wire_bytes, validation_source=source, progress=status.update)
+        for row in selection["compared"]:
+            console.print(f"  {row['label']:<26} {row['bit_bands']:<20} validation accuracy {row['accuracy']:.4f} "
+                          f"at <= {wire_bytes} B")
+        console.print(f"chosen on validation: --bit-bands {selection['chosen']}")
+    else:
+        with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
+            artifact = fit(net, manifest["name"], manifest["sha256"], calibration_images, settings)
+    artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
+                                   **({"selection": selection} if selection else {})}
     path = artifact.save(out or WEIGHTS_DIR / f"{model}.nair.npz")
     seconds = time.perf_counter() - started
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "

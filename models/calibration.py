@@ -33,12 +33,56 @@ class CalibrationSettings:
     split: str = "stage2"
     method: Method = "nair"
     fill: Fill = "mean"
-    bit_bands: tuple[tuple[float, int], ...] = ((1.0, 8),)
+    bit_bands: BitBands = ((1.0, 8),)
     clip_quantiles: tuple[float, ...] = CLIP_QUANTILES
     first_fragment: int = 64
     growth: float = 2.0
     max_fragment: int = 4096
     batch_size: int = 500
+
+
+BitBands = tuple[tuple[float, int], ...]
+"""``((fraction_end, bits), ...)``: bits per component by importance rank, the last band ending at 1.0."""
+BIT_ALLOCATIONS: dict[str, BitBands] = {
+    "8 bit": ((1.0, 8),),
+    "4 bit": ((1.0, 4),),
+    "3 bit": ((1.0, 3),),
+    "2 bit": ((1.0, 2),),
+    "4/2 bit by importance": ((0.01, 4), (1.0, 2)),
+    "3/2/1 bit by importance": ((0.02, 3), (0.06, 2), (1.0, 1)),
+    "2/1 bit by importance": ((0.04, 2), (1.0, 1)),
+}
+"""The named bit allocations the rate–accuracy curve measures and ``nairbus calibrate --wire-bytes`` chooses from."""
+MAX_BITS = 16
+
+
+def parse_bit_bands(text: str) -> BitBands:
+    """``"8"`` (every component at 8 bits) or ``"0.02:3,0.06:2,1:1"`` (the first 2 % of the components by importance
+    at 3 bits, up to 6 % at 2, the rest at 1); a clear ``ValueError`` for anything else."""
+    text = text.strip()
+    if text.isdigit():
+        text = f"1:{text}"
+    bands: list[tuple[float, int]] = []
+    for part in text.split(","):
+        fraction, sep, bits = part.strip().partition(":")
+        try:
+            band = (float(fraction), int(bits))
+        except ValueError:
+            raise ValueError(f"bit band {part.strip()!r} is not FRACTION:BITS (e.g. 0.02:3)") from None
+        if not sep or not 0.0 < band[0] <= 1.0 or not 1 <= band[1] <= MAX_BITS:
+            raise ValueError(f"bit band {part.strip()!r}: the fraction must lie in (0, 1] and the bits in "
+                             f"1..{MAX_BITS}")
+        if bands and band[0] <= bands[-1][0]:
+            raise ValueError(f"bit bands must have rising fractions ({bands[-1][0]:g} then {band[0]:g})")
+        bands.append(band)
+    if bands[-1][0] != 1.0:
+        raise ValueError(f"the last bit band must end at 1 (all components), not {bands[-1][0]:g}")
+    return tuple(bands)
+
+
+def format_bit_bands(bands: BitBands) -> str:
+    """The ``--bit-bands`` spelling of ``bands`` (inverse of :func:`parse_bit_bands`)."""
+    return ",".join(f"{fraction:g}:{bits}" for fraction, bits in bands)
 
 
 def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int = 500) -> np.ndarray:
@@ -136,7 +180,7 @@ def calibrate(
         "method": settings.method,
         "settings": asdict(settings),
         "calibration_images": int(n),
-        "calibration_seconds": round(time.perf_counter() - started, 2),
+        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2)},
     }
     return NairArtifact(
         model_name=model_name,

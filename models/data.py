@@ -118,6 +118,17 @@ def validation_split(train: Dataset, n: int = VALIDATION_IMAGES) -> Dataset:
     ``nairbus calibrate`` fits on the first images of that same permutation (10 000 by default), so the two never
     overlap while ``n + images <= 60 000``; selections (the auto-mode tables) are made here, never on the test split.
     """
-    order = np.random.default_rng(0).permutation(len(train))
-    hold = np.sort(order[len(order) - n :])
+    hold = np.sort(_validation_indices(len(train), n))
     return Dataset(train.images[hold], train.labels[hold])
+
+
+def _validation_indices(total: int, n: int) -> np.ndarray:
+    return np.random.default_rng(0).permutation(total)[total - n :]
+
+
+def fit_split(train: Dataset, n: int = VALIDATION_IMAGES) -> Dataset:
+    """The training images *outside* :func:`validation_split`, in their original order: what a model trained
+    with a validation-based choice (length, checkpoint, fill) may fit on."""
+    keep = np.ones(len(train), dtype=bool)
+    keep[_validation_indices(len(train), n)] = False
+    return Dataset(train.images[keep], train.labels[keep])

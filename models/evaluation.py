@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.calibration import CalibrationSettings, calibrate, head_outputs
+from models.calibration import BIT_ALLOCATIONS, BitBands, CalibrationSettings, calibrate, head_outputs
 from models.data import Dataset
 from models.loss import LossModel
 from models.pipeline import NairPipeline
@@ -24,15 +24,7 @@ from models.resnet import ResNet
 ProgressFn = Callable[[str], None]
 
 PREFIXES: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 1.0)
-RATE_BANDS: tuple[tuple[str, tuple[tuple[float, int], ...]], ...] = (
-    ("8 bit", ((1.0, 8),)),
-    ("4 bit", ((1.0, 4),)),
-    ("3 bit", ((1.0, 3),)),
-    ("2 bit", ((1.0, 2),)),
-    ("4/2 bit by importance", ((0.01, 4), (1.0, 2))),
-    ("3/2/1 bit by importance", ((0.02, 3), (0.06, 2), (1.0, 1))),
-    ("2/1 bit by importance", ((0.04, 2), (1.0, 1))),
-)
+RATE_BANDS: tuple[tuple[str, BitBands], ...] = tuple(BIT_ALLOCATIONS.items())
 """Bit allocations of the rate–accuracy curve: ``(label, [(fraction_end, bits), ...])``, bits falling with rank."""
 LOSS_RATES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 

@@ -41,11 +41,13 @@ def one_cycle(
     progress: ProgressFn | None = None,
     done: int = 0,
     total: int | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> None:
     """Train ``models`` (all their parameters, one optimiser) through one cycle of ``schedule``.
 
     ``done`` and ``total`` place this cycle's epochs in a longer run for the progress reports (``total`` defaults
-    to this cycle's epochs).
+    to this cycle's epochs). ``after_epoch(epoch)`` (1-based, models in train mode again afterwards) runs after
+    every epoch; it returning True ends the cycle there (early stopping on a validation score).
     """
     models = list(models)
     total = schedule.epochs if total is None else total
@@ -76,3 +78,5 @@ def one_cycle(
         if progress is not None:
             progress("epoch", done + epoch + 1, total, {"loss": loss_sum / seen, "train_acc": correct / seen,
                                                         "seconds": time.perf_counter() - started})
+        if after_epoch is not None and after_epoch(epoch + 1):
+            break

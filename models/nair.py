@@ -29,6 +29,9 @@ import numpy as np
 import torch
 
 ARTIFACT_VERSION = 1
+PROVENANCE_KEYS = frozenset({"provenance", "calibration_seconds"})
+"""Keys of ``meta`` that record how an artifact came about but not how it behaves: not hashed
+(``calibration_seconds`` is the pre-provenance place of the wall time)."""
 _ARRAYS = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
 
 
@@ -70,9 +73,11 @@ class NairArtifact:
 
     @property
     def sha256(self) -> str:
-        """Hash of the artifact's content (arrays and metadata), independent of file timestamps."""
+        """Hash of what determines the artifact's behaviour: its arrays and its header, without the provenance
+        (``meta["provenance"]``: wall times, the command, what a selection compared) — so re-running the same
+        calibration on the same data reproduces it."""
         digest = hashlib.sha256()
-        digest.update(json.dumps(self._header(), sort_keys=True).encode())
+        digest.update(json.dumps(self._hashed_header(), sort_keys=True).encode())
         for name in _ARRAYS:
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
@@ -111,6 +116,11 @@ class NairArtifact:
             "spatial_dct": self.spatial_dct,
             "meta": self.meta,
         }
+
+    def _hashed_header(self) -> dict[str, Any]:
+        header = self._header()
+        header["meta"] = {k: v for k, v in self.meta.items() if k not in PROVENANCE_KEYS}
+        return header
 
     def save(self, path: Path) -> Path:
         """Write the artifact as ``.npz`` (arrays plus a JSON header)."""
