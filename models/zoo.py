@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.data import LABELS, load_split
+from models.data import LABELS, fit_split, load_split, validation_split
 from models.resnet import ResNetConfig
 from models.store import WEIGHTS_DIR, load_model, save_model
 from models.taildrop import TailDropSettings, fine_tune_tail_drop
@@ -64,23 +65,41 @@ def train_taildrop(
     out_dir: Path = WEIGHTS_DIR,
     progress: ProgressFn | None = None,
     command: str = "nairbus train taildrop",
+    say: Callable[[str], None] | None = None,
 ) -> Path:
-    """Fine-tune the retrained tail-drop baseline from the shipped mature model; weights plus manifest."""
+    """Fine-tune the retrained tail-drop baseline from the shipped mature model; weights plus manifest.
+
+    It fits on the training images outside the validation split and chooses its checkpoint, length and fill on that
+    split (:func:`models.taildrop.fine_tune_tail_drop`); the test split is read once, at the end, for the manifest.
+    """
     settings = settings or TailDropSettings(split=DEFAULT_SPLIT)
     mature, mature_manifest = load_model(BASE_NAME, out_dir)
-    train = load_split("train", data_dir)
+    everything = load_split("train", data_dir)
+    train, validation = fit_split(everything), validation_split(everything)
     started = time.perf_counter()
-    model = fine_tune_tail_drop(mature, train, settings, progress)
+    result = fine_tune_tail_drop(mature, train, validation, settings, progress, say)
     wall = time.perf_counter() - started
-    accuracy = evaluate_accuracy(model, load_split("test", data_dir))
+    accuracy = evaluate_accuracy(result.model, load_split("test", data_dir))
     return save_model(
-        model,
+        result.model,
         TAILDROP_NAME,
         {
             "default_split": settings.split,
             "baseline_of": {"name": BASE_NAME, "sha256": mature_manifest["sha256"]},
-            "description": "retrained tail-drop baseline: the mature model fine-tuned with stochastic channel "
-                           "tail-drop at the split (zero-fill of the dropped channels)",
+            "description": f"retrained tail-drop baseline: the mature model fine-tuned with stochastic tail-drop at "
+                           f"the split over the sending order ({settings.order}: a uniformly drawn prefix kept, the "
+                           f"rest zeroed); {result.fill}-fill chosen on validation",
+            "fill": result.fill,
+            "selection": {
+                "split": f"validation: models.data.validation_split ({len(validation)} training images, not fitted "
+                         f"on; training used the other {len(train)})",
+                "criterion": "mean validation accuracy over the 5/10/25/50 % prefixes",
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "stopped_early": result.epochs_run < settings.epochs,
+                "history": result.history,
+                "fill_validation": result.fill_validation,
+            },
             **_provenance(accuracy, command, asdict(settings), wall),
         },
         out_dir,
