@@ -100,8 +100,8 @@ def train_base_cmd(
 @train_app.command("taildrop")
 def train_taildrop_cmd(
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Most fine-tuning epochs (default: the mature model's 24; it stops earlier once the validation score "
-             "has not improved for 4 epochs).")] = None,
+        help="Fine-tuning epochs (default: the mature model's 24); the checkpoint kept is the epoch with the best "
+             "validation score.")] = None,
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
 ) -> None:
@@ -491,14 +491,15 @@ def evaluate_nair_cmd(
     """
     import numpy as np
 
-    from models.data import DatasetMissingError, load_split
+    from models.data import DatasetMissingError, load_split, validation_split
     from models.evaluation import EvalSettings, Evaluator, method_specs, run_evaluation
     from models.nair_plots import write_plots
     from models.store import load_model
     from models.zoo import DEFAULT_SPLIT
 
-    if not 1 <= frames <= 10000 or calibration_images < 100:
-        raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images at least 100")
+    if not 1 <= frames <= 10000 or not 100 <= calibration_images <= 55000:
+        raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images in 100..55000 (the last "
+                                 "5 000 training images are the validation split)")
     unknown = set(method or ()) - set(method_specs(DEFAULT_SPLIT))
     if unknown:
         raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {sorted(method_specs('x'))}")
@@ -519,14 +520,21 @@ def evaluate_nair_cmd(
             console.log(message)
             status.update(message)
 
-        evaluator = Evaluator(models, train.images[pick], test, settings, say)
+        validation = validation_split(train)
+        source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
+                  f"{calibration_images} calibration images)")
+        evaluator = Evaluator(models, train.images[pick], test, settings, say, validation=validation,
+                              validation_source=source)
         result = run_evaluation(evaluator, DEFAULT_SPLIT)
     suffix = ("" if frames == 10000 else f" --frames {frames}") + (
         "" if calibration_images == 10000 else f" --calibration-images {calibration_images}")
     result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
     if "taildrop" in models:
-        result["taildrop_training"] = {k: models["taildrop"][1][k] for k in ("test_accuracy", "train_wall_seconds",
-                                                                              "command")}
+        td = models["taildrop"][1]
+        result["taildrop_training"] = {k: td[k] for k in ("test_accuracy", "train_wall_seconds", "command")}
+        result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
+        if "selection" in td:
+            result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
     result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,8 @@ def _command(frames: int, validation_frames: int, report: Path, table: Path | No
 def evaluate_images_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
     validation_frames: Annotated[int, typer.Option(
-        help="Training images held out (train_calibration_split, seed 0) for the calibrated auto-mode table.")] = 5000,
+        help="Validation images (models.data.validation_split: training images no calibration fits on) for the "
+             "calibrated auto-mode table.")] = 5000,
     report: Annotated[Path, typer.Option(
         help="Where the JSON report goes (the plot lands beside it).")] = DEFAULT_REPORT,
     table: Annotated[Optional[Path], typer.Option(  # noqa: UP045
@@ -62,25 +63,25 @@ def evaluate_images_cmd(
     """PNG, WebP, JPEG, bit depth + deflate and raw frames: accuracy of the whole mature model vs wire bytes."""
     import torch
 
-    from models.data import DatasetMissingError, load_split, train_calibration_split
+    from models.data import DatasetMissingError, load_split, validation_split
     from models.image_eval import FAMILY_LADDERS, evaluate_images, plot_rate
     from models.store import load_model
 
-    if not 1 <= frames <= 10000 or not 10 <= validation_frames <= 30000 or threads < 0:
-        raise typer.BadParameter("--frames must be in 1..10000, --validation-frames in 10..30000, --threads >= 0")
+    if not 1 <= frames <= 10000 or not 10 <= validation_frames <= 50000 or threads < 0:
+        raise typer.BadParameter("--frames must be in 1..10000, --validation-frames in 10..50000, --threads >= 0")
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     try:
         model, manifest = load_model("base")
         test = load_split("test", data_dir)
-        _fit, holdout = train_calibration_split(load_split("train", data_dir), holdout=validation_frames, seed=0)
+        holdout = validation_split(load_split("train", data_dir), validation_frames)
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
-    source = (f"{validation_frames}-image holdout of the training split (train_calibration_split, seed 0); the "
-              "mature model was trained on all 60 000 training images, so these frames were seen in training and "
-              "their accuracies run above test accuracy: use the table to rank caps and families, not as test "
-              "figures")
+    source = (f"validation: models.data.validation_split ({validation_frames} training images, disjoint from NAIR's "
+              "calibration images); the mature model was trained on all 60 000 training images, so these frames "
+              "were seen in training and their accuracies run above test accuracy: use the table to rank caps and "
+              "families, not as test figures")
     total = 2 * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:

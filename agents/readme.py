@@ -91,9 +91,13 @@ def nair_block(nair: Report) -> str:
         f"{_pct(nair['mature_accuracy'])}). Accuracy with only the first fraction of the IR's bytes received:",
         "",
         *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
-                ([name, *(_pct(nair["methods"][name]["prefix"][f]) for f in fractions)]
+                ([name, *(_prefix_cell(nair["methods"][name], f) for f in fractions)]
                  for name in NAIR_METHODS if name in nair["methods"])),
     ]
+    versus = (nair.get("comparisons") or {}).get("nair_vs_taildrop")
+    if versus:
+        lines += ["", "NAIR against the retrained tail-drop model on the same frames (McNemar, exact): "
+                  + "; ".join(f"{float(f):.0%}: {_test(row)}" for f, row in versus.items()) + "."]
     bars = nair["bars"]
     td = nair.get("taildrop_training") or {}
     lines += [
@@ -106,10 +110,7 @@ def nair_block(nair: Report) -> str:
         f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
         "- NAIR over the naive split (mean-fill) at 10 %: "
         f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
-        f"- fewest payload bytes per frame within 1 point of the mature model: "
-        f"{bars['min_bytes_within_1pt_of_mature']:.0f} B"
-        + (f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
-           if "min_bytes_within_1pt_quantisation" in bars else ""),
+        _fewest_bytes_line(bars),
     ]
     if td:
         cal = nair["methods"]["nair"]["calibration_seconds"]
@@ -118,15 +119,39 @@ def nair_block(nair: Report) -> str:
     return "\n".join(lines)
 
 
+def _prefix_cell(method: Report, fraction: str) -> str:
+    """A prefix accuracy with its 95 % interval where the report has one."""
+    ci = (method.get("prefix_ci95") or {}).get(fraction)
+    return _ci({"accuracy": method["prefix"][fraction], "ci95": ci}) if ci else _pct(method["prefix"][fraction])
+
+
+def _fewest_bytes_line(bars: Report) -> str:
+    """The fewest-payload-bytes bar: the point, how it was chosen, and the command that writes its artifact."""
+    if bars.get("min_bytes_within_1pt_of_mature") is None:
+        return "- fewest payload bytes per frame within 1 point of the mature model: none"
+    line = ("- fewest payload bytes per frame within 1 point of the mature model: "
+            f"{bars['min_bytes_within_1pt_of_mature']:.0f} B")
+    if "min_bytes_within_1pt_ci95" in bars:
+        return (line + f" ({bars['min_bytes_within_1pt_quantisation']}, chosen on "
+                f"{bars['min_bytes_within_1pt_chosen_on']}; on test "
+                f"{_ci({'accuracy': bars['min_bytes_within_1pt_accuracy'], 'ci95': bars['min_bytes_within_1pt_ci95']})}"
+                f"; artifact: `{bars['min_bytes_within_1pt_command']}`)")
+    if "min_bytes_within_1pt_quantisation" in bars:
+        line += f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
+    return line
+
+
 def _nair_wire_lines(wire: Report) -> list[str]:
     """The wire bars ``nairbus evaluate nair`` records (its ``wire`` section), as README bullets."""
     if "bars" not in wire:
         return []
     fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
     lines = [f"- on the wire (whole MQTT PUBLISH, {wire['nair_message_overhead_bytes']} B per NAIR message beyond "
-             "its data): fewest wire bytes per frame within 1 point of the mature model " + "; ".join(
-                 f"{sp} {row['mean_wire_bytes']:.0f} B ({_pct(row['accuracy'])})" if row else f"{sp}: none"
-                 for sp, row in fewest.items())]
+             "its data): fewest wire bytes per frame within 1 point of the mature model"
+             + (" (cap chosen on validation, accuracy on test) " if any(
+                 (row or {}).get("chosen_on") == "validation" for row in fewest.values()) else " ") + "; ".join(
+                 f"{sp} {row['mean_wire_bytes']:.0f} B ({_ci(row) if 'ci95' in row else _pct(row['accuracy'])})"
+                 if row else f"{sp}: none" for sp, row in fewest.items())]
     for bar in wire["bars"].values():
         best = bar["images"][bar["best_image_family"]]
         noise = "outside" if bar["difference_outside_noise"] else "inside"
@@ -139,10 +164,19 @@ def _nair_wire_lines(wire: Report) -> list[str]:
 def vp_block(vp: Report) -> str:
     """Variant table and ensemble figures of ``reports/vp.json``."""
     base, ens = vp["base"], vp["ensemble"]
-    rows = [[f"mature `{base['name']}`", _num(base["params"]), _num(base["macs"]), "1", "1", _pct(base["accuracy"])],
+    ev = vp.get("evidence") or {}
+
+    def acc(row: Report | None, fallback: float) -> str:
+        return _ci(row) if row else _pct(fallback)
+
+    by_name = ev.get("accuracy", {})
+    rows = [[f"mature `{base['name']}`", _num(base["params"]), _num(base["macs"]), "1", "1",
+             acc(by_name.get("mature model"), base["accuracy"])],
             *([f"variant `{name}`", _num(r["params"]), _num(r["macs"]), f"{r['params_ratio']:.3f}",
-               f"{r['macs_ratio']:.3f}", _pct(r["accuracy"])] for name, r in vp["variants"].items()),
-            ["ensemble of all", _num(ens["total_params"]), _num(ens["total_macs"]), "", "", _pct(ens["accuracy"])]]
+               f"{r['macs_ratio']:.3f}", acc(ev.get("variants", {}).get(name), r["accuracy"])]
+              for name, r in vp["variants"].items()),
+            ["ensemble of all", _num(ens["total_params"]), _num(ens["total_macs"]), "", "",
+             acc(by_name.get("ensemble"), ens["accuracy"])]]
     lines = [
         f"From `reports/vp.json` (`{vp['command']}`, {vp['frames']} test frames, top-{vp['k']} fusion):",
         "",
@@ -150,7 +184,20 @@ def vp_block(vp: Report) -> str:
     ]
     lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens["one_lost"].items())
     lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens['max_drop_one_lost']:.2f} points)."]
+    if ev:
+        lines += ["", "Paired tests on the same test frames (McNemar, exact): "
+                  + "; ".join(f"{label} {_test(ev[key])}" for label, key in (
+                      ("ensemble vs mature", "ensemble_vs_mature"),
+                      (f"ensemble vs the best single variant (`{ev['best_single_variant']}`)",
+                       "ensemble_vs_best_variant"),
+                      ("best single variant vs mature", "best_variant_vs_mature"))) + "."]
     return "\n".join(lines)
+
+
+def _test(row: Report) -> str:
+    """A McNemar result as prose: the difference, its p-value, and whether it is inside the noise."""
+    verdict = "within noise" if row["within_noise"] else "significant"
+    return f"{100 * row['difference']:+.2f} points, p = {row['p_value']:.2g} ({verdict})"
 
 
 def vp_family_block(vp: Report) -> str:
@@ -252,20 +299,34 @@ def nair_rate_block(nair: Report) -> str | None:
     if not nair.get("rate_accuracy"):
         return None
     mature = nair["mature_accuracy"]
+    validation = nair.get("validation")
     groups: dict[str, list[Report]] = {}
     for point in nair["rate_accuracy"]:
         groups.setdefault(point["quantisation"], []).append(point)
     rows = []
     for label, points in groups.items():
         full = max(points, key=lambda p: p["bytes"])
-        best = fewest_bytes_within(points, mature)
-        rows.append([label, f"{full['bytes']:.0f} B, {_pct(full['accuracy'])}",
-                     f"{best['bytes']:.0f} B, {_pct(best['accuracy'])}" if best else "none"])
+        if validation:
+            best = fewest_bytes_within(points, validation["mature_accuracy"], key="validation_accuracy")
+        else:
+            best = fewest_bytes_within(points, mature)
+        rows.append([label, f"`{full['command']}`" if "command" in full else "–",
+                     f"{full['bytes']:.0f} B, {_cell(full)}",
+                     f"{best['bytes']:.0f} B, {_cell(best)}" if best else "none"])
+    intro = (f"Mature model {_pct(mature)}. \"Within 1 point\" is judged on the validation split "
+             f"({validation['frames']} training images; mature model {_pct(validation['mature_accuracy'])} there), "
+             "the accuracy shown is on the test frames with its 95 % interval." if validation else
+             f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.")
     return "\n".join([
-        f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.",
+        intro,
         "",
-        *_table(["bit allocation", "full IR: bytes, accuracy", "fewest bytes within 1 point: bytes, accuracy"], rows),
+        *_table(["bit allocation", "artifact", "full IR: bytes, accuracy",
+                 "fewest bytes within 1 point: bytes, accuracy"], rows),
     ])
+
+
+def _cell(point: Report) -> str:
+    return _ci(point) if "ci95" in point else _pct(point["accuracy"])
 
 
 def nair_cost_block(nair: Report) -> str:

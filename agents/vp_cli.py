@@ -130,6 +130,12 @@ def evaluate_vp_cmd(
     for name, v in result["variants"].items():
         console.print(f"  {name}: {v['accuracy']:.4f}  {v['params']} params ({v['params_ratio']:.1%}), "
                       f"{v['macs']} MACs ({v['macs_ratio']:.1%})")
+    ev = result["evidence"]
+    for label, key in (("ensemble vs mature", "ensemble_vs_mature"), ("ensemble vs best variant",
+                                                                     "ensemble_vs_best_variant")):
+        test = ev[key]
+        console.print(f"{label}: {100 * test['difference']:+.2f} points, McNemar p = {test['p_value']:.3g}"
+                      + (" (within noise)" if test["within_noise"] else ""))
     row = result.get("payload", {}).get("topk", {}).get(str(result["k"]))
     if row and row.get("message_bytes_per_variant"):
         console.print(f"top-{result['k']} on the wire (lean message, MQTT PUBLISH with a topic alias): "

@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.calibration import BIT_ALLOCATIONS, BitBands, CalibrationSettings, calibrate, head_outputs
+from models import stats
+from models.calibration import (
+    BIT_ALLOCATIONS,
+    BitBands,
+    CalibrationSettings,
+    Fill,
+    calibrate,
+    format_bit_bands,
+    head_outputs,
+)
 from models.data import Dataset
 from models.loss import LossModel
 from models.pipeline import NairPipeline
@@ -38,8 +47,9 @@ class MethodSpec:
     description: str
 
 
-def method_specs(split: str) -> dict[str, MethodSpec]:
-    """NAIR and the baselines the evaluator always reports beside it."""
+def method_specs(split: str, taildrop_fill: Fill = "zero") -> dict[str, MethodSpec]:
+    """NAIR and the baselines the evaluator always reports beside it (``taildrop_fill``: the fill the tail-drop
+    model's manifest chose on validation)."""
     cal = CalibrationSettings(split=split)
     return {
         "nair": MethodSpec("base", cal, "NAIR: channel KLT + 2-D DCT, components by calibration variance, mean-fill"),
@@ -50,8 +60,10 @@ def method_specs(split: str) -> dict[str, MethodSpec]:
         "prune": MethodSpec("base", replace(cal, method="prune"),
                             "pruning criterion: channels by mean |activation|, mean-fill"),
         "pca": MethodSpec("base", replace(cal, method="pca"), "plain PCA: channel KLT, whole channel maps, mean-fill"),
-        "taildrop": MethodSpec("taildrop", replace(cal, method="naive", fill="zero"),
-                               "retrained tail-drop model (fine-tuned), channels in order, zero-fill as trained"),
+        "taildrop": MethodSpec("taildrop", replace(cal, method="naive", fill=taildrop_fill),
+                               "retrained tail-drop model (fine-tuned from the mature model with stochastic tail-drop "
+                               f"over the sending order), IR in original order, {taildrop_fill}-fill (chosen on "
+                               "validation)"),
     }
 
 
@@ -100,11 +112,19 @@ def _budget(pipeline: NairPipeline, fraction: float) -> int:
     return max(1, round(fraction * pipeline.artifact.total_bytes()))
 
 
-def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossModel, batch: int) -> dict[str, float]:
-    """Accuracy, mean payload bytes and mean fraction received of one method under one condition."""
-    probs, fractions, payloads = ev.pipeline.offline_probs(ev.codes, np.arange(len(labels)), budget, loss, batch)
-    return {"accuracy": float((probs.argmax(1) == labels).mean()), "bytes": float(payloads.mean()),
-            "fraction_received": float(fractions.mean())}
+def measure_frames(codes: np.ndarray, pipeline: NairPipeline, labels: np.ndarray, budget: int | None,
+                   loss: LossModel, batch: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-frame correctness and the summary (accuracy with its 95 % interval, mean payload bytes, mean fraction
+    received) of one method under one condition."""
+    probs, fractions, payloads = pipeline.offline_probs(codes, np.arange(len(labels)), budget, loss, batch)
+    correct = probs.argmax(1) == labels
+    return correct, {"accuracy": float(correct.mean()), "ci95": stats.accuracy(correct)["ci95"],
+                     "bytes": float(payloads.mean()), "fraction_received": float(fractions.mean())}
+
+
+def measure(ev: Evaluated, labels: np.ndarray, budget: int | None, loss: LossModel, batch: int) -> dict[str, Any]:
+    """:func:`measure_frames` of a built method on the test frames, summary only."""
+    return measure_frames(ev.codes, ev.pipeline, labels, budget, loss, batch)[1]
 
 
 def predictions(ev: Evaluated, budget: int | None, batch: int) -> np.ndarray:
@@ -117,9 +137,13 @@ class Evaluator:
     """Holds the models, their test-set IRs and the calibration images; builds and measures methods."""
 
     def __init__(self, models: dict[str, tuple[ResNet, dict[str, Any]]], calibration: np.ndarray, test: Dataset,
-                 settings: EvalSettings, progress: ProgressFn | None = None) -> None:
+                 settings: EvalSettings, progress: ProgressFn | None = None, validation: Dataset | None = None,
+                 validation_source: str = "") -> None:
         self.models = models
         self.calibration = calibration
+        self.validation = validation
+        self.validation_source = validation_source
+        self._validation_ir: dict[tuple[str, str], np.ndarray] = {}
         self.images = test.images[: settings.frames]
         self.labels = test.labels[: settings.frames]
         self.settings = settings
@@ -136,6 +160,19 @@ class Evaluator:
             self._ir[key] = np.concatenate([pipeline.head(self.images[s : s + b])
                                             for s in range(0, len(self.images), b)])
         return self._ir[key]
+
+    def validation_codes(self, model_name: str, ev: Evaluated) -> np.ndarray:
+        """The validation frames encoded by a built method (the head runs once per model and split)."""
+        if self.validation is None:
+            raise ValueError("this evaluator has no validation split")
+        key = (model_name, ev.pipeline.artifact.split)
+        b = self.settings.batch_size
+        if key not in self._validation_ir:
+            images = self.validation.images
+            self._validation_ir[key] = np.concatenate([ev.pipeline.head(images[s : s + b])
+                                                       for s in range(0, len(images), b)])
+        ir = self._validation_ir[key]
+        return np.concatenate([ev.pipeline.encode_ir(ir[s : s + b]) for s in range(0, len(ir), b)])
 
     def build(self, spec: MethodSpec) -> Evaluated:
         """Calibrate ``spec`` on the calibration images and encode the test frames."""
@@ -157,10 +194,15 @@ class Evaluator:
         codes = np.concatenate([pipeline.encode_ir(ir[s : s + b]) for s in range(0, len(ir), b)])
         return Evaluated(pipeline, codes, seconds)
 
-    def prefix_curve(self, ev: Evaluated, prefixes: tuple[float, ...] | None = None) -> dict[str, dict[str, float]]:
-        """Accuracy (and bytes) when only the first fraction of the IR's bytes arrives."""
-        return {f"{f:g}": measure(ev, self.labels, _budget(ev.pipeline, f), LossModel(), self.settings.batch_size)
-                for f in (prefixes or self.settings.prefixes)}
+    def prefix_curve(self, ev: Evaluated, prefixes: tuple[float, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """Accuracy (with its interval, and bytes) when only the first fraction of the IR's bytes arrives; each entry
+        also holds the per-frame ``correct`` vector for paired tests (drop it before writing JSON)."""
+        out = {}
+        for f in prefixes or self.settings.prefixes:
+            correct, row = measure_frames(ev.codes, ev.pipeline, self.labels, _budget(ev.pipeline, f), LossModel(),
+                                          self.settings.batch_size)
+            out[f"{f:g}"] = {**row, "correct": correct}
+        return out
 
     def loss_curves(self, ev: Evaluated) -> tuple[dict[str, float], dict[str, float]]:
         """Accuracy with every fragment sent and a share of them lost: independently, and in bursts."""
@@ -204,9 +246,15 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
     started = time.perf_counter()
     base_model, base_manifest = evaluator.models["base"]
     mature_pred = mature_predictions(base_model, evaluator.images, s.batch_size)
-    mature_accuracy = float((mature_pred == labels).mean())
-    report: dict[str, Any] = {"frames": len(labels), "mature_accuracy": mature_accuracy, "methods": {}}
-    specs = method_specs(split)
+    mature_correct = mature_pred == labels
+    mature_accuracy = float(mature_correct.mean())
+    report: dict[str, Any] = {"frames": len(labels), "mature_accuracy": mature_accuracy,
+                              "mature_ci95": stats.accuracy(mature_correct)["ci95"], "methods": {},
+                              "statistics": "95 % Wilson intervals (ci95) on the test frames; paired comparisons by "
+                                            "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
+    correct: dict[str, dict[str, np.ndarray]] = {}
+    specs = method_specs(split, evaluator.models["taildrop"][1].get("fill", "zero")
+                         if "taildrop" in evaluator.models else "zero")
     wanted = [m for m in specs if not s.methods or m in s.methods]
     built: dict[str, Evaluated] = {}
     for name in wanted:
@@ -220,11 +268,13 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
         say(f"{name}: loss curves")
         random_loss, bursty = evaluator.loss_curves(ev)
         model_manifest = evaluator.models[specs[name].model][1]
+        correct[name] = {k: v["correct"] for k, v in prefix.items()}
         report["methods"][name] = {
             "description": specs[name].description,
             "model": model_manifest["name"],
             "model_full_accuracy": float(model_manifest.get("test_accuracy", float("nan"))),
             "prefix": {k: v["accuracy"] for k, v in prefix.items()},
+            "prefix_ci95": {k: v["ci95"] for k, v in prefix.items()},
             "prefix_bytes": {k: v["bytes"] for k, v in prefix.items()},
             "random_loss": random_loss,
             "bursty_loss": bursty,
@@ -240,8 +290,19 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
             "agreement_with_mature_transform_only": float((exact == mature_pred).mean()),
             "accuracy_8bit": float((full == labels).mean()),
         }
+        report["comparisons"] = comparisons(correct, mature_correct)
         say("rate-accuracy curve")
         report["rate_accuracy"] = rate_accuracy(evaluator, split)
+        if evaluator.validation is not None:
+            report["validation"] = {
+                "source": evaluator.validation_source, "frames": len(evaluator.validation),
+                "mature_accuracy": float((mature_predictions(base_model, evaluator.validation.images, s.batch_size)
+                                          == evaluator.validation.labels).mean()),
+                "used_for": "choosing the rate-accuracy point the bars highlight (fewest bytes within 1 point of the "
+                            "mature model); the tail-drop baseline's checkpoint and fill (its manifest)"}
+        report["fewest_bytes_within_1pt"] = fewest_bytes_point(report, evaluator, base_model)
+        for point in report["rate_accuracy"]:
+            point.pop("correct", None)
         say("ablation")
         report["ablation"] = {}
         for name, spec in ablation_specs(split).items():
@@ -259,7 +320,10 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
 def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
     """Payload bytes per frame against accuracy for NAIR over bit allocations and per-frame byte budgets.
 
-    Every allocation is measured at each budget below its full size, and once with the whole IR.
+    Every allocation is measured at each budget below its full size, and once with the whole IR, on the test frames
+    (``accuracy``, ``ci95``) and, when the evaluator has one, on the validation split (``validation_accuracy``: what
+    a point is chosen by). Each point names the ``nairbus calibrate`` command that writes its artifact and that
+    artifact's sha256. The per-frame test correctness rides along as ``correct`` (dropped from the JSON).
     """
     s = evaluator.settings
     points = []
@@ -267,16 +331,59 @@ def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
         evaluator.progress(f"rate-accuracy: {label}")
         ev = evaluator.build(MethodSpec("base", CalibrationSettings(split=split, bit_bands=bands), ""))
         total = ev.pipeline.artifact.total_bytes()
+        val_codes = evaluator.validation_codes("base", ev) if evaluator.validation is not None else None
+        command = "nairbus calibrate" + ("" if split == "stage2" else f" --split {split}") + (
+            "" if bands == ((1.0, 8),) else f" --bit-bands {format_bit_bands(bands)}") + (
+            "" if s.calibration_images == 10000 else f" --images {s.calibration_images}")
         for budget in [b for b in s.rate_budgets if b < total] + [total]:
-            m = measure(ev, evaluator.labels, budget, LossModel(), s.batch_size)
-            points.append({"method": "nair", "quantisation": label, "budget_bytes": budget,
-                           "budget_fraction": budget / total, "bytes": m["bytes"], "accuracy": m["accuracy"]})
+            correct, m = measure_frames(ev.codes, ev.pipeline, evaluator.labels, budget, LossModel(), s.batch_size)
+            point = {"method": "nair", "quantisation": label, "bit_bands": format_bit_bands(bands),
+                     "budget_bytes": budget, "budget_fraction": budget / total, "bytes": m["bytes"],
+                     "accuracy": m["accuracy"], "ci95": m["ci95"], "command": command,
+                     "artifact_sha256": ev.pipeline.artifact.sha256, "correct": correct}
+            if val_codes is not None and evaluator.validation is not None:
+                point["validation_accuracy"] = measure_frames(val_codes, ev.pipeline, evaluator.validation.labels,
+                                                              budget, LossModel(), s.batch_size)[1]["accuracy"]
+            points.append(point)
     return points
 
 
-def fewest_bytes_within(points: list[dict[str, Any]], mature: float, tolerance: float = 0.01) -> dict[str, Any] | None:
-    """The rate–accuracy point with the fewest bytes at most ``tolerance`` below the mature accuracy (None: none is)."""
-    return min((p for p in points if p["accuracy"] >= mature - tolerance), key=lambda p: p["bytes"], default=None)
+def comparisons(correct: dict[str, dict[str, np.ndarray]], mature_correct: np.ndarray) -> dict[str, Any]:
+    """The paired tests behind the bars: NAIR against the retrained tail-drop model at 5/10/25/50 % of the IR, and
+    NAIR's prefixes against the mature model (McNemar on the same test frames)."""
+    out: dict[str, Any] = {}
+    nair = correct.get("nair", {})
+    if "taildrop" in correct:
+        out["nair_vs_taildrop"] = {k: stats.mcnemar(nair[k], correct["taildrop"][k], "nair", "taildrop")
+                                   for k in ("0.05", "0.1", "0.25", "0.5") if k in nair and k in correct["taildrop"]}
+    out["nair_vs_mature"] = {k: stats.mcnemar(v, mature_correct, "nair", "mature") for k, v in nair.items()}
+    return out
+
+
+def fewest_bytes_within(points: list[dict[str, Any]], mature: float, tolerance: float = 0.01,
+                        key: str = "accuracy") -> dict[str, Any] | None:
+    """The rate–accuracy point with the fewest bytes whose ``key`` accuracy is at most ``tolerance`` below
+    ``mature`` (None: none is)."""
+    return min((p for p in points if p.get(key, -1.0) >= mature - tolerance), key=lambda p: p["bytes"], default=None)
+
+
+def fewest_bytes_point(report: dict[str, Any], evaluator: Evaluator, base_model: ResNet) -> dict[str, Any] | None:
+    """The highlighted rate point, chosen on validation (fewest bytes with validation accuracy within 1 point of the
+    mature model's validation accuracy), reported on test with its interval and a McNemar test against the mature
+    model; ``None`` without a validation split."""
+    validation = report.get("validation")
+    if validation is None:
+        return None
+    point = fewest_bytes_within(report["rate_accuracy"], validation["mature_accuracy"], key="validation_accuracy")
+    if point is None:
+        return {"chosen_on": "validation", "point": None}
+    mature_correct = mature_predictions(base_model, evaluator.images, evaluator.settings.batch_size) == \
+        evaluator.labels
+    return {"chosen_on": "validation",
+            "criterion": "fewest payload bytes with validation accuracy at most 1 point below the mature model's "
+                         "validation accuracy",
+            "point": {k: v for k, v in point.items() if k != "correct"},
+            "vs_mature": stats.mcnemar(point["correct"], mature_correct, "nair", "mature")}
 
 
 def bars(report: dict[str, Any]) -> dict[str, Any]:
@@ -295,9 +402,16 @@ def bars(report: dict[str, Any]) -> dict[str, Any]:
     if "taildrop" in methods:
         td = methods["taildrop"]["prefix"]
         out["nair_minus_taildrop"] = {k: nair[k] - td[k] for k in ("0.05", "0.1", "0.25", "0.5") if k in td}
-    best = fewest_bytes_within(report.get("rate_accuracy", []), mature)
+    chosen = report.get("fewest_bytes_within_1pt") or {}
+    best = chosen.get("point")
     out["min_bytes_within_1pt_of_mature"] = best["bytes"] if best else None
     if best:
+        out["min_bytes_within_1pt_chosen_on"] = chosen["chosen_on"]
         out["min_bytes_within_1pt_accuracy"] = best["accuracy"]
+        out["min_bytes_within_1pt_ci95"] = best["ci95"]
         out["min_bytes_within_1pt_quantisation"] = best.get("quantisation")
+        out["min_bytes_within_1pt_command"] = best["command"]
+    if "nair_vs_taildrop" in report.get("comparisons", {}):
+        out["nair_vs_taildrop_p_value"] = {k: v["p_value"]
+                                           for k, v in report["comparisons"]["nair_vs_taildrop"].items()}
     return out

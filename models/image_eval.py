@@ -32,6 +32,7 @@ from typing import Any, Final
 import numpy as np
 
 from models.imagecodec import ImageCodec, get_image_codec
+from models.stats import wilson_interval
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -41,11 +42,11 @@ TABLE_KIND: Final = "nairbus.image-rate-table"
 TABLE_VERSION: Final = 1
 FRAME_INTERVAL_MS: Final = 33
 """Representative capture clock of the evaluation: frame ``i`` is captured at ``33 * i`` ms (30 frames/s)."""
-Z95: Final = 1.959963984540054
 FAMILY_LADDERS: Final[Mapping[str, tuple[str, ...]]] = {
     "grey+deflate": tuple(f"grey{n}+deflate" for n in range(1, 9)),
     "webp": tuple(f"webp:q{q}" for q in (0, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)),
     "jpeg": tuple(f"jpeg:q{q}" for q in (1, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
+    "jpeg-shared": tuple(f"jpeg-shared:q{q}" for q in (1, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
     "webp-lossless": ("webp-lossless",),
     "png": ("png",),
     "raw": ("raw",),
@@ -95,17 +96,6 @@ def encode_within_cap(ladder: Sequence[str], image: np.ndarray, wire_cap: int, *
 
 
 # --- statistics -----------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default); ``(0, 1)`` when ``n`` is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (0.0 if successes <= 0 else max(0.0, centre - half)), (1.0 if successes >= n else min(1.0, centre + half))
 
 
 def _accuracy_fields(correct: np.ndarray) -> dict[str, Any]:
@@ -245,7 +235,7 @@ def calibrated_table(model: Any, manifest: Mapping[str, Any], images: np.ndarray
                      batch_size: int = 1000) -> dict[str, Any]:
     """Accuracy against the per-frame wire cap per family, from validation frames only, as small JSON.
 
-    ``images``/``labels`` must be a holdout of the *training* images (``models.data.train_calibration_split``),
+    ``images``/``labels`` must be a holdout of the *training* images (``models.data.validation_split``),
     never the test split; ``source`` says which. ``sensor --mode auto`` reads the result with
     :func:`image_choice_at`. The table names the model it was measured with (name and sha256).
     """
@@ -343,7 +333,8 @@ def evaluate_images(model: Any, manifest: Mapping[str, Any], test_images: np.nda
 # --- plot -----------------------------------------------------------------------------------------------------------
 
 FAMILY_STYLE: Final[Mapping[str, tuple[str, str]]] = {
-    "grey+deflate": ("C3", "o"), "webp": ("C0", "s"), "jpeg": ("C2", "^"), "webp-lossless": ("C4", "D"),
+    "grey+deflate": ("C3", "o"), "webp": ("C0", "s"), "jpeg": ("C2", "^"), "jpeg-shared": ("C8", "<"),
+    "webp-lossless": ("C4", "D"),
     "png": ("C1", "v"), "raw": ("C7", "x")}
 
 

@@ -15,6 +15,12 @@ looked up with :func:`get_image_codec`. The specs:
     lossy WebP (VP8), ``method=6``.
 ``jpeg:q<1-95>``
     baseline JPEG, grey, optimised Huffman tables, the JFIF APP0 segment stripped (JFIF is optional; 18 bytes).
+``jpeg-shared:q<1-95>``
+    baseline JPEG with the *header shared*: standard (Annex K) Huffman tables and the IJG quantisation table of the
+    quality, so every frame of one shape and quality has the same bytes from SOI to the end of the SOS segment
+    (about 300 of them); both ends derive that header from ``(quality, shape)`` and only the entropy-coded scan is
+    sent, with its EOI marker (which tells a truncated scan from a whole one): the "abbreviated" JPEG of the
+    standard, with its tables agreed out of band.
 ``grey<1-8>+deflate``
     bit-depth reduction to N bits (rounding to the nearest of ``2**N`` evenly spaced levels, so black and white stay
     exact), the level indices in row-major order, then raw deflate at zlib level 9 (no zlib header or checksum; the
@@ -37,6 +43,7 @@ them), so decompressed output is bounded by the frame size.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
@@ -420,6 +427,46 @@ def _jpeg(value: int | None) -> ImageCodec:
         return _as_array(im, shape)
 
     return ImageCodec(f"jpeg:q{quality}", "jpeg", quality, False, encode, decode)
+
+
+def _scan_start(data: bytes) -> int:
+    """Offset of the entropy-coded data of a baseline JPEG: just after its (single) SOS segment."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageCodecError("jpeg-shared: malformed marker stream")
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + length
+        if marker == 0xDA:
+            return pos
+    raise ImageCodecError("jpeg-shared: no start-of-scan segment")
+
+
+@functools.lru_cache(maxsize=256)
+def shared_jpeg_header(quality: int, shape: Shape) -> bytes:
+    """The header every ``jpeg-shared:q<quality>`` frame of ``shape`` shares (SOI through the SOS segment)."""
+    data = _strip_jfif(_pillow_save(np.zeros(shape, dtype=np.uint8), "JPEG", quality=quality, optimize=False,
+                                    progressive=False))
+    return data[: _scan_start(data)]
+
+
+@register_image_codec("jpeg-shared:q<1-95>")
+def _jpeg_shared(value: int | None) -> ImageCodec:
+    quality = _given(value)
+
+    def encode(image: np.ndarray) -> bytes:
+        data = _strip_jfif(_pillow_save(image, "JPEG", quality=quality, optimize=False, progressive=False))
+        header = shared_jpeg_header(quality, (int(image.shape[0]), int(image.shape[1])))
+        if not data.startswith(header) or not data.endswith(b"\xff\xd9"):
+            raise ImageCodecError("jpeg-shared: this JPEG encoder wrote a header other than the shared one")
+        return data[len(header) :]
+
+    def decode(data: bytes, shape: Shape) -> np.ndarray:
+        if not data.endswith(b"\xff\xd9") or len(data) < 3:
+            raise ImageCodecError("jpeg-shared: no end-of-image marker at the end (truncated or trailing bytes)")
+        return _as_array(_pillow_open(shared_jpeg_header(quality, shape) + data, "JPEG", shape), shape)
+
+    return ImageCodec(f"jpeg-shared:q{quality}", "jpeg-shared", quality, False, encode, decode)
 
 
 # --- bit depth + deflate --------------------------------------------------------------------------------------------

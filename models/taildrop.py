@@ -7,11 +7,12 @@ IR at the split and the rest is zeroed. The prefix runs over the order the bytes
 of the naive codec carries, partial channel included; ``order="channels"`` keeps whole channels only (the first,
 weaker version of this baseline).
 
-It is trained at full strength: from the mature model, for as long as the mature model's own training (24 epochs),
-on the training images outside the validation split, keeping the epoch with the best mean validation accuracy over
-the 5/10/25/50 % prefixes and stopping once that has not improved for ``patience`` epochs. The fill of the missing
-part (zero, as trained, or the calibration mean) is chosen on the validation split too. It costs a second training
-run and a second model; NAIR costs neither.
+It is trained at full strength: from the mature model, for as long as the mature model's own training (24 epochs of
+one one-cycle schedule), on the training images outside the validation split, keeping the epoch with the best mean
+validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not improved for so
+many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate anneals). The
+fill of the missing part (zero, as trained, or the calibration mean) is chosen on the validation split too. It costs
+a second training run and a second model; NAIR costs neither.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class TailDropSettings:
     full_probability: float = 0.1
     crop_padding: int = 2
     order: DropOrder = "elements"
-    patience: int = 4
+    patience: int | None = None
     seed: int = 0
 
 
@@ -132,7 +133,7 @@ def fine_tune_tail_drop(
     """Copy ``mature`` and fine-tune the copy with stochastic tail-drop at ``settings.split`` (``mature`` untouched).
 
     ``train`` must not contain ``validation``; the checkpoint, the stopping epoch and the fill are chosen on
-    ``validation`` (mean accuracy over :data:`VALIDATION_PREFIXES`).
+    ``validation`` (mean accuracy over :data:`VALIDATION_PREFIXES`); the checkpoint is the best epoch's.
     """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -165,7 +166,7 @@ def fine_tune_tail_drop(
                 + " ".join(f"{k}:{v:.4f}" for k, v in accuracies.items()))
         if score > best["score"]:
             best.update(score=score, epoch=epoch, state=copy.deepcopy(model.state_dict()))
-        return bool(epoch - best["epoch"] >= settings.patience)
+        return settings.patience is not None and epoch - best["epoch"] >= settings.patience
 
     one_cycle([model], len(train), step, Schedule(settings.epochs, settings.batch_size, settings.max_lr,
                                                    settings.weight_decay, pct_start=0.15), generator, progress,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from models import stats
 from models.data import LABELS, load_split
 from models.store import WEIGHTS_DIR, load_model
 from models.vp import (
@@ -129,9 +130,30 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
         "payload": _payload(images, len(names), k_max, n_classes, payload_bytes, settings.nair_bytes),
         "settings": {k_: v for k_, v in asdict(settings).items() if k_ not in ("weights_dir",)},
         "family_manifest": {"command": family["command"], "train_wall_seconds": family["train_wall_seconds"],
-                            "trained_on": family["trained_on"], "settings": family["settings"]},
+                            "trained_on": family["trained_on"], "settings": family["settings"],
+                            **({"selection": family["selection"]} if "selection" in family else {})},
     }
+    report["evidence"] = _evidence(preds_by_k[k][full], base_pred, {nm: probs[nm].argmax(1) for nm in names}, labels)
     return report
+
+
+def _evidence(ensemble: np.ndarray, base: np.ndarray, variants: dict[str, np.ndarray],
+              labels: np.ndarray) -> dict[str, Any]:
+    """The ensemble, the best single variant and the mature model with 95 % intervals, and the paired tests between
+    them (McNemar on the same test frames). Which variant is "best" is named by test accuracy: it is a reference
+    row, not a choice anything ships."""
+    best = max(variants, key=lambda nm: (float((variants[nm] == labels).mean()), nm))
+    rows = {"ensemble": ensemble == labels, f"best single variant ({best})": variants[best] == labels,
+            "mature model": base == labels}
+    return {
+        "statistics": "95 % Wilson intervals; McNemar's exact test on the same frames, within_noise when p >= 0.05",
+        "best_single_variant": best,
+        "accuracy": {name: stats.accuracy(correct) for name, correct in rows.items()},
+        "variants": {nm: stats.accuracy(pred == labels) for nm, pred in variants.items()},
+        "ensemble_vs_mature": stats.mcnemar(rows["ensemble"], rows["mature model"], "ensemble", "mature"),
+        "ensemble_vs_best_variant": stats.mcnemar(rows["ensemble"], variants[best] == labels, "ensemble", "best"),
+        "best_variant_vs_mature": stats.mcnemar(variants[best] == labels, rows["mature model"], "best", "mature"),
+    }
 
 
 def _availability(settings: VpEvalSettings, names: list[str], subsets: dict[str, float], base_accuracy: float,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from models.data import load_split
-from models.evaluation import EvalSettings, Evaluator, bars, run_evaluation
+from models.data import Dataset, load_split
+from models.evaluation import EvalSettings, Evaluator, bars, fewest_bytes_within, run_evaluation
 from models.nair_plots import write_plots
 from models.resnet import ResNet, ResNetConfig
 from models.taildrop import tail_drop_mask
@@ -38,8 +40,24 @@ def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet
                             rate_budgets=(50, 400),
                             methods=("nair", "naive-mean", "naive-zero"), loss_rates=(0.2,))
     models = {"base": tiny, "taildrop": tiny}
-    report = run_evaluation(Evaluator(models, train.images[:200], test, settings), "stage2")
+    validation = Dataset(train.images[-150:], train.labels[-150:])
+    report = run_evaluation(Evaluator(models, train.images[:200], test, settings, validation=validation,
+                                      validation_source="last 150 training images"), "stage2")
     assert set(report["methods"]) == {"nair", "naive-mean", "naive-zero"}
+    json.dumps(report)  # nothing per-frame is left in it
+    lo, hi = report["mature_ci95"]
+    assert lo <= report["mature_accuracy"] <= hi
+    for key, (lo, hi) in report["methods"]["nair"]["prefix_ci95"].items():
+        assert lo <= report["methods"]["nair"]["prefix"][key] <= hi
+    assert all(0.0 <= row["p_value"] <= 1.0 for row in report["comparisons"]["nair_vs_mature"].values())
+    assert report["comparisons"]["nair_vs_mature"]["1"]["within_noise"]
+    assert report["validation"]["source"] == "last 150 training images"
+    assert all("validation_accuracy" in p and p["command"].startswith("nairbus calibrate")
+               for p in report["rate_accuracy"])
+    chosen = report["fewest_bytes_within_1pt"]
+    assert chosen["chosen_on"] == "validation"
+    if chosen["point"] is not None:
+        assert chosen["point"]["validation_accuracy"] >= report["validation"]["mature_accuracy"] - 0.01
     for method in report["methods"].values():
         assert set(method["prefix"]) == {"0.05", "0.1", "0.25", "0.5", "0.75", "1"}
         assert all(0.0 <= a <= 1.0 for a in method["prefix"].values())
@@ -68,10 +86,25 @@ def test_bars_are_computed_from_the_figures() -> None:
         "nair_full": {"agreement_with_mature_transform_only": 1.0, "agreement_with_mature_8bit": 0.999},
         "rate_accuracy": [{"bytes": 200.0, "accuracy": 0.85}, {"bytes": 280.0, "accuracy": 0.895},
                           {"bytes": 900.0, "accuracy": 0.9}],
+        "fewest_bytes_within_1pt": {"chosen_on": "validation", "point": {
+            "bytes": 280.0, "accuracy": 0.895, "ci95": [0.88, 0.91], "quantisation": "3 bit",
+            "command": "nairbus calibrate --bit-bands 1:3"}},
     }
     out = bars(report)
+    assert out["min_bytes_within_1pt_chosen_on"] == "validation"
+    assert out["min_bytes_within_1pt_command"] == "nairbus calibrate --bit-bands 1:3"
     assert out["nair_share_of_mature_at_10pct"] == pytest.approx(0.88 / 0.9)
     assert out["nair_over_naive_mean_at_10pct"] == pytest.approx(2.2)
     assert out["nair_minus_taildrop"]["0.1"] == pytest.approx(-0.01)
     assert out["min_bytes_within_1pt_of_mature"] == 280.0
     assert np.isclose(out["nair_share_of_mature_at_25pct"], 1.0)
+
+
+def test_the_highlighted_rate_point_is_chosen_by_validation_accuracy() -> None:
+    points = [{"bytes": 200.0, "accuracy": 0.95, "validation_accuracy": 0.80},   # best on test, poor on validation
+              {"bytes": 300.0, "accuracy": 0.85, "validation_accuracy": 0.895},
+              {"bytes": 900.0, "accuracy": 0.90, "validation_accuracy": 0.90}]
+    chosen = fewest_bytes_within(points, 0.9, key="validation_accuracy")
+    assert chosen is not None
+    assert chosen["bytes"] == 300.0
+    assert fewest_bytes_within(points, 0.9)["bytes"] == 200.0  # type: ignore[index]

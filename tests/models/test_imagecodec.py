@@ -31,7 +31,6 @@ from models.image_eval import (
     frame_counters,
     image_choice_at,
     table_from_results,
-    wilson_interval,
     wire_bytes,
 )
 from models.imagecodec import (
@@ -42,12 +41,13 @@ from models.imagecodec import (
     max_encoded_len,
     register_image_codec,
 )
+from models.stats import wilson_interval
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
 LOSSLESS = ("raw", "png", "webp-lossless", "grey8+deflate")
 EVERY_LADDER_SPEC = tuple(spec for ladder in FAMILY_LADDERS.values() for spec in ladder)
-HOSTILE_SPECS = ("raw", "png", "webp-lossless", "webp:q50", "jpeg:q50", "grey1+deflate", "grey4+deflate",
-                 "grey8+deflate")
+HOSTILE_SPECS = ("raw", "png", "webp-lossless", "webp:q50", "jpeg:q50", "jpeg-shared:q50", "grey1+deflate",
+                 "grey4+deflate", "grey8+deflate")
 
 
 def _frames() -> list[np.ndarray]:
@@ -126,7 +126,7 @@ def test_grey_deflate_decodes_both_level_layouts(bits: int) -> None:
     assert len(sent) == min(len(b) for b in both)
 
 
-@pytest.mark.parametrize("family", ["webp", "jpeg"])
+@pytest.mark.parametrize("family", ["webp", "jpeg", "jpeg-shared"])
 def test_lossy_codecs_keep_a_sane_psnr_that_rises_with_quality(family: str) -> None:
     frame = FRAMES[0]
     ladder = FAMILY_LADDERS[family]
@@ -278,7 +278,10 @@ def test_truncations_trailing_bytes_wrong_shapes_and_oversize_are_refused(spec: 
     with pytest.raises(ImageCodecError):
         codec.decode(good + b"\x00\x00", (28, 28))
     headerless = spec == "raw" or spec.startswith("grey")  # these know only the pixel count, not the shape
-    for shape in ((27, 28), (28, 29)) if headerless else ((27, 28), (28, 29), (14, 56)):
+    # A shared-header JPEG carries no shape at all (the birth's shape builds its header): nothing to check here.
+    wrong = () if spec.startswith("jpeg-shared") else ((27, 28), (28, 29)) if headerless else \
+        ((27, 28), (28, 29), (14, 56))
+    for shape in wrong:
         with pytest.raises(ImageCodecError):
             codec.decode(good, shape)
     bad_shapes: tuple[object, ...] = ((0, 28), (28,), (28, 28, 1), (1 << 20, 28), (28.0, 28), (True, 28), [28, 28])
@@ -480,3 +483,20 @@ def test_calibrated_table_runs_a_model_on_the_decoded_frames() -> None:
     assert top["accuracy"] == pytest.approx(float((reference == labels).mean()))
     assert table["frames"] == 24
     assert set(table["families"]) == set(families)
+
+
+@pytest.mark.parametrize("quality", [1, 30, 95])
+def test_shared_header_jpeg_decodes_like_the_whole_file_and_sends_only_the_scan(quality: int) -> None:
+    from models.imagecodec import shared_jpeg_header
+
+    frame = np.random.default_rng(quality).integers(0, 256, (28, 28), dtype=np.uint8)
+    shared = get_image_codec(f"jpeg-shared:q{quality}")
+    data = shared.encode(frame)
+    header = shared_jpeg_header(quality, (28, 28))
+    assert len(header) > 250
+    assert not data.startswith(b"\xff\xd8")
+    whole = header + data
+    with Image.open(io.BytesIO(whole)) as im:
+        assert np.array_equal(shared.decode(data, (28, 28)), np.asarray(im.convert("L")))
+    # Another shape has another header (its SOF differs), so a frame of the wrong shape does not decode silently.
+    assert shared_jpeg_header(quality, (28, 28)) != shared_jpeg_header(quality, (32, 28))

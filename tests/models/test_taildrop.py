@@ -16,9 +16,11 @@ from models.taildrop import TailDropSettings, element_drop_mask, fine_tune_tail_
 def test_element_masks_keep_a_prefix_of_the_channel_major_ir() -> None:
     mask = element_drop_mask(400, (4, 3, 3), 0.1, torch.Generator().manual_seed(0)).view(400, -1)
     kept = mask.sum(1).long()
-    assert kept.min() >= 1 and kept.max() == 36
+    assert kept.min() >= 1
+    assert kept.max() == 36
     for row, k in zip(mask, kept, strict=True):
-        assert row[:k].all() and not row[k:].any()
+        assert row[:k].all()
+        assert not row[k:].any()
     # Partial channels occur: the prefix is not a whole number of 3x3 maps.
     assert (kept % 9 != 0).any()
 
@@ -32,7 +34,8 @@ def test_prefix_mask_channels_and_elements() -> None:
 def test_fit_split_is_the_training_set_without_validation() -> None:
     train = Dataset(np.arange(1000).reshape(1000, 1, 1), np.arange(1000) % 10)
     fit, val = fit_split(train, 100), validation_split(train, 100)
-    assert len(fit) == 900 and len(val) == 100
+    assert len(fit) == 900
+    assert len(val) == 100
     assert set(fit.images.ravel()).isdisjoint(val.images.ravel())
     assert set(fit.images.ravel()) | set(val.images.ravel()) == set(range(1000))
 
@@ -47,7 +50,8 @@ def test_a_short_fine_tune_chooses_on_validation() -> None:
     assert [h["epoch"] for h in result.history] == list(range(1, result.epochs_run + 1))
     best = max(result.history, key=lambda h: h["validation_score"])
     assert best["epoch"] == result.best_epoch
-    assert result.fill in ("zero", "mean") and set(result.fill_validation) == {"zero", "mean"}
+    assert result.fill in ("zero", "mean")
+    assert set(result.fill_validation) == {"zero", "mean"}
 
 
 @pytest.mark.parametrize("text", ["8", "0.02:3,0.06:2,1:1", "0.5:4, 1:2"])
@@ -59,5 +63,5 @@ def test_bit_bands_round_trip(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["", "0.5:3", "1:17", "0:3,1:2", "a:b", "0.5:3,0.5:2,1:1"])
 def test_bad_bit_bands_are_refused(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bit band"):
         parse_bit_bands(text)
