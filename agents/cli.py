@@ -475,6 +475,20 @@ def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None) 
     return summary
 
 
+def _image_codec_curves(images_report: Path, frames: int) -> dict[str, Any]:
+    """Every image codec setting of ``reports/images.json`` (same test frames, same lean envelope, whole mature model
+    on the decoded frame): payload and wire bytes against accuracy, for the NAIR rate plot; or why it is missing."""
+    if not images_report.is_file():
+        return {"missing": f"{images_report} is missing; run 'nairbus evaluate images' first"}
+    images = json.loads(images_report.read_text())
+    if images.get("frames") != frames:
+        return {"missing": f"{images_report} has {images.get('frames')} test frames, this run {frames}"}
+    keep = ("spec", "mean_payload_bytes", "mean_wire_bytes", "accuracy", "ci95")
+    return {"command": images.get("command"), "frames": frames,
+            "families": {family: [{k: spec[k] for k in keep} for spec in table["specs"]]
+                         for family, table in images["families"].items()}}
+
+
 @evaluate_app.command("nair")
 def evaluate_nair_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
@@ -536,6 +550,7 @@ def evaluate_nair_cmd(
         if "selection" in td:
             result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
     result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
+    result["image_codecs"] = _image_codec_curves(report.parent / "images.json", frames)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")

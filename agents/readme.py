@@ -335,7 +335,10 @@ def nair_cost_block(nair: Report) -> str:
     rows = [[f"calibrate `{name}` ({nair['settings']['calibration_images']} training images)",
              f"{m['calibration_seconds']:.1f} s"] for name, m in nair["methods"].items()]
     if td:
-        rows.append([f"retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`)",
+        chosen = td.get("selection") or {}
+        how = (f", {chosen['epochs_run']} epochs, checkpoint of epoch {chosen['best_epoch']} chosen on validation"
+               if chosen else "")
+        rows.append([f"retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`{how})",
                      f"{td['train_wall_seconds']:.0f} s"])
     return "\n".join(_table(["what", "wall time"], rows))
 
@@ -393,9 +396,11 @@ def wire_block(wire: Report) -> str:
     rows += [[f"image: {fam} (0 %)", *[_ci(bars[k]["images"][fam]) for k in caps]] for fam in families]
     lines += _table(head, rows)
     fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
-    lines += ["", "- fewest wire bytes per frame within 1 point of the mature model: " + "; ".join(
-        f"NAIR at {sp} {row['mean_wire_bytes']:.0f} B ({_pct(row['accuracy'])})" if row else f"NAIR at {sp}: none"
-        for sp, row in fewest.items())]
+    on_validation = any((row or {}).get("chosen_on") == "validation" for row in fewest.values())
+    lines += ["", "- fewest wire bytes per frame within 1 point of the mature model"
+              + (" (the cap chosen on validation, the accuracy on test)" if on_validation else "") + ": " + "; ".join(
+                  f"NAIR at {sp} {row['mean_wire_bytes']:.0f} B ({_cell(row)})" if row else f"NAIR at {sp}: none"
+                  for sp, row in fewest.items())]
     for k in caps:
         b = bars[k]
         noise = "outside" if b["difference_outside_noise"] else "inside"

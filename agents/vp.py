@@ -443,6 +443,8 @@ class PendingVotes:
     """Sensors online when the frame opened that have not voted yet (shrinks as they vote or go offline)."""
     expected: int
     votes: dict[str, Vote] = field(default_factory=dict)
+    opened_by: str = ""
+    """The sensor whose vote opened the frame (the per-sensor bound counts frames against it)."""
     nbytes: int = 0
     """Payload bytes of the votes."""
     wire_bytes: int = 0
@@ -451,15 +453,24 @@ class PendingVotes:
 
 
 class VoteBuffer:
-    """Per-frame vote buffers: pure, clock passed in, bounded, with deadlines; stragglers are counted as late."""
+    """Per-frame vote buffers: pure, clock passed in, bounded, with deadlines; stragglers are counted as late.
 
-    def __init__(self, deadline_s: float, max_frames: int = 4096, remember_decided: int = 65536) -> None:
-        if deadline_s <= 0 or max_frames < 1:
-            raise ValueError("deadline_s must be > 0 and max_frames >= 1")
+    Two bounds: ``max_frames`` pending frames in all, and ``max_frames_per_sensor`` opened by any one sensor. A
+    sensor that opens frames faster than they close (a flood, or frame ids nobody else votes on) pushes out only the
+    oldest of the frames *it* opened; when the global bound is hit, the oldest frame of the sensor with the most open
+    frames goes first, so one device cannot evict the others' frames.
+    """
+
+    def __init__(self, deadline_s: float, max_frames: int = 4096, remember_decided: int = 65536,
+                 max_frames_per_sensor: int = 512) -> None:
+        if deadline_s <= 0 or max_frames < 1 or max_frames_per_sensor < 1:
+            raise ValueError("deadline_s must be > 0, max_frames >= 1 and max_frames_per_sensor >= 1")
         self.deadline_s = deadline_s
         self.max_frames = max_frames
+        self.max_frames_per_sensor = max_frames_per_sensor
         self.remember_decided = remember_decided
         self._pending: OrderedDict[tuple[str, int], PendingVotes] = OrderedDict()
+        self._opened: dict[str, OrderedDict[tuple[str, int], None]] = {}
         self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._forced: list[PendingVotes] = []
 
@@ -475,14 +486,16 @@ class VoteBuffer:
             return "late"
         frame = self._pending.get(key)
         if frame is None:
+            if len(self._opened.get(sensor_id, ())) >= self.max_frames_per_sensor:
+                self._evict(next(iter(self._opened[sensor_id])))
             if len(self._pending) >= self.max_frames:
-                _, oldest = self._pending.popitem(last=False)
-                oldest.evicted = True
-                self._forced.append(oldest)
-                self._remember(oldest.stream_id, oldest.frame_id)
+                busiest = max(self._opened, key=lambda s: len(self._opened[s]))
+                self._evict(next(iter(self._opened[busiest])))
             waiting = set(online) | {sensor_id}
-            frame = PendingVotes(stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting))
+            frame = PendingVotes(stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting),
+                                 opened_by=sensor_id)
             self._pending[key] = frame
+            self._opened.setdefault(sensor_id, OrderedDict())[key] = None
         if sensor_id in frame.votes:
             return "duplicate"
         frame.votes[sensor_id] = vote
@@ -501,9 +514,28 @@ class VoteBuffer:
         ready, self._forced = self._forced, []
         for key, frame in list(self._pending.items()):
             if not frame.waiting_for or frame.deadline <= now:
-                ready.append(self._pending.pop(key))
+                ready.append(self._pop(key))
                 self._remember(*key)
         return ready
+
+    def pending_of(self, sensor_id: str) -> int:
+        """Frames open that ``sensor_id``'s vote opened."""
+        return len(self._opened.get(sensor_id, ()))
+
+    def _pop(self, key: tuple[str, int]) -> PendingVotes:
+        frame = self._pending.pop(key)
+        opened = self._opened.get(frame.opened_by)
+        if opened is not None:
+            opened.pop(key, None)
+            if not opened:
+                del self._opened[frame.opened_by]
+        return frame
+
+    def _evict(self, key: tuple[str, int]) -> None:
+        frame = self._pop(key)
+        frame.evicted = True
+        self._forced.append(frame)
+        self._remember(frame.stream_id, frame.frame_id)
 
     def next_deadline(self) -> float | None:
         """Earliest deadline among pending frames (they open in deadline order)."""
@@ -517,6 +549,7 @@ class VoteBuffer:
         for key in list(self._pending):
             self._remember(*key)
         self._pending.clear()
+        self._opened.clear()
         self._forced = []
         return ready
 
@@ -547,7 +580,8 @@ class VpFusionAgent(FusionBase):
         family = family if family is not None else read_family_manifest(weights_dir)
         self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
-        self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames)
+        self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
+                                 max_frames_per_sensor=config.fusion.max_frames_per_sensor)
         self.sensors = {}
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""

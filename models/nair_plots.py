@@ -58,14 +58,20 @@ def plot_rate(report: dict[str, Any], path: Path) -> Path:
         points.sort(key=lambda p: p["bytes"])
         ax.plot([p["bytes"] for p in points], [p["accuracy"] * 100 for p in points], marker=".", label=f"NAIR {label}")
     mature = report["mature_accuracy"] * 100
+    for family, rows in (report.get("image_codecs") or {}).get("families", {}).items():
+        specs = sorted((s for s in rows if s["mean_payload_bytes"] > 0), key=lambda s: s["mean_payload_bytes"])
+        if specs:
+            ax.plot([s["mean_payload_bytes"] for s in specs], [s["accuracy"] * 100 for s in specs], linestyle=":",
+                    marker="x", markersize=4, linewidth=1, alpha=0.8, label=f"image: {family} (whole model)")
     ax.axhline(mature, color="k", linestyle=":", label="mature model")
     ax.axhline(mature - 1, color="k", linestyle="--", linewidth=0.8, label="mature − 1 pt")
     ax.axvline(300, color="tab:red", linestyle="--", linewidth=0.8, label="300 B per frame")
     ax.axvline(784, color="tab:gray", linestyle="-.", linewidth=0.8, label="raw image (784 B)")
-    ax.set(xscale="log", xlabel="payload bytes per frame", ylabel="test accuracy (%)", title="NAIR rate–accuracy",
+    ax.set(xscale="log", xlabel="payload bytes per frame", ylabel="test accuracy (%)",
+           title="NAIR rate–accuracy, with the image codecs (whole model at the hub)",
            ylim=(max(0, mature - 25), mature + 2))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
 
 

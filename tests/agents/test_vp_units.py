@@ -103,6 +103,40 @@ def test_duplicates_and_memory_bound() -> None:
     assert {f.frame_id for f in buf.flush()} == {2, 3}
 
 
+def test_a_flooding_sensor_evicts_only_the_frames_it_opened() -> None:
+    buf = VoteBuffer(deadline_s=5.0, max_frames=50, max_frames_per_sensor=10)
+    online = {"honest", "flood"}
+    for frame_id in range(5):
+        assert buf.add("cam", frame_id, "honest", _vote("honest"), 20, 1.0, online, now=0.0) == "added"
+    for frame_id in range(1000, 3000):  # frame ids nobody else will vote on
+        buf.add("cam", frame_id, "flood", _vote("flood"), 20, 1.0, online, now=0.0)
+    assert buf.pending_of("flood") == 10
+    assert buf.pending_of("honest") == 5
+    forced = buf.pop_ready(0.0)
+    assert forced
+    assert all(f.opened_by == "flood" and f.evicted for f in forced)
+    # The honest sensor's frames are all still open and decide normally once the other vote arrives.
+    for frame_id in range(5):
+        assert buf.add("cam", frame_id, "flood", _vote("flood"), 20, 1.0, online, now=0.0) == "added"
+    decided = buf.pop_ready(0.0)
+    assert {f.frame_id for f in decided} == set(range(5))
+    assert all(not f.evicted and set(f.votes) == {"honest", "flood"} for f in decided)
+
+
+def test_the_global_bound_evicts_from_the_sensor_with_most_open_frames() -> None:
+    buf = VoteBuffer(deadline_s=5.0, max_frames=8, max_frames_per_sensor=100)
+    online = {"a", "b"}
+    for frame_id in range(2):
+        buf.add("cam", frame_id, "a", _vote("a"), 20, 1.0, online, now=0.0)
+    for frame_id in range(100, 120):
+        buf.add("cam", frame_id, "b", _vote("b"), 20, 1.0, online, now=0.0)
+    assert len(buf) == 8
+    assert buf.pending_of("a") == 2
+    assert all(f.opened_by == "b" for f in buf.pop_ready(0.0))
+    assert buf.flush()
+    assert buf.pending_of("b") == 0
+
+
 def test_streams_do_not_mix() -> None:
     buf = VoteBuffer(deadline_s=5.0)
     buf.add("cam1", 1, "a", _vote("a"), 20, 1.0, {"a"}, now=0.0)
