@@ -1,0 +1,104 @@
+"""Every choice behind a shipped artifact or a reported figure was made on the validation split, never on the test
+split, and every comparison the bars state carries its interval and paired test: the committed manifests and
+reports say so, and this checks what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.nair import NairArtifact
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "models" / "weights"
+REPORTS = REPO / "reports"
+BAR_PREFIXES = {"0.05", "0.1", "0.25", "0.5"}
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _on_validation(text: str) -> bool:
+    return text.startswith("validation") or "validation split" in text
+
+
+def test_the_sensor_artifact_was_chosen_on_validation() -> None:
+    assert _on_validation(_json(WEIGHTS / "base.json")["sensor_artifact_chosen"].split(" (")[0].removeprefix("on the "))
+
+
+@pytest.mark.parametrize("table", sorted(WEIGHTS.glob("*.auto.json")), ids=lambda p: p.name)
+def test_auto_tables_are_tabulated_on_validation_for_the_artifact_beside_them(table: Path) -> None:
+    data = _json(table)
+    assert data["split"].startswith("validation")
+    artifact = WEIGHTS / table.name.replace(".auto.json", ".nair.npz")
+    assert data["artifact_sha256"] == NairArtifact.load(artifact).sha256, f"{table.name} is stale: rerun its command"
+
+
+@pytest.mark.parametrize("artifact", sorted(WEIGHTS.glob("*.nair.npz")), ids=lambda p: p.name)
+def test_shipped_artifacts_name_the_command_that_made_them(artifact: Path) -> None:
+    command = NairArtifact.load(artifact).meta["provenance"]["command"]
+    assert command.startswith("nairbus calibrate")
+
+
+def test_taildrop_chose_its_checkpoint_and_fill_on_validation_after_a_full_length_run() -> None:
+    manifest, mature = _json(WEIGHTS / "taildrop.json"), _json(WEIGHTS / "base.json")
+    selection = manifest["selection"]
+    assert selection["split"].startswith("validation")
+    assert manifest["settings"]["epochs"] >= mature["settings"]["epochs"]
+    history = selection["history"]
+    assert len(history) == selection["epochs_run"]
+    assert max(history, key=lambda h: h["validation_score"])["epoch"] == selection["best_epoch"]
+    scores = {fill: sum(v.values()) for fill, v in selection["fill_validation"].items()}
+    assert manifest["fill"] == max(scores, key=lambda f: (scores[f], f == "zero"))
+
+
+def test_the_nair_report_chooses_on_validation_and_tests_its_comparisons() -> None:
+    nair = _json(REPORTS / "nair.json")
+    chosen = nair["fewest_bytes_within_1pt"]
+    assert chosen["chosen_on"] == "validation"
+    point = chosen["point"]
+    assert point["validation_accuracy"] >= nair["validation"]["mature_accuracy"] - 0.01
+    assert point["command"].startswith("nairbus calibrate")
+    assert nair["bars"]["min_bytes_within_1pt_command"] == point["command"]
+    versus = nair["comparisons"]["nair_vs_taildrop"]
+    assert set(versus) == BAR_PREFIXES
+    assert all(0.0 <= row["p_value"] <= 1.0 for row in versus.values())
+    for method in nair["methods"].values():
+        assert set(method["prefix_ci95"]) == set(method["prefix"])
+    assert all("validation_accuracy" in p and "ci95" in p for p in nair["rate_accuracy"])
+    assert nair["taildrop_training"]["fill"] == _json(WEIGHTS / "taildrop.json")["fill"]
+    for row in nair["wire"]["fewest_wire_bytes_within_1pt_of_mature"].values():
+        assert row is None or row["chosen_on"] == "validation"
+
+
+def test_the_reports_measured_the_shipped_artifacts() -> None:
+    current = {p.name: NairArtifact.load(p).sha256 for p in WEIGHTS.glob("*.nair.npz")}
+    wire = _json(REPORTS / "wire.json")
+    for entry in wire["nair"].values():
+        assert current[entry["artifact"]] == entry["artifact_sha256"]
+    for entry in _json(REPORTS / "nair.json")["wire"]["artifacts"].values():
+        assert current[entry["artifact"]] == entry["artifact_sha256"]
+    assert _on_validation(wire["selection"])
+    for row in wire["fewest_wire_bytes_within_1pt_of_mature"].values():
+        assert row is None or row["chosen_on"] == "validation"
+
+
+def test_the_vp_report_sets_the_best_variant_beside_the_ensemble_with_tests() -> None:
+    evidence = _json(REPORTS / "vp.json")["evidence"]
+    assert {"ensemble", "mature model"} <= set(evidence["accuracy"])
+    assert any(name.startswith("best single variant") for name in evidence["accuracy"])
+    for row in evidence["accuracy"].values():
+        assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1]
+    for key in ("ensemble_vs_mature", "ensemble_vs_best_variant", "best_variant_vs_mature"):
+        assert 0.0 <= evidence[key]["p_value"] <= 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="the VP family's warm restarts were settled with test figures in view "
+                                       "(docs/vp.md); retraining it with its length chosen on the validation split "
+                                       "takes hours of this machine's CPU and is still to do (issue 15)")
+def test_the_vp_family_length_was_chosen_on_validation() -> None:
+    assert _json(WEIGHTS / "variants.json")["selection"]["split"].startswith("validation")
