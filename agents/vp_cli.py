@@ -54,6 +54,9 @@ def train_variants_cmd(
         help="Directory with a family trained with the same settings but fewer warm restarts: skip the cycles it "
              "ran and train only the rest, from its weights.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    validation_images: Annotated[int, typer.Option(
+        help="Training images held out as the validation split that chooses how many learning-rate cycles the kept "
+             "family ran (0: train on all 60 000 and keep the last cycle).")] = 5000,
     distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
         help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
     compile_models: Annotated[bool, typer.Option(
@@ -71,11 +74,14 @@ def train_variants_cmd(
     if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0) or (
             restarts is not None and restarts < 0):
         raise typer.BadParameter("--epochs must be >= 1, --restart-epochs and --restarts >= 0")
+    if not 0 <= validation_images <= 30000:
+        raise typer.BadParameter("--validation-images must be in 0..30000")
     shipped = VpTrainSettings()
     settings = replace(shipped, epochs=epochs or shipped.epochs, seed=seed,
                        restart_epochs=shipped.restart_epochs if restart_epochs is None else restart_epochs,
                        restarts=shipped.restarts if restarts is None else restarts,
-                       distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models)
+                       distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models,
+                       validation_images=validation_images)
     parts = ["nairbus train variants"]
     if settings.epochs != shipped.epochs:
         parts.append(f"--epochs {settings.epochs}")
@@ -87,6 +93,8 @@ def train_variants_cmd(
         parts.append(f"--seed {settings.seed}")
     if settings.distill_weight != shipped.distill_weight:
         parts.append(f"--distill {settings.distill_weight}")
+    if settings.validation_images != shipped.validation_images:
+        parts.append(f"--validation-images {settings.validation_images}")
     if resume_from is not None:
         parts.append(f"--resume-from {resume_from}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -8,8 +8,9 @@ computed once per training image and its mirror image before training; the +-2 p
 re-run through the teacher). Seeded; uses a GPU when one is present and never requires one. By default each variant
 runs through ``torch.compile`` (1.6x faster per step on this project's 2-core CPU; ``compile=False`` runs eagerly).
 
-Training sees the 60 000 training images only. The test split is read after the last epoch, to record each
-variant's and the ensemble's accuracy in the manifest.
+Training sees training images only: by default the 55 000 outside the validation split, whose ensemble accuracy
+after every learning-rate cycle chooses how many cycles the kept family ran (the manifest's ``selection``). The
+test split is read after the last epoch, to record each variant's and the ensemble's accuracy in the manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.data import LABELS, Dataset, load_split
+from models.data import LABELS, Dataset, fit_split, load_split, validation_split
 from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, preprocess, with_memory_format
 from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
@@ -70,6 +71,11 @@ class VpTrainSettings:
     restart_max_lr: float = 0.1
     restarts: int = 2
     """How many warm restarts follow the first cycle (each ``restart_epochs`` long, peaking at ``restart_max_lr``)."""
+    validation_images: int = 5000
+    """Training images held out as the validation split (:func:`models.data.validation_split`): the family trains
+    on the others, and after every learning-rate cycle the whole ensemble is measured there; the cycle with the best
+    validation accuracy is the one kept. 0 trains on all 60 000 and keeps the last cycle (how the shipped family
+    was made)."""
 
     def cycles(self) -> list[tuple[int, float]]:
         """The learning-rate cycles as ``(epochs, max_lr)``: the first, then the warm restarts if any."""
@@ -110,8 +116,14 @@ def train_variants(
     progress: ProgressFn | None = None,
     start_from: Mapping[str, ResNet] | None = None,
     cycles_done: int = 0,
+    validation: Dataset | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, ResNet]:
     """Train the family jointly on ``train``; returns the variants in eval mode, by name.
+
+    With ``validation``, the ensemble (top-k fusion, k = classes/2) is measured on it after every cycle (and, when
+    resuming, on the starting weights); the variants returned are those of the best cycle (ties: the earlier), and
+    each measurement is appended to ``history``.
 
     Each learning-rate cycle (see :meth:`VpTrainSettings.cycles`) starts a fresh optimiser and reseeds with
     ``seed + cycle``, so ``start_from`` — the variants as a run with the same settings left them after its first
@@ -139,11 +151,35 @@ def train_variants(
     run = _JointRun(models, [weights[name] for name in models], train, settings, soft, device, progress)
     done = 0
     total = sum(epochs for epochs, _ in cycles[cycles_done:])
+    log = history if history is not None else []
+    best: dict[str, Any] = {"accuracy": -1.0}
+
+    def validate(cycles_run: int) -> None:
+        if validation is None:
+            return
+        probs = {name: softmax_outputs(m, validation.images) for name, m in models.items()}
+        k = check_k(len(LABELS) // 2, len(LABELS))
+        ensemble = float((fuse_batch(probs, weights, k).argmax(1) == validation.labels).mean())
+        log.append({"cycles": cycles_run, "epochs": sum(e for e, _ in cycles[:cycles_run]),
+                    "validation_ensemble_accuracy": ensemble,
+                    "validation_variant_accuracy": {name: float((p.argmax(1) == validation.labels).mean())
+                                                    for name, p in probs.items()}})
+        if ensemble > best["accuracy"]:
+            best.update(accuracy=ensemble, cycles=cycles_run,
+                        state={name: {k_: v.detach().clone() for k_, v in m.state_dict().items()}
+                               for name, m in models.items()})
+
+    if cycles_done:
+        validate(cycles_done)
     for cycle, (epochs, max_lr) in enumerate(cycles):
         if cycle < cycles_done:
             continue
         run.cycle(settings.seed + cycle, epochs, max_lr, done, total)
         done += epochs
+        validate(cycle + 1)
+    if "state" in best:
+        for name, m in models.items():
+            m.load_state_dict(best["state"][name])
     out = {}
     for name, m in models.items():
         m.eval()
@@ -236,6 +272,7 @@ def train_family(
     train: Dataset | None = None,
     test: Dataset | None = None,
     resume_from: Path | None = None,
+    validation: Dataset | None = None,
 ) -> Path:
     """Train the family, measure it on the test split, write each variant's weights and the family manifest.
 
@@ -248,16 +285,23 @@ def train_family(
             raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
                              f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
     earlier = _earlier_cycles(resume_from, family, settings) if resume_from is not None else None
-    train = train if train is not None else load_split("train", data_dir)
+    if train is None:
+        everything = load_split("train", data_dir)
+        if settings.validation_images:
+            train = fit_split(everything, settings.validation_images)
+            validation = validation_split(everything, settings.validation_images)
+        else:
+            train = everything
     teacher = None
     teacher_ref: dict[str, Any] | None = None
     if settings.distill_weight > 0:
         teacher, teacher_manifest = load_model(settings.teacher)
         teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
     started = time.perf_counter()
+    history: list[dict[str, Any]] = []
     models = train_variants(family, train, settings, teacher, progress,
                             start_from={n: v.model for n, v in earlier.variants.items()} if earlier else None,
-                            cycles_done=earlier.cycles if earlier else 0)
+                            cycles_done=earlier.cycles if earlier else 0, validation=validation, history=history)
     wall = time.perf_counter() - started
     test = test if test is not None else load_split("test", data_dir)
     weights = fusion_weights(family)
@@ -311,6 +355,15 @@ def train_family(
         "trained_on": trained_on,
         "torch_version": torch.__version__,
     }
+    if validation is not None and history:
+        kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["cycles"]))
+        manifest["selection"] = {
+            "split": f"validation: models.data.validation_split ({len(validation)} training images, not trained on; "
+                     f"training used the other {len(train)})",
+            "criterion": "validation accuracy of the whole ensemble (top-k fusion) after each learning-rate cycle; "
+                         "the best cycle's weights are kept (ties: the earlier)",
+            "kept_cycles": kept["cycles"], "kept_epochs": kept["epochs"], "cycles_run": len(settings.cycles()),
+            "history": history}
     path = out_dir / f"{FAMILY_NAME}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
@@ -339,6 +392,7 @@ def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: Vp
     if list(loaded) != names:
         raise ValueError(f"{directory}: family {list(loaded)} is not the one being trained {names}")
     theirs = dict(manifest.get("settings", {}))
+    theirs.setdefault("validation_images", 0)  # families from before the validation split trained on every image
     done, wanted = _cycles_run(theirs), len(settings.cycles())
     if done >= wanted:
         raise ValueError(f"{directory}: that family already ran {done} learning-rate cycle(s) and these settings run "

@@ -83,6 +83,9 @@ def test_the_reports_measured_the_shipped_artifacts() -> None:
     for entry in _json(REPORTS / "nair.json")["wire"]["artifacts"].values():
         assert current[entry["artifact"]] == entry["artifact_sha256"]
     assert _on_validation(wire["selection"])
+    # The live runs: the demo names the stage2 artifact it passes explicitly, the link bench the sensor's default.
+    assert _json(REPORTS / "demo.json")["artifact"]["sha256"] == current["base.nair.npz"]
+    assert _json(REPORTS / "link.json")["artifact"]["sha256"] == current["base.stage3.nair.npz"]
     for row in wire["fewest_wire_bytes_within_1pt_of_mature"].values():
         assert row is None or row["chosen_on"] == "validation"
 

@@ -328,3 +328,27 @@ def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path
     with pytest.raises(FileNotFoundError, match="no variant family manifest"):
         train_family(other, out_dir=tmp_path, resume_from=tmp_path, train=Dataset(np.zeros((0, 28, 28), np.uint8),
                      np.zeros(0, np.int64)))
+
+
+@pytest.mark.slow
+def test_the_kept_family_is_the_cycle_best_on_validation() -> None:
+    from models.vp_training import VpTrainSettings, train_variants
+
+    train = load_split("train")
+    family = VARIANTS[:2]
+    data = Dataset(train.images[:96], train.labels[:96])
+    validation = Dataset(train.images[-64:], train.labels[-64:])
+    settings = VpTrainSettings(epochs=1, restart_epochs=1, restart_max_lr=0.05, restarts=2, batch_size=32,
+                               distill_weight=0.0, compile=False)
+    history: list[dict[str, object]] = []
+    kept = train_variants(family, data, settings, validation=validation, history=history)
+    assert [h["cycles"] for h in history] == [1, 2, 3]
+    best = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["cycles"]))  # type: ignore[arg-type,operator]
+    # The kept weights reproduce the best cycle's validation accuracy.
+    from models.variants import fusion_weights
+    from models.vp import fuse_batch
+    from models.vp_training import softmax_outputs
+
+    probs = {name: softmax_outputs(m, validation.images) for name, m in kept.items()}
+    accuracy = float((fuse_batch(probs, fusion_weights(family), 5).argmax(1) == validation.labels).mean())
+    assert accuracy == pytest.approx(best["validation_ensemble_accuracy"])
