@@ -37,7 +37,7 @@ def choose_allocation(
     say = progress or (lambda _m: None)
     say(f"head outputs of {len(calibration_images)} calibration images")
     ir = head_outputs(model, calibration_images, settings.split, settings.batch_size)
-    validation_ir: np.ndarray | None = None
+    validation_ir = head_outputs(model, validation.images, settings.split, settings.batch_size)
     compared: list[dict[str, Any]] = []
     best: tuple[tuple[float, float, int], NairArtifact] | None = None
     for index, (label, bands) in enumerate(candidates.items()):
@@ -45,9 +45,6 @@ def choose_allocation(
         artifact = calibrate(model, manifest["name"], manifest["sha256"], calibration_images,
                              replace(settings, bit_bands=bands), ir=ir)
         pipeline = NairPipeline(model, manifest, artifact)
-        if validation_ir is None:
-            validation_ir = np.concatenate([pipeline.head(validation.images[s : s + 500])
-                                            for s in range(0, len(validation), 500)])
         codes = np.concatenate([pipeline.encode_ir(validation_ir[s : s + 500])
                                 for s in range(0, len(validation_ir), 500)])
         row = nair_curve(pipeline, codes, validation.labels, caps=(wire_bytes,))[0]

@@ -300,7 +300,7 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
                                           == evaluator.validation.labels).mean()),
                 "used_for": "choosing the rate-accuracy point the bars highlight (fewest bytes within 1 point of the "
                             "mature model); the tail-drop baseline's checkpoint and fill (its manifest)"}
-        report["fewest_bytes_within_1pt"] = fewest_bytes_point(report, evaluator, base_model)
+        report["fewest_bytes_within_1pt"] = fewest_bytes_point(report, mature_correct)
         for point in report["rate_accuracy"]:
             point.pop("correct", None)
         say("ablation")
@@ -367,7 +367,7 @@ def fewest_bytes_within(points: list[dict[str, Any]], mature: float, tolerance: 
     return min((p for p in points if p.get(key, -1.0) >= mature - tolerance), key=lambda p: p["bytes"], default=None)
 
 
-def fewest_bytes_point(report: dict[str, Any], evaluator: Evaluator, base_model: ResNet) -> dict[str, Any] | None:
+def fewest_bytes_point(report: dict[str, Any], mature_correct: np.ndarray) -> dict[str, Any] | None:
     """The highlighted rate point, chosen on validation (fewest bytes with validation accuracy within 1 point of the
     mature model's validation accuracy), reported on test with its interval and a McNemar test against the mature
     model; ``None`` without a validation split."""
@@ -377,8 +377,6 @@ def fewest_bytes_point(report: dict[str, Any], evaluator: Evaluator, base_model:
     point = fewest_bytes_within(report["rate_accuracy"], validation["mature_accuracy"], key="validation_accuracy")
     if point is None:
         return {"chosen_on": "validation", "point": None}
-    mature_correct = mature_predictions(base_model, evaluator.images, evaluator.settings.batch_size) == \
-        evaluator.labels
     return {"chosen_on": "validation",
             "criterion": "fewest payload bytes with validation accuracy at most 1 point below the mature model's "
                          "validation accuracy",

@@ -31,8 +31,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from models import stats
 from models.imagecodec import ImageCodec, get_image_codec
-from models.stats import wilson_interval
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -100,9 +100,8 @@ def encode_within_cap(ladder: Sequence[str], image: np.ndarray, wire_cap: int, *
 
 def _accuracy_fields(correct: np.ndarray) -> dict[str, Any]:
     """Accuracy of a boolean vector with its 95 % Wilson interval."""
-    k, n = int(correct.sum()), len(correct)
-    lo, hi = wilson_interval(k, n)
-    return {"accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
+    out = stats.accuracy(correct)
+    return {"accuracy": out["accuracy"], "ci95": out["ci95"]}
 
 
 # --- measurement ----------------------------------------------------------------------------------------------------

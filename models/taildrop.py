@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.calibration import head_outputs
 from models.data import Dataset
 from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, preprocess
@@ -83,11 +84,9 @@ def prefix_mask(share: float, shape: tuple[int, int, int], order: DropOrder) -> 
 
 
 def head_ir(model: ResNet, images: np.ndarray, split: str, batch_size: int = 1000) -> torch.Tensor:
-    """The IR of ``images`` at ``split`` in eval mode, float32 ``(N, C, H, W)``."""
+    """The IR of ``images`` at ``split`` in eval mode (:func:`models.calibration.head_outputs`), as a tensor."""
     model.eval()
-    with torch.no_grad():
-        return torch.cat([model.head(preprocess(torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size]))),
-                                     split) for s in range(0, len(images), batch_size)])
+    return torch.from_numpy(head_outputs(model, images, split, batch_size))
 
 
 def prefix_accuracies(model: ResNet, ir: torch.Tensor, labels: np.ndarray, split: str, order: DropOrder,
