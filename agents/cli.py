@@ -62,6 +62,8 @@ def _training_progress(progress: Progress, label: str) -> Any:
             progress.update(task, completed=done, total=total,
                             description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
                                         f"train acc {info['train_acc']:.3f}")
+        elif kind == "validation":
+            progress.console.print(f"  validation accuracy {info['validation_acc']:.4f}")
         else:
             progress.console.print(f"epoch {done}/{total}: loss {info['loss']:.4f}, train acc {info['train_acc']:.4f}"
                                    f", {info['seconds']:.0f} s")
@@ -95,6 +97,34 @@ def train_base_cmd(
             _fail(str(exc))
     manifest = json.loads(path.read_text())
     console.print(f"test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
+
+
+@train_app.command("mobilenet")
+def train_mobilenet_cmd(
+    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Epochs (default 30); the weights kept are the epoch most accurate on the validation split.")] = None,
+    data_dir: DataDirOpt = None,
+    out_dir: Annotated[Path, typer.Option(help="Working directory for the native weights and manifest (export "
+                                                "them with 'nairbus export-model').")] = Path("mobilenet-train"),
+) -> None:
+    """Train the second architecture: MobileNetV2-style, 3x32x32 RGB input resized from the data set."""
+    from dataclasses import replace
+
+    from models.data import DatasetMissingError
+    from models.zoo import MOBILENET_SETTINGS, train_mobilenet
+
+    settings = replace(MOBILENET_SETTINGS, epochs=epochs or MOBILENET_SETTINGS.epochs)
+    command = "nairbus train mobilenet" + ("" if settings == MOBILENET_SETTINGS else f" --epochs {settings.epochs}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        try:
+            path = train_mobilenet(settings, data_dir, out_dir, _training_progress(progress, "mobilenet"), command)
+        except DatasetMissingError as exc:
+            _fail(str(exc))
+    manifest = json.loads(path.read_text())
+    chosen = manifest["selection"]
+    console.print(f"best epoch on validation {chosen['best_epoch']} of {chosen['epochs_run']}; test accuracy "
+                  f"{manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
 
 
 @train_app.command("taildrop")
@@ -133,7 +163,8 @@ def train_taildrop_cmd(
 
 @app.command()
 def calibrate(
-    model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
+    model: Annotated[str, typer.Option(help="Model name (shipped, or imported into $NAIRBUS_MODEL_DIR) or the path "
+                                            "of its manifest.")] = "base",
     split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
     images: Annotated[int, typer.Option(help="Training images used for calibration (the first of the seed-0 "
                                               "permutation; the validation split is its last 5 000).")] = 10000,
@@ -144,11 +175,15 @@ def calibrate(
     wire_bytes: Annotated[Optional[int], typer.Option(  # noqa: UP045
         help="Instead of --bit-bands: choose, on the validation split, the named allocation most accurate when "
              "each frame is one MQTT PUBLISH of at most this many bytes.")] = None,
+    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Calibrate on a folder of your own unlabeled images (PNG/JPEG/WebP/BMP, converted to the model's input) "
+             "instead of the data set; uses up to --images of them, in name order.")] = None,
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Artifact path (default models/weights/<model>.nair.npz).")] = None,
+        help="Artifact path (default <model>.nair.npz beside the model's manifest).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only.
+    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only —
+    or, with --images-dir, on a folder of your own camera's images: NAIR calibration needs no labels.
 
     The artifact's sha256 covers only what determines its behaviour, so the same command on the same data writes
     the same sha256; the command, the wall time and any validation comparison are kept as its provenance.
@@ -158,7 +193,7 @@ def calibrate(
     from models.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
     from models.calibration import calibrate as fit
     from models.data import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
-    from models.store import WEIGHTS_DIR, load_model
+    from models.store import default_artifact_path, load_model
 
     if bit_bands is not None and wire_bytes is not None:
         _fail("give --bit-bands or --wire-bytes, not both")
@@ -168,10 +203,19 @@ def calibrate(
         _fail(f"--bit-bands: {exc}")
     if wire_bytes is not None and wire_bytes <= 0:
         _fail(f"--wire-bytes must be positive, not {wire_bytes}")
+    if images_dir is not None and wire_bytes is not None:
+        _fail("--wire-bytes chooses an allocation by accuracy on the labelled validation split; with your own "
+              "unlabeled --images-dir give --bit-bands instead")
     try:
         net, manifest = load_model(model)
+    except (FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    if images_dir is not None:
+        _calibrate_from_folder(net, manifest, model, images_dir, images, split, method, bands, bit_bands, out)
+        return
+    try:
         train = load_split("train", data_dir)
-    except (FileNotFoundError, DatasetMissingError) as exc:
+    except DatasetMissingError as exc:
         _fail(str(exc))
     limit = len(train) - (VALIDATION_IMAGES if wire_bytes is not None else 0)
     if not 1 <= images <= limit:
@@ -208,10 +252,77 @@ def calibrate(
             artifact = fit(net, manifest["name"], manifest["sha256"], calibration_images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    **({"selection": selection} if selection else {})}
-    path = artifact.save(out or WEIGHTS_DIR / f"{model}.nair.npz")
+    path = artifact.save(out or default_artifact_path(model))
     seconds = time.perf_counter() - started
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
+
+
+MIN_FOLDER_IMAGES = 200
+"""Fewest usable images ``calibrate --images-dir`` fits on (the channel covariance and the quantiser ranges need
+a few hundred frames; a thousand or more is better)."""
+
+
+def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folder: Path, limit: int,
+                           split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None) -> None:
+    """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
+    few images fit, fit the artifact, record which files it saw."""
+    import hashlib
+
+    import numpy as np
+
+    from agents.sources import IMAGE_SUFFIXES, FolderSource
+    from models.calibration import CalibrationSettings, format_bit_bands
+    from models.calibration import calibrate as fit
+    from models.store import default_artifact_path
+
+    spec = net.input_spec
+    split_name = split or manifest.get("default_split", manifest["split_points"][0])
+    if split_name not in manifest["split_points"]:
+        _fail(f"model {manifest['name']} has no split point {split_name!r}; it has "
+              f"{', '.join(manifest['split_points'])}")
+    try:
+        source = FolderSource(folder, spec=spec)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    candidates = sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if candidates < MIN_FOLDER_IMAGES:
+        _fail(f"{folder} holds {candidates} image files; NAIR calibration needs at least {MIN_FOLDER_IMAGES} "
+              f"(better a thousand or more) of your camera's frames")
+    images: list[np.ndarray] = []
+    names = hashlib.sha256()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task(f"reading {folder} as {spec.describe()}", total=min(candidates, limit))
+        for _frame_id, path, image in source.files():
+            images.append(image)
+            names.update(path.name.encode() + b"\0")
+            progress.advance(task)
+            if len(images) >= limit:
+                break
+    refused = {k.removeprefix("bad_"): v for k, v in source.counters.items() if k.startswith("bad_")}
+    if refused:
+        console.print(f"[yellow]skipped[/] {sum(refused.values())} files that cannot be used: "
+                      + ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items())))
+    if len(images) < MIN_FOLDER_IMAGES:
+        _fail(f"only {len(images)} of the files in {folder} are usable images; NAIR calibration needs at least "
+              f"{MIN_FOLDER_IMAGES}")
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--split", split, None), ("--images", limit, 10000), ("--method", method, "nair"),
+            ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--out", out, None)) if value != default)
+    started = time.perf_counter()
+    with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
+        artifact = fit(net, manifest["name"], manifest["sha256"], np.stack(images), settings)
+    artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
+                                   "calibration_source": {"folder": folder.name, "files": len(images),
+                                                          "file_names_sha256": names.hexdigest(),
+                                                          "labels_used": False}}
+    path = artifact.save(out or default_artifact_path(model))
+    console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
+                  f"{artifact.total_bytes()} B for the whole IR) from {len(images)} unlabeled images in "
+                  f"{time.perf_counter() - started:.1f} s -> {path}")
 
 
 @app.command("calibrate-auto")
@@ -294,6 +405,9 @@ def sensor(
         help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
              "image-topic).")] = None,
     frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="The model whose head runs here: a shipped name (default base), a model imported into "
+             "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
@@ -314,7 +428,7 @@ def sensor(
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir, "qos": qos,
         "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
         "source": source or ("folder" if folder is not None else "image-topic" if image_topic else None),
-        "folder": folder, "watch": watch, "image_topic": image_topic,
+        "folder": folder, "watch": watch, "image_topic": image_topic, "model": model,
     }
     if test_loss:
         kind, _, rest = test_loss.partition(":")
@@ -347,12 +461,18 @@ def fusion(
     stats_interval: Annotated[Optional[float], typer.Option(help="Seconds between stats messages.")] = None,  # noqa: UP045
     partition: Annotated[Optional[str], typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,  # noqa: UP045
     mode: Annotated[Optional[str], typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="The model (name or manifest path; default base).")] = None,
+    also: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--also-model", help="A further model this fusion agent serves (repeatable): each sensor's birth names its "
+                             "model and artifact by hash.")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from agents.runner import run_fusion
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
-              "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode}
+              "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
+              "models": tuple(also) if also else None}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.fusion.mode == "vp":
@@ -362,7 +482,7 @@ def fusion(
             run_vp_fusion(cfg, _on_signals)
         else:
             run_fusion(cfg)
-    except (ConnectionError, FileNotFoundError, RuntimeError) as exc:
+    except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -578,6 +698,9 @@ def _print_nair_table(result: dict[str, Any]) -> None:
 from agents.vp_cli import register as _register_vp  # noqa: E402
 
 _register_vp(app, train_app)
+from agents.model_cli import register as _register_models  # noqa: E402
+
+_register_models(app)
 from agents.bench_cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

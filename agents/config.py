@@ -136,8 +136,12 @@ class FusionSettings(BaseModel):
     artifact: Path | None = None
     """The NAIR artifact paired with the model (default ``models/weights/<model>.nair.npz``)."""
     extra_artifacts: tuple[Path, ...] | None = None
-    """Further artifacts of the same model fusion decodes (sensors at other split points or quantisations; each
-    sensor's birth names its artifact by hash). None: every shipped ``models/weights/<model>.*.nair.npz``."""
+    """Further artifacts fusion decodes (sensors at other split points or quantisations, or of the other
+    ``models``; each sensor's birth names its artifact by hash, each artifact its model). None: every
+    ``<model>.*.nair.npz`` beside each model's manifest."""
+    models: tuple[str, ...] = ()
+    """Further models (names, or manifest paths) this one fusion agent serves beside ``model``, each with the
+    artifacts beside its manifest: a hub with two kinds of camera needs one fusion agent."""
     deadline_ms: float = Field(default=500.0, gt=0)
     max_frames: int = Field(default=4096, ge=1)
     max_frames_per_sensor: int = Field(default=512, ge=1)

@@ -28,8 +28,8 @@ from models.codec import ComponentRun, PayloadError, check_run, decode_runs
 from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
 from models.nair import ArtifactMismatchError, NairArtifact
 from models.pipeline import NairPipeline
-from models.store import WEIGHTS_DIR
-from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, Result, WireError
+from models.store import default_artifact_path
+from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.lean import LeanContext, decode_lean
@@ -49,6 +49,8 @@ class KnownSensor:
     """The artifact this sensor's fragments are decoded with (None: it sends images only)."""
     codecs: tuple[ImageCodec, ...] = ()
     image_shape: tuple[int, int] = (28, 28)
+    decider: NairPipeline | None = None
+    """The model that decides this sensor's frames (its labels; the whole model for image frames)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +74,25 @@ class FusionAgent(FusionBase):
     sensors: dict[str, KnownSensor]
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
-        self.pipeline = pipeline or NairPipeline.load(config.fusion.model, config.fusion.artifact)
+        f = config.fusion
+        self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
         self.model_sha = self.pipeline.manifest["sha256"]
         self.pipelines = {self.artifact_sha: self.pipeline}
-        for extra in self._extra_artifacts(config) if pipeline is None or config.fusion.extra_artifacts else ():
+        """Every artifact fusion decodes, by sha256; each pipeline holds the artifact's own model."""
+        self.by_model = {self.model_sha: self.pipeline}
+        """One pipeline per model sha256, for image frames and labels."""
+        for name in f.models:
             try:
-                other = NairPipeline(self.pipeline.model, self.pipeline.manifest, NairArtifact.load(extra))
-            except ArtifactMismatchError as exc:
-                log.warning("artifact_skipped", path=str(extra), reason=str(exc))
-                continue
+                other = NairPipeline.load(name)
+            except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError) as exc:
+                raise ValueError(f"fusion model {name!r}: {exc}") from exc
             self.pipelines.setdefault(other.artifact.sha256, other)
-        self.buffer = Reassembler(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
-                                  max_per_sensor=config.fusion.max_frames_per_sensor)
+            self.by_model.setdefault(other.manifest["sha256"], other)
+        if pipeline is None or f.extra_artifacts:
+            for extra in self._extra_artifacts(config):
+                self._add_artifact(extra)
+        self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
         self.sensors = {}
         self._frame_tokens: dict[str, tuple[float, float]] = {}
         super().__init__(config, ("birth", "frag", "image"))
@@ -93,13 +101,35 @@ class FusionAgent(FusionBase):
         if self.discovery is not None:
             self.discovery.attach()
 
-    @staticmethod
-    def _extra_artifacts(config: AgentConfig) -> tuple[Path, ...]:
+    def _add_artifact(self, path: Path) -> None:
+        """Decode sensors of ``path`` too, with the model it was calibrated for (loaded once per model)."""
+        try:
+            artifact = NairArtifact.load(path)
+            model = next((p for p in self.by_model.values() if p.manifest["sha256"] == artifact.model_sha256), None)
+            if model is None:
+                log.warning("artifact_skipped", path=str(path),
+                            reason=f"its model {artifact.model_name} ({artifact.model_sha256[:12]}) is not served")
+                return
+            other = NairPipeline(model.model, model.manifest, artifact)
+        except (ArtifactMismatchError, OSError, ValueError, KeyError) as exc:
+            log.warning("artifact_skipped", path=str(path), reason=str(exc))
+            return
+        self.pipelines.setdefault(other.artifact.sha256, other)
+
+    def _extra_artifacts(self, config: AgentConfig) -> tuple[Path, ...]:
         if config.fusion.extra_artifacts is not None:
             return config.fusion.extra_artifacts
-        if config.fusion.artifact is not None:
+        if config.fusion.artifact is not None and not config.fusion.models:
             return ()
-        return tuple(sorted(WEIGHTS_DIR.glob(f"{config.fusion.model}.*.nair.npz")))
+        found: list[Path] = []
+        for pipeline in self.by_model.values():
+            name = pipeline.manifest["name"]
+            try:
+                directory = default_artifact_path(name).parent
+            except FileNotFoundError:
+                continue
+            found += sorted(directory.glob(f"{name}.*.nair.npz"))
+        return tuple(found)
 
     # ----- message handling (worker thread) -------------------------------------------------------------------
 
@@ -138,15 +168,24 @@ class FusionAgent(FusionBase):
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
         pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
-        if birth.model.sha256 != self.model_sha or (birth.nair is not None and pipeline is None):
+        decider = self.by_model.get(birth.model.sha256)
+        if decider is None or (birth.nair is not None and (
+                pipeline is None or pipeline.manifest["sha256"] != birth.model.sha256)):
             self.sensors.pop(sensor_id, None)
             got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
             self.reject("artifact_mismatch", message.topic,
-                        f"sensor model {birth.model.sha256[:12]} artifact {got}, fusion model "
-                        f"{self.model_sha[:12]} artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
+                        f"sensor model {birth.model.name} {birth.model.sha256[:12]} artifact {got}; fusion serves "
+                        f"models {', '.join(p.manifest['name'] + ' ' + sha[:12] for sha, p in self.by_model.items())}"
+                        f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
+            return
+        if tuple(birth.labels) != decider.labels:
+            self.sensors.pop(sensor_id, None)
+            self.reject("labels_mismatch", message.topic, f"the sensor's labels differ from model "
+                                                          f"{decider.manifest['name']}'s")
             return
         codecs: tuple[ImageCodec, ...] = ()
-        shape = (28, 28)
+        spec = decider.input_spec
+        shape = (spec.height, spec.width)
         if birth.image is not None:
             try:
                 codecs = tuple(get_image_codec(spec) for spec in birth.image.codecs)
@@ -154,13 +193,14 @@ class FusionAgent(FusionBase):
                 self.sensors.pop(sensor_id, None)
                 self.reject("unknown_codec", message.topic, str(exc))
                 return
-            shape = (birth.image.height, birth.image.width)
-            if shape != (28, 28):
+            if (birth.image.height, birth.image.width) != shape or spec.channels != 1:
                 self.sensors.pop(sensor_id, None)
-                self.reject("image_shape", message.topic, f"{shape}: the model takes 28x28 frames")
+                self.reject("image_shape", message.topic,
+                            f"{birth.image.height}x{birth.image.width} grey frames: model "
+                            f"{decider.manifest['name']} takes {spec.describe()}")
                 return
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
-                                              LeanContext.from_birth(birth), pipeline, codecs, shape)
+                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
         log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
 
     def _sensor_for(self, sensor_id: str, topic: str) -> KnownSensor | None:
@@ -277,22 +317,31 @@ class FusionAgent(FusionBase):
                 probs = pipeline.decode(values, masks)
                 decided = time.time()
                 for frame, p, mask in zip(batch, probs, masks, strict=True):
-                    self.publish_result(frame, p, float(mask.mean()), decided, components=int(mask.sum()))
-        for start in range(0, len(images), self.settings.max_batch):
-            batch = images[start : start + self.settings.max_batch]
-            parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
-            probs = self.pipeline.full_model_probs(np.stack([p.pixels for p in parts]))
-            decided = time.time()
-            for frame, p, part in zip(batch, probs, parts, strict=True):
-                self.publish_result(frame, p, 1.0, decided, codec=part.codec)
+                    self.publish_result(frame, p, float(mask.mean()), decided, pipeline, components=int(mask.sum()))
+        by_model: dict[str, list[PendingFrame[Part]]] = {}
+        for frame in images:
+            known = self.sensors.get(frame.key[0])
+            if known is None or known.decider is None:
+                self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
+                continue
+            by_model.setdefault(known.decider.manifest["sha256"], []).append(frame)
+        for sha, group in by_model.items():
+            model = self.by_model[sha]
+            for start in range(0, len(group), self.settings.max_batch):
+                batch = group[start : start + self.settings.max_batch]
+                parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
+                probs = model.full_model_probs(np.stack([p.pixels for p in parts]))
+                decided = time.time()
+                for frame, p, part in zip(batch, probs, parts, strict=True):
+                    self.publish_result(frame, p, 1.0, decided, model, codec=part.codec)
 
     def publish_result(self, frame: PendingFrame[Part], probs: np.ndarray, fraction: float,
-                       decided: float, *, components: int = 0, codec: str | None = None) -> None:
-        """Publish one frame's JSON result."""
+                       decided: float, model: NairPipeline, *, components: int = 0, codec: str | None = None) -> None:
+        """Publish one frame's JSON result, decided by ``model``."""
         sensor_id, _session, frame_id = frame.key
         known = self.sensors.get(sensor_id)
         stream = known.stream_id if known else sensor_id
-        labels = self.pipeline.labels
+        labels = model.labels
         top = np.argsort(-probs)[: self.settings.topk]
         latency = max(0.0, (decided - frame.capture_ts) * 1000.0)
         result = Result(
@@ -303,7 +352,7 @@ class FusionAgent(FusionBase):
             sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
             complete=frame.complete, representation="image" if codec is not None else "nair",
             components_received=components, codec=codec,
-            wire_bytes=frame.wire_bytes,
+            wire_bytes=frame.wire_bytes, model=ModelRef(name=model.manifest["name"], sha256=model.manifest["sha256"]),
         )
         payload = wire_encode(result)
         self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
@@ -319,4 +368,5 @@ class FusionAgent(FusionBase):
             self.discovery.update(streams_of(self.sensors.values()), now)
 
     def start_fields(self) -> dict[str, object]:
-        return {"artifacts": [sha[:12] for sha in self.pipelines]}
+        return {"models": [p.manifest["name"] for p in self.by_model.values()],
+                "artifacts": [sha[:12] for sha in self.pipelines]}

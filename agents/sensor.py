@@ -104,6 +104,9 @@ class SensorAgent:
         self.topics = TopicTree(config.topics.root, config.topics.site)
         artifact = s.artifact or sensor_artifact_path(s.model)
         self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
+        if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
+            raise ValueError(f"--mode {s.mode} sends grey images, but model {s.model} takes "
+                             f"{self.pipeline.input_spec.describe()}; use --mode nair")
         self.stop_event = threading.Event()
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
@@ -148,7 +151,9 @@ class SensorAgent:
         if s.mode in ("nair", "auto"):
             nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
                              n_components=a.n_components, bit_bands=bit_bands(a.bits))
-        image = ImageBirth(codecs=tuple(s.image_codecs), height=28, width=28) if self.image is not None else None
+        spec = self.pipeline.input_spec
+        image = (ImageBirth(codecs=tuple(s.image_codecs), height=spec.height, width=spec.width)
+                 if self.image is not None else None)
         return Birth(
             sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=s.mode, stream_id=s.stream,
             labels=self.pipeline.labels,
@@ -180,7 +185,7 @@ class SensorAgent:
             self._run_image_topic()
         elif s.source == "folder":
             assert s.folder is not None
-            folder = FolderSource(s.folder, watch=s.watch, stop=self.stop_event)
+            folder = FolderSource(s.folder, spec=self.pipeline.input_spec, watch=s.watch, stop=self.stop_event)
             self.folder_counters = folder.counters
             # Time spent reading files is the source's, not the sensor's: the pacing starts again at each batch.
             # A folder is a batch of files to classify, every one of them: late frames are skipped (latest frame
@@ -211,7 +216,7 @@ class SensorAgent:
                 self._skip("skipped_stale")
                 message = newer
             try:
-                image = decode_image_bytes(message.payload, 28, 28, message.topic)
+                image = decode_image_bytes(message.payload, self.pipeline.input_spec, message.topic)
             except BadImageError as exc:
                 self.counters["files_refused"] += 1
                 log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])

@@ -1,8 +1,10 @@
 """Frame sources for sensor agents: data-set replay with stable frame ids, and a folder of image files.
 
-A source yields :class:`FrameBatch` es of uint8 grey images at the model's input size. Replay takes the data set's
+A source yields :class:`FrameBatch` es of uint8 images in the model's input spec (grey ``(H, W)`` or RGB
+``(H, W, 3)``). Replay takes the data set's
 frames (frame id = data-set index). :class:`FolderSource` reads PNG/JPEG/WebP/BMP files — a user's own camera
-snapshots — in name order, converts each to grey and resizes it to the model's input at the edge, and with ``watch``
+snapshots — in name order, converts each to the model's channels and size at the edge
+(:meth:`models.split.InputSpec.convert_image`), and with ``watch``
 keeps taking new files as they appear (a motion-triggered camera writing into a directory). The same conversion
 serves encoded snapshots arriving on an MQTT topic (:func:`decode_image_bytes`). A file that cannot be used
 (unreadable, corrupt, empty, too large, a decompression bomb) is counted by reason and logged, never raised: one bad
@@ -20,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from agents.logging import get_logger
+from models.architectures import fashion_mnist_spec
 from models.data import Dataset
+from models.split import InputSpec
 
-__all__ = ["BadImageError", "FolderSource", "FrameBatch", "decode_image_bytes", "image_to_input", "read_image_file",
-           "replay", "replay_indices"]
+__all__ = ["BadImageError", "FolderSource", "FrameBatch", "decode_image_bytes", "frame_pixels", "image_to_input",
+           "read_image_file", "replay", "replay_indices"]
 
 log = get_logger("nairbus.sources")
 
@@ -45,7 +49,7 @@ class BadImageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FrameBatch:
-    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)``."""
+    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (RGB)."""
 
     frame_ids: np.ndarray
     images: np.ndarray
@@ -71,18 +75,12 @@ def replay(data: Dataset, indices: np.ndarray, batch: int) -> Iterator[FrameBatc
         yield FrameBatch(ids, data.images[ids])
 
 
-def image_to_input(image: object, height: int, width: int) -> np.ndarray:
-    """A decoded Pillow image as the model's input: grey (ITU-R 601 luma), resized to ``height × width``, uint8."""
-    from PIL import Image
-
-    assert isinstance(image, Image.Image)
-    grey = image.convert("L")
-    if grey.size != (width, height):
-        grey = grey.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.array(grey, dtype=np.uint8)  # a writable copy (torch refuses read-only arrays)
+def image_to_input(image: object, spec: InputSpec) -> np.ndarray:
+    """A decoded Pillow image as the model's input (its spec's channels and size), uint8."""
+    return spec.convert_image(image)
 
 
-def decode_image_bytes(data: bytes, height: int, width: int, what: str = "message") -> np.ndarray:
+def decode_image_bytes(data: bytes, spec: InputSpec, what: str = "message") -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP — a camera's snapshot on an MQTT topic) as model input;
     :class:`BadImageError` when they cannot be used."""
     import io
@@ -98,7 +96,7 @@ def decode_image_bytes(data: bytes, height: int, width: int, what: str = "messag
             if image.width * image.height > MAX_PIXELS:
                 raise BadImageError("too_large", f"{what}: {image.width}x{image.height} pixels")
             image.load()
-            return image_to_input(image, height, width)
+            return image_to_input(image, spec)
     except BadImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -109,7 +107,18 @@ def decode_image_bytes(data: bytes, height: int, width: int, what: str = "messag
         raise BadImageError("corrupt", f"{what}: {exc}") from exc
 
 
-def read_image_file(path: Path, height: int, width: int) -> np.ndarray:
+def frame_pixels(pixels: bytes, height: int, width: int, channels: int, encoding: str, spec: InputSpec) -> np.ndarray:
+    """A captured frame's pixels (raw ``height × width × channels`` bytes, or an encoded file) as the input of a model
+    of ``spec``, converted like any other frame; :class:`BadImageError` when they cannot be used."""
+    if encoding != "raw":
+        return decode_image_bytes(pixels, spec, f"{encoding} frame")
+    if len(pixels) != height * width * channels:
+        raise BadImageError("corrupt", f"{len(pixels)} bytes for a {height}x{width}x{channels} frame")
+    array = np.frombuffer(pixels, dtype=np.uint8).reshape((height, width) if channels == 1 else (height, width, 3))
+    return spec.convert(array[None])[0] if array.shape != spec.pixel_shape else array.copy()
+
+
+def read_image_file(path: Path, spec: InputSpec) -> np.ndarray:
     """One image file as model input; :class:`BadImageError` (with the reason to count) when it cannot be used."""
     try:
         size = path.stat().st_size
@@ -118,7 +127,7 @@ def read_image_file(path: Path, height: int, width: int) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise BadImageError("unreadable", str(exc)) from exc
-    return decode_image_bytes(data, height, width, str(path))
+    return decode_image_bytes(data, spec, str(path))
 
 
 @dataclass
@@ -130,8 +139,7 @@ class FolderSource:
     """
 
     folder: Path
-    height: int = 28
-    width: int = 28
+    spec: InputSpec = field(default_factory=fashion_mnist_spec)
     watch: bool = False
     poll_s: float = 0.2
     stop: threading.Event = field(default_factory=threading.Event)
@@ -162,7 +170,7 @@ class FolderSource:
                     return
                 self._seen.add(path.name)
                 try:
-                    image = read_image_file(path, self.height, self.width)
+                    image = read_image_file(path, self.spec)
                 except BadImageError as exc:
                     self.counters[f"bad_{exc.reason}"] += 1
                     log.warning("image_refused", file=str(path), reason=exc.reason, detail=str(exc)[:200])

@@ -47,7 +47,8 @@ from agents.mqtt import Communicator, InboundMessage
 from agents.notify import systemd_service
 from agents.outgoing import alias_wire_bytes
 from agents.sensor import EPOCH_LEAD_S
-from agents.sources import replay, replay_indices
+from agents.sources import BadImageError, frame_pixels, replay, replay_indices
+from models.architectures import fashion_mnist_spec
 from models.data import LABELS, Dataset, load_split
 from models.store import WEIGHTS_DIR
 from models.variants import FAMILY_NAME
@@ -72,6 +73,8 @@ from schemas.topics import TopicTree
 
 log = get_logger("nairbus.vp")
 FRAME_SIDE = 28
+VP_SPEC = fashion_mnist_spec()
+"""What the variants take: 28x28 grey (each variant resizes to its own resolution inside)."""
 MAX_PENDING_FRAMES: Final = 1024
 """Most frames an MQTT-source sensor holds between rounds; beyond that the oldest are skipped."""
 SENSOR_COUNTERS: Final = ("frames", "published", "frames_skipped", "wire_bytes", "payload_bytes",
@@ -377,13 +380,17 @@ class VpSensorAgent:
             self._reject_frame(exc.reason, message.topic)
             return None
         if frame.stream_id != stream:
-            reason, detail = "topic_mismatch", ""
-        elif (frame.height, frame.width) != (FRAME_SIDE, FRAME_SIDE):
-            reason, detail = "shape", f"{frame.height}x{frame.width}"
-        else:
+            self._reject_frame("topic_mismatch", message.topic)
+            return None
+        if (frame.height, frame.width, frame.channels, frame.encoding) == (FRAME_SIDE, FRAME_SIDE, 1, "raw"):
             return frame
-        self._reject_frame(reason, message.topic, detail)
-        return None
+        try:  # another size, colour, or an encoded file: converted to the variants' input like any frame
+            pixels = frame_pixels(frame.pixels, frame.height, frame.width, frame.channels, frame.encoding, VP_SPEC)
+        except BadImageError as exc:
+            self._reject_frame(f"bad_{exc.reason}", message.topic, str(exc)[:200])
+            return None
+        return frame.model_copy(update={"pixels": pixels.tobytes(), "height": FRAME_SIDE, "width": FRAME_SIDE,
+                                        "channels": 1, "encoding": "raw"})
 
     def _reject_frame(self, reason: str, topic: str, detail: str = "") -> None:
         self.counters["frames_rejected"] += 1

@@ -16,7 +16,7 @@ import torch
 
 from models.nair import NairArtifact, NairTransform, bits_schedule, geometric_plan
 from models.quantiser import CLIP_QUANTILES, fit_quantiser
-from models.resnet import ResNet, preprocess
+from models.resnet import ResNet
 
 Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
 """``nair``: channel KLT + 2-D DCT, components by variance. Baselines: ``naive`` (original order), ``prune``
@@ -90,7 +90,7 @@ def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int 
     outs = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
+            x = model.input_spec.prepare(images[start : start + batch_size])
             outs.append(model.head(x, split).numpy())
     return np.concatenate(outs)
 

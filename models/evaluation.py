@@ -217,12 +217,10 @@ class Evaluator:
 
 def mature_predictions(model: ResNet, images: np.ndarray, batch: int = 1000) -> np.ndarray:
     """The mature model's own predictions (no split, no codec)."""
-    from models.resnet import preprocess
-
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch])))
+            x = model.input_spec.prepare(images[start : start + batch])
             out.append(model(x).argmax(1).numpy())
     return np.concatenate(out)
 

@@ -16,8 +16,9 @@ import torch
 from models.codec import dequantise, packed_bytes, prefix_end, quantise, run_spans, spans_mask
 from models.loss import LossModel
 from models.nair import NairArtifact, NairTransform
-from models.resnet import ResNet, preprocess
-from models.store import WEIGHTS_DIR, load_model
+from models.resnet import ResNet
+from models.split import InputSpec
+from models.store import default_artifact_path, load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +44,21 @@ class NairPipeline:
 
     @classmethod
     def load(cls, model_name: str = "base", artifact_path: Path | None = None) -> NairPipeline:
-        """Load a shipped model and its artifact (default ``models/weights/<model>.nair.npz``)."""
+        """Load a model and its artifact (default ``<model>.nair.npz`` beside the model's manifest)."""
         model, manifest = load_model(model_name)
-        path = artifact_path or WEIGHTS_DIR / f"{model_name}.nair.npz"
+        path = artifact_path or default_artifact_path(model_name)
         return cls(model, manifest, NairArtifact.load(path))
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """What the model takes (frames are converted to it at the edge)."""
+        return self.model.input_spec
+
     def head(self, images: np.ndarray) -> np.ndarray:
-        """The IR at the artifact's split for uint8 images ``(N, 28, 28)``."""
+        """The IR at the artifact's split for uint8 images (the model's input shape, or any size, grey or RGB: they
+        are converted by the input spec first)."""
         with torch.no_grad():
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(images)))
+            x = self.model.input_spec.prepare(images)
             return self.model.head(x, self.artifact.split).numpy()
 
     def encode_ir(self, ir: np.ndarray) -> np.ndarray:
@@ -62,7 +69,7 @@ class NairPipeline:
         return quantise(comps, a.lo, a.step, a.bits)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Sensor half: uint8 images ``(N, 28, 28)`` to quantiser codes ``(N, K)``."""
+        """Sensor half: uint8 images ``(N, ...)`` to quantiser codes ``(N, K)``."""
         return self.encode_ir(self.head(images))
 
     def decode(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -77,7 +84,7 @@ class NairPipeline:
         out = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                x = preprocess(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
+                x = self.model.input_spec.prepare(images[start : start + batch_size])
                 out.append(torch.softmax(self.model(x), dim=1).numpy())
         return np.concatenate(out)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ MEAN = 0.2860
 STD = 0.3530
 SPLIT_POINTS: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+if TYPE_CHECKING:
+    from models.split import InputSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +82,17 @@ def _stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
 class ResNet(nn.Module):
     """ResNet for 1x28x28 input; takes uint8-range or [0, 1] floats via :func:`preprocess`."""
 
-    def __init__(self, config: ResNetConfig) -> None:
+    split_points: tuple[str, ...] = SPLIT_POINTS
+
+    def __init__(self, config: ResNetConfig, input_spec: InputSpec | None = None) -> None:
         super().__init__()
         self.config = config
+        if input_spec is None:
+            from models.split import InputSpec
+
+            input_spec = InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,),
+                                   labels=tuple(str(i) for i in range(config.num_classes)))
+        self.input_spec = input_spec
         w1, w2, w3 = config.widths
         stem = config.stem_width or w1
         self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
@@ -150,7 +161,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: ResNet, split: str | None = None) -> int:
+def count_macs(model: nn.Module, split: str | None = None) -> int:
     """Multiply-accumulates of one forward pass on one image (convs and the linear layer); with ``split``, of the
     head up to that split point only (what a sensor computes)."""
     macs = 0
@@ -167,8 +178,9 @@ def count_macs(model: ResNet, split: str | None = None) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        x = torch.zeros(1, 1, 28, 28)
-        model(x) if split is None else model.head(x, split)
+        spec = getattr(model, "input_spec", None)
+        x = torch.zeros(1, 1, 28, 28) if spec is None else torch.zeros(1, spec.channels, spec.height, spec.width)
+        model(x) if split is None else model.head(x, split)  # type: ignore[operator]
     model.train(was_training)
     for handle in handles:
         handle.remove()

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.resnet import SPLIT_POINTS, ResNet, ResNetConfig, count_macs, count_params
+from models.resnet import ResNet, count_macs, count_params
+from models.split import InputSpec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MODEL_DIR_ENV = "NAIRBUS_MODEL_DIR"
+"""Directories (``:``-separated) searched for a model's manifest before the shipped weights: where
+``nairbus import-model`` put the user's own models."""
 
 
 class ModelIntegrityError(RuntimeError):
@@ -31,20 +36,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: ResNet, name: str, manifest: dict[str, Any], directory: Path = WEIGHTS_DIR) -> Path:
-    """Write weights and manifest; the manifest gains sha256, architecture, params and MACs.
+def save_model(model: Any, name: str, manifest: dict[str, Any], directory: Path = WEIGHTS_DIR,
+               architecture_id: str = "resnet") -> Path:
+    """Write weights and manifest; the manifest gains sha256, architecture, input spec, params and MACs.
 
-    Returns the manifest path.
+    ``model`` is a native architecture (:mod:`models.architectures`) with ``config``, ``input_spec`` and
+    ``split_points``. Returns the manifest path.
     """
+    from models.architectures import ARCHITECTURES
+
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, weights)
     full = {
         "name": name,
-        "architecture": "resnet-basic (He et al. 2016, CIFAR-style), adapted to 28x28 grey",
+        "architecture": ARCHITECTURES[architecture_id].description,
+        "architecture_id": architecture_id,
         "config": model.config.to_dict(),
-        "split_points": list(SPLIT_POINTS),
+        "input_spec": model.input_spec.model_dump(mode="json"),
+        "split_points": list(model.split_points),
         "params": count_params(model),
         "macs": count_macs(model),
         "weights_file": weights.name,
@@ -57,21 +68,56 @@ def save_model(model: ResNet, name: str, manifest: dict[str, Any], directory: Pa
     return path
 
 
-def read_manifest(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
-    """The manifest of a shipped model; a clear error when it is missing."""
+def model_search_path() -> list[Path]:
+    """Where models are looked up by name: ``$NAIRBUS_MODEL_DIR`` (``:``-separated), then the shipped weights."""
+    extra = [Path(p) for p in os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep) if p]
+    return [*extra, WEIGHTS_DIR]
+
+
+def locate_model(name: str, directory: Path | None = None) -> tuple[str, Path]:
+    """``(name, directory)`` of a model given by name (searched in ``directory``, else :func:`model_search_path`) or
+    by the path of its manifest (``my-models/cam.json``); a clear error when there is none."""
+    as_path = Path(name)
+    if as_path.suffix == ".json" and as_path.is_file():
+        return as_path.stem, as_path.parent
+    if "/" in name or not name or name.startswith("."):
+        raise FileNotFoundError(f"no model manifest {name}")
+    places = [directory] if directory is not None else model_search_path()
+    for place in places:
+        if (place / f"{name}.json").is_file():
+            return name, place
+    looked = ", ".join(str(p) for p in places)
+    raise FileNotFoundError(f"no model manifest {name}.json in {looked}; train it with 'nairbus train {name}' or "
+                            f"import your own with 'nairbus import-model' (and set ${MODEL_DIR_ENV} to its directory)")
+
+
+def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """The manifest of a model (see :func:`locate_model`); a clear error when it is missing or not JSON."""
+    name, directory = locate_model(name, directory)
     path = directory / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no model manifest {path}; train it with 'nairbus train {name}'")
-    manifest: dict[str, Any] = json.loads(path.read_text())
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"model manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or "sha256" not in manifest:
+        raise FileNotFoundError(f"{path} is not a model manifest (no sha256)")
+    manifest.setdefault("name", name)
     return manifest
 
 
-def sensor_artifact_path(name: str, directory: Path = WEIGHTS_DIR) -> Path:
+def default_artifact_path(name: str, directory: Path | None = None) -> Path:
+    """``<name>.nair.npz`` beside the model's manifest: the artifact ``nairbus calibrate`` writes by default."""
+    name, directory = locate_model(name, directory)
+    return directory / f"{name}.nair.npz"
+
+
+def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     """The NAIR artifact a sensor of model ``name`` uses when none is named.
 
     The manifest's ``sensor_artifact`` (a file beside it, chosen on the validation split and recorded with the
     evidence in ``sensor_artifact_chosen``), else ``<name>.nair.npz``.
     """
+    name, directory = locate_model(name, directory)
     path = directory / f"{name}.json"
     chosen = json.loads(path.read_text()).get("sensor_artifact") if path.is_file() else None
     if chosen is not None and (not isinstance(chosen, str) or Path(chosen).name != chosen):
@@ -79,14 +125,100 @@ def sensor_artifact_path(name: str, directory: Path = WEIGHTS_DIR) -> Path:
     return directory / (chosen or f"{name}.nair.npz")
 
 
-def load_model(name: str, directory: Path = WEIGHTS_DIR) -> tuple[ResNet, dict[str, Any]]:
-    """Load a shipped model in eval mode after checking its sha256 against the manifest."""
+def input_spec(manifest: dict[str, Any]) -> InputSpec:
+    """The manifest's input spec (manifests from before input specs: 28x28 grey Fashion-MNIST with its labels)."""
+    if "input_spec" in manifest:
+        return InputSpec.model_validate(manifest["input_spec"])
+    from models.architectures import fashion_mnist_spec
+
+    spec = fashion_mnist_spec()
+    return spec.model_copy(update={"labels": tuple(manifest["labels"])}) if "labels" in manifest else spec
+
+
+def load_model(name: str, directory: Path | None = None) -> tuple[ResNet, dict[str, Any]]:
+    """Load a model (native, or imported with ``nairbus import-model``) in eval mode after checking its sha256
+    against the manifest. The result is a :class:`models.split.SplitModel`."""
+    from models.architectures import build
+
+    name, directory = locate_model(name, directory)
     manifest = read_manifest(name, directory)
     weights = directory / manifest["weights_file"]
+    if Path(manifest["weights_file"]).name != manifest["weights_file"] or not weights.is_file():
+        raise ModelIntegrityError(f"{directory / (name + '.json')}: weights file {manifest['weights_file']!r} is not "
+                                  f"a file beside the manifest")
     actual = sha256_file(weights)
     if actual != manifest["sha256"]:
         raise ModelIntegrityError(f"{weights} has sha256 {actual[:12]}…, manifest says {manifest['sha256'][:12]}…")
-    model = ResNet(ResNetConfig.from_dict(manifest["config"]))
+    if manifest.get("kind") == "imported":
+        from models.imported import load_split_model
+
+        imported: Any = load_split_model(weights, manifest["format"], manifest["split_points"],
+                                         input_spec(manifest))
+        return imported, manifest
+    model: Any = build(manifest.get("architecture_id", "resnet"), manifest["config"], input_spec(manifest))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     return model, manifest
+
+
+def import_model(
+    source: Path,
+    name: str,
+    points: list[str],
+    spec: InputSpec,
+    directory: Path,
+    factory: str | None = None,
+    command: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Store a user's classifier as model ``name`` in ``directory``: a ``torch.export`` program (``.pt2``), a
+    TorchScript file, or (``factory``) a state dict for ``package.module:function``, which is exported here so the
+    runtime never imports user code. The model is cut at ``points`` and checked against ``spec`` before anything is
+    written; the manifest records both files' sha256. Returns the manifest path."""
+    from models.imported import check_fits, detect_format, export_module, load_python_factory, load_split_model
+
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"model name {name!r} must be a plain file stem")
+    if not source.is_file():
+        raise FileNotFoundError(f"model file {source} does not exist")
+    directory.mkdir(parents=True, exist_ok=True)
+    if factory is not None:
+        model_format: Any = "torch.export"
+        program = export_module(load_python_factory(factory, source), spec)
+        stored = directory / f"{name}.pt2"
+        tmp = directory / f".{name}.importing.pt2"  # torch.export.load wants the .pt2 ending
+        torch.export.save(program, str(tmp))
+    else:
+        model_format = detect_format(source)
+        stored = directory / (f"{name}.pt2" if model_format == "torch.export" else f"{name}.ts.pt")
+        tmp = directory / f".{name}.importing{stored.name.removeprefix(name)}"
+        tmp.write_bytes(source.read_bytes())
+    try:
+        model = load_split_model(tmp, model_format, points, spec)
+        ir_shapes = check_fits(model, spec, points)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(stored)
+    params = model.parameter_count()  # type: ignore[operator]
+    manifest = {
+        "name": name,
+        "kind": "imported",
+        "format": model_format,
+        "architecture": f"imported {model_format} model" + (f" ({factory})" if factory else ""),
+        "weights_file": stored.name,
+        "sha256": sha256_file(stored),
+        "source": {"file": source.name, "sha256": sha256_file(source), **({"factory": factory} if factory else {})},
+        "split_points": list(points),
+        "default_split": points[0],
+        "ir_shapes": ir_shapes,
+        "input_spec": spec.model_dump(mode="json"),
+        "labels": list(spec.labels),
+        "params": params,
+        "torch_version": torch.__version__,
+        **({"command": command} if command else {}),
+        **(provenance or {}),
+    }
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

@@ -6,6 +6,7 @@ accuracy in the manifest. Uses a GPU when one is present and never requires one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,8 @@ from models.data import Dataset
 from models.loop import ProgressFn, Schedule, one_cycle
 from models.resnet import ResNet, ResNetConfig, preprocess, with_memory_format
 
-__all__ = ["ProgressFn", "TrainSettings", "augment", "augment_with_flip", "evaluate_accuracy", "pick_device",
-           "train_model"]
+__all__ = ["ProgressFn", "Selected", "TrainSettings", "augment", "augment_with_flip", "evaluate_accuracy",
+           "pick_device", "train_model", "train_with_validation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def pick_device() -> torch.device:
 
 def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Generator) -> tuple[torch.Tensor,
                                                                                                torch.Tensor]:
-    """Random crop after padding plus random horizontal flip, on a normalised ``(N, 1, H, W)`` batch.
+    """Random crop after padding plus random horizontal flip, on a normalised ``(N, C, H, W)`` batch.
 
     Returns the batch and which images were mirrored (on the CPU), so distillation can pick the teacher's output
     for the mirror image.
@@ -54,7 +55,8 @@ def augment_with_flip(batch: torch.Tensor, padding: int, generator: torch.Genera
         rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(batch.device)
         cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).to(batch.device)
         idx = torch.arange(n, device=batch.device).view(n, 1, 1)
-        batch = padded[:, 0][idx, rows.view(n, h, 1), cols.view(n, 1, w)].unsqueeze(1)
+        # advanced indices around the channel slice put the channel last: (N, H, W, C)
+        batch = padded[idx, :, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
     flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip.view(n, 1, 1, 1).to(batch.device), batch.flip(-1), batch), flip
 
@@ -109,3 +111,70 @@ def numpy_seed_everything(seed: int) -> None:
     """Seed numpy and torch global generators (for code paths that use them)."""
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """A model trained with its length chosen on validation: the best validation epoch's weights and the history."""
+
+    model: torch.nn.Module
+    best_epoch: int
+    epochs_run: int
+    validation_accuracy: list[float]
+
+
+def train_with_validation(
+    model: torch.nn.Module,
+    preprocess_fn: Callable[[np.ndarray], torch.Tensor],
+    train: Dataset,
+    validation: Dataset,
+    settings: TrainSettings,
+    progress: ProgressFn | None = None,
+    patience: int | None = None,
+) -> Selected:
+    """Train ``model`` (any classifier) on ``train`` and keep the weights of the epoch most accurate on
+    ``validation``; with ``patience``, stop after that many epochs without a better one.
+
+    ``preprocess_fn`` turns the data set's uint8 images into the model's normalised input (its input spec's
+    :meth:`~models.split.InputSpec.preprocess`). The test split is never seen here.
+    """
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    device = pick_device()
+    model = with_memory_format(model.to(device), torch.channels_last)
+    x_all = preprocess_fn(train.images)
+    y_all = torch.from_numpy(train.labels)
+    x_val = preprocess_fn(validation.images)
+    history: list[float] = []
+    best: dict[str, torch.Tensor] = {}
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = augment(x_all[idx], settings.crop_padding, generator).to(device)
+        y = y_all[idx].to(device)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        return F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing), logits, y
+
+    def after_epoch(epoch: int) -> bool:
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(validation), 1000):
+                x = x_val[start : start + 1000].to(device).contiguous(memory_format=torch.channels_last)
+                correct += int((model(x).argmax(1).cpu().numpy() == validation.labels[start : start + 1000]).sum())
+        history.append(correct / len(validation))
+        if history[-1] >= max(history):
+            best.clear()
+            best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        if progress is not None:
+            progress("validation", epoch, settings.epochs, {"validation_acc": history[-1]})
+        return patience is not None and epoch - (int(np.argmax(history)) + 1) >= patience
+
+    one_cycle([model], len(train), step, Schedule(settings.epochs, settings.batch_size, settings.max_lr,
+                                                   settings.weight_decay), generator, progress,
+              after_epoch=after_epoch)
+    model.load_state_dict(best)
+    model.eval()
+    return Selected(with_memory_format(model, torch.contiguous_format), int(np.argmax(history)) + 1, len(history),
+                    history)

@@ -11,11 +11,19 @@ from typing import Any
 
 import torch
 
-from models.data import LABELS, fit_split, load_split, validation_split
+from models.data import LABELS, Dataset, fit_split, load_split, validation_split
+from models.mobilenet import MobileNetConfig, MobileNetV2
 from models.resnet import ResNetConfig
 from models.store import WEIGHTS_DIR, load_model, save_model
 from models.taildrop import TailDropSettings, fine_tune_tail_drop
-from models.training import ProgressFn, TrainSettings, evaluate_accuracy, pick_device, train_model
+from models.training import (
+    ProgressFn,
+    TrainSettings,
+    evaluate_accuracy,
+    pick_device,
+    train_model,
+    train_with_validation,
+)
 
 BASE_NAME = "base"
 BASE_CONFIG = ResNetConfig(widths=(24, 64, 128), blocks=(1, 1, 1), resolution=28)
@@ -104,3 +112,65 @@ def train_taildrop(
         },
         out_dir,
     )
+
+
+MOBILENET_NAME = "mobilenet"
+MOBILENET_CONFIG = MobileNetConfig(stem=16, stages=((1, 16, 1, 2), (4, 24, 2, 1), (4, 32, 3, 2), (4, 64, 2, 2),
+                                                    (4, 96, 1, 1)))
+MOBILENET_SETTINGS = TrainSettings(epochs=30, max_lr=0.1, weight_decay=2e-4, label_smoothing=0.1)
+MOBILENET_SPLIT = "block6"
+
+
+def converted(data: Dataset, spec: Any) -> Dataset:
+    """The data set's frames as a model of input spec ``spec`` receives them (resized, grey replicated to RGB by the
+    same conversion a sensor applies to a user's files, :meth:`models.split.InputSpec.convert`)."""
+    return Dataset(spec.convert(data.images), data.labels)
+
+
+def train_mobilenet(
+    settings: TrainSettings = MOBILENET_SETTINGS,
+    data_dir: str | Path | None = None,
+    out_dir: Path = Path("mobilenet-train"),
+    progress: ProgressFn | None = None,
+    command: str = "nairbus train mobilenet",
+) -> Path:
+    """Train the second architecture (MobileNetV2-style, 3x32x32 RGB input resized from the data set) on the training
+    images outside the validation split, keep the epoch most accurate on validation, and write weights plus manifest.
+
+    It is trained natively but shipped through the generic path (exported, then ``nairbus import-model``), so the
+    directory it writes into is a working directory, not the shipped weights.
+    """
+    from models.architectures import fashion_mnist_spec
+
+    spec = fashion_mnist_spec(channels=MOBILENET_CONFIG.channels, size=MOBILENET_CONFIG.resolution)
+    everything = load_split("train", data_dir)
+    train, validation = converted(fit_split(everything), spec), converted(validation_split(everything), spec)
+    started = time.perf_counter()
+    result = train_with_validation(MobileNetV2(MOBILENET_CONFIG, spec), spec.preprocess, train, validation, settings,
+                                   progress)
+    wall = time.perf_counter() - started
+    test = converted(load_split("test", data_dir), spec)
+    accuracy = _spec_accuracy(result.model, spec, test)
+    return save_model(result.model, MOBILENET_NAME, {
+        "default_split": MOBILENET_SPLIT,
+        "selection": {
+            "split": f"validation: models.data.validation_split ({len(validation)} training images, not fitted on; "
+                     f"training used the other {len(train)})",
+            "criterion": "validation accuracy after each epoch; the best epoch's weights are kept",
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "validation_accuracy": [round(a, 4) for a in result.validation_accuracy],
+        },
+        **_provenance(accuracy, command, asdict(settings), wall),
+    }, out_dir, architecture_id="mobilenetv2")
+
+
+def _spec_accuracy(model: torch.nn.Module, spec: Any, data: Dataset, batch: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on converted ``data``."""
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), batch):
+            logits = model(spec.preprocess(data.images[start : start + batch]))
+            correct += int((logits.argmax(1).numpy() == data.labels[start : start + batch]).sum())
+    return correct / len(data)

@@ -304,10 +304,12 @@ class ImageFrame(WireModel):
 
 
 class Frame(WireModel):
-    """One captured grey frame, published once by a capture agent for every variant-parallel sensor. msgpack.
+    """One captured frame, published once by a capture agent for every variant-parallel sensor. msgpack.
 
     Every VP sensor of a stream subscribes to the stream's frame topic, so all variants see the same frame under the
-    same ``frame_id``. ``pixels`` is row-major uint8, ``height * width`` bytes.
+    same ``frame_id``. With ``encoding`` ``raw``, ``pixels`` is row-major uint8, ``height * width * channels`` bytes
+    (channels interleaved); otherwise it is the encoded file (PNG, JPEG, WebP) of a ``height × width`` image, which
+    each sensor decodes and converts to its model's input.
     """
 
     v: Literal[1] = 1
@@ -321,14 +323,17 @@ class Frame(WireModel):
     height: Annotated[int, Field(ge=1, le=1024)]
     width: Annotated[int, Field(ge=1, le=1024)]
     pixels: Annotated[bytes, Field(min_length=1, max_length=MAX_FRAME_PIXELS)]
+    channels: Literal[1, 3] = 1
+    encoding: Literal["raw", "png", "jpeg", "webp"] = "raw"
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.expires_ts <= self.capture_ts:
             raise ValueError(f"expires_ts {self.expires_ts} must be after capture_ts {self.capture_ts}")
-        if len(self.pixels) != self.height * self.width:
-            raise ValueError(f"pixels is {len(self.pixels)} bytes, {self.height}x{self.width} needs "
-                             f"{self.height * self.width}")
+        need = self.height * self.width * self.channels
+        if self.encoding == "raw" and len(self.pixels) != need:
+            raise ValueError(f"pixels is {len(self.pixels)} bytes, {self.height}x{self.width}x{self.channels} needs "
+                             f"{need}")
         return self
 
 
@@ -374,6 +379,8 @@ class Result(WireModel):
     """Image: the codec of the frame (the sensor's birth ``image.codec``)."""
     wire_bytes: U64 = 0
     """MQTT PUBLISH bytes of the messages that carried this frame (counted with a topic alias, as sensors send)."""
+    model: ModelRef | None = None
+    """The model that decided the frame (one fusion agent may serve several; the sensor's birth names it)."""
 
     @model_validator(mode="after")
     def _distinct_topk(self) -> Self:

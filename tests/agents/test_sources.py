@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from agents.sources import FolderSource, read_image_file
+from models.architectures import fashion_mnist_spec
 
 
 def _png(path: Path, pixels: np.ndarray) -> None:
@@ -63,7 +64,7 @@ def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         FolderSource(tmp_path / "nope")
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(ValueError, match=r"not_an_image|corrupt"):
-        read_image_file(tmp_path / "x.png", 28, 28)
+        read_image_file(tmp_path / "x.png", fashion_mnist_spec())
 
 
 def test_watch_takes_new_files_as_they_appear(tmp_path: Path) -> None:

@@ -1,0 +1,263 @@
+"""``nairbus import-model`` and ``nairbus export-model``: bring your own classifier, or hand one of ours out.
+
+A user's model comes in as a ``torch.export`` program (``.pt2``), a TorchScript file with ``head``/``tail`` methods,
+or a Python factory plus state dict; it is cut at the named split point(s), checked against its input spec (given
+as options or a small TOML file), and stored with a manifest beside it (both files' sha256, the spec, the labels,
+the IR shape at each split point). ``export-model`` writes a native model as a ``torch.export`` program plus the
+TOML spec ``import-model`` reads — the path the shipped second architecture takes, exactly as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+DEFAULT_MODEL_DIR = Path("nairbus-models")
+
+SPEC_KEYS = ("channels", "height", "width", "mean", "std", "labels")
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"--{what} must be comma-separated numbers, e.g. 0.485,0.456,0.406")
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """The input spec (and optional ``split``) from a TOML file; a clear error when it cannot be read."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"spec file {path}: {exc}")
+    unknown = sorted(set(data) - {*SPEC_KEYS, "split", "size"})
+    if unknown:
+        known = ", ".join((*SPEC_KEYS, "size", "split"))
+        _fail(f"spec file {path}: unknown keys {', '.join(unknown)} (known: {known})")
+    if "size" in data:
+        data["height"] = data["width"] = data.pop("size")
+    return data
+
+
+def spec_toml(spec: Any, split: str | None = None) -> str:
+    """The TOML ``import-model --spec`` reads, for ``spec``."""
+    def value(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    lines = ["# nairbus input spec: what the model takes (see 'nairbus import-model --help')"]
+    lines += [f"{key} = {value(getattr(spec, key))}" for key in SPEC_KEYS]
+    if split:
+        lines.append(f"split = {json.dumps(split)}")
+    return "\n".join(lines) + "\n"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``import-model`` and ``export-model`` to the ``nairbus`` command."""
+    app.command("import-model")(import_model_cmd)
+    app.command("export-model")(export_model_cmd)
+    app.command("export-images")(export_images_cmd)
+
+
+def import_model_cmd(
+    model_file: Annotated[Path, typer.Argument(
+        help="torch.export program (.pt2, torch.export.save), TorchScript file with head/tail methods, or a state "
+             "dict (with --factory).")],
+    name: Annotated[str, typer.Option(help="Name the model is known by (sensor/fusion --model NAME).")],
+    split_at: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--split-at", help="Module path (e.g. features.6) or graph node to split at; repeat for several split points "
+                           "(the first is the default). Default: the spec file's 'split'.")] = None,
+    spec: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="TOML file with channels, height, width (or size), mean, std, labels and optionally split.")] = None,
+    factory: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="package.module:function that builds the (untrained) model MODEL_FILE's state dict belongs to.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Input channels: 1 grey or 3 RGB.")] = None,  # noqa: UP045
+    size: Annotated[Optional[str], typer.Option(help="Input size HxW or one number (e.g. 32).")] = None,  # noqa: UP045
+    mean: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Normalisation mean per channel of [0, 1] pixels, comma-separated.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Normalisation std per channel, comma-separated.")] = None,  # noqa: UP045
+    labels: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Class names in output order, comma-separated, or @FILE with one per line.")] = None,
+    list_splits: Annotated[bool, typer.Option(
+        "--list-splits", help="Only list where a torch.export program can be split, then exit.")] = False,
+    out_dir: Annotated[Path, typer.Option(
+        help=f"Model directory the model and its manifest go to (point ${'NAIRBUS_MODEL_DIR'} at it).")]
+        = DEFAULT_MODEL_DIR,
+) -> None:
+    """Import your own classifier: cut it at a named split point, check it against its input spec, store it with a
+    manifest. Then calibrate NAIR for it from a folder of your own unlabeled images ('nairbus calibrate --model NAME
+    --images-dir DIR')."""
+    from pydantic import ValidationError
+
+    from models.imported import ModelImportError, cut_points
+    from models.split import InputSpec
+    from models.store import MODEL_DIR_ENV, import_model
+
+    if list_splits:
+        import torch
+
+        try:
+            points = cut_points(torch.export.load(str(model_file)))
+        except (RuntimeError, OSError, ValueError) as exc:
+            _fail(f"{model_file} does not load as a torch.export program: {exc}")
+        console.print("split points (module paths, in the order their computation ends):\n  " + "\n  ".join(points))
+        return
+    fields: dict[str, Any] = read_spec_file(spec) if spec is not None else {}
+    if channels is not None:
+        fields["channels"] = channels
+    if size is not None:
+        h, _, w = size.lower().partition("x")
+        try:
+            fields["height"], fields["width"] = int(h), int(w or h)
+        except ValueError:
+            _fail(f"--size must be HxW or one number, not {size!r}")
+    if mean is not None:
+        fields["mean"] = _floats(mean, "mean")
+    if std is not None:
+        fields["std"] = _floats(std, "std")
+    if labels is not None:
+        if labels.startswith("@"):
+            try:
+                fields["labels"] = [line.strip() for line in Path(labels[1:]).read_text().splitlines() if line.strip()]
+            except OSError as exc:
+                _fail(f"--labels {labels}: {exc}")
+        else:
+            fields["labels"] = [label.strip() for label in labels.split(",")]
+    points = list(split_at or ([fields["split"]] if "split" in fields else []))
+    fields.pop("split", None)
+    if not points:
+        _fail("name the split point with --split-at (or 'split' in the spec file); --list-splits shows the choices")
+    missing = [key for key in SPEC_KEYS if key not in fields]
+    if missing:
+        _fail(f"the input spec lacks {', '.join(missing)}: give --spec FILE or the options (--channels, --size, "
+              f"--mean, --std, --labels)")
+    try:
+        input_spec = InputSpec.model_validate(fields)
+    except ValidationError as exc:
+        _fail(f"input spec: {exc}")
+    command = f"nairbus import-model {model_file} --name {name}" + "".join(f" --split-at {p}" for p in points)
+    command += (f" --spec {spec}" if spec else "") + (f" --factory {factory}" if factory else "")
+    command += f" --out-dir {out_dir}" if out_dir != DEFAULT_MODEL_DIR else ""
+    provenance = _native_provenance(model_file)
+    with console.status(f"importing {model_file} and splitting it at {', '.join(points)}"):
+        try:
+            path = import_model(model_file, name, points, input_spec, out_dir, factory, command, provenance)
+        except (ModelImportError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+    manifest = json.loads(path.read_text())
+    shapes = ", ".join(f"{p} -> {'x'.join(map(str, s))}" for p, s in manifest["ir_shapes"].items())
+    console.print(f"imported {name} ({manifest['format']}, {manifest['params']} parameters, {input_spec.describe()}; "
+                  f"IR {shapes}) -> {path}")
+    if out_dir.resolve() not in [p.resolve() for p in _search_path()]:
+        console.print(f"agents find it by name when ${MODEL_DIR_ENV}={out_dir} is set, or pass --model {path}")
+
+
+def _search_path() -> list[Path]:
+    from models.store import model_search_path
+
+    return model_search_path()
+
+
+def _native_provenance(model_file: Path) -> dict[str, Any]:
+    """What ``export-model`` recorded beside the program (``<file>.json``): the native manifest's training record."""
+    beside = model_file.with_name(model_file.name + ".json")
+    if not beside.is_file():
+        return {}
+    try:
+        record = json.loads(beside.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"exported_from": record} if isinstance(record, dict) else {}
+
+
+def export_model_cmd(
+    model: Annotated[str, typer.Argument(help="A native model: shipped name, or the path of its manifest.")],
+    out: Annotated[Path, typer.Option(help="The torch.export program to write (.pt2); the TOML input spec goes "
+                                           "beside it (.toml) and the native manifest's record (.pt2.json).")],
+    split: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Split point the spec file suggests (default: the model's default).")] = None,
+) -> None:
+    """Write a native model as a torch.export program and the input spec 'import-model' reads."""
+    import torch
+
+    from models.imported import export_module
+    from models.store import input_spec, load_model
+
+    try:
+        net, manifest = load_model(model)
+    except (FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    if manifest.get("kind") == "imported":
+        _fail(f"{model} is already an imported program ({manifest['weights_file']})")
+    spec = input_spec(manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with console.status(f"exporting {manifest['name']}"):
+        torch.export.save(export_module(net, spec), str(out))
+    chosen = split or manifest.get("default_split")
+    out.with_suffix(".toml").write_text(spec_toml(spec, chosen))
+    record = {k: manifest[k] for k in ("name", "architecture", "architecture_id", "config", "sha256", "test_accuracy",
+                                       "command", "settings", "selection", "train_wall_seconds", "trained_on")
+              if k in manifest}
+    out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"exported {manifest['name']} -> {out} (spec {out.with_suffix('.toml')})")
+
+
+def export_images_cmd(
+    out: Annotated[Path, typer.Option(help="Folder to write the image files into (created).")],
+    split: Annotated[str, typer.Option(
+        help="calibration (the training images 'nairbus calibrate' fits on: the first of the seed-0 permutation, "
+             "never the validation split), validation, or test.")] = "calibration",
+    count: Annotated[int, typer.Option(help="How many images.")] = 1000,
+    colour: Annotated[str, typer.Option(help="grey, or rgb (grey replicated, as a colour camera's file).")] = "grey",
+    image_format: Annotated[str, typer.Option("--format", help="png or jpeg.")] = "png",
+    size: Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,  # noqa: UP045
+    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
+) -> None:
+    """Write data-set images as unlabeled files (img-<index>.png), as a camera would: the folder
+    'calibrate --images-dir' and 'sensor --folder' read."""
+    import numpy as np
+    from PIL import Image
+
+    from models.data import DatasetMissingError, load_split, validation_split
+
+    if colour not in ("grey", "rgb") or image_format not in ("png", "jpeg"):
+        _fail("--colour is grey or rgb, --format png or jpeg")
+    try:
+        data = load_split("test" if split == "test" else "train", data_dir)
+    except DatasetMissingError as exc:
+        _fail(str(exc))
+    if split == "calibration":
+        indices = np.sort(np.random.default_rng(0).permutation(len(data))[: min(count, len(data) - 5000)])
+    elif split == "validation":
+        hold = validation_split(data)
+        indices = np.sort(np.random.default_rng(0).permutation(len(data))[len(data) - len(hold):])[:count]
+    elif split == "test":
+        indices = np.arange(min(count, len(data)))
+    else:
+        _fail(f"--split is calibration, validation or test, not {split!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "png" if image_format == "png" else "jpg"
+    for index in indices.tolist():
+        image = Image.fromarray(data.images[index])
+        if colour == "rgb":
+            image = image.convert("RGB")
+        if size is not None:
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        if image_format == "jpeg":
+            image.save(out / f"img-{index:05d}.{suffix}", quality=90)
+        else:
+            image.save(out / f"img-{index:05d}.{suffix}")
+    console.print(f"wrote {len(indices)} {colour} {image_format.upper()} files of the {split} images -> {out}")

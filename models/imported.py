@@ -1,0 +1,325 @@
+"""A user's own classifier as a :class:`~models.split.SplitModel`: ``torch.export`` programs, TorchScript files and
+Python factories, split at a named module or graph node.
+
+A ``torch.export`` program (``torch.export.save``, a ``.pt2`` file) is cut in its graph: the split point is a module
+path (``features.6``, the cut is that module's output) or a graph node's name, and the cut must be the only value
+that crosses it (a skip connection over the cut is refused with the names of what crosses). A Python model
+(``package.module:factory`` plus a state dict) is exported first and then cut the same way, so the runtime never
+imports user code. A TorchScript file cannot be cut in its graph; it must offer ``head(x)`` and ``tail(ir)`` methods
+(``@torch.jit.export``) and is used as is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import fx, nn
+
+from models.split import InputSpec, check_split
+
+__all__ = ["ModelFormat", "ModelImportError", "SplitProgram", "TorchScriptSplit", "check_fits", "cut_points",
+           "detect_format", "export_module", "load_python_factory", "load_split_model", "split_program"]
+
+ModelFormat = Literal["torch.export", "torchscript"]
+MAX_BATCH = 4096
+
+
+class ModelImportError(ValueError):
+    """A model file that cannot be imported as given; the message says what to change."""
+
+
+def detect_format(path: Path) -> ModelFormat:
+    """``torch.export`` for a ``.pt2`` archive, ``torchscript`` for a TorchScript zip; a clear error otherwise."""
+    import zipfile
+
+    if not path.is_file():
+        raise ModelImportError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelImportError(f"{path} is neither a torch.export program (.pt2) nor a TorchScript file; a plain state "
+                           f"dict needs --factory package.module:function to build the model it belongs to")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(name.endswith("archive_format") or "/models/" in name or (name.endswith(".json") and "model" in name)
+           for name in names) and not any(name.endswith("constants.pkl") for name in names):
+        return "torch.export"
+    if any(name.endswith("constants.pkl") or name.endswith("code/__torch__.py") for name in names):
+        return "torchscript"
+    raise ModelImportError(f"{path}: a zip archive but not one torch writes (neither torch.export nor TorchScript)")
+
+
+def export_module(module: nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
+    """``torch.export`` of an eval-mode module for a batch of ``spec``'s inputs, batch size dynamic."""
+    module.eval()
+    example = torch.zeros(2, spec.channels, spec.height, spec.width)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad():
+        return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+
+
+def load_python_factory(factory: str, state_dict: Path | None) -> nn.Module:
+    """``package.module:function`` called with no arguments, then ``state_dict`` loaded into it (strictly)."""
+    module_name, sep, attr = factory.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelImportError(f"--factory {factory!r} must be package.module:function")
+    try:
+        build = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelImportError(f"--factory {factory}: {exc}") from exc
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise ModelImportError(f"--factory {factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    if state_dict is not None:
+        try:
+            state = torch.load(state_dict, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as exc:
+            raise ModelImportError(f"state dict {state_dict} does not load into {factory}: {exc}") from exc
+    return model.eval()
+
+
+def _module_path(node: fx.Node) -> list[str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    return [str(entry[0]) for entry in stack.values()]
+
+
+def _compute_nodes(graph: fx.Graph) -> list[fx.Node]:
+    return [n for n in graph.nodes if n.op in ("call_function", "call_method", "call_module")
+            and not (n.op == "call_module" and str(n.target).startswith("_guards"))]
+
+
+def _crossing(nodes: Sequence[fx.Node], placeholders: Sequence[fx.Node], cut: fx.Node) -> list[str]:
+    """Names of the values other than ``cut`` that computations after ``cut`` read from before it."""
+    position = nodes.index(cut)
+    before = set(nodes[: position + 1]) | set(placeholders)
+    return sorted({inp.name for node in nodes[position + 1 :] for inp in node.all_input_nodes
+                   if inp in before and inp is not cut})
+
+
+def cut_points(program: torch.export.ExportedProgram) -> list[str]:
+    """Module paths where the program can be split (one tensor crosses), in the order their computation ends."""
+    graph = program.module().graph
+    nodes = _compute_nodes(graph)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for path in _module_path(node):
+            if path:
+                last[path] = i
+    ordered = sorted(last.items(), key=lambda kv: kv[1])
+    return [path for path, i in ordered if i < len(nodes) - 1 and not _crossing(nodes, placeholders, nodes[i])]
+
+
+def _find_cut(nodes: Sequence[fx.Node], at: str) -> fx.Node:
+    by_module = [n for n in nodes if at in _module_path(n)]
+    if by_module:
+        return by_module[-1]
+    by_name = [n for n in nodes if n.name == at]
+    if by_name:
+        return by_name[0]
+    raise ModelImportError(f"the model has no module or graph node {at!r} to split at")
+
+
+class _StaticBatch(nn.Module):
+    """Runs a graph exported for a fixed batch size on any batch, in chunks padded to that size."""
+
+    def __init__(self, inner: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start : start + self.batch]
+            n = len(chunk)
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - n, *chunk.shape[1:])])
+            outs.append(self.inner(chunk)[:n])
+        return torch.cat(outs)
+
+
+def _graph_module(root: fx.GraphModule, nodes: Sequence[fx.Node], inputs: dict[fx.Node, str],
+                  output: fx.Node) -> fx.GraphModule:
+    """A graph of ``nodes`` (with the ``get_attr`` nodes they use), ``inputs`` as its placeholders."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node, name in inputs.items():
+        env[node] = graph.placeholder(name)
+        env[node].meta = dict(node.meta)
+    wanted = set(nodes)
+
+    def lookup(node: fx.Node) -> fx.Node:
+        if node not in env:
+            if node.op != "get_attr":
+                raise AssertionError(f"{node.name} is used before it is computed")
+            env[node] = graph.node_copy(node, lookup)
+        return env[node]
+
+    for node in nodes:
+        if node in wanted:
+            env[node] = graph.node_copy(node, lookup)
+    graph.output(env[output])
+    graph.eliminate_dead_code()
+    return fx.GraphModule(root, graph)
+
+
+def split_program(program: torch.export.ExportedProgram, at: str) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """Cut ``program`` at module path or node name ``at``: ``(head, tail)`` graph modules."""
+    root = program.module()
+    nodes = _compute_nodes(root.graph)
+    placeholders = [n for n in root.graph.nodes if n.op == "placeholder"]
+    outputs = [n for n in root.graph.nodes if n.op == "output"]
+    if len(placeholders) != 1:
+        raise ModelImportError(f"the model takes {len(placeholders)} inputs; nairbus splits models with one image "
+                               f"input")
+    flat_out = fx.node.map_arg(outputs[0].args[0], lambda n: n)
+    flat = flat_out if isinstance(flat_out, (list, tuple)) else [flat_out]
+    out_nodes = [n for n in flat if isinstance(n, fx.Node)]
+    if len(out_nodes) != 1:
+        raise ModelImportError(f"the model returns {len(out_nodes)} values; nairbus needs one tensor of logits")
+    cut = _find_cut(nodes, at)
+    position = nodes.index(cut)
+    head_nodes, tail_nodes = nodes[: position + 1], nodes[position + 1 :]
+    if not tail_nodes:
+        raise ModelImportError(f"{at!r} is the model's last computation; split earlier so fusion has a tail to run")
+    crossing = _crossing(nodes, placeholders, cut)
+    if crossing:
+        raise ModelImportError(f"splitting at {at!r} leaves other values crossing the cut ({', '.join(crossing[:6])}"
+                           f"{', …' if len(crossing) > 6 else ''}: a skip connection or a size read from an earlier "
+                           f"tensor); choose a split point at a block boundary: {', '.join(cut_points(program)[-12:])}")
+    value = cut.meta.get("val")
+    if value is not None and not isinstance(value, torch.Tensor):
+        raise ModelImportError(f"the value at {at!r} is a {type(value).__name__}, not one tensor")
+    head = _graph_module(root, head_nodes, {placeholders[0]: "x"}, cut)
+    tail = _graph_module(root, tail_nodes, {cut: "ir"}, out_nodes[0])
+    return head, tail
+
+
+def _static_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size the program was exported for, when it is fixed (None when dynamic)."""
+    placeholder = next(n for n in program.module().graph.nodes if n.op == "placeholder")
+    value = placeholder.meta.get("val")
+    if isinstance(value, torch.Tensor) and isinstance(value.shape[0], int):
+        return int(value.shape[0])
+    return None
+
+
+class SplitProgram(nn.Module):
+    """An exported program cut at one or more named points: :class:`~models.split.SplitModel`."""
+
+    def __init__(self, program: torch.export.ExportedProgram, points: Sequence[str], spec: InputSpec) -> None:
+        super().__init__()
+        if not points:
+            raise ModelImportError("name at least one split point")
+        self.input_spec = spec
+        self.split_points = tuple(points)
+        batch = _static_batch(program)
+        self.heads = nn.ModuleDict()
+        self.tails = nn.ModuleDict()
+        for point in points:
+            head, tail = split_program(program, point)
+            key = point.replace(".", "__")
+            self.heads[key] = head if batch is None else _StaticBatch(head, batch)
+            self.tails[key] = tail if batch is None else _StaticBatch(tail, batch)
+        self.whole: nn.Module = program.module() if batch is None else _StaticBatch(program.module(), batch)
+
+    def train(self, mode: bool = True) -> SplitProgram:
+        """An exported program is inference-only: always in eval mode (``train()`` is refused by torch.export)."""
+        if mode:
+            raise ModelImportError("an imported model cannot be trained here; it runs in eval mode only")
+        return self
+
+    def head(self, x: torch.Tensor, split: str) -> torch.Tensor:
+        check_split(split, self.split_points)
+        out: torch.Tensor = self.heads[split.replace(".", "__")](x)
+        return out
+
+    def tail(self, ir: torch.Tensor, split: str) -> torch.Tensor:
+        check_split(split, self.split_points)
+        out: torch.Tensor = self.tails[split.replace(".", "__")](ir)
+        return out
+
+    def parameter_count(self) -> int:
+        """Parameters of the whole model (its split halves share them)."""
+        return sum(p.numel() for p in self.whole.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.whole(x)
+        logits: torch.Tensor = out[0] if isinstance(out, (tuple, list)) else out
+        return logits
+
+
+class TorchScriptSplit(nn.Module):
+    """A TorchScript module with ``head(x)`` and ``tail(ir)`` methods, at its one split point."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule, point: str, spec: InputSpec) -> None:
+        super().__init__()
+        missing = [name for name in ("head", "tail") if not hasattr(scripted, name)]
+        if missing:
+            raise ModelImportError(f"a TorchScript model must offer head(x) and tail(ir) methods (@torch.jit.export) "
+                               f"to be split; this one lacks {', '.join(missing)}. Export it with torch.export "
+                               f"instead to split it at a named module")
+        self.scripted = scripted
+        self.input_spec = spec
+        self.split_points = (point,)
+
+    def head(self, x: torch.Tensor, split: str) -> torch.Tensor:
+        check_split(split, self.split_points)
+        out: torch.Tensor = self.scripted.head(x)
+        return out
+
+    def tail(self, ir: torch.Tensor, split: str) -> torch.Tensor:
+        check_split(split, self.split_points)
+        out: torch.Tensor = self.scripted.tail(ir)
+        return out
+
+    def parameter_count(self) -> int:
+        """Parameters of the scripted model."""
+        return sum(p.numel() for p in self.scripted.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.scripted(x)
+        return out
+
+
+def load_split_model(path: Path, model_format: ModelFormat, points: Sequence[str], spec: InputSpec) -> nn.Module:
+    """Load a stored model file and cut it at ``points``; a clear :class:`ModelImportError` when that fails."""
+    try:
+        if model_format == "torch.export":
+            return SplitProgram(torch.export.load(str(path)), points, spec).eval()
+        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        return TorchScriptSplit(scripted, points[0], spec).eval()
+    except ModelImportError:
+        raise
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise ModelImportError(f"{path} does not load as {model_format}: {exc}") from exc
+
+
+def check_fits(model: nn.Module, spec: InputSpec, points: Sequence[str]) -> dict[str, Any]:
+    """Run the model on a batch of ``spec``'s inputs: the logits must have one column per label and head → tail must
+    equal the whole model at every split point. Returns the IR shape per point."""
+    x = torch.randn(3, spec.channels, spec.height, spec.width)
+    with torch.no_grad():
+        try:
+            logits = model(x)
+        except Exception as exc:
+            raise ModelImportError(f"the model does not run on input {tuple(x.shape[1:])} ({spec.describe()}): "
+                               f"{exc}") from exc
+        if logits.dim() != 2 or logits.shape[1] != spec.num_classes:
+            raise ModelImportError(f"the model returns shape {tuple(logits.shape)}, but the spec names "
+                               f"{spec.num_classes} labels")
+        shapes: dict[str, Any] = {}
+        for point in points:
+            ir = model.head(x, point)  # type: ignore[operator]
+            if ir.dim() != 4:
+                raise ModelImportError(f"the IR at {point!r} has shape {tuple(ir.shape)}; NAIR needs a (N, C, H, W) "
+                                   f"feature map")
+            again = model.tail(ir, point)  # type: ignore[operator]
+            if not torch.allclose(again, logits, rtol=1e-4, atol=1e-4):
+                raise ModelImportError(f"head and tail at {point!r} do not give the whole model's logits")
+            shapes[point] = list(ir.shape[1:])
+    return shapes
