@@ -16,6 +16,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _quiet_logs() -> None:
+    """Commands log warnings and errors only (agents configure their own logging from their settings)."""
+    from agents.logging import configure_logging
+    from agents.settings import LogSettings
+
+    configure_logging(LogSettings(level="warning"))
+
+
 train_app = typer.Typer(help="Train the models nairbus ships (seeded; weights and manifest land in models/weights).",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -614,14 +625,21 @@ def evaluate_nair_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
     calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate each method.")] = 10000,
     method: Annotated[Optional[list[str]], typer.Option(help="Only these methods (repeatable).")] = None,  # noqa: UP045
-    report: Annotated[Path, typer.Option(help="Where the JSON report goes (plots beside it).")] = Path(
-        "reports/nair.json"),
+    report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Where the JSON report goes, plots beside it (default reports/nair.json, for another model "
+             "reports/nair-<model>.json).")] = None,
+    model: Annotated[str, typer.Option(
+        help="The model to evaluate: base (shipped) or another one, e.g. imported with 'nairbus import-model'.")]
+        = "base",
+    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Calibrate every method on this folder of unlabeled images (the one the model's artifact was "
+             "calibrated on) instead of the data set's calibration images.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation.
 
-    The report also carries the wire bars (NAIR per shipped artifact against each image codec, in bytes on the wire
-    per frame), from reports/images.json ('nairbus evaluate images') on the same test frames.
+    For the base model the report also carries the wire bars (NAIR per shipped artifact against each image codec,
+    in bytes on the wire per frame), from reports/images.json ('nairbus evaluate images') on the same test frames.
     """
     import numpy as np
 
@@ -640,14 +658,23 @@ def evaluate_nair_cmd(
     started = time.perf_counter()
     try:
         train, test = load_split("train", data_dir), load_split("test", data_dir)
-        models = {"base": load_model("base")}
-    except (DatasetMissingError, FileNotFoundError) as exc:
+        models = {model: load_model(model)}
+    except (DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
-    try:
-        models["taildrop"] = load_model("taildrop")
-    except FileNotFoundError:
-        console.print("[yellow]no tail-drop baseline in models/weights; run 'nairbus train taildrop' to include it[/]")
-    pick = np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])
+    name = models[model][1]["name"]
+    report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
+    if name == "base":
+        try:
+            models["taildrop"] = load_model("taildrop")
+        except FileNotFoundError:
+            console.print("[yellow]no tail-drop baseline in models/weights; run 'nairbus train taildrop' to include "
+                          "it[/]")
+    requested_images = calibration_images
+    if images_dir is not None:
+        calibration = _folder_images(models[model][0].input_spec, images_dir, calibration_images)
+        calibration_images = len(calibration)
+    else:
+        calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])]
     settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()))
     with console.status("evaluating") as status:
         def say(message: str) -> None:
@@ -657,26 +684,71 @@ def evaluate_nair_cmd(
         validation = validation_split(train)
         source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
                   f"{calibration_images} calibration images)")
-        evaluator = Evaluator(models, train.images[pick], test, settings, say, validation=validation,
+        evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
                               validation_source=source)
-        result = run_evaluation(evaluator, DEFAULT_SPLIT)
+        split = models[model][1].get("default_split", DEFAULT_SPLIT)
+        calibrate_command = "nairbus calibrate" + ("" if name == "base" else f" --model {model}") + (
+            f" --images-dir {images_dir}" if images_dir is not None else "")
+        result = run_evaluation(evaluator, split, model, calibrate_command)
     suffix = ("" if frames == 10000 else f" --frames {frames}") + (
-        "" if calibration_images == 10000 else f" --calibration-images {calibration_images}")
+        "" if requested_images == 10000 else f" --calibration-images {requested_images}")
+    suffix += ("" if name == "base" else f" --model {model}") + (
+        f" --images-dir {images_dir}" if images_dir is not None else "")
     result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
+    result["input_spec"] = models[model][0].input_spec.model_dump(mode="json")
+    result["calibration_source"] = (f"folder {images_dir.name}: {calibration_images} unlabeled image files"
+                                    if images_dir is not None else
+                                    f"the first {calibration_images} training images of the seed-0 permutation")
+    result["shipped_artifact"] = _shipped_artifact_check(model, result)
     if "taildrop" in models:
         td = models["taildrop"][1]
         result["taildrop_training"] = {k: td[k] for k in ("test_accuracy", "train_wall_seconds", "command")}
         result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
         if "selection" in td:
             result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
-    result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
-    result["image_codecs"] = _image_codec_curves(report.parent / "images.json", frames)
+    if name == "base":
+        result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
+        result["image_codecs"] = _image_codec_curves(report.parent / "images.json", frames)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")
-    plots = write_plots(result, report.parent)
+    plots = write_plots(result, report.parent, "nair" if name == "base" else report.stem)
     _print_nair_table(result)
     console.print(f"report: {report}; plots: {', '.join(str(p) for p in plots)} ({result['wall_seconds']} s)")
+
+
+def _folder_images(spec: Any, folder: Path, limit: int) -> Any:
+    """Up to ``limit`` images of a folder in name order, converted to ``spec`` (bad files counted and skipped)."""
+    import numpy as np
+
+    from agents.sources import FolderSource
+
+    try:
+        source = FolderSource(folder, spec=spec)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    images = []
+    for _frame_id, _path, image in source.files():
+        images.append(image)
+        if len(images) >= limit:
+            break
+    if len(images) < MIN_FOLDER_IMAGES:
+        _fail(f"{folder} holds {len(images)} usable images; calibration needs at least {MIN_FOLDER_IMAGES}")
+    return np.stack(images)
+
+
+def _shipped_artifact_check(model: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the model's own artifact (``<model>.nair.npz``) is the one this evaluation's NAIR calibrated."""
+    from models.nair import NairArtifact
+    from models.store import default_artifact_path
+
+    path = default_artifact_path(model)
+    if not path.is_file() or "nair_artifact_sha256" not in result:
+        return None
+    shipped = NairArtifact.load(path)
+    return {"file": path.name, "sha256": shipped.sha256,
+            "same_as_evaluated": shipped.sha256 == result["nair_artifact_sha256"],
+            "command": shipped.meta.get("provenance", {}).get("command")}
 
 
 def _print_nair_table(result: dict[str, Any]) -> None:

@@ -47,30 +47,33 @@ class MethodSpec:
     description: str
 
 
-def method_specs(split: str, taildrop_fill: Fill = "zero") -> dict[str, MethodSpec]:
-    """NAIR and the baselines the evaluator always reports beside it (``taildrop_fill``: the fill the tail-drop
-    model's manifest chose on validation)."""
+def method_specs(split: str, taildrop_fill: Fill = "zero", model: str = "base") -> dict[str, MethodSpec]:
+    """NAIR and the baselines the evaluator always reports beside it, for ``model`` (``taildrop_fill``: the fill the
+    tail-drop model's manifest chose on validation; the tail-drop baseline exists for the shipped base model)."""
     cal = CalibrationSettings(split=split)
-    return {
-        "nair": MethodSpec("base", cal, "NAIR: channel KLT + 2-D DCT, components by calibration variance, mean-fill"),
-        "naive-zero": MethodSpec("base", replace(cal, method="naive", fill="zero"),
+    specs = {
+        "nair": MethodSpec(model, cal, "NAIR: channel KLT + 2-D DCT, components by calibration variance, mean-fill"),
+        "naive-zero": MethodSpec(model, replace(cal, method="naive", fill="zero"),
                                  "naive split: original channel order, missing activations zero-filled"),
-        "naive-mean": MethodSpec("base", replace(cal, method="naive"),
+        "naive-mean": MethodSpec(model, replace(cal, method="naive"),
                                  "naive split: original channel order, missing activations mean-filled"),
-        "prune": MethodSpec("base", replace(cal, method="prune"),
+        "prune": MethodSpec(model, replace(cal, method="prune"),
                             "pruning criterion: channels by mean |activation|, mean-fill"),
-        "pca": MethodSpec("base", replace(cal, method="pca"), "plain PCA: channel KLT, whole channel maps, mean-fill"),
+        "pca": MethodSpec(model, replace(cal, method="pca"), "plain PCA: channel KLT, whole channel maps, mean-fill"),
         "taildrop": MethodSpec("taildrop", replace(cal, method="naive", fill=taildrop_fill),
                                "retrained tail-drop model (fine-tuned from the mature model with stochastic tail-drop "
                                f"over the sending order), IR in original order, {taildrop_fill}-fill (chosen on "
                                "validation)"),
     }
+    if model != "base":
+        del specs["taildrop"]
+    return specs
 
 
-def ablation_specs(split: str) -> dict[str, MethodSpec]:
+def ablation_specs(split: str, model: str = "base") -> dict[str, MethodSpec]:
     """NAIR built up one step at a time (plus the fill and bit-allocation choices)."""
     cal = CalibrationSettings(split=split)
-    return {
+    specs = {
         "naive (no transform, original order, mean-fill)": MethodSpec("base", replace(cal, method="naive"), ""),
         "+ order elements by variance": MethodSpec("base", replace(cal, method="variance"), ""),
         "+ channel KLT": MethodSpec("base", replace(cal, method="klt"), ""),
@@ -80,6 +83,7 @@ def ablation_specs(split: str) -> dict[str, MethodSpec]:
             "base", replace(cal, bit_bands=((1.0, 3),), clip_quantiles=(0.9995,)), ""),
         "NAIR at 3 bit, clip range fitted for least error": MethodSpec("base", replace(cal, bit_bands=((1.0, 3),)), ""),
     }
+    return {name: replace(spec, model=model) for name, spec in specs.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +240,17 @@ def transform_only_predictions(ev: Evaluated, ir: np.ndarray, batch: int) -> np.
     return np.concatenate(out)
 
 
-def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
-    """Every measurement of the NAIR report, as a JSON-ready dict."""
+def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
+                   calibrate_command: str = "nairbus calibrate") -> dict[str, Any]:
+    """Every measurement of the NAIR report for ``model`` (default the shipped base model), as a JSON-ready dict.
+
+    ``calibrate_command`` is how the rate points' artifacts are made (for a user's model: ``nairbus calibrate
+    --model NAME --images-dir DIR``, the folder holding the evaluator's calibration images)."""
     s = evaluator.settings
     say = evaluator.progress
     labels = evaluator.labels
     started = time.perf_counter()
-    base_model, base_manifest = evaluator.models["base"]
+    base_model, base_manifest = evaluator.models[model]
     mature_pred = mature_predictions(base_model, evaluator.images, s.batch_size)
     mature_correct = mature_pred == labels
     mature_accuracy = float(mature_correct.mean())
@@ -252,7 +260,7 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
                                             "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
     correct: dict[str, dict[str, np.ndarray]] = {}
     specs = method_specs(split, evaluator.models["taildrop"][1].get("fill", "zero")
-                         if "taildrop" in evaluator.models else "zero")
+                         if "taildrop" in evaluator.models else "zero", model)
     wanted = [m for m in specs if not s.methods or m in s.methods]
     built: dict[str, Evaluated] = {}
     for name in wanted:
@@ -280,8 +288,9 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
         }
     if "nair" in built:
         nair = built["nair"]
+        report["nair_artifact_sha256"] = nair.pipeline.artifact.sha256
         full = predictions(nair, None, s.batch_size)
-        ir = evaluator.test_ir("base", split, nair.pipeline)
+        ir = evaluator.test_ir(model, split, nair.pipeline)
         exact = transform_only_predictions(nair, ir, s.batch_size)
         report["nair_full"] = {
             "agreement_with_mature_8bit": float((full == mature_pred).mean()),
@@ -290,7 +299,7 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
         }
         report["comparisons"] = comparisons(correct, mature_correct)
         say("rate-accuracy curve")
-        report["rate_accuracy"] = rate_accuracy(evaluator, split)
+        report["rate_accuracy"] = rate_accuracy(evaluator, split, model, calibrate_command)
         if evaluator.validation is not None:
             report["validation"] = {
                 "source": evaluator.validation_source, "frames": len(evaluator.validation),
@@ -303,7 +312,7 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
             point.pop("correct", None)
         say("ablation")
         report["ablation"] = {}
-        for name, spec in ablation_specs(split).items():
+        for name, spec in ablation_specs(split, model).items():
             say(f"ablation: {name}")
             curve = evaluator.prefix_curve(evaluator.build(spec), s.ablation_prefixes)
             report["ablation"][name] = {k: v["accuracy"] for k, v in curve.items()}
@@ -311,11 +320,12 @@ def run_evaluation(evaluator: Evaluator, split: str) -> dict[str, Any]:
     report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     report["settings"] = asdict(s)
     report["mature_model"] = {"name": base_manifest["name"], "sha256": base_manifest["sha256"],
-                              "test_accuracy": base_manifest["test_accuracy"]}
+                              "test_accuracy": base_manifest.get("test_accuracy", mature_accuracy)}
     return report
 
 
-def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
+def rate_accuracy(evaluator: Evaluator, split: str, model: str = "base",
+                  calibrate_command: str = "nairbus calibrate") -> list[dict[str, Any]]:
     """Payload bytes per frame against accuracy for NAIR over bit allocations and per-frame byte budgets.
 
     Every allocation is measured at each budget below its full size, and once with the whole IR, on the test frames
@@ -327,10 +337,11 @@ def rate_accuracy(evaluator: Evaluator, split: str) -> list[dict[str, Any]]:
     points = []
     for label, bands in s.rate_bands:
         evaluator.progress(f"rate-accuracy: {label}")
-        ev = evaluator.build(MethodSpec("base", CalibrationSettings(split=split, bit_bands=bands), ""))
+        ev = evaluator.build(MethodSpec(model, CalibrationSettings(split=split, bit_bands=bands), ""))
         total = ev.pipeline.artifact.total_bytes()
-        val_codes = evaluator.validation_codes("base", ev) if evaluator.validation is not None else None
-        command = "nairbus calibrate" + ("" if split == "stage2" else f" --split {split}") + (
+        val_codes = evaluator.validation_codes(model, ev) if evaluator.validation is not None else None
+        default_split = evaluator.models[model][1].get("default_split", "stage2")
+        command = calibrate_command + ("" if split == default_split else f" --split {split}") + (
             "" if bands == ((1.0, 8),) else f" --bit-bands {format_bit_bands(bands)}") + (
             "" if s.calibration_images == 10000 else f" --images {s.calibration_images}")
         for budget in [b for b in s.rate_budgets if b < total] + [total]:

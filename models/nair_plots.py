@@ -87,13 +87,13 @@ def plot_ablation(report: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
-    """All NAIR plots that the report has data for."""
-    out = [plot_prefix(report, directory / "nair_prefix.png"), plot_loss(report, directory / "nair_loss.png")]
+def write_plots(report: dict[str, Any], directory: Path, stem: str = "nair") -> list[Path]:
+    """All NAIR plots that the report has data for, as ``<stem>_prefix.png`` and so on."""
+    out = [plot_prefix(report, directory / f"{stem}_prefix.png"), plot_loss(report, directory / f"{stem}_loss.png")]
     if report.get("rate_accuracy"):
-        out.append(plot_rate(report, directory / "nair_rate.png"))
+        out.append(plot_rate(report, directory / f"{stem}_rate.png"))
     if report.get("ablation"):
-        out.append(plot_ablation(report, directory / "nair_ablation.png"))
+        out.append(plot_ablation(report, directory / f"{stem}_ablation.png"))
     return out
 
 

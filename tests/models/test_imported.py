@@ -1,0 +1,191 @@
+"""Bring your own model: torch.export programs cut at a named module, TorchScript, Python factories.
+
+The shipped ResNet goes through the generic path (exported, imported, cut) and must give exactly the native model's
+IR and logits; cuts that leave other values crossing, unknown points and specs that do not fit are refused clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models.architectures import fashion_mnist_spec
+from models.data import load_split
+from models.imported import (
+    ModelImportError,
+    SplitProgram,
+    TorchScriptSplit,
+    cut_points,
+    export_module,
+    load_split_model,
+    split_program,
+)
+from models.store import import_model, load_model, sha256_file
+
+
+@pytest.fixture(scope="module")
+def base() -> tuple[nn.Module, dict[str, object]]:
+    return load_model("base")
+
+
+@pytest.fixture(scope="module")
+def program(base: tuple[nn.Module, dict[str, object]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "base.pt2"
+    torch.export.save(export_module(base[0], fashion_mnist_spec()), str(path))
+    return path
+
+
+def test_the_shipped_resnet_through_the_generic_path_is_the_native_model(
+        base: tuple[nn.Module, dict[str, object]], program: Path) -> None:
+    native = base[0]
+    spec = fashion_mnist_spec()
+    model = load_split_model(program, "torch.export", ["stage2", "stage3"], spec)
+    x = spec.prepare(load_split("test").images[:1000])
+    with torch.no_grad():
+        for point in ("stage2", "stage3"):
+            assert torch.equal(model.head(x, point), native.head(x, point))
+            ir = native.head(x, point)
+            assert torch.equal(model.tail(ir, point), native.tail(ir, point))
+        assert torch.equal(model(x), native(x))
+
+
+def test_cut_points_are_the_block_boundaries(program: Path) -> None:
+    points = cut_points(torch.export.load(str(program)))
+    assert {"stem", "stage1", "stage2", "stage3"} <= set(points)
+    assert "stage2.0.conv1" not in points  # the block's shortcut crosses there
+
+
+def test_a_cut_inside_a_residual_block_is_refused_naming_the_crossing_value(program: Path) -> None:
+    with pytest.raises(ModelImportError, match="crossing the cut") as info:
+        split_program(torch.export.load(str(program)), "stage2.0.conv1")
+    assert "stage2" in str(info.value)  # suggests the valid points
+
+
+def test_an_unknown_split_point_is_refused(program: Path) -> None:
+    with pytest.raises(ModelImportError, match="no module or graph node 'layer9'"):
+        split_program(torch.export.load(str(program)), "layer9")
+    with pytest.raises(ModelImportError, match="last computation"):
+        split_program(torch.export.load(str(program)), "fc")
+
+
+def test_a_graph_node_name_is_a_split_point_too(base: tuple[nn.Module, dict[str, object]], program: Path) -> None:
+    head, tail = split_program(torch.export.load(str(program)), "relu_4")  # the output of stage2's block
+    x = fashion_mnist_spec().prepare(load_split("test").images[:8])
+    with torch.no_grad():
+        assert torch.equal(head(x), base[0].head(x, "stage2"))
+        assert torch.equal(tail(head(x)), base[0](x))
+
+
+def test_a_program_exported_for_a_fixed_batch_runs_any_batch(base: tuple[nn.Module, dict[str, object]]) -> None:
+    native = base[0].eval()
+    fixed = torch.export.export(native, (torch.zeros(4, 1, 28, 28),))
+    model = SplitProgram(fixed, ["stage2"], fashion_mnist_spec())
+    x = fashion_mnist_spec().prepare(load_split("test").images[:10])
+    with torch.no_grad():
+        assert torch.allclose(model.tail(model.head(x, "stage2"), "stage2"), native(x), atol=1e-5)
+        assert model(x).shape == (10, 10)
+
+
+class _WithHeadTail(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 10)
+
+    @torch.jit.export
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    @torch.jit.export
+    def tail(self, ir: torch.Tensor) -> torch.Tensor:
+        return self.fc(ir.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.head(x))
+
+
+def test_torchscript_with_head_and_tail_is_used_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "net.ts.pt"
+    torch.jit.save(torch.jit.script(_WithHeadTail().eval()), str(path))
+    manifest = json.loads(import_model(path, "ts", ["features"], fashion_mnist_spec(), tmp_path / "models").read_text())
+    assert manifest["format"] == "torchscript" and manifest["ir_shapes"] == {"features": [4, 28, 28]}
+    model, _ = load_model("ts", tmp_path / "models")
+    assert isinstance(model, TorchScriptSplit)
+
+
+def test_torchscript_without_head_and_tail_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "plain.ts.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))), str(path))
+    with pytest.raises(ModelImportError, match=r"head\(x\) and tail\(ir\)"):
+        import_model(path, "plain", ["0"], fashion_mnist_spec(), tmp_path / "models")
+    assert not (tmp_path / "models" / "plain.json").exists()
+
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+'''
+
+
+def test_a_python_factory_and_state_dict_are_exported_then_cut(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "usermodel.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("usermodel", None)
+    import usermodel  # type: ignore[import-not-found]
+
+    trained = usermodel.build().eval()
+    torch.save(trained.state_dict(), tmp_path / "weights.pt")
+    spec = fashion_mnist_spec(channels=3, size=16).model_copy(update={"labels": ("a", "b", "c", "d", "e")})
+    path = import_model(tmp_path / "weights.pt", "cam", ["2"], spec, tmp_path / "models", factory="usermodel:build")
+    manifest = json.loads(path.read_text())
+    assert manifest["source"]["sha256"] == sha256_file(tmp_path / "weights.pt")
+    assert manifest["sha256"] == sha256_file(tmp_path / "models" / "cam.pt2")
+    assert manifest["ir_shapes"] == {"2": [8, 16, 16]} and manifest["labels"] == list("abcde")
+    model, _ = load_model(str(path))  # by manifest path
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.tail(model.head(x, "2"), "2"), trained(x), atol=1e-5)
+
+
+def test_a_spec_that_does_not_fit_the_model_is_refused_and_nothing_is_written(program: Path, tmp_path: Path) -> None:
+    five = fashion_mnist_spec().model_copy(update={"labels": ("a", "b", "c", "d", "e")})
+    with pytest.raises(ModelImportError, match="names 5 labels"):
+        import_model(program, "bad", ["stage2"], five, tmp_path)
+    rgb = fashion_mnist_spec(channels=3)
+    with pytest.raises(ModelImportError, match="does not run on input"):
+        import_model(program, "bad", ["stage2"], rgb, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_changed_model_file_is_refused_by_its_hash(program: Path, tmp_path: Path) -> None:
+    import_model(program, "b", ["stage2"], fashion_mnist_spec(), tmp_path)
+    stored = tmp_path / "b.pt2"
+    stored.write_bytes(stored.read_bytes() + b"\0")
+    with pytest.raises(RuntimeError, match="sha256"):
+        load_model("b", tmp_path)
+
+
+def test_imported_model_predictions_match_on_the_test_frames(base: tuple[nn.Module, dict[str, object]],
+                                                             program: Path, tmp_path: Path) -> None:
+    import_model(program, "base-imported", ["stage2"], fashion_mnist_spec(), tmp_path)
+    model, manifest = load_model("base-imported", tmp_path)
+    images = load_split("test").images[:2000]
+    with torch.no_grad():
+        ours = model(fashion_mnist_spec().prepare(images)).argmax(1).numpy()
+        theirs = base[0](fashion_mnist_spec().prepare(images)).argmax(1).numpy()
+    assert np.array_equal(ours, theirs)
+    assert manifest["input_spec"]["channels"] == 1
