@@ -8,8 +8,9 @@ index, so results can be scored); a camera source would publish the same message
 
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
 
-It paces itself like a camera: frame ``i`` is due at its slot ``i / fps``; a frame whose slot passed more than one
-period ago (the publisher was held up) is skipped and counted, never sent in a burst to catch up.
+It paces itself like a camera (:func:`agents.pacing.run_paced`, the loop every agent shares): frame ``i`` is due at
+its slot ``i / fps``; a frame whose slot passed more than one period ago (the publisher was held up) is skipped and
+counted, never sent in a burst to catch up.
 
 The frame stays a self-describing msgpack map (hub LAN, one message per frame for all variants; about 920 bytes
 for a 28x28 frame, 784 of them pixels) rather than a lean array: the per-sensor uplink is where bytes count.
@@ -23,11 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.config import AgentConfig
 from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator
+from agents.pacing import Pacing, run_paced
 from agents.sources import replay, replay_indices
 from models.data import load_split
 from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
@@ -108,24 +111,15 @@ class CaptureAgent:
         s = self.settings
         data = load_split(s.split, s.data_dir)
         indices = replay_indices(len(data), s.start, s.count)
-        period = 1.0 / s.fps
-        next_at = time.monotonic()
-        for batch in replay(data, indices, 256):
-            for frame_id, image in zip(batch.frame_ids.tolist(), batch.images, strict=True):
-                delay = next_at - time.monotonic()
-                if delay > 0 and self.stop_event.wait(delay):
-                    break
-                if self.stop_event.is_set():
-                    break
-                slot, next_at = next_at, next_at + period
-                if time.monotonic() - slot > period:
-                    self.skipped += 1
-                    continue
-                capture_ts = time.time()
-                if self.publish(int(frame_id), image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
-                    on_frame(self.sent, int(frame_id), capture_ts)
-            if self.stop_event.is_set():
-                break
+
+        def emit(frame_id: int, image: np.ndarray, _result: None, capture_ts: float) -> None:
+            if self.publish(frame_id, image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
+                on_frame(self.sent, frame_id, capture_ts)
+
+        def late(_frame_id: int) -> None:
+            self.skipped += 1
+
+        run_paced(replay(data, indices, 256), Pacing(s.fps), self.stop_event, lambda _batch: None, emit, late)
         self.comm.wait_published(timeout=30.0)
         return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
 

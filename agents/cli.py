@@ -93,7 +93,7 @@ def train_base_cmd(
     from dataclasses import replace
 
     from models.data import DatasetMissingError
-    from models.store import WEIGHTS_DIR
+    from models.store import OUTPUT_DIR
     from models.zoo import BASE_SETTINGS, train_base
 
     settings = replace(BASE_SETTINGS, epochs=epochs or BASE_SETTINGS.epochs, seed=seed)
@@ -102,7 +102,7 @@ def train_base_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
-            path = train_base(settings, data_dir, out_dir or WEIGHTS_DIR, _training_progress(progress, "base"),
+            path = train_base(settings, data_dir, out_dir or OUTPUT_DIR, _training_progress(progress, "base"),
                               command)
         except DatasetMissingError as exc:
             _fail(str(exc))
@@ -151,7 +151,7 @@ def train_taildrop_cmd(
     from dataclasses import replace
 
     from models.data import DatasetMissingError
-    from models.store import WEIGHTS_DIR
+    from models.store import OUTPUT_DIR
     from models.taildrop import TailDropSettings
     from models.zoo import DEFAULT_SPLIT, train_taildrop
 
@@ -161,7 +161,7 @@ def train_taildrop_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
-            path = train_taildrop(settings, data_dir, out_dir or WEIGHTS_DIR, _training_progress(progress, "taildrop"),
+            path = train_taildrop(settings, data_dir, out_dir or OUTPUT_DIR, _training_progress(progress, "taildrop"),
                                   command, say=progress.console.print)
         except (DatasetMissingError, FileNotFoundError) as exc:
             _fail(str(exc))
@@ -204,7 +204,7 @@ def calibrate(
     from models.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
     from models.calibration import calibrate as fit
     from models.data import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
-    from models.store import default_artifact_path, load_model
+    from models.store import artifact_output_path, load_model
 
     if bit_bands is not None and wire_bytes is not None:
         _fail("give --bit-bands or --wire-bytes, not both")
@@ -263,7 +263,7 @@ def calibrate(
             artifact = fit(net, manifest["name"], manifest["sha256"], calibration_images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    **({"selection": selection} if selection else {})}
-    path = artifact.save(out or default_artifact_path(model))
+    path = artifact.save(out or artifact_output_path(model))
     seconds = time.perf_counter() - started
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
@@ -285,7 +285,7 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
     from agents.sources import IMAGE_SUFFIXES, FolderSource
     from models.calibration import CalibrationSettings, format_bit_bands
     from models.calibration import calibrate as fit
-    from models.store import default_artifact_path
+    from models.store import artifact_output_path
 
     spec = net.input_spec
     split_name = split or manifest.get("default_split", manifest["split_points"][0])
@@ -330,7 +330,7 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
                                    "calibration_source": {"folder": folder.name, "files": len(images),
                                                           "file_names_sha256": names.hexdigest(),
                                                           "labels_used": False}}
-    path = artifact.save(out or default_artifact_path(model))
+    path = artifact.save(out or artifact_output_path(model))
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) from {len(images)} unlabeled images in "
                   f"{time.perf_counter() - started:.1f} s -> {path}")

@@ -40,8 +40,6 @@ from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.topics import TopicTree
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
@@ -58,8 +56,8 @@ class DemoSettings:
     broker: tuple[str, int] | None = None
     root: str = "nairbus-demo"
     site: str = "demo"
-    report: Path = REPO / "reports" / "demo.json"
-    run_dir: Path = REPO / "runs" / "demo"
+    report: Path = Path("reports/demo.json")
+    run_dir: Path = Path("runs/demo")
     data_dir: Path | None = None
 
 
@@ -97,7 +95,7 @@ def _agent_env(broker: tuple[str, int], settings: DemoSettings, log_file: Path) 
 def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
     handle = log_file.open("ab")
     return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env, stdout=handle, stderr=handle,
-                            cwd=REPO)
+                            cwd=None)
 
 
 class Observer:

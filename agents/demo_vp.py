@@ -52,7 +52,6 @@ from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.topics import TopicTree
 
-REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.005
 """Live and offline accuracy must agree within half a point."""
 PARTIAL_TOLERANCE = 0.01
@@ -87,7 +86,7 @@ class VpDemoSettings:
     root: str = "nairbus-demo"
     site: str = "demo-vp"
     stream_id: str = "vp-cam"
-    run_dir: Path = REPO / "runs" / "demo-vp"
+    run_dir: Path = Path("runs/demo-vp")
     data_dir: Path | None = None
 
 
@@ -106,7 +105,7 @@ def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.P
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handle = log_file.open("ab")
     return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env, stdout=handle, stderr=handle,
-                            cwd=REPO)
+                            cwd=None)
 
 
 class _Watcher:
@@ -433,7 +432,7 @@ def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
     console = console or Console()
     with PrivateMosquitto() as broker:
         section = run_vp_demo(settings, (broker.host, broker.port), console)
-    path = report or REPO / "reports" / "demo.json"
+    path = report or Path("reports/demo.json")
     data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     data["vp"] = section
     path.parent.mkdir(parents=True, exist_ok=True)

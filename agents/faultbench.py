@@ -49,7 +49,6 @@ from schemas.topics import TopicTree
 
 log = get_logger("nairbus.faultbench")
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ("fuzz", "flood", "broker-kill", "fusion-kill", "fusion-stop")
 ROOT, SITE = "nairbus-faults", "bench"
 U64 = 2**64 - 1
@@ -178,7 +177,7 @@ class Bus:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         handle = (self.dir / f"{name}.log").open("ab")
         return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=self.env(), stdout=handle,
-                                stderr=handle, cwd=REPO, stdin=subprocess.DEVNULL)
+                                stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
         self.broker = PrivateMosquitto(persistence=self.persistence).start()

@@ -48,10 +48,12 @@ import numpy as np
 
 from agents.logging import get_logger
 from agents.netns import LinkShape, NetLab, rate_label
+from broker import BROKER_DIR
 
 log = get_logger("nairbus.linkbench")
 
 REPO = Path(__file__).resolve().parents[1]
+"""The source tree (for git and repository-relative artifact paths in cell commands)."""
 MODES: dict[str, tuple[str, ...]] = {
     "nair-auto": ("--budget", "auto"),
     "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit", "--artifact", "models/weights/base.nair.npz"),
@@ -108,9 +110,9 @@ class LinkBenchSettings:
     """Bound on each agent's start (model loading on a busy 2-core host is slow)."""
     skip_grid: bool = False
     """Run only the soak."""
-    report: Path = REPO / "reports" / "link.json"
-    plot: Path | None = REPO / "reports" / "link.png"
-    run_dir: Path = REPO / "runs" / "link"
+    report: Path = Path("reports/link.json")
+    plot: Path | None = Path("reports/link.png")
+    run_dir: Path = Path("runs/link")
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -442,7 +444,7 @@ class OfflinePredictor:
             self.pipeline = self.default
         else:
             if path not in self._by_artifact:
-                artifact = NairArtifact.load(REPO / path if not Path(path).is_absolute() else Path(path))
+                artifact = NairArtifact.load(_artifact_file(path))
                 self._by_artifact[path] = NairPipeline(self.default.model, self.default.manifest, artifact)
             self.pipeline = self._by_artifact[path]
         self.n_components = int(self.pipeline.artifact.n_components)
@@ -578,7 +580,7 @@ def agent_env(settings: LinkBenchSettings, hub_addr: str, notify: Path) -> dict[
 def probe_mode(args: Sequence[str], timeout: float = 120.0) -> str | None:
     """None if ``nairbus sensor`` accepts ``args`` (checked with ``--help``, which stops after parsing), else why."""
     try:
-        done = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", *args, "--help"], cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", *args, "--help"],
                               capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, "COLUMNS": "200"}, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -673,7 +675,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
     try:
         with NetLab(LinkShape(cell.rate_bps, settings.tbf_latency_ms)) as lab:
             conf = tmp / "mosquitto.conf"
-            source = (REPO / "broker" / "mosquitto.dev.conf").read_text()
+            source = (BROKER_DIR / "mosquitto.dev.conf").read_text()
             conf.write_text(derive_config(source, [settings.broker_port], host=lab.hub_addr))
             conf.chmod(0o644)
             with (out_dir / "mosquitto.log").open("wb") as mlog:
@@ -694,7 +696,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
                     sys.executable, "-m", "agents.linkbench", "record", "--host", lab.hub_addr, "--port",
                     str(settings.broker_port), "--topic", f"{prefix}/results/+", "--topic", f"{prefix}/fusion/+/stats",
                     "--out", str(results_path), "--max-seconds", str(settings.startup_timeout_s * 2 + budget_s)],
-                    stdout=rlog, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                    stdout=rlog, stderr=subprocess.STDOUT, env=env)
             if not rec_ready.wait_ready(recorder, 30.0):
                 raise RuntimeError(f"the result recorder did not connect to the lab's broker:\n"
                                    f"{_tail(out_dir / 'recorder.log')}\n{_tail(out_dir / 'mosquitto.log')}")
@@ -703,7 +705,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
                 fusion = lab.popen(lab.hub, [
                     sys.executable, "-m", "agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
                     f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
-                    stdout=flog, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                    stdout=flog, stderr=subprocess.STDOUT, env=env)
             if not fus_ready.wait_ready(fusion, settings.startup_timeout_s):
                 raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
                                    f"{_tail(out_dir / 'fusion.log')}")
@@ -713,7 +715,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
                 sensor = lab.popen(lab.dev, [
                     sys.executable, "-m", "agents.cli", "sensor", "--sensor-id", "cam1", "--count", str(cell.frames),
                     "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
-                    f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env, cwd=REPO)
+                    f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
             if not sen_ready.wait_ready(sensor, settings.startup_timeout_s):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     sensor.wait(5)
@@ -832,6 +834,13 @@ def soak_cell(settings: LinkBenchSettings, unsupported: Mapping[str, str]) -> Ce
         raise ValueError(f"unknown soak mode {name!r}")
     frames = min(10000 - settings.start, round(settings.soak_seconds * settings.soak_fps))
     return Cell(settings.soak_rate_bps, settings.soak_fps, name, tuple(args), frames, soak=True)
+
+
+def _artifact_file(path: str) -> Path:
+    """An artifact named on a cell's command line: as given (absolute, or relative to the working directory), else
+    relative to the source tree (``models/weights/...`` when running from an installed package)."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else REPO / path
 
 
 def code_state() -> dict[str, Any]:

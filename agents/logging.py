@@ -27,6 +27,20 @@ def _use_json(settings: LogSettings) -> bool:
     return not (isatty is not None and isatty())
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (test runners and CLI runners swap it), not what it was
+    when logging was configured."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def configure_logging(settings: LogSettings) -> None:
     """Configure structlog (and the standard library's root logger) from ``settings``; idempotent."""
     level = logging.getLevelNamesMapping()[settings.level.upper()]
@@ -48,13 +62,13 @@ def configure_logging(settings: LogSettings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         # Not cached, so that a later configure_logging call applies to loggers already handed out.
         cache_logger_on_first_use=False,
     )
 
     # Standard-library records (paho's, other libraries') go through the same renderer.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-BROKER_DIR = Path(__file__).resolve().parents[1] / "broker"
-"""The project's broker configurations."""
+from broker import BROKER_DIR
+
 DEFAULT_CONFIG = BROKER_DIR / "mosquitto.dev.conf"
 LOOPBACK = "127.0.0.1"
 

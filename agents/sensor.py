@@ -26,6 +26,7 @@ from agents.link import BudgetDecision, LinkMonitor
 from agents.logging import get_logger
 from agents.mqtt import Communicator
 from agents.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
+from agents.pacing import Pacing, run_paced
 from agents.sources import BadImageError, FolderSource, FrameBatch, decode_image_bytes, replay, replay_indices
 from models.codec import packed_bytes
 from models.data import load_split
@@ -230,42 +231,26 @@ class SensorAgent:
             frame_id += 1
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
-        """The one paced loop: run the head on each batch, then send its frames at the configured rate.
+        """Send the source's frames as a camera delivers them (:func:`agents.pacing.run_paced`): the head runs on the
+        frames captured since it last ran, late ones are skipped.
 
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
         restarts when a batch arrives, so only the sensor's own delays make frames late.
         """
         s = self.settings
-        period = 1.0 / s.fps if s.fps else 0.0
-        next_at = time.monotonic()
-        slack = max(period, s.deadline_ms / 4000.0)
+        pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
+                                            source_paced=source_paced, max_batch=s.batch)
         needs_head = s.mode in ("nair", "auto")
-        for batch in batches:
-            if self.stop_event.is_set():
-                break
-            if source_paced:
-                next_at = max(next_at, time.monotonic())
-            started = time.perf_counter()
-            codes = self.pipeline.encode(batch.images) if needs_head else None
-            head_s = (time.perf_counter() - started) / len(batch.frame_ids)
-            if not period:
-                next_at = time.monotonic()  # unpaced (or a slow source): no slot to be late for
-            for row, frame_id in enumerate(batch.frame_ids.tolist()):
-                if self.stop_event.is_set():
-                    break
-                if period:
-                    delay = next_at - time.monotonic()
-                    if delay > 0:
-                        self.stop_event.wait(delay)
-                    slot, next_at = next_at, next_at + period
-                    if skip_late and time.monotonic() - slot > slack:
-                        self.counters["frames"] += 1
-                        self._skip("skipped_late")
-                        continue
-                # A frame is "captured" at its slot; the head ran ahead for the whole batch, so its share of that
-                # work is charged to the frame's latency.
-                self.send_frame(int(frame_id), batch.images[row], None if codes is None else codes[row],
-                                time.time() - head_s, period)
+
+        def late(_frame_id: int) -> None:
+            self.counters["frames"] += 1
+            self._skip("skipped_late")
+
+        run_paced(batches, pacing, self.stop_event,
+                  lambda batch: self.pipeline.encode(batch.images) if needs_head else None,
+                  lambda frame_id, image, codes, capture_ts: self.send_frame(frame_id, image, codes, capture_ts,
+                                                                             pacing.period),
+                  late)
 
     def _drain(self, timeout: float) -> None:
         """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""

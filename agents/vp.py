@@ -46,10 +46,11 @@ from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator, InboundMessage
 from agents.notify import systemd_service
 from agents.outgoing import alias_wire_bytes
+from agents.pacing import Pacing, run_paced
 from agents.sensor import EPOCH_LEAD_S
-from agents.sources import BadImageError, frame_pixels, replay, replay_indices
+from agents.sources import BadImageError, FrameBatch, frame_pixels, replay, replay_indices
 from models.architectures import fashion_mnist_spec
-from models.data import LABELS, Dataset, load_split
+from models.data import LABELS, load_split
 from models.store import WEIGHTS_DIR
 from models.variants import FAMILY_NAME
 from models.vp import Vote, check_k, fuse, topk
@@ -156,21 +157,6 @@ def choose_young(frames: Sequence[Frame], now: float, deadline_s: float, cost: C
     return chosen, stale
 
 
-def due_frames(position: int, total: int, elapsed_s: float, period_s: float) -> tuple[int, int]:
-    """Replay as a camera: of the frames from ``position`` on, how many are stale and how many are due now.
-
-    Frame ``i`` is captured at ``i * period_s`` after the start. At ``elapsed_s`` every frame captured so far whose
-    slot passed more than one period ago is stale (``skip``), and the rest of those captured so far (at most two)
-    are due (``take``). Returns ``(skip, take)``; ``take`` is 0 while frame ``position`` is not captured yet.
-    """
-    newest = min(total - 1, math.floor(elapsed_s / period_s + 1e-9))
-    if newest < position:
-        return 0, 0
-    first_young = max(position, math.ceil(elapsed_s / period_s - 1.0 - 1e-9))
-    first_young = min(first_young, newest)
-    return first_young - position, newest + 1 - first_young
-
-
 # ===================================================================================================================
 # sensor
 # ===================================================================================================================
@@ -270,50 +256,34 @@ class VpSensorAgent:
     def run_replay(self) -> dict[str, int]:
         """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant).
 
-        With ``fps`` the data set is a camera: frame ``i`` is captured at its slot ``i / fps`` after the start (its
-        capture time), the sensor classifies the frames due when it is free and skips those whose slot passed more
-        than one period ago — a slow variant loses frames, not latency, and never bursts to catch up. Without
-        ``fps`` it classifies whole batches as fast as it can (nothing is late).
+        The one paced loop of every agent (:func:`agents.pacing.run_paced`): with ``fps`` the data set is a camera,
+        frame ``i`` captured at its slot ``i / fps`` after the start; the sensor classifies the frames due when it is
+        free and skips those whose slot passed more than one period ago — a slow variant loses frames, not latency,
+        and never bursts to catch up. Without ``fps`` it classifies whole batches as fast as it can.
         """
         s = self.settings
         data = load_split(s.split, s.data_dir)
         indices = replay_indices(len(data), s.start, s.count, s.shard)
-        if s.fps:
-            self._replay_paced(data, indices, 1.0 / s.fps)
-        else:
-            for batch in replay(data, indices, s.batch):
-                if self.stop_event.is_set():
-                    break
-                capture = time.time()
-                classes, scores = self.classify(batch.images)
-                for frame_id, c, sc in zip(batch.frame_ids.tolist(), classes, scores, strict=True):
-                    self.counters["frames"] += 1
-                    self.publish_frame(int(frame_id), c, sc, capture)
+
+        def emit(frame_id: int, _image: np.ndarray, result: tuple[np.ndarray, np.ndarray] | None,
+                 capture_ts: float) -> None:
+            self.counters["frames"] += 1
+            assert result is not None
+            self.publish_frame(frame_id, result[0], result[1], capture_ts)
+
+        def late(_frame_id: int) -> None:
+            self.counters["frames"] += 1
+            self._skip(1)
+
+        def work(batch: FrameBatch) -> list[Any]:
+            started = time.perf_counter()
+            classes, scores = self.classify(batch.images)
+            self.cost.note(len(batch.frame_ids), time.perf_counter() - started)
+            return list(zip(classes, scores, strict=True))
+
+        run_paced(replay(data, indices, s.batch), Pacing(s.fps, max_batch=s.batch), self.stop_event, work, emit, late)
         self.comm.wait_published(timeout=30.0)
         return dict(self.counters)
-
-    def _replay_paced(self, data: Dataset, indices: np.ndarray, period: float) -> None:
-        start_mono, start_wall = time.monotonic(), time.time()
-        position, total = 0, len(indices)
-        while position < total and not self.stop_event.is_set():
-            elapsed = time.monotonic() - start_mono
-            skip, take = due_frames(position, total, elapsed, period)
-            if take == 0:
-                if self.stop_event.wait(max(0.0, position * period - elapsed)):
-                    break
-                continue
-            if skip:
-                self.counters["frames"] += skip
-                self._skip(skip)
-            picked = np.arange(position + skip, position + skip + take)
-            position += skip + take
-            ids = indices[picked]
-            started = time.perf_counter()
-            classes, scores = self.classify(data.images[ids])
-            for slot, frame_id, c, sc in zip(picked.tolist(), ids.tolist(), classes, scores, strict=True):
-                self.counters["frames"] += 1
-                self.publish_frame(int(frame_id), c, sc, start_wall + slot * period)
-            self.cost.note(take, time.perf_counter() - started)
 
     def run_mqtt(self) -> dict[str, int]:
         """Classify the frames a capture agent publishes until stopped (or ``count`` frames).

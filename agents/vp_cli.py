@@ -68,7 +68,7 @@ def train_variants_cmd(
     from dataclasses import replace
 
     from models.data import DatasetMissingError
-    from models.store import WEIGHTS_DIR
+    from models.store import OUTPUT_DIR
     from models.vp_training import VpTrainSettings, train_family
 
     if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0) or (
@@ -100,7 +100,7 @@ def train_variants_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
-            path = train_family(settings, data_dir=data_dir, out_dir=out_dir or WEIGHTS_DIR,
+            path = train_family(settings, data_dir=data_dir, out_dir=out_dir or OUTPUT_DIR,
                                 progress=_progress_fn(progress, "variants"), command=" ".join(parts),
                                 resume_from=resume_from)
         except (DatasetMissingError, FileNotFoundError, ValueError, RuntimeError) as exc:

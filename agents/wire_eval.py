@@ -36,7 +36,6 @@ from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
 
 __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
 
-REPO = Path(__file__).resolve().parents[1]
 WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600,
                                    700, 800, 1000, 1500, 2000, 4000, 8000, 13000)
 """Per-frame wire caps (bytes) of the NAIR curves; the image table's caps are a subset."""
@@ -109,7 +108,7 @@ def fewest_wire_within(rows: Sequence[dict[str, Any]], mature: float, tolerance:
     return min((r for r in rows if r["accuracy"] >= mature - tolerance), key=lambda r: r["cap_bytes"], default=None)
 
 
-def evaluate_wire(images_report: Path = REPO / "reports" / "images.json", frames: int | None = None,
+def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
                   validation_frames: int = 5000, progress: ProgressFn | None = None,
                   data_dir: Path | None = None) -> dict[str, Any]:
     """The wire report: NAIR per artifact on validation and test, the image families, and the bars."""
@@ -178,8 +177,9 @@ def evaluate_wire(images_report: Path = REPO / "reports" / "images.json", frames
         "wire_counting": "whole MQTT 5 PUBLISH, QoS 0, topic alias (3-byte property), lean positional msgpack "
                          "envelope [2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]",
         "nair_message_overhead_bytes": overhead,
-        "image_report": {"path": str(images_report.relative_to(REPO)) if images_report.is_relative_to(REPO)
-                         else str(images_report), "command": images.get("command")},
+        "image_report": {"path": str(images_report.resolve().relative_to(Path.cwd().resolve()))
+                         if images_report.resolve().is_relative_to(Path.cwd().resolve()) else str(images_report),
+                         "command": images.get("command")},
         "nair": nair, "nair_chosen_on_validation": chosen, "fewest_wire_bytes_within_1pt_of_mature": fewest,
         "bars": bars, "seconds": round(time.perf_counter() - started, 1),
     }

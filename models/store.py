@@ -18,6 +18,9 @@ from models.resnet import ResNet, count_macs, count_params
 from models.split import InputSpec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+OUTPUT_DIR = Path("models/weights")
+"""Where commands write models and artifacts by default: relative to the working directory (in a source checkout
+that is the shipped weights; an installed package is never written into)."""
 MODEL_DIR_ENV = "NAIRBUS_MODEL_DIR"
 """Directories (``:``-separated) searched for a model's manifest before the shipped weights: where
 ``nairbus import-model`` put the user's own models."""
@@ -106,9 +109,17 @@ def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
 
 
 def default_artifact_path(name: str, directory: Path | None = None) -> Path:
-    """``<name>.nair.npz`` beside the model's manifest: the artifact ``nairbus calibrate`` writes by default."""
+    """``<name>.nair.npz`` beside the model's manifest: the artifact agents pair with the model by default."""
     name, directory = locate_model(name, directory)
     return directory / f"{name}.nair.npz"
+
+
+def artifact_output_path(name: str) -> Path:
+    """Where ``nairbus calibrate`` writes a model's artifact by default: beside the manifest of a user's model,
+    under :data:`OUTPUT_DIR` for a shipped one (never into an installed package)."""
+    name, directory = locate_model(name)
+    shipped = directory.resolve() == WEIGHTS_DIR.resolve()
+    return (OUTPUT_DIR if shipped else directory) / f"{name}.nair.npz"
 
 
 def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:

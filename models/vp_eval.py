@@ -38,8 +38,8 @@ from models.vp import (
 )
 from models.vp_training import load_family, softmax_outputs
 
-REPO = Path(__file__).resolve().parents[1]
-REPORT_PATH = REPO / "reports" / "vp.json"
+REPORT_PATH = Path("reports/vp.json")
+"""Relative to the working directory, like every report a command writes."""
 PayloadFn = Callable[[int, int], int]
 
 

@@ -81,7 +81,7 @@ def train_taildrop(
     split (:func:`models.taildrop.fine_tune_tail_drop`); the test split is read once, at the end, for the manifest.
     """
     settings = settings or TailDropSettings(split=DEFAULT_SPLIT)
-    mature, mature_manifest = load_model(BASE_NAME, out_dir)
+    mature, mature_manifest = load_model(BASE_NAME, out_dir if (out_dir / f"{BASE_NAME}.json").is_file() else None)
     everything = load_split("train", data_dir)
     train, validation = fit_split(everything), validation_split(everything)
     started = time.perf_counter()

@@ -25,7 +25,6 @@ from agents.vp import (
     VpFusionAgent,
     VpSensorAgent,
     choose_young,
-    due_frames,
     topk_message_bytes,
 )
 from models.data import LABELS
@@ -222,18 +221,6 @@ def test_classify_cost_separates_batch_overhead_from_per_frame_time() -> None:
     cost.note(0, 1.0)
     cost.note(4, math.nan)  # ignored
     assert math.isfinite(cost.seconds(10, 4))
-
-
-def test_due_frames_never_bursts_to_catch_up() -> None:
-    period = 0.01
-    assert due_frames(0, 100, 0.0, period) == (0, 1)
-    assert due_frames(1, 100, 0.005, period) == (0, 0)  # frame 1 is not captured yet
-    assert due_frames(1, 100, 0.015, period) == (0, 1)
-    # 0.5 s late at frame 3: the frames whose slots passed more than a period ago are skipped, and only the newest
-    # (the one or two whose slots lie within the last period) are due — never the whole backlog.
-    assert due_frames(3, 100, 0.505, period) == (47, 1)
-    assert due_frames(3, 100, 0.5, period) == (46, 2)
-    assert due_frames(98, 100, 5.0, period) == (1, 1)  # past the end: the last frame only
 
 
 class FakeComm:

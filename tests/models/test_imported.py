@@ -114,7 +114,8 @@ def test_torchscript_with_head_and_tail_is_used_as_is(tmp_path: Path) -> None:
     path = tmp_path / "net.ts.pt"
     torch.jit.save(torch.jit.script(_WithHeadTail().eval()), str(path))
     manifest = json.loads(import_model(path, "ts", ["features"], fashion_mnist_spec(), tmp_path / "models").read_text())
-    assert manifest["format"] == "torchscript" and manifest["ir_shapes"] == {"features": [4, 28, 28]}
+    assert manifest["format"] == "torchscript"
+    assert manifest["ir_shapes"] == {"features": [4, 28, 28]}
     model, _ = load_model("ts", tmp_path / "models")
     assert isinstance(model, TorchScriptSplit)
 
@@ -154,7 +155,8 @@ def test_a_python_factory_and_state_dict_are_exported_then_cut(tmp_path: Path,
     manifest = json.loads(path.read_text())
     assert manifest["source"]["sha256"] == sha256_file(tmp_path / "weights.pt")
     assert manifest["sha256"] == sha256_file(tmp_path / "models" / "cam.pt2")
-    assert manifest["ir_shapes"] == {"2": [8, 16, 16]} and manifest["labels"] == list("abcde")
+    assert manifest["ir_shapes"] == {"2": [8, 16, 16]}
+    assert manifest["labels"] == list("abcde")
     model, _ = load_model(str(path))  # by manifest path
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():

@@ -32,9 +32,11 @@ def test_grey_frames_are_resized_and_replicated_for_an_rgb_model() -> None:
     grey = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     converted = spec.convert(grey)
     assert converted.shape == (4, 32, 32, 3)
-    assert (converted[..., 0] == converted[..., 1]).all() and (converted[..., 1] == converted[..., 2]).all()
+    assert (converted[..., 0] == converted[..., 1]).all()
+    assert (converted[..., 1] == converted[..., 2]).all()
     x = spec.prepare(grey)
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    assert x.shape == (4, 3, 32, 32)
+    assert x.dtype == torch.float32
     assert spec.convert(converted) is converted  # already in the model's shape: untouched
 
 

@@ -1,0 +1,81 @@
+"""One fusion agent, many models: a sensor of the shipped ResNet and one of the second architecture (imported
+through the generic path, calibrated from an unlabeled folder) decided by the same fusion agent at once.
+
+Each result names the model that decided it, and the labels equal the offline pipeline of that model on the same
+frames; a sensor whose model the fusion agent does not serve is rejected without disturbing the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from agents.config import AgentConfig, FusionSettings, SensorSettings
+from agents.fusion import FusionAgent
+from agents.mosquitto import PrivateMosquitto
+from agents.mqtt import Communicator
+from agents.sensor import SensorAgent
+from agents.settings import BrokerSettings, TopicSettings
+from models.data import load_split
+from models.loss import LossModel
+from models.pipeline import NairPipeline
+from models.store import WEIGHTS_DIR, sensor_artifact_path
+from schemas import Result
+from schemas import decode as wire_decode
+from schemas.topics import TopicTree
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240),
+              pytest.mark.skipif(not (WEIGHTS_DIR / "mobilenet.json").is_file(), reason="second model not shipped")]
+FRAMES = 120
+
+
+def test_one_fusion_agent_decides_two_architectures_at_once(broker: PrivateMosquitto, topic_root: str) -> None:
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(deadline_ms=2000, models=("mobilenet",)))
+    listener = Communicator(base, "test-many-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=0)
+    listener.start()
+    fusion = FusionAgent(cfg)
+    assert {p.manifest["name"] for p in fusion.by_model.values()} == {"base", "mobilenet"}
+    fusion.start()
+    worker = threading.Thread(target=fusion.run, daemon=True)
+    worker.start()
+    pipelines = {name: NairPipeline.load(name, sensor_artifact_path(name)) for name in ("base", "mobilenet")}
+    sensors = [SensorAgent(cfg.model_copy(update={"sensor": SensorSettings(
+        sensor_id=f"cam-{name}", model=name, count=FRAMES, fps=60.0, link_fit=False)}), pipelines[name])
+        for name in pipelines]
+    try:
+        for sensor in sensors:
+            sensor.start()
+        runs = [threading.Thread(target=s.run_replay, daemon=True) for s in sensors]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(timeout=120)
+        got: dict[tuple[str, int], Result] = {}
+        end = time.monotonic() + 30
+        while len(got) < 2 * FRAMES and time.monotonic() < end:
+            msg = listener.get(timeout=0.2)
+            parsed = topics.parse(msg.topic) if msg else None
+            if msg is not None and parsed is not None and parsed.kind == "result":
+                r = wire_decode(msg.payload, Result)
+                got[(r.stream_id, r.frame_id)] = r
+    finally:
+        for sensor in sensors:
+            sensor.stop()
+        fusion.stop()
+        worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    images = load_split("test").images[:FRAMES]
+    for name, pipeline in pipelines.items():
+        results = [got[(f"cam-{name}", i)] for i in range(FRAMES)]
+        assert {r.model.name for r in results if r.model} == {name}
+        assert all(r.model is not None and r.model.sha256 == pipeline.manifest["sha256"] for r in results)
+        offline = pipeline.offline_probs(pipeline.encode_all(images), np.arange(FRAMES), None, LossModel())[0]
+        assert [r.class_index for r in results] == offline.argmax(1).tolist()
