@@ -31,7 +31,7 @@ from agents.config import AgentConfig
 from agents.logging import configure_logging, get_logger
 from agents.mqtt import Communicator
 from agents.pacing import Pacing, run_paced
-from agents.sources import replay, replay_indices
+from agents.sources.replay import replay, replay_indices
 from models.data import load_split
 from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
 from schemas import encode as wire_encode

@@ -282,7 +282,8 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
 
     import numpy as np
 
-    from agents.sources import IMAGE_SUFFIXES, FolderSource
+    from agents.sources.folder import FolderSource
+    from agents.sources.images import IMAGE_SUFFIXES
     from models.calibration import CalibrationSettings, format_bit_bands
     from models.calibration import calibrate as fit
     from models.store import artifact_output_path
@@ -406,8 +407,8 @@ def sensor(
     k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
     source: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
-             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); VP: 'mqtt' (frames from a capture "
-             "agent).")] = None,
+             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
+             "(frames from a capture agent).")] = None,
     folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
     watch: Annotated[Optional[bool], typer.Option(  # noqa: UP045
@@ -419,6 +420,9 @@ def sensor(
     model: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="The model whose head runs here: a shipped name (default base), a model imported into "
              "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
+    camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
+             "index (0), a stream URL (rtsp://...) or a video file.")] = None,
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
@@ -438,7 +442,9 @@ def sensor(
         "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
         "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir, "qos": qos,
         "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
-        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else None),
+        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else
+                             "camera" if camera else None),
+        "camera": camera,
         "folder": folder, "watch": watch, "image_topic": image_topic, "model": model,
     }
     if test_loss:
@@ -721,7 +727,7 @@ def _folder_images(spec: Any, folder: Path, limit: int) -> Any:
     """Up to ``limit`` images of a folder in name order, converted to ``spec`` (bad files counted and skipped)."""
     import numpy as np
 
-    from agents.sources import FolderSource
+    from agents.sources.folder import FolderSource
 
     try:
         source = FolderSource(folder, spec=spec)

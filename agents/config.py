@@ -48,11 +48,15 @@ class SensorSettings(BaseModel):
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
     k: int = Field(default=5, ge=1)
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
-    source: Literal["replay", "mqtt", "folder", "image-topic"] = "replay"
-    """``replay`` the data set (frame id = index; every VP variant replays the same frames); VP mode: ``mqtt``
-    classifies the frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``; NAIR, image and auto
-    modes: ``folder`` sends the image files of ``folder`` (your own camera's snapshots, PNG/JPEG/WebP/BMP, in name
-    order, frame id = position from 0), converted to the model's input at the sensor."""
+    source: str = "replay"
+    """A registered frame source (:data:`agents.sources.SOURCES`): ``replay`` the data set (frame id = index; every
+    VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of ``folder``,
+    your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0), ``image-topic`` and
+    ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the frames a capture
+    agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    camera: str | None = Field(default=None, min_length=1, max_length=1024)
+    """``source="camera"``: what OpenCV opens — a device index (``0``), a stream URL or a video file (needs the
+    ``camera`` extra)."""
     folder: Path | None = None
     """``source="folder"``: the directory of image files."""
     watch: bool = False
@@ -105,12 +109,19 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
+        from agents.sources import SOURCES
+
+        if self.source not in (*SOURCES, "mqtt"):
+            raise ValueError(f"unknown frame source {self.source!r}; choose one of {', '.join((*SOURCES, 'mqtt'))}")
+        if self.source == "camera" and self.camera is None:
+            raise ValueError("source 'camera' needs a camera (--camera 0, a stream URL or a video file)")
         if self.source == "folder" and self.folder is None:
             raise ValueError("source 'folder' needs a folder (--folder DIR)")
         if self.source == "image-topic" and self.image_topic is None:
             raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
-        if self.source in ("folder", "image-topic") and self.mode == "vp":
-            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames; folder and image-topic sources are for "
+        if self.source not in ("replay", "mqtt") and self.mode == "vp":
+            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
+                             "frames to every variant); folder, image-topic and camera sources are for "
                              "nair/image/auto")
         if self.source == "mqtt" and self.mode != "vp":
             raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder' or "

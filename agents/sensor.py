@@ -27,9 +27,8 @@ from agents.logging import get_logger
 from agents.mqtt import Communicator
 from agents.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
 from agents.pacing import Pacing, run_paced
-from agents.sources import BadImageError, FolderSource, FrameBatch, decode_image_bytes, replay, replay_indices
+from agents.sources import FrameBatch, SourceContext, open_source
 from models.codec import packed_bytes
-from models.data import load_split
 from models.imagecodec import get_image_codec
 from models.loss import LossModel
 from models.pipeline import NairPipeline
@@ -175,60 +174,32 @@ class SensorAgent:
                  artifact=self.pipeline.artifact.sha256[:12], session=self.comm.session)
 
     def run_replay(self) -> dict[str, int]:
-        """Send the configured frames once — the data set's, or a folder's image files — then return the counters.
+        """Send the frames of the configured source (:data:`agents.sources.SOURCES`: the data set, a folder of image
+        files, snapshots on an MQTT topic, a camera) until it ends or the sensor is stopped; returns the counters.
 
-        A frame whose replay slot passed more than a period and more than a quarter of the deadline ago is skipped
-        (latest frame wins), so a head that cannot keep up costs frames, not latency; the head's batching jitter
-        within that slack costs nothing.
+        Frames go out as a camera delivers them (:func:`agents.pacing.run_paced`): a frame whose slot passed more
+        than a period and a quarter of the deadline ago is skipped (latest frame wins), so a head that cannot keep up
+        costs frames, not latency. A folder is a batch of files to classify, every one of them, unless watched.
         """
         s = self.settings
-        if s.source == "image-topic":
-            self._run_image_topic()
-        elif s.source == "folder":
-            assert s.folder is not None
-            folder = FolderSource(s.folder, spec=self.pipeline.input_spec, watch=s.watch, stop=self.stop_event)
-            self.folder_counters = folder.counters
-            # Time spent reading files is the source's, not the sensor's: the pacing starts again at each batch.
-            # A folder is a batch of files to classify, every one of them: late frames are skipped (latest frame
-            # wins) only when watching it as a live camera.
-            self._send_batches(folder.batches(s.batch if not s.watch else min(s.batch, 8)), source_paced=True,
-                               skip_late=s.watch)
-            for reason, n in folder.counters.items():
-                if reason.startswith("bad_"):
-                    self.counters["files_refused"] += n
-        else:
-            data = load_split(s.split, s.data_dir)
-            self._send_batches(replay(data, replay_indices(len(data), s.start, s.count, s.shard), s.batch))
+        source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
+        try:
+            self._send_batches(source.batches(s.batch), source_paced=source.source_paced,
+                               skip_late=source.skip_late)
+        finally:
+            self._merge_source_counters(source.counters)
         self.comm.wait_published(timeout=30.0)
         self._drain(timeout=30.0)
         return dict(self.counters)
 
-    def _run_image_topic(self) -> None:
-        """Frames from encoded images on an MQTT topic until stopped (or ``count`` frames): newest wins."""
-        s = self.settings
-        needs_head = s.mode in ("nair", "auto")
-        frame_id, last_at, interval = 0, None, 1.0 / s.fps if s.fps else 0.1
-        while not self.stop_event.is_set() and (s.count is None or frame_id < s.count):
-            message = self.comm.get(timeout=0.2)
-            if message is None:
-                continue
-            while (newer := self.comm.get(timeout=0)) is not None:  # the sensor fell behind: newest wins
-                self.counters["frames"] += 1
-                self._skip("skipped_stale")
-                message = newer
-            try:
-                image = decode_image_bytes(message.payload, self.pipeline.input_spec, message.topic)
-            except BadImageError as exc:
-                self.counters["files_refused"] += 1
-                log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])
-                continue
-            now = time.monotonic()
-            if last_at is not None:  # the frame period the link budget is sized for: the observed arrival rate
-                interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
-            last_at = now
-            codes = self.pipeline.encode(image[None]) if needs_head else None
-            self.send_frame(frame_id, image, None if codes is None else codes[0], message.received_ts, interval)
-            frame_id += 1
+    def _merge_source_counters(self, counters: Counter[str]) -> None:
+        """What the source refused (``files_refused``) and passed over (``skipped_stale``) into the sensor's
+        counters."""
+        self.counters["files_refused"] += sum(n for reason, n in counters.items() if reason.startswith("bad_"))
+        stale = counters.get("skipped_stale", 0)
+        self.counters["frames"] += stale
+        self.counters["frames_skipped"] += stale
+        self.counters["skipped_stale"] += stale
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
         """Send the source's frames as a camera delivers them (:func:`agents.pacing.run_paced`): the head runs on the
@@ -241,16 +212,24 @@ class SensorAgent:
         pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
                                             source_paced=source_paced, max_batch=s.batch)
         needs_head = s.mode in ("nair", "auto")
+        interval = pacing.period or 0.1
+        last_at: float | None = None
 
         def late(_frame_id: int) -> None:
             self.counters["frames"] += 1
             self._skip("skipped_late")
 
+        def emit(frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float) -> None:
+            nonlocal interval, last_at
+            if not pacing.period:  # the frame period the link budget is sized for: the observed arrival rate
+                now = time.monotonic()
+                if last_at is not None:
+                    interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
+                last_at = now
+            self.send_frame(frame_id, image, codes, capture_ts, pacing.period or interval)
+
         run_paced(batches, pacing, self.stop_event,
-                  lambda batch: self.pipeline.encode(batch.images) if needs_head else None,
-                  lambda frame_id, image, codes, capture_ts: self.send_frame(frame_id, image, codes, capture_ts,
-                                                                             pacing.period),
-                  late)
+                  lambda batch: self.pipeline.encode(batch.images) if needs_head else None, emit, late)
 
     def _drain(self, timeout: float) -> None:
         """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""

@@ -48,7 +48,9 @@ from agents.notify import systemd_service
 from agents.outgoing import alias_wire_bytes
 from agents.pacing import Pacing, run_paced
 from agents.sensor import EPOCH_LEAD_S
-from agents.sources import BadImageError, FrameBatch, frame_pixels, replay, replay_indices
+from agents.sources import FrameBatch
+from agents.sources.images import BadImageError, frame_pixels
+from agents.sources.replay import replay, replay_indices
 from models.architectures import fashion_mnist_spec
 from models.data import LABELS, load_split
 from models.store import WEIGHTS_DIR

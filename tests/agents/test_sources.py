@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.sources import FolderSource, read_image_file
+from agents.sources.folder import FolderSource
+from agents.sources.images import read_image_file
 from models.architectures import fashion_mnist_spec
 
 

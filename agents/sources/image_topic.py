@@ -1,0 +1,65 @@
+"""Encoded images on an MQTT topic as a frame source: JPEG/PNG snapshots the way Frigate publishes them and Home
+Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival order from 0); when messages come
+faster than the sensor takes them the newest wins (the others are counted ``skipped_stale``); a payload that is not
+a usable image is counted by reason and logged."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agents.logging import get_logger
+from agents.sources import FrameBatch, SourceContext
+from agents.sources.images import BadImageError, decode_image_bytes
+
+if TYPE_CHECKING:
+    from agents.config import SensorSettings
+
+__all__ = ["ImageTopicSource"]
+
+log = get_logger("nairbus.sources")
+
+
+@dataclass
+class ImageTopicSource:
+    """Frames from the messages the agent's communicator receives on its image topic subscription."""
+
+    comm: Any
+    ctx: SourceContext
+    count: int | None = None
+    counters: Counter[str] = field(default_factory=Counter)
+    skip_late: bool = True
+    source_paced: bool = True
+    last_received_ts: float = 0.0
+
+    @classmethod
+    def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> ImageTopicSource:
+        if ctx.comm is None or s.image_topic is None:
+            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
+        return cls(ctx.comm, ctx, s.count)
+
+    def batches(self, batch: int) -> Iterator[FrameBatch]:
+        """One frame per batch, as each usable message arrives, until stopped or ``count`` frames."""
+        del batch
+        frame_id = 0
+        while not self.ctx.stop.is_set() and (self.count is None or frame_id < self.count):
+            message = self.comm.get(timeout=0.2)
+            if message is None:
+                continue
+            while (newer := self.comm.get(timeout=0)) is not None:  # the sensor fell behind: newest wins
+                self.counters["skipped_stale"] += 1
+                message = newer
+            try:
+                image = decode_image_bytes(message.payload, self.ctx.spec, message.topic)
+            except BadImageError as exc:
+                self.counters[f"bad_{exc.reason}"] += 1
+                log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])
+                continue
+            self.last_received_ts = message.received_ts
+            self.counters["frames"] += 1
+            yield FrameBatch(np.array([frame_id], dtype=np.int64), image[None])
+            frame_id += 1
