@@ -220,11 +220,15 @@ class Evaluator:
 
 
 def mature_predictions(model: ResNet, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """The mature model's own predictions (no split, no codec)."""
+    """The mature model's own predictions (no split, no codec); a plain module without an input spec takes the data
+    set's 28x28 grey frames."""
+    from models.architectures import fashion_mnist_spec
+
+    spec = getattr(model, "input_spec", None) or fashion_mnist_spec()
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = model.input_spec.prepare(images[start : start + batch])
+            x = spec.prepare(images[start : start + batch])
             out.append(model(x).argmax(1).numpy())
     return np.concatenate(out)
 

@@ -2,7 +2,8 @@
 
 A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or RGB
 ``(H, W, 3)``, converted at the edge by :mod:`agents.sources.images`), with a frame id each; the agent's one paced
-loop (:mod:`agents.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live camera: late
+loop (:mod:`agents.runtime.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live
+camera: late
 frames are dropped, latest frame wins; a folder of files: every one is classified) and ``source_paced`` (time spent
 waiting for the source does not make frames late). Bad input is counted in the source's ``counters`` by reason
 (``bad_<reason>``), never raised.
@@ -23,7 +24,7 @@ import numpy as np
 from models.split import InputSpec
 
 if TYPE_CHECKING:
-    from agents.config import SensorSettings
+    from agents.runtime.config import SensorSettings
 
 __all__ = ["SOURCES", "FrameBatch", "FrameSource", "SourceContext", "open_source"]
 

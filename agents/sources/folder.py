@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.logging import get_logger
+from agents.runtime.logging import get_logger
 from agents.sources import FrameBatch, SourceContext
 from agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
 from models.architectures import fashion_mnist_spec
 from models.split import InputSpec
 
 if TYPE_CHECKING:
-    from agents.config import SensorSettings
+    from agents.runtime.config import SensorSettings
 
 __all__ = ["FolderSource"]
 

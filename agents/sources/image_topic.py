@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.logging import get_logger
+from agents.runtime.logging import get_logger
 from agents.sources import FrameBatch, SourceContext
 from agents.sources.images import BadImageError, decode_image_bytes
 
 if TYPE_CHECKING:
-    from agents.config import SensorSettings
+    from agents.runtime.config import SensorSettings
 
 __all__ = ["ImageTopicSource"]
 

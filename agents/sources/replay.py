@@ -14,7 +14,7 @@ from agents.sources import FrameBatch, SourceContext
 from models.data import Dataset, load_split
 
 if TYPE_CHECKING:
-    from agents.config import SensorSettings
+    from agents.runtime.config import SensorSettings
 
 __all__ = ["ReplaySource", "replay", "replay_indices"]
 

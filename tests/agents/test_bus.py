@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.config import AgentConfig, FusionSettings, LossSettings, SensorSettings
-from agents.fusion import FusionAgent
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.sensor import SensorAgent
-from agents.settings import BrokerSettings, TopicSettings
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, LossSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
 from models.loss import LossModel

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.fusion import FusionAgent
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.sensor import SensorAgent
-from agents.settings import BrokerSettings, TopicSettings
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from agents.sources import SourceContext, open_source
 from agents.sources.camera import CameraUnavailableError, open_capture
 from models.architectures import fashion_mnist_spec

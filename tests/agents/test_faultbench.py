@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.faultbench import Expected, FaultSettings, scenario_flood, scenario_fusion_kill, scenario_fuzz
+from agents.tools.faultbench import Expected, FaultSettings, scenario_flood, scenario_fusion_kill, scenario_fuzz
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.fusion import FusionAgent
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.sensor import SensorAgent
-from agents.settings import BrokerSettings, TopicSettings
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.data import load_split
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path

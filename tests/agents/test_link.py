@@ -1,7 +1,7 @@
 """The link fitting's pure core against a simulated shaped link, and what a frame costs on the wire.
 
 The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every
-10 ms like :class:`agents.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges late: every
+10 ms like :class:`agents.nair.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges late: every
 second full segment, or 40 ms after the first byte it has not acknowledged (Linux's delayed ACK), so the sender's
 backlog includes bytes that have already crossed the link. The real thing — tbf in network namespaces — is
 ``tests/agents/test_linkbench.py``.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.auto import AutoChooser
-from agents.link import LinkEstimator, LinkPolicy
-from agents.outgoing import NairFrameEncoder, alias_wire_bytes
+from agents.nair.auto import AutoChooser
+from agents.nair.link import LinkEstimator, LinkPolicy
+from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
 from models.codec import packed_bytes
 from models.nair import NairArtifact
 from models.store import WEIGHTS_DIR

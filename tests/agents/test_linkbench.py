@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents import bench_cli, linkbench, netns
-from agents.linkbench import (
+from agents.cli import bench as bench_cli
+from agents.tools import linkbench, netns
+from agents.tools.linkbench import (
     Cell,
     LinkBenchSettings,
     assemble_report,
@@ -31,7 +32,7 @@ from agents.linkbench import (
     usage_error,
     wilson,
 )
-from agents.readme import render
+from agents.tools.readme import render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -239,7 +240,7 @@ def _read_prefix(stream: Any) -> str:
 @needs_root
 @needs_tools
 def test_sigterm_removes_the_lab_and_a_crashed_run_is_swept() -> None:
-    code = ("import time\nfrom agents.netns import NetLab, LinkShape\n"
+    code = ("import time\nfrom agents.tools.netns import NetLab, LinkShape\n"
             "with NetLab(LinkShape(250_000)) as lab:\n    print('PREFIX=' + lab.prefix, flush=True)\n"
             "    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.fusion import FusionAgent
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.sensor import SensorAgent
-from agents.settings import BrokerSettings, TopicSettings
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.data import load_split
 from models.loss import LossModel
 from models.pipeline import NairPipeline

@@ -1,4 +1,4 @@
-"""The one paced loop (agents/pacing.py) every frame-taking agent runs: frames at their slots, late ones skipped
+"""The one paced loop (agents/runtime/pacing.py) every frame-taking agent runs: frames at their slots, late ones skipped
 (never a burst to catch up), batch work charged to the frames' capture time, files classified one and all."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from agents.pacing import Pacing, run_paced
+from agents.runtime.pacing import Pacing, run_paced
 from agents.sources import FrameBatch
 
 

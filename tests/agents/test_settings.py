@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agents.settings import BrokerSettings, LogSettings, TopicSettings
+from agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
 
 
 def test_defaults() -> None:

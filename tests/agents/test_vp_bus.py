@@ -19,13 +19,15 @@ import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
-from agents.capture import CaptureAgent, CaptureSettings
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.outgoing import alias_wire_bytes
-from agents.settings import BrokerSettings, TopicSettings
-from agents.vp import VpFusionAgent, VpSensorAgent, read_family_manifest, topk_message_bytes
+from agents.nair.outgoing import alias_wire_bytes
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
+from agents.vp.capture import CaptureAgent, CaptureSettings
+from agents.vp.common import topk_message_bytes
+from agents.vp.fusion import VpFusionAgent, read_family_manifest
+from agents.vp.sensor import VpSensorAgent
 from models.data import Dataset, load_split
 from models.store import save_model
 from models.vp import fuse_batch

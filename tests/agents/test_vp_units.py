@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.mqtt import InboundMessage
-from agents.outgoing import alias_wire_bytes
-from agents.settings import TopicSettings
-from agents.vp import (
-    SENSOR_COUNTERS,
-    ClassifyCost,
-    VoteBuffer,
-    VpFusionAgent,
-    VpSensorAgent,
-    choose_young,
-    topk_message_bytes,
-)
+from agents.nair.outgoing import alias_wire_bytes
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mqtt import InboundMessage
+from agents.runtime.settings import TopicSettings
+from agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_message_bytes
+from agents.vp.fusion import VoteBuffer, VpFusionAgent
+from agents.vp.sensor import VpSensorAgent
 from models.data import LABELS
 from models.resnet import ResNet, ResNetConfig
 from models.vp import Vote
@@ -470,7 +464,7 @@ def test_hostile_votes_are_rejected_with_a_reason_never_a_crash() -> None:
 def _demo_summary(variant_sets: dict[int, tuple[str, ...]], frames: int = 100, stop_frame: int = 50) -> dict[str, Any]:
     from types import SimpleNamespace
 
-    from agents.demo_vp import VpDemoSettings, _summarise
+    from agents.tools.demo_vp import VpDemoSettings, _summarise
 
     names, victim = ["a", "b", "c"], "c"
     # 10 frames/s; "c" is stopped at frame stop_frame's capture time (1005.0 by default), its process gone later.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.wire_eval import nair_curve, nair_wire_bytes
+from agents.tools.wire_eval import nair_curve, nair_wire_bytes
 from models.codec import prefix_end
 from models.data import load_split
 from models.nair import NairArtifact

@@ -2,7 +2,8 @@
 
 Certificates and passwords are made by the shipped scripts (broker/scripts/) into a temporary directory; the only
 changes to the config are the install paths (``/etc/mosquitto/nairbus/`` becomes the temporary directory) and, done by
-:class:`agents.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one extra, clearly
+:class:`agents.runtime.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one extra,
+clearly
 marked block for the tests' observer account, which may read everything so it can prove a message never arrived.
 """
 
@@ -19,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agents.mosquitto import BROKER_DIR, PrivateMosquitto
-from agents.settings import BrokerSettings
+from agents.runtime.mosquitto import BROKER_DIR, PrivateMosquitto
+from agents.runtime.settings import BrokerSettings
 
 SCRIPTS = BROKER_DIR / "scripts"
 INSTALL_DIR = "/etc/mosquitto/nairbus/"

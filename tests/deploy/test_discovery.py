@@ -14,8 +14,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.discovery import (
+from agents.home.discovery import (
     DiscoverySettings,
     config_topic,
     encode_config,
@@ -23,11 +22,12 @@ from agents.discovery import (
     stream_config,
     unique_id,
 )
-from agents.fusion import FusionAgent
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator, InboundMessage
-from agents.sensor import SensorAgent
-from agents.settings import BrokerSettings, TopicSettings
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator, InboundMessage
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.pipeline import NairPipeline
 from schemas import Result
 from schemas.topics import TopicTree

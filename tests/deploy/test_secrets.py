@@ -10,10 +10,10 @@ import structlog
 import typer.main
 
 from agents.cli import app
-from agents.config import load_config
-from agents.logging import configure_logging
-from agents.mqtt import Communicator
-from agents.settings import BrokerSettings, LogSettings
+from agents.runtime.config import load_config
+from agents.runtime.logging import configure_logging
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, LogSettings
 from tests.deploy.secure import SecureBroker
 
 SECRET = "correct-horse-battery-staple-42"

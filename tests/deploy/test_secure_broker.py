@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agents.mqtt import Communicator, InboundMessage
+from agents.runtime.mqtt import Communicator, InboundMessage
 from tests.deploy.secure import OBSERVER, OBSERVER_STATUS, SecureBroker
 
 pytestmark = pytest.mark.broker

@@ -13,12 +13,12 @@ import uuid
 
 import pytest
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.discovery import DiscoverySettings, config_topic
-from agents.fusion import FusionAgent
-from agents.mqtt import Communicator
-from agents.sensor import SensorAgent
-from agents.settings import TopicSettings
+from agents.home.discovery import DiscoverySettings, config_topic
+from agents.nair.fusion import FusionAgent
+from agents.nair.sensor import SensorAgent
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import TopicSettings
 from models.pipeline import NairPipeline
 from schemas import Result
 from schemas.topics import TopicTree

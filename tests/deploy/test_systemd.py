@@ -15,12 +15,12 @@ from types import ModuleType
 
 import pytest
 
-from agents.config import AgentConfig, FusionSettings, SensorSettings
-from agents.mosquitto import PrivateMosquitto, free_port
-from agents.mqtt import Communicator
-from agents.notify import ServiceNotifier, progress, watchdog_interval
-from agents.runner import run_fusion, run_sensor
-from agents.settings import BrokerSettings, TopicSettings
+from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from agents.runtime.mosquitto import PrivateMosquitto, free_port
+from agents.runtime.mqtt import Communicator
+from agents.runtime.notify import ServiceNotifier, progress, watchdog_interval
+from agents.runtime.service import run_fusion, run_sensor
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.pipeline import NairPipeline
 from schemas import Status
 from schemas import decode as wire_decode

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agents.config import AgentConfig
-from agents.mosquitto import PrivateMosquitto
-from agents.mqtt import Communicator
-from agents.settings import BrokerSettings, TopicSettings
-from agents.watch import watch
+from agents.home.watch import watch
+from agents.runtime.config import AgentConfig
+from agents.runtime.mosquitto import PrivateMosquitto
+from agents.runtime.mqtt import Communicator
+from agents.runtime.settings import BrokerSettings, TopicSettings
 from schemas import CONTENT_TYPE_JSON, ClassScore, Result, Status, encode
 from schemas.topics import TopicTree
 from tests.deploy.secure import SecureBroker

@@ -1,0 +1,195 @@
+"""``nairbus bench``: benchmarks that run the real bus; ``nairbus bench link`` measures it over kernel-shaped links.
+
+``bench_app`` is registered on the main ``nairbus`` command in agents/cli.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+bench_app = typer.Typer(help="Benchmarks of the live bus (JSON reports and PNG plots under reports/).",
+                        no_args_is_help=True)
+console = Console(stderr=True)
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit(?:/s)?|bps)?\s*$")
+_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_rate(text: str) -> int | None:
+    """``unshaped``/``none`` → None; ``10M``, ``10Mbit``, ``250k``, ``100000`` → bits per second.
+
+    >>> [parse_rate(t) for t in ("unshaped", "10M", "1Mbit/s", "250k", "100000", "1.5M")]
+    [None, 10000000, 1000000, 250000, 100000, 1500000]
+    """
+    if text.strip().lower() in ("unshaped", "none", "inf", "off"):
+        return None
+    match = _RATE.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a rate: use e.g. unshaped, 10M, 1Mbit, 250k or 100000 (bit/s)")
+    return round(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@bench_app.command("link")
+def link_cmd(
+    rates: Annotated[str, typer.Option(
+        help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")] = "unshaped,10M,1M,250k,100k",
+    fps: Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")] = "10,30",
+    mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--mode", help="Sensor mode to run (repeatable; default: every mode of agents.tools.linkbench.MODES: "
+                       "nair-auto, nair-fixed-100, image, auto).")] = None,
+    add_mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
+                           "(repeatable; runs after the --mode ones).")] = None,
+    frames: Annotated[int, typer.Option(help="Test frames replayed per run (frame id = test-set index).")] = 300,
+    start: Annotated[int, typer.Option(help="First test-set index replayed.")] = 0,
+    deadline_ms: Annotated[float, typer.Option(help="Frame deadline (sensor and fusion; drawn on the plot).")] = 1000.0,
+    fusion_deadline_ms: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Fusion's reassembly deadline if it should differ from --deadline-ms.")] = None,
+    tbf_latency_ms: Annotated[float, typer.Option(
+        help="tbf queue bound: packets that would wait longer in the shaper are dropped.")] = 50.0,
+    soak_seconds: Annotated[float, typer.Option(
+        help="Also run a soak this long (e.g. 300) that samples the sensor's memory; 0: none.")] = 0.0,
+    soak_rate: Annotated[str, typer.Option(help="Uplink rate of the soak.")] = "1M",
+    soak_fps: Annotated[float, typer.Option(help="Replay rate of the soak.")] = 30.0,
+    soak_mode: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Mode of the soak (default: the first supported mode of the grid).")] = None,
+    soak_only: Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")] = False,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/link.json"),
+    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Where the PNG plot goes (default: beside the report, link.png).")] = None,
+    run_dir: Annotated[Path, typer.Option(help="Per-run logs, recorded results and qdisc counters.")] = Path(
+        "runs/link"),
+    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
+    replot: Annotated[bool, typer.Option(
+        "--replot", help="Run nothing: redraw the plot and print the table from an existing --report.")] = False,
+) -> None:
+    """Measure the bus over real shaped links: per run, a fresh pair of network namespaces joined by a veth, the
+    sensor's uplink shaped with the kernel's tbf; Mosquitto, fusion and a result recorder in the hub namespace, one
+    sensor replaying the test split in the device namespace.
+
+    Needs root (network namespaces and tc). Each run records frames sent/decided, live accuracy and the offline
+    accuracy of the same frames at the bytes that arrived (95 % Wilson intervals), share of the IR received, wire
+    bytes per frame, p50/p99 latency, frames skipped, the latency trend and the kernel's qdisc counters, into
+    reports/link.json (rewritten after every run) and reports/link.png.
+
+    Examples:
+
+      nairbus bench link --rates unshaped,1M,100k --fps 30 --mode nair-fixed-100 --frames 300
+
+      nairbus bench link --soak-only --soak-seconds 300
+
+      nairbus bench link --replot
+    """
+    from agents.runtime.logging import configure_logging
+    from agents.runtime.settings import LogSettings
+    from agents.tools.linkbench import MODES, LinkBenchSettings, run_bench
+    from agents.tools.netns import LabError, check_environment
+    from models.data import DatasetMissingError
+
+    if replot:
+        import json
+
+        from agents.tools.linkbench import plot_link, render_table
+
+        if not report.is_file():
+            raise typer.BadParameter(f"no report at {report}; run the bench first")
+        data = json.loads(report.read_text())
+        path = plot_link(data, plot or report.with_suffix(".png"))
+        Console(width=220).print(render_table(data))
+        console.print(f"plot: {path}")
+        return
+    try:
+        check_environment()
+    except LabError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    modes: dict[str, tuple[str, ...]] = {}
+    for name in mode or ([] if add_mode else list(MODES)):
+        if name not in MODES:
+            raise typer.BadParameter(f"unknown mode {name!r}; known: {', '.join(MODES)} (or use --add-mode)")
+        modes[name] = MODES[name]
+    for spec in add_mode or ():
+        name, sep, args = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
+            raise typer.BadParameter(f"--add-mode expects NAME='SENSOR ARGS', not {spec!r}")
+        modes[name.strip()] = tuple(args.split())
+    try:
+        settings = LinkBenchSettings(
+            rates_bps=tuple(parse_rate(r) for r in _split(rates)), fps=tuple(float(f) for f in _split(fps)),
+            modes=modes, frames=frames, start=start, deadline_ms=deadline_ms, fusion_deadline_ms=fusion_deadline_ms,
+            tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds, soak_fps=soak_fps, soak_mode=soak_mode,
+            skip_grid=soak_only, data_dir=data_dir)
+        soak_bps = parse_rate(soak_rate)
+        if soak_bps is None:
+            raise ValueError("the soak needs a shaped rate")
+        settings = replace(settings, soak_rate_bps=soak_bps, report=report.resolve(),
+                           plot=(plot or report.with_suffix(".png")).resolve(), run_dir=run_dir.resolve())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if soak_only and soak_seconds <= 0:
+        raise typer.BadParameter("--soak-only needs --soak-seconds > 0")
+    # The agents log to files under the run directory; the bench's own log stays quiet unless something is wrong.
+    configure_logging(LogSettings(level="warning"))
+    try:
+        run_bench(settings, Console())
+    except (LabError, DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@bench_app.command("faults")
+def faults_cmd(
+    scenario: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--scenario", help="Scenario to run (repeatable; default all): fuzz, flood, broker-kill, fusion-kill, "
+                           "fusion-stop.")] = None,
+    fuzz_messages: Annotated[int, typer.Option(help="Hostile messages of the fuzz scenario.", min=1)] = 100_000,
+    flood_seconds: Annotated[float, typer.Option(help="How long one sensor floods.", min=0.5)] = 10.0,
+    outages: Annotated[str, typer.Option(help="Broker outages to survive, seconds, comma-separated.")] = "2,20",
+    kill_runs: Annotated[int, typer.Option(help="Fusion kill -9 and restart, how many times.", min=1)] = 10,
+    stop_runs: Annotated[int, typer.Option(help="Fusion SIGSTOP/SIGCONT, how many times.", min=1)] = 10,
+    stop_seconds: Annotated[float, typer.Option(help="How long fusion stays frozen.", min=0.5)] = 30.0,
+    quick: Annotated[bool, typer.Option(help="A short version of every scenario (what CI runs).")] = False,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/faults.json"),
+    run_dir: Annotated[Path, typer.Option(help="Agent logs per scenario.")] = Path("runs/faults"),
+    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
+) -> None:
+    """Attack a private bus (Mosquitto, fusion, two sensors as processes) and record what the others lost.
+
+    Fuzz (hostile messages on a known sensor's own topics), a flooding sensor, broker kill -9 with outages
+    (persistence off and on), fusion kill -9 and SIGSTOP: per scenario the legitimate frames sent, decided and lost,
+    whether their labels equal the offline pipeline's, recovery times and fusion memory -> reports/faults.json
+    (rewritten after every scenario). The full run takes about 15 minutes.
+    """
+    from agents.runtime.logging import configure_logging
+    from agents.runtime.settings import LogSettings
+    from agents.tools.faultbench import SCENARIOS, FaultSettings, run_faults
+    from agents.tools.faultbench import quick as quick_settings
+    from models.data import DatasetMissingError
+
+    try:
+        settings = FaultSettings(
+            scenarios=tuple(scenario) if scenario else SCENARIOS, fuzz_messages=fuzz_messages,
+            flood_seconds=flood_seconds, outages_s=tuple(float(o) for o in _split(outages)), kill_runs=kill_runs,
+            stop_runs=stop_runs, stop_seconds=stop_seconds, report=report.resolve(), run_dir=run_dir.resolve(),
+            data_dir=data_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if quick:
+        settings = quick_settings(settings)
+    configure_logging(LogSettings(level="error"))  # the agents log to --run-dir
+    try:
+        run_faults(settings, lambda m: console.print(m, markup=False, highlight=False))
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None

@@ -1,0 +1,1 @@
+"""What the bus offers people and home automation: Home Assistant discovery and the results watcher."""

@@ -1,0 +1,372 @@
+"""The fusion agent: learn sensors from their births, reassemble NAIR frames, run the tail in batches, publish.
+
+Sensors send NAIR fragments (``mode`` nair), compressed images (image; fusion runs the whole model) or, frame by
+frame, either (auto). Both arrive as lean messages decoded with the context of the sensor's birth.
+
+All model work runs on the agent's worker thread (:meth:`FusionAgent.run`), never on paho's network thread.
+Every message that cannot be used is rejected with a reason, a structured log line and a counter, and never
+stalls or corrupts the other frames. Connection, counters, stats and the worker loop are
+:class:`~agents.runtime.fusion_base.FusionBase`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.home.discovery import HomeAssistantDiscovery, streams_of
+from agents.nair.outgoing import alias_wire_bytes
+from agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
+from agents.runtime.config import AgentConfig
+from agents.runtime.fusion_base import FusionBase, owns_sensor
+from agents.runtime.logging import get_logger
+from agents.runtime.mqtt import InboundMessage
+from models.codec import ComponentRun, PayloadError, check_run, decode_runs
+from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
+from models.nair import ArtifactMismatchError, NairArtifact
+from models.pipeline import NairPipeline
+from models.store import default_artifact_path
+from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
+from schemas import decode as wire_decode
+from schemas import encode as wire_encode
+from schemas.lean import LeanContext, decode_lean
+
+log = get_logger("nairbus.fusion")
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSensor:
+    """What fusion knows of a sensor from its birth."""
+
+    sensor_id: str
+    session: str
+    stream_id: str
+    ctx: LeanContext | None = None
+    pipeline: NairPipeline | None = None
+    """The artifact this sensor's fragments are decoded with (None: it sends images only)."""
+    codecs: tuple[ImageCodec, ...] = ()
+    image_shape: tuple[int, int] = (28, 28)
+    decider: NairPipeline | None = None
+    """The model that decides this sensor's frames (its labels; the whole model for image frames)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """A received image frame, decoded: the whole model runs on it."""
+
+    pixels: np.ndarray
+    codec: str
+
+
+Part = ComponentRun | ImagePart
+
+
+__all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
+
+
+class FusionAgent(FusionBase):
+    """Reassembles NAIR frames from many sensors and publishes one result per frame."""
+
+    buffer: Reassembler[Part]
+    sensors: dict[str, KnownSensor]
+
+    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
+        f = config.fusion
+        self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
+        self.artifact_sha = self.pipeline.artifact.sha256
+        self.model_sha = self.pipeline.manifest["sha256"]
+        self.pipelines = {self.artifact_sha: self.pipeline}
+        """Every artifact fusion decodes, by sha256; each pipeline holds the artifact's own model."""
+        self.by_model = {self.model_sha: self.pipeline}
+        """One pipeline per model sha256, for image frames and labels."""
+        for name in f.models:
+            try:
+                other = NairPipeline.load(name)
+            except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError) as exc:
+                raise ValueError(f"fusion model {name!r}: {exc}") from exc
+            self.pipelines.setdefault(other.artifact.sha256, other)
+            self.by_model.setdefault(other.manifest["sha256"], other)
+        if pipeline is None or f.extra_artifacts:
+            for extra in self._extra_artifacts(config):
+                self._add_artifact(extra)
+        self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
+        self.sensors = {}
+        self._frame_tokens: dict[str, tuple[float, float]] = {}
+        super().__init__(config, ("birth", "frag", "image"))
+        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
+                          if config.discovery.enabled else None)
+        if self.discovery is not None:
+            self.discovery.attach()
+
+    def _add_artifact(self, path: Path) -> None:
+        """Decode sensors of ``path`` too, with the model it was calibrated for (loaded once per model)."""
+        try:
+            artifact = NairArtifact.load(path)
+            model = next((p for p in self.by_model.values() if p.manifest["sha256"] == artifact.model_sha256), None)
+            if model is None:
+                log.warning("artifact_skipped", path=str(path),
+                            reason=f"its model {artifact.model_name} ({artifact.model_sha256[:12]}) is not served")
+                return
+            other = NairPipeline(model.model, model.manifest, artifact)
+        except (ArtifactMismatchError, OSError, ValueError, KeyError) as exc:
+            log.warning("artifact_skipped", path=str(path), reason=str(exc))
+            return
+        self.pipelines.setdefault(other.artifact.sha256, other)
+
+    def _extra_artifacts(self, config: AgentConfig) -> tuple[Path, ...]:
+        if config.fusion.extra_artifacts is not None:
+            return config.fusion.extra_artifacts
+        if config.fusion.artifact is not None and not config.fusion.models:
+            return ()
+        found: list[Path] = []
+        for pipeline in self.by_model.values():
+            name = pipeline.manifest["name"]
+            try:
+                directory = default_artifact_path(name).parent
+            except FileNotFoundError:
+                continue
+            found += sorted(directory.glob(f"{name}.*.nair.npz"))
+        return tuple(found)
+
+    # ----- message handling (worker thread) -------------------------------------------------------------------
+
+    def handle(self, message: InboundMessage, now: float) -> None:
+        """Route one inbound message."""
+        if self.discovery is not None and self.discovery.handle(message, now):
+            return
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            self.reject("unknown_topic", message.topic)
+        elif parsed.kind == "sensor_birth":
+            self.on_birth(parsed.ident, message)
+        elif parsed.kind == "sensor_frag":
+            self.on_fragment(parsed.ident, message, now)
+        elif parsed.kind == "sensor_image":
+            self.on_image(parsed.ident, message, now)
+        else:
+            self.reject("unknown_topic", message.topic)
+
+    def on_birth(self, sensor_id: str, message: InboundMessage) -> None:
+        """Learn (or forget) a sensor from its retained birth."""
+        if not message.payload:
+            self.sensors.pop(sensor_id, None)
+            return
+        if not owns_sensor(sensor_id, self.settings.partition):
+            return
+        try:
+            birth = wire_decode(message.payload, Birth)
+        except WireError as exc:
+            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
+            return
+        if birth.sensor_id != sensor_id:
+            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+            return
+        if birth.mode not in ("nair", "image", "auto"):
+            self.reject("unsupported_mode", message.topic, birth.mode)
+            return
+        pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
+        decider = self.by_model.get(birth.model.sha256)
+        if decider is None or (birth.nair is not None and (
+                pipeline is None or pipeline.manifest["sha256"] != birth.model.sha256)):
+            self.sensors.pop(sensor_id, None)
+            got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
+            self.reject("artifact_mismatch", message.topic,
+                        f"sensor model {birth.model.name} {birth.model.sha256[:12]} artifact {got}; fusion serves "
+                        f"models {', '.join(p.manifest['name'] + ' ' + sha[:12] for sha, p in self.by_model.items())}"
+                        f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
+            return
+        if tuple(birth.labels) != decider.labels:
+            self.sensors.pop(sensor_id, None)
+            self.reject("labels_mismatch", message.topic, f"the sensor's labels differ from model "
+                                                          f"{decider.manifest['name']}'s")
+            return
+        codecs: tuple[ImageCodec, ...] = ()
+        spec = decider.input_spec
+        shape = (spec.height, spec.width)
+        if birth.image is not None:
+            try:
+                codecs = tuple(get_image_codec(spec) for spec in birth.image.codecs)
+            except ValueError as exc:
+                self.sensors.pop(sensor_id, None)
+                self.reject("unknown_codec", message.topic, str(exc))
+                return
+            if (birth.image.height, birth.image.width) != shape or spec.channels != 1:
+                self.sensors.pop(sensor_id, None)
+                self.reject("image_shape", message.topic,
+                            f"{birth.image.height}x{birth.image.width} grey frames: model "
+                            f"{decider.manifest['name']} takes {spec.describe()}")
+                return
+        self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
+                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
+        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
+
+    def _sensor_for(self, sensor_id: str, topic: str) -> KnownSensor | None:
+        if not owns_sensor(sensor_id, self.settings.partition):
+            return None
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None or sensor.ctx is None:
+            self.reject("unknown_sensor", topic)
+            return None
+        return sensor
+
+    def _admit(self, sensor: KnownSensor, message: InboundMessage, key_index: int, part: Part, nbytes: int,
+               expected: int, units: int, msg: Fragment | ImageFrame, now: float) -> None:
+        topic = message.topic
+        if msg.expires_ts < time.time():
+            self.reject("expired", topic)
+            return
+        self.track_seq(sensor.sensor_id, msg.session, msg.seq)
+        key = (sensor.sensor_id, msg.session, msg.frame_id)
+        if not self.buffer.is_pending(key) and not self._frame_allowed(sensor.sensor_id, now):
+            self.reject("rate_limited", topic)
+            return
+        wire = alias_wire_bytes(len(message.payload))
+        outcome = self.buffer.add(key, key_index, part, nbytes, expected, msg.capture_ts, now, units, wire)
+        if outcome is AddOutcome.ADDED:
+            self.counts["fragments"] += 1
+            self.counts["bytes"] += nbytes
+            self.counts["wire_bytes"] += wire
+        else:
+            self.reject(outcome.value, topic, f"frame {msg.frame_id} part {key_index}")
+
+    def _frame_allowed(self, sensor_id: str, now: float) -> bool:
+        """Take a token from the sensor's frame bucket (``max_fps_per_sensor``, one second deep)."""
+        rate = self.settings.max_fps_per_sensor
+        tokens, last = self._frame_tokens.get(sensor_id, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        allowed = tokens >= 1.0
+        self._frame_tokens[sensor_id] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def on_fragment(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Validate a lean fragment and put it into its frame's buffer."""
+        sensor = self._sensor_for(sensor_id, message.topic)
+        if sensor is None or sensor.ctx is None:
+            return
+        try:
+            frag = decode_lean(message.payload, Fragment, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        if sensor.pipeline is None:
+            self.reject("unexpected_fragment", message.topic, "the sensor's birth announces no NAIR artifact")
+            return
+        run = ComponentRun(frag.start, frag.end, frag.data)
+        artifact = sensor.pipeline.artifact
+        try:
+            check_run(artifact, run)
+            if frag.frame_end > artifact.n_components:
+                raise PayloadError(f"frame_end {frag.frame_end} is past the IR's {artifact.n_components}")
+        except PayloadError as exc:
+            self.reject("shape", message.topic, str(exc))
+            return
+        self._admit(sensor, message, frag.start, run, len(frag.data), frag.frame_end, frag.end - frag.start, frag,
+                    now)
+
+    def on_image(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Validate and decode a lean image frame; it is decided in the next batch."""
+        sensor = self._sensor_for(sensor_id, message.topic)
+        if sensor is None or sensor.ctx is None:
+            return
+        if not sensor.codecs:
+            self.reject("unexpected_image", message.topic, "the sensor's birth announces no image codecs")
+            return
+        try:
+            msg = decode_lean(message.payload, ImageFrame, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        if msg.codec >= len(sensor.codecs):
+            self.reject("unknown_codec", message.topic, f"codec {msg.codec} of {len(sensor.codecs)}")
+            return
+        codec = sensor.codecs[msg.codec]
+        try:
+            pixels = codec.decode(msg.data, sensor.image_shape)
+        except ImageCodecError as exc:
+            self.reject("image_decode", message.topic, str(exc))
+            return
+        self._admit(sensor, message, 0, ImagePart(pixels, codec.name), len(msg.data), 1, 1, msg, now)
+
+    # ----- decisions ------------------------------------------------------------------------------------------
+
+    def decide(self, frames: list[PendingFrame[Part]]) -> None:
+        """Run the tail (NAIR frames) or the whole model (image frames) in batches and publish the results."""
+        images: list[PendingFrame[Part]] = []
+        nair: list[PendingFrame[Part]] = []
+        for frame in frames:
+            (images if any(isinstance(p, ImagePart) for p in frame.parts.values()) else nair).append(frame)
+        by_artifact: dict[str, list[PendingFrame[Part]]] = {}
+        for frame in nair:
+            known = self.sensors.get(frame.key[0])
+            sha = known.pipeline.artifact.sha256 if known is not None and known.pipeline is not None else None
+            if sha is None:  # the sensor left (or re-announced without NAIR) while its frame was pending
+                self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
+                continue
+            by_artifact.setdefault(sha, []).append(frame)
+        for sha, group in by_artifact.items():
+            pipeline = self.pipelines[sha]
+            for start in range(0, len(group), self.settings.max_batch):
+                batch = group[start : start + self.settings.max_batch]
+                decoded = [decode_runs(pipeline.artifact, [p for p in f.parts.values() if isinstance(p, ComponentRun)])
+                           for f in batch]
+                values = np.stack([v for v, _ in decoded])
+                masks = np.stack([m for _, m in decoded])
+                probs = pipeline.decode(values, masks)
+                decided = time.time()
+                for frame, p, mask in zip(batch, probs, masks, strict=True):
+                    self.publish_result(frame, p, float(mask.mean()), decided, pipeline, components=int(mask.sum()))
+        by_model: dict[str, list[PendingFrame[Part]]] = {}
+        for frame in images:
+            known = self.sensors.get(frame.key[0])
+            if known is None or known.decider is None:
+                self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
+                continue
+            by_model.setdefault(known.decider.manifest["sha256"], []).append(frame)
+        for sha, group in by_model.items():
+            model = self.by_model[sha]
+            for start in range(0, len(group), self.settings.max_batch):
+                batch = group[start : start + self.settings.max_batch]
+                parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
+                probs = model.full_model_probs(np.stack([p.pixels for p in parts]))
+                decided = time.time()
+                for frame, p, part in zip(batch, probs, parts, strict=True):
+                    self.publish_result(frame, p, 1.0, decided, model, codec=part.codec)
+
+    def publish_result(self, frame: PendingFrame[Part], probs: np.ndarray, fraction: float,
+                       decided: float, model: NairPipeline, *, components: int = 0, codec: str | None = None) -> None:
+        """Publish one frame's JSON result, decided by ``model``."""
+        sensor_id, _session, frame_id = frame.key
+        known = self.sensors.get(sensor_id)
+        stream = known.stream_id if known else sensor_id
+        labels = model.labels
+        top = np.argsort(-probs)[: self.settings.topk]
+        latency = max(0.0, (decided - frame.capture_ts) * 1000.0)
+        result = Result(
+            stream_id=stream, fusion_id=self.settings.fusion_id, frame_id=frame_id, label=labels[int(top[0])],
+            class_index=int(top[0]), confidence=float(min(1.0, max(0.0, probs[top[0]]))),
+            topk=tuple(ClassScore(class_index=int(i), label=labels[int(i)], score=float(probs[i])) for i in top),
+            fraction_received=min(1.0, fraction), bytes_received=frame.nbytes, fragments_received=len(frame.parts),
+            sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
+            complete=frame.complete, representation="image" if codec is not None else "nair",
+            components_received=components, codec=codec,
+            wire_bytes=frame.wire_bytes, model=ModelRef(name=model.manifest["name"], sha256=model.manifest["sha256"]),
+        )
+        payload = wire_encode(result)
+        self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
+        if self.discovery is not None:
+            self.discovery.note_result(stream, payload)
+        self.note_decided(latency, frame.complete, frame.evicted)
+
+    # ----- hooks of the worker loop -------------------------------------------------------------------------
+
+    def after_round(self, now: float) -> None:
+        """Keep the Home Assistant discovery in step with the known streams."""
+        if self.discovery is not None:
+            self.discovery.update(streams_of(self.sensors.values()), now)
+
+    def start_fields(self) -> dict[str, object]:
+        return {"models": [p.manifest["name"] for p in self.by_model.values()],
+                "artifacts": [sha[:12] for sha in self.pipelines]}

@@ -1,0 +1,80 @@
+"""``nairbus calibrate-auto``: the rate-accuracy tables ``--mode auto`` chooses with, from validation images only.
+
+For the validation split of the *training* images (``models.data.validation_split``, disjoint from the images
+``nairbus calibrate`` fits on; the test split is never read),
+the table holds NAIR's accuracy against the payload bytes of the prefix sent, and the whole model's accuracy on
+images passed through each codec of the sensor's ladder. :class:`agents.nair.auto.AutoChooser` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.codec import packed_bytes, prefix_end
+from models.data import Dataset
+from models.imagecodec import get_image_codec
+from models.pipeline import NairPipeline
+
+__all__ = ["NAIR_TABLE_BUDGETS", "auto_table", "write_auto_table"]
+
+NAIR_TABLE_BUDGETS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640,
+                                       768, 1024, 1280, 1536, 2048, 3072, 4096, 6144, 8192, 12544)
+"""Payload budgets (bytes) of the NAIR table: dense where the choice between NAIR and an image is close."""
+
+
+def auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str],
+               budgets: Sequence[int] = NAIR_TABLE_BUDGETS,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """NAIR accuracy by prefix bytes and whole-model accuracy by image codec, on ``validation``."""
+    say = progress or (lambda _msg: None)
+    labels = validation.labels
+    say(f"NAIR head on {len(labels)} validation images")
+    codes = pipeline.encode_all(validation.images)
+    nair = []
+    full = pipeline.artifact.total_bytes()
+    for budget in sorted({min(b, full) for b in budgets}):
+        end = prefix_end(pipeline.artifact, budget)
+        if end <= 0:
+            continue
+        probs = pipeline.prefix_probs(codes, np.full(len(codes), end))
+        acc = float((probs.argmax(1) == labels).mean())
+        nair.append({"payload_bytes": packed_bytes(pipeline.artifact, 0, end), "components": end, "accuracy": acc})
+        say(f"NAIR {budget} B: {acc:.4f}")
+    image: dict[str, Any] = {}
+    for spec in codecs:
+        codec = get_image_codec(spec)
+        sizes, decoded = [], []
+        for img in validation.images:
+            data = codec.encode(img)
+            sizes.append(len(data))
+            decoded.append(codec.decode(data, img.shape))
+        probs = pipeline.full_model_probs(np.stack(decoded))
+        acc = float((probs.argmax(1) == labels).mean())
+        image[spec] = {"accuracy": acc, "mean_payload_bytes": float(np.mean(sizes)),
+                       "p90_payload_bytes": float(np.percentile(sizes, 90))}
+        say(f"image {spec}: {acc:.4f} at {np.mean(sizes):.0f} B")
+    return {"nair": nair, "image": image}
+
+
+def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str], command: str,
+                     path: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Compute :func:`auto_table` and write it with its provenance (default next to the model's weights)."""
+    started = time.perf_counter()
+    table = auto_table(pipeline, validation, codecs, progress=progress)
+    table.update({
+        "command": command,
+        "split": "validation: models.data.validation_split (training images, disjoint from calibration)",
+        "frames": len(validation.labels),
+        "model": pipeline.manifest["name"],
+        "model_sha256": pipeline.manifest["sha256"],
+        "artifact_sha256": pipeline.artifact.sha256,
+        "seconds": round(time.perf_counter() - started, 1),
+    })
+    path.write_text(json.dumps(table, indent=2) + "\n")
+    return path

@@ -1,0 +1,339 @@
+"""The sensor agent: replay frames, and send each one as what its link carries by the frame's deadline.
+
+Modes: ``nair`` runs the head and sends the most important prefix of the NAIR components that fits; ``image``
+sends the frame compressed whole (the first codec of its ladder that fits); ``auto`` sends, per frame, whichever
+of the two the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
+
+Every frame is sized in wire bytes by :class:`~agents.nair.link.LinkMonitor` (the measured drain rate of the connection,
+the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with a
+topic alias. Frames the sensor cannot serve in time are skipped, never queued: when the head falls behind the
+replay clock, or when the link could not deliver even a useful minimum before the deadline (latest frame wins).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.nair.auto import AutoChooser
+from agents.nair.link import BudgetDecision, LinkMonitor
+from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
+from agents.runtime.config import AgentConfig, SensorSettings
+from agents.runtime.logging import get_logger
+from agents.runtime.mqtt import Communicator
+from agents.runtime.pacing import Pacing, run_paced
+from agents.sources import FrameBatch, SourceContext, open_source
+from models.codec import packed_bytes
+from models.imagecodec import get_image_codec
+from models.loss import LossModel
+from models.pipeline import NairPipeline
+from models.store import sensor_artifact_path
+from schemas import CONTENT_TYPE_JSON, Birth, BitBand, ImageBirth, ModelRef, NairBirth, Status
+from schemas import encode as wire_encode
+from schemas.lean import LeanContext
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.sensor")
+
+LINK_LOG_INTERVAL_S = 5.0
+"""How often the sensor logs its link estimate (rate, backlog, the budget it gives frames and why)."""
+EPOCH_LEAD_S = 60.0
+"""The session epoch lies this far before the start, so a frame captured just before it still has a time."""
+
+
+def loss_model(settings: SensorSettings) -> LossModel:
+    """The injected-loss model a sensor's settings ask for (test tooling)."""
+    loss = settings.loss
+    if loss.kind == "random":
+        return LossModel("random", p=loss.rate, seed=loss.seed)
+    if loss.kind == "bursty" and loss.rate > 0:
+        return LossModel.bursty_with_rate(loss.rate, loss.mean_burst, seed=loss.seed)
+    return LossModel()
+
+
+def payload_cap(settings: SensorSettings, total_bytes: int) -> int | None:
+    """The per-frame NAIR payload cap a budget fraction sets (None: none)."""
+    if settings.budget_fraction is not None:
+        return max(1, round(settings.budget_fraction * total_bytes))
+    return None
+
+
+def bit_bands(bits: np.ndarray) -> tuple[BitBand, ...]:
+    """The artifact's bits per component as bands for the birth."""
+    ends = [*(np.flatnonzero(np.diff(bits.astype(np.int64))) + 1).tolist(), len(bits)]
+    return tuple(BitBand(end=int(e), bits=int(bits[e - 1])) for e in ends)
+
+
+@dataclass
+class TokenBucket:
+    """Wire bytes per second; holds at most one second of credit."""
+
+    rate: float
+    level: float = 0.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    def available(self, now: float) -> float:
+        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.level
+
+    def spend(self, nbytes: int) -> None:
+        self.level -= nbytes
+
+
+COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
+            "skipped_error", "skipped_offline", "skipped_stale", "files_refused",
+            "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
+            "injected_loss", "dropped_outgoing")
+"""What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
+
+
+class SensorAgent:
+    """Publishes one stream of NAIR fragments or compressed images, sized to the link."""
+
+    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
+        self.config = config
+        s = self.settings = config.sensor
+        if s.mode == "vp":
+            raise ValueError("a variant-parallel sensor runs from agents.vp (nairbus sensor --mode vp)")
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        artifact = s.artifact or sensor_artifact_path(s.model)
+        self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
+        if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
+            raise ValueError(f"--mode {s.mode} sends grey images, but model {s.model} takes "
+                             f"{self.pipeline.input_spec.describe()}; use --mode nair")
+        self.stop_event = threading.Event()
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        sid = s.sensor_id
+        self.comm = Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
+                                 self._status_payload)
+        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
+        self.ctx = LeanContext(sid, self.comm.session, self.epoch_ts, s.expiry_s)
+        self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
+                                     by_plan=s.fragments_by_plan, loss=loss_model(s))
+        self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
+        self.image = (ImageFrameEncoder([get_image_codec(c) for c in s.image_codecs], self.ctx,
+                                        self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
+        # A pipeline handed in (tests, the demo) brings its own artifact: its table is the one --artifact names.
+        table_for = artifact if pipeline is None else s.artifact
+        self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
+        self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
+        if s.source == "image-topic":
+            assert s.image_topic is not None
+            self.comm.subscribe(s.image_topic, qos=0)
+        self.link = LinkMonitor(lambda: self.comm.wire_bytes,
+                                lambda: self.comm.pending_bytes() + self.comm.socket_outq())
+        self._seq = 0
+        self.last_decision: BudgetDecision | None = None
+        self._next_link_log = 0.0
+        self.skip_reasons: Counter[str] = Counter()
+        """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(
+            Status(agent_id=self.settings.sensor_id, role="sensor", state=state, session=self.comm.session,  # type: ignore[arg-type]
+                   ts=time.time())
+        )
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def birth(self) -> Birth:
+        """The retained description of this sensor: everything fusion needs to decode it."""
+        a, s = self.pipeline.artifact, self.settings
+        nair = None
+        if s.mode in ("nair", "auto"):
+            nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
+                             n_components=a.n_components, bit_bands=bit_bands(a.bits))
+        spec = self.pipeline.input_spec
+        image = (ImageBirth(codecs=tuple(s.image_codecs), height=spec.height, width=spec.width)
+                 if self.image is not None else None)
+        return Birth(
+            sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=s.mode, stream_id=s.stream,
+            labels=self.pipeline.labels,
+            model=ModelRef(name=self.pipeline.manifest["name"], sha256=self.pipeline.manifest["sha256"]),
+            nair=nair, image=image, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
+            epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
+        )
+
+    def start(self) -> None:
+        """Connect, publish status and the retained birth, start measuring the link."""
+        self.comm.start()
+        topic = self.topics.sensor_birth(self.settings.sensor_id)
+        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
+        self.comm.wait_published()
+        self.link.start()
+        log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,
+                 link_fit=self.settings.link_fit, budget_bytes=self.settings.budget_bytes,
+                 artifact=self.pipeline.artifact.sha256[:12], session=self.comm.session)
+
+    def run_replay(self) -> dict[str, int]:
+        """Send the frames of the configured source (:data:`agents.sources.SOURCES`: the data set, a folder of image
+        files, snapshots on an MQTT topic, a camera) until it ends or the sensor is stopped; returns the counters.
+
+        Frames go out as a camera delivers them (:func:`agents.runtime.pacing.run_paced`): a frame whose slot passed
+        more than a period and a quarter of the deadline ago is skipped (latest frame wins), so a head that cannot
+        keep up costs frames, not latency. A folder is a batch of files to classify, every one of them, unless watched.
+        """
+        s = self.settings
+        source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
+        try:
+            self._send_batches(source.batches(s.batch), source_paced=source.source_paced,
+                               skip_late=source.skip_late)
+        finally:
+            self._merge_source_counters(source.counters)
+        self.comm.wait_published(timeout=30.0)
+        self._drain(timeout=30.0)
+        return dict(self.counters)
+
+    def _merge_source_counters(self, counters: Counter[str]) -> None:
+        """What the source refused (``files_refused``) and passed over (``skipped_stale``) into the sensor's
+        counters."""
+        self.counters["files_refused"] += sum(n for reason, n in counters.items() if reason.startswith("bad_"))
+        stale = counters.get("skipped_stale", 0)
+        self.counters["frames"] += stale
+        self.counters["frames_skipped"] += stale
+        self.counters["skipped_stale"] += stale
+
+    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
+        """Send the source's frames as a camera delivers them (:func:`agents.runtime.pacing.run_paced`): the head runs
+        on the frames captured since it last ran, late ones are skipped.
+
+        ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
+        restarts when a batch arrives, so only the sensor's own delays make frames late.
+        """
+        s = self.settings
+        pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
+                                            source_paced=source_paced, max_batch=s.batch)
+        needs_head = s.mode in ("nair", "auto")
+        interval = pacing.period or 0.1
+        last_at: float | None = None
+
+        def late(_frame_id: int) -> None:
+            self.counters["frames"] += 1
+            self._skip("skipped_late")
+
+        def emit(frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float) -> None:
+            nonlocal interval, last_at
+            if not pacing.period:  # the frame period the link budget is sized for: the observed arrival rate
+                now = time.monotonic()
+                if last_at is not None:
+                    interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
+                last_at = now
+            self.send_frame(frame_id, image, codes, capture_ts, pacing.period or interval)
+
+        run_paced(batches, pacing, self.stop_event,
+                  lambda batch: self.pipeline.encode(batch.images) if needs_head else None, emit, late)
+
+    def _drain(self, timeout: float) -> None:
+        """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.comm.pending_bytes() + self.comm.socket_outq() > 0:
+            time.sleep(0.02)
+
+    def _skip(self, reason: str) -> None:
+        self.counters["frames_skipped"] += 1
+        self.counters[reason] += 1
+
+    def wire_budget(self, capture_ts: float, period: float) -> int | None:
+        """Wire bytes the next frame may spend (0: skip it; None: unlimited)."""
+        s = self.settings
+        caps = [c for c in (s.budget_bytes,) if c is not None]
+        if self.bucket is not None:
+            caps.append(int(self.bucket.available(time.monotonic())))
+        cap = min(caps) if caps else None
+        if not s.link_fit:
+            return cap
+        decision = self.link.budget(max(0.0, time.time() - capture_ts), s.deadline_ms / 1000.0,
+                                    period or 0.1, cap if cap is not None else self._full_wire_bytes())
+        self.last_decision = decision
+        now = time.monotonic()
+        if now >= self._next_link_log:
+            self._next_link_log = now + LINK_LOG_INTERVAL_S
+            log.info("link", rate_bps=None if decision.rate is None else round(decision.rate * 8),
+                     backlog=decision.backlog, budget=decision.wire_bytes, reason=decision.reason)
+        return decision.wire_bytes
+
+    def _full_wire_bytes(self) -> int:
+        """The most a frame could ever need: the whole IR (or the largest image) plus envelopes."""
+        return self.nair.full_payload_bytes() + 64 * max(1, len(self.pipeline.artifact.plan))
+
+    def send_frame(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
+                   period: float = 0.0) -> None:
+        """Send one frame as what its budget buys (or skip it)."""
+        self.counters["frames"] += 1
+        if not self.comm.connected.is_set():
+            # The broker is away: this frame is counted as captured during the outage, not queued to arrive late.
+            self._skip("skipped_offline")
+            return
+        budget = self.wire_budget(capture_ts, period)
+        if budget == 0:
+            self._skip("skipped_link")
+            if self.last_decision is not None:
+                self.skip_reasons[self.last_decision.reason] += 1
+            return
+        try:
+            out = self.build(frame_id, image, codes, capture_ts, budget)
+        except Exception:  # one frame that cannot be encoded must not end the sensor
+            log.exception("frame_encode_failed", frame_id=frame_id, budget=budget)
+            self._skip("skipped_error")
+            return
+        if not out:
+            self._skip("skipped_no_codec")
+            return
+        self.publish(out)
+
+    def build(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
+              budget: int | None) -> list[Outgoing]:
+        """The messages of one frame within ``budget`` wire bytes, in the sensor's mode."""
+        capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
+        end = 0
+        if codes is not None:
+            end = self.nair.prefix_for(budget, self.payload_cap, self._seq + 1, frame_id, capture_ms)
+        picture = None
+        if self.image is not None:
+            picture = self.image.message(image, frame_id, self._seq + 1, capture_ts, budget)
+        if picture is not None and (self.auto is None or codes is None or self.auto.prefer_image(
+                packed_bytes(self.pipeline.artifact, 0, end), picture.codec)):
+            self._seq += 1
+            return [picture]
+        if codes is None or end <= 0:
+            return []
+        return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
+
+    def publish(self, out: list[Outgoing]) -> None:
+        """Hand one frame's messages to the communicator and count them."""
+        sent = False
+        for msg in out:
+            if msg.lost:
+                self.counters["injected_loss"] += 1
+                continue
+            if self.comm.publish(msg.topic, msg.payload, qos=self.settings.qos, content_type=None, alias=True):
+                sent = True
+                wire = self.comm.last_wire_bytes
+                self.counters["messages"] += 1
+                self.counters["wire_bytes"] += wire
+                self.counters["payload_bytes"] += msg.data_bytes
+                self.counters["components"] += msg.components
+                if self.bucket is not None:
+                    self.bucket.spend(wire)
+            else:
+                self.counters["dropped_outgoing"] += 1
+        if sent:
+            self.counters["frames_sent"] += 1
+            self.counters["image_frames" if out[0].codec is not None else "nair_frames"] += 1
+
+    def stop(self) -> None:
+        """Publish offline and disconnect."""
+        self.stop_event.set()
+        self.link.stop()
+        self.comm.stop()
+        rate = self.link.rate()
+        log.info("sensor_stopped", sensor=self.settings.sensor_id, skip_reasons=dict(self.skip_reasons),
+                 link_rate_bps=None if rate is None else round(rate * 8), **self.counters)

@@ -1,0 +1,204 @@
+"""Agent configuration as data: sensor and fusion settings, composed with broker/topic/log settings.
+
+Values come, lowest to highest priority, from defaults, a TOML config file (``--config`` or ``NAIRBUS_CONFIG``),
+environment variables (``NAIRBUS_<SECTION>__<FIELD>``, e.g. ``NAIRBUS_BROKER__PORT=1884``) and command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.home.discovery import DiscoverySettings
+from agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
+from schemas.ids import ID_PATTERN
+
+Id = Field(pattern=ID_PATTERN)
+
+
+class LossSettings(BaseModel):
+    """Injected fragment loss — test tooling only; a real link loses fragments by itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "random", "bursty"] = "none"
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    mean_burst: float = Field(default=3.0, ge=1.0)
+    seed: int = 0
+
+
+class SensorSettings(BaseModel):
+    """One sensor agent: what it replays, how it encodes, and what it may spend per frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
+    stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    mode: Literal["nair", "vp", "image", "auto"] = "nair"
+    """``nair`` feature fragments, ``vp`` one variant's top-k, ``image`` the frame compressed whole (the whole model
+    runs at the hub), or ``auto``: per frame whichever of ``nair`` and ``image`` is expected to be more accurate at the
+    bytes the link gives it (calibrated rate-accuracy tables, validation images only)."""
+    model: str = "base"
+    variant: str | None = None
+    """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
+    k: int = Field(default=5, ge=1)
+    """VP mode: classes reported per frame (1 <= k <= classes/2)."""
+    source: str = "replay"
+    """A registered frame source (:data:`agents.sources.SOURCES`): ``replay`` the data set (frame id = index; every
+    VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of ``folder``,
+    your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0), ``image-topic`` and
+    ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the frames a capture
+    agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    camera: str | None = Field(default=None, min_length=1, max_length=1024)
+    """``source="camera"``: what OpenCV opens — a device index (``0``), a stream URL or a video file (needs the
+    ``camera`` extra)."""
+    folder: Path | None = None
+    """``source="folder"``: the directory of image files."""
+    watch: bool = False
+    """``source="folder"``: after the files present at start, keep taking new ones as they appear, until stopped."""
+    image_topic: str | None = Field(default=None, min_length=1, max_length=1024)
+    """``source="image-topic"``: an MQTT topic (filter) carrying encoded images — JPEG/PNG bytes, the way Frigate
+    publishes snapshots and Home Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival
+    order from 0); when messages come faster than the sensor sends, the newest wins. The sensor's account needs read
+    access to it."""
+    frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
+    """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
+    artifact: Path | None = None
+    split: Literal["train", "test"] = "test"
+    data_dir: Path | None = None
+    start: int = Field(default=0, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    shard: tuple[int, int] | None = None
+    """``(i, n)``: replay every n-th frame starting at i (frames shared between n sensors)."""
+    link_fit: bool = True
+    """Size every frame to what the link delivers before the frame's deadline (measured, nothing to configure).
+    ``False`` sends each frame's whole budget whatever the link does (the behaviour before link fitting)."""
+    budget_bytes: int | None = Field(default=None, ge=16)
+    """A cap on each frame's **wire** bytes (MQTT PUBLISH bytes: header, alias, envelope and payload)."""
+    budget_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    """A cap on each NAIR frame's payload as a fraction of the whole IR (the demo's budgets)."""
+    bytes_per_second: float | None = Field(default=None, gt=0)
+    """A cap on the wire bytes per second (a token bucket holding one second)."""
+    deadline_ms: float = Field(default=1000.0, gt=0)
+    fps: float | None = Field(default=None, gt=0)
+    batch: int = Field(default=32, ge=1, le=1024)
+    expiry_s: float = Field(default=10.0, gt=0)
+    qos: Literal[0, 1] = 0
+    """QoS of the high-rate messages. 0: a frame is one message in importance order over TCP, so QoS 1 adds a packet
+    id, a PUBACK and paho's in-flight window (behind which the most important bytes queued) and gains nothing but
+    redelivery after a reconnect, when the frame is stale anyway; topic aliases are used at QoS 0 only."""
+    image_codecs: tuple[str, ...] = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate",
+                                     "grey2+deflate", "grey1+deflate")
+    """Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that fits
+    its budget (specs of ``models.imagecodec``)."""
+    fragments_by_plan: bool = False
+    """Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one message
+    per piece: only for the injected-loss test tooling, which loses pieces)."""
+    loss: LossSettings = LossSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.budget_bytes is not None and self.budget_fraction is not None:
+            raise ValueError("give budget_bytes or budget_fraction, not both")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError("shard (i, n) needs 0 <= i < n")
+        if not self.image_codecs:
+            raise ValueError("image_codecs needs at least one codec")
+        from agents.sources import SOURCES
+
+        if self.source not in (*SOURCES, "mqtt"):
+            raise ValueError(f"unknown frame source {self.source!r}; choose one of {', '.join((*SOURCES, 'mqtt'))}")
+        if self.source == "camera" and self.camera is None:
+            raise ValueError("source 'camera' needs a camera (--camera 0, a stream URL or a video file)")
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("source 'folder' needs a folder (--folder DIR)")
+        if self.source == "image-topic" and self.image_topic is None:
+            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
+        if self.source not in ("replay", "mqtt") and self.mode == "vp":
+            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
+                             "frames to every variant); folder, image-topic and camera sources are for "
+                             "nair/image/auto")
+        if self.source == "mqtt" and self.mode != "vp":
+            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder' or "
+                             "'image-topic'")
+        if self.mode == "vp" and self.variant is None:
+            raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
+        return self
+
+    @property
+    def stream(self) -> str:
+        return self.stream_id or self.sensor_id
+
+
+class FusionSettings(BaseModel):
+    """The fusion agent: reassembly deadline, memory bound, batching, reporting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
+    mode: Literal["nair", "vp"] = "nair"
+    """``vp``: fuse the top-k of variant-parallel sensors (agents.vp) instead of reassembling NAIR fragments."""
+    model: str = "base"
+    artifact: Path | None = None
+    """The NAIR artifact paired with the model (default ``models/weights/<model>.nair.npz``)."""
+    extra_artifacts: tuple[Path, ...] | None = None
+    """Further artifacts fusion decodes (sensors at other split points or quantisations, or of the other
+    ``models``; each sensor's birth names its artifact by hash, each artifact its model). None: every
+    ``<model>.*.nair.npz`` beside each model's manifest."""
+    models: tuple[str, ...] = ()
+    """Further models (names, or manifest paths) this one fusion agent serves beside ``model``, each with the
+    artifacts beside its manifest: a hub with two kinds of camera needs one fusion agent."""
+    deadline_ms: float = Field(default=500.0, gt=0)
+    max_frames: int = Field(default=4096, ge=1)
+    max_frames_per_sensor: int = Field(default=512, ge=1)
+    """Frames one sensor may have in reassembly; a sensor past it evicts only its own oldest frames."""
+    max_fps_per_sensor: float = Field(default=200.0, gt=0)
+    """New frames per second one sensor may open (a token bucket holding one second's worth); beyond it, its
+    messages are rejected as ``rate_limited`` before any tail runs, so a flooding device cannot take the hub's CPU."""
+    max_batch: int = Field(default=256, ge=1)
+    topk: int = Field(default=3, ge=1, le=10)
+    stats_interval_s: float = Field(default=5.0, gt=0)
+    partition: tuple[int, int] | None = None
+    """``(i, n)``: this fusion agent takes the sensors whose id hashes to i of n (scale-out)."""
+
+
+class AgentConfig(BaseSettings):
+    """Everything an agent process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="NAIRBUS_", env_nested_delimiter="__", extra="forbid")
+
+    broker: BrokerSettings = BrokerSettings()
+    topics: TopicSettings = TopicSettings()
+    log: LogSettings = LogSettings()
+    sensor: SensorSettings = SensorSettings()
+    fusion: FusionSettings = FusionSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Defaults < config file < environment < ``overrides`` (flags given on the command line)."""
+    file_data: dict[str, Any] = {}
+    path = path or (Path(os.environ["NAIRBUS_CONFIG"]) if os.environ.get("NAIRBUS_CONFIG") else None)
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        with path.open("rb") as handle:
+            file_data = tomllib.load(handle)
+    env_cfg = AgentConfig()
+    env_data = env_cfg.model_dump(exclude_unset=True)
+    merged = _deep_merge(_deep_merge(file_data, env_data), overrides or {})
+    if isinstance(merged.get("broker", {}).get("password"), SecretStr):
+        merged["broker"]["password"] = merged["broker"]["password"].get_secret_value()
+    return AgentConfig.model_validate(merged)

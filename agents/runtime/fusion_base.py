@@ -1,0 +1,252 @@
+"""What every fusion agent shares, whatever it fuses: connection, rejections, counters, stats and the worker loop.
+
+:class:`FusionBase` owns the MQTT side (status with last will, subscriptions), counts and logs every rejected
+message, tracks per-session sequence numbers, publishes the retained stats and runs the worker loop: drain the
+inbox, decide the frames whose buffer says they are ready, publish stats on an interval, flush on stop. A subclass
+says what it subscribes to, routes messages (:meth:`FusionBase.handle`) and decides frames
+(:meth:`FusionBase.decide`); the NAIR agent (:mod:`agents.nair.fusion`) reassembles fragments, the VP agent
+(:mod:`agents.vp`) fuses top-k votes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from agents.runtime.config import AgentConfig
+from agents.runtime.logging import get_logger
+from agents.runtime.mqtt import Communicator, InboundMessage
+from schemas import CONTENT_TYPE_JSON, Stats, Status
+from schemas import encode as wire_encode
+from schemas.messages import MAX_FRAME_FRAGMENTS, U64_MAX
+from schemas.topics import SensorLeaf, TopicTree
+
+log = get_logger("nairbus.fusion")
+
+SEQ_JUMP_LIMIT = 65_536
+"""A forward jump in a sensor session's sequence numbers larger than this is one ``seq_jump`` (a restart, a bug or
+a hostile sender), not that many lost messages: the wire allows any ``seq`` up to 2⁶⁴−1."""
+MAX_STATS_REASONS = 256
+"""Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
+
+
+def saturate(value: int) -> int:
+    """A counter as the wire can carry it: 0 … 2⁶⁴−1."""
+    return min(max(int(value), 0), U64_MAX)
+
+
+def sender_of(topic: str) -> str:
+    """Who a received message is from, for the fair inbox: the sensor id of ``…/sensors/<id>/<leaf>``; everything
+    else (Home Assistant's status, …) shares one queue."""
+    head, _, rest = topic.rpartition("/sensors/")
+    ident, slash, _leaf = rest.partition("/")
+    return ident if head and slash else ""
+
+
+def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
+    """Deterministic partition of keys (sensors or streams) between fusion agents: ``crc32(key) % n == i``."""
+    if partition is None:
+        return True
+    i, n = partition
+    return zlib.crc32(sensor_id.encode()) % n == i
+
+
+class FrameBuffer(Protocol):
+    """What the worker loop needs of a frame buffer (:class:`~agents.nair.reassembly.Reassembler`, ``VoteBuffer``)."""
+
+    def __len__(self) -> int: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def pop_ready(self, now: float) -> list[Any]: ...
+
+    def flush(self) -> list[Any]: ...
+
+
+class FusionBase:
+    """Lifecycle and bookkeeping of a fusion agent; subclasses handle messages and decide frames."""
+
+    event_prefix = "fusion"
+    """Prefix of the agent's start/stop log events."""
+    received_counter = "fragments"
+    """The counter reported as ``fragments_received`` in the stats (NAIR fragments or VP votes)."""
+    buffer: FrameBuffer
+    sensors: Mapping[str, object]
+
+    def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf]) -> None:
+        self.config = config
+        self.settings = config.fusion
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        self.last_seq: dict[tuple[str, str], int] = {}
+        self.rejected: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.latencies: deque[float] = deque(maxlen=10000)
+        self.stop_event = threading.Event()
+        self.started = time.time()
+        self.heartbeat = time.monotonic()
+        """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
+        fid = self.settings.fusion_id
+        self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
+                                 self._status_payload, inbox_key=sender_of)
+        for kind in subscriptions:
+            self.comm.subscribe(self.topics.all_sensors(kind), qos=1)
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    # ----- what a subclass provides ---------------------------------------------------------------------------
+
+    def handle(self, message: InboundMessage, now: float) -> None:
+        """Route one inbound message."""
+        raise NotImplementedError
+
+    def decide(self, frames: list[Any]) -> None:
+        """Decide and publish a batch of frames taken from the buffer."""
+        raise NotImplementedError
+
+    def after_round(self, now: float) -> None:
+        """Called once per worker-loop round after decisions (the NAIR agent refreshes its discovery there)."""
+
+    def start_fields(self) -> dict[str, object]:
+        """Extra fields of the start log line."""
+        return {}
+
+    # ----- bookkeeping ----------------------------------------------------------------------------------------
+
+    def reject(self, reason: str, topic: str, detail: str = "") -> None:
+        """Count and log a message that cannot be used (the first 20 of a reason, then every 1000th)."""
+        self.rejected[reason] += 1
+        if self.rejected[reason] <= 20 or self.rejected[reason] % 1000 == 0:
+            log.warning("message_rejected", reason=reason, topic=topic, detail=detail[:200],
+                        count=self.rejected[reason])
+
+    def track_seq(self, sensor_id: str, session: str, seq: int) -> None:
+        """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""
+        last = self.last_seq.get((sensor_id, session))
+        if last is not None:
+            if seq > last + 1 + SEQ_JUMP_LIMIT:
+                self.counts["seq_jump"] += 1
+            elif seq > last + 1:
+                self.counts["seq_gap"] += seq - last - 1
+            elif seq <= last:
+                self.counts["seq_reordered"] += 1
+        if last is None or seq > last:
+            self.last_seq[(sensor_id, session)] = seq
+
+    def note_decided(self, latency_ms: float, complete: bool, evicted: bool) -> None:
+        """Count one published result."""
+        self.latencies.append(latency_ms)
+        self.counts["decided"] += 1
+        self.counts["complete" if complete else "partial"] += 1
+        if evicted:
+            self.counts["evicted"] += 1
+
+    def stats(self) -> Stats:
+        """Current counters as a stats message."""
+        lat = np.array(self.latencies) if self.latencies else None
+        rejected = Counter(self.rejected)
+        for name in ("seq_gap", "seq_jump", "seq_reordered"):
+            if self.counts[name]:
+                rejected[name] = self.counts[name]
+        for name in ("inbox_dropped", "outgoing_dropped"):
+            if self.comm.counters.get(name):
+                rejected[name] = self.comm.counters[name]
+        c = self.counts
+        # Every figure saturates and every list is cut to the schema's bounds: the stats can always be built.
+        return Stats(
+            fusion_id=self.settings.fusion_id, session=self.comm.session, ts=time.time(),
+            uptime_s=max(0.0, time.time() - self.started), frames_decided=saturate(c["decided"]),
+            frames_complete=saturate(c["complete"]), frames_partial=saturate(c["partial"]),
+            frames_in_flight=saturate(len(self.buffer)), frames_evicted=saturate(c["evicted"]),
+            fragments_received=saturate(c[self.received_counter]), bytes_received=saturate(c["bytes"]),
+            rejected={k: saturate(v) for k, v in rejected.most_common(MAX_STATS_REASONS)},
+            sensors=tuple(sorted(self.sensors))[:MAX_FRAME_FRAGMENTS],
+            latency_p50_ms=float(np.percentile(lat, 50)) if lat is not None else None,
+            latency_p99_ms=float(np.percentile(lat, 99)) if lat is not None else None,
+        )
+
+    def publish_stats(self) -> None:
+        """Publish the stats message (retained, so a late subscriber sees the latest); a failure is logged, never
+        raised — the stats are a report, not the job."""
+        try:
+            payload = wire_encode(self.stats())
+        except Exception:
+            log.exception("stats_failed", fusion=self.settings.fusion_id)
+            return
+        self.comm.publish(self.topics.fusion_stats(self.settings.fusion_id), payload, qos=0,
+                          retain=True, content_type=CONTENT_TYPE_JSON)
+
+    # ----- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and subscribe (returns once subscriptions are granted)."""
+        self.comm.start()
+        log.info(f"{self.event_prefix}_started", fusion=self.settings.fusion_id,
+                 deadline_ms=self.settings.deadline_ms, **self.start_fields())
+
+    def run(self) -> None:
+        """Worker loop until :meth:`stop`: drain messages, decide ready frames in batches, publish stats."""
+        next_stats = time.monotonic() + self.settings.stats_interval_s
+        while not self.stop_event.is_set():
+            now = self.heartbeat = time.monotonic()
+            deadline = self.buffer.next_deadline()
+            wait = min(0.2, max(0.0, deadline - now)) if deadline is not None else 0.2
+            message = self.comm.get(timeout=wait)
+            handled = 0
+            while message is not None:
+                self._handle_safely(message)
+                handled += 1
+                if handled >= self.settings.max_batch * 8:
+                    break
+                message = self.comm.get(timeout=0)
+            ready = self.buffer.pop_ready(time.monotonic())
+            if ready:
+                self._decide_safely(ready)
+            self.after_round(time.monotonic())
+            if time.monotonic() >= next_stats:
+                self.publish_stats()
+                next_stats = time.monotonic() + self.settings.stats_interval_s
+        self._decide_safely(self.buffer.flush())
+        self.publish_stats()
+
+    def _handle_safely(self, message: InboundMessage) -> None:
+        """:meth:`handle`, with whatever it raises counted as ``internal_error`` and logged: no message, however
+        it was built, ends the agent."""
+        try:
+            self.handle(message, time.monotonic())
+        except Exception as exc:
+            self.reject("internal_error", message.topic, f"{type(exc).__name__}: {exc}")
+            log.exception("handle_failed", topic=message.topic[:200])
+
+    def _decide_safely(self, frames: list[Any]) -> None:
+        """:meth:`decide` a batch; if it fails, decide the frames one by one so one bad frame costs only itself."""
+        if not frames:
+            return
+        try:
+            self.decide(frames)
+            return
+        except Exception:
+            log.exception("decide_failed", frames=len(frames))
+        for frame in frames:
+            try:
+                self.decide([frame])
+            except Exception as exc:
+                self.rejected["decide_failed"] += 1
+                log.warning("frame_decide_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    def stop(self) -> None:
+        """Ask the worker loop to finish."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Publish offline and disconnect."""
+        self.comm.stop()
+        log.info(f"{self.event_prefix}_stopped", fusion=self.settings.fusion_id, rejected=dict(self.rejected),
+                 **self.counts)

@@ -1,0 +1,1188 @@
+"""``nairbus bench link``: the bus measured over real, kernel-shaped links.
+
+For every cell of a grid — link rate × frame rate × sensor mode — the bench builds a fresh private lab
+(:mod:`agents.tools.netns`: a hub and a device network namespace joined by a veth pair, the device's uplink shaped with
+``tbf``) and runs, in the hub namespace, a private Mosquitto (config derived from ``broker/mosquitto.dev.conf``,
+listening on the hub's lab address), a fusion agent (``nairbus fusion``) and a result recorder; in the device
+namespace one sensor (``nairbus sensor``) replaying the Fashion-MNIST test split (frame id = test-set index). Each
+agent reports readiness over ``$NOTIFY_SOCKET`` (the sd_notify protocol the systemd units use), so the recorder and
+fusion are subscribed before the sensor publishes its first fragment.
+
+Per run it records frames sent and decided, live accuracy (an undecided frame counts as wrong; the denominator is
+the frames the sensor sent, and the ``*_of_captured`` figures count skipped frames as wrong too) and the offline
+accuracy of the same frames at the bytes that actually arrived (each with a 95 % Wilson interval), the share of the
+IR received, wire bytes per frame, p50/p99 latency, frames skipped, the latency trend (first vs last fifth of the
+frames by capture time), the sensor's peak memory and the kernel's own ``tc -s qdisc`` counters for the shaped
+uplink. Everything lands in ``reports/link.json`` (rewritten after every run, so an interrupted grid leaves its
+evidence) and ``reports/link.png``.
+
+Sensor modes are data (:data:`MODES`: name → extra ``nairbus sensor`` arguments); a mode whose flags the sensor
+rejects is reported as skipped rather than failing the grid. An optional soak run (``--soak-seconds``) samples the
+sensor's memory every few seconds to show whether it stays flat.
+
+The module also holds the result recorder, run as ``python -m agents.tools.linkbench record …`` inside the hub
+namespace:
+a bare paho client that writes every result and fusion stats message as a JSON line, without validating it against
+the schemas, so it keeps working while the wire contract evolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.runtime.logging import get_logger
+from agents.tools.netns import LinkShape, NetLab, rate_label
+from broker import BROKER_DIR
+
+log = get_logger("nairbus.linkbench")
+
+REPO = Path(__file__).resolve().parents[2]
+"""The source tree (for git and repository-relative artifact paths in cell commands)."""
+MODES: dict[str, tuple[str, ...]] = {
+    "nair-auto": ("--budget", "auto"),
+    "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit", "--artifact", "models/weights/base.nair.npz"),
+    "image": ("--mode", "image"),
+    "auto": ("--mode", "auto"),
+    "nair2-auto": ("--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
+    "auto2": ("--mode", "auto", "--artifact", "models/weights/base.nair.npz"),
+}
+"""Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
+``--add-mode NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are the sensor as shipped, with nothing
+configured: the model manifest's ``sensor_artifact`` (stage3, chosen on the validation split; the device runs the
+whole convolutional stack). ``nair2-auto`` and ``auto2`` send NAIR at the middle split (stage2 artifact, 62 % of the
+MACs on the device). ``nair-fixed-100`` is the original behaviour: the whole stage2 IR of every frame, whatever the
+link (``--no-link-fit``: the sensor does not size frames to the measured link)."""
+DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
+"""Uplink rates in bit/s; ``None`` is the unshaped veth."""
+ENVELOPE_ESTIMATE_B = 240
+"""Wire bytes per fragment beyond its data when the sensor does not count wire bytes itself: what issue 14 measured
+for the original envelope (msgpack map with field names, a 45-byte topic, content-type and expiry properties)."""
+USAGE_ERROR = re.compile(r"No such option|Invalid value|invalid configuration|Usage:|Missing option|Got unexpected",
+                         re.IGNORECASE)
+BOX_CHARS = re.compile(r"[│╭╮╰╯─]+")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkBenchSettings:
+    """What the link bench runs (every field has a ``nairbus bench link`` option)."""
+
+    rates_bps: tuple[int | None, ...] = DEFAULT_RATES
+    fps: tuple[float, ...] = (10.0, 30.0)
+    modes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(MODES))
+    """The modes to run, in order: name → extra sensor arguments."""
+    frames: int = 300
+    """Test frames replayed per run (from ``start``; frame id = test-set index)."""
+    start: int = 0
+    deadline_ms: float = 1000.0
+    """The frame deadline: passed to the sensor and to fusion, and drawn on the latency plot."""
+    fusion_deadline_ms: float | None = None
+    """Fusion's reassembly deadline (default: ``deadline_ms``)."""
+    tbf_latency_ms: float = 50.0
+    broker_port: int = 18830
+    """The private broker's port on the hub's lab address (nothing outside the lab can reach it)."""
+    root: str = "nairbus-link"
+    site: str = "bench"
+    soak_seconds: float = 0.0
+    """Length of the soak run; 0 runs none."""
+    soak_rate_bps: int = 1_000_000
+    soak_fps: float = 30.0
+    soak_mode: str | None = None
+    """Mode of the soak run (default: the first mode of the grid the sensor supports)."""
+    rss_interval_s: float = 5.0
+    """Seconds between samples of the sensor's resident memory."""
+    startup_timeout_s: float = 180.0
+    """Bound on each agent's start (model loading on a busy 2-core host is slow)."""
+    skip_grid: bool = False
+    """Run only the soak."""
+    report: Path = Path("reports/link.json")
+    plot: Path | None = Path("reports/link.png")
+    run_dir: Path = Path("runs/link")
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.start < 0 or not self.fps or any(f <= 0 for f in self.fps):
+            raise ValueError("frames >= 1, start >= 0, and every fps > 0")
+        if self.deadline_ms <= 0 or self.soak_seconds < 0 or self.rss_interval_s <= 0:
+            raise ValueError("deadline_ms > 0, soak_seconds >= 0, rss_interval_s > 0")
+        if not self.modes:
+            raise ValueError("at least one sensor mode")
+
+    @property
+    def fusion_deadline(self) -> float:
+        """Fusion's reassembly deadline in milliseconds."""
+        return self.fusion_deadline_ms if self.fusion_deadline_ms is not None else self.deadline_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One run of the grid."""
+
+    rate_bps: int | None
+    fps: float
+    mode: str
+    args: tuple[str, ...]
+    frames: int
+    soak: bool = False
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name, e.g. ``1Mbit-30fps-nair-auto``."""
+        rate = "unshaped" if self.rate_bps is None else rate_label(self.rate_bps).replace(" ", "").replace("/s", "")
+        return f"{'soak-' if self.soak else ''}{rate}-{self.fps:g}fps-{self.mode}"
+
+
+# ----- pure statistics and report assembly ---------------------------------------------------------------------
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95 % by default); None when ``n`` is 0.
+
+    >>> [round(x, 4) for x in wilson(93, 100)]
+    [0.8625, 0.9657]
+    """
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile, or None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def latency_trend(capture_ts: Sequence[float], latency_ms: Sequence[float], parts: int = 5) -> dict[str, Any]:
+    """p50 latency of the first and the last ``1/parts`` of the frames by capture time, and their ratio.
+
+    A link the sensor fits keeps the two alike; a backlog that grows through the run shows as a ratio well above 1.
+
+    >>> latency_trend([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10, 10, 20, 20, 30, 30, 40, 40, 50, 50])
+    {'first_p50_ms': 10.0, 'last_p50_ms': 50.0, 'ratio': 5.0, 'frames_per_part': 2}
+    """
+    order = np.argsort(np.asarray(capture_ts, dtype=float), kind="stable")
+    lat = np.asarray(latency_ms, dtype=float)[order]
+    k = len(lat) // parts
+    if k == 0:
+        return {"first_p50_ms": None, "last_p50_ms": None, "ratio": None, "frames_per_part": 0}
+    first, last = float(np.median(lat[:k])), float(np.median(lat[-k:]))
+    return {"first_p50_ms": first, "last_p50_ms": last, "ratio": last / first if first > 0 else None,
+            "frames_per_part": k}
+
+
+def window_trend(capture_ts: Sequence[float], latency_ms: Sequence[float], window_s: float = 60.0) -> dict[str, Any]:
+    """p50 latency of the first and the last ``window_s`` seconds of capture time (the soak's criterion)."""
+    ts = np.asarray(capture_ts, dtype=float)
+    lat = np.asarray(latency_ms, dtype=float)
+    if len(ts) == 0:
+        return {"first_p50_ms": None, "last_p50_ms": None, "ratio": None, "window_s": window_s}
+    first = lat[ts <= ts.min() + window_s]
+    last = lat[ts >= ts.max() - window_s]
+    f, la = float(np.median(first)), float(np.median(last))
+    return {"first_p50_ms": f, "last_p50_ms": la, "ratio": la / f if f > 0 else None, "window_s": window_s}
+
+
+def parse_counters(*texts: str) -> dict[str, Any] | None:
+    """The sensor's final counters: the last JSON object line with a ``frames`` key that is not a log line, else the
+    counters of its ``sensor_stopped`` log line."""
+    for text in texts:
+        for raw in reversed(text.splitlines()):
+            line = raw.strip()
+            if not (line.startswith("{") and line.endswith("}")):
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and "event" not in value and ("frames" in value or "frames_sent" in value):
+                return value
+    for text in texts:  # a sensor that died before printing them still logged them on the way out
+        for raw in reversed(text.splitlines()):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and value.get("event") == "sensor_stopped":
+                return {k: v for k, v in value.items() if k not in ("event", "logger", "level", "timestamp", "sensor")}
+    return None
+
+
+def usage_error(text: str) -> str | None:
+    """The sensor's complaint about its command line (unknown flag, bad value), without the box drawing."""
+    if not USAGE_ERROR.search(text):
+        return None
+    lines = [BOX_CHARS.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Usage:", "Try '")) and line != "Error"]
+    wanted = [line for line in lines if USAGE_ERROR.search(line)]
+    return " ".join((wanted or lines)[-2:])[:300] or "rejected"
+
+
+def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarray, offline: Mapping[int, int],
+              offline_source: str, counters: Mapping[str, Any] | None, qdisc: Mapping[str, int] | None,
+              settings: LinkBenchSettings, sensor_failed: bool = False) -> dict[str, Any]:
+    """The per-run figures of ``reports/link.json`` from the recorded results (pure: no processes, no model).
+
+    ``records`` are result messages as decoded JSON (the first one per frame id counts), ``offline`` the offline
+    prediction per frame id at the bytes that arrived, ``counters`` the sensor's final counters (None when it
+    printed none), ``qdisc`` the shaped uplink's ``tc -s`` counters. When the sensor failed, every share is of the
+    frames asked for: the frames it never got to count as undecided.
+    """
+    lo, hi = cell_frames(cell, settings)
+    results: dict[int, Mapping[str, Any]] = {}
+    for r in records:
+        fid = int(r.get("frame_id", -1))
+        if lo <= fid < hi and fid not in results:
+            results[fid] = r
+    got = list(results.values())
+    counters = dict(counters or {})
+    sent = counters.get("frames_sent", counters.get("frames"))
+    frames_sent = int(sent) if sent is not None else None
+    denominator = frames_sent if frames_sent is not None and not sensor_failed else cell.frames
+    # Frames the sensor took from its source, skipped ones included (the sensor's "frames" counter next to
+    # "frames_sent"; without that pair, the frames asked for).
+    captured = int(counters["frames"]) if "frames" in counters and "frames_sent" in counters else cell.frames
+    if sensor_failed:
+        captured = cell.frames
+    correct = sum(int(r["class_index"]) == int(labels[fid]) for fid, r in results.items())
+    offline_known = [fid for fid in results if fid in offline]
+    offline_correct = sum(offline[fid] == int(labels[fid]) for fid in offline_known)
+    agree = sum(offline[fid] == int(results[fid]["class_index"]) for fid in offline_known)
+    latencies = [float(r["latency_ms"]) for r in got]
+    captures = [float(r.get("capture_ts", 0.0)) for r in got]
+    fragments = sum(int(r.get("fragments_received", 1)) for r in got)
+    payload_received = sum(int(r.get("bytes_received", 0)) for r in got)
+    wire_results = [int(r["wire_bytes"]) for r in got if r.get("wire_bytes") is not None]
+    if "wire_bytes" in counters and frames_sent:
+        wire = counters["wire_bytes"] / frames_sent
+        wire_source = "sensor counters (wire_bytes / frames sent)"
+    elif wire_results:
+        wire = sum(wire_results) / len(wire_results)
+        wire_source = "fusion's wire_bytes of the decided frames"
+    elif got:
+        wire = (payload_received + ENVELOPE_ESTIMATE_B * fragments) / len(got)
+        wire_source = (f"estimate: payload received + {ENVELOPE_ESTIMATE_B} B per fragment received "
+                       "(the sensor does not count wire bytes)")
+    else:
+        wire, wire_source = None, "no results"
+    nair = [r for r in got if r.get("representation", "nair") == "nair"]
+    representations: dict[str, int] = {}
+    for r in got:
+        rep = str(r.get("representation", "nair"))
+        representations[rep] = representations.get(rep, 0) + 1
+    live_ci = wilson(correct, denominator)
+    decided_ci = wilson(correct, len(got))
+    offline_ci = wilson(offline_correct, len(offline_known))
+    return {
+        "rate_bps": cell.rate_bps,
+        "rate": rate_label(cell.rate_bps),
+        "fps": cell.fps,
+        "mode": cell.mode,
+        "sensor_args": list(cell.args),
+        "frames_requested": cell.frames,
+        "first_frame": lo,
+        "frames_sent": frames_sent,
+        "frames_decided": len(got),
+        "share_decided": len(got) / denominator if denominator else 0.0,
+        "frames_captured": captured,
+        "share_decided_of_captured": len(got) / captured if captured else 0.0,
+        "live_accuracy_of_captured": correct / captured if captured else 0.0,
+        "live_accuracy": correct / denominator if denominator else 0.0,
+        "live_accuracy_ci95": list(live_ci) if live_ci else None,
+        "live_accuracy_decided": correct / len(got) if got else None,
+        "live_accuracy_decided_ci95": list(decided_ci) if decided_ci else None,
+        "offline_accuracy": offline_correct / len(offline_known) if offline_known else None,
+        "offline_accuracy_ci95": list(offline_ci) if offline_ci else None,
+        "offline_frames": len(offline_known),
+        "offline_source": offline_source,
+        "agreement_with_offline": agree / len(offline_known) if offline_known else None,
+        "fraction_received": float(np.mean([float(r.get("fraction_received", 0.0)) for r in nair]))
+        if nair else None,
+        "complete": float(np.mean([bool(r.get("complete", False)) for r in got])) if got else None,
+        "representations": representations,
+        "wire_bytes_per_frame": wire,
+        "wire_bytes_source": wire_source,
+        "payload_bytes_per_frame_sent": (counters["payload_bytes"] / frames_sent
+                                         if "payload_bytes" in counters and frames_sent else None),
+        "payload_bytes_per_frame_received": payload_received / len(got) if got else None,
+        "wire_bytes_per_frame_received": sum(wire_results) / len(wire_results) if wire_results else None,
+        "link_bytes_per_frame": (qdisc["sent_bytes"] / frames_sent
+                                 if qdisc and qdisc.get("sent_bytes") and frames_sent else None),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+        "within_deadline": (sum(x <= settings.deadline_ms for x in latencies) / len(latencies)) if latencies else None,
+        "frames_skipped": counters.get("frames_skipped"),
+        "latency_trend": latency_trend(captures, latencies),
+        "sensor_counters": counters or None,
+        "qdisc": dict(qdisc) if qdisc else None,
+    }
+
+
+def cell_frames(cell: Cell, settings: LinkBenchSettings) -> tuple[int, int]:
+    """The test-set index range ``[lo, hi)`` a run replays."""
+    return settings.start, settings.start + cell.frames
+
+
+def settings_json(settings: LinkBenchSettings) -> dict[str, Any]:
+    """The settings as they go into the report (paths relative to the repository)."""
+    out = asdict(settings)
+    out["modes"] = {name: list(args) for name, args in settings.modes.items()}
+    out["fusion_deadline_ms"] = settings.fusion_deadline
+    for key in ("report", "plot", "run_dir", "data_dir"):
+        value = out.pop(key)
+        if key == "data_dir" and value is not None:
+            out[key] = str(value)
+    return out
+
+
+def assemble_report(settings: LinkBenchSettings, command: str, runs: Sequence[Mapping[str, Any]],
+                    soak: Mapping[str, Any] | None, started: float, meta: Mapping[str, Any],
+                    done: bool = True) -> dict[str, Any]:
+    """The whole ``reports/link.json``."""
+    return {
+        "command": command,
+        "complete": done,
+        "settings": settings_json(settings),
+        **meta,
+        "runs": list(runs),
+        "soak": dict(soak) if soak else None,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+
+
+def rate_arg(rate_bps: int | None) -> str:
+    """A rate as ``--rates`` takes it back.
+
+    >>> [rate_arg(r) for r in (None, 10_000_000, 250_000, 1_500_000, 12_345)]
+    ['unshaped', '10M', '250k', '1500k', '12345']
+    """
+    if rate_bps is None:
+        return "unshaped"
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if rate_bps % scale == 0:
+            return f"{rate_bps // scale}{unit}"
+    return str(rate_bps)
+
+
+def command_line(settings: LinkBenchSettings) -> str:
+    """The ``nairbus bench link`` invocation that reproduces ``settings`` (defaults left out)."""
+    default = LinkBenchSettings()
+    parts = ["nairbus bench link"]
+    if settings.rates_bps != default.rates_bps:
+        parts.append("--rates " + ",".join(rate_arg(r) for r in settings.rates_bps))
+    if settings.fps != default.fps:
+        parts.append("--fps " + ",".join(f"{f:g}" for f in settings.fps))
+    for name, args in settings.modes.items():
+        if MODES.get(name) == tuple(args):
+            parts.append(f"--mode {name}")
+        else:
+            parts.append(f"--add-mode '{name}={' '.join(args)}'")
+    if dict(settings.modes) == MODES:
+        parts = [p for p in parts if not p.startswith("--mode ")]
+    for key, flag in (("frames", "--frames"), ("start", "--start"), ("deadline_ms", "--deadline-ms"),
+                      ("fusion_deadline_ms", "--fusion-deadline-ms"), ("tbf_latency_ms", "--tbf-latency-ms"),
+                      ("soak_seconds", "--soak-seconds"), ("soak_mode", "--soak-mode")):
+        value = getattr(settings, key)
+        if key == "soak_seconds" and value and settings.soak_rate_bps != default.soak_rate_bps:
+            parts.append(f"--soak-rate {rate_arg(settings.soak_rate_bps)}")
+        if key == "soak_seconds" and value and settings.soak_fps != default.soak_fps:
+            parts.append(f"--soak-fps {settings.soak_fps:g}")
+        if value != getattr(default, key):
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    if settings.skip_grid:
+        parts.append("--soak-only")
+    return " ".join(parts)
+
+
+# ----- offline predictions at the bytes that arrived -----------------------------------------------------------
+
+
+class OfflinePredictor:
+    """The offline twin of a live result: the same test image, only what arrived.
+
+    A NAIR result is recomputed with the mature model's split pipeline from the importance-ordered prefix that
+    arrived — ``components_received`` when the result carries it, else ``round(fraction_received × n_components)``.
+    A result with ``"representation": "image"`` is the mature model on the image decoded with the result's
+    ``codec`` (:func:`models.imagecodec.get_image_codec`).
+    """
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        from models.data import load_split
+        from models.pipeline import NairPipeline
+        from models.store import sensor_artifact_path
+
+        self.pipeline = self.default = NairPipeline.load("base", sensor_artifact_path("base"))
+        self._by_artifact: dict[str, NairPipeline] = {}
+        self.test = load_split("test", data_dir)
+        self.n_components = int(self.pipeline.artifact.n_components)
+
+    def for_args(self, args: Sequence[str]) -> OfflinePredictor:
+        """This predictor set to the NAIR artifact a mode's sensor arguments name (``--artifact PATH``)."""
+        from models.nair import NairArtifact
+        from models.pipeline import NairPipeline
+
+        path = args[list(args).index("--artifact") + 1] if "--artifact" in args[:-1] else None
+        if path is None:
+            self.pipeline = self.default
+        else:
+            if path not in self._by_artifact:
+                artifact = NairArtifact.load(_artifact_file(path))
+                self._by_artifact[path] = NairPipeline(self.default.model, self.default.manifest, artifact)
+            self.pipeline = self._by_artifact[path]
+        self.n_components = int(self.pipeline.artifact.n_components)
+        return self
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Test-set labels."""
+        return self.test.labels
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> tuple[dict[int, int], str]:
+        """Offline class per frame id for ``records`` (first result per frame), and where the prefix came from."""
+        seen: dict[int, Mapping[str, Any]] = {}
+        for r in records:
+            fid = int(r.get("frame_id", -1))
+            if 0 <= fid < len(self.test) and fid not in seen:
+                seen[fid] = r
+        nair = {fid: r for fid, r in seen.items()
+                if r.get("representation", "nair") == "nair" and not r.get("variants")}
+        image = {fid: r for fid, r in seen.items() if r.get("representation") == "image"}
+        out: dict[int, int] = {}
+        sources: set[str] = set()
+        if nair:
+            ids = np.array(sorted(nair), dtype=np.int64)
+            ends = []
+            for fid in ids.tolist():
+                r = nair[fid]
+                if r.get("components_received") is not None:
+                    ends.append(int(r["components_received"]))
+                    sources.add("components_received")
+                else:
+                    ends.append(round(float(r.get("fraction_received", 0.0)) * self.n_components))
+                    sources.add("round(fraction_received × n_components)")
+            preds = self._prefix_predictions(ids, np.array(ends, dtype=np.int64))
+            out.update(zip(ids.tolist(), preds.tolist(), strict=True))
+        if image:
+            preds_img, source = self._image_predictions(image)
+            out.update(preds_img)
+            sources.add(source)
+        return out, " + ".join(sorted(sources)) or "no results"
+
+    def _prefix_predictions(self, ids: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        codes = self.pipeline.encode_all(self.test.images[ids])
+        return np.asarray(self.pipeline.prefix_probs(codes, ends).argmax(1))
+
+    def _image_predictions(self, image: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, int], str]:
+        try:
+            from models import imagecodec  # type: ignore[attr-defined, unused-ignore]
+        except ImportError:
+            return {}, "image results without models.imagecodec (no offline figure)"
+        decoded, ids = [], []
+        for fid, r in image.items():
+            try:
+                codec: Any = imagecodec.get_image_codec(str(r.get("codec")))
+                frame = self.test.images[fid]
+                decoded.append(np.asarray(codec.decode(codec.encode(frame), frame.shape), dtype=np.uint8))
+                ids.append(fid)
+            except Exception as exc:  # an unknown codec must not sink the whole report
+                log.warning("linkbench.image_offline_failed", frame=fid, codec=r.get("codec"), error=str(exc))
+        if not ids:
+            return {}, "image codec round trip failed"
+        probs = self.pipeline.full_model_probs(np.stack(decoded))
+        return dict(zip(ids, probs.argmax(1).tolist(), strict=True)), "image decoded with the result's codec"
+
+
+# ----- processes ---------------------------------------------------------------------------------------------------
+
+
+class NotifyListener:
+    """A ``$NOTIFY_SOCKET`` of our own: agents send ``READY=1`` there once subscribed/connected (sd_notify)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+
+    def wait_ready(self, proc: subprocess.Popen[Any], timeout: float) -> bool:
+        """True once ``READY=1`` arrived; False when ``proc`` exited first or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                if proc.poll() is not None:
+                    return False
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                return True
+        return False
+
+    def close(self) -> None:
+        """Close and remove the socket."""
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of ``pid`` in KiB (``VmRSS``), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
+
+
+def agent_env(settings: LinkBenchSettings, hub_addr: str, notify: Path) -> dict[str, str]:
+    """Environment of an agent process in the lab."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NAIRBUS_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    if os.environ.get("NAIRBUS_DATA_DIR"):
+        env["NAIRBUS_DATA_DIR"] = os.environ["NAIRBUS_DATA_DIR"]
+    env.update({
+        "NAIRBUS_BROKER__HOST": hub_addr,
+        "NAIRBUS_BROKER__PORT": str(settings.broker_port),
+        "NAIRBUS_TOPICS__ROOT": settings.root,
+        "NAIRBUS_TOPICS__SITE": settings.site,
+        "NAIRBUS_LOG__FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "100000",  # the sensor prints its counters through rich: no wrapping inside the JSON line
+        "NOTIFY_SOCKET": str(notify),
+    })
+    if settings.data_dir is not None:
+        env["NAIRBUS_DATA_DIR"] = str(settings.data_dir)
+    return env
+
+
+def probe_mode(args: Sequence[str], timeout: float = 120.0) -> str | None:
+    """None if ``nairbus sensor`` accepts ``args`` (checked with ``--help``, which stops after parsing), else why."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", *args, "--help"],
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, "COLUMNS": "200"}, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None  # slow host: let the run itself find out
+    if done.returncode == 0:
+        return None
+    return usage_error(done.stderr + done.stdout) or f"exit {done.returncode}"
+
+
+@dataclass
+class RunOutcome:
+    """What one lab run left behind, before it is summarised."""
+
+    records: list[dict[str, Any]]
+    stats: dict[str, Any] | None
+    counters: dict[str, Any] | None
+    qdisc_text: str
+    qdisc: dict[str, int] | None
+    rss: list[tuple[float, int]]
+    sensor_rc: int | None
+    wall_s: float
+    sensor_s: float
+    skipped: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Results and the last fusion stats from a recorder file."""
+    results: list[dict[str, Any]] = []
+    stats = None
+    if not path.is_file():
+        return results, stats
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        payload = entry.get("payload")
+        if not isinstance(payload, dict):
+            continue
+        if "/results/" in entry.get("topic", ""):
+            payload["_recv_ts"] = entry.get("t")
+            results.append(payload)
+        elif entry.get("topic", "").endswith("/stats"):
+            stats = payload
+    return results, stats
+
+
+class ResultCounter:
+    """Counts the result lines of a recorder file as it grows (stats lines do not count)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.count = 0
+        self._partial = b""
+
+    def __call__(self) -> int:
+        """Result lines written so far."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.count
+        self.offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        self.count += sum(b"/results/" in line for line in lines)
+        return self.count
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
+    """One run in a fresh lab: broker, recorder and fusion in the hub namespace, the sensor in the device one."""
+    from agents.runtime.mosquitto import derive_config, find_mosquitto
+
+    started = time.monotonic()
+    out_dir = settings.run_dir / cell.slug
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    tmp = Path(tempfile.mkdtemp(prefix="nairbus-linkbench-"))
+    tmp.chmod(0o755)  # Mosquitto drops root for its own user and must still read its config
+    listeners: list[NotifyListener] = []
+    problems: list[str] = []
+    try:
+        with NetLab(LinkShape(cell.rate_bps, settings.tbf_latency_ms)) as lab:
+            conf = tmp / "mosquitto.conf"
+            source = (BROKER_DIR / "mosquitto.dev.conf").read_text()
+            conf.write_text(derive_config(source, [settings.broker_port], host=lab.hub_addr))
+            conf.chmod(0o644)
+            with (out_dir / "mosquitto.log").open("wb") as mlog:
+                lab.popen(lab.hub, [find_mosquitto(), "-c", str(conf)], stdout=mlog, stderr=subprocess.STDOUT)
+            results_path = out_dir / "results.jsonl"
+            count_results = ResultCounter(results_path)
+            prefix = f"{settings.root}/v1/{settings.site}"
+            budget_s = cell.frames / cell.fps * 3 + 120.0
+
+            def notify(name: str) -> tuple[NotifyListener, dict[str, str]]:
+                listener = NotifyListener(tmp / f"{name}.sock")
+                listeners.append(listener)
+                return listener, agent_env(settings, lab.hub_addr, listener.path)
+
+            rec_ready, env = notify("recorder")
+            with (out_dir / "recorder.log").open("wb") as rlog:
+                recorder = lab.popen(lab.hub, [
+                    sys.executable, "-m", "agents.tools.linkbench", "record", "--host", lab.hub_addr, "--port",
+                    str(settings.broker_port), "--topic", f"{prefix}/results/+", "--topic", f"{prefix}/fusion/+/stats",
+                    "--out", str(results_path), "--max-seconds", str(settings.startup_timeout_s * 2 + budget_s)],
+                    stdout=rlog, stderr=subprocess.STDOUT, env=env)
+            if not rec_ready.wait_ready(recorder, 30.0):
+                raise RuntimeError(f"the result recorder did not connect to the lab's broker:\n"
+                                   f"{_tail(out_dir / 'recorder.log')}\n{_tail(out_dir / 'mosquitto.log')}")
+            fus_ready, env = notify("fusion")
+            with (out_dir / "fusion.log").open("wb") as flog:
+                fusion = lab.popen(lab.hub, [
+                    sys.executable, "-m", "agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
+                    f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
+                    stdout=flog, stderr=subprocess.STDOUT, env=env)
+            if not fus_ready.wait_ready(fusion, settings.startup_timeout_s):
+                raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
+                                   f"{_tail(out_dir / 'fusion.log')}")
+            sen_ready, env = notify("sensor")
+            sensor_out, sensor_err = out_dir / "sensor.out", out_dir / "sensor.err"
+            with sensor_out.open("wb") as so, sensor_err.open("wb") as se:
+                sensor = lab.popen(lab.dev, [
+                    sys.executable, "-m", "agents.cli", "sensor", "--sensor-id", "cam1", "--count", str(cell.frames),
+                    "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
+                    f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
+            if not sen_ready.wait_ready(sensor, settings.startup_timeout_s):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    sensor.wait(5)
+                text = sensor_err.read_text(errors="replace") + sensor_out.read_text(errors="replace")
+                why = usage_error(text) if sensor.returncode not in (None, 0) else None
+                if why is not None:
+                    return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
+                                      0.0, skipped=f"sensor does not support {' '.join(cell.args)}: {why}")
+                raise RuntimeError(f"the sensor did not come up (exit {sensor.returncode}); see {sensor_err}:\n"
+                                   f"{_tail(sensor_err)}")
+            sensor_started = time.monotonic()
+            rss: list[tuple[float, int]] = []
+            next_sample = 0.0
+            hard_end = sensor_started + budget_s
+            while sensor.poll() is None:
+                now = time.monotonic()
+                if now >= next_sample:
+                    value = rss_kib(sensor.pid)
+                    if value is not None:
+                        rss.append((round(now - sensor_started, 2), value))
+                    next_sample = now + settings.rss_interval_s
+                if on_progress is not None:
+                    on_progress(count_results())
+                if now > hard_end:
+                    problems.append(f"sensor still running after {budget_s:.0f} s: stopped")
+                    lab.stop_process(sensor, grace=10.0)
+                    break
+                time.sleep(0.25)
+            sensor_s = time.monotonic() - sensor_started
+            # Let fusion decide what is still in flight: quiet for the reassembly deadline plus a margin.
+            quiet_s, last, last_change = settings.fusion_deadline / 1000.0 + 2.0, -1, time.monotonic()
+            while time.monotonic() - last_change < quiet_s and time.monotonic() - sensor_started < budget_s + 30:
+                count = count_results()
+                if count != last:
+                    last, last_change = count, time.monotonic()
+                    if on_progress is not None:
+                        on_progress(count)
+                time.sleep(0.25)
+            qdisc_text = lab.qdisc_show()
+            qdisc = lab.qdisc_stats()
+            if lab.stop_process(fusion, grace=15.0) not in (0, None):
+                problems.append(f"fusion exited with {fusion.returncode}")
+            time.sleep(0.5)
+            lab.stop_process(recorder, grace=5.0)
+            if sensor.returncode not in (0, None):
+                problems.append(f"sensor exited with {sensor.returncode}: {_tail(sensor_err, 3)}")
+    finally:
+        for listener in listeners:
+            listener.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    (out_dir / "qdisc.txt").write_text(qdisc_text)
+    records, stats = read_records(results_path)
+    counters = parse_counters(sensor_out.read_text(errors="replace"), sensor_err.read_text(errors="replace"))
+    if counters is None:
+        problems.append("the sensor printed no final counters")
+    return RunOutcome(records, stats, counters, qdisc_text, qdisc, rss, sensor.returncode,
+                      time.monotonic() - started, sensor_s, problems=problems)
+
+
+def outcome_row(cell: Cell, outcome: RunOutcome, offline: OfflinePredictor, settings: LinkBenchSettings,
+                ) -> dict[str, Any]:
+    """A run's report row: :func:`summarise` plus the process-level evidence."""
+    if outcome.skipped is not None:
+        return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
+                "sensor_args": list(cell.args), "skipped": outcome.skipped}
+    preds, source = offline.for_args(cell.args).predict(outcome.records)
+    row = summarise(cell, outcome.records, offline.labels, preds, source, outcome.counters, outcome.qdisc, settings,
+                    sensor_failed=outcome.sensor_rc not in (0, None))
+    rss = [kib for _t, kib in outcome.rss]
+    row.update({
+        "qdisc_text": outcome.qdisc_text,
+        "fusion_rejected": (outcome.stats or {}).get("rejected"),
+        "sensor_rss_kib_max": max(rss) if rss else None,
+        "sensor_exit": outcome.sensor_rc,
+        "sensor_seconds": round(outcome.sensor_s, 1),
+        "wall_seconds": round(outcome.wall_s, 1),
+        "problems": outcome.problems,
+    })
+    if cell.soak:
+        lat = [float(r["latency_ms"]) for r in outcome.records]
+        cap = [float(r.get("capture_ts", 0.0)) for r in outcome.records]
+        minute = [kib for t, kib in outcome.rss if t <= 60.0]
+        last_minute = [kib for t, kib in outcome.rss if t >= outcome.rss[-1][0] - 60.0] if outcome.rss else []
+        row.update({
+            "soak_seconds": round(outcome.sensor_s, 1),
+            "rss_samples": [[t, kib] for t, kib in outcome.rss],
+            "rss_first_minute_kib": float(np.mean(minute)) if minute else None,
+            "rss_last_minute_kib": float(np.mean(last_minute)) if last_minute else None,
+            "rss_growth": (float(np.mean(last_minute)) / float(np.mean(minute))) if minute and last_minute else None,
+            "minute_trend": window_trend(cap, lat, 60.0),
+        })
+    return row
+
+
+# ----- the grid ------------------------------------------------------------------------------------------------
+
+
+def grid(settings: LinkBenchSettings) -> list[Cell]:
+    """The grid's cells in run order: per fps, per rate, per mode."""
+    if settings.skip_grid:
+        return []
+    return [Cell(rate, fps, mode, tuple(args), settings.frames)
+            for fps in settings.fps for rate in settings.rates_bps for mode, args in settings.modes.items()]
+
+
+def soak_cell(settings: LinkBenchSettings, unsupported: Mapping[str, str]) -> Cell | None:
+    """The soak run, or None when none is asked for (or no mode is supported)."""
+    if settings.soak_seconds <= 0:
+        return None
+    names = [settings.soak_mode] if settings.soak_mode else [m for m in settings.modes if m not in unsupported]
+    if not names or names[0] is None or names[0] in unsupported:
+        return None
+    name = names[0]
+    args = settings.modes.get(name, MODES.get(name))
+    if args is None:
+        raise ValueError(f"unknown soak mode {name!r}")
+    frames = min(10000 - settings.start, round(settings.soak_seconds * settings.soak_fps))
+    return Cell(settings.soak_rate_bps, settings.soak_fps, name, tuple(args), frames, soak=True)
+
+
+def _artifact_file(path: str) -> Path:
+    """An artifact named on a cell's command line: as given (absolute, or relative to the working directory), else
+    relative to the source tree (``models/weights/...`` when running from an installed package)."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else REPO / path
+
+
+def code_state() -> dict[str, Any]:
+    """The commit the bench ran from and the tracked files that differed from it (evidence of what was measured)."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified_files": changed}
+
+
+def _meta(offline: OfflinePredictor) -> dict[str, Any]:
+    p = offline.default
+    return {
+        "code": code_state(),
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "model": {"name": p.manifest["name"], "sha256": p.manifest["sha256"],
+                  "test_accuracy": p.manifest.get("test_accuracy")},
+        "artifact": {"sha256": p.artifact.sha256, "n_components": offline.n_components,
+                     "ir_bytes": p.artifact.total_bytes()},
+        "link": {"shaping": "tbf on the device side's veth egress (sensor → hub)",
+                 "burst": "max(2 × 1514 B, rate / 8 / 100)", "latency_ms": None},
+    }
+
+
+def run_bench(settings: LinkBenchSettings, console: Any = None) -> dict[str, Any]:
+    """Run the grid (and the soak); write ``reports/link.json`` after every run and the plot at the end."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console()
+    started = time.time()
+    command = command_line(settings)
+    offline = OfflinePredictor(settings.data_dir)
+    meta = _meta(offline)
+    meta["link"]["latency_ms"] = settings.tbf_latency_ms
+    unsupported: dict[str, str] = {}
+    for name, args in settings.modes.items():
+        why = probe_mode(args)
+        if why is not None:
+            unsupported[name] = f"sensor does not support {' '.join(args)}: {why}"
+            console.print(f"[yellow]mode {name} skipped[/]: {unsupported[name]}")
+    cells = grid(settings)
+    soak = soak_cell(settings, unsupported)
+    rows: list[dict[str, Any]] = []
+    soak_row: dict[str, Any] | None = None
+    console.print(f"[bold]nairbus bench link[/]: {len(cells)} runs" + (f" + a {soak.frames / soak.fps:.0f} s soak"
+                  if soak else "") + f", logs under {settings.run_dir}")
+
+    def save(done: bool) -> dict[str, Any]:
+        report = assemble_report(settings, command, rows, soak_row, started, meta, done)
+        settings.report.parent.mkdir(parents=True, exist_ok=True)
+        settings.report.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        for cell in [*cells, *([soak] if soak else [])]:
+            label = f"{rate_label(cell.rate_bps):>11} {cell.fps:>4g} fps {cell.mode}" + (" (soak)" if cell.soak else "")
+            if cell.mode in unsupported:
+                row: dict[str, Any] = {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps,
+                                       "mode": cell.mode, "sensor_args": list(cell.args),
+                                       "skipped": unsupported[cell.mode]}
+            else:
+                task = progress.add_task(label, total=cell.frames)
+
+                def advance(done: int, task: Any = task) -> None:
+                    progress.update(task, completed=done)
+
+                outcome = run_cell(cell, settings, advance)
+                if outcome.skipped:
+                    unsupported[cell.mode] = outcome.skipped
+                row = outcome_row(cell, outcome, offline, settings)
+                progress.update(task, completed=row.get("frames_decided", 0), visible=False)
+            if cell.soak:
+                soak_row = row
+            else:
+                rows.append(row)
+            console.print(describe_row(row))
+            log.info("linkbench.run", **{k: row.get(k) for k in ("rate", "fps", "mode", "frames_decided",
+                                                                  "live_accuracy", "p99_ms", "skipped")})
+            save(False)
+    report = save(True)
+    if settings.plot is not None and rows:
+        plot_link(report, settings.plot)
+    wide = console if console.is_terminal else Console(file=console.file, width=220)
+    wide.print(render_table(report))
+    console.print(f"report: {settings.report}" + (f"; plot: {settings.plot}" if settings.plot else "")
+                  + f" ({report['wall_seconds']:.0f} s)")
+    return report
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def describe_row(row: Mapping[str, Any]) -> str:
+    """One line per finished run, for the console."""
+    head = f"{row['rate']:>11} {row['fps']:>4g} fps {row['mode']:<15}"
+    if row.get("skipped"):
+        return f"{head} [yellow]skipped[/]: {row['skipped']}"
+    return (f"{head} decided {row['frames_decided']}/{row['frames_sent']} ({_pct(row['share_decided'])}), live "
+            f"{_pct(row['live_accuracy'])} (offline {_pct(row['offline_accuracy'])}), "
+            f"IR {_pct(row['fraction_received'])}, p50/p99 {_ms(row['p50_ms'])}/{_ms(row['p99_ms'])} ms")
+
+
+def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the link table (console and README share them)."""
+    head = ["link", "fps", "mode", "frames decided/sent", "live accuracy (95 % CI)", "offline, same frames",
+            "IR received (NAIR frames)", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
+    rows = []
+    runs = list(report.get("runs") or []) + ([report["soak"]] if report.get("soak") else [])
+    for r in runs:
+        mode = r["mode"] + (" (soak)" if r.get("soak_seconds") is not None else "")
+        if r.get("skipped"):
+            rows.append([r["rate"], f"{r['fps']:g}", mode, "skipped", "", "", "", "", "", "", "", ""])
+            continue
+        ci = r.get("live_accuracy_ci95")
+        trend = r.get("latency_trend") or {}
+        est = "" if str(r.get("wire_bytes_source", "")).startswith("sensor") else " (est.)"
+        failed = r.get("sensor_exit") not in (0, None)
+        of = r["frames_requested"] if failed or r["frames_sent"] is None else r["frames_sent"]
+        rows.append([
+            r["rate"], f"{r['fps']:g}", mode,
+            f"{r['frames_decided']}/{of} ({_pct(r['share_decided'])})"
+            + (f" ⚠ sensor failed (exit {r['sensor_exit']})" if failed else ""),
+            f"{_pct(r['live_accuracy'])}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),
+            _pct(r["offline_accuracy"]), _pct(r["fraction_received"]),
+            ("–" if r["wire_bytes_per_frame"] is None else f"{r['wire_bytes_per_frame']:.0f}") + est,
+            _ms(r["p50_ms"]), _ms(r["p99_ms"]),
+            "–" if r.get("frames_skipped") is None else str(r["frames_skipped"]),
+            f"{_ms(trend.get('first_p50_ms'))} → {_ms(trend.get('last_p50_ms'))}",
+        ])
+    return head, rows
+
+
+def render_table(report: Mapping[str, Any]) -> Any:
+    """The table people read at the end of the bench."""
+    from rich.table import Table
+
+    head, rows = table_rows(report)
+    table = Table(title="nairbus bench link — one sensor over a tbf-shaped uplink (live vs offline, same frames)")
+    for i, name in enumerate(head):
+        table.add_column(name, justify="left" if i in (0, 2) else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+# ----- the plot ----------------------------------------------------------------------------------------------------
+
+
+def _xpos(rates: Sequence[int | None]) -> tuple[dict[int | None, float], float]:
+    shaped = [r for r in rates if r is not None]
+    unshaped_at = float(max(shaped) * 10) if shaped else 1e8
+    return {r: (unshaped_at if r is None else float(r)) for r in rates}, unshaped_at
+
+
+def _failed(run: Mapping[str, Any]) -> bool:
+    return run.get("sensor_exit") not in (0, None)
+
+
+def plot_link(report: Mapping[str, Any], path: Path) -> Path:
+    """Per fps a column: live accuracy (95 % CI) with the offline accuracy at the same bytes dashed, the share of
+    frames decided, and p99 latency against the deadline — all against the uplink rate (log scale), one line per
+    mode. Runs whose sensor failed are drawn as crosses; skipped modes are named in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    runs = [r for r in report["runs"] if not r.get("skipped")]
+    fps_values = sorted({float(r["fps"]) for r in report["runs"]})
+    modes = list(dict.fromkeys(r["mode"] for r in report["runs"]))
+    rates = list(dict.fromkeys(r["rate_bps"] for r in report["runs"]))
+    xpos, unshaped_at = _xpos(rates)
+    deadline = float(report["settings"]["deadline_ms"])
+    fig, axes = plt.subplots(3, len(fps_values), figsize=(max(8.5, 6.5 * len(fps_values)), 10.5), squeeze=False,
+                             sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 2]}, layout="constrained")
+    colors = {m: f"C{i}" for i, m in enumerate(modes)}
+    lowest = 100.0
+    failed: list[tuple[int, float, str]] = []
+    for col, fps in enumerate(fps_values):
+        acc_ax, dec_ax, lat_ax = axes[0][col], axes[1][col], axes[2][col]
+        for mode in modes:
+            pts = sorted((r for r in runs if r["mode"] == mode and float(r["fps"]) == fps),
+                         key=lambda r: xpos[r["rate_bps"]])
+            if not pts:
+                continue
+            color = colors[mode]
+            shift = 1.0 + 0.06 * (modes.index(mode) - (len(modes) - 1) / 2)  # crosses of two modes side by side
+            failed.extend((col, xpos[r["rate_bps"]] * shift, color) for r in pts if _failed(r))
+            if all(_failed(r) for r in pts):
+                continue
+            # A failed run's figures say nothing about the link: a gap in the line (NaN), and a cross below.
+            x = np.array([xpos[r["rate_bps"]] for r in pts])
+
+            def value(r: Mapping[str, Any], key: str, scale: float = 100.0) -> float:
+                v = r.get(key)
+                return float("nan") if _failed(r) or v is None else scale * float(v)
+
+            acc = np.array([value(r, "live_accuracy") for r in pts])
+            ci = np.array([r.get("live_accuracy_ci95") or [r["live_accuracy"]] * 2 for r in pts], dtype=float) * 100
+            err = np.nan_to_num(np.maximum(0.0, np.array([acc - ci[:, 0], ci[:, 1] - acc])))
+            acc_ax.errorbar(x, acc, yerr=err, color=color, marker="o", linewidth=2, capsize=3)
+            ok = ~np.isnan(acc)
+            lowest = min(lowest, float(acc[ok].min()), float(ci[ok, 0].min()))
+            acc_ax.plot(x, [value(r, "offline_accuracy") for r in pts], color=color, linestyle="--", linewidth=1.2)
+            dec_ax.plot(x, [value(r, "share_decided_of_captured" if "share_decided_of_captured" in r
+                                  else "share_decided") for r in pts],
+                        color=color, marker="s", markersize=4, linewidth=1.5)
+            lat_ax.plot(x, [value(r, "p99_ms", 1.0) for r in pts], color=color, marker="o", linewidth=2)
+        skipped = sorted({r["mode"] for r in report["runs"] if r.get("skipped") and float(r["fps"]) == fps})
+        acc_ax.set(title=f"{fps:g} frames/s per sensor" + (f"  (skipped: {', '.join(skipped)})" if skipped else ""),
+                   ylabel="accuracy (% of frames sent)", xscale="log")
+        dec_ax.set(ylabel="decided (% of frames\ncaptured, skips count)", ylim=(-3, 103))
+        lat_ax.axhline(deadline, color="k", linestyle="--", linewidth=1)
+        lat_ax.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
+        low, high = lat_ax.get_ylim()
+        lat_ax.set_ylim(min(low, deadline / 10), max(high, deadline * 2))
+        ticks = sorted(xpos.values())
+        lat_ax.set_xticks(ticks, labels=[rate_label(r).replace(" ", "\n", 1) if r is not None else "unshaped"
+                                         for r in sorted(xpos, key=lambda r: xpos[r])])
+        for ax in (acc_ax, dec_ax, lat_ax):
+            ax.grid(alpha=0.3, which="both")
+            ax.minorticks_off()
+        acc_ax.set_xlim(min(ticks) / 1.6, unshaped_at * 1.6)
+    floor = max(0.0, 5 * math.floor((lowest - 1) / 5))
+    for col in range(len(fps_values)):
+        axes[0][col].set_ylim(floor, 100.5)
+    for col, xi, color in failed:  # on the axis floor: the run produced no figure worth a point
+        axes[0][col].plot([xi], [floor], linestyle="none", marker="X", markersize=11, color=color,
+                          markeredgecolor="k", clip_on=False, zorder=5)
+    ran = {r["mode"] for r in runs}
+    handles = [Line2D([], [], color=colors[m], marker="o", linewidth=2, label=m if m in ran else f"{m} (skipped)")
+               for m in modes]
+    handles += [Line2D([], [], color="0.3", marker="o", linewidth=2, label="live (95 % CI)"),
+                Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="offline, same frames and bytes")]
+    if failed:
+        handles.append(Line2D([], [], color="0.5", marker="X", markersize=9, markeredgecolor="k", linestyle="none",
+                              label="sensor failed: no figure (see report)"))
+    handles.append(Line2D([], [], color="k", linestyle="--", linewidth=1, label=f"deadline {deadline:g} ms"))
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(5, len(handles)))
+    fig.suptitle("nairbus over a shaped uplink: one sensor, Mosquitto and fusion in private network namespaces\n"
+                 f"{report['settings']['frames']} test frames per run; an undecided frame counts as wrong"
+                 + ("" if floor == 0 else f"; accuracy axis from {floor:g} %"), fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----- the result recorder (runs inside the hub namespace) -----------------------------------------------------
+
+
+def _sd_notify(message: str) -> None:
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message.encode(), "\0" + target[1:] if target.startswith("@") else target)
+
+
+def record(host: str, port: int, topics: Sequence[str], out: Path, max_seconds: float) -> int:
+    """Write every message on ``topics`` as ``{"t", "topic", "payload"}`` JSON lines until SIGTERM or
+    ``max_seconds``; sends ``READY=1`` to ``$NOTIFY_SOCKET`` once subscribed. Returns the messages written."""
+    import signal
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    count = 0
+    lock = threading.Lock()
+    handle = out.open("a", encoding="utf-8")
+
+    def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        if not reason.is_failure:
+            client.subscribe([(t, 0) for t in topics])
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any = None) -> None:
+        _sd_notify("READY=1")
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal count
+        try:
+            payload: Any = json.loads(message.payload)
+        except ValueError:
+            payload = message.payload.decode("utf-8", errors="replace")
+        with lock:
+            handle.write(json.dumps({"t": time.time(), "topic": message.topic, "payload": payload}) + "\n")
+            handle.flush()
+            count += 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"nairbus-linkbench-{os.getpid()}",
+                         protocol=mqtt.MQTTv5)
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    client.reconnect_delay_set(1, 1)
+    client.connect_async(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        stop.wait(max_seconds)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        with lock:
+            handle.close()
+    return count
+
+
+def _main(argv: Sequence[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agents.tools.linkbench",
+                                     description="Internal helpers of nairbus bench link.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("record", help="record result messages as JSON lines (runs inside the hub namespace)")
+    rec.add_argument("--host", required=True)
+    rec.add_argument("--port", type=int, required=True)
+    rec.add_argument("--topic", action="append", required=True)
+    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--max-seconds", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    record(args.host, args.port, args.topic, args.out, args.max_seconds)
+    return 0
+
+
+__all__ = ["MODES", "Cell", "LinkBenchSettings", "OfflinePredictor", "assemble_report", "grid", "latency_trend",
+           "plot_link", "run_bench", "run_cell", "summarise", "table_rows", "wilson"]
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

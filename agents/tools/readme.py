@@ -1,0 +1,523 @@
+"""The figure tables of the README and docs, rendered from the JSON reports under ``reports/`` (``nairbus readme``).
+
+Every number the README shows sits between a pair of markers (``<!-- nairbus:NAME -->`` … ``<!-- /nairbus:NAME -->``)
+and is written here from the report that a committed command regenerates; nothing is typed in by hand. A test
+checks that the committed README equals what this module renders from the committed reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+Report = dict[str, Any]
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}".replace(",", " ")
+
+
+def _table(head: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    """A markdown table: header, separator, one line per row."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
+
+
+def _vp_phase_rows(vp: Report, agreement: bool) -> list[list[str]]:
+    """Before/after rows of the VP live run (``reports/demo.json`` → ``vp``)."""
+    rows = []
+    for phase in ("before", "after"):
+        row = vp[phase]
+        if row.get("frames"):
+            rows.append([phase, " + ".join(row["variants"]), str(row["frames"]), _pct(row["live_accuracy"]),
+                         _pct(row["offline_accuracy_same_frames"]),
+                         *([_pct(row["agreement_with_offline"])] if agreement else [])])
+    return rows
+
+
+def _splice(body: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that puts ``body`` between a block's opening and closing markers."""
+    return lambda m: m.group(1) + body + "\n" + m.group(2)
+
+
+def _load(reports: Path, name: str) -> Report | None:
+    path = reports / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def demo_block(demo: Report) -> str:
+    """Per-budget table of ``reports/demo.json`` plus the VP live run."""
+    rate = demo.get("settings") or {}
+    lines = [
+        f"From `reports/demo.json` (`{demo['command']}`, {demo['wall_seconds']:.0f} s in all; mature model "
+        f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit"
+        + (f"; {rate['sensors']} sensors replaying {rate['fps_per_sensor']:g} frames/s each" if rate else "") + "):",
+        "",
+        *_table(["budget", "IR received", "payload B/frame", "wire B/frame", "live accuracy",
+                 "offline accuracy (at the bytes that arrived)", "p50 ms", "p99 ms", "frames/s"],
+                ([f"{r['budget']:.0%}", _pct(r["fraction_received"], 1), f"{r['bytes_per_frame']:.0f}",
+                  f"{r['wire_bytes_per_frame']:.0f}" if "wire_bytes_per_frame" in r else "–",
+                  _pct(r["live_accuracy"]), _pct(r["offline_accuracy"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                  f"{r['fps']:.0f}"] for r in demo["budgets"])),
+    ]
+    vp = demo.get("vp") or {}
+    if vp.get("before"):
+        lines += ["", f"VP live run: `{vp['stopped']['variant']}` stopped after "
+                      f"{vp['stopped']['after_frames_published']} frames"
+                      + (f" of a {vp['settings']['fps']:g} frames/s capture" if vp.get("settings") else "")
+                      + f"; results kept flowing ({vp['results']} of {vp['frames_sent']} frames decided"
+                      + (f", p50 {vp['p50_ms']:.1f} ms" if vp.get("p50_ms") is not None else "") + ").", "",
+                  *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)"],
+                          _vp_phase_rows(vp, agreement=False))]
+    return "\n".join(lines)
+
+
+NAIR_METHODS = ("nair", "taildrop", "pca", "prune", "naive-mean", "naive-zero")
+
+
+def nair_block(nair: Report) -> str:
+    """Prefix-accuracy table and bars of ``reports/nair.json``."""
+    fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in nair["methods"]["nair"]["prefix"]]
+    lines = [
+        f"From `reports/nair.json` (`{nair['command']}`, {nair['frames']} test frames; mature model "
+        f"{_pct(nair['mature_accuracy'])}). Accuracy with only the first fraction of the IR's bytes received:",
+        "",
+        *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
+                ([name, *(_prefix_cell(nair["methods"][name], f) for f in fractions)]
+                 for name in NAIR_METHODS if name in nair["methods"])),
+    ]
+    versus = (nair.get("comparisons") or {}).get("nair_vs_taildrop")
+    if versus:
+        lines += ["", "NAIR against the retrained tail-drop model on the same frames (McNemar, exact): "
+                  + "; ".join(f"{float(f):.0%}: {_test(row)}" for f, row in versus.items()) + "."]
+    bars = nair["bars"]
+    td = nair.get("taildrop_training") or {}
+    lines += [
+        "",
+        "- share of the mature model's accuracy with 10 % of the IR: "
+        f"{_pct(bars['nair_share_of_mature_at_10pct'], 1)}; "
+        f"with 25 %: {_pct(bars['nair_share_of_mature_at_25pct'], 1)}",
+        f"- everything received: predictions equal the mature model's on "
+        f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
+        f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
+        "- NAIR over the naive split (mean-fill) at 10 %: "
+        f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
+        _fewest_bytes_line(bars),
+    ]
+    if td:
+        cal = nair["methods"]["nair"]["calibration_seconds"]
+        lines.append(f"- calibration {cal:.1f} s against {td['train_wall_seconds']:.0f} s of tail-drop retraining")
+    lines += _nair_wire_lines(nair.get("wire") or {})
+    return "\n".join(lines)
+
+
+def _prefix_cell(method: Report, fraction: str) -> str:
+    """A prefix accuracy with its 95 % interval where the report has one."""
+    ci = (method.get("prefix_ci95") or {}).get(fraction)
+    return _ci({"accuracy": method["prefix"][fraction], "ci95": ci}) if ci else _pct(method["prefix"][fraction])
+
+
+def _fewest_bytes_line(bars: Report) -> str:
+    """The fewest-payload-bytes bar: the point, how it was chosen, and the command that writes its artifact."""
+    if bars.get("min_bytes_within_1pt_of_mature") is None:
+        return "- fewest payload bytes per frame within 1 point of the mature model: none"
+    line = ("- fewest payload bytes per frame within 1 point of the mature model: "
+            f"{bars['min_bytes_within_1pt_of_mature']:.0f} B")
+    if "min_bytes_within_1pt_ci95" in bars:
+        return (line + f" ({bars['min_bytes_within_1pt_quantisation']}, chosen on "
+                f"{bars['min_bytes_within_1pt_chosen_on']}; on test "
+                f"{_ci({'accuracy': bars['min_bytes_within_1pt_accuracy'], 'ci95': bars['min_bytes_within_1pt_ci95']})}"
+                f"; artifact: `{bars['min_bytes_within_1pt_command']}`)")
+    if "min_bytes_within_1pt_quantisation" in bars:
+        line += f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
+    return line
+
+
+def _nair_wire_lines(wire: Report) -> list[str]:
+    """The wire bars ``nairbus evaluate nair`` records (its ``wire`` section), as README bullets."""
+    if "bars" not in wire:
+        return []
+    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
+    lines = [f"- on the wire (whole MQTT PUBLISH, {wire['nair_message_overhead_bytes']} B per NAIR message beyond "
+             "its data): fewest wire bytes per frame within 1 point of the mature model"
+             + (" (cap chosen on validation, accuracy on test) " if any(
+                 (row or {}).get("chosen_on") == "validation" for row in fewest.values()) else " ") + "; ".join(
+                 f"{sp} {row['mean_wire_bytes']:.0f} B ({_ci(row) if 'ci95' in row else _pct(row['accuracy'])})"
+                 if row else f"{sp}: none" for sp, row in fewest.items())]
+    for bar in wire["bars"].values():
+        best = bar["images"][bar["best_image_family"]]
+        noise = "outside" if bar["difference_outside_noise"] else "inside"
+        lines.append(f"- ≤ {bar['nair']['cap_bytes']} B on the wire: NAIR ({bar['nair']['artifact']}, chosen on "
+                     f"validation) {_ci(bar['nair'])}, best image codec ({bar['best_image_family']}) {_ci(best)}, "
+                     f"{noise} the 95 % intervals")
+    return lines
+
+
+def vp_block(vp: Report) -> str:
+    """Variant table and ensemble figures of ``reports/vp.json``."""
+    base, ens = vp["base"], vp["ensemble"]
+    ev = vp.get("evidence") or {}
+
+    def acc(row: Report | None, fallback: float) -> str:
+        return _ci(row) if row else _pct(fallback)
+
+    by_name = ev.get("accuracy", {})
+    rows = [[f"mature `{base['name']}`", _num(base["params"]), _num(base["macs"]), "1", "1",
+             acc(by_name.get("mature model"), base["accuracy"])],
+            *([f"variant `{name}`", _num(r["params"]), _num(r["macs"]), f"{r['params_ratio']:.3f}",
+               f"{r['macs_ratio']:.3f}", acc(ev.get("variants", {}).get(name), r["accuracy"])]
+              for name, r in vp["variants"].items()),
+            ["ensemble of all", _num(ens["total_params"]), _num(ens["total_macs"]), "", "",
+             acc(by_name.get("ensemble"), ens["accuracy"])]]
+    lines = [
+        f"From `reports/vp.json` (`{vp['command']}`, {vp['frames']} test frames, top-{vp['k']} fusion):",
+        "",
+        *_table(["model", "params", "MACs", "params / mature", "MACs / mature", "accuracy"], rows),
+    ]
+    lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens["one_lost"].items())
+    lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens['max_drop_one_lost']:.2f} points)."]
+    if ev:
+        lines += ["", "Paired tests on the same test frames (McNemar, exact): "
+                  + "; ".join(f"{label} {_test(ev[key])}" for label, key in (
+                      ("ensemble vs mature", "ensemble_vs_mature"),
+                      (f"ensemble vs the best single variant (`{ev['best_single_variant']}`)",
+                       "ensemble_vs_best_variant"),
+                      ("best single variant vs mature", "best_variant_vs_mature"))) + "."]
+    return "\n".join(lines)
+
+
+def _test(row: Report) -> str:
+    """A McNemar result as prose: the difference, its p-value, and whether it is inside the noise."""
+    verdict = "within noise" if row["within_noise"] else "significant"
+    return f"{100 * row['difference']:+.2f} points, p = {row['p_value']:.2g} ({verdict})"
+
+
+def vp_family_block(vp: Report) -> str:
+    """The shipped variant family: knobs, counts, ratios, fusion weights (``reports/vp.json``)."""
+    base = vp["base"]
+    return "\n".join([
+        f"The mature model: {_num(base['params'])} parameters, {_num(base['macs'])} MACs per image. The family "
+        "(from `reports/vp.json`):",
+        "",
+        *_table(["variant", "width ×", "input", "stage widths", "blocks", "params", "MACs", "params / mature",
+                 "MACs / mature", "fusion weight"],
+                ([f"`{name}`", f"{r['width_multiplier']:g}", f"{r['resolution']}×{r['resolution']}",
+                  ", ".join(map(str, r["widths"])), ", ".join(map(str, r["blocks"])), _num(r["params"]),
+                  _num(r["macs"]), f"{r['params_ratio']:.3f}", f"{r['macs_ratio']:.3f}", f"{r['fusion_weight']:.3f}"]
+                 for name, r in vp["variants"].items())),
+    ])
+
+
+def vp_availability_block(vp: Report) -> str:
+    """Availability and expected accuracy against the per-device failure probability (``reports/vp.json``)."""
+    av = vp["availability"]
+
+    def pair(row: Report, key: str) -> str:
+        return f"{_pct(row[key + '_closed'])} / {_pct(row[key + '_simulated'])}"
+
+    return "\n".join([
+        f"From `reports/vp.json` ({av['devices']} devices, {av['trials']} simulated trials per p; {av['note']}):",
+        "",
+        *_table(["p", "VP answers (closed / simulated)", "model parallelism answers (closed / simulated)",
+                 "VP accuracy (closed / simulated)", "MP accuracy (closed / simulated)"],
+                ([f"{r['p']:g}", pair(r, "vp"), pair(r, "mp"), pair(r, "vp_accuracy"), pair(r, "mp_accuracy")]
+                 for r in av["rows"])),
+    ])
+
+
+def vp_payload_block(vp: Report) -> str:
+    """Bytes per frame of VP beside the raw image and NAIR (``reports/vp.json``)."""
+    pay = vp["payload"]
+    lines = [
+        f"From `reports/vp.json` ({pay['variants']} variants; raw image {pay['raw_image_bytes']} B, its zlib "
+        f"{pay['zlib_image_bytes_mean']:.0f} B on average):",
+        "",
+        *_table(["k", "numbers per variant", "data B/frame (all variants)",
+                 "on the wire B/frame (all variants: whole MQTT PUBLISH, topic alias)"],
+                ([k, r["numbers"], r["data_bytes_per_frame"],
+                  "–" if r["message_bytes_per_frame"] is None else r["message_bytes_per_frame"]]
+                 for k, r in pay["topk"].items())),
+    ]
+    if pay.get("nair"):
+        lines += ["", "NAIR fragment payload per frame: " + ", ".join(f"{k} {v:.0f} B" for k, v in pay["nair"].items())
+                  + "."]
+    return "\n".join(lines)
+
+
+def vp_live_block(demo: Report) -> str | None:
+    """The VP live run of ``reports/demo.json`` (None before a demo with a VP run)."""
+    vp = demo.get("vp") or {}
+    if not vp.get("before"):
+        return None
+    return "\n".join([
+        f"From `reports/demo.json` → `vp` (`{vp['command']}`): `{vp['stopped']['variant']}` stopped after "
+        f"{vp['stopped']['after_frames_published']} of {vp['frames_sent']} frames; {vp['results']} results, "
+        f"{vp['results_after_stop']} of them after the stop; p50 {vp['p50_ms']:.1f} ms, p99 {vp['p99_ms']:.1f} ms.",
+        "",
+        *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)",
+                 "agreement with offline"], _vp_phase_rows(vp, agreement=True)),
+        "",
+        "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp["checks"].items()) + ".",
+    ])
+
+
+def nair_loss_block(nair: Report) -> str:
+    """Accuracy under independent and bursty fragment loss, every method (``reports/nair.json``)."""
+    rates = list(nair["methods"]["nair"]["random_loss"])
+    rows = [[name, label, *(_pct(nair["methods"][name][key][r]) for r in rates)]
+            for name in NAIR_METHODS if name in nair["methods"]
+            for key, label in (("random_loss", "independent"), ("bursty_loss", "bursty"))]
+    return "\n".join([
+        f"From `reports/nair.json` ({nair['frames']} test frames; every fragment sent, a share of them lost; "
+        f"bursty loss is Gilbert–Elliott with mean burst {nair['settings']['mean_burst']:g} fragments):",
+        "",
+        *_table(["method", "loss", *(f"{float(r):.0%} lost" for r in rates)], rows),
+    ])
+
+
+def nair_ablation_block(nair: Report) -> str | None:
+    """Prefix accuracy of NAIR built up step by step (``reports/nair.json``)."""
+    if not nair.get("ablation"):
+        return None
+    fractions = list(next(iter(nair["ablation"].values())))
+    return "\n".join(_table(["step", *(f"{float(f):.0%}" for f in fractions)],
+                            ([name, *(_pct(curve[f]) for f in fractions)] for name, curve in nair["ablation"].items())))
+
+
+def nair_rate_block(nair: Report) -> str | None:
+    """For each bit allocation, the fewest bytes within 1 point of the mature model (``reports/nair.json``)."""
+    from models.evaluation import fewest_bytes_within
+
+    if not nair.get("rate_accuracy"):
+        return None
+    mature = nair["mature_accuracy"]
+    validation = nair.get("validation")
+    groups: dict[str, list[Report]] = {}
+    for point in nair["rate_accuracy"]:
+        groups.setdefault(point["quantisation"], []).append(point)
+    rows = []
+    for label, points in groups.items():
+        full = max(points, key=lambda p: p["bytes"])
+        if validation:
+            best = fewest_bytes_within(points, validation["mature_accuracy"], key="validation_accuracy")
+        else:
+            best = fewest_bytes_within(points, mature)
+        rows.append([label, f"`{full['command']}`" if "command" in full else "–",
+                     f"{full['bytes']:.0f} B, {_cell(full)}",
+                     f"{best['bytes']:.0f} B, {_cell(best)}" if best else "none"])
+    intro = (f"Mature model {_pct(mature)}. \"Within 1 point\" is judged on the validation split "
+             f"({validation['frames']} training images; mature model {_pct(validation['mature_accuracy'])} there), "
+             "the accuracy shown is on the test frames with its 95 % interval." if validation else
+             f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.")
+    return "\n".join([
+        intro,
+        "",
+        *_table(["bit allocation", "artifact", "full IR: bytes, accuracy",
+                 "fewest bytes within 1 point: bytes, accuracy"], rows),
+    ])
+
+
+def _cell(point: Report) -> str:
+    return _ci(point) if "ci95" in point else _pct(point["accuracy"])
+
+
+def nair_cost_block(nair: Report) -> str:
+    """Calibration wall time of every method against tail-drop retraining (``reports/nair.json``)."""
+    td = nair.get("taildrop_training") or {}
+    rows = [[f"calibrate `{name}` ({nair['settings']['calibration_images']} training images)",
+             f"{m['calibration_seconds']:.1f} s"] for name, m in nair["methods"].items()]
+    if td:
+        chosen = td.get("selection") or {}
+        how = (f", {chosen['epochs_run']} epochs, checkpoint of epoch {chosen['best_epoch']} chosen on validation"
+               if chosen else "")
+        rows.append([f"retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`{how})",
+                     f"{td['train_wall_seconds']:.0f} s"])
+    return "\n".join(_table(["what", "wall time"], rows))
+
+
+def link_block(link: Report) -> str:
+    """Per-run table of ``reports/link.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
+    from agents.tools.linkbench import table_rows
+
+    head, rows = table_rows(link)
+    settings = link.get("settings") or {}
+    host = link.get("host") or {}
+    lines = [
+        f"From `reports/link.json` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
+        + (f"; kernel {host['kernel']}, {host['cpus']} CPUs" if host else "") + "): one sensor in a network "
+        "namespace replaying the test split, its uplink shaped with `tbf`, Mosquitto and fusion in a second "
+        f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms. Live accuracy counts an undecided frame as "
+        "wrong; offline is the same frames recomputed from the bytes that arrived.",
+        "",
+        *_table(head, rows),
+    ]
+    soak = link.get("soak")
+    if soak and not soak.get("skipped"):
+        minute = soak.get("minute_trend") or {}
+        lines += ["", f"Soak: {soak['rate']}, {soak['fps']:g} frames/s, {soak['mode']}, {soak['soak_seconds']:.0f} s: "
+                      f"p50 latency first minute {minute.get('first_p50_ms') or float('nan'):.0f} ms, last minute "
+                      f"{minute.get('last_p50_ms') or float('nan'):.0f} ms; sensor memory "
+                      f"{(soak.get('rss_first_minute_kib') or 0) / 1024:.0f} → "
+                      f"{(soak.get('rss_last_minute_kib') or 0) / 1024:.0f} MiB."]
+    return "\n".join(lines)
+
+
+def _ci(row: Report | None) -> str:
+    if not row:
+        return "–"
+    lo, hi = row["ci95"]
+    return f"{100 * row['accuracy']:.2f} % ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def wire_block(wire: Report) -> str:
+    """Accuracy at the wire caps of the bars, NAIR per split point against every image family."""
+    nair = wire["nair"]
+    lines = [
+        f"From `reports/wire.json` (`{wire['command']}`, {wire['frames']} test frames; mature model "
+        f"{_pct(wire['mature_accuracy'])}). Bytes are whole MQTT PUBLISH packets per frame (QoS 0, topic alias, lean "
+        f"envelope: {wire['nair_message_overhead_bytes']} B per NAIR message beyond its data); accuracy with its 95 % "
+        "interval; a frame that no setting fits under the cap counts as wrong.",
+        "",
+    ]
+    bars = wire["bars"]
+    caps = [k for k in ("at_200_wire_bytes", "at_300_wire_bytes") if k in bars]
+    head = ["method (device share of the MACs)", *[f"≤ {bars[k]['nair']['cap_bytes']} B on the wire" for k in caps]]
+    rows = [[f"NAIR at {sp} ({nair[sp]['device_macs_share']:.0%})",
+             *[_ci(bars[k]["nair_per_artifact"][sp]) for k in caps]] for sp in nair]
+    families = sorted(bars[caps[0]]["images"]) if caps else []
+    rows += [[f"image: {fam} (0 %)", *[_ci(bars[k]["images"][fam]) for k in caps]] for fam in families]
+    lines += _table(head, rows)
+    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
+    on_validation = any((row or {}).get("chosen_on") == "validation" for row in fewest.values())
+    lines += ["", "- fewest wire bytes per frame within 1 point of the mature model"
+              + (" (the cap chosen on validation, the accuracy on test)" if on_validation else "") + ": " + "; ".join(
+                  f"NAIR at {sp} {row['mean_wire_bytes']:.0f} B ({_cell(row)})" if row else f"NAIR at {sp}: none"
+                  for sp, row in fewest.items())]
+    for k in caps:
+        b = bars[k]
+        noise = "outside" if b["difference_outside_noise"] else "inside"
+        lines.append(f"- at ≤ {b['nair']['cap_bytes']} B: NAIR (`{b['nair']['artifact']}`, chosen on validation) "
+                     f"{_pct(b['nair']['accuracy'])} against the best image codec (`{b['best_image_family']}`) "
+                     f"{_pct(b['best_image']['accuracy'])}: {100 * b['nair_minus_best_image']:+.2f} points, {noise} "
+                     "the 95 % intervals")
+    return "\n".join(lines)
+
+
+def faults_block(faults: Report) -> str:
+    """One row per attack of ``reports/faults.json`` (``nairbus bench faults``): what the legitimate sensors got."""
+    rows = []
+    for name, entry in faults["scenarios"].items():
+        result = entry.get("result")
+        for run in result if isinstance(result, list) else [result]:
+            if not isinstance(run, dict) or "legit" not in run:
+                rows.append([name, "–", f"harness error: {run.get('error') if isinstance(run, dict) else run}",
+                             "–", "–", "–", "–"])
+                continue
+            legit = run["legit"]
+            if name == "fuzz":
+                attack = f"{run['hostile_messages']} hostile messages ({len(run['kinds'])} kinds)"
+                recovery = (f"rate {run['legit_rate_ratio']:.2f}× of before; memory "
+                            f"{(run['fusion_rss_growth'] or 0) - 1:+.1%}") if run.get("legit_rate_ratio") else "–"
+            elif name == "flood":
+                attack = f"{run['flood_messages']} valid fragments in {run['seconds']:g} s from one sensor"
+                recovery = "–"
+            elif name == "broker-kill":
+                attack = (f"broker kill -9, {run['outage_s']:g} s outage, persistence "
+                          f"{'on' if run['persistence'] else 'off'}")
+                firsts = [v for v in run["first_result_after_return_s"].values() if v is not None]
+                recovery = (f"every sensor back in ≤ {max(firsts):.1f} s" if run["every_sensor_known_again"]
+                            else "a sensor never came back")
+            else:
+                what = "kill -9 + restart" if name == "fusion-kill" else "SIGSTOP/SIGCONT"
+                attack = f"fusion {what} × {run['runs']}"
+                worst = run.get("max_first_result_s")
+                recovery = "no result after one run" if worst is None else f"first result ≤ {worst:.1f} s"
+            rows.append([name, attack,
+                         f"{legit['frames_decided']}/{legit['frames_sent']} ({legit['frames_lost']} lost)",
+                         "yes" if legit["labels_identical_to_offline"] else f"no ({legit['labels_mismatched']})",
+                         f"{legit['p99_ms']:.0f}", recovery, "yes" if run.get("fusion_alive") else "**no**"])
+    lines = [f"From `reports/faults.json` (`{faults['command']}`"
+             + (f", {faults['wall_seconds']:.0f} s" if faults.get("wall_seconds") else "")
+             + "): a private Mosquitto, fusion and two well-behaved sensors as processes; the attack below; "
+             "what the well-behaved sensors got. Labels are compared with the offline pipeline on the same images.",
+             "", *_table(["scenario", "attack", "legitimate frames decided/sent", "labels = offline",
+                          "their p99 ms", "recovery", "fusion alive"], rows)]
+    if not faults.get("complete"):
+        lines += ["", "_The run did not finish: the scenarios above are those that ran._"]
+    return "\n".join(lines)
+
+
+Block = Callable[[Report], "str | None"]
+EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
+BLOCKS: dict[str, tuple[str, Block, str]] = {
+    "demo": ("demo.json", demo_block, "`nairbus demo`"),
+    "nair": ("nair.json", nair_block, "`nairbus evaluate nair`"),
+    "vp": ("vp.json", vp_block, EVALUATE_VP),
+    "vp-family": ("vp.json", vp_family_block, EVALUATE_VP),
+    "vp-availability": ("vp.json", vp_availability_block, EVALUATE_VP),
+    "vp-payload": ("vp.json", vp_payload_block, EVALUATE_VP),
+    "vp-live": ("demo.json", vp_live_block, "`nairbus demo` (or `nairbus demo-vp`)"),
+    "nair-loss": ("nair.json", nair_loss_block, "`nairbus evaluate nair`"),
+    "nair-ablation": ("nair.json", nair_ablation_block, "`nairbus evaluate nair`"),
+    "nair-rate": ("nair.json", nair_rate_block, "`nairbus evaluate nair`"),
+    "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
+    "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
+    "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
+    "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
+    "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
+                 "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
+}
+"""Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
+report lacks the section it shows."""
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "README.md": ("demo", "link", "wire", "nair", "vp"),
+    "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
+    "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
+}
+"""Each file whose figures are rendered, and the blocks it must hold."""
+
+
+def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["README.md"]) -> str:
+    """``text`` with every marked block replaced by its table rendered from ``reports``."""
+    for name, (file_name, block, command) in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- nairbus:{name} -->\n)(?:.*?\n)?(<!-- /nairbus:{name} -->)", re.DOTALL)
+        if not pattern.search(text):
+            if name in required:
+                raise ValueError(f"no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
+            continue
+        report = _load(reports, file_name)
+        body = (block(report) if report is not None else None) or f"_Not measured yet: run {command}._"
+        text = pattern.sub(_splice(body), text)
+    return text
+
+
+def _rendered(repo: Path) -> dict[str, tuple[str, str]]:
+    """Each document's current text and the text the reports give."""
+    out = {}
+    for doc, required in DOCUMENTS.items():
+        old = (repo / doc).read_text()
+        out[doc] = (old, render(old, repo / "reports", required))
+    return out
+
+
+def stale(repo: Path = REPO) -> list[str]:
+    """The documents whose blocks differ from what the reports give."""
+    return [doc for doc, (old, new) in _rendered(repo).items() if old != new]
+
+
+def refresh(repo: Path = REPO) -> list[str]:
+    """Rewrite every document's blocks from the reports; return the documents that changed."""
+    changed = []
+    for doc, (old, new) in _rendered(repo).items():
+        if old != new:
+            (repo / doc).write_text(new)
+            changed.append(doc)
+    return changed

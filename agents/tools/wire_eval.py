@@ -1,0 +1,266 @@
+"""``nairbus evaluate wire``: accuracy against bytes **on the wire**, NAIR beside the image codecs a user would pick.
+
+Every figure counts the whole MQTT PUBLISH a frame costs as the sensor sends it (QoS 0, topic alias, lean envelope,
+data: :func:`agents.nair.outgoing.alias_wire_bytes`), with the same per-frame counters the image evaluation uses (frame
+``i`` is sequence number and frame id ``i + 1``, captured ``33 i`` ms into the session). Under a per-frame cap the
+NAIR sensor sends the longest importance-ordered prefix whose message fits — exactly what
+:meth:`agents.nair.outgoing.NairFrameEncoder.prefix_for` does live. The image families come from
+``reports/images.json`` (``nairbus evaluate images``): per frame the best rung of a family's ladder that fits.
+
+Which NAIR artifact a cap is served with is chosen on the validation split of the training images
+(:func:`models.data.validation_split`); accuracies are reported on the test split, with 95 % Wilson intervals.
+Each artifact's device cost (MACs of the head that runs on the sensor) stands beside it: the deep split sends
+fewer bytes because the device runs more of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
+from models.codec import packed_bytes
+from models.data import load_split, validation_split
+from models.image_eval import FRAME_INTERVAL_MS
+from models.nair import NairArtifact
+from models.pipeline import NairPipeline
+from models.resnet import count_macs
+from models.stats import wilson_interval
+from models.store import WEIGHTS_DIR
+from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
+
+__all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
+
+WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600,
+                                   700, 800, 1000, 1500, 2000, 4000, 8000, 13000)
+"""Per-frame wire caps (bytes) of the NAIR curves; the image table's caps are a subset."""
+ARTIFACTS: dict[str, str] = {"stage2": "base.nair.npz", "stage3": "base.stage3.nair.npz"}
+"""The shipped NAIR artifacts of the mature model, by split point."""
+ProgressFn = Callable[[str], None]
+
+
+def _counters(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    idx = np.arange(n)
+    return idx + 1, idx + 1, idx * FRAME_INTERVAL_MS
+
+
+def nair_wire_bytes(artifact: NairArtifact, ends: np.ndarray) -> np.ndarray:
+    """Wire bytes of each frame's one-message prefix ``[0, ends[i])`` (0 where nothing is sent)."""
+    seq, fid, ms = _counters(len(ends))
+    out = np.zeros(len(ends), dtype=np.int64)
+    for i, end in enumerate(ends.tolist()):
+        if end > 0:
+            data = packed_bytes(artifact, 0, end)
+            out[i] = alias_wire_bytes(lean_fragment_payload_len(data, int(seq[i]), int(fid[i]), int(ms[i]), 0, end,
+                                                                end))
+    return out
+
+
+def _ends_under_cap(encoder: NairFrameEncoder, n: int, cap: int) -> np.ndarray:
+    seq, fid, ms = _counters(n)
+    # The envelope differs by at most a few bytes between frames; work it out per distinct counter width.
+    ends = np.zeros(n, dtype=np.int64)
+    cache: dict[tuple[int, int, int], int] = {}
+    for i in range(n):
+        key = (msgpack_uint_len(int(seq[i])), msgpack_uint_len(int(fid[i])), msgpack_uint_len(int(ms[i])))
+        if key not in cache:
+            cache[key] = encoder.prefix_for(cap, None, int(seq[i]), int(fid[i]), int(ms[i]))
+        ends[i] = cache[key]
+    return ends
+
+
+def nair_curve(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray,
+               caps: Sequence[int] = WIRE_EVAL_CAPS) -> list[dict[str, Any]]:
+    """Accuracy (95 % CI), mean wire and data bytes, and share sent of NAIR under each per-frame wire cap."""
+    from schemas.lean import LeanContext
+
+    encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
+    rows = []
+    for cap in caps:
+        ends = _ends_under_cap(encoder, len(codes), cap)
+        sent = ends > 0
+        pred = np.full(len(codes), -1)
+        if sent.any():
+            pred[sent] = pipeline.prefix_probs(codes[sent], ends[sent]).argmax(1)
+        correct = (pred == labels) & sent
+        wire = nair_wire_bytes(pipeline.artifact, ends)
+        lo, hi = wilson_interval(int(correct.sum()), len(correct))
+        rows.append({"cap_bytes": cap, "accuracy": float(correct.mean()), "ci95": [lo, hi],
+                     "share_sent": float(sent.mean()),
+                     "mean_wire_bytes": float(wire[sent].mean()) if sent.any() else None,
+                     "mean_data_bytes": float(np.mean([packed_bytes(pipeline.artifact, 0, int(e)) for e in ends]))
+                     if sent.any() else None,
+                     "mean_components": float(ends.mean())})
+    return rows
+
+
+def _row_at(rows: Sequence[dict[str, Any]], cap: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["cap_bytes"] == cap), None)
+
+
+def fewest_wire_within(rows: Sequence[dict[str, Any]], mature: float, tolerance: float = 0.01) -> dict[str, Any] | None:
+    """The smallest cap whose accuracy is at most ``tolerance`` below the mature model's."""
+    return min((r for r in rows if r["accuracy"] >= mature - tolerance), key=lambda r: r["cap_bytes"], default=None)
+
+
+def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
+                  validation_frames: int = 5000, progress: ProgressFn | None = None,
+                  data_dir: Path | None = None) -> dict[str, Any]:
+    """The wire report: NAIR per artifact on validation and test, the image families, and the bars."""
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    if not images_report.is_file():
+        raise FileNotFoundError(f"{images_report} is missing; run 'nairbus evaluate images' first")
+    images = json.loads(images_report.read_text())
+    test = load_split("test", data_dir)
+    n = len(test.labels) if frames is None else min(frames, len(test.labels))
+    if images.get("frames") != n:
+        raise ValueError(f"{images_report} has {images.get('frames')} test frames, this run {n}: rerun one of them")
+    validation = validation_split(load_split("train", data_dir), validation_frames)
+    base = NairPipeline.load("base")
+    mature = float(base.manifest["test_accuracy"])
+    total_macs = count_macs(base.model)
+    nair: dict[str, Any] = {}
+    for split, name in ARTIFACTS.items():
+        pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(WEIGHTS_DIR / name))
+        say(f"NAIR {split}: validation")
+        val_rows = nair_curve(pipeline, pipeline.encode_all(validation.images), validation.labels)
+        say(f"NAIR {split}: test")
+        test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
+        macs = count_macs(base.model, pipeline.artifact.split)
+        nair[split] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
+                       "n_components": pipeline.artifact.n_components, "full_data_bytes":
+                       pipeline.artifact.total_bytes(), "device_macs": macs, "device_macs_share": macs / total_macs,
+                       "validation": val_rows, "test": test_rows}
+    # The artifact a cap is served with: the better on validation (ties: the lighter device).
+    chosen = []
+    for cap in WIRE_EVAL_CAPS:
+        best = max(ARTIFACTS, key=lambda sp: (_row_at(nair[sp]["validation"], cap)["accuracy"],  # type: ignore[index]
+                                              -nair[sp]["device_macs"]))
+        row = _row_at(nair[best]["test"], cap)
+        chosen.append({"artifact": best, **(row or {})})
+    tables = images["families"] if "families" in images else images["test"]["families"]
+    bars: dict[str, Any] = {}
+    for cap in (200, 300):
+        image_rows = {fam: next((r for r in t["caps"] if r["cap_bytes"] == cap), None) for fam, t in tables.items()}
+        best_family = max((f for f, r in image_rows.items() if r), key=lambda f: image_rows[f]["accuracy"])  # type: ignore[index]
+        nair_row = _row_at(chosen, cap)
+        bars[f"at_{cap}_wire_bytes"] = {
+            "nair": nair_row, "nair_per_artifact": {sp: _row_at(nair[sp]["test"], cap) for sp in ARTIFACTS},
+            "best_image_family": best_family, "best_image": image_rows[best_family],
+            "images": image_rows,
+            "nair_minus_best_image": (nair_row["accuracy"] - image_rows[best_family]["accuracy"])  # type: ignore[index]
+            if nair_row else None,
+            "difference_outside_noise": _outside_noise(nair_row, image_rows[best_family]),
+        }
+    # The fewest-bytes point is chosen on validation (against the mature model's validation accuracy) and reported on
+    # the test frames at the same cap.
+    mature_validation = float((base.full_model_probs(validation.images).argmax(1) == validation.labels).mean())
+    fewest = {}
+    for sp in ARTIFACTS:
+        pick = fewest_wire_within(nair[sp]["validation"], mature_validation)
+        fewest[sp] = None if pick is None else {**(_row_at(nair[sp]["test"], pick["cap_bytes"]) or {}),
+                                                "validation_accuracy": pick["accuracy"], "chosen_on": "validation"}
+    overhead = alias_wire_bytes(lean_fragment_payload_len(0, 1001, 1001, 33000, 0, 100, 100))
+    return {
+        "command": "nairbus evaluate wire" + ("" if frames is None else f" --frames {n}"),
+        "frames": n, "validation_frames": len(validation.labels), "mature_accuracy": mature,
+        "mature_validation_accuracy": mature_validation,
+        "selection": "every choice on the validation split (models.data.validation_split): the artifact serving a "
+                     "cap, and the cap of the fewest-wire-bytes point (validation accuracy within 1 point of the "
+                     "mature model's validation accuracy); accuracies reported on the test frames",
+        "wire_counting": "whole MQTT 5 PUBLISH, QoS 0, topic alias (3-byte property), lean positional msgpack "
+                         "envelope [2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]",
+        "nair_message_overhead_bytes": overhead,
+        "image_report": {"path": str(images_report.resolve().relative_to(Path.cwd().resolve()))
+                         if images_report.resolve().is_relative_to(Path.cwd().resolve()) else str(images_report),
+                         "command": images.get("command")},
+        "nair": nair, "nair_chosen_on_validation": chosen, "fewest_wire_bytes_within_1pt_of_mature": fewest,
+        "bars": bars, "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def wire_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The wire bars of a wire report, for ``reports/nair.json``: per-message overhead, the fewest wire bytes within
+    1 point of the mature model per artifact, and the accuracy at <= 200 and <= 300 B on the wire of NAIR (the
+    artifact chosen on validation, and each artifact) and of every image codec family, with 95 % intervals."""
+    keep = ("cap_bytes", "accuracy", "ci95", "mean_wire_bytes", "share_sent", "validation_accuracy", "chosen_on")
+
+    def row(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if r is None else {k: r[k] for k in (*keep, "artifact", "codec") if k in r}
+
+    bars = {}
+    for key, bar in report["bars"].items():
+        bars[key] = {"nair": row(bar["nair"]),
+                     "nair_per_artifact": {a: row(r) for a, r in bar["nair_per_artifact"].items()},
+                     "images": {f: row(r) for f, r in bar["images"].items()},
+                     "best_image_family": bar["best_image_family"],
+                     "nair_minus_best_image": bar["nair_minus_best_image"],
+                     "difference_outside_noise": bar["difference_outside_noise"]}
+    return {"command": report["command"], "frames": report["frames"], "wire_counting": report["wire_counting"],
+            "nair_message_overhead_bytes": report["nair_message_overhead_bytes"],
+            "artifacts": {a: {k: v[k] for k in ("artifact", "artifact_sha256", "full_data_bytes",
+                                                 "device_macs_share")} for a, v in report["nair"].items()},
+            "fewest_wire_bytes_within_1pt_of_mature": {a: row(r) for a, r in
+                                                       report["fewest_wire_bytes_within_1pt_of_mature"].items()},
+            "bars": bars, "selection": report.get("selection", "the artifact serving a cap is the more accurate on "
+                                                               "the validation split")}
+
+
+def _outside_noise(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool | None:
+    """Whether two accuracies' 95 % intervals do not overlap (a coarse, conservative test)."""
+    if not a or not b:
+        return None
+    return bool(a["ci95"][0] > b["ci95"][1] or b["ci95"][0] > a["ci95"][1])
+
+
+def plot_wire(report: dict[str, Any], images: dict[str, Any], path: Path) -> Path:
+    """Accuracy against wire bytes per frame: NAIR per split point and every image family, with 95 % bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for split, style in (("stage2", ("tab:blue", "o")), ("stage3", ("tab:red", "s"))):
+        rows = [r for r in report["nair"][split]["test"] if r["mean_wire_bytes"]]
+        x = [r["mean_wire_bytes"] for r in rows]
+        y = [100 * r["accuracy"] for r in rows]
+        share = report["nair"][split]["device_macs_share"]
+        ax.plot(x, y, marker=style[1], color=style[0], lw=2,
+                label=f"NAIR at {split} (device runs {share:.0%} of the MACs)")
+        ax.fill_between(x, [100 * r["ci95"][0] for r in rows], [100 * r["ci95"][1] for r in rows], color=style[0],
+                        alpha=0.15)
+    tables = images["families"] if "families" in images else images["test"]["families"]
+    for family, table in tables.items():
+        rows = [r for r in table["caps"] if r["mean_wire_bytes"]]
+        if not rows:
+            continue
+        ax.plot([r["mean_wire_bytes"] for r in rows], [100 * r["accuracy"] for r in rows], ls="--", marker=".",
+                alpha=0.8, label=f"image: {family} (whole model at the hub)")
+    ax.axhline(100 * report["mature_accuracy"], color="grey", ls=":", label="mature model, uncompressed")
+    for cap in (200, 300):
+        ax.axvline(cap, color="black", lw=0.6, alpha=0.4)
+    ax.set_xscale("log")
+    ax.set_ylim(50, 96)
+    ax.set_xlabel("bytes on the wire per frame (whole MQTT PUBLISH, mean under a per-frame cap)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against wire bytes: NAIR vs sending a compressed image")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def ci_text(row: dict[str, Any]) -> str:
+    """``93.12 % (92.6–93.6)`` for a row with accuracy and ci95."""
+    lo, hi = row["ci95"]
+    return f"{100 * row['accuracy']:.2f} % ({100 * lo:.1f}–{100 * hi:.1f})"

@@ -1,0 +1,146 @@
+"""The capture agent: publishes each frame once, for every variant-parallel sensor of a stream.
+
+Variant Parallelism needs the same frame on every variant device. A capture agent (the camera's device) publishes
+each frame as a msgpack :class:`~schemas.messages.Frame` on ``<prefix>/frames/<stream_id>``; every VP sensor of
+the stream (``nairbus sensor --mode vp --source mqtt``) subscribes to it, so all variants classify the same pixels
+under the same frame id. Here the frames come from the data set (standing in for a camera: frame id = data-set
+index, so results can be scored); a camera source would publish the same message.
+
+Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
+
+It paces itself like a camera (:func:`agents.runtime.pacing.run_paced`, the loop every agent shares): frame ``i`` is
+due at
+its slot ``i / fps``; a frame whose slot passed more than one period ago (the publisher was held up) is skipped and
+counted, never sent in a burst to catch up.
+
+The frame stays a self-describing msgpack map (hub LAN, one message per frame for all variants; about 920 bytes
+for a 28x28 frame, 784 of them pixels) rather than a lean array: the per-sensor uplink is where bytes count.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.runtime.config import AgentConfig
+from agents.runtime.logging import configure_logging, get_logger
+from agents.runtime.mqtt import Communicator
+from agents.runtime.pacing import Pacing, run_paced
+from agents.sources.replay import replay, replay_indices
+from models.data import load_split
+from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
+from schemas import encode as wire_encode
+from schemas.ids import ID_PATTERN
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.capture")
+
+
+class CaptureSettings(BaseModel):
+    """What a capture agent publishes and how fast."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capture_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    """Agent id for the status topic (default ``capture-<stream_id>``)."""
+    stream_id: str = Field(default="cam-1", pattern=ID_PATTERN)
+    split: Literal["train", "test"] = "test"
+    data_dir: Path | None = None
+    start: int = Field(default=0, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    fps: float = Field(default=50.0, gt=0)
+    qos: Literal[0, 1] = 1
+    expiry_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def agent_id(self) -> str:
+        return self.capture_id or f"capture-{self.stream_id}"[:64]
+
+
+class CaptureAgent:
+    """Publishes frames on the stream's frame topic at a fixed rate."""
+
+    def __init__(self, config: AgentConfig, settings: CaptureSettings) -> None:
+        self.settings = settings
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        self.topic = self.topics.frames(settings.stream_id)
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.dropped = 0
+        self.skipped = 0
+        """Frames not published because their slot passed more than one period ago (latest frame wins)."""
+        self.comm = Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
+                                 self.topics.sensor_status(settings.agent_id), self._status_payload)
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.settings.agent_id, role="sensor", state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    def start(self) -> None:
+        """Connect (publishes the retained ``online`` status)."""
+        self.comm.start()
+        log.info("capture_started", stream=self.settings.stream_id, topic=self.topic, fps=self.settings.fps)
+
+    def publish(self, frame_id: int, pixels: bytes, height: int = 28, width: int = 28,
+                capture_ts: float | None = None) -> bool:
+        """Publish one frame now (captured at ``capture_ts``, default now)."""
+        s = self.settings
+        now = time.time() if capture_ts is None else capture_ts
+        message = Frame(stream_id=s.stream_id, session=self.comm.session, seq=self.sent + self.dropped + 1,
+                        frame_id=frame_id, capture_ts=now, expires_ts=now + s.expiry_s, height=height, width=width,
+                        pixels=pixels)
+        ok = self.comm.publish(self.topic, wire_encode(message), qos=s.qos, content_type=CONTENT_TYPE_MSGPACK,
+                               expiry_s=s.expiry_s)
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+        return ok
+
+    def run(self, on_frame: Callable[[int, int, float], None] | None = None) -> dict[str, int]:
+        """Publish the configured frames at ``fps``, skipping any whose slot passed more than one period ago.
+
+        ``on_frame(sent, frame_id, capture_ts)`` is called after each frame handed to the broker connection (for
+        orchestration). Returns ``sent``, ``dropped`` (refused by the outgoing queue) and ``skipped``.
+        """
+        s = self.settings
+        data = load_split(s.split, s.data_dir)
+        indices = replay_indices(len(data), s.start, s.count)
+
+        def emit(frame_id: int, image: np.ndarray, _result: None, capture_ts: float) -> None:
+            if self.publish(frame_id, image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
+                on_frame(self.sent, frame_id, capture_ts)
+
+        def late(_frame_id: int) -> None:
+            self.skipped += 1
+
+        run_paced(replay(data, indices, 256), Pacing(s.fps), self.stop_event, lambda _batch: None, emit, late)
+        self.comm.wait_published(timeout=30.0)
+        return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
+
+    def stop(self) -> None:
+        """Publish offline and disconnect."""
+        self.stop_event.set()
+        self.comm.stop()
+        log.info("capture_stopped", stream=self.settings.stream_id, sent=self.sent, dropped=self.dropped,
+                 skipped=self.skipped)
+
+
+def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:
+    """Run a capture agent as a process (SIGTERM/SIGINT stop it cleanly); returns what it sent."""
+    from agents.runtime.service import _on_signals
+
+    configure_logging(config.log)
+    agent = CaptureAgent(config, settings)
+    _on_signals(agent.stop_event)
+    agent.start()
+    try:
+        return agent.run()
+    finally:
+        agent.stop()

@@ -1,0 +1,374 @@
+"""The VP fusion agent (``nairbus fusion --mode vp``): whichever variants reported, fused into one answer.
+
+It learns VP sensors from their births (refusing model hashes that are not in the committed family manifest) and
+decodes their lean top-k with the context of the sensor's current birth (no birth: ``unknown_sensor``; another
+session's tag: ``session``). It buffers votes per ``(stream, frame id)``, and decides a frame when every variant that
+was online when the frame opened has reported, or when the deadline (from the first vote's arrival) passes — a
+variant that never reports never holds a frame longer than that, and one whose status goes ``offline`` stops being
+waited for at once. The decision is the pure rule :func:`models.vp.fuse`; the result lists the variants that
+contributed and the wire bytes of the votes fused. Bad input is rejected with a reason, a log line and a counter.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.nair.outgoing import alias_wire_bytes
+from agents.runtime.config import AgentConfig
+from agents.runtime.fusion_base import FusionBase, owns_sensor
+from agents.runtime.logging import configure_logging, get_logger
+from agents.runtime.mqtt import InboundMessage
+from agents.runtime.notify import systemd_service
+from models.data import LABELS
+from models.store import WEIGHTS_DIR
+from models.variants import FAMILY_NAME
+from models.vp import Vote, fuse
+from schemas import (
+    CONTENT_TYPE_JSON,
+    Birth,
+    ClassScore,
+    Result,
+    Status,
+    TopK,
+    WireError,
+)
+from schemas import decode as wire_decode
+from schemas import encode as wire_encode
+from schemas.lean import LeanContext, decode_lean
+
+log = get_logger("nairbus.vp")
+
+
+@dataclass(frozen=True, slots=True)
+class VpSensor:
+    """What fusion knows of a VP sensor from its birth."""
+
+    sensor_id: str
+    session: str
+    stream_id: str
+    variant: str
+    weight: float
+    k: int
+    ctx: LeanContext
+    """How its lean top-k decode: session tag, time epoch and expiry (from the birth)."""
+
+
+@dataclass(slots=True)
+class PendingVotes:
+    """Votes of one frame of one stream."""
+
+    stream_id: str
+    frame_id: int
+    capture_ts: float
+    deadline: float
+    waiting_for: set[str]
+    """Sensors online when the frame opened that have not voted yet (shrinks as they vote or go offline)."""
+    expected: int
+    votes: dict[str, Vote] = field(default_factory=dict)
+    opened_by: str = ""
+    """The sensor whose vote opened the frame (the per-sensor bound counts frames against it)."""
+    nbytes: int = 0
+    """Payload bytes of the votes."""
+    wire_bytes: int = 0
+    """MQTT PUBLISH bytes of the votes (counted with a topic alias, as the sensors send them)."""
+    evicted: bool = False
+
+
+class VoteBuffer:
+    """Per-frame vote buffers: pure, clock passed in, bounded, with deadlines; stragglers are counted as late.
+
+    Two bounds: ``max_frames`` pending frames in all, and ``max_frames_per_sensor`` opened by any one sensor. A
+    sensor that opens frames faster than they close (a flood, or frame ids nobody else votes on) pushes out only the
+    oldest of the frames *it* opened; when the global bound is hit, the oldest frame of the sensor with the most open
+    frames goes first, so one device cannot evict the others' frames.
+    """
+
+    def __init__(self, deadline_s: float, max_frames: int = 4096, remember_decided: int = 65536,
+                 max_frames_per_sensor: int = 512) -> None:
+        if deadline_s <= 0 or max_frames < 1 or max_frames_per_sensor < 1:
+            raise ValueError("deadline_s must be > 0, max_frames >= 1 and max_frames_per_sensor >= 1")
+        self.deadline_s = deadline_s
+        self.max_frames = max_frames
+        self.max_frames_per_sensor = max_frames_per_sensor
+        self.remember_decided = remember_decided
+        self._pending: OrderedDict[tuple[str, int], PendingVotes] = OrderedDict()
+        self._opened: dict[str, OrderedDict[tuple[str, int], None]] = {}
+        self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._forced: list[PendingVotes] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, stream_id: str, frame_id: int, sensor_id: str, vote: Vote, nbytes: int, capture_ts: float,
+            online: set[str], now: float, wire_bytes: int = 0) -> str:
+        """Offer a vote of ``nbytes`` payload (``wire_bytes`` on the wire); ``online`` is the stream's online sensors
+        (used when the frame opens). Returns the outcome: ``added``, ``duplicate`` or ``late``."""
+        key = (stream_id, frame_id)
+        if key in self._decided:
+            return "late"
+        frame = self._pending.get(key)
+        if frame is None:
+            if len(self._opened.get(sensor_id, ())) >= self.max_frames_per_sensor:
+                self._evict(next(iter(self._opened[sensor_id])))
+            if len(self._pending) >= self.max_frames:
+                busiest = max(self._opened, key=lambda s: len(self._opened[s]))
+                self._evict(next(iter(self._opened[busiest])))
+            waiting = set(online) | {sensor_id}
+            frame = PendingVotes(stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting),
+                                 opened_by=sensor_id)
+            self._pending[key] = frame
+            self._opened.setdefault(sensor_id, OrderedDict())[key] = None
+        if sensor_id in frame.votes:
+            return "duplicate"
+        frame.votes[sensor_id] = vote
+        frame.waiting_for.discard(sensor_id)
+        frame.nbytes += nbytes
+        frame.wire_bytes += wire_bytes
+        return "added"
+
+    def sensor_gone(self, sensor_id: str) -> None:
+        """Stop waiting for a sensor that went offline (frames it already voted on keep its vote)."""
+        for frame in self._pending.values():
+            frame.waiting_for.discard(sensor_id)
+
+    def pop_ready(self, now: float) -> list[PendingVotes]:
+        """Frames every expected sensor voted on, frames past their deadline, and frames forced out by the bound."""
+        ready, self._forced = self._forced, []
+        for key, frame in list(self._pending.items()):
+            if not frame.waiting_for or frame.deadline <= now:
+                ready.append(self._pop(key))
+                self._remember(*key)
+        return ready
+
+    def pending_of(self, sensor_id: str) -> int:
+        """Frames open that ``sensor_id``'s vote opened."""
+        return len(self._opened.get(sensor_id, ()))
+
+    def _pop(self, key: tuple[str, int]) -> PendingVotes:
+        frame = self._pending.pop(key)
+        opened = self._opened.get(frame.opened_by)
+        if opened is not None:
+            opened.pop(key, None)
+            if not opened:
+                del self._opened[frame.opened_by]
+        return frame
+
+    def _evict(self, key: tuple[str, int]) -> None:
+        frame = self._pop(key)
+        frame.evicted = True
+        self._forced.append(frame)
+        self._remember(frame.stream_id, frame.frame_id)
+
+    def next_deadline(self) -> float | None:
+        """Earliest deadline among pending frames (they open in deadline order)."""
+        for frame in self._pending.values():
+            return frame.deadline
+        return None
+
+    def flush(self) -> list[PendingVotes]:
+        """Everything pending, e.g. at shutdown."""
+        ready = self._forced + list(self._pending.values())
+        for key in list(self._pending):
+            self._remember(*key)
+        self._pending.clear()
+        self._opened.clear()
+        self._forced = []
+        return ready
+
+    def _remember(self, stream_id: str, frame_id: int) -> None:
+        self._decided[(stream_id, frame_id)] = None
+        while len(self._decided) > self.remember_decided:
+            self._decided.popitem(last=False)
+
+
+def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The committed family manifest (fusion needs only hashes and labels from it, no weights)."""
+    path = weights_dir / f"{FAMILY_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
+    return dict(json.loads(path.read_text()))
+
+
+class VpFusionAgent(FusionBase):
+    """Fuses the top-k of variant-parallel sensors into one result per frame and stream."""
+
+    event_prefix = "vp_fusion"
+    received_counter = "votes"
+    buffer: VoteBuffer
+    sensors: dict[str, VpSensor]
+
+    def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
+                 weights_dir: Path = WEIGHTS_DIR) -> None:
+        family = family if family is not None else read_family_manifest(weights_dir)
+        self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
+        self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
+        self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
+                                 max_frames_per_sensor=config.fusion.max_frames_per_sensor)
+        self.sensors = {}
+        self.online: dict[str, set[str]] = {}
+        """Online VP sensors per stream."""
+        super().__init__(config, ("birth", "status", "topk"))
+
+    # ----- input ----------------------------------------------------------------------------------------------
+    def handle(self, message: InboundMessage, now: float) -> None:
+        """Route one inbound message."""
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            self.reject("unknown_topic", message.topic)
+        elif parsed.kind == "sensor_birth":
+            self.on_birth(parsed.ident, message)
+        elif parsed.kind == "sensor_status":
+            self.on_status(parsed.ident, message)
+        elif parsed.kind == "sensor_topk":
+            self.on_topk(parsed.ident, message, now)
+        else:
+            self.reject("unknown_topic", message.topic)
+
+    def on_birth(self, sensor_id: str, message: InboundMessage) -> None:
+        """Learn (or forget) a VP sensor from its retained birth; refuse models not in the committed family."""
+        if not message.payload:
+            self._forget(sensor_id)
+            return
+        try:
+            birth = wire_decode(message.payload, Birth)
+        except WireError as exc:
+            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
+            return
+        if birth.sensor_id != sensor_id:
+            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+            return
+        if birth.mode != "vp" or birth.vp is None:
+            self.counts["ignored_non_vp_births"] += 1
+            return
+        if not owns_sensor(birth.stream_id, self.settings.partition):
+            return
+        if self.hashes.get(birth.model.name) != birth.model.sha256:
+            self._forget(sensor_id)
+            self.reject("artifact_mismatch", message.topic,
+                        f"sensor model {birth.model.name} {birth.model.sha256[:12]} is not in the variant family")
+            return
+        if birth.labels != self.labels:
+            self._forget(sensor_id)
+            self.reject("labels_mismatch", message.topic)
+            return
+        self._forget(sensor_id)
+        self.sensors[sensor_id] = VpSensor(sensor_id, birth.session, birth.stream_id, birth.vp.variant,
+                                           birth.vp.weight, birth.vp.k, LeanContext.from_birth(birth))
+        self.online.setdefault(birth.stream_id, set()).add(sensor_id)
+        log.info("vp_sensor_known", sensor=sensor_id, variant=birth.vp.variant, weight=birth.vp.weight,
+                 k=birth.vp.k, stream=birth.stream_id, session=birth.session)
+
+    def _forget(self, sensor_id: str) -> None:
+        known = self.sensors.pop(sensor_id, None)
+        if known is not None:
+            self.online.get(known.stream_id, set()).discard(sensor_id)
+            self.buffer.sensor_gone(sensor_id)
+
+    def on_status(self, sensor_id: str, message: InboundMessage) -> None:
+        """An ``offline`` status (clean stop or last will) means: stop waiting for this sensor."""
+        known = self.sensors.get(sensor_id)
+        if known is None or not message.payload:
+            return
+        try:
+            status = wire_decode(message.payload, Status)
+        except WireError as exc:
+            self.reject(f"status_{exc.reason}", message.topic, str(exc))
+            return
+        if status.session != known.session:
+            return
+        if status.state == "offline":
+            self.online.get(known.stream_id, set()).discard(sensor_id)
+            self.buffer.sensor_gone(sensor_id)
+            log.info("vp_sensor_offline", sensor=sensor_id, variant=known.variant)
+        else:
+            self.online.setdefault(known.stream_id, set()).add(sensor_id)
+
+    def on_topk(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Decode a lean top-k with the context of the sensor's current birth, validate it, buffer its vote."""
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
+            self.reject("unknown_sensor", message.topic)
+            return
+        try:
+            msg = decode_lean(message.payload, TopK, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        if msg.expires_ts < time.time():
+            self.reject("expired", message.topic)
+            return
+        if len(msg.classes) > sensor.k or max(msg.classes) >= len(self.labels):
+            self.reject("shape", message.topic, f"{len(msg.classes)} classes (k={sensor.k}), max id "
+                                                f"{max(msg.classes)}")
+            return
+        if any(s < 0 or s > 1 for s in msg.scores):
+            self.reject("shape", message.topic, "scores must be probabilities in [0, 1]")
+            return
+        self.track_seq(sensor_id, msg.session, msg.seq)
+        vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
+        nbytes, wire = len(message.payload), alias_wire_bytes(len(message.payload))
+        outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, nbytes, msg.capture_ts,
+                                  self.online.get(sensor.stream_id, set()), now, wire)
+        if outcome == "added":
+            self.counts["votes"] += 1
+            self.counts["bytes"] += nbytes
+            self.counts["wire_bytes"] += wire
+        else:
+            self.reject(outcome, message.topic, f"frame {msg.frame_id}")
+
+    # ----- decisions ------------------------------------------------------------------------------------------
+    def decide(self, frames: list[PendingVotes]) -> None:
+        """Fuse and publish each frame's result."""
+        for frame in frames:
+            if not frame.votes:
+                continue
+            scores = fuse(list(frame.votes.values()), len(self.labels))
+            self.publish_result(frame, scores, time.time())
+
+    def publish_result(self, frame: PendingVotes, scores: np.ndarray, decided: float) -> None:
+        """Publish one frame's JSON result, listing the contributing variants."""
+        top = np.argsort(-scores, kind="stable")[: self.settings.topk]
+        latency = max(0.0, (decided - frame.capture_ts) * 1000.0)
+        sensor_ids = tuple(sorted(frame.votes))
+        complete = len(frame.votes) >= frame.expected
+        result = Result(
+            stream_id=frame.stream_id, fusion_id=self.settings.fusion_id, frame_id=frame.frame_id,
+            label=self.labels[int(top[0])], class_index=int(top[0]),
+            confidence=float(min(1.0, max(0.0, scores[top[0]]))),
+            topk=tuple(ClassScore(class_index=int(i), label=self.labels[int(i)], score=float(scores[i]))
+                       for i in top if scores[i] > 0 or i == top[0]),
+            fraction_received=min(1.0, len(frame.votes) / max(1, frame.expected)), bytes_received=frame.nbytes,
+            fragments_received=len(frame.votes), sensors=sensor_ids,
+            variants=tuple(sorted(v.variant for v in frame.votes.values())), capture_ts=frame.capture_ts,
+            decided_ts=decided, latency_ms=latency, complete=complete, representation="vp",
+            wire_bytes=frame.wire_bytes,
+        )
+        self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=1,
+                          content_type=CONTENT_TYPE_JSON)
+        self.note_decided(latency, complete, frame.evicted)
+
+    def start_fields(self) -> dict[str, object]:
+        return {"variants": sorted(self.hashes)}
+
+
+def run_vp_fusion(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> None:
+    """Run a VP fusion agent until SIGTERM/SIGINT."""
+    configure_logging(config.log)
+    agent = VpFusionAgent(config)
+    if on_signals is not None:
+        on_signals(agent.stop_event)
+    agent.start()
+    try:
+        with systemd_service(f"vp fusion {config.fusion.fusion_id}", lambda: not agent.stop_event.is_set()):
+            agent.run()
+    finally:
+        agent.close()
