@@ -455,6 +455,41 @@ def faults_block(faults: Report) -> str:
     return "\n".join(lines)
 
 
+def second_model_block(report: Report) -> str:
+    """The second architecture through the generic path: ``reports/nair-mobilenet.json``."""
+    fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in report["methods"]["nair"]["prefix"]]
+    bars = report["bars"]
+    spec = report.get("input_spec") or {}
+    shipped = report.get("shipped_artifact") or {}
+    model = report["mature_model"]
+    lines = [
+        f"From `reports/nair-{model['name']}.json` (`{report['command']}`, {report['frames']} test frames converted "
+        f"to the model's {spec.get('channels')}x{spec.get('height')}x{spec.get('width')} input; calibration: "
+        f"{report.get('calibration_source')}, no labels). Mature model "
+        f"{_ci({'accuracy': report['mature_accuracy'], 'ci95': report['mature_ci95']})}. Accuracy with only the "
+        f"first fraction of the IR's bytes received:",
+        "",
+        *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
+                ([name, *(_prefix_cell(report["methods"][name], f) for f in fractions)]
+                 for name in NAIR_METHODS if name in report["methods"])),
+        "",
+        "- share of the mature model's accuracy with 10 % of the IR: "
+        f"{_pct(bars['nair_share_of_mature_at_10pct'], 1)} (bar 95 %); with 25 %: "
+        f"{_pct(bars['nair_share_of_mature_at_25pct'], 1)} (bar 99 %)",
+        f"- everything received: predictions equal the mature model's on "
+        f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
+        f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
+        "- NAIR over the naive split (mean-fill) at 10 %: "
+        f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}× (bar 2.12×)",
+        _fewest_bytes_line(bars),
+    ]
+    if shipped:
+        lines.append(f"- the shipped artifact `{shipped['file']}` ({shipped['sha256'][:12]}, "
+                     f"`{shipped.get('command')}`) is {'the one' if shipped['same_as_evaluated'] else 'NOT the one'} "
+                     f"this evaluation calibrated")
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -472,6 +507,8 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
     "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
     "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
+    "second-model": ("nair-mobilenet.json", second_model_block,
+                     "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                  "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
@@ -481,6 +518,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("demo", "link", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
+    "docs/your-model.md": ("second-model",),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

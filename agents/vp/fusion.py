@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from agents.nair.outgoing import alias_wire_bytes
 from agents.runtime.config import AgentConfig
+from agents.runtime.deadline import DeadlineBuffer
 from agents.runtime.fusion_base import FusionBase, owns_sensor
 from agents.runtime.logging import configure_logging, get_logger
 from agents.runtime.mqtt import InboundMessage
@@ -84,7 +84,8 @@ class PendingVotes:
 
 
 class VoteBuffer:
-    """Per-frame vote buffers: pure, clock passed in, bounded, with deadlines; stragglers are counted as late.
+    """Per-frame vote buffers in the fusion agents' one deadline buffer (:class:`~agents.runtime.deadline.
+    DeadlineBuffer`, owner: the sensor whose vote opened the frame); stragglers are counted as late.
 
     Two bounds: ``max_frames`` pending frames in all, and ``max_frames_per_sensor`` opened by any one sensor. A
     sensor that opens frames faster than they close (a flood, or frame ids nobody else votes on) pushes out only the
@@ -97,36 +98,24 @@ class VoteBuffer:
         if deadline_s <= 0 or max_frames < 1 or max_frames_per_sensor < 1:
             raise ValueError("deadline_s must be > 0, max_frames >= 1 and max_frames_per_sensor >= 1")
         self.deadline_s = deadline_s
-        self.max_frames = max_frames
-        self.max_frames_per_sensor = max_frames_per_sensor
-        self.remember_decided = remember_decided
-        self._pending: OrderedDict[tuple[str, int], PendingVotes] = OrderedDict()
-        self._opened: dict[str, OrderedDict[tuple[str, int], None]] = {}
-        self._decided: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._forced: list[PendingVotes] = []
+        self.frames: DeadlineBuffer[tuple[str, int], PendingVotes] = DeadlineBuffer(
+            max_frames, max_frames_per_sensor, remember_decided)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.frames)
 
     def add(self, stream_id: str, frame_id: int, sensor_id: str, vote: Vote, nbytes: int, capture_ts: float,
             online: set[str], now: float, wire_bytes: int = 0) -> str:
         """Offer a vote of ``nbytes`` payload (``wire_bytes`` on the wire); ``online`` is the stream's online sensors
         (used when the frame opens). Returns the outcome: ``added``, ``duplicate`` or ``late``."""
         key = (stream_id, frame_id)
-        if key in self._decided:
+        if self.frames.is_decided(key):
             return "late"
-        frame = self._pending.get(key)
+        frame = self.frames.get(key)
         if frame is None:
-            if len(self._opened.get(sensor_id, ())) >= self.max_frames_per_sensor:
-                self._evict(next(iter(self._opened[sensor_id])))
-            if len(self._pending) >= self.max_frames:
-                busiest = max(self._opened, key=lambda s: len(self._opened[s]))
-                self._evict(next(iter(self._opened[busiest])))
             waiting = set(online) | {sensor_id}
-            frame = PendingVotes(stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting),
-                                 opened_by=sensor_id)
-            self._pending[key] = frame
-            self._opened.setdefault(sensor_id, OrderedDict())[key] = None
+            frame = self.frames.open(key, sensor_id, PendingVotes(
+                stream_id, frame_id, capture_ts, now + self.deadline_s, waiting, len(waiting), opened_by=sensor_id))
         if sensor_id in frame.votes:
             return "duplicate"
         frame.votes[sensor_id] = vote
@@ -137,57 +126,24 @@ class VoteBuffer:
 
     def sensor_gone(self, sensor_id: str) -> None:
         """Stop waiting for a sensor that went offline (frames it already voted on keep its vote)."""
-        for frame in self._pending.values():
+        for frame in self.frames.frames():
             frame.waiting_for.discard(sensor_id)
 
     def pop_ready(self, now: float) -> list[PendingVotes]:
         """Frames every expected sensor voted on, frames past their deadline, and frames forced out by the bound."""
-        ready, self._forced = self._forced, []
-        for key, frame in list(self._pending.items()):
-            if not frame.waiting_for or frame.deadline <= now:
-                ready.append(self._pop(key))
-                self._remember(*key)
-        return ready
+        return self.frames.pop_ready(now, lambda frame: not frame.waiting_for)
 
     def pending_of(self, sensor_id: str) -> int:
         """Frames open that ``sensor_id``'s vote opened."""
-        return len(self._opened.get(sensor_id, ()))
-
-    def _pop(self, key: tuple[str, int]) -> PendingVotes:
-        frame = self._pending.pop(key)
-        opened = self._opened.get(frame.opened_by)
-        if opened is not None:
-            opened.pop(key, None)
-            if not opened:
-                del self._opened[frame.opened_by]
-        return frame
-
-    def _evict(self, key: tuple[str, int]) -> None:
-        frame = self._pop(key)
-        frame.evicted = True
-        self._forced.append(frame)
-        self._remember(frame.stream_id, frame.frame_id)
+        return self.frames.pending_of(sensor_id)
 
     def next_deadline(self) -> float | None:
         """Earliest deadline among pending frames (they open in deadline order)."""
-        for frame in self._pending.values():
-            return frame.deadline
-        return None
+        return self.frames.next_deadline()
 
     def flush(self) -> list[PendingVotes]:
         """Everything pending, e.g. at shutdown."""
-        ready = self._forced + list(self._pending.values())
-        for key in list(self._pending):
-            self._remember(*key)
-        self._pending.clear()
-        self._opened.clear()
-        self._forced = []
-        return ready
-
-    def _remember(self, stream_id: str, frame_id: int) -> None:
-        self._decided[(stream_id, frame_id)] = None
-        while len(self._decided) > self.remember_decided:
-            self._decided.popitem(last=False)
+        return self.frames.flush()
 
 
 def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
