@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
+from models.manifest import ModelManifest
 from models.resnet import ResNet, count_macs, count_params
 from models.split import InputSpec
 
@@ -105,6 +107,10 @@ def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "sha256" not in manifest:
         raise FileNotFoundError(f"{path} is not a model manifest (no sha256)")
     manifest.setdefault("name", name)
+    try:
+        ModelManifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise FileNotFoundError(f"{path} is not a valid model manifest: {exc}") from exc
     return manifest
 
 

@@ -1,0 +1,61 @@
+"""The model manifest as a typed record: what every model (native or imported) says about itself.
+
+:func:`models.store.read_manifest` validates every manifest it reads against :class:`ModelManifest`, so a
+hand-edited or truncated manifest is a clear error naming the field, not a ``KeyError`` deep in an agent. Fields a
+kind of model adds (training record, selection evidence, the tail-drop baseline's fill, ...) are kept as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.split import InputSpec
+
+__all__ = ["ModelManifest"]
+
+
+class ModelManifest(BaseModel):
+    """A model's manifest: identity and integrity, where it splits, what it takes, how it was made."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """sha256 of ``weights_file``: sensors and fusion pair by it."""
+    weights_file: str = Field(min_length=1)
+    kind: Literal["native", "imported"] = "native"
+    architecture: str = ""
+    architecture_id: str = "resnet"
+    """Native models: the registered architecture (:mod:`models.architectures`)."""
+    format: Literal["torch.export", "torchscript"] | None = None
+    """Imported models: how ``weights_file`` is stored."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    split_points: tuple[str, ...] = Field(min_length=1)
+    default_split: str | None = None
+    input_spec: InputSpec | None = None
+    labels: tuple[str, ...] | None = None
+    params: int | None = Field(default=None, ge=0)
+    macs: int | None = Field(default=None, ge=0)
+    test_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    command: str | None = None
+    sensor_artifact: str | None = None
+
+    @field_validator("weights_file", "sensor_artifact")
+    @classmethod
+    def _plain_file_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "\\" in value or value in (".", "..")):
+            raise ValueError(f"{value!r} must be a file name beside the manifest")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelManifest:
+        if self.default_split is not None and self.default_split not in self.split_points:
+            raise ValueError(f"default_split {self.default_split!r} is not one of {', '.join(self.split_points)}")
+        if self.kind == "imported" and (self.format is None or self.input_spec is None):
+            raise ValueError("an imported model's manifest needs its format and input_spec")
+        labels = self.labels or (self.input_spec.labels if self.input_spec else None)
+        if self.input_spec is not None and labels != self.input_spec.labels:
+            raise ValueError("labels differ from the input spec's labels")
+        return self
