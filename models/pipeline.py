@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.codec import dequantise, packed_bytes, prefix_end, quantise, run_spans, spans_mask
 from models.loss import LossModel
 from models.nair import NairArtifact, NairTransform
+from models.nair_codec import NairCodec, dequantise, quantise
 from models.resnet import ResNet
 from models.split import InputSpec
 from models.store import default_artifact_path, load_model
@@ -39,6 +39,7 @@ class NairPipeline:
         self.manifest = manifest
         self.artifact = artifact
         self.transform = NairTransform(artifact)
+        self.codec = NairCodec(artifact)
         self.labels: tuple[str, ...] = tuple(manifest.get("labels")
                                              or [str(i) for i in range(model.config.num_classes)])
 
@@ -91,25 +92,22 @@ class NairPipeline:
     def receive(self, codes: np.ndarray, frame_ids: np.ndarray, budget_bytes: int | None, loss: LossModel) -> Received:
         """Offline channel: what fusion would hold for each frame under a byte budget and injected loss.
 
-        The budget buys the prefix :func:`~models.codec.prefix_end` gives, as one run; under injected loss the
-        prefix is cut along the artifact's plan and each piece is lost or kept, as a live sensor does.
+        Every frame goes through the same codec as on the bus (:class:`~models.nair_codec.NairCodec`): the prefix
+        the budget buys is packed into runs (one run; under injected loss cut along the artifact's plan, each piece
+        lost or kept as a live sensor does), and fusion's decode turns what arrived into values and a mask.
         """
-        a = self.artifact
-        spans = run_spans(a, prefix_end(a, budget_bytes), by_plan=loss.kind != "none")
+        by_plan = loss.kind != "none"
+        end = self.codec.prefix_end(budget_bytes)
+        values = np.zeros(codes.shape, dtype=np.float32)
         mask = np.zeros(codes.shape, dtype=bool)
-        sizes = np.array([packed_bytes(a, s, e) for s, e in spans], dtype=np.int64)
         payload = np.zeros(len(codes), dtype=np.int64)
-        if loss.kind == "none":  # every frame gets the same spans
-            mask[:] = spans_mask(a.n_components, spans)
-            payload[:] = int(sizes.sum())
-            values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
-            return Received(values, mask, payload)
         for row, frame_id in enumerate(frame_ids.tolist()):
-            lost = loss.lost(int(frame_id), len(spans))
-            kept = [span for span, gone in zip(spans, lost, strict=True) if not gone]
-            mask[row] = spans_mask(a.n_components, kept)
-            payload[row] = int(sizes[~lost].sum()) if len(spans) else 0
-        values = np.where(mask, dequantise(codes, a.lo, a.step), 0.0).astype(np.float32)
+            runs = self.codec.encode(codes[row], end=end, by_plan=by_plan)
+            if by_plan and runs:
+                runs = [run for run, gone in zip(runs, loss.lost(int(frame_id), len(runs)).tolist(), strict=True)
+                        if not gone]
+            values[row], mask[row] = self.codec.decode(runs)
+            payload[row] = sum(len(run.data) for run in runs)
         return Received(values, mask, payload)
 
     def prefix_probs(self, codes: np.ndarray, ends: np.ndarray, batch_size: int = 500) -> np.ndarray:

@@ -90,8 +90,10 @@ class ResNet(nn.Module):
         if input_spec is None:
             from models.split import InputSpec
 
-            input_spec = InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,),
-                                   labels=tuple(str(i) for i in range(config.num_classes)))
+            from models.data import LABELS
+
+            labels = LABELS if config.num_classes == len(LABELS) else tuple(str(i) for i in range(config.num_classes))
+            input_spec = InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,), labels=labels)
         self.input_spec = input_spec
         w1, w2, w3 = config.widths
         stem = config.stem_width or w1

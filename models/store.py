@@ -59,7 +59,8 @@ def save_model(model: Any, name: str, manifest: dict[str, Any], directory: Path 
         "architecture": ARCHITECTURES[architecture_id].description,
         "architecture_id": architecture_id,
         "config": model.config.to_dict(),
-        "input_spec": model.input_spec.model_dump(mode="json"),
+        "input_spec": (model.input_spec.model_copy(update={"labels": tuple(manifest["labels"])})
+                       if "labels" in manifest else model.input_spec).model_dump(mode="json"),
         "split_points": list(model.split_points),
         "params": count_params(model),
         "macs": count_macs(model),

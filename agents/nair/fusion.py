@@ -24,9 +24,9 @@ from agents.runtime.config import AgentConfig
 from agents.runtime.fusion_base import FusionBase, owns_sensor
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import InboundMessage
-from models.codec import ComponentRun, PayloadError, check_run, decode_runs
 from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
 from models.nair import ArtifactMismatchError, NairArtifact
+from models.nair_codec import ComponentRun, PayloadError
 from models.pipeline import NairPipeline
 from models.store import default_artifact_path
 from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
@@ -257,7 +257,7 @@ class FusionAgent(FusionBase):
         run = ComponentRun(frag.start, frag.end, frag.data)
         artifact = sensor.pipeline.artifact
         try:
-            check_run(artifact, run)
+            sensor.pipeline.codec.check(run)
             if frag.frame_end > artifact.n_components:
                 raise PayloadError(f"frame_end {frag.frame_end} is past the IR's {artifact.n_components}")
         except PayloadError as exc:
@@ -310,7 +310,7 @@ class FusionAgent(FusionBase):
             pipeline = self.pipelines[sha]
             for start in range(0, len(group), self.settings.max_batch):
                 batch = group[start : start + self.settings.max_batch]
-                decoded = [decode_runs(pipeline.artifact, [p for p in f.parts.values() if isinstance(p, ComponentRun)])
+                decoded = [pipeline.codec.decode([p for p in f.parts.values() if isinstance(p, ComponentRun)])
                            for f in batch]
                 values = np.stack([v for v, _ in decoded])
                 masks = np.stack([m for _, m in decoded])

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.codec import encode_runs, packed_bytes, prefix_end, run_spans
 from models.imagecodec import ImageCodec
 from models.loss import LossModel
 from models.nair import NairArtifact
+from models.nair_codec import NairCodec, packed_bytes, prefix_end, run_spans
 from schemas.lean import LeanContext, encode_lean
 from schemas.messages import MAX_FRAGMENT_DATA, Fragment, ImageFrame
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
@@ -53,6 +53,7 @@ class NairFrameEncoder:
     def __init__(self, artifact: NairArtifact, ctx: LeanContext, topic: str, *, by_plan: bool = False,
                  loss: LossModel | None = None) -> None:
         self.artifact = artifact
+        self.codec = NairCodec(artifact)
         self.ctx = ctx
         self.topic = topic
         self.by_plan = by_plan
@@ -100,10 +101,10 @@ class NairFrameEncoder:
     def messages(self, codes: np.ndarray, frame_id: int, next_seq: Callable[[], int], capture_ts: float,
                  end: int) -> list[Outgoing]:
         """The fragments carrying components ``[0, end)`` of one frame's codes ``(K,)``."""
-        spans = run_spans(self.artifact, end, self.by_plan, MAX_FRAGMENT_DATA)
-        lost = self.loss.lost(frame_id, len(spans)) if spans else np.zeros(0, dtype=bool)
+        runs = self.codec.encode(codes, end=end, by_plan=self.by_plan, max_bytes=MAX_FRAGMENT_DATA)
+        lost = self.loss.lost(frame_id, len(runs)) if runs else np.zeros(0, dtype=bool)
         out = []
-        for run, gone in zip(encode_runs(codes, self.artifact, spans), lost.tolist(), strict=True):
+        for run, gone in zip(runs, lost.tolist(), strict=True):
             msg = Fragment(sensor_id=self.ctx.sensor_id, session=self.ctx.session, seq=next_seq(), frame_id=frame_id,
                            capture_ts=capture_ts, expires_ts=capture_ts + self.ctx.expiry_s, start=run.start,
                            end=run.end, frame_end=end, data=run.data)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from models.codec import packed_bytes, prefix_end
 from models.data import Dataset
 from models.imagecodec import get_image_codec
+from models.nair_codec import packed_bytes, prefix_end
 from models.pipeline import NairPipeline
 
 __all__ = ["NAIR_TABLE_BUDGETS", "auto_table", "write_auto_table"]

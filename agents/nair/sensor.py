@@ -28,9 +28,9 @@ from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator
 from agents.runtime.pacing import Pacing, run_paced
 from agents.sources import FrameBatch, SourceContext, open_source
-from models.codec import packed_bytes
 from models.imagecodec import get_image_codec
 from models.loss import LossModel
+from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path
 from schemas import CONTENT_TYPE_JSON, Birth, BitBand, ImageBirth, ModelRef, NairBirth, Status

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.codec import packed_bytes
 from models.data import load_split, validation_split
 from models.image_eval import FRAME_INTERVAL_MS
 from models.nair import NairArtifact
+from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.resnet import count_macs
 from models.stats import wilson_interval

@@ -181,7 +181,7 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
     ]
     # The first 16 components of a frame that announces more: it stays pending, so the repeat is a duplicate.
     codes = np.zeros(pipeline.artifact.n_components, dtype=np.uint16)
-    from models.codec import pack_run
+    from models.nair_codec import pack_run
     dup_frag = Fragment(sensor_id="good", session=ctx.session, seq=1, frame_id=5000, capture_ts=now,
                         expires_ts=now + 60, start=0, end=16, frame_end=32, data=pack_run(codes, pipeline.artifact,
                                                                                       0, 16))

@@ -15,7 +15,7 @@ import pytest
 from agents.nair.auto import AutoChooser
 from agents.nair.link import LinkEstimator, LinkPolicy
 from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.codec import packed_bytes
+from models.nair_codec import packed_bytes
 from models.nair import NairArtifact
 from models.store import WEIGHTS_DIR
 from schemas.lean import LeanContext

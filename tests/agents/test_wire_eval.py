@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agents.tools.wire_eval import nair_curve, nair_wire_bytes
-from models.codec import prefix_end
+from models.nair_codec import prefix_end
 from models.data import load_split
 from models.nair import NairArtifact
 from models.pipeline import NairPipeline

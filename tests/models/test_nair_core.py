@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.calibration import CalibrationSettings, calibrate
-from models.codec import (
+from models.nair_codec import (
     ComponentRun,
     PayloadError,
     check_run,

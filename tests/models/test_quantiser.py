@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.codec import dequantise, quantise
+from models.nair_codec import dequantise, quantise
 from models.quantiser import fit_quantiser
 
 

@@ -174,3 +174,41 @@ def spans_mask(n_components: int, spans: Iterable[tuple[int, int]]) -> np.ndarra
     for start, end in spans:
         mask[start:end] = True
     return mask
+
+
+class NairCodec:
+    """The one NAIR codec the sensor, the fusion agent and the offline evaluator all use.
+
+    ``encode(codes, budget)`` packs the prefix a byte budget buys into runs (one run, or along the artifact's plan,
+    each at most ``max_bytes``); ``decode(runs)`` turns whatever runs arrived back into component values and a mask.
+    Every run decodes on its own, so any prefix and any subset of runs is usable.
+    """
+
+    def __init__(self, artifact: NairArtifact) -> None:
+        self.artifact = artifact
+
+    def prefix_end(self, budget_bytes: int | None) -> int:
+        """The most components ``[0, end)`` whose packed codes fit ``budget_bytes`` (None: all)."""
+        return prefix_end(self.artifact, budget_bytes)
+
+    def spans(self, end: int, by_plan: bool = False, max_bytes: int | None = None) -> list[tuple[int, int]]:
+        """How the prefix ``[0, end)`` is cut into messages."""
+        return run_spans(self.artifact, end, by_plan, max_bytes)
+
+    def encode(self, codes: np.ndarray, budget_bytes: int | None = None, *, end: int | None = None,
+               by_plan: bool = False, max_bytes: int | None = None) -> list[ComponentRun]:
+        """One frame's codes ``(K,)`` as the runs carrying the prefix ``budget_bytes`` buys (or ``[0, end)``)."""
+        stop = self.prefix_end(budget_bytes) if end is None else end
+        return encode_runs(codes, self.artifact, self.spans(stop, by_plan, max_bytes))
+
+    def decode(self, runs: Iterable[ComponentRun]) -> tuple[np.ndarray, np.ndarray]:
+        """Component values ``(K,)`` and received mask ``(K,)`` from the runs that arrived (each checked first)."""
+        return decode_runs(self.artifact, runs)
+
+    def check(self, run: ComponentRun) -> None:
+        """Raise :class:`PayloadError` unless ``run`` fits this artifact."""
+        check_run(self.artifact, run)
+
+    def payload_bytes(self, start: int, end: int) -> int:
+        """Packed bytes of components ``[start, end)``."""
+        return packed_bytes(self.artifact, start, end)
