@@ -88,9 +88,8 @@ class ResNet(nn.Module):
         super().__init__()
         self.config = config
         if input_spec is None:
-            from models.split import InputSpec
-
             from models.data import LABELS
+            from models.split import InputSpec
 
             labels = LABELS if config.num_classes == len(LABELS) else tuple(str(i) for i in range(config.num_classes))
             input_spec = InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,), labels=labels)

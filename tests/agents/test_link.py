@@ -15,8 +15,8 @@ import pytest
 from agents.nair.auto import AutoChooser
 from agents.nair.link import LinkEstimator, LinkPolicy
 from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.nair_codec import packed_bytes
 from models.nair import NairArtifact
+from models.nair_codec import packed_bytes
 from models.store import WEIGHTS_DIR
 from schemas.lean import LeanContext
 from schemas.wire import lean_fragment_payload_len

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from agents.tools.wire_eval import nair_curve, nair_wire_bytes
-from models.nair_codec import prefix_end
 from models.data import load_split
 from models.nair import NairArtifact
+from models.nair_codec import prefix_end
 from models.pipeline import NairPipeline
 from models.store import WEIGHTS_DIR
 

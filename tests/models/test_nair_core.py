@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.calibration import CalibrationSettings, calibrate
+from models.loss import LossModel
+from models.nair import ArtifactMismatchError, NairArtifact, NairTransform, bits_schedule, dct_matrix, geometric_plan
 from models.nair_codec import (
     ComponentRun,
     PayloadError,
@@ -25,8 +27,6 @@ from models.nair_codec import (
     unpack,
     unpack_run,
 )
-from models.loss import LossModel
-from models.nair import ArtifactMismatchError, NairArtifact, NairTransform, bits_schedule, dct_matrix, geometric_plan
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
 
