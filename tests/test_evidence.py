@@ -105,3 +105,32 @@ def test_the_vp_report_sets_the_best_variant_beside_the_ensemble_with_tests() ->
                                        "takes hours of this machine's CPU and is still to do (issue 15)")
 def test_the_vp_family_length_was_chosen_on_validation() -> None:
     assert _json(WEIGHTS / "variants.json")["selection"]["split"].startswith("validation")
+
+
+def test_the_second_architecture_went_through_the_generic_path_and_its_report_measured_it() -> None:
+    from models.store import sha256_file
+
+    manifest = _json(WEIGHTS / "mobilenet.json")
+    assert manifest["kind"] == "imported"
+    assert manifest["format"] == "torch.export"
+    assert manifest["sha256"] == sha256_file(WEIGHTS / manifest["weights_file"])
+    trained = manifest["exported_from"]
+    assert trained["architecture_id"] == "mobilenetv2"
+    assert trained["selection"]["split"].startswith("validation")
+    history = trained["selection"]["validation_accuracy"]
+    assert len(history) == trained["selection"]["epochs_run"]
+    assert history.index(max(history)) + 1 == trained["selection"]["best_epoch"]
+    artifact = NairArtifact.load(WEIGHTS / "mobilenet.nair.npz")
+    assert artifact.model_sha256 == manifest["sha256"]
+    source = artifact.meta["provenance"]["calibration_source"]
+    assert source["labels_used"] is False
+    report = _json(REPORTS / "nair-mobilenet.json")
+    assert report["mature_model"]["sha256"] == manifest["sha256"]
+    assert report["shipped_artifact"]["sha256"] == artifact.sha256
+    assert report["shipped_artifact"]["same_as_evaluated"] is True
+    assert report["fewest_bytes_within_1pt"]["chosen_on"] == "validation"
+    bars = report["bars"]
+    assert bars["nair_share_of_mature_at_10pct"] >= 0.95
+    assert bars["nair_share_of_mature_at_25pct"] >= 0.99
+    assert bars["nair_full_agrees_with_mature_transform_only"] == 1.0
+    assert bars["nair_over_naive_mean_at_10pct"] >= 2.12
