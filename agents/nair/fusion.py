@@ -12,8 +12,10 @@ stalls or corrupts the other frames. Connection, counters, stats and the worker 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from agents.runtime.config import AgentConfig
 from agents.runtime.fusion_base import FusionBase, owns_sensor
 from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import InboundMessage
+from agents.runtime.mqtt import Communicator, InboundMessage
 from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
 from models.nair import ArtifactMismatchError, NairArtifact
 from models.nair_codec import ComponentRun, PayloadError
@@ -72,8 +74,11 @@ class FusionAgent(FusionBase):
 
     buffer: Reassembler[Part]
     sensors: dict[str, KnownSensor]
+    handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_frag": "on_fragment",
+                                             "sensor_image": "on_image"}
 
-    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
+    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
+                 bus: Communicator | None = None) -> None:
         f = config.fusion
         self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
@@ -95,7 +100,7 @@ class FusionAgent(FusionBase):
         self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
         self.sensors = {}
         self._frame_tokens: dict[str, tuple[float, float]] = {}
-        super().__init__(config, ("birth", "frag", "image"))
+        super().__init__(config, ("birth", "frag", "image"), bus)
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)
         if self.discovery is not None:
@@ -133,23 +138,11 @@ class FusionAgent(FusionBase):
 
     # ----- message handling (worker thread) -------------------------------------------------------------------
 
-    def handle(self, message: InboundMessage, now: float) -> None:
-        """Route one inbound message."""
-        if self.discovery is not None and self.discovery.handle(message, now):
-            return
-        parsed = self.topics.parse(message.topic)
-        if parsed is None:
-            self.reject("unknown_topic", message.topic)
-        elif parsed.kind == "sensor_birth":
-            self.on_birth(parsed.ident, message)
-        elif parsed.kind == "sensor_frag":
-            self.on_fragment(parsed.ident, message, now)
-        elif parsed.kind == "sensor_image":
-            self.on_image(parsed.ident, message, now)
-        else:
-            self.reject("unknown_topic", message.topic)
+    def intercept(self, message: InboundMessage, now: float) -> bool:
+        """Home Assistant's status topic goes to the discovery."""
+        return self.discovery is not None and self.discovery.handle(message, now)
 
-    def on_birth(self, sensor_id: str, message: InboundMessage) -> None:
+    def on_birth(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """Learn (or forget) a sensor from its retained birth."""
         if not message.payload:
             self.sensors.pop(sensor_id, None)

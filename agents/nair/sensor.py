@@ -96,7 +96,8 @@ COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_
 class SensorAgent:
     """Publishes one stream of NAIR fragments or compressed images, sized to the link."""
 
-    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
+    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
+                 bus: Communicator | None = None) -> None:
         self.config = config
         s = self.settings = config.sensor
         if s.mode == "vp":
@@ -110,8 +111,9 @@ class SensorAgent:
         self.stop_event = threading.Event()
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
-        self.comm = Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
-                                 self._status_payload)
+        self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
+                                        self._status_payload)
+        """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
         self.ctx = LeanContext(sid, self.comm.session, self.epoch_ts, s.expiry_s)
         self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),

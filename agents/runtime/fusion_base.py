@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -78,8 +78,12 @@ class FusionBase:
     """The counter reported as ``fragments_received`` in the stats (NAIR fragments or VP votes)."""
     buffer: FrameBuffer
     sensors: Mapping[str, object]
+    handlers: ClassVar[Mapping[str, str]] = {}
+    """Topic kind (:meth:`schemas.topics.TopicTree.parse`) to the name of the method that handles it; any other
+    topic is rejected as ``unknown_topic``."""
 
-    def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf]) -> None:
+    def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf],
+                 bus: Communicator | None = None) -> None:
         self.config = config
         self.settings = config.fusion
         self.topics = TopicTree(config.topics.root, config.topics.site)
@@ -92,8 +96,9 @@ class FusionBase:
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
-        self.comm = Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                 self._status_payload, inbox_key=sender_of)
+        self.comm = bus or Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
+                                        self._status_payload, inbox_key=sender_of)
+        """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         for kind in subscriptions:
             self.comm.subscribe(self.topics.all_sensors(kind), qos=1)
 
@@ -104,8 +109,20 @@ class FusionBase:
     # ----- what a subclass provides ---------------------------------------------------------------------------
 
     def handle(self, message: InboundMessage, now: float) -> None:
-        """Route one inbound message."""
-        raise NotImplementedError
+        """Route one inbound message by its topic kind through :attr:`handlers`."""
+        if self.intercept(message, now):
+            return
+        parsed = self.topics.parse(message.topic)
+        name = self.handlers.get(parsed.kind) if parsed is not None else None
+        if parsed is None or name is None:
+            self.reject("unknown_topic", message.topic)
+            return
+        getattr(self, name)(parsed.ident, message, now)
+
+    def intercept(self, message: InboundMessage, now: float) -> bool:
+        """Take a message before topic routing (the NAIR agent's Home Assistant discovery); True when taken."""
+        del message, now
+        return False
 
     def decide(self, frames: list[Any]) -> None:
         """Decide and publish a batch of frames taken from the buffer."""

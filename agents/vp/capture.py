@@ -66,7 +66,7 @@ class CaptureSettings(BaseModel):
 class CaptureAgent:
     """Publishes frames on the stream's frame topic at a fixed rate."""
 
-    def __init__(self, config: AgentConfig, settings: CaptureSettings) -> None:
+    def __init__(self, config: AgentConfig, settings: CaptureSettings, bus: Communicator | None = None) -> None:
         self.settings = settings
         self.topics = TopicTree(config.topics.root, config.topics.site)
         self.topic = self.topics.frames(settings.stream_id)
@@ -75,8 +75,8 @@ class CaptureAgent:
         self.dropped = 0
         self.skipped = 0
         """Frames not published because their slot passed more than one period ago (latest frame wins)."""
-        self.comm = Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
-                                 self.topics.sensor_status(settings.agent_id), self._status_payload)
+        self.comm = bus or Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
+                                        self.topics.sensor_status(settings.agent_id), self._status_payload)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.agent_id, role="sensor", state=state,  # type: ignore[arg-type]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from agents.runtime.config import AgentConfig
 from agents.runtime.deadline import DeadlineBuffer
 from agents.runtime.fusion_base import FusionBase, owns_sensor
 from agents.runtime.logging import configure_logging, get_logger
-from agents.runtime.mqtt import InboundMessage
+from agents.runtime.mqtt import Communicator, InboundMessage
 from agents.runtime.notify import systemd_service
 from models.data import LABELS
 from models.store import WEIGHTS_DIR
@@ -161,9 +161,11 @@ class VpFusionAgent(FusionBase):
     received_counter = "votes"
     buffer: VoteBuffer
     sensors: dict[str, VpSensor]
+    handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
+                                             "sensor_topk": "on_topk"}
 
     def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
-                 weights_dir: Path = WEIGHTS_DIR) -> None:
+                 weights_dir: Path = WEIGHTS_DIR, bus: Communicator | None = None) -> None:
         family = family if family is not None else read_family_manifest(weights_dir)
         self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
@@ -172,24 +174,10 @@ class VpFusionAgent(FusionBase):
         self.sensors = {}
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
-        super().__init__(config, ("birth", "status", "topk"))
+        super().__init__(config, ("birth", "status", "topk"), bus)
 
     # ----- input ----------------------------------------------------------------------------------------------
-    def handle(self, message: InboundMessage, now: float) -> None:
-        """Route one inbound message."""
-        parsed = self.topics.parse(message.topic)
-        if parsed is None:
-            self.reject("unknown_topic", message.topic)
-        elif parsed.kind == "sensor_birth":
-            self.on_birth(parsed.ident, message)
-        elif parsed.kind == "sensor_status":
-            self.on_status(parsed.ident, message)
-        elif parsed.kind == "sensor_topk":
-            self.on_topk(parsed.ident, message, now)
-        else:
-            self.reject("unknown_topic", message.topic)
-
-    def on_birth(self, sensor_id: str, message: InboundMessage) -> None:
+    def on_birth(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """Learn (or forget) a VP sensor from its retained birth; refuse models not in the committed family."""
         if not message.payload:
             self._forget(sensor_id)
@@ -229,7 +217,7 @@ class VpFusionAgent(FusionBase):
             self.online.get(known.stream_id, set()).discard(sensor_id)
             self.buffer.sensor_gone(sensor_id)
 
-    def on_status(self, sensor_id: str, message: InboundMessage) -> None:
+    def on_status(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """An ``offline`` status (clean stop or last will) means: stop waiting for this sensor."""
         known = self.sensors.get(sensor_id)
         if known is None or not message.payload:

@@ -70,7 +70,7 @@ class VpSensorAgent:
     """Runs one variant and publishes its top-k for every frame it can still classify in time."""
 
     def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
-                 weights_dir: Path = WEIGHTS_DIR) -> None:
+                 weights_dir: Path = WEIGHTS_DIR, bus: Communicator | None = None) -> None:
         self.config = config
         self.settings = s = config.sensor
         if s.variant is None:
@@ -89,8 +89,8 @@ class VpSensorAgent:
         self.topics = TopicTree(config.topics.root, config.topics.site)
         self.stop_event = threading.Event()
         self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
-        self.comm = Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}", self.topics.sensor_status(s.sensor_id),
-                                 self._status_payload)
+        self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}",
+                                        self.topics.sensor_status(s.sensor_id), self._status_payload)
         if s.source == "mqtt":
             self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))

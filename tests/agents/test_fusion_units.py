@@ -1,0 +1,64 @@
+"""The NAIR fusion agent's routing and rejections, with no broker: the agent is given a bus that only records.
+
+The agent is built as in production but handed an in-memory bus (the seam every agent has), so a hostile or
+misrouted message can be driven straight into its handler table and its counters read back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from agents.nair.fusion import FusionAgent
+from agents.runtime.config import AgentConfig
+from agents.runtime.mqtt import InboundMessage
+from agents.runtime.settings import TopicSettings
+from models.pipeline import NairPipeline
+from models.store import sensor_artifact_path
+from schemas.topics import TopicTree
+
+
+class RecordingBus:
+    """Stands in for the communicator: subscriptions and publishes are recorded, nothing is sent."""
+
+    session = "unit-session"
+
+    def __init__(self) -> None:
+        self.subscriptions: list[str] = []
+        self.published: list[tuple[str, bytes]] = []
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        self.subscriptions.append(topic)
+
+    def publish(self, topic: str, payload: bytes, **_: Any) -> bool:
+        self.published.append((topic, payload))
+        return True
+
+    def announce(self, topic: str, payload: bytes, **_: Any) -> None:
+        self.published.append((topic, payload))
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> NairPipeline:
+    return NairPipeline.load("base", sensor_artifact_path("base"))
+
+
+def _message(topic: str, payload: bytes) -> InboundMessage:
+    return InboundMessage(topic=topic, payload=payload, content_type=None, retain=False, received_ts=time.time())
+
+
+def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline: NairPipeline) -> None:
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"))
+    bus = RecordingBus()
+    agent = FusionAgent(cfg, pipeline, bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    assert topics.all_sensors("frag") in bus.subscriptions
+    agent.handle(_message("unit/v1/lab/elsewhere", b"x"), time.monotonic())
+    agent.handle(_message(topics.sensor_frag("cam-1"), b"\x93\x01\x02\x03"), time.monotonic())
+    agent.handle(_message(topics.sensor_birth("cam-1"), b"{not json"), time.monotonic())
+    agent.handle(_message(topics.sensor_image("cam-1"), b""), time.monotonic())
+    assert agent.rejected["unknown_topic"] == 1
+    assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor with no birth
+    assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1
+    assert agent.sensors == {}
