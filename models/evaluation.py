@@ -8,8 +8,10 @@ on the test split. The heavy part (the head) runs once per model; each condition
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +34,20 @@ from models.resnet import ResNet
 
 ProgressFn = Callable[[str], None]
 
-PREFIXES: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 1.0)
-RATE_BANDS: tuple[tuple[str, BitBands], ...] = tuple(BIT_ALLOCATIONS.items())
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments" / "nair.toml"
+"""The experiment matrix (methods, ablation steps, rate bands, conditions) as data."""
+
+
+def _matrix() -> dict[str, Any]:
+    with EXPERIMENTS.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+MATRIX = _matrix()
+PREFIXES: tuple[float, ...] = tuple(MATRIX["prefixes"])
+RATE_BANDS: tuple[tuple[str, BitBands], ...] = tuple((name, BIT_ALLOCATIONS[name]) for name in MATRIX["rate_bands"])
 """Bit allocations of the rate–accuracy curve: ``(label, [(fraction_end, bits), ...])``, bits falling with rank."""
-LOSS_RATES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+LOSS_RATES: tuple[float, ...] = tuple(MATRIX["loss_rates"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,42 +60,33 @@ class MethodSpec:
 
 
 def method_specs(split: str, taildrop_fill: Fill = "zero", model: str = "base") -> dict[str, MethodSpec]:
-    """NAIR and the baselines the evaluator always reports beside it, for ``model`` (``taildrop_fill``: the fill the
-    tail-drop model's manifest chose on validation; the tail-drop baseline exists for the shipped base model)."""
+    """NAIR and the baselines the evaluator always reports beside it, for ``model``, from the experiment matrix
+    (``taildrop_fill``: the fill the tail-drop model's manifest chose on validation; a baseline model of the
+    shipped base model is left out for any other model)."""
     cal = CalibrationSettings(split=split)
-    specs = {
-        "nair": MethodSpec(model, cal, "NAIR: channel KLT + 2-D DCT, components by calibration variance, mean-fill"),
-        "naive-zero": MethodSpec(model, replace(cal, method="naive", fill="zero"),
-                                 "naive split: original channel order, missing activations zero-filled"),
-        "naive-mean": MethodSpec(model, replace(cal, method="naive"),
-                                 "naive split: original channel order, missing activations mean-filled"),
-        "prune": MethodSpec(model, replace(cal, method="prune"),
-                            "pruning criterion: channels by mean |activation|, mean-fill"),
-        "pca": MethodSpec(model, replace(cal, method="pca"), "plain PCA: channel KLT, whole channel maps, mean-fill"),
-        "taildrop": MethodSpec("taildrop", replace(cal, method="naive", fill=taildrop_fill),
-                               "retrained tail-drop model (fine-tuned from the mature model with stochastic tail-drop "
-                               f"over the sending order), IR in original order, {taildrop_fill}-fill (chosen on "
-                               "validation)"),
-    }
-    if model != "base":
-        del specs["taildrop"]
+    specs = {}
+    for name, row in MATRIX["methods"].items():
+        if row["model"] != "{model}" and row.get("baseline_of") not in (None, model):
+            continue
+        fill = taildrop_fill if row["fill"] == "manifest" else row["fill"]
+        specs[name] = MethodSpec(row["model"].replace("{model}", model),
+                                 replace(cal, method=row["method"], fill=fill),
+                                 row["description"].replace("{fill}", fill))
     return specs
 
 
 def ablation_specs(split: str, model: str = "base") -> dict[str, MethodSpec]:
-    """NAIR built up one step at a time (plus the fill and bit-allocation choices)."""
+    """NAIR built up one step at a time (plus the fill and bit-allocation choices), from the experiment matrix."""
     cal = CalibrationSettings(split=split)
-    specs = {
-        "naive (no transform, original order, mean-fill)": MethodSpec("base", replace(cal, method="naive"), ""),
-        "+ order elements by variance": MethodSpec("base", replace(cal, method="variance"), ""),
-        "+ channel KLT": MethodSpec("base", replace(cal, method="klt"), ""),
-        "+ spatial DCT (= NAIR)": MethodSpec("base", cal, ""),
-        "NAIR with zero-fill instead of mean-fill": MethodSpec("base", replace(cal, fill="zero"), ""),
-        "NAIR at 3 bit, fixed 99.95 % clip range": MethodSpec(
-            "base", replace(cal, bit_bands=((1.0, 3),), clip_quantiles=(0.9995,)), ""),
-        "NAIR at 3 bit, clip range fitted for least error": MethodSpec("base", replace(cal, bit_bands=((1.0, 3),)), ""),
-    }
-    return {name: replace(spec, model=model) for name, spec in specs.items()}
+    specs = {}
+    for name, row in MATRIX["ablation"].items():
+        step = replace(cal, method=row["method"], fill=row.get("fill", "mean"))
+        if "bits" in row:
+            step = replace(step, bit_bands=((1.0, int(row["bits"])),))
+        if "clip_quantiles" in row:
+            step = replace(step, clip_quantiles=tuple(row["clip_quantiles"]))
+        specs[name] = MethodSpec(model, step, "")
+    return specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +96,12 @@ class EvalSettings:
     frames: int = 10000
     calibration_images: int = 10000
     prefixes: tuple[float, ...] = PREFIXES
-    ablation_prefixes: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50)
+    ablation_prefixes: tuple[float, ...] = tuple(MATRIX["ablation_prefixes"])
     loss_rates: tuple[float, ...] = LOSS_RATES
     mean_burst: float = 3.0
     loss_seed: int = 7
     rate_bands: tuple[tuple[str, tuple[tuple[float, int], ...]], ...] = RATE_BANDS
-    rate_budgets: tuple[int, ...] = (100, 150, 200, 250, 300, 400, 600, 1000, 2000)
+    rate_budgets: tuple[int, ...] = tuple(MATRIX["rate_budgets"])
     batch_size: int = 1000
     methods: tuple[str, ...] = field(default=())
 
