@@ -223,6 +223,7 @@ def export_images_cmd(
     colour: Annotated[str, typer.Option(help="grey, or rgb (grey replicated, as a colour camera's file).")] = "grey",
     image_format: Annotated[str, typer.Option("--format", help="png or jpeg.")] = "png",
     size: Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,  # noqa: UP045
+    dataset: Annotated[str, typer.Option(help="A registered data set (models.datasets).")] = "fashion-mnist",
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
 ) -> None:
@@ -231,12 +232,15 @@ def export_images_cmd(
     import numpy as np
     from PIL import Image
 
-    from models.data import DatasetMissingError, load_split, validation_split
+    from models.data import DatasetMissingError, validation_split
+    from models.datasets import get_dataset
 
     if colour not in ("grey", "rgb") or image_format not in ("png", "jpeg"):
         _fail("--colour is grey or rgb, --format png or jpeg")
     try:
-        data = load_split("test" if split == "test" else "train", data_dir)
+        data = get_dataset(dataset).load("test" if split == "test" else "train", data_dir)
+    except ValueError as exc:
+        _fail(str(exc))
     except DatasetMissingError as exc:
         _fail(str(exc))
     if split == "calibration":

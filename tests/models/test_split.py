@@ -59,3 +59,13 @@ def test_a_wrong_shape_is_a_clear_error() -> None:
         spec.preprocess(np.zeros((2, 3, 28, 28), dtype=np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         spec.convert(np.zeros((2, 28, 28), dtype=np.float32))
+
+
+def test_the_data_set_registry_names_fashion_mnist_and_refuses_others() -> None:
+    from models.datasets import get_dataset
+
+    info = get_dataset("fashion-mnist")
+    assert info.spec == fashion_mnist_spec()
+    assert len(info.load("test", None)) == 10000
+    with pytest.raises(ValueError, match="registered: fashion-mnist"):
+        get_dataset("imagenet")
