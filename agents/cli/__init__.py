@@ -1,9 +1,20 @@
 """The ``nairbus`` command: one entry point with a sub-command for every job, one module per command group.
 
-:mod:`agents.cli.main` holds the app and the agent, training, calibration and evaluation commands; the other
-modules register their groups on it (models, images, VP, benchmarks).
+:mod:`agents.cli.common` holds the app, its groups and the shared helpers; each other module registers its commands
+on it when imported here: training, calibration, the agents and ``watch``, the demo, evaluation (NAIR, wire,
+images, VP), models (import, export, images), benchmarks and the docs renderer.
 """
 
-from agents.cli.main import app
+from agents.cli import calibrate, demo, docs, evaluate, run, train  # noqa: F401  (each registers its commands)
+from agents.cli.bench import bench_app
+from agents.cli.common import app, evaluate_app, train_app
+from agents.cli.images import register as _register_images
+from agents.cli.models import register as _register_models
+from agents.cli.vp import register as _register_vp
+
+_register_images(evaluate_app)
+_register_vp(app, train_app)
+_register_models(app)
+app.add_typer(bench_app, name="bench")
 
 __all__ = ["app"]

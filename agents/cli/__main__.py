@@ -1,5 +1,5 @@
 """``python -m agents.cli``: the ``nairbus`` command."""
 
-from agents.cli.main import app
+from agents.cli import app
 
 app()

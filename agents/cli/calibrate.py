@@ -1,0 +1,215 @@
+"""``nairbus calibrate`` and ``nairbus calibrate-auto``: NAIR artifacts (from the data set, or a folder of your own
+unlabeled images) and the auto mode's tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from agents.cli.common import (
+    DataDirOpt,
+    _fail,
+    app,
+    console,
+)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[str, typer.Option(help="Model name (shipped, or imported into $NAIRBUS_MODEL_DIR) or the path "
+                                            "of its manifest.")] = "base",
+    split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
+    images: Annotated[int, typer.Option(help="Training images used for calibration (the first of the seed-0 "
+                                              "permutation; the validation split is its last 5 000).")] = 10000,
+    method: Annotated[str, typer.Option(help="nair, pca, naive or prune (baselines).")] = "nair",
+    bit_bands: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Bits per component by importance: '8' (all at 8 bits, the default) or bands FRACTION:BITS, e.g. "
+             "'0.02:3,0.06:2,1:1' (first 2 % of the components at 3 bits, up to 6 % at 2, the rest at 1).")] = None,
+    wire_bytes: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Instead of --bit-bands: choose, on the validation split, the named allocation most accurate when "
+             "each frame is one MQTT PUBLISH of at most this many bytes.")] = None,
+    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Calibrate on a folder of your own unlabeled images (PNG/JPEG/WebP/BMP, converted to the model's input) "
+             "instead of the data set; uses up to --images of them, in name order.")] = None,
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Artifact path (default <model>.nair.npz beside the model's manifest).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only —
+    or, with --images-dir, on a folder of your own camera's images: NAIR calibration needs no labels.
+
+    The artifact's sha256 covers only what determines its behaviour, so the same command on the same data writes
+    the same sha256; the command, the wall time and any validation comparison are kept as its provenance.
+    """
+    import numpy as np
+
+    from models.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
+    from models.calibration import calibrate as fit
+    from models.data import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
+    from models.store import artifact_output_path, load_model
+
+    if bit_bands is not None and wire_bytes is not None:
+        _fail("give --bit-bands or --wire-bytes, not both")
+    try:
+        bands = parse_bit_bands(bit_bands) if bit_bands is not None else ((1.0, 8),)
+    except ValueError as exc:
+        _fail(f"--bit-bands: {exc}")
+    if wire_bytes is not None and wire_bytes <= 0:
+        _fail(f"--wire-bytes must be positive, not {wire_bytes}")
+    if images_dir is not None and wire_bytes is not None:
+        _fail("--wire-bytes chooses an allocation by accuracy on the labelled validation split; with your own "
+              "unlabeled --images-dir give --bit-bands instead")
+    try:
+        net, manifest = load_model(model)
+    except (FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    if images_dir is not None:
+        _calibrate_from_folder(net, manifest, model, images_dir, images, split, method, bands, bit_bands, out)
+        return
+    try:
+        train = load_split("train", data_dir)
+    except DatasetMissingError as exc:
+        _fail(str(exc))
+    limit = len(train) - (VALIDATION_IMAGES if wire_bytes is not None else 0)
+    if not 1 <= images <= limit:
+        _fail(f"--images must lie in 1..{limit} (the training split has {len(train)} images"
+              + (f", {VALIDATION_IMAGES} of them held out for validation)" if wire_bytes is not None else ")"))
+    split_name = split or manifest.get("default_split", "stage2")
+    if split_name not in manifest.get("split_points", [split_name]):
+        _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest['split_points'])}")
+    pick = np.random.default_rng(0).permutation(len(train))[:images]
+    calibration_images = train.images[np.sort(pick)]
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    command = "nairbus calibrate" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--model", model, "base"), ("--split", split, None), ("--images", images, 10000),
+            ("--method", method, "nair"), ("--bit-bands", bit_bands and format_bit_bands(bands), None),
+            ("--wire-bytes", wire_bytes, None), ("--out", out, None)) if value != default)
+    started = time.perf_counter()
+    selection = None
+    if wire_bytes is not None:
+        from agents.nair.allocation import choose_allocation
+
+        validation = validation_split(train)
+        source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
+                  f"{images} calibration images)")
+        with console.status("choosing a bit allocation") as status:
+            artifact, selection = choose_allocation(net, manifest, calibration_images, validation, settings,
+                                                    wire_bytes, validation_source=source, progress=status.update)
+        for row in selection["compared"]:
+            console.print(f"  {row['label']:<26} {row['bit_bands']:<20} validation accuracy {row['accuracy']:.4f} "
+                          f"at <= {wire_bytes} B")
+        console.print(f"chosen on validation: --bit-bands {selection['chosen']}")
+    else:
+        with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
+            artifact = fit(net, manifest["name"], manifest["sha256"], calibration_images, settings)
+    artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
+                                   **({"selection": selection} if selection else {})}
+    path = artifact.save(out or artifact_output_path(model))
+    seconds = time.perf_counter() - started
+    console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
+                  f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
+
+
+MIN_FOLDER_IMAGES = 200
+"""Fewest usable images ``calibrate --images-dir`` fits on (the channel covariance and the quantiser ranges need
+a few hundred frames; a thousand or more is better)."""
+
+
+def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folder: Path, limit: int,
+                           split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None) -> None:
+    """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
+    few images fit, fit the artifact, record which files it saw."""
+    import hashlib
+
+    import numpy as np
+
+    from agents.sources.folder import FolderSource
+    from agents.sources.images import IMAGE_SUFFIXES
+    from models.calibration import CalibrationSettings, format_bit_bands
+    from models.calibration import calibrate as fit
+    from models.store import artifact_output_path
+
+    spec = net.input_spec
+    split_name = split or manifest.get("default_split", manifest["split_points"][0])
+    if split_name not in manifest["split_points"]:
+        _fail(f"model {manifest['name']} has no split point {split_name!r}; it has "
+              f"{', '.join(manifest['split_points'])}")
+    try:
+        source = FolderSource(folder, spec=spec)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    candidates = sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if candidates < MIN_FOLDER_IMAGES:
+        _fail(f"{folder} holds {candidates} image files; NAIR calibration needs at least {MIN_FOLDER_IMAGES} "
+              f"(better a thousand or more) of your camera's frames")
+    images: list[np.ndarray] = []
+    names = hashlib.sha256()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task(f"reading {folder} as {spec.describe()}", total=min(candidates, limit))
+        for _frame_id, path, image in source.files():
+            images.append(image)
+            names.update(path.name.encode() + b"\0")
+            progress.advance(task)
+            if len(images) >= limit:
+                break
+    refused = {k.removeprefix("bad_"): v for k, v in source.counters.items() if k.startswith("bad_")}
+    if refused:
+        console.print(f"[yellow]skipped[/] {sum(refused.values())} files that cannot be used: "
+                      + ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items())))
+    if len(images) < MIN_FOLDER_IMAGES:
+        _fail(f"only {len(images)} of the files in {folder} are usable images; NAIR calibration needs at least "
+              f"{MIN_FOLDER_IMAGES}")
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--split", split, None), ("--images", limit, 10000), ("--method", method, "nair"),
+            ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--out", out, None)) if value != default)
+    started = time.perf_counter()
+    with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
+        artifact = fit(net, manifest["name"], manifest["sha256"], np.stack(images), settings)
+    artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
+                                   "calibration_source": {"folder": folder.name, "files": len(images),
+                                                          "file_names_sha256": names.hexdigest(),
+                                                          "labels_used": False}}
+    path = artifact.save(out or artifact_output_path(model))
+    console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
+                  f"{artifact.total_bytes()} B for the whole IR) from {len(images)} unlabeled images in "
+                  f"{time.perf_counter() - started:.1f} s -> {path}")
+
+
+@app.command("calibrate-auto")
+def calibrate_auto(
+    model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
+    frames: Annotated[int, typer.Option(help="Validation images (training split, disjoint from calibration).")] = 5000,
+    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Comma-separated codec ladder to tabulate (default: the sensor's default ladder).")] = None,
+    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="NAIR artifact (default models/weights/<model>.nair.npz); the table goes beside it (.auto.json).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Tabulate, on validation images only, NAIR's accuracy by bytes and each image codec's, for --mode auto."""
+    from agents.nair.auto import auto_table_path
+    from agents.nair.rates import write_auto_table
+    from agents.runtime.config import SensorSettings
+    from models.data import DatasetMissingError, load_split, validation_split
+    from models.pipeline import NairPipeline
+
+    codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
+        SensorSettings().image_codecs
+    try:
+        pipeline = NairPipeline.load(model, artifact)
+        validation = validation_split(load_split("train", data_dir), frames)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        _fail(str(exc))
+    command = "nairbus calibrate-auto" + ("" if frames == 5000 else f" --frames {frames}") + \
+        (f" --artifact {artifact}" if artifact else "")
+    with console.status("tabulating") as status:
+        path = write_auto_table(pipeline, validation, codecs, command, auto_table_path(model, artifact),
+                                progress=status.update)
+    console.print(f"auto-mode table ({len(codecs)} codecs, {frames} validation images) -> {path}")

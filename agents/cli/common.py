@@ -1,0 +1,84 @@
+"""What every command module shares: the app and its groups, the console, common options and helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+app = typer.Typer(
+    help="nairbus: an MQTT bus for distributed deep-learning inference (NAIR split computing) on IoT devices.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _quiet_logs() -> None:
+    """Commands log warnings and errors only (agents configure their own logging from their settings)."""
+    from agents.runtime.logging import configure_logging
+    from agents.runtime.settings import LogSettings
+
+    configure_logging(LogSettings(level="warning"))
+
+
+train_app = typer.Typer(help="Train the models nairbus ships (seeded; weights and manifest land in models/weights).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")]  # noqa: UP045
+DataDirOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
+]
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError as exc:
+        raise typer.BadParameter("expected i/n, e.g. 0/3") from exc
+    return (i, n)
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _load_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from agents.runtime.config import load_config
+
+    try:
+        return load_config(config, overrides)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
+
+
+def _training_progress(progress: Progress, label: str) -> Any:
+    task = progress.add_task(label, total=None)
+
+    def report(kind: str, done: int, total: int, info: dict[str, float]) -> None:
+        if kind == "step":
+            progress.update(task, completed=done, total=total,
+                            description=f"{label} epoch {int(info['epoch'])} loss {info['loss']:.3f} "
+                                        f"train acc {info['train_acc']:.3f}")
+        elif kind == "validation":
+            progress.console.print(f"  validation accuracy {info['validation_acc']:.4f}")
+        else:
+            progress.console.print(f"epoch {done}/{total}: loss {info['loss']:.4f}, train acc {info['train_acc']:.4f}"
+                                   f", {info['seconds']:.0f} s")
+
+    return report
+
+evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
+                           no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")

@@ -1,0 +1,64 @@
+"""``nairbus demo``: the whole bus on one machine, measured against the offline evaluator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from agents.cli.common import (
+    DataDirOpt,
+    _fail,
+    app,
+)
+
+
+@app.command()
+def demo(
+    frames: Annotated[int, typer.Option(help="Test frames per budget (10 000 = the whole test split).")] = 10000,
+    sensors: Annotated[int, typer.Option(help="Sensor agents sharing the frames.")] = 3,
+    budgets: Annotated[str, typer.Option(help="Comma-separated fractions of the IR per frame.")] = "1,0.5,0.25,0.1",
+    fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Replay rate per sensor (default: what one fusion agent on this kind of machine keeps up with).")] = None,
+    broker: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="host:port of a broker to use instead of a private one.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Where the JSON report goes.")] = None,  # noqa: UP045
+    data_dir: DataDirOpt = None,
+) -> None:
+    """End-to-end demo: private Mosquitto, a fusion agent, sensors replaying the test set, table per budget."""
+    from dataclasses import replace
+
+    from agents.tools.demo import DemoSettings, run_demo
+    from models.data import DatasetMissingError
+
+    try:
+        fractions = tuple(float(b) for b in budgets.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter("budgets must be numbers like 1,0.5,0.25") from exc
+    if any(not 0 < f <= 1 for f in fractions) or frames < 1 or sensors < 1 or (fps is not None and fps <= 0):
+        raise typer.BadParameter("budgets in (0, 1], frames >= 1, sensors >= 1, fps > 0")
+    target = None
+    if broker:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise typer.BadParameter("--broker expects host:port")
+        target = (host, int(port))
+    from agents.runtime.logging import configure_logging
+    from agents.runtime.settings import LogSettings
+
+    # The agents log to files under runs/demo; the demo's own connection chatter would scroll its table away.
+    configure_logging(LogSettings(level="warning"))
+    settings = DemoSettings(budgets=fractions, sensors=sensors, frames=frames, broker=target, data_dir=data_dir)
+    if fps is not None:
+        settings = replace(settings, fps_per_sensor=fps)
+    if report:
+        settings = replace(settings, report=report)
+    try:
+        run_demo(settings, Console())
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ConnectionError) as exc:
+        _fail(str(exc))
+
+
+# Variant Parallelism commands (train variants, evaluate vp, capture, demo-vp) live in agents.cli.vp.

@@ -1,0 +1,235 @@
+"""``nairbus evaluate wire | nair``: NAIR against its baselines and the image codecs, as JSON reports and plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from agents.cli.common import (
+    DataDirOpt,
+    _fail,
+    console,
+    evaluate_app,
+)
+
+
+@evaluate_app.command("wire")
+def evaluate_wire_cmd(
+    frames: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Test images (the first N; default the whole test split, as reports/images.json).")] = None,
+    images_report: Annotated[Path, typer.Option(help="The image codecs' report (nairbus evaluate images).")] = Path(
+        "reports/images.json"),
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/wire.json"),
+    plot: Annotated[Path, typer.Option(help="Where the PNG plot goes.")] = Path("reports/wire_rate.png"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """NAIR (each shipped split point) against the image codecs, in bytes on the wire per frame (whole MQTT PUBLISH).
+
+    Which artifact serves a wire cap is chosen on the validation split; accuracies are on the test split with
+    95 % intervals. Needs reports/images.json from 'nairbus evaluate images' on the same frames.
+    """
+    from agents.tools.wire_eval import evaluate_wire, plot_wire
+    from models.data import DatasetMissingError
+
+    try:
+        with console.status("evaluating") as status:
+            result = evaluate_wire(images_report.resolve(), frames, progress=status.update, data_dir=data_dir)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        _fail(str(exc))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    plot_wire(result, json.loads(images_report.read_text()), plot)
+    for cap in (200, 300):
+        bar = result["bars"][f"at_{cap}_wire_bytes"]
+        nair, best = bar["nair"], bar["best_image"]
+        console.print(f"<= {cap} B on the wire: NAIR ({nair['artifact']}) {100 * nair['accuracy']:.2f} %, best image "
+                      f"({bar['best_image_family']}) {100 * best['accuracy']:.2f} %"
+                      f"{'' if bar['difference_outside_noise'] else ' (inside the 95 % intervals)'}")
+    console.print(f"report: {report}; plot: {plot}")
+
+
+def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None) -> dict[str, Any]:
+    """The wire bars for reports/nair.json (agents.tools.wire_eval on the same test frames), or why they are missing."""
+    from agents.tools.wire_eval import evaluate_wire, wire_summary
+    from models.data import DatasetMissingError
+
+    try:
+        with console.status("bytes on the wire: NAIR per artifact against the image codecs") as status:
+            wire = evaluate_wire(images_report.resolve(), None if frames == 10000 else frames,
+                                 progress=status.update, data_dir=data_dir)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        console.print(f"[yellow]no wire bars in the report: {exc}[/]")
+        return {"missing": str(exc)}
+    summary = wire_summary(wire)
+    for cap in (200, 300):
+        bar = summary["bars"][f"at_{cap}_wire_bytes"]
+        console.print(f"<= {cap} B on the wire: NAIR ({bar['nair']['artifact']}) {100 * bar['nair']['accuracy']:.2f} %,"
+                      f" best image ({bar['best_image_family']}) "
+                      f"{100 * bar['images'][bar['best_image_family']]['accuracy']:.2f} %")
+    return summary
+
+
+def _image_codec_curves(images_report: Path, frames: int) -> dict[str, Any]:
+    """Every image codec setting of ``reports/images.json`` (same test frames, same lean envelope, whole mature model
+    on the decoded frame): payload and wire bytes against accuracy, for the NAIR rate plot; or why it is missing."""
+    if not images_report.is_file():
+        return {"missing": f"{images_report} is missing; run 'nairbus evaluate images' first"}
+    images = json.loads(images_report.read_text())
+    if images.get("frames") != frames:
+        return {"missing": f"{images_report} has {images.get('frames')} test frames, this run {frames}"}
+    keep = ("spec", "mean_payload_bytes", "mean_wire_bytes", "accuracy", "ci95")
+    return {"command": images.get("command"), "frames": frames,
+            "families": {family: [{k: spec[k] for k in keep} for spec in table["specs"]]
+                         for family, table in images["families"].items()}}
+
+
+@evaluate_app.command("nair")
+def evaluate_nair_cmd(
+    frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
+    calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate each method.")] = 10000,
+    method: Annotated[Optional[list[str]], typer.Option(help="Only these methods (repeatable).")] = None,  # noqa: UP045
+    report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Where the JSON report goes, plots beside it (default reports/nair.json, for another model "
+             "reports/nair-<model>.json).")] = None,
+    model: Annotated[str, typer.Option(
+        help="The model to evaluate: base (shipped) or another one, e.g. imported with 'nairbus import-model'.")]
+        = "base",
+    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Calibrate every method on this folder of unlabeled images (the one the model's artifact was "
+             "calibrated on) instead of the data set's calibration images.")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation.
+
+    For the base model the report also carries the wire bars (NAIR per shipped artifact against each image codec,
+    in bytes on the wire per frame), from reports/images.json ('nairbus evaluate images') on the same test frames.
+    """
+    import numpy as np
+
+    from models.data import DatasetMissingError, load_split, validation_split
+    from models.evaluation import EvalSettings, Evaluator, method_specs, run_evaluation
+    from models.nair_plots import write_plots
+    from models.store import load_model
+    from models.zoo import DEFAULT_SPLIT
+
+    if not 1 <= frames <= 10000 or not 100 <= calibration_images <= 55000:
+        raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images in 100..55000 (the last "
+                                 "5 000 training images are the validation split)")
+    unknown = set(method or ()) - set(method_specs(DEFAULT_SPLIT))
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {sorted(method_specs('x'))}")
+    started = time.perf_counter()
+    try:
+        train, test = load_split("train", data_dir), load_split("test", data_dir)
+        models = {model: load_model(model)}
+    except (DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    name = models[model][1]["name"]
+    report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
+    if name == "base":
+        try:
+            models["taildrop"] = load_model("taildrop")
+        except FileNotFoundError:
+            console.print("[yellow]no tail-drop baseline in models/weights; run 'nairbus train taildrop' to include "
+                          "it[/]")
+    requested_images = calibration_images
+    if images_dir is not None:
+        calibration = _folder_images(models[model][0].input_spec, images_dir, calibration_images)
+        calibration_images = len(calibration)
+    else:
+        calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])]
+    settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()))
+    with console.status("evaluating") as status:
+        def say(message: str) -> None:
+            console.log(message)
+            status.update(message)
+
+        validation = validation_split(train)
+        source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
+                  f"{calibration_images} calibration images)")
+        evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
+                              validation_source=source)
+        split = models[model][1].get("default_split", DEFAULT_SPLIT)
+        calibrate_command = "nairbus calibrate" + ("" if name == "base" else f" --model {model}") + (
+            f" --images-dir {images_dir}" if images_dir is not None else "")
+        result = run_evaluation(evaluator, split, model, calibrate_command)
+    suffix = ("" if frames == 10000 else f" --frames {frames}") + (
+        "" if requested_images == 10000 else f" --calibration-images {requested_images}")
+    suffix += ("" if name == "base" else f" --model {model}") + (
+        f" --images-dir {images_dir}" if images_dir is not None else "")
+    result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
+    result["input_spec"] = models[model][0].input_spec.model_dump(mode="json")
+    result["calibration_source"] = (f"folder {images_dir.name}: {calibration_images} unlabeled image files"
+                                    if images_dir is not None else
+                                    f"the first {calibration_images} training images of the seed-0 permutation")
+    result["shipped_artifact"] = _shipped_artifact_check(model, result)
+    if "taildrop" in models:
+        td = models["taildrop"][1]
+        result["taildrop_training"] = {k: td[k] for k in ("test_accuracy", "train_wall_seconds", "command")}
+        result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
+        if "selection" in td:
+            result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
+    if name == "base":
+        result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
+        result["image_codecs"] = _image_codec_curves(report.parent / "images.json", frames)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    plots = write_plots(result, report.parent, "nair" if name == "base" else report.stem)
+    _print_nair_table(result)
+    console.print(f"report: {report}; plots: {', '.join(str(p) for p in plots)} ({result['wall_seconds']} s)")
+
+
+def _folder_images(spec: Any, folder: Path, limit: int) -> Any:
+    """Up to ``limit`` images of a folder in name order, converted to ``spec`` (bad files counted and skipped)."""
+    import numpy as np
+
+    from agents.cli.calibrate import MIN_FOLDER_IMAGES
+    from agents.sources.folder import FolderSource
+
+    try:
+        source = FolderSource(folder, spec=spec)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    images = []
+    for _frame_id, _path, image in source.files():
+        images.append(image)
+        if len(images) >= limit:
+            break
+    if len(images) < MIN_FOLDER_IMAGES:
+        _fail(f"{folder} holds {len(images)} usable images; calibration needs at least {MIN_FOLDER_IMAGES}")
+    return np.stack(images)
+
+
+def _shipped_artifact_check(model: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the model's own artifact (``<model>.nair.npz``) is the one this evaluation's NAIR calibrated."""
+    from models.nair import NairArtifact
+    from models.store import default_artifact_path
+
+    path = default_artifact_path(model)
+    if not path.is_file() or "nair_artifact_sha256" not in result:
+        return None
+    shipped = NairArtifact.load(path)
+    return {"file": path.name, "sha256": shipped.sha256,
+            "same_as_evaluated": shipped.sha256 == result["nair_artifact_sha256"],
+            "command": shipped.meta.get("provenance", {}).get("command")}
+
+
+def _print_nair_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy vs IR received (prefix), {result['frames']} test images; "
+                        f"mature model {result['mature_accuracy']:.2%}")
+    fractions = list(next(iter(result["methods"].values()))["prefix"]) if result["methods"] else []
+    table.add_column("method")
+    for f in fractions:
+        table.add_column(f"{float(f):.0%}", justify="right")
+    for name, m in result["methods"].items():
+        table.add_row(name, *(f"{m['prefix'][f]:.2%}" for f in fractions))
+    console.print(table)
+    if "bars" in result:
+        console.print_json(data=result["bars"])

@@ -1,0 +1,177 @@
+"""``nairbus sensor``, ``nairbus fusion`` and ``nairbus watch``: run the agents, and watch their results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from agents.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    _fail,
+    _load_config,
+    _shard,
+    app,
+    console,
+)
+
+
+@app.command()
+def sensor(
+    config: ConfigOpt = None,
+    sensor_id: Annotated[Optional[str], typer.Option(help="Sensor id (topic segment).")] = None,  # noqa: UP045
+    stream_id: Annotated[Optional[str], typer.Option(help="Result stream (default: sensor id).")] = None,  # noqa: UP045
+    count: Annotated[Optional[int], typer.Option(help="Frames to replay from --start.")] = None,  # noqa: UP045
+    start: Annotated[Optional[int], typer.Option(help="First data-set index to replay.")] = None,  # noqa: UP045
+    shard: Annotated[Optional[str], typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,  # noqa: UP045
+    budget: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="'auto' (default): each frame gets what the link delivers by its deadline, measured; N: also at most N "
+             "wire bytes per frame (MQTT PUBLISH bytes, envelope included).")] = None,
+    link_fit: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--link-fit/--no-link-fit",
+        help="Size frames to the measured link (default) or send every frame's whole budget regardless.")] = None,
+    budget_fraction: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="NAIR: cap each frame's payload at this fraction of the IR.")] = None,
+    bytes_per_second: Annotated[Optional[float], typer.Option(help="Cap on wire bytes per second.")] = None,  # noqa: UP045
+    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
+    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
+             "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
+             "split).")] = None,
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
+    fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
+    qos: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="QoS of the frame messages: 0 (default: one message per frame, topic alias) or 1 (PUBACKed).",
+        min=0, max=1)] = None,
+    test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
+    data_dir: DataDirOpt = None,
+    mode: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="nair (feature prefix), image (compressed frame, whole model at the hub), auto (per frame the better of "
+             "the two at the link's budget) or vp (one variant, top-k).")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="VP: variant of the shipped family to run.")] = None,  # noqa: UP045
+    k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
+    source: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
+             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
+             "(frames from a capture agent).")] = None,
+    folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
+    watch: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--watch/--no-watch", help="With --folder: keep taking new files as they appear, until stopped.")] = None,
+    image_topic: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
+             "image-topic).")] = None,
+    frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="The model whose head runs here: a shipped name (default base), a model imported into "
+             "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
+    camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
+             "index (0), a stream URL (rtsp://...) or a video file.")] = None,
+) -> None:
+    """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
+
+    Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
+    """
+    from agents.runtime.service import run_sensor
+
+    budget_bytes: int | None = None
+    if budget is not None and budget != "auto":
+        if not budget.isdigit() or int(budget) < 16:
+            raise typer.BadParameter("--budget takes 'auto' or a whole number of wire bytes >= 16")
+        budget_bytes = int(budget)
+    values: dict[str, Any] = {
+        "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
+        "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
+        "link_fit": link_fit, "artifact": artifact,
+        "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
+        "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir, "qos": qos,
+        "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
+        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else
+                             "camera" if camera else None),
+        "camera": camera,
+        "folder": folder, "watch": watch, "image_topic": image_topic, "model": model,
+    }
+    if test_loss:
+        kind, _, rest = test_loss.partition(":")
+        parts = rest.split(":") if rest else ["0"]
+        loss: dict[str, Any] = {"kind": kind, "rate": float(parts[0])}
+        if len(parts) > 1:
+            loss["mean_burst"] = float(parts[1])
+        values["loss"] = loss
+        values["fragments_by_plan"] = True
+    cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
+    try:
+        if cfg.sensor.mode == "vp":
+            from agents.runtime.service import _on_signals
+            from agents.vp.sensor import run_vp_sensor
+
+            counters = run_vp_sensor(cfg, _on_signals)
+        else:
+            counters = run_sensor(cfg)
+    except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def fusion(
+    config: ConfigOpt = None,
+    fusion_id: Annotated[Optional[str], typer.Option(help="Fusion agent id.")] = None,  # noqa: UP045
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Reassembly deadline per frame.")] = None,  # noqa: UP045
+    max_frames: Annotated[Optional[int], typer.Option(help="Hard bound on frames in flight.")] = None,  # noqa: UP045
+    stats_interval: Annotated[Optional[float], typer.Option(help="Seconds between stats messages.")] = None,  # noqa: UP045
+    partition: Annotated[Optional[str], typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,  # noqa: UP045
+    mode: Annotated[Optional[str], typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="The model (name or manifest path; default base).")] = None,
+    also: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--also-model", help="A further model this fusion agent serves (repeatable): each sensor's birth names its "
+                             "model and artifact by hash.")] = None,
+) -> None:
+    """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
+    from agents.runtime.service import run_fusion
+
+    values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
+              "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
+              "models": tuple(also) if also else None}
+    cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
+    try:
+        if cfg.fusion.mode == "vp":
+            from agents.runtime.service import _on_signals
+            from agents.vp.fusion import run_vp_fusion
+
+            run_vp_fusion(cfg, _on_signals)
+        else:
+            run_fusion(cfg)
+    except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+
+
+
+@app.command()
+def watch(
+    config: ConfigOpt = None,
+    stream: Annotated[Optional[list[str]], typer.Option(help="Only this result stream (repeatable).")] = None,  # noqa: UP045
+    count: Annotated[Optional[int], typer.Option(help="Exit after this many results.")] = None,  # noqa: UP045
+    json_lines: Annotated[bool, typer.Option("--json", help="Print each result as a JSON line instead.")] = False,
+) -> None:
+    """Live view of the result topics: label, confidence, runner-up, IR received, latency, rate per stream."""
+    import sys
+
+    from agents.home.watch import watch as run_watch
+    from agents.runtime.logging import configure_logging
+
+    cfg = _load_config(config, {})
+    # Logs go to stderr; connection chatter (info) would scroll the live view away, so it starts at warning.
+    configure_logging(cfg.log.model_copy(update={"level": "warning"}) if cfg.log.level == "info" else cfg.log)
+    try:
+        run_watch(cfg, console=Console(), count=count, streams=set(stream or ()), as_json=json_lines, out=sys.stdout)
+    except ConnectionError as exc:
+        _fail(str(exc))
