@@ -97,6 +97,19 @@ def locate_model(name: str, directory: Path | None = None) -> tuple[str, Path]:
                             f"import your own with 'nairbus import-model' (and set ${MODEL_DIR_ENV} to its directory)")
 
 
+def find_model(sha256: str) -> Path | None:
+    """The manifest, in :func:`model_search_path`, of the model whose weights have this sha256 (None: none has)."""
+    for place in model_search_path():
+        for path in sorted(place.glob("*.json")) if place.is_dir() else ():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("sha256") == sha256 and "weights_file" in data:
+                return path
+    return None
+
+
 def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
     """The manifest of a model (see :func:`locate_model`); a clear error when it is missing or not JSON."""
     name, directory = locate_model(name, directory)

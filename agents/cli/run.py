@@ -134,13 +134,16 @@ def fusion(
     also: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--also-model", help="A further model this fusion agent serves (repeatable): each sensor's birth names its "
                              "model and artifact by hash.")] = None,
+    discover_models: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--discover-models/--no-discover-models",
+        help="Also serve sensors whose model (by sha256) is in $NAIRBUS_MODEL_DIR or the shipped weights.")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from agents.runtime.service import run_fusion
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
-              "models": tuple(also) if also else None}
+              "models": tuple(also) if also else None, "discover_models": discover_models}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.fusion.mode == "vp":

@@ -30,13 +30,15 @@ from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
 from models.nair import ArtifactMismatchError, NairArtifact
 from models.nair_codec import ComponentRun, PayloadError
 from models.pipeline import NairPipeline
-from models.store import default_artifact_path
+from models.store import default_artifact_path, find_model
 from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
+DISCOVERY_RETRY_S = 30.0
+"""How often an unknown model hash named by a birth is looked up again (``discover_models``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ class FusionAgent(FusionBase):
         self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
         self.sensors = {}
         self._frame_tokens: dict[str, tuple[float, float]] = {}
+        self._looked_up: dict[str, float] = {}
+        """Model hashes looked up in the model search path, and when (``discover_models``)."""
         super().__init__(config, ("birth", "frag", "image"), bus)
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
                           if config.discovery.enabled else None)
@@ -120,6 +124,29 @@ class FusionAgent(FusionBase):
             log.warning("artifact_skipped", path=str(path), reason=str(exc))
             return
         self.pipelines.setdefault(other.artifact.sha256, other)
+
+    def _discover(self, model_sha: str, now: float) -> None:
+        """Load the model a birth names by hash from the model search path, with the artifacts beside it (each
+        unknown hash looked up at most every :data:`DISCOVERY_RETRY_S`; the memory of lookups is bounded)."""
+        if now - self._looked_up.get(model_sha, -DISCOVERY_RETRY_S) < DISCOVERY_RETRY_S:
+            return
+        if len(self._looked_up) >= 1024:
+            self._looked_up.clear()
+        self._looked_up[model_sha] = now
+        path = find_model(model_sha)
+        if path is None:
+            return
+        if model_sha not in self.by_model:
+            try:
+                found = NairPipeline.load(str(path))
+            except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError, OSError) as exc:
+                log.warning("model_not_loaded", manifest=str(path), reason=str(exc)[:200])
+                return
+            self.by_model[model_sha] = found
+            self.pipelines.setdefault(found.artifact.sha256, found)
+            log.info("model_discovered", model=found.manifest["name"], sha256=model_sha[:12], manifest=str(path))
+        for artifact in sorted(path.parent.glob(f"{path.stem}*.nair.npz")):
+            self._add_artifact(artifact)
 
     def _extra_artifacts(self, config: AgentConfig) -> tuple[Path, ...]:
         if config.fusion.extra_artifacts is not None:
@@ -162,6 +189,10 @@ class FusionAgent(FusionBase):
             return
         pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
         decider = self.by_model.get(birth.model.sha256)
+        if self.settings.discover_models and (decider is None or (birth.nair is not None and pipeline is None)):
+            self._discover(birth.model.sha256, time.monotonic())
+            pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
+            decider = self.by_model.get(birth.model.sha256)
         if decider is None or (birth.nair is not None and (
                 pipeline is None or pipeline.manifest["sha256"] != birth.model.sha256)):
             self.sensors.pop(sensor_id, None)

@@ -150,6 +150,10 @@ class FusionSettings(BaseModel):
     """Further artifacts fusion decodes (sensors at other split points or quantisations, or of the other
     ``models``; each sensor's birth names its artifact by hash, each artifact its model). None: every
     ``<model>.*.nair.npz`` beside each model's manifest."""
+    discover_models: bool = False
+    """Also serve a sensor whose birth names a model this agent was not configured with, when a model with that
+    sha256 is in the model search path (``$NAIRBUS_MODEL_DIR``, then the shipped weights) with the artifact the
+    birth names beside it; each unknown hash is looked up at most every 30 s."""
     models: tuple[str, ...] = ()
     """Further models (names, or manifest paths) this one fusion agent serves beside ``model``, each with the
     artifacts beside its manifest: a hub with two kinds of camera needs one fusion agent."""

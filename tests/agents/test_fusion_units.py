@@ -62,3 +62,29 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
     assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor with no birth
     assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1
     assert agent.sensors == {}
+
+
+def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPipeline,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.nair import fusion as fusion_module
+    from agents.nair.sensor import bit_bands
+    from schemas import Birth, ModelRef, NairBirth
+    from schemas import encode as wire_encode
+
+    calls: list[str] = []
+    monkeypatch.setattr(fusion_module, "find_model", calls.append)
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab")).model_copy(
+        update={"fusion": AgentConfig().fusion.model_copy(update={"discover_models": True})})
+    agent = FusionAgent(cfg, pipeline, bus=RecordingBus())  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    a = pipeline.artifact
+    for i in range(5):
+        birth = Birth(sensor_id=f"cam-{i}", session="s1", ts=time.time(), mode="nair", stream_id=f"cam-{i}",
+                      labels=pipeline.labels, model=ModelRef(name="stranger", sha256="ab" * 32),
+                      nair=NairBirth(artifact_sha256="cd" * 32, split=a.split, ir_shape=a.ir_shape,
+                                     n_components=a.n_components, bit_bands=bit_bands(a.bits)),
+                      deadline_ms=500.0, epoch_ts=float(int(time.time())), expiry_ms=1000)
+        agent.handle(_message(topics.sensor_birth(f"cam-{i}"), wire_encode(birth)), time.monotonic())
+    assert calls == ["ab" * 32]  # five births, one lookup
+    assert agent.rejected["artifact_mismatch"] == 5
+    assert agent.sensors == {}

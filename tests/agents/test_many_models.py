@@ -79,3 +79,42 @@ def test_one_fusion_agent_decides_two_architectures_at_once(broker: PrivateMosqu
         assert all(r.model is not None and r.model.sha256 == pipeline.manifest["sha256"] for r in results)
         offline = pipeline.offline_probs(pipeline.encode_all(images), np.arange(FRAMES), None, LossModel())[0]
         assert [r.class_index for r in results] == offline.argmax(1).tolist()
+
+
+def test_a_fusion_agent_discovers_a_model_by_the_hash_a_birth_names(broker: PrivateMosquitto, topic_root: str) -> None:
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(deadline_ms=2000, discover_models=True))
+    listener = Communicator(base, "test-discover-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=0)
+    listener.start()
+    fusion = FusionAgent(cfg)  # configured with the base model only
+    assert {p.manifest["name"] for p in fusion.by_model.values()} == {"base"}
+    fusion.start()
+    worker = threading.Thread(target=fusion.run, daemon=True)
+    worker.start()
+    pipeline = NairPipeline.load("mobilenet", sensor_artifact_path("mobilenet"))
+    sensor = SensorAgent(cfg.model_copy(update={"sensor": SensorSettings(
+        sensor_id="cam-new", model="mobilenet", count=20, fps=40.0, link_fit=False)}), pipeline)
+    got: dict[int, Result] = {}
+    try:
+        sensor.start()
+        time.sleep(1.0)  # the birth reaches fusion first
+        sensor.run_replay()
+        end = time.monotonic() + 20
+        while len(got) < 20 and time.monotonic() < end:
+            msg = listener.get(timeout=0.2)
+            parsed = topics.parse(msg.topic) if msg else None
+            if msg is not None and parsed is not None and parsed.kind == "result":
+                r = wire_decode(msg.payload, Result)
+                got[r.frame_id] = r
+    finally:
+        sensor.stop()
+        fusion.stop()
+        worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    assert len(got) == 20
+    assert {r.model.name for r in got.values() if r.model} == {"mobilenet"}
+    assert pipeline.manifest["sha256"] in fusion.by_model
