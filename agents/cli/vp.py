@@ -174,8 +174,14 @@ def capture_cmd(
     split: Annotated[str, typer.Option(help="Data-set split to replay as the camera.")] = "test",
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")] = None,  # noqa: UP045
     data_dir: DataDirOpt = None,
+    folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Publish the image files of this folder instead of the data set.")] = None,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="With --folder: keep taking new files.")] = False,
+    camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Publish a camera's frames (a device index, a stream URL or a video file; the camera extra).")] = None,
 ) -> None:
-    """Capture agent: publish frames (here: data-set images standing in for a camera) for every VP variant sensor."""
+    """Capture agent: publish frames (the data set standing in for a camera, a folder, or a camera) for every VP
+    variant sensor."""
     from pydantic import ValidationError
 
     from agents.runtime.config import load_config
@@ -184,7 +190,8 @@ def capture_cmd(
     try:
         cfg = load_config(config, {})
         settings = CaptureSettings(stream_id=stream_id, count=count, start=start, fps=fps, split=split,
-                                   data_dir=data_dir)
+                                   data_dir=data_dir, folder=folder, watch=watch, camera=camera,
+                                   source="folder" if folder else "camera" if camera else "replay")
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         _fail(f"invalid configuration: {exc}")
     try:

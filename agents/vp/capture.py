@@ -4,7 +4,8 @@ Variant Parallelism needs the same frame on every variant device. A capture agen
 each frame as a msgpack :class:`~schemas.messages.Frame` on ``<prefix>/frames/<stream_id>``; every VP sensor of
 the stream (``nairbus sensor --mode vp --source mqtt``) subscribes to it, so all variants classify the same pixels
 under the same frame id. Here the frames come from the data set (standing in for a camera: frame id = data-set
-index, so results can be scored); a camera source would publish the same message.
+index, so results can be scored), or from a folder of image files or a camera (the same registered sources a
+sensor opens, converted to the variants' 28x28 grey input at the edge).
 
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
 
@@ -28,12 +29,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.runtime.config import AgentConfig
+from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import configure_logging, get_logger
 from agents.runtime.mqtt import Communicator
 from agents.runtime.pacing import Pacing, run_paced
-from agents.sources.replay import replay, replay_indices
-from models.data import load_split
+from agents.sources import SourceContext, open_source
+from agents.vp.common import VP_SPEC
 from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
 from schemas import encode as wire_encode
 from schemas.ids import ID_PATTERN
@@ -57,6 +58,17 @@ class CaptureSettings(BaseModel):
     fps: float = Field(default=50.0, gt=0)
     qos: Literal[0, 1] = 1
     expiry_s: float = Field(default=10.0, gt=0)
+    source: Literal["replay", "folder", "camera"] = "replay"
+    """Where the frames come from (a registered source of :mod:`agents.sources`): the data set, a folder of image
+    files, or a camera (the ``camera`` extra)."""
+    folder: Path | None = None
+    watch: bool = False
+    camera: str | None = None
+
+    def source_settings(self) -> SensorSettings:
+        """The same source as a sensor would open it."""
+        return SensorSettings(source=self.source, folder=self.folder, watch=self.watch, camera=self.camera,
+                              split=self.split, data_dir=self.data_dir, start=self.start, count=self.count)
 
     @property
     def agent_id(self) -> str:
@@ -110,8 +122,7 @@ class CaptureAgent:
         orchestration). Returns ``sent``, ``dropped`` (refused by the outgoing queue) and ``skipped``.
         """
         s = self.settings
-        data = load_split(s.split, s.data_dir)
-        indices = replay_indices(len(data), s.start, s.count)
+        source = open_source(s.source_settings(), SourceContext(VP_SPEC, self.stop_event))
 
         def emit(frame_id: int, image: np.ndarray, _result: None, capture_ts: float) -> None:
             if self.publish(frame_id, image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
@@ -120,7 +131,8 @@ class CaptureAgent:
         def late(_frame_id: int) -> None:
             self.skipped += 1
 
-        run_paced(replay(data, indices, 256), Pacing(s.fps), self.stop_event, lambda _batch: None, emit, late)
+        pacing: Pacing[None] = Pacing(s.fps, skip_late=source.skip_late, source_paced=source.source_paced)
+        run_paced(source.batches(256), pacing, self.stop_event, lambda _batch: None, emit, late)
         self.comm.wait_published(timeout=30.0)
         return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
 
