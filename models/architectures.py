@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from models.data import LABELS
+from models.datasets import get_dataset
 from models.mobilenet import MobileNetConfig, MobileNetV2
-from models.resnet import MEAN, STD, ResNet, ResNetConfig
+from models.resnet import ResNet, ResNetConfig
 from models.split import InputSpec
 
 __all__ = ["ARCHITECTURES", "Architecture", "build", "fashion_mnist_spec", "register"]
@@ -51,9 +51,11 @@ def build(architecture_id: str, config: Mapping[str, Any], spec: InputSpec) -> n
 
 
 def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
-    """The data set's input spec: 28x28 grey (or resized and replicated to RGB), its normalisation and labels."""
-    return InputSpec(channels=channels, height=size, width=size, mean=(MEAN,) * channels, std=(STD,) * channels,
-                     labels=LABELS)
+    """The data set's input spec (:data:`models.datasets.DATASETS`): 28x28 grey, or resized and replicated to RGB
+    with the same normalisation per channel."""
+    native = get_dataset("fashion-mnist").spec
+    return native.model_copy(update={"channels": channels, "height": size, "width": size,
+                                     "mean": native.mean * channels, "std": native.std * channels})
 
 
 def _resnet(config: Mapping[str, Any], spec: InputSpec) -> nn.Module:

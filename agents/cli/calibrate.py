@@ -120,25 +120,17 @@ MIN_FOLDER_IMAGES = 200
 a few hundred frames; a thousand or more is better)."""
 
 
-def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folder: Path, limit: int,
-                           split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None) -> None:
-    """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
-    few images fit, fit the artifact, record which files it saw."""
+def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, str]:
+    """Up to ``limit`` images of a folder in name order, converted to ``spec``, with a progress bar; files that
+    cannot be used are counted, reported and skipped; too few usable images end the command. Returns the images
+    ``(N, *spec.pixel_shape)`` and a sha256 of the file names read (what the artifact saw)."""
     import hashlib
 
     import numpy as np
 
     from agents.sources.folder import FolderSource
     from agents.sources.images import IMAGE_SUFFIXES
-    from models.calibration import CalibrationSettings, format_bit_bands
-    from models.calibration import calibrate as fit
-    from models.store import artifact_output_path
 
-    spec = net.input_spec
-    split_name = split or manifest.get("default_split", manifest["split_points"][0])
-    if split_name not in manifest["split_points"]:
-        _fail(f"model {manifest['name']} has no split point {split_name!r}; it has "
-              f"{', '.join(manifest['split_points'])}")
     try:
         source = FolderSource(folder, spec=spec)
     except FileNotFoundError as exc:
@@ -165,6 +157,25 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
     if len(images) < MIN_FOLDER_IMAGES:
         _fail(f"only {len(images)} of the files in {folder} are usable images; NAIR calibration needs at least "
               f"{MIN_FOLDER_IMAGES}")
+    return np.stack(images), names.hexdigest()
+
+
+def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folder: Path, limit: int,
+                           split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None) -> None:
+    """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
+    few images fit, fit the artifact, record which files it saw."""
+
+
+    from models.calibration import CalibrationSettings, format_bit_bands
+    from models.calibration import calibrate as fit
+    from models.store import artifact_output_path
+
+    spec = net.input_spec
+    split_name = split or manifest.get("default_split", manifest["split_points"][0])
+    if split_name not in manifest["split_points"]:
+        _fail(f"model {manifest['name']} has no split point {split_name!r}; it has "
+              f"{', '.join(manifest['split_points'])}")
+    images, names_sha256 = read_calibration_folder(spec, folder, limit)
     settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
     command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
         f" {flag} {value}" for flag, value, default in (
@@ -172,10 +183,10 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
             ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--out", out, None)) if value != default)
     started = time.perf_counter()
     with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
-        artifact = fit(net, manifest["name"], manifest["sha256"], np.stack(images), settings)
+        artifact = fit(net, manifest["name"], manifest["sha256"], images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    "calibration_source": {"folder": folder.name, "files": len(images),
-                                                          "file_names_sha256": names.hexdigest(),
+                                                          "file_names_sha256": names_sha256,
                                                           "labels_used": False}}
     path = artifact.save(out or artifact_output_path(model))
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "

@@ -138,7 +138,9 @@ def evaluate_nair_cmd(
                           "it[/]")
     requested_images = calibration_images
     if images_dir is not None:
-        calibration = _folder_images(models[model][0].input_spec, images_dir, calibration_images)
+        from agents.cli.calibrate import read_calibration_folder
+
+        calibration = read_calibration_folder(models[model][0].input_spec, images_dir, calibration_images)[0]
         calibration_images = len(calibration)
     else:
         calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])]
@@ -182,27 +184,6 @@ def evaluate_nair_cmd(
     plots = write_plots(result, report.parent, "nair" if name == "base" else report.stem)
     _print_nair_table(result)
     console.print(f"report: {report}; plots: {', '.join(str(p) for p in plots)} ({result['wall_seconds']} s)")
-
-
-def _folder_images(spec: Any, folder: Path, limit: int) -> Any:
-    """Up to ``limit`` images of a folder in name order, converted to ``spec`` (bad files counted and skipped)."""
-    import numpy as np
-
-    from agents.cli.calibrate import MIN_FOLDER_IMAGES
-    from agents.sources.folder import FolderSource
-
-    try:
-        source = FolderSource(folder, spec=spec)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-    images = []
-    for _frame_id, _path, image in source.files():
-        images.append(image)
-        if len(images) >= limit:
-            break
-    if len(images) < MIN_FOLDER_IMAGES:
-        _fail(f"{folder} holds {len(images)} usable images; calibration needs at least {MIN_FOLDER_IMAGES}")
-    return np.stack(images)
 
 
 def _shipped_artifact_check(model: str, result: dict[str, Any]) -> dict[str, Any] | None:

@@ -32,7 +32,6 @@ from models.nair_codec import ComponentRun, PayloadError
 from models.pipeline import NairPipeline
 from models.store import default_artifact_path, find_model
 from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
-from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.lean import LeanContext, decode_lean
 
@@ -103,6 +102,7 @@ class FusionAgent(FusionBase):
         self.sensors = {}
         self._frame_tokens: dict[str, tuple[float, float]] = {}
         self._looked_up: dict[str, float] = {}
+        self._model_refs: dict[str, ModelRef] = {}
         """Model hashes looked up in the model search path, and when (``discover_models``)."""
         super().__init__(config, ("birth", "frag", "image"), bus)
         self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
@@ -124,6 +124,11 @@ class FusionAgent(FusionBase):
             log.warning("artifact_skipped", path=str(path), reason=str(exc))
             return
         self.pipelines.setdefault(other.artifact.sha256, other)
+
+    def _served(self, birth: Birth) -> tuple[NairPipeline | None, NairPipeline | None]:
+        """The pipeline of the artifact a birth names, and the model that decides its frames (None: not served)."""
+        pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
+        return pipeline, self.by_model.get(birth.model.sha256)
 
     def _discover(self, model_sha: str, now: float) -> None:
         """Load the model a birth names by hash from the model search path, with the artifacts beside it (each
@@ -176,23 +181,16 @@ class FusionAgent(FusionBase):
             return
         if not owns_sensor(sensor_id, self.settings.partition):
             return
-        try:
-            birth = wire_decode(message.payload, Birth)
-        except WireError as exc:
-            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
-            return
-        if birth.sensor_id != sensor_id:
-            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+        birth = self.read_birth(sensor_id, message)
+        if birth is None:
             return
         if birth.mode not in ("nair", "image", "auto"):
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
-        pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
-        decider = self.by_model.get(birth.model.sha256)
+        pipeline, decider = self._served(birth)
         if self.settings.discover_models and (decider is None or (birth.nair is not None and pipeline is None)):
             self._discover(birth.model.sha256, time.monotonic())
-            pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
-            decider = self.by_model.get(birth.model.sha256)
+            pipeline, decider = self._served(birth)
         if decider is None or (birth.nair is not None and (
                 pipeline is None or pipeline.manifest["sha256"] != birth.model.sha256)):
             self.sensors.pop(sensor_id, None)
@@ -376,13 +374,21 @@ class FusionAgent(FusionBase):
             sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
             complete=frame.complete, representation="image" if codec is not None else "nair",
             components_received=components, codec=codec,
-            wire_bytes=frame.wire_bytes, model=ModelRef(name=model.manifest["name"], sha256=model.manifest["sha256"]),
+            wire_bytes=frame.wire_bytes, model=self._model_ref(model),
         )
         payload = wire_encode(result)
         self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
         if self.discovery is not None:
             self.discovery.note_result(stream, payload)
         self.note_decided(latency, frame.complete, frame.evicted)
+
+    def _model_ref(self, model: NairPipeline) -> ModelRef:
+        """The result's ``model`` field, built once per model rather than once per frame."""
+        sha = model.manifest["sha256"]
+        ref = self._model_refs.get(sha)
+        if ref is None:
+            ref = self._model_refs[sha] = ModelRef(name=model.manifest["name"], sha256=sha)
+        return ref
 
     # ----- hooks of the worker loop -------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ import numpy as np
 from agents.runtime.config import AgentConfig
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Stats, Status
+from schemas import CONTENT_TYPE_JSON, Birth, Stats, Status, WireError
+from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.messages import MAX_FRAME_FRAGMENTS, U64_MAX
 from schemas.topics import SensorLeaf, TopicTree
@@ -118,6 +119,19 @@ class FusionBase:
             self.reject("unknown_topic", message.topic)
             return
         getattr(self, name)(parsed.ident, message, now)
+
+    def read_birth(self, sensor_id: str, message: InboundMessage) -> Birth | None:
+        """A sensor's birth, decoded and checked against its topic (None, counted and logged, when it cannot be
+        used)."""
+        try:
+            birth = wire_decode(message.payload, Birth)
+        except WireError as exc:
+            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
+            return None
+        if birth.sensor_id != sensor_id:
+            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+            return None
+        return birth
 
     def intercept(self, message: InboundMessage, now: float) -> bool:
         """Take a message before topic routing (the NAIR agent's Home Assistant discovery); True when taken."""

@@ -34,7 +34,6 @@ from models.variants import FAMILY_NAME
 from models.vp import Vote, fuse
 from schemas import (
     CONTENT_TYPE_JSON,
-    Birth,
     ClassScore,
     Result,
     Status,
@@ -182,13 +181,8 @@ class VpFusionAgent(FusionBase):
         if not message.payload:
             self._forget(sensor_id)
             return
-        try:
-            birth = wire_decode(message.payload, Birth)
-        except WireError as exc:
-            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
-            return
-        if birth.sensor_id != sensor_id:
-            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+        birth = self.read_birth(sensor_id, message)
+        if birth is None:
             return
         if birth.mode != "vp" or birth.vp is None:
             self.counts["ignored_non_vp_births"] += 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,8 @@ from models.architectures import fashion_mnist_spec
 from models.data import load_split
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path
-from schemas import Result
-from schemas import decode as wire_decode
 from schemas.topics import TopicTree
+from tests.agents.results import collect_results
 
 cv2 = pytest.importorskip("cv2", reason="the camera extra (OpenCV) is not installed")
 FRAMES = 40
@@ -84,14 +82,8 @@ def test_a_sensor_on_a_camera_gets_results(broker: PrivateMosquitto, topic_root:
     try:
         sensor.start()
         counters = sensor.run_replay()
-        got: dict[int, Result] = {}
-        end = time.monotonic() + 15
-        while len(got) < counters["frames_sent"] and time.monotonic() < end:
-            msg = listener.get(timeout=0.2)
-            parsed = topics.parse(msg.topic) if msg else None
-            if msg is not None and parsed is not None and parsed.kind == "result":
-                r = wire_decode(msg.payload, Result)
-                got[r.frame_id] = r
+        got = {frame: r for (_stream, frame), r in
+               collect_results(listener, topics, counters["frames_sent"], timeout=15).items()}
     finally:
         sensor.stop()
         fusion.stop()

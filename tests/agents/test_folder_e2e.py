@@ -27,24 +27,11 @@ from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.data import load_split
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path
-from schemas import Result
-from schemas import decode as wire_decode
 from schemas.topics import TopicTree
+from tests.agents.results import collect_results
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 FRAMES = 300
-
-
-def _results(comm: Communicator, topics: TopicTree, want: int, timeout: float) -> dict[tuple[str, int], Result]:
-    out: dict[tuple[str, int], Result] = {}
-    end = time.monotonic() + timeout
-    while len(out) < want and time.monotonic() < end:
-        msg = comm.get(timeout=0.2)
-        parsed = topics.parse(msg.topic) if msg else None
-        if msg is not None and parsed is not None and parsed.kind == "result":
-            r = wire_decode(msg.payload, Result)
-            out[(r.stream_id, r.frame_id)] = r
-    return out
 
 
 def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: PrivateMosquitto, topic_root: str,
@@ -85,7 +72,7 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
         replay.start()
         replay.run_replay()
         replay.stop()
-        got = _results(listener, topics, 2 * FRAMES, timeout=30)
+        got = collect_results(listener, topics, 2 * FRAMES, timeout=30)
     finally:
         fusion.stop()
         worker.join(timeout=10)
@@ -132,7 +119,7 @@ def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, t
             assert camera.publish(camera_topic, buf.getvalue(), content_type=None)
             time.sleep(0.05)
         sensor_worker.join(timeout=30)
-        got = _results(listener, topics, 40, timeout=15)
+        got = collect_results(listener, topics, 40, timeout=15)
     finally:
         sensor.stop()
         camera.stop()

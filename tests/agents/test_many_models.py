@@ -24,8 +24,8 @@ from models.loss import LossModel
 from models.pipeline import NairPipeline
 from models.store import WEIGHTS_DIR, sensor_artifact_path
 from schemas import Result
-from schemas import decode as wire_decode
 from schemas.topics import TopicTree
+from tests.agents.results import collect_results
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240),
               pytest.mark.skipif(not (WEIGHTS_DIR / "mobilenet.json").is_file(), reason="second model not shipped")]
@@ -57,14 +57,7 @@ def test_one_fusion_agent_decides_two_architectures_at_once(broker: PrivateMosqu
             run.start()
         for run in runs:
             run.join(timeout=120)
-        got: dict[tuple[str, int], Result] = {}
-        end = time.monotonic() + 30
-        while len(got) < 2 * FRAMES and time.monotonic() < end:
-            msg = listener.get(timeout=0.2)
-            parsed = topics.parse(msg.topic) if msg else None
-            if msg is not None and parsed is not None and parsed.kind == "result":
-                r = wire_decode(msg.payload, Result)
-                got[(r.stream_id, r.frame_id)] = r
+        got = collect_results(listener, topics, 2 * FRAMES, timeout=30)
     finally:
         for sensor in sensors:
             sensor.stop()
@@ -97,18 +90,12 @@ def test_a_fusion_agent_discovers_a_model_by_the_hash_a_birth_names(broker: Priv
     pipeline = NairPipeline.load("mobilenet", sensor_artifact_path("mobilenet"))
     sensor = SensorAgent(cfg.model_copy(update={"sensor": SensorSettings(
         sensor_id="cam-new", model="mobilenet", count=20, fps=40.0, link_fit=False)}), pipeline)
-    got: dict[int, Result] = {}
+    got: dict[tuple[str, int], Result] = {}
     try:
         sensor.start()
         time.sleep(1.0)  # the birth reaches fusion first
         sensor.run_replay()
-        end = time.monotonic() + 20
-        while len(got) < 20 and time.monotonic() < end:
-            msg = listener.get(timeout=0.2)
-            parsed = topics.parse(msg.topic) if msg else None
-            if msg is not None and parsed is not None and parsed.kind == "result":
-                r = wire_decode(msg.payload, Result)
-                got[r.frame_id] = r
+        got = collect_results(listener, topics, 20, timeout=20)
     finally:
         sensor.stop()
         fusion.stop()
