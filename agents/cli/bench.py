@@ -151,7 +151,7 @@ def link_cmd(
 def faults_cmd(
     scenario: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--scenario", help="Scenario to run (repeatable; default all): fuzz, flood, broker-kill, fusion-kill, "
-                           "fusion-stop.")] = None,
+                           "fusion-stop, takeover, exhaustion.")] = None,
     fuzz_messages: Annotated[int, typer.Option(help="Hostile messages of the fuzz scenario.", min=1)] = 100_000,
     flood_seconds: Annotated[float, typer.Option(help="How long one sensor floods.", min=0.5)] = 10.0,
     outages: Annotated[str, typer.Option(help="Broker outages to survive, seconds, comma-separated.")] = "2,20",
@@ -167,9 +167,10 @@ def faults_cmd(
     """Attack a private bus (Mosquitto, fusion, two sensors as processes) and record what the others lost.
 
     Fuzz (hostile messages on a known sensor's own topics), a flooding sensor, broker kill -9 with outages
-    (persistence off and on), fusion kill -9 and SIGSTOP: per scenario the legitimate frames sent, decided and lost,
-    whether their labels equal the offline pipeline's, recovery times and fusion memory -> reports/faults.json
-    (rewritten after every scenario). The full run takes about 15 minutes.
+    (persistence off and on), fusion kill -9 and SIGSTOP, and on the production config (accounts, ACL, TLS) client-id
+    takeover and connection exhaustion from one device's credentials: per scenario the legitimate frames sent,
+    decided and lost, whether their labels equal the offline pipeline's, recovery times, victims disconnected and
+    fusion memory -> reports/faults.json (rewritten after every scenario). The full run takes about 17 minutes.
     """
     from agents.runtime.logging import configure_logging
     from agents.runtime.settings import LogSettings

@@ -71,6 +71,9 @@ def sensor(
     model: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="The model whose head runs here: a shipped name (default base), a model imported into "
              "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
+    replay: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        "--replay", help="Seconds of frames published again after a lost broker connection comes back (default 1; "
+                         "0: off).")] = None,
     camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
              "index (0), a stream URL (rtsp://...) or a video file.")] = None,
@@ -96,7 +99,7 @@ def sensor(
         "source": source or ("folder" if folder is not None else "image-topic" if image_topic else
                              "camera" if camera else None),
         "camera": camera,
-        "folder": folder, "watch": watch, "image_topic": image_topic, "model": model,
+        "folder": folder, "watch": watch, "image_topic": image_topic, "model": model, "replay_s": replay,
     }
     if test_loss:
         kind, _, rest = test_loss.partition(":")
@@ -137,13 +140,19 @@ def fusion(
     discover_models: Annotated[Optional[bool], typer.Option(  # noqa: UP045
         "--discover-models/--no-discover-models",
         help="Also serve sensors whose model (by sha256) is in $NAIRBUS_MODEL_DIR or the shipped weights.")] = None,
+    session_expiry: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--session-expiry", help="Seconds the broker keeps this agent's session and queues sensor messages while it "
+                                 "is away (default 300; 0: a clean session on every connection).")] = None,
+    result_qos: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--result-qos", min=0, max=1, help="QoS of the published results (default 0; 1: acknowledged).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from agents.runtime.service import run_fusion
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
-              "models": tuple(also) if also else None, "discover_models": discover_models}
+              "models": tuple(also) if also else None, "discover_models": discover_models,
+              "session_expiry_s": session_expiry, "result_qos": result_qos}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.fusion.mode == "vp":

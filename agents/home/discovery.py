@@ -210,8 +210,9 @@ class HomeAssistantDiscovery:
 
     def attach(self) -> None:
         """Register the subscriptions (made on every connect by the communicator)."""
-        self.comm.subscribe(self.node_filter, qos=1)
-        self.comm.subscribe(self.status_topic, qos=1)
+        # QoS 0, so the retained configs come again on a resumed persistent session (see Communicator.subscribe).
+        self.comm.subscribe(self.node_filter, qos=0)
+        self.comm.subscribe(self.status_topic, qos=0)
 
     def _ours(self, topic: str) -> bool:
         head = f"{self.settings.prefix}/{COMPONENT}/{node_id(self.fusion_id)}/"

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from agents.home.discovery import HomeAssistantDiscovery, streams_of
-from agents.nair.outgoing import alias_wire_bytes
+from agents.nair.outgoing import alias_wire_bytes, bit_bands
 from agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from agents.runtime.config import AgentConfig
 from agents.runtime.fusion_base import FusionBase, owns_sensor
@@ -200,6 +200,17 @@ class FusionAgent(FusionBase):
                         f"models {', '.join(p.manifest['name'] + ' ' + sha[:12] for sha, p in self.by_model.items())}"
                         f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
             return
+        if birth.nair is not None and pipeline is not None:
+            a = pipeline.artifact
+            declared = (tuple(birth.nair.ir_shape), birth.nair.n_components, tuple(birth.nair.bit_bands))
+            if declared != (tuple(a.ir_shape), a.n_components, bit_bands(a.bits)):
+                # The birth names an artifact by hash but describes another IR (a changed shape mid-stream, a bug,
+                # a hostile sender): its fragments would be decoded with the wrong layout.
+                self.sensors.pop(sensor_id, None)
+                self.reject("birth_inconsistent", message.topic,
+                            f"ir_shape {birth.nair.ir_shape} / {birth.nair.n_components} components / bands differ "
+                            f"from artifact {a.sha256[:12]} ({a.ir_shape}, {a.n_components})")
+                return
         if tuple(birth.labels) != decider.labels:
             self.sensors.pop(sensor_id, None)
             self.reject("labels_mismatch", message.topic, f"the sensor's labels differ from model "
@@ -377,7 +388,8 @@ class FusionAgent(FusionBase):
             wire_bytes=frame.wire_bytes, model=self._model_ref(model),
         )
         payload = wire_encode(result)
-        self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
+        self.comm.publish(self.topics.result(stream), payload, qos=self.settings.result_qos,
+                          content_type=CONTENT_TYPE_JSON)
         if self.discovery is not None:
             self.discovery.note_result(stream, payload)
         self.note_decided(latency, frame.complete, frame.evicted)

@@ -17,13 +17,19 @@ from models.loss import LossModel
 from models.nair import NairArtifact
 from models.nair_codec import NairCodec, packed_bytes, prefix_end, run_spans
 from schemas.lean import LeanContext, encode_lean
-from schemas.messages import MAX_FRAGMENT_DATA, Fragment, ImageFrame
+from schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
 
 __all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
 
 _ENVELOPE_SLACK = 4
 """Bytes kept aside for the envelope growing as the data does (msgpack and MQTT length prefixes)."""
+
+
+def bit_bands(bits: np.ndarray) -> tuple[BitBand, ...]:
+    """The artifact's bits per component as bands for the birth."""
+    ends = [*(np.flatnonzero(np.diff(bits.astype(np.int64))) + 1).tolist(), len(bits)]
+    return tuple(BitBand(end=int(e), bits=int(bits[e - 1])) for e in ends)
 
 
 def alias_wire_bytes(payload_len: int) -> int:

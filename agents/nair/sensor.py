@@ -22,7 +22,7 @@ import numpy as np
 
 from agents.nair.auto import AutoChooser
 from agents.nair.link import BudgetDecision, LinkMonitor
-from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing
+from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator
@@ -33,7 +33,7 @@ from models.loss import LossModel
 from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path
-from schemas import CONTENT_TYPE_JSON, Birth, BitBand, ImageBirth, ModelRef, NairBirth, Status
+from schemas import CONTENT_TYPE_JSON, Birth, ImageBirth, ModelRef, NairBirth, Status
 from schemas import encode as wire_encode
 from schemas.lean import LeanContext
 from schemas.topics import TopicTree
@@ -61,12 +61,6 @@ def payload_cap(settings: SensorSettings, total_bytes: int) -> int | None:
     if settings.budget_fraction is not None:
         return max(1, round(settings.budget_fraction * total_bytes))
     return None
-
-
-def bit_bands(bits: np.ndarray) -> tuple[BitBand, ...]:
-    """The artifact's bits per component as bands for the birth."""
-    ends = [*(np.flatnonzero(np.diff(bits.astype(np.int64))) + 1).tolist(), len(bits)]
-    return tuple(BitBand(end=int(e), bits=int(bits[e - 1])) for e in ends)
 
 
 @dataclass
@@ -112,7 +106,7 @@ class SensorAgent:
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
         self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
-                                        self._status_payload)
+                                        self._status_payload, replay_s=s.replay_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
         self.ctx = LeanContext(sid, self.comm.session, self.epoch_ts, s.expiry_s)
@@ -316,7 +310,8 @@ class SensorAgent:
             if msg.lost:
                 self.counters["injected_loss"] += 1
                 continue
-            if self.comm.publish(msg.topic, msg.payload, qos=self.settings.qos, content_type=None, alias=True):
+            if self.comm.publish(msg.topic, msg.payload, qos=self.settings.qos, content_type=None, alias=True,
+                                 replay=True):
                 sent = True
                 wire = self.comm.last_wire_bytes
                 self.counters["messages"] += 1

@@ -88,6 +88,10 @@ class SensorSettings(BaseModel):
     fps: float | None = Field(default=None, gt=0)
     batch: int = Field(default=32, ge=1, le=1024)
     expiry_s: float = Field(default=10.0, gt=0)
+    replay_s: float = Field(default=1.0, ge=0, le=60)
+    """After a lost broker connection, the frames published in its last ``replay_s`` seconds are published again
+    once it is back (QoS 0: a broker killed mid-stream loses what its socket held; fusion counts a copy of a frame
+    it already has as late). 0 turns it off."""
     qos: Literal[0, 1] = 0
     """QoS of the high-rate messages. 0: a frame is one message in importance order over TCP, so QoS 1 adds a packet
     id, a PUBACK and paho's in-flight window (behind which the most important bytes queued) and gains nothing but
@@ -169,6 +173,13 @@ class FusionSettings(BaseModel):
     stats_interval_s: float = Field(default=5.0, gt=0)
     partition: tuple[int, int] | None = None
     """``(i, n)``: this fusion agent takes the sensors whose id hashes to i of n (scale-out)."""
+    session_expiry_s: int = Field(default=300, ge=0, le=2**32 - 1)
+    """A persistent MQTT 5 session: the broker keeps this agent's subscriptions and queues the sensors' messages
+    for this long after it goes away (a restart, a crash, a lost connection), and delivers them when it is back;
+    frames whose expiry passed meanwhile are counted as ``expired``. 0: a clean session on every connection."""
+    result_qos: Literal[0, 1] = 0
+    """QoS of the published results: 1 makes the broker acknowledge each one (and paho resend it after a
+    reconnect), for subscribers that must not miss a decision; 0 is cheaper and what a live view needs."""
 
 
 class AgentConfig(BaseSettings):

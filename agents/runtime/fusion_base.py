@@ -50,6 +50,15 @@ def sender_of(topic: str) -> str:
     return ident if head and slash else ""
 
 
+def fusion_client_id(fusion_id: str, topics: TopicTree) -> str:
+    """The MQTT client id of a fusion agent: stable across restarts (its persistent session is found by it) and
+    distinct per topic tree, so two installations on one broker never resume each other's session. (A production
+    broker replaces it by the account's user name.)"""
+    if (topics.root, topics.site) == ("nairbus", "default"):
+        return f"nairbus-fusion-{fusion_id}"
+    return f"nairbus-fusion-{fusion_id}-{zlib.crc32(f'{topics.root}/{topics.site}'.encode()):08x}"
+
+
 def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
     """Deterministic partition of keys (sensors or streams) between fusion agents: ``crc32(key) % n == i``."""
     if partition is None:
@@ -97,11 +106,14 @@ class FusionBase:
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
-        self.comm = bus or Communicator(config.broker, f"nairbus-fusion-{fid}", self.topics.fusion_status(fid),
-                                        self._status_payload, inbox_key=sender_of)
+        self.comm = bus or Communicator(config.broker, fusion_client_id(fid, self.topics),
+                                        self.topics.fusion_status(fid), self._status_payload, inbox_key=sender_of,
+                                        session_expiry_s=self.settings.session_expiry_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
+        # QoS 0: the high-rate messages are sent at QoS 0 anyway, and the retained births must come again when the
+        # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
         for kind in subscriptions:
-            self.comm.subscribe(self.topics.all_sensors(kind), qos=1)
+            self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]

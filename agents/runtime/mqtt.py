@@ -5,8 +5,13 @@ It follows Frigate's communicator and aiomqtt's client:
 
 - a retained status topic: ``status_payload("online")`` on every (re)connect, ``status_payload("offline")``
   as the last will and on clean shutdown;
-- subscriptions are registered once and (re)made in ``on_connect``, so they survive reconnects
-  (the session is started clean each time);
+- subscriptions are registered once and (re)made in ``on_connect``, so they survive reconnects; the session is
+  started clean each time unless ``session_expiry_s`` asks for a persistent MQTT 5 session (``clean_start=False``
+  and a session expiry: the broker keeps the subscriptions and queues what arrives while the client is away — the
+  fusion agent's, so a restart or an outage loses nothing that is still worth deciding);
+- a sender may ask for a replay window (``replay_s``): the QoS 0 messages it published in the last ``replay_s``
+  seconds before a connection was lost are published again after the reconnect (a broker killed mid-stream takes
+  the messages in its socket buffers with it; a receiver that already has a frame counts the copy as late);
 - paho reconnects by itself with exponential backoff between ``reconnect_min_s`` and ``reconnect_max_s``;
 - outgoing traffic is bounded: at most ``max_outgoing`` QoS 0 packets waiting for the socket and at
   most ``max_outgoing`` QoS 1/2 messages waiting for their acknowledgement; beyond that ``publish``
@@ -67,11 +72,14 @@ COUNTER_NAMES: Final = (
     "inbox_dropped",  # arrived while the inbox was full
     "reconnects",  # successful connections after the first
     "disconnects",  # connections lost (a clean stop() is not counted)
+    "replayed",  # QoS 0 messages of the replay window published again after a reconnect
     "wire_bytes",  # MQTT PUBLISH bytes of every publish handed to paho (header, topic or alias, properties, payload)
 )
 TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 """Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
 _DROP_LOG_INTERVAL_S: Final = 5.0
+SESSION_EXPIRY_MAX: Final = 2**32 - 1
+"""MQTT 5's largest session expiry interval in seconds (it means: never expires)."""
 _UNREACHABLE: Final = "unreachable"
 # CONNACK reason codes that mean "fix your credentials / ACL", with a hint for the error message.
 _REFUSAL_HINTS: Final = {
@@ -196,8 +204,22 @@ class Communicator:
         *,
         logger: FilteringBoundLogger | None = None,
         inbox_key: Callable[[str], str] | None = None,
+        session_expiry_s: int = 0,
+        replay_s: float = 0.0,
+        replay_max: int = 4096,
     ) -> None:
+        if not 0 <= session_expiry_s <= SESSION_EXPIRY_MAX:
+            raise ValueError(f"session_expiry_s must be 0 ... {SESSION_EXPIRY_MAX}, not {session_expiry_s}")
+        if replay_s < 0 or replay_max < 1:
+            raise ValueError("replay_s must be >= 0 and replay_max >= 1")
         self.broker = broker
+        self.session_expiry_s = session_expiry_s
+        """0: a clean session on every connection; otherwise the broker keeps this client's session (subscriptions,
+        queued messages) this many seconds after it disconnects."""
+        self.replay_s = replay_s
+        # QoS 0 publishes made with replay=True, newest last: (monotonic time, topic, payload), bounded by count.
+        self._replay: deque[tuple[float, str, bytes]] = deque(maxlen=replay_max)
+        self._lost_at: float | None = None
         self.client_id = client_id
         self.status_topic = status_topic
         self.status_payload = status_payload
@@ -278,7 +300,13 @@ class Communicator:
         return f"{self.broker.host}:{self.broker.port}"
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        """Register a subscription; it is made on every (re)connect, and at once if connected now."""
+        """Register a subscription; it is made on every (re)connect, and at once if connected now.
+
+        A filter whose retained messages the client needs on every connection (births, statuses, discovery configs)
+        is best subscribed at QoS 0 by a client with a persistent session: Mosquitto 2.0 does not send the retained
+        messages again for a QoS 1 subscription of a resumed session that has messages queued (a restarted fusion
+        agent would never learn its sensors); at QoS 0 it does.
+        """
         if qos not in (0, 1, 2):
             raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
         with self._sub_lock:
@@ -325,7 +353,12 @@ class Communicator:
             username=settings.username,
             subscriptions=len(self._subscriptions),
         )
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive, clean_start=True)
+        connect_props = None
+        if self.session_expiry_s:
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_props.SessionExpiryInterval = self.session_expiry_s
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive,
+                             clean_start=not self.session_expiry_s, properties=connect_props)
         client.loop_start()
 
         deadline = time.monotonic() + timeout
@@ -360,6 +393,7 @@ class Communicator:
         content_type: str | None,
         expiry_s: float | None = None,
         alias: bool = False,
+        replay: bool = False,
     ) -> bool:
         """Queue a publish with its MQTT 5 content type (and message expiry); never blocks.
 
@@ -367,7 +401,8 @@ class Communicator:
         topic alias for a QoS 0 publish when the broker grants any. Returns ``False`` (and counts why) when the
         message will not be sent: the outgoing queue is full, QoS 0 while disconnected, larger than the broker
         accepts, or after ``stop()``. QoS 1/2 messages published while disconnected are queued and sent after the
-        reconnect. :attr:`last_wire_bytes` is the PUBLISH packet's size of the last accepted publish.
+        reconnect. ``replay=True`` (QoS 0, no content type) keeps the message for the replay window (see
+        ``replay_s``). :attr:`last_wire_bytes` is the PUBLISH packet's size of the last accepted publish.
         """
         if self._stopped:
             self._count("outgoing_dropped")
@@ -419,6 +454,11 @@ class Communicator:
                 return False
             with self._out_lock:
                 self._qos0_out.append(info)
+            if replay and self.replay_s > 0:
+                now = time.monotonic()
+                while self._replay and self._replay[0][0] < now - self.replay_s:
+                    self._replay.popleft()  # too old to be replayed after any later loss
+                self._replay.append((now, topic, payload))
             self._count("wire_bytes", size)
             self.last_wire_bytes = size
             return True
@@ -460,6 +500,19 @@ class Communicator:
                 self._acked_out.append(info)
         if announcements:
             self._log.info("mqtt.announced_again", topics=len(announcements))
+
+    def _replay_recent(self) -> None:
+        """After a reconnect: publish again the replayable messages of the last ``replay_s`` before the loss."""
+        lost_at, self._lost_at = self._lost_at, None
+        if lost_at is None or not self._replay:
+            return
+        since = lost_at - self.replay_s
+        recent = [(topic, payload) for ts, topic, payload in list(self._replay) if ts >= since]
+        self._replay.clear()
+        sent = sum(self.publish(topic, payload, qos=0, content_type=None, alias=True) for topic, payload in recent)
+        if recent:
+            self._count("replayed", sent)
+            self._log.info("mqtt.replayed", messages=sent, window_s=self.replay_s)
 
     def pending_bytes(self) -> int:
         """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written to the socket."""
@@ -653,6 +706,7 @@ class Communicator:
             self._publish_status("online")
             if self._connections > 1:
                 self._republish_announcements()
+                self._replay_recent()
             with self._sub_lock:
                 self._pending_subs.clear()
                 entries = list(self._subscriptions.items())
@@ -697,6 +751,7 @@ class Communicator:
                 return
             if was_connected:
                 self._count("disconnects")
+                self._lost_at = time.monotonic()
             self._log.warning(
                 "mqtt.connection_lost",
                 broker=self.endpoint,

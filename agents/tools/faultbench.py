@@ -11,12 +11,17 @@ label is deterministic), plus a recorder that follows the results. The attacks:
 - ``broker-kill``: the broker is killed (SIGKILL) for each of ``outages_s``, with persistence off and on, and
   restarted on the same port;
 - ``fusion-kill``: the fusion agent is killed (SIGKILL) and started again, ``kill_runs`` times;
-- ``fusion-stop``: the fusion agent is frozen (SIGSTOP) for ``stop_seconds`` and resumed, ``stop_runs`` times.
+- ``fusion-stop``: the fusion agent is frozen (SIGSTOP) for ``stop_seconds`` and resumed, ``stop_runs`` times;
+- ``takeover`` (production config: accounts, ACL, TLS with client certificates): one device's account connects again
+  and again with the client ids and user names of the fusion agent and the other sensors, on both listeners;
+- ``exhaustion`` (production config): one device's credentials open connections as fast as it can, past each
+  listener's ``max_connections``, and hold them, while a device that was not connected yet tries to join.
 
 Per scenario the report holds the hostile messages sent, the legitimate frames sent / decided / lost, whether their
 labels equal the offline pipeline's on the same images (what a fault-free run decides), the result rate before and
-during the fault, times to recover, fusion restarts and crashes, and fusion memory before and after. Client-id
-takeover and connection exhaustion need the production config's accounts: ``tests/deploy/test_secure_broker.py``.
+during the fault, times to recover, fusion restarts and crashes, and fusion memory before and after. The takeover and
+exhaustion runs say whether any victim was disconnected (its retained status went offline, or the broker's log says
+it closed the victim's connection) and how many of the attacker's connections were still open.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import json
 import os
 import random
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -42,6 +49,7 @@ from agents.runtime.logging import get_logger
 from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import BrokerSettings
+from agents.tools.secure_broker import OBSERVER, SecureBroker
 from schemas import Result, Status
 from schemas import decode as wire_decode
 from schemas.codec import WireError
@@ -49,8 +57,12 @@ from schemas.topics import TopicTree
 
 log = get_logger("nairbus.faultbench")
 
-SCENARIOS = ("fuzz", "flood", "broker-kill", "fusion-kill", "fusion-stop")
+SCENARIOS = ("fuzz", "flood", "broker-kill", "fusion-kill", "fusion-stop", "takeover", "exhaustion")
 ROOT, SITE = "nairbus-faults", "bench"
+SECURE_ROOT = "nairbus"
+"""The production ACL is written for the topic root ``nairbus``."""
+FUSION_ACCOUNT = "fusion.fusion-1"
+ATTACKER = "evil"
 U64 = 2**64 - 1
 
 
@@ -94,12 +106,14 @@ def _rss_kib(pid: int | None) -> int | None:
 class Recorder:
     """Follows results and fusion status; remembers every result with its arrival time."""
 
-    def __init__(self, port: int) -> None:
-        self.topics = TopicTree(ROOT, SITE)
-        settings = BrokerSettings(port=port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    def __init__(self, settings: BrokerSettings, root: str = ROOT) -> None:
+        self.topics = TopicTree(root, SITE)
         self.comm = Communicator(settings, "nairbus-faultbench-recorder", None, lambda _s: b"{}")
         self.comm.subscribe(self.topics.all_results(), qos=0)
         self.comm.subscribe(self.topics.all_fusion("status"), qos=1)
+        self.comm.subscribe(self.topics.all_sensors("status"), qos=1)
+        self.offline: list[tuple[str, float]] = []
+        """(agent id, arrival monotonic) of every non-retained ``offline`` status: who was disconnected, and when."""
         self.results: dict[tuple[str, int], tuple[int, float, float]] = {}
         """(stream, frame) → (class index, latency ms, arrival monotonic)."""
         self.duplicates = 0
@@ -129,8 +143,12 @@ class Recorder:
                     if key in self.results:
                         self.duplicates += 1
                     self.results[key] = (r.class_index, r.latency_ms, time.monotonic())
-                elif parsed and parsed.kind == "fusion_status":
-                    self.fusion_online = wire_decode(msg.payload, Status).state == "online"
+                elif parsed and parsed.kind in ("fusion_status", "sensor_status") and msg.payload:
+                    status = wire_decode(msg.payload, Status)
+                    if parsed.kind == "fusion_status":
+                        self.fusion_online = status.state == "online"
+                    if status.state == "offline" and not msg.retain:
+                        self.offline.append((status.agent_id, time.monotonic()))
             except WireError:
                 continue
 
@@ -151,7 +169,10 @@ class Bus:
     settings: FaultSettings
     name: str
     persistence: bool = False
+    production: bool = False
+    """Run the production config (accounts, ACL, TLS for the sensors) instead of the development one."""
     broker: PrivateMosquitto | None = None
+    secure: SecureBroker | None = None
     fusion: subprocess.Popen[bytes] | None = None
     recorder: Recorder | None = None
     sensors: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -163,25 +184,45 @@ class Bus:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def env(self) -> dict[str, str]:
+    @property
+    def root(self) -> str:
+        return SECURE_ROOT if self.production else ROOT
+
+    def env(self, account: str | None = None) -> dict[str, str]:
+        """The environment of an agent process; on the production config, ``account``'s credentials: the fusion
+        agent on the hub's loopback listener with its password, a sensor over TLS with its client certificate."""
         assert self.broker is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NAIRBUS_", "NOTIFY_SOCKET"))}
         env.update({"NAIRBUS_BROKER__HOST": self.broker.host, "NAIRBUS_BROKER__PORT": str(self.broker.port),
                     "NAIRBUS_BROKER__RECONNECT_MIN_S": "0.2", "NAIRBUS_BROKER__RECONNECT_MAX_S": "1.0",
-                    "NAIRBUS_TOPICS__ROOT": ROOT, "NAIRBUS_TOPICS__SITE": SITE, "NAIRBUS_LOG__FORMAT": "json",
+                    "NAIRBUS_TOPICS__ROOT": self.root, "NAIRBUS_TOPICS__SITE": SITE, "NAIRBUS_LOG__FORMAT": "json",
                     "COLUMNS": "200"})
+        if self.secure is not None and account is not None:
+            tls = account != FUSION_ACCOUNT
+            broker = self.secure.settings(account, tls=tls)
+            for name in ("port", "username", "password_file", "tls_ca", "tls_cert", "tls_key"):
+                value = getattr(broker, name)
+                if value is not None:
+                    env[f"NAIRBUS_BROKER__{name.upper()}"] = str(value)
         if self.settings.data_dir is not None:
             env["NAIRBUS_DATA_DIR"] = str(self.settings.data_dir)
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], account: str | None = None) -> subprocess.Popen[bytes]:
         handle = (self.dir / f"{name}.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=self.env(), stdout=handle,
+        return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=self.env(account), stdout=handle,
                                 stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
-        self.broker = PrivateMosquitto(persistence=self.persistence).start()
-        self.recorder = Recorder(self.broker.port)
+        if self.production:
+            accounts = (*(f"good-{i}" for i in range(self.settings.legit_sensors)), ATTACKER, "late")
+            self.secure = SecureBroker(sensors=accounts).start()
+            self.broker = self.secure.broker
+            recorder = self.secure.settings(OBSERVER, reconnect_min_s=0.1, reconnect_max_s=0.5)
+        else:
+            self.broker = PrivateMosquitto(persistence=self.persistence).start()
+            recorder = BrokerSettings(port=self.broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+        self.recorder = Recorder(recorder, self.root)
         self.recorder.start()
         self.start_fusion()
 
@@ -191,7 +232,7 @@ class Bus:
         self.recorder.fusion_online = False
         began = time.monotonic()
         self.fusion = self._spawn(f"fusion-{self.fusion_starts}", [
-            "fusion", "--deadline-ms", str(self.settings.deadline_ms), "--stats-interval", "1"])
+            "fusion", "--deadline-ms", str(self.settings.deadline_ms), "--stats-interval", "1"], FUSION_ACCOUNT)
         self.fusion_starts += 1
         while not self.recorder.fusion_online:
             if self.fusion.poll() is not None:
@@ -212,7 +253,7 @@ class Bus:
             self.sensors[sid] = self._spawn(sid, [
                 "sensor", "--sensor-id", sid, "--start", str(start), "--count", str(count), "--fps",
                 str(s.legit_fps), "--budget-fraction", "1.0", "--no-link-fit",
-                "--deadline-ms", str(s.deadline_ms)])
+                "--deadline-ms", str(s.deadline_ms)], sid)
             frames[sid] = range(start, start + count)
         return frames
 
@@ -248,13 +289,15 @@ class Bus:
                     proc.wait()
         if self.recorder is not None:
             self.recorder.stop()
-        if self.broker is not None:
+        if self.secure is not None:
+            self.secure.close()
+        elif self.broker is not None:
             self.broker.close()
 
 
 @contextmanager
-def bus(settings: FaultSettings, name: str, persistence: bool = False) -> Iterator[Bus]:
-    b = Bus(settings, name, persistence)
+def bus(settings: FaultSettings, name: str, persistence: bool = False, production: bool = False) -> Iterator[Bus]:
+    b = Bus(settings, name, persistence, production)
     try:
         b.start()
         yield b
@@ -547,9 +590,179 @@ def scenario_fusion_stop(settings: FaultSettings, expected: Expected) -> dict[st
     return _repeat(settings, expected, "fusion-stop", settings.stop_runs, settings.stop_seconds + 8.0, freeze)
 
 
+# ----- one account against the others (production config) ----------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _mqtt_string(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def connect_packet(client_id: str, username: str | None = None, password: str | None = None,
+                   keepalive: int = 120) -> bytes:
+    """An MQTT 5 CONNECT packet (clean start, no will, no properties)."""
+    flags, payload = 0x02, _mqtt_string(client_id.encode())
+    if username is not None:
+        flags, payload = flags | 0x80, payload + _mqtt_string(username.encode())
+    if password is not None:
+        flags, payload = flags | 0x40, payload + _mqtt_string(password.encode())
+    body = _mqtt_string(b"MQTT") + bytes([5, flags]) + keepalive.to_bytes(2, "big") + b"\x00" + payload
+    return b"\x10" + _varint(len(body)) + body
+
+
+class RawClient:
+    """One hand-made MQTT connection (no network thread: an attacker holding hundreds of them)."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, timeout: float = 5.0) -> None:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock: socket.socket = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+
+    def connect(self, client_id: str, username: str | None, password: str | None) -> int:
+        """Send CONNECT; the CONNACK's reason code (0: accepted), or -1 when the broker closed the connection."""
+        try:
+            self.sock.sendall(connect_packet(client_id, username, password))
+            head = self.sock.recv(2)
+            if len(head) < 2 or head[0] != 0x20:
+                return -1
+            rest = self.sock.recv(head[1])
+            return rest[1] if len(rest) >= 2 else -1
+        except (OSError, ssl.SSLError):
+            return -1
+
+    def open(self) -> bool:
+        """Whether the broker still holds the connection (it sends DISCONNECT and closes one it took over)."""
+        try:
+            self.sock.setblocking(False)
+            self.sock.recv(64)  # data (the broker's DISCONNECT) or EOF: the broker closed it
+            return False
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.sock.close()
+
+
+def _attacker_tls(secure: SecureBroker) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(secure.dir / "ca.crt"))
+    ctx.load_cert_chain(secure.dir / "clients" / f"{ATTACKER}.crt", secure.dir / "clients" / f"{ATTACKER}.key")
+    return ctx
+
+
+def _kicked_in_log(secure: SecureBroker, victims: list[str]) -> int:
+    """Lines of the broker's log saying it closed a victim's connection for a newer one with its id."""
+    return sum(1 for line in secure.log().splitlines() if "closing old connection" in line
+               and any(f"Client {v} " in line for v in victims))
+
+
+def _identity_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str, Any]], expected: Expected,
+                      window: tuple[float, float]) -> dict[str, Any]:
+    """What the attack cost its victims; ``window``: the attack's monotonic start and end (an offline status in it,
+    or up to 2 s after it, is a victim knocked off; the sensors' own clean stop at the end of their run is not)."""
+    assert b.recorder is not None
+    assert b.secure is not None
+    victims = ["fusion-1", *frames]
+    offline = [who for who, at in b.recorder.offline if window[0] <= at <= window[1] + 2.0 and who in victims]
+    return {"victims": victims, "victim_offline_events": len(offline),
+            "victim_connections_closed_by_broker": _kicked_in_log(b.secure, [FUSION_ACCOUNT, *frames]),
+            "fusion_alive": _fusion_alive(b), "legit": legit_summary(b, frames, counters, expected)}
+
+
+def scenario_takeover(settings: FaultSettings, expected: Expected, repeats: int = 5,
+                      run_s: float = 30.0) -> dict[str, Any]:
+    """One device's account connects with the fusion agent's and the other sensors' client ids and user names."""
+    with bus(settings, "takeover", production=True) as b:
+        assert b.secure is not None
+        assert b.broker is not None
+        frames = b.start_sensors(seconds=run_s)
+        time.sleep(8.0)
+        since = time.monotonic()
+        password = b.secure.password_file(ATTACKER).read_text().strip()
+        tls = _attacker_tls(b.secure)
+        targets = [FUSION_ACCOUNT, "nairbus-fusion-fusion-1", *frames, *(f"nairbus-sensor-{sid}" for sid in frames)]
+        attempts = accepted = 0
+        for _ in range(repeats):
+            for target in targets:
+                # The loopback listener with the attacker's password; the TLS listener with the attacker's
+                # certificate and the victim's name as user name (the certificate decides who it is).
+                for port, ctx, user in ((b.secure.port, None, ATTACKER), (b.secure.tls_port, tls, target)):
+                    client = RawClient(b.broker.host, port, ctx)
+                    attempts += 1
+                    accepted += client.connect(target, user, password) == 0
+                    time.sleep(0.05)
+                    client.close()
+        ended = time.monotonic()
+        time.sleep(2.0)
+        counters = b.wait_sensors(timeout=120)
+        time.sleep(2.0)
+        return {"attempts": attempts, "accepted": accepted, "seconds": round(ended - since, 1),
+                "client_ids_tried": targets, **_identity_summary(b, frames, counters, expected, (since, ended))}
+
+
+def scenario_exhaustion(settings: FaultSettings, expected: Expected, tls_connections: int = 600,
+                        loopback_connections: int = 80, time_limit_s: float = 60.0,
+                        run_s: float = 40.0) -> dict[str, Any]:
+    """One device's credentials open more connections than each listener allows, and hold them."""
+    with bus(settings, "exhaustion", production=True) as b:
+        assert b.secure is not None
+        assert b.broker is not None
+        frames = b.start_sensors(seconds=run_s)
+        time.sleep(8.0)
+        since = time.monotonic()
+        password = b.secure.password_file(ATTACKER).read_text().strip()
+        tls = _attacker_tls(b.secure)
+        held: list[RawClient] = []
+        accepted = refused = 0
+        for port, ctx, n in ((b.secure.tls_port, tls, tls_connections), (b.secure.port, None, loopback_connections)):
+            for i in range(n):
+                if time.monotonic() - since > time_limit_s:
+                    break
+                try:
+                    client = RawClient(b.broker.host, port, ctx)
+                except (OSError, ssl.SSLError):
+                    refused += 1
+                    continue
+                code = client.connect(f"{ATTACKER}-{port}-{i}", ATTACKER if ctx is None else None,
+                                      password if ctx is None else None)
+                accepted += code == 0
+                refused += code != 0
+                held.append(client)
+        open_s = time.monotonic() - since
+        # While every one of those is held: a device that was not connected before joins, over TLS.
+        newcomer = Communicator(b.secure.settings("late", tls=True), "late", None, lambda _s: b"{}")
+        try:
+            newcomer.start(timeout=10.0)
+            newcomer_joined = newcomer.connected.is_set()
+        except ConnectionError:
+            newcomer_joined = False
+        finally:
+            newcomer.stop(timeout=1.0)
+        time.sleep(1.0)
+        still_open = sum(client.open() for client in held)
+        for client in held:
+            client.close()
+        ended = time.monotonic()
+        counters = b.wait_sensors(timeout=120)
+        time.sleep(2.0)
+        return {"connections_attempted": tls_connections + loopback_connections, "accepted": accepted,
+                "refused": refused, "seconds": round(open_s, 1), "attacker_connections_still_open": still_open,
+                "newcomer_joined": newcomer_joined,
+                **_identity_summary(b, frames, counters, expected, (since, ended))}
+
+
 RUNNERS: dict[str, Callable[[FaultSettings, Expected], Any]] = {
     "fuzz": scenario_fuzz, "flood": scenario_flood, "broker-kill": scenario_broker_kill,
     "fusion-kill": scenario_fusion_kill, "fusion-stop": scenario_fusion_stop,
+    "takeover": scenario_takeover, "exhaustion": scenario_exhaustion,
 }
 
 

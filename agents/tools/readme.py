@@ -435,6 +435,16 @@ def faults_block(faults: Report) -> str:
                 firsts = [v for v in run["first_result_after_return_s"].values() if v is not None]
                 recovery = (f"every sensor back in ≤ {max(firsts):.1f} s" if run["every_sensor_known_again"]
                             else "a sensor never came back")
+            elif name in ("takeover", "exhaustion"):
+                if name == "takeover":
+                    attack = (f"another account connects {run['attempts']}× with the fusion agent's and the "
+                              "sensors' client ids / user names (production config)")
+                else:
+                    attack = (f"{run['connections_attempted']} connections held by one device's credentials "
+                              f"(listener caps 512 + 64); {run['attacker_connections_still_open']} still open, "
+                              f"a new device {'joined' if run['newcomer_joined'] else '**could not join**'}")
+                kicked = run["victim_offline_events"] + run["victim_connections_closed_by_broker"]
+                recovery = "no victim disconnected" if kicked == 0 else f"**{kicked} victim disconnections**"
             else:
                 what = "kill -9 + restart" if name == "fusion-kill" else "SIGSTOP/SIGCONT"
                 attack = f"fusion {what} × {run['runs']}"
@@ -447,7 +457,9 @@ def faults_block(faults: Report) -> str:
     lines = [f"From `reports/faults.json` (`{faults['command']}`"
              + (f", {faults['wall_seconds']:.0f} s" if faults.get("wall_seconds") else "")
              + "): a private Mosquitto, fusion and two well-behaved sensors as processes; the attack below; "
-             "what the well-behaved sensors got. Labels are compared with the offline pipeline on the same images.",
+             "what the well-behaved sensors got. Labels are compared with the offline pipeline on the same images. "
+             "Takeover and exhaustion run the production config (accounts, ACL, sensors over TLS with client "
+             "certificates).",
              "", *_table(["scenario", "attack", "legitimate frames decided/sent", "labels = offline",
                           "their p99 ms", "recovery", "fusion alive"], rows)]
     if not faults.get("complete"):

@@ -290,7 +290,7 @@ class VpFusionAgent(FusionBase):
             decided_ts=decided, latency_ms=latency, complete=complete, representation="vp",
             wire_bytes=frame.wire_bytes,
         )
-        self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=1,
+        self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=self.settings.result_qos,
                           content_type=CONTENT_TYPE_JSON)
         self.note_decided(latency, complete, frame.evicted)
 

@@ -90,7 +90,8 @@ class VpSensorAgent:
         self.stop_event = threading.Event()
         self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
         self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}",
-                                        self.topics.sensor_status(s.sensor_id), self._status_payload)
+                                        self.topics.sensor_status(s.sensor_id), self._status_payload,
+                                        replay_s=s.replay_s)
         if s.source == "mqtt":
             self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
@@ -144,7 +145,7 @@ class VpSensorAgent:
                        classes=tuple(int(c) for c in classes), scores=tuple(float(x) for x in scores))
         payload = encode_lean(message, self.ctx)
         if self.comm.publish(self.topk_topic, payload, qos=s.qos, content_type=None,
-                             expiry_s=s.expiry_s if s.qos else None, alias=True):
+                             expiry_s=s.expiry_s if s.qos else None, alias=True, replay=True):
             self.counters["published"] += 1
             self.counters["wire_bytes"] += self.comm.last_wire_bytes
             self.counters["payload_bytes"] += len(payload)

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.tools.faultbench import Expected, FaultSettings, scenario_flood, scenario_fusion_kill, scenario_fuzz
+from agents.tools.faultbench import (
+    Expected,
+    FaultSettings,
+    scenario_exhaustion,
+    scenario_flood,
+    scenario_fusion_kill,
+    scenario_fuzz,
+    scenario_takeover,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -47,3 +55,26 @@ def test_a_killed_fusion_answers_again_within_seconds(tmp_path: Path, expected: 
     out = scenario_fusion_kill(FaultSettings(kill_runs=1, run_dir=tmp_path), expected)
     assert out["all_within_bar"], out["first_result_s"]
     assert out["legit"]["labels_identical_to_offline"]
+
+
+def test_no_account_can_take_over_another_clients_connection(tmp_path: Path, expected: Expected) -> None:
+    # Production config: the attacker's account connects with the fusion agent's and the sensors' client ids (and,
+    # over TLS, their user names): every attempt is accepted as the attacker itself, no victim is disconnected.
+    out = scenario_takeover(FaultSettings(run_dir=tmp_path), expected, repeats=1, run_s=16.0)
+    assert out["attempts"] == out["accepted"] == 2 * len(out["client_ids_tried"])
+    assert out["victim_offline_events"] == 0
+    assert out["victim_connections_closed_by_broker"] == 0
+    assert out["legit"]["frames_lost"] == 0
+    assert out["legit"]["labels_identical_to_offline"]
+
+
+def test_one_accounts_connections_cannot_exhaust_the_listeners(tmp_path: Path, expected: Expected) -> None:
+    # 600 TLS and 80 loopback connections from one device's credentials (the listeners allow 512 and 64): each new
+    # one replaces the account's previous one, so one is left, a device that was not connected yet still joins, and
+    # the running agents are untouched.
+    out = scenario_exhaustion(FaultSettings(run_dir=tmp_path), expected, run_s=20.0)
+    assert out["accepted"] == out["connections_attempted"] == 680
+    assert out["attacker_connections_still_open"] == 1
+    assert out["newcomer_joined"]
+    assert out["victim_offline_events"] == 0
+    assert out["legit"]["frames_lost"] == 0

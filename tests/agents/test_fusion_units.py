@@ -67,7 +67,7 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
 def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPipeline,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from agents.nair import fusion as fusion_module
-    from agents.nair.sensor import bit_bands
+    from agents.nair.outgoing import bit_bands
     from schemas import Birth, ModelRef, NairBirth
     from schemas import encode as wire_encode
 
@@ -88,3 +88,31 @@ def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPip
     assert calls == ["ab" * 32]  # five births, one lookup
     assert agent.rejected["artifact_mismatch"] == 5
     assert agent.sensors == {}
+
+
+def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline: NairPipeline) -> None:
+    # Issue 17: a birth that changed the IR shape mid-stream was accepted; its fragments would be decoded with the
+    # artifact's layout. The birth must describe the artifact it names by hash.
+    from agents.nair.outgoing import bit_bands
+    from schemas import Birth, ModelRef, NairBirth
+    from schemas import encode as wire_encode
+
+    agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,
+                        bus=RecordingBus())  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    a = pipeline.artifact
+
+    def birth(ir_shape: tuple[int, ...], session: str) -> bytes:
+        return wire_encode(Birth(
+            sensor_id="cam", session=session, ts=time.time(), mode="nair", stream_id="cam", labels=pipeline.labels,
+            model=ModelRef(name=pipeline.manifest["name"], sha256=pipeline.manifest["sha256"]),
+            nair=NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=ir_shape, n_components=a.n_components,
+                           bit_bands=bit_bands(a.bits)),
+            deadline_ms=500.0, epoch_ts=float(int(time.time())), expiry_ms=1000))
+
+    agent.handle(_message(topics.sensor_birth("cam"), birth(tuple(a.ir_shape), "s1")), time.monotonic())
+    assert "cam" in agent.sensors
+    c, h, w = a.ir_shape
+    agent.handle(_message(topics.sensor_birth("cam"), birth((c * 2, h, w // 2 or 1), "s1")), time.monotonic())
+    assert agent.rejected["birth_inconsistent"] == 1
+    assert "cam" not in agent.sensors  # forgotten: its fragments are refused until a consistent birth comes

@@ -30,11 +30,12 @@ def make() -> Iterator[Callable[..., Communicator]]:
     """Build communicators (fast reconnects) and stop them all after the test."""
     made: list[Communicator] = []
 
-    def _make(broker: PrivateMosquitto, name: str, root: str, **overrides: object) -> Communicator:
-        settings = BrokerSettings(
-            host=broker.host, port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.5, **overrides
-        )
-        comm = Communicator(settings, f"{root}/{name}".replace("/", "-"), f"{root}/{name}/status", _status)
+    def _make(broker: PrivateMosquitto, name: str, root: str, *, session_expiry_s: int = 0, replay_s: float = 0.0,
+              **overrides: object) -> Communicator:
+        values: dict[str, object] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5, **overrides}
+        settings = BrokerSettings(host=broker.host, port=broker.port, **values)  # type: ignore[arg-type]
+        comm = Communicator(settings, f"{root}/{name}".replace("/", "-"), f"{root}/{name}/status", _status,
+                            session_expiry_s=session_expiry_s, replay_s=replay_s)
         made.append(comm)
         return comm
 
@@ -276,3 +277,66 @@ def test_start_fails_fast_when_nothing_listens(topic_root: str) -> None:
         comm.start(timeout=10.0)
     assert time.monotonic() - began < 3.0
     comm.stop()
+
+
+def test_a_persistent_session_gets_what_arrived_while_it_was_away(
+        broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]) -> None:
+    # Issue 17: the fusion agent's session survives a restart, so QoS 0 fragments sent while it is away are queued
+    # by the broker (queue_qos0_messages) and delivered when it comes back — without it they are dropped.
+    topic = f"{topic_root}/sensors/cam/frag"
+    for expiry, expect in ((60, [b"m0", b"m1", b"m2"]), (0, [])):
+        first = make(broker, f"fusion-{expiry}", topic_root, session_expiry_s=expiry)
+        first.subscribe(topic, qos=1)
+        first.start()
+        first.stop(timeout=1.0)  # a clean disconnect: the session stays only with a session expiry
+        sender = make(broker, f"sender-{expiry}", topic_root)
+        sender.start()
+        for i in range(3):
+            assert sender.publish(topic, f"m{i}".encode(), qos=0, content_type=None)
+        marker = make(broker, f"marker-{expiry}", topic_root)  # once the marker is in, so are the three messages
+        marker.subscribe(topic, qos=1)
+        marker.start()
+        assert sender.publish(topic, b"marker", qos=0, content_type=None)
+        assert _next(marker).payload in (b"m0", b"m1", b"m2", b"marker")
+        back = make(broker, f"fusion-{expiry}", topic_root, session_expiry_s=expiry)
+        back.start()  # no subscribe: the session remembers it
+        got = []
+        while (m := back.get(timeout=1.0)) is not None and m.payload != b"marker":
+            got.append(m.payload)
+        assert got == expect
+
+
+def test_a_sender_replays_its_last_messages_after_the_broker_comes_back(
+        topic_root: str, make: Callable[..., Communicator]) -> None:
+    # Issue 17: a broker killed mid-stream loses the QoS 0 messages in its socket buffers. A sender with a replay
+    # window publishes the ones of the last replay_s seconds again after the reconnect (only those it asked for).
+    topic = f"{topic_root}/sensors/cam/frag"
+    with PrivateMosquitto() as broker:
+        # The sensor reconnects no sooner than 1.5 s after the loss, so the receiver below is subscribed by then.
+        sensor = make(broker, "sensor", topic_root, replay_s=2.0, reconnect_min_s=1.5, reconnect_max_s=2.0)
+        sensor.start()
+        for i in range(5):
+            assert sensor.publish(topic, f"m{i}".encode(), qos=0, content_type=None, alias=True, replay=True)
+        assert sensor.publish(topic, b"not-replayed", qos=0, content_type=None, alias=True)
+        time.sleep(0.2)
+        broker.kill()
+        _wait(lambda: not sensor.connected.is_set())
+        broker.start()
+        fusion = make(broker, "fusion", topic_root)
+        fusion.subscribe(topic, qos=1)
+        fusion.start()
+        assert not sensor.connected.is_set(), "the sensor reconnected before the receiver subscribed"
+        got = [_next(fusion).payload for _ in range(5)]
+        assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+        assert fusion.get(timeout=0.5) is None
+        assert sensor.counters["replayed"] == 5
+        # Messages older than the window before a loss are not replayed.
+        old = make(broker, "sensor-old", topic_root, replay_s=0.3, reconnect_min_s=1.5, reconnect_max_s=2.0)
+        old.start()
+        assert old.publish(topic, b"stale", qos=0, content_type=None, alias=True, replay=True)
+        time.sleep(0.6)
+        broker.kill()
+        _wait(lambda: not old.connected.is_set())
+        broker.start()
+        _wait(old.connected.is_set)
+        assert old.counters["replayed"] == 0

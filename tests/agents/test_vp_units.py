@@ -228,7 +228,8 @@ class FakeComm:
         self.counters: dict[str, int] = {"wire_bytes": 0}
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
-                content_type: str | None = None, expiry_s: float | None = None, alias: bool = False) -> bool:
+                content_type: str | None = None, expiry_s: float | None = None, alias: bool = False,
+                replay: bool = False) -> bool:
         assert content_type is None
         assert alias
         assert expiry_s is None

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from agents.tools.secure_broker import SecureBroker
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
-from tests.deploy.secure import SecureBroker
 
 TINY_MANIFEST = {"name": "tiny", "sha256": "d" * 64, "labels": [f"class{i}" for i in range(10)]}
 

@@ -14,7 +14,7 @@ from agents.runtime.config import load_config
 from agents.runtime.logging import configure_logging
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import BrokerSettings, LogSettings
-from tests.deploy.secure import SecureBroker
+from agents.tools.secure_broker import SecureBroker
 
 SECRET = "correct-horse-battery-staple-42"
 

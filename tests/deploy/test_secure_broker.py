@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agents.runtime.mqtt import Communicator, InboundMessage
-from tests.deploy.secure import OBSERVER, OBSERVER_STATUS, SecureBroker
+from agents.tools.secure_broker import OBSERVER, OBSERVER_STATUS, SecureBroker
 
 pytestmark = pytest.mark.broker
 SITE_PREFIX = "nairbus/v1"
@@ -232,3 +232,38 @@ def test_a_client_id_cannot_be_taken_over_by_another_account(secure: SecureBroke
         assert victim.counters["disconnects"] == 0
     finally:
         victim.stop(timeout=1.0)
+
+
+def test_a_certificate_is_its_own_account_whatever_password_comes_with_it(secure: SecureBroker, site: str,
+                                                                           observer: Observer) -> None:
+    # Issue 17: a client certificate worked with any user's password. On the TLS listener the certificate's common
+    # name is the user name (use_identity_as_username): cam-a's certificate with the fusion account's name and
+    # password is cam-a, which may write cam-a's topics and may not write the fusion's results.
+    settings = secure.settings("fusion.fusion-1", tls=True).model_copy(update={
+        "tls_cert": secure.dir / "clients" / "cam-a.crt", "tls_key": secure.dir / "clients" / "cam-a.key"})
+    own = f"{SITE_PREFIX}/{site}/sensors/cam-a"
+    client = Communicator(settings, "anything", f"{own}/status", lambda state: f'{{"state": "{state}"}}'.encode())
+    client.start()
+    try:
+        assert observer.wait_for(f"{own}/status", b'{"state": "online"}'), "cam-a's certificate is not cam-a"
+        forbidden = [f"{SITE_PREFIX}/{site}/results/cam-a", f"{SITE_PREFIX}/{site}/fusion/fusion-1/status"]
+        _forbidden_then_marker(client, observer, forbidden, f"{own}/frag")
+        assert not observer.topics() & set(forbidden)
+        assert client.counters["publish_rejected"] == len(forbidden)
+    finally:
+        client.stop()
+    log = secure.log()
+    assert "as cam-a (" in log
+    assert "u'cam-a'" in log
+
+
+def test_a_certificate_alone_logs_in_as_its_common_name(secure: SecureBroker, site: str, observer: Observer) -> None:
+    settings = secure.settings(None, tls=True).model_copy(update={
+        "tls_cert": secure.dir / "clients" / "cam-b.crt", "tls_key": secure.dir / "clients" / "cam-b.key"})
+    own = f"{SITE_PREFIX}/{site}/sensors/cam-b"
+    client = Communicator(settings, "anything", f"{own}/status", lambda state: f'{{"state": "{state}"}}'.encode())
+    client.start()
+    try:
+        assert observer.wait_for(f"{own}/status", b'{"state": "online"}')
+    finally:
+        client.stop()

@@ -19,10 +19,10 @@ from agents.nair.sensor import SensorAgent
 from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import TopicSettings
+from agents.tools.secure_broker import SecureBroker
 from models.pipeline import NairPipeline
 from schemas import Result
 from schemas.topics import TopicTree
-from tests.deploy.secure import SecureBroker
 
 pytestmark = pytest.mark.broker
 

@@ -19,9 +19,9 @@ from agents.runtime.config import AgentConfig
 from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import BrokerSettings, TopicSettings
+from agents.tools.secure_broker import SecureBroker
 from schemas import CONTENT_TYPE_JSON, ClassScore, Result, Status, encode
 from schemas.topics import TopicTree
-from tests.deploy.secure import SecureBroker
 
 pytestmark = pytest.mark.broker
 NAIRBUS = Path(sys.executable).with_name("nairbus")

@@ -1,10 +1,11 @@
-"""A private Mosquitto running the shipped production config (broker/mosquitto.prod.conf and broker/acl).
+"""A private Mosquitto running the shipped production config (broker/mosquitto.prod.conf and broker/acl), for the
+tests in ``tests/deploy`` and the fault bench's takeover and exhaustion attacks.
 
 Certificates and passwords are made by the shipped scripts (broker/scripts/) into a temporary directory; the only
 changes to the config are the install paths (``/etc/mosquitto/nairbus/`` becomes the temporary directory) and, done by
 :class:`agents.runtime.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one extra,
-clearly
-marked block for the tests' observer account, which may read everything so it can prove a message never arrived.
+clearly marked block for an observer account (test tooling only), which may read everything so it can prove a message
+never arrived.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agents.runtime.mosquitto import BROKER_DIR, PrivateMosquitto
+from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.settings import BrokerSettings
+from broker import BROKER_DIR
 
 SCRIPTS = BROKER_DIR / "scripts"
 INSTALL_DIR = "/etc/mosquitto/nairbus/"
@@ -43,12 +45,14 @@ class SecureBroker:
 
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nairbus-secure-")))
     broker: PrivateMosquitto | None = None
+    sensors: tuple[str, ...] = SENSORS
+    """Sensor accounts to make (user name = sensor id), each with a password and a client certificate."""
 
     def start(self) -> Self:
         self.dir.chmod(0o755)  # Mosquitto drops root privileges to the 'mosquitto' user, which must read these
         _run("bash", SCRIPTS / "make-certs.sh", "ca", self.dir)
         shutil.copy(BROKER_DIR / "acl", self.dir / "acl")
-        for sensor in SENSORS:
+        for sensor in self.sensors:
             _run("bash", SCRIPTS / "add-user.sh", self.dir, "sensor", sensor)
             _run("bash", SCRIPTS / "make-certs.sh", "client", self.dir, sensor)
         for role, ident in SERVICES:
