@@ -33,6 +33,9 @@ from schemas.messages import (
     Birth,
     BitBand,
     ClassScore,
+    Command,
+    CommandResponse,
+    Controls,
     Fragment,
     Frame,
     ImageBirth,
@@ -44,12 +47,14 @@ from schemas.messages import (
     Result,
     Stats,
     Status,
+    StreamMetrics,
+    StreamState,
     TopK,
     VpBirth,
     WireModel,
     packed_size,
 )
-from schemas.topics import TOPIC_VERSION, FusionLeaf, ParsedTopic, SensorLeaf, TopicKind, TopicTree
+from schemas.topics import TOPIC_VERSION, FusionLeaf, ParsedTopic, SensorLeaf, StreamLeaf, TopicKind, TopicTree
 
 __all__ = [
     "CONTENT_TYPE_JSON",
@@ -72,7 +77,10 @@ __all__ = [
     "Birth",
     "BitBand",
     "ClassScore",
+    "Command",
+    "CommandResponse",
     "ContentType",
+    "Controls",
     "Fragment",
     "Frame",
     "FusionLeaf",
@@ -89,6 +97,9 @@ __all__ = [
     "SensorLeaf",
     "Stats",
     "Status",
+    "StreamLeaf",
+    "StreamMetrics",
+    "StreamState",
     "TopK",
     "TopicKind",
     "TopicTree",

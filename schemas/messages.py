@@ -87,7 +87,8 @@ Bits = Annotated[int, Field(ge=1, le=16)]
 """Quantisation bits per component."""
 Probability = Annotated[float, Field(ge=0, le=1)]
 
-MessageKind = Literal["status", "birth", "frag", "topk", "image", "result", "stats", "frame"]
+MessageKind = Literal["status", "birth", "frag", "topk", "image", "result", "stats", "frame", "command",
+                      "command_response", "controls", "stream_state", "stream_metrics"]
 """The ``kind`` discriminator of every message."""
 
 
@@ -416,11 +417,106 @@ class Stats(WireModel):
     latency_p99_ms: Annotated[float, Field(ge=0)] | None = None
 
 
-Message: TypeAlias = Status | Birth | Fragment | TopK | ImageFrame | Result | Stats | Frame
+# -- commands (home automation, the hub) ------------------------------------------------------------------------------
+Transaction = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+"""An id the sender picks; the answer echoes it (Zigbee2MQTT's contract)."""
+MAX_DEADLINE_MS: Final = 3_600_000.0
+MAX_FPS: Final = 1000.0
+
+
+class Command(WireModel):
+    """A request on ``…/sensors/<id>/set`` (or ``…/fusion/<id>/set``): change what is given, leave the rest. JSON.
+
+    ``rebirth`` asks the agent to publish its birth again (Sparkplug's rebirth request: a fusion agent that sees
+    frames of a sensor it has no birth for asks for one). ``fps`` 0 means "as fast as the frames come"; a budget is
+    either wire bytes or a fraction of the IR, never both.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["command"] = "command"
+    transaction: Transaction | None = None
+    rebirth: bool = False
+    budget_bytes: Annotated[int, Field(ge=16, le=65000)] | None = None
+    budget_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    deadline_ms: Annotated[float, Field(ge=10, le=MAX_DEADLINE_MS)] | None = None
+    fps: Annotated[float, Field(ge=0, le=MAX_FPS)] | None = None
+    paused: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if self.budget_bytes is not None and self.budget_fraction is not None:
+            raise ValueError("give budget_bytes or budget_fraction, not both")
+        return self
+
+
+class Controls(WireModel):
+    """An agent's current, retained settings (``…/sensors/<id>/controls``): what a command may change. JSON."""
+
+    v: Literal[1] = 1
+    kind: Literal["controls"] = "controls"
+    agent_id: Id
+    budget_bytes: Annotated[int, Field(ge=16, le=U64_MAX)] | None = None
+    budget_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS)]
+    fps: Annotated[float, Field(gt=0, le=MAX_FPS)] | None = None
+    """None: unpaced (as fast as the frames come)."""
+    paused: bool = False
+    ts: Timestamp
+
+
+class CommandResponse(WireModel):
+    """The answer to one :class:`Command` (``…/sensors/<id>/response``), with its ``transaction``. JSON."""
+
+    v: Literal[1] = 1
+    kind: Literal["command_response"] = "command_response"
+    agent_id: Id
+    transaction: Transaction | None = None
+    status: Literal["ok", "error"]
+    error: Annotated[str, StringConstraints(max_length=300)] | None = None
+    controls: Controls | None = None
+    """The settings after the command (None when it could not be read at all)."""
+
+
+# -- what fusion publishes for home automation -------------------------------------------------------------------------
+class StreamState(WireModel):
+    """A stream's current label (``…/streams/<id>/state``, retained): published when the label changes and on a
+    heartbeat, so a home-automation state changes only when the classification does. JSON."""
+
+    v: Literal[1] = 1
+    kind: Literal["stream_state"] = "stream_state"
+    stream_id: Id
+    label: Label
+    class_index: U64
+    since_ts: Timestamp
+    """When this label was first decided (the last change)."""
+    frame_id: U64
+    """The latest frame with this label."""
+    ts: Timestamp
+
+
+class StreamMetrics(WireModel):
+    """A stream's figures over the last interval (``…/streams/<id>/metrics``, retained, rate-limited). JSON."""
+
+    v: Literal[1] = 1
+    kind: Literal["stream_metrics"] = "stream_metrics"
+    stream_id: Id
+    frames: U64
+    interval_s: Annotated[float, Field(gt=0)]
+    fps: Annotated[float, Field(ge=0)]
+    confidence_pct: Annotated[float, Field(ge=0, le=100)]
+    """Mean confidence of the interval's decisions, in percent (rounded to 0.1)."""
+    latency_ms: Annotated[float, Field(ge=0)]
+    """Median latency of the interval's decisions (rounded to 1 ms)."""
+    ts: Timestamp
+
+
+Message: TypeAlias = (Status | Birth | Fragment | TopK | ImageFrame | Result | Stats | Frame | Command
+                      | CommandResponse | Controls | StreamState | StreamMetrics)
 """Any nairbus message."""
 
 MESSAGE_TYPES: Final[Mapping[str, type[Message]]] = MappingProxyType(
     {"status": Status, "birth": Birth, "frag": Fragment, "topk": TopK, "result": Result, "stats": Stats,
-     "frame": Frame, "image": ImageFrame}
+     "frame": Frame, "image": ImageFrame, "command": Command, "command_response": CommandResponse,
+     "controls": Controls, "stream_state": StreamState, "stream_metrics": StreamMetrics}
 )
 """Message class by ``kind``."""

@@ -2,10 +2,15 @@
 
 Every topic lives under ``<root>/v1/<site>/``::
 
-    <root>/v1/<site>/sensors/<sensor_id>/{status,birth,frag,topk,image}
+    <root>/v1/<site>/sensors/<sensor_id>/{status,birth,frag,topk,image,set,response,controls}
     <root>/v1/<site>/results/<stream_id>
-    <root>/v1/<site>/fusion/<fusion_id>/{status,stats}
+    <root>/v1/<site>/streams/<stream_id>/{state,metrics,events,availability}
+    <root>/v1/<site>/fusion/<fusion_id>/{status,stats,set,response}
     <root>/v1/<site>/frames/<stream_id>
+
+``set`` carries commands to a sensor or a fusion agent (JSON :class:`~schemas.messages.Command`), ``response``
+its answers and ``controls`` a sensor's current, retained settings; the ``streams`` leaves are what the fusion
+agent publishes for home automation (the current label, rate-limited figures, label changes, whether it is live).
 
 >>> tree = TopicTree(root="lab/nairbus", site="bench")
 >>> tree.sensor_frag("cam-01")
@@ -29,24 +34,37 @@ __all__ = [
     "FusionLeaf",
     "ParsedTopic",
     "SensorLeaf",
+    "StreamLeaf",
     "TopicKind",
     "TopicTree",
 ]
 
 TOPIC_VERSION: Final = "v1"
 
-SensorLeaf = Literal["status", "birth", "frag", "topk", "image"]
+SensorLeaf = Literal["status", "birth", "frag", "topk", "image", "set", "response", "controls"]
 """The last level of a sensor topic."""
-FusionLeaf = Literal["status", "stats"]
+FusionLeaf = Literal["status", "stats", "set", "response"]
 """The last level of a fusion topic."""
+StreamLeaf = Literal["state", "metrics", "events", "availability"]
+"""The last level of a stream topic (what the fusion agent publishes for home automation)."""
 TopicKind = Literal[
-    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "sensor_image", "result", "fusion_status",
-    "fusion_stats", "frame",
+    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "sensor_image", "sensor_set", "sensor_response",
+    "sensor_controls", "result", "fusion_status", "fusion_stats", "fusion_set", "fusion_response", "frame",
+    "stream_state", "stream_metrics", "stream_events", "stream_availability",
 ]
 """What a topic of the tree carries, as returned by :meth:`TopicTree.parse`."""
 
 _SENSOR_LEAVES: Final[frozenset[str]] = frozenset(get_args(SensorLeaf))
 _FUSION_LEAVES: Final[frozenset[str]] = frozenset(get_args(FusionLeaf))
+_STREAM_LEAVES: Final[frozenset[str]] = frozenset(get_args(StreamLeaf))
+_SENSOR_KINDS: Final[dict[str, TopicKind]] = {
+    "status": "sensor_status", "birth": "sensor_birth", "frag": "sensor_frag", "topk": "sensor_topk",
+    "image": "sensor_image", "set": "sensor_set", "response": "sensor_response", "controls": "sensor_controls"}
+_FUSION_KINDS: Final[dict[str, TopicKind]] = {
+    "status": "fusion_status", "stats": "fusion_stats", "set": "fusion_set", "response": "fusion_response"}
+_STREAM_KINDS: Final[dict[str, TopicKind]] = {
+    "state": "stream_state", "metrics": "stream_metrics", "events": "stream_events",
+    "availability": "stream_availability"}
 _ROOT_PATTERN: Final = re.compile(rf"{ID_REGEX}(?:/{ID_REGEX})*")
 
 
@@ -109,6 +127,18 @@ class TopicTree:
         """:class:`~schemas.messages.ImageFrame` stream of an image-mode (or auto-mode) sensor."""
         return self.sensor(sensor_id, "image")
 
+    def sensor_set(self, sensor_id: str) -> str:
+        """Commands to a sensor (:class:`~schemas.messages.Command`)."""
+        return self.sensor(sensor_id, "set")
+
+    def sensor_response(self, sensor_id: str) -> str:
+        """A sensor's answers to commands (:class:`~schemas.messages.CommandResponse`)."""
+        return self.sensor(sensor_id, "response")
+
+    def sensor_controls(self, sensor_id: str) -> str:
+        """Retained :class:`~schemas.messages.Controls`: a sensor's current budget, deadline, rate, pause."""
+        return self.sensor(sensor_id, "controls")
+
     def all_sensors(self, kind: SensorLeaf) -> str:
         """Subscription filter for one leaf of every sensor, e.g. ``<prefix>/sensors/+/frag``."""
         if kind not in _SENSOR_LEAVES:
@@ -123,6 +153,13 @@ class TopicTree:
     def all_results(self) -> str:
         """Subscription filter for every result stream: ``<prefix>/results/+``."""
         return f"{self.prefix}/results/+"
+
+    # -- streams (home automation) ---------------------------------------------------------------------------------
+    def stream(self, stream_id: str, leaf: StreamLeaf) -> str:
+        """``<prefix>/streams/<stream_id>/<leaf>``."""
+        if leaf not in _STREAM_LEAVES:
+            raise ValueError(f"invalid stream topic leaf {leaf!r}: must be one of {sorted(_STREAM_LEAVES)}")
+        return f"{self.prefix}/streams/{validate_id(stream_id, 'stream_id')}/{leaf}"
 
     # -- frames ----------------------------------------------------------------------------------------------------
     def frames(self, stream_id: str) -> str:
@@ -170,23 +207,15 @@ class TopicTree:
         levels = topic[len(head) :].split("/")
         match levels:
             case ["sensors", ident, leaf] if leaf in _SENSOR_LEAVES:
-                kind: TopicKind
-                if leaf == "status":
-                    kind = "sensor_status"
-                elif leaf == "birth":
-                    kind = "sensor_birth"
-                elif leaf == "frag":
-                    kind = "sensor_frag"
-                elif leaf == "image":
-                    kind = "sensor_image"
-                else:
-                    kind = "sensor_topk"
+                kind: TopicKind = _SENSOR_KINDS[leaf]
+            case ["streams", ident, leaf] if leaf in _STREAM_LEAVES:
+                kind = _STREAM_KINDS[leaf]
             case ["results", ident]:
                 kind = "result"
             case ["frames", ident]:
                 kind = "frame"
             case ["fusion", ident, leaf] if leaf in _FUSION_LEAVES:
-                kind = "fusion_status" if leaf == "status" else "fusion_stats"
+                kind = _FUSION_KINDS[leaf]
             case _:
                 return None
         try:

@@ -1,25 +1,29 @@
-"""Home Assistant MQTT discovery for nairbus result streams.
+"""Home Assistant MQTT discovery, device-based, for both fusion modes.
 
-For each result stream a fusion agent serves, one retained discovery config makes an MQTT ``sensor`` entity appear in
-Home Assistant (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery):
+A fusion agent announces one Home Assistant *device* per result stream, one for itself (the hub) and one per sensor
+agent, each with one retained config on ``<prefix>/device/nairbus-<fusion_id>/<object_id>/config`` whose ``cmps``
+lists its entities (the tables of :mod:`agents.home.entities`); streams and sensors hang off the hub with
+``via_device``. What the entities read:
 
-- topic ``<prefix>/sensor/nairbus-<fusion_id>/<object_id>/config``, ``object_id`` = ``<root>_<site>_<stream>``
-  (``/`` in the root becomes ``_``);
-- state = the result's ``label`` (``value_template`` on the result topic), attributes = confidence, class index,
-  top-k, fraction of the IR received and more (``json_attributes_topic`` + ``json_attributes_template``);
-- availability from the fusion agent's retained status and each of the stream's sensors' (``availability_mode:
-  all``): the entity is unavailable as soon as either side is offline;
-- a ``device`` block per stream and the ``origin`` (``o``) block naming nairbus.
+- the ``event`` entity reads the result topic (one event per decided frame; ``events = "change"`` in the settings:
+  ``…/streams/<id>/events``, one event per label change);
+- the enum label ``sensor`` reads ``…/streams/<id>/state`` (retained :class:`schemas.StreamState`), published only
+  when the label changes and on a heartbeat (``heartbeat_s``), with ``expire_after`` so a stalled camera's label
+  goes unknown instead of staying current; Home Assistant's recorder writes a row only when the label changes;
+- the numeric sensors read ``…/streams/<id>/metrics`` (retained :class:`schemas.StreamMetrics`), published at most
+  every ``metrics_interval_s``;
+- availability: the fusion agent's status and ``…/streams/<id>/availability``, which goes ``offline`` only once every
+  sensor of the stream has been offline for ``offline_grace_s`` (longer than the deadline), so the results of a
+  stream's last frames land before its entities turn unavailable.
 
-The configs follow Zigbee2MQTT's contract: published (retained, QoS 1) only when they differ from what the broker
-holds; at start, after a short settle time for the retained configs under this agent's node id to arrive, those of
-streams that no longer exist are cleared with an empty retained payload, and a stream that disappears later (its
-sensors' births cleared) is cleared the same way. When Home Assistant announces itself (``<prefix>/status`` =
-``online``, its birth message) the last state of every stream is re-published after a random delay, so a restarted
-Home Assistant shows states at once without a flood from every device at the same instant.
+Configs are published (retained, QoS 1) only when they differ from what the broker holds; after a short settle time
+at start the configs of streams that no longer exist are cleared, and so are the per-entity configs of nairbus
+versions before device-based discovery. When Home Assistant announces itself (``<prefix>/status`` = ``online``) the
+configs and the latest *states* are re-published after a random delay, at most once per ``announce_min_interval_s``
+— never a copy of a result on the result topic.
 
-The builders (:func:`config_topic`, :func:`stream_config`, ...) are pure functions; :class:`HomeAssistantDiscovery`
-is the small stateful publisher a fusion agent drives from its worker loop.
+The builders are pure functions; :class:`HomeAssistantDiscovery` is the small stateful publisher a fusion agent
+drives from its worker loop.
 """
 
 from __future__ import annotations
@@ -27,32 +31,29 @@ from __future__ import annotations
 import json
 import random
 import re
+import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agents.home.entities import FUSION_ENTITIES, LABELS, SENSOR_ENTITIES, STREAM_ENTITIES, EntitySpec
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON
+from schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
+from schemas import encode as wire_encode
 from schemas.topics import TopicTree
 
 log = get_logger("nairbus.discovery")
 
-COMPONENT: Final = "sensor"
-ORIGIN_URL: Final = "https://github.com/nairbus/nairbus"
+COMPONENT: Final = "device"
+LEGACY_COMPONENT: Final = "sensor"
+"""Per-entity configs of nairbus before device-based discovery (cleared when found)."""
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
 _PREFIX = re.compile(r"[^#+\s]+")
-
-ATTRIBUTES_TEMPLATE: Final = (
-    "{{ {'confidence': value_json.confidence, 'class_index': value_json.class_index, 'topk': value_json.topk, "
-    "'fraction_received': value_json.fraction_received, 'complete': value_json.complete, "
-    "'frame_id': value_json.frame_id, 'latency_ms': value_json.latency_ms, 'sensors': value_json.sensors, "
-    "'fusion_id': value_json.fusion_id} | tojson }}"
-)
-"""Picks the entity attributes out of a :class:`schemas.Result` (Home Assistant renders it with Jinja)."""
 
 
 def _version() -> str:
@@ -73,7 +74,21 @@ class DiscoverySettings(BaseModel):
     settle_s: float = Field(default=2.0, ge=0)
     """After connecting, wait this long for the retained configs on the broker before publishing or clearing any."""
     announce_delay_s: tuple[float, float] = (1.0, 5.0)
-    """Re-publish states this many seconds (uniformly random in the range) after Home Assistant comes online."""
+    """Re-publish configs and states this many seconds (uniformly random in the range) after Home Assistant comes
+    online."""
+    announce_min_interval_s: float = Field(default=30.0, ge=0)
+    """At most one re-announce in this many seconds, however often ``<prefix>/status`` says ``online``."""
+    events: Literal["frame", "change"] = "frame"
+    """The classification event entity fires once per decided frame, or once per label change."""
+    heartbeat_s: float = Field(default=30.0, gt=0)
+    """The current label is published again after this long without a change (it keeps ``expire_after`` alive)."""
+    expire_after_s: int = Field(default=75, ge=1)
+    """Home Assistant shows the label as unknown when no state came for this long (a stalled camera)."""
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    """Confidence, latency and frames per second are published at most this often per stream."""
+    offline_grace_s: float = Field(default=5.0, ge=0)
+    """A stream turns unavailable this long after its last sensor went offline (at least the deadline plus a
+    second), so the results of its last frames still land."""
 
     @field_validator("prefix")
     @classmethod
@@ -83,10 +98,12 @@ class DiscoverySettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_delay(self) -> Self:
+    def _check(self) -> Self:
         low, high = self.announce_delay_s
         if not 0 <= low <= high:
             raise ValueError("announce_delay_s must be (low, high) with 0 <= low <= high")
+        if self.expire_after_s <= self.heartbeat_s:
+            raise ValueError("expire_after_s must be longer than heartbeat_s (the heartbeat keeps the label alive)")
         return self
 
 
@@ -98,57 +115,130 @@ def node_id(fusion_id: str) -> str:
     return f"nairbus-{fusion_id}"
 
 
-def object_prefix(topics: TopicTree) -> str:
-    """``<root>_<site>_``: every object id of this deployment and site starts with it."""
-    return _NOT_ID.sub("_", f"{topics.root}_{topics.site}_")
+def id_base(topics: TopicTree) -> str:
+    """``nairbus_<site>`` (``nairbus_<root>_<site>`` for another topic root): every id of this site starts with it."""
+    root = "" if topics.root == "nairbus" else _NOT_ID.sub("_", topics.root) + "_"
+    return f"nairbus_{root}{topics.site}"
 
 
-def object_id(topics: TopicTree, stream_id: str) -> str:
-    """The discovery object id of a stream: ``<root>_<site>_<stream>`` with ``/`` replaced by ``_``."""
-    return object_prefix(topics) + stream_id
+def stream_object_id(topics: TopicTree, stream_id: str) -> str:
+    """Object id (and device identifier) of a stream's device."""
+    return f"{id_base(topics)}_{stream_id}"
 
 
-def unique_id(topics: TopicTree, stream_id: str) -> str:
-    """Home Assistant's unique id of a stream's entity (stable across fusion agents and restarts)."""
-    return f"nairbus_{object_id(topics, stream_id)}"
+def fusion_object_id(topics: TopicTree, fusion_id: str) -> str:
+    """Object id (and device identifier) of a fusion agent's device."""
+    return f"{id_base(topics)}_fusion_{fusion_id}"
 
 
-def config_topic(prefix: str, fusion_id: str, topics: TopicTree, stream_id: str) -> str:
-    """``<prefix>/sensor/nairbus-<fusion_id>/<object_id>/config``."""
-    return f"{prefix}/{COMPONENT}/{node_id(fusion_id)}/{object_id(topics, stream_id)}/config"
+def sensor_object_id(topics: TopicTree, sensor_id: str) -> str:
+    """Object id (and device identifier) of a sensor agent's device."""
+    return f"{id_base(topics)}_sensor_{sensor_id}"
 
 
-def stream_config(topics: TopicTree, stream_id: str, fusion_id: str, sensor_ids: Sequence[str],
-                  version: str | None = None) -> dict[str, Any]:
-    """The discovery config of one result stream (a Home Assistant MQTT ``sensor``)."""
+def config_topic(prefix: str, fusion_id: str, object_id: str) -> str:
+    """``<prefix>/device/nairbus-<fusion_id>/<object_id>/config``."""
+    return f"{prefix}/{COMPONENT}/{node_id(fusion_id)}/{object_id}/config"
+
+
+def _source_topic(spec: EntitySpec, topics: TopicTree, ident: str, fusion_id: str, events: str) -> str | None:
+    if spec.source == "result":
+        return topics.result(ident)
+    if spec.source == "events":
+        return topics.result(ident) if events == "frame" else topics.stream(ident, "events")
+    if spec.source in ("state", "metrics"):
+        return topics.stream(ident, spec.source)
+    if spec.source == "fusion_status":
+        return topics.fusion_status(fusion_id)
+    if spec.source == "fusion_stats":
+        return topics.fusion_stats(fusion_id)
+    if spec.source == "sensor_status":
+        return topics.sensor_status(ident)
+    if spec.source == "sensor_controls":
+        return topics.sensor_controls(ident)
+    return None
+
+
+def _component(spec: EntitySpec, object_id: str, state_topic: str | None, labels: Sequence[str],
+               command_topic: str | None, extra: Mapping[str, Any]) -> dict[str, Any]:
+    uid = f"{object_id}_{spec.key}"
+    out: dict[str, Any] = {"p": spec.platform, "unique_id": uid, "name": spec.name,
+                           "default_entity_id": f"{spec.platform}.{uid}"}
+    if state_topic is not None:
+        out["state_topic"] = state_topic
+    for key, value in spec.fields.items():
+        out[key] = list(labels) if value == LABELS else value
+    if spec.diagnostic:
+        out["entity_category"] = "diagnostic"
+    if spec.command and command_topic is not None:
+        out["command_topic"] = command_topic
+    out.update(extra)
+    return out
+
+
+def _availability(*topics_: str) -> dict[str, Any]:
+    return {"availability": [{"topic": t, "value_template": "{{ value_json.state }}"} for t in topics_],
+            "availability_mode": "all", "payload_available": "online", "payload_not_available": "offline"}
+
+
+def _device(object_id: str, name: str, model: str, version: str, via: str | None) -> dict[str, Any]:
+    device: dict[str, Any] = {"identifiers": [object_id], "name": name, "manufacturer": "nairbus", "model": model,
+                              "sw_version": version}
+    if via is not None:
+        device["via_device"] = via
+    return device
+
+
+def _origin(version: str) -> dict[str, Any]:
+    return {"name": "nairbus", "sw": version}  # no support URL: there is no public home page to name
+
+
+def stream_config(topics: TopicTree, stream_id: str, fusion_id: str, labels: Sequence[str],
+                  settings: DiscoverySettings | None = None, version: str | None = None) -> dict[str, Any]:
+    """The device config of one result stream: its entities (:data:`STREAM_ENTITIES`), hung off the hub."""
+    settings = settings or DiscoverySettings()
     version = version or _version()
-    result_topic = topics.result(stream_id)
-    availability = [{"topic": topics.fusion_status(fusion_id), "value_template": "{{ value_json.state }}"}]
-    availability += [{"topic": topics.sensor_status(s), "value_template": "{{ value_json.state }}"}
-                     for s in sorted(sensor_ids)]
-    uid = unique_id(topics, stream_id)
-    return {
-        "name": "Classification",
-        "unique_id": uid,
-        "state_topic": result_topic,
-        "value_template": "{{ value_json.label }}",
-        "json_attributes_topic": result_topic,
-        "json_attributes_template": ATTRIBUTES_TEMPLATE,
-        "availability": availability,
-        "availability_mode": "all",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "icon": "mdi:label-outline",
-        "qos": 0,
-        "device": {
-            "identifiers": [uid],
-            "name": f"nairbus {stream_id}",
-            "manufacturer": "nairbus",
-            "model": "NAIR split-computing result stream",
-            "sw_version": version,
-        },
-        "o": {"name": "nairbus", "sw": version, "url": ORIGIN_URL},
-    }
+    oid = stream_object_id(topics, stream_id)
+    cmps = {}
+    for spec in STREAM_ENTITIES:
+        extra = {"expire_after": settings.expire_after_s} if spec.source == "state" else {}
+        cmps[f"{oid}_{spec.key}"] = _component(
+            spec, oid, _source_topic(spec, topics, stream_id, fusion_id, settings.events), labels, None, extra)
+    return {"dev": _device(oid, f"nairbus {stream_id}", "result stream", version,
+                           fusion_object_id(topics, fusion_id)),
+            "o": _origin(version), "cmps": cmps, "qos": 0,
+            **_availability(topics.fusion_status(fusion_id), topics.stream(stream_id, "availability"))}
+
+
+def fusion_config(topics: TopicTree, fusion_id: str, version: str | None = None) -> dict[str, Any]:
+    """The device config of the fusion agent itself (the hub): connectivity and its stats."""
+    version = version or _version()
+    oid = fusion_object_id(topics, fusion_id)
+    cmps = {f"{oid}_{spec.key}": _component(spec, oid, _source_topic(spec, topics, fusion_id, fusion_id, "frame"),
+                                            (), None, {})
+            for spec in FUSION_ENTITIES}
+    # The connectivity entity must stay available to show "disconnected"; the stats follow the agent's status.
+    for key, cmp in cmps.items():
+        if not key.endswith("_connectivity"):
+            cmp.update(_availability(topics.fusion_status(fusion_id)))
+    return {"dev": _device(oid, f"nairbus fusion {fusion_id}", "fusion agent", version, None),
+            "o": _origin(version), "cmps": cmps, "qos": 0}
+
+
+def sensor_config(topics: TopicTree, sensor_id: str, fusion_id: str, version: str | None = None) -> dict[str, Any]:
+    """The device config of one sensor agent: connectivity and the controls its command topic takes."""
+    version = version or _version()
+    oid = sensor_object_id(topics, sensor_id)
+    cmps = {}
+    for spec in SENSOR_ENTITIES:
+        cmp = _component(spec, oid, _source_topic(spec, topics, sensor_id, fusion_id, "frame"), (),
+                         topics.sensor_set(sensor_id), {})
+        if spec.source != "sensor_status":
+            cmp.update(_availability(topics.sensor_status(sensor_id)))
+        cmps[f"{oid}_{spec.key}"] = cmp
+    return {"dev": _device(oid, f"nairbus sensor {sensor_id}", "sensor agent", version,
+                           fusion_object_id(topics, fusion_id)),
+            "o": _origin(version), "cmps": cmps, "qos": 0}
 
 
 def encode_config(config: Mapping[str, Any]) -> bytes:
@@ -174,63 +264,99 @@ def streams_of(sensors: Iterable[StreamSource]) -> dict[str, list[str]]:
     return {stream: sorted(ids) for stream, ids in out.items()}
 
 
+# ---- per-stream state ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _StreamTrack:
+    """What the publisher remembers of one stream between results."""
+
+    state: StreamState | None = None
+    state_sent_at: float = 0.0
+    confidences: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    metrics_since: float = 0.0
+    metrics: bytes | None = None
+    available: str | None = None
+
+
 # ---- publisher -------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class HomeAssistantDiscovery:
-    """Keeps a fusion agent's discovery configs on the broker in step with the streams it serves.
+    """Keeps a fusion agent's discovery configs and home-automation states on the broker in step with its streams.
 
     Call :meth:`attach` before the communicator starts, feed every inbound message to :meth:`handle` (it returns
-    ``True`` for the messages it consumed), call :meth:`update` from the worker loop and :meth:`note_result` for
-    every result published.
+    ``True`` for the messages it consumed), :meth:`note_sensor_status` for every sensor status, :meth:`note_result`
+    for every result published, and :meth:`update` from the worker loop.
     """
 
     comm: Communicator
     topics: TopicTree
     fusion_id: str
     settings: DiscoverySettings = field(default_factory=DiscoverySettings)
+    deadline_s: float = 1.0
     rng: random.Random = field(default_factory=random.Random)
+    clock: Any = time.monotonic
     on_broker: dict[str, bytes] = field(default_factory=dict)
     """Our node's retained config topics as the broker holds them (learned at start, then kept up to date)."""
-    last_state: dict[str, bytes] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: {"published": 0, "cleared": 0, "announced": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"published": 0, "cleared": 0, "announced": 0,
+                                                            "states": 0, "metrics": 0})
+    streams: dict[str, _StreamTrack] = field(default_factory=dict)
+    offline_since: dict[str, float | None] = field(default_factory=dict)
+    """Sensor id -> when it went offline (None: online)."""
     _settle_until: float | None = None
     _announce_at: float | None = None
+    _announced_at: float | None = None
 
     @property
-    def node_filter(self) -> str:
-        """Subscription filter for this agent's configs."""
-        return f"{self.settings.prefix}/{COMPONENT}/{node_id(self.fusion_id)}/+/config"
+    def node_filters(self) -> tuple[str, str]:
+        """Subscription filters for this agent's configs: device-based, and the legacy per-entity ones."""
+        node = node_id(self.fusion_id)
+        return (f"{self.settings.prefix}/{COMPONENT}/{node}/+/config",
+                f"{self.settings.prefix}/{LEGACY_COMPONENT}/{node}/+/config")
 
     @property
     def status_topic(self) -> str:
         """Home Assistant's birth/will topic."""
         return f"{self.settings.prefix}/status"
 
+    @property
+    def grace_s(self) -> float:
+        """How long a stream stays available after its last sensor went offline."""
+        return max(self.settings.offline_grace_s, self.deadline_s + 1.0)
+
     def attach(self) -> None:
         """Register the subscriptions (made on every connect by the communicator)."""
         # QoS 0, so the retained configs come again on a resumed persistent session (see Communicator.subscribe).
-        self.comm.subscribe(self.node_filter, qos=0)
+        for node_filter in self.node_filters:
+            self.comm.subscribe(node_filter, qos=0)
         self.comm.subscribe(self.status_topic, qos=0)
 
     def _ours(self, topic: str) -> bool:
-        head = f"{self.settings.prefix}/{COMPONENT}/{node_id(self.fusion_id)}/"
-        if not (topic.startswith(head) and topic.endswith("/config")):
-            return False
-        obj = topic[len(head) : -len("/config")]
-        return "/" not in obj and obj.startswith(object_prefix(self.topics))
+        node = node_id(self.fusion_id)
+        legacy_prefix = _NOT_ID.sub("_", f"{self.topics.root}_{self.topics.site}_")  # the old object ids
+        for component, prefix in ((COMPONENT, id_base(self.topics) + "_"), (LEGACY_COMPONENT, legacy_prefix)):
+            head = f"{self.settings.prefix}/{component}/{node}/"
+            if topic.startswith(head) and topic.endswith("/config"):
+                obj = topic[len(head) : -len("/config")]
+                return "/" not in obj and obj.startswith(prefix)
+        return False
 
     def handle(self, message: InboundMessage, now: float) -> bool:
         """Consume discovery and Home Assistant status messages; ``False`` for anything else."""
         if message.topic == self.status_topic:
             state = message.payload.decode(errors="replace").strip()
-            if state == "online" and not message.retain:
+            recent = self._announced_at is not None and now - self._announced_at < self.settings.announce_min_interval_s
+            if state == "online" and not message.retain and self._announce_at is None and not recent:
                 low, high = self.settings.announce_delay_s
                 self._announce_at = now + self.rng.uniform(low, high)
                 log.info("discovery.ha_online", announce_in_s=round(self._announce_at - now, 2))
             return True
-        if message.topic.startswith(f"{self.settings.prefix}/{COMPONENT}/{node_id(self.fusion_id)}/"):
+        node = node_id(self.fusion_id)
+        if any(message.topic.startswith(f"{self.settings.prefix}/{c}/{node}/") for c in (COMPONENT,
+                                                                                          LEGACY_COMPONENT)):
             if self._ours(message.topic):
                 if message.payload:
                     self.on_broker[message.topic] = message.payload
@@ -239,25 +365,77 @@ class HomeAssistantDiscovery:
             return True
         return False
 
-    def note_result(self, stream_id: str, payload: bytes) -> None:
-        """Remember a stream's latest result, to re-announce it when Home Assistant restarts."""
-        self.last_state[stream_id] = payload
+    # ----- states -----------------------------------------------------------------------------------------------
 
-    def update(self, streams: Mapping[str, Sequence[str]], now: float) -> None:
-        """Publish changed configs, clear those of vanished streams, and re-announce states when due.
+    def note_sensor_status(self, sensor_id: str, online: bool, now: float | None = None) -> None:
+        """A sensor's status changed (its retained status, its clean ``offline`` or its last will)."""
+        now = self.clock() if now is None else now
+        self.offline_since[sensor_id] = None if online else (self.offline_since.get(sensor_id) or now)
 
-        ``streams`` maps each stream id to the sensor ids feeding it. Nothing is published during the settle time
-        after the first call, while the broker's retained configs are still arriving.
+    def note_result(self, result: Result, now: float | None = None) -> None:
+        """A result was published: the label state on change (and heartbeat), the label-change event, the
+        figures of the interval."""
+        now = self.clock() if now is None else now
+        track = self.streams.setdefault(result.stream_id, _StreamTrack(metrics_since=now))
+        changed = track.state is None or track.state.label != result.label
+        since = result.decided_ts if changed or track.state is None else track.state.since_ts
+        track.state = StreamState(stream_id=result.stream_id, label=result.label, class_index=result.class_index,
+                                  since_ts=since, frame_id=result.frame_id, ts=result.decided_ts)
+        if changed or now - track.state_sent_at >= self.settings.heartbeat_s:
+            self._publish_state(result.stream_id, track, now)
+        if changed and self.settings.events == "change":
+            self.comm.publish(self.topics.stream(result.stream_id, "events"), wire_encode(result), qos=0,
+                              content_type=CONTENT_TYPE_JSON)
+        track.confidences.append(result.confidence)
+        track.latencies.append(result.latency_ms)
+        if len(track.confidences) > 100_000:  # bounded: a stream that never reaches its interval
+            del track.confidences[:50_000], track.latencies[:50_000]
+
+    def _publish_state(self, stream_id: str, track: _StreamTrack, now: float) -> None:
+        assert track.state is not None
+        if self.comm.publish(self.topics.stream(stream_id, "state"), wire_encode(track.state), qos=0, retain=True,
+                             content_type=CONTENT_TYPE_JSON):
+            track.state_sent_at = now
+            self.counts["states"] += 1
+
+    def _publish_metrics(self, stream_id: str, track: _StreamTrack, now: float) -> None:
+        interval = now - track.metrics_since
+        if interval < self.settings.metrics_interval_s or not track.confidences:
+            return
+        metrics = StreamMetrics(
+            stream_id=stream_id, frames=len(track.confidences), interval_s=round(interval, 3),
+            fps=round(len(track.confidences) / interval, 1),
+            confidence_pct=min(100.0, round(100 * statistics.fmean(track.confidences), 1)),
+            latency_ms=float(round(statistics.median(track.latencies))), ts=time.time())
+        track.metrics = wire_encode(metrics)
+        track.confidences.clear()
+        track.latencies.clear()
+        track.metrics_since = now
+        if self.comm.publish(self.topics.stream(stream_id, "metrics"), track.metrics, qos=0, retain=True,
+                             content_type=CONTENT_TYPE_JSON):
+            self.counts["metrics"] += 1
+
+    def _availability(self, sensors: Sequence[str], now: float) -> str:
+        for sid in sensors:
+            since = self.offline_since.get(sid)
+            if since is None or now - since < self.grace_s:
+                return "online"
+        return "offline"
+
+    # ----- configs ----------------------------------------------------------------------------------------------
+
+    def update(self, streams: Mapping[str, Sequence[str]], labels: Mapping[str, Sequence[str]], now: float) -> None:
+        """Publish changed configs, clear those of vanished streams, keep states, figures and availability current,
+        and re-announce when due.
+
+        ``streams`` maps each stream id to the sensor ids feeding it, ``labels`` each stream to its labels. Nothing
+        is published during the settle time after the first call, while the broker's retained configs arrive.
         """
         if self._settle_until is None:
             self._settle_until = now + self.settings.settle_s
         if now < self._settle_until:
             return
-        desired = {
-            config_topic(self.settings.prefix, self.fusion_id, self.topics, stream): encode_config(
-                stream_config(self.topics, stream, self.fusion_id, sensors))
-            for stream, sensors in streams.items()
-        }
+        desired = self._desired(streams, labels)
         for topic, payload in desired.items():
             if self.on_broker.get(topic) == payload:
                 continue  # the broker holds exactly this config already
@@ -270,11 +448,44 @@ class HomeAssistantDiscovery:
                 del self.on_broker[topic]
                 self.counts["cleared"] += 1
                 log.info("discovery.cleared", topic=topic)
-        for stream in [s for s in self.last_state if s not in streams]:
-            del self.last_state[stream]
+        for stream in [s for s in self.streams if s not in streams]:
+            del self.streams[stream]
+        for stream, sensors in streams.items():
+            track = self.streams.setdefault(stream, _StreamTrack(metrics_since=now))
+            available = self._availability(sensors, now)
+            if available != track.available and self.comm.publish(
+                    self.topics.stream(stream, "availability"), json.dumps({"state": available}).encode(), qos=1,
+                    retain=True, content_type=CONTENT_TYPE_JSON):
+                track.available = available
+            self._publish_metrics(stream, track, now)
+            if track.state is not None and now - track.state_sent_at >= self.settings.heartbeat_s:
+                self._publish_state(stream, track, now)
         if self._announce_at is not None and now >= self._announce_at:
-            self._announce_at = None
-            for stream, payload in self.last_state.items():
-                self.comm.publish(self.topics.result(stream), payload, qos=0, content_type=CONTENT_TYPE_JSON)
-                self.counts["announced"] += 1
-            log.info("discovery.states_announced", streams=len(self.last_state))
+            self._announce(desired, now)
+
+    def _desired(self, streams: Mapping[str, Sequence[str]],
+                 labels: Mapping[str, Sequence[str]]) -> dict[str, bytes]:
+        prefix, fid, topics = self.settings.prefix, self.fusion_id, self.topics
+        desired = {config_topic(prefix, fid, fusion_object_id(topics, fid)): encode_config(fusion_config(topics, fid))}
+        for stream, sensors in streams.items():
+            desired[config_topic(prefix, fid, stream_object_id(topics, stream))] = encode_config(
+                stream_config(topics, stream, fid, labels.get(stream, ()), self.settings))
+            for sid in sensors:
+                desired[config_topic(prefix, fid, sensor_object_id(topics, sid))] = encode_config(
+                    sensor_config(topics, sid, fid))
+        return desired
+
+    def _announce(self, desired: Mapping[str, bytes], now: float) -> None:
+        """Home Assistant (re)started: configs and the latest states again — never a result on the result topic."""
+        self._announce_at = None
+        self._announced_at = now
+        for topic, payload in desired.items():
+            self.comm.publish(topic, payload, qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        for stream, track in self.streams.items():
+            if track.state is not None:
+                self._publish_state(stream, track, now)
+            if track.metrics is not None:
+                self.comm.publish(self.topics.stream(stream, "metrics"), track.metrics, qos=0, retain=True,
+                                  content_type=CONTENT_TYPE_JSON)
+        self.counts["announced"] += 1
+        log.info("discovery.announced", configs=len(desired), streams=len(self.streams))

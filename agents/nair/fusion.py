@@ -19,7 +19,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from agents.home.discovery import HomeAssistantDiscovery, streams_of
 from agents.nair.outgoing import alias_wire_bytes, bit_bands
 from agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from agents.runtime.config import AgentConfig
@@ -31,8 +30,7 @@ from models.nair import ArtifactMismatchError, NairArtifact
 from models.nair_codec import ComponentRun, PayloadError
 from models.pipeline import NairPipeline
 from models.store import default_artifact_path, find_model
-from schemas import CONTENT_TYPE_JSON, Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
-from schemas import encode as wire_encode
+from schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
 from schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
@@ -75,8 +73,8 @@ class FusionAgent(FusionBase):
 
     buffer: Reassembler[Part]
     sensors: dict[str, KnownSensor]
-    handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_frag": "on_fragment",
-                                             "sensor_image": "on_image"}
+    handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
+                                             "sensor_frag": "on_fragment", "sensor_image": "on_image"}
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
                  bus: Communicator | None = None) -> None:
@@ -104,11 +102,7 @@ class FusionAgent(FusionBase):
         self._looked_up: dict[str, float] = {}
         self._model_refs: dict[str, ModelRef] = {}
         """Model hashes looked up in the model search path, and when (``discover_models``)."""
-        super().__init__(config, ("birth", "frag", "image"), bus)
-        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, self.settings.fusion_id, config.discovery)
-                          if config.discovery.enabled else None)
-        if self.discovery is not None:
-            self.discovery.attach()
+        super().__init__(config, ("birth", "status", "frag", "image"), bus)
 
     def _add_artifact(self, path: Path) -> None:
         """Decode sensors of ``path`` too, with the model it was calibrated for (loaded once per model)."""
@@ -170,9 +164,12 @@ class FusionAgent(FusionBase):
 
     # ----- message handling (worker thread) -------------------------------------------------------------------
 
-    def intercept(self, message: InboundMessage, now: float) -> bool:
-        """Home Assistant's status topic goes to the discovery."""
-        return self.discovery is not None and self.discovery.handle(message, now)
+    def on_status(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
+        """A sensor's status: only the discovery needs it (a stream's availability)."""
+        self.note_sensor_status(sensor_id, message)
+
+    def stream_labels(self) -> dict[str, tuple[str, ...]]:
+        return {s.stream_id: s.decider.labels for s in self.sensors.values() if s.decider is not None}
 
     def on_birth(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """Learn (or forget) a sensor from its retained birth."""
@@ -242,6 +239,7 @@ class FusionAgent(FusionBase):
         sensor = self.sensors.get(sensor_id)
         if sensor is None or sensor.ctx is None:
             self.reject("unknown_sensor", topic)
+            self.request_rebirth(sensor_id)
             return None
         return sensor
 
@@ -387,11 +385,7 @@ class FusionAgent(FusionBase):
             components_received=components, codec=codec,
             wire_bytes=frame.wire_bytes, model=self._model_ref(model),
         )
-        payload = wire_encode(result)
-        self.comm.publish(self.topics.result(stream), payload, qos=self.settings.result_qos,
-                          content_type=CONTENT_TYPE_JSON)
-        if self.discovery is not None:
-            self.discovery.note_result(stream, payload)
+        self.publish_decision(result)
         self.note_decided(latency, frame.complete, frame.evicted)
 
     def _model_ref(self, model: NairPipeline) -> ModelRef:
@@ -403,11 +397,6 @@ class FusionAgent(FusionBase):
         return ref
 
     # ----- hooks of the worker loop -------------------------------------------------------------------------
-
-    def after_round(self, now: float) -> None:
-        """Keep the Home Assistant discovery in step with the known streams."""
-        if self.discovery is not None:
-            self.discovery.update(streams_of(self.sensors.values()), now)
 
     def start_fields(self) -> dict[str, object]:
         return {"models": [p.manifest["name"] for p in self.by_model.values()],

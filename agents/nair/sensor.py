@@ -23,6 +23,7 @@ import numpy as np
 from agents.nair.auto import AutoChooser
 from agents.nair.link import BudgetDecision, LinkMonitor
 from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
+from agents.runtime.commands import SensorControl
 from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator
@@ -81,7 +82,7 @@ class TokenBucket:
 
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
-            "skipped_error", "skipped_offline", "skipped_stale", "files_refused",
+            "skipped_error", "skipped_offline", "skipped_stale", "skipped_paused", "skipped_rate", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
@@ -129,6 +130,17 @@ class SensorAgent:
         self._next_link_log = 0.0
         self.skip_reasons: Counter[str] = Counter()
         """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
+        self.control = SensorControl(self.comm, self.topics, s, self._apply_settings, self._announce_birth)
+        """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth."""
+
+    def _apply_settings(self, new: SensorSettings) -> None:
+        """A command changed the budget or the deadline: frames from now on use them."""
+        self.settings = new
+        self.payload_cap = payload_cap(new, self.pipeline.artifact.total_bytes())
+
+    def _announce_birth(self) -> None:
+        self.comm.announce(self.topics.sensor_birth(self.settings.sensor_id), wire_encode(self.birth()),
+                           content_type=CONTENT_TYPE_JSON)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(
@@ -161,8 +173,8 @@ class SensorAgent:
     def start(self) -> None:
         """Connect, publish status and the retained birth, start measuring the link."""
         self.comm.start()
-        topic = self.topics.sensor_birth(self.settings.sensor_id)
-        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
+        self._announce_birth()
+        self.control.publish_controls()
         self.comm.wait_published()
         self.link.start()
         log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,
@@ -267,6 +279,10 @@ class SensorAgent:
         if not self.comm.connected.is_set():
             # The broker is away: this frame is counted as captured during the outage, not queued to arrive late.
             self._skip("skipped_offline")
+            return
+        refused = self.control.admit()
+        if refused is not None:  # paused, or over the frame-rate cap a command set
+            self._skip(refused)
             return
         budget = self.wire_budget(capture_ts, period)
         if budget == 0:

@@ -19,10 +19,12 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from agents.home.discovery import HomeAssistantDiscovery, streams_of
+from agents.runtime.commands import with_envelope
 from agents.runtime.config import AgentConfig
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Birth, Stats, Status, WireError
+from schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result, Stats, Status, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.messages import MAX_FRAME_FRAGMENTS, U64_MAX
@@ -33,6 +35,10 @@ log = get_logger("nairbus.fusion")
 SEQ_JUMP_LIMIT = 65_536
 """A forward jump in a sensor session's sequence numbers larger than this is one ``seq_jump`` (a restart, a bug or
 a hostile sender), not that many lost messages: the wire allows any ``seq`` up to 2⁶⁴−1."""
+REBIRTH_INTERVAL_S = 10.0
+"""A sensor whose frames arrive without a birth is asked for one at most this often (Sparkplug's rebirth request)."""
+MAX_REBIRTHS_PER_S = 10
+"""Rebirth requests at most per second in all: frames from a crowd of invented sensor ids cost the hub little."""
 MAX_STATS_REASONS = 256
 """Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
 
@@ -102,6 +108,8 @@ class FusionBase:
         self.counts: Counter[str] = Counter()
         self.latencies: deque[float] = deque(maxlen=10000)
         self.stop_event = threading.Event()
+        self._rebirth_asked: dict[str, float] = {}
+        self._rebirth_window = (0.0, 0)
         self.started = time.time()
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
@@ -114,6 +122,13 @@ class FusionBase:
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
         for kind in subscriptions:
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
+        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, fid, config.discovery,
+                                                 deadline_s=self.settings.deadline_ms / 1000.0)
+                          if config.discovery.enabled else None)
+        """Home Assistant discovery and the home-automation states of the streams (None: disabled)."""
+        if self.discovery is not None:
+            self.discovery.attach()
+        self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
@@ -146,16 +161,44 @@ class FusionBase:
         return birth
 
     def intercept(self, message: InboundMessage, now: float) -> bool:
-        """Take a message before topic routing (the NAIR agent's Home Assistant discovery); True when taken."""
-        del message, now
-        return False
+        """Take a message before topic routing (Home Assistant's status and discovery topics); True when taken."""
+        return self.discovery is not None and self.discovery.handle(message, now)
+
+    def stream_labels(self) -> dict[str, tuple[str, ...]]:
+        """Each stream's labels (the enum options and event types of its Home Assistant entities)."""
+        return {}
+
+    def note_sensor_status(self, sensor_id: str, message: InboundMessage) -> Status | None:
+        """A sensor's status, decoded (None, counted, when it cannot be used), told to the discovery."""
+        if not message.payload:
+            return None
+        try:
+            status = wire_decode(message.payload, Status)
+        except WireError as exc:
+            self.reject(f"status_{exc.reason}", message.topic, str(exc))
+            return None
+        if status.agent_id != sensor_id:
+            self.reject("status_topic_mismatch", message.topic, status.agent_id)
+            return None
+        if self.discovery is not None:
+            self.discovery.note_sensor_status(sensor_id, status.state == "online")
+        return status
+
+    def publish_decision(self, result: Result) -> None:
+        """Publish a result on its stream's topic and tell the discovery (the stream's home-automation state)."""
+        self.comm.publish(self.topics.result(result.stream_id), wire_encode(result), qos=self.settings.result_qos,
+                          content_type=CONTENT_TYPE_JSON)
+        if self.discovery is not None:
+            self.discovery.note_result(result)
 
     def decide(self, frames: list[Any]) -> None:
         """Decide and publish a batch of frames taken from the buffer."""
         raise NotImplementedError
 
     def after_round(self, now: float) -> None:
-        """Called once per worker-loop round after decisions (the NAIR agent refreshes its discovery there)."""
+        """Called once per worker-loop round after decisions: keeps the Home Assistant discovery in step."""
+        if self.discovery is not None:
+            self.discovery.update(streams_of(self.sensors.values()), self.stream_labels(), now)  # type: ignore[arg-type]
 
     def start_fields(self) -> dict[str, object]:
         """Extra fields of the start log line."""
@@ -169,6 +212,65 @@ class FusionBase:
         if self.rejected[reason] <= 20 or self.rejected[reason] % 1000 == 0:
             log.warning("message_rejected", reason=reason, topic=topic, detail=detail[:200],
                         count=self.rejected[reason])
+
+    def on_command(self, message: InboundMessage) -> None:
+        """A request on ``…/fusion/<id>/set`` (on the network thread): ``deadline_ms`` for frames opened from now on,
+        ``rebirth`` (ask every known sensor for its birth); answered on ``…/fusion/<id>/response``."""
+        if message.retain:
+            return
+        fid = self.settings.fusion_id
+        transaction = None
+        try:
+            command = wire_decode(with_envelope(message.payload), Command)
+            transaction = command.transaction
+            if any(v is not None for v in (command.budget_bytes, command.budget_fraction, command.fps,
+                                           command.paused)):
+                raise ValueError("a fusion agent takes deadline_ms and rebirth only (budget, fps and pause are a "
+                                 "sensor's: …/sensors/<id>/set)")
+            if command.deadline_ms is not None:
+                self.settings = self.settings.model_copy(update={"deadline_ms": command.deadline_ms})
+                self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
+                if self.discovery is not None:
+                    self.discovery.deadline_s = self.buffer.deadline_s  # type: ignore[attr-defined]
+            if command.rebirth:
+                for sensor_id in list(self.sensors):
+                    self._rebirth_asked.pop(sensor_id, None)
+                    self.request_rebirth(sensor_id)
+            response = CommandResponse(agent_id=fid, transaction=transaction, status="ok", controls=self.controls())
+            log.info("command_applied", fusion=fid, transaction=transaction, deadline_ms=command.deadline_ms,
+                     rebirth=command.rebirth)
+        except (WireError, ValueError) as exc:
+            response = CommandResponse(agent_id=fid, transaction=transaction, status="error", error=str(exc)[:300],
+                                       controls=self.controls())
+            log.warning("command_refused", fusion=fid, reason=str(exc)[:200])
+        self.comm.publish(self.topics.fusion(fid, "response"), wire_encode(response), qos=1,
+                          content_type=CONTENT_TYPE_JSON)
+
+    def controls(self) -> Controls:
+        """What a command may change of this agent."""
+        return Controls(agent_id=self.settings.fusion_id, deadline_ms=self.settings.deadline_ms, ts=time.time())
+
+    def request_rebirth(self, sensor_id: str) -> None:
+        """Ask a sensor whose frames arrive without a known birth to publish it again, on its set topic (a birth
+        lost to a broker without persistence, or a fusion agent that missed it); bounded per sensor and in all."""
+        now = time.monotonic()
+        last = self._rebirth_asked.get(sensor_id)
+        if last is not None and now - last < REBIRTH_INTERVAL_S:
+            return
+        window, used = self._rebirth_window
+        if now - window >= 1.0:
+            window, used = now, 0
+        if used >= MAX_REBIRTHS_PER_S:
+            return
+        self._rebirth_window = (window, used + 1)
+        if len(self._rebirth_asked) >= 4096:
+            self._rebirth_asked.clear()
+        self._rebirth_asked[sensor_id] = now
+        command = Command(transaction=f"rebirth-{self.settings.fusion_id}", rebirth=True)
+        if self.comm.publish(self.topics.sensor_set(sensor_id), wire_encode(command), qos=0,
+                             content_type=CONTENT_TYPE_JSON):
+            self.counts["rebirth_requested"] += 1
+            log.info("rebirth_requested", sensor=sensor_id)
 
     def track_seq(self, sensor_id: str, session: str, seq: int) -> None:
         """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""

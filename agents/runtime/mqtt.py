@@ -242,6 +242,9 @@ class Communicator:
         self._subscriptions: dict[str, int] = {}
         self._pending_subs: dict[int, list[str]] = {}
 
+        # Topics whose messages go to a handler on the network thread instead of the inbox (see route()).
+        self._routes: dict[str, Callable[[InboundMessage], None]] = {}
+
         # Retained messages re-published on every reconnect (see announce()): topic -> (payload, content type).
         self._announcements: dict[str, tuple[bytes, str | None]] = {}
 
@@ -313,6 +316,14 @@ class Communicator:
             self._subscriptions[topic_filter] = qos
         if self.connected.is_set():
             self._send_subscribe([(topic_filter, qos)])
+
+    def route(self, topic: str, handler: Callable[[InboundMessage], None], qos: int = 1) -> None:
+        """Subscribe to one exact topic whose (rare, small) messages ``handler`` takes on the network thread, not
+        the inbox: a sensor's commands, which must be answered while its own thread is busy with frames. The
+        handler must be quick; whatever it raises is logged and swallowed."""
+        with self._sub_lock:
+            self._routes[topic] = handler
+        self.subscribe(topic, qos)
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect, publish ``online`` and subscribe; block until every subscription is granted.
@@ -817,6 +828,13 @@ class Communicator:
                 received_ts=time.time(),
             )
             self._count("received")
+            handler = self._routes.get(inbound.topic)
+            if handler is not None:
+                try:
+                    handler(inbound)
+                except Exception:
+                    self._log.exception("mqtt.route_handler_error", topic=inbound.topic)
+                return
             dropped = self._inbox.put(self._inbox_key(inbound.topic), inbound)
             if dropped:
                 self._count("inbox_dropped", dropped)

@@ -113,6 +113,8 @@ class Recorder:
         self.comm.subscribe(self.topics.all_fusion("status"), qos=1)
         self.comm.subscribe(self.topics.all_sensors("status"), qos=1)
         self.offline: list[tuple[str, float]] = []
+        self.online: set[str] = set()
+        """Agents whose latest status is ``online``."""
         """(agent id, arrival monotonic) of every non-retained ``offline`` status: who was disconnected, and when."""
         self.results: dict[tuple[str, int], tuple[int, float, float]] = {}
         """(stream, frame) → (class index, latency ms, arrival monotonic)."""
@@ -149,6 +151,10 @@ class Recorder:
                         self.fusion_online = status.state == "online"
                     if status.state == "offline" and not msg.retain:
                         self.offline.append((status.agent_id, time.monotonic()))
+                    if status.state == "online":
+                        self.online.add(status.agent_id)
+                    else:
+                        self.online.discard(status.agent_id)
             except WireError:
                 continue
 
@@ -255,7 +261,22 @@ class Bus:
                 str(s.legit_fps), "--budget-fraction", "1.0", "--no-link-fit",
                 "--deadline-ms", str(s.deadline_ms)], sid)
             frames[sid] = range(start, start + count)
+        self.wait_online(set(frames))
         return frames
+
+    def wait_online(self, agents: set[str], timeout: float = 90.0) -> None:
+        """Wait until every one of ``agents`` said online (a loaded machine can take seconds to start a sensor
+        process; a fault injected before that would test the harness, not the bus)."""
+        assert self.recorder is not None
+        end = time.monotonic() + timeout
+        while not agents <= self.recorder.online:
+            if time.monotonic() > end:
+                raise RuntimeError(f"{sorted(agents - self.recorder.online)} not online within {timeout:g} s")
+            for sid in agents:
+                proc = self.sensors.get(sid)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"sensor {sid} exited with {proc.returncode}; see {self.dir}")
+            time.sleep(0.05)
 
     def wait_sensors(self, timeout: float) -> dict[str, dict[str, Any]]:
         """Wait for the sensors to finish; their counters (last JSON line of their output) and exit codes."""

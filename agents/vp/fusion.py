@@ -33,15 +33,11 @@ from models.store import WEIGHTS_DIR
 from models.variants import FAMILY_NAME
 from models.vp import Vote, fuse
 from schemas import (
-    CONTENT_TYPE_JSON,
     ClassScore,
     Result,
-    Status,
     TopK,
     WireError,
 )
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
 from schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.vp")
@@ -213,13 +209,9 @@ class VpFusionAgent(FusionBase):
 
     def on_status(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """An ``offline`` status (clean stop or last will) means: stop waiting for this sensor."""
+        status = self.note_sensor_status(sensor_id, message)
         known = self.sensors.get(sensor_id)
-        if known is None or not message.payload:
-            return
-        try:
-            status = wire_decode(message.payload, Status)
-        except WireError as exc:
-            self.reject(f"status_{exc.reason}", message.topic, str(exc))
+        if known is None or status is None:
             return
         if status.session != known.session:
             return
@@ -235,6 +227,7 @@ class VpFusionAgent(FusionBase):
         sensor = self.sensors.get(sensor_id)
         if sensor is None:
             self.reject("unknown_sensor", message.topic)
+            self.request_rebirth(sensor_id)
             return
         try:
             msg = decode_lean(message.payload, TopK, sensor.ctx)
@@ -290,9 +283,11 @@ class VpFusionAgent(FusionBase):
             decided_ts=decided, latency_ms=latency, complete=complete, representation="vp",
             wire_bytes=frame.wire_bytes,
         )
-        self.comm.publish(self.topics.result(frame.stream_id), wire_encode(result), qos=self.settings.result_qos,
-                          content_type=CONTENT_TYPE_JSON)
+        self.publish_decision(result)
         self.note_decided(latency, complete, frame.evicted)
+
+    def stream_labels(self) -> dict[str, tuple[str, ...]]:
+        return {s.stream_id: tuple(self.labels) for s in self.sensors.values()}
 
     def start_fields(self) -> dict[str, object]:
         return {"variants": sorted(self.hashes)}

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from agents.nair.sensor import EPOCH_LEAD_S
-from agents.runtime.config import AgentConfig
+from agents.runtime.commands import SensorControl
+from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import configure_logging, get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
 from agents.runtime.notify import systemd_service
@@ -100,6 +101,16 @@ class VpSensorAgent:
         self.cost = ClassifyCost()
         """Measured time of classifying and publishing a batch (judges which waiting frames are still in time)."""
         self._seq = 0
+        self.control = SensorControl(self.comm, self.topics, s, self._apply_settings, self._announce_birth,
+                                     supports_budget=False)
+        """Commands on the sensor's set topic: deadline, a frame-rate cap, pause, rebirth."""
+
+    def _apply_settings(self, new: SensorSettings) -> None:
+        self.settings = new
+
+    def _announce_birth(self) -> None:
+        self.comm.announce(self.topics.sensor_birth(self.settings.sensor_id), wire_encode(self.birth()),
+                           content_type=CONTENT_TYPE_JSON)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.sensor_id, role="sensor", state=state,  # type: ignore[arg-type]
@@ -117,8 +128,8 @@ class VpSensorAgent:
     def start(self) -> None:
         """Connect, subscribe (mqtt source) and publish the retained birth."""
         self.comm.start()
-        topic = self.topics.sensor_birth(self.settings.sensor_id)
-        self.comm.announce(topic, wire_encode(self.birth()), content_type=CONTENT_TYPE_JSON)
+        self._announce_birth()
+        self.control.publish_controls()
         self.comm.wait_published()
         log.info("vp_sensor_started", sensor=self.settings.sensor_id, variant=self.variant.name, k=self.k,
                  source=self.settings.source, qos=self.settings.qos, session=self.comm.session)
@@ -139,6 +150,9 @@ class VpSensorAgent:
         birth's ``expiry_ms`` either way.
         """
         s = self.settings
+        if self.control.admit() is not None:  # paused, or over the frame-rate cap a command set
+            self._skip()
+            return False
         self._seq += 1
         message = TopK(sensor_id=s.sensor_id, session=self.comm.session, seq=self._seq, frame_id=frame_id,
                        capture_ts=capture_ts, expires_ts=capture_ts + s.expiry_s,

@@ -6,7 +6,7 @@
 # ROLE    user name            what it may do (broker/acl)
 # sensor  ID                   write nairbus/v1/+/sensors/ID/{status,birth,frag,topk}; read nothing
 # fusion  fusion.ID            read sensor topics, write results, its status/stats, its Home Assistant discovery
-# ha      ha.ID                Home Assistant: homeassistant/#, read results and agent status
+# ha      ha.ID                Home Assistant: homeassistant/#, read results, states and agent status, command sensors
 # watch   watch.ID             read results, agent status and stats
 # health  health.ID            read $SYS/broker/uptime (container health check)
 #
@@ -63,9 +63,15 @@ topic read nairbus/v1/+/sensors/+/status
 topic read nairbus/v1/+/sensors/+/birth
 topic read nairbus/v1/+/sensors/+/frag
 topic read nairbus/v1/+/sensors/+/topk
+topic read nairbus/v1/+/sensors/+/image
+topic write nairbus/v1/+/sensors/+/set
 topic write nairbus/v1/+/results/+
+topic write nairbus/v1/+/streams/+/+
 topic write nairbus/v1/+/fusion/$id/status
 topic write nairbus/v1/+/fusion/$id/stats
+topic write nairbus/v1/+/fusion/$id/response
+topic read nairbus/v1/+/fusion/$id/set
+topic readwrite homeassistant/device/nairbus-$id/+/config
 topic readwrite homeassistant/sensor/nairbus-$id/+/config
 topic read homeassistant/status
 BLOCK
@@ -74,8 +80,15 @@ BLOCK
 user $user
 topic readwrite homeassistant/#
 topic read nairbus/v1/+/results/+
+topic read nairbus/v1/+/streams/+/+
 topic read nairbus/v1/+/fusion/+/status
+topic read nairbus/v1/+/fusion/+/stats
 topic read nairbus/v1/+/sensors/+/status
+topic read nairbus/v1/+/sensors/+/controls
+topic read nairbus/v1/+/sensors/+/response
+topic write nairbus/v1/+/sensors/+/set
+topic read nairbus/v1/+/fusion/+/response
+topic write nairbus/v1/+/fusion/+/set
 BLOCK
     ;;
     watch) cat <<BLOCK

@@ -26,10 +26,14 @@ class RecordingBus:
 
     def __init__(self) -> None:
         self.subscriptions: list[str] = []
+        self.routes: dict[str, Any] = {}
         self.published: list[tuple[str, bytes]] = []
 
     def subscribe(self, topic: str, qos: int = 0) -> None:
         self.subscriptions.append(topic)
+
+    def route(self, topic: str, handler: Any, qos: int = 1) -> None:
+        self.routes[topic] = handler
 
     def publish(self, topic: str, payload: bytes, **_: Any) -> bool:
         self.published.append((topic, payload))
@@ -116,3 +120,30 @@ def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline
     agent.handle(_message(topics.sensor_birth("cam"), birth((c * 2, h, w // 2 or 1), "s1")), time.monotonic())
     assert agent.rejected["birth_inconsistent"] == 1
     assert "cam" not in agent.sensors  # forgotten: its fragments are refused until a consistent birth comes
+
+
+def test_a_fusion_agent_takes_a_deadline_and_a_rebirth_on_its_set_topic(pipeline: NairPipeline) -> None:
+    from schemas import CommandResponse
+    from schemas import decode as wire_decode
+
+    bus = RecordingBus()
+    agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,
+                        bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    handler = bus.routes[topics.fusion("fusion-1", "set")]
+
+    def ask(payload: bytes) -> CommandResponse:
+        handler(_message(topics.fusion("fusion-1", "set"), payload))
+        topic, answer = bus.published[-1]
+        assert topic == topics.fusion("fusion-1", "response")
+        return wire_decode(answer, CommandResponse)
+
+    ok = ask(b'{"deadline_ms": 250, "transaction": "d"}')
+    assert (ok.status, ok.transaction) == ("ok", "d")
+    assert agent.buffer.deadline_s == 0.25
+    assert ok.controls is not None
+    assert ok.controls.deadline_ms == 250
+    refused = ask(b'{"budget_bytes": 300, "transaction": "b"}')
+    assert (refused.status, refused.transaction) == ("error", "b")
+    assert agent.buffer.deadline_s == 0.25
+    assert ask(b"garbage").status == "error"

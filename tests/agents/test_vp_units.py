@@ -227,6 +227,9 @@ class FakeComm:
         self.last_wire_bytes = 0
         self.counters: dict[str, int] = {"wire_bytes": 0}
 
+    def route(self, topic: str, handler: Any, qos: int = 1) -> None:
+        """Commands are not looked at here."""
+
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
                 content_type: str | None = None, expiry_s: float | None = None, alias: bool = False,
                 replay: bool = False) -> bool:
@@ -331,8 +334,9 @@ def _fusion() -> tuple[VpFusionAgent, list[Result]]:
     results: list[Result] = []
 
     def publish(topic: str, payload: bytes, **_kw: Any) -> bool:
-        results.append(decode(payload, Result))
-        return True
+        if agent.topics.parse(topic) is not None and agent.topics.parse(topic).kind == "result":  # type: ignore[union-attr]
+            results.append(decode(payload, Result))
+        return True  # the stream's home-automation state goes the same way; only the results are looked at
 
     agent.comm.publish = publish  # type: ignore[method-assign]
     return agent, results

@@ -1,9 +1,12 @@
 """Home Assistant MQTT discovery through a real broker: a stand-in for Home Assistant subscribes like it does and
 checks every field it needs, renders the templates with Jinja (Home Assistant's template engine) against real
-results, and watches configs appear, stay put when nothing changes, change when a stream changes, and disappear."""
+results and states, and watches the device configs appear, stay put when nothing changes, change when a stream
+changes, and disappear; the label state changes only with the label; Home Assistant's restart brings states back
+and never a second copy of a result. (A real Home Assistant: deploy/homeassistant/ha_check.py.)"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -18,9 +21,10 @@ from agents.home.discovery import (
     DiscoverySettings,
     config_topic,
     encode_config,
-    object_id,
+    fusion_object_id,
+    sensor_object_id,
     stream_config,
-    unique_id,
+    stream_object_id,
 )
 from agents.nair.fusion import FusionAgent
 from agents.nair.sensor import SensorAgent
@@ -29,7 +33,7 @@ from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.mqtt import Communicator, InboundMessage
 from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.pipeline import NairPipeline
-from schemas import Result
+from schemas import Result, StreamState
 from schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
@@ -72,7 +76,8 @@ class HomeAssistantStandIn:
 def _config(broker: PrivateMosquitto, root: str, prefix: str, **sections: Any) -> AgentConfig:
     return AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port),
                        topics=TopicSettings(root=root, site=SITE),
-                       discovery=DiscoverySettings(prefix=prefix, settle_s=0.5, announce_delay_s=(0.2, 0.6)),
+                       discovery=DiscoverySettings(prefix=prefix, settle_s=0.5, announce_delay_s=(0.2, 0.6),
+                                                   metrics_interval_s=0.5, offline_grace_s=1.0),
                        **sections)
 
 
@@ -118,106 +123,152 @@ def _sensor(broker: PrivateMosquitto, root: str, prefix: str, pipeline: NairPipe
     return agent
 
 
-def _check_ha_required_fields(config: dict[str, Any], topics: TopicTree, stream: str) -> None:
-    """Every field Home Assistant needs for a discovered MQTT sensor with a device, origin and availability."""
-    assert config["state_topic"] == topics.result(stream)  # required for an MQTT sensor
-    assert config["unique_id"] == unique_id(topics, stream)  # required for a device and for the entity registry
-    assert config["device"]["identifiers"]
-    assert isinstance(config["device"]["identifiers"], list)
-    assert config["device"]["name"]
-    assert config["device"]["manufacturer"] == "nairbus"
+def _render(template: str, value_json: Any) -> str:
+    return jinja2.Environment().from_string(template).render(value_json=value_json)
+
+
+def _check_device_config(config: dict[str, Any], topics: TopicTree, stream: str, labels: list[str]) -> None:
+    """Every field Home Assistant needs for device-based discovery of a stream: device, origin, components."""
+    oid = stream_object_id(topics, stream)
+    assert config["dev"]["identifiers"] == [oid]
+    assert config["dev"]["name"]
+    assert config["dev"]["manufacturer"] == "nairbus"
+    assert config["dev"]["via_device"] == fusion_object_id(topics, "fusion-1")
     assert config["o"]["name"] == "nairbus"
     assert config["o"]["sw"]
-    assert config["json_attributes_topic"] == topics.result(stream)
     assert config["availability_mode"] == "all"
-    assert config["availability"][0]["topic"] == topics.fusion_status("fusion-1")
+    assert [a["topic"] for a in config["availability"]] == [topics.fusion_status("fusion-1"),
+                                                            topics.stream(stream, "availability")]
     for entry in config["availability"]:
-        assert topics.parse(entry["topic"]).kind in ("fusion_status", "sensor_status")  # type: ignore[union-attr]
-        assert jinja2.Template(entry["value_template"]).render(value_json={"state": "online"}) == "online"
-    assert config["payload_available"] == "online"
-    assert config["payload_not_available"] == "offline"
+        assert _render(entry["value_template"], {"state": "online"}) == "online"
+    cmps = config["cmps"]
+    assert set(cmps) == {f"{oid}_{k}" for k in ("classification", "label", "confidence", "latency", "fps")}
+    for key, cmp in cmps.items():
+        assert cmp["unique_id"] == key
+        assert cmp["default_entity_id"] == f"{cmp['p']}.{key}"
+        assert "object_id" not in cmp  # deprecated since Home Assistant 2025.10
+    event, label = cmps[f"{oid}_classification"], cmps[f"{oid}_label"]
+    assert (event["p"], event["state_topic"], event["event_types"]) == ("event", topics.result(stream), labels)
+    assert (label["p"], label["device_class"], label["options"]) == ("sensor", "enum", labels)
+    assert label["state_topic"] == topics.stream(stream, "state")
+    assert label["expire_after"] > 0
+    for key in ("confidence", "latency", "fps"):
+        assert cmps[f"{oid}_{key}"]["state_class"] == "measurement"
+        assert cmps[f"{oid}_{key}"]["state_topic"] == topics.stream(stream, "metrics")
 
 
 def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_root: str, prefix: str,
                                                 tiny_pipeline: NairPipeline, start_fusion: Any) -> None:
     topics = TopicTree(topic_root, SITE)
-    kitchen = config_topic(prefix, "fusion-1", topics, "kitchen")
-    stale = config_topic(prefix, "fusion-1", topics, "gone-stream")
+    labels = list(tiny_pipeline.labels)
+    kitchen = config_topic(prefix, "fusion-1", stream_object_id(topics, "kitchen"))
+    hub = config_topic(prefix, "fusion-1", fusion_object_id(topics, "fusion-1"))
+    cam_a = config_topic(prefix, "fusion-1", sensor_object_id(topics, "cam-a"))
+    stale = config_topic(prefix, "fusion-1", stream_object_id(topics, "gone-stream"))
+    legacy = f"{prefix}/sensor/nairbus-fusion-1/{topic_root.replace('/', '_')}_{SITE}_kitchen/config"
     foreign = f"{prefix}/sensor/zigbee2mqtt/lamp/config"
 
-    # Left on the broker by an earlier run: a config for a stream that no longer exists, and another program's config.
+    # Left on the broker by an earlier run: a stream that no longer exists, the per-entity config of the nairbus
+    # version before device-based discovery, and another program's config.
     seeder = Communicator(BrokerSettings(host=broker.host, port=broker.port), "t-seeder", None, lambda s: b"")
     seeder.start()
-    seeder.publish(stale, b'{"name": "old"}', qos=1, retain=True, content_type="application/json")
-    seeder.publish(foreign, b'{"name": "lamp"}', qos=1, retain=True, content_type="application/json")
+    for topic in (stale, legacy, foreign):
+        seeder.publish(topic, b'{"name": "old"}', qos=1, retain=True, content_type="application/json")
     assert seeder.wait_published()
 
     ha = HomeAssistantStandIn(broker, prefix, topics)
-    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-a", stream_id="kitchen")
+    ha.comm.subscribe(f"{topics.prefix}/streams/#", qos=0)
+    sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-a", stream_id="kitchen", count=8)
     fusion = start_fusion()
     try:
-        # The config appears (retained), the stale one is cleared, the foreign one is left alone.
-        assert ha.wait(lambda: ha.on(kitchen) and ha.on(stale) and ha.on(stale)[-1].payload == b"")
+        # The device configs appear (retained), the stale and legacy ones are cleared, the foreign one stays.
+        assert ha.wait(lambda: ha.on(kitchen) and ha.on(hub) and ha.on(cam_a)
+                       and all(ha.on(t) and ha.on(t)[-1].payload == b"" for t in (stale, legacy)))
         config = json.loads(ha.on(kitchen)[-1].payload)
-        _check_ha_required_fields(config, topics, "kitchen")
-        assert [e["topic"] for e in config["availability"][1:]] == [topics.sensor_status("cam-a")]
-        assert ha.on(kitchen)[-1].content_type == "application/json"
+        _check_device_config(config, topics, "kitchen", labels)
+        hub_config, cam_config = json.loads(ha.on(hub)[-1].payload), json.loads(ha.on(cam_a)[-1].payload)
+        assert hub_config["dev"]["identifiers"] == [fusion_object_id(topics, "fusion-1")]
+        assert cam_config["dev"]["via_device"] == fusion_object_id(topics, "fusion-1")
+        connectivity = cam_config["cmps"][f"{sensor_object_id(topics, 'cam-a')}_connectivity"]
+        assert (connectivity["p"], connectivity["device_class"], connectivity["entity_category"]) == \
+            ("binary_sensor", "connectivity", "diagnostic")
+        assert connectivity["state_topic"] == topics.sensor_status("cam-a")
+        budget = cam_config["cmps"][f"{sensor_object_id(topics, 'cam-a')}_budget"]
+        assert budget["command_topic"] == topics.sensor_set("cam-a")
 
-        # Results flow; the templates Home Assistant renders give the label and the attributes.
+        # Results flow: every frame is an event (the template gives its label as the event type); the label state
+        # is published only when the label changes; the figures come rate-limited.
         sensor.run_replay()
-        assert ha.wait(lambda: len(ha.on(topics.result("kitchen"))) == 5)  # every replayed frame decided
-        result_msg = ha.on(topics.result("kitchen"))[-1]
-        result = Result.model_validate_json(result_msg.payload)
-        value_json = json.loads(result_msg.payload)
-        assert jinja2.Template(config["value_template"]).render(value_json=value_json) == result.label
-        env = jinja2.Environment()
-        attributes = json.loads(env.from_string(config["json_attributes_template"]).render(value_json=value_json))
-        assert attributes["confidence"] == result.confidence
-        assert attributes["fraction_received"] == result.fraction_received
-        assert [t["label"] for t in attributes["topk"]] == [t.label for t in result.topk]
+        assert ha.wait(lambda: len(ha.on(topics.result("kitchen"))) == 8)
+        event = config["cmps"][f"{stream_object_id(topics, 'kitchen')}_classification"]
+        results = [Result.model_validate_json(m.payload) for m in ha.on(topics.result("kitchen"))]
+        for msg, result in zip(ha.on(topics.result("kitchen")), results, strict=True):
+            fired = json.loads(_render(event["value_template"], json.loads(msg.payload)))
+            assert fired["event_type"] == result.label
+            assert fired["event_type"] in event["event_types"]
+        changes = 1 + sum(a.label != b.label for a, b in itertools.pairwise(results))
+        assert ha.wait(lambda: len(ha.on(topics.stream("kitchen", "state"))) >= changes)
+        ha.pump(0.5)
+        states = [StreamState.model_validate_json(m.payload) for m in ha.on(topics.stream("kitchen", "state"))]
+        assert len(states) == changes  # one per label change (the heartbeat is 30 s away)
+        assert states[-1].label == results[-1].label
+        label = config["cmps"][f"{stream_object_id(topics, 'kitchen')}_label"]
+        assert _render(label["value_template"], json.loads(ha.on(topics.stream("kitchen", "state"))[-1].payload)) \
+            == results[-1].label
+        assert ha.wait(lambda: ha.on(topics.stream("kitchen", "metrics")))
+        metrics = json.loads(ha.on(topics.stream("kitchen", "metrics"))[-1].payload)
+        for key in ("confidence", "latency", "fps"):
+            template = config["cmps"][f"{stream_object_id(topics, 'kitchen')}_{key}"]["value_template"]
+            assert float(_render(template, metrics)) >= 0
 
-        # Nothing changed: nothing re-published, however often the worker loop goes round.
+        # Nothing changed: no config re-published, however often the worker loop goes round.
         ha.pump(1.0)
         assert len([m for m in ha.on(kitchen) if m.payload]) == 1
 
-        # A second sensor joins the stream: the availability list changes, so the config is published again.
-        second = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-b", stream_id="kitchen", count=1)
-        assert ha.wait(lambda: len([m for m in ha.on(kitchen) if m.payload]) == 2)
-        updated = json.loads(ha.on(kitchen)[-1].payload)
-        assert [e["topic"] for e in updated["availability"][1:]] == [topics.sensor_status("cam-a"),
-                                                                    topics.sensor_status("cam-b")]
-
-        # Home Assistant restarts: its birth message brings the last state back after a random delay.
-        states_before = len(ha.on(topics.result("kitchen")))
+        # Home Assistant restarts: its birth brings configs and the label state back after a random delay, and
+        # never a second copy of a result on the result topic.
+        results_before, states_before = len(ha.on(topics.result("kitchen"))), len(states)
         born = time.monotonic()
-        seeder.publish(f"{prefix}/status", b"online", qos=1, content_type="text/plain")
-        assert ha.wait(lambda: len(ha.on(topics.result("kitchen"))) > states_before, timeout=5)
+        for _ in range(3):  # however often it says so: one re-announce
+            seeder.publish(f"{prefix}/status", b"online", qos=1, content_type="text/plain")
+        assert ha.wait(lambda: len(ha.on(topics.stream("kitchen", "state"))) > states_before, timeout=5)
         assert time.monotonic() - born >= 0.15  # not at once: announce_delay_s is (0.2, 0.6)
-        assert ha.on(topics.result("kitchen"))[-1].payload == result_msg.payload
+        ha.pump(1.0)
+        assert len(ha.on(topics.result("kitchen"))) == results_before
+        assert len(ha.on(topics.stream("kitchen", "state"))) == states_before + 1
+        assert fusion.agent.discovery is not None
+        assert fusion.agent.discovery.counts["announced"] == 1
 
-        # The stream goes away (both births cleared): its config is cleared, so Home Assistant removes the entity.
-        for sensor_id in ("cam-a", "cam-b"):
-            seeder.publish(topics.sensor_birth(sensor_id), b"", qos=1, retain=True, content_type="application/json")
-        assert ha.wait(lambda: ha.on(kitchen)[-1].payload == b"")
-        second.stop()
+        # The sensor stops cleanly: the stream stays available for the grace period (its last results land),
+        # then turns unavailable.
+        sensor.stop()
+        availability = topics.stream("kitchen", "availability")
+        stopped = time.monotonic()
+        assert ha.wait(lambda: ha.on(availability) and json.loads(ha.on(availability)[-1].payload)["state"]
+                       == "offline", timeout=10)
+        assert time.monotonic() - stopped >= 0.9  # offline_grace_s 1.0 (the deadline 0.3 s is shorter)
+
+        # The stream goes away (its birth cleared): its configs are cleared, so Home Assistant removes the device.
+        seeder.publish(topics.sensor_birth("cam-a"), b"", qos=1, retain=True, content_type="application/json")
+        assert ha.wait(lambda: ha.on(kitchen)[-1].payload == b"" and ha.on(cam_a)[-1].payload == b"")
     finally:
         sensor.stop()
         fusion.close()
         ha.close()
         seeder.stop()
 
-    # What the broker keeps: nothing for the removed stream or the stale one, the foreign config untouched.
+    # What the broker keeps of discovery: the hub's own device, and the foreign config untouched.
     late = HomeAssistantStandIn(broker, prefix, topics)
     late.pump(0.5)
     late.close()
-    assert {m.topic for m in late.messages if m.retain and m.payload} == {foreign}
+    assert {m.topic for m in late.messages if m.retain and m.payload and m.topic.startswith(prefix)} == {hub, foreign}
 
 
 def test_an_unchanged_config_is_not_republished_after_a_restart(broker: PrivateMosquitto, topic_root: str,
                                                                 prefix: str, tiny_pipeline: NairPipeline,
                                                                 start_fusion: Any) -> None:
     topics = TopicTree(topic_root, SITE)
-    topic = config_topic(prefix, "fusion-1", topics, "porch")
+    topic = config_topic(prefix, "fusion-1", stream_object_id(topics, "porch"))
     sensor = _sensor(broker, topic_root, prefix, tiny_pipeline, "cam-p", stream_id="porch", count=1)
     ha = HomeAssistantStandIn(broker, prefix, topics)
     try:
@@ -227,7 +278,8 @@ def test_an_unchanged_config_is_not_republished_after_a_restart(broker: PrivateM
         second = start_fusion()
         ha.pump(1.5)  # settle (0.5 s) and a good number of worker-loop rounds
         assert second.agent.discovery is not None
-        assert second.agent.discovery.counts == {"published": 0, "cleared": 0, "announced": 0}
+        assert second.agent.discovery.counts["published"] == 0
+        assert second.agent.discovery.counts["cleared"] == 0
         assert len([m for m in ha.on(topic) if m.payload]) == 1
     finally:
         sensor.stop()
@@ -236,11 +288,15 @@ def test_an_unchanged_config_is_not_republished_after_a_restart(broker: PrivateM
 
 def test_builders_are_pure_and_ids_are_valid() -> None:
     topics = TopicTree("acme/lab", "site-1")
-    config = stream_config(topics, "door", "fusion-2", ["cam-2", "cam-1"], version="1.2.3")
-    assert config == stream_config(topics, "door", "fusion-2", ["cam-1", "cam-2"], version="1.2.3")
+    config = stream_config(topics, "door", "fusion-2", ["a", "b"], version="1.2.3")
+    assert config == stream_config(topics, "door", "fusion-2", ["a", "b"], version="1.2.3")
     assert encode_config(config) == encode_config(dict(reversed(list(config.items()))))
-    assert object_id(topics, "door") == "acme_lab_site-1_door"  # [a-zA-Z0-9_-] only, as Home Assistant requires
-    assert config_topic("homeassistant", "fusion-2", topics, "door") == \
-        "homeassistant/sensor/nairbus-fusion-2/acme_lab_site-1_door/config"
+    # [a-zA-Z0-9_-] only, as Home Assistant requires; "nairbus" once, whatever the root
+    assert stream_object_id(topics, "door") == "nairbus_acme_lab_site-1_door"
+    assert stream_object_id(TopicTree("nairbus", "home"), "door") == "nairbus_home_door"
+    assert config_topic("homeassistant", "fusion-2", stream_object_id(topics, "door")) == \
+        "homeassistant/device/nairbus-fusion-2/nairbus_acme_lab_site-1_door/config"
     with pytest.raises(ValueError, match="wildcards"):
         DiscoverySettings(prefix="home/#")
+    with pytest.raises(ValueError, match="expire_after_s"):
+        DiscoverySettings(heartbeat_s=100, expire_after_s=50)

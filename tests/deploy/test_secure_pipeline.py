@@ -13,7 +13,13 @@ import uuid
 
 import pytest
 
-from agents.home.discovery import DiscoverySettings, config_topic
+from agents.home.discovery import (
+    DiscoverySettings,
+    config_topic,
+    fusion_object_id,
+    sensor_object_id,
+    stream_object_id,
+)
 from agents.nair.fusion import FusionAgent
 from agents.nair.sensor import SensorAgent
 from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
@@ -40,7 +46,7 @@ def test_pipeline_through_tls_passwords_and_acl(secure: SecureBroker, tiny_pipel
     watcher.subscribe(topics.all_results(), qos=0)
     watcher.start()
     ha = Communicator(secure.settings("ha.homeassistant", tls=True), "t-ha", None, lambda s: b"")
-    ha.subscribe("homeassistant/sensor/+/+/config", qos=1)
+    ha.subscribe("homeassistant/device/+/+/config", qos=1)
     ha.start()
 
     fusion = FusionAgent(config("fusion.fusion-1", fusion=FusionSettings(deadline_ms=400, stats_interval_s=0.3)),
@@ -66,7 +72,7 @@ def test_pipeline_through_tls_passwords_and_acl(secure: SecureBroker, tiny_pipel
         results: dict[tuple[str, int], Result] = {}
         configs: dict[str, dict[str, object]] = {}
         end = time.monotonic() + 20
-        while (not want <= results.keys() or len(configs) < 2) and time.monotonic() < end:
+        while (not want <= results.keys() or len(configs) < 5) and time.monotonic() < end:
             for comm in (watcher, ha):
                 msg = comm.get(timeout=0.05)
                 if msg is None:
@@ -78,7 +84,9 @@ def test_pipeline_through_tls_passwords_and_acl(secure: SecureBroker, tiny_pipel
                     results[(result.stream_id, result.frame_id)] = result
         assert want <= results.keys(), f"missing results: {sorted(want - results.keys())}"
         assert all(r.complete and r.fraction_received == 1.0 for r in results.values())
-        assert set(configs) == {config_topic("homeassistant", "fusion-1", topics, s) for s in ("cam-a", "cam-b")}
+        expected = {fusion_object_id(topics, "fusion-1")} | {f(topics, s) for s in ("cam-a", "cam-b")
+                                                            for f in (stream_object_id, sensor_object_id)}
+        assert set(configs) == {config_topic("homeassistant", "fusion-1", oid) for oid in expected}
     finally:
         for sensor in sensors:
             sensor.stop()

@@ -14,6 +14,9 @@ from schemas.messages import (
     Birth,
     BitBand,
     ClassScore,
+    Command,
+    CommandResponse,
+    Controls,
     Fragment,
     Frame,
     ImageBirth,
@@ -24,6 +27,8 @@ from schemas.messages import (
     Result,
     Stats,
     Status,
+    StreamMetrics,
+    StreamState,
     TopK,
     VpBirth,
     packed_size,
@@ -276,9 +281,54 @@ def stats() -> st.SearchStrategy[Stats]:
     )
 
 
+@st.composite
+def commands(draw: st.DrawFn) -> Command:
+    """Valid commands: any subset of the settings, one kind of budget at most."""
+    budget = draw(st.sampled_from(("none", "bytes", "fraction")))
+    return Command(
+        transaction=draw(st.none() | sessions),
+        rebirth=draw(st.booleans()),
+        budget_bytes=draw(st.integers(min_value=16, max_value=65000)) if budget == "bytes" else None,
+        budget_fraction=draw(st.floats(min_value=1e-6, max_value=1)) if budget == "fraction" else None,
+        deadline_ms=draw(st.none() | st.floats(min_value=10, max_value=3_600_000)),
+        fps=draw(st.none() | st.floats(min_value=0, max_value=1000)),
+        paused=draw(st.none() | st.booleans()),
+    )
+
+
+def controls() -> st.SearchStrategy[Controls]:
+    """Valid controls messages."""
+    return st.builds(
+        Controls, agent_id=ids, budget_bytes=st.none() | st.integers(min_value=16, max_value=U64_MAX),
+        budget_fraction=st.none() | st.floats(min_value=1e-6, max_value=1),
+        deadline_ms=st.floats(min_value=1e-3, max_value=3_600_000), fps=st.none() | st.floats(min_value=1e-3,
+                                                                                              max_value=1000),
+        paused=st.booleans(), ts=timestamps)
+
+
+def command_responses() -> st.SearchStrategy[CommandResponse]:
+    """Valid command responses."""
+    return st.builds(CommandResponse, agent_id=ids, transaction=st.none() | sessions,
+                     status=st.sampled_from(["ok", "error"]), error=st.none() | st.text(max_size=300),
+                     controls=st.none() | controls())
+
+
+def stream_states() -> st.SearchStrategy[StreamState]:
+    """Valid stream states."""
+    return st.builds(StreamState, stream_id=ids, label=labels, class_index=u64s, since_ts=timestamps,
+                     frame_id=u64s, ts=timestamps)
+
+
+def stream_metrics() -> st.SearchStrategy[StreamMetrics]:
+    """Valid stream metrics."""
+    return st.builds(StreamMetrics, stream_id=ids, frames=u64s, interval_s=positive, fps=non_negative,
+                     confidence_pct=st.floats(min_value=0, max_value=100), latency_ms=non_negative, ts=timestamps)
+
+
 def messages() -> st.SearchStrategy[Message]:
     """Any valid message that :func:`schemas.codec.encode` carries (JSON, and the capture Frame as msgpack)."""
-    return st.one_of(statuses(), births(), results(), stats(), frames())
+    return st.one_of(statuses(), births(), results(), stats(), frames(), commands(), command_responses(),
+                     controls(), stream_states(), stream_metrics())
 
 
 # Plain Python values msgpack and JSON can both carry (JSON-safe: str keys, no bytes).

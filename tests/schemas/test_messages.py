@@ -167,7 +167,8 @@ def test_kinds_and_versions() -> None:
     for kind, cls in MESSAGE_TYPES.items():
         assert cls.model_fields["kind"].default == kind
         assert cls.model_fields["v"].default == (LEAN_VERSION if kind in LEAN_KINDS else SCHEMA_VERSION)
-    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "image", "result", "stats", "frame"}
+    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "image", "result", "stats", "frame", "command",
+                                  "command_response", "controls", "stream_state", "stream_metrics"}
 
 
 def test_valid_examples_build() -> None:

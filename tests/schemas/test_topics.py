@@ -24,9 +24,18 @@ BUILDERS: dict[TopicKind, Callable[[TopicTree, str], str]] = {
     "sensor_frag": TopicTree.sensor_frag,
     "sensor_topk": TopicTree.sensor_topk,
     "sensor_image": TopicTree.sensor_image,
+    "sensor_set": TopicTree.sensor_set,
+    "sensor_response": TopicTree.sensor_response,
+    "sensor_controls": TopicTree.sensor_controls,
+    "stream_state": lambda tree, ident: tree.stream(ident, "state"),
+    "stream_metrics": lambda tree, ident: tree.stream(ident, "metrics"),
+    "stream_events": lambda tree, ident: tree.stream(ident, "events"),
+    "stream_availability": lambda tree, ident: tree.stream(ident, "availability"),
     "result": TopicTree.result,
     "fusion_status": TopicTree.fusion_status,
     "fusion_stats": TopicTree.fusion_stats,
+    "fusion_set": lambda tree, ident: tree.fusion(ident, "set"),
+    "fusion_response": lambda tree, ident: tree.fusion(ident, "response"),
     "frame": TopicTree.frames,
 }
 
@@ -84,7 +93,7 @@ def test_build_parse_round_trip(tree: TopicTree, ident: str, kind: TopicKind) ->
     assert "#" not in topic
 
 
-SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk", "image"]
+SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk", "image", "set", "response", "controls"]
 
 
 def test_every_topic_kind_and_leaf_is_covered() -> None:

@@ -1,0 +1,158 @@
+"""Commands to a running sensor: ``…/sensors/<id>/set`` in, ``…/sensors/<id>/response`` and the retained
+``…/sensors/<id>/controls`` out (Zigbee2MQTT's contract: a JSON request, its ``transaction`` echoed back).
+
+:class:`SensorControl` holds what a command may change while frames flow — the budget, the deadline, a cap on the
+frames sent per second, pause — and answers every request, valid or not, without touching anything else. A sensor
+agent routes its set topic here (:meth:`agents.runtime.mqtt.Communicator.route`: commands are answered on the
+network thread while the sensor's own thread is busy with frames) and asks :meth:`SensorControl.admit` before each
+frame. The broker's ACL decides who may command: only the hub's accounts may write a sensor's set topic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from agents.runtime.config import SensorSettings
+from agents.runtime.logging import get_logger
+from agents.runtime.mqtt import Communicator, InboundMessage
+from schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, WireError
+from schemas import decode as wire_decode
+from schemas import encode as wire_encode
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.commands")
+
+
+def with_envelope(payload: bytes) -> bytes:
+    """A request may leave out ``v`` and ``kind`` (``{"budget_bytes": 300}`` from a Home Assistant template): they
+    are filled in; everything else is validated as sent."""
+    if len(payload) > MAX_JSON_BYTES:
+        return payload  # refused by the decoder as oversize
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return payload  # refused by the decoder as malformed
+    if isinstance(obj, dict):
+        obj.setdefault("v", 1)
+        obj.setdefault("kind", "command")
+        return json.dumps(obj).encode()
+    return payload
+
+
+class SensorControl:
+    """A sensor's changeable settings, its command handler and its frame admission (pause, rate cap).
+
+    ``apply_settings(new)`` is called with the validated new :class:`SensorSettings` when a command changes the
+    budget or the deadline (the sensor swaps them in and re-publishes its birth, which names both); ``rebirth()``
+    publishes the birth again. ``supports_budget``: a VP sensor has no budget to change.
+    """
+
+    def __init__(self, comm: Communicator, topics: TopicTree, settings: SensorSettings,
+                 apply_settings: Callable[[SensorSettings], None], rebirth: Callable[[], None],
+                 supports_budget: bool = True) -> None:
+        self.comm = comm
+        self.topics = topics
+        self.settings = settings
+        self.apply_settings = apply_settings
+        self.rebirth = rebirth
+        self.supports_budget = supports_budget
+        self.paused = False
+        self.max_fps: float | None = None
+        """Frames sent per second at most (None: every frame the source delivers)."""
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self.counts = {"commands": 0, "refused": 0}
+        sid = settings.sensor_id
+        self.set_topic = topics.sensor_set(sid)
+        comm.route(self.set_topic, self.on_message)
+
+    # ----- admission (the sensor's thread) ----------------------------------------------------------------------
+
+    def admit(self, now: float | None = None) -> str | None:
+        """Whether the next frame may go out: None, or why not (``skipped_paused``, ``skipped_rate``)."""
+        if self.paused:
+            return "skipped_paused"
+        cap = self.max_fps
+        if cap is None:
+            return None
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now < self._next_slot:
+                return "skipped_rate"
+            self._next_slot = now + 0.95 / cap  # a little early, so frames on a slower clock are not lost to jitter
+        return None
+
+    # ----- state -----------------------------------------------------------------------------------------------
+
+    def controls(self) -> Controls:
+        s = self.settings
+        return Controls(agent_id=s.sensor_id, budget_bytes=s.budget_bytes, budget_fraction=s.budget_fraction,
+                        deadline_ms=s.deadline_ms, fps=self.max_fps, paused=self.paused, ts=time.time())
+
+    def publish_controls(self) -> None:
+        """The retained current settings (Home Assistant's number and switch entities read them)."""
+        self.comm.publish(self.topics.sensor_controls(self.settings.sensor_id), wire_encode(self.controls()), qos=1,
+                          retain=True, content_type=CONTENT_TYPE_JSON)
+
+    # ----- commands (the network thread) -------------------------------------------------------------------------
+
+    def on_message(self, message: InboundMessage) -> None:
+        """Answer one request on the set topic; nothing else changes when it is refused."""
+        if message.retain:
+            return  # a stale retained command is not a request
+        response = self.handle(message.payload)
+        self.comm.publish(self.topics.sensor_response(self.settings.sensor_id), wire_encode(response), qos=1,
+                          content_type=CONTENT_TYPE_JSON)
+
+    def handle(self, payload: bytes) -> CommandResponse:
+        """Validate and apply one request; the response says what happened (and carries the controls after it)."""
+        sid = self.settings.sensor_id
+        try:
+            command = wire_decode(with_envelope(payload), Command)
+        except WireError as exc:
+            self.counts["refused"] += 1
+            log.warning("command_refused", sensor=sid, reason=str(exc)[:200])
+            return CommandResponse(agent_id=sid, status="error", error=str(exc)[:300], controls=self.controls())
+        try:
+            self.apply(command)
+        except ValueError as exc:
+            self.counts["refused"] += 1
+            log.warning("command_refused", sensor=sid, reason=str(exc)[:200], transaction=command.transaction)
+            return CommandResponse(agent_id=sid, transaction=command.transaction, status="error",
+                                   error=str(exc)[:300], controls=self.controls())
+        self.counts["commands"] += 1
+        log.info("command_applied", sensor=sid, transaction=command.transaction,
+                 **command.model_dump(exclude={"v", "kind", "transaction"}, exclude_none=True))
+        self.publish_controls()
+        return CommandResponse(agent_id=sid, transaction=command.transaction, status="ok", controls=self.controls())
+
+    def apply(self, command: Command) -> None:
+        """Change what the command gives (all of it or, when any part is invalid, nothing)."""
+        update: dict[str, Any] = {}
+        if command.budget_bytes is not None or command.budget_fraction is not None:
+            if not self.supports_budget:
+                raise ValueError("this sensor has no budget to change (a VP sensor sends its top-k whole)")
+            update |= {"budget_bytes": command.budget_bytes, "budget_fraction": command.budget_fraction}
+        if command.deadline_ms is not None:
+            update["deadline_ms"] = command.deadline_ms
+        if update:
+            try:
+                new = SensorSettings.model_validate({**self.settings.model_dump(), **update})
+            except ValidationError as exc:
+                raise ValueError("; ".join(e["msg"] for e in exc.errors())[:300]) from None
+            self.settings = new
+            self.apply_settings(new)
+        if command.fps is not None:
+            with self._lock:
+                self.max_fps = command.fps or None
+                self._next_slot = 0.0
+        if command.paused is not None:
+            self.paused = command.paused
+        if command.rebirth or update:
+            self.rebirth()
