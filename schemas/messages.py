@@ -105,7 +105,9 @@ class Status(WireModel):
     v: Literal[1] = 1
     kind: Literal["status"] = "status"
     agent_id: Id
-    role: Literal["sensor", "fusion"]
+    role: Literal["sensor", "fusion", "capture"]
+    """``capture``: a capture agent, which publishes frames for variant-parallel sensors (its status is on the
+    sensor topics, under its agent id)."""
     state: Literal["online", "offline"]
     session: Session
     ts: Timestamp

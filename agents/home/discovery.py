@@ -40,7 +40,14 @@ from typing import Any, Final, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agents.home.entities import FUSION_ENTITIES, LABELS, SENSOR_ENTITIES, STREAM_ENTITIES, EntitySpec
+from agents.home.entities import (
+    CAPTURE_ENTITIES,
+    FUSION_ENTITIES,
+    LABELS,
+    SENSOR_ENTITIES,
+    STREAM_ENTITIES,
+    EntitySpec,
+)
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
 from schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
@@ -241,6 +248,17 @@ def sensor_config(topics: TopicTree, sensor_id: str, fusion_id: str, version: st
             "o": _origin(version), "cmps": cmps, "qos": 0}
 
 
+def capture_config(topics: TopicTree, agent_id: str, fusion_id: str, version: str | None = None) -> dict[str, Any]:
+    """The device config of a capture agent (it feeds variant-parallel sensors frames): its connectivity."""
+    version = version or _version()
+    oid = sensor_object_id(topics, agent_id)
+    cmps = {f"{oid}_{spec.key}": _component(spec, oid, topics.sensor_status(agent_id), (), None, {})
+            for spec in CAPTURE_ENTITIES}
+    return {"dev": _device(oid, f"nairbus capture {agent_id}", "capture agent", version,
+                           fusion_object_id(topics, fusion_id)),
+            "o": _origin(version), "cmps": cmps, "qos": 0}
+
+
 def encode_config(config: Mapping[str, Any]) -> bytes:
     """Canonical JSON bytes (sorted keys), so an unchanged config compares equal byte for byte."""
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
@@ -306,6 +324,8 @@ class HomeAssistantDiscovery:
     streams: dict[str, _StreamTrack] = field(default_factory=dict)
     offline_since: dict[str, float | None] = field(default_factory=dict)
     """Sensor id -> when it went offline (None: online)."""
+    captures: set[str] = field(default_factory=set)
+    """Capture agents seen by their status (at most 256)."""
     _settle_until: float | None = None
     _announce_at: float | None = None
     _announced_at: float | None = None
@@ -367,10 +387,18 @@ class HomeAssistantDiscovery:
 
     # ----- states -----------------------------------------------------------------------------------------------
 
-    def note_sensor_status(self, sensor_id: str, online: bool, now: float | None = None) -> None:
-        """A sensor's status changed (its retained status, its clean ``offline`` or its last will)."""
+    def note_sensor_status(self, sensor_id: str, online: bool, now: float | None = None, role: str = "sensor") -> None:
+        """A sensor's status changed (its retained status, its clean ``offline`` or its last will); a capture agent
+        (``role="capture"``) gets a device of its own."""
         now = self.clock() if now is None else now
         self.offline_since[sensor_id] = None if online else (self.offline_since.get(sensor_id) or now)
+        if role == "capture" and len(self.captures) < 256:
+            self.captures.add(sensor_id)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """An agent's retained status was cleared: it is gone (a capture agent's device goes with it)."""
+        self.offline_since.pop(agent_id, None)
+        self.captures.discard(agent_id)
 
     def note_result(self, result: Result, now: float | None = None) -> None:
         """A result was published: the label state on change (and heartbeat), the label-change event, the
@@ -473,6 +501,9 @@ class HomeAssistantDiscovery:
             for sid in sensors:
                 desired[config_topic(prefix, fid, sensor_object_id(topics, sid))] = encode_config(
                     sensor_config(topics, sid, fid))
+        for cid in sorted(self.captures):
+            desired[config_topic(prefix, fid, sensor_object_id(topics, cid))] = encode_config(
+                capture_config(topics, cid, fid))
         return desired
 
     def _announce(self, desired: Mapping[str, bytes], now: float) -> None:

@@ -8,7 +8,8 @@ its entities under ``cmps``, https://www.home-assistant.io/integrations/mqtt/#de
   ``expire_after`` so a stalled camera goes unknown), and numeric ``sensor`` entities for confidence, latency and
   frames per second (rate-limited);
 - the **fusion agent** (the hub): its connectivity and the figures of its stats;
-- each **sensor agent** (a device): its connectivity, and the controls its command topic takes.
+- each **sensor agent** (a device): its connectivity, and the controls its command topic takes;
+- each **capture agent** (frames for variant-parallel sensors): its connectivity.
 
 Each row says where its state comes from (``source``: a key of :data:`SOURCES`, resolved to a topic by the
 discovery) and the Home Assistant fields beside it. ``{labels}`` in a field stands for the stream's label list.
@@ -131,3 +132,6 @@ SENSOR_ENTITIES: Final[tuple[EntitySpec, ...]] = (
     }, command=True),
 )
 """Per sensor agent."""
+
+CAPTURE_ENTITIES: Final[tuple[EntitySpec, ...]] = SENSOR_ENTITIES[:1]
+"""Per capture agent (it takes no commands): its connectivity."""

@@ -171,6 +171,8 @@ class FusionBase:
     def note_sensor_status(self, sensor_id: str, message: InboundMessage) -> Status | None:
         """A sensor's status, decoded (None, counted, when it cannot be used), told to the discovery."""
         if not message.payload:
+            if self.discovery is not None:
+                self.discovery.forget_agent(sensor_id)  # a cleared status: the agent is gone for good
             return None
         try:
             status = wire_decode(message.payload, Status)
@@ -181,7 +183,7 @@ class FusionBase:
             self.reject("status_topic_mismatch", message.topic, status.agent_id)
             return None
         if self.discovery is not None:
-            self.discovery.note_sensor_status(sensor_id, status.state == "online")
+            self.discovery.note_sensor_status(sensor_id, status.state == "online", role=status.role)
         return status
 
     def publish_decision(self, result: Result) -> None:

@@ -91,7 +91,7 @@ class CaptureAgent:
                                         self.topics.sensor_status(settings.agent_id), self._status_payload)
 
     def _status_payload(self, state: str) -> bytes:
-        return wire_encode(Status(agent_id=self.settings.agent_id, role="sensor", state=state,  # type: ignore[arg-type]
+        return wire_encode(Status(agent_id=self.settings.agent_id, role="capture", state=state,  # type: ignore[arg-type]
                                   session=self.comm.session, ts=time.time()))
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from agents.home.discovery import DiscoverySettings
 from agents.nair.outgoing import alias_wire_bytes
 from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from agents.runtime.mqtt import InboundMessage
@@ -31,6 +32,7 @@ from schemas import (
     Frame,
     ModelRef,
     Result,
+    Status,
     TopK,
     VpBirth,
     WireError,
@@ -529,3 +531,44 @@ def test_demo_checks_fail_when_overload_leaves_frames_partial() -> None:
     assert _demo_summary(many, frames=400, stop_frame=350)["checks"]["before_full_set"]
     many[301] = ("b", "c")
     assert not _demo_summary(many, frames=400, stop_frame=350)["checks"]["before_full_set"]
+
+
+def test_vp_fusion_publishes_device_based_discovery_for_its_streams() -> None:
+    # Issue 18: the VP fusion agent published no discovery. It shares the NAIR agent's (agents.runtime.fusion_base).
+    import json
+
+    family = {"labels": list(LABELS), "variants": [{"weights_name": "variants-a", "sha256": SHA}]}
+    cfg = AgentConfig(fusion=FusionSettings(mode="vp", deadline_ms=500), topics=TopicSettings(root="t", site="lab"),
+                      discovery=DiscoverySettings(settle_s=0.0))
+    agent = VpFusionAgent(cfg, family)
+    published: list[tuple[str, bytes]] = []
+
+    def publish(topic: str, payload: bytes, **_kw: Any) -> bool:
+        published.append((topic, payload))
+        return True
+
+    agent.comm.publish = publish  # type: ignore[method-assign]
+    birth = _birth("a", "s-a", float(int(time.time() - 60)))
+    agent.on_birth(birth.sensor_id, InboundMessage(agent.topics.sensor_birth(birth.sensor_id), encode(birth),
+                                                   CONTENT_TYPE_JSON, True, time.time()))
+    agent.after_round(time.monotonic())
+    agent.after_round(time.monotonic())
+    configs = {t: json.loads(p) for t, p in published if t.startswith("homeassistant/device/nairbus-fusion-1/")}
+    stream = configs["homeassistant/device/nairbus-fusion-1/nairbus_t_lab_cam/config"]
+    event = stream["cmps"]["nairbus_t_lab_cam_classification"]
+    assert event["event_types"] == list(LABELS)
+    assert event["state_topic"] == agent.topics.result("cam")
+    assert "homeassistant/device/nairbus-fusion-1/nairbus_t_lab_sensor_vp-a/config" in configs
+    assert "homeassistant/device/nairbus-fusion-1/nairbus_t_lab_fusion_fusion-1/config" in configs
+    # A capture agent, known by its status, gets a device with its connectivity; its cleared status removes it.
+    capture = Status(agent_id="cap-door", role="capture", state="online", session="c", ts=time.time())
+    agent.handle(InboundMessage(agent.topics.sensor_status("cap-door"), encode(capture), CONTENT_TYPE_JSON, True,
+                                time.time()), time.monotonic())
+    agent.after_round(time.monotonic())
+    topic = "homeassistant/device/nairbus-fusion-1/nairbus_t_lab_sensor_cap-door/config"
+    cap_config = json.loads(dict(published)[topic])
+    assert list(cap_config["cmps"]) == ["nairbus_t_lab_sensor_cap-door_connectivity"]
+    agent.handle(InboundMessage(agent.topics.sensor_status("cap-door"), b"", CONTENT_TYPE_JSON, True, time.time()),
+                 time.monotonic())
+    agent.after_round(time.monotonic())
+    assert (topic, b"") in published
