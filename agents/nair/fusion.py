@@ -232,14 +232,16 @@ class FusionAgent(FusionBase):
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
                                               LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
         log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
+        self.released(sensor_id)
 
-    def _sensor_for(self, sensor_id: str, topic: str) -> KnownSensor | None:
+    def _sensor_for(self, sensor_id: str, message: InboundMessage) -> KnownSensor | None:
+        """The known sensor a frame message is from; a message of an owned sensor with no birth yet is parked
+        until its birth comes (:meth:`FusionBase.park`)."""
         if not owns_sensor(sensor_id, self.settings.partition):
             return None
         sensor = self.sensors.get(sensor_id)
         if sensor is None or sensor.ctx is None:
-            self.reject("unknown_sensor", topic)
-            self.request_rebirth(sensor_id)
+            self.park(sensor_id, message)
             return None
         return sensor
 
@@ -274,7 +276,7 @@ class FusionAgent(FusionBase):
 
     def on_fragment(self, sensor_id: str, message: InboundMessage, now: float) -> None:
         """Validate a lean fragment and put it into its frame's buffer."""
-        sensor = self._sensor_for(sensor_id, message.topic)
+        sensor = self._sensor_for(sensor_id, message)
         if sensor is None or sensor.ctx is None:
             return
         try:
@@ -299,7 +301,7 @@ class FusionAgent(FusionBase):
 
     def on_image(self, sensor_id: str, message: InboundMessage, now: float) -> None:
         """Validate and decode a lean image frame; it is decided in the next batch."""
-        sensor = self._sensor_for(sensor_id, message.topic)
+        sensor = self._sensor_for(sensor_id, message)
         if sensor is None or sensor.ctx is None:
             return
         if not sensor.codecs:

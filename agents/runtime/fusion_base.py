@@ -39,6 +39,11 @@ REBIRTH_INTERVAL_S = 10.0
 """A sensor whose frames arrive without a birth is asked for one at most this often (Sparkplug's rebirth request)."""
 MAX_REBIRTHS_PER_S = 10
 """Rebirth requests at most per second in all: frames from a crowd of invented sensor ids cost the hub little."""
+PARK_S = 2.0
+"""A message of a sensor whose birth has not arrived yet waits this long for it: after a restart with a persistent
+session the broker delivers the queued frames before the retained births, and a rebirth takes a round trip."""
+PARK_PER_SENSOR = 64
+PARK_SENSORS = 256
 MAX_STATS_REASONS = 256
 """Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
 
@@ -109,6 +114,7 @@ class FusionBase:
         self.latencies: deque[float] = deque(maxlen=10000)
         self.stop_event = threading.Event()
         self._rebirth_asked: dict[str, float] = {}
+        self._parked: dict[str, deque[tuple[float, InboundMessage]]] = {}
         self._rebirth_window = (0.0, 0)
         self.started = time.time()
         self.heartbeat = time.monotonic()
@@ -198,7 +204,9 @@ class FusionBase:
         raise NotImplementedError
 
     def after_round(self, now: float) -> None:
-        """Called once per worker-loop round after decisions: keeps the Home Assistant discovery in step."""
+        """Called once per worker-loop round after decisions: parked messages expire, the Home Assistant discovery
+        is kept in step."""
+        self.expire_parked(now)
         if self.discovery is not None:
             self.discovery.update(streams_of(self.sensors.values()), self.stream_labels(), now)  # type: ignore[arg-type]
 
@@ -251,6 +259,37 @@ class FusionBase:
     def controls(self) -> Controls:
         """What a command may change of this agent."""
         return Controls(agent_id=self.settings.fusion_id, deadline_ms=self.settings.deadline_ms, ts=time.time())
+
+    def park(self, sensor_id: str, message: InboundMessage) -> None:
+        """Hold a message of a sensor with no known birth for :data:`PARK_S` (bounded per sensor and in sensors),
+        ask the sensor for its birth, and count it ``unknown_sensor`` only if the birth does not come in time."""
+        queue = self._parked.get(sensor_id)
+        if queue is None:
+            if len(self._parked) >= PARK_SENSORS:
+                self.reject("unknown_sensor", message.topic)
+                return
+            queue = self._parked[sensor_id] = deque()
+        if len(queue) >= PARK_PER_SENSOR:
+            self.reject("unknown_sensor", queue.popleft()[1].topic)
+        queue.append((time.monotonic(), message))
+        self.request_rebirth(sensor_id)
+
+    def released(self, sensor_id: str) -> None:
+        """A sensor's birth was accepted: handle what it sent before it, in order."""
+        queue = self._parked.pop(sensor_id, None)
+        if queue:
+            log.info("parked_released", sensor=sensor_id, messages=len(queue))
+            for _at, message in queue:
+                self._handle_safely(message)
+
+    def expire_parked(self, now: float) -> None:
+        """Count and drop what waited longer than :data:`PARK_S` for a birth."""
+        for sensor_id in list(self._parked):
+            queue = self._parked[sensor_id]
+            while queue and now - queue[0][0] > PARK_S:
+                self.reject("unknown_sensor", queue.popleft()[1].topic)
+            if not queue:
+                del self._parked[sensor_id]
 
     def request_rebirth(self, sensor_id: str) -> None:
         """Ask a sensor whose frames arrive without a known birth to publish it again, on its set topic (a birth

@@ -200,6 +200,7 @@ class VpFusionAgent(FusionBase):
         self.online.setdefault(birth.stream_id, set()).add(sensor_id)
         log.info("vp_sensor_known", sensor=sensor_id, variant=birth.vp.variant, weight=birth.vp.weight,
                  k=birth.vp.k, stream=birth.stream_id, session=birth.session)
+        self.released(sensor_id)
 
     def _forget(self, sensor_id: str) -> None:
         known = self.sensors.pop(sensor_id, None)
@@ -226,8 +227,7 @@ class VpFusionAgent(FusionBase):
         """Decode a lean top-k with the context of the sensor's current birth, validate it, buffer its vote."""
         sensor = self.sensors.get(sensor_id)
         if sensor is None:
-            self.reject("unknown_sensor", message.topic)
-            self.request_rebirth(sensor_id)
+            self.park(sensor_id, message)
             return
         try:
             msg = decode_lean(message.payload, TopK, sensor.ctx)

@@ -63,7 +63,10 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
     agent.handle(_message(topics.sensor_birth("cam-1"), b"{not json"), time.monotonic())
     agent.handle(_message(topics.sensor_image("cam-1"), b""), time.monotonic())
     assert agent.rejected["unknown_topic"] == 1
-    assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor with no birth
+    assert agent.rejected["unknown_sensor"] == 0  # parked: the birth may still come (a restart, a rebirth)
+    assert [t for t, _p in bus.published] == [topics.sensor_set("cam-1")]  # asked for it, once
+    agent.expire_parked(time.monotonic() + 3.0)
+    assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor whose birth never came
     assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1
     assert agent.sensors == {}
 
