@@ -50,7 +50,7 @@ from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import BrokerSettings
 from agents.tools.secure_broker import OBSERVER, SecureBroker
-from schemas import Result, Status
+from schemas import Result, Stats, Status
 from schemas import decode as wire_decode
 from schemas.codec import WireError
 from schemas.topics import TopicTree
@@ -72,7 +72,7 @@ class FaultSettings:
 
     scenarios: tuple[str, ...] = SCENARIOS
     fuzz_messages: int = 100_000
-    fuzz_seconds: float = 45.0
+    fuzz_seconds: float = 90.0
     """Time bound on sending the fuzz messages."""
     flood_seconds: float = 10.0
     legit_sensors: int = 2
@@ -115,6 +115,9 @@ class Recorder:
         self.comm.subscribe(self.topics.all_results(), qos=1)
         self.comm.subscribe(self.topics.all_fusion("status"), qos=0)
         self.comm.subscribe(self.topics.all_sensors("status"), qos=0)
+        self.comm.subscribe(self.topics.all_fusion("stats"), qos=0)
+        self.stats: Stats | None = None
+        """The fusion agent's latest stats (its rejections by reason)."""
         self.offline: list[tuple[str, float]] = []
         self.online: set[str] = set()
         """Agents whose latest status is ``online``."""
@@ -148,6 +151,8 @@ class Recorder:
                     if key in self.results:
                         self.duplicates += 1
                     self.results[key] = (r.class_index, r.latency_ms, time.monotonic())
+                elif parsed and parsed.kind == "fusion_stats" and msg.payload:
+                    self.stats = wire_decode(msg.payload, Stats)
                 elif parsed and parsed.kind in ("fusion_status", "sensor_status") and msg.payload:
                     status = wire_decode(msg.payload, Status)
                     if parsed.kind == "fusion_status":
@@ -567,6 +572,10 @@ def scenario_broker_kill(settings: FaultSettings, expected: Expected) -> list[di
                              "recovered_within_bar": all(v is not None and v <= settings.recover_s
                                                          for v in first.values()),
                              "fusion_alive": _fusion_alive(b),
+                             # Frames sent again after the outage but older than their expiry (10 s) are refused
+                             # as "expired": a frame lost with the broker's buffers cannot come back after a longer
+                             # outage than that.
+                             "fusion_rejected": dict(b.recorder.stats.rejected) if b.recorder.stats else None,
                              "legit": legit_summary(b, frames, counters, expected)})
     return runs
 
