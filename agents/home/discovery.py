@@ -329,6 +329,8 @@ class HomeAssistantDiscovery:
     _settle_until: float | None = None
     _announce_at: float | None = None
     _announced_at: float | None = None
+    _desired_key: Any = None
+    _desired_cache: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def node_filters(self) -> tuple[str, str]:
@@ -463,7 +465,11 @@ class HomeAssistantDiscovery:
             self._settle_until = now + self.settings.settle_s
         if now < self._settle_until:
             return
-        desired = self._desired(streams, labels)
+        key = (tuple((s, tuple(v)) for s, v in sorted(streams.items())),
+               tuple((s, tuple(v)) for s, v in sorted(labels.items())), tuple(sorted(self.captures)))
+        if key != self._desired_key:  # the configs are rebuilt only when what they describe changed
+            self._desired_key, self._desired_cache = key, self._desired(streams, labels)
+        desired = self._desired_cache
         for topic, payload in desired.items():
             if self.on_broker.get(topic) == payload:
                 continue  # the broker holds exactly this config already
