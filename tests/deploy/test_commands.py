@@ -117,7 +117,7 @@ def test_commands_change_a_running_sensor_through_the_broker(broker: PrivateMosq
                                                              tiny_pipeline: NairPipeline) -> None:
     topics = TopicTree(topic_root, "lab")
     sensor = SensorAgent(_config(broker, topic_root, sensor=SensorSettings(
-        sensor_id="cam", count=3000, fps=50.0, link_fit=False, deadline_ms=1000)), tiny_pipeline)
+        sensor_id="cam", count=100_000, fps=50.0, link_fit=False, deadline_ms=1000)), tiny_pipeline)
     hub = Communicator(BrokerSettings(host=broker.host, port=broker.port), f"t-hub-{uuid.uuid4().hex[:6]}", None,
                        lambda _s: b"")
     for topic in (topics.sensor_response("cam"), topics.sensor_birth("cam"), topics.sensor_controls("cam"),
