@@ -119,9 +119,11 @@ class Recorder:
         self.stats: Stats | None = None
         """The fusion agent's latest stats (its rejections by reason)."""
         self.offline: list[tuple[str, float]] = []
+        """(agent id, arrival monotonic) of every non-retained ``offline`` status: who was disconnected, and when."""
+        self.online_at: list[tuple[str, float]] = []
+        """(agent id, arrival monotonic) of every non-retained ``online`` status."""
         self.online: set[str] = set()
         """Agents whose latest status is ``online``."""
-        """(agent id, arrival monotonic) of every non-retained ``offline`` status: who was disconnected, and when."""
         self.results: dict[tuple[str, int], tuple[int, float, float]] = {}
         """(stream, frame) → (class index, latency ms, arrival monotonic)."""
         self.duplicates = 0
@@ -157,8 +159,9 @@ class Recorder:
                     status = wire_decode(msg.payload, Status)
                     if parsed.kind == "fusion_status":
                         self.fusion_online = status.state == "online"
-                    if status.state == "offline" and not msg.retain:
-                        self.offline.append((status.agent_id, time.monotonic()))
+                    if not msg.retain:
+                        events = self.offline if status.state == "offline" else self.online_at
+                        events.append((status.agent_id, time.monotonic()))
                     if status.state == "online":
                         self.online.add(status.agent_id)
                     else:
@@ -705,12 +708,20 @@ def _kicked_in_log(secure: SecureBroker, victims: list[str]) -> int:
 
 def _identity_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str, Any]], expected: Expected,
                       window: tuple[float, float]) -> dict[str, Any]:
-    """What the attack cost its victims; ``window``: the attack's monotonic start and end (an offline status in it,
-    or up to 2 s after it, is a victim knocked off; the sensors' own clean stop at the end of their run is not)."""
+    """What the attack cost its victims; ``window``: the attack's monotonic start and end. An offline status in it, or
+    up to 2 s after it, is a victim knocked off — the fusion agent's always (it never stops by itself), a sensor's
+    when the sensor came back online afterwards (a sensor that ended its run in the window stops for good; the
+    broker's log counts every connection it closed for another, whenever)."""
     assert b.recorder is not None
     assert b.secure is not None
     victims = ["fusion-1", *frames]
-    offline = [who for who, at in b.recorder.offline if window[0] <= at <= window[1] + 2.0 and who in victims]
+    returned = b.recorder.online_at
+
+    def knocked_off(who: str, at: float) -> bool:
+        return who == "fusion-1" or any(w == who and t > at for w, t in returned)
+
+    offline = [who for who, at in b.recorder.offline
+               if window[0] <= at <= window[1] + 2.0 and who in victims and knocked_off(who, at)]
     return {"victims": victims, "victim_offline_events": len(offline),
             "victim_connections_closed_by_broker": _kicked_in_log(b.secure, [FUSION_ACCOUNT, *frames]),
             "fusion_alive": _fusion_alive(b), "legit": legit_summary(b, frames, counters, expected)}

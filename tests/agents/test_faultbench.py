@@ -76,7 +76,7 @@ def test_one_accounts_connections_cannot_exhaust_the_listeners(tmp_path: Path, e
     # 600 TLS and 80 loopback connections from one device's credentials (the listeners allow 512 and 64): each new
     # one replaces the account's previous one, so one is left, a device that was not connected yet still joins, and
     # the running agents are untouched.
-    out = scenario_exhaustion(FaultSettings(run_dir=tmp_path), expected, run_s=20.0)
+    out = scenario_exhaustion(FaultSettings(run_dir=tmp_path), expected, run_s=30.0)
     assert out["accepted"] == out["connections_attempted"] == 680
     assert out["attacker_connections_still_open"] == 1
     assert out["newcomer_joined"]
