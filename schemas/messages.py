@@ -424,14 +424,17 @@ Transaction = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 """An id the sender picks; the answer echoes it (Zigbee2MQTT's contract)."""
 MAX_DEADLINE_MS: Final = 3_600_000.0
 MAX_FPS: Final = 1000.0
+MAX_REPLAY_S: Final = 60.0
 
 
 class Command(WireModel):
     """A request on ``…/sensors/<id>/set`` (or ``…/fusion/<id>/set``): change what is given, leave the rest. JSON.
 
     ``rebirth`` asks the agent to publish its birth again (Sparkplug's rebirth request: a fusion agent that sees
-    frames of a sensor it has no birth for asks for one). ``fps`` 0 means "as fast as the frames come"; a budget is
-    either wire bytes or a fraction of the IR, never both.
+    frames of a sensor it has no birth for asks for one). ``replay_s`` asks a sensor to publish again the frames it
+    sent in the last that many seconds (as far as it still holds them): a fusion agent whose session the broker
+    forgot — a broker restarted without persistence — has missed what was published before it subscribed again.
+    ``fps`` 0 means "as fast as the frames come"; a budget is either wire bytes or a fraction of the IR, never both.
     """
 
     v: Literal[1] = 1
@@ -443,6 +446,7 @@ class Command(WireModel):
     deadline_ms: Annotated[float, Field(ge=10, le=MAX_DEADLINE_MS)] | None = None
     fps: Annotated[float, Field(ge=0, le=MAX_FPS)] | None = None
     paused: bool | None = None
+    replay_s: Annotated[float, Field(gt=0, le=MAX_REPLAY_S)] | None = None
 
     @model_validator(mode="after")
     def _one_budget(self) -> Self:

@@ -5,7 +5,9 @@
 frames sent per second, pause — and answers every request, valid or not, without touching anything else. A sensor
 agent routes its set topic here (:meth:`agents.runtime.mqtt.Communicator.route`: commands are answered on the
 network thread while the sensor's own thread is busy with frames) and asks :meth:`SensorControl.admit` before each
-frame. The broker's ACL decides who may command: only the hub's accounts may write a sensor's set topic.
+frame; ``replay_s`` publishes again the frames of the last that many seconds (a fusion agent whose session the
+broker forgot asks for it). The broker's ACL decides who may command: only the hub's accounts may write a sensor's
+set topic.
 """
 
 from __future__ import annotations
@@ -156,3 +158,5 @@ class SensorControl:
             self.paused = command.paused
         if command.rebirth or update:
             self.rebirth()
+        if command.replay_s is not None:
+            self.comm.replay_since(command.replay_s)

@@ -27,7 +27,7 @@ from agents.runtime.mqtt import Communicator, InboundMessage
 from schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result, Stats, Status, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
-from schemas.messages import MAX_FRAME_FRAGMENTS, U64_MAX
+from schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
 from schemas.topics import SensorLeaf, TopicTree
 
 log = get_logger("nairbus.fusion")
@@ -44,6 +44,8 @@ PARK_S = 2.0
 session the broker delivers the queued frames before the retained births, and a rebirth takes a round trip."""
 PARK_PER_SENSOR = 64
 PARK_SENSORS = 256
+REPLAY_MARGIN_S = 1.0
+"""A fusion agent whose session the broker lost asks its sensors to replay the outage's length and this much more."""
 MAX_STATS_REASONS = 256
 """Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
 
@@ -135,6 +137,7 @@ class FusionBase:
         if self.discovery is not None:
             self.discovery.attach()
         self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
+        self.comm.on_session_lost(self.ask_replay)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
@@ -234,9 +237,9 @@ class FusionBase:
             command = wire_decode(with_envelope(message.payload), Command)
             transaction = command.transaction
             if any(v is not None for v in (command.budget_bytes, command.budget_fraction, command.fps,
-                                           command.paused)):
-                raise ValueError("a fusion agent takes deadline_ms and rebirth only (budget, fps and pause are a "
-                                 "sensor's: …/sensors/<id>/set)")
+                                           command.paused, command.replay_s)):
+                raise ValueError("a fusion agent takes deadline_ms and rebirth only (budget, fps, pause and replay "
+                                 "are a sensor's: …/sensors/<id>/set)")
             if command.deadline_ms is not None:
                 self.settings = self.settings.model_copy(update={"deadline_ms": command.deadline_ms})
                 self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
@@ -312,6 +315,17 @@ class FusionBase:
                              content_type=CONTENT_TYPE_JSON):
             self.counts["rebirth_requested"] += 1
             log.info("rebirth_requested", sensor=sensor_id)
+
+    def ask_replay(self, down_s: float) -> None:
+        """The broker had no session for this agent when it reconnected (restarted without persistence): frames the
+        sensors published before the subscriptions were made again went to nobody. Ask every known sensor to
+        publish again what it sent in the outage's length and a margin (on the network thread, subscribed again)."""
+        seconds = min(MAX_REPLAY_S, down_s + REPLAY_MARGIN_S)
+        command = wire_encode(Command(transaction=f"replay-{self.settings.fusion_id}", replay_s=seconds))
+        asked = sum(self.comm.publish(self.topics.sensor_set(sensor_id), command, qos=1,
+                                      content_type=CONTENT_TYPE_JSON) for sensor_id in list(self.sensors))
+        self.counts["replay_requested"] += asked
+        log.warning("session_lost_replay_requested", sensors=asked, replay_s=round(seconds, 2))
 
     def track_seq(self, sensor_id: str, session: str, seq: int) -> None:
         """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""

@@ -79,6 +79,8 @@ TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 """Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
 _DROP_LOG_INTERVAL_S: Final = 5.0
 SESSION_EXPIRY_MAX: Final = 2**32 - 1
+REPLAY_KEEP_S: Final = 10.0
+"""Replayable publishes are held this long (at least ``replay_s``), for a ``replay_since`` asked after a reconnect."""
 """MQTT 5's largest session expiry interval in seconds (it means: never expires)."""
 _UNREACHABLE: Final = "unreachable"
 # CONNACK reason codes that mean "fix your credentials / ACL", with a hint for the error message.
@@ -217,9 +219,15 @@ class Communicator:
         """0: a clean session on every connection; otherwise the broker keeps this client's session (subscriptions,
         queued messages) this many seconds after it disconnects."""
         self.replay_s = replay_s
-        # QoS 0 publishes made with replay=True, newest last: (monotonic time, topic, payload), bounded by count.
+        # QoS 0 publishes made with replay=True, newest last: (monotonic time, topic, payload), bounded by count
+        # and held for _replay_keep_s.
         self._replay: deque[tuple[float, str, bytes]] = deque(maxlen=replay_max)
+        self._replay_keep_s = max(replay_s, REPLAY_KEEP_S)
         self._lost_at: float | None = None
+        # A reconnection the broker had no session for: the monotonic time its connection was lost, until the
+        # subscriptions are made again and the session_lost callbacks are told.
+        self._fresh_session_after: float | None = None
+        self._session_lost_callbacks: list[Callable[[float], None]] = []
         self.client_id = client_id
         self.status_topic = status_topic
         self.status_payload = status_payload
@@ -467,8 +475,8 @@ class Communicator:
                 self._qos0_out.append(info)
             if replay and self.replay_s > 0:
                 now = time.monotonic()
-                while self._replay and self._replay[0][0] < now - self.replay_s:
-                    self._replay.popleft()  # too old to be replayed after any later loss
+                while self._replay and self._replay[0][0] < now - self._replay_keep_s:
+                    self._replay.popleft()  # too old to be replayed after any later loss or request
                 self._replay.append((now, topic, payload))
             self._count("wire_bytes", size)
             self.last_wire_bytes = size
@@ -518,12 +526,29 @@ class Communicator:
         if lost_at is None or not self._replay:
             return
         since = lost_at - self.replay_s
-        recent = [(topic, payload) for ts, topic, payload in list(self._replay) if ts >= since]
-        self._replay.clear()
-        sent = sum(self.publish(topic, payload, qos=0, content_type=None, alias=True) for topic, payload in recent)
-        if recent:
+        recent = [(topic, payload) for ts, topic, payload in list(self._replay) if since <= ts <= lost_at]
+        self._resend(recent, window_s=self.replay_s, why="reconnect")
+
+    def replay_since(self, seconds: float) -> int:
+        """Publish again the replayable messages of the last ``seconds`` (at most the last ``REPLAY_KEEP_S`` or
+        ``replay_s``, whichever is longer) — asked by a receiver whose session the broker lost; how many were sent."""
+        since = time.monotonic() - min(seconds, self._replay_keep_s)
+        return self._resend([(topic, payload) for ts, topic, payload in list(self._replay) if ts >= since],
+                            window_s=seconds, why="request")
+
+    def _resend(self, messages: list[tuple[str, bytes]], window_s: float, why: str) -> int:
+        sent = sum(self.publish(topic, payload, qos=0, content_type=None, alias=True) for topic, payload in messages)
+        if messages:
             self._count("replayed", sent)
-            self._log.info("mqtt.replayed", messages=sent, window_s=self.replay_s)
+            self._log.info("mqtt.replayed", messages=sent, window_s=window_s, why=why)
+        return sent
+
+    def on_session_lost(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(down_s)`` on the network thread when a reconnection found no session at the broker (a
+        broker restarted without persistence), once every subscription is made again; ``down_s``: seconds since
+        the connection was lost. What others published to this client in between is gone; the callback may ask
+        them for it (a fusion agent asks its sensors to replay)."""
+        self._session_lost_callbacks.append(callback)
 
     def pending_bytes(self) -> int:
         """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written to the socket."""
@@ -702,6 +727,8 @@ class Communicator:
             self._connections += 1
             if self._connections > 1:
                 self._count("reconnects")
+                if not flags.session_present:
+                    self._fresh_session_after = self._lost_at if self._lost_at is not None else time.monotonic()
             self._max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
             self._reset_aliases(int(getattr(properties, "TopicAliasMaximum", 0) or 0) if properties else 0)
             self._tune_socket()
@@ -732,6 +759,14 @@ class Communicator:
         with self._cond:
             self._ready = True
             self._cond.notify_all()
+        lost_at, self._fresh_session_after = self._fresh_session_after, None
+        if lost_at is not None:
+            down_s = time.monotonic() - lost_at
+            for callback in self._session_lost_callbacks:
+                try:
+                    callback(down_s)
+                except Exception:
+                    self._log.exception("mqtt.session_lost_callback_error")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         try:

@@ -340,3 +340,44 @@ def test_a_sender_replays_its_last_messages_after_the_broker_comes_back(
         broker.start()
         _wait(old.connected.is_set)
         assert old.counters["replayed"] == 0
+
+
+def test_a_receiver_whose_session_the_broker_forgot_is_told_once_subscribed_again(
+        topic_root: str, make: Callable[..., Communicator]) -> None:
+    # Issue 17: a broker restarted without persistence forgets the fusion agent's session. A sensor that reconnects
+    # first publishes (and replays) into the void until fusion has subscribed again; fusion is told, once its
+    # subscriptions are back, how long it was away, and asks the sensor to replay that (replay_since).
+    topic = f"{topic_root}/sensors/cam/frag"
+    with PrivateMosquitto() as broker:
+        sensor = make(broker, "sensor", topic_root, replay_s=1.0)
+        # The receiver reconnects late (1.5 s or more after the loss): the sensor is back and has replayed by then.
+        fusion = make(broker, "fusion", topic_root, session_expiry_s=60, reconnect_min_s=1.5, reconnect_max_s=2.0)
+        told: list[float] = []
+        subscribed_when_told: list[bool] = []
+
+        def lost(down_s: float) -> None:
+            told.append(down_s)
+            subscribed_when_told.append(fusion._ready)
+            sensor.replay_since(down_s + 1.0)
+
+        fusion.on_session_lost(lost)
+        fusion.subscribe(topic, qos=0)
+        fusion.start()
+        sensor.start()
+        for i in range(3):
+            assert sensor.publish(topic, f"m{i}".encode(), qos=0, content_type=None, alias=True, replay=True)
+        assert [_next(fusion).payload for _ in range(3)] == [b"m0", b"m1", b"m2"]
+        broker.kill()
+        _wait(lambda: not sensor.connected.is_set() and not fusion.connected.is_set())
+        broker.start()
+        _wait(sensor.connected.is_set)
+        assert sensor.publish(topic, b"m3", qos=0, content_type=None, alias=True, replay=True)  # to nobody yet
+        assert not fusion.connected.is_set(), "the receiver reconnected before the sensor published"
+        _wait(lambda: bool(told))
+        got = set()
+        while (m := fusion.get(timeout=1.0)) is not None:
+            got.add(m.payload)
+        assert {b"m0", b"m1", b"m2", b"m3"} <= got
+        assert len(told) == 1
+        assert 1.0 <= told[0] < 10.0
+        assert subscribed_when_told == [True]

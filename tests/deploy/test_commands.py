@@ -34,6 +34,7 @@ class RecordingBus:
     def __init__(self) -> None:
         self.routes: dict[str, Any] = {}
         self.published: list[tuple[str, bytes]] = []
+        self.replays: list[float] = []
 
     def route(self, topic: str, handler: Any, qos: int = 1) -> None:
         self.routes[topic] = handler
@@ -41,6 +42,10 @@ class RecordingBus:
     def publish(self, topic: str, payload: bytes, **_: Any) -> bool:
         self.published.append((topic, payload))
         return True
+
+    def replay_since(self, seconds: float) -> int:
+        self.replays.append(seconds)
+        return 0
 
 
 def _control(**settings: Any) -> tuple[SensorControl, RecordingBus, list[SensorSettings], list[int]]:
@@ -78,11 +83,16 @@ def test_a_valid_command_changes_what_it_names_and_echoes_its_transaction() -> N
     assert _request(bus, b'{"paused": false, "fps": 0}').status == "ok"
     assert control.admit() is None
     assert control.max_fps is None
+    # A replay request (a fusion agent whose session the broker lost) re-sends; it changes no setting.
+    assert _request(bus, b'{"replay_s": 2.5, "transaction": "replay-hub"}').status == "ok"
+    assert bus.replays == [2.5]
+    assert births == [1]
 
 
 @pytest.mark.parametrize("payload", [
     b"not json", b"{}" * 40000, b'{"budget_bytes": 300, "budget_fraction": 0.5}', b'{"deadline_ms": -1}',
-    b'{"budget_bytes": 3}', b'{"fps": 1e9}', b'{"paused": "yes"}', b'{"reboot": true}', b'[1, 2]',
+    b'{"budget_bytes": 3}', b'{"fps": 1e9}', b'{"replay_s": 0}',
+    b'{"replay_s": 1e6}', b'{"paused": "yes"}', b'{"reboot": true}', b'[1, 2]',
     b'{"v": 2, "kind": "command"}', b'{"kind": "birth"}', b'{"transaction": "' + b"x" * 200 + b'"}',
 ])
 def test_a_bad_command_is_answered_and_changes_nothing(payload: bytes) -> None:
@@ -92,7 +102,7 @@ def test_a_bad_command_is_answered_and_changes_nothing(payload: bytes) -> None:
     assert response.error
     assert response.controls is not None
     assert response.controls.budget_bytes == 500
-    assert (applied, births, control.paused, control.max_fps) == ([], [], False, None)
+    assert (applied, births, control.paused, control.max_fps, bus.replays) == ([], [], False, None, [])
 
 
 def test_a_vp_sensor_refuses_a_budget() -> None:
