@@ -47,6 +47,24 @@ def with_envelope(payload: bytes) -> bytes:
     return payload
 
 
+def answer_command(agent_id: str, payload: bytes, apply: Callable[[Command], None],
+                   controls: Callable[[], Controls]) -> tuple[CommandResponse, Command | None]:
+    """Decode one request (``v`` and ``kind`` may be left out) and ``apply`` it; the response (``error`` with the
+    reason when the request is invalid or ``apply`` raises ``ValueError``, which must then have changed nothing)
+    and the command that was applied (None: refused)."""
+    try:
+        command = wire_decode(with_envelope(payload), Command)
+    except WireError as exc:
+        return CommandResponse(agent_id=agent_id, status="error", error=str(exc)[:300], controls=controls()), None
+    try:
+        apply(command)
+    except ValueError as exc:
+        return CommandResponse(agent_id=agent_id, transaction=command.transaction, status="error",
+                               error=str(exc)[:300], controls=controls()), None
+    return CommandResponse(agent_id=agent_id, transaction=command.transaction, status="ok",
+                           controls=controls()), command
+
+
 class SensorControl:
     """A sensor's changeable settings, its command handler and its frame admission (pause, rate cap).
 
@@ -115,24 +133,17 @@ class SensorControl:
     def handle(self, payload: bytes) -> CommandResponse:
         """Validate and apply one request; the response says what happened (and carries the controls after it)."""
         sid = self.settings.sensor_id
-        try:
-            command = wire_decode(with_envelope(payload), Command)
-        except WireError as exc:
+        response, command = answer_command(sid, payload, self.apply, self.controls)
+        if command is None:
             self.counts["refused"] += 1
-            log.warning("command_refused", sensor=sid, reason=str(exc)[:200])
-            return CommandResponse(agent_id=sid, status="error", error=str(exc)[:300], controls=self.controls())
-        try:
-            self.apply(command)
-        except ValueError as exc:
-            self.counts["refused"] += 1
-            log.warning("command_refused", sensor=sid, reason=str(exc)[:200], transaction=command.transaction)
-            return CommandResponse(agent_id=sid, transaction=command.transaction, status="error",
-                                   error=str(exc)[:300], controls=self.controls())
+            log.warning("command_refused", sensor=sid, reason=(response.error or "")[:200],
+                        transaction=response.transaction)
+            return response
         self.counts["commands"] += 1
         log.info("command_applied", sensor=sid, transaction=command.transaction,
                  **command.model_dump(exclude={"v", "kind", "transaction"}, exclude_none=True))
         self.publish_controls()
-        return CommandResponse(agent_id=sid, transaction=command.transaction, status="ok", controls=self.controls())
+        return response
 
     def apply(self, command: Command) -> None:
         """Change what the command gives (all of it or, when any part is invalid, nothing)."""

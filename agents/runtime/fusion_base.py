@@ -20,11 +20,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from agents.home.discovery import HomeAssistantDiscovery, streams_of
-from agents.runtime.commands import with_envelope
+from agents.runtime.commands import answer_command
 from agents.runtime.config import AgentConfig
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result, Stats, Status, WireError
+from schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
@@ -232,32 +232,30 @@ class FusionBase:
         if message.retain:
             return
         fid = self.settings.fusion_id
-        transaction = None
-        try:
-            command = wire_decode(with_envelope(message.payload), Command)
-            transaction = command.transaction
-            if any(v is not None for v in (command.budget_bytes, command.budget_fraction, command.fps,
-                                           command.paused, command.replay_s)):
-                raise ValueError("a fusion agent takes deadline_ms and rebirth only (budget, fps, pause and replay "
-                                 "are a sensor's: …/sensors/<id>/set)")
-            if command.deadline_ms is not None:
-                self.settings = self.settings.model_copy(update={"deadline_ms": command.deadline_ms})
-                self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
-                if self.discovery is not None:
-                    self.discovery.deadline_s = self.buffer.deadline_s  # type: ignore[attr-defined]
-            if command.rebirth:
-                for sensor_id in list(self.sensors):
-                    self._rebirth_asked.pop(sensor_id, None)
-                    self.request_rebirth(sensor_id)
-            response = CommandResponse(agent_id=fid, transaction=transaction, status="ok", controls=self.controls())
-            log.info("command_applied", fusion=fid, transaction=transaction, deadline_ms=command.deadline_ms,
+        response, command = answer_command(fid, message.payload, self.apply_command, self.controls)
+        if command is None:
+            log.warning("command_refused", fusion=fid, reason=(response.error or "")[:200])
+        else:
+            log.info("command_applied", fusion=fid, transaction=command.transaction, deadline_ms=command.deadline_ms,
                      rebirth=command.rebirth)
-        except (WireError, ValueError) as exc:
-            response = CommandResponse(agent_id=fid, transaction=transaction, status="error", error=str(exc)[:300],
-                                       controls=self.controls())
-            log.warning("command_refused", fusion=fid, reason=str(exc)[:200])
         self.comm.publish(self.topics.fusion(fid, "response"), wire_encode(response), qos=1,
                           content_type=CONTENT_TYPE_JSON)
+
+    def apply_command(self, command: Command) -> None:
+        """Change what a command gives a fusion agent; ``ValueError`` (nothing changed) for what only a sensor takes."""
+        if any(v is not None for v in (command.budget_bytes, command.budget_fraction, command.fps,
+                                       command.paused, command.replay_s)):
+            raise ValueError("a fusion agent takes deadline_ms and rebirth only (budget, fps, pause and replay are a "
+                             "sensor's: …/sensors/<id>/set)")
+        if command.deadline_ms is not None:
+            self.settings = self.settings.model_copy(update={"deadline_ms": command.deadline_ms})
+            self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
+            if self.discovery is not None:
+                self.discovery.deadline_s = self.buffer.deadline_s  # type: ignore[attr-defined]
+        if command.rebirth:
+            for sensor_id in list(self.sensors):
+                self._rebirth_asked.pop(sensor_id, None)
+                self.request_rebirth(sensor_id)
 
     def controls(self) -> Controls:
         """What a command may change of this agent."""
