@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,13 +24,14 @@ from agents.runtime.commands import answer_command
 from agents.runtime.config import AgentConfig
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError
+from schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError, WireModel
 from schemas import decode as wire_decode
 from schemas import encode as wire_encode
 from schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
 from schemas.topics import SensorLeaf, TopicTree
 
 log = get_logger("nairbus.fusion")
+M = TypeVar("M", bound=WireModel)
 
 SEQ_JUMP_LIMIT = 65_536
 """A forward jump in a sensor session's sequence numbers larger than this is one ``seq_jump`` (a restart, a bug or
@@ -159,15 +160,21 @@ class FusionBase:
     def read_birth(self, sensor_id: str, message: InboundMessage) -> Birth | None:
         """A sensor's birth, decoded and checked against its topic (None, counted and logged, when it cannot be
         used)."""
+        return self.decode_own(sensor_id, message, Birth, "birth")
+
+    def decode_own(self, sensor_id: str, message: InboundMessage, kind: type[M], prefix: str) -> M | None:
+        """A sensor's message of ``kind`` whose ``sensor_id``/``agent_id`` must be the topic's; None (rejected as
+        ``<prefix>_<reason>`` or ``<prefix>_topic_mismatch``, counted and logged) when it cannot be used."""
         try:
-            birth = wire_decode(message.payload, Birth)
+            decoded = wire_decode(message.payload, kind)
         except WireError as exc:
-            self.reject(f"birth_{exc.reason}", message.topic, str(exc))
+            self.reject(f"{prefix}_{exc.reason}", message.topic, str(exc))
             return None
-        if birth.sensor_id != sensor_id:
-            self.reject("birth_topic_mismatch", message.topic, birth.sensor_id)
+        named = getattr(decoded, "sensor_id", None) or getattr(decoded, "agent_id", None)
+        if named != sensor_id:
+            self.reject(f"{prefix}_topic_mismatch", message.topic, str(named))
             return None
-        return birth
+        return decoded
 
     def intercept(self, message: InboundMessage, now: float) -> bool:
         """Take a message before topic routing (Home Assistant's status and discovery topics); True when taken."""
@@ -183,13 +190,8 @@ class FusionBase:
             if self.discovery is not None:
                 self.discovery.forget_agent(sensor_id)  # a cleared status: the agent is gone for good
             return None
-        try:
-            status = wire_decode(message.payload, Status)
-        except WireError as exc:
-            self.reject(f"status_{exc.reason}", message.topic, str(exc))
-            return None
-        if status.agent_id != sensor_id:
-            self.reject("status_topic_mismatch", message.topic, status.agent_id)
+        status = self.decode_own(sensor_id, message, Status, "status")
+        if status is None:
             return None
         if self.discovery is not None:
             self.discovery.note_sensor_status(sensor_id, status.state == "online", role=status.role)

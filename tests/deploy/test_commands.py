@@ -122,6 +122,16 @@ def _config(broker: PrivateMosquitto, root: str, **sections: Any) -> AgentConfig
                        topics=TopicSettings(root=root, site="lab"), **sections)
 
 
+def _drain(comm: Communicator, seconds: float) -> list[InboundMessage]:
+    """Everything ``comm`` receives for ``seconds`` (a running sensor never falls silent: bounded by time)."""
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        m = comm.get(timeout=0.05)
+        if m is not None:
+            out.append(m)
+    return out
+
+
 @pytest.mark.broker
 def test_commands_change_a_running_sensor_through_the_broker(broker: PrivateMosquitto, topic_root: str,
                                                              tiny_pipeline: NairPipeline) -> None:
@@ -160,14 +170,8 @@ def test_commands_change_a_running_sensor_through_the_broker(broker: PrivateMosq
         assert wire_decode(birth.payload, Birth).deadline_ms == 400
         wait_for(topics.sensor_controls("cam"), lambda m: json.loads(m.payload)["budget_bytes"] == 200)
         time.sleep(0.5)  # frames built before the command may still be on their way: let them pass
-        while hub.get(timeout=0.05) is not None:
-            pass
-        frames_after = []
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            m = hub.get(timeout=0.05)
-            if m is not None and m.topic == topics.sensor_frag("cam"):
-                frames_after.append(m)
+        _drain(hub, 0.3)
+        frames_after = [m for m in _drain(hub, 1.0) if m.topic == topics.sensor_frag("cam")]
         assert frames_after, f"no frames after the command: {sensor.counters}"
         assert max(len(m.payload) for m in frames_after) < 200  # each frame within its new wire budget
         # Paused: nothing goes out; resumed: frames again.
@@ -175,10 +179,9 @@ def test_commands_change_a_running_sensor_through_the_broker(broker: PrivateMosq
                     content_type=CONTENT_TYPE_JSON)
         wait_for(topics.sensor_response("cam"), lambda m: json.loads(m.payload).get("transaction") == "p")
         time.sleep(0.5)
-        while hub.get(timeout=0.05) is not None:
-            pass
+        _drain(hub, 0.3)
         time.sleep(0.5)
-        assert all(m.topic != topics.sensor_frag("cam") for m in iter(lambda: hub.get(timeout=0.05), None))
+        assert all(m.topic != topics.sensor_frag("cam") for m in _drain(hub, 0.5))
         assert sensor.counters["skipped_paused"] > 0
     finally:
         sensor.stop_event.set()
