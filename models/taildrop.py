@@ -7,12 +7,13 @@ IR at the split and the rest is zeroed. The prefix runs over the order the bytes
 of the naive codec carries, partial channel included; ``order="channels"`` keeps whole channels only (the first,
 weaker version of this baseline).
 
-It is trained at full strength: from the mature model, for as long as the mature model's own training (24 epochs of
-one one-cycle schedule), on the training images outside the validation split, keeping the epoch with the best mean
-validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not improved for so
-many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate anneals). The
-fill of the missing part (zero, as trained, or the calibration mean) is chosen on the validation split too. It costs
-a second training run and a second model; NAIR costs neither.
+It is trained at full strength: from the mature model, for as long as the mature model's own training (for the
+shipped base model 24 epochs of one one-cycle schedule; :func:`models.zoo.taildrop_settings` derives the settings of
+any model from its own training), on the training images outside the validation split, keeping the epoch with the
+best mean validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not
+improved for so many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate
+anneals). The fill of the missing part (zero, as trained, or the calibration mean) is chosen on the validation split
+too. It costs a second training run and a second model; NAIR costs neither.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import torch.nn.functional as F
 from models.calibration import head_outputs
 from models.data import Dataset
 from models.loop import ProgressFn, Schedule, one_cycle
-from models.resnet import ResNet, preprocess
 from models.training import augment
 
 DropOrder = Literal["elements", "channels"]
@@ -83,13 +83,13 @@ def prefix_mask(share: float, shape: tuple[int, int, int], order: DropOrder) -> 
     return flat.view(1, c, h, w)
 
 
-def head_ir(model: ResNet, images: np.ndarray, split: str, batch_size: int = 1000) -> torch.Tensor:
+def head_ir(model: Any, images: np.ndarray, split: str, batch_size: int = 1000) -> torch.Tensor:
     """The IR of ``images`` at ``split`` in eval mode (:func:`models.calibration.head_outputs`), as a tensor."""
     model.eval()
     return torch.from_numpy(head_outputs(model, images, split, batch_size))
 
 
-def prefix_accuracies(model: ResNet, ir: torch.Tensor, labels: np.ndarray, split: str, order: DropOrder,
+def prefix_accuracies(model: Any, ir: torch.Tensor, labels: np.ndarray, split: str, order: DropOrder,
                       fill: torch.Tensor | None = None, prefixes: tuple[float, ...] = VALIDATION_PREFIXES,
                       batch_size: int = 1000) -> dict[str, float]:
     """Accuracy per prefix share of ``ir`` (missing part zero, or ``fill``), model in eval mode."""
@@ -113,7 +113,8 @@ def prefix_accuracies(model: ResNet, ir: torch.Tensor, labels: np.ndarray, split
 class TailDropResult:
     """The fine-tuned model and how it was chosen (all of it goes into the manifest)."""
 
-    model: ResNet
+    model: Any
+    """The fine-tuned model (a native split model, e.g. models.resnet.ResNet)."""
     best_epoch: int
     epochs_run: int
     history: list[dict[str, Any]]
@@ -126,7 +127,7 @@ def _score(accuracies: dict[str, float]) -> float:
 
 
 def fine_tune_tail_drop(
-    mature: ResNet, train: Dataset, validation: Dataset, settings: TailDropSettings,
+    mature: Any, train: Dataset, validation: Dataset, settings: TailDropSettings,
     progress: ProgressFn | None = None, say: Callable[[str], None] | None = None,
 ) -> TailDropResult:
     """Copy ``mature`` and fine-tune the copy with stochastic tail-drop at ``settings.split`` (``mature`` untouched).
@@ -137,7 +138,7 @@ def fine_tune_tail_drop(
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = copy.deepcopy(mature).train()
-    x_all = preprocess(torch.from_numpy(train.images))
+    x_all = mature.input_spec.preprocess(train.images)  # images already converted to the model's input
     y_all = torch.from_numpy(train.labels)
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,7 +177,7 @@ def fine_tune_tail_drop(
     return TailDropResult(model, best["epoch"], len(history), history, fill, fill_validation)
 
 
-def choose_fill(model: ResNet, train: Dataset, validation: Dataset, settings: TailDropSettings,
+def choose_fill(model: Any, train: Dataset, validation: Dataset, settings: TailDropSettings,
                 fit_images: int = 10000) -> tuple[Literal["zero", "mean"], dict[str, dict[str, float]]]:
     """Zero-fill (as trained) or mean-fill (the mean IR of ``fit_images`` training images), whichever has the better
     mean validation accuracy over the prefixes (ties: zero)."""

@@ -67,6 +67,57 @@ def _provenance(accuracy: float, command: str, settings: dict[str, Any], wall: f
     }
 
 
+def taildrop_name(model: str) -> str:
+    """The retrained tail-drop baseline of ``model``: ``taildrop`` for the shipped base model, else
+    ``<model>-taildrop``."""
+    return TAILDROP_NAME if model == BASE_NAME else f"{model}-taildrop"
+
+
+def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """``model`` as a native, trainable module, its manifest and architecture id.
+
+    A native model loads as it is; a ``torch.export`` program imported from a registered architecture (its manifest's
+    ``exported_from``) is rebuilt natively from the program's own state dict, and must give the same logits; any other
+    imported model cannot be fine-tuned here (a ``ValueError`` that says so).
+    """
+    from models.architectures import build
+    from models.store import input_spec, locate_model
+
+    mature, manifest = load_model(model, directory)
+    if manifest.get("kind") != "imported":
+        return mature, manifest, str(manifest.get("architecture_id", "resnet"))
+    origin = manifest.get("exported_from") or {}
+    if manifest.get("format") != "torch.export" or "architecture_id" not in origin:
+        raise ValueError(f"model {model!r} is an imported {manifest.get('format')} file of no registered "
+                         "architecture: a tail-drop baseline needs weights nairbus can train")
+    _, where = locate_model(model, directory)
+    program = torch.export.load(str(where / manifest["weights_file"]))
+    native = build(origin["architecture_id"], origin["config"], input_spec(manifest))
+    native.load_state_dict(program.state_dict, strict=True)
+    native.eval()
+    spec = input_spec(manifest)
+    probe = torch.randn(4, spec.channels, spec.height, spec.width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.allclose(native(probe), mature(probe), atol=1e-5):
+            raise ValueError(f"model {model!r} rebuilt from its program's weights does not give the program's logits")
+    return native, {**manifest, "settings": origin.get("settings", {})}, str(origin["architecture_id"])
+
+
+def taildrop_settings(manifest: dict[str, Any], epochs: int | None = None) -> TailDropSettings:
+    """The tail-drop fine-tuning of a mature model, derived from its own training (not tuned): as many epochs as
+    it was trained for, 0.15 of its peak learning rate (the shipped base model's 0.2 -> 0.03), its weight decay,
+    label smoothing and crop padding, at its default split."""
+    trained = manifest.get("settings") or {}
+    shipped = TailDropSettings()
+    return TailDropSettings(
+        split=str(manifest.get("default_split", DEFAULT_SPLIT)),
+        epochs=epochs or int(trained.get("epochs", shipped.epochs)),
+        max_lr=round(0.15 * float(trained.get("max_lr", shipped.max_lr / 0.15)), 6),
+        weight_decay=float(trained.get("weight_decay", shipped.weight_decay)),
+        label_smoothing=float(trained.get("label_smoothing", shipped.label_smoothing)),
+        crop_padding=int(trained.get("crop_padding", shipped.crop_padding)))
+
+
 def train_taildrop(
     settings: TailDropSettings | None = None,
     data_dir: str | Path | None = None,
@@ -74,26 +125,31 @@ def train_taildrop(
     progress: ProgressFn | None = None,
     command: str = "nairbus train taildrop",
     say: Callable[[str], None] | None = None,
+    model: str = BASE_NAME,
 ) -> Path:
-    """Fine-tune the retrained tail-drop baseline from the shipped mature model; weights plus manifest.
+    """Fine-tune the retrained tail-drop baseline of ``model`` (default: the shipped mature model); weights plus
+    manifest, named :func:`taildrop_name`.
 
-    It fits on the training images outside the validation split and chooses its checkpoint, length and fill on that
-    split (:func:`models.taildrop.fine_tune_tail_drop`); the test split is read once, at the end, for the manifest.
+    It fits on the training images outside the validation split (converted to the model's input) and chooses its
+    checkpoint, length and fill on that split (:func:`models.taildrop.fine_tune_tail_drop`); the test split is read
+    once, at the end, for the manifest.
     """
-    settings = settings or TailDropSettings(split=DEFAULT_SPLIT)
-    mature, mature_manifest = load_model(BASE_NAME, out_dir if (out_dir / f"{BASE_NAME}.json").is_file() else None)
+    local = out_dir if (out_dir / f"{model}.json").is_file() else None
+    mature, mature_manifest, architecture_id = trainable_mature(model, local)
+    settings = settings or taildrop_settings(mature_manifest)
+    spec = mature.input_spec
     everything = load_split("train", data_dir)
-    train, validation = fit_split(everything), validation_split(everything)
+    train, validation = converted(fit_split(everything), spec), converted(validation_split(everything), spec)
     started = time.perf_counter()
     result = fine_tune_tail_drop(mature, train, validation, settings, progress, say)
     wall = time.perf_counter() - started
-    accuracy = evaluate_accuracy(result.model, load_split("test", data_dir))
+    accuracy = _spec_accuracy(result.model, spec, converted(load_split("test", data_dir), spec))
     return save_model(
         result.model,
-        TAILDROP_NAME,
+        taildrop_name(model),
         {
             "default_split": settings.split,
-            "baseline_of": {"name": BASE_NAME, "sha256": mature_manifest["sha256"]},
+            "baseline_of": {"name": mature_manifest["name"], "sha256": mature_manifest["sha256"]},
             "description": f"retrained tail-drop baseline: the mature model fine-tuned with stochastic tail-drop at "
                            f"the split over the sending order ({settings.order}: a uniformly drawn prefix kept, the "
                            f"rest zeroed); {result.fill}-fill chosen on validation",
@@ -111,6 +167,7 @@ def train_taildrop(
             **_provenance(accuracy, command, asdict(settings), wall),
         },
         out_dir,
+        architecture_id=architecture_id,
     )
 
 

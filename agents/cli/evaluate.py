@@ -25,6 +25,9 @@ def evaluate_wire_cmd(
         "reports/images.json"),
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/wire.json"),
     plot: Annotated[Path, typer.Option(help="Where the PNG plot goes.")] = Path("reports/wire_rate.png"),
+    model: Annotated[str, typer.Option(
+        help="The model whose NAIR artifacts are measured (the image report must be of the same model: "
+             "'nairbus evaluate images --model M').")] = "base",
     data_dir: DataDirOpt = None,
 ) -> None:
     """NAIR (each shipped split point) against the image codecs, in bytes on the wire per frame (whole MQTT PUBLISH).
@@ -37,7 +40,8 @@ def evaluate_wire_cmd(
 
     try:
         with console.status("evaluating") as status:
-            result = evaluate_wire(images_report.resolve(), frames, progress=status.update, data_dir=data_dir)
+            result = evaluate_wire(images_report.resolve(), frames, progress=status.update, data_dir=data_dir,
+                                   model=model)
     except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
         _fail(str(exc))
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -52,15 +56,16 @@ def evaluate_wire_cmd(
     console.print(f"report: {report}; plot: {plot}")
 
 
-def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None) -> dict[str, Any]:
-    """The wire bars for reports/nair.json (agents.tools.wire_eval on the same test frames), or why they are missing."""
+def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None, model: str = "base") -> dict[str, Any]:
+    """The wire bars for reports/nair[-<model>].json (agents.tools.wire_eval on the same test frames), or why they
+    are missing."""
     from agents.tools.wire_eval import evaluate_wire, wire_summary
     from models.data import DatasetMissingError
 
     try:
         with console.status("bytes on the wire: NAIR per artifact against the image codecs") as status:
             wire = evaluate_wire(images_report.resolve(), None if frames == 10000 else frames,
-                                 progress=status.update, data_dir=data_dir)
+                                 progress=status.update, data_dir=data_dir, model=model)
     except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
         console.print(f"[yellow]no wire bars in the report: {exc}[/]")
         return {"missing": str(exc)}
@@ -105,8 +110,9 @@ def evaluate_nair_cmd(
 ) -> None:
     """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation.
 
-    For the base model the report also carries the wire bars (NAIR per shipped artifact against each image codec,
-    in bytes on the wire per frame), from reports/images.json ('nairbus evaluate images') on the same test frames.
+    The report also carries the wire bars (NAIR per shipped artifact against each image codec, in bytes on the wire
+    per frame), from reports/images.json — reports/images-<model>.json for another model — ('nairbus evaluate
+    images [--model M]') on the same test frames.
     """
     import numpy as np
 
@@ -114,7 +120,7 @@ def evaluate_nair_cmd(
     from models.evaluation import EvalSettings, Evaluator, method_specs, run_evaluation
     from models.nair_plots import write_plots
     from models.store import load_model
-    from models.zoo import DEFAULT_SPLIT
+    from models.zoo import DEFAULT_SPLIT, taildrop_name
 
     if not 1 <= frames <= 10000 or not 100 <= calibration_images <= 55000:
         raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images in 100..55000 (the last "
@@ -130,12 +136,11 @@ def evaluate_nair_cmd(
         _fail(str(exc))
     name = models[model][1]["name"]
     report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
-    if name == "base":
-        try:
-            models["taildrop"] = load_model("taildrop")
-        except FileNotFoundError:
-            console.print("[yellow]no tail-drop baseline in models/weights; run 'nairbus train taildrop' to include "
-                          "it[/]")
+    try:
+        models["taildrop"] = load_model(taildrop_name(name))
+    except FileNotFoundError:
+        console.print(f"[yellow]no tail-drop baseline {taildrop_name(name)!r}; run 'nairbus train taildrop"
+                      + ("" if name == "base" else f" --model {name}") + "' to include it[/]")
     requested_images = calibration_images
     if images_dir is not None:
         from agents.cli.calibrate import read_calibration_folder
@@ -175,9 +180,9 @@ def evaluate_nair_cmd(
         result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
         if "selection" in td:
             result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
-    if name == "base":
-        result["wire"] = _nair_wire_section(frames, report.parent / "images.json", data_dir)
-        result["image_codecs"] = _image_codec_curves(report.parent / "images.json", frames)
+    images_report = report.parent / ("images.json" if name == "base" else f"images-{name}.json")
+    result["wire"] = _nair_wire_section(frames, images_report, data_dir, model)
+    result["image_codecs"] = _image_codec_curves(images_report, frames)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")

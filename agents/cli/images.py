@@ -32,14 +32,22 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _command(frames: int, validation_frames: int, report: Path, table: Path | None, threads: int) -> str:
+def default_report(model: str) -> Path:
+    """``reports/images.json`` for the base model, ``reports/images-<model>.json`` for another."""
+    return DEFAULT_REPORT if model == "base" else DEFAULT_REPORT.with_name(f"images-{model}.json")
+
+
+def _command(frames: int, validation_frames: int, report: Path, table: Path | None, threads: int,
+             model: str = "base") -> str:
     """The command line that reproduces the report (options left at their defaults are not repeated)."""
     parts = ["nairbus evaluate images"]
+    if model != "base":
+        parts.append(f"--model {model}")
     if frames != 10000:
         parts.append(f"--frames {frames}")
     if validation_frames != 5000:
         parts.append(f"--validation-frames {validation_frames}")
-    if report != DEFAULT_REPORT:
+    if report != default_report(model):
         parts.append(f"--report {report}")
     if table is not None:
         parts.append(f"--table {table}")
@@ -53,14 +61,22 @@ def evaluate_images_cmd(
     validation_frames: Annotated[int, typer.Option(
         help="Validation images (models.data.validation_split: training images no calibration fits on) for the "
              "calibrated auto-mode table.")] = 5000,
-    report: Annotated[Path, typer.Option(
-        help="Where the JSON report goes (the plot lands beside it).")] = DEFAULT_REPORT,
+    report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Where the JSON report goes, the plot beside it (default reports/images.json, for another model "
+             "reports/images-<model>.json).")] = None,
+    model: Annotated[str, typer.Option(
+        help="The model that classifies the decoded frames (converted to its input spec, as a hub does with a "
+             "sensor's image): base (shipped) or another one, e.g. mobilenet.")] = "base",
     table: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Also write the validation table alone (the JSON sensor --mode auto reads) here.")] = None,
     threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """PNG, WebP, JPEG, bit depth + deflate and raw frames: accuracy of the whole mature model vs wire bytes."""
+    """PNG, WebP, JPEG, bit depth + deflate and raw frames: accuracy of the whole mature model vs wire bytes.
+
+    The codecs compress the frames as the camera gives them (the data set's 28x28 grey images); the hub decodes them
+    and converts them to the model's input (resized, grey replicated to RGB for a colour model), the cheapest image
+    a sensor could send for that model."""
     import torch
 
     from models.data import DatasetMissingError, load_split, validation_split
@@ -71,17 +87,21 @@ def evaluate_images_cmd(
         raise typer.BadParameter("--frames must be in 1..10000, --validation-frames in 10..50000, --threads >= 0")
     if threads:
         torch.set_num_threads(threads)
+    report = report or default_report(model)
     started = time.perf_counter()
     try:
-        model, manifest = load_model("base")
+        classifier, manifest = load_model(model)
         test = load_split("test", data_dir)
         holdout = validation_split(load_split("train", data_dir), validation_frames)
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
+    trained_outside = "validation_split" in json.dumps((manifest.get("exported_from") or manifest).get("selection"))
     source = (f"validation: models.data.validation_split ({validation_frames} training images, disjoint from NAIR's "
-              "calibration images); the mature model was trained on all 60 000 training images, so these frames "
-              "were seen in training and their accuracies run above test accuracy: use the table to rank caps and "
-              "families, not as test figures")
+              "calibration images); " + (
+                  "the model was trained on the other training images, never on these" if trained_outside else
+                  "the mature model was trained on all 60 000 training images, so these frames were seen in training "
+                  "and their accuracies run above test accuracy: use the table to rank caps and families, not as "
+                  "test figures"))
     total = 2 * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
@@ -92,10 +112,10 @@ def evaluate_images_cmd(
             progress.update(task, completed=done[0], description=f"{message:<28}")
             done[0] += 1
 
-        result = evaluate_images(model, manifest, test.images[:frames], test.labels[:frames], holdout.images,
+        result = evaluate_images(classifier, manifest, test.images[:frames], test.labels[:frames], holdout.images,
                                  holdout.labels, validation_source=source, progress=say)
         progress.update(task, completed=total, description="done")
-    out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads), **result,
+    out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads, model), **result,
                            "wall_seconds": round(time.perf_counter() - started, 1)}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(out, indent=2) + "\n")

@@ -76,30 +76,36 @@ def train_mobilenet_cmd(
 
 @train_app.command("taildrop")
 def train_taildrop_cmd(
+    model: Annotated[str, typer.Option(
+        help="The mature model to fine-tune: base (shipped), or one imported from a registered architecture "
+             "(e.g. mobilenet); the baseline is saved as 'taildrop' for base, '<model>-taildrop' otherwise.")]
+        = "base",
     epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
-        help="Fine-tuning epochs (default: the mature model's 24); the checkpoint kept is the epoch with the best "
-             "validation score.")] = None,
+        help="Fine-tuning epochs (default: as many as the mature model's own training); the checkpoint kept is the "
+             "epoch with the best validation score.")] = None,
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
 ) -> None:
     """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature
-    model."""
-    from dataclasses import replace
-
+    model, with settings derived from the mature model's own training."""
     from models.data import DatasetMissingError
     from models.store import OUTPUT_DIR
-    from models.taildrop import TailDropSettings
-    from models.zoo import DEFAULT_SPLIT, train_taildrop
+    from models.zoo import taildrop_settings, train_taildrop, trainable_mature
 
-    shipped = TailDropSettings(split=DEFAULT_SPLIT)
-    settings = replace(shipped, epochs=epochs or shipped.epochs)
-    command = "nairbus train taildrop" + ("" if settings == shipped else f" --epochs {settings.epochs}")
+    try:
+        _, manifest, _ = trainable_mature(model)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    shipped = taildrop_settings(manifest)
+    settings = taildrop_settings(manifest, epochs)
+    command = ("nairbus train taildrop" + ("" if model == "base" else f" --model {model}")
+               + ("" if settings == shipped else f" --epochs {settings.epochs}"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
             path = train_taildrop(settings, data_dir, out_dir or OUTPUT_DIR, _training_progress(progress, "taildrop"),
-                                  command, say=progress.console.print)
-        except (DatasetMissingError, FileNotFoundError) as exc:
+                                  command, say=progress.console.print, model=model)
+        except (DatasetMissingError, FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
     manifest = json.loads(path.read_text())
     chosen = manifest["selection"]

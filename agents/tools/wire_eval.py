@@ -31,7 +31,8 @@ from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.resnet import count_macs
 from models.stats import wilson_interval
-from models.store import WEIGHTS_DIR
+from models.store import WEIGHTS_DIR, default_artifact_path
+from models.zoo import trainable_mature
 from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
 
 __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
@@ -108,10 +109,32 @@ def fewest_wire_within(rows: Sequence[dict[str, Any]], mature: float, tolerance:
     return min((r for r in rows if r["accuracy"] >= mature - tolerance), key=lambda r: r["cap_bytes"], default=None)
 
 
+def model_artifacts(model: str) -> dict[str, Path]:
+    """The shipped NAIR artifacts of ``model`` by split point: both of the base model's (:data:`ARTIFACTS`), or the
+    one artifact of any other model (``<model>.nair.npz`` beside its manifest)."""
+    if model == "base":
+        return {split: WEIGHTS_DIR / name for split, name in ARTIFACTS.items()}
+    path = default_artifact_path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: calibrate {model!r} first (nairbus calibrate --model {model})")
+    return {NairArtifact.load(path).split: path}
+
+
+def _device_macs(model: str, pipeline: NairPipeline) -> tuple[int | None, int | None]:
+    """MACs of the whole model and of the head up to the artifact's split (None for an imported model of no
+    registered architecture: its graph has no modules to count)."""
+    try:
+        native = trainable_mature(model)[0]
+    except ValueError:
+        return None, None
+    return count_macs(native), count_macs(native, pipeline.artifact.split)
+
+
 def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
                   validation_frames: int = 5000, progress: ProgressFn | None = None,
-                  data_dir: Path | None = None) -> dict[str, Any]:
-    """The wire report: NAIR per artifact on validation and test, the image families, and the bars."""
+                  data_dir: Path | None = None, model: str = "base") -> dict[str, Any]:
+    """The wire report of ``model``: NAIR per artifact on validation and test, the image families (the image report
+    must have been made with the same model), and the bars."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     if not images_report.is_file():
@@ -122,26 +145,33 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     if images.get("frames") != n:
         raise ValueError(f"{images_report} has {images.get('frames')} test frames, this run {n}: rerun one of them")
     validation = validation_split(load_split("train", data_dir), validation_frames)
-    base = NairPipeline.load("base")
-    mature = float(base.manifest["test_accuracy"])
-    total_macs = count_macs(base.model)
+    image_model = (images.get("mature_model") or {}).get("sha256")
+    artifacts = model_artifacts(model)
+    base = NairPipeline.load(model, next(iter(artifacts.values())))
+    if image_model is not None and image_model != base.manifest["sha256"]:
+        raise ValueError(f"{images_report} measured the image codecs with another model "
+                         f"({(images.get('mature_model') or {}).get('name')}): run 'nairbus evaluate images"
+                         + ("" if model == "base" else f" --model {model}") + "'")
+    mature = float((base.full_model_probs(test.images[:n]).argmax(1) == test.labels[:n]).mean())
     nair: dict[str, Any] = {}
-    for split, name in ARTIFACTS.items():
-        pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(WEIGHTS_DIR / name))
+    for split, path in artifacts.items():
+        name = path.name
+        pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(path))
         say(f"NAIR {split}: validation")
         val_rows = nair_curve(pipeline, pipeline.encode_all(validation.images), validation.labels)
         say(f"NAIR {split}: test")
         test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
-        macs = count_macs(base.model, pipeline.artifact.split)
+        total_macs, macs = _device_macs(model, pipeline)
         nair[split] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
                        "n_components": pipeline.artifact.n_components, "full_data_bytes":
-                       pipeline.artifact.total_bytes(), "device_macs": macs, "device_macs_share": macs / total_macs,
+                       pipeline.artifact.total_bytes(), "device_macs": macs,
+                       "device_macs_share": macs / total_macs if macs is not None and total_macs else None,
                        "validation": val_rows, "test": test_rows}
     # The artifact a cap is served with: the better on validation (ties: the lighter device).
     chosen = []
     for cap in WIRE_EVAL_CAPS:
-        best = max(ARTIFACTS, key=lambda sp: (_row_at(nair[sp]["validation"], cap)["accuracy"],  # type: ignore[index]
-                                              -nair[sp]["device_macs"]))
+        best = max(nair, key=lambda sp: (_row_at(nair[sp]["validation"], cap)["accuracy"],  # type: ignore[index]
+                                         -(nair[sp]["device_macs"] or 0)))
         row = _row_at(nair[best]["test"], cap)
         chosen.append({"artifact": best, **(row or {})})
     tables = images["families"] if "families" in images else images["test"]["families"]
@@ -151,7 +181,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         best_family = max((f for f, r in image_rows.items() if r), key=lambda f: image_rows[f]["accuracy"])  # type: ignore[index]
         nair_row = _row_at(chosen, cap)
         bars[f"at_{cap}_wire_bytes"] = {
-            "nair": nair_row, "nair_per_artifact": {sp: _row_at(nair[sp]["test"], cap) for sp in ARTIFACTS},
+            "nair": nair_row, "nair_per_artifact": {sp: _row_at(nair[sp]["test"], cap) for sp in nair},
             "best_image_family": best_family, "best_image": image_rows[best_family],
             "images": image_rows,
             "nair_minus_best_image": (nair_row["accuracy"] - image_rows[best_family]["accuracy"])  # type: ignore[index]
@@ -162,13 +192,15 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     # the test frames at the same cap.
     mature_validation = float((base.full_model_probs(validation.images).argmax(1) == validation.labels).mean())
     fewest = {}
-    for sp in ARTIFACTS:
+    for sp in nair:
         pick = fewest_wire_within(nair[sp]["validation"], mature_validation)
         fewest[sp] = None if pick is None else {**(_row_at(nair[sp]["test"], pick["cap_bytes"]) or {}),
                                                 "validation_accuracy": pick["accuracy"], "chosen_on": "validation"}
     overhead = alias_wire_bytes(lean_fragment_payload_len(0, 1001, 1001, 33000, 0, 100, 100))
     return {
-        "command": "nairbus evaluate wire" + ("" if frames is None else f" --frames {n}"),
+        "command": "nairbus evaluate wire" + ("" if model == "base" else f" --model {model}")
+                   + ("" if frames is None else f" --frames {n}"),
+        "model": {"name": base.manifest["name"], "sha256": base.manifest["sha256"]},
         "frames": n, "validation_frames": len(validation.labels), "mature_accuracy": mature,
         "mature_validation_accuracy": mature_validation,
         "selection": "every choice on the validation split (models.data.validation_split): the artifact serving a "

@@ -65,3 +65,51 @@ def test_bit_bands_round_trip(text: str) -> None:
 def test_bad_bit_bands_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="bit band"):
         parse_bit_bands(text)
+
+
+def test_a_short_fine_tune_of_an_rgb_model_at_a_mobilenet_split() -> None:
+    # The baseline is not ResNet's: any native split model fine-tunes on images converted to its own input spec.
+    from models.architectures import fashion_mnist_spec
+    from models.mobilenet import MobileNetConfig, MobileNetV2
+
+    spec = fashion_mnist_spec(channels=3, size=32)
+    model = MobileNetV2(MobileNetConfig(stem=8, stages=((1, 8, 1, 2), (2, 8, 1, 2)), last=16, channels=3,
+                                        resolution=32), spec).eval()
+    rng = np.random.default_rng(0)
+    train = Dataset(spec.convert(rng.integers(0, 255, (64, 28, 28), dtype=np.uint8)), rng.integers(0, 10, 64))
+    val = Dataset(spec.convert(rng.integers(0, 255, (32, 28, 28), dtype=np.uint8)), rng.integers(0, 10, 32))
+    result = fine_tune_tail_drop(model, train, val, TailDropSettings(split="block1", epochs=2, batch_size=32))
+    assert result.epochs_run == 2
+    assert result.model is not model
+    assert set(result.history[0]["validation_prefix_accuracy"]) == {"0.05", "0.1", "0.25", "0.5"}
+
+
+def test_the_shipped_base_baselines_settings_follow_from_its_own_training() -> None:
+    # Derived, not tuned: the base model's own training gives exactly the settings its shipped baseline was made with,
+    # so 'nairbus train taildrop' reproduces it; another model's come from its training the same way.
+    import json
+
+    from models.store import WEIGHTS_DIR
+    from models.zoo import taildrop_name, taildrop_settings
+
+    base = json.loads((WEIGHTS_DIR / "base.json").read_text())
+    shipped = json.loads((WEIGHTS_DIR / "taildrop.json").read_text())
+    assert taildrop_settings(base) == TailDropSettings(**shipped["settings"])
+    mobilenet = json.loads((WEIGHTS_DIR / "mobilenet.json").read_text())
+    derived = taildrop_settings({**mobilenet, "settings": mobilenet["exported_from"]["settings"]})
+    assert (derived.split, derived.epochs, derived.max_lr, derived.weight_decay) == ("block6", 30, 0.015, 0.0002)
+    assert (taildrop_name("base"), taildrop_name("mobilenet")) == ("taildrop", "mobilenet-taildrop")
+
+
+def test_an_imported_program_of_a_registered_architecture_is_rebuilt_for_training() -> None:
+    from models.store import load_model
+    from models.zoo import trainable_mature
+
+    native, manifest, architecture = trainable_mature("mobilenet")
+    program, _ = load_model("mobilenet")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(native.head(x, "block6"), program.head(x, "block6"))
+    assert architecture == "mobilenetv2"
+    assert manifest["settings"]["epochs"] == 30
+    assert any(p.requires_grad for p in native.parameters())
