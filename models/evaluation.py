@@ -8,10 +8,8 @@ on the test split. The heavy part (the head) runs once per model; each condition
 from __future__ import annotations
 
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,21 +27,14 @@ from models.calibration import (
 )
 from models.data import Dataset
 from models.loss import LossModel
+from models.matrices import load_matrix
 from models.pipeline import NairPipeline
 from models.resnet import ResNet
 
 ProgressFn = Callable[[str], None]
 
-EXPERIMENTS = Path(__file__).resolve().parent / "experiments" / "nair.toml"
-"""The experiment matrix (methods, ablation steps, rate bands, conditions) as data."""
-
-
-def _matrix() -> dict[str, Any]:
-    with EXPERIMENTS.open("rb") as handle:
-        return tomllib.load(handle)
-
-
-MATRIX = _matrix()
+MATRIX = load_matrix("nair")
+"""The experiment matrix (methods, ablation steps, rate bands, conditions) as data: models/experiments/nair.toml."""
 PREFIXES: tuple[float, ...] = tuple(MATRIX["prefixes"])
 RATE_BANDS: tuple[tuple[str, BitBands], ...] = tuple((name, BIT_ALLOCATIONS[name]) for name in MATRIX["rate_bands"])
 """Bit allocations of the rate–accuracy curve: ``(label, [(fraction_end, bits), ...])``, bits falling with rank."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from models import stats
 from models.imagecodec import ImageCodec, get_image_codec
+from models.matrices import load_matrix
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -42,19 +43,14 @@ TABLE_KIND: Final = "nairbus.image-rate-table"
 TABLE_VERSION: Final = 1
 FRAME_INTERVAL_MS: Final = 33
 """Representative capture clock of the evaluation: frame ``i`` is captured at ``33 * i`` ms (30 frames/s)."""
-FAMILY_LADDERS: Final[Mapping[str, tuple[str, ...]]] = {
-    "grey+deflate": tuple(f"grey{n}+deflate" for n in range(1, 9)),
-    "webp": tuple(f"webp:q{q}" for q in (0, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)),
-    "jpeg": tuple(f"jpeg:q{q}" for q in (1, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
-    "jpeg-shared": tuple(f"jpeg-shared:q{q}" for q in (1, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)),
-    "webp-lossless": ("webp-lossless",),
-    "png": ("png",),
-    "raw": ("raw",),
-}
-"""Each family's quality ladder, lowest quality first (fixed data, not tuned on test)."""
-WIRE_CAPS: Final = (100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600, 700, 800, 1000, 1500, 2000)
+_MATRIX: Final = load_matrix("images")
+FAMILY_LADDERS: Final[Mapping[str, tuple[str, ...]]] = {family: tuple(ladder)
+                                                        for family, ladder in _MATRIX["ladders"].items()}
+"""Each family's quality ladder, lowest quality first (``models/experiments/images.toml``: fixed data, not tuned on
+test)."""
+WIRE_CAPS: Final[tuple[int, ...]] = tuple(_MATRIX["wire_caps"])
 """Per-frame wire-byte caps of the rate–accuracy table (2000 B is above every rung, the raw frame included)."""
-BAR_CAPS: Final = (200, 300)
+BAR_CAPS: Final[tuple[int, ...]] = tuple(_MATRIX["bar_caps"])
 """The caps the design's bar names: NAIR must be at least as accurate as the best image codec at these."""
 
 

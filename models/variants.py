@@ -26,11 +26,13 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
+from models.matrices import load_matrix
 from models.resnet import ResNet, ResNetConfig, count_macs, count_params
 from models.zoo import BASE_CONFIG
 
-BUDGET_RATIO = 0.2
+BUDGET_RATIO: float = float(load_matrix("vp")["budget_ratio"])
 """Each variant may have at most this fraction of the mature model's parameters and of its MACs."""
 FAMILY_NAME = "variants"
 """Name of the family manifest (``models/weights/variants.json``); each variant is ``variants-<name>``."""
@@ -154,13 +156,17 @@ def generate(
     return sorted(out, key=lambda item: (-item[1].macs, item[0].name))
 
 
-VARIANTS: tuple[VariantSpec, ...] = (
-    VariantSpec("w44r28", width=0.44, resolution=28),
-    VariantSpec("w44r24", width=0.44, resolution=24),
-    VariantSpec("w40r26d2", width=0.40, resolution=26, blocks=(2, 1, 1)),
-    VariantSpec("w36r28d121", width=0.36, resolution=28, blocks=(1, 2, 1)),
-)
-"""The shipped family: three resolutions, three widths, three depth profiles; each within 1/5 of the mature model."""
+def family_from_matrix(matrix: dict[str, Any]) -> tuple[VariantSpec, ...]:
+    """The ``[[variants]]`` of a VP matrix as specs (each one validated)."""
+    return tuple(VariantSpec(name=str(row["name"]), width=float(row["width"]), resolution=int(row["resolution"]),
+                             blocks=tuple(row["blocks"]) if "blocks" in row else None,
+                             weight=float(row["weight"]) if "weight" in row else None)
+                 for row in matrix["variants"])
+
+
+VARIANTS: tuple[VariantSpec, ...] = family_from_matrix(load_matrix("vp"))
+"""The shipped family (``models/experiments/vp.toml``): three resolutions, three widths, three depth profiles; each
+within 1/5 of the mature model."""
 
 
 def variant_by_name(name: str, family: Sequence[VariantSpec] = VARIANTS) -> VariantSpec:
