@@ -12,7 +12,6 @@ replay clock, or when the link could not deliver even a useful minimum before th
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ import numpy as np
 from agents.nair.auto import AutoChooser
 from agents.nair.link import BudgetDecision, LinkMonitor
 from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
-from agents.runtime.commands import SensorControl
+from agents.runtime.agent import SensorBase
 from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import get_logger
 from agents.runtime.mqtt import Communicator
@@ -34,17 +33,12 @@ from models.loss import LossModel
 from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.store import sensor_artifact_path
-from schemas import CONTENT_TYPE_JSON, Birth, ImageBirth, ModelRef, NairBirth, Status
-from schemas import encode as wire_encode
-from schemas.lean import LeanContext
-from schemas.topics import TopicTree
+from schemas import Birth, ImageBirth, ModelRef, NairBirth
 
 log = get_logger("nairbus.sensor")
 
 LINK_LOG_INTERVAL_S = 5.0
 """How often the sensor logs its link estimate (rate, backlog, the budget it gives frames and why)."""
-EPOCH_LEAD_S = 60.0
-"""The session epoch lies this far before the start, so a frame captured just before it still has a time."""
 
 
 def loss_model(settings: SensorSettings) -> LossModel:
@@ -88,29 +82,24 @@ COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
 
 
-class SensorAgent:
+class SensorAgent(SensorBase):
     """Publishes one stream of NAIR fragments or compressed images, sized to the link."""
+
+    event_prefix = "sensor"
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
                  bus: Communicator | None = None) -> None:
-        self.config = config
-        s = self.settings = config.sensor
+        s = config.sensor
         if s.mode == "vp":
             raise ValueError("a variant-parallel sensor runs from agents.vp (nairbus sensor --mode vp)")
-        self.topics = TopicTree(config.topics.root, config.topics.site)
         artifact = s.artifact or sensor_artifact_path(s.model)
         self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
         if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
             raise ValueError(f"--mode {s.mode} sends grey images, but model {s.model} takes "
                              f"{self.pipeline.input_spec.describe()}; use --mode nair")
-        self.stop_event = threading.Event()
+        super().__init__(config, bus)
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
-        self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{sid}", self.topics.sensor_status(sid),
-                                        self._status_payload, replay_s=s.replay_s)
-        """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
-        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
-        self.ctx = LeanContext(sid, self.comm.session, self.epoch_ts, s.expiry_s)
         self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
                                      by_plan=s.fragments_by_plan, loss=loss_model(s))
         self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
@@ -130,23 +119,11 @@ class SensorAgent:
         self._next_link_log = 0.0
         self.skip_reasons: Counter[str] = Counter()
         """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
-        self.control = SensorControl(self.comm, self.topics, s, self._apply_settings, self._announce_birth)
-        """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth."""
 
-    def _apply_settings(self, new: SensorSettings) -> None:
+    def apply_settings(self, new: SensorSettings) -> None:
         """A command changed the budget or the deadline: frames from now on use them."""
         self.settings = new
         self.payload_cap = payload_cap(new, self.pipeline.artifact.total_bytes())
-
-    def _announce_birth(self) -> None:
-        self.comm.announce(self.topics.sensor_birth(self.settings.sensor_id), wire_encode(self.birth()),
-                           content_type=CONTENT_TYPE_JSON)
-
-    def _status_payload(self, state: str) -> bytes:
-        return wire_encode(
-            Status(agent_id=self.settings.sensor_id, role="sensor", state=state, session=self.comm.session,  # type: ignore[arg-type]
-                   ts=time.time())
-        )
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -170,16 +147,15 @@ class SensorAgent:
             epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
         )
 
-    def start(self) -> None:
-        """Connect, publish status and the retained birth, start measuring the link."""
-        self.comm.start()
-        self._announce_birth()
-        self.control.publish_controls()
-        self.comm.wait_published()
+    def on_connected(self) -> None:
+        """The retained birth and controls are out: start measuring the link."""
+        super().on_connected()
         self.link.start()
-        log.info("sensor_started", sensor=self.settings.sensor_id, mode=self.settings.mode,
-                 link_fit=self.settings.link_fit, budget_bytes=self.settings.budget_bytes,
-                 artifact=self.pipeline.artifact.sha256[:12], session=self.comm.session)
+
+    def start_fields(self) -> dict[str, object]:
+        s = self.settings
+        return {"sensor": s.sensor_id, "mode": s.mode, "link_fit": s.link_fit, "budget_bytes": s.budget_bytes,
+                "artifact": self.pipeline.artifact.sha256[:12]}
 
     def run_replay(self) -> dict[str, int]:
         """Send the frames of the configured source (:data:`agents.sources.SOURCES`: the data set, a folder of image
@@ -342,11 +318,10 @@ class SensorAgent:
             self.counters["frames_sent"] += 1
             self.counters["image_frames" if out[0].codec is not None else "nair_frames"] += 1
 
-    def stop(self) -> None:
-        """Publish offline and disconnect."""
-        self.stop_event.set()
+    def on_stopping(self) -> None:
         self.link.stop()
-        self.comm.stop()
+
+    def stop_fields(self) -> dict[str, object]:
         rate = self.link.rate()
-        log.info("sensor_stopped", sensor=self.settings.sensor_id, skip_reasons=dict(self.skip_reasons),
-                 link_rate_bps=None if rate is None else round(rate * 8), **self.counters)
+        return {"sensor": self.settings.sensor_id, "skip_reasons": dict(self.skip_reasons),
+                "link_rate_bps": None if rate is None else round(rate * 8), **self.counters}

@@ -20,7 +20,6 @@ for a 28x28 frame, 784 of them pixels) rather than a lean array: the per-sensor 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,16 +28,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.runtime.agent import DeviceAgent
 from agents.runtime.config import AgentConfig, SensorSettings
 from agents.runtime.logging import configure_logging, get_logger
 from agents.runtime.mqtt import Communicator
 from agents.runtime.pacing import Pacing, run_paced
 from agents.sources import SourceContext, open_source
 from agents.vp.common import VP_SPEC
-from schemas import CONTENT_TYPE_MSGPACK, Frame, Status
+from schemas import CONTENT_TYPE_MSGPACK, Frame
 from schemas import encode as wire_encode
 from schemas.ids import ID_PATTERN
-from schemas.topics import TopicTree
 
 log = get_logger("nairbus.capture")
 
@@ -75,29 +74,23 @@ class CaptureSettings(BaseModel):
         return self.capture_id or f"capture-{self.stream_id}"[:64]
 
 
-class CaptureAgent:
+class CaptureAgent(DeviceAgent):
     """Publishes frames on the stream's frame topic at a fixed rate."""
+
+    role = "capture"
+    event_prefix = "capture"
 
     def __init__(self, config: AgentConfig, settings: CaptureSettings, bus: Communicator | None = None) -> None:
         self.settings = settings
-        self.topics = TopicTree(config.topics.root, config.topics.site)
+        super().__init__(config, settings.agent_id, f"nairbus-capture-{settings.agent_id}", bus)
         self.topic = self.topics.frames(settings.stream_id)
-        self.stop_event = threading.Event()
         self.sent = 0
         self.dropped = 0
         self.skipped = 0
         """Frames not published because their slot passed more than one period ago (latest frame wins)."""
-        self.comm = bus or Communicator(config.broker, f"nairbus-capture-{settings.agent_id}",
-                                        self.topics.sensor_status(settings.agent_id), self._status_payload)
 
-    def _status_payload(self, state: str) -> bytes:
-        return wire_encode(Status(agent_id=self.settings.agent_id, role="capture", state=state,  # type: ignore[arg-type]
-                                  session=self.comm.session, ts=time.time()))
-
-    def start(self) -> None:
-        """Connect (publishes the retained ``online`` status)."""
-        self.comm.start()
-        log.info("capture_started", stream=self.settings.stream_id, topic=self.topic, fps=self.settings.fps)
+    def start_fields(self) -> dict[str, object]:
+        return {"stream": self.settings.stream_id, "topic": self.topic, "fps": self.settings.fps}
 
     def publish(self, frame_id: int, pixels: bytes, height: int = 28, width: int = 28,
                 capture_ts: float | None = None) -> bool:
@@ -136,12 +129,9 @@ class CaptureAgent:
         self.comm.wait_published(timeout=30.0)
         return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
 
-    def stop(self) -> None:
-        """Publish offline and disconnect."""
-        self.stop_event.set()
-        self.comm.stop()
-        log.info("capture_stopped", stream=self.settings.stream_id, sent=self.sent, dropped=self.dropped,
-                 skipped=self.skipped)
+    def stop_fields(self) -> dict[str, object]:
+        return {"stream": self.settings.stream_id, "sent": self.sent, "dropped": self.dropped,
+                "skipped": self.skipped}
 
 
 def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.nair.sensor import EPOCH_LEAD_S
-from agents.runtime.commands import SensorControl
-from agents.runtime.config import AgentConfig, SensorSettings
+from agents.runtime.agent import SensorBase
+from agents.runtime.config import AgentConfig
 from agents.runtime.logging import configure_logging, get_logger
 from agents.runtime.mqtt import Communicator, InboundMessage
 from agents.runtime.notify import systemd_service
@@ -50,30 +49,28 @@ from models.store import WEIGHTS_DIR
 from models.vp import check_k, topk
 from models.vp_training import LoadedVariant, load_family, softmax_outputs
 from schemas import (
-    CONTENT_TYPE_JSON,
     Birth,
     Frame,
     ModelRef,
-    Status,
     TopK,
     VpBirth,
     WireError,
 )
 from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.lean import LeanContext, encode_lean
-from schemas.topics import TopicTree
+from schemas.lean import encode_lean
 
 log = get_logger("nairbus.vp")
 
 
-class VpSensorAgent:
+class VpSensorAgent(SensorBase):
     """Runs one variant and publishes its top-k for every frame it can still classify in time."""
+
+    event_prefix = "vp_sensor"
+    supports_budget = False  # a VP sensor sends its top-k whole
 
     def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
                  weights_dir: Path = WEIGHTS_DIR, bus: Communicator | None = None) -> None:
-        self.config = config
-        self.settings = s = config.sensor
+        s = config.sensor
         if s.variant is None:
             raise VpConfigError("a VP sensor needs a variant (--variant)")
         if variant is None:
@@ -87,34 +84,14 @@ class VpSensorAgent:
             self.k = check_k(s.k, len(self.labels))
         except ValueError as exc:
             raise VpConfigError(str(exc)) from exc
-        self.topics = TopicTree(config.topics.root, config.topics.site)
-        self.stop_event = threading.Event()
+        super().__init__(config, bus)
         self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
-        self.comm = bus or Communicator(config.broker, f"nairbus-sensor-{s.sensor_id}",
-                                        self.topics.sensor_status(s.sensor_id), self._status_payload,
-                                        replay_s=s.replay_s)
         if s.source == "mqtt":
             self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
-        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
-        self.ctx = LeanContext(s.sensor_id, self.comm.session, self.epoch_ts, s.expiry_s)
         self.topk_topic = self.topics.sensor_topk(s.sensor_id)
         self.cost = ClassifyCost()
         """Measured time of classifying and publishing a batch (judges which waiting frames are still in time)."""
         self._seq = 0
-        self.control = SensorControl(self.comm, self.topics, s, self._apply_settings, self._announce_birth,
-                                     supports_budget=False)
-        """Commands on the sensor's set topic: deadline, a frame-rate cap, pause, rebirth."""
-
-    def _apply_settings(self, new: SensorSettings) -> None:
-        self.settings = new
-
-    def _announce_birth(self) -> None:
-        self.comm.announce(self.topics.sensor_birth(self.settings.sensor_id), wire_encode(self.birth()),
-                           content_type=CONTENT_TYPE_JSON)
-
-    def _status_payload(self, state: str) -> bytes:
-        return wire_encode(Status(agent_id=self.settings.sensor_id, role="sensor", state=state,  # type: ignore[arg-type]
-                                  session=self.comm.session, ts=time.time()))
 
     def birth(self) -> Birth:
         """Retained description: variant, fusion weight, k, model hash, labels, and the lean wire's epoch/expiry."""
@@ -125,14 +102,9 @@ class VpSensorAgent:
                      deadline_ms=s.deadline_ms, epoch_ts=self.epoch_ts,
                      expiry_ms=max(1, round(s.expiry_s * 1000)))
 
-    def start(self) -> None:
-        """Connect, subscribe (mqtt source) and publish the retained birth."""
-        self.comm.start()
-        self._announce_birth()
-        self.control.publish_controls()
-        self.comm.wait_published()
-        log.info("vp_sensor_started", sensor=self.settings.sensor_id, variant=self.variant.name, k=self.k,
-                 source=self.settings.source, qos=self.settings.qos, session=self.comm.session)
+    def start_fields(self) -> dict[str, Any]:
+        s = self.settings
+        return {"sensor": s.sensor_id, "variant": self.variant.name, "k": self.k, "source": s.source, "qos": s.qos}
 
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k class ids and scores of uint8 frames ``(B, 28, 28)``."""
@@ -290,11 +262,8 @@ class VpSensorAgent:
             log.warning("frame_rejected", reason=reason, topic=topic, detail=detail,
                         count=self.counters["frames_rejected"])
 
-    def stop(self) -> None:
-        """Publish offline and disconnect."""
-        self.stop_event.set()
-        self.comm.stop()
-        log.info("vp_sensor_stopped", sensor=self.settings.sensor_id, **self.counters)
+    def stop_fields(self) -> dict[str, Any]:
+        return {"sensor": self.settings.sensor_id, **self.counters}
 
 
 def run_vp_sensor(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> dict[str, int]:

@@ -1,0 +1,115 @@
+"""The base of every device-side agent — the NAIR sensor, the VP sensor and the capture agent.
+
+:class:`DeviceAgent` owns what they all have: the configuration, the topic tree, the stop event, the bus (given, or a
+connection of its own with a retained status and a last will under ``…/sensors/<agent_id>/status``) and the
+start/stop life cycle with its two log lines. :class:`SensorBase` adds what a sensor has beyond that: a retained
+birth that is published again on every reconnect and on a rebirth request, the commands on its set topic
+(:class:`agents.runtime.commands.SensorControl`) and the lean wire's context (session epoch and expiry). A new kind
+of device agent subclasses one of them and supplies its birth and its loop; the fusion side has
+:class:`agents.runtime.fusion_base.FusionBase`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar, Literal
+
+from agents.runtime.commands import SensorControl
+from agents.runtime.config import AgentConfig, SensorSettings
+from agents.runtime.logging import get_logger
+from agents.runtime.mqtt import Communicator
+from schemas import CONTENT_TYPE_JSON, Birth, Status
+from schemas import encode as wire_encode
+from schemas.lean import LeanContext
+from schemas.topics import TopicTree
+
+log = get_logger("nairbus.agent")
+
+EPOCH_LEAD_S = 60.0
+"""The session epoch lies this far before the start, so a frame captured just before it still has a time."""
+
+
+class DeviceAgent:
+    """Config, topics, bus, status and start/stop of an agent on a device (``role``: its status's role)."""
+
+    role: ClassVar[Literal["sensor", "capture"]] = "sensor"
+    event_prefix: ClassVar[str] = "agent"
+    """Start and stop are logged as ``<event_prefix>_started`` and ``<event_prefix>_stopped``."""
+
+    def __init__(self, config: AgentConfig, agent_id: str, client_id: str, bus: Communicator | None = None,
+                 replay_s: float = 0.0) -> None:
+        self.config = config
+        self.agent_id = agent_id
+        self.topics = TopicTree(config.topics.root, config.topics.site)
+        self.stop_event = threading.Event()
+        self.comm = bus or Communicator(config.broker, client_id, self.topics.sensor_status(agent_id),
+                                        self._status_payload, replay_s=replay_s)
+        """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
+
+    def _status_payload(self, state: str) -> bytes:
+        return wire_encode(Status(agent_id=self.agent_id, role=self.role, state=state,  # type: ignore[arg-type]
+                                  session=self.comm.session, ts=time.time()))
+
+    def on_connected(self) -> None:
+        """Called by :meth:`start` once connected and subscribed (publish what others need to know first)."""
+
+    def on_stopping(self) -> None:
+        """Called by :meth:`stop` before the bus goes offline."""
+
+    def start_fields(self) -> dict[str, Any]:
+        """Fields of the start log line."""
+        return {}
+
+    def stop_fields(self) -> dict[str, Any]:
+        """Fields of the stop log line (the agent's counters)."""
+        return {}
+
+    def start(self) -> None:
+        """Connect (the retained ``online`` status), subscribe, then :meth:`on_connected`."""
+        self.comm.start()
+        self.on_connected()
+        log.info(f"{self.event_prefix}_started", **self.start_fields(), session=self.comm.session)
+
+    def stop(self) -> None:
+        """Stop the loop, publish offline and disconnect."""
+        self.stop_event.set()
+        self.on_stopping()
+        self.comm.stop()
+        log.info(f"{self.event_prefix}_stopped", **self.stop_fields())
+
+
+class SensorBase(DeviceAgent):
+    """A sensor: a retained birth (announced again on every reconnect and on request), commands on its set topic,
+    and the lean wire's context. Subclasses build :meth:`birth` and may take new settings in
+    :meth:`apply_settings`; ``supports_budget`` says whether a command may change the byte budget."""
+
+    supports_budget: ClassVar[bool] = True
+
+    def __init__(self, config: AgentConfig, bus: Communicator | None = None) -> None:
+        s = config.sensor
+        super().__init__(config, s.sensor_id, f"nairbus-sensor-{s.sensor_id}", bus, replay_s=s.replay_s)
+        self.settings = s
+        self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
+        self.ctx = LeanContext(s.sensor_id, self.comm.session, self.epoch_ts, s.expiry_s)
+        self.control = SensorControl(self.comm, self.topics, s, self.apply_settings, self.announce_birth,
+                                     supports_budget=self.supports_budget)
+        """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth, replay."""
+
+    def birth(self) -> Birth:
+        """The retained description of this sensor: everything fusion needs to decode it."""
+        raise NotImplementedError
+
+    def apply_settings(self, new: SensorSettings) -> None:
+        """A command changed the budget or the deadline: frames from now on use them."""
+        self.settings = new
+
+    def announce_birth(self) -> None:
+        """Publish the retained birth now, and again after every reconnect."""
+        self.comm.announce(self.topics.sensor_birth(self.settings.sensor_id), wire_encode(self.birth()),
+                           content_type=CONTENT_TYPE_JSON)
+
+    def on_connected(self) -> None:
+        self.announce_birth()
+        self.control.publish_controls()
+        self.comm.wait_published()
