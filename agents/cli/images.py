@@ -60,7 +60,8 @@ def evaluate_images_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
     validation_frames: Annotated[int, typer.Option(
         help="Validation images (models.data.validation_split: training images no calibration fits on) for the "
-             "calibrated auto-mode table.")] = 5000,
+             "calibrated auto-mode table; 0 leaves the table out (a model auto mode cannot serve, e.g. a colour "
+             "one).")] = 5000,
     report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Where the JSON report goes, the plot beside it (default reports/images.json, for another model "
              "reports/images-<model>.json).")] = None,
@@ -83,8 +84,11 @@ def evaluate_images_cmd(
     from models.image_eval import FAMILY_LADDERS, evaluate_images, plot_rate
     from models.store import load_model
 
-    if not 1 <= frames <= 10000 or not 10 <= validation_frames <= 50000 or threads < 0:
-        raise typer.BadParameter("--frames must be in 1..10000, --validation-frames in 10..50000, --threads >= 0")
+    if not 1 <= frames <= 10000 or not (validation_frames == 0 or 10 <= validation_frames <= 50000) or threads < 0:
+        raise typer.BadParameter("--frames must be in 1..10000, --validation-frames 0 or in 10..50000, "
+                                 "--threads >= 0")
+    if table is not None and validation_frames == 0:
+        raise typer.BadParameter("--table writes the validation table: give --validation-frames > 0")
     if threads:
         torch.set_num_threads(threads)
     report = report or default_report(model)
@@ -92,7 +96,9 @@ def evaluate_images_cmd(
     try:
         classifier, manifest = load_model(model)
         test = load_split("test", data_dir)
-        holdout = validation_split(load_split("train", data_dir), validation_frames)
+        holdout = validation_split(load_split("train", data_dir), validation_frames or 10)
+        if validation_frames == 0:
+            holdout = type(holdout)(holdout.images[:0], holdout.labels[:0])
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
     trained_outside = "validation_split" in json.dumps((manifest.get("exported_from") or manifest).get("selection"))
@@ -102,7 +108,7 @@ def evaluate_images_cmd(
                   "the mature model was trained on all 60 000 training images, so these frames were seen in training "
                   "and their accuracies run above test accuracy: use the table to rank caps and families, not as "
                   "test figures"))
-    total = 2 * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
+    total = (2 if validation_frames else 1) * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("image codecs", total=total)

@@ -259,13 +259,13 @@ def plot_wire(report: dict[str, Any], images: dict[str, Any], path: Path) -> Pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for split, style in (("stage2", ("tab:blue", "o")), ("stage3", ("tab:red", "s"))):
+    for split, style in zip(report["nair"], (("tab:blue", "o"), ("tab:red", "s"), ("tab:purple", "D")), strict=False):
         rows = [r for r in report["nair"][split]["test"] if r["mean_wire_bytes"]]
         x = [r["mean_wire_bytes"] for r in rows]
         y = [100 * r["accuracy"] for r in rows]
         share = report["nair"][split]["device_macs_share"]
         ax.plot(x, y, marker=style[1], color=style[0], lw=2,
-                label=f"NAIR at {split} (device runs {share:.0%} of the MACs)")
+                label=f"NAIR at {split}" + ("" if share is None else f" (device runs {share:.0%} of the MACs)"))
         ax.fill_between(x, [100 * r["ci95"][0] for r in rows], [100 * r["ci95"][1] for r in rows], color=style[0],
                         alpha=0.15)
     tables = images["families"] if "families" in images else images["test"]["families"]
@@ -282,7 +282,8 @@ def plot_wire(report: dict[str, Any], images: dict[str, Any], path: Path) -> Pat
     ax.set_ylim(50, 96)
     ax.set_xlabel("bytes on the wire per frame (whole MQTT PUBLISH, mean under a per-frame cap)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against wire bytes: NAIR vs sending a compressed image")
+    model = (report.get("model") or {}).get("name", "base")
+    ax.set_title(f"Accuracy against wire bytes ({model}): NAIR vs sending a compressed image")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
