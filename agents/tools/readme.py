@@ -495,6 +495,14 @@ def second_model_block(report: Report) -> str:
         f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}× (bar 2.12×)",
         _fewest_bytes_line(bars),
     ]
+    versus = (report.get("comparisons") or {}).get("nair_vs_taildrop")
+    if versus:
+        td = report.get("taildrop_training") or {}
+        lines.append(f"- NAIR against its retrained tail-drop model (`{td.get('command')}`, "
+                     f"{td.get('train_wall_seconds', float('nan')):.0f} s of training; NAIR's calibration "
+                     f"{report['methods']['nair']['calibration_seconds']:.1f} s), McNemar exact on the same frames: "
+                     + "; ".join(f"{float(f):.0%}: {_test(row)}" for f, row in versus.items()))
+    lines += _nair_wire_lines(report.get("wire") or {})
     if shipped:
         lines.append(f"- the shipped artifact `{shipped['file']}` ({shipped['sha256'][:12]}, "
                      f"`{shipped.get('command')}`) is {'the one' if shipped['same_as_evaluated'] else 'NOT the one'} "

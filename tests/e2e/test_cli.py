@@ -43,6 +43,19 @@ def test_bad_budget_is_rejected_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (("train", "taildrop", "--model", "no-such-model"), "no-such-model"),
+    (("evaluate", "images", "--validation-frames", "0", "--table", "t.json"), "--validation-frames"),
+    (("evaluate", "images", "--model", "no-such-model", "--frames", "5"), "no-such-model"),
+])
+def test_baseline_commands_refuse_what_they_cannot_do(args: tuple[str, ...], says: str) -> None:
+    out = _run(*args)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert says in text
+    assert "Traceback" not in text
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_matches_the_offline_evaluator(tmp_path: Path) -> None:
     report = tmp_path / "demo.json"
