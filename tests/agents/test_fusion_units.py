@@ -42,6 +42,9 @@ class RecordingBus:
     def announce(self, topic: str, payload: bytes, **_: Any) -> None:
         self.published.append((topic, payload))
 
+    def on_session_lost(self, callback: Any) -> None:
+        self.session_lost = callback
+
 
 @pytest.fixture(scope="module")
 def pipeline() -> NairPipeline:
@@ -69,6 +72,32 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
     assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor whose birth never came
     assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1
     assert agent.sensors == {}
+
+
+def test_a_lost_session_asks_every_known_sensor_to_replay_the_outage(pipeline: NairPipeline) -> None:
+    from agents.nair.outgoing import bit_bands
+    from schemas import Birth, Command, ModelRef, NairBirth
+    from schemas import decode as wire_decode
+    from schemas import encode as wire_encode
+
+    bus = RecordingBus()
+    agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline, bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    a = pipeline.artifact
+    for sid in ("cam-1", "cam-2"):
+        birth = Birth(sensor_id=sid, session="s", ts=time.time(), mode="nair", stream_id=sid, labels=pipeline.labels,
+                      model=ModelRef(name="base", sha256=pipeline.manifest["sha256"]),
+                      nair=NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
+                                     n_components=a.n_components, bit_bands=bit_bands(a.bits)),
+                      deadline_ms=500, epoch_ts=time.time() - 60, expiry_ms=10000)
+        agent.handle(_message(topics.sensor_birth(sid), wire_encode(birth)), time.monotonic())
+    assert set(agent.sensors) == {"cam-1", "cam-2"}
+    bus.published.clear()
+    bus.session_lost(2.5)  # what the communicator calls once subscribed again after a forgotten session
+    asked = {t: wire_decode(p, Command) for t, p in bus.published}
+    assert set(asked) == {topics.sensor_set("cam-1"), topics.sensor_set("cam-2")}
+    assert {c.replay_s for c in asked.values()} == {3.5}  # the outage and a second more
+    assert agent.counts["replay_requested"] == 2
 
 
 def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPipeline,
