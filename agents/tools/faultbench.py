@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
@@ -579,8 +581,26 @@ def scenario_broker_kill(settings: FaultSettings, expected: Expected) -> list[di
                              # as "expired": a frame lost with the broker's buffers cannot come back after a longer
                              # outage than that.
                              "fusion_rejected": dict(b.recorder.stats.rejected) if b.recorder.stats else None,
+                             "replays": replay_summary(b.dir),
                              "legit": legit_summary(b, frames, counters, expected)})
     return runs
+
+
+def replay_summary(run_dir: Path) -> dict[str, Any]:
+    """What the agents' logs in ``run_dir`` say about replays: how often a fusion agent found its session lost and
+    asked the sensors to replay, and how many messages the sensors published again — after their own reconnect
+    (the window before the loss) or on that request."""
+    sent: Counter[str] = Counter()
+    asked = 0
+    for path in sorted(run_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "session_lost_replay_requested" in line:
+                asked += 1
+            elif "mqtt.replayed" in line:
+                why = re.search(r"why=(\w+)", line)
+                n = re.search(r"messages=(\d+)", line)
+                sent[why.group(1) if why else "reconnect"] += int(n.group(1)) if n else 0
+    return {"fusion_replay_requests": asked, "sensor_messages_replayed": dict(sent)}
 
 
 def _repeat(settings: FaultSettings, expected: Expected, name: str, runs: int, per_run_s: float,
