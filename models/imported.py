@@ -5,8 +5,10 @@ A ``torch.export`` program (``torch.export.save``, a ``.pt2`` file) is cut in it
 path (``features.6``, the cut is that module's output) or a graph node's name, and the cut must be the only value
 that crosses it (a skip connection over the cut is refused with the names of what crosses). A Python model
 (``package.module:factory`` plus a state dict) is exported first and then cut the same way, so the runtime never
-imports user code. A TorchScript file cannot be cut in its graph; it must offer ``head(x)`` and ``tail(ir)`` methods
-(``@torch.jit.export``) and is used as is.
+imports user code. A TorchScript file that offers ``head(x)`` and ``tail(ir)`` methods (``@torch.jit.export``) is
+used as is; any other TorchScript file is converted to a ``torch.export`` program (torch's TorchScript converter,
+:func:`convert_torchscript`) and cut in that graph at a node name — TorchScript keeps no module boundaries, so
+:func:`cut_points` lists the node names, each with the module whose weights it applies last.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import fx, nn
 
 from models.split import InputSpec, check_split
 
-__all__ = ["ModelFormat", "ModelImportError", "SplitProgram", "TorchScriptSplit", "check_fits", "cut_points",
-           "detect_format", "export_module", "load_python_factory", "load_split_model", "split_program"]
+__all__ = ["ModelFormat", "ModelImportError", "SplitProgram", "TorchScriptSplit", "check_fits", "convert_torchscript",
+           "cut_points", "detect_format", "export_module", "has_head_and_tail", "load_program", "load_python_factory",
+           "load_split_model", "node_modules", "split_program"]
 
 ModelFormat = Literal["torch.export", "torchscript"]
 MAX_BATCH = 4096
@@ -100,7 +103,8 @@ def _crossing(nodes: Sequence[fx.Node], placeholders: Sequence[fx.Node], cut: fx
 
 
 def cut_points(program: torch.export.ExportedProgram) -> list[str]:
-    """Module paths where the program can be split (one tensor crosses), in the order their computation ends."""
+    """Where the program can be split (one tensor crosses), in the order their computation ends: module paths, or
+    for a graph that records none (a converted TorchScript file) node names."""
     graph = program.module().graph
     nodes = _compute_nodes(graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -109,8 +113,47 @@ def cut_points(program: torch.export.ExportedProgram) -> list[str]:
         for path in _module_path(node):
             if path:
                 last[path] = i
+    if not last:
+        return [n.name for i, n in enumerate(nodes) if i < len(nodes) - 1 and not _crossing(nodes, placeholders, n)]
     ordered = sorted(last.items(), key=lambda kv: kv[1])
     return [path for path, i in ordered if i < len(nodes) - 1 and not _crossing(nodes, placeholders, nodes[i])]
+
+
+def node_modules(program: torch.export.ExportedProgram) -> dict[str, str]:
+    """For each compute node, the module whose weights were applied last at or before it (``stage2.0.conv2`` for
+    the nodes of that block's tail): a guide to node names in a graph without module paths."""
+    sig = program.graph_signature
+    weights = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    owner: dict[str, str] = {}
+    current = ""
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        used = [weights[inp.name] for inp in node.all_input_nodes if inp.name in weights]
+        if used:
+            current = used[0].rsplit(".", 1)[0]
+        owner[node.name] = current
+    return owner
+
+
+def convert_torchscript(scripted: torch.jit.ScriptModule,
+                        shape: tuple[int, int, int]) -> torch.export.ExportedProgram:
+    """A TorchScript module as a ``torch.export`` program (torch's converter, run on a batch of inputs of ``shape``,
+    channels x height x width), so it can be cut in its graph; a clear :class:`ModelImportError` when the converter
+    cannot take it."""
+    try:
+        from torch._export.converter import TS2EPConverter
+    except ImportError as exc:  # pragma: no cover - present in the pinned torch
+        raise ModelImportError(f"this torch ({torch.__version__}) has no TorchScript converter: export the model "
+                               "with torch.export instead") from exc
+    sample = (torch.zeros(2, *shape),)
+    try:
+        program = TS2EPConverter(scripted, sample).convert()
+    except Exception as exc:
+        raise ModelImportError(f"torch could not convert this TorchScript model to a torch.export program "
+                               f"({exc!s:.300}); export it with torch.export, or give it head(x) and tail(ir) "
+                               "methods") from exc
+    return program
 
 
 def _find_cut(nodes: Sequence[fx.Node], at: str) -> fx.Node:
@@ -253,16 +296,20 @@ class SplitProgram(nn.Module):
         return logits
 
 
+def has_head_and_tail(scripted: torch.jit.ScriptModule) -> bool:
+    """Whether a TorchScript module offers its own ``head(x)`` and ``tail(ir)`` methods."""
+    return all(hasattr(scripted, name) for name in ("head", "tail"))
+
+
 class TorchScriptSplit(nn.Module):
     """A TorchScript module with ``head(x)`` and ``tail(ir)`` methods, at its one split point."""
 
     def __init__(self, scripted: torch.jit.ScriptModule, point: str, spec: InputSpec) -> None:
         super().__init__()
-        missing = [name for name in ("head", "tail") if not hasattr(scripted, name)]
-        if missing:
-            raise ModelImportError(f"a TorchScript model must offer head(x) and tail(ir) methods (@torch.jit.export) "
-                               f"to be split; this one lacks {', '.join(missing)}. Export it with torch.export "
-                               f"instead to split it at a named module")
+        if not has_head_and_tail(scripted):
+            missing = [name for name in ("head", "tail") if not hasattr(scripted, name)]
+            raise ModelImportError(f"this TorchScript model lacks {', '.join(missing)}: import it with --split-at a "
+                                   "graph node (nairbus import-model FILE --list-splits) to have it converted and cut")
         self.scripted = scripted
         self.input_spec = spec
         self.split_points = (point,)
@@ -284,6 +331,22 @@ class TorchScriptSplit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.scripted(x)
         return out
+
+
+def load_program(path: Path, shape: tuple[int, int, int] | None) -> tuple[torch.export.ExportedProgram, ModelFormat]:
+    """A model file as a ``torch.export`` program to list cut points in: a ``.pt2`` as it is, a TorchScript file
+    converted on inputs of ``shape`` (:func:`convert_torchscript`, which needs it); the format the file was in."""
+    model_format = detect_format(path)
+    try:
+        if model_format == "torch.export":
+            return torch.export.load(str(path)), model_format
+        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise ModelImportError(f"{path} does not load as {model_format}: {exc}") from exc
+    if shape is None:
+        raise ModelImportError("a TorchScript file is converted on a batch of its input shape: give the input's "
+                               "channels and size")
+    return convert_torchscript(scripted, shape), model_format
 
 
 def load_split_model(path: Path, model_format: ModelFormat, points: Sequence[str], spec: InputSpec) -> nn.Module:

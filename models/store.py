@@ -206,16 +206,36 @@ def import_model(
     TorchScript file, or (``factory``) a state dict for ``package.module:function``, which is exported here so the
     runtime never imports user code. The model is cut at ``points`` and checked against ``spec`` before anything is
     written; the manifest records both files' sha256. Returns the manifest path."""
-    from models.imported import check_fits, detect_format, export_module, load_python_factory, load_split_model
+    from models.imported import (
+        ModelImportError,
+        check_fits,
+        convert_torchscript,
+        detect_format,
+        export_module,
+        has_head_and_tail,
+        load_python_factory,
+        load_split_model,
+    )
 
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"model name {name!r} must be a plain file stem")
     if not source.is_file():
         raise FileNotFoundError(f"model file {source} does not exist")
     directory.mkdir(parents=True, exist_ok=True)
+    converted_from = None
+    program = None
     if factory is not None:
-        model_format: Any = "torch.export"
         program = export_module(load_python_factory(factory, source), spec)
+    elif detect_format(source) == "torchscript":
+        try:
+            scripted = torch.jit.load(str(source), map_location="cpu")  # type: ignore[no-untyped-call]
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ModelImportError(f"{source} does not load as TorchScript: {exc}") from exc
+        if not has_head_and_tail(scripted):  # cut in its graph, as a converted program
+            program = convert_torchscript(scripted, (spec.channels, spec.height, spec.width))
+            converted_from = "torchscript"
+    if program is not None:
+        model_format: Any = "torch.export"
         stored = directory / f"{name}.pt2"
         tmp = directory / f".{name}.importing.pt2"  # torch.export.load wants the .pt2 ending
         torch.export.save(program, str(tmp))
@@ -236,10 +256,12 @@ def import_model(
         "name": name,
         "kind": "imported",
         "format": model_format,
-        "architecture": f"imported {model_format} model" + (f" ({factory})" if factory else ""),
+        "architecture": f"imported {model_format} model" + (f" ({factory})" if factory else "")
+                        + (" (converted from TorchScript)" if converted_from else ""),
         "weights_file": stored.name,
         "sha256": sha256_file(stored),
-        "source": {"file": source.name, "sha256": sha256_file(source), **({"factory": factory} if factory else {})},
+        "source": {"file": source.name, "sha256": sha256_file(source), **({"factory": factory} if factory else {}),
+                   **({"format": converted_from} if converted_from else {})},
         "split_points": list(points),
         "default_split": points[0],
         "ir_shapes": ir_shapes,

@@ -64,6 +64,28 @@ def spec_toml(spec: Any, split: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _list_splits(model_file: Path, fields: dict[str, Any]) -> None:
+    """Print where a model file can be split: module paths of a ``torch.export`` program, or the node names of a
+    TorchScript file's converted graph (with the module each follows); the conversion runs on a batch of the spec's
+    shape, so a TorchScript file needs ``--channels`` and ``--size`` (or ``--spec``)."""
+    from models.imported import ModelImportError, cut_points, load_program, node_modules
+
+    shape = (tuple(int(fields[k]) for k in ("channels", "height", "width"))
+             if {"channels", "height", "width"} <= set(fields) else None)
+    try:
+        program, model_format = load_program(model_file, shape)  # type: ignore[arg-type]
+    except ModelImportError as exc:
+        _fail(f"{exc} (--channels and --size, or --spec)" if shape is None else str(exc))
+    points = cut_points(program)
+    if model_format == "torch.export":
+        console.print("split points (module paths, in the order their computation ends):\n  " + "\n  ".join(points))
+        return
+    owner = node_modules(program)
+    console.print("split points of the converted TorchScript graph (node names; TorchScript keeps no module "
+                  "boundaries — each follows the module named):\n  "
+                  + "\n  ".join(f"{p:<24} after {owner.get(p) or 'the input'}" for p in points))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``import-model`` and ``export-model`` to the ``nairbus`` command."""
     app.command("import-model")(import_model_cmd)
@@ -73,11 +95,12 @@ def register(app: typer.Typer) -> None:
 
 def import_model_cmd(
     model_file: Annotated[Path, typer.Argument(
-        help="torch.export program (.pt2, torch.export.save), TorchScript file with head/tail methods, or a state "
-             "dict (with --factory).")],
+        help="torch.export program (.pt2, torch.export.save), TorchScript file (with head/tail methods, or cut at a "
+             "graph node after conversion), or a state dict (with --factory).")],
     name: Annotated[str, typer.Option(help="Name the model is known by (sensor/fusion --model NAME).")],
     split_at: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--split-at", help="Module path (e.g. features.6) or graph node to split at; repeat for several split points "
+        "--split-at", help="Module path (e.g. features.6) or graph node (e.g. relu_4) to split at; repeat for several "
+                           "split points "
                            "(the first is the default). Default: the spec file's 'split'.")] = None,
     spec: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="TOML file with channels, height, width (or size), mean, std, labels and optionally split.")] = None,
@@ -91,7 +114,8 @@ def import_model_cmd(
     labels: Annotated[Optional[str], typer.Option(  # noqa: UP045
         help="Class names in output order, comma-separated, or @FILE with one per line.")] = None,
     list_splits: Annotated[bool, typer.Option(
-        "--list-splits", help="Only list where a torch.export program can be split, then exit.")] = False,
+        "--list-splits", help="Only list where the model can be split (module paths of a torch.export program; node "
+                              "names of a TorchScript file's converted graph), then exit.")] = False,
     out_dir: Annotated[Path, typer.Option(
         help=f"Model directory the model and its manifest go to (point ${'NAIRBUS_MODEL_DIR'} at it).")]
         = DEFAULT_MODEL_DIR,
@@ -101,19 +125,10 @@ def import_model_cmd(
     --images-dir DIR')."""
     from pydantic import ValidationError
 
-    from models.imported import ModelImportError, cut_points
+    from models.imported import ModelImportError
     from models.split import InputSpec
     from models.store import MODEL_DIR_ENV, import_model
 
-    if list_splits:
-        import torch
-
-        try:
-            points = cut_points(torch.export.load(str(model_file)))
-        except (RuntimeError, OSError, ValueError) as exc:
-            _fail(f"{model_file} does not load as a torch.export program: {exc}")
-        console.print("split points (module paths, in the order their computation ends):\n  " + "\n  ".join(points))
-        return
     fields: dict[str, Any] = read_spec_file(spec) if spec is not None else {}
     if channels is not None:
         fields["channels"] = channels
@@ -135,6 +150,9 @@ def import_model_cmd(
                 _fail(f"--labels {labels}: {exc}")
         else:
             fields["labels"] = [label.strip() for label in labels.split(",")]
+    if list_splits:
+        _list_splits(model_file, fields)
+        return
     points = list(split_at or ([fields["split"]] if "split" in fields else []))
     fields.pop("split", None)
     if not points:

@@ -120,11 +120,38 @@ def test_torchscript_with_head_and_tail_is_used_as_is(tmp_path: Path) -> None:
     assert isinstance(model, TorchScriptSplit)
 
 
-def test_torchscript_without_head_and_tail_says_what_to_do(tmp_path: Path) -> None:
+def test_torchscript_without_head_and_tail_is_converted_and_cut_at_a_graph_node(
+        base: tuple[nn.Module, dict[str, object]], tmp_path: Path) -> None:
+    # The shipped ResNet traced to TorchScript (no head/tail, no module boundaries in its graph): converted to a
+    # torch.export program, its cut points are node names, each after the module whose weights it follows; cut at
+    # the end of stage2 it gives exactly the native model's stage2 IR and logits.
+    path = tmp_path / "resnet.ts.pt"
+    torch.jit.save(torch.jit.trace(base[0].eval(), torch.zeros(2, 1, 28, 28)), str(path))
+    from models.imported import load_program, node_modules
+
+    program, model_format = load_program(path, (1, 28, 28))
+    assert model_format == "torchscript"
+    points, owner = cut_points(program), node_modules(program)
+    stage2_end = [p for p in points if owner[p].startswith("stage2")][-1]
+    manifest = json.loads(import_model(path, "ts-resnet", [stage2_end], fashion_mnist_spec(),
+                                       tmp_path / "models").read_text())
+    assert manifest["format"] == "torch.export"
+    assert manifest["source"]["format"] == "torchscript"
+    assert manifest["ir_shapes"] == {stage2_end: [64, 14, 14]}
+    model, _ = load_model("ts-resnet", tmp_path / "models")
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model.head(x, stage2_end), base[0].head(x, "stage2"), atol=1e-5)
+        assert torch.allclose(model(x), base[0](x), atol=1e-4)
+    with pytest.raises(ModelImportError, match="channels and size"):
+        load_program(path, None)
+
+
+def test_an_unknown_node_of_a_converted_torchscript_file_is_refused_and_nothing_written(tmp_path: Path) -> None:
     path = tmp_path / "plain.ts.pt"
     torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 10))), str(path))
-    with pytest.raises(ModelImportError, match=r"head\(x\) and tail\(ir\)"):
-        import_model(path, "plain", ["0"], fashion_mnist_spec(), tmp_path / "models")
+    with pytest.raises(ModelImportError):
+        import_model(path, "plain", ["nope"], fashion_mnist_spec(), tmp_path / "models")
     assert not (tmp_path / "models" / "plain.json").exists()
 
 
