@@ -44,11 +44,15 @@ def test_shipped_artifacts_name_the_command_that_made_them(artifact: Path) -> No
     assert command.startswith("nairbus calibrate")
 
 
-def test_taildrop_chose_its_checkpoint_and_fill_on_validation_after_a_full_length_run() -> None:
-    manifest, mature = _json(WEIGHTS / "taildrop.json"), _json(WEIGHTS / "base.json")
+@pytest.mark.parametrize(("baseline", "mature_name"), [("taildrop", "base"), ("mobilenet-taildrop", "mobilenet")])
+def test_taildrop_chose_its_checkpoint_and_fill_on_validation_after_a_full_length_run(baseline: str,
+                                                                                     mature_name: str) -> None:
+    manifest, mature = _json(WEIGHTS / f"{baseline}.json"), _json(WEIGHTS / f"{mature_name}.json")
+    assert manifest["baseline_of"]["sha256"] == mature["sha256"]
+    trained = mature.get("exported_from") or mature  # an imported model: its own training before the export
     selection = manifest["selection"]
     assert selection["split"].startswith("validation")
-    assert manifest["settings"]["epochs"] >= mature["settings"]["epochs"]
+    assert manifest["settings"]["epochs"] >= trained["settings"]["epochs"]
     history = selection["history"]
     assert len(history) == selection["epochs_run"]
     assert max(history, key=lambda h: h["validation_score"])["epoch"] == selection["best_epoch"]
