@@ -79,9 +79,9 @@ TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 """Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
 _DROP_LOG_INTERVAL_S: Final = 5.0
 SESSION_EXPIRY_MAX: Final = 2**32 - 1
+"""MQTT 5's largest session expiry interval in seconds (it means: never expires)."""
 REPLAY_KEEP_S: Final = 10.0
 """Replayable publishes are held this long (at least ``replay_s``), for a ``replay_since`` asked after a reconnect."""
-"""MQTT 5's largest session expiry interval in seconds (it means: never expires)."""
 _UNREACHABLE: Final = "unreachable"
 # CONNACK reason codes that mean "fix your credentials / ACL", with a hint for the error message.
 _REFUSAL_HINTS: Final = {
