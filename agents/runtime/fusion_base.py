@@ -119,6 +119,10 @@ class FusionBase:
         self._rebirth_asked: dict[str, float] = {}
         self._parked: dict[str, deque[tuple[float, InboundMessage]]] = {}
         self._rebirth_window = (0.0, 0)
+        self._replay_owed: dict[str, float] = {}
+        """Sensors asked to replay after a lost session whose return has not been seen yet: when the connection was
+        lost (monotonic). A sensor that was not subscribed again yet when asked is asked once more when its birth or
+        status comes (see :meth:`ask_replay`)."""
         self.started = time.time()
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
@@ -160,7 +164,10 @@ class FusionBase:
     def read_birth(self, sensor_id: str, message: InboundMessage) -> Birth | None:
         """A sensor's birth, decoded and checked against its topic (None, counted and logged, when it cannot be
         used)."""
-        return self.decode_own(sensor_id, message, Birth, "birth")
+        birth = self.decode_own(sensor_id, message, Birth, "birth")
+        if birth is not None:
+            self._replay_if_owed(sensor_id)
+        return birth
 
     def decode_own(self, sensor_id: str, message: InboundMessage, kind: type[M], prefix: str) -> M | None:
         """A sensor's message of ``kind`` whose ``sensor_id``/``agent_id`` must be the topic's; None (rejected as
@@ -195,6 +202,8 @@ class FusionBase:
             return None
         if self.discovery is not None:
             self.discovery.note_sensor_status(sensor_id, status.state == "online", role=status.role)
+        if status.state == "online":
+            self._replay_if_owed(sensor_id)
         return status
 
     def publish_decision(self, result: Result) -> None:
@@ -319,13 +328,30 @@ class FusionBase:
     def ask_replay(self, down_s: float) -> None:
         """The broker had no session for this agent when it reconnected (restarted without persistence): frames the
         sensors published before the subscriptions were made again went to nobody. Ask every known sensor to
-        publish again what it sent in the outage's length and a margin (on the network thread, subscribed again)."""
-        seconds = min(MAX_REPLAY_S, down_s + REPLAY_MARGIN_S)
-        command = wire_encode(Command(transaction=f"replay-{self.settings.fusion_id}", replay_s=seconds))
-        asked = sum(self.comm.publish(self.topics.sensor_set(sensor_id), command, qos=1,
-                                      content_type=CONTENT_TYPE_JSON) for sensor_id in list(self.sensors))
-        self.counts["replay_requested"] += asked
-        log.warning("session_lost_replay_requested", sensors=asked, replay_s=round(seconds, 2))
+        publish again what it sent since the connection was lost and a margin (on the network thread, subscribed
+        again). A sensor that came back at the same moment may not be subscribed to its set topic yet and miss the
+        request (a broker without persistence forgot its subscriptions too), so each is asked once more when its
+        birth or online status — published on its reconnect, or retained for fusion's new subscription — arrives."""
+        lost_at = time.monotonic() - down_s
+        sensors = list(self.sensors)
+        for sensor_id in sensors:
+            self._replay_owed[sensor_id] = lost_at
+        asked = sum(self._request_replay(sensor_id, lost_at) for sensor_id in sensors)
+        log.warning("session_lost_replay_requested", sensors=asked, replay_s=round(down_s + REPLAY_MARGIN_S, 2))
+
+    def _replay_if_owed(self, sensor_id: str) -> None:
+        lost_at = self._replay_owed.pop(sensor_id, None)
+        if lost_at is not None and time.monotonic() - lost_at < MAX_REPLAY_S:
+            self._request_replay(sensor_id, lost_at)
+
+    def _request_replay(self, sensor_id: str, lost_at: float) -> bool:
+        seconds = min(MAX_REPLAY_S, time.monotonic() - lost_at + REPLAY_MARGIN_S)
+        command = Command(transaction=f"replay-{self.settings.fusion_id}", replay_s=seconds)
+        sent = self.comm.publish(self.topics.sensor_set(sensor_id), wire_encode(command), qos=1,
+                                 content_type=CONTENT_TYPE_JSON)
+        if sent:
+            self.counts["replay_requested"] += 1
+        return sent
 
     def track_seq(self, sensor_id: str, session: str, seq: int) -> None:
         """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""

@@ -597,10 +597,19 @@ def replay_summary(run_dir: Path) -> dict[str, Any]:
             if "session_lost_replay_requested" in line:
                 asked += 1
             elif "mqtt.replayed" in line:
-                why = re.search(r"why=(\w+)", line)
-                n = re.search(r"messages=(\d+)", line)
-                sent[why.group(1) if why else "reconnect"] += int(n.group(1)) if n else 0
+                fields = _log_fields(line)
+                sent[str(fields.get("why", "reconnect"))] += int(fields.get("messages", 0))
     return {"fusion_replay_requests": asked, "sensor_messages_replayed": dict(sent)}
+
+
+def _log_fields(line: str) -> dict[str, Any]:
+    """The fields of one log line: a JSON object (the agents' JSON logs), or ``key=value`` pairs (console logs)."""
+    if line.startswith("{"):
+        with suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                return obj
+    return dict(re.findall(r"(\w+)=(\S+)", line))
 
 
 def _repeat(settings: FaultSettings, expected: Expected, name: str, runs: int, per_run_s: float,
