@@ -138,3 +138,9 @@ def test_the_second_architecture_went_through_the_generic_path_and_its_report_me
     assert bars["nair_share_of_mature_at_25pct"] >= 0.99
     assert bars["nair_full_agrees_with_mature_transform_only"] == 1.0
     assert bars["nair_over_naive_mean_at_10pct"] >= 2.12
+    # Its tail-drop baseline, trained to full strength for this model, is in the report with paired tests (the
+    # result, whichever way it goes, is stated in docs/your-model.md from these figures).
+    baseline = _json(WEIGHTS / "mobilenet-taildrop.json")
+    assert report["methods"]["taildrop"]["model"] == baseline["name"]
+    assert report["taildrop_training"]["command"] == baseline["command"]
+    assert set(report["comparisons"]["nair_vs_taildrop"]) == BAR_PREFIXES
