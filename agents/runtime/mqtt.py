@@ -741,16 +741,19 @@ class Communicator:
                 max_packet_size=self._max_packet_size,
             )
             self.connected.set()
-            self._publish_status("online")
-            if self._connections > 1:
-                self._republish_announcements()
-                self._replay_recent()
+            # SUBSCRIBE goes out before anything this client publishes: the broker handles a connection's packets in
+            # order, so whoever reacts to this client's status or birth (a fusion agent asking a returning sensor
+            # to replay) reaches a subscription that is already there.
             with self._sub_lock:
                 self._pending_subs.clear()
                 entries = list(self._subscriptions.items())
             if entries:
                 self._send_subscribe(entries)
-            else:
+            self._publish_status("online")
+            if self._connections > 1:
+                self._republish_announcements()
+                self._replay_recent()
+            if not entries:
                 self._set_ready()
         except Exception:
             self._log.exception("mqtt.on_connect_error")
