@@ -9,7 +9,7 @@ re-run through the teacher). Seeded; uses a GPU when one is present and never re
 runs through ``torch.compile`` (1.6x faster per step on this project's 2-core CPU; ``compile=False`` runs eagerly).
 
 Training sees training images only: by default the 55 000 outside the validation split, whose ensemble accuracy
-after every learning-rate cycle chooses how many cycles the kept family ran (the manifest's ``selection``). The
+after every epoch chooses the epoch whose weights are kept (the manifest's ``selection``). The
 test split is read after the last epoch, to record each variant's and the ensemble's accuracy in the manifest.
 """
 
@@ -51,7 +51,9 @@ from models.vp import all_subsets, check_k, fuse_batch, subset_key
 class VpTrainSettings:
     """Hyper-parameters of the joint training (all of them: the manifest records this object)."""
 
-    epochs: int = 34
+    epochs: int = 24
+    """Epochs of the first (by default the only) learning-rate cycle: the mature model's own training length,
+    fixed before training; which of those epochs' weights are kept is chosen on the validation split."""
     batch_size: int = 256
     max_lr: float = 0.2
     weight_decay: float = 5e-4
@@ -69,12 +71,12 @@ class VpTrainSettings:
     restart_epochs: int = 24
     """Epochs of each warm restart (a further one-cycle schedule) after the first ``epochs``; 0 = none."""
     restart_max_lr: float = 0.1
-    restarts: int = 2
+    restarts: int = 0
     """How many warm restarts follow the first cycle (each ``restart_epochs`` long, peaking at ``restart_max_lr``)."""
     validation_images: int = 5000
     """Training images held out as the validation split (:func:`models.data.validation_split`): the family trains
-    on the others, and after every learning-rate cycle the whole ensemble is measured there; the cycle with the best
-    validation accuracy is the one kept. 0 trains on all 60 000 and keeps the last cycle (how the shipped family
+    on the others, and after every epoch the whole ensemble is measured there; the epoch with the best validation
+    accuracy is the one kept. 0 trains on all 60 000 and keeps the last cycle (how the shipped family
     was made)."""
 
     def cycles(self) -> list[tuple[int, float]]:
@@ -121,8 +123,8 @@ def train_variants(
 ) -> dict[str, ResNet]:
     """Train the family jointly on ``train``; returns the variants in eval mode, by name.
 
-    With ``validation``, the ensemble (top-k fusion, k = classes/2) is measured on it after every cycle (and, when
-    resuming, on the starting weights); the variants returned are those of the best cycle (ties: the earlier), and
+    With ``validation``, the ensemble (top-k fusion, k = classes/2) is measured on it after every epoch (and, when
+    resuming, on the starting weights); the variants returned are those of the best epoch (ties: the earlier), and
     each measurement is appended to ``history``.
 
     Each learning-rate cycle (see :meth:`VpTrainSettings.cycles`) starts a fresh optimiser and reseeds with
@@ -154,29 +156,37 @@ def train_variants(
     log = history if history is not None else []
     best: dict[str, Any] = {"accuracy": -1.0}
 
-    def validate(cycles_run: int) -> None:
+    def validate(cycle: int, epochs_run: int) -> None:
+        """Measure the ensemble on ``validation`` after ``epochs_run`` epochs (in learning-rate cycle ``cycle``)."""
         if validation is None:
             return
         probs = {name: softmax_outputs(m, validation.images) for name, m in models.items()}
         k = check_k(len(LABELS) // 2, len(LABELS))
         ensemble = float((fuse_batch(probs, weights, k).argmax(1) == validation.labels).mean())
-        log.append({"cycles": cycles_run, "epochs": sum(e for e, _ in cycles[:cycles_run]),
-                    "validation_ensemble_accuracy": ensemble,
+        log.append({"cycles": cycle, "epochs": epochs_run, "validation_ensemble_accuracy": ensemble,
                     "validation_variant_accuracy": {name: float((p.argmax(1) == validation.labels).mean())
                                                     for name, p in probs.items()}})
+        if progress is not None:
+            progress("validation", len(log), len(log), {"validation_acc": ensemble, "epochs": epochs_run})
         if ensemble > best["accuracy"]:
-            best.update(accuracy=ensemble, cycles=cycles_run,
+            best.update(accuracy=ensemble, cycles=cycle,
                         state={name: {k_: v.detach().clone() for k_, v in m.state_dict().items()}
                                for name, m in models.items()})
 
+    before = sum(e for e, _ in cycles[:cycles_done])
     if cycles_done:
-        validate(cycles_done)
+        validate(cycles_done, before)
     for cycle, (epochs, max_lr) in enumerate(cycles):
         if cycle < cycles_done:
             continue
-        run.cycle(settings.seed + cycle, epochs, max_lr, done, total)
+        offset = before + done
+
+        def after_epoch(epoch: int, cycle: int = cycle, offset: int = offset) -> bool:
+            validate(cycle + 1, offset + epoch)
+            return False
+
+        run.cycle(settings.seed + cycle, epochs, max_lr, done, total, after_epoch if validation is not None else None)
         done += epochs
-        validate(cycle + 1)
     if "state" in best:
         for name, m in models.items():
             m.load_state_dict(best["state"][name])
@@ -208,13 +218,15 @@ class _JointRun:
         self.x_all = preprocess(torch.from_numpy(train.images))
         self.y_all = torch.from_numpy(train.labels)
 
-    def cycle(self, seed: int, epochs: int, max_lr: float, done: int, total: int) -> None:
+    def cycle(self, seed: int, epochs: int, max_lr: float, done: int, total: int,
+              after_epoch: Callable[[int], bool] | None = None) -> None:
         """One one-cycle schedule of ``epochs`` with a fresh optimiser, seeded with ``seed``."""
         s = self.settings
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         one_cycle(self.models.values(), len(self.y_all), lambda idx: self._loss(idx, generator),
-                  Schedule(epochs, s.batch_size, max_lr, s.weight_decay), generator, self.progress, done, total)
+                  Schedule(epochs, s.batch_size, max_lr, s.weight_decay), generator, self.progress, done, total,
+                  after_epoch=after_epoch)
 
     def _loss(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s, temp = self.settings, self.settings.distill_temperature
@@ -356,12 +368,12 @@ def train_family(
         "torch_version": torch.__version__,
     }
     if validation is not None and history:
-        kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["cycles"]))
+        kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))
         manifest["selection"] = {
             "split": f"validation: models.data.validation_split ({len(validation)} training images, not trained on; "
                      f"training used the other {len(train)})",
-            "criterion": "validation accuracy of the whole ensemble (top-k fusion) after each learning-rate cycle; "
-                         "the best cycle's weights are kept (ties: the earlier)",
+            "criterion": "validation accuracy of the whole ensemble (top-k fusion) after every epoch; the best "
+                         "epoch's weights are kept (ties: the earlier)",
             "kept_cycles": kept["cycles"], "kept_epochs": kept["epochs"], "cycles_run": len(settings.cycles()),
             "history": history}
     path = out_dir / f"{FAMILY_NAME}.json"

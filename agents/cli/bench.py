@@ -158,6 +158,11 @@ def faults_cmd(
     kill_runs: Annotated[int, typer.Option(help="Fusion kill -9 and restart, how many times.", min=1)] = 10,
     stop_runs: Annotated[int, typer.Option(help="Fusion SIGSTOP/SIGCONT, how many times.", min=1)] = 10,
     stop_seconds: Annotated[float, typer.Option(help="How long fusion stays frozen.", min=0.5)] = 30.0,
+    device_cpus: Annotated[float, typer.Option(
+        help="Each device's (sensor's, attacker's) CPU cap in cores, in a control group of its own, so that one box "
+             "models separate machines (the hub gets twice a device's share of contended CPU); 0: no isolation. "
+             "Needs root and a cgroup cpu controller; without them the report says the run was not isolated.",
+        min=0.0)] = 0.5,
     quick: Annotated[bool, typer.Option(help="A short version of every scenario (what CI runs).")] = False,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/faults.json"),
     run_dir: Annotated[Path, typer.Option(help="Agent logs per scenario.")] = Path("runs/faults"),
@@ -183,7 +188,7 @@ def faults_cmd(
             scenarios=tuple(scenario) if scenario else SCENARIOS, fuzz_messages=fuzz_messages,
             flood_seconds=flood_seconds, outages_s=tuple(float(o) for o in _split(outages)), kill_runs=kill_runs,
             stop_runs=stop_runs, stop_seconds=stop_seconds, report=report.resolve(), run_dir=run_dir.resolve(),
-            data_dir=data_dir)
+            data_dir=data_dir, device_cpus=device_cpus or None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if quick:

@@ -36,6 +36,9 @@ def _progress_fn(progress: Progress, label: str) -> Any:
                                         f"fused train acc {info['train_acc']:.3f}")
         elif kind == "teacher":
             progress.console.print("teacher outputs computed (training images and their mirror images)")
+        elif kind == "validation":
+            progress.console.print(f"  after epoch {int(info['epochs'])}: validation ensemble accuracy "
+                                   f"{info['validation_acc']:.4f}")
         else:
             progress.console.print(f"epoch {done}/{total}: loss {info['loss']:.4f}, fused train acc "
                                    f"{info['train_acc']:.4f}, {info['seconds']:.0f} s")
@@ -109,6 +112,10 @@ def train_variants_cmd(
     for v in manifest["variants"]:
         console.print(f"{v['name']}: {v['params']} params ({v['params_ratio']:.1%}), {v['macs']} MACs "
                       f"({v['macs_ratio']:.1%}), test accuracy {v['test_accuracy']:.4f}")
+    chosen = manifest.get("selection")
+    if chosen is not None:
+        console.print(f"kept the weights after epoch {chosen['kept_epochs']} (best on validation) of "
+                      f"{chosen['history'][-1]['epochs']} run")
     console.print(f"ensemble {manifest['ensemble_accuracy']:.4f}, worst with one lost "
                   f"{min(manifest['leave_one_out_accuracy'].values()):.4f}, {manifest['train_wall_seconds']} s "
                   f"-> {path}")

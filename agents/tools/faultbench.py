@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -44,13 +43,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
 import numpy as np
 
 from agents.runtime.logging import get_logger
 from agents.runtime.mosquitto import PrivateMosquitto
 from agents.runtime.mqtt import Communicator
 from agents.runtime.settings import BrokerSettings
+from agents.tools.cpugroups import CpuGroups
 from agents.tools.secure_broker import OBSERVER, SecureBroker
 from schemas import Result, Stats, Status
 from schemas import decode as wire_decode
@@ -65,7 +64,6 @@ SECURE_ROOT = "nairbus"
 """The production ACL is written for the topic root ``nairbus``."""
 FUSION_ACCOUNT = "fusion.fusion-1"
 ATTACKER = "evil"
-U64 = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,9 @@ class FaultSettings:
     report: Path = Path("reports/faults.json")
     run_dir: Path = Path("runs/faults")
     data_dir: Path | None = None
+    device_cpus: float | None = 0.5
+    """Each device's CPU cap in cores (its own control group; the hub gets twice a device's share of contended
+    CPU): one test box modelling separate machines. None: no isolation."""
 
 
 # ----- processes -------------------------------------------------------------------------------------------------
@@ -189,15 +190,24 @@ class Bus:
     name: str
     persistence: bool = False
     production: bool = False
+    """Run the production config (accounts, ACL, TLS for the sensors) instead of the development one."""
     result_qos: int = 0
     """QoS of fusion's results (``nairbus fusion --result-qos``)."""
-    """Run the production config (accounts, ACL, TLS for the sensors) instead of the development one."""
     broker: PrivateMosquitto | None = None
     secure: SecureBroker | None = None
     fusion: subprocess.Popen[bytes] | None = None
     recorder: Recorder | None = None
     sensors: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     fusion_starts: int = 0
+    groups: CpuGroups = field(default_factory=CpuGroups)
+    """The hub (this process, and so the broker and the fusion agent it starts) and every device (sensor,
+    attacker) in CPU groups of their own, as if on machines of their own."""
+
+    def isolation(self) -> dict[str, Any]:
+        """How the processes were kept apart, and how often each device ran into its CPU cap."""
+        if not self.groups.active:
+            return dict(self.groups.isolation)
+        return {**self.groups.isolation, "throttled": self.groups.throttled()}
 
     @property
     def dir(self) -> Path:
@@ -235,6 +245,11 @@ class Bus:
                                 stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
+        if self.settings.device_cpus is not None:
+            self.groups = CpuGroups(device_cpus=self.settings.device_cpus).open()
+            self.groups.hub(os.getpid())
+        else:
+            self.groups.isolation = {"kind": None, "why": "turned off (--device-cpus 0)"}
         if self.production:
             accounts = (*(f"good-{i}" for i in range(self.settings.legit_sensors)), ATTACKER, "late")
             self.secure = SecureBroker(sensors=accounts).start()
@@ -276,6 +291,7 @@ class Bus:
                 "sensor", "--sensor-id", sid, "--start", str(start), "--count", str(count), "--fps",
                 str(s.legit_fps), "--budget-fraction", "1.0", "--no-link-fit",
                 "--deadline-ms", str(s.deadline_ms)], sid)
+            self.groups.device(sid, self.sensors[sid].pid)
             frames[sid] = range(start, start + count)
         self.wait_online(set(frames))
         return frames
@@ -330,6 +346,7 @@ class Bus:
             self.secure.close()
         elif self.broker is not None:
             self.broker.close()
+        self.groups.close()
 
 
 @contextmanager
@@ -391,102 +408,39 @@ def legit_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str
 
 # ----- hostile traffic ----------------------------------------------------------------------------------------------
 
-class Attacker:
-    """A known sensor (in this process, with a valid birth) whose messages are hostile."""
-
-    def __init__(self, b: Bus, sensor_id: str = "evil") -> None:
-        from agents.nair.sensor import SensorAgent
-        from agents.runtime.config import AgentConfig, SensorSettings
-
-        assert b.broker is not None
-        cfg = AgentConfig.model_validate({
-            "broker": {"host": b.broker.host, "port": b.broker.port, "max_outgoing": 50_000},
-            "topics": {"root": ROOT, "site": SITE},
-            "sensor": SensorSettings(sensor_id=sensor_id, link_fit=False, budget_fraction=1.0).model_dump()})
-        self.agent = SensorAgent(cfg)
-        self.agent.start()
-        self.topics = TopicTree(ROOT, SITE)
-        self.sid = sensor_id
-        self.rng = random.Random(17)
-        self.sent = 0
-        self.refused = 0
-        self.kinds: dict[str, int] = {}
-        from models.data import load_split
-
-        self.images = load_split("test", b.settings.data_dir).images[:64]
-        self.codes = self.agent.pipeline.encode(self.images)
-
-    def valid_frame(self, frame_id: int) -> list[bytes]:
-        out = self.agent.build(frame_id, self.images[frame_id % 64], self.codes[frame_id % 64], time.time(), None)
-        return [m.payload for m in out]
-
-    def publish(self, topic: str, payload: bytes, kind: str) -> None:
-        while not self.agent.comm.publish(topic, payload, qos=0, content_type=None, alias=True):
-            self.refused += 1
-            time.sleep(0.002)  # paho's queue is full: wait rather than drop (every hostile message is sent)
-            if not self.agent.comm.connected.is_set():
-                return
-        self.sent += 1
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
-
-    def hostile(self, i: int) -> tuple[str, bytes, str]:
-        """The i-th hostile message: (topic, payload, kind)."""
-        r = self.rng
-        frag, image, topk = (self.topics.sensor_frag(self.sid), self.topics.sensor_image(self.sid),
-                             self.topics.sensor_topk(self.sid))
-        choice = i % 8
-        if choice == 0:
-            n = r.choice((0, 1, 7, 64, 500, 4000))
-            return r.choice((frag, image, topk)), r.randbytes(n), "random_bytes"
-        if choice == 1:
-            payload = bytearray(self.valid_frame(r.randrange(64))[0])
-            for _ in range(r.randint(1, 4)):
-                payload[r.randrange(len(payload))] ^= 1 << r.randrange(8)
-            return frag, bytes(payload), "byte_flips"
-        if choice == 2:
-            tag = self.agent.ctx.tag
-            fields = [2, tag, r.choice((0, U64, r.randrange(U64))), r.choice((0, U64, r.randrange(2**40))),
-                      r.choice((0, 2**40 - 1, r.randrange(10**6))), r.choice((0, U64, 5)),
-                      r.choice((0, 1, U64)), r.choice((0, U64, 6272)), b"\x00" * r.choice((0, 1, 100))]
-            return frag, msgpack.packb(fields), "extreme_fields"
-        if choice == 3:
-            payload = msgpack.unpackb(self.valid_frame(r.randrange(64))[0])
-            payload[1] = (payload[1] + 1 + r.randrange(126)) % 128  # another session's tag
-            return frag, msgpack.packb(payload), "wrong_session"
-        if choice == 4:
-            payload = msgpack.unpackb(self.valid_frame(r.randrange(64))[0])
-            payload[4] = 0  # captured at the epoch: long expired
-            return frag, msgpack.packb(payload), "expired"
-        if choice == 5:
-            return r.choice((frag, image)), r.randbytes(60_000), "oversize"
-        if choice == 6:
-            payload = msgpack.unpackb(self.valid_frame(r.randrange(64))[0])
-            payload[2] = r.choice((U64, 2**63 + r.randrange(2**62)))  # sequence jumps to the top
-            return frag, msgpack.packb(payload), "seq_jump"
-        return r.choice((image, topk)), msgpack.packb([2, 0, 1, 2, 3, [1, 2], b"x"]), "wrong_kind"
-
-    def fuzz(self, count: int, seconds: float) -> float:
-        began = time.monotonic()
-        for i in range(count):
-            if time.monotonic() - began > seconds:
-                break
-            topic, payload, kind = self.hostile(i)
-            self.publish(topic, payload, kind)
-        self.agent.comm.wait_published(timeout=30)
-        return time.monotonic() - began
-
-    def flood(self, seconds: float) -> float:
-        began = time.monotonic()
-        frame_id = 10**6
-        while time.monotonic() - began < seconds:
-            for payload in self.valid_frame(frame_id):
-                self.publish(self.topics.sensor_frag(self.sid), payload, "valid_flood")
-            frame_id += 1
-        self.agent.comm.wait_published(timeout=30)
-        return time.monotonic() - began
-
-    def close(self) -> None:
-        self.agent.stop()
+def run_attacker(b: Bus, mode: str, seconds: float, count: int = 0) -> dict[str, Any]:
+    """Run the hostile device (:mod:`agents.tools.attacker`) as a process in a CPU group of its own; what it sent,
+    with ``t0`` / ``t1``: the monotonic times its attack began and ended."""
+    assert b.broker is not None
+    args = [sys.executable, "-m", "agents.tools.attacker", mode, "--host", b.broker.host, "--port",
+            str(b.broker.port), "--root", b.root, "--site", SITE, "--seconds", str(seconds), "--count", str(count)]
+    if b.settings.data_dir is not None:
+        args += ["--data-dir", str(b.settings.data_dir)]
+    log_file = (b.dir / f"attacker-{mode}.log").open("ab")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
+                            env=b.env(None))
+    b.groups.device(ATTACKER, proc.pid)
+    t0 = t1 = None
+    out: dict[str, Any] = {}
+    timer = threading.Timer(seconds + 120.0, proc.kill)  # startup, the attack and the final flush, bounded
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            with suppress(ValueError):
+                obj = json.loads(line)
+                if obj.get("event") == "attacking":
+                    t0 = time.monotonic()
+                elif "sent" in obj:
+                    t1, out = time.monotonic(), obj
+        proc.wait()
+    finally:
+        timer.cancel()
+        log_file.close()
+    if t0 is None or t1 is None:
+        raise RuntimeError(f"the attacker exited with {proc.returncode} before reporting; see {b.dir}")
+    return {**out, "t0": t0, "t1": t1}
 
 
 # ----- scenarios ----------------------------------------------------------------------------------------------------
@@ -498,49 +452,42 @@ def _fusion_alive(b: Bus) -> bool:
 def scenario_fuzz(settings: FaultSettings, expected: Expected) -> dict[str, Any]:
     with bus(settings, "fuzz") as b:
         assert b.recorder is not None
-        frames = b.start_sensors(seconds=settings.fuzz_seconds + 15.0)
+        frames = b.start_sensors(seconds=settings.fuzz_seconds + 20.0)
         streams = set(frames)
         time.sleep(8.0)
         rss_before = _rss_kib(b.fusion.pid if b.fusion else None)
-        t0 = time.monotonic()
-        rate_before = b.recorder.count_between(t0 - 5.0, t0, streams) / 5.0
-        attacker = Attacker(b)
-        try:
-            fuzz_s = attacker.fuzz(settings.fuzz_messages, seconds=settings.fuzz_seconds)
-        finally:
-            attacker.close()
-        t1 = time.monotonic()
+        t = time.monotonic()
+        rate_before = b.recorder.count_between(t - 5.0, t, streams) / 5.0
+        attack = run_attacker(b, "fuzz", settings.fuzz_seconds, settings.fuzz_messages)
+        t0, t1 = attack["t0"], attack["t1"]
         rate_during = b.recorder.count_between(t0, t1, streams) / max(t1 - t0, 1e-9)
         counters = b.wait_sensors(timeout=120)
         time.sleep(2.0)
         rss_after = _rss_kib(b.fusion.pid if b.fusion else None)
-        return {"hostile_messages": attacker.sent, "kinds": attacker.kinds, "seconds": round(fuzz_s, 1),
+        return {"hostile_messages": attack["sent"], "kinds": attack["kinds"], "seconds": round(t1 - t0, 1),
                 "fusion_alive": _fusion_alive(b), "fusion_restarts": b.fusion_starts - 1,
                 "legit_rate_before": rate_before, "legit_rate_during": rate_during,
                 "legit_rate_ratio": rate_during / rate_before if rate_before else None,
                 "fusion_rss_kib_before": rss_before, "fusion_rss_kib_after": rss_after,
                 "fusion_rss_growth": (rss_after / rss_before) if rss_before and rss_after else None,
-                "legit": legit_summary(b, frames, counters, expected)}
+                "cpu_isolation": b.isolation(), "legit": legit_summary(b, frames, counters, expected)}
 
 
 def scenario_flood(settings: FaultSettings, expected: Expected) -> dict[str, Any]:
     with bus(settings, "flood") as b:
         assert b.recorder is not None
-        frames = b.start_sensors(seconds=settings.flood_seconds + 15.0)
+        frames = b.start_sensors(seconds=settings.flood_seconds + 20.0)
         time.sleep(5.0)
         rss_before = _rss_kib(b.fusion.pid if b.fusion else None)
-        attacker = Attacker(b)
-        try:
-            flood_s = attacker.flood(settings.flood_seconds)
-        finally:
-            attacker.close()
+        attack = run_attacker(b, "flood", settings.flood_seconds)
+        flood_s = attack["t1"] - attack["t0"]
         counters = b.wait_sensors(timeout=120)
         time.sleep(2.0)
-        return {"flood_messages": attacker.sent, "seconds": round(flood_s, 1),
-                "flood_rate_msg_s": attacker.sent / max(flood_s, 1e-9),
+        return {"flood_messages": attack["sent"], "seconds": round(flood_s, 1),
+                "flood_rate_msg_s": attack["sent"] / max(attack["seconds"], 1e-9),
                 "fusion_alive": _fusion_alive(b), "fusion_rss_kib_before": rss_before,
                 "fusion_rss_kib_after": _rss_kib(b.fusion.pid if b.fusion else None),
-                "legit": legit_summary(b, frames, counters, expected)}
+                "cpu_isolation": b.isolation(), "legit": legit_summary(b, frames, counters, expected)}
 
 
 def scenario_broker_kill(settings: FaultSettings, expected: Expected) -> list[dict[str, Any]]:
@@ -882,6 +829,8 @@ def command_line(settings: FaultSettings) -> str:
         parts += [f"--scenario {s}" for s in settings.scenarios]
     if settings.outages_s != default.outages_s:
         parts.append("--outages " + ",".join(f"{o:g}" for o in settings.outages_s))
+    if settings.device_cpus != default.device_cpus:
+        parts.append(f"--device-cpus {settings.device_cpus or 0:g}")
     return " ".join(parts)
 
 

@@ -317,7 +317,7 @@ def test_a_resumed_family_records_the_run_it_came_from(tiny_family: Path, tmp_pa
 def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path: Path) -> None:
     from models.vp_training import VpTrainSettings, train_family
 
-    other = VpTrainSettings(epochs=3, restart_epochs=1, distill_weight=0.0, batch_size=32, compile=False)
+    other = VpTrainSettings(epochs=3, restart_epochs=1, restarts=1, distill_weight=0.0, batch_size=32, compile=False)
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
         train_family(other, out_dir=tmp_path, resume_from=tiny_family, train=Dataset(np.zeros((0, 28, 28), np.uint8),
                      np.zeros(0, np.int64)))
