@@ -294,20 +294,22 @@ def wire_overhead(results: Mapping[str, Sequence[SpecResult]]) -> dict[str, Any]
 
 
 def evaluate_images(model: Any, manifest: Mapping[str, Any], test_images: np.ndarray, test_labels: np.ndarray,
-                    validation_images: np.ndarray, validation_labels: np.ndarray, *, validation_source: str,
-                    families: Mapping[str, Sequence[str]] = FAMILY_LADDERS, caps: Sequence[int] = WIRE_CAPS,
-                    progress: ProgressFn | None = None, batch_size: int = 1000) -> dict[str, Any]:
+                    validation_images: np.ndarray | None, validation_labels: np.ndarray | None, *,
+                    validation_source: str, families: Mapping[str, Sequence[str]] = FAMILY_LADDERS,
+                    caps: Sequence[int] = WIRE_CAPS, progress: ProgressFn | None = None,
+                    batch_size: int = 1000) -> dict[str, Any]:
     """The whole report: per-family tables on the test frames, the validation table (None without validation
-    frames), the bars' caps, overhead."""
+    frames: ``validation_images`` None or empty), the bars' caps, overhead."""
     started = time.perf_counter()
     caps = tuple(sorted(set(caps) | set(BAR_CAPS)))
     say = progress or (lambda _message: None)
     reference, results = measure_families(test_images, test_labels, mature_predictor(model, batch_size), families,
                                           lambda spec: say(f"test: {spec}"))
     tables = family_tables(results, caps)
-    validation = None if len(validation_labels) == 0 else calibrated_table(
+    validation = None if validation_images is None or validation_labels is None or not len(validation_labels) else (
+        calibrated_table(
         model, manifest, validation_images, validation_labels, source=validation_source, families=families,
-        caps=caps, progress=lambda spec: say(f"validation: {spec}"), batch_size=batch_size)
+        caps=caps, progress=lambda spec: say(f"validation: {spec}"), batch_size=batch_size))
     return {
         "frames": len(test_labels),
         "mature_model": {"name": manifest["name"], "sha256": manifest["sha256"],

@@ -349,12 +349,15 @@ def load_program(path: Path, shape: tuple[int, int, int] | None) -> tuple[torch.
     return convert_torchscript(scripted, shape), model_format
 
 
-def load_split_model(path: Path, model_format: ModelFormat, points: Sequence[str], spec: InputSpec) -> nn.Module:
-    """Load a stored model file and cut it at ``points``; a clear :class:`ModelImportError` when that fails."""
+def load_split_model(path: Path, model_format: ModelFormat, points: Sequence[str], spec: InputSpec,
+                     scripted: Any = None) -> nn.Module:
+    """Load a stored model file and cut it at ``points``; a clear :class:`ModelImportError` when that fails.
+    ``scripted``: the TorchScript module of ``path`` when the caller has already loaded it."""
     try:
         if model_format == "torch.export":
             return SplitProgram(torch.export.load(str(path)), points, spec).eval()
-        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        if scripted is None:
+            scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         return TorchScriptSplit(scripted, points[0], spec).eval()
     except ModelImportError:
         raise

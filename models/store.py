@@ -224,6 +224,7 @@ def import_model(
     directory.mkdir(parents=True, exist_ok=True)
     converted_from = None
     program = None
+    scripted = None
     if factory is not None:
         program = export_module(load_python_factory(factory, source), spec)
     elif detect_format(source) == "torchscript":
@@ -245,7 +246,7 @@ def import_model(
         tmp = directory / f".{name}.importing{stored.name.removeprefix(name)}"
         tmp.write_bytes(source.read_bytes())
     try:
-        model = load_split_model(tmp, model_format, points, spec)
+        model = load_split_model(tmp, model_format, points, spec, scripted if program is None else None)
         ir_shapes = check_fits(model, spec, points)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -96,12 +96,11 @@ def evaluate_images_cmd(
     try:
         classifier, manifest = load_model(model)
         test = load_split("test", data_dir)
-        holdout = validation_split(load_split("train", data_dir), validation_frames or 10)
-        if validation_frames == 0:
-            holdout = type(holdout)(holdout.images[:0], holdout.labels[:0])
+        holdout = validation_split(load_split("train", data_dir), validation_frames) if validation_frames else None
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
-    trained_outside = "validation_split" in json.dumps((manifest.get("exported_from") or manifest).get("selection"))
+    selection = (manifest.get("exported_from") or manifest).get("selection") or {}
+    trained_outside = str(selection.get("split", "")).startswith("validation")
     source = (f"validation: models.data.validation_split ({validation_frames} training images, disjoint from NAIR's "
               "calibration images); " + (
                   "the model was trained on the other training images, never on these" if trained_outside else
@@ -118,8 +117,9 @@ def evaluate_images_cmd(
             progress.update(task, completed=done[0], description=f"{message:<28}")
             done[0] += 1
 
-        result = evaluate_images(classifier, manifest, test.images[:frames], test.labels[:frames], holdout.images,
-                                 holdout.labels, validation_source=source, progress=say)
+        result = evaluate_images(classifier, manifest, test.images[:frames], test.labels[:frames],
+                                 None if holdout is None else holdout.images,
+                                 None if holdout is None else holdout.labels, validation_source=source, progress=say)
         progress.update(task, completed=total, description="done")
     out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads, model), **result,
                            "wall_seconds": round(time.perf_counter() - started, 1)}

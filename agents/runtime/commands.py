@@ -170,4 +170,7 @@ class SensorControl:
         if command.rebirth or update:
             self.rebirth()
         if command.replay_s is not None:
-            self.comm.replay_since(command.replay_s)
+            # Up to REPLAY_KEEP_S of frames: published from a thread of its own, not the network thread this
+            # command arrived on (which would hold every other incoming message back meanwhile).
+            threading.Thread(target=self.comm.replay_since, args=(command.replay_s,), name="replay",
+                             daemon=True).start()

@@ -120,14 +120,20 @@ def model_artifacts(model: str) -> dict[str, Path]:
     return {NairArtifact.load(path).split: path}
 
 
-def _device_macs(model: str, pipeline: NairPipeline) -> tuple[int | None, int | None]:
-    """MACs of the whole model and of the head up to the artifact's split (None for an imported model of no
+def _native_model(model: str) -> Any | None:
+    """``model`` as its registered architecture's modules, to count MACs on (None for an imported model of no
     registered architecture: its graph has no modules to count)."""
     try:
-        native = trainable_mature(model)[0]
+        return trainable_mature(model)[0]
     except ValueError:
+        return None
+
+
+def _device_macs(native: Any | None, split: str) -> tuple[int | None, int | None]:
+    """MACs of the whole model and of the head up to ``split`` (None, None without the native modules)."""
+    if native is None:
         return None, None
-    return count_macs(native), count_macs(native, pipeline.artifact.split)
+    return count_macs(native), count_macs(native, split)
 
 
 def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
@@ -154,6 +160,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
                          + ("" if model == "base" else f" --model {model}") + "'")
     mature = float((base.full_model_probs(test.images[:n]).argmax(1) == test.labels[:n]).mean())
     nair: dict[str, Any] = {}
+    native = _native_model(model)  # built once: a program load and a probe for an imported model
     for split, path in artifacts.items():
         name = path.name
         pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(path))
@@ -161,7 +168,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         val_rows = nair_curve(pipeline, pipeline.encode_all(validation.images), validation.labels)
         say(f"NAIR {split}: test")
         test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
-        total_macs, macs = _device_macs(model, pipeline)
+        total_macs, macs = _device_macs(native, pipeline.artifact.split)
         nair[split] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
                        "n_components": pipeline.artifact.n_components, "full_data_bytes":
                        pipeline.artifact.total_bytes(), "device_macs": macs,
