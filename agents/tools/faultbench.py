@@ -403,6 +403,7 @@ def legit_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str
         "within_deadline": float(np.mean(latencies <= b.settings.deadline_ms)),
         "duplicates": b.recorder.duplicates,
         "sensor_exits": {sid: c.get("exit") for sid, c in counters.items()},
+        "cpu_isolation": b.isolation(),
     }
 
 
@@ -470,7 +471,7 @@ def scenario_fuzz(settings: FaultSettings, expected: Expected) -> dict[str, Any]
                 "legit_rate_ratio": rate_during / rate_before if rate_before else None,
                 "fusion_rss_kib_before": rss_before, "fusion_rss_kib_after": rss_after,
                 "fusion_rss_growth": (rss_after / rss_before) if rss_before and rss_after else None,
-                "cpu_isolation": b.isolation(), "legit": legit_summary(b, frames, counters, expected)}
+                "legit": legit_summary(b, frames, counters, expected)}
 
 
 def scenario_flood(settings: FaultSettings, expected: Expected) -> dict[str, Any]:
@@ -487,7 +488,7 @@ def scenario_flood(settings: FaultSettings, expected: Expected) -> dict[str, Any
                 "flood_rate_msg_s": attack["sent"] / max(attack["seconds"], 1e-9),
                 "fusion_alive": _fusion_alive(b), "fusion_rss_kib_before": rss_before,
                 "fusion_rss_kib_after": _rss_kib(b.fusion.pid if b.fusion else None),
-                "cpu_isolation": b.isolation(), "legit": legit_summary(b, frames, counters, expected)}
+                "legit": legit_summary(b, frames, counters, expected)}
 
 
 def scenario_broker_kill(settings: FaultSettings, expected: Expected) -> list[dict[str, Any]]:

@@ -411,6 +411,24 @@ def wire_block(wire: Report) -> str:
     return "\n".join(lines)
 
 
+def _isolation_text(faults: Report) -> str:
+    """How the fault bench kept the hub and the devices apart on its one machine (each scenario's legit summary)."""
+    for entry in faults["scenarios"].values():
+        result = entry.get("result")
+        for run in result if isinstance(result, list) else [result]:
+            iso = (run.get("legit") or {}).get("cpu_isolation") if isinstance(run, dict) else None
+            if iso is None:
+                continue
+            if not iso.get("kind"):
+                return (f"The devices were **not** isolated from the hub ({iso.get('why')}): on one machine the "
+                        "attacker, the broker and fusion take CPU from the sensors' own processes.")
+            return (f"One machine models separate ones: every device (each sensor, the attacker) runs in a CPU "
+                    f"control group of its own capped at {iso['device_cpus']:g} of a core ({iso['kind']}), the hub "
+                    f"(broker, fusion, recorder) has {iso['hub_weight']}× a device's share of contended CPU.")
+    return ("On one machine (this report predates the bench's CPU groups) the attacker, the broker and fusion take "
+            "CPU from the sensors' own processes, which on real devices they would not.")
+
+
 def faults_block(faults: Report) -> str:
     """One row per attack of ``reports/faults.json`` (``nairbus bench faults``): what the legitimate sensors got."""
     rows = []
@@ -461,9 +479,8 @@ def faults_block(faults: Report) -> str:
     lines = [f"From `reports/faults.json` (`{faults['command']}`"
              + (f", {faults['wall_seconds']:.0f} s" if faults.get("wall_seconds") else "")
              + "): a private Mosquitto, fusion and two well-behaved sensors as processes; the attack below; "
-             "what the well-behaved sensors got (a sensor skips a frame it cannot send in time: on this one 2-CPU "
-             "machine the attacker, the broker and fusion take CPU from the sensors' own processes, which on real "
-             "devices they would not). Labels are compared with the offline pipeline on the same images. "
+             "what the well-behaved sensors got (a sensor skips a frame it cannot send in time). "
+             + _isolation_text(faults) + " Labels are compared with the offline pipeline on the same images. "
              "Takeover and exhaustion run the production config (accounts, ACL, sensors over TLS with client "
              "certificates).",
              "", *_table(["scenario", "attack", "legitimate frames decided/sent", "labels = offline",
