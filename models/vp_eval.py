@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from models import stats
-from models.data import LABELS, load_split
+from models.data import LABELS, load_split, validation_split
 from models.store import WEIGHTS_DIR, load_model
 from models.vp import (
     all_subsets,
@@ -126,6 +126,7 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
         "subsets": subsets,
         "subsets_by_k": subsets_by_k,
         "fusion_ablation": ablation,
+        "fusion_rule_on_validation": _fusion_rule_on_validation(family, variants, data_dir, k),
         "availability": _availability(settings, names, subsets, base_accuracy, preds_by_k[k], base_pred, labels),
         "payload": _payload(images, len(names), k_max, n_classes, payload_bytes, settings.nair_bytes),
         "settings": {k_: v for k_, v in asdict(settings).items() if k_ not in ("weights_dir",)},
@@ -135,6 +136,40 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
     }
     report["evidence"] = _evidence(preds_by_k[k][full], base_pred, {nm: probs[nm].argmax(1) for nm in names}, labels)
     return report
+
+
+def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any], data_dir: str | Path | None,
+                               k: int) -> dict[str, Any] | None:
+    """The fusion rules (paper or equal weights, top-k or every class) and k compared on the validation split the
+    family was not trained on; the one the bus ships (the paper's weights, top-``k``) is kept unless another is
+    better there by more than the noise (McNemar p < 0.05). None for a family trained on every training image."""
+    held = int((family.get("settings") or {}).get("validation_images") or 0)
+    if not held or "selection" not in family:
+        return None
+    validation = validation_split(load_split("train", data_dir), held)
+    probs = {name: softmax_outputs(v.model, validation.images) for name, v in variants.items()}
+    names = list(probs)
+    n_classes = len(LABELS)
+    paper = {name: v.weight for name, v in variants.items()}
+    equal = dict.fromkeys(names, 1.0)
+    correct = {}
+    for kk in range(1, n_classes // 2 + 1):
+        correct[f"paper_weights_top{kk}"] = fuse_batch(probs, paper, kk).argmax(1) == validation.labels
+        correct[f"equal_weights_top{kk}"] = fuse_batch(probs, equal, kk).argmax(1) == validation.labels
+    correct["paper_weights_all_classes"] = fuse_batch(probs, paper, n_classes).argmax(1) == validation.labels
+    correct["equal_weights_all_classes"] = fuse_batch(probs, equal, n_classes).argmax(1) == validation.labels
+    shipped = f"paper_weights_top{k}"
+    best = max(correct, key=lambda r: (float(correct[r].mean()), r == shipped))
+    test = stats.mcnemar(correct[best], correct[shipped], best, shipped)
+    keep_shipped = best == shipped or test["within_noise"]
+    return {
+        "split": f"validation: models.data.validation_split ({held} training images the family never trained on)",
+        "rules": {rule: stats.accuracy(c) for rule, c in correct.items()},
+        "shipped_rule": shipped, "best_on_validation": best, "best_vs_shipped": test,
+        "chosen": shipped if keep_shipped else best,
+        "criterion": "the shipped rule unless another is more accurate on validation outside the noise "
+                     "(McNemar p < 0.05)",
+    }
 
 
 def _evidence(ensemble: np.ndarray, base: np.ndarray, variants: dict[str, np.ndarray],

@@ -6,8 +6,10 @@ one machine; without isolation an attacker process competes with the victims' se
 and the bench would measure the test box's CPU contention instead of the bus's fairness. :class:`CpuGroups` puts
 each device in a control group capped at ``device_cpus`` of a core (``cpu.cfs_quota_us``) and gives the hub group
 ``hub_weight`` times a device's share of contended CPU (``cpu.shares``), on the cgroup v1 ``cpu`` controller or the
-cgroup v2 unified hierarchy (``cpu.max``, ``cpu.weight``). Where neither is writable (not root, a container without
-a delegated hierarchy) it does nothing and says why in :attr:`CpuGroups.isolation`, which the report records.
+cgroup v2 unified hierarchy (``cpu.max``, ``cpu.weight``); the bench starts device processes with one compute
+thread (``OMP_NUM_THREADS=1``), as a device of less than one core would run. Where neither is writable (not
+root, a container without a delegated hierarchy) it does nothing and says why in :attr:`CpuGroups.isolation`, which
+the report records.
 """
 
 from __future__ import annotations

@@ -239,10 +239,19 @@ class Bus:
             env["NAIRBUS_DATA_DIR"] = str(self.settings.data_dir)
         return env
 
-    def _spawn(self, name: str, args: list[str], account: str | None = None) -> subprocess.Popen[bytes]:
+    def device_env(self, account: str | None = None) -> dict[str, str]:
+        """A device process's environment: with CPU groups, one compute thread (a device capped below one core
+        is a one-core device; more threads would spin against the cap)."""
+        env = self.env(account)
+        if self.groups.active:
+            env["OMP_NUM_THREADS"] = "1"
+        return env
+
+    def _spawn(self, name: str, args: list[str], account: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         handle = (self.dir / f"{name}.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=self.env(account), stdout=handle,
-                                stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
+        return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env or self.env(account),
+                                stdout=handle, stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
         if self.settings.device_cpus is not None:
@@ -290,7 +299,7 @@ class Bus:
             self.sensors[sid] = self._spawn(sid, [
                 "sensor", "--sensor-id", sid, "--start", str(start), "--count", str(count), "--fps",
                 str(s.legit_fps), "--budget-fraction", "1.0", "--no-link-fit",
-                "--deadline-ms", str(s.deadline_ms)], sid)
+                "--deadline-ms", str(s.deadline_ms)], sid, self.device_env(sid))
             self.groups.device(sid, self.sensors[sid].pid)
             frames[sid] = range(start, start + count)
         self.wait_online(set(frames))
@@ -419,7 +428,7 @@ def run_attacker(b: Bus, mode: str, seconds: float, count: int = 0) -> dict[str,
         args += ["--data-dir", str(b.settings.data_dir)]
     log_file = (b.dir / f"attacker-{mode}.log").open("ab")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
-                            env=b.env(None))
+                            env=b.device_env(None))
     b.groups.device(ATTACKER, proc.pid)
     t0 = t1 = None
     out: dict[str, Any] = {}
