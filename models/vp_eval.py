@@ -134,7 +134,8 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
                             "trained_on": family["trained_on"], "settings": family["settings"],
                             **({"selection": family["selection"]} if "selection" in family else {})},
     }
-    report["evidence"] = _evidence(preds_by_k[k][full], base_pred, {nm: probs[nm].argmax(1) for nm in names}, labels)
+    report["evidence"] = _evidence(preds_by_k[k][full], base_pred, {nm: probs[nm].argmax(1) for nm in names}, labels,
+                                   _validation_accuracy(family))
     return report
 
 
@@ -172,17 +173,33 @@ def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any],
     }
 
 
+def _validation_accuracy(family: dict[str, Any]) -> dict[str, float] | None:
+    """Each variant's validation accuracy at the epoch the family kept (None for a family without a validation
+    split)."""
+    chosen = family.get("selection")
+    if not chosen:
+        return None
+    kept = next((h for h in chosen["history"] if h["epochs"] == chosen["kept_epochs"]), None)
+    return None if kept is None else dict(kept["validation_variant_accuracy"])
+
+
 def _evidence(ensemble: np.ndarray, base: np.ndarray, variants: dict[str, np.ndarray],
-              labels: np.ndarray) -> dict[str, Any]:
+              labels: np.ndarray, validation: dict[str, float] | None = None) -> dict[str, Any]:
     """The ensemble, the best single variant and the mature model with 95 % intervals, and the paired tests between
-    them (McNemar on the same test frames). Which variant is "best" is named by test accuracy: it is a reference
-    row, not a choice anything ships."""
-    best = max(variants, key=lambda nm: (float((variants[nm] == labels).mean()), nm))
+    them (McNemar on the same test frames). The best variant is named by its validation accuracy when the family
+    has a validation split (``validation``: accuracy by variant), else — for an older family — by test accuracy, as a
+    reference row that nothing ships."""
+    if validation is not None and set(validation) == set(variants):
+        best = max(variants, key=lambda nm: (validation[nm], nm))
+        named_on = "validation"
+    else:
+        best = max(variants, key=lambda nm: (float((variants[nm] == labels).mean()), nm))
+        named_on = "test (the family has no validation split)"
     rows = {"ensemble": ensemble == labels, f"best single variant ({best})": variants[best] == labels,
             "mature model": base == labels}
     return {
         "statistics": "95 % Wilson intervals; McNemar's exact test on the same frames, within_noise when p >= 0.05",
-        "best_single_variant": best,
+        "best_single_variant": best, "best_single_variant_named_on": named_on,
         "accuracy": {name: stats.accuracy(correct) for name, correct in rows.items()},
         "variants": {nm: stats.accuracy(pred == labels) for nm, pred in variants.items()},
         "ensemble_vs_mature": stats.mcnemar(rows["ensemble"], rows["mature model"], "ensemble", "mature"),

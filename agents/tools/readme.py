@@ -188,9 +188,18 @@ def vp_block(vp: Report) -> str:
         lines += ["", "Paired tests on the same test frames (McNemar, exact): "
                   + "; ".join(f"{label} {_test(ev[key])}" for label, key in (
                       ("ensemble vs mature", "ensemble_vs_mature"),
-                      (f"ensemble vs the best single variant (`{ev['best_single_variant']}`)",
-                       "ensemble_vs_best_variant"),
+                      (f"ensemble vs the best single variant (`{ev['best_single_variant']}`"
+                       + (", named on validation" if ev.get("best_single_variant_named_on") == "validation" else "")
+                       + ")", "ensemble_vs_best_variant"),
                       ("best single variant vs mature", "best_variant_vs_mature"))) + "."]
+    rule = vp.get("fusion_rule_on_validation")
+    if rule:
+        best = rule["rules"][rule["best_on_validation"]]
+        shipped = rule["rules"][rule["shipped_rule"]]
+        lines += ["", f"Fusion rule, chosen on the validation split the family never trained on: the shipped "
+                  f"`{rule['shipped_rule']}` {_ci(shipped)} there, the best of {len(rule['rules'])} rules "
+                  f"`{rule['best_on_validation']}` {_ci(best)} ({_test(rule['best_vs_shipped'])}); chosen: "
+                  f"`{rule['chosen']}`."]
     return "\n".join(lines)
 
 
