@@ -72,7 +72,7 @@ class FaultSettings:
 
     scenarios: tuple[str, ...] = SCENARIOS
     fuzz_messages: int = 100_000
-    fuzz_seconds: float = 90.0
+    fuzz_seconds: float = 150.0
     """Time bound on sending the fuzz messages."""
     flood_seconds: float = 10.0
     legit_sensors: int = 2
