@@ -27,6 +27,7 @@ from models.calibration import (
 )
 from models.data import Dataset
 from models.loss import LossModel
+from models.manifest import ModelManifest
 from models.matrices import load_matrix
 from models.pipeline import NairPipeline
 from models.resnet import ResNet
@@ -132,7 +133,7 @@ def predictions(ev: Evaluated, budget: int | None, batch: int) -> np.ndarray:
 class Evaluator:
     """Holds the models, their test-set IRs and the calibration images; builds and measures methods."""
 
-    def __init__(self, models: dict[str, tuple[ResNet, dict[str, Any]]], calibration: np.ndarray, test: Dataset,
+    def __init__(self, models: dict[str, tuple[ResNet, ModelManifest]], calibration: np.ndarray, test: Dataset,
                  settings: EvalSettings, progress: ProgressFn | None = None, validation: Dataset | None = None,
                  validation_source: str = "") -> None:
         self.models = models
@@ -180,7 +181,7 @@ class Evaluator:
                                                      spec.calibration.batch_size)
             self._head_seconds[key] = time.perf_counter() - started
         started = time.perf_counter()
-        artifact = calibrate(model, manifest["name"], manifest["sha256"], self.calibration, spec.calibration,
+        artifact = calibrate(model, manifest.name, manifest.sha256, self.calibration, spec.calibration,
                              ir=self._calibration_ir[key])
         # The wall time of a stand-alone calibration: the (shared, cached) head pass plus the fit.
         seconds = self._head_seconds[key] + time.perf_counter() - started
@@ -255,7 +256,7 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
                               "statistics": "95 % Wilson intervals (ci95) on the test frames; paired comparisons by "
                                             "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
     correct: dict[str, dict[str, np.ndarray]] = {}
-    specs = method_specs(split, evaluator.models["taildrop"][1].get("fill", "zero")
+    specs = method_specs(split, evaluator.models["taildrop"][1].extra("fill", "zero")
                          if "taildrop" in evaluator.models else "zero", model)
     wanted = [m for m in specs if not s.methods or m in s.methods]
     built: dict[str, Evaluated] = {}
@@ -273,8 +274,9 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
         correct[name] = {k: v["correct"] for k, v in prefix.items()}
         report["methods"][name] = {
             "description": specs[name].description,
-            "model": model_manifest["name"],
-            "model_full_accuracy": float(model_manifest.get("test_accuracy", float("nan"))),
+            "model": model_manifest.name,
+            "model_full_accuracy": float("nan") if model_manifest.test_accuracy is None
+                                   else model_manifest.test_accuracy,
             "prefix": {k: v["accuracy"] for k, v in prefix.items()},
             "prefix_ci95": {k: v["ci95"] for k, v in prefix.items()},
             "prefix_bytes": {k: v["bytes"] for k, v in prefix.items()},
@@ -315,8 +317,9 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
         report["bars"] = bars(report)
     report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     report["settings"] = asdict(s)
-    report["mature_model"] = {"name": base_manifest["name"], "sha256": base_manifest["sha256"],
-                              "test_accuracy": base_manifest.get("test_accuracy", mature_accuracy)}
+    report["mature_model"] = {"name": base_manifest.name, "sha256": base_manifest.sha256,
+                              "test_accuracy": mature_accuracy if base_manifest.test_accuracy is None
+                              else base_manifest.test_accuracy}
     return report
 
 
@@ -336,7 +339,7 @@ def rate_accuracy(evaluator: Evaluator, split: str, model: str = "base",
         ev = evaluator.build(MethodSpec(model, CalibrationSettings(split=split, bit_bands=bands), ""))
         total = ev.pipeline.artifact.total_bytes()
         val_codes = evaluator.validation_codes(model, ev) if evaluator.validation is not None else None
-        default_split = evaluator.models[model][1].get("default_split", "stage2")
+        default_split = evaluator.models[model][1].default_split or "stage2"
         command = calibrate_command + ("" if split == default_split else f" --split {split}") + (
             "" if bands == ((1.0, 8),) else f" --bit-bands {format_bit_bands(bands)}") + (
             "" if s.calibration_images == 10000 else f" --images {s.calibration_images}")

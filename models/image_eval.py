@@ -33,6 +33,7 @@ import numpy as np
 
 from models import stats
 from models.imagecodec import ImageCodec, get_image_codec
+from models.manifest import ModelManifest
 from models.matrices import load_matrix
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
@@ -224,7 +225,7 @@ def best_setting_within_mean(tables: Mapping[str, Any], mean_wire: float) -> dic
 # --- the calibrated table (validation only) -------------------------------------------------------------------------
 
 
-def calibrated_table(model: Any, manifest: Mapping[str, Any], images: np.ndarray, labels: np.ndarray, *,
+def calibrated_table(model: Any, manifest: ModelManifest, images: np.ndarray, labels: np.ndarray, *,
                      source: str, families: Mapping[str, Sequence[str]] = FAMILY_LADDERS,
                      caps: Sequence[int] = WIRE_CAPS, progress: ProgressFn | None = None,
                      batch_size: int = 1000) -> dict[str, Any]:
@@ -238,7 +239,7 @@ def calibrated_table(model: Any, manifest: Mapping[str, Any], images: np.ndarray
     return table_from_results(results, manifest, source=source, caps=caps)
 
 
-def table_from_results(results: Mapping[str, Sequence[SpecResult]], manifest: Mapping[str, Any], *, source: str,
+def table_from_results(results: Mapping[str, Sequence[SpecResult]], manifest: ModelManifest, *, source: str,
                        caps: Sequence[int] = WIRE_CAPS) -> dict[str, Any]:
     """The JSON of :func:`calibrated_table` from measured rungs: per family and cap, accuracy and bytes; the best."""
     tables = family_tables(results, caps)
@@ -247,7 +248,7 @@ def table_from_results(results: Mapping[str, Sequence[SpecResult]], manifest: Ma
                for family, t in tables.items()}
     frames = {len(r.correct) for rungs in results.values() for r in rungs}
     return {"kind": TABLE_KIND, "version": TABLE_VERSION, "source": source, "frames": max(frames, default=0),
-            "model": {"name": manifest["name"], "sha256": manifest["sha256"]},
+            "model": {"name": manifest.name, "sha256": manifest.sha256},
             "wire": wire_settings(), "families": compact,
             "best": [best_at_cap(tables, cap) for cap in caps]}
 
@@ -293,7 +294,7 @@ def wire_overhead(results: Mapping[str, Sequence[SpecResult]]) -> dict[str, Any]
             "last_frame_200B": wire_bytes(200, n, n, FRAME_INTERVAL_MS * (n - 1)) - 200}
 
 
-def evaluate_images(model: Any, manifest: Mapping[str, Any], test_images: np.ndarray, test_labels: np.ndarray,
+def evaluate_images(model: Any, manifest: ModelManifest, test_images: np.ndarray, test_labels: np.ndarray,
                     validation_images: np.ndarray | None, validation_labels: np.ndarray | None, *,
                     validation_source: str, families: Mapping[str, Sequence[str]] = FAMILY_LADDERS,
                     caps: Sequence[int] = WIRE_CAPS, progress: ProgressFn | None = None,
@@ -312,8 +313,7 @@ def evaluate_images(model: Any, manifest: Mapping[str, Any], test_images: np.nda
         caps=caps, progress=lambda spec: say(f"validation: {spec}"), batch_size=batch_size))
     return {
         "frames": len(test_labels),
-        "mature_model": {"name": manifest["name"], "sha256": manifest["sha256"],
-                         "test_accuracy": manifest.get("test_accuracy")},
+        "mature_model": {"name": manifest.name, "sha256": manifest.sha256, "test_accuracy": manifest.test_accuracy},
         "uncompressed": _accuracy_fields(reference == test_labels),
         "settings": {"families": {f: list(ladder) for f, ladder in families.items()}, "caps": list(caps),
                      "wire": wire_settings(), "policy": "per frame, the highest rung whose whole PUBLISH fits the "

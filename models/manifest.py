@@ -41,6 +41,29 @@ class ModelManifest(BaseModel):
     test_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     command: str | None = None
     sensor_artifact: str | None = None
+    sensor_artifact_chosen: str | None = None
+    """How ``sensor_artifact`` was chosen (on the validation split)."""
+    settings: dict[str, Any] | None = None
+    """Trained models: every training setting."""
+    selection: dict[str, Any] | None = None
+    """Trained models: what was chosen on which split (epoch, fill), with the history compared."""
+    train_wall_seconds: float | None = Field(default=None, ge=0.0)
+    trained_on: str | None = None
+    torch_version: str | None = None
+    exported_from: dict[str, Any] | None = None
+    """Imported models exported from a native one: that model's own manifest (training, selection)."""
+    source: dict[str, Any] | None = None
+    """Imported models: the file they were imported from (name, sha256, and the factory of a Python model)."""
+    ir_shapes: dict[str, Any] | None = None
+    """Imported models: the IR shape at each split point, as measured on import."""
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        """A field this kind of model adds beyond the common ones (a VP variant's family, resolution, ...)."""
+        return (self.model_extra or {}).get(key, default)
+
+    def as_json(self) -> dict[str, Any]:
+        """The manifest as the JSON object it was read from (fields left unset are left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @field_validator("weights_file", "sensor_artifact")
     @classmethod

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from models.loss import LossModel
+from models.manifest import ModelManifest
 from models.nair import NairArtifact, NairTransform
 from models.nair_codec import NairCodec, dequantise, quantise
 from models.resnet import ResNet
@@ -33,14 +33,14 @@ class Received:
 class NairPipeline:
     """A mature model paired with a NAIR artifact calibrated for it."""
 
-    def __init__(self, model: ResNet, manifest: dict[str, Any], artifact: NairArtifact) -> None:
-        artifact.check_model(manifest["name"], manifest["sha256"])
+    def __init__(self, model: ResNet, manifest: ModelManifest, artifact: NairArtifact) -> None:
+        artifact.check_model(manifest.name, manifest.sha256)
         self.model = model
         self.manifest = manifest
         self.artifact = artifact
         self.transform = NairTransform(artifact)
         self.codec = NairCodec(artifact)
-        self.labels: tuple[str, ...] = tuple(manifest.get("labels")
+        self.labels: tuple[str, ...] = tuple(manifest.labels
                                              or [str(i) for i in range(model.config.num_classes)])
 
     @classmethod

@@ -110,8 +110,9 @@ def find_model(sha256: str) -> Path | None:
     return None
 
 
-def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """The manifest of a model (see :func:`locate_model`); a clear error when it is missing or not JSON."""
+def read_manifest(name: str, directory: Path | None = None) -> ModelManifest:
+    """The manifest of a model (see :func:`locate_model`), validated; a clear error when it is missing, not JSON or
+    not a manifest."""
     name, directory = locate_model(name, directory)
     path = directory / f"{name}.json"
     try:
@@ -122,10 +123,9 @@ def read_manifest(name: str, directory: Path | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is not a model manifest (no sha256)")
     manifest.setdefault("name", name)
     try:
-        ModelManifest.model_validate(manifest)
+        return ModelManifest.model_validate(manifest)
     except ValidationError as exc:
         raise FileNotFoundError(f"{path} is not a valid model manifest: {exc}") from exc
-    return manifest
 
 
 def default_artifact_path(name: str, directory: Path | None = None) -> Path:
@@ -156,37 +156,37 @@ def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     return directory / (chosen or f"{name}.nair.npz")
 
 
-def input_spec(manifest: dict[str, Any]) -> InputSpec:
+def input_spec(manifest: ModelManifest) -> InputSpec:
     """The manifest's input spec (manifests from before input specs: 28x28 grey Fashion-MNIST with its labels)."""
-    if "input_spec" in manifest:
-        return InputSpec.model_validate(manifest["input_spec"])
+    if manifest.input_spec is not None:
+        return manifest.input_spec
     from models.architectures import fashion_mnist_spec
 
     spec = fashion_mnist_spec()
-    return spec.model_copy(update={"labels": tuple(manifest["labels"])}) if "labels" in manifest else spec
+    return spec.model_copy(update={"labels": tuple(manifest.labels)}) if manifest.labels else spec
 
 
-def load_model(name: str, directory: Path | None = None) -> tuple[ResNet, dict[str, Any]]:
+def load_model(name: str, directory: Path | None = None) -> tuple[ResNet, ModelManifest]:
     """Load a model (native, or imported with ``nairbus import-model``) in eval mode after checking its sha256
     against the manifest. The result is a :class:`models.split.SplitModel`."""
     from models.architectures import build
 
     name, directory = locate_model(name, directory)
     manifest = read_manifest(name, directory)
-    weights = directory / manifest["weights_file"]
-    if Path(manifest["weights_file"]).name != manifest["weights_file"] or not weights.is_file():
-        raise ModelIntegrityError(f"{directory / (name + '.json')}: weights file {manifest['weights_file']!r} is not "
+    weights = directory / manifest.weights_file
+    if not weights.is_file():
+        raise ModelIntegrityError(f"{directory / (name + '.json')}: weights file {manifest.weights_file!r} is not "
                                   f"a file beside the manifest")
     actual = sha256_file(weights)
-    if actual != manifest["sha256"]:
-        raise ModelIntegrityError(f"{weights} has sha256 {actual[:12]}…, manifest says {manifest['sha256'][:12]}…")
-    if manifest.get("kind") == "imported":
+    if actual != manifest.sha256:
+        raise ModelIntegrityError(f"{weights} has sha256 {actual[:12]}…, manifest says {manifest.sha256[:12]}…")
+    if manifest.kind == "imported":
         from models.imported import load_split_model
 
-        imported: Any = load_split_model(weights, manifest["format"], manifest["split_points"],
-                                         input_spec(manifest))
+        assert manifest.format is not None  # the manifest's validator requires it of an imported model
+        imported: Any = load_split_model(weights, manifest.format, manifest.split_points, input_spec(manifest))
         return imported, manifest
-    model: Any = build(manifest.get("architecture_id", "resnet"), manifest["config"], input_spec(manifest))
+    model: Any = build(manifest.architecture_id, manifest.config, input_spec(manifest))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     return model, manifest

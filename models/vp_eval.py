@@ -110,9 +110,9 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
         "split": "test",
         "k": k,
         "base_accuracy": base_accuracy,
-        "base": {"name": base_manifest["name"], "sha256": base_manifest["sha256"], "params": base_manifest["params"],
-                 "macs": base_manifest["macs"], "accuracy": base_accuracy,
-                 "manifest_test_accuracy": base_manifest.get("test_accuracy")},
+        "base": {"name": base_manifest.name, "sha256": base_manifest.sha256, "params": base_manifest.params,
+                 "macs": base_manifest.macs, "accuracy": base_accuracy,
+                 "manifest_test_accuracy": base_manifest.test_accuracy},
         "variants": variant_rows,
         "ensemble": {
             "variants": names, "accuracy": subsets[full], "vs_base": subsets[full] - base_accuracy,

@@ -31,6 +31,7 @@ from torch import nn
 
 from models.data import LABELS, Dataset, fit_split, load_split, validation_split
 from models.loop import ProgressFn, Schedule, one_cycle
+from models.manifest import ModelManifest
 from models.resnet import ResNet, preprocess, with_memory_format
 from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
 from models.training import augment_with_flip, pick_device
@@ -308,7 +309,7 @@ def train_family(
     teacher_ref: dict[str, Any] | None = None
     if settings.distill_weight > 0:
         teacher, teacher_manifest = load_model(settings.teacher)
-        teacher_ref = {"name": teacher_manifest["name"], "sha256": teacher_manifest["sha256"]}
+        teacher_ref = {"name": teacher_manifest.name, "sha256": teacher_manifest.sha256}
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     models = train_variants(family, train, settings, teacher, progress,
@@ -361,7 +362,7 @@ def train_family(
             "command": earlier.manifest["command"], "cycles": earlier.cycles,
             "train_wall_seconds": earlier.manifest["train_wall_seconds"], "trained_on": earlier.manifest["trained_on"],
             "ensemble_accuracy": earlier.manifest["ensemble_accuracy"],
-            "sha256": {n: v.manifest["sha256"] for n, v in earlier.variants.items()},
+            "sha256": {n: v.manifest.sha256 for n, v in earlier.variants.items()},
             "resumed_wall_seconds": round(wall, 1),
             "earlier": earlier.manifest.get("resumed_from") or earlier.manifest.get("first_cycle_from")},
         "trained_on": trained_on,
@@ -423,8 +424,7 @@ def _base_summary(directory: Path) -> dict[str, Any] | None:
         m = read_manifest("base", directory if (directory / "base.json").is_file() else WEIGHTS_DIR)
     except FileNotFoundError:
         return None
-    return {"name": m["name"], "sha256": m["sha256"], "params": m["params"], "macs": m["macs"],
-            "test_accuracy": m.get("test_accuracy")}
+    return {"name": m.name, "sha256": m.sha256, "params": m.params, "macs": m.macs, "test_accuracy": m.test_accuracy}
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +434,7 @@ class LoadedVariant:
     name: str
     model: ResNet
     weight: float
-    manifest: dict[str, Any]
+    manifest: ModelManifest
 
 
 def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
@@ -446,8 +446,8 @@ def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str
     out = {}
     for entry in family["variants"]:
         model, manifest = load_model(entry["weights_name"], directory)
-        if manifest["sha256"] != entry["sha256"]:
-            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest['sha256'][:12]}… differs from the "
+        if manifest.sha256 != entry["sha256"]:
+            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest.sha256[:12]}… differs from the "
                                f"family manifest's {entry['sha256'][:12]}…")
         out[entry["name"]] = LoadedVariant(entry["name"], model, float(entry["fusion_weight"]), manifest)
     return family, out

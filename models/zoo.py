@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from models.data import LABELS, Dataset, fit_split, load_split, validation_split
+from models.manifest import ModelManifest
 from models.mobilenet import MobileNetConfig, MobileNetV2
 from models.resnet import ResNetConfig
 from models.store import WEIGHTS_DIR, load_model, save_model
@@ -73,7 +74,7 @@ def taildrop_name(model: str) -> str:
     return TAILDROP_NAME if model == BASE_NAME else f"{model}-taildrop"
 
 
-def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.nn.Module, dict[str, Any], str]:
+def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.nn.Module, ModelManifest, str]:
     """``model`` as a native, trainable module, its manifest and architecture id.
 
     A native model loads as it is; a ``torch.export`` program imported from a registered architecture (its manifest's
@@ -84,14 +85,14 @@ def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.n
     from models.store import input_spec, locate_model
 
     mature, manifest = load_model(model, directory)
-    if manifest.get("kind") != "imported":
-        return mature, manifest, str(manifest.get("architecture_id", "resnet"))
-    origin = manifest.get("exported_from") or {}
-    if manifest.get("format") != "torch.export" or "architecture_id" not in origin:
-        raise ValueError(f"model {model!r} is an imported {manifest.get('format')} file of no registered "
+    if manifest.kind != "imported":
+        return mature, manifest, manifest.architecture_id
+    origin = manifest.exported_from or {}
+    if manifest.format != "torch.export" or "architecture_id" not in origin:
+        raise ValueError(f"model {model!r} is an imported {manifest.format} file of no registered "
                          "architecture: a tail-drop baseline needs weights nairbus can train")
     _, where = locate_model(model, directory)
-    program = torch.export.load(str(where / manifest["weights_file"]))
+    program = torch.export.load(str(where / manifest.weights_file))
     native = build(origin["architecture_id"], origin["config"], input_spec(manifest))
     native.load_state_dict(program.state_dict, strict=True)
     native.eval()
@@ -100,17 +101,18 @@ def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.n
     with torch.no_grad():
         if not torch.allclose(native(probe), mature(probe), atol=1e-5):
             raise ValueError(f"model {model!r} rebuilt from its program's weights does not give the program's logits")
-    return native, {**manifest, "settings": origin.get("settings", {})}, str(origin["architecture_id"])
+    return (native, manifest.model_copy(update={"settings": origin.get("settings", {})}),
+            str(origin["architecture_id"]))
 
 
-def taildrop_settings(manifest: dict[str, Any], epochs: int | None = None) -> TailDropSettings:
+def taildrop_settings(manifest: ModelManifest, epochs: int | None = None) -> TailDropSettings:
     """The tail-drop fine-tuning of a mature model, derived from its own training (not tuned): as many epochs as
     it was trained for, 0.15 of its peak learning rate (the shipped base model's 0.2 -> 0.03), its weight decay,
     label smoothing and crop padding, at its default split."""
-    trained = manifest.get("settings") or {}
+    trained = manifest.settings or {}
     shipped = TailDropSettings()
     return TailDropSettings(
-        split=str(manifest.get("default_split", DEFAULT_SPLIT)),
+        split=manifest.default_split or DEFAULT_SPLIT,
         epochs=epochs or int(trained.get("epochs", shipped.epochs)),
         max_lr=round(0.15 * float(trained.get("max_lr", shipped.max_lr / 0.15)), 6),
         weight_decay=float(trained.get("weight_decay", shipped.weight_decay)),
@@ -149,7 +151,7 @@ def train_taildrop(
         taildrop_name(model),
         {
             "default_split": settings.split,
-            "baseline_of": {"name": mature_manifest["name"], "sha256": mature_manifest["sha256"]},
+            "baseline_of": {"name": mature_manifest.name, "sha256": mature_manifest.sha256},
             "description": f"retrained tail-drop baseline: the mature model fine-tuned with stochastic tail-drop at "
                            f"the split over the sending order ({settings.order}: a uniformly drawn prefix kept, the "
                            f"rest zeroed); {result.fill}-fill chosen on validation",

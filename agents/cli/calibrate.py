@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,6 +16,9 @@ from agents.cli.common import (
     app,
     console,
 )
+
+if TYPE_CHECKING:
+    from models.manifest import ModelManifest
 
 
 @app.command()
@@ -78,9 +81,9 @@ def calibrate(
     if not 1 <= images <= limit:
         _fail(f"--images must lie in 1..{limit} (the training split has {len(train)} images"
               + (f", {VALIDATION_IMAGES} of them held out for validation)" if wire_bytes is not None else ")"))
-    split_name = split or manifest.get("default_split", "stage2")
-    if split_name not in manifest.get("split_points", [split_name]):
-        _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest['split_points'])}")
+    split_name = split or manifest.default_split or "stage2"
+    if split_name not in manifest.split_points:
+        _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest.split_points)}")
     pick = np.random.default_rng(0).permutation(len(train))[:images]
     calibration_images = train.images[np.sort(pick)]
     settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
@@ -106,7 +109,7 @@ def calibrate(
         console.print(f"chosen on validation: --bit-bands {selection['chosen']}")
     else:
         with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
-            artifact = fit(net, manifest["name"], manifest["sha256"], calibration_images, settings)
+            artifact = fit(net, manifest.name, manifest.sha256, calibration_images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    **({"selection": selection} if selection else {})}
     path = artifact.save(out or artifact_output_path(model))
@@ -160,7 +163,7 @@ def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, s
     return np.stack(images), names.hexdigest()
 
 
-def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folder: Path, limit: int,
+def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder: Path, limit: int,
                            split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None) -> None:
     """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
     few images fit, fit the artifact, record which files it saw."""
@@ -171,10 +174,10 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
     from models.store import artifact_output_path
 
     spec = net.input_spec
-    split_name = split or manifest.get("default_split", manifest["split_points"][0])
-    if split_name not in manifest["split_points"]:
-        _fail(f"model {manifest['name']} has no split point {split_name!r}; it has "
-              f"{', '.join(manifest['split_points'])}")
+    split_name = split or manifest.default_split or manifest.split_points[0]
+    if split_name not in manifest.split_points:
+        _fail(f"model {manifest.name} has no split point {split_name!r}; it has "
+              f"{', '.join(manifest.split_points)}")
     images, names_sha256 = read_calibration_folder(spec, folder, limit)
     settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
     command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
@@ -183,7 +186,7 @@ def _calibrate_from_folder(net: Any, manifest: dict[str, Any], model: str, folde
             ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--out", out, None)) if value != default)
     started = time.perf_counter()
     with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
-        artifact = fit(net, manifest["name"], manifest["sha256"], images, settings)
+        artifact = fit(net, manifest.name, manifest.sha256, images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    "calibration_source": {"folder": folder.name, "files": len(images),
                                                           "file_names_sha256": names_sha256,

@@ -134,7 +134,7 @@ def evaluate_nair_cmd(
         models = {model: load_model(model)}
     except (DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
-    name = models[model][1]["name"]
+    name = models[model][1].name
     report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
     try:
         models["taildrop"] = load_model(taildrop_name(name))
@@ -160,7 +160,7 @@ def evaluate_nair_cmd(
                   f"{calibration_images} calibration images)")
         evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
                               validation_source=source)
-        split = models[model][1].get("default_split", DEFAULT_SPLIT)
+        split = models[model][1].default_split or DEFAULT_SPLIT
         calibrate_command = "nairbus calibrate" + ("" if name == "base" else f" --model {model}") + (
             f" --images-dir {images_dir}" if images_dir is not None else "")
         result = run_evaluation(evaluator, split, model, calibrate_command)
@@ -175,8 +175,8 @@ def evaluate_nair_cmd(
                                     f"the first {calibration_images} training images of the seed-0 permutation")
     result["shipped_artifact"] = _shipped_artifact_check(model, result)
     if "taildrop" in models:
-        td = models["taildrop"][1]
-        result["taildrop_training"] = {k: td[k] for k in ("test_accuracy", "train_wall_seconds", "command")}
+        td = models["taildrop"][1].as_json()
+        result["taildrop_training"] = {k: td.get(k) for k in ("test_accuracy", "train_wall_seconds", "command")}
         result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
         if "selection" in td:
             result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}

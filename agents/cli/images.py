@@ -99,7 +99,7 @@ def evaluate_images_cmd(
         holdout = validation_split(load_split("train", data_dir), validation_frames) if validation_frames else None
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
-    selection = (manifest.get("exported_from") or manifest).get("selection") or {}
+    selection = (manifest.exported_from or {}).get("selection") or manifest.selection or {}
     trained_outside = str(selection.get("split", "")).startswith("validation")
     source = (f"validation: models.data.validation_split ({validation_frames} training images, disjoint from NAIR's "
               "calibration images); " + (

@@ -126,6 +126,7 @@ def import_model_cmd(
     from pydantic import ValidationError
 
     from models.imported import ModelImportError
+    from models.manifest import ModelManifest
     from models.split import InputSpec
     from models.store import MODEL_DIR_ENV, import_model
 
@@ -174,9 +175,9 @@ def import_model_cmd(
             path = import_model(model_file, name, points, input_spec, out_dir, factory, command, provenance)
         except (ModelImportError, FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
-    manifest = json.loads(path.read_text())
-    shapes = ", ".join(f"{p} -> {'x'.join(map(str, s))}" for p, s in manifest["ir_shapes"].items())
-    console.print(f"imported {name} ({manifest['format']}, {manifest['params']} parameters, {input_spec.describe()}; "
+    manifest = ModelManifest.model_validate_json(path.read_text())
+    shapes = ", ".join(f"{p} -> {'x'.join(map(str, s))}" for p, s in (manifest.ir_shapes or {}).items())
+    console.print(f"imported {name} ({manifest.format}, {manifest.params} parameters, {input_spec.describe()}; "
                   f"IR {shapes}) -> {path}")
     if out_dir.resolve() not in [p.resolve() for p in _search_path()]:
         console.print(f"agents find it by name when ${MODEL_DIR_ENV}={out_dir} is set, or pass --model {path}")
@@ -217,19 +218,20 @@ def export_model_cmd(
         net, manifest = load_model(model)
     except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
-    if manifest.get("kind") == "imported":
-        _fail(f"{model} is already an imported program ({manifest['weights_file']})")
+    if manifest.kind == "imported":
+        _fail(f"{model} is already an imported program ({manifest.weights_file})")
     spec = input_spec(manifest)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with console.status(f"exporting {manifest['name']}"):
+    with console.status(f"exporting {manifest.name}"):
         torch.export.save(export_module(net, spec), str(out))
-    chosen = split or manifest.get("default_split")
+    chosen = split or manifest.default_split
     out.with_suffix(".toml").write_text(spec_toml(spec, chosen))
-    record = {k: manifest[k] for k in ("name", "architecture", "architecture_id", "config", "sha256", "test_accuracy",
-                                       "command", "settings", "selection", "train_wall_seconds", "trained_on")
-              if k in manifest}
+    written = manifest.as_json()
+    record = {k: written[k] for k in ("name", "architecture", "architecture_id", "config", "sha256", "test_accuracy",
+                                      "command", "settings", "selection", "train_wall_seconds", "trained_on")
+              if k in written}
     out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2) + "\n")
-    console.print(f"exported {manifest['name']} -> {out} (spec {out.with_suffix('.toml')})")
+    console.print(f"exported {manifest.name} -> {out} (spec {out.with_suffix('.toml')})")
 
 
 def export_images_cmd(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,6 +28,7 @@ def train_base_cmd(
     from dataclasses import replace
 
     from models.data import DatasetMissingError
+    from models.manifest import ModelManifest
     from models.store import OUTPUT_DIR
     from models.zoo import BASE_SETTINGS, train_base
 
@@ -42,8 +42,8 @@ def train_base_cmd(
                               command)
         except DatasetMissingError as exc:
             _fail(str(exc))
-    manifest = json.loads(path.read_text())
-    console.print(f"test accuracy {manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
+    manifest = ModelManifest.model_validate_json(path.read_text())
+    console.print(f"test accuracy {manifest.test_accuracy:.4f}, {manifest.train_wall_seconds} s -> {path}")
 
 
 @train_app.command("mobilenet")
@@ -58,6 +58,7 @@ def train_mobilenet_cmd(
     from dataclasses import replace
 
     from models.data import DatasetMissingError
+    from models.manifest import ModelManifest
     from models.zoo import MOBILENET_SETTINGS, train_mobilenet
 
     settings = replace(MOBILENET_SETTINGS, epochs=epochs or MOBILENET_SETTINGS.epochs)
@@ -68,10 +69,10 @@ def train_mobilenet_cmd(
             path = train_mobilenet(settings, data_dir, out_dir, _training_progress(progress, "mobilenet"), command)
         except DatasetMissingError as exc:
             _fail(str(exc))
-    manifest = json.loads(path.read_text())
-    chosen = manifest["selection"]
-    console.print(f"best epoch on validation {chosen['best_epoch']} of {chosen['epochs_run']}; test accuracy "
-                  f"{manifest['test_accuracy']:.4f}, {manifest['train_wall_seconds']} s -> {path}")
+    manifest = ModelManifest.model_validate_json(path.read_text())
+    chosen = manifest.selection or {}
+    console.print(f"best epoch on validation {chosen.get('best_epoch')} of {chosen.get('epochs_run')}; test accuracy "
+                  f"{manifest.test_accuracy:.4f}, {manifest.train_wall_seconds} s -> {path}")
 
 
 @train_app.command("taildrop")
@@ -89,6 +90,7 @@ def train_taildrop_cmd(
     """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature
     model, with settings derived from the mature model's own training."""
     from models.data import DatasetMissingError
+    from models.manifest import ModelManifest
     from models.store import OUTPUT_DIR
     from models.zoo import taildrop_settings, train_taildrop, trainable_mature
 
@@ -107,8 +109,8 @@ def train_taildrop_cmd(
                                   command, say=progress.console.print, model=model)
         except (DatasetMissingError, FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
-    manifest = json.loads(path.read_text())
-    chosen = manifest["selection"]
-    console.print(f"best epoch on validation {chosen['best_epoch']} of {chosen['epochs_run']} run, "
-                  f"{manifest['fill']}-fill; full-bandwidth test accuracy {manifest['test_accuracy']:.4f}, "
-                  f"{manifest['train_wall_seconds']} s -> {path}")
+    manifest = ModelManifest.model_validate_json(path.read_text())
+    chosen = manifest.selection or {}
+    console.print(f"best epoch on validation {chosen.get('best_epoch')} of {chosen.get('epochs_run')} run, "
+                  f"{manifest.extra('fill')}-fill; full-bandwidth test accuracy {manifest.test_accuracy:.4f}, "
+                  f"{manifest.train_wall_seconds} s -> {path}")

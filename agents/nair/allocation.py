@@ -19,6 +19,7 @@ import numpy as np
 from agents.tools.wire_eval import nair_curve
 from models.calibration import BIT_ALLOCATIONS, BitBands, CalibrationSettings, calibrate, format_bit_bands, head_outputs
 from models.data import Dataset
+from models.manifest import ModelManifest
 from models.nair import NairArtifact
 from models.pipeline import NairPipeline
 from models.resnet import ResNet
@@ -27,7 +28,7 @@ __all__ = ["choose_allocation"]
 
 
 def choose_allocation(
-    model: ResNet, manifest: dict[str, Any], calibration_images: np.ndarray, validation: Dataset,
+    model: ResNet, manifest: ModelManifest, calibration_images: np.ndarray, validation: Dataset,
     settings: CalibrationSettings, wire_bytes: int, *, validation_source: str,
     candidates: Mapping[str, BitBands] = BIT_ALLOCATIONS, progress: Callable[[str], None] | None = None,
 ) -> tuple[NairArtifact, dict[str, Any]]:
@@ -43,7 +44,7 @@ def choose_allocation(
     best: tuple[tuple[float, float, int], NairArtifact] | None = None
     for index, (label, bands) in enumerate(candidates.items()):
         say(f"{label}: calibrating and measuring on {len(validation)} validation images")
-        artifact = calibrate(model, manifest["name"], manifest["sha256"], calibration_images,
+        artifact = calibrate(model, manifest.name, manifest.sha256, calibration_images,
                              replace(settings, bit_bands=bands), ir=ir)
         pipeline = NairPipeline(model, manifest, artifact)
         codes = np.concatenate([pipeline.encode_ir(validation_ir[s : s + 500])

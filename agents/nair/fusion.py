@@ -81,7 +81,7 @@ class FusionAgent(FusionBase):
         f = config.fusion
         self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256
-        self.model_sha = self.pipeline.manifest["sha256"]
+        self.model_sha = self.pipeline.manifest.sha256
         self.pipelines = {self.artifact_sha: self.pipeline}
         """Every artifact fusion decodes, by sha256; each pipeline holds the artifact's own model."""
         self.by_model = {self.model_sha: self.pipeline}
@@ -92,7 +92,7 @@ class FusionAgent(FusionBase):
             except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError) as exc:
                 raise ValueError(f"fusion model {name!r}: {exc}") from exc
             self.pipelines.setdefault(other.artifact.sha256, other)
-            self.by_model.setdefault(other.manifest["sha256"], other)
+            self.by_model.setdefault(other.manifest.sha256, other)
         if pipeline is None or f.extra_artifacts:
             for extra in self._extra_artifacts(config):
                 self._add_artifact(extra)
@@ -108,7 +108,7 @@ class FusionAgent(FusionBase):
         """Decode sensors of ``path`` too, with the model it was calibrated for (loaded once per model)."""
         try:
             artifact = NairArtifact.load(path)
-            model = next((p for p in self.by_model.values() if p.manifest["sha256"] == artifact.model_sha256), None)
+            model = next((p for p in self.by_model.values() if p.manifest.sha256 == artifact.model_sha256), None)
             if model is None:
                 log.warning("artifact_skipped", path=str(path),
                             reason=f"its model {artifact.model_name} ({artifact.model_sha256[:12]}) is not served")
@@ -143,7 +143,7 @@ class FusionAgent(FusionBase):
                 return
             self.by_model[model_sha] = found
             self.pipelines.setdefault(found.artifact.sha256, found)
-            log.info("model_discovered", model=found.manifest["name"], sha256=model_sha[:12], manifest=str(path))
+            log.info("model_discovered", model=found.manifest.name, sha256=model_sha[:12], manifest=str(path))
         for artifact in sorted(path.parent.glob(f"{path.stem}*.nair.npz")):
             self._add_artifact(artifact)
 
@@ -154,7 +154,7 @@ class FusionAgent(FusionBase):
             return ()
         found: list[Path] = []
         for pipeline in self.by_model.values():
-            name = pipeline.manifest["name"]
+            name = pipeline.manifest.name
             try:
                 directory = default_artifact_path(name).parent
             except FileNotFoundError:
@@ -189,12 +189,12 @@ class FusionAgent(FusionBase):
             self._discover(birth.model.sha256, time.monotonic())
             pipeline, decider = self._served(birth)
         if decider is None or (birth.nair is not None and (
-                pipeline is None or pipeline.manifest["sha256"] != birth.model.sha256)):
+                pipeline is None or pipeline.manifest.sha256 != birth.model.sha256)):
             self.sensors.pop(sensor_id, None)
             got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
             self.reject("artifact_mismatch", message.topic,
                         f"sensor model {birth.model.name} {birth.model.sha256[:12]} artifact {got}; fusion serves "
-                        f"models {', '.join(p.manifest['name'] + ' ' + sha[:12] for sha, p in self.by_model.items())}"
+                        f"models {', '.join(p.manifest.name + ' ' + sha[:12] for sha, p in self.by_model.items())}"
                         f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
             return
         if birth.nair is not None and pipeline is not None:
@@ -211,7 +211,7 @@ class FusionAgent(FusionBase):
         if tuple(birth.labels) != decider.labels:
             self.sensors.pop(sensor_id, None)
             self.reject("labels_mismatch", message.topic, f"the sensor's labels differ from model "
-                                                          f"{decider.manifest['name']}'s")
+                                                          f"{decider.manifest.name}'s")
             return
         codecs: tuple[ImageCodec, ...] = ()
         spec = decider.input_spec
@@ -227,7 +227,7 @@ class FusionAgent(FusionBase):
                 self.sensors.pop(sensor_id, None)
                 self.reject("image_shape", message.topic,
                             f"{birth.image.height}x{birth.image.width} grey frames: model "
-                            f"{decider.manifest['name']} takes {spec.describe()}")
+                            f"{decider.manifest.name} takes {spec.describe()}")
                 return
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
                                               LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
@@ -357,7 +357,7 @@ class FusionAgent(FusionBase):
             if known is None or known.decider is None:
                 self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
                 continue
-            by_model.setdefault(known.decider.manifest["sha256"], []).append(frame)
+            by_model.setdefault(known.decider.manifest.sha256, []).append(frame)
         for sha, group in by_model.items():
             model = self.by_model[sha]
             for start in range(0, len(group), self.settings.max_batch):
@@ -392,14 +392,14 @@ class FusionAgent(FusionBase):
 
     def _model_ref(self, model: NairPipeline) -> ModelRef:
         """The result's ``model`` field, built once per model rather than once per frame."""
-        sha = model.manifest["sha256"]
+        sha = model.manifest.sha256
         ref = self._model_refs.get(sha)
         if ref is None:
-            ref = self._model_refs[sha] = ModelRef(name=model.manifest["name"], sha256=sha)
+            ref = self._model_refs[sha] = ModelRef(name=model.manifest.name, sha256=sha)
         return ref
 
     # ----- hooks of the worker loop -------------------------------------------------------------------------
 
     def start_fields(self) -> dict[str, object]:
-        return {"models": [p.manifest["name"] for p in self.by_model.values()],
+        return {"models": [p.manifest.name for p in self.by_model.values()],
                 "artifacts": [sha[:12] for sha in self.pipelines]}

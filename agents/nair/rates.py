@@ -71,8 +71,8 @@ def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequen
         "command": command,
         "split": "validation: models.data.validation_split (training images, disjoint from calibration)",
         "frames": len(validation.labels),
-        "model": pipeline.manifest["name"],
-        "model_sha256": pipeline.manifest["sha256"],
+        "model": pipeline.manifest.name,
+        "model_sha256": pipeline.manifest.sha256,
         "artifact_sha256": pipeline.artifact.sha256,
         "seconds": round(time.perf_counter() - started, 1),
     })

@@ -142,7 +142,7 @@ class SensorAgent(SensorBase):
         return Birth(
             sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=s.mode, stream_id=s.stream,
             labels=self.pipeline.labels,
-            model=ModelRef(name=self.pipeline.manifest["name"], sha256=self.pipeline.manifest["sha256"]),
+            model=ModelRef(name=self.pipeline.manifest.name, sha256=self.pipeline.manifest.sha256),
             nair=nair, image=image, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
             epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
         )

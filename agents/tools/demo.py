@@ -236,8 +236,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     report = {
         "command": "nairbus demo" + ("" if frames == len(test) else f" --frames {frames}"),
         "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("report", "run_dir", "data_dir")}},
-        "model": {"name": pipeline.manifest["name"], "sha256": pipeline.manifest["sha256"],
-                  "test_accuracy": pipeline.manifest["test_accuracy"]},
+        "model": {"name": pipeline.manifest.name, "sha256": pipeline.manifest.sha256,
+                  "test_accuracy": pipeline.manifest.test_accuracy},
         "artifact": {"sha256": pipeline.artifact.sha256, "split": pipeline.artifact.split,
                      "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total},
         "fusion_rejected": dict(observer.stats.rejected) if observer.stats else {},

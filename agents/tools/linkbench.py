@@ -862,8 +862,8 @@ def _meta(offline: OfflinePredictor) -> dict[str, Any]:
     return {
         "code": code_state(),
         "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "model": {"name": p.manifest["name"], "sha256": p.manifest["sha256"],
-                  "test_accuracy": p.manifest.get("test_accuracy")},
+        "model": {"name": p.manifest.name, "sha256": p.manifest.sha256,
+                  "test_accuracy": p.manifest.test_accuracy},
         "artifact": {"sha256": p.artifact.sha256, "n_components": offline.n_components,
                      "ir_bytes": p.artifact.total_bytes()},
         "link": {"shaping": "tbf on the device side's veth egress (sensor → hub)",

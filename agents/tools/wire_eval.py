@@ -154,7 +154,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     image_model = (images.get("mature_model") or {}).get("sha256")
     artifacts = model_artifacts(model)
     base = NairPipeline.load(model, next(iter(artifacts.values())))
-    if image_model is not None and image_model != base.manifest["sha256"]:
+    if image_model is not None and image_model != base.manifest.sha256:
         raise ValueError(f"{images_report} measured the image codecs with another model "
                          f"({(images.get('mature_model') or {}).get('name')}): run 'nairbus evaluate images"
                          + ("" if model == "base" else f" --model {model}") + "'")
@@ -207,7 +207,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     return {
         "command": "nairbus evaluate wire" + ("" if model == "base" else f" --model {model}")
                    + ("" if frames is None else f" --frames {n}"),
-        "model": {"name": base.manifest["name"], "sha256": base.manifest["sha256"]},
+        "model": {"name": base.manifest.name, "sha256": base.manifest.sha256},
         "frames": n, "validation_frames": len(validation.labels), "mature_accuracy": mature,
         "mature_validation_accuracy": mature_validation,
         "selection": "every choice on the validation split (models.data.validation_split): the artifact serving a "

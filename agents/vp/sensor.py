@@ -79,7 +79,7 @@ class VpSensorAgent(SensorBase):
                 raise VpConfigError(f"unknown variant {s.variant!r}; the family has {', '.join(variants)}")
             variant = variants[s.variant]
         self.variant = variant
-        self.labels: tuple[str, ...] = tuple(variant.manifest.get("labels") or LABELS)
+        self.labels: tuple[str, ...] = tuple(variant.manifest.labels or LABELS)
         try:
             self.k = check_k(s.k, len(self.labels))
         except ValueError as exc:
@@ -97,7 +97,7 @@ class VpSensorAgent(SensorBase):
         """Retained description: variant, fusion weight, k, model hash, labels, and the lean wire's epoch/expiry."""
         s, m = self.settings, self.variant.manifest
         return Birth(sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode="vp", stream_id=s.stream,
-                     labels=self.labels, model=ModelRef(name=m["name"], sha256=m["sha256"]),
+                     labels=self.labels, model=ModelRef(name=m.name, sha256=m.sha256),
                      vp=VpBirth(variant=self.variant.name, weight=self.variant.weight, k=self.k),
                      deadline_ms=s.deadline_ms, epoch_ts=self.epoch_ts,
                      expiry_ms=max(1, round(s.expiry_s * 1000)))

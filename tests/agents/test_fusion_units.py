@@ -86,7 +86,7 @@ def test_a_lost_session_asks_every_known_sensor_to_replay_the_outage(pipeline: N
     a = pipeline.artifact
     for sid in ("cam-1", "cam-2"):
         birth = Birth(sensor_id=sid, session="s", ts=time.time(), mode="nair", stream_id=sid, labels=pipeline.labels,
-                      model=ModelRef(name="base", sha256=pipeline.manifest["sha256"]),
+                      model=ModelRef(name="base", sha256=pipeline.manifest.sha256),
                       nair=NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
                                      n_components=a.n_components, bit_bands=bit_bands(a.bits)),
                       deadline_ms=500, epoch_ts=time.time() - 60, expiry_ms=10000)
@@ -151,7 +151,7 @@ def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline
     def birth(ir_shape: tuple[int, ...], session: str) -> bytes:
         return wire_encode(Birth(
             sensor_id="cam", session=session, ts=time.time(), mode="nair", stream_id="cam", labels=pipeline.labels,
-            model=ModelRef(name=pipeline.manifest["name"], sha256=pipeline.manifest["sha256"]),
+            model=ModelRef(name=pipeline.manifest.name, sha256=pipeline.manifest.sha256),
             nair=NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=ir_shape, n_components=a.n_components,
                            bit_bands=bit_bands(a.bits)),
             deadline_ms=500.0, epoch_ts=float(int(time.time())), expiry_ms=1000))

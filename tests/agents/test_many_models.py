@@ -41,7 +41,7 @@ def test_one_fusion_agent_decides_two_architectures_at_once(broker: PrivateMosqu
     listener.subscribe(topics.all_results(), qos=0)
     listener.start()
     fusion = FusionAgent(cfg)
-    assert {p.manifest["name"] for p in fusion.by_model.values()} == {"base", "mobilenet"}
+    assert {p.manifest.name for p in fusion.by_model.values()} == {"base", "mobilenet"}
     fusion.start()
     worker = threading.Thread(target=fusion.run, daemon=True)
     worker.start()
@@ -69,7 +69,7 @@ def test_one_fusion_agent_decides_two_architectures_at_once(broker: PrivateMosqu
     for name, pipeline in pipelines.items():
         results = [got[(f"cam-{name}", i)] for i in range(FRAMES)]
         assert {r.model.name for r in results if r.model} == {name}
-        assert all(r.model is not None and r.model.sha256 == pipeline.manifest["sha256"] for r in results)
+        assert all(r.model is not None and r.model.sha256 == pipeline.manifest.sha256 for r in results)
         offline = pipeline.offline_probs(pipeline.encode_all(images), np.arange(FRAMES), None, LossModel())[0]
         assert [r.class_index for r in results] == offline.argmax(1).tolist()
 
@@ -83,7 +83,7 @@ def test_a_fusion_agent_discovers_a_model_by_the_hash_a_birth_names(broker: Priv
     listener.subscribe(topics.all_results(), qos=0)
     listener.start()
     fusion = FusionAgent(cfg)  # configured with the base model only
-    assert {p.manifest["name"] for p in fusion.by_model.values()} == {"base"}
+    assert {p.manifest.name for p in fusion.by_model.values()} == {"base"}
     fusion.start()
     worker = threading.Thread(target=fusion.run, daemon=True)
     worker.start()
@@ -104,4 +104,4 @@ def test_a_fusion_agent_discovers_a_model_by_the_hash_a_birth_names(broker: Priv
         listener.stop()
     assert len(got) == 20
     assert {r.model.name for r in got.values() if r.model} == {"mobilenet"}
-    assert pipeline.manifest["sha256"] in fusion.by_model
+    assert pipeline.manifest.sha256 in fusion.by_model

@@ -67,7 +67,7 @@ def test_import_then_calibrate_from_an_unlabeled_folder(tmp_path: Path) -> None:
     train = load_split("train")
     pick = np.sort(np.random.default_rng(0).permutation(len(train))[:300])
     model, mine = load_model("mine", tmp_path / "nairbus-models")
-    again = calibrate(model, mine["name"], mine["sha256"], train.images[pick], CalibrationSettings(split="stage2"))
+    again = calibrate(model, mine.name, mine.sha256, train.images[pick], CalibrationSettings(split="stage2"))
     assert again.sha256 == artifact.sha256
 
     small = tmp_path / "few"

@@ -217,4 +217,5 @@ def test_imported_model_predictions_match_on_the_test_frames(base: tuple[nn.Modu
         ours = model(fashion_mnist_spec().prepare(images)).argmax(1).numpy()
         theirs = base[0](fashion_mnist_spec().prepare(images)).argmax(1).numpy()
     assert np.array_equal(ours, theirs)
-    assert manifest["input_spec"]["channels"] == 1
+    assert manifest.input_spec is not None
+    assert manifest.input_spec.channels == 1

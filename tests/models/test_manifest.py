@@ -12,7 +12,7 @@ from models.store import WEIGHTS_DIR, read_manifest
 
 @pytest.mark.parametrize("name", ["base", "taildrop", "mobilenet", "variants-w44r28"])
 def test_every_shipped_manifest_is_valid(name: str) -> None:
-    assert read_manifest(name)["name"] == name
+    assert read_manifest(name).name == name
 
 
 @pytest.mark.parametrize(("change", "message"), [

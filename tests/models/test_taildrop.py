@@ -89,14 +89,14 @@ def test_the_shipped_base_baselines_settings_follow_from_its_own_training() -> N
     # so 'nairbus train taildrop' reproduces it; another model's come from its training the same way.
     import json
 
-    from models.store import WEIGHTS_DIR
+    from models.store import WEIGHTS_DIR, read_manifest
     from models.zoo import taildrop_name, taildrop_settings
 
-    base = json.loads((WEIGHTS_DIR / "base.json").read_text())
+    base = read_manifest("base")
     shipped = json.loads((WEIGHTS_DIR / "taildrop.json").read_text())
     assert taildrop_settings(base) == TailDropSettings(**shipped["settings"])
-    mobilenet = json.loads((WEIGHTS_DIR / "mobilenet.json").read_text())
-    derived = taildrop_settings({**mobilenet, "settings": mobilenet["exported_from"]["settings"]})
+    mobilenet = read_manifest("mobilenet")
+    derived = taildrop_settings(mobilenet.model_copy(update={"settings": (mobilenet.exported_from or {})["settings"]}))
     assert (derived.split, derived.epochs, derived.max_lr, derived.weight_decay) == ("block6", 30, 0.015, 0.0002)
     assert (taildrop_name("base"), taildrop_name("mobilenet")) == ("taildrop", "mobilenet-taildrop")
 
@@ -111,5 +111,5 @@ def test_an_imported_program_of_a_registered_architecture_is_rebuilt_for_trainin
     with torch.no_grad():
         assert torch.equal(native.head(x, "block6"), program.head(x, "block6"))
     assert architecture == "mobilenetv2"
-    assert manifest["settings"]["epochs"] == 30
+    assert (manifest.settings or {})["epochs"] == 30
     assert any(p.requires_grad for p in native.parameters())

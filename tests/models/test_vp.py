@@ -187,7 +187,7 @@ def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
     _, variants = load_family(tiny_family)
     assert list(variants) == [v.name for v in VARIANTS]
     # Tampered weights are refused.
-    path = tiny_family / variants["w44r24"].manifest["weights_file"]
+    path = tiny_family / variants["w44r24"].manifest.weights_file
     data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     try:
