@@ -104,11 +104,25 @@ def test_the_vp_report_sets_the_best_variant_beside_the_ensemble_with_tests() ->
         assert 0.0 <= evidence[key]["p_value"] <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="the VP family's warm restarts were settled with test figures in view "
-                                       "(docs/vp.md); retraining it with its length chosen on the validation split "
-                                       "takes hours of this machine's CPU and is still to do (issue 15)")
-def test_the_vp_family_length_was_chosen_on_validation() -> None:
-    assert _json(WEIGHTS / "variants.json")["selection"]["split"].startswith("validation")
+def test_the_vp_family_length_and_fusion_rule_were_chosen_on_validation() -> None:
+    family = _json(WEIGHTS / "variants.json")
+    selection = family["selection"]
+    assert selection["split"].startswith("validation")
+    assert family["settings"]["validation_images"] > 0
+    history = selection["history"]
+    assert [h["epochs"] for h in history] == list(range(1, len(history) + 1))  # measured after every epoch
+    best = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))
+    assert selection["kept_epochs"] == best["epochs"]
+    report = _json(REPORTS / "vp.json")
+    assert report["family_manifest"]["selection"]["kept_epochs"] == selection["kept_epochs"]
+    assert report["evidence"]["best_single_variant_named_on"] == "validation"
+    kept = next(h for h in history if h["epochs"] == selection["kept_epochs"])
+    named = report["evidence"]["best_single_variant"]
+    assert kept["validation_variant_accuracy"][named] == max(kept["validation_variant_accuracy"].values())
+    rule = report["fusion_rule_on_validation"]
+    assert rule["split"].startswith("validation")
+    assert rule["chosen"] in rule["rules"]
+    assert rule["shipped_rule"] == f"paper_weights_top{report['k']}"
 
 
 def test_the_second_architecture_went_through_the_generic_path_and_its_report_measured_it() -> None:
