@@ -26,6 +26,7 @@ from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
 from models.loss import LossModel
+from models.manifest import ModelManifest
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
 from schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
@@ -34,7 +35,8 @@ from schemas.lean import encode_lean
 from schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
-MANIFEST = {"name": "tiny", "sha256": "c" * 64, "labels": [f"class{i}" for i in range(10)]}
+MANIFEST = ModelManifest(name="tiny", sha256="c" * 64, weights_file="tiny.pt", split_points=("stage2",),
+                         labels=tuple(f"class{i}" for i in range(10)))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def pipeline() -> NairPipeline:
     torch.manual_seed(0)
     model = ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval()
     train = load_split("train")
-    artifact = calibrate(model, "tiny", MANIFEST["sha256"], train.images[:300], CalibrationSettings(first_fragment=16))
+    artifact = calibrate(model, "tiny", MANIFEST.sha256, train.images[:300], CalibrationSettings(first_fragment=16))
     return NairPipeline(model, MANIFEST, artifact)
 
 

@@ -10,10 +10,12 @@ import torch
 from agents.tools.secure_broker import SecureBroker
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
+from models.manifest import ModelManifest
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
 
-TINY_MANIFEST = {"name": "tiny", "sha256": "d" * 64, "labels": [f"class{i}" for i in range(10)]}
+TINY_MANIFEST = ModelManifest(name="tiny", sha256="d" * 64, weights_file="tiny.pt", split_points=("stage2",),
+                              labels=tuple(f"class{i}" for i in range(10)))
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +31,6 @@ def tiny_pipeline() -> NairPipeline:
     torch.manual_seed(0)
     model = ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval()
     train = load_split("train")
-    artifact = calibrate(model, "tiny", TINY_MANIFEST["sha256"], train.images[:300],
+    artifact = calibrate(model, "tiny", TINY_MANIFEST.sha256, train.images[:300],
                          CalibrationSettings(first_fragment=16))
     return NairPipeline(model, TINY_MANIFEST, artifact)
