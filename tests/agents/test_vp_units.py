@@ -23,6 +23,7 @@ from agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_m
 from agents.vp.fusion import VoteBuffer, VpFusionAgent
 from agents.vp.sensor import VpSensorAgent
 from models.data import LABELS
+from models.manifest import ModelManifest
 from models.resnet import ResNet, ResNetConfig
 from models.vp import Vote
 from models.vp_training import LoadedVariant
@@ -259,7 +260,9 @@ class FakeComm:
 
 def _tiny_variant() -> LoadedVariant:
     model = ResNet(ResNetConfig(widths=(4, 4, 4), blocks=(1, 1, 1)))
-    return LoadedVariant(name="tiny", model=model, weight=1.0, manifest={"name": "variants-tiny", "sha256": SHA})
+    manifest = ModelManifest(name="variants-tiny", sha256=SHA, weights_file="variants-tiny.pt",
+                             split_points=("stage2",))
+    return LoadedVariant(name="tiny", model=model, weight=1.0, manifest=manifest)
 
 
 def _slow_sensor(seconds_per_call: float, **settings: Any) -> tuple[VpSensorAgent, FakeComm]:

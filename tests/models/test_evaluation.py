@@ -10,16 +10,17 @@ import torch
 
 from models.data import Dataset, load_split
 from models.evaluation import EvalSettings, Evaluator, bars, fewest_bytes_within, run_evaluation
+from models.manifest import ModelManifest
 from models.nair_plots import write_plots
 from models.resnet import ResNet, ResNetConfig
 from models.taildrop import tail_drop_mask
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[ResNet, dict[str, object]]:
+def tiny() -> tuple[ResNet, ModelManifest]:
     torch.manual_seed(0)
-    return ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval(), {
-        "name": "tiny", "sha256": "d" * 64, "test_accuracy": 0.1}
+    return ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval(), ModelManifest(
+        name="tiny", sha256="d" * 64, weights_file="tiny.pt", split_points=("stage2",), test_accuracy=0.1)
 
 
 def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
@@ -32,7 +33,7 @@ def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:
 
 
 @pytest.mark.slow
-def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, dict[str, object]],
+def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet, ModelManifest],
                                                               tmp_path) -> None:
     train, test = load_split("train"), load_split("test")
     settings = EvalSettings(frames=60, calibration_images=200,
