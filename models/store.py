@@ -149,10 +149,7 @@ def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     evidence in ``sensor_artifact_chosen``), else ``<name>.nair.npz``.
     """
     name, directory = locate_model(name, directory)
-    path = directory / f"{name}.json"
-    chosen = json.loads(path.read_text()).get("sensor_artifact") if path.is_file() else None
-    if chosen is not None and (not isinstance(chosen, str) or Path(chosen).name != chosen):
-        raise ValueError(f"{path}: sensor_artifact must be a file name beside the manifest, not {chosen!r}")
+    chosen = read_manifest(name, directory).sensor_artifact  # validated: a plain file name beside the manifest
     return directory / (chosen or f"{name}.nair.npz")
 
 

@@ -26,17 +26,16 @@ from agents.runtime.settings import BrokerSettings, TopicSettings
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
 from models.loss import LossModel
-from models.manifest import ModelManifest
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
 from schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
 from schemas import decode as wire_decode
 from schemas.lean import encode_lean
 from schemas.topics import TopicTree
+from tests.manifests import in_memory_manifest
 
 pytestmark = pytest.mark.broker
-MANIFEST = ModelManifest(name="tiny", sha256="c" * 64, weights_file="tiny.pt", split_points=("stage2",),
-                         labels=tuple(f"class{i}" for i in range(10)))
+MANIFEST = in_memory_manifest("tiny", "c" * 64, labels=tuple(f"class{i}" for i in range(10)))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_m
 from agents.vp.fusion import VoteBuffer, VpFusionAgent
 from agents.vp.sensor import VpSensorAgent
 from models.data import LABELS
-from models.manifest import ModelManifest
 from models.resnet import ResNet, ResNetConfig
 from models.vp import Vote
 from models.vp_training import LoadedVariant
@@ -42,6 +41,7 @@ from schemas import (
 )
 from schemas.lean import LeanContext, decode_lean, encode_lean
 from schemas.topics import ParsedTopic, TopicTree
+from tests.manifests import in_memory_manifest
 
 SHA = "a" * 64
 
@@ -260,9 +260,7 @@ class FakeComm:
 
 def _tiny_variant() -> LoadedVariant:
     model = ResNet(ResNetConfig(widths=(4, 4, 4), blocks=(1, 1, 1)))
-    manifest = ModelManifest(name="variants-tiny", sha256=SHA, weights_file="variants-tiny.pt",
-                             split_points=("stage2",))
-    return LoadedVariant(name="tiny", model=model, weight=1.0, manifest=manifest)
+    return LoadedVariant(name="tiny", model=model, weight=1.0, manifest=in_memory_manifest("variants-tiny", SHA))
 
 
 def _slow_sensor(seconds_per_call: float, **settings: Any) -> tuple[VpSensorAgent, FakeComm]:

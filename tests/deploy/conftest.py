@@ -10,12 +10,11 @@ import torch
 from agents.tools.secure_broker import SecureBroker
 from models.calibration import CalibrationSettings, calibrate
 from models.data import load_split
-from models.manifest import ModelManifest
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
+from tests.manifests import in_memory_manifest
 
-TINY_MANIFEST = ModelManifest(name="tiny", sha256="d" * 64, weights_file="tiny.pt", split_points=("stage2",),
-                              labels=tuple(f"class{i}" for i in range(10)))
+TINY_MANIFEST = in_memory_manifest("tiny", "d" * 64, labels=tuple(f"class{i}" for i in range(10)))
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,14 @@ from models.manifest import ModelManifest
 from models.nair_plots import write_plots
 from models.resnet import ResNet, ResNetConfig
 from models.taildrop import tail_drop_mask
+from tests.manifests import in_memory_manifest
 
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[ResNet, ModelManifest]:
     torch.manual_seed(0)
-    return ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval(), ModelManifest(
-        name="tiny", sha256="d" * 64, weights_file="tiny.pt", split_points=("stage2",), test_accuracy=0.1)
+    return ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval(), in_memory_manifest(
+        "tiny", "d" * 64, test_accuracy=0.1)
 
 
 def test_tail_drop_mask_keeps_a_prefix_of_channels() -> None:

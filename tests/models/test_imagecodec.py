@@ -41,18 +41,14 @@ from models.imagecodec import (
     max_encoded_len,
     register_image_codec,
 )
-from models.manifest import ModelManifest
 from models.stats import wilson_interval
 from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
+from tests.manifests import in_memory_manifest
 
 LOSSLESS = ("raw", "png", "webp-lossless", "grey8+deflate")
 EVERY_LADDER_SPEC = tuple(spec for ladder in FAMILY_LADDERS.values() for spec in ladder)
 HOSTILE_SPECS = ("raw", "png", "webp-lossless", "webp:q50", "jpeg:q50", "jpeg-shared:q50", "grey1+deflate",
                  "grey4+deflate", "grey8+deflate")
-
-
-def _manifest(name: str, sha256: str) -> ModelManifest:
-    return ModelManifest(name=name, sha256=sha256, weights_file=f"{name}.pt", split_points=("stage2",))
 
 
 def _frames() -> list[np.ndarray]:
@@ -453,7 +449,7 @@ def test_the_calibrated_table_is_small_json_and_steps_down_to_a_cap_the_link_all
                      _synthetic("a2", [250, 250, 250], [True, True, True])],
                "b": [_synthetic("b1", [120, 120, 120], [True, True, False])]}
     caps = (100, 200, 300)
-    table = table_from_results(results, _manifest("m", "0" * 64), source="synthetic", caps=caps)
+    table = table_from_results(results, in_memory_manifest("m", "0" * 64), source="synthetic", caps=caps)
     assert json.loads(json.dumps(table)) == table
     assert table["frames"] == 3
     assert table["model"]["sha256"] == "0" * 64
@@ -479,7 +475,7 @@ def test_calibrated_table_runs_a_model_on_the_decoded_frames() -> None:
     images = np.stack([np.roll(FRAMES[0], int(s), axis=1) for s in rng.integers(-6, 7, 24)])
     labels = rng.integers(0, 10, 24)
     families = {"grey+deflate": ("grey1+deflate", "grey8+deflate"), "png": ("png",)}
-    table = image_eval.calibrated_table(model, _manifest("tiny", "f" * 64), images, labels,
+    table = image_eval.calibrated_table(model, in_memory_manifest("tiny", "f" * 64), images, labels,
                                         source="synthetic", families=families, caps=(100, 2000))
     reference = image_eval.mature_predictor(model)(images)
     top = table["families"]["png"]["caps"][-1]

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from models.calibration import CalibrationSettings, calibrate
 from models.loss import LossModel
-from models.manifest import ModelManifest
 from models.nair import ArtifactMismatchError, NairArtifact, NairTransform, bits_schedule, dct_matrix, geometric_plan
 from models.nair_codec import (
     ComponentRun,
@@ -30,12 +29,9 @@ from models.nair_codec import (
 )
 from models.pipeline import NairPipeline
 from models.resnet import ResNet, ResNetConfig
+from tests.manifests import in_memory_manifest
 
 TINY = ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))
-
-
-def _manifest(sha256: str) -> ModelManifest:
-    return ModelManifest(name="tiny", sha256=sha256, weights_file="tiny.pt", split_points=("stage2",))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +76,7 @@ def test_nair_orders_by_decreasing_variance(artifact: NairArtifact, tiny_model: 
 
 
 def test_full_reception_reproduces_the_model(artifact: NairArtifact, tiny_model: ResNet, images: np.ndarray) -> None:
-    pipe = NairPipeline(tiny_model, _manifest("a" * 64), artifact)
+    pipe = NairPipeline(tiny_model, in_memory_manifest("tiny", "a" * 64), artifact)
     probs, fraction, _ = pipe.offline_probs(pipe.encode_all(images[200:]), np.arange(100), None)
     assert np.all(fraction == 1.0)
     full = pipe.full_model_probs(images[200:])
@@ -98,7 +94,7 @@ def test_artifact_round_trip_and_hash(tmp_path, artifact: NairArtifact) -> None:
 
 def test_mismatched_model_is_refused(artifact: NairArtifact, tiny_model: ResNet) -> None:
     with pytest.raises(ArtifactMismatchError, match="calibrated for model"):
-        NairPipeline(tiny_model, _manifest("b" * 64), artifact)
+        NairPipeline(tiny_model, in_memory_manifest("tiny", "b" * 64), artifact)
 
 
 def test_missing_artifact_says_how_to_make_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
