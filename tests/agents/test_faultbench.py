@@ -32,7 +32,7 @@ def test_fuzz_ends_nothing_and_costs_the_others_nothing(tmp_path: Path, expected
     settings = FaultSettings(fuzz_messages=15_000, fuzz_seconds=8.0, run_dir=tmp_path)
     out = scenario_fuzz(settings, expected)
     # How many go out in the 8 s bound depends on how busy the shared 2-CPU machine is (the full bench sends 100 000
-    # in its 90 s: reports/faults.json); a few thousand of every kind is what this short run needs.
+    # within its time bound: reports/faults.json); a few thousand of every kind is what this short run needs.
     assert out["hostile_messages"] >= 4_000
     assert len(out["kinds"]) == 8  # every kind of hostile message was sent
     assert out["fusion_alive"]
@@ -54,7 +54,7 @@ def test_a_flooding_sensor_costs_the_others_no_frames(tmp_path: Path, expected: 
 
 
 def test_a_killed_fusion_answers_again_within_seconds(tmp_path: Path, expected: Expected) -> None:
-    # The bar of the full bench is 5 s (reports/faults.json: <= 3.4 s); a restart here shares the CPUs with the rest of
+    # The bar of the full bench is 5 s (reports/faults.json has its figure); a restart here shares the CPUs with the rest of
     # the suite and loads torch and the model from cold, so this short check allows 10 s.
     out = scenario_fusion_kill(FaultSettings(kill_runs=1, run_dir=tmp_path, recover_s=10.0), expected)
     assert out["all_within_bar"], out["first_result_s"]
