@@ -54,8 +54,8 @@ def test_a_flooding_sensor_costs_the_others_no_frames(tmp_path: Path, expected: 
 
 
 def test_a_killed_fusion_answers_again_within_seconds(tmp_path: Path, expected: Expected) -> None:
-    # The bar of the full bench is 5 s (reports/faults.json has its figure); a restart here shares the CPUs with the rest of
-    # the suite and loads torch and the model from cold, so this short check allows 10 s.
+    # The bar of the full bench is 5 s (reports/faults.json has its figure); a restart here shares the CPUs with the
+    # rest of the suite and loads torch and the model from cold, so this short check allows 10 s.
     out = scenario_fusion_kill(FaultSettings(kill_runs=1, run_dir=tmp_path, recover_s=10.0), expected)
     assert out["all_within_bar"], out["first_result_s"]
     assert out["legit"]["labels_identical_to_offline"]
