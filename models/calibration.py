@@ -2,10 +2,17 @@
 
 The mature model's weights are frozen (it only runs forward). Calibration never sees the test split. The same
 function builds the baselines the evaluator compares against, by switching the transform off piece by piece.
+
+Calibration computes in float64 — the head's forward pass on the calibration images (:func:`calibration_ir`)
+and every statistic — and rounds to float32 once, when it writes the artifact. Another CPU sums a float32
+convolution or a covariance in another order and moves the last float32 bits; in float64 those differences sit
+about 10⁻¹⁶ relative, far below float32's rounding step, so the same command on the same images writes the same
+artifact, bit for bit, on another machine too.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -95,13 +102,62 @@ def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int 
     return np.concatenate(outs)
 
 
+def float64_copy(model: Any) -> Any | None:
+    """A float64 copy of ``model`` (its weights untouched), or None for a model that cannot run in double precision
+    (a TorchScript file whose code fixes float32, say)."""
+    try:
+        double = copy.deepcopy(model).double()
+    except Exception:
+        return None
+    double.eval()
+    return double
+
+
+def calibration_ir(model: Any, images: np.ndarray, split: str, batch_size: int = 500) -> tuple[np.ndarray, str]:
+    """IR of every calibration image at ``split`` as float64 ``(N, C, H, W)``, and how it was computed.
+
+    The head runs in float64 (a copy of the model) when the model can, so the statistics fitted on it do not depend
+    on the CPU's float32 summation order; a model that cannot (its float64 output is missing, of another dtype or
+    more than 1e-3 away from its float32 output on the first batch) runs in float32 and the note says so.
+    """
+    double = float64_copy(model)
+    note = "float64 head and statistics, rounded to float32 once"
+    if double is not None:
+        probe = images[:batch_size]
+        with torch.no_grad():
+            x = model.input_spec.prepare(probe)
+            single = model.head(x, split)
+            try:
+                twin = double.head(x.double(), split)
+            except Exception as exc:
+                twin, note = None, f"float32 head (it cannot run in float64: {type(exc).__name__}), float64 statistics"
+        if twin is not None and (twin.dtype != torch.float64 or twin.shape != single.shape
+                                 or not torch.allclose(twin.float(), single, rtol=1e-3, atol=1e-3)):
+            twin, note = None, "float32 head (its float64 output differs from its float32 output), float64 statistics"
+        if twin is None:
+            double = None
+    if double is None:
+        if note.startswith("float64"):
+            note = "float32 head (the model cannot be copied to float64), float64 statistics"
+        return head_outputs(model, images, split, batch_size).astype(np.float64), note
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = model.input_spec.prepare(images[start : start + batch_size]).double()
+            outs.append(double.head(x, split).numpy())
+    return np.concatenate(outs), note
+
+
 def _channel_klt(ir: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Eigenvectors of the channel covariance (pooled over positions), strongest first."""
+    """Eigenvectors of the channel covariance (pooled over positions), strongest first, each signed so that its
+    largest-magnitude entry is positive (LAPACK may return either sign)."""
     c = ir.shape[1]
     centred = (ir - mean).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
     cov = centred.T @ centred / len(centred)
     eigval, eigvec = np.linalg.eigh(cov)
-    return eigvec[:, np.argsort(eigval)[::-1]]
+    eigvec = eigvec[:, np.argsort(eigval, kind="stable")[::-1]]
+    signs = np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(c)])
+    return np.asarray(eigvec * np.where(signs == 0, 1.0, signs))
 
 
 def _channel_major_order(channel_rank: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -122,18 +178,21 @@ def calibrate(
     images: np.ndarray,
     settings: CalibrationSettings,
     progress: ProgressFn | None = None,
-    ir: np.ndarray | None = None,
+    ir: tuple[np.ndarray, str] | None = None,
 ) -> NairArtifact:
     """Fit an artifact for ``model`` at ``settings.split`` from calibration ``images`` (uint8, training data).
 
-    ``ir``, when given, is ``head_outputs(model, images, settings.split)`` computed before (the evaluator builds
-    many artifacts from the same calibration images).
+    ``ir``, when given, is ``calibration_ir(model, images, settings.split)`` computed before (the evaluator builds
+    many artifacts from the same calibration images), with its note.
     """
     started = time.perf_counter()
     if ir is None:
-        ir = head_outputs(model, images, settings.split, settings.batch_size)
-    elif len(ir) != len(images):
-        raise ValueError(f"{len(ir)} IRs given for {len(images)} calibration images")
+        ir, numerics = calibration_ir(model, images, settings.split, settings.batch_size)
+    elif len(ir[0]) != len(images):
+        raise ValueError(f"{len(ir[0])} IRs given for {len(images)} calibration images")
+    else:
+        ir, numerics = ir
+    ir = np.asarray(ir, dtype=np.float64)
     if progress:
         progress("head", len(images), len(images))
     n, c, h, w = ir.shape
@@ -147,8 +206,8 @@ def calibrate(
         split=settings.split,
         ir_shape=(c, h, w),
         spatial_dct=spatial,
-        mean=mean.astype(np.float32),
-        channel_basis=basis.astype(np.float32),
+        mean=mean,
+        channel_basis=basis,
         order=np.arange(k, dtype=np.int64),
         fill=np.zeros(k, dtype=np.float32),
         lo=np.zeros(k, dtype=np.float32),
@@ -157,7 +216,7 @@ def calibrate(
         plan=np.array([[0, k]], dtype=np.int64),
     )
     with torch.no_grad():
-        natural = NairTransform(base).forward(torch.from_numpy(ir)).numpy()
+        natural = NairTransform(base, torch.float64).forward(torch.from_numpy(ir)).numpy()
     if progress:
         progress("transform", 1, 1)
     if settings.method in ("nair", "klt", "variance"):
@@ -169,10 +228,14 @@ def calibrate(
     else:
         order = np.arange(k)
     components = natural[:, order]
+    del natural
     if settings.fill == "mean":
-        fill = components.mean(axis=0)
+        # The calibration mean in component space: T(mean - mean), exactly zero. (Averaging the components instead
+        # gives that zero plus rounding noise about 1e-16 which float32 keeps in full and another CPU changes.)
+        fill = NairTransform(base, torch.float64).forward(torch.from_numpy(mean - mean)[None]).numpy()[0][order]
     else:  # zero activation at the split, expressed in component space
-        fill = NairTransform(base).forward(torch.zeros(1, c, h, w)).numpy()[0][order]
+        zero = torch.zeros(1, c, h, w, dtype=torch.float64)
+        fill = NairTransform(base, torch.float64).forward(zero).numpy()[0][order]
     bits = bits_schedule(k, list(settings.bit_bands))
     lo, step = fit_quantiser(components, bits, settings.clip_quantiles)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
@@ -180,7 +243,7 @@ def calibrate(
         "method": settings.method,
         "settings": asdict(settings),
         "calibration_images": int(n),
-        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2)},
+        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2), "numerics": numerics},
     }
     return NairArtifact(
         model_name=model_name,

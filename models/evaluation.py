@@ -22,8 +22,8 @@ from models.calibration import (
     CalibrationSettings,
     Fill,
     calibrate,
+    calibration_ir,
     format_bit_bands,
-    head_outputs,
 )
 from models.data import Dataset
 from models.loss import LossModel
@@ -146,7 +146,7 @@ class Evaluator:
         self.settings = settings
         self.progress = progress or (lambda _msg: None)
         self._ir: dict[tuple[str, str], np.ndarray] = {}
-        self._calibration_ir: dict[tuple[str, str], np.ndarray] = {}
+        self._calibration_ir: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
         self._head_seconds: dict[tuple[str, str], float] = {}
 
     def test_ir(self, model_name: str, split: str, pipeline: NairPipeline) -> np.ndarray:
@@ -177,8 +177,8 @@ class Evaluator:
         key = (spec.model, spec.calibration.split)
         if key not in self._calibration_ir:
             started = time.perf_counter()
-            self._calibration_ir[key] = head_outputs(model, self.calibration, spec.calibration.split,
-                                                     spec.calibration.batch_size)
+            self._calibration_ir[key] = calibration_ir(model, self.calibration, spec.calibration.split,
+                                                       spec.calibration.batch_size)
             self._head_seconds[key] = time.perf_counter() - started
         started = time.perf_counter()
         artifact = calibrate(model, manifest.name, manifest.sha256, self.calibration, spec.calibration,

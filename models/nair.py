@@ -161,21 +161,24 @@ class NairArtifact:
 class NairTransform:
     """Batched torch implementation of ``T`` and ``T⁻¹`` for an artifact."""
 
-    def __init__(self, artifact: NairArtifact) -> None:
+    def __init__(self, artifact: NairArtifact, dtype: torch.dtype = torch.float32) -> None:
+        """``dtype`` float64 is for calibration, which fits its statistics in double precision."""
         c, h, w = artifact.ir_shape
         self.shape = (c, h, w)
-        self.mean = torch.from_numpy(artifact.mean.astype(np.float32))
-        self.basis = torch.from_numpy(artifact.channel_basis.astype(np.float32))
+        self.dtype = dtype
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self.mean = torch.from_numpy(artifact.mean.astype(np_dtype))
+        self.basis = torch.from_numpy(artifact.channel_basis.astype(np_dtype))
         eye_h, eye_w = np.eye(h), np.eye(w)
-        self.dct_h = torch.from_numpy((dct_matrix(h) if artifact.spatial_dct else eye_h).astype(np.float32))
-        self.dct_w = torch.from_numpy((dct_matrix(w) if artifact.spatial_dct else eye_w).astype(np.float32))
+        self.dct_h = torch.from_numpy((dct_matrix(h) if artifact.spatial_dct else eye_h).astype(np_dtype))
+        self.dct_w = torch.from_numpy((dct_matrix(w) if artifact.spatial_dct else eye_w).astype(np_dtype))
         self.order = torch.from_numpy(artifact.order.astype(np.int64))
-        self.fill = torch.from_numpy(artifact.fill.astype(np.float32))
+        self.fill = torch.from_numpy(artifact.fill.astype(np_dtype))
 
     def forward(self, ir: torch.Tensor) -> torch.Tensor:
         """IR ``(N, C, H, W)`` to components ``(N, K)`` in importance order."""
         c, h, w = self.shape
-        centred = (ir.float() - self.mean).permute(0, 2, 3, 1).reshape(-1, c)
+        centred = (ir.to(self.dtype) - self.mean).permute(0, 2, 3, 1).reshape(-1, c)
         y = (centred @ self.basis).reshape(ir.shape[0], h, w, c).permute(0, 3, 1, 2)
         z = self.dct_h @ y @ self.dct_w.T
         return z.reshape(ir.shape[0], -1)[:, self.order]

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from agents.tools.wire_eval import nair_curve
-from models.calibration import BIT_ALLOCATIONS, BitBands, CalibrationSettings, calibrate, format_bit_bands, head_outputs
+from models.calibration import (
+    BIT_ALLOCATIONS,
+    BitBands,
+    CalibrationSettings,
+    calibrate,
+    calibration_ir,
+    format_bit_bands,
+    head_outputs,
+)
 from models.data import Dataset
 from models.manifest import ModelManifest
 from models.nair import NairArtifact
@@ -38,7 +46,7 @@ def choose_allocation(
         raise ValueError(f"--wire-bytes must be positive, not {wire_bytes}")
     say = progress or (lambda _m: None)
     say(f"head outputs of {len(calibration_images)} calibration images")
-    ir = head_outputs(model, calibration_images, settings.split, settings.batch_size)
+    ir = calibration_ir(model, calibration_images, settings.split, settings.batch_size)
     validation_ir = head_outputs(model, validation.images, settings.split, settings.batch_size)
     compared: list[dict[str, Any]] = []
     best: tuple[tuple[float, float, int], NairArtifact] | None = None
