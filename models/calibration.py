@@ -186,19 +186,16 @@ def calibrate(
     many artifacts from the same calibration images), with its note.
     """
     started = time.perf_counter()
-    if ir is None:
-        ir, numerics = calibration_ir(model, images, settings.split, settings.batch_size)
-    elif len(ir[0]) != len(images):
-        raise ValueError(f"{len(ir[0])} IRs given for {len(images)} calibration images")
-    else:
-        ir, numerics = ir
-    ir = np.asarray(ir, dtype=np.float64)
+    given, numerics = ir if ir is not None else calibration_ir(model, images, settings.split, settings.batch_size)
+    if len(given) != len(images):
+        raise ValueError(f"{len(given)} IRs given for {len(images)} calibration images")
+    features = np.asarray(given, dtype=np.float64)
     if progress:
         progress("head", len(images), len(images))
-    n, c, h, w = ir.shape
+    n, c, h, w = features.shape
     k = c * h * w
-    mean = ir.mean(axis=0)
-    basis = _channel_klt(ir, mean) if settings.method in ("nair", "pca", "klt") else np.eye(c)
+    mean = features.mean(axis=0)
+    basis = _channel_klt(features, mean) if settings.method in ("nair", "pca", "klt") else np.eye(c)
     spatial = settings.method == "nair"
     base = NairArtifact(
         model_name=model_name,
@@ -216,7 +213,7 @@ def calibrate(
         plan=np.array([[0, k]], dtype=np.int64),
     )
     with torch.no_grad():
-        natural = NairTransform(base, torch.float64).forward(torch.from_numpy(ir)).numpy()
+        natural = NairTransform(base, torch.float64).forward(torch.from_numpy(features)).numpy()
     if progress:
         progress("transform", 1, 1)
     if settings.method in ("nair", "klt", "variance"):
@@ -224,7 +221,7 @@ def calibrate(
     elif settings.method == "pca":
         order = _channel_major_order(np.arange(c), h, w)
     elif settings.method == "prune":
-        order = _channel_major_order(np.argsort(-prune_scores(model, settings.split, ir), kind="stable"), h, w)
+        order = _channel_major_order(np.argsort(-prune_scores(model, settings.split, features), kind="stable"), h, w)
     else:
         order = np.arange(k)
     components = natural[:, order]
