@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,12 +88,12 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
     subsets = subsets_by_k[str(k)]
     full = subset_key(names)
     one_lost = {name: subsets[subset_key([x for x in names if x != name])] for name in names} if len(names) > 1 else {}
-    equal = dict.fromkeys(names, 1.0)
+    rules = fusion_rule_correct(probs, weights, labels, (k,))
     ablation = {
         "paper_weights_topk": subsets[full],
-        "equal_weights_topk": acc(fuse_batch(probs, equal, k).argmax(1)),
-        "paper_weights_all_classes": acc(fuse_batch(probs, weights, n_classes).argmax(1)),
-        "equal_weights_all_classes": acc(fuse_batch(probs, equal, n_classes).argmax(1)),
+        "equal_weights_topk": float(rules[f"equal_weights_top{k}"].mean()),
+        "paper_weights_all_classes": float(rules["paper_weights_all_classes"].mean()),
+        "equal_weights_all_classes": float(rules["equal_weights_all_classes"].mean()),
     }
     variant_rows = {}
     for name in names:
@@ -149,16 +149,8 @@ def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any],
         return None
     validation = validation_split(load_split("train", data_dir), held)
     probs = {name: softmax_outputs(v.model, validation.images) for name, v in variants.items()}
-    names = list(probs)
-    n_classes = len(LABELS)
     paper = {name: v.weight for name, v in variants.items()}
-    equal = dict.fromkeys(names, 1.0)
-    correct = {}
-    for kk in range(1, n_classes // 2 + 1):
-        correct[f"paper_weights_top{kk}"] = fuse_batch(probs, paper, kk).argmax(1) == validation.labels
-        correct[f"equal_weights_top{kk}"] = fuse_batch(probs, equal, kk).argmax(1) == validation.labels
-    correct["paper_weights_all_classes"] = fuse_batch(probs, paper, n_classes).argmax(1) == validation.labels
-    correct["equal_weights_all_classes"] = fuse_batch(probs, equal, n_classes).argmax(1) == validation.labels
+    correct = fusion_rule_correct(probs, paper, validation.labels, range(1, len(LABELS) // 2 + 1))
     shipped = f"paper_weights_top{k}"
     best = max(correct, key=lambda r: (float(correct[r].mean()), r == shipped))
     test = stats.mcnemar(correct[best], correct[shipped], best, shipped)
@@ -171,6 +163,21 @@ def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any],
         "criterion": "the shipped rule unless another is more accurate on validation outside the noise "
                      "(McNemar p < 0.05)",
     }
+
+
+def fusion_rule_correct(probs: dict[str, np.ndarray], paper: dict[str, float], labels: np.ndarray,
+                        ks: Iterable[int]) -> dict[str, np.ndarray]:
+    """Per frame, whether each fusion rule gets it right: the paper's or equal weights, over each top-``k`` in
+    ``ks`` (``paper_weights_top3``, ``equal_weights_top3``, …) and over every class (``…_all_classes``)."""
+    n_classes = len(LABELS)
+    equal = dict.fromkeys(probs, 1.0)
+    correct = {}
+    for kk in ks:
+        correct[f"paper_weights_top{kk}"] = fuse_batch(probs, paper, kk).argmax(1) == labels
+        correct[f"equal_weights_top{kk}"] = fuse_batch(probs, equal, kk).argmax(1) == labels
+    correct["paper_weights_all_classes"] = fuse_batch(probs, paper, n_classes).argmax(1) == labels
+    correct["equal_weights_all_classes"] = fuse_batch(probs, equal, n_classes).argmax(1) == labels
+    return correct
 
 
 def _validation_accuracy(family: dict[str, Any]) -> dict[str, float] | None:

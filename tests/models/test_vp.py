@@ -354,3 +354,19 @@ def test_the_kept_family_is_the_epoch_best_on_validation() -> None:
     probs = {name: softmax_outputs(m, validation.images) for name, m in kept.items()}
     accuracy = float((fuse_batch(probs, fusion_weights(family), 5).argmax(1) == validation.labels).mean())
     assert accuracy == pytest.approx(best["validation_ensemble_accuracy"])
+
+
+def test_fusion_rules_score_every_frame_per_rule() -> None:
+    from models.vp_eval import fusion_rule_correct
+
+    labels = np.array([0, 1, 2, 4])
+    right = np.full((4, 10), 0.01)
+    right[np.arange(4), labels] = 0.91
+    wrong = np.full((4, 10), 0.005)
+    wrong[:, 3] = 0.955  # surer, and always class 3
+    rules = fusion_rule_correct({"right": right, "wrong": wrong}, {"right": 3.0, "wrong": 1.0}, labels, (1, 2))
+    assert set(rules) == {"paper_weights_top1", "equal_weights_top1", "paper_weights_top2", "equal_weights_top2",
+                          "paper_weights_all_classes", "equal_weights_all_classes"}
+    assert all(c.shape == labels.shape for c in rules.values())
+    assert rules["paper_weights_top1"].all()  # the heavier variant is right on every frame
+    assert not rules["equal_weights_top1"].any()  # with equal weights the surer, wrong one wins
