@@ -227,9 +227,10 @@ def calibrate(
     components = natural[:, order]
     del natural
     if settings.fill == "mean":
-        # The calibration mean in component space: T(mean - mean), exactly zero. (Averaging the components instead
-        # gives that zero plus rounding noise about 1e-16 which float32 keeps in full and another CPU changes.)
-        fill = NairTransform(base, torch.float64).forward(torch.from_numpy(mean - mean)[None]).numpy()[0][order]
+        # The calibration mean in component space: T(mean) = transform of (mean - mean), exactly zero. (Averaging
+        # the components instead gives that zero plus rounding noise about 1e-16 which float32 keeps in full and
+        # another CPU changes.)
+        fill = NairTransform(base, torch.float64).forward(torch.from_numpy(mean)[None]).numpy()[0][order]
     else:  # zero activation at the split, expressed in component space
         zero = torch.zeros(1, c, h, w, dtype=torch.float64)
         fill = NairTransform(base, torch.float64).forward(zero).numpy()[0][order]

@@ -1,5 +1,6 @@
-"""``nairbus calibrate`` as a user runs it: the same command writes the same artifact sha256, bit allocations are
-options, and ``--wire-bytes`` chooses an allocation on the validation split and says what it compared."""
+"""``nairbus calibrate`` as a user runs it: the same command writes the same artifact sha256 (on another CPU's code
+paths too), bit allocations are options, and ``--wire-bytes`` chooses an allocation on the validation split and says
+what it compared."""
 
 from __future__ import annotations
 
@@ -18,10 +19,21 @@ pytestmark = pytest.mark.e2e
 NAIRBUS = Path(sys.executable).with_name("nairbus")
 
 
-def _calibrate(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160", "TERM": "dumb"}
-    return subprocess.run([str(NAIRBUS), "calibrate", *args], capture_output=True, text=True, timeout=600, env=env,
+def _calibrate(*args: str, env: dict[str, str] | None = None, command: str = "calibrate",
+               ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160", "TERM": "dumb", **(env or {})}
+    return subprocess.run([str(NAIRBUS), command, *args], capture_output=True, text=True, timeout=900, env=env,
                           check=False)
+
+
+def _other_cpu_paths() -> dict[str, str]:
+    """Environment that sends torch, oneDNN, MKL, OpenBLAS and numpy down the code paths of an older CPU (no AVX,
+    other kernels, other summation orders), as far as this machine can emulate one."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    extra = [name for name in __cpu_dispatch__ if __cpu_features__.get(name)]  # numpy's dispatched SIMD levels
+    return {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
+            "OPENBLAS_CORETYPE": "Nehalem", "OMP_NUM_THREADS": "1", "NPY_DISABLE_CPU_FEATURES": " ".join(extra)}
 
 
 def test_the_same_command_reproduces_the_same_sha256(tmp_path: Path) -> None:
@@ -37,6 +49,25 @@ def test_the_same_command_reproduces_the_same_sha256(tmp_path: Path) -> None:
     assert "calibration_seconds" in first.meta["provenance"]
     first.meta["provenance"]["calibration_seconds"] = -1.0
     assert first.sha256 == second.sha256
+
+
+@pytest.mark.slow
+def test_another_cpus_code_paths_write_the_same_sha256(tmp_path: Path) -> None:
+    # The deep split, where float32 summation order moved the statistics in their last bits from CPU to CPU.
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    out = _calibrate("--images", "500", "--split", "stage3", "--out", str(here))
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = _calibrate("--images", "500", "--split", "stage3", "--out", str(there), env=_other_cpu_paths())
+    assert out.returncode == 0, out.stdout + out.stderr
+    a, b = NairArtifact.load(here), NairArtifact.load(there)
+    assert a.meta["provenance"]["numerics"].startswith("float64 head")
+    assert a.sha256 == b.sha256, _differences(a, b)
+
+
+def _differences(a: NairArtifact, b: NairArtifact) -> str:
+    fields = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
+    return "; ".join(f"{f}: {int((getattr(a, f) != getattr(b, f)).sum())} entries differ" for f in fields
+                     if not np.array_equal(getattr(a, f), getattr(b, f))) or "headers differ"
 
 
 def test_bit_bands_are_an_option_and_change_the_artifact(tmp_path: Path) -> None:
@@ -90,7 +121,16 @@ def test_wire_bytes_chooses_the_allocation_best_on_validation(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["base.nair.npz", "base.stage3.nair.npz"])
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", [
+    "base.nair.npz",
+    # Made by the float32 calibration (another CPU's summation order moves their statistics, and the float64 one
+    # orders a few near-tied components differently): re-making each with its recorded command means re-running the
+    # reports that measured it ('nairbus bench link --soak-seconds 300', about 36 min; 'nairbus evaluate nair --model
+    # mobilenet --images-dir build/frames', about 40 min). Strict: once re-made they pass and the marks must go.
+    pytest.param("base.stage3.nair.npz", marks=pytest.mark.xfail(strict=True, reason="float32-made: re-make")),
+    pytest.param("mobilenet.nair.npz", marks=pytest.mark.xfail(strict=True, reason="float32-made: re-make")),
+])
 def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: Path, name: str) -> None:
     from models.store import WEIGHTS_DIR
 
@@ -100,16 +140,30 @@ def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: P
     args = command[2:]
     if "--out" in args:
         del args[args.index("--out") : args.index("--out") + 2]
+    if "--images-dir" in args:  # a folder of unlabeled image files: written as its provenance says it was
+        folder = tmp_path / Path(args[args.index("--images-dir") + 1]).name
+        source = shipped.meta["provenance"]["calibration_source"]
+        made = _calibrate("--split", "calibration", "--count", str(source["files"]), "--colour", "rgb", "--out",
+                          str(folder), command="export-images")
+        assert made.returncode == 0, made.stdout + made.stderr
+        args[args.index("--images-dir") + 1] = str(folder)
     out = _calibrate(*args, "--out", str(tmp_path / name))
     assert out.returncode == 0, out.stdout + out.stderr
     again = NairArtifact.load(tmp_path / name)
-    if again.sha256 == shipped.sha256:
-        return
-    # Another CPU (its convolution kernels sum in another order) moves the deep IR in the last float32 bits, so the
-    # float statistics may differ there; everything discrete must be identical and the floats agree to 1e-5.
-    assert again._hashed_header() == shipped._hashed_header()
-    for field in ("order", "bits", "plan"):
-        assert np.array_equal(getattr(again, field), getattr(shipped, field)), field
-    for field in ("mean", "channel_basis", "fill", "lo", "step"):
-        np.testing.assert_allclose(getattr(again, field), getattr(shipped, field), rtol=1e-5, atol=1e-6,
-                                   err_msg=field)
+    if "calibration_source" in shipped.meta["provenance"]:
+        assert again.meta["provenance"]["calibration_source"] == shipped.meta["provenance"]["calibration_source"]
+    assert again.sha256 == shipped.sha256, _differences(again, shipped)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_reports_fewest_bytes_point_is_reproduced_by_the_command_it_names(tmp_path: Path) -> None:
+    import json
+
+    report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "nair.json").read_text())
+    point = report["fewest_bytes_within_1pt"]["point"]
+    command = point["command"].split()
+    assert command[:2] == ["nairbus", "calibrate"]
+    out = _calibrate(*command[2:], "--out", str(tmp_path / "fewest.npz"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert NairArtifact.load(tmp_path / "fewest.npz").sha256 == point["artifact_sha256"]

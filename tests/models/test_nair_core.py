@@ -67,6 +67,20 @@ def test_transform_is_exactly_invertible(tiny_model: ResNet, images: np.ndarray,
     assert sorted(art.order.tolist()) == list(range(art.n_components))
 
 
+@pytest.mark.parametrize("method", ["nair", "naive"])
+def test_what_fills_a_missing_component_is_the_calibration_mean_or_a_zero_activation(
+        tiny_model: ResNet, images: np.ndarray, method: str) -> None:
+    mean = calibrate(tiny_model, "tiny", "a" * 64, images[:100], CalibrationSettings(split="stage2", method=method))  # type: ignore[arg-type]
+    zero = calibrate(tiny_model, "tiny", "a" * 64, images[:100],
+                     CalibrationSettings(split="stage2", method=method, fill="zero"))  # type: ignore[arg-type]
+    assert not mean.fill.any()  # the calibration mean in component space: exactly zero, no rounding noise
+    nothing = torch.zeros(1, mean.n_components, dtype=torch.bool)
+    empty = torch.zeros(1, mean.n_components)
+    np.testing.assert_allclose(NairTransform(mean).reconstruct(empty, nothing)[0].numpy(), mean.mean, atol=1e-5)
+    np.testing.assert_allclose(NairTransform(zero).reconstruct(empty, nothing)[0].numpy(), 0.0, atol=1e-5)
+    assert np.abs(mean.mean).max() > 1e-2  # so the two fills differ
+
+
 def test_nair_orders_by_decreasing_variance(artifact: NairArtifact, tiny_model: ResNet, images: np.ndarray) -> None:
     with torch.no_grad():
         x = torch.from_numpy(images[:200]).float().unsqueeze(1) / 255
