@@ -148,16 +148,30 @@ def calibration_ir(model: Any, images: np.ndarray, split: str, batch_size: int =
     return np.concatenate(outs), note
 
 
+BASIS_GRID = 2.0**-20
+"""The KLT eigenvectors are rounded to multiples of this before use (see :func:`_channel_klt`)."""
+
+
 def _channel_klt(ir: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Eigenvectors of the channel covariance (pooled over positions), strongest first, each signed so that its
-    largest-magnitude entry is positive (LAPACK may return either sign)."""
+    largest-magnitude entry is positive (LAPACK may return either sign).
+
+    Eigenvectors of close eigenvalues are ill-conditioned: another CPU's BLAS kernels move them by about 1e-12, enough
+    to flip an entry's float32 rounding now and then. So they are rounded to :data:`BASIS_GRID` (about 1e-6, far
+    coarser than that noise, so the rounded values agree across CPUs all but never) and made orthonormal again by
+    two Newton–Schulz steps, a well-conditioned product whose own noise stays near 1e-16.
+    """
     c = ir.shape[1]
     centred = (ir - mean).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
     cov = centred.T @ centred / len(centred)
     eigval, eigvec = np.linalg.eigh(cov)
     eigvec = eigvec[:, np.argsort(eigval, kind="stable")[::-1]]
     signs = np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(c)])
-    return np.asarray(eigvec * np.where(signs == 0, 1.0, signs))
+    basis = np.round(eigvec * np.where(signs == 0, 1.0, signs) / BASIS_GRID) * BASIS_GRID
+    eye = np.eye(c)
+    for _ in range(2):
+        basis = basis @ (1.5 * eye - 0.5 * (basis.T @ basis))
+    return np.asarray(basis)
 
 
 def _channel_major_order(channel_rank: np.ndarray, h: int, w: int) -> np.ndarray:
