@@ -92,60 +92,52 @@ def format_bit_bands(bands: BitBands) -> str:
     return ",".join(f"{fraction:g}:{bits}" for fraction, bits in bands)
 
 
-def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int = 500) -> np.ndarray:
-    """IR of every image at ``split``, float32 ``(N, C, H, W)``."""
+def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int = 500,
+                 dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """IR of every image at ``split``, ``(N, C, H, W)`` (float64 for a model copied to float64 and ``dtype``
+    float64)."""
     outs = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = model.input_spec.prepare(images[start : start + batch_size])
+            x = model.input_spec.prepare(images[start : start + batch_size]).to(dtype)
             outs.append(model.head(x, split).numpy())
     return np.concatenate(outs)
 
 
-def float64_copy(model: Any) -> Any | None:
-    """A float64 copy of ``model`` (its weights untouched), or None for a model that cannot run in double precision
-    (a TorchScript file whose code fixes float32, say)."""
+FLOAT64_NUMERICS = "float64 head and statistics, rounded to float32 once"
+
+
+def float64_twin(model: Any, probe: np.ndarray, split: str) -> tuple[Any | None, str]:
+    """A float64 copy of ``model`` (its weights untouched) whose head agrees with the model's on ``probe``, or None
+    and why not (a TorchScript file whose code fixes float32, say)."""
     try:
-        double = copy.deepcopy(model).double()
+        double = copy.deepcopy(model).double().eval()
     except Exception:
-        return None
-    double.eval()
-    return double
+        return None, "the model cannot be copied to float64"
+    with torch.no_grad():
+        x = model.input_spec.prepare(probe)
+        single = model.head(x, split)
+        try:
+            twin = double.head(x.double(), split)
+        except Exception as exc:
+            return None, f"it cannot run in float64: {type(exc).__name__}"
+    if (twin.dtype != torch.float64 or twin.shape != single.shape
+            or not torch.allclose(twin.float(), single, rtol=1e-3, atol=1e-3)):
+        return None, "its float64 output differs from its float32 output"
+    return double, ""
 
 
 def calibration_ir(model: Any, images: np.ndarray, split: str, batch_size: int = 500) -> tuple[np.ndarray, str]:
     """IR of every calibration image at ``split`` as float64 ``(N, C, H, W)``, and how it was computed.
 
-    The head runs in float64 (a copy of the model) when the model can, so the statistics fitted on it do not depend
-    on the CPU's float32 summation order; a model that cannot (its float64 output is missing, of another dtype or
-    more than 1e-3 away from its float32 output on the first batch) runs in float32 and the note says so.
+    The head runs in float64 (:func:`float64_twin`) when the model can, so the statistics fitted on it do not depend
+    on the CPU's float32 summation order; a model that cannot runs in float32 and the note says so.
     """
-    double = float64_copy(model)
-    note = "float64 head and statistics, rounded to float32 once"
-    if double is not None:
-        probe = images[:batch_size]
-        with torch.no_grad():
-            x = model.input_spec.prepare(probe)
-            single = model.head(x, split)
-            try:
-                twin = double.head(x.double(), split)
-            except Exception as exc:
-                twin, note = None, f"float32 head (it cannot run in float64: {type(exc).__name__}), float64 statistics"
-        if twin is not None and (twin.dtype != torch.float64 or twin.shape != single.shape
-                                 or not torch.allclose(twin.float(), single, rtol=1e-3, atol=1e-3)):
-            twin, note = None, "float32 head (its float64 output differs from its float32 output), float64 statistics"
-        if twin is None:
-            double = None
+    double, why = float64_twin(model, images[:batch_size], split)
     if double is None:
-        if note.startswith("float64"):
-            note = "float32 head (the model cannot be copied to float64), float64 statistics"
-        return head_outputs(model, images, split, batch_size).astype(np.float64), note
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = model.input_spec.prepare(images[start : start + batch_size]).double()
-            outs.append(double.head(x, split).numpy())
-    return np.concatenate(outs), note
+        return (head_outputs(model, images, split, batch_size).astype(np.float64),
+                f"float32 head ({why}), float64 statistics")
+    return head_outputs(double, images, split, batch_size, torch.float64), FLOAT64_NUMERICS
 
 
 BASIS_GRID = 2.0**-20
