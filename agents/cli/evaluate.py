@@ -30,7 +30,8 @@ def evaluate_wire_cmd(
              "'nairbus evaluate images --model M').")] = "base",
     data_dir: DataDirOpt = None,
 ) -> None:
-    """NAIR (each shipped split point) against the image codecs, in bytes on the wire per frame (whole MQTT PUBLISH).
+    """NAIR (each shipped artifact: <model>.nair.npz and every <model>.<tag>.nair.npz beside its manifest) against
+    the image codecs, in bytes on the wire per frame (whole MQTT PUBLISH).
 
     Which artifact serves a wire cap is chosen on the validation split; accuracies are on the test split with
     95 % intervals. Needs reports/images.json from 'nairbus evaluate images' on the same frames.

@@ -243,22 +243,27 @@ def export_images_cmd(
     colour: Annotated[str, typer.Option(help="grey, or rgb (grey replicated, as a colour camera's file).")] = "grey",
     image_format: Annotated[str, typer.Option("--format", help="png or jpeg.")] = "png",
     size: Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,  # noqa: UP045
+    labelled: Annotated[bool, typer.Option(help="Write each image into a sub-folder named by its class (the "
+                                                "labelled folder 'calibrate --validation-dir' reads).")] = False,
     dataset: Annotated[str, typer.Option(help="A registered data set (models.datasets).")] = "fashion-mnist",
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
 ) -> None:
     """Write data-set images as unlabeled files (img-<index>.png), as a camera would: the folder
-    'calibrate --images-dir' and 'sensor --folder' read."""
+    'calibrate --images-dir' and 'sensor --folder' read; with --labelled, sorted into one sub-folder per class, as a
+    user sorts a few hundred frames to choose settings on ('calibrate --wire-bytes N --validation-dir')."""
     import numpy as np
     from PIL import Image
 
+    from agents.sources.labelled import class_folder_name
     from models.data import DatasetMissingError, validation_split
     from models.datasets import get_dataset
 
     if colour not in ("grey", "rgb") or image_format not in ("png", "jpeg"):
         _fail("--colour is grey or rgb, --format png or jpeg")
     try:
-        data = get_dataset(dataset).load("test" if split == "test" else "train", data_dir)
+        info = get_dataset(dataset)
+        data = info.load("test" if split == "test" else "train", data_dir)
     except ValueError as exc:
         _fail(str(exc))
     except DatasetMissingError as exc:
@@ -274,14 +279,18 @@ def export_images_cmd(
         _fail(f"--split is calibration, validation or test, not {split!r}")
     out.mkdir(parents=True, exist_ok=True)
     suffix = "png" if image_format == "png" else "jpg"
+    names = [class_folder_name(label) for label in info.spec.labels or ()]
     for index in indices.tolist():
+        folder = out / names[int(data.labels[index])] if labelled else out
+        folder.mkdir(exist_ok=True)
         image = Image.fromarray(data.images[index])
         if colour == "rgb":
             image = image.convert("RGB")
         if size is not None:
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         if image_format == "jpeg":
-            image.save(out / f"img-{index:05d}.{suffix}", quality=90)
+            image.save(folder / f"img-{index:05d}.{suffix}", quality=90)
         else:
-            image.save(out / f"img-{index:05d}.{suffix}")
-    console.print(f"wrote {len(indices)} {colour} {image_format.upper()} files of the {split} images -> {out}")
+            image.save(folder / f"img-{index:05d}.{suffix}")
+    console.print(f"wrote {len(indices)} {colour} {image_format.upper()} files of the {split} images -> {out}"
+                  + (f" (one sub-folder per class: {', '.join(names)})" if labelled else ""))

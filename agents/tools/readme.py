@@ -141,6 +141,12 @@ def _fewest_bytes_line(bars: Report) -> str:
     return line
 
 
+def _artifact_label(key: str, entry: Report) -> str:
+    """A wire report's artifact as the README names it: its split point, and its bit allocation unless 8 bit."""
+    split, bands = str(entry.get("split", key)), entry.get("bit_bands")
+    return split + (f", bits {bands}" if bands and bands != "1:8" else "")
+
+
 def _nair_wire_lines(wire: Report) -> list[str]:
     """The wire bars ``nairbus evaluate nair`` records (its ``wire`` section), as README bullets."""
     if "bars" not in wire:
@@ -399,7 +405,7 @@ def wire_block(wire: Report) -> str:
     bars = wire["bars"]
     caps = [k for k in ("at_200_wire_bytes", "at_300_wire_bytes") if k in bars]
     head = ["method (device share of the MACs)", *[f"≤ {bars[k]['nair']['cap_bytes']} B on the wire" for k in caps]]
-    rows = [[f"NAIR at {sp} ({nair[sp]['device_macs_share']:.0%})",
+    rows = [[f"NAIR at {_artifact_label(sp, nair[sp])} ({nair[sp]['device_macs_share']:.0%})",
              *[_ci(bars[k]["nair_per_artifact"][sp]) for k in caps]] for sp in nair]
     families = sorted(bars[caps[0]]["images"]) if caps else []
     rows += [[f"image: {fam} (0 %)", *[_ci(bars[k]["images"][fam]) for k in caps]] for fam in families]

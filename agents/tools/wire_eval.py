@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
+from models.calibration import format_bit_bands
 from models.data import load_split, validation_split
 from models.image_eval import FRAME_INTERVAL_MS
 from models.nair import NairArtifact
@@ -31,7 +32,7 @@ from models.nair_codec import packed_bytes
 from models.pipeline import NairPipeline
 from models.resnet import count_macs
 from models.stats import wilson_interval
-from models.store import WEIGHTS_DIR, default_artifact_path
+from models.store import default_artifact_path
 from models.zoo import trainable_mature
 from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
 
@@ -40,8 +41,6 @@ __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
 WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600,
                                    700, 800, 1000, 1500, 2000, 4000, 8000, 13000)
 """Per-frame wire caps (bytes) of the NAIR curves; the image table's caps are a subset."""
-ARTIFACTS: dict[str, str] = {"stage2": "base.nair.npz", "stage3": "base.stage3.nair.npz"}
-"""The shipped NAIR artifacts of the mature model, by split point."""
 ProgressFn = Callable[[str], None]
 
 
@@ -110,14 +109,26 @@ def fewest_wire_within(rows: Sequence[dict[str, Any]], mature: float, tolerance:
 
 
 def model_artifacts(model: str) -> dict[str, Path]:
-    """The shipped NAIR artifacts of ``model`` by split point: both of the base model's (:data:`ARTIFACTS`), or the
-    one artifact of any other model (``<model>.nair.npz`` beside its manifest)."""
-    if model == "base":
-        return {split: WEIGHTS_DIR / name for split, name in ARTIFACTS.items()}
+    """The shipped NAIR artifacts of ``model`` (:func:`artifacts_beside` its default one). For the base model these
+    are ``stage2`` (base.nair.npz) and ``stage3`` (base.stage3.nair.npz)."""
     path = default_artifact_path(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: calibrate {model!r} first (nairbus calibrate --model {model})")
-    return {NairArtifact.load(path).split: path}
+    return artifacts_beside(path)
+
+
+def artifacts_beside(path: Path) -> dict[str, Path]:
+    """A model's default artifact ``<model>.nair.npz`` under its split point's name, and every
+    ``<model>.<tag>.nair.npz`` beside it (another split point, or another bit allocation of the same one) under
+    ``<tag>``: the files the fusion agent finds beside the model's manifest too."""
+    name = path.name.removesuffix(".nair.npz")
+    found = {NairArtifact.load(path).split: path}
+    for extra in sorted(path.parent.glob(f"{name}.*.nair.npz")):
+        tag = extra.name.removeprefix(f"{name}.").removesuffix(".nair.npz")
+        if tag in found:
+            raise ValueError(f"{extra} and {found[tag]} would both be reported as {tag!r}: rename one")
+        found[tag] = extra
+    return found
 
 
 def _native_model(model: str) -> Any | None:
@@ -161,19 +172,22 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     mature = float((base.full_model_probs(test.images[:n]).argmax(1) == test.labels[:n]).mean())
     nair: dict[str, Any] = {}
     native = _native_model(model)  # built once: a program load and a probe for an imported model
-    for split, path in artifacts.items():
+    for key, path in artifacts.items():
         name = path.name
         pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(path))
-        say(f"NAIR {split}: validation")
+        say(f"NAIR {key}: validation")
         val_rows = nair_curve(pipeline, pipeline.encode_all(validation.images), validation.labels)
-        say(f"NAIR {split}: test")
+        say(f"NAIR {key}: test")
         test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
         total_macs, macs = _device_macs(native, pipeline.artifact.split)
-        nair[split] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
-                       "n_components": pipeline.artifact.n_components, "full_data_bytes":
-                       pipeline.artifact.total_bytes(), "device_macs": macs,
-                       "device_macs_share": macs / total_macs if macs is not None and total_macs else None,
-                       "validation": val_rows, "test": test_rows}
+        bands = pipeline.artifact.meta.get("settings", {}).get("bit_bands")
+        nair[key] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
+                     "split": pipeline.artifact.split,
+                     "bit_bands": format_bit_bands(tuple((float(f), int(b)) for f, b in bands)) if bands else None,
+                     "n_components": pipeline.artifact.n_components, "full_data_bytes":
+                     pipeline.artifact.total_bytes(), "device_macs": macs,
+                     "device_macs_share": macs / total_macs if macs is not None and total_macs else None,
+                     "validation": val_rows, "test": test_rows}
     # The artifact a cap is served with: the better on validation (ties: the lighter device).
     chosen = []
     for cap in WIRE_EVAL_CAPS:
@@ -243,8 +257,8 @@ def wire_summary(report: dict[str, Any]) -> dict[str, Any]:
                      "difference_outside_noise": bar["difference_outside_noise"]}
     return {"command": report["command"], "frames": report["frames"], "wire_counting": report["wire_counting"],
             "nair_message_overhead_bytes": report["nair_message_overhead_bytes"],
-            "artifacts": {a: {k: v[k] for k in ("artifact", "artifact_sha256", "full_data_bytes",
-                                                 "device_macs_share")} for a, v in report["nair"].items()},
+            "artifacts": {a: {k: v[k] for k in ("artifact", "artifact_sha256", "split", "bit_bands", "full_data_bytes",
+                                                 "device_macs_share") if k in v} for a, v in report["nair"].items()},
             "fewest_wire_bytes_within_1pt_of_mature": {a: row(r) for a, r in
                                                        report["fewest_wire_bytes_within_1pt_of_mature"].items()},
             "bars": bars, "selection": report.get("selection", "the artifact serving a cap is the more accurate on "

@@ -3,10 +3,13 @@ grows with the cap (the prefix is importance-ordered and the envelope is counted
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from agents.tools.wire_eval import nair_curve, nair_wire_bytes
+from agents.tools.wire_eval import artifacts_beside, nair_curve, nair_wire_bytes
 from models.data import load_split
 from models.nair import NairArtifact
 from models.nair_codec import prefix_end
@@ -39,3 +42,20 @@ def test_wire_bytes_count_the_envelope(stage3: NairPipeline) -> None:
     assert wire[0] == 0
     assert 15 < wire[1] < 40  # one data byte, the rest is envelope
     assert wire[2] > 100
+
+
+def test_every_artifact_beside_the_default_one_is_a_candidate_under_its_tag(tmp_path: Path) -> None:
+    shipped = WEIGHTS_DIR / "mobilenet.nair.npz"
+    for name in ("mobilenet.nair.npz", "mobilenet.block6-4bit.nair.npz", "mobilenet-taildrop.nair.npz",
+                 "mobilenetx.a.nair.npz"):
+        shutil.copy(shipped, tmp_path / name)
+    found = artifacts_beside(tmp_path / "mobilenet.nair.npz")
+    assert found == {"block6": tmp_path / "mobilenet.nair.npz",
+                     "block6-4bit": tmp_path / "mobilenet.block6-4bit.nair.npz"}
+
+
+def test_a_tag_that_repeats_a_split_name_is_refused(tmp_path: Path) -> None:
+    shutil.copy(WEIGHTS_DIR / "mobilenet.nair.npz", tmp_path / "mobilenet.nair.npz")
+    shutil.copy(WEIGHTS_DIR / "mobilenet.nair.npz", tmp_path / "mobilenet.block6.nair.npz")
+    with pytest.raises(ValueError, match="rename one"):
+        artifacts_beside(tmp_path / "mobilenet.nair.npz")
