@@ -5,6 +5,7 @@ what it compared."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,12 +125,9 @@ def test_wire_bytes_chooses_the_allocation_best_on_validation(tmp_path: Path) ->
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", [
     "base.nair.npz",
-    # Made by the float32 calibration (another CPU's summation order moves their statistics, and the float64 one
-    # orders a few near-tied components differently): re-making each with its recorded command means re-running the
-    # reports that measured it ('nairbus bench link --soak-seconds 300', about 36 min; 'nairbus evaluate nair --model
-    # mobilenet --images-dir build/frames', about 40 min). Strict: once re-made they pass and the marks must go.
-    pytest.param("base.stage3.nair.npz", marks=pytest.mark.xfail(strict=True, reason="float32-made: re-make")),
-    pytest.param("mobilenet.nair.npz", marks=pytest.mark.xfail(strict=True, reason="float32-made: re-make")),
+    "base.stage3.nair.npz",
+    "mobilenet.nair.npz",
+    "mobilenet.w300.nair.npz",
 ])
 def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: Path, name: str) -> None:
     from models.store import WEIGHTS_DIR
@@ -147,6 +145,14 @@ def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: P
                           str(folder), command="export-images")
         assert made.returncode == 0, made.stdout + made.stderr
         args[args.index("--images-dir") + 1] = str(folder)
+    if "--validation-dir" in args:  # the labelled folder the allocation was chosen on, as its record says
+        folder = tmp_path / Path(args[args.index("--validation-dir") + 1]).name
+        files = re.search(r"\((\d+) images", shipped.meta["provenance"]["selection"]["split"])
+        assert files, shipped.meta["provenance"]["selection"]["split"]
+        made = _calibrate("--split", "validation", "--count", files.group(1), "--colour", "rgb", "--labelled",
+                          "--out", str(folder), command="export-images")
+        assert made.returncode == 0, made.stdout + made.stderr
+        args[args.index("--validation-dir") + 1] = str(folder)
     out = _calibrate(*args, "--out", str(tmp_path / name))
     assert out.returncode == 0, out.stdout + out.stderr
     again = NairArtifact.load(tmp_path / name)
@@ -167,3 +173,39 @@ def test_the_reports_fewest_bytes_point_is_reproduced_by_the_command_it_names(tm
     out = _calibrate(*command[2:], "--out", str(tmp_path / "fewest.npz"))
     assert out.returncode == 0, out.stdout + out.stderr
     assert NairArtifact.load(tmp_path / "fewest.npz").sha256 == point["artifact_sha256"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_wire_bytes_chooses_on_a_labelled_folder_of_your_own_images(tmp_path: Path) -> None:
+    frames, labelled = tmp_path / "frames", tmp_path / "labelled"
+    for split, count, folder, extra in (("calibration", "300", frames, ()), ("validation", "200", labelled,
+                                                                           ("--labelled",))):
+        made = _calibrate("--split", split, "--count", count, "--colour", "rgb", "--out", str(folder), *extra,
+                          command="export-images")
+        assert made.returncode == 0, made.stdout + made.stderr
+    assert "T-shirt_top" in {p.name for p in labelled.iterdir()}
+    assert len(list(labelled.iterdir())) == 10
+    out = _calibrate("--model", "mobilenet", "--images-dir", str(frames), "--wire-bytes", "300", "--validation-dir",
+                     str(labelled), "--out", str(tmp_path / "a.npz"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    artifact = NairArtifact.load(tmp_path / "a.npz")
+    provenance = artifact.meta["provenance"]
+    assert provenance["calibration_source"]["files"] == 300
+    assert provenance["calibration_source"]["labels_used"] is False
+    selection = provenance["selection"]
+    assert selection["split"].startswith("validation: labelled folder labelled (200 images, 10 classes")
+    best = max(selection["compared"], key=lambda row: row["accuracy"])
+    assert selection["chosen"] == best["bit_bands"]
+    assert "--validation-dir" in provenance["command"]
+    assert "--wire-bytes 300" in provenance["command"]
+
+    (labelled / "cats").mkdir()
+    refused = _calibrate("--model", "mobilenet", "--images-dir", str(frames), "--wire-bytes", "300",
+                         "--validation-dir", str(labelled), "--out", str(tmp_path / "b.npz"))
+    assert refused.returncode == 2
+    assert "cats" in refused.stdout + refused.stderr
+    assert "T-shirt_top" in refused.stdout + refused.stderr
+    alone = _calibrate("--model", "mobilenet", "--validation-dir", str(labelled))
+    assert alone.returncode == 2
+    assert "give --wire-bytes too" in alone.stdout + alone.stderr
