@@ -92,6 +92,13 @@ def format_bit_bands(bands: BitBands) -> str:
     return ",".join(f"{fraction:g}:{bits}" for fraction, bits in bands)
 
 
+def calibrated_bit_bands(meta: dict[str, Any]) -> str | None:
+    """The ``--bit-bands`` spelling of the allocation an artifact's ``meta`` says it was calibrated with (None for
+    an artifact that does not record it)."""
+    bands = meta.get("settings", {}).get("bit_bands")
+    return format_bit_bands(tuple((float(f), int(b)) for f, b in bands)) if bands else None
+
+
 def head_outputs(model: ResNet, images: np.ndarray, split: str, batch_size: int = 500,
                  dtype: torch.dtype = torch.float32) -> np.ndarray:
     """IR of every image at ``split``, ``(N, C, H, W)`` (float64 for a model copied to float64 and ``dtype``

@@ -138,6 +138,14 @@ def _choose_allocation(net: Any, manifest: ModelManifest, calibration_images: An
     return artifact, selection
 
 
+def _say_skipped(counters: Any) -> None:
+    """One line for the files a folder reader refused (its ``bad_<reason>`` counters), if any."""
+    refused = {k.removeprefix("bad_"): v for k, v in counters.items() if k.startswith("bad_")}
+    if refused:
+        console.print(f"[yellow]skipped[/] {sum(refused.values())} files that cannot be used: "
+                      + ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items())))
+
+
 MIN_VALIDATION_IMAGES = 100
 """Fewest usable labelled images ``--validation-dir`` chooses on (a 95 % interval near 90 % is about +-6 points at
 100 images; a thousand or more is better)."""
@@ -159,10 +167,7 @@ def _labelled_validation(net: Any, manifest: ModelManifest, folder: Path) -> tup
             read = read_labelled_folder(folder, spec, labels, advance=lambda: progress.advance(task))
         except LabelledFolderError as exc:
             _fail(str(exc))
-    refused = {k.removeprefix("bad_"): v for k, v in read.counters.items() if k.startswith("bad_")}
-    if refused:
-        console.print(f"[yellow]skipped[/] {sum(refused.values())} files that cannot be used: "
-                      + ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items())))
+    _say_skipped(read.counters)
     if len(read) < MIN_VALIDATION_IMAGES:
         _fail(f"{folder} holds {len(read)} usable labelled images; choosing an allocation needs at least "
               f"{MIN_VALIDATION_IMAGES}")
@@ -206,10 +211,7 @@ def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, s
             progress.advance(task)
             if len(images) >= limit:
                 break
-    refused = {k.removeprefix("bad_"): v for k, v in source.counters.items() if k.startswith("bad_")}
-    if refused:
-        console.print(f"[yellow]skipped[/] {sum(refused.values())} files that cannot be used: "
-                      + ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items())))
+    _say_skipped(source.counters)
     if len(images) < MIN_FOLDER_IMAGES:
         _fail(f"only {len(images)} of the files in {folder} are usable images; NAIR calibration needs at least "
               f"{MIN_FOLDER_IMAGES}")

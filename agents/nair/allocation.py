@@ -22,6 +22,7 @@ from models.calibration import (
     BitBands,
     CalibrationSettings,
     calibrate,
+    calibrated_bit_bands,
     calibration_ir,
     format_bit_bands,
     head_outputs,
@@ -72,6 +73,6 @@ def choose_allocation(
         "criterion": "best validation accuracy with every frame cut to the longest one-message prefix whose whole "
                      "MQTT PUBLISH fits the wire budget (ties: fewer mean wire bytes, then the earlier candidate)",
         "compared": compared,
-        "chosen": format_bit_bands(tuple((float(f), int(b)) for f, b in chosen.meta["settings"]["bit_bands"])),
+        "chosen": calibrated_bit_bands(chosen.meta),
     }
     return chosen, record

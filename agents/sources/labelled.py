@@ -48,20 +48,15 @@ class LabelledImages:
         return int(self.labels.shape[0])
 
 
-def _accepted_names(names: Sequence[str]) -> list[str]:
-    """The class folder names a reader accepts (a name two labels share is left out: those classes go by index)."""
-    return [name for name in names if names.count(name) == 1]
-
-
 def _class_of(folders: Sequence[Path], labels: Sequence[str]) -> dict[Path, int]:
     names = [class_folder_name(label) for label in labels]
-    by_name = {name: i for i, name in enumerate(names) if names.count(name) == 1}  # a shared name: indices only
-    by_name.update({str(i): i for i in range(len(labels))})
+    named = {name: i for i, name in enumerate(names) if names.count(name) == 1}  # a shared name: indices only
+    by_name = {**named, **{str(i): i for i in range(len(labels))}}
     unknown = [p.name for p in folders if p.name not in by_name]
     if unknown:
         raise LabelledFolderError(
             f"sub-folders {', '.join(sorted(unknown))} name no class of the model; expected one sub-folder per class, "
-            f"named {', '.join(_accepted_names(names))} (or 0..{len(labels) - 1})")
+            f"named {', '.join(named)} (or 0..{len(labels) - 1})")
     return {p: by_name[p.name] for p in folders}
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.calibration import format_bit_bands
+from models.calibration import calibrated_bit_bands
 from models.data import load_split, validation_split
 from models.image_eval import FRAME_INTERVAL_MS
 from models.nair import NairArtifact
@@ -180,10 +180,9 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         say(f"NAIR {key}: test")
         test_rows = nair_curve(pipeline, pipeline.encode_all(test.images[:n]), test.labels[:n])
         total_macs, macs = _device_macs(native, pipeline.artifact.split)
-        bands = pipeline.artifact.meta.get("settings", {}).get("bit_bands")
         nair[key] = {"artifact": name, "artifact_sha256": pipeline.artifact.sha256,
                      "split": pipeline.artifact.split,
-                     "bit_bands": format_bit_bands(tuple((float(f), int(b)) for f, b in bands)) if bands else None,
+                     "bit_bands": calibrated_bit_bands(pipeline.artifact.meta),
                      "n_components": pipeline.artifact.n_components, "full_data_bytes":
                      pipeline.artifact.total_bytes(), "device_macs": macs,
                      "device_macs_share": macs / total_macs if macs is not None and total_macs else None,
