@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from models.nair import NairArtifact, NairTransform, bits_schedule, geometric_plan
+from models.nair import NO_MIX, NairArtifact, NairTransform, bits_schedule, geometric_plan
 from models.quantiser import CLIP_QUANTILES, fit_quantiser
 from models.resnet import ResNet
 
@@ -46,6 +46,17 @@ class CalibrationSettings:
     growth: float = 2.0
     max_fragment: int = 4096
     batch_size: int = 500
+    joint_klt: int = 0
+    """``L``: decorrelate the leading ``L`` components by a joint KLT after the separable transform (``nair``
+    only; 0: off). Costs ``L²`` multiply-adds per frame on the device and ``4 L²`` artifact bytes."""
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings as the artifact's ``meta`` records them (``joint_klt`` only when on, so the artifacts made
+        before it existed keep their sha256)."""
+        out = asdict(self)
+        if not self.joint_klt:
+            del out["joint_klt"]
+        return out
 
 
 BitBands = tuple[tuple[float, int], ...]
@@ -152,17 +163,22 @@ BASIS_GRID = 2.0**-20
 
 
 def _channel_klt(ir: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Eigenvectors of the channel covariance (pooled over positions), strongest first, each signed so that its
-    largest-magnitude entry is positive (LAPACK may return either sign).
+    """Eigenvectors of the channel covariance (pooled over positions), strongest first (:func:`klt_basis`)."""
+    c = ir.shape[1]
+    centred = (ir - mean).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
+    return klt_basis(centred.T @ centred / len(centred))
+
+
+def klt_basis(cov: np.ndarray) -> np.ndarray:
+    """Eigenvectors of a covariance matrix as columns, strongest first, each signed so that its largest-magnitude
+    entry is positive (LAPACK may return either sign).
 
     Eigenvectors of close eigenvalues are ill-conditioned: another CPU's BLAS kernels move them by about 1e-12, enough
     to flip an entry's float32 rounding now and then. So they are rounded to :data:`BASIS_GRID` (about 1e-6, far
     coarser than that noise, so the rounded values agree across CPUs all but never) and made orthonormal again by
     two Newton–Schulz steps, a well-conditioned product whose own noise stays near 1e-16.
     """
-    c = ir.shape[1]
-    centred = (ir - mean).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
-    cov = centred.T @ centred / len(centred)
+    c = cov.shape[0]
     eigval, eigvec = np.linalg.eigh(cov)
     eigvec = eigvec[:, np.argsort(eigval, kind="stable")[::-1]]
     signs = np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(c)])
@@ -239,20 +255,30 @@ def calibrate(
         order = np.arange(k)
     components = natural[:, order]
     del natural
+    lead = settings.joint_klt
+    if lead and settings.method != "nair":
+        raise ValueError(f"a joint KLT (joint_klt={lead}) is part of the nair method, not {settings.method!r}")
+    if not 0 <= lead <= k:
+        raise ValueError(f"joint_klt={lead}: the IR has {k} components (0 turns the joint KLT off)")
+    mix = NO_MIX
+    if lead:
+        head = components[:, :lead]
+        mix = klt_basis(head.T @ head / n)  # components are centred: the calibration mean is their zero
+        components[:, :lead] = head @ mix
+        base = replace(base, order=order.astype(np.int64), mix=mix)
     if settings.fill == "mean":
         # The calibration mean in component space: T(mean) = transform of (mean - mean), exactly zero. (Averaging
         # the components instead gives that zero plus rounding noise about 1e-16 which float32 keeps in full and
         # another CPU changes.)
-        fill = NairTransform(base, torch.float64).forward(torch.from_numpy(mean)[None]).numpy()[0][order]
+        fill = _in_component_space(base, torch.from_numpy(mean)[None], order, lead)
     else:  # zero activation at the split, expressed in component space
-        zero = torch.zeros(1, c, h, w, dtype=torch.float64)
-        fill = NairTransform(base, torch.float64).forward(zero).numpy()[0][order]
+        fill = _in_component_space(base, torch.zeros(1, c, h, w, dtype=torch.float64), order, lead)
     bits = bits_schedule(k, list(settings.bit_bands))
     lo, step = fit_quantiser(components, bits, settings.clip_quantiles)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
     meta: dict[str, Any] = {
         "method": settings.method,
-        "settings": asdict(settings),
+        "settings": settings.recorded(),
         "calibration_images": int(n),
         "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2), "numerics": numerics},
     }
@@ -271,4 +297,12 @@ def calibrate(
         bits=bits,
         plan=plan,
         meta=meta,
+        mix=mix.astype(np.float32),
     )
+
+
+def _in_component_space(base: NairArtifact, ir: torch.Tensor, order: np.ndarray, lead: int) -> np.ndarray:
+    """One IR as components in ``order`` (``base`` holds the separable transform; with ``lead`` > 0 it holds the
+    order and joint KLT too, and applies both itself)."""
+    values = NairTransform(base, torch.float64).forward(ir).numpy()[0]
+    return values if lead else values[order]

@@ -51,26 +51,41 @@ class MethodSpec:
     description: str
 
 
-def method_specs(split: str, taildrop_fill: Fill = "zero", model: str = "base") -> dict[str, MethodSpec]:
+JOINT_KLT_CANDIDATES: tuple[int, ...] = tuple(MATRIX["joint_klt_candidates"])
+
+
+def method_specs(split: str, taildrop_fill: Fill = "zero", model: str = "base",
+                 joint_klt: int = 0) -> dict[str, MethodSpec]:
     """NAIR and the baselines the evaluator always reports beside it, for ``model``, from the experiment matrix
     (``taildrop_fill``: the fill the tail-drop model's manifest chose on validation; the evaluator skips a method
-    whose model it was not given, e.g. ``taildrop`` for a model without a retrained tail-drop baseline)."""
+    whose model it was not given, e.g. ``taildrop`` for a model without a retrained tail-drop baseline;
+    ``joint_klt``: NAIR's joint-KLT length, ``calibrate --joint-klt``)."""
     cal = CalibrationSettings(split=split)
     specs = {}
     for name, row in MATRIX["methods"].items():
         fill = taildrop_fill if row["fill"] == "manifest" else row["fill"]
-        specs[name] = MethodSpec(row["model"].replace("{model}", model),
-                                 replace(cal, method=row["method"], fill=fill),
-                                 row["description"].replace("{fill}", fill))
+        settings = replace(cal, method=row["method"], fill=fill)
+        description = row["description"].replace("{fill}", fill)
+        if joint_klt and row["method"] == "nair":
+            settings = replace(settings, joint_klt=joint_klt)
+            description = description.replace(", components", f", joint KLT of the leading {joint_klt}, components")
+        specs[name] = MethodSpec(row["model"].replace("{model}", model), settings, description)
     return specs
 
 
-def ablation_specs(split: str, model: str = "base") -> dict[str, MethodSpec]:
-    """NAIR built up one step at a time (plus the fill and bit-allocation choices), from the experiment matrix."""
+def ablation_specs(split: str, model: str = "base", joint_klt: int = 0) -> dict[str, MethodSpec]:
+    """NAIR built up one step at a time (plus the fill and bit-allocation choices), from the experiment matrix;
+    every NAIR step after the joint KLT's has the evaluation's ``joint_klt``."""
     cal = CalibrationSettings(split=split)
     specs = {}
     for name, row in MATRIX["ablation"].items():
-        step = replace(cal, method=row["method"], fill=row.get("fill", "mean"))
+        if row.get("joint") and not joint_klt:
+            continue
+        if joint_klt and "without_joint" in row:
+            name = row["without_joint"]
+        name = name.replace("{joint}", str(joint_klt))
+        lead = int(row.get("joint_klt", joint_klt)) if row["method"] == "nair" else 0
+        step = replace(cal, method=row["method"], fill=row.get("fill", "mean"), joint_klt=lead)
         if "bits" in row:
             step = replace(step, bit_bands=((1.0, int(row["bits"])),))
         if "clip_quantiles" in row:
@@ -94,6 +109,7 @@ class EvalSettings:
     rate_budgets: tuple[int, ...] = tuple(MATRIX["rate_budgets"])
     batch_size: int = 1000
     methods: tuple[str, ...] = field(default=())
+    joint_klt: int = 0
 
 
 @dataclass
@@ -257,7 +273,7 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
                                             "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
     correct: dict[str, dict[str, np.ndarray]] = {}
     specs = method_specs(split, evaluator.models["taildrop"][1].extra("fill", "zero")
-                         if "taildrop" in evaluator.models else "zero", model)
+                         if "taildrop" in evaluator.models else "zero", model, s.joint_klt)
     wanted = [m for m in specs if not s.methods or m in s.methods]
     built: dict[str, Evaluated] = {}
     for name in wanted:
@@ -310,10 +326,13 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
             point.pop("correct", None)
         say("ablation")
         report["ablation"] = {}
-        for name, spec in ablation_specs(split, model).items():
+        for name, spec in ablation_specs(split, model, s.joint_klt).items():
             say(f"ablation: {name}")
             curve = evaluator.prefix_curve(evaluator.build(spec), s.ablation_prefixes)
             report["ablation"][name] = {k: v["accuracy"] for k, v in curve.items()}
+        if evaluator.validation is not None:
+            say("joint KLT lengths on validation")
+            report["joint_klt_validation"] = joint_klt_validation(evaluator, split, model)
         report["bars"] = bars(report)
     report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     report["settings"] = asdict(s)
@@ -336,13 +355,15 @@ def rate_accuracy(evaluator: Evaluator, split: str, model: str = "base",
     points = []
     for label, bands in s.rate_bands:
         evaluator.progress(f"rate-accuracy: {label}")
-        ev = evaluator.build(MethodSpec(model, CalibrationSettings(split=split, bit_bands=bands), ""))
+        ev = evaluator.build(MethodSpec(model, CalibrationSettings(split=split, bit_bands=bands,
+                                                                   joint_klt=s.joint_klt), ""))
         total = ev.pipeline.artifact.total_bytes()
         val_codes = evaluator.validation_codes(model, ev) if evaluator.validation is not None else None
         default_split = evaluator.models[model][1].default_split or "stage2"
         command = calibrate_command + ("" if split == default_split else f" --split {split}") + (
             "" if bands == ((1.0, 8),) else f" --bit-bands {format_bit_bands(bands)}") + (
-            "" if s.calibration_images == 10000 else f" --images {s.calibration_images}")
+            "" if s.calibration_images == 10000 else f" --images {s.calibration_images}") + (
+            f" --joint-klt {s.joint_klt}" if s.joint_klt else "")
         for budget in [b for b in s.rate_budgets if b < total] + [total]:
             correct, m = measure_frames(ev.codes, ev.pipeline, evaluator.labels, budget, LossModel(), s.batch_size)
             point = {"method": "nair", "quantisation": label, "bit_bands": format_bit_bands(bands),
@@ -354,6 +375,29 @@ def rate_accuracy(evaluator: Evaluator, split: str, model: str = "base",
                                                               budget, LossModel(), s.batch_size)[1]["accuracy"]
             points.append(point)
     return points
+
+
+def joint_klt_validation(evaluator: Evaluator, split: str, model: str) -> dict[str, Any]:
+    """NAIR's validation accuracy at the ablation prefixes for every joint-KLT length of the matrix (those the IR
+    can hold), and which length is best by their mean — what ``--joint-klt`` is chosen by, never the test split."""
+    s = evaluator.settings
+    assert evaluator.validation is not None
+    rows: dict[str, dict[str, float]] = {}
+    n_components: int | None = None
+    for lead in JOINT_KLT_CANDIDATES:
+        if n_components is not None and lead > n_components:
+            continue
+        evaluator.progress(f"joint KLT {lead}: validation")
+        ev = evaluator.build(MethodSpec(model, CalibrationSettings(split=split, joint_klt=lead), ""))
+        n_components = ev.pipeline.artifact.n_components
+        codes = evaluator.validation_codes(model, ev)
+        rows[str(lead)] = {f"{f:g}": measure_frames(codes, ev.pipeline, evaluator.validation.labels,
+                                                    _budget(ev.pipeline, f), LossModel(), s.batch_size)[1]["accuracy"]
+                           for f in s.ablation_prefixes}
+    best = max(rows, key=lambda k: (float(np.mean(list(rows[k].values()))), -int(k)))
+    return {"split": evaluator.validation_source, "prefixes": list(s.ablation_prefixes),
+            "validation_accuracy": rows, "criterion": "highest mean validation accuracy over the prefixes (ties: "
+            "the shorter)", "best": int(best), "evaluated": s.joint_klt, "evaluated_is_best": int(best) == s.joint_klt}
 
 
 def comparisons(correct: dict[str, dict[str, np.ndarray]], mature_correct: np.ndarray) -> dict[str, Any]:

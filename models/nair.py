@@ -6,8 +6,12 @@ The transform (nairbus's retraining-free interpretation of Xiao et al., 2024) is
     y[:, h, w] = Uᵀ (x[:, h, w] − μ[:, h, w])        channel KLT: U orthogonal (C×C), μ the calibration mean
     z[d]       = D_H y[d] D_Wᵀ                      2-D orthonormal DCT of every channel component map
     s          = vec(z)[order]                      components sorted from most to least important
+    s[:L]      = s[:L] M                            optional joint KLT of the leading L components (M orthogonal)
 
-Each step is orthogonal or a permutation, so ``T⁻¹`` is exact: ``x = U (D_Hᵀ z D_W) + μ``. The baselines are the
+Each step is orthogonal or a permutation, so ``T⁻¹`` is exact: ``x = U (D_Hᵀ z D_W) + μ``. The separable channel
+KLT and DCT decorrelate channels and positions one axis at a time; the joint KLT (``mix``, ``L × L``, off when
+``L = 0``) removes what correlation is left among the leading components, so a short prefix carries more of the
+IR — at ``L²`` multiply-adds per frame on the device and ``4 L²`` bytes of artifact. The baselines are the
 same object with other settings: the naive split uses ``U = I``, no DCT and the original channel-major order;
 plain PCA uses the KLT without the DCT; a pruning ordering permutes whole channels by a score.
 
@@ -33,6 +37,10 @@ PROVENANCE_KEYS = frozenset({"provenance", "calibration_seconds"})
 """Keys of ``meta`` that record how an artifact came about but not how it behaves: not hashed
 (``calibration_seconds`` is the pre-provenance place of the wall time)."""
 _ARRAYS = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
+_OPTIONAL_ARRAYS = ("mix",)
+"""Arrays an artifact may lack (an artifact without a joint KLT stores an empty ``mix``, hashed as if absent, so the
+artifacts made before it existed keep their sha256)."""
+NO_MIX = np.zeros((0, 0), dtype=np.float32)
 
 
 class ArtifactMismatchError(RuntimeError):
@@ -66,10 +74,16 @@ class NairArtifact:
     bits: np.ndarray  # (K,) uint8: bits per component, constant inside a fragment
     plan: np.ndarray  # (F, 2) int64: component span [start, end) of each fragment, in sending order
     meta: dict[str, Any] = field(default_factory=dict)
+    mix: np.ndarray = field(default_factory=lambda: NO_MIX)  # (L, L) float32, orthogonal: joint KLT of s[:L]
 
     @property
     def n_components(self) -> int:
         return int(np.prod(self.ir_shape))
+
+    @property
+    def joint_components(self) -> int:
+        """``L``: how many leading components the joint KLT mixes (0: none)."""
+        return int(self.mix.shape[0])
 
     @property
     def sha256(self) -> str:
@@ -78,7 +92,7 @@ class NairArtifact:
         calibration on the same data reproduces it."""
         digest = hashlib.sha256()
         digest.update(json.dumps(self._hashed_header(), sort_keys=True).encode())
-        for name in _ARRAYS:
+        for name in _ARRAYS + tuple(n for n in _OPTIONAL_ARRAYS if getattr(self, n).size):
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             digest.update(array.tobytes())
@@ -125,7 +139,7 @@ class NairArtifact:
     def save(self, path: Path) -> Path:
         """Write the artifact as ``.npz`` (arrays plus a JSON header)."""
         buffer = io.BytesIO()
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays = {name: getattr(self, name) for name in _ARRAYS + _OPTIONAL_ARRAYS}
         np.savez_compressed(buffer, header=np.array(json.dumps(self._header(), sort_keys=True)), **arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(buffer.getvalue())
@@ -139,6 +153,7 @@ class NairArtifact:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in _ARRAYS}
+            arrays.update({name: data[name] for name in _OPTIONAL_ARRAYS if name in data.files})
         if header.get("artifact_version") != ARTIFACT_VERSION:
             raise ArtifactMismatchError(
                 f"{path} is artifact version {header.get('artifact_version')}, this nairbus reads {ARTIFACT_VERSION}"
@@ -174,6 +189,7 @@ class NairTransform:
         self.dct_w = torch.from_numpy((dct_matrix(w) if artifact.spatial_dct else eye_w).astype(np_dtype))
         self.order = torch.from_numpy(artifact.order.astype(np.int64))
         self.fill = torch.from_numpy(artifact.fill.astype(np_dtype))
+        self.mix = torch.from_numpy(artifact.mix.astype(np_dtype)) if artifact.joint_components else None
 
     def forward(self, ir: torch.Tensor) -> torch.Tensor:
         """IR ``(N, C, H, W)`` to components ``(N, K)`` in importance order."""
@@ -181,11 +197,18 @@ class NairTransform:
         centred = (ir.to(self.dtype) - self.mean).permute(0, 2, 3, 1).reshape(-1, c)
         y = (centred @ self.basis).reshape(ir.shape[0], h, w, c).permute(0, 3, 1, 2)
         z = self.dct_h @ y @ self.dct_w.T
-        return z.reshape(ir.shape[0], -1)[:, self.order]
+        components = z.reshape(ir.shape[0], -1)[:, self.order]
+        if self.mix is not None:
+            lead = self.mix.shape[0]
+            components = torch.cat([components[:, :lead] @ self.mix, components[:, lead:]], dim=1)
+        return components
 
     def inverse(self, components: torch.Tensor) -> torch.Tensor:
         """Components ``(N, K)`` in importance order back to the IR ``(N, C, H, W)``."""
         n = components.shape[0]
+        if self.mix is not None:
+            lead = self.mix.shape[0]
+            components = torch.cat([components[:, :lead] @ self.mix.T, components[:, lead:]], dim=1)
         flat = torch.empty_like(components)
         flat[:, self.order] = components
         z = flat.reshape(n, *self.shape)

@@ -42,6 +42,10 @@ def calibrate(
         help="With --wire-bytes: choose on a labelled folder of your own images (one sub-folder per class, named by "
              "its label or index; 'nairbus export-images --labelled' writes one) instead of the data set's "
              "validation split. Needed with --images-dir.")] = None,
+    joint_klt: Annotated[int, typer.Option(
+        help="Decorrelate the leading N components by a joint KLT after the channel KLT and DCT (0: off). A short "
+             "prefix then carries more of the IR; costs N*N multiply-adds per frame on the device and 4*N*N artifact "
+             "bytes (e.g. 512: 0.26 M MACs, 1 MB). Must not exceed the IR's component count.")] = 0,
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Artifact path (default <model>.nair.npz beside the model's manifest).")] = None,
     data_dir: DataDirOpt = None,
@@ -67,6 +71,10 @@ def calibrate(
         _fail(f"--bit-bands: {exc}")
     if wire_bytes is not None and wire_bytes <= 0:
         _fail(f"--wire-bytes must be positive, not {wire_bytes}")
+    if joint_klt < 0:
+        _fail(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
+    if joint_klt and method != "nair":
+        _fail(f"--joint-klt is part of the nair method; --method {method} has none")
     if validation_dir is not None and wire_bytes is None:
         _fail("--validation-dir is where --wire-bytes chooses the allocation: give --wire-bytes too")
     if images_dir is not None and wire_bytes is not None and validation_dir is None:
@@ -78,7 +86,7 @@ def calibrate(
         _fail(str(exc))
     if images_dir is not None:
         _calibrate_from_folder(net, manifest, model, images_dir, images, split, method, bands, bit_bands, out,
-                               wire_bytes, validation_dir)
+                               wire_bytes, validation_dir, joint_klt)
         return
     try:
         train = load_split("train", data_dir)
@@ -93,13 +101,15 @@ def calibrate(
         _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest.split_points)}")
     pick = np.random.default_rng(0).permutation(len(train))[:images]
     calibration_images = train.images[np.sort(pick)]
-    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    _check_joint_klt(net, split_name, joint_klt)
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands,  # type: ignore[arg-type]
+                                   joint_klt=joint_klt)
     command = "nairbus calibrate" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--model", model, "base"), ("--split", split, None), ("--images", images, 10000),
             ("--method", method, "nair"), ("--bit-bands", bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", wire_bytes, None), ("--validation-dir", validation_dir, None),
-            ("--out", out, None)) if value != default)
+            ("--joint-klt", joint_klt, 0), ("--out", out, None)) if value != default)
     started = time.perf_counter()
     selection = None
     if wire_bytes is not None:
@@ -136,6 +146,21 @@ def _choose_allocation(net: Any, manifest: ModelManifest, calibration_images: An
                       f"at <= {wire_bytes} B")
     console.print(f"chosen on validation: --bit-bands {selection['chosen']}")
     return artifact, selection
+
+
+def _check_joint_klt(net: Any, split: str, joint_klt: int) -> None:
+    """Refuse a ``--joint-klt`` longer than the IR at ``split`` (one probe frame through the head)."""
+    if not joint_klt:
+        return
+    import numpy as np
+    import torch
+
+    spec = net.input_spec
+    with torch.no_grad():
+        ir = net.head(spec.prepare(np.zeros((1, *spec.pixel_shape), dtype=np.uint8)), split)
+    components = int(np.prod(ir.shape[1:]))
+    if joint_klt > components:
+        _fail(f"--joint-klt {joint_klt}: the IR at {split} has only {components} components")
 
 
 def _say_skipped(counters: Any) -> None:
@@ -220,7 +245,8 @@ def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, s
 
 def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder: Path, limit: int,
                            split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None,
-                           wire_bytes: int | None = None, validation_dir: Path | None = None) -> None:
+                           wire_bytes: int | None = None, validation_dir: Path | None = None,
+                           joint_klt: int = 0) -> None:
     """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
     few images fit, fit the artifact (or, with ``--wire-bytes``, every named allocation, the best on the labelled
     ``--validation-dir``), record which files it saw."""
@@ -235,13 +261,16 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder
     if split_name not in manifest.split_points:
         _fail(f"model {manifest.name} has no split point {split_name!r}; it has "
               f"{', '.join(manifest.split_points)}")
+    _check_joint_klt(net, split_name, joint_klt)
     images, names_sha256 = read_calibration_folder(spec, folder, limit)
-    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands)  # type: ignore[arg-type]
+    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands,  # type: ignore[arg-type]
+                                   joint_klt=joint_klt)
     command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--split", split, None), ("--images", limit, 10000), ("--method", method, "nair"),
             ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--wire-bytes", wire_bytes, None),
-            ("--validation-dir", validation_dir, None), ("--out", out, None)) if value != default)
+            ("--validation-dir", validation_dir, None), ("--joint-klt", joint_klt, 0),
+            ("--out", out, None)) if value != default)
     started = time.perf_counter()
     selection = None
     if wire_bytes is not None and validation_dir is not None:

@@ -107,6 +107,9 @@ def evaluate_nair_cmd(
     images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Calibrate every method on this folder of unlabeled images (the one the model's artifact was "
              "calibrated on) instead of the data set's calibration images.")] = None,
+    joint_klt: Annotated[int, typer.Option(
+        help="NAIR's joint-KLT length (as 'nairbus calibrate --joint-klt' made the model's artifact; 0: off). The "
+             "report lists every candidate length's validation accuracy beside it.")] = 0,
     data_dir: DataDirOpt = None,
 ) -> None:
     """NAIR against naive, pruning, PCA and retrained tail-drop: prefix, loss, rate-accuracy, ablation.
@@ -150,7 +153,10 @@ def evaluate_nair_cmd(
         calibration_images = len(calibration)
     else:
         calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])]
-    settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()))
+    if joint_klt < 0:
+        raise typer.BadParameter(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
+    settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()),
+                            joint_klt=joint_klt)
     with console.status("evaluating") as status:
         def say(message: str) -> None:
             console.log(message)
@@ -168,7 +174,8 @@ def evaluate_nair_cmd(
     suffix = ("" if frames == 10000 else f" --frames {frames}") + (
         "" if requested_images == 10000 else f" --calibration-images {requested_images}")
     suffix += ("" if name == "base" else f" --model {model}") + (
-        f" --images-dir {images_dir}" if images_dir is not None else "")
+        f" --images-dir {images_dir}" if images_dir is not None else "") + (
+        f" --joint-klt {joint_klt}" if joint_klt else "")
     result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
     result["input_spec"] = models[model][0].input_spec.model_dump(mode="json")
     result["calibration_source"] = (f"folder {images_dir.name}: {calibration_images} unlabeled image files"

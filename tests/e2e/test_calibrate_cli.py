@@ -66,7 +66,7 @@ def test_another_cpus_code_paths_write_the_same_sha256(tmp_path: Path) -> None:
 
 
 def _differences(a: NairArtifact, b: NairArtifact) -> str:
-    fields = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
+    fields = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan", "mix")
     return "; ".join(f"{f}: {int((getattr(a, f) != getattr(b, f)).sum())} entries differ" for f in fields
                      if not np.array_equal(getattr(a, f), getattr(b, f))) or "headers differ"
 
@@ -93,6 +93,9 @@ def test_bit_bands_are_an_option_and_change_the_artifact(tmp_path: Path) -> None
     (("--images", "0"), "--images"),
     (("--images", "56000", "--wire-bytes", "200"), "held out for validation"),
     (("--split", "nowhere"), "no split point"),
+    (("--joint-klt", "-1"), "--joint-klt must be"),
+    (("--joint-klt", "8", "--method", "pca"), "part of the nair method"),
+    (("--joint-klt", "999999"), "has only"),
 ])
 def test_bad_options_are_clear_errors(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     out = _calibrate(*args, "--out", str(tmp_path / "x.npz"))

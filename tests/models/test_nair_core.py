@@ -81,6 +81,48 @@ def test_what_fills_a_missing_component_is_the_calibration_mean_or_a_zero_activa
     assert np.abs(mean.mean).max() > 1e-2  # so the two fills differ
 
 
+@pytest.fixture(scope="module")
+def joint(tiny_model: ResNet, images: np.ndarray) -> NairArtifact:
+    return calibrate(tiny_model, "tiny", "a" * 64, images[:200], CalibrationSettings(split="stage2", joint_klt=64))
+
+
+def test_a_joint_klt_stays_exactly_invertible_and_decorrelates_the_leading_components(
+        joint: NairArtifact, artifact: NairArtifact, tiny_model: ResNet, images: np.ndarray) -> None:
+    assert joint.joint_components == 64
+    np.testing.assert_allclose(joint.mix.T @ joint.mix, np.eye(64), atol=1e-5)
+    transform = NairTransform(joint)
+    with torch.no_grad():
+        ir = tiny_model.head(torch.randn(4, 1, 28, 28), "stage2")
+        assert torch.allclose(transform.inverse(transform.forward(ir)), ir, atol=1e-4)
+        x = tiny_model.input_spec.prepare(images[:200])
+        lead = transform.forward(tiny_model.head(x, "stage2")).numpy()[:, :64]
+        separable = NairTransform(artifact).forward(tiny_model.head(x, "stage2")).numpy()[:, :64]
+    off = lambda c: np.abs(c - np.diag(np.diag(c))).sum() / np.abs(np.diag(c)).sum()  # noqa: E731
+    assert off(np.cov(lead.T)) < 0.01 < off(np.cov(separable.T))
+    # The same energy, ordered: the first component of the joint KLT carries at least the separable first's.
+    assert np.isclose(lead.var(0).sum(), separable.var(0).sum(), rtol=1e-4)
+    assert lead.var(0)[0] >= separable.var(0)[0]
+    assert np.all(np.diff(lead.var(0)) <= 1e-6 * lead.var(0)[0])
+    assert not joint.fill.any()
+
+
+def test_a_joint_klt_is_hashed_saved_and_refused_where_it_cannot_be(
+        tmp_path, joint: NairArtifact, artifact: NairArtifact, tiny_model: ResNet,  # type: ignore[no-untyped-def]
+        images: np.ndarray) -> None:
+    loaded = NairArtifact.load(joint.save(tmp_path / "j.npz"))
+    assert loaded.sha256 == joint.sha256 != artifact.sha256
+    assert np.array_equal(loaded.mix, joint.mix)
+    assert joint.meta["settings"]["joint_klt"] == 64
+    assert "joint_klt" not in artifact.meta["settings"]  # off: recorded as before, so older hashes stand
+    assert NairArtifact.load(artifact.save(tmp_path / "a.npz")).joint_components == 0
+    with pytest.raises(ValueError, match="components"):
+        calibrate(tiny_model, "tiny", "a" * 64, images[:100],
+                  CalibrationSettings(split="stage2", joint_klt=artifact.n_components + 1))
+    with pytest.raises(ValueError, match="nair method"):
+        calibrate(tiny_model, "tiny", "a" * 64, images[:100],
+                  CalibrationSettings(split="stage2", method="pca", joint_klt=8))
+
+
 def test_nair_orders_by_decreasing_variance(artifact: NairArtifact, tiny_model: ResNet, images: np.ndarray) -> None:
     with torch.no_grad():
         x = torch.from_numpy(images[:200]).float().unsqueeze(1) / 255
