@@ -305,4 +305,4 @@ def _in_component_space(base: NairArtifact, ir: torch.Tensor, order: np.ndarray,
     """One IR as components in ``order`` (``base`` holds the separable transform; with ``lead`` > 0 it holds the
     order and joint KLT too, and applies both itself)."""
     values = NairTransform(base, torch.float64).forward(ir).numpy()[0]
-    return values if lead else values[order]
+    return np.asarray(values if lead else values[order])

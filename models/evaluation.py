@@ -78,12 +78,11 @@ def ablation_specs(split: str, model: str = "base", joint_klt: int = 0) -> dict[
     every NAIR step after the joint KLT's has the evaluation's ``joint_klt``."""
     cal = CalibrationSettings(split=split)
     specs = {}
-    for name, row in MATRIX["ablation"].items():
+    for key, row in MATRIX["ablation"].items():
         if row.get("joint") and not joint_klt:
             continue
-        if joint_klt and "without_joint" in row:
-            name = row["without_joint"]
-        name = name.replace("{joint}", str(joint_klt))
+        name = (row["without_joint"] if joint_klt and "without_joint" in row else key).replace("{joint}",
+                                                                                                str(joint_klt))
         lead = int(row.get("joint_klt", joint_klt)) if row["method"] == "nair" else 0
         step = replace(cal, method=row["method"], fill=row.get("fill", "mean"), joint_klt=lead)
         if "bits" in row:

@@ -113,14 +113,17 @@ def calibrate(
     started = time.perf_counter()
     selection = None
     if wire_bytes is not None:
+        folder_record = None
         if validation_dir is not None:
-            validation, source = _labelled_validation(net, manifest, validation_dir)
+            validation, source, folder_record = _labelled_validation(net, manifest, validation_dir)
         else:
             validation = validation_split(train)
             source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from "
                       f"the {images} calibration images)")
         artifact, selection = _choose_allocation(net, manifest, calibration_images, validation, settings, wire_bytes,
                                                  source)
+        if folder_record is not None:
+            selection["validation_folder"] = folder_record
     else:
         with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
             artifact = fit(net, manifest.name, manifest.sha256, calibration_images, settings)
@@ -176,9 +179,10 @@ MIN_VALIDATION_IMAGES = 100
 100 images; a thousand or more is better)."""
 
 
-def _labelled_validation(net: Any, manifest: ModelManifest, folder: Path) -> tuple[Any, str]:
+def _labelled_validation(net: Any, manifest: ModelManifest, folder: Path) -> tuple[Any, str, dict[str, Any]]:
     """The labelled folder as a validation set for the model's input spec and labels (progress bar; bad files
-    counted, never fatal; a clear error when it is not one sub-folder per class or too small), and its description."""
+    counted, never fatal; a clear error when it is not one sub-folder per class or too small), its description, and
+    the record the artifact keeps of it (folder name, files, classes, a sha256 of the file names)."""
     from agents.sources.labelled import LabelledFolderError, read_labelled_folder
     from models.data import Dataset
 
@@ -196,9 +200,11 @@ def _labelled_validation(net: Any, manifest: ModelManifest, folder: Path) -> tup
     if len(read) < MIN_VALIDATION_IMAGES:
         _fail(f"{folder} holds {len(read)} usable labelled images; choosing an allocation needs at least "
               f"{MIN_VALIDATION_IMAGES}")
-    source = (f"validation: labelled folder {folder.name} ({len(read)} images, {len(set(read.labels.tolist()))} "
+    classes = len(set(read.labels.tolist()))
+    source = (f"validation: labelled folder {folder.name} ({len(read)} images, {classes} "
               f"classes, file names sha256 {read.names_sha256[:12]})")
-    return Dataset(read.images, read.labels), source
+    record = {"folder": folder.name, "files": len(read), "classes": classes, "file_names_sha256": read.names_sha256}
+    return Dataset(read.images, read.labels), source, record
 
 
 MIN_FOLDER_IMAGES = 200
@@ -274,8 +280,9 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder
     started = time.perf_counter()
     selection = None
     if wire_bytes is not None and validation_dir is not None:
-        validation, source = _labelled_validation(net, manifest, validation_dir)
+        validation, source, folder_record = _labelled_validation(net, manifest, validation_dir)
         artifact, selection = _choose_allocation(net, manifest, images, validation, settings, wire_bytes, source)
+        selection["validation_folder"] = folder_record
     else:
         with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
             artifact = fit(net, manifest.name, manifest.sha256, images, settings)

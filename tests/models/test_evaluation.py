@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from models.data import Dataset, load_split
-from models.evaluation import EvalSettings, Evaluator, bars, fewest_bytes_within, run_evaluation
+from models.evaluation import (
+    EvalSettings,
+    Evaluator,
+    ablation_specs,
+    bars,
+    fewest_bytes_within,
+    method_specs,
+    run_evaluation,
+)
 from models.manifest import ModelManifest
 from models.nair_plots import write_plots
 from models.resnet import ResNet, ResNetConfig
@@ -77,6 +85,30 @@ def test_evaluation_report_has_every_section_and_sane_figures(tiny: tuple[ResNet
         report["methods"]["nair"]["prefix"]["0.1"] / report["methods"]["naive-mean"]["prefix"]["0.1"])
     paths = write_plots(report, tmp_path)
     assert all(p.stat().st_size > 10_000 for p in paths)
+    joint = report["joint_klt_validation"]
+    assert set(joint["validation_accuracy"]) == {"0", "256", "512", "1024"}
+    assert joint["evaluated"] == 0
+    assert joint["evaluated_is_best"] == (joint["best"] == 0)
+    means = {k: np.mean(list(v.values())) for k, v in joint["validation_accuracy"].items()}
+    assert means[str(joint["best"])] == max(means.values())
+
+
+def test_a_joint_klt_reaches_nair_and_its_ablation_step_but_no_baseline() -> None:
+    plain, joint = method_specs("stage2"), method_specs("stage2", joint_klt=512)
+    assert plain["nair"].calibration.joint_klt == 0
+    assert joint["nair"].calibration.joint_klt == 512
+    assert "joint KLT of the leading 512" in joint["nair"].description
+    assert all(spec.calibration.joint_klt == 0 for name, spec in joint.items() if name != "nair")
+    steps = ablation_specs("stage2")
+    assert "+ spatial DCT (= NAIR)" in steps
+    assert not any("joint" in name for name in steps)
+    assert all(spec.calibration.joint_klt == 0 for spec in steps.values())
+    steps = ablation_specs("stage2", joint_klt=512)
+    names = list(steps)
+    assert names.index("+ spatial DCT") + 1 == names.index("+ joint KLT of the leading 512 components (= NAIR)")
+    assert steps["+ spatial DCT"].calibration.joint_klt == 0
+    assert steps["NAIR with zero-fill instead of mean-fill"].calibration.joint_klt == 512
+    assert steps["+ channel KLT"].calibration.joint_klt == 0
 
 
 def test_bars_are_computed_from_the_figures() -> None:
