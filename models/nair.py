@@ -158,6 +158,10 @@ class NairArtifact:
             raise ArtifactMismatchError(
                 f"{path} is artifact version {header.get('artifact_version')}, this nairbus reads {ARTIFACT_VERSION}"
             )
+        mix = arrays.get("mix", NO_MIX)
+        if mix.ndim != 2 or mix.shape[0] != mix.shape[1] or mix.shape[0] > int(np.prod(header["ir_shape"])):
+            raise ArtifactMismatchError(f"{path}: its joint KLT has shape {mix.shape}, not L x L with L at most "
+                                        f"the IR's {int(np.prod(header['ir_shape']))} components")
         return cls(
             model_name=header["model_name"],
             model_sha256=header["model_sha256"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -115,6 +116,10 @@ def test_a_joint_klt_is_hashed_saved_and_refused_where_it_cannot_be(
     assert joint.meta["settings"]["joint_klt"] == 64
     assert "joint_klt" not in artifact.meta["settings"]  # off: recorded as before, so older hashes stand
     assert NairArtifact.load(artifact.save(tmp_path / "a.npz")).joint_components == 0
+    bad = tmp_path / "bad.npz"
+    dataclasses.replace(joint, mix=joint.mix[:, :10]).save(bad)
+    with pytest.raises(ArtifactMismatchError, match="joint KLT has shape"):
+        NairArtifact.load(bad)
     with pytest.raises(ValueError, match="components"):
         calibrate(tiny_model, "tiny", "a" * 64, images[:100],
                   CalibrationSettings(split="stage2", joint_klt=artifact.n_components + 1))
