@@ -35,6 +35,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing nairbus into .venv (torch 2.13.0 CPU build)" >&2
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
   .venv/bin/python -m pip install -q -e '.[test,camera]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  .venv/bin/python -c 'import torch, paho.mqtt, agents.cli' || { echo "setup: installation failed" >&2; exit 1; }
+  .venv/bin/python -c 'import torch, paho.mqtt, nairbus.agents.cli' || { echo "setup: installation failed" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -1,6 +1,6 @@
 """The model manifest as a typed record: what every model (native or imported) says about itself.
 
-:func:`models.store.read_manifest` validates every manifest it reads against :class:`ModelManifest`, so a
+:func:`nairbus.models.store.read_manifest` validates every manifest it reads against :class:`ModelManifest`, so a
 hand-edited or truncated manifest is a clear error naming the field, not a ``KeyError`` deep in an agent. Fields a
 kind of model adds (training record, selection evidence, the tail-drop baseline's fill, ...) are kept as they are.
 """
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.split import InputSpec
+from nairbus.models.architectures.split import InputSpec
 
 __all__ = ["ModelManifest"]
 
@@ -28,7 +28,7 @@ class ModelManifest(BaseModel):
     kind: Literal["native", "imported"] = "native"
     architecture: str = ""
     architecture_id: str = "resnet"
-    """Native models: the registered architecture (:mod:`models.architectures`)."""
+    """Native models: the registered architecture (:mod:`nairbus.models.architectures.registry`)."""
     format: Literal["torch.export", "torchscript"] | None = None
     """Imported models: how ``weights_file`` is stored."""
     config: dict[str, Any] = Field(default_factory=dict)

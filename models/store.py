@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from models.manifest import ModelManifest
-from models.resnet import ResNet, count_macs, count_params
-from models.split import InputSpec
+from nairbus.models.architectures.resnet import ResNet, count_macs, count_params
+from nairbus.models.architectures.split import InputSpec
+from nairbus.models.manifest import ModelManifest
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OUTPUT_DIR = Path("models/weights")
@@ -45,10 +45,11 @@ def save_model(model: Any, name: str, manifest: dict[str, Any], directory: Path 
                architecture_id: str = "resnet") -> Path:
     """Write weights and manifest; the manifest gains sha256, architecture, input spec, params and MACs.
 
-    ``model`` is a native architecture (:mod:`models.architectures`) with ``config``, ``input_spec`` and
+    ``model`` is a native architecture (:mod:`nairbus.models.architectures.registry`) with ``config``, ``input_spec``
+    and
     ``split_points``. Returns the manifest path.
     """
-    from models.architectures import ARCHITECTURES
+    from nairbus.models.architectures.registry import ARCHITECTURES
 
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{name}.pt"
@@ -157,7 +158,7 @@ def input_spec(manifest: ModelManifest) -> InputSpec:
     """The manifest's input spec (manifests from before input specs: 28x28 grey Fashion-MNIST with its labels)."""
     if manifest.input_spec is not None:
         return manifest.input_spec
-    from models.architectures import fashion_mnist_spec
+    from nairbus.models.architectures.registry import fashion_mnist_spec
 
     spec = fashion_mnist_spec()
     return spec.model_copy(update={"labels": tuple(manifest.labels)}) if manifest.labels else spec
@@ -165,8 +166,8 @@ def input_spec(manifest: ModelManifest) -> InputSpec:
 
 def load_model(name: str, directory: Path | None = None) -> tuple[ResNet, ModelManifest]:
     """Load a model (native, or imported with ``nairbus import-model``) in eval mode after checking its sha256
-    against the manifest. The result is a :class:`models.split.SplitModel`."""
-    from models.architectures import build
+    against the manifest. The result is a :class:`nairbus.models.architectures.split.SplitModel`."""
+    from nairbus.models.architectures.registry import build
 
     name, directory = locate_model(name, directory)
     manifest = read_manifest(name, directory)
@@ -178,7 +179,7 @@ def load_model(name: str, directory: Path | None = None) -> tuple[ResNet, ModelM
     if actual != manifest.sha256:
         raise ModelIntegrityError(f"{weights} has sha256 {actual[:12]}…, manifest says {manifest.sha256[:12]}…")
     if manifest.kind == "imported":
-        from models.imported import load_split_model
+        from nairbus.models.architectures.imported import load_split_model
 
         assert manifest.format is not None  # the manifest's validator requires it of an imported model
         imported: Any = load_split_model(weights, manifest.format, manifest.split_points, input_spec(manifest))
@@ -203,7 +204,7 @@ def import_model(
     TorchScript file, or (``factory``) a state dict for ``package.module:function``, which is exported here so the
     runtime never imports user code. The model is cut at ``points`` and checked against ``spec`` before anything is
     written; the manifest records both files' sha256. Returns the manifest path."""
-    from models.imported import (
+    from nairbus.models.architectures.imported import (
         ModelImportError,
         check_fits,
         convert_torchscript,

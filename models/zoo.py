@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from models.data import LABELS, Dataset, fit_split, load_split, validation_split
-from models.manifest import ModelManifest
-from models.mobilenet import MobileNetConfig, MobileNetV2
-from models.resnet import ResNetConfig
-from models.store import WEIGHTS_DIR, load_model, save_model
-from models.taildrop import TailDropSettings, fine_tune_tail_drop
-from models.training import (
+from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
+from nairbus.models.architectures.resnet import ResNetConfig
+from nairbus.models.data.fashion_mnist import LABELS, Dataset, fit_split, load_split, validation_split
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.nair.taildrop import TailDropSettings, fine_tune_tail_drop
+from nairbus.models.store import WEIGHTS_DIR, load_model, save_model
+from nairbus.models.training.mature import (
     ProgressFn,
     TrainSettings,
     evaluate_accuracy,
@@ -81,8 +81,8 @@ def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.n
     ``exported_from``) is rebuilt natively from the program's own state dict, and must give the same logits; any other
     imported model cannot be fine-tuned here (a ``ValueError`` that says so).
     """
-    from models.architectures import build
-    from models.store import input_spec, locate_model
+    from nairbus.models.architectures.registry import build
+    from nairbus.models.store import input_spec, locate_model
 
     mature, manifest = load_model(model, directory)
     if manifest.kind != "imported":
@@ -133,7 +133,8 @@ def train_taildrop(
     manifest, named :func:`taildrop_name`.
 
     It fits on the training images outside the validation split (converted to the model's input) and chooses its
-    checkpoint, length and fill on that split (:func:`models.taildrop.fine_tune_tail_drop`); the test split is read
+    checkpoint, length and fill on that split (:func:`nairbus.models.nair.taildrop.fine_tune_tail_drop`); the test
+    split is read
     once, at the end, for the manifest.
     """
     local = out_dir if (out_dir / f"{model}.json").is_file() else None
@@ -157,7 +158,7 @@ def train_taildrop(
                            f"rest zeroed); {result.fill}-fill chosen on validation",
             "fill": result.fill,
             "selection": {
-                "split": f"validation: models.data.validation_split ({len(validation)} training images, not fitted "
+                "split": f"validation: fashion_mnist.validation_split ({len(validation)} training images, not fitted "
                          f"on; training used the other {len(train)})",
                 "criterion": "mean validation accuracy over the 5/10/25/50 % prefixes",
                 "best_epoch": result.best_epoch,
@@ -182,7 +183,8 @@ MOBILENET_SPLIT = "block6"
 
 def converted(data: Dataset, spec: Any) -> Dataset:
     """The data set's frames as a model of input spec ``spec`` receives them (resized, grey replicated to RGB by the
-    same conversion a sensor applies to a user's files, :meth:`models.split.InputSpec.convert`)."""
+    same conversion a sensor applies to a user's files,
+    :meth:`nairbus.models.architectures.split.InputSpec.convert`)."""
     return Dataset(spec.convert(data.images), data.labels)
 
 
@@ -199,7 +201,7 @@ def train_mobilenet(
     It is trained natively but shipped through the generic path (exported, then ``nairbus import-model``), so the
     directory it writes into is a working directory, not the shipped weights.
     """
-    from models.architectures import fashion_mnist_spec
+    from nairbus.models.architectures.registry import fashion_mnist_spec
 
     spec = fashion_mnist_spec(channels=MOBILENET_CONFIG.channels, size=MOBILENET_CONFIG.resolution)
     everything = load_split("train", data_dir)
@@ -213,7 +215,7 @@ def train_mobilenet(
     return save_model(result.model, MOBILENET_NAME, {
         "default_split": MOBILENET_SPLIT,
         "selection": {
-            "split": f"validation: models.data.validation_split ({len(validation)} training images, not fitted on; "
+            "split": f"validation: fashion_mnist.validation_split ({len(validation)} training images, not fitted on; "
                      f"training used the other {len(train)})",
             "criterion": "validation accuracy after each epoch; the best epoch's weights are kept",
             "best_epoch": result.best_epoch,

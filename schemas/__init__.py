@@ -1,8 +1,8 @@
 """nairbus wire contract: message models, codecs and the topic tree. Knows nothing of torch."""
 
-# schemas.export is left out on purpose: importing it here would make ``python -m schemas.export`` warn.
+# nairbus.schemas.export is left out on purpose: importing it here would make ``python -m nairbus.schemas.export`` warn.
 
-from schemas.codec import (
+from nairbus.schemas.codec import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_MSGPACK,
     MAX_JSON_BYTES,
@@ -18,9 +18,9 @@ from schemas.codec import (
     encode,
     max_bytes,
 )
-from schemas.ids import ID_PATTERN, ID_REGEX, is_valid_id, validate_id
-from schemas.lean import LeanContext, decode_lean, encode_lean
-from schemas.messages import (
+from nairbus.schemas.ids import ID_PATTERN, ID_REGEX, is_valid_id, validate_id
+from nairbus.schemas.lean import LeanContext, decode_lean, encode_lean
+from nairbus.schemas.messages import (
     LEAN_VERSION,
     MAX_FRAGMENT_DATA,
     MAX_FRAME_FRAGMENTS,
@@ -54,7 +54,7 @@ from schemas.messages import (
     WireModel,
     packed_size,
 )
-from schemas.topics import TOPIC_VERSION, FusionLeaf, ParsedTopic, SensorLeaf, StreamLeaf, TopicKind, TopicTree
+from nairbus.schemas.topics import TOPIC_VERSION, FusionLeaf, ParsedTopic, SensorLeaf, StreamLeaf, TopicKind, TopicTree
 
 __all__ = [
     "CONTENT_TYPE_JSON",

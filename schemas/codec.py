@@ -1,21 +1,22 @@
 """Bytes on the wire: encode messages and decode untrusted payloads into validated messages.
 
-The capture agent's :class:`~schemas.messages.Frame` travels as a msgpack map (:data:`CONTENT_TYPE_MSGPACK`), the
+The capture agent's :class:`~nairbus.schemas.messages.Frame` travels as a msgpack map (:data:`CONTENT_TYPE_MSGPACK`),
+the
 human- and hub-facing messages as compact UTF-8 JSON (:data:`CONTENT_TYPE_JSON`); publishers set the MQTT 5
 content-type property to :func:`content_type`. The high-rate fragments, top-k and images are lean positional
-arrays instead (:mod:`schemas.lean`).
+arrays instead (:mod:`nairbus.schemas.lean`).
 
 Decoding never raises anything but :class:`WireError`, whose ``reason`` is one of :data:`WIRE_REASONS`:
 
 ``oversize``  payload larger than the codec's limit (checked before parsing)
 ``malformed`` not valid msgpack / UTF-8 JSON (duplicate keys included), not a map at the top, unsupported content
               type
-``version``   ``v`` missing or not :data:`~schemas.messages.SCHEMA_VERSION` (checked before validation)
+``version``   ``v`` missing or not :data:`~nairbus.schemas.messages.SCHEMA_VERSION` (checked before validation)
 ``kind``      ``kind`` missing or not the expected one (or not carried by that content type)
-``session``   (lean messages, :mod:`schemas.lean`) the session tag is not the sensor's current session's
+``session``   (lean messages, :mod:`nairbus.schemas.lean`) the session tag is not the sensor's current session's
 ``invalid``   the model's validation failed: wrong types or shapes, out-of-range values, NaN/inf, ...
 
->>> from schemas.messages import Status
+>>> from nairbus.schemas.messages import Status
 >>> msg = Status(agent_id="cam-01", role="sensor", state="online", session="s1", ts=1.5)
 >>> decode(encode(msg), Status) == msg
 True
@@ -35,7 +36,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 import msgpack  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
-from schemas.messages import (
+from nairbus.schemas.messages import (
     MAX_TOPK,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
@@ -126,7 +127,7 @@ def content_type(msg_or_cls: Message | type[Message]) -> ContentType:
     Lean messages (fragments, top-k, images) carry no content type on the wire; their format is the birth's.
     """
     if _message_class(msg_or_cls).model_fields["kind"].default in _LEAN_KINDS:
-        raise TypeError("fragments, top-k and images travel lean: use schemas.lean.encode_lean / decode_lean")
+        raise TypeError("fragments, top-k and images travel lean: use nairbus.schemas.lean.encode_lean / decode_lean")
     return CONTENT_TYPE_MSGPACK if _message_class(msg_or_cls) in _MSGPACK_TYPES else CONTENT_TYPE_JSON
 
 

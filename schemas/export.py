@@ -1,6 +1,7 @@
 """Export the JSON Schema of every message to ``schemas/json/<kind>.schema.json``.
 
-Regenerate after changing a model with ``python -m schemas.export``; ``python -m schemas.export --check`` exits 1 if
+Regenerate after changing a model with ``python -m nairbus.schemas.export``; ``python -m nairbus.schemas.export
+--check`` exits 1 if
 the committed files are stale (the tests check the same).
 """
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from schemas.messages import MESSAGE_TYPES
+from nairbus.schemas.messages import MESSAGE_TYPES
 
 __all__ = ["JSON_SCHEMA_DIR", "check_current", "export_json_schemas", "main", "render_schemas"]
 
@@ -53,12 +54,12 @@ def check_current(directory: Path = JSON_SCHEMA_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m schemas.export [--check] [DIRECTORY]``."""
+    """``python -m nairbus.schemas.export [--check] [DIRECTORY]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     check = "--check" in args
     rest = [a for a in args if a != "--check"]
     if len(rest) > 1 or any(a.startswith("-") for a in rest):
-        print("usage: python -m schemas.export [--check] [DIRECTORY]", file=sys.stderr)
+        print("usage: python -m nairbus.schemas.export [--check] [DIRECTORY]", file=sys.stderr)
         return 2
     directory = Path(rest[0]) if rest else JSON_SCHEMA_DIR
     if check:

@@ -2,7 +2,7 @@
 
 A fragment, top-k or image message carries only what changes from frame to frame. What is fixed for a session —
 sensor id, session id, time epoch, expiry, codec, bit allocation — is in the sensor's retained
-:class:`~schemas.messages.Birth` and given to the codec as a :class:`LeanContext`. Layouts (every integer
+:class:`~nairbus.schemas.messages.Birth` and given to the codec as a :class:`LeanContext`. Layouts (every integer
 unsigned; ``tag`` is :attr:`LeanContext.tag`, ``capture_ms`` milliseconds since the birth's ``epoch_ts``)::
 
     frag   [2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]
@@ -12,8 +12,9 @@ unsigned; ``tag`` is :attr:`LeanContext.tag`, ``capture_ms`` milliseconds since 
 A typical one-message NAIR frame spends about 23 payload bytes on this envelope (plus 9 for the MQTT PUBLISH with
 a topic alias), against about 240 for the self-describing msgpack map it replaces.
 
-Decoding raises only :class:`~schemas.codec.WireError`: ``oversize``, ``malformed`` (not msgpack, not an array of
-the kind's arity), ``version`` (first element not :data:`~schemas.messages.LEAN_VERSION`), ``session`` (tag of
+Decoding raises only :class:`~nairbus.schemas.codec.WireError`: ``oversize``, ``malformed`` (not msgpack, not an array
+of
+the kind's arity), ``version`` (first element not :data:`~nairbus.schemas.messages.LEAN_VERSION`), ``session`` (tag of
 another session: a straggler from before the sensor's reconnect) or ``invalid``.
 
 >>> ctx = LeanContext("cam-01", "a1b2c3", epoch_ts=1000.0, expiry_s=10.0)
@@ -32,8 +33,8 @@ from typing import Any, Final, TypeVar
 import msgpack  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
-from schemas.codec import WireError, _brief
-from schemas.messages import LEAN_VERSION, MAX_TOPK, Birth, Fragment, ImageFrame, TopK
+from nairbus.schemas.codec import WireError, _brief
+from nairbus.schemas.messages import LEAN_VERSION, MAX_TOPK, Birth, Fragment, ImageFrame, TopK
 
 __all__ = ["LEAN_TYPES", "MAX_LEAN_BYTES", "LeanContext", "LeanMessage", "decode_lean", "encode_lean"]
 

@@ -3,7 +3,7 @@
 Every model is strict (no coercion: an int is not a str, a bool is not an int), frozen, forbids unknown fields,
 rejects NaN and infinities, and carries ``v`` (the schema version, :data:`SCHEMA_VERSION`) and ``kind`` (the
 discriminator). :class:`Fragment` and :class:`TopK` travel as msgpack on the high-rate sensor topics; the others as
-JSON (see :mod:`schemas.codec`).
+JSON (see :mod:`nairbus.schemas.codec`).
 
 Sequences are tuples. In strict Python-mode validation a list is not a tuple, so build messages with tuples; the
 codec decodes msgpack arrays to tuples and JSON through ``model_validate_json``, which accepts arrays.
@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from schemas.ids import ID_REGEX
+from nairbus.schemas.ids import ID_REGEX
 
 __all__ = [
     "LEAN_VERSION",
@@ -165,7 +165,7 @@ class NairBirth(WireModel):
 
 class ImageBirth(WireModel):
     """An image-mode sensor: the codecs its :class:`ImageFrame` payloads may use (each names its index) and the
-    frame size. Specs are those of ``models.imagecodec`` (e.g. ``png``, ``webp:q80``, ``grey4+deflate``)."""
+    frame size. Specs are those of ``nairbus.models.image.codec`` (e.g. ``png``, ``webp:q80``, ``grey4+deflate``)."""
 
     codecs: Annotated[tuple[Name, ...], Field(min_length=1, max_length=64)]
     height: Annotated[int, Field(ge=1, le=1024)]
@@ -185,7 +185,8 @@ class Birth(WireModel):
 
     ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image``
     frames (``image`` set) or ``auto``, per frame whichever of NAIR fragments and an image fits its link better
-    (both set). The high-rate messages are lean (:mod:`schemas.lean`): their capture times count milliseconds from
+    (both set). The high-rate messages are lean (:mod:`nairbus.schemas.lean`): their capture times count milliseconds
+    from
     ``epoch_ts`` and they expire ``expiry_ms`` after capture.
     """
 
@@ -229,7 +230,7 @@ class Fragment(WireModel):
     Components are in importance order, so the prefix ``[0, end)`` of a frame is the most useful ``end`` components
     the sensor could send; a frame usually travels as one fragment with ``start = 0``. ``frame_end`` is where the
     sensor's send for this frame ends (fusion may decide the frame once ``[0, frame_end)`` has arrived). On the wire
-    this is a positional msgpack array (:mod:`schemas.lean`); ``sensor_id``, ``session`` and ``expires_ts`` come
+    this is a positional msgpack array (:mod:`nairbus.schemas.lean`); ``sensor_id``, ``session`` and ``expires_ts`` come
     from the topic and the sensor's birth, not from the message. ``seq`` counts every publish of the session.
     """
 
@@ -261,7 +262,7 @@ class Fragment(WireModel):
 
 
 class TopK(WireModel):
-    """A variant-parallel sensor's top-k classes and scores for one frame. Lean (see :mod:`schemas.lean`)."""
+    """A variant-parallel sensor's top-k classes and scores for one frame. Lean (see :mod:`nairbus.schemas.lean`)."""
 
     v: Literal[2] = 2
     kind: Literal["topk"] = "topk"
@@ -396,7 +397,7 @@ class Result(WireModel):
 class Stats(WireModel):
     """Periodic counters of a fusion agent. JSON.
 
-    ``rejected`` counts rejected input by reason (e.g. the :class:`~schemas.codec.WireError` reasons, or
+    ``rejected`` counts rejected input by reason (e.g. the :class:`~nairbus.schemas.codec.WireError` reasons, or
     ``"unknown_sensor"``, ``"duplicate"``, ``"expired"``).
     """
 

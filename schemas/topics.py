@@ -8,7 +8,7 @@ Every topic lives under ``<root>/v1/<site>/``::
     <root>/v1/<site>/fusion/<fusion_id>/{status,stats,set,response}
     <root>/v1/<site>/frames/<stream_id>
 
-``set`` carries commands to a sensor or a fusion agent (JSON :class:`~schemas.messages.Command`), ``response``
+``set`` carries commands to a sensor or a fusion agent (JSON :class:`~nairbus.schemas.messages.Command`), ``response``
 its answers and ``controls`` a sensor's current, retained settings; the ``streams`` leaves are what the fusion
 agent publishes for home automation (the current label, rate-limited figures, label changes, whether it is live).
 
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from schemas.ids import ID_REGEX, validate_id
+from nairbus.schemas.ids import ID_REGEX, validate_id
 
 __all__ = [
     "TOPIC_VERSION",
@@ -108,35 +108,35 @@ class TopicTree:
         return f"{self.prefix}/sensors/{validate_id(sensor_id, 'sensor_id')}/{leaf}"
 
     def sensor_status(self, sensor_id: str) -> str:
-        """Retained :class:`~schemas.messages.Status` of a sensor (and its last will)."""
+        """Retained :class:`~nairbus.schemas.messages.Status` of a sensor (and its last will)."""
         return self.sensor(sensor_id, "status")
 
     def sensor_birth(self, sensor_id: str) -> str:
-        """Retained :class:`~schemas.messages.Birth` of a sensor."""
+        """Retained :class:`~nairbus.schemas.messages.Birth` of a sensor."""
         return self.sensor(sensor_id, "birth")
 
     def sensor_frag(self, sensor_id: str) -> str:
-        """:class:`~schemas.messages.Fragment` stream of a NAIR sensor."""
+        """:class:`~nairbus.schemas.messages.Fragment` stream of a NAIR sensor."""
         return self.sensor(sensor_id, "frag")
 
     def sensor_topk(self, sensor_id: str) -> str:
-        """:class:`~schemas.messages.TopK` stream of a variant-parallel sensor."""
+        """:class:`~nairbus.schemas.messages.TopK` stream of a variant-parallel sensor."""
         return self.sensor(sensor_id, "topk")
 
     def sensor_image(self, sensor_id: str) -> str:
-        """:class:`~schemas.messages.ImageFrame` stream of an image-mode (or auto-mode) sensor."""
+        """:class:`~nairbus.schemas.messages.ImageFrame` stream of an image-mode (or auto-mode) sensor."""
         return self.sensor(sensor_id, "image")
 
     def sensor_set(self, sensor_id: str) -> str:
-        """Commands to a sensor (:class:`~schemas.messages.Command`)."""
+        """Commands to a sensor (:class:`~nairbus.schemas.messages.Command`)."""
         return self.sensor(sensor_id, "set")
 
     def sensor_response(self, sensor_id: str) -> str:
-        """A sensor's answers to commands (:class:`~schemas.messages.CommandResponse`)."""
+        """A sensor's answers to commands (:class:`~nairbus.schemas.messages.CommandResponse`)."""
         return self.sensor(sensor_id, "response")
 
     def sensor_controls(self, sensor_id: str) -> str:
-        """Retained :class:`~schemas.messages.Controls`: a sensor's current budget, deadline, rate, pause."""
+        """Retained :class:`~nairbus.schemas.messages.Controls`: a sensor's current budget, deadline, rate, pause."""
         return self.sensor(sensor_id, "controls")
 
     def all_sensors(self, kind: SensorLeaf) -> str:
@@ -147,7 +147,7 @@ class TopicTree:
 
     # -- results -------------------------------------------------------------------------------------------------
     def result(self, stream_id: str) -> str:
-        """:class:`~schemas.messages.Result` stream: ``<prefix>/results/<stream_id>``."""
+        """:class:`~nairbus.schemas.messages.Result` stream: ``<prefix>/results/<stream_id>``."""
         return f"{self.prefix}/results/{validate_id(stream_id, 'stream_id')}"
 
     def all_results(self) -> str:
@@ -163,7 +163,7 @@ class TopicTree:
 
     # -- frames ----------------------------------------------------------------------------------------------------
     def frames(self, stream_id: str) -> str:
-        """:class:`~schemas.messages.Frame` stream a capture agent publishes for every VP sensor of a stream."""
+        """:class:`~nairbus.schemas.messages.Frame` stream a capture agent publishes for every VP sensor of a stream."""
         return f"{self.prefix}/frames/{validate_id(stream_id, 'stream_id')}"
 
     def all_frames(self) -> str:
@@ -178,11 +178,11 @@ class TopicTree:
         return f"{self.prefix}/fusion/{validate_id(fusion_id, 'fusion_id')}/{leaf}"
 
     def fusion_status(self, fusion_id: str) -> str:
-        """Retained :class:`~schemas.messages.Status` of a fusion agent (and its last will)."""
+        """Retained :class:`~nairbus.schemas.messages.Status` of a fusion agent (and its last will)."""
         return self.fusion(fusion_id, "status")
 
     def fusion_stats(self, fusion_id: str) -> str:
-        """:class:`~schemas.messages.Stats` of a fusion agent."""
+        """:class:`~nairbus.schemas.messages.Stats` of a fusion agent."""
         return self.fusion(fusion_id, "stats")
 
     def all_fusion(self, kind: FusionLeaf) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.manifest import ModelManifest
+from nairbus.models.manifest import ModelManifest
 
 
 def in_memory_manifest(name: str, sha256: str, **fields: Any) -> ModelManifest:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from models.nair import NairArtifact
+from nairbus.models.nair.transform import NairArtifact
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "models" / "weights"
@@ -126,7 +126,7 @@ def test_the_vp_family_length_and_fusion_rule_were_chosen_on_validation() -> Non
 
 
 def test_the_second_architecture_went_through_the_generic_path_and_its_report_measured_it() -> None:
-    from models.store import sha256_file
+    from nairbus.models.store import sha256_file
 
     manifest = _json(WEIGHTS / "mobilenet.json")
     assert manifest["kind"] == "imported"

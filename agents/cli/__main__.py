@@ -1,5 +1,5 @@
-"""``python -m agents.cli``: the ``nairbus`` command."""
+"""``python -m nairbus.agents.cli``: the ``nairbus`` command."""
 
-from agents.cli import app
+from nairbus.agents.cli import app
 
 app()

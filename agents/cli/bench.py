@@ -44,7 +44,7 @@ def link_cmd(
         help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")] = "unshaped,10M,1M,250k,100k",
     fps: Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")] = "10,30",
     mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--mode", help="Sensor mode to run (repeatable; default: every mode of agents.tools.linkbench.MODES: "
+        "--mode", help="Sensor mode to run (repeatable; default: every mode of nairbus.agents.tools.linkbench.MODES: "
                        "nair-auto, nair-fixed-100, image, auto).")] = None,
     add_mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
         "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
@@ -90,16 +90,16 @@ def link_cmd(
 
       nairbus bench link --replot
     """
-    from agents.runtime.logging import configure_logging
-    from agents.runtime.settings import LogSettings
-    from agents.tools.linkbench import MODES, LinkBenchSettings, run_bench
-    from agents.tools.netns import LabError, check_environment
-    from models.data import DatasetMissingError
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
+    from nairbus.agents.tools.linkbench import MODES, LinkBenchSettings, run_bench
+    from nairbus.agents.tools.netns import LabError, check_environment
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     if replot:
         import json
 
-        from agents.tools.linkbench import plot_link, render_table
+        from nairbus.agents.tools.linkbench import plot_link, render_table
 
         if not report.is_file():
             raise typer.BadParameter(f"no report at {report}; run the bench first")
@@ -177,11 +177,11 @@ def faults_cmd(
     decided and lost, whether their labels equal the offline pipeline's, recovery times, victims disconnected and
     fusion memory -> reports/faults.json (rewritten after every scenario). The full run takes about 17 minutes.
     """
-    from agents.runtime.logging import configure_logging
-    from agents.runtime.settings import LogSettings
-    from agents.tools.faultbench import SCENARIOS, FaultSettings, run_faults
-    from agents.tools.faultbench import quick as quick_settings
-    from models.data import DatasetMissingError
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
+    from nairbus.agents.tools.faultbench import SCENARIOS, FaultSettings, run_faults
+    from nairbus.agents.tools.faultbench import quick as quick_settings
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     try:
         settings = FaultSettings(

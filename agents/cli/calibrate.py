@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     DataDirOpt,
     _fail,
     app,
@@ -18,7 +18,7 @@ from agents.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from models.manifest import ModelManifest
+    from nairbus.models.manifest import ModelManifest
 
 
 @app.command()
@@ -58,10 +58,10 @@ def calibrate(
     """
     import numpy as np
 
-    from models.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
-    from models.calibration import calibrate as fit
-    from models.data import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
-    from models.store import artifact_output_path, load_model
+    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
+    from nairbus.models.nair.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
+    from nairbus.models.nair.calibration import calibrate as fit
+    from nairbus.models.store import artifact_output_path, load_model
 
     if bit_bands is not None and wire_bytes is not None:
         _fail("give --bit-bands or --wire-bytes, not both")
@@ -118,7 +118,7 @@ def calibrate(
             validation, source, folder_record = _labelled_validation(net, manifest, validation_dir)
         else:
             validation = validation_split(train)
-            source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from "
+            source = (f"validation: fashion_mnist.validation_split ({len(validation)} training images, disjoint from "
                       f"the {images} calibration images)")
         artifact, selection = _choose_allocation(net, manifest, calibration_images, validation, settings, wire_bytes,
                                                  source)
@@ -139,7 +139,7 @@ def _choose_allocation(net: Any, manifest: ModelManifest, calibration_images: An
                        settings: Any, wire_bytes: int, source: str) -> tuple[Any, dict[str, Any]]:
     """``--wire-bytes``: every named allocation calibrated and measured on ``validation``, the best kept, the
     comparison printed."""
-    from agents.nair.allocation import choose_allocation
+    from nairbus.agents.nair.allocation import choose_allocation
 
     with console.status("choosing a bit allocation") as status:
         artifact, selection = choose_allocation(net, manifest, calibration_images, validation, settings,
@@ -183,8 +183,8 @@ def _labelled_validation(net: Any, manifest: ModelManifest, folder: Path) -> tup
     """The labelled folder as a validation set for the model's input spec and labels (progress bar; bad files
     counted, never fatal; a clear error when it is not one sub-folder per class or too small), its description, and
     the record the artifact keeps of it (folder name, files, classes, a sha256 of the file names)."""
-    from agents.sources.labelled import LabelledFolderError, read_labelled_folder
-    from models.data import Dataset
+    from nairbus.agents.sources.labelled import LabelledFolderError, read_labelled_folder
+    from nairbus.models.data.fashion_mnist import Dataset
 
     spec = net.input_spec
     labels = list(manifest.labels or spec.labels or ())
@@ -220,8 +220,8 @@ def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, s
 
     import numpy as np
 
-    from agents.sources.folder import FolderSource
-    from agents.sources.images import IMAGE_SUFFIXES
+    from nairbus.agents.sources.folder import FolderSource
+    from nairbus.agents.sources.images import IMAGE_SUFFIXES
 
     try:
         source = FolderSource(folder, spec=spec)
@@ -258,9 +258,9 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder
     ``--validation-dir``), record which files it saw."""
 
 
-    from models.calibration import CalibrationSettings, format_bit_bands
-    from models.calibration import calibrate as fit
-    from models.store import artifact_output_path
+    from nairbus.models.nair.calibration import CalibrationSettings, format_bit_bands
+    from nairbus.models.nair.calibration import calibrate as fit
+    from nairbus.models.store import artifact_output_path
 
     spec = net.input_spec
     split_name = split or manifest.default_split or manifest.split_points[0]
@@ -308,11 +308,11 @@ def calibrate_auto(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Tabulate, on validation images only, NAIR's accuracy by bytes and each image codec's, for --mode auto."""
-    from agents.nair.auto import auto_table_path
-    from agents.nair.rates import write_auto_table
-    from agents.runtime.config import SensorSettings
-    from models.data import DatasetMissingError, load_split, validation_split
-    from models.pipeline import NairPipeline
+    from nairbus.agents.nair.auto import auto_table_path
+    from nairbus.agents.nair.rates import write_auto_table
+    from nairbus.agents.runtime.config import SensorSettings
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.nair.pipeline import NairPipeline
 
     codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
         SensorSettings().image_codecs

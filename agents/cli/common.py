@@ -19,8 +19,8 @@ app = typer.Typer(
 @app.callback()
 def _quiet_logs() -> None:
     """Commands log warnings and errors only (agents configure their own logging from their settings)."""
-    from agents.runtime.logging import configure_logging
-    from agents.runtime.settings import LogSettings
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
 
     configure_logging(LogSettings(level="warning"))
 
@@ -55,7 +55,7 @@ def _fail(message: str) -> NoReturn:
 def _load_config(config: Path | None, overrides: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
-    from agents.runtime.config import load_config
+    from nairbus.agents.runtime.config import load_config
 
     try:
         return load_config(config, overrides)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     DataDirOpt,
     _fail,
     app,
@@ -30,8 +30,8 @@ def demo(
     """End-to-end demo: private Mosquitto, a fusion agent, sensors replaying the test set, table per budget."""
     from dataclasses import replace
 
-    from agents.tools.demo import DemoSettings, run_demo
-    from models.data import DatasetMissingError
+    from nairbus.agents.tools.demo import DemoSettings, run_demo
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     try:
         fractions = tuple(float(b) for b in budgets.split(","))
@@ -45,8 +45,8 @@ def demo(
         if not host or not port.isdigit():
             raise typer.BadParameter("--broker expects host:port")
         target = (host, int(port))
-    from agents.runtime.logging import configure_logging
-    from agents.runtime.settings import LogSettings
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
 
     # The agents log to files under runs/demo; the demo's own connection chatter would scroll its table away.
     configure_logging(LogSettings(level="warning"))
@@ -61,4 +61,4 @@ def demo(
         _fail(str(exc))
 
 
-# Variant Parallelism commands (train variants, evaluate vp, capture, demo-vp) live in agents.cli.vp.
+# Variant Parallelism commands (train variants, evaluate vp, capture, demo-vp) live in nairbus.agents.cli.vp.

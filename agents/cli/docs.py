@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     _fail,
     app,
     console,
@@ -19,7 +19,7 @@ def readme(
         "--check", help="Only say whether the documents are current (non-zero exit if not).")] = False,
 ) -> None:
     """Rewrite the figure tables of README.md and docs/ from the JSON reports under reports/ (none typed by hand)."""
-    from agents.tools.readme import refresh, stale
+    from nairbus.agents.tools.readme import refresh, stale
 
     try:
         changed = stale() if check else refresh()

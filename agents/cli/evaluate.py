@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     DataDirOpt,
     _fail,
     console,
@@ -36,8 +36,8 @@ def evaluate_wire_cmd(
     Which artifact serves a wire cap is chosen on the validation split; accuracies are on the test split with
     95 % intervals. Needs reports/images.json from 'nairbus evaluate images' on the same frames.
     """
-    from agents.tools.wire_eval import evaluate_wire, plot_wire
-    from models.data import DatasetMissingError
+    from nairbus.agents.tools.wire_eval import evaluate_wire, plot_wire
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     try:
         with console.status("evaluating") as status:
@@ -58,10 +58,11 @@ def evaluate_wire_cmd(
 
 
 def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None, model: str = "base") -> dict[str, Any]:
-    """The wire bars for reports/nair[-<model>].json (agents.tools.wire_eval on the same test frames), or why they
+    """The wire bars for reports/nair[-<model>].json (nairbus.agents.tools.wire_eval on the same test frames), or why
+    they
     are missing."""
-    from agents.tools.wire_eval import evaluate_wire, wire_summary
-    from models.data import DatasetMissingError
+    from nairbus.agents.tools.wire_eval import evaluate_wire, wire_summary
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     try:
         with console.status("bytes on the wire: NAIR per artifact against the image codecs") as status:
@@ -120,11 +121,11 @@ def evaluate_nair_cmd(
     """
     import numpy as np
 
-    from models.data import DatasetMissingError, load_split, validation_split
-    from models.evaluation import EvalSettings, Evaluator, method_specs, run_evaluation
-    from models.nair_plots import write_plots
-    from models.store import load_model
-    from models.zoo import DEFAULT_SPLIT, taildrop_name
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.evaluation.nair import EvalSettings, Evaluator, method_specs, run_evaluation
+    from nairbus.models.evaluation.nair_plots import write_plots
+    from nairbus.models.store import load_model
+    from nairbus.models.zoo import DEFAULT_SPLIT, taildrop_name
 
     if not 1 <= frames <= 10000 or not 100 <= calibration_images <= 55000:
         raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images in 100..55000 (the last "
@@ -147,7 +148,7 @@ def evaluate_nair_cmd(
                       + ("" if name == "base" else f" --model {name}") + "' to include it[/]")
     requested_images = calibration_images
     if images_dir is not None:
-        from agents.cli.calibrate import read_calibration_folder
+        from nairbus.agents.cli.calibrate import read_calibration_folder
 
         calibration = read_calibration_folder(models[model][0].input_spec, images_dir, calibration_images)[0]
         calibration_images = len(calibration)
@@ -163,7 +164,7 @@ def evaluate_nair_cmd(
             status.update(message)
 
         validation = validation_split(train)
-        source = (f"validation: models.data.validation_split ({len(validation)} training images, disjoint from the "
+        source = (f"validation: fashion_mnist.validation_split ({len(validation)} training images, disjoint from the "
                   f"{calibration_images} calibration images)")
         evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
                               validation_source=source)
@@ -201,8 +202,8 @@ def evaluate_nair_cmd(
 
 def _shipped_artifact_check(model: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """Whether the model's own artifact (``<model>.nair.npz``) is the one this evaluation's NAIR calibrated."""
-    from models.nair import NairArtifact
-    from models.store import default_artifact_path
+    from nairbus.models.nair.transform import NairArtifact
+    from nairbus.models.store import default_artifact_path
 
     path = default_artifact_path(model)
     if not path.is_file() or "nair_artifact_sha256" not in result:

@@ -1,7 +1,9 @@
 """``nairbus evaluate images``: the image-compression baseline (codec on the sensor, whole model at the hub).
 
-:func:`register` adds the command to the ``evaluate`` group of :mod:`agents.cli`. It measures every codec family of
-:mod:`models.image_eval` on the test split for the report and, separately, on a holdout of the training images for
+:func:`register` adds the command to the ``evaluate`` group of :mod:`nairbus.agents.cli`. It measures every codec
+family of
+:mod:`nairbus.models.evaluation.image` on the test split for the report and, separately, on a holdout of the training
+images for
 the calibrated table that ``sensor --mode auto`` reads; it writes ``reports/images.json`` and
 ``reports/images_rate.png``.
 """
@@ -59,7 +61,7 @@ def _command(frames: int, validation_frames: int, report: Path, table: Path | No
 def evaluate_images_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
     validation_frames: Annotated[int, typer.Option(
-        help="Validation images (models.data.validation_split: training images no calibration fits on) for the "
+        help="Validation images (fashion_mnist.validation_split: training images no calibration fits on) for the "
              "calibrated auto-mode table; 0 leaves the table out (a model auto mode cannot serve, e.g. a colour "
              "one).")] = 5000,
     report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
@@ -80,9 +82,9 @@ def evaluate_images_cmd(
     a sensor could send for that model."""
     import torch
 
-    from models.data import DatasetMissingError, load_split, validation_split
-    from models.image_eval import FAMILY_LADDERS, evaluate_images, plot_rate
-    from models.store import load_model
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.evaluation.image import FAMILY_LADDERS, evaluate_images, plot_rate
+    from nairbus.models.store import load_model
 
     if not 1 <= frames <= 10000 or not (validation_frames == 0 or 10 <= validation_frames <= 50000) or threads < 0:
         raise typer.BadParameter("--frames must be in 1..10000, --validation-frames 0 or in 10..50000, "
@@ -101,7 +103,7 @@ def evaluate_images_cmd(
         _fail(str(exc))
     selection = (manifest.exported_from or {}).get("selection") or manifest.selection or {}
     trained_outside = str(selection.get("split", "")).startswith("validation")
-    source = (f"validation: models.data.validation_split ({validation_frames} training images, disjoint from NAIR's "
+    source = (f"validation: fashion_mnist.validation_split ({validation_frames} training images, disjoint from NAIR's "
               "calibration images); " + (
                   "the model was trained on the other training images, never on these" if trained_outside else
                   "the mature model was trained on all 60 000 training images, so these frames were seen in training "

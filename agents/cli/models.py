@@ -68,7 +68,7 @@ def _list_splits(model_file: Path, fields: dict[str, Any]) -> None:
     """Print where a model file can be split: module paths of a ``torch.export`` program, or the node names of a
     TorchScript file's converted graph (with the module each follows); the conversion runs on a batch of the spec's
     shape, so a TorchScript file needs ``--channels`` and ``--size`` (or ``--spec``)."""
-    from models.imported import ModelImportError, cut_points, load_program, node_modules
+    from nairbus.models.architectures.imported import ModelImportError, cut_points, load_program, node_modules
 
     shape = (tuple(int(fields[k]) for k in ("channels", "height", "width"))
              if {"channels", "height", "width"} <= set(fields) else None)
@@ -125,10 +125,10 @@ def import_model_cmd(
     --images-dir DIR')."""
     from pydantic import ValidationError
 
-    from models.imported import ModelImportError
-    from models.manifest import ModelManifest
-    from models.split import InputSpec
-    from models.store import MODEL_DIR_ENV, import_model
+    from nairbus.models.architectures.imported import ModelImportError
+    from nairbus.models.architectures.split import InputSpec
+    from nairbus.models.manifest import ModelManifest
+    from nairbus.models.store import MODEL_DIR_ENV, import_model
 
     fields: dict[str, Any] = read_spec_file(spec) if spec is not None else {}
     if channels is not None:
@@ -184,7 +184,7 @@ def import_model_cmd(
 
 
 def _search_path() -> list[Path]:
-    from models.store import model_search_path
+    from nairbus.models.store import model_search_path
 
     return model_search_path()
 
@@ -211,8 +211,8 @@ def export_model_cmd(
     """Write a native model as a torch.export program and the input spec 'import-model' reads."""
     import torch
 
-    from models.imported import export_module
-    from models.store import input_spec, load_model
+    from nairbus.models.architectures.imported import export_module
+    from nairbus.models.store import input_spec, load_model
 
     try:
         net, manifest = load_model(model)
@@ -245,7 +245,7 @@ def export_images_cmd(
     size: Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,  # noqa: UP045
     labelled: Annotated[bool, typer.Option(help="Write each image into a sub-folder named by its class (the "
                                                 "labelled folder 'calibrate --validation-dir' reads).")] = False,
-    dataset: Annotated[str, typer.Option(help="A registered data set (models.datasets).")] = "fashion-mnist",
+    dataset: Annotated[str, typer.Option(help="A registered data set (models.data.registry).")] = "fashion-mnist",
     data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
 ) -> None:
@@ -255,9 +255,9 @@ def export_images_cmd(
     import numpy as np
     from PIL import Image
 
-    from agents.sources.labelled import class_folder_name
-    from models.data import DatasetMissingError, validation_split
-    from models.datasets import get_dataset
+    from nairbus.agents.sources.labelled import class_folder_name
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, validation_split
+    from nairbus.models.data.registry import get_dataset
 
     if colour not in ("grey", "rgb") or image_format not in ("png", "jpeg"):
         _fail("--colour is grey or rgb, --format png or jpeg")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     ConfigOpt,
     DataDirOpt,
     _fail,
@@ -82,7 +82,7 @@ def sensor(
 
     Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
     """
-    from agents.runtime.service import run_sensor
+    from nairbus.agents.runtime.service import run_sensor
 
     budget_bytes: int | None = None
     if budget is not None and budget != "auto":
@@ -112,8 +112,8 @@ def sensor(
     cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.sensor.mode == "vp":
-            from agents.runtime.service import _on_signals
-            from agents.vp.sensor import run_vp_sensor
+            from nairbus.agents.runtime.service import _on_signals
+            from nairbus.agents.vp.sensor import run_vp_sensor
 
             counters = run_vp_sensor(cfg, _on_signals)
         else:
@@ -147,7 +147,7 @@ def fusion(
         "--result-qos", min=0, max=1, help="QoS of the published results (default 0; 1: acknowledged).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
-    from agents.runtime.service import run_fusion
+    from nairbus.agents.runtime.service import run_fusion
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
@@ -156,8 +156,8 @@ def fusion(
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
     try:
         if cfg.fusion.mode == "vp":
-            from agents.runtime.service import _on_signals
-            from agents.vp.fusion import run_vp_fusion
+            from nairbus.agents.runtime.service import _on_signals
+            from nairbus.agents.vp.fusion import run_vp_fusion
 
             run_vp_fusion(cfg, _on_signals)
         else:
@@ -177,8 +177,8 @@ def watch(
     """Live view of the result topics: label, confidence, runner-up, IR received, latency, rate per stream."""
     import sys
 
-    from agents.home.watch import watch as run_watch
-    from agents.runtime.logging import configure_logging
+    from nairbus.agents.home.watch import watch as run_watch
+    from nairbus.agents.runtime.logging import configure_logging
 
     cfg = _load_config(config, {})
     # Logs go to stderr; connection chatter (info) would scroll the live view away, so it starts at warning.

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents.cli.common import (
+from nairbus.agents.cli.common import (
     DataDirOpt,
     _fail,
     _training_progress,
@@ -27,10 +27,10 @@ def train_base_cmd(
     """Train the mature model (ResNet family, 28x28) and write weights plus manifest with its test accuracy."""
     from dataclasses import replace
 
-    from models.data import DatasetMissingError
-    from models.manifest import ModelManifest
-    from models.store import OUTPUT_DIR
-    from models.zoo import BASE_SETTINGS, train_base
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.manifest import ModelManifest
+    from nairbus.models.store import OUTPUT_DIR
+    from nairbus.models.zoo import BASE_SETTINGS, train_base
 
     settings = replace(BASE_SETTINGS, epochs=epochs or BASE_SETTINGS.epochs, seed=seed)
     shipped = (settings.epochs, settings.seed) == (BASE_SETTINGS.epochs, BASE_SETTINGS.seed)
@@ -57,9 +57,9 @@ def train_mobilenet_cmd(
     """Train the second architecture: MobileNetV2-style, 3x32x32 RGB input resized from the data set."""
     from dataclasses import replace
 
-    from models.data import DatasetMissingError
-    from models.manifest import ModelManifest
-    from models.zoo import MOBILENET_SETTINGS, train_mobilenet
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.manifest import ModelManifest
+    from nairbus.models.zoo import MOBILENET_SETTINGS, train_mobilenet
 
     settings = replace(MOBILENET_SETTINGS, epochs=epochs or MOBILENET_SETTINGS.epochs)
     command = "nairbus train mobilenet" + ("" if settings == MOBILENET_SETTINGS else f" --epochs {settings.epochs}")
@@ -89,10 +89,10 @@ def train_taildrop_cmd(
 ) -> None:
     """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature
     model, with settings derived from the mature model's own training."""
-    from models.data import DatasetMissingError
-    from models.manifest import ModelManifest
-    from models.store import OUTPUT_DIR
-    from models.zoo import taildrop_settings, train_taildrop, trainable_mature
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.manifest import ModelManifest
+    from nairbus.models.store import OUTPUT_DIR
+    from nairbus.models.zoo import taildrop_settings, train_taildrop, trainable_mature
 
     try:
         _, manifest, _ = trainable_mature(model)

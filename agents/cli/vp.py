@@ -1,6 +1,7 @@
 """The Variant Parallelism sub-commands of ``nairbus``: ``train variants``, ``evaluate vp``, ``capture``, ``demo-vp``.
 
-They live here so that :mod:`agents.cli` only registers them (:func:`register`); ``nairbus sensor --mode vp`` and
+They live here so that :mod:`nairbus.agents.cli` only registers them (:func:`register`); ``nairbus sensor --mode vp``
+and
 ``nairbus fusion --mode vp`` are options of the shared agent commands.
 """
 
@@ -70,9 +71,9 @@ def train_variants_cmd(
     """Train the VP variant family jointly (a loss per variant plus one on the fused output) and write the manifest."""
     from dataclasses import replace
 
-    from models.data import DatasetMissingError
-    from models.store import OUTPUT_DIR
-    from models.vp_training import VpTrainSettings, train_family
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.store import OUTPUT_DIR
+    from nairbus.models.vp.training import VpTrainSettings, train_family
 
     if (epochs is not None and epochs < 1) or (restart_epochs is not None and restart_epochs < 0) or (
             restarts is not None and restarts < 0):
@@ -129,9 +130,9 @@ def evaluate_vp_cmd(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Evaluate VP on the test split: every subset, every k, the mature model, availability, bytes per frame."""
-    from agents.vp.common import topk_message_bytes
-    from models.data import DatasetMissingError
-    from models.vp_eval import REPORT_PATH, VpEvalSettings, evaluate_vp, write_report
+    from nairbus.agents.vp.common import topk_message_bytes
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.evaluation.vp import REPORT_PATH, VpEvalSettings, evaluate_vp, write_report
 
     settings = VpEvalSettings(frames=frames, trials=trials, nair_bytes=_nair_bytes())
     try:
@@ -161,8 +162,8 @@ def evaluate_vp_cmd(
 
 def _nair_bytes() -> dict[str, float]:
     """NAIR fragment payload per frame at 10 %, 25 % and 100 % of the IR, from the committed artifact (if any)."""
-    from models.nair import NairArtifact
-    from models.store import WEIGHTS_DIR
+    from nairbus.models.nair.transform import NairArtifact
+    from nairbus.models.store import WEIGHTS_DIR
 
     try:
         artifact = NairArtifact.load(WEIGHTS_DIR / "base.nair.npz")
@@ -191,8 +192,8 @@ def capture_cmd(
     variant sensor."""
     from pydantic import ValidationError
 
-    from agents.runtime.config import load_config
-    from agents.vp.capture import CaptureSettings, run_capture
+    from nairbus.agents.runtime.config import load_config
+    from nairbus.agents.vp.capture import CaptureSettings, run_capture
 
     try:
         cfg = load_config(config, {})
@@ -223,8 +224,8 @@ def demo_vp_cmd(
     """Live VP run: private Mosquitto, capture agent, a sensor per variant, VP fusion; one variant stopped part-way."""
     from dataclasses import replace
 
-    from agents.tools.demo_vp import VpDemoSettings, run_vp_demo_standalone
-    from models.data import DatasetMissingError
+    from nairbus.agents.tools.demo_vp import VpDemoSettings, run_vp_demo_standalone
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
 
     given: dict[str, Any] = {"frames": frames, "stop_at": stop_at, "fps": fps, "deadline_ms": deadline_ms}
     settings = replace(VpDemoSettings(data_dir=data_dir), **{k: v for k, v in given.items() if v is not None})

@@ -2,7 +2,7 @@
 
 A fusion agent announces one Home Assistant *device* per result stream, one for itself (the hub) and one per sensor
 agent, each with one retained config on ``<prefix>/device/nairbus-<fusion_id>/<object_id>/config`` whose ``cmps``
-lists its entities (the tables of :mod:`agents.home.entities`); streams and sensors hang off the hub with
+lists its entities (the tables of :mod:`nairbus.agents.home.entities`); streams and sensors hang off the hub with
 ``via_device``. What the entities read:
 
 - the ``event`` entity reads the result topic (one event per decided frame; ``events = "change"`` in the settings:
@@ -40,7 +40,7 @@ from typing import Any, Final, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agents.home.entities import (
+from nairbus.agents.home.entities import (
     CAPTURE_ENTITIES,
     FUSION_ENTITIES,
     LABELS,
@@ -48,11 +48,11 @@ from agents.home.entities import (
     STREAM_ENTITIES,
     EntitySpec,
 )
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
-from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.topics import TopicTree
 
 log = get_logger("nairbus.discovery")
 

@@ -21,11 +21,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agents.runtime.config import AgentConfig
-from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import Result, Status, WireError
-from schemas import decode as wire_decode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.schemas import Result, Status, WireError
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.topics import TopicTree
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Choose a NAIR bit allocation for a per-frame wire budget, on the validation split (``calibrate --wire-bytes``).
 
-Every candidate allocation (:data:`models.calibration.BIT_ALLOCATIONS`, or the ones given) is calibrated on the same
+Every candidate allocation (:data:`nairbus.models.nair.calibration.BIT_ALLOCATIONS`, or the ones given) is calibrated
+on the same
 calibration images; each validation frame then sends the longest one-message prefix whose whole MQTT PUBLISH fits
-the budget (:func:`agents.tools.wire_eval.nair_curve`, the sensor's own rule), and the allocation with the best
+the budget (:func:`nairbus.agents.tools.wire_eval.nair_curve`, the sensor's own rule), and the allocation with the best
 validation
 accuracy wins (ties: fewer mean wire bytes, then the earlier candidate). What was compared, on which images, is
 returned as a record the artifact keeps in its provenance. The test split is never read here.
@@ -16,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.tools.wire_eval import nair_curve
-from models.calibration import (
+from nairbus.agents.tools.wire_eval import nair_curve
+from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.nair.calibration import (
     BIT_ALLOCATIONS,
     BitBands,
     CalibrationSettings,
@@ -27,11 +31,8 @@ from models.calibration import (
     format_bit_bands,
     head_outputs,
 )
-from models.data import Dataset
-from models.manifest import ModelManifest
-from models.nair import NairArtifact
-from models.pipeline import NairPipeline
-from models.resnet import ResNet
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.nair.transform import NairArtifact
 
 __all__ = ["choose_allocation"]
 

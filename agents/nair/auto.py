@@ -1,6 +1,7 @@
 """``--mode auto``: per frame, send NAIR features or the compressed image, whichever is expected to be more accurate.
 
-The expectation comes from calibrated tables (:mod:`agents.nair.rates`, written by ``nairbus calibrate-auto`` from
+The expectation comes from calibrated tables (:mod:`nairbus.agents.nair.rates`, written by ``nairbus calibrate-auto``
+from
 validation images of the training split — never the test split): the accuracy of NAIR against the payload bytes of
 the prefix sent, and the accuracy of the whole model on images decoded from each codec of the sensor's ladder. For
 a frame, the sensor knows how many NAIR bytes its budget buys and which codec of the ladder fits; it sends the one
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.store import WEIGHTS_DIR
+from nairbus.models.store import WEIGHTS_DIR
 
 __all__ = ["AutoChooser", "auto_table_path"]
 
@@ -40,7 +41,7 @@ class AutoChooser:
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> AutoChooser:
-        """Build from the JSON table (see :func:`agents.nair.rates.auto_table`)."""
+        """Build from the JSON table (see :func:`nairbus.agents.nair.rates.auto_table`)."""
         points = sorted((int(p["payload_bytes"]), float(p["accuracy"])) for p in table["nair"])
         if not points:
             raise ValueError("auto table has no NAIR points")

@@ -6,7 +6,7 @@ frame, either (auto). Both arrive as lean messages decoded with the context of t
 All model work runs on the agent's worker thread (:meth:`FusionAgent.run`), never on paho's network thread.
 Every message that cannot be used is rejected with a reason, a structured log line and a counter, and never
 stalls or corrupts the other frames. Connection, counters, stats and the worker loop are
-:class:`~agents.runtime.fusion_base.FusionBase`'s.
+:class:`~nairbus.agents.runtime.fusion_base.FusionBase`'s.
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from agents.nair.outgoing import alias_wire_bytes, bit_bands
-from agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
-from agents.runtime.config import AgentConfig
-from agents.runtime.fusion_base import FusionBase, owns_sensor
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from models.imagecodec import ImageCodec, ImageCodecError, get_image_codec
-from models.nair import ArtifactMismatchError, NairArtifact
-from models.nair_codec import ComponentRun, PayloadError
-from models.pipeline import NairPipeline
-from models.store import default_artifact_path, find_model
-from schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
-from schemas.lean import LeanContext, decode_lean
+from nairbus.agents.nair.outgoing import alias_wire_bytes, bit_bands
+from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.models.image.codec import ImageCodec, ImageCodecError, get_image_codec
+from nairbus.models.nair.codec import ComponentRun, PayloadError
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.nair.transform import ArtifactMismatchError, NairArtifact
+from nairbus.models.store import default_artifact_path, find_model
+from nairbus.schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
+from nairbus.schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
 DISCOVERY_RETRY_S = 30.0

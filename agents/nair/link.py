@@ -2,8 +2,10 @@
 
 A sensor cannot learn that its uplink is slow from ``publish()``, which always succeeds: the backlog grows out of
 sight in paho's queue and the kernel's send buffer. So the sensor watches its own backlog — wire bytes handed to
-paho that paho has not written (:meth:`~agents.runtime.mqtt.Communicator.pending_bytes`) plus bytes the kernel has not
-had acknowledged (:meth:`~agents.runtime.mqtt.Communicator.socket_outq`) — and what has been delivered, which is what it
+paho that paho has not written (:meth:`~nairbus.agents.runtime.mqtt.Communicator.pending_bytes`) plus bytes the kernel
+has not
+had acknowledged (:meth:`~nairbus.agents.runtime.mqtt.Communicator.socket_outq`) — and what has been delivered, which
+is what it
 handed over minus that backlog.
 
 :class:`LinkEstimator` (pure, clock passed in) turns those samples into a delivery rate. A sample counts only while

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.imagecodec import ImageCodec
-from models.loss import LossModel
-from models.nair import NairArtifact
-from models.nair_codec import NairCodec, packed_bytes, prefix_end, run_spans
-from schemas.lean import LeanContext, encode_lean
-from schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame
-from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
+from nairbus.models.image.codec import ImageCodec
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.codec import NairCodec, packed_bytes, prefix_end, run_spans
+from nairbus.models.nair.transform import NairArtifact
+from nairbus.schemas.lean import LeanContext, encode_lean
+from nairbus.schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
 
 __all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
 

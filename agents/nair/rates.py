@@ -1,9 +1,10 @@
 """``nairbus calibrate-auto``: the rate-accuracy tables ``--mode auto`` chooses with, from validation images only.
 
-For the validation split of the *training* images (``models.data.validation_split``, disjoint from the images
+For the validation split of the *training* images (``fashion_mnist.validation_split``, disjoint
+from the images
 ``nairbus calibrate`` fits on; the test split is never read),
 the table holds NAIR's accuracy against the payload bytes of the prefix sent, and the whole model's accuracy on
-images passed through each codec of the sensor's ladder. :class:`agents.nair.auto.AutoChooser` reads it.
+images passed through each codec of the sensor's ladder. :class:`nairbus.agents.nair.auto.AutoChooser` reads it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data import Dataset
-from models.imagecodec import get_image_codec
-from models.nair_codec import packed_bytes, prefix_end
-from models.pipeline import NairPipeline
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.image.codec import get_image_codec
+from nairbus.models.nair.codec import packed_bytes, prefix_end
+from nairbus.models.nair.pipeline import NairPipeline
 
 __all__ = ["NAIR_TABLE_BUDGETS", "auto_table", "write_auto_table"]
 
@@ -69,7 +70,7 @@ def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequen
     table = auto_table(pipeline, validation, codecs, progress=progress)
     table.update({
         "command": command,
-        "split": "validation: models.data.validation_split (training images, disjoint from calibration)",
+        "split": "validation: fashion_mnist.validation_split (training images, disjoint from calibration)",
         "frames": len(validation.labels),
         "model": pipeline.manifest.name,
         "model_sha256": pipeline.manifest.sha256,

@@ -5,7 +5,8 @@ components of a run; an image or a vote: one). It is ready when the units its se
 when its deadline (measured from the first part's arrival on the fusion node's own clock) has passed.
 
 Memory is bounded per sensor and in all by the fusion agents' one deadline buffer
-(:class:`agents.runtime.deadline.DeadlineBuffer`): a sensor that floods evicts only its own frames, never another's;
+(:class:`nairbus.agents.runtime.deadline.DeadlineBuffer`): a sensor that floods evicts only its own frames, never
+another's;
 decided frames are remembered (bounded) so that a straggler is counted as late instead of opening a new frame.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
-from agents.runtime.deadline import DeadlineBuffer
+from nairbus.agents.runtime.deadline import DeadlineBuffer
 
 P = TypeVar("P")
 FrameKey = tuple[str, str, int]

@@ -4,7 +4,8 @@ Modes: ``nair`` runs the head and sends the most important prefix of the NAIR co
 sends the frame compressed whole (the first codec of its ladder that fits); ``auto`` sends, per frame, whichever
 of the two the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
 
-Every frame is sized in wire bytes by :class:`~agents.nair.link.LinkMonitor` (the measured drain rate of the connection,
+Every frame is sized in wire bytes by :class:`~nairbus.agents.nair.link.LinkMonitor` (the measured drain rate of the
+connection,
 the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with a
 topic alias. Frames the sensor cannot serve in time are skipped, never queued: when the head falls behind the
 replay clock, or when the link could not deliver even a useful minimum before the deadline (latest frame wins).
@@ -19,21 +20,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.nair.auto import AutoChooser
-from agents.nair.link import BudgetDecision, LinkMonitor
-from agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
-from agents.runtime.agent import SensorBase
-from agents.runtime.config import AgentConfig, SensorSettings
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator
-from agents.runtime.pacing import Pacing, run_paced
-from agents.sources import FrameBatch, SourceContext, open_source
-from models.imagecodec import get_image_codec
-from models.loss import LossModel
-from models.nair_codec import packed_bytes
-from models.pipeline import NairPipeline
-from models.store import sensor_artifact_path
-from schemas import Birth, ImageBirth, ModelRef, NairBirth
+from nairbus.agents.nair.auto import AutoChooser
+from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
+from nairbus.agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
+from nairbus.agents.runtime.agent import SensorBase
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.pacing import Pacing, run_paced
+from nairbus.agents.sources import FrameBatch, SourceContext, open_source
+from nairbus.models.image.codec import get_image_codec
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.codec import packed_bytes
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas import Birth, ImageBirth, ModelRef, NairBirth
 
 log = get_logger("nairbus.sensor")
 
@@ -91,7 +92,7 @@ class SensorAgent(SensorBase):
                  bus: Communicator | None = None) -> None:
         s = config.sensor
         if s.mode == "vp":
-            raise ValueError("a variant-parallel sensor runs from agents.vp (nairbus sensor --mode vp)")
+            raise ValueError("a variant-parallel sensor runs from nairbus.agents.vp (nairbus sensor --mode vp)")
         artifact = s.artifact or sensor_artifact_path(s.model)
         self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
         if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
@@ -158,10 +159,12 @@ class SensorAgent(SensorBase):
                 "artifact": self.pipeline.artifact.sha256[:12]}
 
     def run_replay(self) -> dict[str, int]:
-        """Send the frames of the configured source (:data:`agents.sources.SOURCES`: the data set, a folder of image
+        """Send the frames of the configured source (:data:`nairbus.agents.sources.SOURCES`: the data set, a folder of
+        image
         files, snapshots on an MQTT topic, a camera) until it ends or the sensor is stopped; returns the counters.
 
-        Frames go out as a camera delivers them (:func:`agents.runtime.pacing.run_paced`): a frame whose slot passed
+        Frames go out as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): a frame whose slot
+        passed
         more than a period and a quarter of the deadline ago is skipped (latest frame wins), so a head that cannot
         keep up costs frames, not latency. A folder is a batch of files to classify, every one of them, unless watched.
         """
@@ -186,7 +189,8 @@ class SensorAgent(SensorBase):
         self.counters["skipped_stale"] += stale
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
-        """Send the source's frames as a camera delivers them (:func:`agents.runtime.pacing.run_paced`): the head runs
+        """Send the source's frames as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): the
+        head runs
         on the frames captured since it last ran, late ones are skipped.
 
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock

@@ -4,9 +4,10 @@
 connection of its own with a retained status and a last will under ``…/sensors/<agent_id>/status``) and the
 start/stop life cycle with its two log lines. :class:`SensorBase` adds what a sensor has beyond that: a retained
 birth that is published again on every reconnect and on a rebirth request, the commands on its set topic
-(:class:`agents.runtime.commands.SensorControl`) and the lean wire's context (session epoch and expiry). A new kind
+(:class:`nairbus.agents.runtime.commands.SensorControl`) and the lean wire's context (session epoch and expiry). A new
+kind
 of device agent subclasses one of them and supplies its birth and its loop; the fusion side has
-:class:`agents.runtime.fusion_base.FusionBase`.
+:class:`nairbus.agents.runtime.fusion_base.FusionBase`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import threading
 import time
 from typing import Any, ClassVar, Literal
 
-from agents.runtime.commands import SensorControl
-from agents.runtime.config import AgentConfig, SensorSettings
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator
-from schemas import CONTENT_TYPE_JSON, Birth, Status
-from schemas import encode as wire_encode
-from schemas.lean import LeanContext
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.commands import SensorControl
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Status
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.lean import LeanContext
+from nairbus.schemas.topics import TopicTree
 
 log = get_logger("nairbus.agent")
 

@@ -3,7 +3,7 @@
 
 :class:`SensorControl` holds what a command may change while frames flow — the budget, the deadline, a cap on the
 frames sent per second, pause — and answers every request, valid or not, without touching anything else. A sensor
-agent routes its set topic here (:meth:`agents.runtime.mqtt.Communicator.route`: commands are answered on the
+agent routes its set topic here (:meth:`nairbus.agents.runtime.mqtt.Communicator.route`: commands are answered on the
 network thread while the sensor's own thread is busy with frames) and asks :meth:`SensorControl.admit` before each
 frame; ``replay_s`` publishes again the frames of the last that many seconds (a fusion agent whose session the
 broker forgot asks for it). The broker's ACL decides who may command: only the hub's accounts may write a sensor's
@@ -20,13 +20,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agents.runtime.config import SensorSettings
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, WireError
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.config import SensorSettings
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, WireError
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.topics import TopicTree
 
 log = get_logger("nairbus.commands")
 

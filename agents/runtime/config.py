@@ -14,9 +14,9 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agents.home.discovery import DiscoverySettings
-from agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
-from schemas.ids import ID_PATTERN
+from nairbus.agents.home.discovery import DiscoverySettings
+from nairbus.agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
+from nairbus.schemas.ids import ID_PATTERN
 
 Id = Field(pattern=ID_PATTERN)
 
@@ -49,7 +49,8 @@ class SensorSettings(BaseModel):
     k: int = Field(default=5, ge=1)
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
     source: str = "replay"
-    """A registered frame source (:data:`agents.sources.SOURCES`): ``replay`` the data set (frame id = index; every
+    """A registered frame source (:data:`nairbus.agents.sources.SOURCES`): ``replay`` the data set (frame id = index;
+    every
     VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of ``folder``,
     your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0), ``image-topic`` and
     ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the frames a capture
@@ -99,7 +100,7 @@ class SensorSettings(BaseModel):
     image_codecs: tuple[str, ...] = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate",
                                      "grey2+deflate", "grey1+deflate")
     """Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that fits
-    its budget (specs of ``models.imagecodec``)."""
+    its budget (specs of ``nairbus.models.image.codec``)."""
     fragments_by_plan: bool = False
     """Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one message
     per piece: only for the injected-loss test tooling, which loses pieces)."""
@@ -113,7 +114,7 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
-        from agents.sources import SOURCES
+        from nairbus.agents.sources import SOURCES
 
         if self.source not in (*SOURCES, "mqtt"):
             raise ValueError(f"unknown frame source {self.source!r}; choose one of {', '.join((*SOURCES, 'mqtt'))}")
@@ -146,7 +147,7 @@ class FusionSettings(BaseModel):
 
     fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
     mode: Literal["nair", "vp"] = "nair"
-    """``vp``: fuse the top-k of variant-parallel sensors (agents.vp) instead of reassembling NAIR fragments."""
+    """``vp``: fuse the top-k of variant-parallel sensors (nairbus.agents.vp) instead of reassembling NAIR fragments."""
     model: str = "base"
     artifact: Path | None = None
     """The NAIR artifact paired with the model (default ``models/weights/<model>.nair.npz``)."""

@@ -4,8 +4,8 @@
 message, tracks per-session sequence numbers, publishes the retained stats and runs the worker loop: drain the
 inbox, decide the frames whose buffer says they are ready, publish stats on an interval, flush on stop. A subclass
 says what it subscribes to, routes messages (:meth:`FusionBase.handle`) and decides frames
-(:meth:`FusionBase.decide`); the NAIR agent (:mod:`agents.nair.fusion`) reassembles fragments, the VP agent
-(:mod:`agents.vp`) fuses top-k votes.
+(:meth:`FusionBase.decide`); the NAIR agent (:mod:`nairbus.agents.nair.fusion`) reassembles fragments, the VP agent
+(:mod:`nairbus.agents.vp`) fuses top-k votes.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-from agents.home.discovery import HomeAssistantDiscovery, streams_of
-from agents.runtime.commands import answer_command
-from agents.runtime.config import AgentConfig
-from agents.runtime.logging import get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError, WireModel
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
-from schemas.topics import SensorLeaf, TopicTree
+from nairbus.agents.home.discovery import HomeAssistantDiscovery, streams_of
+from nairbus.agents.runtime.commands import answer_command
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError, WireModel
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
+from nairbus.schemas.topics import SensorLeaf, TopicTree
 
 log = get_logger("nairbus.fusion")
 M = TypeVar("M", bound=WireModel)
@@ -82,7 +82,7 @@ def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:
 
 
 class FrameBuffer(Protocol):
-    """What the worker loop needs of a frame buffer (:class:`~agents.nair.reassembly.Reassembler`, ``VoteBuffer``)."""
+    """What the worker loop needs of a frame buffer (``Reassembler``, ``VoteBuffer``)."""
 
     def __len__(self) -> int: ...
 
@@ -103,7 +103,7 @@ class FusionBase:
     buffer: FrameBuffer
     sensors: Mapping[str, object]
     handlers: ClassVar[Mapping[str, str]] = {}
-    """Topic kind (:meth:`schemas.topics.TopicTree.parse`) to the name of the method that handles it; any other
+    """Topic kind (:meth:`nairbus.schemas.topics.TopicTree.parse`) to the name of the method that handles it; any other
     topic is rejected as ``unknown_topic``."""
 
     def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf],

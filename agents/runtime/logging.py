@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from agents.runtime.settings import LogSettings
+from nairbus.agents.runtime.settings import LogSettings
 
 _HANDLER_NAME = "nairbus-structlog"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from broker import BROKER_DIR
+from nairbus.broker import BROKER_DIR
 
 DEFAULT_CONFIG = BROKER_DIR / "mosquitto.dev.conf"
 LOOPBACK = "127.0.0.1"

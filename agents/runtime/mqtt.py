@@ -56,10 +56,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from structlog.typing import FilteringBoundLogger
 
-from agents.runtime.inbox import FairInbox
-from agents.runtime.logging import get_logger
-from agents.runtime.settings import BrokerSettings
-from schemas.wire import publish_size, varint_len
+from nairbus.agents.runtime.inbox import FairInbox
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.settings import BrokerSettings
+from nairbus.schemas.wire import publish_size, varint_len
 
 JSON_CONTENT_TYPE: Final = "application/json"
 COUNTER_NAMES: Final = (

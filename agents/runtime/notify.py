@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import sdnotify  # type: ignore[import-untyped]
 
-from agents.runtime.logging import get_logger
+from nairbus.agents.runtime.logging import get_logger
 
 log = get_logger("nairbus.notify")
 

@@ -1,6 +1,7 @@
 """The one paced loop every agent that takes frames from a source runs: NAIR sensor, VP sensor, capture agent.
 
-A source yields :class:`~agents.sources.FrameBatch` es; :func:`run_paced` delivers their frames as a camera would:
+A source yields :class:`~nairbus.agents.sources.FrameBatch` es; :func:`run_paced` delivers their frames as a camera
+would:
 frame ``i`` of the run is captured at its slot ``i / fps`` after the start (that is its capture time). Whenever the
 agent is free it takes the frames captured so far, skips and counts those whose slot passed more than ``slack_s``
 ago (latest frame wins: a slow agent loses frames, not latency, and never bursts to catch up), runs its batch work
@@ -22,7 +23,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from agents.sources import FrameBatch
+from nairbus.agents.sources import FrameBatch
 
 __all__ = ["Pacing", "run_paced"]
 

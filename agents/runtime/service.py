@@ -7,12 +7,12 @@ import threading
 import time
 from types import FrameType
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig
-from agents.runtime.logging import configure_logging, get_logger
-from agents.runtime.notify import progress, systemd_service
-from models.pipeline import NairPipeline
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.notify import progress, systemd_service
+from nairbus.models.nair.pipeline import NairPipeline
 
 log = get_logger("nairbus.runner")
 

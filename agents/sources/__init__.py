@@ -1,8 +1,9 @@
 """Frame sources: where a sensor's frames come from, behind one interface, and the registry that names them.
 
 A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or RGB
-``(H, W, 3)``, converted at the edge by :mod:`agents.sources.images`), with a frame id each; the agent's one paced
-loop (:mod:`agents.runtime.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live
+``(H, W, 3)``, converted at the edge by :mod:`nairbus.agents.sources.images`), with a frame id each; the agent's one
+paced
+loop (:mod:`nairbus.agents.runtime.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live
 camera: late
 frames are dropped, latest frame wins; a folder of files: every one is classified) and ``source_paced`` (time spent
 waiting for the source does not make frames late). Bad input is counted in the source's ``counters`` by reason
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from models.split import InputSpec
+from nairbus.models.architectures.split import InputSpec
 
 if TYPE_CHECKING:
-    from agents.runtime.config import SensorSettings
+    from nairbus.agents.runtime.config import SensorSettings
 
 __all__ = ["SOURCES", "FrameBatch", "FrameSource", "SourceContext", "open_source"]
 
@@ -67,25 +68,25 @@ SourceFactory = Callable[["SensorSettings", SourceContext], FrameSource]
 
 
 def _replay(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from agents.sources.replay import ReplaySource
+    from nairbus.agents.sources.replay import ReplaySource
 
     return ReplaySource.from_settings(s, ctx)
 
 
 def _folder(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from agents.sources.folder import FolderSource
+    from nairbus.agents.sources.folder import FolderSource
 
     return FolderSource.from_settings(s, ctx)
 
 
 def _image_topic(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from agents.sources.image_topic import ImageTopicSource
+    from nairbus.agents.sources.image_topic import ImageTopicSource
 
     return ImageTopicSource.from_settings(s, ctx)
 
 
 def _camera(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from agents.sources.camera import CameraSource
+    from nairbus.agents.sources.camera import CameraSource
 
     return CameraSource.from_settings(s, ctx)
 

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.runtime.logging import get_logger
-from agents.sources import FrameBatch, SourceContext
-from agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
-from models.architectures import fashion_mnist_spec
-from models.split import InputSpec
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.sources import FrameBatch, SourceContext
+from nairbus.agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.architectures.split import InputSpec
 
 if TYPE_CHECKING:
-    from agents.runtime.config import SensorSettings
+    from nairbus.agents.runtime.config import SensorSettings
 
 __all__ = ["FolderSource"]
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.runtime.logging import get_logger
-from agents.sources import FrameBatch, SourceContext
-from agents.sources.images import BadImageError, decode_image_bytes
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.sources import FrameBatch, SourceContext
+from nairbus.agents.sources.images import BadImageError, decode_image_bytes
 
 if TYPE_CHECKING:
-    from agents.runtime.config import SensorSettings
+    from nairbus.agents.runtime.config import SensorSettings
 
 __all__ = ["ImageTopicSource"]
 

@@ -4,7 +4,8 @@ read once, whole, with the labels its sub-folders give.
 
 A sub-folder names its class by the label (any character outside ``A-Za-z0-9._-`` written as ``_``: ``T-shirt_top``
 for "T-shirt/top") or by the class index (``0``); ``nairbus export-images --labelled`` writes the first form. Files that
-cannot be used are counted by reason (as :class:`agents.sources.folder.FolderSource` counts them), never fatal; a
+cannot be used are counted by reason (as :class:`nairbus.agents.sources.folder.FolderSource` counts them), never fatal;
+a
 sub-folder that names no class is an error that lists the names expected.
 """
 
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.sources.folder import FolderSource
-from models.split import InputSpec
+from nairbus.agents.sources.folder import FolderSource
+from nairbus.models.architectures.split import InputSpec
 
 __all__ = ["LabelledFolderError", "LabelledImages", "class_folder_name", "read_labelled_folder"]
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.sources import FrameBatch, SourceContext
-from models.data import Dataset, load_split
+from nairbus.agents.sources import FrameBatch, SourceContext
+from nairbus.models.data.fashion_mnist import Dataset, load_split
 
 if TYPE_CHECKING:
-    from agents.runtime.config import SensorSettings
+    from nairbus.agents.runtime.config import SensorSettings
 
 __all__ = ["ReplaySource", "replay", "replay_indices"]
 

@@ -1,7 +1,8 @@
 """The fault bench's hostile device: a known sensor whose messages are fuzz or a flood, run as a process of its own.
 
-The bench (:mod:`agents.tools.faultbench`) starts it as ``python -m agents.tools.attacker`` so that it can be put in a
-CPU control group of its own (:mod:`agents.tools.cpugroups`) — a device spends its own CPU, not the hub's. It
+The bench (:mod:`nairbus.agents.tools.faultbench`) starts it as ``python -m nairbus.agents.tools.attacker`` so that it
+can be put in a
+CPU control group of its own (:mod:`nairbus.agents.tools.cpugroups`) — a device spends its own CPU, not the hub's. It
 connects with a valid birth, prints ``{"event": "attacking"}`` when the first hostile message is about to go, then
 one JSON line with what it sent, and exits. Every loop is bounded in count and time.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]
 
-from schemas.topics import TopicTree
+from nairbus.schemas.topics import TopicTree
 
 U64 = 2**64 - 1
 
@@ -27,8 +28,8 @@ class Attacker:
 
     def __init__(self, host: str, port: int, root: str, site: str, data_dir: Path | None = None,
                  sensor_id: str = "evil") -> None:
-        from agents.nair.sensor import SensorAgent
-        from agents.runtime.config import AgentConfig, SensorSettings
+        from nairbus.agents.nair.sensor import SensorAgent
+        from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 
         cfg = AgentConfig.model_validate({
             "broker": {"host": host, "port": port, "max_outgoing": 50_000},
@@ -42,7 +43,7 @@ class Attacker:
         self.sent = 0
         self.refused = 0
         self.kinds: dict[str, int] = {}
-        from models.data import load_split
+        from nairbus.models.data.fashion_mnist import load_split
 
         self.images = load_split("test", data_dir).images[:64]
         self.codes = self.agent.pipeline.encode(self.images)
@@ -121,8 +122,9 @@ class Attacker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.tools.attacker fuzz|flood --host H --port P ...``: attack, print what was sent."""
-    parser = argparse.ArgumentParser(prog="python -m agents.tools.attacker", description=__doc__.splitlines()[0])
+    """``python -m nairbus.agents.tools.attacker fuzz|flood --host H --port P ...``: attack, print what was sent."""
+    parser = argparse.ArgumentParser(prog="python -m nairbus.agents.tools.attacker",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("fuzz", "flood"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

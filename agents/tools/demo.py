@@ -28,17 +28,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings
-from models.data import load_split
-from models.loss import LossModel
-from models.pipeline import NairPipeline
-from models.store import WEIGHTS_DIR
-from schemas import Result, Stats, Status, WireError
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import WEIGHTS_DIR
+from nairbus.schemas import Result, Stats, Status, WireError
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.topics import TopicTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ def _agent_env(broker: tuple[str, int], settings: DemoSettings, log_file: Path) 
 
 def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
     handle = log_file.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env, stdout=handle, stderr=handle,
+    return subprocess.Popen([sys.executable, "-m", "nairbus.agents.cli", *args], env=env, stdout=handle, stderr=handle,
                             cwd=None)
 
 
@@ -222,7 +222,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             for fraction in settings.budgets:
                 rows.append(_run_budget(settings, fraction, frames, pipeline, codes, labels, total, env,
                                         observer, console))
-            from agents.tools.demo_vp import run_vp_for_demo  # Variant Parallelism live run (agents/tools/demo_vp.py)
+            from nairbus.agents.tools.demo_vp import (
+                run_vp_for_demo,  # Variant Parallelism live run (agents/tools/demo_vp.py)
+            )
 
             vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console)
         finally:

@@ -38,19 +38,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.runtime.config import AgentConfig
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.vp.capture import CaptureAgent, CaptureSettings
-from agents.vp.common import SENSOR_COUNTERS
-from models.data import load_split
-from models.vp import fuse_batch, subset_key
-from models.vp_training import load_family, softmax_outputs
-from schemas import Birth, Result, Status, WireError
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
+from nairbus.agents.vp.common import SENSOR_COUNTERS
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.vp.fusion import fuse_batch, subset_key
+from nairbus.models.vp.training import load_family, softmax_outputs
+from nairbus.schemas import Birth, Result, Status, WireError
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.topics import TopicTree
 
 TOLERANCE = 0.005
 """Live and offline accuracy must agree within half a point."""
@@ -104,7 +104,7 @@ def _env(broker: tuple[str, int], s: VpDemoSettings) -> dict[str, str]:
 def _spawn(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handle = log_file.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env, stdout=handle, stderr=handle,
+    return subprocess.Popen([sys.executable, "-m", "nairbus.agents.cli", *args], env=env, stdout=handle, stderr=handle,
                             cwd=None)
 
 
@@ -446,8 +446,8 @@ def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
 def run_vp_for_demo(broker: tuple[str, int], frames: int, run_dir: Path, data_dir: Path | None,
                     console: Console) -> dict[str, Any]:
     """The ``vp`` section of ``nairbus demo`` (on the demo's broker); a clear note instead if no family is trained."""
-    from models.store import WEIGHTS_DIR
-    from models.variants import FAMILY_NAME
+    from nairbus.models.store import WEIGHTS_DIR
+    from nairbus.models.vp.variants import FAMILY_NAME
 
     if not (WEIGHTS_DIR / f"{FAMILY_NAME}.json").is_file():
         return {"skipped": "no variant family in models/weights; run 'nairbus train variants'"}

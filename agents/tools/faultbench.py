@@ -45,16 +45,16 @@ from typing import Any
 
 import numpy as np
 
-from agents.runtime.logging import get_logger
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings
-from agents.tools.cpugroups import CpuGroups
-from agents.tools.secure_broker import OBSERVER, SecureBroker
-from schemas import Result, Stats, Status
-from schemas import decode as wire_decode
-from schemas.codec import WireError
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings
+from nairbus.agents.tools.cpugroups import CpuGroups
+from nairbus.agents.tools.secure_broker import OBSERVER, SecureBroker
+from nairbus.schemas import Result, Stats, Status
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.codec import WireError
+from nairbus.schemas.topics import TopicTree
 
 log = get_logger("nairbus.faultbench")
 
@@ -250,7 +250,7 @@ class Bus:
     def _spawn(self, name: str, args: list[str], account: str | None = None,
                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         handle = (self.dir / f"{name}.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "agents.cli", *args], env=env or self.env(account),
+        return subprocess.Popen([sys.executable, "-m", "nairbus.agents.cli", *args], env=env or self.env(account),
                                 stdout=handle, stderr=handle, cwd=None, stdin=subprocess.DEVNULL)
 
     def start(self) -> None:
@@ -375,9 +375,9 @@ class Expected:
     """The offline pipeline's labels for test images with the whole IR: what a fault-free run decides."""
 
     def __init__(self, data_dir: Path | None) -> None:
-        from models.data import load_split
-        from models.pipeline import NairPipeline
-        from models.store import sensor_artifact_path
+        from nairbus.models.data.fashion_mnist import load_split
+        from nairbus.models.nair.pipeline import NairPipeline
+        from nairbus.models.store import sensor_artifact_path
 
         self.pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
         self.test = load_split("test", data_dir)
@@ -419,10 +419,11 @@ def legit_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str
 # ----- hostile traffic ----------------------------------------------------------------------------------------------
 
 def run_attacker(b: Bus, mode: str, seconds: float, count: int = 0) -> dict[str, Any]:
-    """Run the hostile device (:mod:`agents.tools.attacker`) as a process in a CPU group of its own; what it sent,
+    """Run the hostile device (:mod:`nairbus.agents.tools.attacker`) as a process in a CPU group of its own; what it
+    sent,
     with ``t0`` / ``t1``: the monotonic times its attack began and ended."""
     assert b.broker is not None
-    args = [sys.executable, "-m", "agents.tools.attacker", mode, "--host", b.broker.host, "--port",
+    args = [sys.executable, "-m", "nairbus.agents.tools.attacker", mode, "--host", b.broker.host, "--port",
             str(b.broker.port), "--root", b.root, "--site", SITE, "--seconds", str(seconds), "--count", str(count)]
     if b.settings.data_dir is not None:
         args += ["--data-dir", str(b.settings.data_dir)]

@@ -1,7 +1,8 @@
 """``nairbus bench link``: the bus measured over real, kernel-shaped links.
 
 For every cell of a grid — link rate × frame rate × sensor mode — the bench builds a fresh private lab
-(:mod:`agents.tools.netns`: a hub and a device network namespace joined by a veth pair, the device's uplink shaped with
+(:mod:`nairbus.agents.tools.netns`: a hub and a device network namespace joined by a veth pair, the device's uplink
+shaped with
 ``tbf``) and runs, in the hub namespace, a private Mosquitto (config derived from ``broker/mosquitto.dev.conf``,
 listening on the hub's lab address), a fusion agent (``nairbus fusion``) and a result recorder; in the device
 namespace one sensor (``nairbus sensor``) replaying the Fashion-MNIST test split (frame id = test-set index). Each
@@ -20,7 +21,7 @@ Sensor modes are data (:data:`MODES`: name → extra ``nairbus sensor`` argument
 rejects is reported as skipped rather than failing the grid. An optional soak run (``--soak-seconds``) samples the
 sensor's memory every few seconds to show whether it stays flat.
 
-The module also holds the result recorder, run as ``python -m agents.tools.linkbench record …`` inside the hub
+The module also holds the result recorder, run as ``python -m nairbus.agents.tools.linkbench record …`` inside the hub
 namespace:
 a bare paho client that writes every result and fusion stats message as a JSON line, without validating it against
 the schemas, so it keeps working while the wire contract evolves.
@@ -47,9 +48,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.runtime.logging import get_logger
-from agents.tools.netns import LinkShape, NetLab, rate_label
-from broker import BROKER_DIR
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
+from nairbus.broker import BROKER_DIR
 
 log = get_logger("nairbus.linkbench")
 
@@ -422,13 +423,13 @@ class OfflinePredictor:
     A NAIR result is recomputed with the mature model's split pipeline from the importance-ordered prefix that
     arrived — ``components_received`` when the result carries it, else ``round(fraction_received × n_components)``.
     A result with ``"representation": "image"`` is the mature model on the image decoded with the result's
-    ``codec`` (:func:`models.imagecodec.get_image_codec`).
+    ``codec`` (:func:`nairbus.models.image.codec.get_image_codec`).
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:
-        from models.data import load_split
-        from models.pipeline import NairPipeline
-        from models.store import sensor_artifact_path
+        from nairbus.models.data.fashion_mnist import load_split
+        from nairbus.models.nair.pipeline import NairPipeline
+        from nairbus.models.store import sensor_artifact_path
 
         self.pipeline = self.default = NairPipeline.load("base", sensor_artifact_path("base"))
         self._by_artifact: dict[str, NairPipeline] = {}
@@ -437,8 +438,8 @@ class OfflinePredictor:
 
     def for_args(self, args: Sequence[str]) -> OfflinePredictor:
         """This predictor set to the NAIR artifact a mode's sensor arguments name (``--artifact PATH``)."""
-        from models.nair import NairArtifact
-        from models.pipeline import NairPipeline
+        from nairbus.models.nair.pipeline import NairPipeline
+        from nairbus.models.nair.transform import NairArtifact
 
         path = args[list(args).index("--artifact") + 1] if "--artifact" in args[:-1] else None
         if path is None:
@@ -493,9 +494,9 @@ class OfflinePredictor:
 
     def _image_predictions(self, image: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, int], str]:
         try:
-            from models import imagecodec  # type: ignore[attr-defined, unused-ignore]
+            from nairbus.models.image import codec as imagecodec  # type: ignore[attr-defined, unused-ignore]
         except ImportError:
-            return {}, "image results without models.imagecodec (no offline figure)"
+            return {}, "image results without nairbus.models.image.codec (no offline figure)"
         decoded, ids = [], []
         for fid, r in image.items():
             try:
@@ -581,7 +582,7 @@ def agent_env(settings: LinkBenchSettings, hub_addr: str, notify: Path) -> dict[
 def probe_mode(args: Sequence[str], timeout: float = 120.0) -> str | None:
     """None if ``nairbus sensor`` accepts ``args`` (checked with ``--help``, which stops after parsing), else why."""
     try:
-        done = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", *args, "--help"],
+        done = subprocess.run([sys.executable, "-m", "nairbus.agents.cli", "sensor", *args, "--help"],
                               capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, "COLUMNS": "200"}, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -663,7 +664,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
     """One run in a fresh lab: broker, recorder and fusion in the hub namespace, the sensor in the device one."""
-    from agents.runtime.mosquitto import derive_config, find_mosquitto
+    from nairbus.agents.runtime.mosquitto import derive_config, find_mosquitto
 
     started = time.monotonic()
     out_dir = settings.run_dir / cell.slug
@@ -694,7 +695,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             rec_ready, env = notify("recorder")
             with (out_dir / "recorder.log").open("wb") as rlog:
                 recorder = lab.popen(lab.hub, [
-                    sys.executable, "-m", "agents.tools.linkbench", "record", "--host", lab.hub_addr, "--port",
+                    sys.executable, "-m", "nairbus.agents.tools.linkbench", "record", "--host", lab.hub_addr, "--port",
                     str(settings.broker_port), "--topic", f"{prefix}/results/+", "--topic", f"{prefix}/fusion/+/stats",
                     "--out", str(results_path), "--max-seconds", str(settings.startup_timeout_s * 2 + budget_s)],
                     stdout=rlog, stderr=subprocess.STDOUT, env=env)
@@ -704,7 +705,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             fus_ready, env = notify("fusion")
             with (out_dir / "fusion.log").open("wb") as flog:
                 fusion = lab.popen(lab.hub, [
-                    sys.executable, "-m", "agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
+                    sys.executable, "-m", "nairbus.agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
                     f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
                     stdout=flog, stderr=subprocess.STDOUT, env=env)
             if not fus_ready.wait_ready(fusion, settings.startup_timeout_s):
@@ -714,7 +715,8 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             sensor_out, sensor_err = out_dir / "sensor.out", out_dir / "sensor.err"
             with sensor_out.open("wb") as so, sensor_err.open("wb") as se:
                 sensor = lab.popen(lab.dev, [
-                    sys.executable, "-m", "agents.cli", "sensor", "--sensor-id", "cam1", "--count", str(cell.frames),
+                    sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam1",
+                    "--count", str(cell.frames),
                     "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
                     f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
             if not sen_ready.wait_ready(sensor, settings.startup_timeout_s):
@@ -1167,7 +1169,7 @@ def record(host: str, port: int, topics: Sequence[str], out: Path, max_seconds: 
 def _main(argv: Sequence[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agents.tools.linkbench",
+    parser = argparse.ArgumentParser(prog="python -m nairbus.agents.tools.linkbench",
                                      description="Internal helpers of nairbus bench link.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record", help="record result messages as JSON lines (runs inside the hub namespace)")

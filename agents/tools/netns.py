@@ -54,7 +54,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
 
-from agents.runtime.logging import get_logger
+from nairbus.agents.runtime.logging import get_logger
 
 log = get_logger("nairbus.netns")
 

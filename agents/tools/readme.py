@@ -309,7 +309,7 @@ def nair_ablation_block(nair: Report) -> str | None:
 
 def nair_rate_block(nair: Report) -> str | None:
     """For each bit allocation, the fewest bytes within 1 point of the mature model (``reports/nair.json``)."""
-    from models.evaluation import fewest_bytes_within
+    from nairbus.models.evaluation.nair import fewest_bytes_within
 
     if not nair.get("rate_accuracy"):
         return None
@@ -360,7 +360,7 @@ def nair_cost_block(nair: Report) -> str:
 
 def link_block(link: Report) -> str:
     """Per-run table of ``reports/link.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
-    from agents.tools.linkbench import table_rows
+    from nairbus.agents.tools.linkbench import table_rows
 
     head, rows = table_rows(link)
     settings = link.get("settings") or {}

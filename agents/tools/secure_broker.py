@@ -3,7 +3,8 @@ tests in ``tests/deploy`` and the fault bench's takeover and exhaustion attacks.
 
 Certificates and passwords are made by the shipped scripts (broker/scripts/) into a temporary directory; the only
 changes to the config are the install paths (``/etc/mosquitto/nairbus/`` becomes the temporary directory) and, done by
-:class:`agents.runtime.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one extra,
+:class:`nairbus.agents.runtime.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one
+extra,
 clearly marked block for an observer account (test tooling only), which may read everything so it can prove a message
 never arrived.
 """
@@ -21,9 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.settings import BrokerSettings
-from broker import BROKER_DIR
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.settings import BrokerSettings
+from nairbus.broker import BROKER_DIR
 
 SCRIPTS = BROKER_DIR / "scripts"
 INSTALL_DIR = "/etc/mosquitto/nairbus/"

@@ -1,14 +1,16 @@
 """``nairbus evaluate wire``: accuracy against bytes **on the wire**, NAIR beside the image codecs a user would pick.
 
 Every figure counts the whole MQTT PUBLISH a frame costs as the sensor sends it (QoS 0, topic alias, lean envelope,
-data: :func:`agents.nair.outgoing.alias_wire_bytes`), with the same per-frame counters the image evaluation uses (frame
+data: :func:`nairbus.agents.nair.outgoing.alias_wire_bytes`), with the same per-frame counters the image evaluation
+uses (frame
 ``i`` is sequence number and frame id ``i + 1``, captured ``33 i`` ms into the session). Under a per-frame cap the
 NAIR sensor sends the longest importance-ordered prefix whose message fits — exactly what
-:meth:`agents.nair.outgoing.NairFrameEncoder.prefix_for` does live. The image families come from
+:meth:`nairbus.agents.nair.outgoing.NairFrameEncoder.prefix_for` does live. The image families come from
 ``reports/images.json`` (``nairbus evaluate images``): per frame the best rung of a family's ladder that fits.
 
 Which NAIR artifact a cap is served with is chosen on the validation split of the training images
-(:func:`models.data.validation_split`); accuracies are reported on the test split, with 95 % Wilson intervals.
+(:func:`fashion_mnist.validation_split`); accuracies are reported on the test split, with 95 %
+Wilson intervals.
 Each artifact's device cost (MACs of the head that runs on the sensor) stands beside it: the deep split sends
 fewer bytes because the device runs more of the model.
 """
@@ -23,18 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.calibration import calibrated_bit_bands
-from models.data import load_split, validation_split
-from models.image_eval import FRAME_INTERVAL_MS
-from models.nair import NairArtifact
-from models.nair_codec import packed_bytes
-from models.pipeline import NairPipeline
-from models.resnet import count_macs
-from models.stats import wilson_interval
-from models.store import default_artifact_path
-from models.zoo import trainable_mature
-from schemas.wire import lean_fragment_payload_len, msgpack_uint_len
+from nairbus.agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
+from nairbus.models.architectures.resnet import count_macs
+from nairbus.models.data.fashion_mnist import load_split, validation_split
+from nairbus.models.evaluation.image import FRAME_INTERVAL_MS
+from nairbus.models.evaluation.stats import wilson_interval
+from nairbus.models.nair.calibration import calibrated_bit_bands
+from nairbus.models.nair.codec import packed_bytes
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.nair.transform import NairArtifact
+from nairbus.models.store import default_artifact_path
+from nairbus.models.zoo import trainable_mature
+from nairbus.schemas.wire import lean_fragment_payload_len, msgpack_uint_len
 
 __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
 
@@ -77,7 +79,7 @@ def _ends_under_cap(encoder: NairFrameEncoder, n: int, cap: int) -> np.ndarray:
 def nair_curve(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray,
                caps: Sequence[int] = WIRE_EVAL_CAPS) -> list[dict[str, Any]]:
     """Accuracy (95 % CI), mean wire and data bytes, and share sent of NAIR under each per-frame wire cap."""
-    from schemas.lean import LeanContext
+    from nairbus.schemas.lean import LeanContext
 
     encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
     rows = []
@@ -223,7 +225,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         "model": {"name": base.manifest.name, "sha256": base.manifest.sha256},
         "frames": n, "validation_frames": len(validation.labels), "mature_accuracy": mature,
         "mature_validation_accuracy": mature_validation,
-        "selection": "every choice on the validation split (models.data.validation_split): the artifact serving a "
+        "selection": "every choice on the validation split (fashion_mnist.validation_split): the artifact serving a "
                      "cap, and the cap of the fewest-wire-bytes point (validation accuracy within 1 point of the "
                      "mature model's validation accuracy); accuracies reported on the test frames",
         "wire_counting": "whole MQTT 5 PUBLISH, QoS 0, topic alias (3-byte property), lean positional msgpack "

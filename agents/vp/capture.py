@@ -1,7 +1,7 @@
 """The capture agent: publishes each frame once, for every variant-parallel sensor of a stream.
 
 Variant Parallelism needs the same frame on every variant device. A capture agent (the camera's device) publishes
-each frame as a msgpack :class:`~schemas.messages.Frame` on ``<prefix>/frames/<stream_id>``; every VP sensor of
+each frame as a msgpack :class:`~nairbus.schemas.messages.Frame` on ``<prefix>/frames/<stream_id>``; every VP sensor of
 the stream (``nairbus sensor --mode vp --source mqtt``) subscribes to it, so all variants classify the same pixels
 under the same frame id. Here the frames come from the data set (standing in for a camera: frame id = data-set
 index, so results can be scored), or from a folder of image files or a camera (the same registered sources a
@@ -9,7 +9,8 @@ sensor opens, converted to the variants' 28x28 grey input at the edge).
 
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
 
-It paces itself like a camera (:func:`agents.runtime.pacing.run_paced`, the loop every agent shares): frame ``i`` is
+It paces itself like a camera (:func:`nairbus.agents.runtime.pacing.run_paced`, the loop every agent shares): frame
+``i`` is
 due at
 its slot ``i / fps``; a frame whose slot passed more than one period ago (the publisher was held up) is skipped and
 counted, never sent in a burst to catch up.
@@ -28,16 +29,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.runtime.agent import DeviceAgent
-from agents.runtime.config import AgentConfig, SensorSettings
-from agents.runtime.logging import configure_logging, get_logger
-from agents.runtime.mqtt import Communicator
-from agents.runtime.pacing import Pacing, run_paced
-from agents.sources import SourceContext, open_source
-from agents.vp.common import VP_SPEC
-from schemas import CONTENT_TYPE_MSGPACK, Frame
-from schemas import encode as wire_encode
-from schemas.ids import ID_PATTERN
+from nairbus.agents.runtime.agent import DeviceAgent
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.pacing import Pacing, run_paced
+from nairbus.agents.sources import SourceContext, open_source
+from nairbus.agents.vp.common import VP_SPEC
+from nairbus.schemas import CONTENT_TYPE_MSGPACK, Frame
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.ids import ID_PATTERN
 
 log = get_logger("nairbus.capture")
 
@@ -58,7 +59,8 @@ class CaptureSettings(BaseModel):
     qos: Literal[0, 1] = 1
     expiry_s: float = Field(default=10.0, gt=0)
     source: Literal["replay", "folder", "camera"] = "replay"
-    """Where the frames come from (a registered source of :mod:`agents.sources`): the data set, a folder of image
+    """Where the frames come from (a registered source of :mod:`nairbus.agents.sources`): the data set, a folder of
+    image
     files, or a camera (the ``camera`` extra)."""
     folder: Path | None = None
     watch: bool = False
@@ -136,7 +138,7 @@ class CaptureAgent(DeviceAgent):
 
 def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:
     """Run a capture agent as a process (SIGTERM/SIGINT stop it cleanly); returns what it sent."""
-    from agents.runtime.service import _on_signals
+    from nairbus.agents.runtime.service import _on_signals
 
     configure_logging(config.log)
     agent = CaptureAgent(config, settings)

@@ -7,15 +7,15 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from agents.nair.outgoing import alias_wire_bytes
-from agents.runtime.logging import get_logger
-from models.architectures import fashion_mnist_spec
-from models.data import LABELS
-from schemas import (
+from nairbus.agents.nair.outgoing import alias_wire_bytes
+from nairbus.agents.runtime.logging import get_logger
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.data.fashion_mnist import LABELS
+from nairbus.schemas import (
     Frame,
     TopK,
 )
-from schemas.lean import LeanContext, encode_lean
+from nairbus.schemas.lean import LeanContext, encode_lean
 
 log = get_logger("nairbus.vp")
 FRAME_SIDE = 28

@@ -5,7 +5,8 @@ decodes their lean top-k with the context of the sensor's current birth (no birt
 session's tag: ``session``). It buffers votes per ``(stream, frame id)``, and decides a frame when every variant that
 was online when the frame opened has reported, or when the deadline (from the first vote's arrival) passes — a
 variant that never reports never holds a frame longer than that, and one whose status goes ``offline`` stops being
-waited for at once. The decision is the pure rule :func:`models.vp.fuse`; the result lists the variants that
+waited for at once. The decision is the pure rule :func:`nairbus.models.vp.fusion.fuse`; the result lists the variants
+that
 contributed and the wire bytes of the votes fused. Bad input is rejected with a reason, a log line and a counter.
 """
 
@@ -21,24 +22,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.nair.outgoing import alias_wire_bytes
-from agents.runtime.config import AgentConfig
-from agents.runtime.deadline import DeadlineBuffer
-from agents.runtime.fusion_base import FusionBase, owns_sensor
-from agents.runtime.logging import configure_logging, get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from agents.runtime.notify import systemd_service
-from models.data import LABELS
-from models.store import WEIGHTS_DIR
-from models.variants import FAMILY_NAME
-from models.vp import Vote, fuse
-from schemas import (
+from nairbus.agents.nair.outgoing import alias_wire_bytes
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.deadline import DeadlineBuffer
+from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
+from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.notify import systemd_service
+from nairbus.models.data.fashion_mnist import LABELS
+from nairbus.models.store import WEIGHTS_DIR
+from nairbus.models.vp.fusion import Vote, fuse
+from nairbus.models.vp.variants import FAMILY_NAME
+from nairbus.schemas import (
     ClassScore,
     Result,
     TopK,
     WireError,
 )
-from schemas.lean import LeanContext, decode_lean
+from nairbus.schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.vp")
 
@@ -79,7 +80,7 @@ class PendingVotes:
 
 
 class VoteBuffer:
-    """Per-frame vote buffers in the fusion agents' one deadline buffer (:class:`~agents.runtime.deadline.
+    """Per-frame vote buffers in the fusion agents' one deadline buffer (:class:`~nairbus.agents.runtime.deadline.
     DeadlineBuffer`, owner: the sensor whose vote opened the frame); stragglers are counted as late.
 
     Two bounds: ``max_frames`` pending frames in all, and ``max_frames_per_sensor`` opened by any one sensor. A

@@ -2,16 +2,17 @@
 
 It loads one variant (sha256-checked), announces it in a retained birth (variant name, fusion weight, k, model hash,
 labels, the session's time epoch and expiry), then classifies frames from either source and publishes each frame's
-top-k as a lean :class:`~schemas.messages.TopK` (``[2, tag, seq, frame_id, capture_ms, classes, scores]``,
-:mod:`schemas.lean`) at QoS 0 under an MQTT 5 topic alias — about 56 bytes on the wire for k = 5:
+top-k as a lean :class:`~nairbus.schemas.messages.TopK` (``[2, tag, seq, frame_id, capture_ms, classes, scores]``,
+:mod:`nairbus.schemas.lean`) at QoS 0 under an MQTT 5 topic alias — about 56 bytes on the wire for k = 5:
 
 * ``replay``: the data set as a camera at ``fps``, frame id = data-set index — every variant sensor replays the
   same indices, so they share frame ids without talking to each other;
-* ``mqtt``: the :class:`~schemas.messages.Frame` messages a capture agent (:mod:`agents.vp.capture`) publishes on
+* ``mqtt``: the :class:`~nairbus.schemas.messages.Frame` messages a capture agent (:mod:`nairbus.agents.vp.capture`)
+publishes on
   ``<prefix>/frames/<stream>`` — one publish reaches every variant device.
 
 A sensor that falls behind **skips stale frames instead of queueing them** (latest frame wins), counted as
-``frames_skipped``: in replay through the one paced loop (:mod:`agents.runtime.pacing`); from MQTT it drains its
+``frames_skipped``: in replay through the one paced loop (:mod:`nairbus.agents.runtime.pacing`); from MQTT it drains its
 inbox every round and classifies, newest first, only the frames that it can still finish by their deadline
 (capture time + ``deadline_ms``).
 """
@@ -26,16 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from agents.runtime.agent import SensorBase
-from agents.runtime.config import AgentConfig
-from agents.runtime.logging import configure_logging, get_logger
-from agents.runtime.mqtt import Communicator, InboundMessage
-from agents.runtime.notify import systemd_service
-from agents.runtime.pacing import Pacing, run_paced
-from agents.sources import FrameBatch
-from agents.sources.images import BadImageError, frame_pixels
-from agents.sources.replay import replay, replay_indices
-from agents.vp.common import (
+from nairbus.agents.runtime.agent import SensorBase
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.notify import systemd_service
+from nairbus.agents.runtime.pacing import Pacing, run_paced
+from nairbus.agents.sources import FrameBatch
+from nairbus.agents.sources.images import BadImageError, frame_pixels
+from nairbus.agents.sources.replay import replay, replay_indices
+from nairbus.agents.vp.common import (
     FRAME_SIDE,
     MAX_PENDING_FRAMES,
     SENSOR_COUNTERS,
@@ -44,11 +45,11 @@ from agents.vp.common import (
     VpConfigError,
     choose_young,
 )
-from models.data import LABELS, load_split
-from models.store import WEIGHTS_DIR
-from models.vp import check_k, topk
-from models.vp_training import LoadedVariant, load_family, softmax_outputs
-from schemas import (
+from nairbus.models.data.fashion_mnist import LABELS, load_split
+from nairbus.models.store import WEIGHTS_DIR
+from nairbus.models.vp.fusion import check_k, topk
+from nairbus.models.vp.training import LoadedVariant, load_family, softmax_outputs
+from nairbus.schemas import (
     Birth,
     Frame,
     ModelRef,
@@ -56,8 +57,8 @@ from schemas import (
     VpBirth,
     WireError,
 )
-from schemas import decode as wire_decode
-from schemas.lean import encode_lean
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.lean import encode_lean
 
 log = get_logger("nairbus.vp")
 
@@ -149,7 +150,8 @@ class VpSensorAgent(SensorBase):
     def run_replay(self) -> dict[str, int]:
         """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant).
 
-        The one paced loop of every agent (:func:`agents.runtime.pacing.run_paced`): with ``fps`` the data set is a
+        The one paced loop of every agent (:func:`nairbus.agents.runtime.pacing.run_paced`): with ``fps`` the data set
+        is a
         camera,
         frame ``i`` captured at its slot ``i / fps`` after the start; the sensor classifies the frames due when it is
         free and skips those whose slot passed more than one period ago — a slow variant loses frames, not latency,

@@ -404,7 +404,7 @@ class OwnMosquitto:
     def start(self) -> None:
         try:
             sys.path.insert(0, str(REPO))
-            from agents.runtime.mosquitto import PrivateMosquitto
+            from nairbus.agents.runtime.mosquitto import PrivateMosquitto
             private_cls: Any = PrivateMosquitto
         except ImportError:
             private_cls = None
@@ -412,7 +412,7 @@ class OwnMosquitto:
             self.private = private_cls().start()
             self.host, self.port = self.private.host, self.private.port
             self.config_path = self.private.config_path
-            self.kind = "agents.runtime.mosquitto.PrivateMosquitto (broker/mosquitto.dev.conf)"
+            self.kind = "nairbus.agents.runtime.mosquitto.PrivateMosquitto (broker/mosquitto.dev.conf)"
             return
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = free_port()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from agents.runtime.mqtt import Communicator
-from schemas import Result
-from schemas import decode as wire_decode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.schemas import Result
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.topics import TopicTree
 
 
 def collect_results(listener: Communicator, topics: TopicTree, want: int, timeout: float) -> dict[tuple[str, int],

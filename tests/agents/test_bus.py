@@ -17,21 +17,21 @@ import numpy as np
 import pytest
 import torch
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, LossSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.calibration import CalibrationSettings, calibrate
-from models.data import load_split
-from models.loss import LossModel
-from models.pipeline import NairPipeline
-from models.resnet import ResNet, ResNetConfig
-from schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
-from schemas import decode as wire_decode
-from schemas.lean import encode_lean
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, LossSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.calibration import CalibrationSettings, calibrate
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.lean import encode_lean
+from nairbus.schemas.topics import TopicTree
 from tests.manifests import in_memory_manifest
 
 pytestmark = pytest.mark.broker
@@ -182,7 +182,7 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
     ]
     # The first 16 components of a frame that announces more: it stays pending, so the repeat is a duplicate.
     codes = np.zeros(pipeline.artifact.n_components, dtype=np.uint16)
-    from models.nair_codec import pack_run
+    from nairbus.models.nair.codec import pack_run
     dup_frag = Fragment(sensor_id="good", session=ctx.session, seq=1, frame_id=5000, capture_ts=now,
                         expires_ts=now + 60, start=0, end=16, frame_end=32, data=pack_run(codes, pipeline.artifact,
                                                                                       0, 16))

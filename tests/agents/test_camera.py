@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.sources import SourceContext, open_source
-from agents.sources.camera import CameraUnavailableError, open_capture
-from models.architectures import fashion_mnist_spec
-from models.data import load_split
-from models.pipeline import NairPipeline
-from models.store import sensor_artifact_path
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.sources import SourceContext, open_source
+from nairbus.agents.sources.camera import CameraUnavailableError, open_capture
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas.topics import TopicTree
 from tests.agents.results import collect_results
 
 cv2 = pytest.importorskip("cv2", reason="the camera extra (OpenCV) is not installed")

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.runtime.config import AgentConfig
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.vp.capture import CaptureAgent, CaptureSettings
-from models.architectures import fashion_mnist_spec
-from models.data import load_split
-from schemas import Frame
-from schemas import decode as wire_decode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.schemas import Frame
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.topics import TopicTree
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

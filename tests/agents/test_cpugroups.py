@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.tools.cpugroups import CpuGroups
+from nairbus.agents.tools.cpugroups import CpuGroups
 
 BUSY = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
 
@@ -47,7 +47,7 @@ def test_a_device_is_held_to_its_cpu_cap_and_the_groups_are_removed() -> None:
 
 def test_without_a_controller_nothing_moves_and_the_reason_is_kept(monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
-    import agents.tools.cpugroups as cg
+    import nairbus.agents.tools.cpugroups as cg
 
     monkeypatch.setattr(cg, "V1_CPU", tmp_path / "none")
     monkeypatch.setattr(cg, "V2_ROOT", tmp_path / "none2")
@@ -68,7 +68,7 @@ def test_a_cap_outside_the_machine_is_refused() -> None:
 
 
 def test_the_attacker_refuses_unbounded_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "agents.tools.attacker", "flood", "--port", "1", "--root", "r",
+    out = subprocess.run([sys.executable, "-m", "nairbus.agents.tools.attacker", "flood", "--port", "1", "--root", "r",
                           "--site", "s", "--seconds", "0"], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "--seconds" in out.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.runtime.deadline import DeadlineBuffer
+from nairbus.agents.runtime.deadline import DeadlineBuffer
 
 
 @dataclass

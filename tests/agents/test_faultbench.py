@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.tools.faultbench import (
+from nairbus.agents.tools.faultbench import (
     Expected,
     FaultSettings,
     scenario_exhaustion,

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.data import load_split
-from models.pipeline import NairPipeline
-from models.store import sensor_artifact_path
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas.topics import TopicTree
 from tests.agents.results import collect_results
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
@@ -58,7 +58,7 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
     try:
         env = {**os.environ, "NAIRBUS_BROKER__HOST": broker.host, "NAIRBUS_BROKER__PORT": str(broker.port),
                "NAIRBUS_TOPICS__ROOT": topic_root, "NAIRBUS_TOPICS__SITE": "lab", "COLUMNS": "200"}
-        run = subprocess.run([sys.executable, "-m", "agents.cli", "sensor", "--sensor-id", "cam-folder",
+        run = subprocess.run([sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam-folder",
                               "--folder", str(folder), "--no-link-fit", "--fps", "100"],
                              check=False, env=env, capture_output=True, text=True, timeout=180)
         assert run.returncode == 0, run.stderr[-2000:]

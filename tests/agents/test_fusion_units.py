@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agents.nair.fusion import FusionAgent
-from agents.runtime.config import AgentConfig
-from agents.runtime.mqtt import InboundMessage
-from agents.runtime.settings import TopicSettings
-from models.pipeline import NairPipeline
-from models.store import sensor_artifact_path
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.settings import TopicSettings
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas.topics import TopicTree
 
 
 class RecordingBus:
@@ -75,10 +75,10 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
 
 
 def test_a_lost_session_asks_every_known_sensor_to_replay_the_outage(pipeline: NairPipeline) -> None:
-    from agents.nair.outgoing import bit_bands
-    from schemas import Birth, Command, ModelRef, NairBirth
-    from schemas import decode as wire_decode
-    from schemas import encode as wire_encode
+    from nairbus.agents.nair.outgoing import bit_bands
+    from nairbus.schemas import Birth, Command, ModelRef, NairBirth
+    from nairbus.schemas import decode as wire_decode
+    from nairbus.schemas import encode as wire_encode
 
     bus = RecordingBus()
     agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline, bus=bus)  # type: ignore[arg-type]
@@ -100,7 +100,7 @@ def test_a_lost_session_asks_every_known_sensor_to_replay_the_outage(pipeline: N
     assert agent.counts["replay_requested"] == 2
     # A sensor that came back at the same moment may not have been subscribed yet: its online status (or birth)
     # brings the request once more, once.
-    from schemas import Status
+    from nairbus.schemas import Status
 
     online = wire_encode(Status(agent_id="cam-1", role="sensor", state="online", session="s2", ts=time.time()))
     bus.published.clear()
@@ -112,10 +112,10 @@ def test_a_lost_session_asks_every_known_sensor_to_replay_the_outage(pipeline: N
 
 def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPipeline,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents.nair import fusion as fusion_module
-    from agents.nair.outgoing import bit_bands
-    from schemas import Birth, ModelRef, NairBirth
-    from schemas import encode as wire_encode
+    from nairbus.agents.nair import fusion as fusion_module
+    from nairbus.agents.nair.outgoing import bit_bands
+    from nairbus.schemas import Birth, ModelRef, NairBirth
+    from nairbus.schemas import encode as wire_encode
 
     calls: list[str] = []
     monkeypatch.setattr(fusion_module, "find_model", calls.append)
@@ -139,9 +139,9 @@ def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPip
 def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline: NairPipeline) -> None:
     # Issue 17: a birth that changed the IR shape mid-stream was accepted; its fragments would be decoded with the
     # artifact's layout. The birth must describe the artifact it names by hash.
-    from agents.nair.outgoing import bit_bands
-    from schemas import Birth, ModelRef, NairBirth
-    from schemas import encode as wire_encode
+    from nairbus.agents.nair.outgoing import bit_bands
+    from nairbus.schemas import Birth, ModelRef, NairBirth
+    from nairbus.schemas import encode as wire_encode
 
     agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,
                         bus=RecordingBus())  # type: ignore[arg-type]
@@ -165,8 +165,8 @@ def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline
 
 
 def test_a_fusion_agent_takes_a_deadline_and_a_rebirth_on_its_set_topic(pipeline: NairPipeline) -> None:
-    from schemas import CommandResponse
-    from schemas import decode as wire_decode
+    from nairbus.schemas import CommandResponse
+    from nairbus.schemas import decode as wire_decode
 
     bus = RecordingBus()
     agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.runtime.inbox import FairInbox
+from nairbus.agents.runtime.inbox import FairInbox
 
 
 def test_keys_are_served_in_turn() -> None:

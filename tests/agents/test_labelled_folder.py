@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.sources.labelled import LabelledFolderError, class_folder_name, read_labelled_folder
-from models.architectures import fashion_mnist_spec
+from nairbus.agents.sources.labelled import LabelledFolderError, class_folder_name, read_labelled_folder
+from nairbus.models.architectures.registry import fashion_mnist_spec
 
 SPEC = fashion_mnist_spec()
 LABELS = list(SPEC.labels)

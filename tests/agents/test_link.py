@@ -1,7 +1,8 @@
 """The link fitting's pure core against a simulated shaped link, and what a frame costs on the wire.
 
 The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every
-10 ms like :class:`agents.nair.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges late: every
+10 ms like :class:`nairbus.agents.nair.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges
+late: every
 second full segment, or 40 ms after the first byte it has not acknowledged (Linux's delayed ACK), so the sender's
 backlog includes bytes that have already crossed the link. The real thing — tbf in network namespaces — is
 ``tests/agents/test_linkbench.py``.
@@ -12,14 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.nair.auto import AutoChooser
-from agents.nair.link import LinkEstimator, LinkPolicy
-from agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
-from models.nair import NairArtifact
-from models.nair_codec import packed_bytes
-from models.store import WEIGHTS_DIR
-from schemas.lean import LeanContext
-from schemas.wire import lean_fragment_payload_len
+from nairbus.agents.nair.auto import AutoChooser
+from nairbus.agents.nair.link import LinkEstimator, LinkPolicy
+from nairbus.agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
+from nairbus.models.nair.codec import packed_bytes
+from nairbus.models.nair.transform import NairArtifact
+from nairbus.models.store import WEIGHTS_DIR
+from nairbus.schemas.lean import LeanContext
+from nairbus.schemas.wire import lean_fragment_payload_len
 
 MSS = 1448
 DELAYED_ACK_S = 0.04

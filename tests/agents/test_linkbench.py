@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.cli import bench as bench_cli
-from agents.tools import linkbench, netns
-from agents.tools.linkbench import (
+from nairbus.agents.cli import bench as bench_cli
+from nairbus.agents.tools import linkbench, netns
+from nairbus.agents.tools.linkbench import (
     Cell,
     LinkBenchSettings,
     assemble_report,
@@ -32,7 +32,7 @@ from agents.tools.linkbench import (
     usage_error,
     wilson,
 )
-from agents.tools.readme import render
+from nairbus.agents.tools.readme import render
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,7 +179,7 @@ def test_plot_is_written(tmp_path: Path) -> None:
 def test_the_cli_refuses_without_root_or_with_bad_rates(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from agents.cli import app
+    from nairbus.agents.cli import app
 
     runner = CliRunner()
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
@@ -240,7 +240,7 @@ def _read_prefix(stream: Any) -> str:
 @needs_root
 @needs_tools
 def test_sigterm_removes_the_lab_and_a_crashed_run_is_swept() -> None:
-    code = ("import time\nfrom agents.tools.netns import NetLab, LinkShape\n"
+    code = ("import time\nfrom nairbus.agents.tools.netns import NetLab, LinkShape\n"
             "with NetLab(LinkShape(250_000)) as lab:\n    print('PREFIX=' + lab.prefix, flush=True)\n"
             "    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)

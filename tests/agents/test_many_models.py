@@ -13,18 +13,18 @@ import time
 import numpy as np
 import pytest
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.data import load_split
-from models.loss import LossModel
-from models.pipeline import NairPipeline
-from models.store import WEIGHTS_DIR, sensor_artifact_path
-from schemas import Result
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import WEIGHTS_DIR, sensor_artifact_path
+from nairbus.schemas import Result
+from nairbus.schemas.topics import TopicTree
 from tests.agents.results import collect_results
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240),

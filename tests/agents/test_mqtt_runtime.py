@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agents.runtime.mosquitto import PrivateMosquitto, free_port
-from agents.runtime.mqtt import JSON_CONTENT_TYPE, Communicator, InboundMessage
-from agents.runtime.settings import BrokerSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto, free_port
+from nairbus.agents.runtime.mqtt import JSON_CONTENT_TYPE, Communicator, InboundMessage
+from nairbus.agents.runtime.settings import BrokerSettings
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
@@ -182,7 +182,7 @@ def test_announcements_are_published_again_after_a_broker_restart(
 
 def test_a_flooding_sender_overflows_only_its_own_inbox_queue(
         broker: PrivateMosquitto, topic_root: str, make: Callable[..., Communicator]) -> None:
-    from agents.runtime.fusion_base import sender_of
+    from nairbus.agents.runtime.fusion_base import sender_of
 
     settings = BrokerSettings(host=broker.host, port=broker.port, inbox_per_key=200, inbox_size=1000)
     consumer = Communicator(settings, f"{topic_root}-fair".replace("/", "-"), None, _status, inbox_key=sender_of)

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from agents.runtime.pacing import Pacing, run_paced
-from agents.sources import FrameBatch
+from nairbus.agents.runtime.pacing import Pacing, run_paced
+from nairbus.agents.sources import FrameBatch
 
 
 def _batches(n: int, size: int) -> list[FrameBatch]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.tools.readme import render, stale
+from nairbus.agents.tools.readme import render, stale
 
 
 def test_committed_documents_match_the_committed_reports() -> None:

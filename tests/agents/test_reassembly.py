@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.nair.reassembly import AddOutcome, Reassembler
+from nairbus.agents.nair.reassembly import AddOutcome, Reassembler
 
 
 def test_a_frame_is_ready_when_complete_or_at_its_deadline() -> None:
@@ -79,7 +79,7 @@ def test_bad_bounds_are_refused() -> None:
 def test_a_sensor_opens_at_most_its_rate_of_new_frames() -> None:
     from types import SimpleNamespace
 
-    from agents.nair.fusion import FusionAgent
+    from nairbus.agents.nair.fusion import FusionAgent
 
     fake = SimpleNamespace(settings=SimpleNamespace(max_fps_per_sensor=50.0), _frame_tokens={})
     burst = sum(FusionAgent._frame_allowed(fake, "flood", 0.0) for _ in range(1000))  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
+from nairbus.agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
 
 
 def test_defaults() -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.sources.folder import FolderSource
-from agents.sources.images import read_image_file
-from models.architectures import fashion_mnist_spec
+from nairbus.agents.sources.folder import FolderSource
+from nairbus.agents.sources.images import read_image_file
+from nairbus.models.architectures.registry import fashion_mnist_spec
 
 
 def _png(path: Path, pixels: np.ndarray) -> None:

@@ -19,23 +19,23 @@ import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
-from agents.nair.outgoing import alias_wire_bytes
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.vp.capture import CaptureAgent, CaptureSettings
-from agents.vp.common import topk_message_bytes
-from agents.vp.fusion import VpFusionAgent, read_family_manifest
-from agents.vp.sensor import VpSensorAgent
-from models.data import Dataset, load_split
-from models.store import save_model
-from models.vp import fuse_batch
-from models.vp_training import LoadedVariant, VpTrainSettings, load_family, softmax_outputs, train_family
-from schemas import Result, TopK
-from schemas import decode as wire_decode
-from schemas.lean import LeanContext, encode_lean
-from schemas.topics import TopicTree
+from nairbus.agents.nair.outgoing import alias_wire_bytes
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
+from nairbus.agents.vp.common import topk_message_bytes
+from nairbus.agents.vp.fusion import VpFusionAgent, read_family_manifest
+from nairbus.agents.vp.sensor import VpSensorAgent
+from nairbus.models.data.fashion_mnist import Dataset, load_split
+from nairbus.models.store import save_model
+from nairbus.models.vp.fusion import fuse_batch
+from nairbus.models.vp.training import LoadedVariant, VpTrainSettings, load_family, softmax_outputs, train_family
+from nairbus.schemas import Result, TopK
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.lean import LeanContext, encode_lean
+from nairbus.schemas.topics import TopicTree
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 K = 3
@@ -46,7 +46,7 @@ def family_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vp-weights")
     train, test = load_split("train"), load_split("test")
     # A stand-in "mature model" manifest so the family manifest can record one (no teacher: distill off).
-    from models.resnet import ResNet, ResNetConfig
+    from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 
     save_model(ResNet(ResNetConfig(widths=(8, 8, 8), blocks=(1, 1, 1))), "base", {"test_accuracy": 0.1}, out)
     settings = VpTrainSettings(epochs=1, restart_epochs=0, distill_weight=0.0, batch_size=32, compile=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.store import WEIGHTS_DIR
+from nairbus.models.store import WEIGHTS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -24,7 +24,7 @@ pytestmark = [
 
 
 def _nairbus(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nairbus.agents.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from agents.home.discovery import DiscoverySettings
-from agents.nair.outgoing import alias_wire_bytes
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mqtt import InboundMessage
-from agents.runtime.settings import TopicSettings
-from agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_message_bytes
-from agents.vp.fusion import VoteBuffer, VpFusionAgent
-from agents.vp.sensor import VpSensorAgent
-from models.data import LABELS
-from models.resnet import ResNet, ResNetConfig
-from models.vp import Vote
-from models.vp_training import LoadedVariant
-from schemas import (
+from nairbus.agents.home.discovery import DiscoverySettings
+from nairbus.agents.nair.outgoing import alias_wire_bytes
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.settings import TopicSettings
+from nairbus.agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_message_bytes
+from nairbus.agents.vp.fusion import VoteBuffer, VpFusionAgent
+from nairbus.agents.vp.sensor import VpSensorAgent
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import LABELS
+from nairbus.models.vp.fusion import Vote
+from nairbus.models.vp.training import LoadedVariant
+from nairbus.schemas import (
     CONTENT_TYPE_JSON,
     Birth,
     Frame,
@@ -39,8 +39,8 @@ from schemas import (
     decode,
     encode,
 )
-from schemas.lean import LeanContext, decode_lean, encode_lean
-from schemas.topics import ParsedTopic, TopicTree
+from nairbus.schemas.lean import LeanContext, decode_lean, encode_lean
+from nairbus.schemas.topics import ParsedTopic, TopicTree
 from tests.manifests import in_memory_manifest
 
 SHA = "a" * 64
@@ -473,7 +473,7 @@ def test_hostile_votes_are_rejected_with_a_reason_never_a_crash() -> None:
 def _demo_summary(variant_sets: dict[int, tuple[str, ...]], frames: int = 100, stop_frame: int = 50) -> dict[str, Any]:
     from types import SimpleNamespace
 
-    from agents.tools.demo_vp import VpDemoSettings, _summarise
+    from nairbus.agents.tools.demo_vp import VpDemoSettings, _summarise
 
     names, victim = ["a", "b", "c"], "c"
     # 10 frames/s; "c" is stopped at frame stop_frame's capture time (1005.0 by default), its process gone later.
@@ -536,7 +536,8 @@ def test_demo_checks_fail_when_overload_leaves_frames_partial() -> None:
 
 
 def test_vp_fusion_publishes_device_based_discovery_for_its_streams() -> None:
-    # Issue 18: the VP fusion agent published no discovery. It shares the NAIR agent's (agents.runtime.fusion_base).
+    # Issue 18: the VP fusion agent published no discovery. It shares the NAIR agent's
+    # (nairbus.agents.runtime.fusion_base).
     import json
 
     family = {"labels": list(LABELS), "variants": [{"weights_name": "variants-a", "sha256": SHA}]}

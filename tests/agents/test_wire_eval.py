@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.tools.wire_eval import artifacts_beside, nair_curve, nair_wire_bytes
-from models.data import load_split
-from models.nair import NairArtifact
-from models.nair_codec import prefix_end
-from models.pipeline import NairPipeline
-from models.store import WEIGHTS_DIR
+from nairbus.agents.tools.wire_eval import artifacts_beside, nair_curve, nair_wire_bytes
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.codec import prefix_end
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.nair.transform import NairArtifact
+from nairbus.models.store import WEIGHTS_DIR
 
 
 @pytest.fixture(scope="module")

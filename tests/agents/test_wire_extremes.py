@@ -23,23 +23,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.vp.fusion import VpFusionAgent, read_family_manifest
-from agents.vp.sensor import VpSensorAgent
-from models.data import load_split
-from models.pipeline import NairPipeline
-from models.store import sensor_artifact_path
-from models.vp_training import load_family, softmax_outputs
-from schemas import CONTENT_TYPE_JSON, Result
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.lean import encode_lean
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.vp.fusion import VpFusionAgent, read_family_manifest
+from nairbus.agents.vp.sensor import VpSensorAgent
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.store import sensor_artifact_path
+from nairbus.models.vp.training import load_family, softmax_outputs
+from nairbus.schemas import CONTENT_TYPE_JSON, Result
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.lean import encode_lean
+from nairbus.schemas.topics import TopicTree
 from tests.schemas import strategies as S
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]

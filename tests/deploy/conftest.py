@@ -7,11 +7,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from agents.tools.secure_broker import SecureBroker
-from models.calibration import CalibrationSettings, calibrate
-from models.data import load_split
-from models.pipeline import NairPipeline
-from models.resnet import ResNet, ResNetConfig
+from nairbus.agents.tools.secure_broker import SecureBroker
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.calibration import CalibrationSettings, calibrate
+from nairbus.models.nair.pipeline import NairPipeline
 from tests.manifests import in_memory_manifest
 
 TINY_MANIFEST = in_memory_manifest("tiny", "d" * 64, labels=tuple(f"class{i}" for i in range(10)))

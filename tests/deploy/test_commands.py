@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.commands import SensorControl
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator, InboundMessage
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.pipeline import NairPipeline
-from schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result
-from schemas import decode as wire_decode
-from schemas import encode as wire_encode
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.commands import SensorControl
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import encode as wire_encode
+from nairbus.schemas.topics import TopicTree
 
 TOPICS = TopicTree("unit", "lab")
 

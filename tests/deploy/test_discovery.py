@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from agents.home.discovery import (
+from nairbus.agents.home.discovery import (
     DiscoverySettings,
     config_topic,
     encode_config,
@@ -26,15 +26,15 @@ from agents.home.discovery import (
     stream_config,
     stream_object_id,
 )
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator, InboundMessage
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.pipeline import NairPipeline
-from schemas import Result, StreamState
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.schemas import Result, StreamState
+from nairbus.schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
 SITE = "home"

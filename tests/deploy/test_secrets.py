@@ -9,12 +9,12 @@ import pytest
 import structlog
 import typer.main
 
-from agents.cli import app
-from agents.runtime.config import load_config
-from agents.runtime.logging import configure_logging
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, LogSettings
-from agents.tools.secure_broker import SecureBroker
+from nairbus.agents.cli import app
+from nairbus.agents.runtime.config import load_config
+from nairbus.agents.runtime.logging import configure_logging
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, LogSettings
+from nairbus.agents.tools.secure_broker import SecureBroker
 
 SECRET = "correct-horse-battery-staple-42"
 

@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agents.runtime.mqtt import Communicator, InboundMessage
-from agents.tools.secure_broker import OBSERVER, OBSERVER_STATUS, SecureBroker
+from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.tools.secure_broker import OBSERVER, OBSERVER_STATUS, SecureBroker
 
 pytestmark = pytest.mark.broker
 SITE_PREFIX = "nairbus/v1"

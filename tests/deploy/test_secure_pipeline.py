@@ -13,22 +13,22 @@ import uuid
 
 import pytest
 
-from agents.home.discovery import (
+from nairbus.agents.home.discovery import (
     DiscoverySettings,
     config_topic,
     fusion_object_id,
     sensor_object_id,
     stream_object_id,
 )
-from agents.nair.fusion import FusionAgent
-from agents.nair.sensor import SensorAgent
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import TopicSettings
-from agents.tools.secure_broker import SecureBroker
-from models.pipeline import NairPipeline
-from schemas import Result
-from schemas.topics import TopicTree
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import TopicSettings
+from nairbus.agents.tools.secure_broker import SecureBroker
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.schemas import Result
+from nairbus.schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
 

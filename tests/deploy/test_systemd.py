@@ -15,16 +15,16 @@ from types import ModuleType
 
 import pytest
 
-from agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
-from agents.runtime.mosquitto import PrivateMosquitto, free_port
-from agents.runtime.mqtt import Communicator
-from agents.runtime.notify import ServiceNotifier, progress, watchdog_interval
-from agents.runtime.service import run_fusion, run_sensor
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from models.pipeline import NairPipeline
-from schemas import Status
-from schemas import decode as wire_decode
-from schemas.topics import TopicTree
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto, free_port
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.notify import ServiceNotifier, progress, watchdog_interval
+from nairbus.agents.runtime.service import run_fusion, run_sensor
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.schemas import Status
+from nairbus.schemas import decode as wire_decode
+from nairbus.schemas.topics import TopicTree
 
 UNIT_DIR = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 

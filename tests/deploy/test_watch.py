@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agents.home.watch import watch
-from agents.runtime.config import AgentConfig
-from agents.runtime.mosquitto import PrivateMosquitto
-from agents.runtime.mqtt import Communicator
-from agents.runtime.settings import BrokerSettings, TopicSettings
-from agents.tools.secure_broker import SecureBroker
-from schemas import CONTENT_TYPE_JSON, ClassScore, Result, Status, encode
-from schemas.topics import TopicTree
+from nairbus.agents.home.watch import watch
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.tools.secure_broker import SecureBroker
+from nairbus.schemas import CONTENT_TYPE_JSON, ClassScore, Result, Status, encode
+from nairbus.schemas.topics import TopicTree
 
 pytestmark = pytest.mark.broker
 NAIRBUS = Path(sys.executable).with_name("nairbus")

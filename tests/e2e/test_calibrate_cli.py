@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.calibration import parse_bit_bands
-from models.nair import NairArtifact, bits_schedule
+from nairbus.models.nair.calibration import parse_bit_bands
+from nairbus.models.nair.transform import NairArtifact, bits_schedule
 
 pytestmark = pytest.mark.e2e
 NAIRBUS = Path(sys.executable).with_name("nairbus")
@@ -131,7 +131,7 @@ def test_wire_bytes_chooses_the_allocation_best_on_validation(tmp_path: Path) ->
     # mobilenet.nair.npz: its recorded command is re-run (with --wire-bytes 300 added) by the test below
 ])
 def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: Path, name: str) -> None:
-    from models.store import WEIGHTS_DIR
+    from nairbus.models.store import WEIGHTS_DIR
 
     shipped = NairArtifact.load(WEIGHTS_DIR / name)
     command = shipped.meta["provenance"]["command"].split()
@@ -167,7 +167,7 @@ def test_the_allocation_chosen_for_300_wire_bytes_is_the_shipped_mobilenet_artif
     # Why nairbus ships no mobilenet.w300.nair.npz: on the labelled validation folder, --wire-bytes 300 chooses the
     # 8-bit allocation, i.e. the default artifact itself. Its sha256 being the shipped one also shows the artifact's
     # recorded command reproduces it (the 8-bit candidate is that command's calibration).
-    from models.store import WEIGHTS_DIR
+    from nairbus.models.store import WEIGHTS_DIR
 
     shipped = NairArtifact.load(WEIGHTS_DIR / "mobilenet.nair.npz")
     args = shipped.meta["provenance"]["command"].split()[2:]

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.calibration import CalibrationSettings, calibrate
-from models.data import load_split
-from models.nair import NairArtifact
-from models.store import load_model
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.nair.calibration import CalibrationSettings, calibrate
+from nairbus.models.nair.transform import NairArtifact
+from nairbus.models.store import load_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NAIRBUS = Path(sys.executable).with_name("nairbus")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import DatasetMissingError, load_split, parse_idx
-from models.resnet import ResNet, ResNetConfig, count_macs, count_params
-from models.training import TrainSettings, augment, evaluate_accuracy, train_model
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig, count_macs, count_params
+from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, parse_idx
+from nairbus.models.training.mature import TrainSettings, augment, evaluate_accuracy, train_model
 
 
 def test_missing_dataset_error_says_how_to_install(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_augment_shifts_and_flips_only() -> None:
 @pytest.mark.slow
 def test_training_learns_on_a_few_hundred_images() -> None:
     data = load_split("train")
-    from models.data import Dataset
+    from nairbus.models.data.fashion_mnist import Dataset
 
     small = Dataset(data.images[:600], data.labels[:600])
     model = train_model(ResNetConfig(widths=(8, 16, 32), blocks=(1, 1, 1)), small,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Dataset, load_split
-from models.evaluation import (
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import Dataset, load_split
+from nairbus.models.evaluation.nair import (
     EvalSettings,
     Evaluator,
     ablation_specs,
@@ -18,10 +19,9 @@ from models.evaluation import (
     method_specs,
     run_evaluation,
 )
-from models.manifest import ModelManifest
-from models.nair_plots import write_plots
-from models.resnet import ResNet, ResNetConfig
-from models.taildrop import tail_drop_mask
+from nairbus.models.evaluation.nair_plots import write_plots
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.nair.taildrop import tail_drop_mask
 from tests.manifests import in_memory_manifest
 
 

@@ -1,4 +1,5 @@
-"""Image codecs (models.imagecodec) and the image baseline's wire-byte policy (models.image_eval).
+"""Image codecs (nairbus.models.image.codec) and the image baseline's wire-byte policy
+(nairbus.models.evaluation.image).
 
 Round trips (lossless exact, bit depth within half a level, lossy at a sane PSNR), strict spec parsing, hostile
 decode input that may only ever raise ImageCodecError, deterministic sizes, and the per-frame wire-cap policy.
@@ -20,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models import image_eval, imagecodec
-from models.image_eval import (
+from nairbus.models.evaluation import image as image_eval
+from nairbus.models.evaluation.image import (
     FAMILY_LADDERS,
     FRAME_INTERVAL_MS,
     SpecResult,
@@ -33,7 +34,9 @@ from models.image_eval import (
     table_from_results,
     wire_bytes,
 )
-from models.imagecodec import (
+from nairbus.models.evaluation.stats import wilson_interval
+from nairbus.models.image import codec as imagecodec
+from nairbus.models.image.codec import (
     ImageCodec,
     ImageCodecError,
     get_image_codec,
@@ -41,8 +44,7 @@ from models.imagecodec import (
     max_encoded_len,
     register_image_codec,
 )
-from models.stats import wilson_interval
-from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 from tests.manifests import in_memory_manifest
 
 LOSSLESS = ("raw", "png", "webp-lossless", "grey8+deflate")
@@ -488,7 +490,7 @@ def test_calibrated_table_runs_a_model_on_the_decoded_frames() -> None:
 
 @pytest.mark.parametrize("quality", [1, 30, 95])
 def test_shared_header_jpeg_decodes_like_the_whole_file_and_sends_only_the_scan(quality: int) -> None:
-    from models.imagecodec import shared_jpeg_header
+    from nairbus.models.image.codec import shared_jpeg_header
 
     frame = np.random.default_rng(quality).integers(0, 256, (28, 28), dtype=np.uint8)
     shared = get_image_codec(f"jpeg-shared:q{quality}")

@@ -15,9 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.architectures import fashion_mnist_spec
-from models.data import load_split
-from models.imported import (
+from nairbus.models.architectures.imported import (
     ModelImportError,
     SplitProgram,
     TorchScriptSplit,
@@ -26,7 +24,9 @@ from models.imported import (
     load_split_model,
     split_program,
 )
-from models.store import import_model, load_model, sha256_file
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.store import import_model, load_model, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_torchscript_without_head_and_tail_is_converted_and_cut_at_a_graph_node(
     # the end of stage2 it gives exactly the native model's stage2 IR and logits.
     path = tmp_path / "resnet.ts.pt"
     torch.jit.save(torch.jit.trace(base[0].eval(), torch.zeros(2, 1, 28, 28)), str(path))
-    from models.imported import load_program, node_modules
+    from nairbus.models.architectures.imported import load_program, node_modules
 
     program, model_format = load_program(path, (1, 28, 28))
     assert model_format == "torchscript"

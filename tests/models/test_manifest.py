@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.store import WEIGHTS_DIR, read_manifest
+from nairbus.models.store import WEIGHTS_DIR, read_manifest
 
 
 @pytest.mark.parametrize("name", ["base", "taildrop", "mobilenet", "variants-w44r28"])

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from models.image_eval import BAR_CAPS, FAMILY_LADDERS, WIRE_CAPS
-from models.imagecodec import get_image_codec
-from models.matrices import EXPERIMENTS_DIR, load_matrix
-from models.variants import VARIANTS, cost, derive_config
+from nairbus.models.evaluation.image import BAR_CAPS, FAMILY_LADDERS, WIRE_CAPS
+from nairbus.models.evaluation.matrices import EXPERIMENTS_DIR, load_matrix
+from nairbus.models.image.codec import get_image_codec
+from nairbus.models.vp.variants import VARIANTS, cost, derive_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.calibration import CalibrationSettings, calibrate
-from models.loss import LossModel
-from models.nair import ArtifactMismatchError, NairArtifact, NairTransform, bits_schedule, dct_matrix, geometric_plan
-from models.nair_codec import (
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.loss import LossModel
+from nairbus.models.nair.calibration import CalibrationSettings, calibrate
+from nairbus.models.nair.codec import (
     ComponentRun,
     PayloadError,
     check_run,
@@ -28,8 +28,15 @@ from models.nair_codec import (
     unpack,
     unpack_run,
 )
-from models.pipeline import NairPipeline
-from models.resnet import ResNet, ResNetConfig
+from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.models.nair.transform import (
+    ArtifactMismatchError,
+    NairArtifact,
+    NairTransform,
+    bits_schedule,
+    dct_matrix,
+    geometric_plan,
+)
 from tests.manifests import in_memory_manifest
 
 TINY = ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.nair_codec import dequantise, quantise
-from models.quantiser import fit_quantiser
+from nairbus.models.nair.codec import dequantise, quantise
+from nairbus.models.nair.quantiser import fit_quantiser
 
 
 def _mse(x: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: np.ndarray) -> np.ndarray:

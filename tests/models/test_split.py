@@ -7,9 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models.architectures import fashion_mnist_spec
-from models.resnet import preprocess
-from models.split import InputSpec
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.architectures.resnet import preprocess
+from nairbus.models.architectures.split import InputSpec
 
 LABELS = ("a", "b", "c")
 
@@ -62,7 +62,7 @@ def test_a_wrong_shape_is_a_clear_error() -> None:
 
 
 def test_the_data_set_registry_names_fashion_mnist_and_refuses_others() -> None:
-    from models.datasets import get_dataset
+    from nairbus.models.data.registry import get_dataset
 
     info = get_dataset("fashion-mnist")
     assert info.spec == fashion_mnist_spec()

@@ -1,4 +1,4 @@
-"""Intervals and paired tests (models/stats.py) against values worked out by hand or by a direct sum."""
+"""Intervals and paired tests (models/evaluation/stats.py) against values worked out by hand or by a direct sum."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.stats import accuracy, binomial_two_sided_half, mcnemar, wilson_interval
+from nairbus.models.evaluation.stats import accuracy, binomial_two_sided_half, mcnemar, wilson_interval
 
 
 def test_wilson_interval_matches_a_textbook_value() -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.calibration import format_bit_bands, parse_bit_bands
-from models.data import Dataset, fit_split, validation_split
-from models.resnet import ResNet, ResNetConfig
-from models.taildrop import TailDropSettings, element_drop_mask, fine_tune_tail_drop, prefix_mask
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import Dataset, fit_split, validation_split
+from nairbus.models.nair.calibration import format_bit_bands, parse_bit_bands
+from nairbus.models.nair.taildrop import TailDropSettings, element_drop_mask, fine_tune_tail_drop, prefix_mask
 
 
 def test_element_masks_keep_a_prefix_of_the_channel_major_ir() -> None:
@@ -69,8 +69,8 @@ def test_bad_bit_bands_are_refused(text: str) -> None:
 
 def test_a_short_fine_tune_of_an_rgb_model_at_a_mobilenet_split() -> None:
     # The baseline is not ResNet's: any native split model fine-tunes on images converted to its own input spec.
-    from models.architectures import fashion_mnist_spec
-    from models.mobilenet import MobileNetConfig, MobileNetV2
+    from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
+    from nairbus.models.architectures.registry import fashion_mnist_spec
 
     spec = fashion_mnist_spec(channels=3, size=32)
     model = MobileNetV2(MobileNetConfig(stem=8, stages=((1, 8, 1, 2), (2, 8, 1, 2)), last=16, channels=3,
@@ -89,8 +89,8 @@ def test_the_shipped_base_baselines_settings_follow_from_its_own_training() -> N
     # so 'nairbus train taildrop' reproduces it; another model's come from its training the same way.
     import json
 
-    from models.store import WEIGHTS_DIR, read_manifest
-    from models.zoo import taildrop_name, taildrop_settings
+    from nairbus.models.store import WEIGHTS_DIR, read_manifest
+    from nairbus.models.zoo import taildrop_name, taildrop_settings
 
     base = read_manifest("base")
     shipped = json.loads((WEIGHTS_DIR / "taildrop.json").read_text())
@@ -102,8 +102,8 @@ def test_the_shipped_base_baselines_settings_follow_from_its_own_training() -> N
 
 
 def test_an_imported_program_of_a_registered_architecture_is_rebuilt_for_training() -> None:
-    from models.store import load_model
-    from models.zoo import trainable_mature
+    from nairbus.models.store import load_model
+    from nairbus.models.zoo import trainable_mature
 
     native, manifest, architecture = trainable_mature("mobilenet")
     program, _ = load_model("mobilenet")

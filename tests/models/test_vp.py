@@ -10,20 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Dataset, load_split
-from models.resnet import ResNet, ResNetConfig
-from models.store import save_model
-from models.variants import (
-    VARIANTS,
-    VariantSpec,
-    cost,
-    count_config,
-    derive_config,
-    fusion_weights,
-    generate,
-    variant_by_name,
-)
-from models.vp import (
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.data.fashion_mnist import Dataset, load_split
+from nairbus.models.store import save_model
+from nairbus.models.vp.fusion import (
     Vote,
     all_subsets,
     availability_mp,
@@ -37,7 +27,17 @@ from models.vp import (
     subset_key,
     topk,
 )
-from models.zoo import BASE_CONFIG
+from nairbus.models.vp.variants import (
+    VARIANTS,
+    VariantSpec,
+    cost,
+    count_config,
+    derive_config,
+    fusion_weights,
+    generate,
+    variant_by_name,
+)
+from nairbus.models.zoo import BASE_CONFIG
 
 
 # -- the family ------------------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_expected_accuracy_weights_every_subset() -> None:
 # -- training and evaluation on a tiny run ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.vp_training import VpTrainSettings, train_family
+    from nairbus.models.vp.training import VpTrainSettings, train_family
 
     out = tmp_path_factory.mktemp("vp-family")
     train, test = load_split("train"), load_split("test")
@@ -173,7 +173,7 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
-    from models.vp_training import load_family
+    from nairbus.models.vp.training import load_family
 
     manifest = json.loads((tiny_family / "variants.json").read_text())
     assert [v["name"] for v in manifest["variants"]] == [v.name for v in VARIANTS]
@@ -199,7 +199,7 @@ def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
 
 @pytest.mark.slow
 def test_evaluator_report_has_the_contracted_fields(tiny_family: Path, tmp_path: Path) -> None:
-    from models.vp_eval import VpEvalSettings, evaluate_vp, write_report
+    from nairbus.models.evaluation.vp import VpEvalSettings, evaluate_vp, write_report
 
     report = evaluate_vp(VpEvalSettings(frames=200, trials=2000, weights_dir=tiny_family, ps=(0.1, 0.5)),
                          payload_bytes=lambda k, n: 100 + 10 * k)
@@ -224,7 +224,7 @@ def test_evaluator_report_has_the_contracted_fields(tiny_family: Path, tmp_path:
 
 # -- training through torch.compile, and its fallback --------------------------------------------------------------
 def _train_tiny(compile_models: bool) -> tuple[dict[str, ResNet], list[str]]:
-    from models.vp_training import VpTrainSettings, train_variants
+    from nairbus.models.vp.training import VpTrainSettings, train_variants
 
     train = load_split("train")
     kinds: list[str] = []
@@ -266,7 +266,7 @@ def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.M
 
 # -- the warm restarts, and resuming from a family that ran fewer cycles ----------------------------------------------
 def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
-    from models.vp_training import VpTrainSettings, train_variants
+    from nairbus.models.vp.training import VpTrainSettings, train_variants
 
     train = load_split("train")
     data = Dataset(train.images[:64], train.labels[:64])
@@ -295,7 +295,7 @@ def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
 
 @pytest.mark.slow
 def test_a_resumed_family_records_the_run_it_came_from(tiny_family: Path, tmp_path: Path) -> None:
-    from models.vp_training import VpTrainSettings, train_family
+    from nairbus.models.vp.training import VpTrainSettings, train_family
 
     train, test = load_split("train"), load_split("test")
     more = VpTrainSettings(epochs=1, restart_epochs=1, restarts=1, distill_weight=0.0, batch_size=32, compile=False)
@@ -315,7 +315,7 @@ def test_a_resumed_family_records_the_run_it_came_from(tiny_family: Path, tmp_pa
 
 @pytest.mark.slow
 def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path: Path) -> None:
-    from models.vp_training import VpTrainSettings, train_family
+    from nairbus.models.vp.training import VpTrainSettings, train_family
 
     other = VpTrainSettings(epochs=3, restart_epochs=1, restarts=1, distill_weight=0.0, batch_size=32, compile=False)
     with pytest.raises(ValueError, match="other settings \\(epochs\\)"):
@@ -332,7 +332,7 @@ def test_resuming_refuses_a_family_trained_otherwise(tiny_family: Path, tmp_path
 
 @pytest.mark.slow
 def test_the_kept_family_is_the_epoch_best_on_validation() -> None:
-    from models.vp_training import VpTrainSettings, train_variants
+    from nairbus.models.vp.training import VpTrainSettings, train_variants
 
     train = load_split("train")
     family = VARIANTS[:2]
@@ -347,9 +347,9 @@ def test_the_kept_family_is_the_epoch_best_on_validation() -> None:
     assert [h["cycles"] for h in history] == [1, 1, 2, 3]
     best = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))  # type: ignore[arg-type,operator]
     # The kept weights reproduce the best cycle's validation accuracy.
-    from models.variants import fusion_weights
-    from models.vp import fuse_batch
-    from models.vp_training import softmax_outputs
+    from nairbus.models.vp.fusion import fuse_batch
+    from nairbus.models.vp.training import softmax_outputs
+    from nairbus.models.vp.variants import fusion_weights
 
     probs = {name: softmax_outputs(m, validation.images) for name, m in kept.items()}
     accuracy = float((fuse_batch(probs, fusion_weights(family), 5).argmax(1) == validation.labels).mean())
@@ -357,7 +357,7 @@ def test_the_kept_family_is_the_epoch_best_on_validation() -> None:
 
 
 def test_fusion_rules_score_every_frame_per_rule() -> None:
-    from models.vp_eval import fusion_rule_correct
+    from nairbus.models.evaluation.vp import fusion_rule_correct
 
     labels = np.array([0, 1, 2, 4])
     right = np.full((4, 10), 0.01)

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from hypothesis import strategies as st
 
-from schemas.lean import LeanContext, LeanMessage
-from schemas.messages import (
+from nairbus.schemas.lean import LeanContext, LeanMessage
+from nairbus.schemas.messages import (
     MAX_FRAGMENT_DATA,
     MAX_FRAME_PIXELS,
     U64_MAX,
@@ -326,7 +326,7 @@ def stream_metrics() -> st.SearchStrategy[StreamMetrics]:
 
 
 def messages() -> st.SearchStrategy[Message]:
-    """Any valid message that :func:`schemas.codec.encode` carries (JSON, and the capture Frame as msgpack)."""
+    """Any valid message that :func:`nairbus.schemas.codec.encode` carries (JSON, and the capture Frame as msgpack)."""
     return st.one_of(statuses(), births(), results(), stats(), frames(), commands(), command_responses(),
                      controls(), stream_states(), stream_metrics())
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import (
+from nairbus.schemas.codec import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_MSGPACK,
     MAX_JSON_BYTES,
@@ -25,7 +25,7 @@ from schemas.codec import (
     encode,
     max_bytes,
 )
-from schemas.messages import (
+from nairbus.schemas.messages import (
     MESSAGE_TYPES,
     Birth,
     Fragment,
@@ -111,7 +111,7 @@ def test_content_types() -> None:
 
 @pytest.mark.parametrize("msg", [fragment(), topk(), image_frame()], ids=lambda m: m.kind)
 def test_lean_messages_are_not_the_codecs(msg: Fragment | TopK | ImageFrame) -> None:
-    # Fragments, top-k and images travel lean (schemas.lean); the map codec refuses them as a programming error.
+    # Fragments, top-k and images travel lean (nairbus.schemas.lean); the map codec refuses them as a programming error.
     with pytest.raises(TypeError, match="lean"):
         content_type(msg)
     with pytest.raises(TypeError, match="lean"):

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.export import JSON_SCHEMA_DIR, check_current, export_json_schemas, main
-from schemas.messages import LEAN_VERSION, MESSAGE_TYPES, SCHEMA_VERSION
+from nairbus.schemas.export import JSON_SCHEMA_DIR, check_current, export_json_schemas, main
+from nairbus.schemas.messages import LEAN_VERSION, MESSAGE_TYPES, SCHEMA_VERSION
 
 
 def test_committed_schemas_are_current() -> None:
     stale = check_current()
-    assert stale == [], f"JSON schemas out of date: {stale}; run `python -m schemas.export`"
+    assert stale == [], f"JSON schemas out of date: {stale}; run `python -m nairbus.schemas.export`"
 
 
 def test_one_file_per_kind() -> None:

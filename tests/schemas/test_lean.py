@@ -1,4 +1,5 @@
-"""The lean wire (schemas.lean): round trips of fragments, top-k and images, envelope bytes, and hostile payloads that
+"""The lean wire (nairbus.schemas.lean): round trips of fragments, top-k and images, envelope bytes, and hostile
+payloads that
 must always end in a WireError with the right reason and nothing else."""
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import WIRE_REASONS, WireError
-from schemas.lean import LEAN_TYPES, MAX_LEAN_BYTES, LeanContext, LeanMessage, decode_lean, encode_lean
-from schemas.messages import (
+from nairbus.schemas.codec import WIRE_REASONS, WireError
+from nairbus.schemas.lean import LEAN_TYPES, MAX_LEAN_BYTES, LeanContext, LeanMessage, decode_lean, encode_lean
+from nairbus.schemas.messages import (
     LEAN_VERSION,
     MAX_FRAGMENT_DATA,
     MAX_TOPK,
@@ -27,7 +28,7 @@ from schemas.messages import (
     Status,
     TopK,
 )
-from schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
 from tests.schemas.strategies import (
     births,
     fragments,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.messages import (
+from nairbus.schemas.messages import (
     LEAN_VERSION,
     MAX_FRAGMENT_DATA,
     MESSAGE_TYPES,

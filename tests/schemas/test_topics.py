@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.ids import is_valid_id
-from schemas.topics import TOPIC_VERSION, ParsedTopic, SensorLeaf, TopicKind, TopicTree
+from nairbus.schemas.ids import is_valid_id
+from nairbus.schemas.topics import TOPIC_VERSION, ParsedTopic, SensorLeaf, TopicKind, TopicTree
 from tests.schemas.strategies import ids, roots
 
 trees = st.builds(TopicTree, root=roots, site=ids)

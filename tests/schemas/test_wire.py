@@ -1,4 +1,5 @@
-"""Bytes on the wire (schemas.wire): publish_size against PUBLISH packets built by paho-mqtt itself and by hand from the
+"""Bytes on the wire (nairbus.schemas.wire): publish_size against PUBLISH packets built by paho-mqtt itself and by hand
+from the
 MQTT 5 specification, and the msgpack length helpers against msgpack."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas.messages import U64_MAX
-from schemas.wire import (
+from nairbus.schemas.messages import U64_MAX
+from nairbus.schemas.wire import (
     ALIAS_PROPERTIES_LEN,
     EXPIRY_PROPERTY_LEN,
     msgpack_bin_len,

@@ -4,7 +4,8 @@
 turns decoded images into the model's input (colour conversion and resizing at the edge, :meth:`InputSpec.convert`)
 and that into a normalised tensor (:meth:`InputSpec.preprocess`). :class:`SplitModel` is the interface NAIR
 calibration, the pipeline, the sensor and the fusion agent use: the shipped ResNet family implements it natively, and
-a user's classifier imported with ``nairbus import-model`` is wrapped into it (:mod:`models.imported`).
+a user's classifier imported with ``nairbus import-model`` is wrapped into it
+(:mod:`nairbus.models.architectures.imported`).
 """
 
 from __future__ import annotations

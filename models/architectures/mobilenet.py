@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.split import InputSpec, check_split
+from nairbus.models.architectures.split import InputSpec, check_split
 
 
 @dataclass(frozen=True, slots=True)

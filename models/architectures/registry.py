@@ -1,8 +1,10 @@
 """The registry of native architectures: how a manifest's ``architecture_id`` and ``config`` become a module.
 
 A new native architecture is one module (the ``nn.Module`` with ``head``/``tail`` at named split points, see
-:class:`models.split.SplitModel`) plus one :func:`register` line here. Models that are not native — a user's
-TorchScript file, ``torch.export`` program or Python factory — come in through :mod:`models.imported` instead.
+:class:`nairbus.models.architectures.split.SplitModel`) plus one :func:`register` line here. Models that are not native
+— a user's
+TorchScript file, ``torch.export`` program or Python factory — come in through
+:mod:`nairbus.models.architectures.imported` instead.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from models.datasets import get_dataset
-from models.mobilenet import MobileNetConfig, MobileNetV2
-from models.resnet import ResNet, ResNetConfig
-from models.split import InputSpec
+from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.architectures.split import InputSpec
+from nairbus.models.data.registry import get_dataset
 
 __all__ = ["ARCHITECTURES", "Architecture", "build", "fashion_mnist_spec", "register"]
 
@@ -51,7 +53,8 @@ def build(architecture_id: str, config: Mapping[str, Any], spec: InputSpec) -> n
 
 
 def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
-    """The data set's input spec (:data:`models.datasets.DATASETS`): 28x28 grey, or resized and replicated to RGB
+    """The data set's input spec (:data:`nairbus.models.data.registry.DATASETS`): 28x28 grey, or resized and replicated
+    to RGB
     with the same normalisation per channel."""
     native = get_dataset("fashion-mnist").spec
     return native.model_copy(update={"channels": channels, "height": size, "width": size,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.nair_codec import dequantise, quantise
+from nairbus.models.nair.codec import dequantise, quantise
 
 CLIP_QUANTILES: tuple[float, ...] = (0.9995, 0.999, 0.998, 0.995, 0.99, 0.98, 0.97, 0.95, 0.92, 0.9)
 """Candidate upper quantiles (the lower one is ``1 - q``), widest first."""

@@ -8,7 +8,8 @@ of the naive codec carries, partial channel included; ``order="channels"`` keeps
 weaker version of this baseline).
 
 It is trained at full strength: from the mature model, for as long as the mature model's own training (for the
-shipped base model 24 epochs of one one-cycle schedule; :func:`models.zoo.taildrop_settings` derives the settings of
+shipped base model 24 epochs of one one-cycle schedule; :func:`nairbus.models.zoo.taildrop_settings` derives the
+settings of
 any model from its own training), on the training images outside the validation split, keeping the epoch with the
 best mean validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not
 improved for so many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate
@@ -27,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.calibration import head_outputs
-from models.data import Dataset
-from models.loop import ProgressFn, Schedule, one_cycle
-from models.training import augment
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.nair.calibration import head_outputs
+from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
+from nairbus.models.training.mature import augment
 
 DropOrder = Literal["elements", "channels"]
 VALIDATION_PREFIXES: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50)
@@ -84,7 +85,7 @@ def prefix_mask(share: float, shape: tuple[int, int, int], order: DropOrder) -> 
 
 
 def head_ir(model: Any, images: np.ndarray, split: str, batch_size: int = 1000) -> torch.Tensor:
-    """The IR of ``images`` at ``split`` in eval mode (:func:`models.calibration.head_outputs`), as a tensor."""
+    """The IR of ``images`` at ``split`` in eval mode (``calibration.head_outputs``), as a tensor."""
     model.eval()
     return torch.from_numpy(head_outputs(model, images, split, batch_size))
 
@@ -114,7 +115,7 @@ class TailDropResult:
     """The fine-tuned model and how it was chosen (all of it goes into the manifest)."""
 
     model: Any
-    """The fine-tuned model (a native split model, e.g. models.resnet.ResNet)."""
+    """The fine-tuned model (a native split model, e.g. nairbus.models.architectures.resnet.ResNet)."""
     best_epoch: int
     epochs_run: int
     history: list[dict[str, Any]]

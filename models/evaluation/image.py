@@ -1,10 +1,12 @@
 """The image-compression baseline: compress the frame on the sensor, run the whole mature model at the hub.
 
-This is what a user would do instead of NAIR. Every codec of :mod:`models.imagecodec` is measured on the same frames
-with the mature model (``models.store.load_model("base")``), counted in **bytes on the wire**: each frame travels as
+This is what a user would do instead of NAIR. Every codec of :mod:`nairbus.models.image.codec` is measured on the same
+frames
+with the mature model (``nairbus.models.store.load_model("base")``), counted in **bytes on the wire**: each frame
+travels as
 one MQTT 5 QoS-0 PUBLISH with a topic alias (empty topic name, no other property) whose payload is the lean msgpack
 image message, ``[2, tag, seq, frame_id, capture_ms, ..., data]``, sized by
-:func:`schemas.wire.lean_image_payload_len` (the report records that function's description of the layout). The
+:func:`nairbus.schemas.wire.lean_image_payload_len` (the report records that function's description of the layout). The
 evaluation uses representative counters: frame ``i`` (from 0) has ``seq = frame_id = i + 1`` and
 ``capture_ms = 33 * i`` (30 frames/s from the session's start), so the envelope grows by a byte or two as the
 counters do, as it would live.
@@ -31,11 +33,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from models import stats
-from models.imagecodec import ImageCodec, get_image_codec
-from models.manifest import ModelManifest
-from models.matrices import load_matrix
-from schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
+from nairbus.models.evaluation import stats
+from nairbus.models.evaluation.matrices import load_matrix
+from nairbus.models.image.codec import ImageCodec, get_image_codec
+from nairbus.models.manifest import ModelManifest
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[str], None]
@@ -125,7 +127,7 @@ class SpecResult:
 
 def mature_predictor(model: Any, batch_size: int = 1000) -> Predict:
     """Class predictions of the whole mature model on uint8 frames ``(N, 28, 28)``."""
-    from models.evaluation import mature_predictions
+    from nairbus.models.evaluation.nair import mature_predictions
 
     def predict(images: np.ndarray) -> np.ndarray:
         return mature_predictions(model, images, batch_size)
@@ -231,7 +233,8 @@ def calibrated_table(model: Any, manifest: ModelManifest, images: np.ndarray, la
                      batch_size: int = 1000) -> dict[str, Any]:
     """Accuracy against the per-frame wire cap per family, from validation frames only, as small JSON.
 
-    ``images``/``labels`` must be a holdout of the *training* images (``models.data.validation_split``),
+    ``images``/``labels`` must be a holdout of the *training* images
+    (``nairbus.models.data.fashion_mnist.validation_split``),
     never the test split; ``source`` says which. ``sensor --mode auto`` reads the result with
     :func:`image_choice_at`. The table names the model it was measured with (name and sha256).
     """
@@ -270,7 +273,7 @@ def image_choice_at(table: Mapping[str, Any], wire_cap: int) -> dict[str, Any] |
 
 
 def _first_line(doc: str | None) -> str:
-    """The first line of a docstring (how :mod:`schemas.wire` describes a message)."""
+    """The first line of a docstring (how :mod:`nairbus.schemas.wire` describes a message)."""
     return (doc or "").strip().splitlines()[0] if doc else ""
 
 

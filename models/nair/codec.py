@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.nair import NairArtifact
+from nairbus.models.nair.transform import NairArtifact
 
 
 class PayloadError(ValueError):

@@ -22,7 +22,7 @@ SPLIT_POINTS: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 if TYPE_CHECKING:
-    from models.split import InputSpec
+    from nairbus.models.architectures.split import InputSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +88,8 @@ class ResNet(nn.Module):
         super().__init__()
         self.config = config
         if input_spec is None:
-            from models.data import LABELS
-            from models.split import InputSpec
+            from nairbus.models.architectures.split import InputSpec
+            from nairbus.models.data.fashion_mnist import LABELS
 
             labels = LABELS if config.num_classes == len(LABELS) else tuple(str(i) for i in range(config.num_classes))
             input_spec = InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,), labels=labels)

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from models import stats
-from models.data import LABELS, load_split, validation_split
-from models.store import WEIGHTS_DIR, load_model
-from models.vp import (
+from nairbus.models.data.fashion_mnist import LABELS, load_split, validation_split
+from nairbus.models.evaluation import stats
+from nairbus.models.store import WEIGHTS_DIR, load_model
+from nairbus.models.vp.fusion import (
     all_subsets,
     availability_mp,
     availability_vp,
@@ -36,7 +36,7 @@ from models.vp import (
     simulate_failures,
     subset_key,
 )
-from models.vp_training import load_family, softmax_outputs
+from nairbus.models.vp.training import load_family, softmax_outputs
 
 REPORT_PATH = Path("reports/vp.json")
 """Relative to the working directory, like every report a command writes."""
@@ -156,7 +156,7 @@ def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any],
     test = stats.mcnemar(correct[best], correct[shipped], best, shipped)
     keep_shipped = best == shipped or test["within_noise"]
     return {
-        "split": f"validation: models.data.validation_split ({held} training images the family never trained on)",
+        "split": f"validation: fashion_mnist.validation_split ({held} training images the family never trained on)",
         "rules": {rule: stats.accuracy(c) for rule, c in correct.items()},
         "shipped_rule": shipped, "best_on_validation": best, "best_vs_shipped": test,
         "chosen": shipped if keep_shipped else best,

@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models.nair import NO_MIX, NairArtifact, NairTransform, bits_schedule, geometric_plan
-from models.quantiser import CLIP_QUANTILES, fit_quantiser
-from models.resnet import ResNet
+from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.nair.quantiser import CLIP_QUANTILES, fit_quantiser
+from nairbus.models.nair.transform import NO_MIX, NairArtifact, NairTransform, bits_schedule, geometric_plan
 
 Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
 """``nair``: channel KLT + 2-D DCT, components by variance. Baselines: ``naive`` (original order), ``prune``

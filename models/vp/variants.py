@@ -1,17 +1,21 @@
 """The variant family of Variant Parallelism: light members of the mature model's ResNet family.
 
 Asadi & Goudarzi (IEEE IoT-J 2023, arXiv 2210.08376) derive variants from one base architecture with a width
-multiplier and an input resolution. nairbus does the same with the mature model's family (:mod:`models.resnet`,
-:data:`models.zoo.BASE_CONFIG`) and adds one more knob, depth (blocks per stage), because on this family the
+multiplier and an input resolution. nairbus does the same with the mature model's family
+(:mod:`nairbus.models.architectures.resnet`,
+:data:`nairbus.models.zoo.BASE_CONFIG`) and adds one more knob, depth (blocks per stage), because on this family the
 parameter budget is set by the last stage's width while the MAC budget is set by the first stage's resolution:
 
 * ``width`` multiplies every stage width of the base (rounded to an integer),
 * ``resolution`` is the input side the variant resamples each 28x28 frame to,
 * ``blocks`` (optional) overrides the blocks per stage.
 
-:func:`derive_config` turns a :class:`VariantSpec` into a :class:`~models.resnet.ResNetConfig`; :func:`cost`
-counts parameters and MACs with the same committed counters as the mature model (:func:`~models.resnet.count_params`,
-:func:`~models.resnet.count_macs`); :func:`generate` enumerates a grid of knobs and keeps what fits the budget
+:func:`derive_config` turns a :class:`VariantSpec` into a :class:`~nairbus.models.architectures.resnet.ResNetConfig`;
+:func:`cost`
+counts parameters and MACs with the same committed counters as the mature model
+(:func:`~nairbus.models.architectures.resnet.count_params`,
+:func:`~nairbus.models.architectures.resnet.count_macs`); :func:`generate` enumerates a grid of knobs and keeps what
+fits the budget
 (by default 1/5 of the mature model's parameters *and* MACs). :data:`VARIANTS` is the family nairbus ships.
 
 >>> [v.name for v in VARIANTS]
@@ -28,9 +32,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from models.matrices import load_matrix
-from models.resnet import ResNet, ResNetConfig, count_macs, count_params
-from models.zoo import BASE_CONFIG
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig, count_macs, count_params
+from nairbus.models.evaluation.matrices import load_matrix
+from nairbus.models.zoo import BASE_CONFIG
 
 BUDGET_RATIO: float = float(load_matrix("vp")["budget_ratio"])
 """Each variant may have at most this fraction of the mature model's parameters and of its MACs."""

@@ -15,7 +15,7 @@ from typing import Any
 
 __all__ = ["EXPERIMENTS_DIR", "load_matrix"]
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @cache

@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.data import LABELS, Dataset, fit_split, load_split, validation_split
-from models.loop import ProgressFn, Schedule, one_cycle
-from models.manifest import ModelManifest
-from models.resnet import ResNet, preprocess, with_memory_format
-from models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
-from models.training import augment_with_flip, pick_device
-from models.variants import (
+from nairbus.models.architectures.resnet import ResNet, preprocess, with_memory_format
+from nairbus.models.data.fashion_mnist import LABELS, Dataset, fit_split, load_split, validation_split
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
+from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
+from nairbus.models.training.mature import augment_with_flip, pick_device
+from nairbus.models.vp.fusion import all_subsets, check_k, fuse_batch, subset_key
+from nairbus.models.vp.variants import (
     BUDGET_RATIO,
     FAMILY_NAME,
     VARIANTS,
@@ -45,7 +46,6 @@ from models.variants import (
     fusion_weights,
     weights_name,
 )
-from models.vp import all_subsets, check_k, fuse_batch, subset_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,8 @@ class VpTrainSettings:
     restarts: int = 0
     """How many warm restarts follow the first cycle (each ``restart_epochs`` long, peaking at ``restart_max_lr``)."""
     validation_images: int = 5000
-    """Training images held out as the validation split (:func:`models.data.validation_split`): the family trains
+    """Training images held out as the validation split (:func:`fashion_mnist.validation_split`):
+    the family trains
     on the others, and after every epoch the whole ensemble is measured there; the epoch with the best validation
     accuracy is the one kept. 0 trains on all 60 000 and keeps the last cycle (how the shipped family
     was made)."""
@@ -371,7 +372,7 @@ def train_family(
     if validation is not None and history:
         kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))
         manifest["selection"] = {
-            "split": f"validation: models.data.validation_split ({len(validation)} training images, not trained on; "
+            "split": f"validation: fashion_mnist.validation_split ({len(validation)} training images, not trained on; "
                      f"training used the other {len(train)})",
             "criterion": "validation accuracy of the whole ensemble (top-k fusion) after every epoch; the best "
                          "epoch's weights are kept (ties: the earlier)",

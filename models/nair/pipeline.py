@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.loss import LossModel
-from models.manifest import ModelManifest
-from models.nair import NairArtifact, NairTransform
-from models.nair_codec import NairCodec, dequantise, quantise
-from models.resnet import ResNet
-from models.split import InputSpec
-from models.store import default_artifact_path, load_model
+from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.architectures.split import InputSpec
+from nairbus.models.loss import LossModel
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.nair.codec import NairCodec, dequantise, quantise
+from nairbus.models.nair.transform import NairArtifact, NairTransform
+from nairbus.models.store import default_artifact_path, load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,8 @@ class NairPipeline:
     def receive(self, codes: np.ndarray, frame_ids: np.ndarray, budget_bytes: int | None, loss: LossModel) -> Received:
         """Offline channel: what fusion would hold for each frame under a byte budget and injected loss.
 
-        Every frame goes through the same codec as on the bus (:class:`~models.nair_codec.NairCodec`): the prefix
+        Every frame goes through the same codec as on the bus (:class:`~nairbus.models.nair.codec.NairCodec`): the
+        prefix
         the budget buys is packed into runs (one run; under injected loss cut along the artifact's plan, each piece
         lost or kept as a live sensor does), and fusion's decode turns what arrived into values and a mask.
         """

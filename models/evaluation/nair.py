@@ -15,8 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import stats
-from models.calibration import (
+from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.evaluation import stats
+from nairbus.models.evaluation.matrices import load_matrix
+from nairbus.models.loss import LossModel
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.nair.calibration import (
     BIT_ALLOCATIONS,
     BitBands,
     CalibrationSettings,
@@ -25,12 +30,7 @@ from models.calibration import (
     calibration_ir,
     format_bit_bands,
 )
-from models.data import Dataset
-from models.loss import LossModel
-from models.manifest import ModelManifest
-from models.matrices import load_matrix
-from models.pipeline import NairPipeline
-from models.resnet import ResNet
+from nairbus.models.nair.pipeline import NairPipeline
 
 ProgressFn = Callable[[str], None]
 
@@ -230,7 +230,7 @@ class Evaluator:
 def mature_predictions(model: ResNet, images: np.ndarray, batch: int = 1000) -> np.ndarray:
     """The mature model's own predictions (no split, no codec); a plain module without an input spec takes the data
     set's 28x28 grey frames."""
-    from models.architectures import fashion_mnist_spec
+    from nairbus.models.architectures.registry import fashion_mnist_spec
 
     spec = getattr(model, "input_spec", None) or fashion_mnist_spec()
     out = []

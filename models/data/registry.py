@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.data import LABELS, Dataset, Split, load_split
-from models.resnet import MEAN, STD
-from models.split import InputSpec
+from nairbus.models.architectures.resnet import MEAN, STD
+from nairbus.models.architectures.split import InputSpec
+from nairbus.models.data.fashion_mnist import LABELS, Dataset, Split, load_split
 
 __all__ = ["DATASETS", "DatasetInfo", "get_dataset", "register"]
 

@@ -1,4 +1,5 @@
-"""Seeded training of the mature model: SGD with a one-cycle schedule (:mod:`models.loop`), crop-and-flip augmentation.
+"""Seeded training of the mature model: SGD with a one-cycle schedule (:mod:`nairbus.models.training.loop`),
+crop-and-flip augmentation.
 
 Training sees the 60 000 training images only; the test split is read once, after the last epoch, to record the
 accuracy in the manifest. Uses a GPU when one is present and never requires one.
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.data import Dataset
-from models.loop import ProgressFn, Schedule, one_cycle
-from models.resnet import ResNet, ResNetConfig, preprocess, with_memory_format
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig, preprocess, with_memory_format
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
 
 __all__ = ["ProgressFn", "Selected", "TrainSettings", "augment", "augment_with_flip", "evaluate_accuracy",
            "pick_device", "train_model", "train_with_validation"]
@@ -136,7 +137,7 @@ def train_with_validation(
     ``validation``; with ``patience``, stop after that many epochs without a better one.
 
     ``preprocess_fn`` turns the data set's uint8 images into the model's normalised input (its input spec's
-    :meth:`~models.split.InputSpec.preprocess`). The test split is never seen here.
+    :meth:`~nairbus.models.architectures.split.InputSpec.preprocess`). The test split is never seen here.
     """
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -1,4 +1,5 @@
-"""A user's own classifier as a :class:`~models.split.SplitModel`: ``torch.export`` programs, TorchScript files and
+"""A user's own classifier as a :class:`~nairbus.models.architectures.split.SplitModel`: ``torch.export`` programs,
+TorchScript files and
 Python factories, split at a named module or graph node.
 
 A ``torch.export`` program (``torch.export.save``, a ``.pt2`` file) is cut in its graph: the split point is a module
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import fx, nn
 
-from models.split import InputSpec, check_split
+from nairbus.models.architectures.split import InputSpec, check_split
 
 __all__ = ["ModelFormat", "ModelImportError", "SplitProgram", "TorchScriptSplit", "check_fits", "convert_torchscript",
            "cut_points", "detect_format", "export_module", "has_head_and_tail", "load_program", "load_python_factory",
@@ -252,7 +253,7 @@ def _static_batch(program: torch.export.ExportedProgram) -> int | None:
 
 
 class SplitProgram(nn.Module):
-    """An exported program cut at one or more named points: :class:`~models.split.SplitModel`."""
+    """An exported program cut at one or more named points: :class:`~nairbus.models.architectures.split.SplitModel`."""
 
     def __init__(self, program: torch.export.ExportedProgram, points: Sequence[str], spec: InputSpec) -> None:
         super().__init__()

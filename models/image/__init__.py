@@ -1,0 +1,1 @@
+"""The image representation: whole-frame codecs (the baseline NAIR is measured against; the sensor's image mode)."""

@@ -1,0 +1,1 @@
+"""Training the mature model: the shared loop and the seeded command."""

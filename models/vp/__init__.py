@@ -1,0 +1,1 @@
+"""Variant Parallelism: the variant family, its joint training and the fusion rule."""
