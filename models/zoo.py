@@ -133,9 +133,8 @@ def train_taildrop(
     manifest, named :func:`taildrop_name`.
 
     It fits on the training images outside the validation split (converted to the model's input) and chooses its
-    checkpoint, length and fill on that split (:func:`nairbus.models.nair.taildrop.fine_tune_tail_drop`); the test
-    split is read
-    once, at the end, for the manifest.
+    checkpoint, length and fill on that split (:func:`nairbus.models.nair.taildrop.fine_tune_tail_drop`); the test split
+    is read once, at the end, for the manifest.
     """
     local = out_dir if (out_dir / f"{model}.json").is_file() else None
     mature, mature_manifest, architecture_id = trainable_mature(model, local)

@@ -1,10 +1,9 @@
 """Bytes on the wire: encode messages and decode untrusted payloads into validated messages.
 
 The capture agent's :class:`~nairbus.schemas.messages.Frame` travels as a msgpack map (:data:`CONTENT_TYPE_MSGPACK`),
-the
-human- and hub-facing messages as compact UTF-8 JSON (:data:`CONTENT_TYPE_JSON`); publishers set the MQTT 5
-content-type property to :func:`content_type`. The high-rate fragments, top-k and images are lean positional
-arrays instead (:mod:`nairbus.schemas.lean`).
+the human- and hub-facing messages as compact UTF-8 JSON (:data:`CONTENT_TYPE_JSON`); publishers set the MQTT 5
+content-type property to :func:`content_type`. The high-rate fragments, top-k and images are lean positional arrays
+instead (:mod:`nairbus.schemas.lean`).
 
 Decoding never raises anything but :class:`WireError`, whose ``reason`` is one of :data:`WIRE_REASONS`:
 

@@ -13,9 +13,8 @@ A typical one-message NAIR frame spends about 23 payload bytes on this envelope 
 a topic alias), against about 240 for the self-describing msgpack map it replaces.
 
 Decoding raises only :class:`~nairbus.schemas.codec.WireError`: ``oversize``, ``malformed`` (not msgpack, not an array
-of
-the kind's arity), ``version`` (first element not :data:`~nairbus.schemas.messages.LEAN_VERSION`), ``session`` (tag of
-another session: a straggler from before the sensor's reconnect) or ``invalid``.
+of the kind's arity), ``version`` (first element not :data:`~nairbus.schemas.messages.LEAN_VERSION`), ``session`` (tag
+of another session: a straggler from before the sensor's reconnect) or ``invalid``.
 
 >>> ctx = LeanContext("cam-01", "a1b2c3", epoch_ts=1000.0, expiry_s=10.0)
 >>> frag = Fragment(sensor_id="cam-01", session="a1b2c3", seq=1, frame_id=7, capture_ts=1000.25,

@@ -183,11 +183,10 @@ class VpBirth(WireModel):
 class Birth(WireModel):
     """Retained description of a sensor: everything fusion needs to decode it. JSON.
 
-    ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image``
-    frames (``image`` set) or ``auto``, per frame whichever of NAIR fragments and an image fits its link better
-    (both set). The high-rate messages are lean (:mod:`nairbus.schemas.lean`): their capture times count milliseconds
-    from
-    ``epoch_ts`` and they expire ``expiry_ms`` after capture.
+    ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image`` frames
+    (``image`` set) or ``auto``, per frame whichever of NAIR fragments and an image fits its link better (both set). The
+    high-rate messages are lean (:mod:`nairbus.schemas.lean`): their capture times count milliseconds from ``epoch_ts``
+    and they expire ``expiry_ms`` after capture.
     """
 
     v: Literal[1] = 1

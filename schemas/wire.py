@@ -18,6 +18,7 @@ from typing import Final
 __all__ = [
     "ALIAS_PROPERTIES_LEN",
     "EXPIRY_PROPERTY_LEN",
+    "alias_wire_bytes",
     "lean_fragment_payload_len",
     "lean_image_payload_len",
     "msgpack_bin_len",
@@ -75,3 +76,8 @@ def lean_fragment_payload_len(data_len: int, seq: int, frame_id: int, capture_ms
     """Payload bytes of a lean fragment ``[2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]``."""
     return 1 + 1 + 1 + sum(msgpack_uint_len(n) for n in (seq, frame_id, capture_ms, start, end, frame_end)) + \
         msgpack_bin_len(data_len)
+
+
+def alias_wire_bytes(payload_len: int) -> int:
+    """Wire bytes of a QoS 0 PUBLISH that carries ``payload_len`` bytes under an established topic alias."""
+    return publish_size(0, payload_len, properties_len=ALIAS_PROPERTIES_LEN)

@@ -1,8 +1,7 @@
 """The ``nairbus`` command: one entry point with a sub-command for every job, one module per command group.
 
 :mod:`nairbus.agents.cli.common` holds the app, its groups and the shared helpers; each other module registers its
-commands
-on it when imported here: training, calibration, the agents and ``watch``, the demo, evaluation (NAIR, wire,
+commands on it when imported here: training, calibration, the agents and ``watch``, the demo, evaluation (NAIR, wire,
 images, VP), models (import, export, images), benchmarks and the docs renderer.
 """
 

@@ -82,7 +82,7 @@ def sensor(
 
     Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
     """
-    from nairbus.agents.runtime.service import run_sensor
+    from nairbus.agents.methods import METHODS
 
     budget_bytes: int | None = None
     if budget is not None and budget != "auto":
@@ -111,13 +111,7 @@ def sensor(
         values["fragments_by_plan"] = True
     cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
     try:
-        if cfg.sensor.mode == "vp":
-            from nairbus.agents.runtime.service import _on_signals
-            from nairbus.agents.vp.sensor import run_vp_sensor
-
-            counters = run_vp_sensor(cfg, _on_signals)
-        else:
-            counters = run_sensor(cfg)
+        counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
@@ -147,7 +141,7 @@ def fusion(
         "--result-qos", min=0, max=1, help="QoS of the published results (default 0; 1: acknowledged).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
-    from nairbus.agents.runtime.service import run_fusion
+    from nairbus.agents.methods import METHODS
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
@@ -155,13 +149,7 @@ def fusion(
               "session_expiry_s": session_expiry, "result_qos": result_qos}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
     try:
-        if cfg.fusion.mode == "vp":
-            from nairbus.agents.runtime.service import _on_signals
-            from nairbus.agents.vp.fusion import run_vp_fusion
-
-            run_vp_fusion(cfg, _on_signals)
-        else:
-            run_fusion(cfg)
+        METHODS.for_fusion(cfg.fusion.mode).run_fusion(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
 

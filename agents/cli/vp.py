@@ -1,8 +1,7 @@
 """The Variant Parallelism sub-commands of ``nairbus``: ``train variants``, ``evaluate vp``, ``capture``, ``demo-vp``.
 
 They live here so that :mod:`nairbus.agents.cli` only registers them (:func:`register`); ``nairbus sensor --mode vp``
-and
-``nairbus fusion --mode vp`` are options of the shared agent commands.
+and ``nairbus fusion --mode vp`` are options of the shared agent commands.
 """
 
 from __future__ import annotations
@@ -193,7 +192,8 @@ def capture_cmd(
     from pydantic import ValidationError
 
     from nairbus.agents.runtime.config import load_config
-    from nairbus.agents.vp.capture import CaptureSettings, run_capture
+    from nairbus.agents.vp.capture import CaptureSettings
+    from nairbus.agents.vp.service import run_capture
 
     try:
         cfg = load_config(config, {})

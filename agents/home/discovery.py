@@ -36,9 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Final, Literal, Protocol, Self
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any, Final, Protocol
 
 from nairbus.agents.home.entities import (
     CAPTURE_ENTITIES,
@@ -48,8 +46,10 @@ from nairbus.agents.home.entities import (
     STREAM_ENTITIES,
     EntitySpec,
 )
+from nairbus.agents.runtime.fusion_base import FusionBase
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.settings import DiscoverySettings
 from nairbus.schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.topics import TopicTree
@@ -60,7 +60,6 @@ COMPONENT: Final = "device"
 LEGACY_COMPONENT: Final = "sensor"
 """Per-entity configs of nairbus before device-based discovery (cleared when found)."""
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
-_PREFIX = re.compile(r"[^#+\s]+")
 
 
 def _version() -> str:
@@ -68,50 +67,6 @@ def _version() -> str:
         return metadata.version("nairbus")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-class DiscoverySettings(BaseModel):
-    """Home Assistant MQTT discovery, done by the fusion agent (``[discovery]`` in the config file)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    prefix: str = "homeassistant"
-    """Home Assistant's discovery prefix (its MQTT integration setting of the same name)."""
-    settle_s: float = Field(default=2.0, ge=0)
-    """After connecting, wait this long for the retained configs on the broker before publishing or clearing any."""
-    announce_delay_s: tuple[float, float] = (1.0, 5.0)
-    """Re-publish configs and states this many seconds (uniformly random in the range) after Home Assistant comes
-    online."""
-    announce_min_interval_s: float = Field(default=30.0, ge=0)
-    """At most one re-announce in this many seconds, however often ``<prefix>/status`` says ``online``."""
-    events: Literal["frame", "change"] = "frame"
-    """The classification event entity fires once per decided frame, or once per label change."""
-    heartbeat_s: float = Field(default=30.0, gt=0)
-    """The current label is published again after this long without a change (it keeps ``expire_after`` alive)."""
-    expire_after_s: int = Field(default=75, ge=1)
-    """Home Assistant shows the label as unknown when no state came for this long (a stalled camera)."""
-    metrics_interval_s: float = Field(default=5.0, gt=0)
-    """Confidence, latency and frames per second are published at most this often per stream."""
-    offline_grace_s: float = Field(default=5.0, ge=0)
-    """A stream turns unavailable this long after its last sensor went offline (at least the deadline plus a
-    second), so the results of its last frames still land."""
-
-    @field_validator("prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        if not _PREFIX.fullmatch(value) or value.startswith("/") or value.endswith("/") or "//" in value:
-            raise ValueError(f"discovery prefix {value!r} must be a topic without wildcards or empty levels")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        low, high = self.announce_delay_s
-        if not 0 <= low <= high:
-            raise ValueError("announce_delay_s must be (low, high) with 0 <= low <= high")
-        if self.expire_after_s <= self.heartbeat_s:
-            raise ValueError("expire_after_s must be longer than heartbeat_s (the heartbeat keeps the label alive)")
-        return self
 
 
 # ---- pure builders ---------------------------------------------------------------------------------------------
@@ -526,3 +481,24 @@ class HomeAssistantDiscovery:
                                   content_type=CONTENT_TYPE_JSON)
         self.counts["announced"] += 1
         log.info("discovery.announced", configs=len(desired), streams=len(self.streams))
+
+    # ----- the fusion observer (nairbus.agents.runtime.observers.FusionObserver) ------------------------------
+
+    def note_deadline(self, deadline_s: float) -> None:
+        """The fusion deadline changed: a stream's grace before it turns unavailable follows it."""
+        self.deadline_s = deadline_s
+
+    def after_round(self, sensors: Iterable[object], labels: Mapping[str, Sequence[str]], now: float) -> None:
+        """Keep the configs and states in step with the sensors the fusion agent knows."""
+        self.update(streams_of(sensors), labels, now)  # type: ignore[arg-type]
+
+
+def attach_home_assistant(fusion: FusionBase) -> HomeAssistantDiscovery | None:
+    """Give ``fusion`` Home Assistant discovery as an observer when its config enables it; the discovery or None."""
+    settings = fusion.config.discovery
+    if not settings.enabled:
+        return None
+    discovery = HomeAssistantDiscovery(fusion.comm, fusion.topics, fusion.settings.fusion_id, settings,
+                                       deadline_s=fusion.settings.deadline_ms / 1000.0)
+    fusion.add_observer(discovery)
+    return discovery

@@ -1,12 +1,10 @@
 """Choose a NAIR bit allocation for a per-frame wire budget, on the validation split (``calibrate --wire-bytes``).
 
-Every candidate allocation (:data:`nairbus.models.nair.calibration.BIT_ALLOCATIONS`, or the ones given) is calibrated
-on the same
-calibration images; each validation frame then sends the longest one-message prefix whose whole MQTT PUBLISH fits
-the budget (:func:`nairbus.agents.tools.wire_eval.nair_curve`, the sensor's own rule), and the allocation with the best
-validation
-accuracy wins (ties: fewer mean wire bytes, then the earlier candidate). What was compared, on which images, is
-returned as a record the artifact keeps in its provenance. The test split is never read here.
+Every candidate allocation (:data:`nairbus.models.nair.calibration.BIT_ALLOCATIONS`, or the ones given) is calibrated on
+the same calibration images; each validation frame then sends the longest one-message prefix whose whole MQTT PUBLISH
+fits the budget (:func:`nairbus.agents.nair.curve.nair_curve`, the sensor's own rule), and the allocation with the best
+validation accuracy wins (ties: fewer mean wire bytes, then the earlier candidate). What was compared, on which images,
+is returned as a record the artifact keeps in its provenance. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nairbus.agents.tools.wire_eval import nair_curve
+from nairbus.agents.nair.curve import nair_curve
 from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.data.fashion_mnist import Dataset
 from nairbus.models.manifest import ModelManifest

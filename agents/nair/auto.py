@@ -1,11 +1,10 @@
 """``--mode auto``: per frame, send NAIR features or the compressed image, whichever is expected to be more accurate.
 
 The expectation comes from calibrated tables (:mod:`nairbus.agents.nair.rates`, written by ``nairbus calibrate-auto``
-from
-validation images of the training split — never the test split): the accuracy of NAIR against the payload bytes of
-the prefix sent, and the accuracy of the whole model on images decoded from each codec of the sensor's ladder. For
-a frame, the sensor knows how many NAIR bytes its budget buys and which codec of the ladder fits; it sends the one
-whose table says more.
+from validation images of the training split — never the test split): the accuracy of NAIR against the payload bytes of
+the prefix sent, and the accuracy of the whole model on images decoded from each codec of the sensor's ladder. For a
+frame, the sensor knows how many NAIR bytes its budget buys and which codec of the ladder fits; it sends the one whose
+table says more.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from nairbus.agents.home.discovery import attach_home_assistant
 from nairbus.agents.nair.outgoing import alias_wire_bytes, bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from nairbus.agents.runtime.config import AgentConfig
@@ -103,6 +104,8 @@ class FusionAgent(FusionBase):
         self._model_refs: dict[str, ModelRef] = {}
         """Model hashes looked up in the model search path, and when (``discover_models``)."""
         super().__init__(config, ("birth", "status", "frag", "image"), bus)
+        self.discovery = attach_home_assistant(self)
+        """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
 
     def _add_artifact(self, path: Path) -> None:
         """Decode sensors of ``path`` too, with the model it was calibrated for (loaded once per model)."""

@@ -1,12 +1,10 @@
 """Fitting a sensor to its link: measure how fast the connection drains, size each frame to what arrives in time.
 
-A sensor cannot learn that its uplink is slow from ``publish()``, which always succeeds: the backlog grows out of
-sight in paho's queue and the kernel's send buffer. So the sensor watches its own backlog — wire bytes handed to
-paho that paho has not written (:meth:`~nairbus.agents.runtime.mqtt.Communicator.pending_bytes`) plus bytes the kernel
-has not
-had acknowledged (:meth:`~nairbus.agents.runtime.mqtt.Communicator.socket_outq`) — and what has been delivered, which
-is what it
-handed over minus that backlog.
+A sensor cannot learn that its uplink is slow from ``publish()``, which always succeeds: the backlog grows out of sight
+in paho's queue and the kernel's send buffer. So the sensor watches its own backlog — wire bytes handed to paho that
+paho has not written (:meth:`~nairbus.agents.runtime.mqtt.Communicator.pending_bytes`) plus bytes the kernel has not had
+acknowledged (:meth:`~nairbus.agents.runtime.mqtt.Communicator.socket_outq`) — and what has been delivered, which is
+what it handed over minus that backlog.
 
 :class:`LinkEstimator` (pure, clock passed in) turns those samples into a delivery rate. A sample counts only while
 the link was busy (backlog at the start of the tick, or bytes handed over during it): an idle link says nothing

@@ -18,7 +18,7 @@ from nairbus.models.nair.codec import NairCodec, packed_bytes, prefix_end, run_s
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame
-from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_fragment_payload_len, lean_image_payload_len, publish_size
+from nairbus.schemas.wire import alias_wire_bytes, lean_fragment_payload_len, lean_image_payload_len
 
 __all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
 
@@ -30,11 +30,6 @@ def bit_bands(bits: np.ndarray) -> tuple[BitBand, ...]:
     """The artifact's bits per component as bands for the birth."""
     ends = [*(np.flatnonzero(np.diff(bits.astype(np.int64))) + 1).tolist(), len(bits)]
     return tuple(BitBand(end=int(e), bits=int(bits[e - 1])) for e in ends)
-
-
-def alias_wire_bytes(payload_len: int) -> int:
-    """Wire bytes of a QoS 0 PUBLISH that carries ``payload_len`` bytes under an established topic alias."""
-    return publish_size(0, payload_len, properties_len=ALIAS_PROPERTIES_LEN)
 
 
 @dataclass(frozen=True, slots=True)

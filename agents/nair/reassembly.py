@@ -6,8 +6,8 @@ when its deadline (measured from the first part's arrival on the fusion node's o
 
 Memory is bounded per sensor and in all by the fusion agents' one deadline buffer
 (:class:`nairbus.agents.runtime.deadline.DeadlineBuffer`): a sensor that floods evicts only its own frames, never
-another's;
-decided frames are remembered (bounded) so that a straggler is counted as late instead of opening a new frame.
+another's; decided frames are remembered (bounded) so that a straggler is counted as late instead of opening a new
+frame.
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ sends the frame compressed whole (the first codec of its ladder that fits); ``au
 of the two the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
 
 Every frame is sized in wire bytes by :class:`~nairbus.agents.nair.link.LinkMonitor` (the measured drain rate of the
-connection,
-the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with a
-topic alias. Frames the sensor cannot serve in time are skipped, never queued: when the head falls behind the
-replay clock, or when the link could not deliver even a useful minimum before the deadline (latest frame wins).
+connection, the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with
+a topic alias. Frames the sensor cannot serve in time are skipped, never queued: when the head falls behind the replay
+clock, or when the link could not deliver even a useful minimum before the deadline (latest frame wins).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -25,10 +25,11 @@ from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
 from nairbus.agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.pacing import Pacing, run_paced
-from nairbus.agents.sources import FrameBatch, SourceContext, open_source
+from nairbus.agents.sources import open_source
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.codec import packed_bytes
@@ -81,6 +82,10 @@ COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
+
+
+NAIR_MODES: dict[str, Literal["nair", "image", "auto"]] = {"nair": "nair", "image": "image", "auto": "auto"}
+"""The sensor modes this agent runs (the birth's ``mode``): NAIR fragments, a compressed image, or either per frame."""
 
 
 class SensorAgent(SensorBase):
@@ -141,7 +146,8 @@ class SensorAgent(SensorBase):
         image = (ImageBirth(codecs=tuple(s.image_codecs), height=spec.height, width=spec.width)
                  if self.image is not None else None)
         return Birth(
-            sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=s.mode, stream_id=s.stream,
+            sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=NAIR_MODES[s.mode],
+            stream_id=s.stream,
             labels=self.pipeline.labels,
             model=ModelRef(name=self.pipeline.manifest.name, sha256=self.pipeline.manifest.sha256),
             nair=nair, image=image, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
@@ -160,13 +166,12 @@ class SensorAgent(SensorBase):
 
     def run_replay(self) -> dict[str, int]:
         """Send the frames of the configured source (:data:`nairbus.agents.sources.SOURCES`: the data set, a folder of
-        image
-        files, snapshots on an MQTT topic, a camera) until it ends or the sensor is stopped; returns the counters.
+        image files, snapshots on an MQTT topic, a camera) until it ends or the sensor is stopped; returns the counters.
 
         Frames go out as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): a frame whose slot
-        passed
-        more than a period and a quarter of the deadline ago is skipped (latest frame wins), so a head that cannot
-        keep up costs frames, not latency. A folder is a batch of files to classify, every one of them, unless watched.
+        passed more than a period and a quarter of the deadline ago is skipped (latest frame wins), so a head that
+        cannot keep up costs frames, not latency. A folder is a batch of files to classify, every one of them, unless
+        watched.
         """
         s = self.settings
         source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
@@ -190,8 +195,7 @@ class SensorAgent(SensorBase):
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
         """Send the source's frames as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): the
-        head runs
-        on the frames captured since it last ran, late ones are skipped.
+        head runs on the frames captured since it last ran, late ones are skipped.
 
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
         restarts when a batch arrives, so only the sensor's own delays make frames late.

@@ -1,12 +1,11 @@
 """The base of every device-side agent — the NAIR sensor, the VP sensor and the capture agent.
 
 :class:`DeviceAgent` owns what they all have: the configuration, the topic tree, the stop event, the bus (given, or a
-connection of its own with a retained status and a last will under ``…/sensors/<agent_id>/status``) and the
-start/stop life cycle with its two log lines. :class:`SensorBase` adds what a sensor has beyond that: a retained
-birth that is published again on every reconnect and on a rebirth request, the commands on its set topic
+connection of its own with a retained status and a last will under ``…/sensors/<agent_id>/status``) and the start/stop
+life cycle with its two log lines. :class:`SensorBase` adds what a sensor has beyond that: a retained birth that is
+published again on every reconnect and on a rebirth request, the commands on its set topic
 (:class:`nairbus.agents.runtime.commands.SensorControl`) and the lean wire's context (session epoch and expiry). A new
-kind
-of device agent subclasses one of them and supplies its birth and its loop; the fusion side has
+kind of device agent subclasses one of them and supplies its birth and its loop; the fusion side has
 :class:`nairbus.agents.runtime.fusion_base.FusionBase`.
 """
 

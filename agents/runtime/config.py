@@ -14,8 +14,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nairbus.agents.home.discovery import DiscoverySettings
-from nairbus.agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
+from nairbus.agents.runtime.settings import BrokerSettings, DiscoverySettings, LogSettings, TopicSettings
 from nairbus.schemas.ids import ID_PATTERN
 
 Id = Field(pattern=ID_PATTERN)
@@ -39,10 +38,12 @@ class SensorSettings(BaseModel):
 
     sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
     stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    mode: Literal["nair", "vp", "image", "auto"] = "nair"
-    """``nair`` feature fragments, ``vp`` one variant's top-k, ``image`` the frame compressed whole (the whole model
-    runs at the hub), or ``auto``: per frame whichever of ``nair`` and ``image`` is expected to be more accurate at the
-    bytes the link gives it (calibrated rate-accuracy tables, validation images only)."""
+    mode: str = Field(default="nair", pattern=ID_PATTERN)
+    """A mode some registered method serves (:data:`nairbus.agents.methods.METHODS`, which also checks what each
+    mode needs of these settings): ``nair`` feature fragments, ``vp`` one variant's top-k, ``image`` the frame
+    compressed whole (the whole model runs at the hub), or ``auto``: per frame whichever of ``nair`` and ``image`` is
+    expected to be more accurate at the bytes the link gives it (calibrated rate-accuracy tables, validation images
+    only)."""
     model: str = "base"
     variant: str | None = None
     """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
@@ -50,11 +51,10 @@ class SensorSettings(BaseModel):
     """VP mode: classes reported per frame (1 <= k <= classes/2)."""
     source: str = "replay"
     """A registered frame source (:data:`nairbus.agents.sources.SOURCES`): ``replay`` the data set (frame id = index;
-    every
-    VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of ``folder``,
-    your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0), ``image-topic`` and
-    ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the frames a capture
-    agent publishes on ``<prefix>/frames/<frame_stream>``."""
+    every VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of
+    ``folder``, your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0),
+    ``image-topic`` and ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the
+    frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``."""
     camera: str | None = Field(default=None, min_length=1, max_length=1024)
     """``source="camera"``: what OpenCV opens — a device index (``0``), a stream URL or a video file (needs the
     ``camera`` extra)."""
@@ -114,25 +114,12 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
-        from nairbus.agents.sources import SOURCES
-
-        if self.source not in (*SOURCES, "mqtt"):
-            raise ValueError(f"unknown frame source {self.source!r}; choose one of {', '.join((*SOURCES, 'mqtt'))}")
         if self.source == "camera" and self.camera is None:
             raise ValueError("source 'camera' needs a camera (--camera 0, a stream URL or a video file)")
         if self.source == "folder" and self.folder is None:
             raise ValueError("source 'folder' needs a folder (--folder DIR)")
         if self.source == "image-topic" and self.image_topic is None:
             raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
-        if self.source not in ("replay", "mqtt") and self.mode == "vp":
-            raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
-                             "frames to every variant); folder, image-topic and camera sources are for "
-                             "nair/image/auto")
-        if self.source == "mqtt" and self.mode != "vp":
-            raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder' or "
-                             "'image-topic'")
-        if self.mode == "vp" and self.variant is None:
-            raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
         return self
 
     @property
@@ -146,7 +133,7 @@ class FusionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
-    mode: Literal["nair", "vp"] = "nair"
+    mode: str = Field(default="nair", pattern=ID_PATTERN)
     """``vp``: fuse the top-k of variant-parallel sensors (nairbus.agents.vp) instead of reassembling NAIR fragments."""
     model: str = "base"
     artifact: Path | None = None

@@ -19,11 +19,11 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-from nairbus.agents.home.discovery import HomeAssistantDiscovery, streams_of
 from nairbus.agents.runtime.commands import answer_command
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.observers import FusionObserver
 from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError, WireModel
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
@@ -135,12 +135,8 @@ class FusionBase:
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
         for kind in subscriptions:
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
-        self.discovery = (HomeAssistantDiscovery(self.comm, self.topics, fid, config.discovery,
-                                                 deadline_s=self.settings.deadline_ms / 1000.0)
-                          if config.discovery.enabled else None)
-        """Home Assistant discovery and the home-automation states of the streams (None: disabled)."""
-        if self.discovery is not None:
-            self.discovery.attach()
+        self.observers: list[FusionObserver] = []
+        """What follows this agent's decisions (Home Assistant discovery, ...): given by :meth:`add_observer`."""
         self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
         self.comm.on_session_lost(self.ask_replay)
 
@@ -185,7 +181,7 @@ class FusionBase:
 
     def intercept(self, message: InboundMessage, now: float) -> bool:
         """Take a message before topic routing (Home Assistant's status and discovery topics); True when taken."""
-        return self.discovery is not None and self.discovery.handle(message, now)
+        return any(observer.handle(message, now) for observer in self.observers)
 
     def stream_labels(self) -> dict[str, tuple[str, ...]]:
         """Each stream's labels (the enum options and event types of its Home Assistant entities)."""
@@ -194,14 +190,14 @@ class FusionBase:
     def note_sensor_status(self, sensor_id: str, message: InboundMessage) -> Status | None:
         """A sensor's status, decoded (None, counted, when it cannot be used), told to the discovery."""
         if not message.payload:
-            if self.discovery is not None:
-                self.discovery.forget_agent(sensor_id)  # a cleared status: the agent is gone for good
+            for observer in self.observers:
+                observer.forget_agent(sensor_id)  # a cleared status: the agent is gone for good
             return None
         status = self.decode_own(sensor_id, message, Status, "status")
         if status is None:
             return None
-        if self.discovery is not None:
-            self.discovery.note_sensor_status(sensor_id, status.state == "online", role=status.role)
+        for observer in self.observers:
+            observer.note_sensor_status(sensor_id, status.state == "online", role=status.role)
         if status.state == "online":
             self._replay_if_owed(sensor_id)
         return status
@@ -210,8 +206,13 @@ class FusionBase:
         """Publish a result on its stream's topic and tell the discovery (the stream's home-automation state)."""
         self.comm.publish(self.topics.result(result.stream_id), wire_encode(result), qos=self.settings.result_qos,
                           content_type=CONTENT_TYPE_JSON)
-        if self.discovery is not None:
-            self.discovery.note_result(result)
+        for observer in self.observers:
+            observer.note_result(result)
+
+    def add_observer(self, observer: FusionObserver) -> None:
+        """Attach ``observer``: it hears of statuses, results and rounds from now on."""
+        self.observers.append(observer)
+        observer.attach()
 
     def decide(self, frames: list[Any]) -> None:
         """Decide and publish a batch of frames taken from the buffer."""
@@ -221,8 +222,8 @@ class FusionBase:
         """Called once per worker-loop round after decisions: parked messages expire, the Home Assistant discovery
         is kept in step."""
         self.expire_parked(now)
-        if self.discovery is not None:
-            self.discovery.update(streams_of(self.sensors.values()), self.stream_labels(), now)  # type: ignore[arg-type]
+        for observer in self.observers:
+            observer.after_round(self.sensors.values(), self.stream_labels(), now)
 
     def start_fields(self) -> dict[str, object]:
         """Extra fields of the start log line."""
@@ -261,8 +262,8 @@ class FusionBase:
         if command.deadline_ms is not None:
             self.settings = self.settings.model_copy(update={"deadline_ms": command.deadline_ms})
             self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
-            if self.discovery is not None:
-                self.discovery.deadline_s = self.buffer.deadline_s  # type: ignore[attr-defined]
+            for observer in self.observers:
+                observer.note_deadline(command.deadline_ms / 1000.0)
         if command.rebirth:
             for sensor_id in list(self.sensors):
                 self._rebirth_asked.pop(sensor_id, None)

@@ -1,14 +1,13 @@
 """The one paced loop every agent that takes frames from a source runs: NAIR sensor, VP sensor, capture agent.
 
-A source yields :class:`~nairbus.agents.sources.FrameBatch` es; :func:`run_paced` delivers their frames as a camera
-would:
-frame ``i`` of the run is captured at its slot ``i / fps`` after the start (that is its capture time). Whenever the
-agent is free it takes the frames captured so far, skips and counts those whose slot passed more than ``slack_s``
-ago (latest frame wins: a slow agent loses frames, not latency, and never bursts to catch up), runs its batch work
-on the rest together (the head of the model, a variant's classification, nothing for a capture agent) and hands
-them over. A batch of files that must all be classified (``skip_late=False``) loses nothing; time the source spends
-producing frames (reading files, waiting for a camera) does not make frames late (``source_paced``). Without a rate
-the source's batches are worked on as fast as the work allows.
+A source yields :class:`~.frames.FrameBatch` es; :func:`run_paced` delivers their frames as a camera would: frame ``i``
+of the run is captured at its slot ``i / fps`` after the start (that is its capture time). Whenever the agent is free it
+takes the frames captured so far, skips and counts those whose slot passed more than ``slack_s`` ago (latest frame wins:
+a slow agent loses frames, not latency, and never bursts to catch up), runs its batch work on the rest together (the
+head of the model, a variant's classification, nothing for a capture agent) and hands them over. A batch of files that
+must all be classified (``skip_late=False``) loses nothing; time the source spends producing frames (reading files,
+waiting for a camera) does not make frames late (``source_paced``). Without a rate the source's batches are worked on as
+fast as the work allows.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from nairbus.agents.sources import FrameBatch
+from nairbus.agents.runtime.frames import FrameBatch
 
 __all__ = ["Pacing", "run_paced"]
 

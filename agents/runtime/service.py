@@ -1,68 +1,30 @@
-"""Run a sensor or fusion agent as a long-lived process: signals, clean shutdown, exit codes."""
+"""Run an agent as a long-lived process: signal handling shared by every agent's service runner.
+
+Each method's runners (``nairbus.agents.<method>.service``) start its agents under systemd with these."""
 
 from __future__ import annotations
 
 import signal
 import threading
-import time
+from collections.abc import Callable
 from types import FrameType
 
-from nairbus.agents.nair.fusion import FusionAgent
-from nairbus.agents.nair.sensor import SensorAgent
-from nairbus.agents.runtime.config import AgentConfig
-from nairbus.agents.runtime.logging import configure_logging, get_logger
-from nairbus.agents.runtime.notify import progress, systemd_service
-from nairbus.models.nair.pipeline import NairPipeline
+from nairbus.agents.runtime.logging import get_logger
+
+__all__ = ["SignalHook", "on_signals"]
 
 log = get_logger("nairbus.runner")
 
+SignalHook = Callable[[threading.Event], None]
+"""What a runner calls with its agent's stop event so that SIGTERM/SIGINT stop the agent cleanly."""
 
-def _on_signals(stop: threading.Event) -> None:
+
+def on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the agent then stops cleanly and publishes ``offline``)."""
+
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-SENSOR_STALL_S = 60.0
-"""A sensor whose frame counter has not moved for this long stops feeding the systemd watchdog."""
-FUSION_STALL_S = 10.0
-"""A fusion agent whose worker loop has not gone round for this long stops feeding the systemd watchdog."""
-
-
-def run_sensor(config: AgentConfig, pipeline: NairPipeline | None = None) -> dict[str, int]:
-    """Replay the configured frames through a sensor agent; returns its counters.
-
-    Under systemd (``Type=notify``) it reports ``READY=1`` once the model is loaded, the broker accepted the
-    connection and the retained birth is acknowledged, then feeds the watchdog while frames keep flowing.
-    """
-    configure_logging(config.log)
-    agent = SensorAgent(config, pipeline)
-    _on_signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"sensor {config.sensor.sensor_id}: publishing to {agent.comm.endpoint}",
-                             progress(lambda: agent.counters["frames"], SENSOR_STALL_S)):
-            return agent.run_replay()
-    finally:
-        agent.stop()
-
-
-def run_fusion(config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
-    """Run a fusion agent until SIGTERM/SIGINT.
-
-    Under systemd (``Type=notify``) it reports ``READY=1`` once the model is loaded, the broker accepted the
-    connection and granted every subscription, then feeds the watchdog while the worker loop goes round.
-    """
-    configure_logging(config.log)
-    agent = FusionAgent(config, pipeline)
-    _on_signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"fusion {config.fusion.fusion_id}: subscribed at {agent.comm.endpoint}",
-                             lambda: time.monotonic() - agent.heartbeat < FUSION_STALL_S):
-            agent.run()
-    finally:
-        agent.close()

@@ -1,4 +1,5 @@
-"""Settings shared by every agent: how to reach the broker, where the topic tree lives, how to log.
+"""Settings shared by every agent: how to reach the broker, where the topic tree lives, how to log, and the
+``[discovery]`` section read by the Home Assistant observer (:mod:`nairbus.agents.home`) a fusion agent is given.
 
 Configuration is data: plain pydantic v2 models, validated on construction. Agent-specific settings
 live in their own modules and embed these; the command line and environment loading are layered on
@@ -14,6 +15,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREFIX = re.compile(r"[^#+\s]+")
 
 
 def _check_segment(value: str, what: str) -> str:
@@ -129,3 +131,47 @@ class LogSettings(BaseModel):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+class DiscoverySettings(BaseModel):
+    """Home Assistant MQTT discovery, done by the fusion agent (``[discovery]`` in the config file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix (its MQTT integration setting of the same name)."""
+    settle_s: float = Field(default=2.0, ge=0)
+    """After connecting, wait this long for the retained configs on the broker before publishing or clearing any."""
+    announce_delay_s: tuple[float, float] = (1.0, 5.0)
+    """Re-publish configs and states this many seconds (uniformly random in the range) after Home Assistant comes
+    online."""
+    announce_min_interval_s: float = Field(default=30.0, ge=0)
+    """At most one re-announce in this many seconds, however often ``<prefix>/status`` says ``online``."""
+    events: Literal["frame", "change"] = "frame"
+    """The classification event entity fires once per decided frame, or once per label change."""
+    heartbeat_s: float = Field(default=30.0, gt=0)
+    """The current label is published again after this long without a change (it keeps ``expire_after`` alive)."""
+    expire_after_s: int = Field(default=75, ge=1)
+    """Home Assistant shows the label as unknown when no state came for this long (a stalled camera)."""
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    """Confidence, latency and frames per second are published at most this often per stream."""
+    offline_grace_s: float = Field(default=5.0, ge=0)
+    """A stream turns unavailable this long after its last sensor went offline (at least the deadline plus a
+    second), so the results of its last frames still land."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX.fullmatch(value) or value.startswith("/") or value.endswith("/") or "//" in value:
+            raise ValueError(f"discovery prefix {value!r} must be a topic without wildcards or empty levels")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        low, high = self.announce_delay_s
+        if not 0 <= low <= high:
+            raise ValueError("announce_delay_s must be (low, high) with 0 <= low <= high")
+        if self.expire_after_s <= self.heartbeat_s:
+            raise ValueError("expire_after_s must be longer than heartbeat_s (the heartbeat keeps the label alive)")
+        return self

@@ -1,67 +1,26 @@
 """Frame sources: where a sensor's frames come from, behind one interface, and the registry that names them.
 
-A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or RGB
-``(H, W, 3)``, converted at the edge by :mod:`nairbus.agents.sources.images`), with a frame id each; the agent's one
-paced
+A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or RGB ``(H,
+W, 3)``, converted at the edge by :mod:`nairbus.agents.sources.images`), with a frame id each; the agent's one paced
 loop (:mod:`nairbus.agents.runtime.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live
-camera: late
-frames are dropped, latest frame wins; a folder of files: every one is classified) and ``source_paced`` (time spent
-waiting for the source does not make frames late). Bad input is counted in the source's ``counters`` by reason
-(``bad_<reason>``), never raised.
+camera: late frames are dropped, latest frame wins; a folder of files: every one is classified) and ``source_paced``
+(time spent waiting for the source does not make frames late). Bad input is counted in the source's ``counters`` by
+reason (``bad_<reason>``), never raised.
 
 A new source is one module here plus one line in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from nairbus.models.architectures.split import InputSpec
+from nairbus.agents.runtime.frames import FrameBatch, FrameSource, SourceContext
 
 if TYPE_CHECKING:
     from nairbus.agents.runtime.config import SensorSettings
 
 __all__ = ["SOURCES", "FrameBatch", "FrameSource", "SourceContext", "open_source"]
-
-
-@dataclass(frozen=True, slots=True)
-class FrameBatch:
-    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (RGB)."""
-
-    frame_ids: np.ndarray
-    images: np.ndarray
-
-
-
-class FrameSource(Protocol):
-    """What every source offers the paced loop."""
-
-    @property
-    def skip_late(self) -> bool: ...
-
-    @property
-    def source_paced(self) -> bool: ...
-
-    @property
-    def counters(self) -> Counter[str]: ...
-
-    def batches(self, batch: int) -> Iterator[FrameBatch]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SourceContext:
-    """What a source may need from the agent that runs it: the model's input spec, the stop event, and (for
-    sources that arrive over MQTT) the agent's communicator, already subscribed."""
-
-    spec: InputSpec
-    stop: threading.Event
-    comm: Any = None
 
 
 SourceFactory = Callable[["SensorSettings", SourceContext], FrameSource]

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.sources import FrameBatch, SourceContext
 
 if TYPE_CHECKING:
     from nairbus.agents.runtime.config import SensorSettings

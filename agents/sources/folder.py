@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.sources import FrameBatch, SourceContext
 from nairbus.agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
 from nairbus.models.architectures.registry import fashion_mnist_spec
 from nairbus.models.architectures.split import InputSpec

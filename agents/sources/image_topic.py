@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.sources import FrameBatch, SourceContext
 from nairbus.agents.sources.images import BadImageError, decode_image_bytes
 
 if TYPE_CHECKING:

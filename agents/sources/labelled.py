@@ -2,11 +2,10 @@
 frames to choose settings on (``nairbus calibrate --wire-bytes N --validation-dir DIR``). Not a frame source: it is
 read once, whole, with the labels its sub-folders give.
 
-A sub-folder names its class by the label (any character outside ``A-Za-z0-9._-`` written as ``_``: ``T-shirt_top``
-for "T-shirt/top") or by the class index (``0``); ``nairbus export-images --labelled`` writes the first form. Files that
+A sub-folder names its class by the label (any character outside ``A-Za-z0-9._-`` written as ``_``: ``T-shirt_top`` for
+"T-shirt/top") or by the class index (``0``); ``nairbus export-images --labelled`` writes the first form. Files that
 cannot be used are counted by reason (as :class:`nairbus.agents.sources.folder.FolderSource` counts them), never fatal;
-a
-sub-folder that names no class is an error that lists the names expected.
+a sub-folder that names no class is an error that lists the names expected.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nairbus.agents.sources import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.models.data.fashion_mnist import Dataset, load_split
 
 if TYPE_CHECKING:

@@ -1,10 +1,9 @@
 """The fault bench's hostile device: a known sensor whose messages are fuzz or a flood, run as a process of its own.
 
 The bench (:mod:`nairbus.agents.tools.faultbench`) starts it as ``python -m nairbus.agents.tools.attacker`` so that it
-can be put in a
-CPU control group of its own (:mod:`nairbus.agents.tools.cpugroups`) — a device spends its own CPU, not the hub's. It
-connects with a valid birth, prints ``{"event": "attacking"}`` when the first hostile message is about to go, then
-one JSON line with what it sent, and exits. Every loop is bounded in count and time.
+can be put in a CPU control group of its own (:mod:`nairbus.agents.tools.cpugroups`) — a device spends its own CPU, not
+the hub's. It connects with a valid birth, prints ``{"event": "attacking"}`` when the first hostile message is about to
+go, then one JSON line with what it sent, and exits. Every loop is bounded in count and time.
 """
 
 from __future__ import annotations

@@ -189,6 +189,44 @@ def _summarise(run: BudgetRun, labels: np.ndarray, stream_frames: dict[str, np.n
     }
 
 
+def _wait_for_fusion(settings: DemoSettings, observer: Observer, fusion: subprocess.Popen[bytes]) -> None:
+    """Wait until the fusion agent is online (60 s at most; a fusion agent that exits fails the run)."""
+    wait_until = time.monotonic() + 60
+    while not observer.fusion_online:
+        if fusion.poll() is not None or time.monotonic() > wait_until:
+            raise RuntimeError(f"fusion agent did not come online; see {settings.run_dir / 'fusion.log'}")
+        observer.poll(None, 0.2)
+
+
+def _stop_fusion(fusion: subprocess.Popen[bytes], observer: Observer) -> None:
+    """Terminate the fusion agent (killed after 15 s), take the last messages, and disconnect the observer."""
+    fusion.terminate()
+    try:
+        fusion.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        fusion.kill()
+    observer.poll(None, 0.5)
+    observer.comm.stop()
+
+
+def _demo_report(settings: DemoSettings, frames: int, test_frames: int, pipeline: NairPipeline, total: int,
+                 observer: Observer, rows: list[dict[str, Any]], vp_section: dict[str, Any],
+                 started: float) -> dict[str, Any]:
+    """The demo report: settings, model and artifact, the per-budget rows and the VP section."""
+    return {
+        "command": "nairbus demo" + ("" if frames == test_frames else f" --frames {frames}"),
+        "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("report", "run_dir", "data_dir")}},
+        "model": {"name": pipeline.manifest.name, "sha256": pipeline.manifest.sha256,
+                  "test_accuracy": pipeline.manifest.test_accuracy},
+        "artifact": {"sha256": pipeline.artifact.sha256, "split": pipeline.artifact.split,
+                     "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total},
+        "fusion_rejected": dict(observer.stats.rejected) if observer.stats else {},
+        "budgets": rows,
+        "vp": vp_section,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+
+
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every budget through the live bus; write and return the report."""
     console = console or Console()
@@ -214,11 +252,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             # The offline evaluator's sensor half, once for every budget (its tail runs per budget), while the
             # fusion agent starts.
             codes = pipeline.encode_all(test.images[:frames])
-            wait_until = time.monotonic() + 60
-            while not observer.fusion_online:
-                if fusion.poll() is not None or time.monotonic() > wait_until:
-                    raise RuntimeError(f"fusion agent did not come online; see {settings.run_dir / 'fusion.log'}")
-                observer.poll(None, 0.2)
+            _wait_for_fusion(settings, observer, fusion)
             for fraction in settings.budgets:
                 rows.append(_run_budget(settings, fraction, frames, pipeline, codes, labels, total, env,
                                         observer, console))
@@ -228,25 +262,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
 
             vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console)
         finally:
-            fusion.terminate()
-            try:
-                fusion.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                fusion.kill()
-            observer.poll(None, 0.5)
-            observer.comm.stop()
-    report = {
-        "command": "nairbus demo" + ("" if frames == len(test) else f" --frames {frames}"),
-        "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("report", "run_dir", "data_dir")}},
-        "model": {"name": pipeline.manifest.name, "sha256": pipeline.manifest.sha256,
-                  "test_accuracy": pipeline.manifest.test_accuracy},
-        "artifact": {"sha256": pipeline.artifact.sha256, "split": pipeline.artifact.split,
-                     "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total},
-        "fusion_rejected": dict(observer.stats.rejected) if observer.stats else {},
-        "budgets": rows,
-        "vp": vp_section,
-        "wall_seconds": round(time.time() - started, 1),
-    }
+            _stop_fusion(fusion, observer)
+    report = _demo_report(settings, frames, len(test), pipeline, total, observer, rows, vp_section, started)
     settings.report.parent.mkdir(parents=True, exist_ok=True)
     settings.report.write_text(json.dumps(report, indent=2) + "\n")
     console.print(render_table(rows))

@@ -168,10 +168,35 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int | None:
     return proc.returncode
 
 
-def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Console | None = None) -> dict[str, Any]:
-    """Run the live VP scenario on ``broker`` and return the report section."""
-    console = console or Console()
-    started = time.time()
+@dataclass(frozen=True, slots=True)
+class _VpOffline:
+    """The offline side of a live VP run: its frames, the evaluator's decisions, and the variant to stop."""
+
+    family: dict[str, Any]
+    names: list[str]
+    frames: int
+    labels: np.ndarray
+    offline_full: np.ndarray
+    offline_rest: np.ndarray
+    loo: dict[str, float]
+    victim: str
+    remaining: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _VpAgents:
+    """The processes and the observer of a live VP run."""
+
+    watcher: _Watcher
+    fusion: subprocess.Popen[bytes]
+    sensors: dict[str, subprocess.Popen[bytes]]
+    sensor_ids: dict[str, str]
+    log_starts: dict[str, int]
+    run_dir: Path
+
+
+def _offline_vp(settings: VpDemoSettings) -> _VpOffline:
+    """The family on the test frames offline: full set, leave-one-out, the variant to stop and the remaining set."""
     family, variants = load_family()
     names = list(variants)
     weights = {n: v.weight for n, v in variants.items()}
@@ -187,6 +212,11 @@ def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Cons
         raise RuntimeError(f"unknown variant {victim!r} to stop; the family has {', '.join(names)}")
     remaining = [n for n in names if n != victim]
     offline_rest = fuse_batch(probs, weights, settings.k, remaining).argmax(1)
+    return _VpOffline(family, names, frames, labels, offline_full, offline_rest, loo, victim, remaining)
+
+
+def _start_vp_agents(settings: VpDemoSettings, broker: tuple[str, int], names: list[str]) -> _VpAgents:
+    """Start the observer, the VP fusion process and one VP sensor process per variant."""
     topics = TopicTree(settings.root, settings.site)
     env = _env(broker, settings)
     run_dir = settings.run_dir
@@ -202,25 +232,34 @@ def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Cons
     sensors = {n: _spawn(["sensor", "--mode", "vp", "--variant", n, "--sensor-id", sensor_ids[n], "--stream-id",
                           settings.stream_id, "--source", "mqtt", "--k", str(settings.k), "--deadline-ms",
                           str(settings.deadline_ms)], env, run_dir / f"{sensor_ids[n]}.log") for n in names}
-    capture: CaptureAgent | None = None
-    capture_counts: dict[str, int] = {}
-    stopped_at: dict[str, Any] = {}
-    captured: dict[int, float] = {}
+    return _VpAgents(watcher, fusion, sensors, sensor_ids, log_starts, run_dir)
+
+
+def _wait_online(agents: _VpAgents) -> None:
+    """Wait until fusion and every sensor are online (90 s at most; an agent that exits fails the run)."""
+    watcher = agents.watcher
+    wait_until = time.monotonic() + 90
+    while not (watcher.fusion_online and watcher.sensors_ready(list(agents.sensor_ids.values()))):
+        dead = [n for n, p in agents.sensors.items() if p.poll() is not None]
+        dead += ["fusion"] if agents.fusion.poll() else []
+        if dead or time.monotonic() > wait_until:
+            raise RuntimeError(f"VP agents did not come online ({', '.join(dead) or 'timeout'}); logs in "
+                               f"{agents.run_dir}")
+        watcher.poll(0.2)
+    time.sleep(0.5)  # let fusion see every birth and status before the first frame
+    watcher.poll(0.1)
+
+
+def _capture_and_follow(settings: VpDemoSettings, broker: tuple[str, int], offline: _VpOffline, agents: _VpAgents,
+                        console: Console, captured: dict[int, float], capture_counts: dict[str, int]) -> dict[str, Any]:
+    """Publish the frames from a capture agent, stop the victim part-way, and follow the results; return the stop."""
+    cfg = AgentConfig(broker=BrokerSettings(host=broker[0], port=broker[1]),
+                      topics=TopicSettings(root=settings.root, site=settings.site))
+    capture = CaptureAgent(cfg, CaptureSettings(stream_id=settings.stream_id, count=offline.frames, fps=settings.fps,
+                                                data_dir=settings.data_dir))
     try:
-        wait_until = time.monotonic() + 90
-        while not (watcher.fusion_online and watcher.sensors_ready(list(sensor_ids.values()))):
-            dead = [n for n, p in sensors.items() if p.poll() is not None] + (["fusion"] if fusion.poll() else [])
-            if dead or time.monotonic() > wait_until:
-                raise RuntimeError(f"VP agents did not come online ({', '.join(dead) or 'timeout'}); logs in {run_dir}")
-            watcher.poll(0.2)
-        time.sleep(0.5)  # let fusion see every birth and status before the first frame
-        watcher.poll(0.1)
-        cfg = AgentConfig(broker=BrokerSettings(host=broker[0], port=broker[1]),
-                          topics=TopicSettings(root=settings.root, site=settings.site))
-        capture = CaptureAgent(cfg, CaptureSettings(stream_id=settings.stream_id, count=frames, fps=settings.fps,
-                                                    data_dir=settings.data_dir))
         capture.start()
-        stop_after = max(1, int(frames * settings.stop_at))
+        stop_after = max(1, int(offline.frames * settings.stop_at))
         cut = threading.Event()
 
         def on_frame(sent: int, frame_id: int, capture_ts: float) -> None:
@@ -229,46 +268,77 @@ def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Cons
                 cut.set()
 
         def send() -> None:
-            assert capture is not None
             capture_counts.update(capture.run(on_frame=on_frame))
 
         sender = threading.Thread(target=send, daemon=True)
-        console.print(f"[bold]VP live run[/]: {len(names)} variant sensors ({', '.join(names)}), {frames} frames at "
-                      f"{settings.fps:g} fps; {victim} stops after frame {stop_after}")
+        console.print(f"[bold]VP live run[/]: {len(offline.names)} variant sensors ({', '.join(offline.names)}), "
+                      f"{offline.frames} frames at {settings.fps:g} fps; {offline.victim} stops after frame "
+                      f"{stop_after}")
         sender.start()
-        with Progress(TextColumn("VP frames decided"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            task = progress.add_task("frames", total=frames)
-            quiet_since: float | None = None
-            while len(watcher.results) < frames:
-                before = len(watcher.results)
-                watcher.poll(0.2)
-                progress.update(task, completed=len(watcher.results))
-                if cut.is_set() and not stopped_at:
-                    stopped_at = {"variant": victim, "after_frames_published": stop_after, "ts": time.time()}
-                    progress.console.print(f"stopping {victim} (SIGTERM) after {stop_after} frames")
-                    stopped_at["exit_code"] = _stop(sensors[victim])
-                    stopped_at["exited_ts"] = time.time()
-                if not sender.is_alive() and captured.keys() <= watcher.results.keys():
-                    break  # every frame the capture agent sent is decided (it may have skipped some)
-                if not sender.is_alive() and len(watcher.results) == before:
-                    quiet_since = quiet_since or time.monotonic()
-                    if time.monotonic() - quiet_since > settings.deadline_ms / 1000.0 + 3.0:
-                        break
-                else:
-                    quiet_since = None
+        stopped_at = _follow_results(settings, offline, agents, sender, cut, captured, stop_after, console)
         sender.join(timeout=10)
     finally:
-        if capture is not None:
-            capture.stop()
-        for p in sensors.values():
-            _stop(p)
-        _stop(fusion)
-        watcher.poll(0.3)
-        watcher.comm.stop()
-    skipped = {n: _sensor_counters(run_dir / f"{sensor_ids[n]}.log", log_starts[n]) for n in names}
-    return _summarise(settings, watcher, labels, offline_full, offline_rest, names, victim, remaining, loo,
-                      stopped_at, family, time.time() - started, captured, capture_counts, skipped)
+        capture.stop()
+    return stopped_at
+
+
+def _follow_results(settings: VpDemoSettings, offline: _VpOffline, agents: _VpAgents, sender: threading.Thread,
+                    cut: threading.Event, captured: dict[int, float], stop_after: int,
+                    console: Console) -> dict[str, Any]:
+    """Follow the results with a progress bar, stopping the victim once ``cut`` is set; return when and how."""
+    watcher, frames, victim = agents.watcher, offline.frames, offline.victim
+    stopped_at: dict[str, Any] = {}
+    with Progress(TextColumn("VP frames decided"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("frames", total=frames)
+        quiet_since: float | None = None
+        while len(watcher.results) < frames:
+            before = len(watcher.results)
+            watcher.poll(0.2)
+            progress.update(task, completed=len(watcher.results))
+            if cut.is_set() and not stopped_at:
+                stopped_at = {"variant": victim, "after_frames_published": stop_after, "ts": time.time()}
+                progress.console.print(f"stopping {victim} (SIGTERM) after {stop_after} frames")
+                stopped_at["exit_code"] = _stop(agents.sensors[victim])
+                stopped_at["exited_ts"] = time.time()
+            if not sender.is_alive() and captured.keys() <= watcher.results.keys():
+                break  # every frame the capture agent sent is decided (it may have skipped some)
+            if not sender.is_alive() and len(watcher.results) == before:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > settings.deadline_ms / 1000.0 + 3.0:
+                    break
+            else:
+                quiet_since = None
+    return stopped_at
+
+
+def _stop_vp_agents(agents: _VpAgents) -> None:
+    """Stop every sensor and fusion, take the last messages, and disconnect the observer."""
+    for p in agents.sensors.values():
+        _stop(p)
+    _stop(agents.fusion)
+    agents.watcher.poll(0.3)
+    agents.watcher.comm.stop()
+
+
+def run_vp_demo(settings: VpDemoSettings, broker: tuple[str, int], console: Console | None = None) -> dict[str, Any]:
+    """Run the live VP scenario on ``broker`` and return the report section."""
+    console = console or Console()
+    started = time.time()
+    offline = _offline_vp(settings)
+    agents = _start_vp_agents(settings, broker, offline.names)
+    capture_counts: dict[str, int] = {}
+    captured: dict[int, float] = {}
+    try:
+        _wait_online(agents)
+        stopped_at = _capture_and_follow(settings, broker, offline, agents, console, captured, capture_counts)
+    finally:
+        _stop_vp_agents(agents)
+    skipped = {n: _sensor_counters(agents.run_dir / f"{agents.sensor_ids[n]}.log", agents.log_starts[n])
+               for n in offline.names}
+    return _summarise(settings, agents.watcher, offline.labels, offline.offline_full, offline.offline_rest,
+                      offline.names, offline.victim, offline.remaining, offline.loo, stopped_at, offline.family,
+                      time.time() - started, captured, capture_counts, skipped)
 
 
 def _size(path: Path) -> int:
@@ -307,64 +377,62 @@ def _phase_of(capture_ts: float, stopped_at: dict[str, Any]) -> str:
     return "after" if capture_ts > stopped_at["ts"] + TRANSITION_S else "transition"
 
 
-def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline_full: np.ndarray,
-               offline_rest: np.ndarray, names: list[str], victim: str, remaining: list[str], loo: dict[str, float],
-               stopped_at: dict[str, Any], family: dict[str, Any], wall: float, captured: dict[int, float],
-               capture_counts: dict[str, int], sensor_counters: dict[str, dict[str, int] | None]) -> dict[str, Any]:
-    full_key, rest_key = subset_key(names), subset_key(remaining)
-    sent = sorted(set(captured) | set(watcher.results))
+def _phases(captured: dict[int, float], results: dict[int, Result],
+            stopped_at: dict[str, Any]) -> tuple[list[int], dict[str, list[int]]]:
+    """Every frame sent or decided, and those frames by phase (capture time against the stop)."""
+    sent = sorted(set(captured) | set(results))
     phases: dict[str, list[int]] = {"before": [], "transition": [], "after": []}
     for frame_id in sent:
         ts = captured.get(frame_id)
         if ts is None:
-            ts = watcher.results[frame_id].capture_ts
+            ts = results[frame_id].capture_ts
         phases[_phase_of(ts, stopped_at)].append(frame_id)
+    return sent, phases
 
-    def variant_sets(ids: list[int]) -> dict[str, Any]:
-        """Shares of a phase's frames decided by all variants, by the remaining ones, by another set, or not."""
-        tally = {"full": 0, "remaining": 0, "other": 0, "missing": 0}
-        subsets: dict[str, int] = {}
-        for frame_id in ids:
-            result = watcher.results.get(frame_id)
-            if result is None:
-                tally["missing"] += 1
-                continue
-            key = subset_key(result.variants)
-            kind = "full" if key == full_key else "remaining" if key == rest_key else "other"
-            tally[kind] += 1
-            if kind == "other":
-                subsets[key] = subsets.get(key, 0) + 1
-        n = max(1, len(ids))
-        return {"frames": len(ids), **tally, **{f"{k}_share": v / n for k, v in tally.items()},
-                "other_sets": subsets}
 
-    def accuracy(ids: list[int], key: str, offline: np.ndarray) -> dict[str, Any]:
-        """Live against offline on the frames of a phase decided by the set ``key``."""
-        chosen = np.array(sorted(i for i in ids if i in watcher.results
-                                 and subset_key(watcher.results[i].variants) == key), dtype=np.int64)
-        if not len(chosen):
-            return {"variants": key.split(","), "frames": 0}
-        live = np.array([watcher.results[int(i)].class_index for i in chosen])
-        wire = np.array([watcher.results[int(i)].wire_bytes for i in chosen], dtype=np.float64)
-        payload = np.array([watcher.results[int(i)].bytes_received for i in chosen], dtype=np.float64)
-        return {
-            "variants": key.split(","), "frames": len(chosen), "first_frame": int(chosen.min()),
-            "last_frame": int(chosen.max()),
-            "live_accuracy": float((live == labels[chosen]).mean()),
-            "offline_accuracy_same_frames": float((offline[chosen] == labels[chosen]).mean()),
-            "agreement_with_offline": float((live == offline[chosen]).mean()),
-            "wire_bytes_per_frame": float(wire.mean()), "payload_bytes_per_frame": float(payload.mean()),
-        }
+def _variant_sets(ids: list[int], results: dict[int, Result], full_key: str, rest_key: str) -> dict[str, Any]:
+    """Shares of a phase's frames decided by all variants, by the remaining ones, by another set, or not."""
+    tally = {"full": 0, "remaining": 0, "other": 0, "missing": 0}
+    subsets: dict[str, int] = {}
+    for frame_id in ids:
+        result = results.get(frame_id)
+        if result is None:
+            tally["missing"] += 1
+            continue
+        key = subset_key(result.variants)
+        kind = "full" if key == full_key else "remaining" if key == rest_key else "other"
+        tally[kind] += 1
+        if kind == "other":
+            subsets[key] = subsets.get(key, 0) + 1
+    n = max(1, len(ids))
+    return {"frames": len(ids), **tally, **{f"{k}_share": v / n for k, v in tally.items()},
+            "other_sets": subsets}
 
-    sets = {name: variant_sets(ids) for name, ids in phases.items()}
-    before = {**accuracy(phases["before"], full_key, offline_full), "phase": sets["before"]}
-    after = {**accuracy(phases["after"], rest_key, offline_rest), "phase": sets["after"]}
-    got = list(watcher.results.values())
-    latencies = np.array([r.latency_ms for r in got]) if got else np.array([np.nan])
-    after_stop = [r for r in got if stopped_at and r.decided_ts > stopped_at["ts"]]
-    unexpected_before = 1.0 - sets["before"]["full_share"]
-    unexpected_after = 1.0 - sets["after"]["remaining_share"]
-    checks = {
+
+def _live_accuracy(ids: list[int], key: str, offline: np.ndarray, results: dict[int, Result],
+                   labels: np.ndarray) -> dict[str, Any]:
+    """Live against offline on the frames of a phase decided by the set ``key``."""
+    chosen = np.array(sorted(i for i in ids if i in results
+                             and subset_key(results[i].variants) == key), dtype=np.int64)
+    if not len(chosen):
+        return {"variants": key.split(","), "frames": 0}
+    live = np.array([results[int(i)].class_index for i in chosen])
+    wire = np.array([results[int(i)].wire_bytes for i in chosen], dtype=np.float64)
+    payload = np.array([results[int(i)].bytes_received for i in chosen], dtype=np.float64)
+    return {
+        "variants": key.split(","), "frames": len(chosen), "first_frame": int(chosen.min()),
+        "last_frame": int(chosen.max()),
+        "live_accuracy": float((live == labels[chosen]).mean()),
+        "offline_accuracy_same_frames": float((offline[chosen] == labels[chosen]).mean()),
+        "agreement_with_offline": float((live == offline[chosen]).mean()),
+        "wire_bytes_per_frame": float(wire.mean()), "payload_bytes_per_frame": float(payload.mean()),
+    }
+
+
+def _checks(sets: dict[str, dict[str, Any]], before: dict[str, Any], after: dict[str, Any],
+            unexpected_before: float, unexpected_after: float, after_stop: list[Result]) -> dict[str, Any]:
+    """The run's checks: the expected variant sets per phase, live within 0.5 point of offline, results flowing."""
+    return {
         # Overload, not the stopped device: before the stop every frame has every variant, after it the rest.
         "before_full_set": sets["before"]["frames"] > 0 and unexpected_before <= PARTIAL_TOLERANCE,
         "after_remaining_set": sets["after"]["frames"] > 0 and unexpected_after <= PARTIAL_TOLERANCE,
@@ -374,7 +442,11 @@ def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline
         and abs(after["live_accuracy"] - after["offline_accuracy_same_frames"]) <= TOLERANCE,
         "results_kept_flowing": len(after_stop) > 0 and after.get("frames", 0) > 0,
     }
-    wire = [r.wire_bytes for r in got]
+
+
+def _section_head(s: VpDemoSettings, names: list[str], victim: str, remaining: list[str],
+                  stopped_at: dict[str, Any], family: dict[str, Any]) -> dict[str, Any]:
+    """The section's opening: the command, the settings, the family and what was stopped."""
     return {
         "command": "nairbus demo-vp" + ("" if s.frames >= 10000 else f" --frames {s.frames}")
         + ("" if s.fps == FPS_DEFAULT else f" --fps {s.fps:g}"),
@@ -383,10 +455,33 @@ def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline
         "family": {"variants": names, "weights": {v["name"]: v["fusion_weight"] for v in family["variants"]},
                    "sha256": {v["name"]: v["sha256"] for v in family["variants"]}},
         "stopped": {**stopped_at, "variant": victim, "remaining": remaining, "transition_s": TRANSITION_S},
+    }
+
+
+def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline_full: np.ndarray,
+               offline_rest: np.ndarray, names: list[str], victim: str, remaining: list[str], loo: dict[str, float],
+               stopped_at: dict[str, Any], family: dict[str, Any], wall: float, captured: dict[int, float],
+               capture_counts: dict[str, int], sensor_counters: dict[str, dict[str, int] | None]) -> dict[str, Any]:
+    """The report section of a live VP run: variant sets per phase, live against offline, and the checks."""
+    full_key, rest_key = subset_key(names), subset_key(remaining)
+    results = watcher.results
+    sent, phases = _phases(captured, results, stopped_at)
+    sets = {name: _variant_sets(ids, results, full_key, rest_key) for name, ids in phases.items()}
+    before = {**_live_accuracy(phases["before"], full_key, offline_full, results, labels), "phase": sets["before"]}
+    after = {**_live_accuracy(phases["after"], rest_key, offline_rest, results, labels), "phase": sets["after"]}
+    got = list(results.values())
+    latencies = np.array([r.latency_ms for r in got]) if got else np.array([np.nan])
+    after_stop = [r for r in got if stopped_at and r.decided_ts > stopped_at["ts"]]
+    unexpected_before = 1.0 - sets["before"]["full_share"]
+    unexpected_after = 1.0 - sets["after"]["remaining_share"]
+    checks = _checks(sets, before, after, unexpected_before, unexpected_after, after_stop)
+    wire = [r.wire_bytes for r in got]
+    return {
+        **_section_head(s, names, victim, remaining, stopped_at, family),
         "frames_sent": len(sent),
         "capture": capture_counts,
         "results": len(got),
-        "missing": int(len(sent) - sum(1 for i in sent if i in watcher.results)),
+        "missing": int(len(sent) - sum(1 for i in sent if i in results)),
         "before": before,
         "after": after,
         "variant_sets": sets,

@@ -420,8 +420,7 @@ def legit_summary(b: Bus, frames: dict[str, range], counters: dict[str, dict[str
 
 def run_attacker(b: Bus, mode: str, seconds: float, count: int = 0) -> dict[str, Any]:
     """Run the hostile device (:mod:`nairbus.agents.tools.attacker`) as a process in a CPU group of its own; what it
-    sent,
-    with ``t0`` / ``t1``: the monotonic times its attack began and ended."""
+    sent, with ``t0`` / ``t1``: the monotonic times its attack began and ended."""
     assert b.broker is not None
     args = [sys.executable, "-m", "nairbus.agents.tools.attacker", mode, "--host", b.broker.host, "--port",
             str(b.broker.port), "--root", b.root, "--site", SITE, "--seconds", str(seconds), "--count", str(count)]

@@ -2,12 +2,11 @@
 
 For every cell of a grid — link rate × frame rate × sensor mode — the bench builds a fresh private lab
 (:mod:`nairbus.agents.tools.netns`: a hub and a device network namespace joined by a veth pair, the device's uplink
-shaped with
-``tbf``) and runs, in the hub namespace, a private Mosquitto (config derived from ``broker/mosquitto.dev.conf``,
-listening on the hub's lab address), a fusion agent (``nairbus fusion``) and a result recorder; in the device
-namespace one sensor (``nairbus sensor``) replaying the Fashion-MNIST test split (frame id = test-set index). Each
-agent reports readiness over ``$NOTIFY_SOCKET`` (the sd_notify protocol the systemd units use), so the recorder and
-fusion are subscribed before the sensor publishes its first fragment.
+shaped with ``tbf``) and runs, in the hub namespace, a private Mosquitto (config derived from
+``broker/mosquitto.dev.conf``, listening on the hub's lab address), a fusion agent (``nairbus fusion``) and a result
+recorder; in the device namespace one sensor (``nairbus sensor``) replaying the Fashion-MNIST test split (frame id =
+test-set index). Each agent reports readiness over ``$NOTIFY_SOCKET`` (the sd_notify protocol the systemd units use), so
+the recorder and fusion are subscribed before the sensor publishes its first fragment.
 
 Per run it records frames sent and decided, live accuracy (an undecided frame counts as wrong; the denominator is
 the frames the sensor sent, and the ``*_of_captured`` figures count skipped frames as wrong too) and the offline
@@ -22,9 +21,8 @@ rejects is reported as skipped rather than failing the grid. An optional soak ru
 sensor's memory every few seconds to show whether it stays flat.
 
 The module also holds the result recorder, run as ``python -m nairbus.agents.tools.linkbench record …`` inside the hub
-namespace:
-a bare paho client that writes every result and fusion stats message as a JSON line, without validating it against
-the schemas, so it keeps working while the wire contract evolves.
+namespace: a bare paho client that writes every result and fusion stats message as a JSON line, without validating it
+against the schemas, so it keeps working while the wire contract evolves.
 """
 
 from __future__ import annotations
@@ -44,13 +42,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
 from nairbus.broker import BROKER_DIR
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = get_logger("nairbus.linkbench")
 
@@ -237,6 +238,166 @@ def usage_error(text: str) -> str | None:
     return " ".join((wanted or lines)[-2:])[:300] or "rejected"
 
 
+class _FrameCounts(NamedTuple):
+    """How many frames a run's shares are of."""
+
+    sent: int | None
+    """Frames the sensor says it sent (None when it printed no counters)."""
+    denominator: int
+    """Frames the live figures are of: those sent, or those asked for when the sensor failed."""
+    captured: int
+    """Frames the sensor took from its source, skipped ones included."""
+
+
+class _Tally(NamedTuple):
+    """Right answers among a run's decided frames, live and offline."""
+
+    correct: int
+    """Decided frames whose live class is the label."""
+    offline_known: list[int]
+    """Decided frames with an offline prediction."""
+    offline_correct: int
+    """Of those, the ones whose offline class is the label."""
+    agree: int
+    """Of those, the ones whose offline class is the live one."""
+
+
+def _first_results(cell: Cell, records: Sequence[Mapping[str, Any]],
+                   settings: LinkBenchSettings) -> dict[int, Mapping[str, Any]]:
+    """The first result per frame id among the frames the run replayed."""
+    lo, hi = cell_frames(cell, settings)
+    results: dict[int, Mapping[str, Any]] = {}
+    for r in records:
+        fid = int(r.get("frame_id", -1))
+        if lo <= fid < hi and fid not in results:
+            results[fid] = r
+    return results
+
+
+def _frame_counts(cell: Cell, counters: Mapping[str, Any], sensor_failed: bool) -> _FrameCounts:
+    """Frames sent, the live figures' denominator and frames captured, from the sensor's counters."""
+    sent = counters.get("frames_sent", counters.get("frames"))
+    frames_sent = int(sent) if sent is not None else None
+    denominator = frames_sent if frames_sent is not None and not sensor_failed else cell.frames
+    # Frames the sensor took from its source, skipped ones included (the sensor's "frames" counter next to
+    # "frames_sent"; without that pair, the frames asked for).
+    captured = int(counters["frames"]) if "frames" in counters and "frames_sent" in counters else cell.frames
+    if sensor_failed:
+        captured = cell.frames
+    return _FrameCounts(frames_sent, denominator, captured)
+
+
+def _tally(results: Mapping[int, Mapping[str, Any]], labels: np.ndarray, offline: Mapping[int, int]) -> _Tally:
+    """Count the decided frames that are right live and offline, and where offline agrees with live."""
+    correct = sum(int(r["class_index"]) == int(labels[fid]) for fid, r in results.items())
+    offline_known = [fid for fid in results if fid in offline]
+    offline_correct = sum(offline[fid] == int(labels[fid]) for fid in offline_known)
+    agree = sum(offline[fid] == int(results[fid]["class_index"]) for fid in offline_known)
+    return _Tally(correct, offline_known, offline_correct, agree)
+
+
+def _cell_fields(cell: Cell) -> dict[str, Any]:
+    """The fields naming a run's cell, first in every report row."""
+    return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
+            "sensor_args": list(cell.args)}
+
+
+def _skipped_row(cell: Cell, why: str) -> dict[str, Any]:
+    """The report row of a run the sensor could not do."""
+    return {**_cell_fields(cell), "skipped": why}
+
+
+def _accuracy_figures(cell: Cell, first_frame: int, decided: int, counts: _FrameCounts, tally: _Tally,
+                      offline_source: str) -> dict[str, Any]:
+    """Frames decided and live and offline accuracy (with 95 % Wilson intervals) of a report row."""
+    live_ci = wilson(tally.correct, counts.denominator)
+    decided_ci = wilson(tally.correct, decided)
+    offline_ci = wilson(tally.offline_correct, len(tally.offline_known))
+    denominator, captured, known = counts.denominator, counts.captured, len(tally.offline_known)
+    return {
+        "frames_requested": cell.frames,
+        "first_frame": first_frame,
+        "frames_sent": counts.sent,
+        "frames_decided": decided,
+        "share_decided": decided / denominator if denominator else 0.0,
+        "frames_captured": captured,
+        "share_decided_of_captured": decided / captured if captured else 0.0,
+        "live_accuracy_of_captured": tally.correct / captured if captured else 0.0,
+        "live_accuracy": tally.correct / denominator if denominator else 0.0,
+        "live_accuracy_ci95": list(live_ci) if live_ci else None,
+        "live_accuracy_decided": tally.correct / decided if decided else None,
+        "live_accuracy_decided_ci95": list(decided_ci) if decided_ci else None,
+        "offline_accuracy": tally.offline_correct / known if known else None,
+        "offline_accuracy_ci95": list(offline_ci) if offline_ci else None,
+        "offline_frames": known,
+        "offline_source": offline_source,
+        "agreement_with_offline": tally.agree / known if known else None,
+    }
+
+
+def _reception_figures(got: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Share of the IR received (NAIR frames), share complete and representations of the decided frames."""
+    nair = [r for r in got if r.get("representation", "nair") == "nair"]
+    representations: dict[str, int] = {}
+    for r in got:
+        rep = str(r.get("representation", "nair"))
+        representations[rep] = representations.get(rep, 0) + 1
+    return {
+        "fraction_received": float(np.mean([float(r.get("fraction_received", 0.0)) for r in nair])) if nair else None,
+        "complete": float(np.mean([bool(r.get("complete", False)) for r in got])) if got else None,
+        "representations": representations,
+    }
+
+
+def _wire_bytes(got: Sequence[Mapping[str, Any]], counters: Mapping[str, Any], frames_sent: int | None,
+                wire_results: Sequence[int]) -> tuple[float | None, str]:
+    """Wire bytes per frame and where the figure comes from: the sensor's counters, fusion's, else an estimate."""
+    if "wire_bytes" in counters and frames_sent:
+        return counters["wire_bytes"] / frames_sent, "sensor counters (wire_bytes / frames sent)"
+    if wire_results:
+        return sum(wire_results) / len(wire_results), "fusion's wire_bytes of the decided frames"
+    if got:
+        fragments = sum(int(r.get("fragments_received", 1)) for r in got)
+        payload_received = sum(int(r.get("bytes_received", 0)) for r in got)
+        return ((payload_received + ENVELOPE_ESTIMATE_B * fragments) / len(got),
+                f"estimate: payload received + {ENVELOPE_ESTIMATE_B} B per fragment received "
+                "(the sensor does not count wire bytes)")
+    return None, "no results"
+
+
+def _byte_figures(got: Sequence[Mapping[str, Any]], counters: Mapping[str, Any], frames_sent: int | None,
+                  qdisc: Mapping[str, int] | None) -> dict[str, Any]:
+    """Bytes per frame of a report row: on the wire, of payload sent and received, and through the shaper."""
+    wire_results = [int(r["wire_bytes"]) for r in got if r.get("wire_bytes") is not None]
+    wire, wire_source = _wire_bytes(got, counters, frames_sent, wire_results)
+    payload_received = sum(int(r.get("bytes_received", 0)) for r in got)
+    return {
+        "wire_bytes_per_frame": wire,
+        "wire_bytes_source": wire_source,
+        "payload_bytes_per_frame_sent": (counters["payload_bytes"] / frames_sent
+                                         if "payload_bytes" in counters and frames_sent else None),
+        "payload_bytes_per_frame_received": payload_received / len(got) if got else None,
+        "wire_bytes_per_frame_received": sum(wire_results) / len(wire_results) if wire_results else None,
+        "link_bytes_per_frame": (qdisc["sent_bytes"] / frames_sent
+                                 if qdisc and qdisc.get("sent_bytes") and frames_sent else None),
+    }
+
+
+def _timing_figures(got: Sequence[Mapping[str, Any]], deadline_ms: float,
+                    frames_skipped: Any) -> dict[str, Any]:
+    """Latency of the decided frames against the deadline, frames the sensor skipped, and the latency trend."""
+    latencies = [float(r["latency_ms"]) for r in got]
+    captures = [float(r.get("capture_ts", 0.0)) for r in got]
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else None,
+        "within_deadline": (sum(x <= deadline_ms for x in latencies) / len(latencies)) if latencies else None,
+        "frames_skipped": frames_skipped,
+        "latency_trend": latency_trend(captures, latencies),
+    }
+
+
 def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarray, offline: Mapping[int, int],
               offline_source: str, counters: Mapping[str, Any] | None, qdisc: Mapping[str, int] | None,
               settings: LinkBenchSettings, sensor_failed: bool = False) -> dict[str, Any]:
@@ -247,92 +408,19 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
     printed none), ``qdisc`` the shaped uplink's ``tc -s`` counters. When the sensor failed, every share is of the
     frames asked for: the frames it never got to count as undecided.
     """
-    lo, hi = cell_frames(cell, settings)
-    results: dict[int, Mapping[str, Any]] = {}
-    for r in records:
-        fid = int(r.get("frame_id", -1))
-        if lo <= fid < hi and fid not in results:
-            results[fid] = r
+    results = _first_results(cell, records, settings)
     got = list(results.values())
     counters = dict(counters or {})
-    sent = counters.get("frames_sent", counters.get("frames"))
-    frames_sent = int(sent) if sent is not None else None
-    denominator = frames_sent if frames_sent is not None and not sensor_failed else cell.frames
-    # Frames the sensor took from its source, skipped ones included (the sensor's "frames" counter next to
-    # "frames_sent"; without that pair, the frames asked for).
-    captured = int(counters["frames"]) if "frames" in counters and "frames_sent" in counters else cell.frames
-    if sensor_failed:
-        captured = cell.frames
-    correct = sum(int(r["class_index"]) == int(labels[fid]) for fid, r in results.items())
-    offline_known = [fid for fid in results if fid in offline]
-    offline_correct = sum(offline[fid] == int(labels[fid]) for fid in offline_known)
-    agree = sum(offline[fid] == int(results[fid]["class_index"]) for fid in offline_known)
-    latencies = [float(r["latency_ms"]) for r in got]
-    captures = [float(r.get("capture_ts", 0.0)) for r in got]
-    fragments = sum(int(r.get("fragments_received", 1)) for r in got)
-    payload_received = sum(int(r.get("bytes_received", 0)) for r in got)
-    wire_results = [int(r["wire_bytes"]) for r in got if r.get("wire_bytes") is not None]
-    if "wire_bytes" in counters and frames_sent:
-        wire = counters["wire_bytes"] / frames_sent
-        wire_source = "sensor counters (wire_bytes / frames sent)"
-    elif wire_results:
-        wire = sum(wire_results) / len(wire_results)
-        wire_source = "fusion's wire_bytes of the decided frames"
-    elif got:
-        wire = (payload_received + ENVELOPE_ESTIMATE_B * fragments) / len(got)
-        wire_source = (f"estimate: payload received + {ENVELOPE_ESTIMATE_B} B per fragment received "
-                       "(the sensor does not count wire bytes)")
-    else:
-        wire, wire_source = None, "no results"
-    nair = [r for r in got if r.get("representation", "nair") == "nair"]
-    representations: dict[str, int] = {}
-    for r in got:
-        rep = str(r.get("representation", "nair"))
-        representations[rep] = representations.get(rep, 0) + 1
-    live_ci = wilson(correct, denominator)
-    decided_ci = wilson(correct, len(got))
-    offline_ci = wilson(offline_correct, len(offline_known))
+    counts = _frame_counts(cell, counters, sensor_failed)
+    tally = _tally(results, labels, offline)
+    timing = _timing_figures(got, settings.deadline_ms, counters.get("frames_skipped"))
+    byte_figures = _byte_figures(got, counters, counts.sent, qdisc)
     return {
-        "rate_bps": cell.rate_bps,
-        "rate": rate_label(cell.rate_bps),
-        "fps": cell.fps,
-        "mode": cell.mode,
-        "sensor_args": list(cell.args),
-        "frames_requested": cell.frames,
-        "first_frame": lo,
-        "frames_sent": frames_sent,
-        "frames_decided": len(got),
-        "share_decided": len(got) / denominator if denominator else 0.0,
-        "frames_captured": captured,
-        "share_decided_of_captured": len(got) / captured if captured else 0.0,
-        "live_accuracy_of_captured": correct / captured if captured else 0.0,
-        "live_accuracy": correct / denominator if denominator else 0.0,
-        "live_accuracy_ci95": list(live_ci) if live_ci else None,
-        "live_accuracy_decided": correct / len(got) if got else None,
-        "live_accuracy_decided_ci95": list(decided_ci) if decided_ci else None,
-        "offline_accuracy": offline_correct / len(offline_known) if offline_known else None,
-        "offline_accuracy_ci95": list(offline_ci) if offline_ci else None,
-        "offline_frames": len(offline_known),
-        "offline_source": offline_source,
-        "agreement_with_offline": agree / len(offline_known) if offline_known else None,
-        "fraction_received": float(np.mean([float(r.get("fraction_received", 0.0)) for r in nair]))
-        if nair else None,
-        "complete": float(np.mean([bool(r.get("complete", False)) for r in got])) if got else None,
-        "representations": representations,
-        "wire_bytes_per_frame": wire,
-        "wire_bytes_source": wire_source,
-        "payload_bytes_per_frame_sent": (counters["payload_bytes"] / frames_sent
-                                         if "payload_bytes" in counters and frames_sent else None),
-        "payload_bytes_per_frame_received": payload_received / len(got) if got else None,
-        "wire_bytes_per_frame_received": sum(wire_results) / len(wire_results) if wire_results else None,
-        "link_bytes_per_frame": (qdisc["sent_bytes"] / frames_sent
-                                 if qdisc and qdisc.get("sent_bytes") and frames_sent else None),
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "max_ms": max(latencies) if latencies else None,
-        "within_deadline": (sum(x <= settings.deadline_ms for x in latencies) / len(latencies)) if latencies else None,
-        "frames_skipped": counters.get("frames_skipped"),
-        "latency_trend": latency_trend(captures, latencies),
+        **_cell_fields(cell),
+        **_accuracy_figures(cell, cell_frames(cell, settings)[0], len(got), counts, tally, offline_source),
+        **_reception_figures(got),
+        **byte_figures,
+        **timing,
         "sensor_counters": counters or None,
         "qdisc": dict(qdisc) if qdisc else None,
     }
@@ -662,128 +750,243 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
-    """One run in a fresh lab: broker, recorder and fusion in the hub namespace, the sensor in the device one."""
-    from nairbus.agents.runtime.mosquitto import derive_config, find_mosquitto
+@dataclass(frozen=True, slots=True)
+class _RunPaths:
+    """Where one run keeps its files: logs, results and counters under ``out``; sockets and the broker's config
+    under ``tmp`` (removed after the run)."""
 
-    started = time.monotonic()
+    out: Path
+    tmp: Path
+
+    @property
+    def results(self) -> Path:
+        """The recorder's JSON lines."""
+        return self.out / "results.jsonl"
+
+    @property
+    def sensor_out(self) -> Path:
+        """The sensor's stdout (its final counters)."""
+        return self.out / "sensor.out"
+
+    @property
+    def sensor_err(self) -> Path:
+        """The sensor's stderr (its log)."""
+        return self.out / "sensor.err"
+
+
+@dataclass(frozen=True, slots=True)
+class _CellLab:
+    """One run's lab and what its steps share."""
+
+    cell: Cell
+    settings: LinkBenchSettings
+    lab: NetLab
+    paths: _RunPaths
+    listeners: list[NotifyListener]
+    """Every readiness socket opened for the run (closed when it ends)."""
+
+    @property
+    def budget_s(self) -> float:
+        """How long the sensor may take: three times its nominal replay, plus two minutes."""
+        return self.cell.frames / self.cell.fps * 3 + 120.0
+
+
+class _SensorWatch(NamedTuple):
+    """What watching the sensor until it exited left."""
+
+    started: float
+    """``time.monotonic()`` when the sensor was ready."""
+    seconds: float
+    """How long it ran from then."""
+    rss: list[tuple[float, int]]
+    """Its resident memory samples: (seconds since ready, KiB)."""
+    problem: str | None
+    """Why it had to be stopped, if it had to."""
+
+
+def _run_paths(cell: Cell, settings: LinkBenchSettings) -> _RunPaths:
+    """A fresh run directory for ``cell`` and a private temporary one."""
     out_dir = settings.run_dir / cell.slug
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     tmp = Path(tempfile.mkdtemp(prefix="nairbus-linkbench-"))
     tmp.chmod(0o755)  # Mosquitto drops root for its own user and must still read its config
+    return _RunPaths(out_dir, tmp)
+
+
+def _start_broker(run: _CellLab) -> None:
+    """Start the private Mosquitto in the hub namespace, on the hub's lab address."""
+    from nairbus.agents.runtime.mosquitto import derive_config, find_mosquitto
+
+    conf = run.paths.tmp / "mosquitto.conf"
+    source = (BROKER_DIR / "mosquitto.dev.conf").read_text()
+    conf.write_text(derive_config(source, [run.settings.broker_port], host=run.lab.hub_addr))
+    conf.chmod(0o644)
+    with (run.paths.out / "mosquitto.log").open("wb") as mlog:
+        run.lab.popen(run.lab.hub, [find_mosquitto(), "-c", str(conf)], stdout=mlog, stderr=subprocess.STDOUT)
+
+
+def _listen(run: _CellLab, name: str) -> tuple[NotifyListener, dict[str, str]]:
+    """A readiness socket for the agent ``name`` and the environment that points the agent at it."""
+    listener = NotifyListener(run.paths.tmp / f"{name}.sock")
+    run.listeners.append(listener)
+    return listener, agent_env(run.settings, run.lab.hub_addr, listener.path)
+
+
+def _start_recorder(run: _CellLab) -> subprocess.Popen[Any]:
+    """Start the result recorder in the hub namespace and wait until it is subscribed."""
+    settings, lab, out_dir = run.settings, run.lab, run.paths.out
+    prefix = f"{settings.root}/v1/{settings.site}"
+    ready, env = _listen(run, "recorder")
+    with (out_dir / "recorder.log").open("wb") as rlog:
+        recorder = lab.popen(lab.hub, [
+            sys.executable, "-m", "nairbus.agents.tools.linkbench", "record", "--host", lab.hub_addr, "--port",
+            str(settings.broker_port), "--topic", f"{prefix}/results/+", "--topic", f"{prefix}/fusion/+/stats",
+            "--out", str(run.paths.results), "--max-seconds", str(settings.startup_timeout_s * 2 + run.budget_s)],
+            stdout=rlog, stderr=subprocess.STDOUT, env=env)
+    if not ready.wait_ready(recorder, 30.0):
+        raise RuntimeError(f"the result recorder did not connect to the lab's broker:\n"
+                           f"{_tail(out_dir / 'recorder.log')}\n{_tail(out_dir / 'mosquitto.log')}")
+    return recorder
+
+
+def _start_fusion(run: _CellLab) -> subprocess.Popen[Any]:
+    """Start the fusion agent in the hub namespace and wait until it is ready."""
+    settings, lab, out_dir = run.settings, run.lab, run.paths.out
+    ready, env = _listen(run, "fusion")
+    with (out_dir / "fusion.log").open("wb") as flog:
+        fusion = lab.popen(lab.hub, [
+            sys.executable, "-m", "nairbus.agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
+            f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
+            stdout=flog, stderr=subprocess.STDOUT, env=env)
+    if not ready.wait_ready(fusion, settings.startup_timeout_s):
+        raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
+                           f"{_tail(out_dir / 'fusion.log')}")
+    return fusion
+
+
+def _start_sensor(run: _CellLab) -> tuple[subprocess.Popen[Any], str | None]:
+    """Start the sensor in the device namespace and wait until it is ready; returns it and, when it rejected the
+    mode's arguments, why the run is skipped (any other failure to come up raises)."""
+    cell, settings, lab, paths = run.cell, run.settings, run.lab, run.paths
+    ready, env = _listen(run, "sensor")
+    with paths.sensor_out.open("wb") as so, paths.sensor_err.open("wb") as se:
+        sensor = lab.popen(lab.dev, [
+            sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam1",
+            "--count", str(cell.frames),
+            "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
+            f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
+    if ready.wait_ready(sensor, settings.startup_timeout_s):
+        return sensor, None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        sensor.wait(5)
+    text = paths.sensor_err.read_text(errors="replace") + paths.sensor_out.read_text(errors="replace")
+    why = usage_error(text) if sensor.returncode not in (None, 0) else None
+    if why is None:
+        raise RuntimeError(f"the sensor did not come up (exit {sensor.returncode}); see {paths.sensor_err}:\n"
+                           f"{_tail(paths.sensor_err)}")
+    return sensor, f"sensor does not support {' '.join(cell.args)}: {why}"
+
+
+def _watch_sensor(run: _CellLab, sensor: subprocess.Popen[Any], count_results: ResultCounter,
+                  on_progress: Callable[[int], None] | None) -> _SensorWatch:
+    """Sample the sensor's memory and report progress until it exits; stop it once it overruns its budget."""
+    sensor_started = time.monotonic()
+    rss: list[tuple[float, int]] = []
+    problem = None
+    next_sample = 0.0
+    hard_end = sensor_started + run.budget_s
+    while sensor.poll() is None:
+        now = time.monotonic()
+        if now >= next_sample:
+            value = rss_kib(sensor.pid)
+            if value is not None:
+                rss.append((round(now - sensor_started, 2), value))
+            next_sample = now + run.settings.rss_interval_s
+        if on_progress is not None:
+            on_progress(count_results())
+        if now > hard_end:
+            problem = f"sensor still running after {run.budget_s:.0f} s: stopped"
+            run.lab.stop_process(sensor, grace=10.0)
+            break
+        time.sleep(0.25)
+    return _SensorWatch(sensor_started, time.monotonic() - sensor_started, rss, problem)
+
+
+def _await_quiet(run: _CellLab, sensor_started: float, count_results: ResultCounter,
+                 on_progress: Callable[[int], None] | None) -> None:
+    """Let fusion decide what is still in flight: wait until no result came for the reassembly deadline plus a
+    margin (bounded by the sensor's budget plus 30 s)."""
+    quiet_s, last, last_change = run.settings.fusion_deadline / 1000.0 + 2.0, -1, time.monotonic()
+    while time.monotonic() - last_change < quiet_s and time.monotonic() - sensor_started < run.budget_s + 30:
+        count = count_results()
+        if count != last:
+            last, last_change = count, time.monotonic()
+            if on_progress is not None:
+                on_progress(count)
+        time.sleep(0.25)
+
+
+def _stop_agents(run: _CellLab, fusion: subprocess.Popen[Any], recorder: subprocess.Popen[Any],
+                 sensor: subprocess.Popen[Any]) -> list[str]:
+    """Stop fusion, then the recorder; returns the problems their (and the sensor's) exits show."""
+    problems = []
+    if run.lab.stop_process(fusion, grace=15.0) not in (0, None):
+        problems.append(f"fusion exited with {fusion.returncode}")
+    time.sleep(0.5)
+    run.lab.stop_process(recorder, grace=5.0)
+    if sensor.returncode not in (0, None):
+        problems.append(f"sensor exited with {sensor.returncode}: {_tail(run.paths.sensor_err, 3)}")
+    return problems
+
+
+def _collect_outcome(paths: _RunPaths, qdisc_text: str, qdisc: dict[str, int] | None, watch: _SensorWatch,
+                     sensor_rc: int | None, started: float, problems: list[str]) -> RunOutcome:
+    """Keep the qdisc counters with the run's files and read back the results and the sensor's final counters."""
+    (paths.out / "qdisc.txt").write_text(qdisc_text)
+    records, stats = read_records(paths.results)
+    counters = parse_counters(paths.sensor_out.read_text(errors="replace"),
+                              paths.sensor_err.read_text(errors="replace"))
+    if counters is None:
+        problems.append("the sensor printed no final counters")
+    return RunOutcome(records, stats, counters, qdisc_text, qdisc, watch.rss, sensor_rc,
+                      time.monotonic() - started, watch.seconds, problems=problems)
+
+
+def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
+    """One run in a fresh lab: broker, recorder and fusion in the hub namespace, the sensor in the device one."""
+    started = time.monotonic()
+    paths = _run_paths(cell, settings)
     listeners: list[NotifyListener] = []
-    problems: list[str] = []
     try:
         with NetLab(LinkShape(cell.rate_bps, settings.tbf_latency_ms)) as lab:
-            conf = tmp / "mosquitto.conf"
-            source = (BROKER_DIR / "mosquitto.dev.conf").read_text()
-            conf.write_text(derive_config(source, [settings.broker_port], host=lab.hub_addr))
-            conf.chmod(0o644)
-            with (out_dir / "mosquitto.log").open("wb") as mlog:
-                lab.popen(lab.hub, [find_mosquitto(), "-c", str(conf)], stdout=mlog, stderr=subprocess.STDOUT)
-            results_path = out_dir / "results.jsonl"
-            count_results = ResultCounter(results_path)
-            prefix = f"{settings.root}/v1/{settings.site}"
-            budget_s = cell.frames / cell.fps * 3 + 120.0
-
-            def notify(name: str) -> tuple[NotifyListener, dict[str, str]]:
-                listener = NotifyListener(tmp / f"{name}.sock")
-                listeners.append(listener)
-                return listener, agent_env(settings, lab.hub_addr, listener.path)
-
-            rec_ready, env = notify("recorder")
-            with (out_dir / "recorder.log").open("wb") as rlog:
-                recorder = lab.popen(lab.hub, [
-                    sys.executable, "-m", "nairbus.agents.tools.linkbench", "record", "--host", lab.hub_addr, "--port",
-                    str(settings.broker_port), "--topic", f"{prefix}/results/+", "--topic", f"{prefix}/fusion/+/stats",
-                    "--out", str(results_path), "--max-seconds", str(settings.startup_timeout_s * 2 + budget_s)],
-                    stdout=rlog, stderr=subprocess.STDOUT, env=env)
-            if not rec_ready.wait_ready(recorder, 30.0):
-                raise RuntimeError(f"the result recorder did not connect to the lab's broker:\n"
-                                   f"{_tail(out_dir / 'recorder.log')}\n{_tail(out_dir / 'mosquitto.log')}")
-            fus_ready, env = notify("fusion")
-            with (out_dir / "fusion.log").open("wb") as flog:
-                fusion = lab.popen(lab.hub, [
-                    sys.executable, "-m", "nairbus.agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
-                    f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
-                    stdout=flog, stderr=subprocess.STDOUT, env=env)
-            if not fus_ready.wait_ready(fusion, settings.startup_timeout_s):
-                raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
-                                   f"{_tail(out_dir / 'fusion.log')}")
-            sen_ready, env = notify("sensor")
-            sensor_out, sensor_err = out_dir / "sensor.out", out_dir / "sensor.err"
-            with sensor_out.open("wb") as so, sensor_err.open("wb") as se:
-                sensor = lab.popen(lab.dev, [
-                    sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam1",
-                    "--count", str(cell.frames),
-                    "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
-                    f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
-            if not sen_ready.wait_ready(sensor, settings.startup_timeout_s):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    sensor.wait(5)
-                text = sensor_err.read_text(errors="replace") + sensor_out.read_text(errors="replace")
-                why = usage_error(text) if sensor.returncode not in (None, 0) else None
-                if why is not None:
-                    return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
-                                      0.0, skipped=f"sensor does not support {' '.join(cell.args)}: {why}")
-                raise RuntimeError(f"the sensor did not come up (exit {sensor.returncode}); see {sensor_err}:\n"
-                                   f"{_tail(sensor_err)}")
-            sensor_started = time.monotonic()
-            rss: list[tuple[float, int]] = []
-            next_sample = 0.0
-            hard_end = sensor_started + budget_s
-            while sensor.poll() is None:
-                now = time.monotonic()
-                if now >= next_sample:
-                    value = rss_kib(sensor.pid)
-                    if value is not None:
-                        rss.append((round(now - sensor_started, 2), value))
-                    next_sample = now + settings.rss_interval_s
-                if on_progress is not None:
-                    on_progress(count_results())
-                if now > hard_end:
-                    problems.append(f"sensor still running after {budget_s:.0f} s: stopped")
-                    lab.stop_process(sensor, grace=10.0)
-                    break
-                time.sleep(0.25)
-            sensor_s = time.monotonic() - sensor_started
-            # Let fusion decide what is still in flight: quiet for the reassembly deadline plus a margin.
-            quiet_s, last, last_change = settings.fusion_deadline / 1000.0 + 2.0, -1, time.monotonic()
-            while time.monotonic() - last_change < quiet_s and time.monotonic() - sensor_started < budget_s + 30:
-                count = count_results()
-                if count != last:
-                    last, last_change = count, time.monotonic()
-                    if on_progress is not None:
-                        on_progress(count)
-                time.sleep(0.25)
+            run = _CellLab(cell, settings, lab, paths, listeners)
+            _start_broker(run)
+            recorder = _start_recorder(run)
+            fusion = _start_fusion(run)
+            sensor, rejected = _start_sensor(run)
+            if rejected is not None:
+                return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
+                                  0.0, skipped=rejected)
+            count_results = ResultCounter(paths.results)
+            watch = _watch_sensor(run, sensor, count_results, on_progress)
+            _await_quiet(run, watch.started, count_results, on_progress)
             qdisc_text = lab.qdisc_show()
             qdisc = lab.qdisc_stats()
-            if lab.stop_process(fusion, grace=15.0) not in (0, None):
-                problems.append(f"fusion exited with {fusion.returncode}")
-            time.sleep(0.5)
-            lab.stop_process(recorder, grace=5.0)
-            if sensor.returncode not in (0, None):
-                problems.append(f"sensor exited with {sensor.returncode}: {_tail(sensor_err, 3)}")
+            problems = [watch.problem] if watch.problem is not None else []
+            problems += _stop_agents(run, fusion, recorder, sensor)
     finally:
         for listener in listeners:
             listener.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    (out_dir / "qdisc.txt").write_text(qdisc_text)
-    records, stats = read_records(results_path)
-    counters = parse_counters(sensor_out.read_text(errors="replace"), sensor_err.read_text(errors="replace"))
-    if counters is None:
-        problems.append("the sensor printed no final counters")
-    return RunOutcome(records, stats, counters, qdisc_text, qdisc, rss, sensor.returncode,
-                      time.monotonic() - started, sensor_s, problems=problems)
+        shutil.rmtree(paths.tmp, ignore_errors=True)
+    return _collect_outcome(paths, qdisc_text, qdisc, watch, sensor.returncode, started, problems)
 
 
 def outcome_row(cell: Cell, outcome: RunOutcome, offline: OfflinePredictor, settings: LinkBenchSettings,
                 ) -> dict[str, Any]:
     """A run's report row: :func:`summarise` plus the process-level evidence."""
     if outcome.skipped is not None:
-        return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
-                "sensor_args": list(cell.args), "skipped": outcome.skipped}
+        return _skipped_row(cell, outcome.skipped)
     preds, source = offline.for_args(cell.args).predict(outcome.records)
     row = summarise(cell, outcome.records, offline.labels, preds, source, outcome.counters, outcome.qdisc, settings,
                     sensor_failed=outcome.sensor_rc not in (0, None))
@@ -873,55 +1076,82 @@ def _meta(offline: OfflinePredictor) -> dict[str, Any]:
     }
 
 
-def run_bench(settings: LinkBenchSettings, console: Any = None) -> dict[str, Any]:
-    """Run the grid (and the soak); write ``reports/link.json`` after every run and the plot at the end."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@dataclass(frozen=True, slots=True)
+class _Bench:
+    """What every run of the bench shares and the report repeats."""
 
-    console = console or Console()
+    settings: LinkBenchSettings
+    command: str
+    """The ``nairbus bench link`` invocation that reproduces the settings."""
+    started: float
+    """``time.time()`` when the bench started."""
+    offline: OfflinePredictor
+    meta: dict[str, Any]
+    """The report's evidence of what was measured (:func:`_meta`)."""
+
+
+def _prepare_bench(settings: LinkBenchSettings) -> _Bench:
+    """Load the offline predictor and gather the report's metadata."""
     started = time.time()
     command = command_line(settings)
     offline = OfflinePredictor(settings.data_dir)
     meta = _meta(offline)
     meta["link"]["latency_ms"] = settings.tbf_latency_ms
+    return _Bench(settings, command, started, offline, meta)
+
+
+def _probe_modes(settings: LinkBenchSettings, console: Any) -> dict[str, str]:
+    """The modes whose arguments the sensor rejects, each with why (printed as it is found)."""
     unsupported: dict[str, str] = {}
     for name, args in settings.modes.items():
         why = probe_mode(args)
         if why is not None:
             unsupported[name] = f"sensor does not support {' '.join(args)}: {why}"
             console.print(f"[yellow]mode {name} skipped[/]: {unsupported[name]}")
-    cells = grid(settings)
-    soak = soak_cell(settings, unsupported)
+    return unsupported
+
+
+def _save_report(bench: _Bench, rows: Sequence[Mapping[str, Any]], soak_row: Mapping[str, Any] | None,
+                 done: bool) -> dict[str, Any]:
+    """Write ``reports/link.json`` as it stands and return it."""
+    settings = bench.settings
+    report = assemble_report(settings, bench.command, rows, soak_row, bench.started, bench.meta, done)
+    settings.report.parent.mkdir(parents=True, exist_ok=True)
+    settings.report.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _run_tracked(bench: _Bench, cell: Cell, progress: Progress, unsupported: dict[str, str]) -> dict[str, Any]:
+    """Run one cell with a progress bar and return its report row; a mode the sensor rejects joins ``unsupported``."""
+    label = f"{rate_label(cell.rate_bps):>11} {cell.fps:>4g} fps {cell.mode}" + (" (soak)" if cell.soak else "")
+    task = progress.add_task(label, total=cell.frames)
+
+    def advance(done: int) -> None:
+        progress.update(task, completed=done)
+
+    outcome = run_cell(cell, bench.settings, advance)
+    if outcome.skipped:
+        unsupported[cell.mode] = outcome.skipped
+    row = outcome_row(cell, outcome, bench.offline, bench.settings)
+    progress.update(task, completed=row.get("frames_decided", 0), visible=False)
+    return row
+
+
+def _run_cells(bench: _Bench, cells: Sequence[Cell], unsupported: dict[str, str],
+               console: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Run the cells in order (the soak among them), saving the report after each; returns the grid's rows and the
+    soak's row."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     rows: list[dict[str, Any]] = []
     soak_row: dict[str, Any] | None = None
-    console.print(f"[bold]nairbus bench link[/]: {len(cells)} runs" + (f" + a {soak.frames / soak.fps:.0f} s soak"
-                  if soak else "") + f", logs under {settings.run_dir}")
-
-    def save(done: bool) -> dict[str, Any]:
-        report = assemble_report(settings, command, rows, soak_row, started, meta, done)
-        settings.report.parent.mkdir(parents=True, exist_ok=True)
-        settings.report.write_text(json.dumps(report, indent=2) + "\n")
-        return report
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        for cell in [*cells, *([soak] if soak else [])]:
-            label = f"{rate_label(cell.rate_bps):>11} {cell.fps:>4g} fps {cell.mode}" + (" (soak)" if cell.soak else "")
+        for cell in cells:
             if cell.mode in unsupported:
-                row: dict[str, Any] = {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps,
-                                       "mode": cell.mode, "sensor_args": list(cell.args),
-                                       "skipped": unsupported[cell.mode]}
+                row = _skipped_row(cell, unsupported[cell.mode])
             else:
-                task = progress.add_task(label, total=cell.frames)
-
-                def advance(done: int, task: Any = task) -> None:
-                    progress.update(task, completed=done)
-
-                outcome = run_cell(cell, settings, advance)
-                if outcome.skipped:
-                    unsupported[cell.mode] = outcome.skipped
-                row = outcome_row(cell, outcome, offline, settings)
-                progress.update(task, completed=row.get("frames_decided", 0), visible=False)
+                row = _run_tracked(bench, cell, progress, unsupported)
             if cell.soak:
                 soak_row = row
             else:
@@ -929,14 +1159,36 @@ def run_bench(settings: LinkBenchSettings, console: Any = None) -> dict[str, Any
             console.print(describe_row(row))
             log.info("linkbench.run", **{k: row.get(k) for k in ("rate", "fps", "mode", "frames_decided",
                                                                   "live_accuracy", "p99_ms", "skipped")})
-            save(False)
-    report = save(True)
-    if settings.plot is not None and rows:
-        plot_link(report, settings.plot)
+            _save_report(bench, rows, soak_row, False)
+    return rows, soak_row
+
+
+def _print_summary(settings: LinkBenchSettings, report: Mapping[str, Any], console: Any) -> None:
+    """The table people read at the end, and where the report and plot went."""
+    from rich.console import Console
+
     wide = console if console.is_terminal else Console(file=console.file, width=220)
     wide.print(render_table(report))
     console.print(f"report: {settings.report}" + (f"; plot: {settings.plot}" if settings.plot else "")
                   + f" ({report['wall_seconds']:.0f} s)")
+
+
+def run_bench(settings: LinkBenchSettings, console: Any = None) -> dict[str, Any]:
+    """Run the grid (and the soak); write ``reports/link.json`` after every run and the plot at the end."""
+    from rich.console import Console
+
+    console = console or Console()
+    bench = _prepare_bench(settings)
+    unsupported = _probe_modes(settings, console)
+    cells = grid(settings)
+    soak = soak_cell(settings, unsupported)
+    console.print(f"[bold]nairbus bench link[/]: {len(cells)} runs" + (f" + a {soak.frames / soak.fps:.0f} s soak"
+                  if soak else "") + f", logs under {settings.run_dir}")
+    rows, soak_row = _run_cells(bench, [*cells, *([soak] if soak else [])], unsupported, console)
+    report = _save_report(bench, rows, soak_row, True)
+    if settings.plot is not None and rows:
+        plot_link(report, settings.plot)
+    _print_summary(settings, report, console)
     return report
 
 
@@ -1014,6 +1266,121 @@ def _failed(run: Mapping[str, Any]) -> bool:
     return run.get("sensor_exit") not in (0, None)
 
 
+class _PlotGrid(NamedTuple):
+    """What every panel of the link plot shares: the runs drawn, the columns, the modes and where rates sit."""
+
+    runs: list[Mapping[str, Any]]
+    """The runs that were not skipped."""
+    fps_values: list[float]
+    """One column per frame rate, ascending."""
+    modes: list[str]
+    """One line per mode, in run order."""
+    colors: dict[str, str]
+    xpos: dict[int | None, float]
+    """Position of each rate on the x axis (the unshaped veth to the right of the fastest shaped rate)."""
+    unshaped_at: float
+    deadline: float
+
+
+def _plot_grid(report: Mapping[str, Any]) -> _PlotGrid:
+    """Columns, modes, colours and x positions of the link plot, from the report's runs."""
+    modes = list(dict.fromkeys(r["mode"] for r in report["runs"]))
+    xpos, unshaped_at = _xpos(list(dict.fromkeys(r["rate_bps"] for r in report["runs"])))
+    return _PlotGrid(runs=[r for r in report["runs"] if not r.get("skipped")],
+                     fps_values=sorted({float(r["fps"]) for r in report["runs"]}), modes=modes,
+                     colors={m: f"C{i}" for i, m in enumerate(modes)}, xpos=xpos, unshaped_at=unshaped_at,
+                     deadline=float(report["settings"]["deadline_ms"]))
+
+
+def _plot_value(run: Mapping[str, Any], key: str, scale: float = 100.0) -> float:
+    """A run's figure as plotted: scaled, NaN (a gap in the line) when the sensor failed or the figure is missing."""
+    v = run.get(key)
+    return float("nan") if _failed(run) or v is None else scale * float(v)
+
+
+def _draw_mode(axs: tuple[Any, Any, Any], pts: Sequence[Mapping[str, Any]], x: np.ndarray, color: str) -> float:
+    """Draw one mode's lines in one column (accuracy with CI and offline, share decided, p99); returns the lowest
+    accuracy or CI bound drawn."""
+    acc_ax, dec_ax, lat_ax = axs
+    acc = np.array([_plot_value(r, "live_accuracy") for r in pts])
+    ci = np.array([r.get("live_accuracy_ci95") or [r["live_accuracy"]] * 2 for r in pts], dtype=float) * 100
+    err = np.nan_to_num(np.maximum(0.0, np.array([acc - ci[:, 0], ci[:, 1] - acc])))
+    acc_ax.errorbar(x, acc, yerr=err, color=color, marker="o", linewidth=2, capsize=3)
+    ok = ~np.isnan(acc)
+    lowest = min(float(acc[ok].min()), float(ci[ok, 0].min()))
+    acc_ax.plot(x, [_plot_value(r, "offline_accuracy") for r in pts], color=color, linestyle="--", linewidth=1.2)
+    dec_ax.plot(x, [_plot_value(r, "share_decided_of_captured" if "share_decided_of_captured" in r
+                                else "share_decided") for r in pts],
+                color=color, marker="s", markersize=4, linewidth=1.5)
+    lat_ax.plot(x, [_plot_value(r, "p99_ms", 1.0) for r in pts], color=color, marker="o", linewidth=2)
+    return lowest
+
+
+def _draw_column(axs: tuple[Any, Any, Any], col: int, fps: float, grid: _PlotGrid,
+                 failed: list[tuple[int, float, str]]) -> float:
+    """Draw every mode's lines in the column of one frame rate; appends the failed runs' crosses (column, x, colour)
+    to ``failed``; returns the lowest accuracy drawn (100 when none)."""
+    lowest = 100.0
+    for mode in grid.modes:
+        pts = sorted((r for r in grid.runs if r["mode"] == mode and float(r["fps"]) == fps),
+                     key=lambda r: grid.xpos[r["rate_bps"]])
+        if not pts:
+            continue
+        color = grid.colors[mode]
+        shift = 1.0 + 0.06 * (grid.modes.index(mode) - (len(grid.modes) - 1) / 2)  # crosses of two modes side by side
+        failed.extend((col, grid.xpos[r["rate_bps"]] * shift, color) for r in pts if _failed(r))
+        if all(_failed(r) for r in pts):
+            continue
+        # A failed run's figures say nothing about the link: a gap in the line (NaN), and a cross below.
+        x = np.array([grid.xpos[r["rate_bps"]] for r in pts])
+        lowest = min(lowest, _draw_mode(axs, pts, x, color))
+    return lowest
+
+
+def _style_column(axs: tuple[Any, Any, Any], fps: float, skipped: Sequence[str], grid: _PlotGrid) -> None:
+    """Titles, labels, scales, the deadline line and the rate ticks of one frame rate's column."""
+    acc_ax, dec_ax, lat_ax = axs
+    acc_ax.set(title=f"{fps:g} frames/s per sensor" + (f"  (skipped: {', '.join(skipped)})" if skipped else ""),
+               ylabel="accuracy (% of frames sent)", xscale="log")
+    dec_ax.set(ylabel="decided (% of frames\ncaptured, skips count)", ylim=(-3, 103))
+    lat_ax.axhline(grid.deadline, color="k", linestyle="--", linewidth=1)
+    lat_ax.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
+    low, high = lat_ax.get_ylim()
+    lat_ax.set_ylim(min(low, grid.deadline / 10), max(high, grid.deadline * 2))
+    ticks = sorted(grid.xpos.values())
+    lat_ax.set_xticks(ticks, labels=[rate_label(r).replace(" ", "\n", 1) if r is not None else "unshaped"
+                                     for r in sorted(grid.xpos, key=lambda r: grid.xpos[r])])
+    for ax in (acc_ax, dec_ax, lat_ax):
+        ax.grid(alpha=0.3, which="both")
+        ax.minorticks_off()
+    acc_ax.set_xlim(min(ticks) / 1.6, grid.unshaped_at * 1.6)
+
+
+def _set_accuracy_floor(axes: Any, columns: int, floor: float, failed: Sequence[tuple[int, float, str]]) -> None:
+    """Start every accuracy axis at ``floor`` and put the failed runs' crosses on it."""
+    for col in range(columns):
+        axes[0][col].set_ylim(floor, 100.5)
+    for col, xi, color in failed:  # on the axis floor: the run produced no figure worth a point
+        axes[0][col].plot([xi], [floor], linestyle="none", marker="X", markersize=11, color=color,
+                          markeredgecolor="k", clip_on=False, zorder=5)
+
+
+def _legend_handles(grid: _PlotGrid, any_failed: bool) -> list[Any]:
+    """The figure legend: one entry per mode (skipped ones so named), live vs offline, failed runs, the deadline."""
+    from matplotlib.lines import Line2D
+
+    ran = {r["mode"] for r in grid.runs}
+    handles = [Line2D([], [], color=grid.colors[m], marker="o", linewidth=2,
+                      label=m if m in ran else f"{m} (skipped)") for m in grid.modes]
+    handles += [Line2D([], [], color="0.3", marker="o", linewidth=2, label="live (95 % CI)"),
+                Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="offline, same frames and bytes")]
+    if any_failed:
+        handles.append(Line2D([], [], color="0.5", marker="X", markersize=9, markeredgecolor="k", linestyle="none",
+                              label="sensor failed: no figure (see report)"))
+    handles.append(Line2D([], [], color="k", linestyle="--", linewidth=1, label=f"deadline {grid.deadline:g} ms"))
+    return handles
+
+
 def plot_link(report: Mapping[str, Any], path: Path) -> Path:
     """Per fps a column: live accuracy (95 % CI) with the offline accuracy at the same bytes dashed, the share of
     frames decided, and p99 latency against the deadline — all against the uplink rate (log scale), one line per
@@ -1022,79 +1389,21 @@ def plot_link(report: Mapping[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
-    runs = [r for r in report["runs"] if not r.get("skipped")]
-    fps_values = sorted({float(r["fps"]) for r in report["runs"]})
-    modes = list(dict.fromkeys(r["mode"] for r in report["runs"]))
-    rates = list(dict.fromkeys(r["rate_bps"] for r in report["runs"]))
-    xpos, unshaped_at = _xpos(rates)
-    deadline = float(report["settings"]["deadline_ms"])
-    fig, axes = plt.subplots(3, len(fps_values), figsize=(max(8.5, 6.5 * len(fps_values)), 10.5), squeeze=False,
+    grid = _plot_grid(report)
+    columns = len(grid.fps_values)
+    fig, axes = plt.subplots(3, columns, figsize=(max(8.5, 6.5 * columns), 10.5), squeeze=False,
                              sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 2]}, layout="constrained")
-    colors = {m: f"C{i}" for i, m in enumerate(modes)}
     lowest = 100.0
     failed: list[tuple[int, float, str]] = []
-    for col, fps in enumerate(fps_values):
-        acc_ax, dec_ax, lat_ax = axes[0][col], axes[1][col], axes[2][col]
-        for mode in modes:
-            pts = sorted((r for r in runs if r["mode"] == mode and float(r["fps"]) == fps),
-                         key=lambda r: xpos[r["rate_bps"]])
-            if not pts:
-                continue
-            color = colors[mode]
-            shift = 1.0 + 0.06 * (modes.index(mode) - (len(modes) - 1) / 2)  # crosses of two modes side by side
-            failed.extend((col, xpos[r["rate_bps"]] * shift, color) for r in pts if _failed(r))
-            if all(_failed(r) for r in pts):
-                continue
-            # A failed run's figures say nothing about the link: a gap in the line (NaN), and a cross below.
-            x = np.array([xpos[r["rate_bps"]] for r in pts])
-
-            def value(r: Mapping[str, Any], key: str, scale: float = 100.0) -> float:
-                v = r.get(key)
-                return float("nan") if _failed(r) or v is None else scale * float(v)
-
-            acc = np.array([value(r, "live_accuracy") for r in pts])
-            ci = np.array([r.get("live_accuracy_ci95") or [r["live_accuracy"]] * 2 for r in pts], dtype=float) * 100
-            err = np.nan_to_num(np.maximum(0.0, np.array([acc - ci[:, 0], ci[:, 1] - acc])))
-            acc_ax.errorbar(x, acc, yerr=err, color=color, marker="o", linewidth=2, capsize=3)
-            ok = ~np.isnan(acc)
-            lowest = min(lowest, float(acc[ok].min()), float(ci[ok, 0].min()))
-            acc_ax.plot(x, [value(r, "offline_accuracy") for r in pts], color=color, linestyle="--", linewidth=1.2)
-            dec_ax.plot(x, [value(r, "share_decided_of_captured" if "share_decided_of_captured" in r
-                                  else "share_decided") for r in pts],
-                        color=color, marker="s", markersize=4, linewidth=1.5)
-            lat_ax.plot(x, [value(r, "p99_ms", 1.0) for r in pts], color=color, marker="o", linewidth=2)
+    for col, fps in enumerate(grid.fps_values):
+        axs = (axes[0][col], axes[1][col], axes[2][col])
+        lowest = min(lowest, _draw_column(axs, col, fps, grid, failed))
         skipped = sorted({r["mode"] for r in report["runs"] if r.get("skipped") and float(r["fps"]) == fps})
-        acc_ax.set(title=f"{fps:g} frames/s per sensor" + (f"  (skipped: {', '.join(skipped)})" if skipped else ""),
-                   ylabel="accuracy (% of frames sent)", xscale="log")
-        dec_ax.set(ylabel="decided (% of frames\ncaptured, skips count)", ylim=(-3, 103))
-        lat_ax.axhline(deadline, color="k", linestyle="--", linewidth=1)
-        lat_ax.set(yscale="log", xlabel="uplink rate (tbf on the sensor's egress)", ylabel="p99 latency (ms)")
-        low, high = lat_ax.get_ylim()
-        lat_ax.set_ylim(min(low, deadline / 10), max(high, deadline * 2))
-        ticks = sorted(xpos.values())
-        lat_ax.set_xticks(ticks, labels=[rate_label(r).replace(" ", "\n", 1) if r is not None else "unshaped"
-                                         for r in sorted(xpos, key=lambda r: xpos[r])])
-        for ax in (acc_ax, dec_ax, lat_ax):
-            ax.grid(alpha=0.3, which="both")
-            ax.minorticks_off()
-        acc_ax.set_xlim(min(ticks) / 1.6, unshaped_at * 1.6)
+        _style_column(axs, fps, skipped, grid)
     floor = max(0.0, 5 * math.floor((lowest - 1) / 5))
-    for col in range(len(fps_values)):
-        axes[0][col].set_ylim(floor, 100.5)
-    for col, xi, color in failed:  # on the axis floor: the run produced no figure worth a point
-        axes[0][col].plot([xi], [floor], linestyle="none", marker="X", markersize=11, color=color,
-                          markeredgecolor="k", clip_on=False, zorder=5)
-    ran = {r["mode"] for r in runs}
-    handles = [Line2D([], [], color=colors[m], marker="o", linewidth=2, label=m if m in ran else f"{m} (skipped)")
-               for m in modes]
-    handles += [Line2D([], [], color="0.3", marker="o", linewidth=2, label="live (95 % CI)"),
-                Line2D([], [], color="0.3", linestyle="--", linewidth=1.2, label="offline, same frames and bytes")]
-    if failed:
-        handles.append(Line2D([], [], color="0.5", marker="X", markersize=9, markeredgecolor="k", linestyle="none",
-                              label="sensor failed: no figure (see report)"))
-    handles.append(Line2D([], [], color="k", linestyle="--", linewidth=1, label=f"deadline {deadline:g} ms"))
+    _set_accuracy_floor(axes, columns, floor, failed)
+    handles = _legend_handles(grid, bool(failed))
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(5, len(handles)))
     fig.suptitle("nairbus over a shaped uplink: one sensor, Mosquitto and fusion in private network namespaces\n"
                  f"{report['settings']['frames']} test frames per run; an undecided frame counts as wrong"

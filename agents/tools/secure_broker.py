@@ -4,9 +4,8 @@ tests in ``tests/deploy`` and the fault bench's takeover and exhaustion attacks.
 Certificates and passwords are made by the shipped scripts (broker/scripts/) into a temporary directory; the only
 changes to the config are the install paths (``/etc/mosquitto/nairbus/`` becomes the temporary directory) and, done by
 :class:`nairbus.agents.runtime.mosquitto.PrivateMosquitto`, free loopback ports and no persistence. The ACL gets one
-extra,
-clearly marked block for an observer account (test tooling only), which may read everything so it can prove a message
-never arrived.
+extra, clearly marked block for an observer account (test tooling only), which may read everything so it can prove a
+message never arrived.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """``nairbus evaluate wire``: accuracy against bytes **on the wire**, NAIR beside the image codecs a user would pick.
 
 Every figure counts the whole MQTT PUBLISH a frame costs as the sensor sends it (QoS 0, topic alias, lean envelope,
-data: :func:`nairbus.agents.nair.outgoing.alias_wire_bytes`), with the same per-frame counters the image evaluation
-uses (frame
-``i`` is sequence number and frame id ``i + 1``, captured ``33 i`` ms into the session). Under a per-frame cap the
-NAIR sensor sends the longest importance-ordered prefix whose message fits — exactly what
+data: :func:`nairbus.agents.nair.outgoing.alias_wire_bytes`), with the same per-frame counters the image evaluation uses
+(frame ``i`` is sequence number and frame id ``i + 1``, captured ``33 i`` ms into the session). Under a per-frame cap
+the NAIR sensor sends the longest importance-ordered prefix whose message fits — exactly what
 :meth:`nairbus.agents.nair.outgoing.NairFrameEncoder.prefix_for` does live. The image families come from
 ``reports/images.json`` (``nairbus evaluate images``): per frame the best rung of a family's ladder that fits.
 
@@ -20,85 +19,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from nairbus.agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
+from nairbus.agents.nair.curve import WIRE_EVAL_CAPS, nair_curve, nair_wire_bytes
+from nairbus.agents.nair.outgoing import alias_wire_bytes
 from nairbus.models.architectures.resnet import count_macs
-from nairbus.models.data.fashion_mnist import load_split, validation_split
-from nairbus.models.evaluation.image import FRAME_INTERVAL_MS
-from nairbus.models.evaluation.stats import wilson_interval
+from nairbus.models.data.fashion_mnist import Dataset, load_split, validation_split
 from nairbus.models.nair.calibration import calibrated_bit_bands
-from nairbus.models.nair.codec import packed_bytes
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.models.store import default_artifact_path
 from nairbus.models.zoo import trainable_mature
-from nairbus.schemas.wire import lean_fragment_payload_len, msgpack_uint_len
+from nairbus.schemas.wire import lean_fragment_payload_len
 
 __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
 
-WIRE_EVAL_CAPS: tuple[int, ...] = (40, 50, 60, 70, 80, 100, 125, 150, 175, 200, 225, 250, 300, 350, 400, 500, 600,
-                                   700, 800, 1000, 1500, 2000, 4000, 8000, 13000)
-"""Per-frame wire caps (bytes) of the NAIR curves; the image table's caps are a subset."""
 ProgressFn = Callable[[str], None]
-
-
-def _counters(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    idx = np.arange(n)
-    return idx + 1, idx + 1, idx * FRAME_INTERVAL_MS
-
-
-def nair_wire_bytes(artifact: NairArtifact, ends: np.ndarray) -> np.ndarray:
-    """Wire bytes of each frame's one-message prefix ``[0, ends[i])`` (0 where nothing is sent)."""
-    seq, fid, ms = _counters(len(ends))
-    out = np.zeros(len(ends), dtype=np.int64)
-    for i, end in enumerate(ends.tolist()):
-        if end > 0:
-            data = packed_bytes(artifact, 0, end)
-            out[i] = alias_wire_bytes(lean_fragment_payload_len(data, int(seq[i]), int(fid[i]), int(ms[i]), 0, end,
-                                                                end))
-    return out
-
-
-def _ends_under_cap(encoder: NairFrameEncoder, n: int, cap: int) -> np.ndarray:
-    seq, fid, ms = _counters(n)
-    # The envelope differs by at most a few bytes between frames; work it out per distinct counter width.
-    ends = np.zeros(n, dtype=np.int64)
-    cache: dict[tuple[int, int, int], int] = {}
-    for i in range(n):
-        key = (msgpack_uint_len(int(seq[i])), msgpack_uint_len(int(fid[i])), msgpack_uint_len(int(ms[i])))
-        if key not in cache:
-            cache[key] = encoder.prefix_for(cap, None, int(seq[i]), int(fid[i]), int(ms[i]))
-        ends[i] = cache[key]
-    return ends
-
-
-def nair_curve(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray,
-               caps: Sequence[int] = WIRE_EVAL_CAPS) -> list[dict[str, Any]]:
-    """Accuracy (95 % CI), mean wire and data bytes, and share sent of NAIR under each per-frame wire cap."""
-    from nairbus.schemas.lean import LeanContext
-
-    encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
-    rows = []
-    for cap in caps:
-        ends = _ends_under_cap(encoder, len(codes), cap)
-        sent = ends > 0
-        pred = np.full(len(codes), -1)
-        if sent.any():
-            pred[sent] = pipeline.prefix_probs(codes[sent], ends[sent]).argmax(1)
-        correct = (pred == labels) & sent
-        wire = nair_wire_bytes(pipeline.artifact, ends)
-        lo, hi = wilson_interval(int(correct.sum()), len(correct))
-        rows.append({"cap_bytes": cap, "accuracy": float(correct.mean()), "ci95": [lo, hi],
-                     "share_sent": float(sent.mean()),
-                     "mean_wire_bytes": float(wire[sent].mean()) if sent.any() else None,
-                     "mean_data_bytes": float(np.mean([packed_bytes(pipeline.artifact, 0, int(e)) for e in ends]))
-                     if sent.any() else None,
-                     "mean_components": float(ends.mean())})
-    return rows
 
 
 def _row_at(rows: Sequence[dict[str, Any]], cap: int) -> dict[str, Any] | None:
@@ -149,13 +87,21 @@ def _device_macs(native: Any | None, split: str) -> tuple[int | None, int | None
     return count_macs(native), count_macs(native, split)
 
 
-def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
-                  validation_frames: int = 5000, progress: ProgressFn | None = None,
-                  data_dir: Path | None = None, model: str = "base") -> dict[str, Any]:
-    """The wire report of ``model``: NAIR per artifact on validation and test, the image families (the image report
-    must have been made with the same model), and the bars."""
-    say = progress or (lambda _m: None)
-    started = time.perf_counter()
+@dataclass(frozen=True, slots=True)
+class _WireInputs:
+    """What the wire report is measured on: the image report, the test and validation frames, the NAIR artifacts."""
+
+    images: dict[str, Any]
+    test: Dataset
+    n: int
+    validation: Dataset
+    artifacts: dict[str, Path]
+    base: NairPipeline
+
+
+def _load_inputs(images_report: Path, frames: int | None, validation_frames: int, data_dir: Path | None,
+                 model: str) -> _WireInputs:
+    """Read the image report, the frames and ``model``'s artifacts; refuse an image report of other frames or model."""
     if not images_report.is_file():
         raise FileNotFoundError(f"{images_report} is missing; run 'nairbus evaluate images' first")
     images = json.loads(images_report.read_text())
@@ -171,10 +117,15 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         raise ValueError(f"{images_report} measured the image codecs with another model "
                          f"({(images.get('mature_model') or {}).get('name')}): run 'nairbus evaluate images"
                          + ("" if model == "base" else f" --model {model}") + "'")
-    mature = float((base.full_model_probs(test.images[:n]).argmax(1) == test.labels[:n]).mean())
+    return _WireInputs(images, test, n, validation, artifacts, base)
+
+
+def _nair_curves(inputs: _WireInputs, model: str, say: ProgressFn) -> dict[str, Any]:
+    """Per artifact: its NAIR curves on validation and test, its bit bands and its device cost."""
+    base, validation, test, n = inputs.base, inputs.validation, inputs.test, inputs.n
     nair: dict[str, Any] = {}
     native = _native_model(model)  # built once: a program load and a probe for an imported model
-    for key, path in artifacts.items():
+    for key, path in inputs.artifacts.items():
         name = path.name
         pipeline = NairPipeline(base.model, base.manifest, NairArtifact.load(path))
         say(f"NAIR {key}: validation")
@@ -189,13 +140,22 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
                      pipeline.artifact.total_bytes(), "device_macs": macs,
                      "device_macs_share": macs / total_macs if macs is not None and total_macs else None,
                      "validation": val_rows, "test": test_rows}
-    # The artifact a cap is served with: the better on validation (ties: the lighter device).
+    return nair
+
+
+def _chosen_on_validation(nair: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per cap, the test row of the artifact that serves it: the better on validation (ties: the lighter device)."""
     chosen = []
     for cap in WIRE_EVAL_CAPS:
         best = max(nair, key=lambda sp: (_row_at(nair[sp]["validation"], cap)["accuracy"],  # type: ignore[index]
                                          -(nair[sp]["device_macs"] or 0)))
         row = _row_at(nair[best]["test"], cap)
         chosen.append({"artifact": best, **(row or {})})
+    return chosen
+
+
+def _bars(images: dict[str, Any], nair: dict[str, Any], chosen: list[dict[str, Any]]) -> dict[str, Any]:
+    """NAIR against the best image family at 200 and 300 bytes on the wire."""
     tables = images["families"] if "families" in images else images["test"]["families"]
     bars: dict[str, Any] = {}
     for cap in (200, 300):
@@ -210,14 +170,42 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
             if nair_row else None,
             "difference_outside_noise": _outside_noise(nair_row, image_rows[best_family]),
         }
-    # The fewest-bytes point is chosen on validation (against the mature model's validation accuracy) and reported on
-    # the test frames at the same cap.
-    mature_validation = float((base.full_model_probs(validation.images).argmax(1) == validation.labels).mean())
+    return bars
+
+
+def _fewest_within_mature(nair: dict[str, Any], mature_validation: float) -> dict[str, Any]:
+    """Per artifact, the fewest-bytes cap within 1 point of the mature model on validation, reported on test."""
     fewest = {}
     for sp in nair:
         pick = fewest_wire_within(nair[sp]["validation"], mature_validation)
         fewest[sp] = None if pick is None else {**(_row_at(nair[sp]["test"], pick["cap_bytes"]) or {}),
                                                 "validation_accuracy": pick["accuracy"], "chosen_on": "validation"}
+    return fewest
+
+
+def _report_path(images_report: Path) -> str:
+    """``images_report`` relative to the working directory where it lies under it, else as given."""
+    return (str(images_report.resolve().relative_to(Path.cwd().resolve()))
+            if images_report.resolve().is_relative_to(Path.cwd().resolve()) else str(images_report))
+
+
+def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int | None = None,
+                  validation_frames: int = 5000, progress: ProgressFn | None = None,
+                  data_dir: Path | None = None, model: str = "base") -> dict[str, Any]:
+    """The wire report of ``model``: NAIR per artifact on validation and test, the image families (the image report
+    must have been made with the same model), and the bars."""
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    inputs = _load_inputs(images_report, frames, validation_frames, data_dir, model)
+    base, test, n, validation, images = inputs.base, inputs.test, inputs.n, inputs.validation, inputs.images
+    mature = float((base.full_model_probs(test.images[:n]).argmax(1) == test.labels[:n]).mean())
+    nair = _nair_curves(inputs, model, say)
+    chosen = _chosen_on_validation(nair)
+    bars = _bars(images, nair, chosen)
+    # The fewest-bytes point is chosen on validation (against the mature model's validation accuracy) and reported on
+    # the test frames at the same cap.
+    mature_validation = float((base.full_model_probs(validation.images).argmax(1) == validation.labels).mean())
+    fewest = _fewest_within_mature(nair, mature_validation)
     overhead = alias_wire_bytes(lean_fragment_payload_len(0, 1001, 1001, 33000, 0, 100, 100))
     return {
         "command": "nairbus evaluate wire" + ("" if model == "base" else f" --model {model}")
@@ -231,9 +219,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
         "wire_counting": "whole MQTT 5 PUBLISH, QoS 0, topic alias (3-byte property), lean positional msgpack "
                          "envelope [2, tag, seq, frame_id, capture_ms, start, end, frame_end, data]",
         "nair_message_overhead_bytes": overhead,
-        "image_report": {"path": str(images_report.resolve().relative_to(Path.cwd().resolve()))
-                         if images_report.resolve().is_relative_to(Path.cwd().resolve()) else str(images_report),
-                         "command": images.get("command")},
+        "image_report": {"path": _report_path(images_report), "command": images.get("command")},
         "nair": nair, "nair_chosen_on_validation": chosen, "fewest_wire_bytes_within_1pt_of_mature": fewest,
         "bars": bars, "seconds": round(time.perf_counter() - started, 1),
     }

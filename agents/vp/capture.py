@@ -10,10 +10,8 @@ sensor opens, converted to the variants' 28x28 grey input at the edge).
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
 
 It paces itself like a camera (:func:`nairbus.agents.runtime.pacing.run_paced`, the loop every agent shares): frame
-``i`` is
-due at
-its slot ``i / fps``; a frame whose slot passed more than one period ago (the publisher was held up) is skipped and
-counted, never sent in a burst to catch up.
+``i`` is due at its slot ``i / fps``; a frame whose slot passed more than one period ago (the publisher was held up) is
+skipped and counted, never sent in a burst to catch up.
 
 The frame stays a self-describing msgpack map (hub LAN, one message per frame for all variants; about 920 bytes
 for a 28x28 frame, 784 of them pixels) rather than a lean array: the per-sensor uplink is where bytes count.
@@ -31,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nairbus.agents.runtime.agent import DeviceAgent
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
-from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources import SourceContext, open_source
@@ -60,8 +58,7 @@ class CaptureSettings(BaseModel):
     expiry_s: float = Field(default=10.0, gt=0)
     source: Literal["replay", "folder", "camera"] = "replay"
     """Where the frames come from (a registered source of :mod:`nairbus.agents.sources`): the data set, a folder of
-    image
-    files, or a camera (the ``camera`` extra)."""
+    image files, or a camera (the ``camera`` extra)."""
     folder: Path | None = None
     watch: bool = False
     camera: str | None = None
@@ -134,17 +131,3 @@ class CaptureAgent(DeviceAgent):
     def stop_fields(self) -> dict[str, object]:
         return {"stream": self.settings.stream_id, "sent": self.sent, "dropped": self.dropped,
                 "skipped": self.skipped}
-
-
-def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:
-    """Run a capture agent as a process (SIGTERM/SIGINT stop it cleanly); returns what it sent."""
-    from nairbus.agents.runtime.service import _on_signals
-
-    configure_logging(config.log)
-    agent = CaptureAgent(config, settings)
-    _on_signals(agent.stop_event)
-    agent.start()
-    try:
-        return agent.run()
-    finally:
-        agent.stop()

@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from nairbus.agents.nair.outgoing import alias_wire_bytes
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.models.architectures.registry import fashion_mnist_spec
 from nairbus.models.data.fashion_mnist import LABELS
@@ -16,6 +15,7 @@ from nairbus.schemas import (
     TopK,
 )
 from nairbus.schemas.lean import LeanContext, encode_lean
+from nairbus.schemas.wire import alias_wire_bytes
 
 log = get_logger("nairbus.vp")
 FRAME_SIDE = 28

@@ -1,34 +1,31 @@
 """The VP fusion agent (``nairbus fusion --mode vp``): whichever variants reported, fused into one answer.
 
-It learns VP sensors from their births (refusing model hashes that are not in the committed family manifest) and
-decodes their lean top-k with the context of the sensor's current birth (no birth: ``unknown_sensor``; another
-session's tag: ``session``). It buffers votes per ``(stream, frame id)``, and decides a frame when every variant that
-was online when the frame opened has reported, or when the deadline (from the first vote's arrival) passes — a
-variant that never reports never holds a frame longer than that, and one whose status goes ``offline`` stops being
-waited for at once. The decision is the pure rule :func:`nairbus.models.vp.fusion.fuse`; the result lists the variants
-that
-contributed and the wire bytes of the votes fused. Bad input is rejected with a reason, a log line and a counter.
+It learns VP sensors from their births (refusing model hashes that are not in the committed family manifest) and decodes
+their lean top-k with the context of the sensor's current birth (no birth: ``unknown_sensor``; another session's tag:
+``session``). It buffers votes per ``(stream, frame id)``, and decides a frame when every variant that was online when
+the frame opened has reported, or when the deadline (from the first vote's arrival) passes — a variant that never
+reports never holds a frame longer than that, and one whose status goes ``offline`` stops being waited for at once. The
+decision is the pure rule :func:`nairbus.models.vp.fusion.fuse`; the result lists the variants that contributed and the
+wire bytes of the votes fused. Bad input is rejected with a reason, a log line and a counter.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nairbus.agents.nair.outgoing import alias_wire_bytes
+from nairbus.agents.home.discovery import attach_home_assistant
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.deadline import DeadlineBuffer
 from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
-from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
-from nairbus.agents.runtime.notify import systemd_service
 from nairbus.models.data.fashion_mnist import LABELS
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.fusion import Vote, fuse
@@ -40,6 +37,7 @@ from nairbus.schemas import (
     WireError,
 )
 from nairbus.schemas.lean import LeanContext, decode_lean
+from nairbus.schemas.wire import alias_wire_bytes
 
 log = get_logger("nairbus.vp")
 
@@ -171,6 +169,8 @@ class VpFusionAgent(FusionBase):
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
         super().__init__(config, ("birth", "status", "topk"), bus)
+        self.discovery = attach_home_assistant(self)
+        """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
 
     # ----- input ----------------------------------------------------------------------------------------------
     def on_birth(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
@@ -292,17 +292,3 @@ class VpFusionAgent(FusionBase):
 
     def start_fields(self) -> dict[str, object]:
         return {"variants": sorted(self.hashes)}
-
-
-def run_vp_fusion(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> None:
-    """Run a VP fusion agent until SIGTERM/SIGINT."""
-    configure_logging(config.log)
-    agent = VpFusionAgent(config)
-    if on_signals is not None:
-        on_signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"vp fusion {config.fusion.fusion_id}", lambda: not agent.stop_event.is_set()):
-            agent.run()
-    finally:
-        agent.close()

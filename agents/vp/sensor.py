@@ -19,9 +19,7 @@ inbox every round and classifies, newest first, only the frames that it can stil
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,10 @@ import numpy as np
 
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.config import AgentConfig
-from nairbus.agents.runtime.logging import configure_logging, get_logger
+from nairbus.agents.runtime.frames import FrameBatch
+from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
-from nairbus.agents.runtime.notify import systemd_service
 from nairbus.agents.runtime.pacing import Pacing, run_paced
-from nairbus.agents.sources import FrameBatch
 from nairbus.agents.sources.images import BadImageError, frame_pixels
 from nairbus.agents.sources.replay import replay, replay_indices
 from nairbus.agents.vp.common import (
@@ -151,11 +148,9 @@ class VpSensorAgent(SensorBase):
         """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant).
 
         The one paced loop of every agent (:func:`nairbus.agents.runtime.pacing.run_paced`): with ``fps`` the data set
-        is a
-        camera,
-        frame ``i`` captured at its slot ``i / fps`` after the start; the sensor classifies the frames due when it is
-        free and skips those whose slot passed more than one period ago — a slow variant loses frames, not latency,
-        and never bursts to catch up. Without ``fps`` it classifies whole batches as fast as it can.
+        is a camera, frame ``i`` captured at its slot ``i / fps`` after the start; the sensor classifies the frames due
+        when it is free and skips those whose slot passed more than one period ago — a slow variant loses frames, not
+        latency, and never bursts to catch up. Without ``fps`` it classifies whole batches as fast as it can.
         """
         s = self.settings
         data = load_split(s.split, s.data_dir)
@@ -266,21 +261,3 @@ class VpSensorAgent(SensorBase):
 
     def stop_fields(self) -> dict[str, Any]:
         return {"sensor": self.settings.sensor_id, **self.counters}
-
-
-def run_vp_sensor(config: AgentConfig, on_signals: Callable[[threading.Event], None] | None = None) -> dict[str, int]:
-    """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
-    configure_logging(config.log)
-    agent = VpSensorAgent(config)
-    if on_signals is not None:
-        on_signals(agent.stop_event)
-    agent.start()
-    try:
-        # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for
-        # frames from a capture agent for any length of time, so its watchdog holds while the process runs.
-        with systemd_service(f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set()):
-            return agent.run()
-    finally:
-        agent.stop()
-
-

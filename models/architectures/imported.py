@@ -1,6 +1,5 @@
 """A user's own classifier as a :class:`~nairbus.models.architectures.split.SplitModel`: ``torch.export`` programs,
-TorchScript files and
-Python factories, split at a named module or graph node.
+TorchScript files and Python factories, split at a named module or graph node.
 
 A ``torch.export`` program (``torch.export.save``, a ``.pt2`` file) is cut in its graph: the split point is a module
 path (``features.6``, the cut is that module's output) or a graph node's name, and the cut must be the only value

@@ -2,8 +2,7 @@
 
 A new native architecture is one module (the ``nn.Module`` with ``head``/``tail`` at named split points, see
 :class:`nairbus.models.architectures.split.SplitModel`) plus one :func:`register` line here. Models that are not native
-— a user's
-TorchScript file, ``torch.export`` program or Python factory — come in through
+— a user's TorchScript file, ``torch.export`` program or Python factory — come in through
 :mod:`nairbus.models.architectures.imported` instead.
 """
 
@@ -54,8 +53,7 @@ def build(architecture_id: str, config: Mapping[str, Any], spec: InputSpec) -> n
 
 def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
     """The data set's input spec (:data:`nairbus.models.data.registry.DATASETS`): 28x28 grey, or resized and replicated
-    to RGB
-    with the same normalisation per channel."""
+    to RGB with the same normalisation per channel."""
     native = get_dataset("fashion-mnist").spec
     return native.model_copy(update={"channels": channels, "height": size, "width": size,
                                      "mean": native.mean * channels, "std": native.std * channels})

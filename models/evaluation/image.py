@@ -1,11 +1,9 @@
 """The image-compression baseline: compress the frame on the sensor, run the whole mature model at the hub.
 
 This is what a user would do instead of NAIR. Every codec of :mod:`nairbus.models.image.codec` is measured on the same
-frames
-with the mature model (``nairbus.models.store.load_model("base")``), counted in **bytes on the wire**: each frame
-travels as
-one MQTT 5 QoS-0 PUBLISH with a topic alias (empty topic name, no other property) whose payload is the lean msgpack
-image message, ``[2, tag, seq, frame_id, capture_ms, ..., data]``, sized by
+frames with the mature model (``nairbus.models.store.load_model("base")``), counted in **bytes on the wire**: each frame
+travels as one MQTT 5 QoS-0 PUBLISH with a topic alias (empty topic name, no other property) whose payload is the lean
+msgpack image message, ``[2, tag, seq, frame_id, capture_ms, ..., data]``, sized by
 :func:`nairbus.schemas.wire.lean_image_payload_len` (the report records that function's description of the layout). The
 evaluation uses representative counters: frame ``i`` (from 0) has ``seq = frame_id = i + 1`` and
 ``capture_ms = 33 * i`` (30 frames/s from the session's start), so the envelope grows by a byte or two as the

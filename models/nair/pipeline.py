@@ -93,9 +93,8 @@ class NairPipeline:
         """Offline channel: what fusion would hold for each frame under a byte budget and injected loss.
 
         Every frame goes through the same codec as on the bus (:class:`~nairbus.models.nair.codec.NairCodec`): the
-        prefix
-        the budget buys is packed into runs (one run; under injected loss cut along the artifact's plan, each piece
-        lost or kept as a live sensor does), and fusion's decode turns what arrived into values and a mask.
+        prefix the budget buys is packed into runs (one run; under injected loss cut along the artifact's plan, each
+        piece lost or kept as a live sensor does), and fusion's decode turns what arrived into values and a mask.
         """
         by_plan = loss.kind != "none"
         end = self.codec.prefix_end(budget_bytes)

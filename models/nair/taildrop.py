@@ -7,14 +7,13 @@ IR at the split and the rest is zeroed. The prefix runs over the order the bytes
 of the naive codec carries, partial channel included; ``order="channels"`` keeps whole channels only (the first,
 weaker version of this baseline).
 
-It is trained at full strength: from the mature model, for as long as the mature model's own training (for the
-shipped base model 24 epochs of one one-cycle schedule; :func:`nairbus.models.zoo.taildrop_settings` derives the
-settings of
-any model from its own training), on the training images outside the validation split, keeping the epoch with the
-best mean validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not
-improved for so many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate
-anneals). The fill of the missing part (zero, as trained, or the calibration mean) is chosen on the validation split
-too. It costs a second training run and a second model; NAIR costs neither.
+It is trained at full strength: from the mature model, for as long as the mature model's own training (for the shipped
+base model 24 epochs of one one-cycle schedule; :func:`nairbus.models.zoo.taildrop_settings` derives the settings of any
+model from its own training), on the training images outside the validation split, keeping the epoch with the best mean
+validation accuracy over the 5/10/25/50 % prefixes (``patience`` can stop it early once that has not improved for so
+many epochs; off by default, since under a one-cycle schedule the score rises mostly while the rate anneals). The fill
+of the missing part (zero, as trained, or the calibration mean) is chosen on the validation split too. It costs a second
+training run and a second model; NAIR costs neither.
 """
 
 from __future__ import annotations

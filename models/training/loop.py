@@ -1,10 +1,9 @@
 """The one training loop every model here shares: SGD with Nesterov momentum under a one-cycle schedule.
 
 The mature model (:mod:`nairbus.models.training.mature`), the tail-drop baseline (:mod:`nairbus.models.nair.taildrop`)
-and the VP family
-(:mod:`nairbus.models.vp.training`) differ only in what one step computes (their ``step`` function: the loss, the scores
-whose arg-max counts as the training accuracy, and the labels). Each epoch draws a fresh order of the training
-images from ``generator``, and the step draws its augmentation from the same generator, so a seeded run is
+and the VP family (:mod:`nairbus.models.vp.training`) differ only in what one step computes (their ``step`` function:
+the loss, the scores whose arg-max counts as the training accuracy, and the labels). Each epoch draws a fresh order of
+the training images from ``generator``, and the step draws its augmentation from the same generator, so a seeded run is
 repeatable bit for bit.
 """
 

@@ -15,8 +15,8 @@ parameter budget is set by the last stage's width while the MAC budget is set by
 counts parameters and MACs with the same committed counters as the mature model
 (:func:`~nairbus.models.architectures.resnet.count_params`,
 :func:`~nairbus.models.architectures.resnet.count_macs`); :func:`generate` enumerates a grid of knobs and keeps what
-fits the budget
-(by default 1/5 of the mature model's parameters *and* MACs). :data:`VARIANTS` is the family nairbus ships.
+fits the budget (by default 1/5 of the mature model's parameters *and* MACs). :data:`VARIANTS` is the family nairbus
+ships.
 
 >>> [v.name for v in VARIANTS]
 ['w44r28', 'w44r24', 'w40r26d2', 'w36r28d121']

@@ -1,9 +1,8 @@
 """The link fitting's pure core against a simulated shaped link, and what a frame costs on the wire.
 
-The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every
-10 ms like :class:`nairbus.agents.nair.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges
-late: every
-second full segment, or 40 ms after the first byte it has not acknowledged (Linux's delayed ACK), so the sender's
+The simulated link is a token bucket (rate, burst) that drains the sensor's backlog in 1 ms steps, sampled every 10 ms
+like :class:`nairbus.agents.nair.link.LinkMonitor` samples a socket. Like a real TCP receiver it acknowledges late:
+every second full segment, or 40 ms after the first byte it has not acknowledged (Linux's delayed ACK), so the sender's
 backlog includes bytes that have already crossed the link. The real thing — tbf in network namespaces — is
 ``tests/agents/test_linkbench.py``.
 """

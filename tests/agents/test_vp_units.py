@@ -159,8 +159,11 @@ def test_frame_message_round_trip_and_validation() -> None:
 
 
 def test_vp_sensor_settings_need_a_variant() -> None:
-    with pytest.raises(ValidationError, match="variant"):
-        SensorSettings(mode="vp")
+    from nairbus.agents.methods import METHODS
+
+    with pytest.raises(ValueError, match="variant"):
+        METHODS.for_sensor(SensorSettings(mode="vp"))
+    assert METHODS.for_sensor(SensorSettings(mode="vp", variant="w44r28", k=2)).name == "vp"
     assert SensorSettings(mode="vp", variant="w44r28", k=2).k == 2
 
 

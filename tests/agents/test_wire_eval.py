@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nairbus.agents.tools.wire_eval import artifacts_beside, nair_curve, nair_wire_bytes
+from nairbus.agents.nair.curve import nair_curve, nair_wire_bytes
+from nairbus.agents.tools.wire_eval import artifacts_beside
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.codec import prefix_end
 from nairbus.models.nair.pipeline import NairPipeline

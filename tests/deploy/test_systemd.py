@@ -15,11 +15,11 @@ from types import ModuleType
 
 import pytest
 
+from nairbus.agents.nair.service import run_fusion, run_sensor
 from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto, free_port
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.notify import ServiceNotifier, progress, watchdog_interval
-from nairbus.agents.runtime.service import run_fusion, run_sensor
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.schemas import Status

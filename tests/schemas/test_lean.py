@@ -1,6 +1,5 @@
 """The lean wire (nairbus.schemas.lean): round trips of fragments, top-k and images, envelope bytes, and hostile
-payloads that
-must always end in a WireError with the right reason and nothing else."""
+payloads that must always end in a WireError with the right reason and nothing else."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Bytes on the wire (nairbus.schemas.wire): publish_size against PUBLISH packets built by paho-mqtt itself and by hand
-from the
-MQTT 5 specification, and the msgpack length helpers against msgpack."""
+from the MQTT 5 specification, and the msgpack length helpers against msgpack."""
 
 from __future__ import annotations
 

@@ -1,0 +1,35 @@
+"""NAIR as a registered method: feature fragments (``nair``), a compressed image (``image``) or per frame the better
+of the two (``auto``), reassembled and decided by a fusion agent running the model's tail."""
+
+from __future__ import annotations
+
+from nairbus.agents.nair.service import run_fusion, run_sensor
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.methods import Method
+
+__all__ = ["NAIR"]
+
+
+def check_sensor(settings: SensorSettings) -> None:
+    """What a NAIR, image or auto sensor needs of its settings."""
+    if settings.source == "mqtt":
+        raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder', 'image-topic' "
+                         "or 'camera'")
+
+
+def _run_fusion(config: AgentConfig) -> None:
+    run_fusion(config)
+
+
+def _run_sensor(config: AgentConfig) -> dict[str, int]:
+    return run_sensor(config)
+
+
+NAIR = Method(
+    name="nair",
+    summary="NAIR feature fragments (or a compressed image, or per frame the better of the two), model tail at the hub",
+    sensor_modes=("nair", "image", "auto"),
+    run_sensor=_run_sensor,
+    run_fusion=_run_fusion,
+    check_sensor=check_sensor,
+)

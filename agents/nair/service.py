@@ -1,0 +1,56 @@
+"""Run the NAIR sensor and fusion agents as services: signals, systemd readiness and watchdog."""
+
+from __future__ import annotations
+
+import time
+
+from nairbus.agents.nair.fusion import FusionAgent
+from nairbus.agents.nair.sensor import SensorAgent
+from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.logging import configure_logging
+from nairbus.agents.runtime.notify import progress, systemd_service
+from nairbus.agents.runtime.service import on_signals
+from nairbus.models.nair.pipeline import NairPipeline
+
+__all__ = ["FUSION_STALL_S", "SENSOR_STALL_S", "run_fusion", "run_sensor"]
+
+SENSOR_STALL_S = 60.0
+"""A sensor whose frame counter has not moved for this long stops feeding the systemd watchdog."""
+FUSION_STALL_S = 10.0
+"""A fusion agent whose worker loop has not gone round for this long stops feeding the systemd watchdog."""
+
+
+def run_sensor(config: AgentConfig, pipeline: NairPipeline | None = None) -> dict[str, int]:
+    """Replay the configured frames through a sensor agent; returns its counters.
+
+    Under systemd (``Type=notify``) it reports ``READY=1`` once the model is loaded, the broker accepted the
+    connection and the retained birth is acknowledged, then feeds the watchdog while frames keep flowing.
+    """
+    configure_logging(config.log)
+    agent = SensorAgent(config, pipeline)
+    on_signals(agent.stop_event)
+    agent.start()
+    try:
+        with systemd_service(f"sensor {config.sensor.sensor_id}: publishing to {agent.comm.endpoint}",
+                             progress(lambda: agent.counters["frames"], SENSOR_STALL_S)):
+            return agent.run_replay()
+    finally:
+        agent.stop()
+
+
+def run_fusion(config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
+    """Run a fusion agent until SIGTERM/SIGINT.
+
+    Under systemd (``Type=notify``) it reports ``READY=1`` once the model is loaded, the broker accepted the
+    connection and granted every subscription, then feeds the watchdog while the worker loop goes round.
+    """
+    configure_logging(config.log)
+    agent = FusionAgent(config, pipeline)
+    on_signals(agent.stop_event)
+    agent.start()
+    try:
+        with systemd_service(f"fusion {config.fusion.fusion_id}: subscribed at {agent.comm.endpoint}",
+                             lambda: time.monotonic() - agent.heartbeat < FUSION_STALL_S):
+            agent.run()
+    finally:
+        agent.close()

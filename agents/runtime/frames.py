@@ -1,0 +1,50 @@
+"""What the paced loop and every frame source share: :class:`FrameBatch`, the :class:`FrameSource` protocol and the
+:class:`SourceContext` a source is opened with. The concrete sources live above the runtime, in
+:mod:`nairbus.agents.sources`, and register there."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from nairbus.models.architectures.split import InputSpec
+
+__all__ = ["FrameBatch", "FrameSource", "SourceContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBatch:
+    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (RGB)."""
+
+    frame_ids: np.ndarray
+    images: np.ndarray
+
+
+class FrameSource(Protocol):
+    """What every source offers the paced loop."""
+
+    @property
+    def skip_late(self) -> bool: ...
+
+    @property
+    def source_paced(self) -> bool: ...
+
+    @property
+    def counters(self) -> Counter[str]: ...
+
+    def batches(self, batch: int) -> Iterator[FrameBatch]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """What a source may need from the agent that runs it: the model's input spec, the stop event, and (for
+    sources that arrive over MQTT) the agent's communicator, already subscribed."""
+
+    spec: InputSpec
+    stop: threading.Event
+    comm: Any = None

@@ -1,0 +1,87 @@
+"""What a method is to the runtime: a :class:`Method` registration, looked up by the mode a settings file names.
+
+A method (NAIR, VP, ...) lives in its own package above the runtime and declares itself as one :class:`Method`: its
+name, the sensor modes it serves, its fusion mode, its service runners and the checks it adds to a sensor's settings.
+The registry that holds them is :data:`nairbus.agents.methods.METHODS`; the CLI looks a method up there and never
+branches on a mode itself (sc2bench's ``register_wrapper_class`` / ``wrap_model(name)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+
+__all__ = ["Method", "MethodRegistry", "UnknownMethodError"]
+
+
+def _no_checks(_settings: SensorSettings) -> None:
+    """A method that adds no checks to a sensor's settings."""
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One registered method: how its agents run as services, and what its sensor settings must hold."""
+
+    name: str
+    """The method's name (``nair``, ``vp``, ...): the fusion mode that runs it."""
+    summary: str
+    """One line for ``--help`` and error messages."""
+    sensor_modes: tuple[str, ...]
+    """The ``sensor.mode`` values this method's sensor agent runs (NAIR's: ``nair``, ``image``, ``auto``)."""
+    run_sensor: Callable[[AgentConfig], dict[str, int]]
+    """Run a sensor agent as a service until its frames end or a signal stops it; its counters."""
+    run_fusion: Callable[[AgentConfig], None]
+    """Run a fusion agent as a service until a signal stops it."""
+    check_sensor: Callable[[SensorSettings], None] = field(default=_no_checks)
+    """Raise ``ValueError`` (the message names the flag to set) for sensor settings this method cannot run."""
+
+
+class UnknownMethodError(ValueError):
+    """A mode that no registered method serves; the message lists the ones that are."""
+
+
+class MethodRegistry:
+    """Methods by name, and the method serving each sensor mode."""
+
+    def __init__(self, *methods: Method) -> None:
+        self._methods: dict[str, Method] = {}
+        for method in methods:
+            self.register(method)
+
+    def register(self, method: Method) -> Method:
+        """Add ``method``; a name or sensor mode that is taken already is refused."""
+        taken = {mode for m in self._methods.values() for mode in m.sensor_modes}
+        if method.name in self._methods or taken & set(method.sensor_modes):
+            raise ValueError(f"method {method.name!r} or one of its sensor modes {method.sensor_modes} is taken")
+        self._methods[method.name] = method
+        return method
+
+    def unregister(self, name: str) -> None:
+        """Remove the method ``name`` (tests that register a toy method clean up with this)."""
+        self._methods.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        """Every registered method's name."""
+        return tuple(self._methods)
+
+    def sensor_modes(self) -> tuple[str, ...]:
+        """Every sensor mode some registered method serves."""
+        return tuple(mode for m in self._methods.values() for mode in m.sensor_modes)
+
+    def for_fusion(self, mode: str) -> Method:
+        """The method a fusion agent of ``mode`` runs."""
+        try:
+            return self._methods[mode]
+        except KeyError:
+            raise UnknownMethodError(f"unknown fusion mode {mode!r}; registered: {', '.join(self.names())}") from None
+
+    def for_sensor(self, settings: SensorSettings) -> Method:
+        """The method whose sensor runs ``settings.mode``, after its checks of the settings passed."""
+        method = next((m for m in self._methods.values() if settings.mode in m.sensor_modes), None)
+        if method is None:
+            raise UnknownMethodError(f"unknown sensor mode {settings.mode!r}; registered: "
+                                     f"{', '.join(self.sensor_modes())}")
+        method.check_sensor(settings)
+        return method

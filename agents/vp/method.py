@@ -1,0 +1,38 @@
+"""Variant Parallelism as a registered method: each sensor runs one light variant and publishes its top-k; a fusion
+agent sums the votes of whichever variants reported."""
+
+from __future__ import annotations
+
+from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.agents.runtime.methods import Method
+from nairbus.agents.runtime.service import on_signals
+from nairbus.agents.vp.service import run_vp_fusion, run_vp_sensor
+
+__all__ = ["VP"]
+
+
+def check_sensor(settings: SensorSettings) -> None:
+    """What a VP sensor needs of its settings: a variant, and frames from the data set or a capture agent."""
+    if settings.source not in ("replay", "mqtt"):
+        raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
+                         "frames to every variant); folder, image-topic and camera sources are for nair/image/auto")
+    if settings.variant is None:
+        raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
+
+
+def _run_sensor(config: AgentConfig) -> dict[str, int]:
+    return run_vp_sensor(config, on_signals)
+
+
+def _run_fusion(config: AgentConfig) -> None:
+    run_vp_fusion(config, on_signals)
+
+
+VP = Method(
+    name="vp",
+    summary="Variant Parallelism: one light variant per sensor, top-k votes summed at the hub",
+    sensor_modes=("vp",),
+    run_sensor=_run_sensor,
+    run_fusion=_run_fusion,
+    check_sensor=check_sensor,
+)
