@@ -425,6 +425,13 @@ class HomeAssistantDiscovery:
         if key != self._desired_key:  # the configs are rebuilt only when what they describe changed
             self._desired_key, self._desired_cache = key, self._desired(streams, labels)
         desired = self._desired_cache
+        self._sync_configs(desired)
+        self._keep_streams(streams, now)
+        if self._announce_at is not None and now >= self._announce_at:
+            self._announce(desired, now)
+
+    def _sync_configs(self, desired: Mapping[str, bytes]) -> None:
+        """Publish the configs the broker does not hold yet; clear the ones no longer desired."""
         for topic, payload in desired.items():
             if self.on_broker.get(topic) == payload:
                 continue  # the broker holds exactly this config already
@@ -437,6 +444,9 @@ class HomeAssistantDiscovery:
                 del self.on_broker[topic]
                 self.counts["cleared"] += 1
                 log.info("discovery.cleared", topic=topic)
+
+    def _keep_streams(self, streams: Mapping[str, Sequence[str]], now: float) -> None:
+        """Forget vanished streams; keep each stream's availability, figures and label heartbeat current."""
         for stream in [s for s in self.streams if s not in streams]:
             del self.streams[stream]
         for stream, sensors in streams.items():
@@ -449,8 +459,6 @@ class HomeAssistantDiscovery:
             self._publish_metrics(stream, track, now)
             if track.state is not None and now - track.state_sent_at >= self.settings.heartbeat_s:
                 self._publish_state(stream, track, now)
-        if self._announce_at is not None and now >= self._announce_at:
-            self._announce(desired, now)
 
     def _desired(self, streams: Mapping[str, Sequence[str]],
                  labels: Mapping[str, Sequence[str]]) -> dict[str, bytes]:

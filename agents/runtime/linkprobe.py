@@ -1,0 +1,101 @@
+"""What a sender can see of its link to the broker: its backlog, the kernel's, and whether the broker is reachable.
+
+Bytes are counted as the wire sees them. A sender sees its own backlog in two places: bytes handed to paho that its
+network thread has not written yet (:class:`UnwrittenBytes`) and bytes the kernel holds unacknowledged
+(:func:`socket_outq`, ``TIOCOUTQ``). ``TCP_NOTSENT_LOWAT`` (:func:`tune_socket`) keeps the kernel from soaking up a
+backlog out of sight. :func:`describe_unreachable` probes the broker's port to say why no MQTT connection came up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+import threading
+from typing import TYPE_CHECKING, Final
+
+from structlog.typing import FilteringBoundLogger
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
+
+__all__ = ["TCP_NOTSENT_LOWAT", "UnwrittenBytes", "describe_unreachable", "socket_outq", "tune_socket"]
+
+TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+"""Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
+
+
+class UnwrittenBytes:
+    """Wire bytes of QoS 0 publishes handed to paho that its network thread has not written (message id -> bytes).
+
+    The publisher holds :attr:`lock` across paho's ``publish`` and :meth:`add`, so that ``on_publish`` (which calls
+    :meth:`written`) cannot run before the message id is recorded.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._by_mid: dict[int, int] = {}
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        """Bytes handed to paho and not written yet."""
+        with self.lock:
+            return self._total
+
+    def add(self, mid: int, size: int) -> None:
+        """Record a publish of ``size`` bytes handed to paho; the caller holds :attr:`lock`."""
+        self._by_mid[mid] = size
+        self._total += size
+
+    def written(self, mid: int) -> None:
+        """Paho is done with the publish ``mid`` (written, or not to be written)."""
+        with self.lock:
+            self._total -= self._by_mid.pop(mid, 0)
+
+    def reset(self) -> None:
+        """A connection began or ended: nothing of the last one is waiting any more."""
+        with self.lock:
+            self._by_mid.clear()
+            self._total = 0
+
+
+def socket_outq(sock: SocketLike | None) -> int:
+    """Bytes the kernel holds for ``sock``, sent but unacknowledged or not sent yet (0: no socket).
+
+    ``TIOCOUTQ`` on a TCP socket: what the link has not yet delivered (plus one round trip of acknowledgement).
+    """
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    value: int = struct.unpack("i", raw)[0]
+    return max(0, value)
+
+
+def tune_socket(sock: SocketLike | None, lowat: int | None, log: FilteringBoundLogger) -> None:
+    """A small ``TCP_NOTSENT_LOWAT`` (``lowat``), so the kernel does not take a backlog the sender cannot see or
+    drop; nothing without a socket or a value, and a log line where the system does not support it."""
+    if lowat is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)  # type: ignore[attr-defined]
+    except (OSError, AttributeError) as err:
+        log.info("mqtt.notsent_lowat_unsupported", error=str(err))
+
+
+def describe_unreachable(host: str, port: int) -> str:
+    """Why no MQTT connection to ``host:port`` came up: nothing accepts TCP there, or something does but no MQTT."""
+    endpoint = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as err:
+        return f"broker unreachable at {endpoint}: {err.strerror or err}"
+    return (
+        f"could not establish an MQTT connection to {endpoint} although it accepts TCP "
+        "connections (TLS settings, or not an MQTT listener?)"
+    )
