@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,22 +205,71 @@ def import_model(
     TorchScript file, or (``factory``) a state dict for ``package.module:function``, which is exported here so the
     runtime never imports user code. The model is cut at ``points`` and checked against ``spec`` before anything is
     written; the manifest records both files' sha256. Returns the manifest path."""
-    from nairbus.models.architectures.imported import (
-        ModelImportError,
-        check_fits,
-        convert_torchscript,
-        detect_format,
-        export_module,
-        has_head_and_tail,
-        load_python_factory,
-        load_split_model,
-    )
+    from nairbus.models.architectures.imported import check_fits, load_split_model
 
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"model name {name!r} must be a plain file stem")
     if not source.is_file():
         raise FileNotFoundError(f"model file {source} does not exist")
     directory.mkdir(parents=True, exist_ok=True)
+    staged = _stage_import(source, name, spec, directory, factory)
+    try:
+        model = load_split_model(staged.tmp, staged.model_format, points, spec, staged.scripted)
+        ir_shapes = check_fits(model, spec, points)
+    except BaseException:
+        staged.tmp.unlink(missing_ok=True)
+        raise
+    staged.tmp.replace(staged.stored)
+    params = model.parameter_count()  # type: ignore[operator]
+    manifest = {
+        "name": name,
+        "kind": "imported",
+        "format": staged.model_format,
+        "architecture": f"imported {staged.model_format} model" + (f" ({factory})" if factory else "")
+                        + (" (converted from TorchScript)" if staged.converted_from else ""),
+        "weights_file": staged.stored.name,
+        "sha256": sha256_file(staged.stored),
+        "source": {"file": source.name, "sha256": sha256_file(source), **({"factory": factory} if factory else {}),
+                   **({"format": staged.converted_from} if staged.converted_from else {})},
+        "split_points": list(points),
+        "default_split": points[0],
+        "ir_shapes": ir_shapes,
+        "input_spec": spec.model_dump(mode="json"),
+        "labels": list(spec.labels),
+        "params": params,
+        "torch_version": torch.__version__,
+        **({"command": command} if command else {}),
+        **(provenance or {}),
+    }
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A model being imported, written under a temporary name beside the file it will be stored as."""
+
+    model_format: Any
+    stored: Path
+    tmp: Path
+    scripted: Any
+    """The loaded TorchScript module when it is stored as it is (it has a head and a tail), else None."""
+    converted_from: str | None
+
+
+def _stage_import(source: Path, name: str, spec: InputSpec, directory: Path, factory: str | None) -> _Staged:
+    """Write the model to import under a temporary name in ``directory``: exported to a ``torch.export`` program
+    (a factory's state dict, a TorchScript file without head and tail), else copied as it is."""
+    from nairbus.models.architectures.imported import (
+        ModelImportError,
+        convert_torchscript,
+        detect_format,
+        export_module,
+        has_head_and_tail,
+        load_python_factory,
+    )
+
     converted_from = None
     program = None
     scripted = None
@@ -234,43 +284,11 @@ def import_model(
             program = convert_torchscript(scripted, (spec.channels, spec.height, spec.width))
             converted_from = "torchscript"
     if program is not None:
-        model_format: Any = "torch.export"
-        stored = directory / f"{name}.pt2"
         tmp = directory / f".{name}.importing.pt2"  # torch.export.load wants the .pt2 ending
         torch.export.save(program, str(tmp))
-    else:
-        model_format = detect_format(source)
-        stored = directory / (f"{name}.pt2" if model_format == "torch.export" else f"{name}.ts.pt")
-        tmp = directory / f".{name}.importing{stored.name.removeprefix(name)}"
-        tmp.write_bytes(source.read_bytes())
-    try:
-        model = load_split_model(tmp, model_format, points, spec, scripted if program is None else None)
-        ir_shapes = check_fits(model, spec, points)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(stored)
-    params = model.parameter_count()  # type: ignore[operator]
-    manifest = {
-        "name": name,
-        "kind": "imported",
-        "format": model_format,
-        "architecture": f"imported {model_format} model" + (f" ({factory})" if factory else "")
-                        + (" (converted from TorchScript)" if converted_from else ""),
-        "weights_file": stored.name,
-        "sha256": sha256_file(stored),
-        "source": {"file": source.name, "sha256": sha256_file(source), **({"factory": factory} if factory else {}),
-                   **({"format": converted_from} if converted_from else {})},
-        "split_points": list(points),
-        "default_split": points[0],
-        "ir_shapes": ir_shapes,
-        "input_spec": spec.model_dump(mode="json"),
-        "labels": list(spec.labels),
-        "params": params,
-        "torch_version": torch.__version__,
-        **({"command": command} if command else {}),
-        **(provenance or {}),
-    }
-    path = directory / f"{name}.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+        return _Staged("torch.export", directory / f"{name}.pt2", tmp, None, converted_from)
+    model_format: Any = detect_format(source)
+    stored = directory / (f"{name}.pt2" if model_format == "torch.export" else f"{name}.ts.pt")
+    tmp = directory / f".{name}.importing{stored.name.removeprefix(name)}"
+    tmp.write_bytes(source.read_bytes())
+    return _Staged(model_format, stored, tmp, scripted, converted_from)

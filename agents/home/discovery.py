@@ -46,9 +46,10 @@ from nairbus.agents.home.entities import (
     STREAM_ENTITIES,
     EntitySpec,
 )
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.fusion_base import FusionBase
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.settings import DiscoverySettings
 from nairbus.schemas import CONTENT_TYPE_JSON, Result, StreamMetrics, StreamState
 from nairbus.schemas import encode as wire_encode
@@ -265,7 +266,7 @@ class HomeAssistantDiscovery:
     for every result published, and :meth:`update` from the worker loop.
     """
 
-    comm: Communicator
+    comm: Bus
     topics: TopicTree
     fusion_id: str
     settings: DiscoverySettings = field(default_factory=DiscoverySettings)

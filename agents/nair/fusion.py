@@ -22,10 +22,11 @@ import numpy as np
 from nairbus.agents.home.discovery import attach_home_assistant
 from nairbus.agents.nair.outgoing import alias_wire_bytes, bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.models.image.codec import ImageCodec, ImageCodecError, get_image_codec
 from nairbus.models.nair.codec import ComponentRun, PayloadError
 from nairbus.models.nair.pipeline import NairPipeline
@@ -78,7 +79,7 @@ class FusionAgent(FusionBase):
                                              "sensor_frag": "on_fragment", "sensor_image": "on_image"}
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
-                 bus: Communicator | None = None) -> None:
+                 bus: Bus | None = None) -> None:
         f = config.fusion
         self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
         self.artifact_sha = self.pipeline.artifact.sha256

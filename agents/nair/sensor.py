@@ -24,10 +24,10 @@ from nairbus.agents.nair.auto import AutoChooser
 from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
 from nairbus.agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.runtime.agent import SensorBase
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources import open_source
 from nairbus.models.image.codec import get_image_codec
@@ -94,7 +94,7 @@ class SensorAgent(SensorBase):
     event_prefix = "sensor"
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
-                 bus: Communicator | None = None) -> None:
+                 bus: Bus | None = None) -> None:
         s = config.sensor
         if s.mode == "vp":
             raise ValueError("a variant-parallel sensor runs from nairbus.agents.vp (nairbus sensor --mode vp)")

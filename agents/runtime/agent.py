@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, ClassVar, Literal
 
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.commands import SensorControl
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.logging import get_logger
@@ -37,13 +38,13 @@ class DeviceAgent:
     event_prefix: ClassVar[str] = "agent"
     """Start and stop are logged as ``<event_prefix>_started`` and ``<event_prefix>_stopped``."""
 
-    def __init__(self, config: AgentConfig, agent_id: str, client_id: str, bus: Communicator | None = None,
+    def __init__(self, config: AgentConfig, agent_id: str, client_id: str, bus: Bus | None = None,
                  replay_s: float = 0.0) -> None:
         self.config = config
         self.agent_id = agent_id
         self.topics = TopicTree(config.topics.root, config.topics.site)
         self.stop_event = threading.Event()
-        self.comm = bus or Communicator(config.broker, client_id, self.topics.sensor_status(agent_id),
+        self.comm: Bus = bus or Communicator(config.broker, client_id, self.topics.sensor_status(agent_id),
                                         self._status_payload, replay_s=replay_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
 
@@ -86,7 +87,7 @@ class SensorBase(DeviceAgent):
 
     supports_budget: ClassVar[bool] = True
 
-    def __init__(self, config: AgentConfig, bus: Communicator | None = None) -> None:
+    def __init__(self, config: AgentConfig, bus: Bus | None = None) -> None:
         s = config.sensor
         super().__init__(config, s.sensor_id, f"nairbus-sensor-{s.sensor_id}", bus, replay_s=s.replay_s)
         self.settings = s

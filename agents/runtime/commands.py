@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
@@ -73,7 +74,7 @@ class SensorControl:
     publishes the birth again. ``supports_budget``: a VP sensor has no budget to change.
     """
 
-    def __init__(self, comm: Communicator, topics: TopicTree, settings: SensorSettings,
+    def __init__(self, comm: Bus, topics: TopicTree, settings: SensorSettings,
                  apply_settings: Callable[[SensorSettings], None], rebirth: Callable[[], None],
                  supports_budget: bool = True) -> None:
         self.comm = comm

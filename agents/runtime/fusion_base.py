@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.commands import answer_command
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import get_logger
@@ -107,7 +108,7 @@ class FusionBase:
     topic is rejected as ``unknown_topic``."""
 
     def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf],
-                 bus: Communicator | None = None) -> None:
+                 bus: Bus | None = None) -> None:
         self.config = config
         self.settings = config.fusion
         self.topics = TopicTree(config.topics.root, config.topics.site)
@@ -127,7 +128,7 @@ class FusionBase:
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
-        self.comm = bus or Communicator(config.broker, fusion_client_id(fid, self.topics),
+        self.comm: Bus = bus or Communicator(config.broker, fusion_client_id(fid, self.topics),
                                         self.topics.fusion_status(fid), self._status_payload, inbox_key=sender_of,
                                         session_expiry_s=self.settings.session_expiry_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""

@@ -28,9 +28,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from nairbus.agents.runtime.agent import DeviceAgent
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources import SourceContext, open_source
 from nairbus.agents.vp.common import VP_SPEC
@@ -79,7 +79,7 @@ class CaptureAgent(DeviceAgent):
     role = "capture"
     event_prefix = "capture"
 
-    def __init__(self, config: AgentConfig, settings: CaptureSettings, bus: Communicator | None = None) -> None:
+    def __init__(self, config: AgentConfig, settings: CaptureSettings, bus: Bus | None = None) -> None:
         self.settings = settings
         super().__init__(config, settings.agent_id, f"nairbus-capture-{settings.agent_id}", bus)
         self.topic = self.topics.frames(settings.stream_id)

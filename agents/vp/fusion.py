@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nairbus.agents.home.discovery import attach_home_assistant
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.deadline import DeadlineBuffer
 from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.models.data.fashion_mnist import LABELS
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.fusion import Vote, fuse
@@ -159,7 +160,7 @@ class VpFusionAgent(FusionBase):
                                              "sensor_topk": "on_topk"}
 
     def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
-                 weights_dir: Path = WEIGHTS_DIR, bus: Communicator | None = None) -> None:
+                 weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
         family = family if family is not None else read_family_manifest(weights_dir)
         self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}

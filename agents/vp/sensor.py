@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from nairbus.agents.runtime.agent import SensorBase
+from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.frames import FrameBatch
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
+from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources.images import BadImageError, frame_pixels
 from nairbus.agents.sources.replay import replay, replay_indices
@@ -67,7 +68,7 @@ class VpSensorAgent(SensorBase):
     supports_budget = False  # a VP sensor sends its top-k whole
 
     def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
-                 weights_dir: Path = WEIGHTS_DIR, bus: Communicator | None = None) -> None:
+                 weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
         s = config.sensor
         if s.variant is None:
             raise VpConfigError("a VP sensor needs a variant (--variant)")

@@ -259,23 +259,54 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
     ``calibrate_command`` is how the rate points' artifacts are made (for a user's model: ``nairbus calibrate
     --model NAME --images-dir DIR``, the folder holding the evaluator's calibration images)."""
     s = evaluator.settings
-    say = evaluator.progress
-    labels = evaluator.labels
     started = time.perf_counter()
-    base_model, base_manifest = evaluator.models[model]
-    mature_pred = mature_predictions(base_model, evaluator.images, s.batch_size)
-    mature_correct = mature_pred == labels
-    mature_accuracy = float(mature_correct.mean())
-    report: dict[str, Any] = {"frames": len(labels), "mature_accuracy": mature_accuracy,
-                              "mature_ci95": stats.accuracy(mature_correct)["ci95"], "methods": {},
-                              "statistics": "95 % Wilson intervals (ci95) on the test frames; paired comparisons by "
-                                            "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
-    correct: dict[str, dict[str, np.ndarray]] = {}
+    mature = _mature_reference(evaluator, model)
     specs = method_specs(split, evaluator.models["taildrop"][1].extra("fill", "zero")
                          if "taildrop" in evaluator.models else "zero", model, s.joint_klt)
-    wanted = [m for m in specs if not s.methods or m in s.methods]
+    report: dict[str, Any] = {"frames": len(evaluator.labels), "mature_accuracy": mature.accuracy,
+                              "mature_ci95": stats.accuracy(mature.correct)["ci95"], "methods": {},
+                              "statistics": "95 % Wilson intervals (ci95) on the test frames; paired comparisons by "
+                                            "McNemar's exact test on the same frames, within_noise when p >= 0.05"}
+    built, correct = _measure_methods(evaluator, specs, report["methods"])
+    if "nair" in built:
+        _add_nair_sections(evaluator, report, built["nair"], correct, mature, split, model, calibrate_command)
+    report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
+    report["settings"] = asdict(s)
+    report["mature_model"] = {"name": mature.manifest.name, "sha256": mature.manifest.sha256,
+                              "test_accuracy": mature.accuracy if mature.manifest.test_accuracy is None
+                              else mature.manifest.test_accuracy}
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Mature:
+    """The mature model and its own predictions on the test frames (what every method is held against)."""
+
+    model: ResNet
+    manifest: ModelManifest
+    pred: np.ndarray
+    correct: np.ndarray
+    accuracy: float
+
+
+def _mature_reference(evaluator: Evaluator, model: str) -> _Mature:
+    """Run the mature model ``model`` on the evaluator's test frames."""
+    base_model, base_manifest = evaluator.models[model]
+    pred = mature_predictions(base_model, evaluator.images, evaluator.settings.batch_size)
+    correct = pred == evaluator.labels
+    return _Mature(base_model, base_manifest, pred, correct, float(correct.mean()))
+
+
+def _measure_methods(
+    evaluator: Evaluator, specs: dict[str, MethodSpec], rows: dict[str, Any],
+) -> tuple[dict[str, Evaluated], dict[str, dict[str, np.ndarray]]]:
+    """Build each wanted method of ``specs`` whose model the evaluator has, measure its prefix and loss curves into
+    ``rows``; returns the built methods and their per-frame correctness at each prefix."""
+    s = evaluator.settings
+    say = evaluator.progress
+    correct: dict[str, dict[str, np.ndarray]] = {}
     built: dict[str, Evaluated] = {}
-    for name in wanted:
+    for name in [m for m in specs if not s.methods or m in s.methods]:
         if specs[name].model not in evaluator.models:
             say(f"skipping {name}: model {specs[name].model!r} not available")
             continue
@@ -287,7 +318,7 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
         random_loss, bursty = evaluator.loss_curves(ev)
         model_manifest = evaluator.models[specs[name].model][1]
         correct[name] = {k: v["correct"] for k, v in prefix.items()}
-        report["methods"][name] = {
+        rows[name] = {
             "description": specs[name].description,
             "model": model_manifest.name,
             "model_full_accuracy": float("nan") if model_manifest.test_accuracy is None
@@ -299,46 +330,55 @@ def run_evaluation(evaluator: Evaluator, split: str, model: str = "base",
             "bursty_loss": bursty,
             "calibration_seconds": round(ev.calibration_seconds, 2),
         }
-    if "nair" in built:
-        nair = built["nair"]
-        report["nair_artifact_sha256"] = nair.pipeline.artifact.sha256
-        full = predictions(nair, None, s.batch_size)
-        ir = evaluator.test_ir(model, split, nair.pipeline)
-        exact = transform_only_predictions(nair, ir, s.batch_size)
-        report["nair_full"] = {
-            "agreement_with_mature_8bit": float((full == mature_pred).mean()),
-            "agreement_with_mature_transform_only": float((exact == mature_pred).mean()),
-            "accuracy_8bit": float((full == labels).mean()),
-        }
-        report["comparisons"] = comparisons(correct, mature_correct)
-        say("rate-accuracy curve")
-        report["rate_accuracy"] = rate_accuracy(evaluator, split, model, calibrate_command)
-        if evaluator.validation is not None:
-            report["validation"] = {
-                "source": evaluator.validation_source, "frames": len(evaluator.validation),
-                "mature_accuracy": float((mature_predictions(base_model, evaluator.validation.images, s.batch_size)
-                                          == evaluator.validation.labels).mean()),
-                "used_for": "choosing the rate-accuracy point the bars highlight (fewest bytes within 1 point of the "
-                            "mature model); the tail-drop baseline's checkpoint and fill (its manifest)"}
-        report["fewest_bytes_within_1pt"] = fewest_bytes_point(report, mature_correct)
-        for point in report["rate_accuracy"]:
-            point.pop("correct", None)
-        say("ablation")
-        report["ablation"] = {}
-        for name, spec in ablation_specs(split, model, s.joint_klt).items():
-            say(f"ablation: {name}")
-            curve = evaluator.prefix_curve(evaluator.build(spec), s.ablation_prefixes)
-            report["ablation"][name] = {k: v["accuracy"] for k, v in curve.items()}
-        if evaluator.validation is not None:
-            say("joint KLT lengths on validation")
-            report["joint_klt_validation"] = joint_klt_validation(evaluator, split, model)
-        report["bars"] = bars(report)
-    report["evaluation_seconds"] = round(time.perf_counter() - started, 1)
-    report["settings"] = asdict(s)
-    report["mature_model"] = {"name": base_manifest.name, "sha256": base_manifest.sha256,
-                              "test_accuracy": mature_accuracy if base_manifest.test_accuracy is None
-                              else base_manifest.test_accuracy}
-    return report
+    return built, correct
+
+
+def _add_nair_sections(evaluator: Evaluator, report: dict[str, Any], nair: Evaluated,
+                       correct: dict[str, dict[str, np.ndarray]], mature: _Mature, split: str, model: str,
+                       calibrate_command: str) -> None:
+    """Add what is measured of NAIR alone to ``report``: the lossless check, the paired tests, the rate–accuracy
+    curve and its highlighted point, the ablation, the joint-KLT lengths on validation and the bars."""
+    s = evaluator.settings
+    say = evaluator.progress
+    report["nair_artifact_sha256"] = nair.pipeline.artifact.sha256
+    report["nair_full"] = _nair_full(evaluator, nair, split, model, mature.pred)
+    report["comparisons"] = comparisons(correct, mature.correct)
+    say("rate-accuracy curve")
+    report["rate_accuracy"] = rate_accuracy(evaluator, split, model, calibrate_command)
+    if evaluator.validation is not None:
+        report["validation"] = {
+            "source": evaluator.validation_source, "frames": len(evaluator.validation),
+            "mature_accuracy": float((mature_predictions(mature.model, evaluator.validation.images, s.batch_size)
+                                      == evaluator.validation.labels).mean()),
+            "used_for": "choosing the rate-accuracy point the bars highlight (fewest bytes within 1 point of the "
+                        "mature model); the tail-drop baseline's checkpoint and fill (its manifest)"}
+    report["fewest_bytes_within_1pt"] = fewest_bytes_point(report, mature.correct)
+    for point in report["rate_accuracy"]:
+        point.pop("correct", None)
+    say("ablation")
+    report["ablation"] = {}
+    for name, spec in ablation_specs(split, model, s.joint_klt).items():
+        say(f"ablation: {name}")
+        curve = evaluator.prefix_curve(evaluator.build(spec), s.ablation_prefixes)
+        report["ablation"][name] = {k: v["accuracy"] for k, v in curve.items()}
+    if evaluator.validation is not None:
+        say("joint KLT lengths on validation")
+        report["joint_klt_validation"] = joint_klt_validation(evaluator, split, model)
+    report["bars"] = bars(report)
+
+
+def _nair_full(evaluator: Evaluator, nair: Evaluated, split: str, model: str,
+               mature_pred: np.ndarray) -> dict[str, float]:
+    """NAIR with the whole IR received: agreement with the mature model at 8 bits and with no quantisation at all."""
+    batch = evaluator.settings.batch_size
+    full = predictions(nair, None, batch)
+    ir = evaluator.test_ir(model, split, nair.pipeline)
+    exact = transform_only_predictions(nair, ir, batch)
+    return {
+        "agreement_with_mature_8bit": float((full == mature_pred).mean()),
+        "agreement_with_mature_transform_only": float((exact == mature_pred).mean()),
+        "accuracy_8bit": float((full == evaluator.labels).mean()),
+    }
 
 
 def rate_accuracy(evaluator: Evaluator, split: str, model: str = "base",

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.data.fashion_mnist import LABELS, load_split, validation_split
 from nairbus.models.evaluation import stats
 from nairbus.models.store import WEIGHTS_DIR, load_model
@@ -36,7 +37,7 @@ from nairbus.models.vp.fusion import (
     simulate_failures,
     subset_key,
 )
-from nairbus.models.vp.training import load_family, softmax_outputs
+from nairbus.models.vp.training import LoadedVariant, load_family, softmax_outputs
 
 REPORT_PATH = Path("reports/vp.json")
 """Relative to the working directory, like every report a command writes."""
@@ -70,40 +71,13 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
     n_classes = len(LABELS)
     k_max = n_classes // 2
     k = settings.k or k_max
-    names = list(variants)
-    weights = {name: v.weight for name, v in variants.items()}
-    probs = {name: softmax_outputs(v.model, images) for name, v in variants.items()}
-    base_pred = softmax_outputs(base_model, images).argmax(1)
-    base_accuracy = float((base_pred == labels).mean())
-    by_entry = {e["name"]: e for e in family["variants"]}
-
-    def acc(pred: np.ndarray) -> float:
-        return float((pred == labels).mean())
-
-    preds_by_k: dict[int, dict[str, np.ndarray]] = {
-        kk: {subset_key(c): fuse_batch(probs, weights, kk, c).argmax(1) for c in all_subsets(names)}
-        for kk in range(1, k_max + 1)
-    }
-    subsets_by_k = {str(kk): {key: acc(p) for key, p in preds.items()} for kk, preds in preds_by_k.items()}
+    out = _outputs(variants, base_model, images, labels, k_max)
+    names, probs = out.names, out.probs
+    base_accuracy = out.accuracy(out.base_pred)
+    subsets_by_k = {str(kk): {key: out.accuracy(p) for key, p in preds.items()}
+                    for kk, preds in out.preds_by_k.items()}
     subsets = subsets_by_k[str(k)]
-    full = subset_key(names)
-    one_lost = {name: subsets[subset_key([x for x in names if x != name])] for name in names} if len(names) > 1 else {}
-    rules = fusion_rule_correct(probs, weights, labels, (k,))
-    ablation = {
-        "paper_weights_topk": subsets[full],
-        "equal_weights_topk": float(rules[f"equal_weights_top{k}"].mean()),
-        "paper_weights_all_classes": float(rules["paper_weights_all_classes"].mean()),
-        "equal_weights_all_classes": float(rules["equal_weights_all_classes"].mean()),
-    }
-    variant_rows = {}
-    for name in names:
-        e = by_entry[name]
-        variant_rows[name] = {
-            "params": e["params"], "macs": e["macs"], "params_ratio": e["params_ratio"], "macs_ratio": e["macs_ratio"],
-            "accuracy": acc(probs[name].argmax(1)), "fusion_weight": weights[name], "width_multiplier":
-            e["width_multiplier"], "resolution": e["resolution"], "widths": e["widths"], "blocks": e["blocks"],
-            "sha256": e["sha256"],
-        }
+    variant_rows = _variant_rows(family, out)
     report: dict[str, Any] = {
         "command": "nairbus evaluate vp" + ("" if n == len(test) else f" --frames {n}"),
         "frames": n,
@@ -114,29 +88,97 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
                  "macs": base_manifest.macs, "accuracy": base_accuracy,
                  "manifest_test_accuracy": base_manifest.test_accuracy},
         "variants": variant_rows,
-        "ensemble": {
-            "variants": names, "accuracy": subsets[full], "vs_base": subsets[full] - base_accuracy,
-            "one_lost": one_lost, "worst_one_lost": min(one_lost.values()) if one_lost else subsets[full],
-            "max_drop_one_lost": max((subsets[full] - a for a in one_lost.values()), default=0.0),
-            "total_params": sum(v["params"] for v in variant_rows.values()),
-            "total_macs": sum(v["macs"] for v in variant_rows.values()),
-            "max_variant_params_ratio": max(v["params_ratio"] for v in variant_rows.values()),
-            "max_variant_macs_ratio": max(v["macs_ratio"] for v in variant_rows.values()),
-        },
+        "ensemble": _ensemble(names, subsets, base_accuracy, variant_rows),
         "subsets": subsets,
         "subsets_by_k": subsets_by_k,
-        "fusion_ablation": ablation,
+        "fusion_ablation": _fusion_ablation(out, k, subsets[subset_key(names)]),
         "fusion_rule_on_validation": _fusion_rule_on_validation(family, variants, data_dir, k),
-        "availability": _availability(settings, names, subsets, base_accuracy, preds_by_k[k], base_pred, labels),
+        "availability": _availability(settings, names, subsets, base_accuracy, out.preds_by_k[k], out.base_pred,
+                                      labels),
         "payload": _payload(images, len(names), k_max, n_classes, payload_bytes, settings.nair_bytes),
         "settings": {k_: v for k_, v in asdict(settings).items() if k_ not in ("weights_dir",)},
         "family_manifest": {"command": family["command"], "train_wall_seconds": family["train_wall_seconds"],
                             "trained_on": family["trained_on"], "settings": family["settings"],
                             **({"selection": family["selection"]} if "selection" in family else {})},
     }
-    report["evidence"] = _evidence(preds_by_k[k][full], base_pred, {nm: probs[nm].argmax(1) for nm in names}, labels,
-                                   _validation_accuracy(family))
+    report["evidence"] = _evidence(out.preds_by_k[k][subset_key(names)], out.base_pred,
+                                   {nm: probs[nm].argmax(1) for nm in names}, labels, _validation_accuracy(family))
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Outputs:
+    """What the variants and the mature model say on the evaluated test frames."""
+
+    labels: np.ndarray
+    names: list[str]
+    weights: dict[str, float]
+    probs: dict[str, np.ndarray]
+    """Each variant's softmax outputs."""
+    base_pred: np.ndarray
+    preds_by_k: dict[int, dict[str, np.ndarray]]
+    """Predictions of every subset of variants (by :func:`subset_key`) under top-k fusion, for every k."""
+
+    def accuracy(self, pred: np.ndarray) -> float:
+        """Share of the frames ``pred`` gets right."""
+        return float((pred == self.labels).mean())
+
+
+def _outputs(variants: dict[str, LoadedVariant], base_model: ResNet, images: np.ndarray, labels: np.ndarray,
+             k_max: int) -> _Outputs:
+    """Run every variant and the mature model on the frames, and fuse every subset of variants for k in 1..k_max."""
+    names = list(variants)
+    weights = {name: v.weight for name, v in variants.items()}
+    probs = {name: softmax_outputs(v.model, images) for name, v in variants.items()}
+    base_pred = softmax_outputs(base_model, images).argmax(1)
+    preds_by_k: dict[int, dict[str, np.ndarray]] = {
+        kk: {subset_key(c): fuse_batch(probs, weights, kk, c).argmax(1) for c in all_subsets(names)}
+        for kk in range(1, k_max + 1)
+    }
+    return _Outputs(labels, names, weights, probs, base_pred, preds_by_k)
+
+
+def _variant_rows(family: dict[str, Any], out: _Outputs) -> dict[str, dict[str, Any]]:
+    """Each variant's row of the report: its size from the family manifest and its accuracy on the frames."""
+    by_entry = {e["name"]: e for e in family["variants"]}
+    rows = {}
+    for name in out.names:
+        e = by_entry[name]
+        rows[name] = {
+            "params": e["params"], "macs": e["macs"], "params_ratio": e["params_ratio"], "macs_ratio": e["macs_ratio"],
+            "accuracy": out.accuracy(out.probs[name].argmax(1)), "fusion_weight": out.weights[name],
+            "width_multiplier": e["width_multiplier"], "resolution": e["resolution"], "widths": e["widths"],
+            "blocks": e["blocks"], "sha256": e["sha256"],
+        }
+    return rows
+
+
+def _ensemble(names: list[str], subsets: dict[str, float], base_accuracy: float,
+              variant_rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The whole family's row: its accuracy, against the mature model and with any one variant lost, and its size."""
+    full = subsets[subset_key(names)]
+    one_lost = {name: subsets[subset_key([x for x in names if x != name])] for name in names} if len(names) > 1 else {}
+    return {
+        "variants": names, "accuracy": full, "vs_base": full - base_accuracy,
+        "one_lost": one_lost, "worst_one_lost": min(one_lost.values()) if one_lost else full,
+        "max_drop_one_lost": max((full - a for a in one_lost.values()), default=0.0),
+        "total_params": sum(v["params"] for v in variant_rows.values()),
+        "total_macs": sum(v["macs"] for v in variant_rows.values()),
+        "max_variant_params_ratio": max(v["params_ratio"] for v in variant_rows.values()),
+        "max_variant_macs_ratio": max(v["macs_ratio"] for v in variant_rows.values()),
+    }
+
+
+def _fusion_ablation(out: _Outputs, k: int, paper_topk: float) -> dict[str, float]:
+    """Test accuracy of the fusion rules: the paper's or equal weights, over the top ``k`` or every class
+    (``paper_topk``: the shipped rule's, already measured)."""
+    rules = fusion_rule_correct(out.probs, out.weights, out.labels, (k,))
+    return {
+        "paper_weights_topk": paper_topk,
+        "equal_weights_topk": float(rules[f"equal_weights_top{k}"].mean()),
+        "paper_weights_all_classes": float(rules["paper_weights_all_classes"].mean()),
+        "equal_weights_all_classes": float(rules["equal_weights_all_classes"].mean()),
+    }
 
 
 def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any], data_dir: str | Path | None,
@@ -278,12 +320,19 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
     import matplotlib
 
     matplotlib.use("Agg")
+    return [
+        _plot_subsets(report, directory / f"{stem}_subsets.png"),
+        _plot_topk(report, directory / f"{stem}_topk.png"),
+        _plot_availability(report, directory / f"{stem}_availability.png"),
+        _plot_payload(report, directory / f"{stem}_payload.png"),
+    ]
+
+
+def _plot_subsets(report: dict[str, Any], path: Path) -> Path:
+    """Bar chart of every subset's accuracy beside the mature model's."""
     import matplotlib.pyplot as plt
 
-    out = []
     base = report["base_accuracy"]
-    names = report["ensemble"]["variants"]
-
     fig, ax = plt.subplots(figsize=(8, 4.2))
     keys = sorted(report["subsets"], key=lambda s: (s.count(","), s))
     vals = [report["subsets"][key] * 100 for key in keys]
@@ -297,8 +346,15 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
         ax.text(i, v + 0.05, f"{v:.2f}", ha="center", fontsize=7)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out.append(_save(fig, directory / f"{stem}_subsets.png"))
+    return _save(fig, path)
 
+
+def _plot_topk(report: dict[str, Any], path: Path) -> Path:
+    """Accuracy against k, of the whole family and of it with each variant lost."""
+    import matplotlib.pyplot as plt
+
+    base = report["base_accuracy"]
+    names = report["ensemble"]["variants"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = sorted(int(k) for k in report["subsets_by_k"])
     full = ",".join(sorted(names))
@@ -314,7 +370,12 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
     ax.set_title("VP: accuracy against k")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.append(_save(fig, directory / f"{stem}_topk.png"))
+    return _save(fig, path)
+
+
+def _plot_availability(report: dict[str, Any], path: Path) -> Path:
+    """Availability and accuracy over time against the failure probability, VP beside model parallelism."""
+    import matplotlib.pyplot as plt
 
     rows = report["availability"]["rows"]
     ps = [r["p"] for r in rows]
@@ -337,7 +398,12 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
     a2.set_title("accuracy under device failures")
     a2.legend(fontsize=8)
     fig.tight_layout()
-    out.append(_save(fig, directory / f"{stem}_availability.png"))
+    return _save(fig, path)
+
+
+def _plot_payload(report: dict[str, Any], path: Path) -> Path:
+    """Bytes per frame: VP's top-k messages for every k, NAIR's, the raw image and its zlib."""
+    import matplotlib.pyplot as plt
 
     pay = report["payload"]
     labels_, values = [], []
@@ -358,8 +424,7 @@ def write_plots(report: dict[str, Any], directory: Path, stem: str = "vp") -> li
     ax.set_xlabel("bytes per frame (all variants together)")
     ax.set_title("payload per frame")
     fig.tight_layout()
-    out.append(_save(fig, directory / f"{stem}_payload.png"))
-    return out
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:

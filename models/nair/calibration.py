@@ -225,13 +225,49 @@ def calibrate(
     k = c * h * w
     mean = features.mean(axis=0)
     basis = _channel_klt(features, mean) if settings.method in ("nair", "pca", "klt") else np.eye(c)
-    spatial = settings.method == "nair"
-    base = NairArtifact(
+    base = _separable_artifact(model_name, model_sha256, settings, mean, basis)
+    comp = _components(model, features, settings, base, progress)
+    fill = _component_fill(comp, mean, settings.fill, settings.joint_klt)
+    bits = bits_schedule(k, list(settings.bit_bands))
+    lo, step = fit_quantiser(comp.values, bits, settings.clip_quantiles)
+    plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
+    meta: dict[str, Any] = {
+        "method": settings.method,
+        "settings": settings.recorded(),
+        "calibration_images": int(n),
+        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2), "numerics": numerics},
+    }
+    return NairArtifact(
         model_name=model_name,
         model_sha256=model_sha256,
         split=settings.split,
         ir_shape=(c, h, w),
-        spatial_dct=spatial,
+        spatial_dct=base.spatial_dct,
+        mean=mean.astype(np.float32),
+        channel_basis=basis.astype(np.float32),
+        order=comp.order.astype(np.int64),
+        fill=fill.astype(np.float32),
+        lo=lo.astype(np.float32),
+        step=step.astype(np.float32),
+        bits=bits,
+        plan=plan,
+        meta=meta,
+        mix=comp.mix.astype(np.float32),
+    )
+
+
+def _separable_artifact(model_name: str, model_sha256: str, settings: CalibrationSettings, mean: np.ndarray,
+                        basis: np.ndarray) -> NairArtifact:
+    """A float64 artifact holding only the separable transform (``mean``, channel ``basis``, the DCT for ``nair``):
+    what turns the calibration IR into components in natural order."""
+    c, h, w = mean.shape
+    k = c * h * w
+    return NairArtifact(
+        model_name=model_name,
+        model_sha256=model_sha256,
+        split=settings.split,
+        ir_shape=(c, h, w),
+        spatial_dct=settings.method == "nair",
         mean=mean,
         channel_basis=basis,
         order=np.arange(k, dtype=np.int64),
@@ -241,6 +277,24 @@ def calibrate(
         bits=np.full(k, 8, dtype=np.uint8),
         plan=np.array([[0, k]], dtype=np.int64),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Components:
+    """The calibration IR as components: the order chosen, the joint KLT and the values, ``(N, K)`` in that order."""
+
+    base: NairArtifact
+    """The separable transform; with a joint KLT, also the order and the KLT (applied by its transform)."""
+    order: np.ndarray
+    mix: np.ndarray
+    values: np.ndarray
+
+
+def _components(model: ResNet, features: np.ndarray, settings: CalibrationSettings, base: NairArtifact,
+                progress: ProgressFn | None) -> _Components:
+    """Transform the calibration IR, order its components for ``settings.method`` and apply the joint KLT if any."""
+    n, c, h, w = features.shape
+    k = c * h * w
     with torch.no_grad():
         natural = NairTransform(base, torch.float64).forward(torch.from_numpy(features)).numpy()
     if progress:
@@ -266,39 +320,20 @@ def calibrate(
         mix = klt_basis(head.T @ head / n)  # components are centred: the calibration mean is their zero
         components[:, :lead] = head @ mix
         base = replace(base, order=order.astype(np.int64), mix=mix)
-    if settings.fill == "mean":
+    return _Components(base, order, mix, components)
+
+
+def _component_fill(comp: _Components, mean: np.ndarray, fill: Fill, lead: int) -> np.ndarray:
+    """What stands in for a component that did not arrive, in component space: the calibration mean or a zero
+    activation at the split."""
+    if fill == "mean":
         # The calibration mean in component space: T(mean) = transform of (mean - mean), exactly zero. (Averaging
         # the components instead gives that zero plus rounding noise about 1e-16 which float32 keeps in full and
         # another CPU changes.)
-        fill = _in_component_space(base, torch.from_numpy(mean)[None], order, lead)
-    else:  # zero activation at the split, expressed in component space
-        fill = _in_component_space(base, torch.zeros(1, c, h, w, dtype=torch.float64), order, lead)
-    bits = bits_schedule(k, list(settings.bit_bands))
-    lo, step = fit_quantiser(components, bits, settings.clip_quantiles)
-    plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
-    meta: dict[str, Any] = {
-        "method": settings.method,
-        "settings": settings.recorded(),
-        "calibration_images": int(n),
-        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2), "numerics": numerics},
-    }
-    return NairArtifact(
-        model_name=model_name,
-        model_sha256=model_sha256,
-        split=settings.split,
-        ir_shape=(c, h, w),
-        spatial_dct=spatial,
-        mean=mean.astype(np.float32),
-        channel_basis=basis.astype(np.float32),
-        order=order.astype(np.int64),
-        fill=fill.astype(np.float32),
-        lo=lo.astype(np.float32),
-        step=step.astype(np.float32),
-        bits=bits,
-        plan=plan,
-        meta=meta,
-        mix=mix.astype(np.float32),
-    )
+        return _in_component_space(comp.base, torch.from_numpy(mean)[None], comp.order, lead)
+    # zero activation at the split, expressed in component space
+    c, h, w = mean.shape
+    return _in_component_space(comp.base, torch.zeros(1, c, h, w, dtype=torch.float64), comp.order, lead)
 
 
 def _in_component_space(base: NairArtifact, ir: torch.Tensor, order: np.ndarray, lead: int) -> np.ndarray:

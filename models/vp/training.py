@@ -137,6 +137,27 @@ def train_variants(
     if (start_from is None) != (cycles_done == 0) or not 0 <= cycles_done < len(cycles):
         raise ValueError(f"cannot resume after {cycles_done} cycle(s) of {len(cycles)} "
                          f"{'with' if start_from is not None else 'without'} starting weights")
+    device, weights, models = _initial_variants(family, settings, start_from)
+    soft = None
+    if teacher is not None and settings.distill_weight > 0:
+        soft = _teacher_targets(teacher.to(device), train.images, settings.distill_temperature)
+        if progress is not None:
+            progress("teacher", 1, 1, {})
+    run = _JointRun(models, [weights[name] for name in models], train, settings, soft, device, progress)
+    selector = _EpochSelector(models, weights, validation, progress, history if history is not None else [])
+    _run_cycles(run, cycles, cycles_done, settings.seed, selector)
+    selector.keep_best()
+    out = {}
+    for name, m in models.items():
+        m.eval()
+        out[name] = with_memory_format(m.to("cpu"), torch.contiguous_format)
+    return out
+
+
+def _initial_variants(
+    family: Sequence[VariantSpec], settings: VpTrainSettings, start_from: Mapping[str, ResNet] | None,
+) -> tuple[torch.device, dict[str, float], dict[str, ResNet]]:
+    """The device, the fusion weights and the seeded (or resumed) variants on that device, channels-last."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -147,56 +168,68 @@ def train_variants(
         for name, m in models.items():
             m.load_state_dict(start_from[name].state_dict())
     models = {name: with_memory_format(m.to(device), torch.channels_last) for name, m in models.items()}
-    soft = None
-    if teacher is not None and settings.distill_weight > 0:
-        soft = _teacher_targets(teacher.to(device), train.images, settings.distill_temperature)
-        if progress is not None:
-            progress("teacher", 1, 1, {})
-    run = _JointRun(models, [weights[name] for name in models], train, settings, soft, device, progress)
-    done = 0
-    total = sum(epochs for epochs, _ in cycles[cycles_done:])
-    log = history if history is not None else []
-    best: dict[str, Any] = {"accuracy": -1.0}
+    return device, weights, models
 
-    def validate(cycle: int, epochs_run: int) -> None:
+
+class _EpochSelector:
+    """Measures the ensemble on the validation split after each epoch and remembers the best epoch's weights."""
+
+    def __init__(self, models: dict[str, ResNet], weights: dict[str, float], validation: Dataset | None,
+                 progress: ProgressFn | None, log: list[dict[str, Any]]) -> None:
+        self.models, self.weights, self.validation, self.progress, self.log = models, weights, validation, progress, log
+        self.best_accuracy = -1.0
+        self.best_state: dict[str, dict[str, torch.Tensor]] | None = None
+
+    def validate(self, cycle: int, epochs_run: int) -> None:
         """Measure the ensemble on ``validation`` after ``epochs_run`` epochs (in learning-rate cycle ``cycle``)."""
+        validation = self.validation
         if validation is None:
             return
-        probs = {name: softmax_outputs(m, validation.images) for name, m in models.items()}
+        probs = {name: softmax_outputs(m, validation.images) for name, m in self.models.items()}
         k = check_k(len(LABELS) // 2, len(LABELS))
-        ensemble = float((fuse_batch(probs, weights, k).argmax(1) == validation.labels).mean())
-        log.append({"cycles": cycle, "epochs": epochs_run, "validation_ensemble_accuracy": ensemble,
-                    "validation_variant_accuracy": {name: float((p.argmax(1) == validation.labels).mean())
-                                                    for name, p in probs.items()}})
-        if progress is not None:
-            progress("validation", len(log), len(log), {"validation_acc": ensemble, "epochs": epochs_run})
-        if ensemble > best["accuracy"]:
-            best.update(accuracy=ensemble, cycles=cycle,
-                        state={name: {k_: v.detach().clone() for k_, v in m.state_dict().items()}
-                               for name, m in models.items()})
+        ensemble = float((fuse_batch(probs, self.weights, k).argmax(1) == validation.labels).mean())
+        self.log.append({"cycles": cycle, "epochs": epochs_run, "validation_ensemble_accuracy": ensemble,
+                         "validation_variant_accuracy": {name: float((p.argmax(1) == validation.labels).mean())
+                                                         for name, p in probs.items()}})
+        if self.progress is not None:
+            self.progress("validation", len(self.log), len(self.log), {"validation_acc": ensemble,
+                                                                       "epochs": epochs_run})
+        if ensemble > self.best_accuracy:
+            self.best_accuracy = ensemble
+            self.best_state = {name: {k_: v.detach().clone() for k_, v in m.state_dict().items()}
+                               for name, m in self.models.items()}
 
+    def after_epoch(self, cycle: int, offset: int) -> Callable[[int], bool] | None:
+        """The per-epoch hook of cycle ``cycle`` (its epochs counted from ``offset``); None without validation."""
+        if self.validation is None:
+            return None
+
+        def hook(epoch: int) -> bool:
+            self.validate(cycle + 1, offset + epoch)
+            return False
+
+        return hook
+
+    def keep_best(self) -> None:
+        """Load the best epoch's weights back into the variants (nothing to do when none was measured)."""
+        if self.best_state is not None:
+            for name, m in self.models.items():
+                m.load_state_dict(self.best_state[name])
+
+
+def _run_cycles(run: _JointRun, cycles: list[tuple[int, float]], cycles_done: int, seed: int,
+                selector: _EpochSelector) -> None:
+    """Run the learning-rate cycles after the first ``cycles_done``, each reseeded with ``seed + cycle``."""
+    done = 0
+    total = sum(epochs for epochs, _ in cycles[cycles_done:])
     before = sum(e for e, _ in cycles[:cycles_done])
     if cycles_done:
-        validate(cycles_done, before)
+        selector.validate(cycles_done, before)
     for cycle, (epochs, max_lr) in enumerate(cycles):
         if cycle < cycles_done:
             continue
-        offset = before + done
-
-        def after_epoch(epoch: int, cycle: int = cycle, offset: int = offset) -> bool:
-            validate(cycle + 1, offset + epoch)
-            return False
-
-        run.cycle(settings.seed + cycle, epochs, max_lr, done, total, after_epoch if validation is not None else None)
+        run.cycle(seed + cycle, epochs, max_lr, done, total, selector.after_epoch(cycle, before + done))
         done += epochs
-    if "state" in best:
-        for name, m in models.items():
-            m.load_state_dict(best["state"][name])
-    out = {}
-    for name, m in models.items():
-        m.eval()
-        out[name] = with_memory_format(m.to("cpu"), torch.contiguous_format)
-    return out
 
 
 def _teacher_targets(teacher: nn.Module, images: np.ndarray, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,19 +326,10 @@ def train_family(
     ``resume_from`` is a directory holding a family trained with these settings but fewer warm restarts: its weights
     stand in for the cycles it ran, which are not re-run, and the manifest records where they came from.
     """
-    for spec in family:
-        c = cost(spec)
-        if not c.fits:
-            raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
-                             f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
+    _check_budget(family)
     earlier = _earlier_cycles(resume_from, family, settings) if resume_from is not None else None
     if train is None:
-        everything = load_split("train", data_dir)
-        if settings.validation_images:
-            train = fit_split(everything, settings.validation_images)
-            validation = validation_split(everything, settings.validation_images)
-        else:
-            train = everything
+        train, validation = _training_splits(settings, data_dir, validation)
     teacher = None
     teacher_ref: dict[str, Any] | None = None
     if settings.distill_weight > 0:
@@ -317,70 +341,143 @@ def train_family(
                             start_from={n: v.model for n, v in earlier.variants.items()} if earlier else None,
                             cycles_done=earlier.cycles if earlier else 0, validation=validation, history=history)
     wall = time.perf_counter() - started
-    test = test if test is not None else load_split("test", data_dir)
+    scores = _test_scores(models, family, test if test is not None else load_split("test", data_dir))
+    record = _TrainingRecord(settings, command, f"{pick_device().type}, {torch.get_num_threads()} threads, "
+                             f"{platform.machine()}", wall, teacher_ref, earlier)
+    variants = [_save_variant(spec, models[spec.name], scores, record, out_dir) for spec in family]
+    manifest = _family_manifest(family, variants, scores, record, _base_summary(out_dir))
+    if validation is not None and history:
+        manifest["selection"] = _selection(history, len(validation), len(train), len(settings.cycles()))
+    path = out_dir / f"{FAMILY_NAME}.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _check_budget(family: Sequence[VariantSpec]) -> None:
+    """Refuse a family with a variant over the budget (params or MACs as a share of the mature model's)."""
+    for spec in family:
+        c = cost(spec)
+        if not c.fits:
+            raise ValueError(f"variant {spec.name} has {c.params} params ({c.params_ratio:.1%}) and {c.macs} MACs "
+                             f"({c.macs_ratio:.1%}) of the mature model; the budget is {BUDGET_RATIO:.0%} of each")
+
+
+def _training_splits(settings: VpTrainSettings, data_dir: str | Path | None,
+                     validation: Dataset | None) -> tuple[Dataset, Dataset | None]:
+    """The training images to fit on and the validation split held out of them (``validation`` when none is)."""
+    everything = load_split("train", data_dir)
+    if settings.validation_images:
+        held = settings.validation_images
+        return fit_split(everything, held), validation_split(everything, held)
+    return everything, validation
+
+
+@dataclass(frozen=True, slots=True)
+class _TestScores:
+    """The trained variants on the test split: their softmax outputs, the fusion's ``k`` and every subset's
+    accuracy."""
+
+    labels: np.ndarray
+    weights: dict[str, float]
+    probs: dict[str, np.ndarray]
+    k: int
+    subsets: dict[str, float]
+    full: str
+    """The subset key of the whole family."""
+
+
+def _test_scores(models: Mapping[str, ResNet], family: Sequence[VariantSpec], test: Dataset) -> _TestScores:
+    """Run every variant on ``test`` and score each subset of them under the top-k fusion rule."""
     weights = fusion_weights(family)
     probs = {name: softmax_outputs(m, test.images) for name, m in models.items()}
     n_classes = len(LABELS)
     k = check_k(n_classes // 2, n_classes)
     subsets = family_accuracy(probs, test.labels, weights, k)
-    full = subset_key(list(models))
-    trained_on = f"{pick_device().type}, {torch.get_num_threads()} threads, {platform.machine()}"
-    variants: list[dict[str, Any]] = []
-    for spec in family:
-        accuracy = float((probs[spec.name].argmax(1) == test.labels).mean())
-        path = save_model(models[spec.name], weights_name(spec.name), {
-            "family": FAMILY_NAME, "variant": spec.name, "width_multiplier": spec.width,
-            "resolution": spec.resolution, "fusion_weight": weights[spec.name], "test_accuracy": accuracy,
-            "labels": list(LABELS), "command": command, "trained_on": trained_on,
-        }, out_dir)
-        saved = json.loads(path.read_text())
-        variants.append({
-            "name": spec.name, "weights_name": weights_name(spec.name), "width_multiplier": spec.width,
-            "resolution": spec.resolution, "blocks": list(saved["config"]["blocks"]),
-            "widths": list(saved["config"]["widths"]), "fusion_weight": weights[spec.name],
-            **cost(spec).to_dict(), "test_accuracy": accuracy, "sha256": saved["sha256"],
-            "weights_file": saved["weights_file"],
-        })
-    base = _base_summary(out_dir)
+    return _TestScores(test.labels, weights, probs, k, subsets, subset_key(list(models)))
+
+
+@dataclass(frozen=True, slots=True)
+class _TrainingRecord:
+    """How the family was trained, as its manifests record it."""
+
+    settings: VpTrainSettings
+    command: str
+    trained_on: str
+    wall: float
+    """Seconds this run trained (without the resumed run's)."""
+    teacher: dict[str, Any] | None
+    earlier: _Earlier | None
+
+
+def _save_variant(spec: VariantSpec, model: ResNet, scores: _TestScores, record: _TrainingRecord,
+                  out_dir: Path) -> dict[str, Any]:
+    """Write one variant's weights and manifest; returns its entry in the family manifest."""
+    weights = scores.weights
+    accuracy = float((scores.probs[spec.name].argmax(1) == scores.labels).mean())
+    path = save_model(model, weights_name(spec.name), {
+        "family": FAMILY_NAME, "variant": spec.name, "width_multiplier": spec.width,
+        "resolution": spec.resolution, "fusion_weight": weights[spec.name], "test_accuracy": accuracy,
+        "labels": list(LABELS), "command": record.command, "trained_on": record.trained_on,
+    }, out_dir)
+    saved = json.loads(path.read_text())
+    return {
+        "name": spec.name, "weights_name": weights_name(spec.name), "width_multiplier": spec.width,
+        "resolution": spec.resolution, "blocks": list(saved["config"]["blocks"]),
+        "widths": list(saved["config"]["widths"]), "fusion_weight": weights[spec.name],
+        **cost(spec).to_dict(), "test_accuracy": accuracy, "sha256": saved["sha256"],
+        "weights_file": saved["weights_file"],
+    }
+
+
+def _family_manifest(family: Sequence[VariantSpec], variants: list[dict[str, Any]], scores: _TestScores,
+                     record: _TrainingRecord, base: dict[str, Any] | None) -> dict[str, Any]:
+    """The family manifest (without the validation ``selection``, which :func:`_selection` adds)."""
+    subsets, full, earlier = scores.subsets, scores.full, record.earlier
     names = [v.name for v in family]
     leave_one_out = {name: subsets[subset_key([n for n in names if n != name])] for name in names}
-    manifest = {
+    return {
         "name": FAMILY_NAME,
         "method": "Variant Parallelism (Asadi & Goudarzi, IEEE IoT-J 2023), joint training",
-        "command": command,
+        "command": record.command,
         "labels": list(LABELS),
-        "k": k,
+        "k": scores.k,
         "variants": variants,
         "ensemble_accuracy": subsets[full],
         "leave_one_out_accuracy": leave_one_out,
         "max_drop_one_lost": max(subsets[full] - acc for acc in leave_one_out.values()) if len(names) > 1 else 0.0,
         "subsets": subsets,
         "base": base,
-        "settings": asdict(settings),
-        "teacher": teacher_ref,
-        "train_wall_seconds": round(wall + (earlier.manifest["train_wall_seconds"] if earlier else 0.0), 1),
-        "resumed_from": None if earlier is None else {
-            "command": earlier.manifest["command"], "cycles": earlier.cycles,
-            "train_wall_seconds": earlier.manifest["train_wall_seconds"], "trained_on": earlier.manifest["trained_on"],
-            "ensemble_accuracy": earlier.manifest["ensemble_accuracy"],
-            "sha256": {n: v.manifest.sha256 for n, v in earlier.variants.items()},
-            "resumed_wall_seconds": round(wall, 1),
-            "earlier": earlier.manifest.get("resumed_from") or earlier.manifest.get("first_cycle_from")},
-        "trained_on": trained_on,
+        "settings": asdict(record.settings),
+        "teacher": record.teacher,
+        "train_wall_seconds": round(record.wall + (earlier.manifest["train_wall_seconds"] if earlier else 0.0), 1),
+        "resumed_from": None if earlier is None else _resumed_from(earlier, record.wall),
+        "trained_on": record.trained_on,
         "torch_version": torch.__version__,
     }
-    if validation is not None and history:
-        kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))
-        manifest["selection"] = {
-            "split": f"validation: fashion_mnist.validation_split ({len(validation)} training images, not trained on; "
-                     f"training used the other {len(train)})",
-            "criterion": "validation accuracy of the whole ensemble (top-k fusion) after every epoch; the best "
-                         "epoch's weights are kept (ties: the earlier)",
-            "kept_cycles": kept["cycles"], "kept_epochs": kept["epochs"], "cycles_run": len(settings.cycles()),
-            "history": history}
-    path = out_dir / f"{FAMILY_NAME}.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+
+
+def _resumed_from(earlier: _Earlier, wall: float) -> dict[str, Any]:
+    """The manifest's record of the family a resumed run started from (``wall``: the seconds this run took)."""
+    return {
+        "command": earlier.manifest["command"], "cycles": earlier.cycles,
+        "train_wall_seconds": earlier.manifest["train_wall_seconds"], "trained_on": earlier.manifest["trained_on"],
+        "ensemble_accuracy": earlier.manifest["ensemble_accuracy"],
+        "sha256": {n: v.manifest.sha256 for n, v in earlier.variants.items()},
+        "resumed_wall_seconds": round(wall, 1),
+        "earlier": earlier.manifest.get("resumed_from") or earlier.manifest.get("first_cycle_from")}
+
+
+def _selection(history: list[dict[str, Any]], validation_images: int, train_images: int,
+               cycles_run: int) -> dict[str, Any]:
+    """The manifest's ``selection``: which epoch's weights were kept on the validation split, and the history."""
+    kept = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))
+    return {
+        "split": f"validation: fashion_mnist.validation_split ({validation_images} training images, not trained on; "
+                 f"training used the other {train_images})",
+        "criterion": "validation accuracy of the whole ensemble (top-k fusion) after every epoch; the best "
+                     "epoch's weights are kept (ties: the earlier)",
+        "kept_cycles": kept["cycles"], "kept_epochs": kept["epochs"], "cycles_run": cycles_run,
+        "history": history}
 
 
 def _cycles_run(settings: Mapping[str, Any]) -> int:

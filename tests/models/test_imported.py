@@ -41,6 +41,7 @@ def program(base: tuple[nn.Module, dict[str, object]], tmp_path_factory: pytest.
     return path
 
 
+@pytest.mark.slow
 def test_the_shipped_resnet_through_the_generic_path_is_the_native_model(
         base: tuple[nn.Module, dict[str, object]], program: Path) -> None:
     native = base[0]
@@ -82,6 +83,7 @@ def test_a_graph_node_name_is_a_split_point_too(base: tuple[nn.Module, dict[str,
         assert torch.equal(tail(head(x)), base[0](x))
 
 
+@pytest.mark.slow
 def test_a_program_exported_for_a_fixed_batch_runs_any_batch(base: tuple[nn.Module, dict[str, object]]) -> None:
     native = base[0].eval()
     fixed = torch.export.export(native, (torch.zeros(4, 1, 28, 28),))
@@ -120,6 +122,7 @@ def test_torchscript_with_head_and_tail_is_used_as_is(tmp_path: Path) -> None:
     assert isinstance(model, TorchScriptSplit)
 
 
+@pytest.mark.slow
 def test_torchscript_without_head_and_tail_is_converted_and_cut_at_a_graph_node(
         base: tuple[nn.Module, dict[str, object]], tmp_path: Path) -> None:
     # The shipped ResNet traced to TorchScript (no head/tail, no module boundaries in its graph): converted to a
@@ -208,6 +211,7 @@ def test_a_changed_model_file_is_refused_by_its_hash(program: Path, tmp_path: Pa
         load_model("b", tmp_path)
 
 
+@pytest.mark.slow
 def test_imported_model_predictions_match_on_the_test_frames(base: tuple[nn.Module, dict[str, object]],
                                                              program: Path, tmp_path: Path) -> None:
     import_model(program, "base-imported", ["stage2"], fashion_mnist_spec(), tmp_path)

@@ -101,6 +101,7 @@ def test_the_shipped_base_baselines_settings_follow_from_its_own_training() -> N
     assert (taildrop_name("base"), taildrop_name("mobilenet")) == ("taildrop", "mobilenet-taildrop")
 
 
+@pytest.mark.slow
 def test_an_imported_program_of_a_registered_architecture_is_rebuilt_for_training() -> None:
     from nairbus.models.store import load_model
     from nairbus.models.zoo import trainable_mature

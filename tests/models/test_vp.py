@@ -265,6 +265,7 @@ def test_training_falls_back_to_eager_when_compiling_fails(monkeypatch: pytest.M
 
 
 # -- the warm restarts, and resuming from a family that ran fewer cycles ----------------------------------------------
+@pytest.mark.slow
 def test_resuming_from_earlier_cycles_gives_the_whole_runs_variants() -> None:
     from nairbus.models.vp.training import VpTrainSettings, train_variants
 
