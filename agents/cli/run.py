@@ -82,39 +82,55 @@ def sensor(
 
     Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
     """
+    flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
 
-    budget_bytes: int | None = None
-    if budget is not None and budget != "auto":
-        if not budget.isdigit() or int(budget) < 16:
-            raise typer.BadParameter("--budget takes 'auto' or a whole number of wire bytes >= 16")
-        budget_bytes = int(budget)
-    values: dict[str, Any] = {
-        "sensor_id": sensor_id, "stream_id": stream_id, "count": count, "start": start, "shard": _shard(shard),
-        "budget_bytes": budget_bytes, "budget_fraction": budget_fraction, "bytes_per_second": bytes_per_second,
-        "link_fit": link_fit, "artifact": artifact,
-        "image_codecs": tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else None,
-        "deadline_ms": deadline_ms, "fps": fps, "data_dir": data_dir, "qos": qos,
-        "mode": mode, "variant": variant, "k": k, "frame_stream": frame_stream,
-        "source": source or ("folder" if folder is not None else "image-topic" if image_topic else
-                             "camera" if camera else None),
-        "camera": camera,
-        "folder": folder, "watch": watch, "image_topic": image_topic, "model": model, "replay_s": replay,
-    }
-    if test_loss:
-        kind, _, rest = test_loss.partition(":")
-        parts = rest.split(":") if rest else ["0"]
-        loss: dict[str, Any] = {"kind": kind, "rate": float(parts[0])}
-        if len(parts) > 1:
-            loss["mean_burst"] = float(parts[1])
-        values["loss"] = loss
-        values["fragments_by_plan"] = True
-    cfg = _load_config(config, {"sensor": {k: v for k, v in values.items() if v is not None}})
+    cfg = _load_config(flags.pop("config"), {"sensor": sensor_overrides(flags)})
     try:
         counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
+
+
+def _budget_bytes(budget: str | None) -> int | None:
+    """``--budget``: None for 'auto' (or not given), else a whole number of wire bytes >= 16."""
+    if budget is None or budget == "auto":
+        return None
+    if not budget.isdigit() or int(budget) < 16:
+        raise typer.BadParameter("--budget takes 'auto' or a whole number of wire bytes >= 16")
+    return int(budget)
+
+
+def _test_loss(spec: str) -> dict[str, Any]:
+    """``--test-loss random:0.2`` or ``bursty:0.2[:burst]`` as the sensor's loss settings."""
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else ["0"]
+    loss: dict[str, Any] = {"kind": kind, "rate": float(parts[0])}
+    if len(parts) > 1:
+        loss["mean_burst"] = float(parts[1])
+    return loss
+
+
+_RENAMED = {"replay": "replay_s"}
+"""Flags whose sensor setting has another name."""
+_DERIVED = ("budget", "image_codecs", "shard", "source", "test_loss")
+"""Flags turned into settings by :func:`sensor_overrides` itself."""
+
+
+def sensor_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """The ``[sensor]`` settings the ``nairbus sensor`` flags given (not None) set."""
+    values = {_RENAMED.get(k, k): v for k, v in flags.items() if k not in _DERIVED}
+    values["budget_bytes"] = _budget_bytes(flags["budget"])
+    codecs = flags["image_codecs"]
+    values["image_codecs"] = tuple(c.strip() for c in codecs.split(",") if c.strip()) if codecs else None
+    values["shard"] = _shard(flags["shard"])
+    values["source"] = flags["source"] or ("folder" if flags["folder"] is not None else "image-topic"
+                                          if flags["image_topic"] else "camera" if flags["camera"] else None)
+    if flags["test_loss"]:
+        values["loss"] = _test_loss(flags["test_loss"])
+        values["fragments_by_plan"] = True
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command()
