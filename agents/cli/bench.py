@@ -8,10 +8,15 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+
+from nairbus.agents.cli.common import DataDirOpt
+
+if TYPE_CHECKING:
+    from nairbus.agents.tools.linkbench import LinkBenchSettings
 
 bench_app = typer.Typer(help="Benchmarks of the live bus (JSON reports and PNG plots under reports/).",
                         no_args_is_help=True)
@@ -38,40 +43,59 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# The options of ``nairbus bench link`` (its --data-dir is the common one).
+RatesOpt = Annotated[str, typer.Option(
+    help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")]
+FpsOpt = Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")]
+ModeOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--mode", help="Sensor mode to run (repeatable; default: every mode of nairbus.agents.tools.linkbench.MODES: "
+                   "nair-auto, nair-fixed-100, image, auto).")]
+AddModeOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
+                       "(repeatable; runs after the --mode ones).")]
+FramesOpt = Annotated[int, typer.Option(help="Test frames replayed per run (frame id = test-set index).")]
+StartOpt = Annotated[int, typer.Option(help="First test-set index replayed.")]
+DeadlineOpt = Annotated[float, typer.Option(help="Frame deadline (sensor and fusion; drawn on the plot).")]
+FusionDeadlineOpt = Annotated[Optional[float], typer.Option(  # noqa: UP045
+    help="Fusion's reassembly deadline if it should differ from --deadline-ms.")]
+TbfLatencyOpt = Annotated[float, typer.Option(
+    help="tbf queue bound: packets that would wait longer in the shaper are dropped.")]
+SoakSecondsOpt = Annotated[float, typer.Option(
+    help="Also run a soak this long (e.g. 300) that samples the sensor's memory; 0: none.")]
+SoakRateOpt = Annotated[str, typer.Option(help="Uplink rate of the soak.")]
+SoakFpsOpt = Annotated[float, typer.Option(help="Replay rate of the soak.")]
+SoakModeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    help="Mode of the soak (default: the first supported mode of the grid).")]
+SoakOnlyOpt = Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")]
+LinkReportOpt = Annotated[Path, typer.Option(help="Where the JSON report goes.")]
+LinkPlotOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    help="Where the PNG plot goes (default: beside the report, link.png).")]
+LinkRunDirOpt = Annotated[Path, typer.Option(help="Per-run logs, recorded results and qdisc counters.")]
+ReplotOpt = Annotated[bool, typer.Option(
+    "--replot", help="Run nothing: redraw the plot and print the table from an existing --report.")]
+
+
 @bench_app.command("link")
 def link_cmd(
-    rates: Annotated[str, typer.Option(
-        help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")] = "unshaped,10M,1M,250k,100k",
-    fps: Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")] = "10,30",
-    mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--mode", help="Sensor mode to run (repeatable; default: every mode of nairbus.agents.tools.linkbench.MODES: "
-                       "nair-auto, nair-fixed-100, image, auto).")] = None,
-    add_mode: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-        "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
-                           "(repeatable; runs after the --mode ones).")] = None,
-    frames: Annotated[int, typer.Option(help="Test frames replayed per run (frame id = test-set index).")] = 300,
-    start: Annotated[int, typer.Option(help="First test-set index replayed.")] = 0,
-    deadline_ms: Annotated[float, typer.Option(help="Frame deadline (sensor and fusion; drawn on the plot).")] = 1000.0,
-    fusion_deadline_ms: Annotated[Optional[float], typer.Option(  # noqa: UP045
-        help="Fusion's reassembly deadline if it should differ from --deadline-ms.")] = None,
-    tbf_latency_ms: Annotated[float, typer.Option(
-        help="tbf queue bound: packets that would wait longer in the shaper are dropped.")] = 50.0,
-    soak_seconds: Annotated[float, typer.Option(
-        help="Also run a soak this long (e.g. 300) that samples the sensor's memory; 0: none.")] = 0.0,
-    soak_rate: Annotated[str, typer.Option(help="Uplink rate of the soak.")] = "1M",
-    soak_fps: Annotated[float, typer.Option(help="Replay rate of the soak.")] = 30.0,
-    soak_mode: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        help="Mode of the soak (default: the first supported mode of the grid).")] = None,
-    soak_only: Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")] = False,
-    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/link.json"),
-    plot: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        help="Where the PNG plot goes (default: beside the report, link.png).")] = None,
-    run_dir: Annotated[Path, typer.Option(help="Per-run logs, recorded results and qdisc counters.")] = Path(
-        "runs/link"),
-    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
-    replot: Annotated[bool, typer.Option(
-        "--replot", help="Run nothing: redraw the plot and print the table from an existing --report.")] = False,
+    rates: RatesOpt = "unshaped,10M,1M,250k,100k",
+    fps: FpsOpt = "10,30",
+    mode: ModeOpt = None,
+    add_mode: AddModeOpt = None,
+    frames: FramesOpt = 300,
+    start: StartOpt = 0,
+    deadline_ms: DeadlineOpt = 1000.0,
+    fusion_deadline_ms: FusionDeadlineOpt = None,
+    tbf_latency_ms: TbfLatencyOpt = 50.0,
+    soak_seconds: SoakSecondsOpt = 0.0,
+    soak_rate: SoakRateOpt = "1M",
+    soak_fps: SoakFpsOpt = 30.0,
+    soak_mode: SoakModeOpt = None,
+    soak_only: SoakOnlyOpt = False,
+    report: LinkReportOpt = Path("reports/link.json"),
+    plot: LinkPlotOpt = None,
+    run_dir: LinkRunDirOpt = Path("runs/link"),
+    data_dir: DataDirOpt = None,
+    replot: ReplotOpt = False,
 ) -> None:
     """Measure the bus over real shaped links: per run, a fresh pair of network namespaces joined by a veth, the
     sensor's uplink shaped with the kernel's tbf; Mosquitto, fusion and a result recorder in the hub namespace, one
@@ -90,29 +114,50 @@ def link_cmd(
 
       nairbus bench link --replot
     """
-    from nairbus.agents.runtime.logging import configure_logging
-    from nairbus.agents.runtime.settings import LogSettings
-    from nairbus.agents.tools.linkbench import MODES, LinkBenchSettings, run_bench
-    from nairbus.agents.tools.netns import LabError, check_environment
-    from nairbus.models.data.fashion_mnist import DatasetMissingError
-
     if replot:
-        import json
-
-        from nairbus.agents.tools.linkbench import plot_link, render_table
-
-        if not report.is_file():
-            raise typer.BadParameter(f"no report at {report}; run the bench first")
-        data = json.loads(report.read_text())
-        path = plot_link(data, plot or report.with_suffix(".png"))
-        Console(width=220).print(render_table(data))
-        console.print(f"plot: {path}")
+        _replot(report, plot)
         return
+    _check_lab()
+    settings = _link_settings(
+        rates=rates, fps=fps, modes=_link_modes(mode, add_mode), frames=frames, start=start, deadline_ms=deadline_ms,
+        fusion_deadline_ms=fusion_deadline_ms, tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds,
+        soak_rate=soak_rate, soak_fps=soak_fps, soak_mode=soak_mode, soak_only=soak_only, report=report, plot=plot,
+        run_dir=run_dir, data_dir=data_dir)
+    if soak_only and soak_seconds <= 0:
+        raise typer.BadParameter("--soak-only needs --soak-seconds > 0")
+    _run_link_bench(settings)
+
+
+def _replot(report: Path, plot: Path | None) -> None:
+    """``--replot``: redraw the plot and print the table from an existing report, running nothing."""
+    import json
+
+    from nairbus.agents.tools.linkbench import plot_link, render_table
+
+    if not report.is_file():
+        raise typer.BadParameter(f"no report at {report}; run the bench first")
+    data = json.loads(report.read_text())
+    path = plot_link(data, plot or report.with_suffix(".png"))
+    Console(width=220).print(render_table(data))
+    console.print(f"plot: {path}")
+
+
+def _check_lab() -> None:
+    """End the command (exit 2) when this host cannot build the lab (root, network namespaces, tc)."""
+    from nairbus.agents.tools.netns import LabError, check_environment
+
     try:
         check_environment()
     except LabError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+def _link_modes(mode: list[str] | None, add_mode: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """The modes to run, in order: the ``--mode`` ones (default all known, unless ``--add-mode`` is given), then the
+    ``--add-mode`` ones; name → extra sensor arguments."""
+    from nairbus.agents.tools.linkbench import MODES
+
     modes: dict[str, tuple[str, ...]] = {}
     for name in mode or ([] if add_mode else list(MODES)):
         if name not in MODES:
@@ -123,6 +168,16 @@ def link_cmd(
         if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
             raise typer.BadParameter(f"--add-mode expects NAME='SENSOR ARGS', not {spec!r}")
         modes[name.strip()] = tuple(args.split())
+    return modes
+
+
+def _link_settings(*, rates: str, fps: str, modes: dict[str, tuple[str, ...]], frames: int, start: int,
+                   deadline_ms: float, fusion_deadline_ms: float | None, tbf_latency_ms: float, soak_seconds: float,
+                   soak_rate: str, soak_fps: float, soak_mode: str | None, soak_only: bool, report: Path,
+                   plot: Path | None, run_dir: Path, data_dir: Path | None) -> LinkBenchSettings:
+    """The bench's settings from its options (rates parsed, paths resolved); a bad value is a usage error."""
+    from nairbus.agents.tools.linkbench import LinkBenchSettings
+
     try:
         settings = LinkBenchSettings(
             rates_bps=tuple(parse_rate(r) for r in _split(rates)), fps=tuple(float(f) for f in _split(fps)),
@@ -132,12 +187,20 @@ def link_cmd(
         soak_bps = parse_rate(soak_rate)
         if soak_bps is None:
             raise ValueError("the soak needs a shaped rate")
-        settings = replace(settings, soak_rate_bps=soak_bps, report=report.resolve(),
-                           plot=(plot or report.with_suffix(".png")).resolve(), run_dir=run_dir.resolve())
+        return replace(settings, soak_rate_bps=soak_bps, report=report.resolve(),
+                       plot=(plot or report.with_suffix(".png")).resolve(), run_dir=run_dir.resolve())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if soak_only and soak_seconds <= 0:
-        raise typer.BadParameter("--soak-only needs --soak-seconds > 0")
+
+
+def _run_link_bench(settings: LinkBenchSettings) -> None:
+    """Run the grid (and soak) with the bench's own log quiet; a lab or data failure ends the command (exit 1)."""
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
+    from nairbus.agents.tools.linkbench import run_bench
+    from nairbus.agents.tools.netns import LabError
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+
     # The agents log to files under the run directory; the bench's own log stays quiet unless something is wrong.
     configure_logging(LogSettings(level="warning"))
     try:

@@ -4,6 +4,7 @@ unlabeled images) and the auto mode's tables."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -19,6 +20,24 @@ from nairbus.agents.cli.common import (
 
 if TYPE_CHECKING:
     from nairbus.models.manifest import ModelManifest
+    from nairbus.models.nair.calibration import BitBands
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """The options of one ``nairbus calibrate`` run, as given on the command line."""
+
+    model: str
+    split: str | None
+    images: int
+    method: str
+    bit_bands: str | None
+    wire_bytes: int | None
+    images_dir: Path | None
+    validation_dir: Path | None
+    joint_klt: int
+    out: Path | None
+    data_dir: Path | None
 
 
 @app.command()
@@ -56,83 +75,132 @@ def calibrate(
     The artifact's sha256 covers only what determines its behaviour, so the same command on the same data writes
     the same sha256; the command, the wall time and any validation comparison are kept as its provenance.
     """
-    import numpy as np
+    options = CalibrateOptions(model=model, split=split, images=images, method=method, bit_bands=bit_bands,
+                               wire_bytes=wire_bytes, images_dir=images_dir, validation_dir=validation_dir,
+                               joint_klt=joint_klt, out=out, data_dir=data_dir)
+    bands = _checked_bands(options)
+    net, manifest = _load_model(model)
+    if images_dir is not None:
+        _calibrate_from_folder(net, manifest, options, images_dir, bands)
+    else:
+        _calibrate_from_dataset(net, manifest, options, bands)
 
-    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError, load_split, validation_split
-    from nairbus.models.nair.calibration import CalibrationSettings, format_bit_bands, parse_bit_bands
-    from nairbus.models.nair.calibration import calibrate as fit
-    from nairbus.models.store import artifact_output_path, load_model
 
-    if bit_bands is not None and wire_bytes is not None:
+def _checked_bands(options: CalibrateOptions) -> BitBands:
+    """The parsed ``--bit-bands`` (all at 8 bits by default); contradictory or out-of-range options end the command."""
+    from nairbus.models.nair.calibration import parse_bit_bands
+
+    if options.bit_bands is not None and options.wire_bytes is not None:
         _fail("give --bit-bands or --wire-bytes, not both")
     try:
-        bands = parse_bit_bands(bit_bands) if bit_bands is not None else ((1.0, 8),)
+        bands = parse_bit_bands(options.bit_bands) if options.bit_bands is not None else ((1.0, 8),)
     except ValueError as exc:
         _fail(f"--bit-bands: {exc}")
-    if wire_bytes is not None and wire_bytes <= 0:
-        _fail(f"--wire-bytes must be positive, not {wire_bytes}")
-    if joint_klt < 0:
-        _fail(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
-    if joint_klt and method != "nair":
-        _fail(f"--joint-klt is part of the nair method; --method {method} has none")
-    if validation_dir is not None and wire_bytes is None:
+    if options.wire_bytes is not None and options.wire_bytes <= 0:
+        _fail(f"--wire-bytes must be positive, not {options.wire_bytes}")
+    if options.joint_klt < 0:
+        _fail(f"--joint-klt must be 0 (off) or a positive component count, not {options.joint_klt}")
+    if options.joint_klt and options.method != "nair":
+        _fail(f"--joint-klt is part of the nair method; --method {options.method} has none")
+    if options.validation_dir is not None and options.wire_bytes is None:
         _fail("--validation-dir is where --wire-bytes chooses the allocation: give --wire-bytes too")
-    if images_dir is not None and wire_bytes is not None and validation_dir is None:
+    if options.images_dir is not None and options.wire_bytes is not None and options.validation_dir is None:
         _fail("--wire-bytes chooses an allocation by accuracy on labelled images; with your own unlabeled "
               "--images-dir give a labelled --validation-dir too (one sub-folder per class), or --bit-bands instead")
+    return bands
+
+
+def _load_model(model: str) -> tuple[Any, ModelManifest]:
+    """The model and its manifest; the command ends with the reason when it cannot be loaded."""
+    from nairbus.models.store import load_model
+
     try:
-        net, manifest = load_model(model)
+        return load_model(model)
     except (FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
-    if images_dir is not None:
-        _calibrate_from_folder(net, manifest, model, images_dir, images, split, method, bands, bit_bands, out,
-                               wire_bytes, validation_dir, joint_klt)
-        return
-    try:
-        train = load_split("train", data_dir)
-    except DatasetMissingError as exc:
-        _fail(str(exc))
-    limit = len(train) - (VALIDATION_IMAGES if wire_bytes is not None else 0)
-    if not 1 <= images <= limit:
-        _fail(f"--images must lie in 1..{limit} (the training split has {len(train)} images"
-              + (f", {VALIDATION_IMAGES} of them held out for validation)" if wire_bytes is not None else ")"))
-    split_name = split or manifest.default_split or "stage2"
-    if split_name not in manifest.split_points:
-        _fail(f"model {model} has no split point {split_name!r}; it has {', '.join(manifest.split_points)}")
-    pick = np.random.default_rng(0).permutation(len(train))[:images]
-    calibration_images = train.images[np.sort(pick)]
-    _check_joint_klt(net, split_name, joint_klt)
-    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=joint_klt)
-    command = "nairbus calibrate" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--model", model, "base"), ("--split", split, None), ("--images", images, 10000),
-            ("--method", method, "nair"), ("--bit-bands", bit_bands and format_bit_bands(bands), None),
-            ("--wire-bytes", wire_bytes, None), ("--validation-dir", validation_dir, None),
-            ("--joint-klt", joint_klt, 0), ("--out", out, None)) if value != default)
+
+
+def _calibrate_from_dataset(net: Any, manifest: ModelManifest, options: CalibrateOptions, bands: BitBands) -> None:
+    """``calibrate`` on the data set's training images: fit the artifact (or, with ``--wire-bytes``, every named
+    allocation, the best on the validation split or ``--validation-dir``), save it and say where it went."""
+    from nairbus.models.nair.calibration import CalibrationSettings
+    from nairbus.models.nair.calibration import calibrate as fit
+    from nairbus.models.store import artifact_output_path
+
+    train, split_name, calibration_images = _dataset_calibration_images(manifest, options)
+    _check_joint_klt(net, split_name, options.joint_klt)
+    settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
+                                   joint_klt=options.joint_klt)
+    command = _dataset_command(options, bands)
     started = time.perf_counter()
     selection = None
-    if wire_bytes is not None:
-        folder_record = None
-        if validation_dir is not None:
-            validation, source, folder_record = _labelled_validation(net, manifest, validation_dir)
-        else:
-            validation = validation_split(train)
-            source = (f"validation: fashion_mnist.validation_split ({len(validation)} training images, disjoint from "
-                      f"the {images} calibration images)")
-        artifact, selection = _choose_allocation(net, manifest, calibration_images, validation, settings, wire_bytes,
-                                                 source)
-        if folder_record is not None:
-            selection["validation_folder"] = folder_record
+    if options.wire_bytes is not None:
+        artifact, selection = _choose_on_validation(net, manifest, calibration_images, train, settings,
+                                                    options.wire_bytes, options)
     else:
-        with console.status(f"calibrating {method} at {settings.split} on {images} training images"):
+        with console.status(f"calibrating {options.method} at {settings.split} on {options.images} training images"):
             artifact = fit(net, manifest.name, manifest.sha256, calibration_images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    **({"selection": selection} if selection else {})}
-    path = artifact.save(out or artifact_output_path(model))
+    path = artifact.save(options.out or artifact_output_path(options.model))
     seconds = time.perf_counter() - started
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
+
+
+def _dataset_calibration_images(manifest: ModelManifest, options: CalibrateOptions) -> tuple[Any, str, Any]:
+    """The training split, the split point and the calibration images (the first ``--images`` of the seed-0
+    permutation); a missing data set, an out-of-range ``--images`` or an unknown ``--split`` end the command."""
+    import numpy as np
+
+    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError, load_split
+
+    try:
+        train = load_split("train", options.data_dir)
+    except DatasetMissingError as exc:
+        _fail(str(exc))
+    limit = len(train) - (VALIDATION_IMAGES if options.wire_bytes is not None else 0)
+    if not 1 <= options.images <= limit:
+        _fail(f"--images must lie in 1..{limit} (the training split has {len(train)} images"
+              + (f", {VALIDATION_IMAGES} of them held out for validation)" if options.wire_bytes is not None else ")"))
+    split_name = options.split or manifest.default_split or "stage2"
+    if split_name not in manifest.split_points:
+        _fail(f"model {options.model} has no split point {split_name!r}; it has {', '.join(manifest.split_points)}")
+    pick = np.random.default_rng(0).permutation(len(train))[:options.images]
+    return train, split_name, train.images[np.sort(pick)]
+
+
+def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:
+    """The command line the artifact's provenance keeps (options left at their defaults are not repeated)."""
+    from nairbus.models.nair.calibration import format_bit_bands
+
+    return "nairbus calibrate" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--model", options.model, "base"), ("--split", options.split, None), ("--images", options.images, 10000),
+            ("--method", options.method, "nair"),
+            ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
+            ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
+            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None)) if value != default)
+
+
+def _choose_on_validation(net: Any, manifest: ModelManifest, calibration_images: Any, train: Any, settings: Any,
+                          wire_bytes: int, options: CalibrateOptions) -> tuple[Any, dict[str, Any]]:
+    """``--wire-bytes`` on the data set: the best allocation on ``--validation-dir`` if given, else on the
+    validation split held out of ``train``; the folder's record goes into the selection."""
+    from nairbus.models.data.fashion_mnist import validation_split
+
+    folder_record = None
+    if options.validation_dir is not None:
+        validation, source, folder_record = _labelled_validation(net, manifest, options.validation_dir)
+    else:
+        validation = validation_split(train)
+        source = (f"validation: fashion_mnist.validation_split ({len(validation)} training images, disjoint from "
+                  f"the {options.images} calibration images)")
+    artifact, selection = _choose_allocation(net, manifest, calibration_images, validation, settings, wire_bytes,
+                                             source)
+    if folder_record is not None:
+        selection["validation_folder"] = folder_record
+    return artifact, selection
 
 
 def _choose_allocation(net: Any, manifest: ModelManifest, calibration_images: Any, validation: Any,
@@ -249,52 +317,56 @@ def read_calibration_folder(spec: Any, folder: Path, limit: int) -> tuple[Any, s
     return np.stack(images), names.hexdigest()
 
 
-def _calibrate_from_folder(net: Any, manifest: ModelManifest, model: str, folder: Path, limit: int,
-                           split: str | None, method: str, bands: Any, bit_bands: str | None, out: Path | None,
-                           wire_bytes: int | None = None, validation_dir: Path | None = None,
-                           joint_klt: int = 0) -> None:
+def _calibrate_from_folder(net: Any, manifest: ModelManifest, options: CalibrateOptions, folder: Path,
+                           bands: BitBands) -> None:
     """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
     few images fit, fit the artifact (or, with ``--wire-bytes``, every named allocation, the best on the labelled
     ``--validation-dir``), record which files it saw."""
-
-
-    from nairbus.models.nair.calibration import CalibrationSettings, format_bit_bands
+    from nairbus.models.nair.calibration import CalibrationSettings
     from nairbus.models.nair.calibration import calibrate as fit
     from nairbus.models.store import artifact_output_path
 
     spec = net.input_spec
-    split_name = split or manifest.default_split or manifest.split_points[0]
+    split_name = options.split or manifest.default_split or manifest.split_points[0]
     if split_name not in manifest.split_points:
         _fail(f"model {manifest.name} has no split point {split_name!r}; it has "
               f"{', '.join(manifest.split_points)}")
-    _check_joint_klt(net, split_name, joint_klt)
-    images, names_sha256 = read_calibration_folder(spec, folder, limit)
-    settings = CalibrationSettings(split=split_name, method=method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=joint_klt)
-    command = f"nairbus calibrate --model {model} --images-dir {folder}" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--split", split, None), ("--images", limit, 10000), ("--method", method, "nair"),
-            ("--bit-bands", bit_bands and format_bit_bands(bands), None), ("--wire-bytes", wire_bytes, None),
-            ("--validation-dir", validation_dir, None), ("--joint-klt", joint_klt, 0),
-            ("--out", out, None)) if value != default)
+    _check_joint_klt(net, split_name, options.joint_klt)
+    images, names_sha256 = read_calibration_folder(spec, folder, options.images)
+    settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
+                                   joint_klt=options.joint_klt)
+    command = _folder_command(options, folder, bands)
     started = time.perf_counter()
     selection = None
-    if wire_bytes is not None and validation_dir is not None:
-        validation, source, folder_record = _labelled_validation(net, manifest, validation_dir)
-        artifact, selection = _choose_allocation(net, manifest, images, validation, settings, wire_bytes, source)
+    if options.wire_bytes is not None and options.validation_dir is not None:
+        validation, source, folder_record = _labelled_validation(net, manifest, options.validation_dir)
+        artifact, selection = _choose_allocation(net, manifest, images, validation, settings, options.wire_bytes,
+                                                 source)
         selection["validation_folder"] = folder_record
     else:
-        with console.status(f"calibrating {method} at {split_name} on {len(images)} unlabeled images"):
+        with console.status(f"calibrating {options.method} at {split_name} on {len(images)} unlabeled images"):
             artifact = fit(net, manifest.name, manifest.sha256, images, settings)
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}), "command": command,
                                    "calibration_source": {"folder": folder.name, "files": len(images),
                                                           "file_names_sha256": names_sha256,
                                                           "labels_used": False},
                                    **({"selection": selection} if selection else {})}
-    path = artifact.save(out or artifact_output_path(model))
+    path = artifact.save(options.out or artifact_output_path(options.model))
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) from {len(images)} unlabeled images in "
                   f"{time.perf_counter() - started:.1f} s -> {path}")
+
+
+def _folder_command(options: CalibrateOptions, folder: Path, bands: BitBands) -> str:
+    """The command line an ``--images-dir`` artifact's provenance keeps (options at their defaults left out)."""
+    from nairbus.models.nair.calibration import format_bit_bands
+
+    return f"nairbus calibrate --model {options.model} --images-dir {folder}" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--split", options.split, None), ("--images", options.images, 10000), ("--method", options.method, "nair"),
+            ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
+            ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
+            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None)) if value != default)
 
 
 @app.command("calibrate-auto")

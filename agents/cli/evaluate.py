@@ -119,13 +119,32 @@ def evaluate_nair_cmd(
     per frame), from reports/images.json — reports/images-<model>.json for another model — ('nairbus evaluate
     images [--model M]') on the same test frames.
     """
-    import numpy as np
+    from nairbus.models.evaluation.nair import EvalSettings
 
-    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
-    from nairbus.models.evaluation.nair import EvalSettings, Evaluator, method_specs, run_evaluation
-    from nairbus.models.evaluation.nair_plots import write_plots
-    from nairbus.models.store import load_model
-    from nairbus.models.zoo import DEFAULT_SPLIT, taildrop_name
+    _check_nair_options(frames, calibration_images, method)
+    started = time.perf_counter()
+    train, test, models = _load_nair_models(model, data_dir)
+    name = models[model][1].name
+    report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
+    calibration, used_images = _nair_calibration(models[model][0], train, images_dir, calibration_images)
+    if joint_klt < 0:
+        raise typer.BadParameter(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
+    settings = EvalSettings(frames=frames, calibration_images=used_images, methods=tuple(method or ()),
+                            joint_klt=joint_klt)
+    result = _run_nair_evaluation(models, model, calibration, train, test, settings, images_dir)
+    result["command"] = _nair_command(frames, calibration_images, model, name, images_dir, joint_klt, method)
+    _record_nair_inputs(result, models, model, images_dir, used_images)
+    images_report = report.parent / ("images.json" if name == "base" else f"images-{name}.json")
+    result["wire"] = _nair_wire_section(frames, images_report, data_dir, model)
+    result["image_codecs"] = _image_codec_curves(images_report, frames)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    _write_nair_report(result, report, name)
+
+
+def _check_nair_options(frames: int, calibration_images: int, method: list[str] | None) -> None:
+    """Refuse an out-of-range --frames or --calibration-images and unknown --method names (usage errors)."""
+    from nairbus.models.evaluation.nair import method_specs
+    from nairbus.models.zoo import DEFAULT_SPLIT
 
     if not 1 <= frames <= 10000 or not 100 <= calibration_images <= 55000:
         raise typer.BadParameter("--frames must be in 1..10000 and --calibration-images in 100..55000 (the last "
@@ -133,31 +152,51 @@ def evaluate_nair_cmd(
     unknown = set(method or ()) - set(method_specs(DEFAULT_SPLIT))
     if unknown:
         raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {sorted(method_specs('x'))}")
-    started = time.perf_counter()
+
+
+def _load_nair_models(model: str, data_dir: Path | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The training and test splits and ``{model: (net, manifest)}``, plus its tail-drop baseline under
+    ``"taildrop"`` when one is trained (else a hint); a missing data set or model ends the command."""
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split
+    from nairbus.models.store import load_model
+    from nairbus.models.zoo import taildrop_name
+
     try:
         train, test = load_split("train", data_dir), load_split("test", data_dir)
         models = {model: load_model(model)}
     except (DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     name = models[model][1].name
-    report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
     try:
         models["taildrop"] = load_model(taildrop_name(name))
     except FileNotFoundError:
         console.print(f"[yellow]no tail-drop baseline {taildrop_name(name)!r}; run 'nairbus train taildrop"
                       + ("" if name == "base" else f" --model {name}") + "' to include it[/]")
-    requested_images = calibration_images
+    return train, test, models
+
+
+def _nair_calibration(net: Any, train: Any, images_dir: Path | None, count: int) -> tuple[Any, int]:
+    """The calibration images and how many there are: up to ``count`` of ``images_dir``'s (converted to the
+    model's input), else the first ``count`` training images of the seed-0 permutation."""
+    import numpy as np
+
     if images_dir is not None:
         from nairbus.agents.cli.calibrate import read_calibration_folder
 
-        calibration = read_calibration_folder(models[model][0].input_spec, images_dir, calibration_images)[0]
-        calibration_images = len(calibration)
-    else:
-        calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:calibration_images])]
-    if joint_klt < 0:
-        raise typer.BadParameter(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
-    settings = EvalSettings(frames=frames, calibration_images=calibration_images, methods=tuple(method or ()),
-                            joint_klt=joint_klt)
+        calibration = read_calibration_folder(net.input_spec, images_dir, count)[0]
+        return calibration, len(calibration)
+    return train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:count])], count
+
+
+def _run_nair_evaluation(models: dict[str, Any], model: str, calibration: Any, train: Any, test: Any, settings: Any,
+                         images_dir: Path | None) -> dict[str, Any]:
+    """Every method calibrated on ``calibration`` and measured on ``test`` (choices made on the validation split
+    held out of ``train``), with a status line; the report's body."""
+    from nairbus.models.data.fashion_mnist import validation_split
+    from nairbus.models.evaluation.nair import Evaluator, run_evaluation
+    from nairbus.models.zoo import DEFAULT_SPLIT
+
+    name = models[model][1].name
     with console.status("evaluating") as status:
         def say(message: str) -> None:
             console.log(message)
@@ -165,19 +204,30 @@ def evaluate_nair_cmd(
 
         validation = validation_split(train)
         source = (f"validation: fashion_mnist.validation_split ({len(validation)} training images, disjoint from the "
-                  f"{calibration_images} calibration images)")
+                  f"{settings.calibration_images} calibration images)")
         evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
                               validation_source=source)
         split = models[model][1].default_split or DEFAULT_SPLIT
         calibrate_command = "nairbus calibrate" + ("" if name == "base" else f" --model {model}") + (
             f" --images-dir {images_dir}" if images_dir is not None else "")
-        result = run_evaluation(evaluator, split, model, calibrate_command)
+        return run_evaluation(evaluator, split, model, calibrate_command)
+
+
+def _nair_command(frames: int, calibration_images: int, model: str, name: str, images_dir: Path | None,
+                  joint_klt: int, method: list[str] | None) -> str:
+    """The command line that reproduces the report (options left at their defaults are not repeated)."""
     suffix = ("" if frames == 10000 else f" --frames {frames}") + (
-        "" if requested_images == 10000 else f" --calibration-images {requested_images}")
+        "" if calibration_images == 10000 else f" --calibration-images {calibration_images}")
     suffix += ("" if name == "base" else f" --model {model}") + (
         f" --images-dir {images_dir}" if images_dir is not None else "") + (
         f" --joint-klt {joint_klt}" if joint_klt else "")
-    result["command"] = "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
+    return "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
+
+
+def _record_nair_inputs(result: dict[str, Any], models: dict[str, Any], model: str, images_dir: Path | None,
+                        calibration_images: int) -> None:
+    """Add to ``result`` what the evaluation ran on: the input spec, the calibration images, whether the shipped
+    artifact is the one evaluated, and the tail-drop baseline's training record."""
     result["input_spec"] = models[model][0].input_spec.model_dump(mode="json")
     result["calibration_source"] = (f"folder {images_dir.name}: {calibration_images} unlabeled image files"
                                     if images_dir is not None else
@@ -189,10 +239,12 @@ def evaluate_nair_cmd(
         result["taildrop_training"].update({k: td[k] for k in ("settings", "fill") if k in td})
         if "selection" in td:
             result["taildrop_training"]["selection"] = {k: v for k, v in td["selection"].items() if k != "history"}
-    images_report = report.parent / ("images.json" if name == "base" else f"images-{name}.json")
-    result["wire"] = _nair_wire_section(frames, images_report, data_dir, model)
-    result["image_codecs"] = _image_codec_curves(images_report, frames)
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+
+
+def _write_nair_report(result: dict[str, Any], report: Path, name: str) -> None:
+    """Write the JSON report and its plots beside it, print the prefix table and where they went."""
+    from nairbus.models.evaluation.nair_plots import write_plots
+
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")
     plots = write_plots(result, report.parent, "nair" if name == "base" else report.stem)

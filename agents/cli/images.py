@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from nairbus.models.manifest import ModelManifest
 
 console = Console(stderr=True)
 DataDirOpt = Annotated[
@@ -82,34 +85,61 @@ def evaluate_images_cmd(
     a sensor could send for that model."""
     import torch
 
-    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
-    from nairbus.models.evaluation.image import FAMILY_LADDERS, evaluate_images, plot_rate
-    from nairbus.models.store import load_model
+    _check_options(frames, validation_frames, table, threads)
+    if threads:
+        torch.set_num_threads(threads)
+    report = report or default_report(model)
+    started = time.perf_counter()
+    classifier, manifest, test, holdout = _load_inputs(model, validation_frames, data_dir)
+    source = _validation_source(manifest, validation_frames)
+    result = _measure_codecs(classifier, manifest, test, frames, holdout, source)
+    out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads, model), **result,
+                           "wall_seconds": round(time.perf_counter() - started, 1)}
+    _write_outputs(out, report, table)
 
+
+def _check_options(frames: int, validation_frames: int, table: Path | None, threads: int) -> None:
+    """Refuse out-of-range --frames, --validation-frames or --threads, and --table without a validation table."""
     if not 1 <= frames <= 10000 or not (validation_frames == 0 or 10 <= validation_frames <= 50000) or threads < 0:
         raise typer.BadParameter("--frames must be in 1..10000, --validation-frames 0 or in 10..50000, "
                                  "--threads >= 0")
     if table is not None and validation_frames == 0:
         raise typer.BadParameter("--table writes the validation table: give --validation-frames > 0")
-    if threads:
-        torch.set_num_threads(threads)
-    report = report or default_report(model)
-    started = time.perf_counter()
+
+
+def _load_inputs(model: str, validation_frames: int, data_dir: Path | None) -> tuple[Any, ModelManifest, Any, Any]:
+    """The model, its manifest, the test split and the validation holdout (None when ``validation_frames`` is 0); a
+    missing model or data set ends the command."""
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.store import load_model
+
     try:
         classifier, manifest = load_model(model)
         test = load_split("test", data_dir)
         holdout = validation_split(load_split("train", data_dir), validation_frames) if validation_frames else None
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
+    return classifier, manifest, test, holdout
+
+
+def _validation_source(manifest: ModelManifest, validation_frames: int) -> str:
+    """What the validation table's frames are, and whether the model saw them in training."""
     selection = (manifest.exported_from or {}).get("selection") or manifest.selection or {}
     trained_outside = str(selection.get("split", "")).startswith("validation")
-    source = (f"validation: fashion_mnist.validation_split ({validation_frames} training images, disjoint from NAIR's "
-              "calibration images); " + (
-                  "the model was trained on the other training images, never on these" if trained_outside else
-                  "the mature model was trained on all 60 000 training images, so these frames were seen in training "
-                  "and their accuracies run above test accuracy: use the table to rank caps and families, not as "
-                  "test figures"))
-    total = (2 if validation_frames else 1) * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
+    return (f"validation: fashion_mnist.validation_split ({validation_frames} training images, disjoint from NAIR's "
+            "calibration images); " + (
+                "the model was trained on the other training images, never on these" if trained_outside else
+                "the mature model was trained on all 60 000 training images, so these frames were seen in training "
+                "and their accuracies run above test accuracy: use the table to rank caps and families, not as "
+                "test figures"))
+
+
+def _measure_codecs(classifier: Any, manifest: ModelManifest, test: Any, frames: int, holdout: Any,
+                    source: str) -> dict[str, Any]:
+    """Every codec setting on the first ``frames`` test images (and on ``holdout`` if any), with a progress bar."""
+    from nairbus.models.evaluation.image import FAMILY_LADDERS, evaluate_images
+
+    total = (2 if holdout is not None else 1) * sum(len(ladder) for ladder in FAMILY_LADDERS.values())
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("image codecs", total=total)
@@ -123,8 +153,13 @@ def evaluate_images_cmd(
                                  None if holdout is None else holdout.images,
                                  None if holdout is None else holdout.labels, validation_source=source, progress=say)
         progress.update(task, completed=total, description="done")
-    out: dict[str, Any] = {"command": _command(frames, validation_frames, report, table, threads, model), **result,
-                           "wall_seconds": round(time.perf_counter() - started, 1)}
+    return result
+
+
+def _write_outputs(out: dict[str, Any], report: Path, table: Path | None) -> None:
+    """Write the JSON report, its rate plot beside it and the validation table if asked; print the summary."""
+    from nairbus.models.evaluation.image import plot_rate
+
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(out, indent=2) + "\n")
     plot = plot_rate(out, report.with_name(report.stem + "_rate.png"))

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from nairbus.models.architectures.split import InputSpec
 
 console = Console(stderr=True)
 DEFAULT_MODEL_DIR = Path("nairbus-models")
@@ -123,13 +126,27 @@ def import_model_cmd(
     """Import your own classifier: cut it at a named split point, check it against its input spec, store it with a
     manifest. Then calibrate NAIR for it from a folder of your own unlabeled images ('nairbus calibrate --model NAME
     --images-dir DIR')."""
-    from pydantic import ValidationError
-
     from nairbus.models.architectures.imported import ModelImportError
-    from nairbus.models.architectures.split import InputSpec
-    from nairbus.models.manifest import ModelManifest
-    from nairbus.models.store import MODEL_DIR_ENV, import_model
+    from nairbus.models.store import import_model
 
+    fields = _spec_fields(spec, channels, size, mean, std, labels)
+    if list_splits:
+        _list_splits(model_file, fields)
+        return
+    points, input_spec = _points_and_spec(fields, split_at)
+    command = _import_command(model_file, name, points, spec, factory, out_dir)
+    provenance = _native_provenance(model_file)
+    with console.status(f"importing {model_file} and splitting it at {', '.join(points)}"):
+        try:
+            path = import_model(model_file, name, points, input_spec, out_dir, factory, command, provenance)
+        except (ModelImportError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+    _report_import(path, name, input_spec, out_dir)
+
+
+def _spec_fields(spec: Path | None, channels: int | None, size: str | None, mean: str | None, std: str | None,
+                 labels: str | None) -> dict[str, Any]:
+    """The input spec's fields (and optional ``split``): the ``--spec`` file's, overridden by the options given."""
     fields: dict[str, Any] = read_spec_file(spec) if spec is not None else {}
     if channels is not None:
         fields["channels"] = channels
@@ -144,16 +161,27 @@ def import_model_cmd(
     if std is not None:
         fields["std"] = _floats(std, "std")
     if labels is not None:
-        if labels.startswith("@"):
-            try:
-                fields["labels"] = [line.strip() for line in Path(labels[1:]).read_text().splitlines() if line.strip()]
-            except OSError as exc:
-                _fail(f"--labels {labels}: {exc}")
-        else:
-            fields["labels"] = [label.strip() for label in labels.split(",")]
-    if list_splits:
-        _list_splits(model_file, fields)
-        return
+        fields["labels"] = _labels(labels)
+    return fields
+
+
+def _labels(text: str) -> list[str]:
+    """``--labels``: class names, comma-separated, or ``@FILE`` with one per line (blank lines skipped)."""
+    if not text.startswith("@"):
+        return [label.strip() for label in text.split(",")]
+    try:
+        return [line.strip() for line in Path(text[1:]).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        _fail(f"--labels {text}: {exc}")
+
+
+def _points_and_spec(fields: dict[str, Any], split_at: list[str] | None) -> tuple[list[str], InputSpec]:
+    """The split points (``--split-at``, else the spec file's ``split``) and the checked input spec; a missing split
+    point or spec field, or an invalid spec, ends the command."""
+    from pydantic import ValidationError
+
+    from nairbus.models.architectures.split import InputSpec
+
     points = list(split_at or ([fields["split"]] if "split" in fields else []))
     fields.pop("split", None)
     if not points:
@@ -163,18 +191,26 @@ def import_model_cmd(
         _fail(f"the input spec lacks {', '.join(missing)}: give --spec FILE or the options (--channels, --size, "
               f"--mean, --std, --labels)")
     try:
-        input_spec = InputSpec.model_validate(fields)
+        return points, InputSpec.model_validate(fields)
     except ValidationError as exc:
         _fail(f"input spec: {exc}")
+
+
+def _import_command(model_file: Path, name: str, points: list[str], spec: Path | None, factory: str | None,
+                    out_dir: Path) -> str:
+    """The command line the manifest records (options left at their defaults are not repeated)."""
     command = f"nairbus import-model {model_file} --name {name}" + "".join(f" --split-at {p}" for p in points)
     command += (f" --spec {spec}" if spec else "") + (f" --factory {factory}" if factory else "")
     command += f" --out-dir {out_dir}" if out_dir != DEFAULT_MODEL_DIR else ""
-    provenance = _native_provenance(model_file)
-    with console.status(f"importing {model_file} and splitting it at {', '.join(points)}"):
-        try:
-            path = import_model(model_file, name, points, input_spec, out_dir, factory, command, provenance)
-        except (ModelImportError, FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+    return command
+
+
+def _report_import(path: Path, name: str, input_spec: InputSpec, out_dir: Path) -> None:
+    """Say what was imported (format, parameters, spec, IR shapes) and how agents find it when ``out_dir`` is not on
+    their search path."""
+    from nairbus.models.manifest import ModelManifest
+    from nairbus.models.store import MODEL_DIR_ENV
+
     manifest = ModelManifest.model_validate_json(path.read_text())
     shapes = ", ".join(f"{p} -> {'x'.join(map(str, s))}" for p, s in (manifest.ir_shapes or {}).items())
     console.print(f"imported {name} ({manifest.format}, {manifest.params} parameters, {input_spec.describe()}; "
