@@ -45,8 +45,8 @@ from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
 from nairbus.agents.vp.common import SENSOR_COUNTERS
 from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch, subset_key
-from nairbus.models.vp.training import load_family, softmax_outputs
 from nairbus.schemas import Birth, Result, Status, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode

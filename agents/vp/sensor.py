@@ -45,8 +45,8 @@ from nairbus.agents.vp.common import (
 )
 from nairbus.models.data.fashion_mnist import LABELS, load_split
 from nairbus.models.store import WEIGHTS_DIR
+from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import check_k, topk
-from nairbus.models.vp.training import LoadedVariant, load_family, softmax_outputs
 from nairbus.schemas import (
     Birth,
     Frame,

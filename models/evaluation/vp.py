@@ -28,6 +28,7 @@ from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.data.fashion_mnist import LABELS, load_split, validation_split
 from nairbus.models.evaluation import stats
 from nairbus.models.store import WEIGHTS_DIR, load_model
+from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import (
     all_subsets,
     availability_mp,
@@ -37,7 +38,6 @@ from nairbus.models.vp.fusion import (
     simulate_failures,
     subset_key,
 )
-from nairbus.models.vp.training import LoadedVariant, load_family, softmax_outputs
 
 REPORT_PATH = Path("reports/vp.json")
 """Relative to the working directory, like every report a command writes."""

@@ -31,10 +31,10 @@ from torch import nn
 
 from nairbus.models.architectures.resnet import ResNet, preprocess, with_memory_format
 from nairbus.models.data.fashion_mnist import LABELS, Dataset, fit_split, load_split, validation_split
-from nairbus.models.manifest import ModelManifest
 from nairbus.models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
 from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
 from nairbus.models.training.mature import augment_with_flip, pick_device
+from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import all_subsets, check_k, fuse_batch, subset_key
 from nairbus.models.vp.variants import (
     BUDGET_RATIO,
@@ -87,21 +87,6 @@ class VpTrainSettings:
         if self.restart_epochs > 0:
             out.extend([(self.restart_epochs, self.restart_max_lr)] * self.restarts)
         return out
-
-
-def softmax_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 1000, temperature: float = 1.0,
-                    flip: bool = False) -> np.ndarray:
-    """Softmax of ``model`` on uint8 images ``(N, 28, 28)`` as float32 ``(N, C)`` (optionally mirrored, softened)."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = preprocess(torch.from_numpy(images[start : start + batch_size])).to(device)
-            if flip:
-                x = x.flip(-1)
-            out.append(F.softmax(model(x) / temperature, dim=1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
 
 
 def fused_log_probs(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -523,29 +508,3 @@ def _base_summary(directory: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return {"name": m.name, "sha256": m.sha256, "params": m.params, "macs": m.macs, "test_accuracy": m.test_accuracy}
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedVariant:
-    """One shipped variant: model in eval mode, its fusion weight and its per-variant manifest."""
-
-    name: str
-    model: ResNet
-    weight: float
-    manifest: ModelManifest
-
-
-def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
-    """The family manifest and every variant (sha256-checked against its manifest), in family order."""
-    path = directory / f"{FAMILY_NAME}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
-    family = json.loads(path.read_text())
-    out = {}
-    for entry in family["variants"]:
-        model, manifest = load_model(entry["weights_name"], directory)
-        if manifest.sha256 != entry["sha256"]:
-            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest.sha256[:12]}… differs from the "
-                               f"family manifest's {entry['sha256'][:12]}…")
-        out[entry["name"]] = LoadedVariant(entry["name"], model, float(entry["fusion_weight"]), manifest)
-    return family, out

@@ -30,8 +30,9 @@ from nairbus.agents.vp.fusion import VpFusionAgent, read_family_manifest
 from nairbus.agents.vp.sensor import VpSensorAgent
 from nairbus.models.data.fashion_mnist import Dataset, load_split
 from nairbus.models.store import save_model
+from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch
-from nairbus.models.vp.training import LoadedVariant, VpTrainSettings, load_family, softmax_outputs, train_family
+from nairbus.models.vp.training import VpTrainSettings, train_family
 from nairbus.schemas import Result, TopK
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas.lean import LeanContext, encode_lean

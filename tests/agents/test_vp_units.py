@@ -24,8 +24,8 @@ from nairbus.agents.vp.fusion import VoteBuffer, VpFusionAgent
 from nairbus.agents.vp.sensor import VpSensorAgent
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 from nairbus.models.data.fashion_mnist import LABELS
+from nairbus.models.vp.family import LoadedVariant
 from nairbus.models.vp.fusion import Vote
-from nairbus.models.vp.training import LoadedVariant
 from nairbus.schemas import (
     CONTENT_TYPE_JSON,
     Birth,

@@ -34,7 +34,7 @@ from nairbus.agents.vp.sensor import VpSensorAgent
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
-from nairbus.models.vp.training import load_family, softmax_outputs
+from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.schemas import CONTENT_TYPE_JSON, Result
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode

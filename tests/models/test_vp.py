@@ -173,7 +173,7 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_training_writes_a_verified_family_manifest(tiny_family: Path) -> None:
-    from nairbus.models.vp.training import load_family
+    from nairbus.models.vp.family import load_family
 
     manifest = json.loads((tiny_family / "variants.json").read_text())
     assert [v["name"] for v in manifest["variants"]] == [v.name for v in VARIANTS]
@@ -348,8 +348,8 @@ def test_the_kept_family_is_the_epoch_best_on_validation() -> None:
     assert [h["cycles"] for h in history] == [1, 1, 2, 3]
     best = max(history, key=lambda h: (h["validation_ensemble_accuracy"], -h["epochs"]))  # type: ignore[arg-type,operator]
     # The kept weights reproduce the best cycle's validation accuracy.
+    from nairbus.models.vp.family import softmax_outputs
     from nairbus.models.vp.fusion import fuse_batch
-    from nairbus.models.vp.training import softmax_outputs
     from nairbus.models.vp.variants import fusion_weights
 
     probs = {name: softmax_outputs(m, validation.images) for name, m in kept.items()}

@@ -1,0 +1,62 @@
+"""The shipped variant family as a deployment loads it: the family manifest, each variant's weights (sha256-checked)
+and its softmax outputs. What a VP sensor, fusion agent or evaluator needs — nothing of training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nairbus.models.architectures.resnet import ResNet, preprocess
+from nairbus.models.manifest import ModelManifest
+from nairbus.models.store import WEIGHTS_DIR, load_model
+from nairbus.models.vp.variants import FAMILY_NAME
+
+__all__ = ["LoadedVariant", "load_family", "softmax_outputs"]
+
+
+def softmax_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 1000, temperature: float = 1.0,
+                    flip: bool = False) -> np.ndarray:
+    """Softmax of ``model`` on uint8 images ``(N, 28, 28)`` as float32 ``(N, C)`` (optionally mirrored, softened)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = preprocess(torch.from_numpy(images[start : start + batch_size])).to(device)
+            if flip:
+                x = x.flip(-1)
+            out.append(F.softmax(model(x) / temperature, dim=1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVariant:
+    """One shipped variant: model in eval mode, its fusion weight and its per-variant manifest."""
+
+    name: str
+    model: ResNet
+    weight: float
+    manifest: ModelManifest
+
+
+def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+    """The family manifest and every variant (sha256-checked against its manifest), in family order."""
+    path = directory / f"{FAMILY_NAME}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
+    family = json.loads(path.read_text())
+    out = {}
+    for entry in family["variants"]:
+        model, manifest = load_model(entry["weights_name"], directory)
+        if manifest.sha256 != entry["sha256"]:
+            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest.sha256[:12]}… differs from the "
+                               f"family manifest's {entry['sha256'][:12]}…")
+        out[entry["name"]] = LoadedVariant(entry["name"], model, float(entry["fusion_weight"]), manifest)
+    return family, out
