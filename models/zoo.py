@@ -13,7 +13,8 @@ import torch
 
 from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
 from nairbus.models.architectures.resnet import ResNetConfig
-from nairbus.models.data.fashion_mnist import LABELS, Dataset, fit_split, load_split, validation_split
+from nairbus.models.data.fashion_mnist import Dataset, fit_split, validation_split
+from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.taildrop import TailDropSettings, fine_tune_tail_drop
 from nairbus.models.store import WEIGHTS_DIR, load_model, save_model
@@ -30,6 +31,25 @@ BASE_NAME = "base"
 BASE_CONFIG = ResNetConfig(widths=(24, 64, 128), blocks=(1, 1, 1), resolution=28)
 BASE_SETTINGS = TrainSettings(epochs=24, label_smoothing=0.1)
 DEFAULT_SPLIT = "stage2"
+REPORTS_DIR = Path("reports")
+"""Where the evaluation commands write their reports by default (relative to the working directory)."""
+
+
+def is_default_model(model: str) -> bool:
+    """Whether ``model`` is the shipped default model (:data:`BASE_NAME`), the one ``--model`` means when not given."""
+    return model == BASE_NAME
+
+
+def report_path(kind: str, model: str) -> Path:
+    """The default report of kind ``kind`` (``nair``, ``images``, ``wire``, ...) for ``model``:
+    ``reports/<kind>.json`` for the shipped default model, ``reports/<kind>-<model>.json`` for another."""
+    return REPORTS_DIR / (f"{kind}.json" if is_default_model(model) else f"{kind}-{model}.json")
+
+
+def model_option(model: str) -> str:
+    """``--model`` as a recorded command line gives it: nothing for the shipped default model (the option's default),
+    `` --model <model>`` (with its leading space) for another."""
+    return "" if is_default_model(model) else f" --model {model}"
 
 
 def train_base(
@@ -40,11 +60,11 @@ def train_base(
     command: str = "nairbus train base",
 ) -> Path:
     """Train the mature model, measure it on the test split, and write weights plus manifest."""
-    train = load_split("train", data_dir)
+    train = load_data("train", data_dir=data_dir)
     started = time.perf_counter()
     model = train_model(BASE_CONFIG, train, settings, progress)
     wall = time.perf_counter() - started
-    accuracy = evaluate_accuracy(model, load_split("test", data_dir))
+    accuracy = evaluate_accuracy(model, load_data("test", data_dir=data_dir))
     return save_model(
         model,
         BASE_NAME,
@@ -60,7 +80,7 @@ def _provenance(accuracy: float, command: str, settings: dict[str, Any], wall: f
     """Manifest fields every trained model records: test accuracy, labels, how and where it was trained."""
     return {
         "test_accuracy": accuracy,
-        "labels": list(LABELS),
+        "labels": list(dataset_labels()),
         "command": command,
         "settings": settings,
         "train_wall_seconds": round(wall, 1),
@@ -140,12 +160,12 @@ def train_taildrop(
     mature, mature_manifest, architecture_id = trainable_mature(model, local)
     settings = settings or taildrop_settings(mature_manifest)
     spec = mature.input_spec
-    everything = load_split("train", data_dir)
+    everything = load_data("train", data_dir=data_dir)
     train, validation = converted(fit_split(everything), spec), converted(validation_split(everything), spec)
     started = time.perf_counter()
     result = fine_tune_tail_drop(mature, train, validation, settings, progress, say)
     wall = time.perf_counter() - started
-    accuracy = _spec_accuracy(result.model, spec, converted(load_split("test", data_dir), spec))
+    accuracy = _spec_accuracy(result.model, spec, converted(load_data("test", data_dir=data_dir), spec))
     return save_model(
         result.model,
         taildrop_name(model),
@@ -203,13 +223,13 @@ def train_mobilenet(
     from nairbus.models.architectures.registry import fashion_mnist_spec
 
     spec = fashion_mnist_spec(channels=MOBILENET_CONFIG.channels, size=MOBILENET_CONFIG.resolution)
-    everything = load_split("train", data_dir)
+    everything = load_data("train", data_dir=data_dir)
     train, validation = converted(fit_split(everything), spec), converted(validation_split(everything), spec)
     started = time.perf_counter()
     result = train_with_validation(MobileNetV2(MOBILENET_CONFIG, spec), spec.preprocess, train, validation, settings,
                                    progress)
     wall = time.perf_counter() - started
-    test = converted(load_split("test", data_dir), spec)
+    test = converted(load_data("test", data_dir=data_dir), spec)
     accuracy = _spec_accuracy(result.model, spec, test)
     return save_model(result.model, MOBILENET_NAME, {
         "default_split": MOBILENET_SPLIT,

@@ -153,10 +153,11 @@ def _dataset_calibration_images(manifest: ModelManifest, options: CalibrateOptio
     permutation); a missing data set, an out-of-range ``--images`` or an unknown ``--split`` end the command."""
     import numpy as np
 
-    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError, load_split
+    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError
+    from nairbus.models.data.registry import load_data
 
     try:
-        train = load_split("train", options.data_dir)
+        train = load_data("train", data_dir=options.data_dir)
     except DatasetMissingError as exc:
         _fail(str(exc))
     limit = len(train) - (VALIDATION_IMAGES if options.wire_bytes is not None else 0)
@@ -173,10 +174,11 @@ def _dataset_calibration_images(manifest: ModelManifest, options: CalibrateOptio
 def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:
     """The command line the artifact's provenance keeps (options left at their defaults are not repeated)."""
     from nairbus.models.nair.calibration import format_bit_bands
+    from nairbus.models.zoo import model_option
 
-    return "nairbus calibrate" + "".join(
+    return "nairbus calibrate" + model_option(options.model) + "".join(
         f" {flag} {value}" for flag, value, default in (
-            ("--model", options.model, "base"), ("--split", options.split, None), ("--images", options.images, 10000),
+            ("--split", options.split, None), ("--images", options.images, 10000),
             ("--method", options.method, "nair"),
             ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
@@ -383,14 +385,15 @@ def calibrate_auto(
     from nairbus.agents.nair.auto import auto_table_path
     from nairbus.agents.nair.rates import write_auto_table
     from nairbus.agents.runtime.config import SensorSettings
-    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, validation_split
+    from nairbus.models.data.registry import load_data
     from nairbus.models.nair.pipeline import NairPipeline
 
     codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
         SensorSettings().image_codecs
     try:
         pipeline = NairPipeline.load(model, artifact)
-        validation = validation_split(load_split("train", data_dir), frames)
+        validation = validation_split(load_data("train", data_dir=data_dir), frames)
     except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
         _fail(str(exc))
     command = "nairbus calibrate-auto" + ("" if frames == 5000 else f" --frames {frames}") + \

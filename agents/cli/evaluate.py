@@ -120,21 +120,22 @@ def evaluate_nair_cmd(
     images [--model M]') on the same test frames.
     """
     from nairbus.models.evaluation.nair import EvalSettings
+    from nairbus.models.zoo import report_path
 
     _check_nair_options(frames, calibration_images, method)
     started = time.perf_counter()
     train, test, models = _load_nair_models(model, data_dir)
     name = models[model][1].name
-    report = report or Path("reports/nair.json" if name == "base" else f"reports/nair-{name}.json")
+    report = report or report_path("nair", name)
     calibration, used_images = _nair_calibration(models[model][0], train, images_dir, calibration_images)
     if joint_klt < 0:
         raise typer.BadParameter(f"--joint-klt must be 0 (off) or a positive component count, not {joint_klt}")
     settings = EvalSettings(frames=frames, calibration_images=used_images, methods=tuple(method or ()),
                             joint_klt=joint_klt)
     result = _run_nair_evaluation(models, model, calibration, train, test, settings, images_dir)
-    result["command"] = _nair_command(frames, calibration_images, model, name, images_dir, joint_klt, method)
+    result["command"] = _nair_command(frames, calibration_images, model, images_dir, joint_klt, method)
     _record_nair_inputs(result, models, model, images_dir, used_images)
-    images_report = report.parent / ("images.json" if name == "base" else f"images-{name}.json")
+    images_report = report.parent / report_path("images", name).name
     result["wire"] = _nair_wire_section(frames, images_report, data_dir, model)
     result["image_codecs"] = _image_codec_curves(images_report, frames)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -157,12 +158,13 @@ def _check_nair_options(frames: int, calibration_images: int, method: list[str] 
 def _load_nair_models(model: str, data_dir: Path | None) -> tuple[Any, Any, dict[str, Any]]:
     """The training and test splits and ``{model: (net, manifest)}``, plus its tail-drop baseline under
     ``"taildrop"`` when one is trained (else a hint); a missing data set or model ends the command."""
-    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.data.registry import load_data
     from nairbus.models.store import load_model
-    from nairbus.models.zoo import taildrop_name
+    from nairbus.models.zoo import model_option, taildrop_name
 
     try:
-        train, test = load_split("train", data_dir), load_split("test", data_dir)
+        train, test = load_data("train", data_dir=data_dir), load_data("test", data_dir=data_dir)
         models = {model: load_model(model)}
     except (DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
@@ -171,7 +173,7 @@ def _load_nair_models(model: str, data_dir: Path | None) -> tuple[Any, Any, dict
         models["taildrop"] = load_model(taildrop_name(name))
     except FileNotFoundError:
         console.print(f"[yellow]no tail-drop baseline {taildrop_name(name)!r}; run 'nairbus train taildrop"
-                      + ("" if name == "base" else f" --model {name}") + "' to include it[/]")
+                      + model_option(name) + "' to include it[/]")
     return train, test, models
 
 
@@ -194,9 +196,8 @@ def _run_nair_evaluation(models: dict[str, Any], model: str, calibration: Any, t
     held out of ``train``), with a status line; the report's body."""
     from nairbus.models.data.fashion_mnist import validation_split
     from nairbus.models.evaluation.nair import Evaluator, run_evaluation
-    from nairbus.models.zoo import DEFAULT_SPLIT
+    from nairbus.models.zoo import DEFAULT_SPLIT, model_option
 
-    name = models[model][1].name
     with console.status("evaluating") as status:
         def say(message: str) -> None:
             console.log(message)
@@ -208,17 +209,19 @@ def _run_nair_evaluation(models: dict[str, Any], model: str, calibration: Any, t
         evaluator = Evaluator(models, calibration, test, settings, say, validation=validation,
                               validation_source=source)
         split = models[model][1].default_split or DEFAULT_SPLIT
-        calibrate_command = "nairbus calibrate" + ("" if name == "base" else f" --model {model}") + (
+        calibrate_command = "nairbus calibrate" + model_option(model) + (
             f" --images-dir {images_dir}" if images_dir is not None else "")
         return run_evaluation(evaluator, split, model, calibrate_command)
 
 
-def _nair_command(frames: int, calibration_images: int, model: str, name: str, images_dir: Path | None,
-                  joint_klt: int, method: list[str] | None) -> str:
+def _nair_command(frames: int, calibration_images: int, model: str, images_dir: Path | None, joint_klt: int,
+                  method: list[str] | None) -> str:
     """The command line that reproduces the report (options left at their defaults are not repeated)."""
+    from nairbus.models.zoo import model_option
+
     suffix = ("" if frames == 10000 else f" --frames {frames}") + (
         "" if calibration_images == 10000 else f" --calibration-images {calibration_images}")
-    suffix += ("" if name == "base" else f" --model {model}") + (
+    suffix += model_option(model) + (
         f" --images-dir {images_dir}" if images_dir is not None else "") + (
         f" --joint-klt {joint_klt}" if joint_klt else "")
     return "nairbus evaluate nair" + suffix + "".join(f" --method {m}" for m in method or ())
@@ -244,10 +247,12 @@ def _record_nair_inputs(result: dict[str, Any], models: dict[str, Any], model: s
 def _write_nair_report(result: dict[str, Any], report: Path, name: str) -> None:
     """Write the JSON report and its plots beside it, print the prefix table and where they went."""
     from nairbus.models.evaluation.nair_plots import write_plots
+    from nairbus.models.zoo import is_default_model
 
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2) + "\n")
-    plots = write_plots(result, report.parent, "nair" if name == "base" else report.stem)
+    # the default model's plots are nair_*.png wherever --report puts them; another model's follow its report
+    plots = write_plots(result, report.parent, "nair" if is_default_model(name) else report.stem)
     _print_nair_table(result)
     console.print(f"report: {report}; plots: {', '.join(str(p) for p in plots)} ({result['wall_seconds']} s)")
 

@@ -28,7 +28,6 @@ DataDirOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
 ]
-DEFAULT_REPORT = Path("reports/images.json")
 SUMMARY_CAPS = (150, 200, 250, 300, 400, 600, 1000)
 
 
@@ -37,22 +36,17 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def default_report(model: str) -> Path:
-    """``reports/images.json`` for the base model, ``reports/images-<model>.json`` for another."""
-    return DEFAULT_REPORT if model == "base" else DEFAULT_REPORT.with_name(f"images-{model}.json")
-
-
 def _command(frames: int, validation_frames: int, report: Path, table: Path | None, threads: int,
              model: str = "base") -> str:
     """The command line that reproduces the report (options left at their defaults are not repeated)."""
-    parts = ["nairbus evaluate images"]
-    if model != "base":
-        parts.append(f"--model {model}")
+    from nairbus.models.zoo import model_option, report_path
+
+    parts = ["nairbus evaluate images" + model_option(model)]
     if frames != 10000:
         parts.append(f"--frames {frames}")
     if validation_frames != 5000:
         parts.append(f"--validation-frames {validation_frames}")
-    if report != default_report(model):
+    if report != report_path("images", model):
         parts.append(f"--report {report}")
     if table is not None:
         parts.append(f"--table {table}")
@@ -85,10 +79,12 @@ def evaluate_images_cmd(
     a sensor could send for that model."""
     import torch
 
+    from nairbus.models.zoo import report_path
+
     _check_options(frames, validation_frames, table, threads)
     if threads:
         torch.set_num_threads(threads)
-    report = report or default_report(model)
+    report = report or report_path("images", model)
     started = time.perf_counter()
     classifier, manifest, test, holdout = _load_inputs(model, validation_frames, data_dir)
     source = _validation_source(manifest, validation_frames)
@@ -110,13 +106,15 @@ def _check_options(frames: int, validation_frames: int, table: Path | None, thre
 def _load_inputs(model: str, validation_frames: int, data_dir: Path | None) -> tuple[Any, ModelManifest, Any, Any]:
     """The model, its manifest, the test split and the validation holdout (None when ``validation_frames`` is 0); a
     missing model or data set ends the command."""
-    from nairbus.models.data.fashion_mnist import DatasetMissingError, load_split, validation_split
+    from nairbus.models.data.fashion_mnist import DatasetMissingError, validation_split
+    from nairbus.models.data.registry import load_data
     from nairbus.models.store import load_model
 
     try:
         classifier, manifest = load_model(model)
-        test = load_split("test", data_dir)
-        holdout = validation_split(load_split("train", data_dir), validation_frames) if validation_frames else None
+        test = load_data("test", data_dir=data_dir)
+        holdout = (validation_split(load_data("train", data_dir=data_dir), validation_frames) if validation_frames
+                   else None)
     except (DatasetMissingError, FileNotFoundError) as exc:
         _fail(str(exc))
     return classifier, manifest, test, holdout

@@ -92,7 +92,7 @@ def train_taildrop_cmd(
     from nairbus.models.data.fashion_mnist import DatasetMissingError
     from nairbus.models.manifest import ModelManifest
     from nairbus.models.store import OUTPUT_DIR
-    from nairbus.models.zoo import taildrop_settings, train_taildrop, trainable_mature
+    from nairbus.models.zoo import model_option, taildrop_settings, train_taildrop, trainable_mature
 
     try:
         _, manifest, _ = trainable_mature(model)
@@ -100,7 +100,7 @@ def train_taildrop_cmd(
         _fail(str(exc))
     shipped = taildrop_settings(manifest)
     settings = taildrop_settings(manifest, epochs)
-    command = ("nairbus train taildrop" + ("" if model == "base" else f" --model {model}")
+    command = ("nairbus train taildrop" + model_option(model)
                + ("" if settings == shipped else f" --epochs {settings.epochs}"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext
-from nairbus.models.data.fashion_mnist import Dataset, load_split
+from nairbus.models.data.fashion_mnist import Dataset
+from nairbus.models.data.registry import load_data
 
 if TYPE_CHECKING:
     from nairbus.agents.runtime.config import SensorSettings
@@ -52,7 +53,7 @@ class ReplaySource:
 
     @classmethod
     def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> ReplaySource:
-        data = load_split(s.split, s.data_dir)
+        data = load_data(s.split, data_dir=s.data_dir)
         return cls(data, replay_indices(len(data), s.start, s.count, s.shard), ctx)
 
     def batches(self, batch: int) -> Iterator[FrameBatch]:

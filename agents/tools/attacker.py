@@ -42,9 +42,9 @@ class Attacker:
         self.sent = 0
         self.refused = 0
         self.kinds: dict[str, int] = {}
-        from nairbus.models.data.fashion_mnist import load_split
+        from nairbus.models.data.registry import load_data
 
-        self.images = load_split("test", data_dir).images[:64]
+        self.images = load_data("test", data_dir=data_dir).images[:64]
         self.codes = self.agent.pipeline.encode(self.images)
 
     def valid_frame(self, frame_id: int) -> list[bytes]:

@@ -31,7 +31,7 @@ from rich.table import Table
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
-from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.data.registry import load_data
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import WEIGHTS_DIR
@@ -232,7 +232,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     console = console or Console()
     started = time.time()
     pipeline = NairPipeline.load()
-    test = load_split("test", settings.data_dir)
+    test = load_data("test", data_dir=settings.data_dir)
     frames = min(settings.frames, len(test))
     labels = test.labels
     total = pipeline.artifact.total_bytes()

@@ -44,7 +44,7 @@ from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
 from nairbus.agents.vp.common import SENSOR_COUNTERS
-from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.data.registry import load_data
 from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch, subset_key
 from nairbus.schemas import Birth, Result, Status, WireError
@@ -200,7 +200,7 @@ def _offline_vp(settings: VpDemoSettings) -> _VpOffline:
     family, variants = load_family()
     names = list(variants)
     weights = {n: v.weight for n, v in variants.items()}
-    test = load_split("test", settings.data_dir)
+    test = load_data("test", data_dir=settings.data_dir)
     frames = min(settings.frames, len(test))
     images, labels = test.images[:frames], test.labels[:frames]
     probs = {n: softmax_outputs(v.model, images) for n, v in variants.items()}

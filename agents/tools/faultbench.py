@@ -375,12 +375,12 @@ class Expected:
     """The offline pipeline's labels for test images with the whole IR: what a fault-free run decides."""
 
     def __init__(self, data_dir: Path | None) -> None:
-        from nairbus.models.data.fashion_mnist import load_split
+        from nairbus.models.data.registry import load_data
         from nairbus.models.nair.pipeline import NairPipeline
         from nairbus.models.store import sensor_artifact_path
 
         self.pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
-        self.test = load_split("test", data_dir)
+        self.test = load_data("test", data_dir=data_dir)
         self._labels: dict[int, int] = {}
 
     def labels(self, ids: list[int]) -> dict[int, int]:

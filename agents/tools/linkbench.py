@@ -515,13 +515,13 @@ class OfflinePredictor:
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:
-        from nairbus.models.data.fashion_mnist import load_split
+        from nairbus.models.data.registry import load_data
         from nairbus.models.nair.pipeline import NairPipeline
         from nairbus.models.store import sensor_artifact_path
 
         self.pipeline = self.default = NairPipeline.load("base", sensor_artifact_path("base"))
         self._by_artifact: dict[str, NairPipeline] = {}
-        self.test = load_split("test", data_dir)
+        self.test = load_data("test", data_dir=data_dir)
         self.n_components = int(self.pipeline.artifact.n_components)
 
     def for_args(self, args: Sequence[str]) -> OfflinePredictor:

@@ -26,12 +26,13 @@ from typing import Any
 from nairbus.agents.nair.curve import WIRE_EVAL_CAPS, nair_curve, nair_wire_bytes
 from nairbus.agents.nair.outgoing import alias_wire_bytes
 from nairbus.models.architectures.resnet import count_macs
-from nairbus.models.data.fashion_mnist import Dataset, load_split, validation_split
+from nairbus.models.data.fashion_mnist import Dataset, validation_split
+from nairbus.models.data.registry import load_data
 from nairbus.models.nair.calibration import calibrated_bit_bands
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.models.store import default_artifact_path
-from nairbus.models.zoo import trainable_mature
+from nairbus.models.zoo import model_option, trainable_mature
 from nairbus.schemas.wire import lean_fragment_payload_len
 
 __all__ = ["WIRE_EVAL_CAPS", "evaluate_wire", "nair_wire_bytes"]
@@ -105,18 +106,18 @@ def _load_inputs(images_report: Path, frames: int | None, validation_frames: int
     if not images_report.is_file():
         raise FileNotFoundError(f"{images_report} is missing; run 'nairbus evaluate images' first")
     images = json.loads(images_report.read_text())
-    test = load_split("test", data_dir)
+    test = load_data("test", data_dir=data_dir)
     n = len(test.labels) if frames is None else min(frames, len(test.labels))
     if images.get("frames") != n:
         raise ValueError(f"{images_report} has {images.get('frames')} test frames, this run {n}: rerun one of them")
-    validation = validation_split(load_split("train", data_dir), validation_frames)
+    validation = validation_split(load_data("train", data_dir=data_dir), validation_frames)
     image_model = (images.get("mature_model") or {}).get("sha256")
     artifacts = model_artifacts(model)
     base = NairPipeline.load(model, next(iter(artifacts.values())))
     if image_model is not None and image_model != base.manifest.sha256:
         raise ValueError(f"{images_report} measured the image codecs with another model "
                          f"({(images.get('mature_model') or {}).get('name')}): run 'nairbus evaluate images"
-                         + ("" if model == "base" else f" --model {model}") + "'")
+                         + model_option(model) + "'")
     return _WireInputs(images, test, n, validation, artifacts, base)
 
 
@@ -208,7 +209,7 @@ def evaluate_wire(images_report: Path = Path("reports/images.json"), frames: int
     fewest = _fewest_within_mature(nair, mature_validation)
     overhead = alias_wire_bytes(lean_fragment_payload_len(0, 1001, 1001, 33000, 0, 100, 100))
     return {
-        "command": "nairbus evaluate wire" + ("" if model == "base" else f" --model {model}")
+        "command": "nairbus evaluate wire" + model_option(model)
                    + ("" if frames is None else f" --frames {n}"),
         "model": {"name": base.manifest.name, "sha256": base.manifest.sha256},
         "frames": n, "validation_frames": len(validation.labels), "mature_accuracy": mature,

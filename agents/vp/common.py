@@ -9,7 +9,6 @@ from typing import Final
 
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.models.architectures.registry import fashion_mnist_spec
-from nairbus.models.data.fashion_mnist import LABELS
 from nairbus.schemas import (
     Frame,
     TopK,
@@ -33,7 +32,7 @@ class VpConfigError(RuntimeError):
     """A VP agent was configured with something the shipped family does not have (variant, k)."""
 
 
-def topk_message_bytes(k: int, n_classes: int = len(LABELS)) -> int:
+def topk_message_bytes(k: int, n_classes: int = VP_SPEC.num_classes) -> int:
     """Wire bytes of one real lean :class:`TopK` publish with ``k`` classes, as a sensor sends it.
 
     The whole MQTT PUBLISH under an established topic alias (fixed header, alias property, payload) of a message

@@ -27,7 +27,7 @@ from nairbus.agents.runtime.deadline import DeadlineBuffer
 from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
-from nairbus.models.data.fashion_mnist import LABELS
+from nairbus.models.data.registry import dataset_labels
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.fusion import Vote, fuse
 from nairbus.models.vp.variants import FAMILY_NAME
@@ -162,7 +162,7 @@ class VpFusionAgent(FusionBase):
     def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
                  weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
         family = family if family is not None else read_family_manifest(weights_dir)
-        self.labels: tuple[str, ...] = tuple(family.get("labels") or LABELS)
+        self.labels: tuple[str, ...] = tuple(family.get("labels") or dataset_labels())
         self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
         self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
                                  max_frames_per_sensor=config.fusion.max_frames_per_sensor)

@@ -43,7 +43,7 @@ from nairbus.agents.vp.common import (
     VpConfigError,
     choose_young,
 )
-from nairbus.models.data.fashion_mnist import LABELS, load_split
+from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import check_k, topk
@@ -78,7 +78,7 @@ class VpSensorAgent(SensorBase):
                 raise VpConfigError(f"unknown variant {s.variant!r}; the family has {', '.join(variants)}")
             variant = variants[s.variant]
         self.variant = variant
-        self.labels: tuple[str, ...] = tuple(variant.manifest.labels or LABELS)
+        self.labels: tuple[str, ...] = tuple(variant.manifest.labels or dataset_labels())
         try:
             self.k = check_k(s.k, len(self.labels))
         except ValueError as exc:
@@ -154,7 +154,7 @@ class VpSensorAgent(SensorBase):
         latency, and never bursts to catch up. Without ``fps`` it classifies whole batches as fast as it can.
         """
         s = self.settings
-        data = load_split(s.split, s.data_dir)
+        data = load_data(s.split, data_dir=s.data_dir)
         indices = replay_indices(len(data), s.start, s.count, s.shard)
 
         def emit(frame_id: int, _image: np.ndarray, result: tuple[np.ndarray, np.ndarray] | None,

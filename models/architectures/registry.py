@@ -17,7 +17,7 @@ from torch import nn
 from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 from nairbus.models.architectures.split import InputSpec
-from nairbus.models.data.registry import get_dataset
+from nairbus.models.data.registry import DEFAULT_DATASET, get_dataset
 
 __all__ = ["ARCHITECTURES", "Architecture", "build", "fashion_mnist_spec", "register"]
 
@@ -54,7 +54,7 @@ def build(architecture_id: str, config: Mapping[str, Any], spec: InputSpec) -> n
 def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
     """The data set's input spec (:data:`nairbus.models.data.registry.DATASETS`): 28x28 grey, or resized and replicated
     to RGB with the same normalisation per channel."""
-    native = get_dataset("fashion-mnist").spec
+    native = get_dataset(DEFAULT_DATASET).spec
     return native.model_copy(update={"channels": channels, "height": size, "width": size,
                                      "mean": native.mean * channels, "std": native.std * channels})
 

@@ -1,7 +1,9 @@
 """The registry of data sets, by name: how to load each split, its labels and its native input spec.
 
 Fashion-MNIST is the one data set here (Debian's ``dataset-fashion-mnist``; nothing is downloaded). A new data set is
-one loader plus one :func:`register` line; commands that take ``--dataset`` look it up here.
+one loader plus one :func:`register` line; commands that take ``--dataset`` look it up here. Every caller outside
+``models/data/`` gets its images and labels through here, by the data set's name (:data:`DEFAULT_DATASET` when it
+knows no other): :func:`load_data` and :func:`dataset_labels`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from nairbus.models.architectures.resnet import MEAN, STD
 from nairbus.models.architectures.split import InputSpec
 from nairbus.models.data.fashion_mnist import LABELS, Dataset, Split, load_split
 
-__all__ = ["DATASETS", "DatasetInfo", "get_dataset", "register"]
+__all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetInfo", "dataset_labels", "get_dataset", "load_data", "register"]
+
+DEFAULT_DATASET = "fashion-mnist"
+"""The data set every shipped model was trained on: the one a caller means when it names none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,16 @@ def get_dataset(name: str) -> DatasetInfo:
         raise ValueError(f"unknown data set {name!r}; registered: {', '.join(DATASETS)}") from None
 
 
-register(DatasetInfo("fashion-mnist", "Fashion-MNIST: 70 000 28x28 grey images, 10 classes (Debian's "
+def load_data(split: Split, dataset: str = DEFAULT_DATASET, data_dir: str | Path | None = None) -> Dataset:
+    """A split (``train`` or ``test``) of a registered data set, read from ``data_dir`` (else the loader's default)."""
+    return get_dataset(dataset).load(split, data_dir)
+
+
+def dataset_labels(dataset: str = DEFAULT_DATASET) -> tuple[str, ...]:
+    """The class names of a registered data set, in class order (its input spec's labels)."""
+    return get_dataset(dataset).spec.labels
+
+
+register(DatasetInfo(DEFAULT_DATASET, "Fashion-MNIST: 70 000 28x28 grey images, 10 classes (Debian's "
                      "dataset-fashion-mnist)", load_split,
                      InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,), labels=LABELS)))

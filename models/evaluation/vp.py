@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from nairbus.models.architectures.resnet import ResNet
-from nairbus.models.data.fashion_mnist import LABELS, load_split, validation_split
+from nairbus.models.data.fashion_mnist import validation_split
+from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.evaluation import stats
 from nairbus.models.store import WEIGHTS_DIR, load_model
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
@@ -65,10 +66,10 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
     """Run the whole evaluation and return the report (see :func:`write_report`)."""
     family, variants = load_family(settings.weights_dir)
     base_model, base_manifest = load_model("base", settings.weights_dir)
-    test = load_split("test", data_dir)
+    test = load_data("test", data_dir=data_dir)
     n = len(test) if settings.frames is None else max(1, min(settings.frames, len(test)))
     images, labels = test.images[:n], test.labels[:n]
-    n_classes = len(LABELS)
+    n_classes = len(dataset_labels())
     k_max = n_classes // 2
     k = settings.k or k_max
     out = _outputs(variants, base_model, images, labels, k_max)
@@ -189,10 +190,10 @@ def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any],
     held = int((family.get("settings") or {}).get("validation_images") or 0)
     if not held or "selection" not in family:
         return None
-    validation = validation_split(load_split("train", data_dir), held)
+    validation = validation_split(load_data("train", data_dir=data_dir), held)
     probs = {name: softmax_outputs(v.model, validation.images) for name, v in variants.items()}
     paper = {name: v.weight for name, v in variants.items()}
-    correct = fusion_rule_correct(probs, paper, validation.labels, range(1, len(LABELS) // 2 + 1))
+    correct = fusion_rule_correct(probs, paper, validation.labels, range(1, len(dataset_labels()) // 2 + 1))
     shipped = f"paper_weights_top{k}"
     best = max(correct, key=lambda r: (float(correct[r].mean()), r == shipped))
     test = stats.mcnemar(correct[best], correct[shipped], best, shipped)
@@ -211,7 +212,7 @@ def fusion_rule_correct(probs: dict[str, np.ndarray], paper: dict[str, float], l
                         ks: Iterable[int]) -> dict[str, np.ndarray]:
     """Per frame, whether each fusion rule gets it right: the paper's or equal weights, over each top-``k`` in
     ``ks`` (``paper_weights_top3``, ``equal_weights_top3``, …) and over every class (``…_all_classes``)."""
-    n_classes = len(LABELS)
+    n_classes = len(dataset_labels())
     equal = dict.fromkeys(probs, 1.0)
     correct = {}
     for kk in ks:

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nairbus.models.architectures.resnet import ResNet, preprocess, with_memory_format
-from nairbus.models.data.fashion_mnist import LABELS, Dataset, fit_split, load_split, validation_split
+from nairbus.models.data.fashion_mnist import Dataset, fit_split, validation_split
+from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.store import WEIGHTS_DIR, load_model, read_manifest, save_model
 from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
 from nairbus.models.training.mature import augment_with_flip, pick_device
@@ -171,7 +172,8 @@ class _EpochSelector:
         if validation is None:
             return
         probs = {name: softmax_outputs(m, validation.images) for name, m in self.models.items()}
-        k = check_k(len(LABELS) // 2, len(LABELS))
+        n_classes = len(dataset_labels())
+        k = check_k(n_classes // 2, n_classes)
         ensemble = float((fuse_batch(probs, self.weights, k).argmax(1) == validation.labels).mean())
         self.log.append({"cycles": cycle, "epochs": epochs_run, "validation_ensemble_accuracy": ensemble,
                          "validation_variant_accuracy": {name: float((p.argmax(1) == validation.labels).mean())
@@ -326,7 +328,7 @@ def train_family(
                             start_from={n: v.model for n, v in earlier.variants.items()} if earlier else None,
                             cycles_done=earlier.cycles if earlier else 0, validation=validation, history=history)
     wall = time.perf_counter() - started
-    scores = _test_scores(models, family, test if test is not None else load_split("test", data_dir))
+    scores = _test_scores(models, family, test if test is not None else load_data("test", data_dir=data_dir))
     record = _TrainingRecord(settings, command, f"{pick_device().type}, {torch.get_num_threads()} threads, "
                              f"{platform.machine()}", wall, teacher_ref, earlier)
     variants = [_save_variant(spec, models[spec.name], scores, record, out_dir) for spec in family]
@@ -350,7 +352,7 @@ def _check_budget(family: Sequence[VariantSpec]) -> None:
 def _training_splits(settings: VpTrainSettings, data_dir: str | Path | None,
                      validation: Dataset | None) -> tuple[Dataset, Dataset | None]:
     """The training images to fit on and the validation split held out of them (``validation`` when none is)."""
-    everything = load_split("train", data_dir)
+    everything = load_data("train", data_dir=data_dir)
     if settings.validation_images:
         held = settings.validation_images
         return fit_split(everything, held), validation_split(everything, held)
@@ -375,7 +377,7 @@ def _test_scores(models: Mapping[str, ResNet], family: Sequence[VariantSpec], te
     """Run every variant on ``test`` and score each subset of them under the top-k fusion rule."""
     weights = fusion_weights(family)
     probs = {name: softmax_outputs(m, test.images) for name, m in models.items()}
-    n_classes = len(LABELS)
+    n_classes = len(dataset_labels())
     k = check_k(n_classes // 2, n_classes)
     subsets = family_accuracy(probs, test.labels, weights, k)
     return _TestScores(test.labels, weights, probs, k, subsets, subset_key(list(models)))
@@ -402,7 +404,7 @@ def _save_variant(spec: VariantSpec, model: ResNet, scores: _TestScores, record:
     path = save_model(model, weights_name(spec.name), {
         "family": FAMILY_NAME, "variant": spec.name, "width_multiplier": spec.width,
         "resolution": spec.resolution, "fusion_weight": weights[spec.name], "test_accuracy": accuracy,
-        "labels": list(LABELS), "command": record.command, "trained_on": record.trained_on,
+        "labels": list(dataset_labels()), "command": record.command, "trained_on": record.trained_on,
     }, out_dir)
     saved = json.loads(path.read_text())
     return {
@@ -424,7 +426,7 @@ def _family_manifest(family: Sequence[VariantSpec], variants: list[dict[str, Any
         "name": FAMILY_NAME,
         "method": "Variant Parallelism (Asadi & Goudarzi, IEEE IoT-J 2023), joint training",
         "command": record.command,
-        "labels": list(LABELS),
+        "labels": list(dataset_labels()),
         "k": scores.k,
         "variants": variants,
         "ensemble_accuracy": subsets[full],
