@@ -1,8 +1,7 @@
 """Export the JSON Schema of every message to ``schemas/json/<kind>.schema.json``.
 
-Regenerate after changing a model with ``python -m nairbus.schemas.export``; ``python -m nairbus.schemas.export
---check`` exits 1 if
-the committed files are stale (the tests check the same).
+Regenerate after changing a model with ``python -m nairbus.schemas.export``;
+``python -m nairbus.schemas.export --check`` exits 1 if the committed files are stale (the tests check the same).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Frame sources: where a sensor's frames come from, behind one interface, and the registry that names them.
 
-A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or RGB ``(H,
-W, 3)``, converted at the edge by :mod:`nairbus.agents.sources.images`), with a frame id each; the agent's one paced
-loop (:mod:`nairbus.agents.runtime.pacing`) delivers them. A source says how it wants to be paced: ``skip_late`` (a live
-camera: late frames are dropped, latest frame wins; a folder of files: every one is classified) and ``source_paced``
-(time spent waiting for the source does not make frames late). Bad input is counted in the source's ``counters`` by
-reason (``bad_<reason>``), never raised.
+A source yields :class:`FrameBatch` es of uint8 images already in the model's input spec (grey ``(H, W)`` or
+RGB ``(H, W, 3)``, converted at the edge by :mod:`nairbus.agents.sources.images`), with a frame id each; the agent's
+one paced loop (:mod:`nairbus.agents.runtime.pacing`) delivers them. A source says how it wants to be paced:
+``skip_late`` (a live camera: late frames are dropped, latest frame wins; a folder of files: every one is classified)
+and ``source_paced`` (time spent waiting for the source does not make frames late). Bad input is counted in the
+source's ``counters`` by reason (``bad_<reason>``), never raised.
 
 A new source is one module here plus one line in :data:`SOURCES`.
 """
