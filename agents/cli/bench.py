@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -47,16 +47,16 @@ def _split(text: str) -> list[str]:
 RatesOpt = Annotated[str, typer.Option(
     help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")]
 FpsOpt = Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")]
-ModeOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+ModeOpt = Annotated[list[str] | None, typer.Option(
     "--mode", help="Sensor mode to run (repeatable; default: every mode of nairbus.agents.tools.linkbench.MODES: "
                    "nair-auto, nair-fixed-100, image, auto).")]
-AddModeOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+AddModeOpt = Annotated[list[str] | None, typer.Option(
     "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
                        "(repeatable; runs after the --mode ones).")]
 FramesOpt = Annotated[int, typer.Option(help="Test frames replayed per run (frame id = test-set index).")]
 StartOpt = Annotated[int, typer.Option(help="First test-set index replayed.")]
 DeadlineOpt = Annotated[float, typer.Option(help="Frame deadline (sensor and fusion; drawn on the plot).")]
-FusionDeadlineOpt = Annotated[Optional[float], typer.Option(  # noqa: UP045
+FusionDeadlineOpt = Annotated[float | None, typer.Option(
     help="Fusion's reassembly deadline if it should differ from --deadline-ms.")]
 TbfLatencyOpt = Annotated[float, typer.Option(
     help="tbf queue bound: packets that would wait longer in the shaper are dropped.")]
@@ -64,11 +64,11 @@ SoakSecondsOpt = Annotated[float, typer.Option(
     help="Also run a soak this long (e.g. 300) that samples the sensor's memory; 0: none.")]
 SoakRateOpt = Annotated[str, typer.Option(help="Uplink rate of the soak.")]
 SoakFpsOpt = Annotated[float, typer.Option(help="Replay rate of the soak.")]
-SoakModeOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+SoakModeOpt = Annotated[str | None, typer.Option(
     help="Mode of the soak (default: the first supported mode of the grid).")]
 SoakOnlyOpt = Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")]
 LinkReportOpt = Annotated[Path, typer.Option(help="Where the JSON report goes.")]
-LinkPlotOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+LinkPlotOpt = Annotated[Path | None, typer.Option(
     help="Where the PNG plot goes (default: beside the report, link.png).")]
 LinkRunDirOpt = Annotated[Path, typer.Option(help="Per-run logs, recorded results and qdisc counters.")]
 ReplotOpt = Annotated[bool, typer.Option(
@@ -212,7 +212,7 @@ def _run_link_bench(settings: LinkBenchSettings) -> None:
 
 @bench_app.command("faults")
 def faults_cmd(
-    scenario: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    scenario: Annotated[list[str] | None, typer.Option(
         "--scenario", help="Scenario to run (repeatable; default all): fuzz, flood, broker-kill, fusion-kill, "
                            "fusion-stop, takeover, exhaustion.")] = None,
     fuzz_messages: Annotated[int, typer.Option(help="Hostile messages of the fuzz scenario.", min=1)] = 100_000,
@@ -229,7 +229,7 @@ def faults_cmd(
     quick: Annotated[bool, typer.Option(help="A short version of every scenario (what CI runs).")] = False,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/faults.json"),
     run_dir: Annotated[Path, typer.Option(help="Agent logs per scenario.")] = Path("runs/faults"),
-    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    data_dir: Annotated[Path | None, typer.Option(
         help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
 ) -> None:
     """Attack a private bus (Mosquitto, fusion, two sensors as processes) and record what the others lost.

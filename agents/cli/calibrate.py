@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,20 +44,20 @@ class CalibrateOptions:
 def calibrate(
     model: Annotated[str, typer.Option(help="Model name (shipped, or imported into $NAIRBUS_MODEL_DIR) or the path "
                                             "of its manifest.")] = "base",
-    split: Annotated[Optional[str], typer.Option(help="Split point (default: the model's).")] = None,  # noqa: UP045
+    split: Annotated[str | None, typer.Option(help="Split point (default: the model's).")] = None,
     images: Annotated[int, typer.Option(help="Training images used for calibration (the first of the seed-0 "
                                               "permutation; the validation split is its last 5 000).")] = 10000,
     method: Annotated[str, typer.Option(help="nair, pca, naive or prune (baselines).")] = "nair",
-    bit_bands: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    bit_bands: Annotated[str | None, typer.Option(
         help="Bits per component by importance: '8' (all at 8 bits, the default) or bands FRACTION:BITS, e.g. "
              "'0.02:3,0.06:2,1:1' (first 2 % of the components at 3 bits, up to 6 % at 2, the rest at 1).")] = None,
-    wire_bytes: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    wire_bytes: Annotated[int | None, typer.Option(
         help="Instead of --bit-bands: choose, on the validation split, the named allocation most accurate when "
              "each frame is one MQTT PUBLISH of at most this many bytes.")] = None,
-    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    images_dir: Annotated[Path | None, typer.Option(
         help="Calibrate on a folder of your own unlabeled images (PNG/JPEG/WebP/BMP, converted to the model's input) "
              "instead of the data set; uses up to --images of them, in name order.")] = None,
-    validation_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    validation_dir: Annotated[Path | None, typer.Option(
         help="With --wire-bytes: choose on a labelled folder of your own images (one sub-folder per class, named by "
              "its label or index; 'nairbus export-images --labelled' writes one) instead of the data set's "
              "validation split. Needed with --images-dir.")] = None,
@@ -65,7 +65,7 @@ def calibrate(
         help="Decorrelate the leading N components by a joint KLT after the channel KLT and DCT (0: off). A short "
              "prefix then carries more of the IR; costs N*N multiply-adds per frame on the device and 4*N*N artifact "
              "bytes (e.g. 512: 0.26 M MACs, 1 MB). Must not exceed the IR's component count.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    out: Annotated[Path | None, typer.Option(
         help="Artifact path (default <model>.nair.npz beside the model's manifest).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -375,9 +375,9 @@ def _folder_command(options: CalibrateOptions, folder: Path, bands: BitBands) ->
 def calibrate_auto(
     model: Annotated[str, typer.Option(help="Shipped model name.")] = "base",
     frames: Annotated[int, typer.Option(help="Validation images (training split, disjoint from calibration).")] = 5000,
-    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    image_codecs: Annotated[str | None, typer.Option(
         help="Comma-separated codec ladder to tabulate (default: the sensor's default ladder).")] = None,
-    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    artifact: Annotated[Path | None, typer.Option(
         help="NAIR artifact (default models/weights/<model>.nair.npz); the table goes beside it (.auto.json).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:

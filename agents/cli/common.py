@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -30,9 +30,9 @@ train_app = typer.Typer(help="Train the models nairbus ships (seeded; weights an
 app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")]  # noqa: UP045
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")]
 DataDirOpt = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
 ]
 

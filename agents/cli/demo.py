@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,11 +20,11 @@ def demo(
     frames: Annotated[int, typer.Option(help="Test frames per budget (10 000 = the whole test split).")] = 10000,
     sensors: Annotated[int, typer.Option(help="Sensor agents sharing the frames.")] = 3,
     budgets: Annotated[str, typer.Option(help="Comma-separated fractions of the IR per frame.")] = "1,0.5,0.25,0.1",
-    fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    fps: Annotated[float | None, typer.Option(
         help="Replay rate per sensor (default: what one fusion agent on this kind of machine keeps up with).")] = None,
-    broker: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    broker: Annotated[str | None, typer.Option(
         help="host:port of a broker to use instead of a private one.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Where the JSON report goes.")] = None,  # noqa: UP045
+    report: Annotated[Path | None, typer.Option(help="Where the JSON report goes.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """End-to-end demo: private Mosquitto, a fusion agent, sensors replaying the test set, table per budget."""

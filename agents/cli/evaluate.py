@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,7 @@ from nairbus.agents.cli.common import (
 
 @evaluate_app.command("wire")
 def evaluate_wire_cmd(
-    frames: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    frames: Annotated[int | None, typer.Option(
         help="Test images (the first N; default the whole test split, as reports/images.json).")] = None,
     images_report: Annotated[Path, typer.Option(help="The image codecs' report (nairbus evaluate images).")] = Path(
         "reports/images.json"),
@@ -98,14 +98,14 @@ def _image_codec_curves(images_report: Path, frames: int) -> dict[str, Any]:
 def evaluate_nair_cmd(
     frames: Annotated[int, typer.Option(help="Test images (the first N; 10 000 = the whole test split).")] = 10000,
     calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate each method.")] = 10000,
-    method: Annotated[Optional[list[str]], typer.Option(help="Only these methods (repeatable).")] = None,  # noqa: UP045
-    report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    method: Annotated[list[str] | None, typer.Option(help="Only these methods (repeatable).")] = None,
+    report: Annotated[Path | None, typer.Option(
         help="Where the JSON report goes, plots beside it (default reports/nair.json, for another model "
              "reports/nair-<model>.json).")] = None,
     model: Annotated[str, typer.Option(
         help="The model to evaluate: base (shipped) or another one, e.g. imported with 'nairbus import-model'.")]
         = "base",
-    images_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    images_dir: Annotated[Path | None, typer.Option(
         help="Calibrate every method on this folder of unlabeled images (the one the model's artifact was "
              "calibrated on) instead of the data set's calibration images.")] = None,
     joint_klt: Annotated[int, typer.Option(

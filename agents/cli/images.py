@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True)
 DataDirOpt = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
 ]
 SUMMARY_CAPS = (150, 200, 250, 300, 400, 600, 1000)
@@ -61,13 +61,13 @@ def evaluate_images_cmd(
         help="Validation images (fashion_mnist.validation_split: training images no calibration fits on) for the "
              "calibrated auto-mode table; 0 leaves the table out (a model auto mode cannot serve, e.g. a colour "
              "one).")] = 5000,
-    report: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    report: Annotated[Path | None, typer.Option(
         help="Where the JSON report goes, the plot beside it (default reports/images.json, for another model "
              "reports/images-<model>.json).")] = None,
     model: Annotated[str, typer.Option(
         help="The model that classifies the decoded frames (converted to its input spec, as a hub does with a "
              "sensor's image): base (shipped) or another one, e.g. mobilenet.")] = "base",
-    table: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    table: Annotated[Path | None, typer.Option(
         help="Also write the validation table alone (the JSON sensor --mode auto reads) here.")] = None,
     threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
     data_dir: DataDirOpt = None,

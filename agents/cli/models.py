@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -101,20 +101,20 @@ def import_model_cmd(
         help="torch.export program (.pt2, torch.export.save), TorchScript file (with head/tail methods, or cut at a "
              "graph node after conversion), or a state dict (with --factory).")],
     name: Annotated[str, typer.Option(help="Name the model is known by (sensor/fusion --model NAME).")],
-    split_at: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    split_at: Annotated[list[str] | None, typer.Option(
         "--split-at", help="Module path (e.g. features.6) or graph node (e.g. relu_4) to split at; repeat for several "
                            "split points "
                            "(the first is the default). Default: the spec file's 'split'.")] = None,
-    spec: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    spec: Annotated[Path | None, typer.Option(
         help="TOML file with channels, height, width (or size), mean, std, labels and optionally split.")] = None,
-    factory: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    factory: Annotated[str | None, typer.Option(
         help="package.module:function that builds the (untrained) model MODEL_FILE's state dict belongs to.")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="Input channels: 1 grey or 3 RGB.")] = None,  # noqa: UP045
-    size: Annotated[Optional[str], typer.Option(help="Input size HxW or one number (e.g. 32).")] = None,  # noqa: UP045
-    mean: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    channels: Annotated[int | None, typer.Option(help="Input channels: 1 grey or 3 RGB.")] = None,
+    size: Annotated[str | None, typer.Option(help="Input size HxW or one number (e.g. 32).")] = None,
+    mean: Annotated[str | None, typer.Option(
         help="Normalisation mean per channel of [0, 1] pixels, comma-separated.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Normalisation std per channel, comma-separated.")] = None,  # noqa: UP045
-    labels: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    std: Annotated[str | None, typer.Option(help="Normalisation std per channel, comma-separated.")] = None,
+    labels: Annotated[str | None, typer.Option(
         help="Class names in output order, comma-separated, or @FILE with one per line.")] = None,
     list_splits: Annotated[bool, typer.Option(
         "--list-splits", help="Only list where the model can be split (module paths of a torch.export program; node "
@@ -241,7 +241,7 @@ def export_model_cmd(
     model: Annotated[str, typer.Argument(help="A native model: shipped name, or the path of its manifest.")],
     out: Annotated[Path, typer.Option(help="The torch.export program to write (.pt2); the TOML input spec goes "
                                            "beside it (.toml) and the native manifest's record (.pt2.json).")],
-    split: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    split: Annotated[str | None, typer.Option(
         help="Split point the spec file suggests (default: the model's default).")] = None,
 ) -> None:
     """Write a native model as a torch.export program and the input spec 'import-model' reads."""
@@ -278,11 +278,11 @@ def export_images_cmd(
     count: Annotated[int, typer.Option(help="How many images.")] = 1000,
     colour: Annotated[str, typer.Option(help="grey, or rgb (grey replicated, as a colour camera's file).")] = "grey",
     image_format: Annotated[str, typer.Option("--format", help="png or jpeg.")] = "png",
-    size: Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,  # noqa: UP045
+    size: Annotated[int | None, typer.Option(help="Resize to SIZE x SIZE (default: the data set's 28).")] = None,
     labelled: Annotated[bool, typer.Option(help="Write each image into a sub-folder named by its class (the "
                                                 "labelled folder 'calibrate --validation-dir' reads).")] = False,
     dataset: Annotated[str, typer.Option(help="A registered data set (models.data.registry).")] = "fashion-mnist",
-    data_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR).")] = None,
 ) -> None:
     """Write data-set images as unlabeled files (img-<index>.png), as a camera would: the folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,58 +23,58 @@ from nairbus.agents.cli.common import (
 @app.command()
 def sensor(
     config: ConfigOpt = None,
-    sensor_id: Annotated[Optional[str], typer.Option(help="Sensor id (topic segment).")] = None,  # noqa: UP045
-    stream_id: Annotated[Optional[str], typer.Option(help="Result stream (default: sensor id).")] = None,  # noqa: UP045
-    count: Annotated[Optional[int], typer.Option(help="Frames to replay from --start.")] = None,  # noqa: UP045
-    start: Annotated[Optional[int], typer.Option(help="First data-set index to replay.")] = None,  # noqa: UP045
-    shard: Annotated[Optional[str], typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,  # noqa: UP045
-    budget: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    sensor_id: Annotated[str | None, typer.Option(help="Sensor id (topic segment).")] = None,
+    stream_id: Annotated[str | None, typer.Option(help="Result stream (default: sensor id).")] = None,
+    count: Annotated[int | None, typer.Option(help="Frames to replay from --start.")] = None,
+    start: Annotated[int | None, typer.Option(help="First data-set index to replay.")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,
+    budget: Annotated[str | None, typer.Option(
         help="'auto' (default): each frame gets what the link delivers by its deadline, measured; N: also at most N "
              "wire bytes per frame (MQTT PUBLISH bytes, envelope included).")] = None,
-    link_fit: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+    link_fit: Annotated[bool | None, typer.Option(
         "--link-fit/--no-link-fit",
         help="Size frames to the measured link (default) or send every frame's whole budget regardless.")] = None,
-    budget_fraction: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    budget_fraction: Annotated[float | None, typer.Option(
         help="NAIR: cap each frame's payload at this fraction of the IR.")] = None,
-    bytes_per_second: Annotated[Optional[float], typer.Option(help="Cap on wire bytes per second.")] = None,  # noqa: UP045
-    image_codecs: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    bytes_per_second: Annotated[float | None, typer.Option(help="Cap on wire bytes per second.")] = None,
+    image_codecs: Annotated[str | None, typer.Option(
         help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
-    artifact: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    artifact: Annotated[Path | None, typer.Option(
         help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
              "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
              "split).")] = None,
-    deadline_ms: Annotated[Optional[float], typer.Option(help="Frame deadline at the sensor.")] = None,  # noqa: UP045
-    fps: Annotated[Optional[float], typer.Option(help="Replay rate (frames per second).")] = None,  # noqa: UP045
-    qos: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    deadline_ms: Annotated[float | None, typer.Option(help="Frame deadline at the sensor.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Replay rate (frames per second).")] = None,
+    qos: Annotated[int | None, typer.Option(
         help="QoS of the frame messages: 0 (default: one message per frame, topic alias) or 1 (PUBACKed).",
         min=0, max=1)] = None,
-    test_loss: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    test_loss: Annotated[str | None, typer.Option(
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
-    mode: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    mode: Annotated[str | None, typer.Option(
         help="nair (feature prefix), image (compressed frame, whole model at the hub), auto (per frame the better of "
              "the two at the link's budget) or vp (one variant, top-k).")] = None,
-    variant: Annotated[Optional[str], typer.Option(help="VP: variant of the shipped family to run.")] = None,  # noqa: UP045
-    k: Annotated[Optional[int], typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,  # noqa: UP045
-    source: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    variant: Annotated[str | None, typer.Option(help="VP: variant of the shipped family to run.")] = None,
+    k: Annotated[int | None, typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,
+    source: Annotated[str | None, typer.Option(
         help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
              "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
              "(frames from a capture agent).")] = None,
-    folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    folder: Annotated[Path | None, typer.Option(
         help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
-    watch: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+    watch: Annotated[bool | None, typer.Option(
         "--watch/--no-watch", help="With --folder: keep taking new files as they appear, until stopped.")] = None,
-    image_topic: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    image_topic: Annotated[str | None, typer.Option(
         help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
              "image-topic).")] = None,
-    frame_stream: Annotated[Optional[str], typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    frame_stream: Annotated[str | None, typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,
+    model: Annotated[str | None, typer.Option(
         help="The model whose head runs here: a shipped name (default base), a model imported into "
              "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
-    replay: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    replay: Annotated[float | None, typer.Option(
         "--replay", help="Seconds of frames published again after a lost broker connection comes back (default 1; "
                          "0: off).")] = None,
-    camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    camera: Annotated[str | None, typer.Option(
         help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
              "index (0), a stream URL (rtsp://...) or a video file.")] = None,
 ) -> None:
@@ -136,24 +136,24 @@ def sensor_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 @app.command()
 def fusion(
     config: ConfigOpt = None,
-    fusion_id: Annotated[Optional[str], typer.Option(help="Fusion agent id.")] = None,  # noqa: UP045
-    deadline_ms: Annotated[Optional[float], typer.Option(help="Reassembly deadline per frame.")] = None,  # noqa: UP045
-    max_frames: Annotated[Optional[int], typer.Option(help="Hard bound on frames in flight.")] = None,  # noqa: UP045
-    stats_interval: Annotated[Optional[float], typer.Option(help="Seconds between stats messages.")] = None,  # noqa: UP045
-    partition: Annotated[Optional[str], typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,  # noqa: UP045
-    mode: Annotated[Optional[str], typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    fusion_id: Annotated[str | None, typer.Option(help="Fusion agent id.")] = None,
+    deadline_ms: Annotated[float | None, typer.Option(help="Reassembly deadline per frame.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Hard bound on frames in flight.")] = None,
+    stats_interval: Annotated[float | None, typer.Option(help="Seconds between stats messages.")] = None,
+    partition: Annotated[str | None, typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,
+    mode: Annotated[str | None, typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,
+    model: Annotated[str | None, typer.Option(
         help="The model (name or manifest path; default base).")] = None,
-    also: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    also: Annotated[list[str] | None, typer.Option(
         "--also-model", help="A further model this fusion agent serves (repeatable): each sensor's birth names its "
                              "model and artifact by hash.")] = None,
-    discover_models: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+    discover_models: Annotated[bool | None, typer.Option(
         "--discover-models/--no-discover-models",
         help="Also serve sensors whose model (by sha256) is in $NAIRBUS_MODEL_DIR or the shipped weights.")] = None,
-    session_expiry: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    session_expiry: Annotated[int | None, typer.Option(
         "--session-expiry", help="Seconds the broker keeps this agent's session and queues sensor messages while it "
                                  "is away (default 300; 0: a clean session on every connection).")] = None,
-    result_qos: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    result_qos: Annotated[int | None, typer.Option(
         "--result-qos", min=0, max=1, help="QoS of the published results (default 0; 1: acknowledged).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
@@ -174,8 +174,8 @@ def fusion(
 @app.command()
 def watch(
     config: ConfigOpt = None,
-    stream: Annotated[Optional[list[str]], typer.Option(help="Only this result stream (repeatable).")] = None,  # noqa: UP045
-    count: Annotated[Optional[int], typer.Option(help="Exit after this many results.")] = None,  # noqa: UP045
+    stream: Annotated[list[str] | None, typer.Option(help="Only this result stream (repeatable).")] = None,
+    count: Annotated[int | None, typer.Option(help="Exit after this many results.")] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="Print each result as a JSON line instead.")] = False,
 ) -> None:
     """Live view of the result topics: label, confidence, runner-up, IR received, latency, rate per stream."""

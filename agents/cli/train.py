@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -19,10 +19,10 @@ from nairbus.agents.cli.common import (
 
 @train_app.command("base")
 def train_base_cmd(
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the shipped model's).")] = None,  # noqa: UP045
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the shipped model's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     data_dir: DataDirOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
+    out_dir: Annotated[Path | None, typer.Option(help="Where weights and manifest go.")] = None,
 ) -> None:
     """Train the mature model (ResNet family, 28x28) and write weights plus manifest with its test accuracy."""
     from dataclasses import replace
@@ -48,7 +48,7 @@ def train_base_cmd(
 
 @train_app.command("mobilenet")
 def train_mobilenet_cmd(
-    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    epochs: Annotated[int | None, typer.Option(
         help="Epochs (default 30); the weights kept are the epoch most accurate on the validation split.")] = None,
     data_dir: DataDirOpt = None,
     out_dir: Annotated[Path, typer.Option(help="Working directory for the native weights and manifest (export "
@@ -81,11 +81,11 @@ def train_taildrop_cmd(
         help="The mature model to fine-tune: base (shipped), or one imported from a registered architecture "
              "(e.g. mobilenet); the baseline is saved as 'taildrop' for base, '<model>-taildrop' otherwise.")]
         = "base",
-    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    epochs: Annotated[int | None, typer.Option(
         help="Fine-tuning epochs (default: as many as the mature model's own training); the checkpoint kept is the "
              "epoch with the best validation score.")] = None,
     data_dir: DataDirOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifest go.")] = None,  # noqa: UP045
+    out_dir: Annotated[Path | None, typer.Option(help="Where weights and manifest go.")] = None,
 ) -> None:
     """Fine-tune the retrained tail-drop baseline (the state of the art NAIR is measured against) from the mature
     model, with settings derived from the mature model's own training."""

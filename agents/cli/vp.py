@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=True)
 DataDirOpt = Annotated[
-    Optional[Path],  # noqa: UP045
+    Path | None,
     typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
 ]
 
@@ -47,25 +47,25 @@ def _progress_fn(progress: Progress, label: str) -> Any:
 
 
 def train_variants_cmd(
-    epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    epochs: Annotated[int | None, typer.Option(
         help="Epochs of the first learning-rate cycle (default: the shipped family's).")] = None,
-    restart_epochs: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    restart_epochs: Annotated[int | None, typer.Option(
         help="Epochs of each warm restart that follows (0 = none; default: the shipped family's).")] = None,
-    restarts: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    restarts: Annotated[int | None, typer.Option(
         help="How many warm restarts follow the first cycle (default: the shipped family's).")] = None,
-    resume_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    resume_from: Annotated[Path | None, typer.Option(
         help="Directory with a family trained with the same settings but fewer warm restarts: skip the cycles it "
              "ran and train only the rest, from its weights.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     validation_images: Annotated[int, typer.Option(
         help="Training images held out as the validation split that chooses how many learning-rate cycles the kept "
              "family ran (0: train on all 60 000 and keep the last cycle).")] = 5000,
-    distill: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    distill: Annotated[float | None, typer.Option(
         help="Weight of distillation from the mature model (0 = off; default: the shipped family's).")] = None,
     compile_models: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="Train through torch.compile (faster; needs a C compiler on CPU).")] = True,
     data_dir: DataDirOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option(help="Where weights and manifests go.")] = None,  # noqa: UP045
+    out_dir: Annotated[Path | None, typer.Option(help="Where weights and manifests go.")] = None,
 ) -> None:
     """Train the VP variant family jointly (a loss per variant plus one on the fused output) and write the manifest."""
     from dataclasses import replace
@@ -122,8 +122,8 @@ def train_variants_cmd(
 
 
 def evaluate_vp_cmd(
-    frames: Annotated[Optional[int], typer.Option(help="Test frames (default: all 10 000).")] = None,  # noqa: UP045
-    report: Annotated[Optional[Path], typer.Option(help="JSON report path (default reports/vp.json).")] = None,  # noqa: UP045
+    frames: Annotated[int | None, typer.Option(help="Test frames (default: all 10 000).")] = None,
+    report: Annotated[Path | None, typer.Option(help="JSON report path (default reports/vp.json).")] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots beside the report.")] = True,
     trials: Annotated[int, typer.Option(help="Simulated failure trials per p.")] = 100000,
     data_dir: DataDirOpt = None,
@@ -175,16 +175,16 @@ def _nair_bytes() -> dict[str, float]:
 
 def capture_cmd(
     stream_id: Annotated[str, typer.Option(help="Stream id: frames go to <prefix>/frames/<stream-id>.")] = "cam-1",
-    count: Annotated[Optional[int], typer.Option(help="Frames to publish from --start.")] = None,  # noqa: UP045
+    count: Annotated[int | None, typer.Option(help="Frames to publish from --start.")] = None,
     start: Annotated[int, typer.Option(help="First data-set index.")] = 0,
     fps: Annotated[float, typer.Option(help="Frames per second.")] = 50.0,
     split: Annotated[str, typer.Option(help="Data-set split to replay as the camera.")] = "test",
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")] = None,  # noqa: UP045
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")] = None,
     data_dir: DataDirOpt = None,
-    folder: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    folder: Annotated[Path | None, typer.Option(
         help="Publish the image files of this folder instead of the data set.")] = None,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="With --folder: keep taking new files.")] = False,
-    camera: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    camera: Annotated[str | None, typer.Option(
         help="Publish a camera's frames (a device index, a stream URL or a video file; the camera extra).")] = None,
 ) -> None:
     """Capture agent: publish frames (the data set standing in for a camera, a folder, or a camera) for every VP
@@ -210,15 +210,15 @@ def capture_cmd(
 
 
 def demo_vp_cmd(
-    frames: Annotated[Optional[int], typer.Option(  # noqa: UP045
+    frames: Annotated[int | None, typer.Option(
         help="Test frames (default: 10 000, the whole test split).")] = None,
-    stop_at: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    stop_at: Annotated[float | None, typer.Option(
         help="Stop one variant agent after this fraction of the frames (default 0.5).")] = None,
-    fps: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    fps: Annotated[float | None, typer.Option(
         help="Capture rate in frames per second (default: the demo's, which 2 CPU cores keep up with).")] = None,
-    deadline_ms: Annotated[Optional[float], typer.Option(  # noqa: UP045
+    deadline_ms: Annotated[float | None, typer.Option(
         help="Fusion deadline per frame (default: the demo's).")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Demo report to merge the 'vp' section into.")] = None,  # noqa: UP045
+    report: Annotated[Path | None, typer.Option(help="Demo report to merge the 'vp' section into.")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Live VP run: private Mosquitto, capture agent, a sensor per variant, VP fusion; one variant stopped part-way."""
