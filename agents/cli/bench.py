@@ -1,6 +1,6 @@
 """``nairbus bench``: benchmarks that run the real bus; ``nairbus bench link`` measures it over kernel-shaped links.
 
-``bench_app`` is registered on the main ``nairbus`` command in agents/cli.py.
+``bench_app`` is registered on the main ``nairbus`` command in agents/cli/__init__.py.
 """
 
 from __future__ import annotations
