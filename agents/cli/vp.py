@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from nairbus.models.vp.training import VpTrainSettings
 
 console = Console(stderr=True)
 DataDirOpt = Annotated[
@@ -44,6 +47,36 @@ def _progress_fn(progress: Progress, label: str) -> Any:
                                    f"{info['train_acc']:.4f}, {info['seconds']:.0f} s")
 
     return report
+
+
+def _train_variants_command(settings: VpTrainSettings, shipped: VpTrainSettings, resume_from: Path | None) -> str:
+    """The command line that trains ``settings``: only what differs from the shipped family's settings."""
+    parts = ["nairbus train variants"]
+    for flag, value, default in (("--epochs", settings.epochs, shipped.epochs),
+                                 ("--restart-epochs", settings.restart_epochs, shipped.restart_epochs),
+                                 ("--restarts", settings.restarts, shipped.restarts),
+                                 ("--seed", settings.seed, shipped.seed),
+                                 ("--distill", settings.distill_weight, shipped.distill_weight),
+                                 ("--validation-images", settings.validation_images, shipped.validation_images)):
+        if value != default:
+            parts.append(f"{flag} {value}")
+    if resume_from is not None:
+        parts.append(f"--resume-from {resume_from}")
+    return " ".join(parts)
+
+
+def _print_family(manifest: dict[str, Any], path: Path) -> None:
+    """What a trained family achieved: each variant's size and accuracy, the kept epoch, the ensemble."""
+    for v in manifest["variants"]:
+        console.print(f"{v['name']}: {v['params']} params ({v['params_ratio']:.1%}), {v['macs']} MACs "
+                      f"({v['macs_ratio']:.1%}), test accuracy {v['test_accuracy']:.4f}")
+    chosen = manifest.get("selection")
+    if chosen is not None:
+        console.print(f"kept the weights after epoch {chosen['kept_epochs']} (best on validation) of "
+                      f"{chosen['history'][-1]['epochs']} run")
+    console.print(f"ensemble {manifest['ensemble_accuracy']:.4f}, worst with one lost "
+                  f"{min(manifest['leave_one_out_accuracy'].values()):.4f}, {manifest['train_wall_seconds']} s "
+                  f"-> {path}")
 
 
 def train_variants_cmd(
@@ -85,40 +118,16 @@ def train_variants_cmd(
                        restarts=shipped.restarts if restarts is None else restarts,
                        distill_weight=shipped.distill_weight if distill is None else distill, compile=compile_models,
                        validation_images=validation_images)
-    parts = ["nairbus train variants"]
-    if settings.epochs != shipped.epochs:
-        parts.append(f"--epochs {settings.epochs}")
-    if settings.restart_epochs != shipped.restart_epochs:
-        parts.append(f"--restart-epochs {settings.restart_epochs}")
-    if settings.restarts != shipped.restarts:
-        parts.append(f"--restarts {settings.restarts}")
-    if settings.seed != shipped.seed:
-        parts.append(f"--seed {settings.seed}")
-    if settings.distill_weight != shipped.distill_weight:
-        parts.append(f"--distill {settings.distill_weight}")
-    if settings.validation_images != shipped.validation_images:
-        parts.append(f"--validation-images {settings.validation_images}")
-    if resume_from is not None:
-        parts.append(f"--resume-from {resume_from}")
+    command = _train_variants_command(settings, shipped, resume_from)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         try:
             path = train_family(settings, data_dir=data_dir, out_dir=out_dir or OUTPUT_DIR,
-                                progress=_progress_fn(progress, "variants"), command=" ".join(parts),
+                                progress=_progress_fn(progress, "variants"), command=command,
                                 resume_from=resume_from)
         except (DatasetMissingError, FileNotFoundError, ValueError, RuntimeError) as exc:
             _fail(str(exc))
-    manifest = json.loads(path.read_text())
-    for v in manifest["variants"]:
-        console.print(f"{v['name']}: {v['params']} params ({v['params_ratio']:.1%}), {v['macs']} MACs "
-                      f"({v['macs_ratio']:.1%}), test accuracy {v['test_accuracy']:.4f}")
-    chosen = manifest.get("selection")
-    if chosen is not None:
-        console.print(f"kept the weights after epoch {chosen['kept_epochs']} (best on validation) of "
-                      f"{chosen['history'][-1]['epochs']} run")
-    console.print(f"ensemble {manifest['ensemble_accuracy']:.4f}, worst with one lost "
-                  f"{min(manifest['leave_one_out_accuracy'].values()):.4f}, {manifest['train_wall_seconds']} s "
-                  f"-> {path}")
+    _print_family(json.loads(path.read_text()), path)
 
 
 def evaluate_vp_cmd(
