@@ -188,55 +188,69 @@ class FusionAgent(FusionBase):
         if birth.mode not in ("nair", "image", "auto"):
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
+        pipeline, decider = self._serving(birth)
+        refusal = self._refusal(birth, pipeline, decider)
+        codecs: tuple[ImageCodec, ...] = ()
+        if refusal is None and decider is not None:
+            codecs, refusal = self._image_codecs(birth, decider)
+        if refusal is not None or decider is None:
+            self.sensors.pop(sensor_id, None)
+            reason, detail = refusal or ("artifact_mismatch", "")
+            self.reject(reason, message.topic, detail)
+            return
+        spec = decider.input_spec
+        shape = (spec.height, spec.width)
+        self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
+                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
+        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
+        self.released(sensor_id)
+
+    def _serving(self, birth: Birth) -> tuple[NairPipeline | None, NairPipeline | None]:
+        """The pipeline and decider serving a birth's model and artifact (looked up first when ``discover_models``)."""
         pipeline, decider = self._served(birth)
         if self.settings.discover_models and (decider is None or (birth.nair is not None and pipeline is None)):
             self._discover(birth.model.sha256, time.monotonic())
             pipeline, decider = self._served(birth)
+        return pipeline, decider
+
+    def _refusal(self, birth: Birth, pipeline: NairPipeline | None,
+                 decider: NairPipeline | None) -> tuple[str, str] | None:
+        """Why a birth cannot be served (reason, detail): an unknown model or artifact, an IR the artifact does not
+        describe, other labels; None when it can."""
         if decider is None or (birth.nair is not None and (
                 pipeline is None or pipeline.manifest.sha256 != birth.model.sha256)):
-            self.sensors.pop(sensor_id, None)
             got = birth.nair.artifact_sha256[:12] if birth.nair is not None else "-"
-            self.reject("artifact_mismatch", message.topic,
-                        f"sensor model {birth.model.name} {birth.model.sha256[:12]} artifact {got}; fusion serves "
-                        f"models {', '.join(p.manifest.name + ' ' + sha[:12] for sha, p in self.by_model.items())}"
-                        f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
-            return
+            return ("artifact_mismatch",
+                    f"sensor model {birth.model.name} {birth.model.sha256[:12]} artifact {got}; fusion serves "
+                    f"models {', '.join(p.manifest.name + ' ' + sha[:12] for sha, p in self.by_model.items())}"
+                    f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
         if birth.nair is not None and pipeline is not None:
             a = pipeline.artifact
             declared = (tuple(birth.nair.ir_shape), birth.nair.n_components, tuple(birth.nair.bit_bands))
             if declared != (tuple(a.ir_shape), a.n_components, bit_bands(a.bits)):
                 # The birth names an artifact by hash but describes another IR (a changed shape mid-stream, a bug,
                 # a hostile sender): its fragments would be decoded with the wrong layout.
-                self.sensors.pop(sensor_id, None)
-                self.reject("birth_inconsistent", message.topic,
-                            f"ir_shape {birth.nair.ir_shape} / {birth.nair.n_components} components / bands differ "
-                            f"from artifact {a.sha256[:12]} ({a.ir_shape}, {a.n_components})")
-                return
+                return ("birth_inconsistent",
+                        f"ir_shape {birth.nair.ir_shape} / {birth.nair.n_components} components / bands differ "
+                        f"from artifact {a.sha256[:12]} ({a.ir_shape}, {a.n_components})")
         if tuple(birth.labels) != decider.labels:
-            self.sensors.pop(sensor_id, None)
-            self.reject("labels_mismatch", message.topic, f"the sensor's labels differ from model "
-                                                          f"{decider.manifest.name}'s")
-            return
-        codecs: tuple[ImageCodec, ...] = ()
+            return "labels_mismatch", f"the sensor's labels differ from model {decider.manifest.name}'s"
+        return None
+
+    @staticmethod
+    def _image_codecs(birth: Birth, decider: NairPipeline) -> tuple[tuple[ImageCodec, ...], tuple[str, str] | None]:
+        """The image codecs a birth names, or why they cannot be decoded for the decider's model."""
+        if birth.image is None:
+            return (), None
         spec = decider.input_spec
-        shape = (spec.height, spec.width)
-        if birth.image is not None:
-            try:
-                codecs = tuple(get_image_codec(spec) for spec in birth.image.codecs)
-            except ValueError as exc:
-                self.sensors.pop(sensor_id, None)
-                self.reject("unknown_codec", message.topic, str(exc))
-                return
-            if (birth.image.height, birth.image.width) != shape or spec.channels != 1:
-                self.sensors.pop(sensor_id, None)
-                self.reject("image_shape", message.topic,
-                            f"{birth.image.height}x{birth.image.width} grey frames: model "
-                            f"{decider.manifest.name} takes {spec.describe()}")
-                return
-        self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
-                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
-        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
-        self.released(sensor_id)
+        try:
+            codecs = tuple(get_image_codec(name) for name in birth.image.codecs)
+        except ValueError as exc:
+            return (), ("unknown_codec", str(exc))
+        if (birth.image.height, birth.image.width) != (spec.height, spec.width) or spec.channels != 1:
+            return (), ("image_shape", f"{birth.image.height}x{birth.image.width} grey frames: model "
+                                       f"{decider.manifest.name} takes {spec.describe()}")
+        return codecs, None
 
     def _sensor_for(self, sensor_id: str, message: InboundMessage) -> KnownSensor | None:
         """The known sensor a frame message is from; a message of an owned sensor with no birth yet is parked

@@ -189,3 +189,30 @@ def test_a_fusion_agent_takes_a_deadline_and_a_rebirth_on_its_set_topic(pipeline
     assert (refused.status, refused.transaction) == ("error", "b")
     assert agent.buffer.deadline_s == 0.25
     assert ask(b"garbage").status == "error"
+
+
+def test_a_birth_fusion_cannot_serve_is_refused_by_reason(pipeline: NairPipeline) -> None:
+    from nairbus.schemas import Birth, ImageBirth, ModelRef
+    from nairbus.schemas import encode as wire_encode
+
+    agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,
+                        bus=RecordingBus())  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    spec = pipeline.input_spec
+
+    def image_birth(labels: tuple[str, ...], codecs: tuple[str, ...], size: int) -> bytes:
+        return wire_encode(Birth(
+            sensor_id="cam", session="s1", ts=time.time(), mode="image", stream_id="cam", labels=labels,
+            model=ModelRef(name=pipeline.manifest.name, sha256=pipeline.manifest.sha256),
+            image=ImageBirth(codecs=codecs, height=size, width=size), deadline_ms=500.0,
+            epoch_ts=float(int(time.time())), expiry_ms=1000))
+
+    good = image_birth(pipeline.labels, ("png",), spec.height)
+    for payload, reason in ((image_birth(tuple(reversed(pipeline.labels)), ("png",), spec.height), "labels_mismatch"),
+                            (image_birth(pipeline.labels, ("no-such-codec",), spec.height), "unknown_codec"),
+                            (image_birth(pipeline.labels, ("png",), spec.height + 1), "image_shape")):
+        agent.handle(_message(topics.sensor_birth("cam"), good), time.monotonic())
+        assert "cam" in agent.sensors
+        agent.handle(_message(topics.sensor_birth("cam"), payload), time.monotonic())
+        assert agent.rejected[reason] == 1
+        assert "cam" not in agent.sensors  # forgotten until a birth it can serve comes
