@@ -6,6 +6,7 @@ from __future__ import annotations
 from nairbus.agents.nair.service import run_fusion, run_sensor
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
+from nairbus.agents.sources import source_settings
 
 __all__ = ["NAIR"]
 
@@ -15,6 +16,7 @@ def check_sensor(settings: SensorSettings) -> None:
     if settings.source == "mqtt":
         raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder', 'image-topic' "
                          "or 'camera'")
+    source_settings(settings)  # the source is registered and its options are what it takes
 
 
 def _run_fusion(config: AgentConfig) -> None:

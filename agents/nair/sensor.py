@@ -29,7 +29,8 @@ from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.pacing import Pacing, run_paced
-from nairbus.agents.sources import open_source
+from nairbus.agents.sources import open_source, source_settings
+from nairbus.agents.sources.image_topic import ImageTopicSettings
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.codec import packed_bytes
@@ -116,8 +117,9 @@ class SensorAgent(SensorBase):
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
         if s.source == "image-topic":
-            assert s.image_topic is not None
-            self.comm.subscribe(s.image_topic, qos=0)
+            options = source_settings(s)
+            assert isinstance(options, ImageTopicSettings)
+            self.comm.subscribe(options.image_topic, qos=0)
         self.link = LinkMonitor(lambda: self.comm.wire_bytes,
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq())
         self._seq = 0

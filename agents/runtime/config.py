@@ -31,6 +31,17 @@ class LossSettings(BaseModel):
     seed: int = 0
 
 
+FLAT_SOURCE_KEYS = ("camera", "folder", "watch", "image_topic")
+"""Source options a sensor's settings still take flat (``SensorSettings(folder=...)``), moved to ``source_options``."""
+
+
+def _is_default(key: str, value: Any) -> bool:
+    """Whether a flat source key holds its default (an environment variable gives ``watch`` as a string)."""
+    if value is None:
+        return True
+    return key == "watch" and str(value).strip().lower() in {"false", "0", "no", "off", "f", "n"}
+
+
 class SensorSettings(BaseModel):
     """One sensor agent: what it replays, how it encodes, and what it may spend per frame."""
 
@@ -55,18 +66,11 @@ class SensorSettings(BaseModel):
     ``folder``, your own camera's snapshots, PNG/JPEG/WebP/BMP, in name order, frame id = position from 0),
     ``image-topic`` and ``camera``, each converted to the model's input at the sensor; VP mode: ``mqtt`` classifies the
     frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``."""
-    camera: str | None = Field(default=None, min_length=1, max_length=1024)
-    """``source="camera"``: what OpenCV opens — a device index (``0``), a stream URL or a video file (needs the
-    ``camera`` extra)."""
-    folder: Path | None = None
-    """``source="folder"``: the directory of image files."""
-    watch: bool = False
-    """``source="folder"``: after the files present at start, keep taking new ones as they appear, until stopped."""
-    image_topic: str | None = Field(default=None, min_length=1, max_length=1024)
-    """``source="image-topic"``: an MQTT topic (filter) carrying encoded images — JPEG/PNG bytes, the way Frigate
-    publishes snapshots and Home Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival
-    order from 0); when messages come faster than the sensor sends, the newest wins. The sensor's account needs read
-    access to it."""
+    source_options: dict[str, Any] = Field(default_factory=dict)
+    """The chosen source's own options, checked by the settings model the source registers (its module in
+    :mod:`nairbus.agents.sources` documents them) when it opens: ``folder`` (and ``watch``) for ``folder``,
+    ``image_topic`` for ``image-topic``, ``camera`` for ``camera``. The flat keys ``folder``, ``watch``,
+    ``image_topic`` and ``camera`` (``--folder``, ``NAIRBUS_SENSOR__FOLDER``, older config files) are moved here."""
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
     """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
     artifact: Path | None = None
@@ -114,13 +118,23 @@ class SensorSettings(BaseModel):
             raise ValueError("shard (i, n) needs 0 <= i < n")
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
-        if self.source == "camera" and self.camera is None:
-            raise ValueError("source 'camera' needs a camera (--camera 0, a stream URL or a video file)")
-        if self.source == "folder" and self.folder is None:
-            raise ValueError("source 'folder' needs a folder (--folder DIR)")
-        if self.source == "image-topic" and self.image_topic is None:
-            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_source_options(cls, data: Any) -> Any:
+        """Move the flat source keys of before sources declared their settings into ``source_options``; one left
+        at its default (None, or ``watch`` false), which any source takes, is dropped unless the options name it."""
+        if not isinstance(data, dict) or not any(key in data for key in FLAT_SOURCE_KEYS):
+            return data
+        data = dict(data)
+        options = dict(data.get("source_options") or {})
+        for key in (key for key in FLAT_SOURCE_KEYS if key in data):
+            value = data.pop(key)
+            if key in options or not _is_default(key, value):
+                options[key] = value
+        data["source_options"] = options
+        return data
 
     @property
     def stream(self) -> str:

@@ -1,6 +1,7 @@
-"""What the paced loop and every frame source share: :class:`FrameBatch`, the :class:`FrameSource` protocol and the
-:class:`SourceContext` a source is opened with. The concrete sources live above the runtime, in
-:mod:`nairbus.agents.sources`, and register there."""
+"""What the paced loop and every frame source share: :class:`FrameBatch`, the :class:`FrameSource` protocol, the
+:class:`SourceContext` a source is opened with and :class:`SourceSettings`, the base of each source's own settings.
+The concrete sources (and their settings models) live above the runtime, in :mod:`nairbus.agents.sources`, and
+register there."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from nairbus.models.architectures.split import InputSpec
 
-__all__ = ["FrameBatch", "FrameSource", "SourceContext"]
+__all__ = ["FrameBatch", "FrameSource", "SourceContext", "SourceSettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +50,14 @@ class SourceContext:
     spec: InputSpec
     stop: threading.Event
     comm: Any = None
+
+
+class SourceSettings(BaseModel):
+    """The base of every frame source's own settings (a sensor's ``source_options``, checked by the model its source
+    registers): frozen, and an option the source does not take is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    needs: ClassVar[dict[str, str]] = {}
+    """For a required option, what the error says the source needs when it is missing (e.g. ``"a folder (--folder
+    DIR)"``); an option not named here is reported by its name."""

@@ -7,62 +7,85 @@ one paced loop (:mod:`nairbus.agents.runtime.pacing`) delivers them. A source sa
 and ``source_paced`` (time spent waiting for the source does not make frames late). Bad input is counted in the
 source's ``counters`` by reason (``bad_<reason>``), never raised.
 
-A new source is one module here plus one line in :data:`SOURCES`.
+A source declares its own settings: a :class:`SourceSettings` model in its module, holding exactly the options it
+reads. A sensor's ``source_options`` are checked with the chosen source's model when it opens (a field the model
+shares with :class:`SensorSettings` — ``count``, ``split``, ``data_dir``, ``start``, ``shard`` — takes the sensor's
+value unless the options give one). A new source is one module here plus one line in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from nairbus.agents.runtime.frames import FrameBatch, FrameSource, SourceContext
+from pydantic import ValidationError
+
+from nairbus.agents.runtime.frames import FrameBatch, FrameSource, SourceContext, SourceSettings
+from nairbus.agents.sources.camera import CameraSettings, CameraSource
+from nairbus.agents.sources.folder import FolderSettings, FolderSource
+from nairbus.agents.sources.image_topic import ImageTopicSettings, ImageTopicSource
+from nairbus.agents.sources.replay import ReplaySettings, ReplaySource
 
 if TYPE_CHECKING:
     from nairbus.agents.runtime.config import SensorSettings
 
-__all__ = ["SOURCES", "FrameBatch", "FrameSource", "SourceContext", "open_source"]
+__all__ = ["SOURCES", "FrameBatch", "FrameSource", "RegisteredSource", "SourceContext", "SourceSettings",
+           "open_source", "source_settings"]
+
+S = TypeVar("S", bound=SourceSettings)
 
 
-SourceFactory = Callable[["SensorSettings", SourceContext], FrameSource]
+@dataclass(frozen=True, slots=True)
+class RegisteredSource(Generic[S]):
+    """A frame source as :data:`SOURCES` holds it: the model of its settings, and the factory that opens it with
+    them (and the agent's :class:`SourceContext`)."""
+
+    settings: type[S]
+    open: Callable[[S, SourceContext], FrameSource]
 
 
-def _replay(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from nairbus.agents.sources.replay import ReplaySource
-
-    return ReplaySource.from_settings(s, ctx)
-
-
-def _folder(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from nairbus.agents.sources.folder import FolderSource
-
-    return FolderSource.from_settings(s, ctx)
-
-
-def _image_topic(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from nairbus.agents.sources.image_topic import ImageTopicSource
-
-    return ImageTopicSource.from_settings(s, ctx)
-
-
-def _camera(s: SensorSettings, ctx: SourceContext) -> FrameSource:
-    from nairbus.agents.sources.camera import CameraSource
-
-    return CameraSource.from_settings(s, ctx)
-
-
-SOURCES: dict[str, SourceFactory] = {
-    "replay": _replay,
-    "folder": _folder,
-    "image-topic": _image_topic,
-    "camera": _camera,
+SOURCES: dict[str, RegisteredSource[Any]] = {
+    "replay": RegisteredSource(ReplaySettings, ReplaySource.from_settings),
+    "folder": RegisteredSource(FolderSettings, FolderSource.from_settings),
+    "image-topic": RegisteredSource(ImageTopicSettings, ImageTopicSource.from_settings),
+    "camera": RegisteredSource(CameraSettings, CameraSource.from_settings),
 }
 """Every frame source a NAIR/image/auto sensor can run, by the name ``--source`` takes."""
 
 
-def open_source(settings: SensorSettings, ctx: SourceContext) -> FrameSource:
-    """The source ``settings.source`` names; a clear error for one that is not registered."""
+def _registered(name: str) -> RegisteredSource[Any]:
     try:
-        factory = SOURCES[settings.source]
+        return SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown frame source {settings.source!r}; registered: {', '.join(SOURCES)}") from None
-    return factory(settings, ctx)
+        raise ValueError(f"unknown frame source {name!r}; registered: {', '.join(SOURCES)}") from None
+
+
+def _problem(model: type[SourceSettings], error: Any) -> str:
+    """One validation error of a source's options, in words that name the option."""
+    field = ".".join(str(part) for part in error["loc"])
+    if not field:
+        return str(error["msg"])
+    if error["type"] == "missing":
+        return f"needs {model.needs.get(field, f'the option {field!r}')}"
+    if error["type"] == "extra_forbidden":
+        return f"takes no option {field!r} (its options: {', '.join(model.model_fields) or 'none'})"
+    return f"option {field!r}: {error['msg']}"
+
+
+def source_settings(settings: SensorSettings) -> SourceSettings:
+    """The options of the source ``settings.source`` names, checked with that source's model; a ``ValueError``
+    naming the source and the option for an unknown source, an unknown option, a missing or a bad one."""
+    model: type[SourceSettings] = _registered(settings.source).settings
+    shared = {name: getattr(settings, name) for name in model.model_fields
+              if name in type(settings).model_fields and name not in settings.source_options}
+    try:
+        return model.model_validate({**shared, **settings.source_options})
+    except ValidationError as exc:
+        problems = "; ".join(_problem(model, error) for error in exc.errors())
+        raise ValueError(f"source {settings.source!r} {problems}") from None
+
+
+def open_source(settings: SensorSettings, ctx: SourceContext) -> FrameSource:
+    """The source ``settings.source`` names, opened with its checked options (see :func:`source_settings`)."""
+    return _registered(settings.source).open(source_settings(settings), ctx)

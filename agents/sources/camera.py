@@ -12,19 +12,27 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
 
-if TYPE_CHECKING:
-    from nairbus.agents.runtime.config import SensorSettings
-
-__all__ = ["CameraSource", "CameraUnavailableError", "open_capture"]
+__all__ = ["CameraSettings", "CameraSource", "CameraUnavailableError", "open_capture"]
 
 log = get_logger("nairbus.sources")
+
+
+class CameraSettings(SourceSettings):
+    """``source="camera"``: what the camera source reads of a sensor's source options (and ``count``)."""
+
+    needs: ClassVar[dict[str, str]] = {"camera": "a camera (--camera 0, a stream URL or a video file)"}
+
+    camera: str = Field(min_length=1, max_length=1024, description=(
+        "What OpenCV opens — a device index (``0``), a stream URL or a video file (needs the ``camera`` extra)."))
+    count: int | None = Field(default=None, ge=1, description="Stop after this many frames (None: until stopped).")
 
 
 class CameraUnavailableError(RuntimeError):
@@ -57,9 +65,7 @@ class CameraSource:
     source_paced: bool = True
 
     @classmethod
-    def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> CameraSource:
-        if s.camera is None:
-            raise ValueError("source 'camera' needs a camera (--camera 0, a stream URL or a video file)")
+    def from_settings(cls, s: CameraSettings, ctx: SourceContext) -> CameraSource:
         return cls(s.camera, ctx, s.count)
 
     def batches(self, batch: int) -> Iterator[FrameBatch]:

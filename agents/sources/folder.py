@@ -9,22 +9,30 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
 from nairbus.models.architectures.registry import fashion_mnist_spec
 from nairbus.models.architectures.split import InputSpec
 
-if TYPE_CHECKING:
-    from nairbus.agents.runtime.config import SensorSettings
-
-__all__ = ["FolderSource"]
+__all__ = ["FolderSettings", "FolderSource"]
 
 log = get_logger("nairbus.sources")
+
+
+class FolderSettings(SourceSettings):
+    """``source="folder"``: what the folder source reads of a sensor's source options."""
+
+    needs: ClassVar[dict[str, str]] = {"folder": "a folder (--folder DIR)"}
+
+    folder: Path = Field(description="The directory of image files.")
+    watch: bool = Field(default=False, description="After the files present at start, keep taking new ones as they "
+                                                   "appear, until stopped.")
 
 
 @dataclass
@@ -55,9 +63,7 @@ class FolderSource:
         return self.watch
 
     @classmethod
-    def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> FolderSource:
-        if s.folder is None:
-            raise ValueError("source 'folder' needs a folder (--folder DIR)")
+    def from_settings(cls, s: FolderSettings, ctx: SourceContext) -> FolderSource:
         return cls(s.folder, spec=ctx.spec, watch=s.watch, stop=ctx.stop)
 
     def _new_files(self) -> list[Path]:

@@ -8,20 +8,33 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.images import BadImageError, decode_image_bytes
 
-if TYPE_CHECKING:
-    from nairbus.agents.runtime.config import SensorSettings
-
-__all__ = ["ImageTopicSource"]
+__all__ = ["ImageTopicSettings", "ImageTopicSource"]
 
 log = get_logger("nairbus.sources")
+
+_NEEDS_TOPIC = "an image topic (--image-topic TOPIC)"
+
+
+class ImageTopicSettings(SourceSettings):
+    """``source="image-topic"``: what the image-topic source reads of a sensor's source options (and ``count``)."""
+
+    needs: ClassVar[dict[str, str]] = {"image_topic": _NEEDS_TOPIC}
+
+    image_topic: str = Field(min_length=1, max_length=1024, description=(
+        "An MQTT topic (filter) carrying encoded images — JPEG/PNG bytes, the way Frigate publishes snapshots and "
+        "Home Assistant's MQTT camera reads them. Each message is a frame (frame id = arrival order from 0); when "
+        "messages come faster than the sensor sends, the newest wins. The sensor's account needs read access to it "
+        "(the sensor subscribes to it)."))
+    count: int | None = Field(default=None, ge=1, description="Stop after this many frames (None: until stopped).")
 
 
 @dataclass
@@ -37,9 +50,9 @@ class ImageTopicSource:
     last_received_ts: float = 0.0
 
     @classmethod
-    def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> ImageTopicSource:
-        if ctx.comm is None or s.image_topic is None:
-            raise ValueError("source 'image-topic' needs an image topic (--image-topic TOPIC)")
+    def from_settings(cls, s: ImageTopicSettings, ctx: SourceContext) -> ImageTopicSource:
+        if ctx.comm is None:  # the agent's communicator, subscribed to s.image_topic
+            raise ValueError(f"source 'image-topic' needs {_NEEDS_TOPIC}")
         return cls(ctx.comm, ctx, s.count)
 
     def batches(self, batch: int) -> Iterator[FrameBatch]:

@@ -6,18 +6,34 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal, Self
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.models.data.fashion_mnist import Dataset
 from nairbus.models.data.registry import load_data
 
-if TYPE_CHECKING:
-    from nairbus.agents.runtime.config import SensorSettings
+__all__ = ["ReplaySettings", "ReplaySource", "replay", "replay_indices"]
 
-__all__ = ["ReplaySource", "replay", "replay_indices"]
+
+class ReplaySettings(SourceSettings):
+    """``source="replay"``: what the replay source reads (the sensor settings of the same names by default)."""
+
+    split: Literal["train", "test"] = Field(default="test", description="The data-set split replayed.")
+    data_dir: Path | None = Field(default=None, description="Where the data set is (None: the default location).")
+    start: int = Field(default=0, ge=0, description="The first data-set index replayed.")
+    count: int | None = Field(default=None, ge=1, description="Frames replayed from ``start`` (None: to the end).")
+    shard: tuple[int, int] | None = Field(default=None, description=(
+        "``(i, n)``: replay every n-th frame starting at i (frames shared between n sensors)."))
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError("shard (i, n) needs 0 <= i < n")
+        return self
 
 
 def replay_indices(total: int, start: int = 0, count: int | None = None,
@@ -52,7 +68,7 @@ class ReplaySource:
     counters: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def from_settings(cls, s: SensorSettings, ctx: SourceContext) -> ReplaySource:
+    def from_settings(cls, s: ReplaySettings, ctx: SourceContext) -> ReplaySource:
         data = load_data(s.split, data_dir=s.data_dir)
         return cls(data, replay_indices(len(data), s.start, s.count, s.shard), ctx)
 

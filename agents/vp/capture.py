@@ -65,8 +65,11 @@ class CaptureSettings(BaseModel):
 
     def source_settings(self) -> SensorSettings:
         """The same source as a sensor would open it."""
-        return SensorSettings(source=self.source, folder=self.folder, watch=self.watch, camera=self.camera,
-                              split=self.split, data_dir=self.data_dir, start=self.start, count=self.count)
+        options: dict[str, dict[str, object]] = {"folder": {"folder": self.folder, "watch": self.watch},
+                                                 "camera": {"camera": self.camera}}
+        given = {k: v for k, v in options.get(self.source, {}).items() if v is not None}
+        return SensorSettings(source=self.source, source_options=given, split=self.split, data_dir=self.data_dir,
+                              start=self.start, count=self.count)
 
     @property
     def agent_id(self) -> str:

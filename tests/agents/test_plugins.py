@@ -21,13 +21,13 @@ from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.sources import SOURCES, open_source
 from nairbus.models.architectures.split import InputSpec
 from nairbus.schemas.topics import TopicTree
-from tests.agents.toys import TOY, TOY_FRAMES, ToySource, toy_source
+from tests.agents.toys import TOY, TOY_FRAMES, TOY_SOURCE, ToySource
 
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The toy source and the toy method, each registered with one line, removed afterwards."""
-    monkeypatch.setitem(SOURCES, "toy", toy_source)
+    monkeypatch.setitem(SOURCES, "toy", TOY_SOURCE)
     METHODS.register(TOY)
     try:
         yield

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.methods import Method
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.pacing import Pacing, run_paced
-from nairbus.agents.sources import open_source
+from nairbus.agents.sources import RegisteredSource, open_source
 from nairbus.models.architectures.split import InputSpec
 from nairbus.schemas.topics import TopicTree
 
@@ -42,9 +42,17 @@ class ToySource:
             yield FrameBatch(ids, np.stack([np.full((h, w), i, dtype=np.uint8) for i in ids]))
 
 
-def toy_source(_settings: SensorSettings, ctx: SourceContext) -> ToySource:
+class ToySettings(SourceSettings):
+    """The toy source takes no options."""
+
+
+def toy_source(_settings: ToySettings, ctx: SourceContext) -> ToySource:
     """The factory the source registry holds."""
     return ToySource(ctx.spec)
+
+
+TOY_SOURCE = RegisteredSource(ToySettings, toy_source)
+"""The toy source as the registry holds it: its settings model and its factory."""
 
 
 def _run_toy_sensor(config: AgentConfig) -> dict[str, int]:
