@@ -384,13 +384,13 @@ def calibrate_auto(
     """Tabulate, on validation images only, NAIR's accuracy by bytes and each image codec's, for --mode auto."""
     from nairbus.agents.nair.auto import auto_table_path
     from nairbus.agents.nair.rates import write_auto_table
-    from nairbus.agents.runtime.config import SensorSettings
+    from nairbus.agents.nair.settings import DEFAULT_IMAGE_CODECS
     from nairbus.models.data.fashion_mnist import DatasetMissingError, validation_split
     from nairbus.models.data.registry import load_data
     from nairbus.models.nair.pipeline import NairPipeline
 
     codecs = tuple(c.strip() for c in image_codecs.split(",") if c.strip()) if image_codecs else \
-        SensorSettings().image_codecs
+        DEFAULT_IMAGE_CODECS
     try:
         pipeline = NairPipeline.load(model, artifact)
         validation = validation_split(load_data("train", data_dir=data_dir), frames)

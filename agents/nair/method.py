@@ -4,6 +4,7 @@ of the two (``auto``), reassembled and decided by a fusion agent running the mod
 from __future__ import annotations
 
 from nairbus.agents.nair.service import run_fusion, run_sensor
+from nairbus.agents.nair.settings import NairSettings
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
 from nairbus.agents.sources import source_settings
@@ -33,5 +34,6 @@ NAIR = Method(
     sensor_modes=("nair", "image", "auto"),
     run_sensor=_run_sensor,
     run_fusion=_run_fusion,
+    settings=NairSettings,
     check_sensor=check_sensor,
 )

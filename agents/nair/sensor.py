@@ -23,6 +23,7 @@ import numpy as np
 from nairbus.agents.nair.auto import AutoChooser
 from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
 from nairbus.agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
+from nairbus.agents.nair.settings import NairSettings, nair_settings
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
@@ -44,7 +45,7 @@ LINK_LOG_INTERVAL_S = 5.0
 """How often the sensor logs its link estimate (rate, backlog, the budget it gives frames and why)."""
 
 
-def loss_model(settings: SensorSettings) -> LossModel:
+def loss_model(settings: NairSettings) -> LossModel:
     """The injected-loss model a sensor's settings ask for (test tooling)."""
     loss = settings.loss
     if loss.kind == "random":
@@ -99,7 +100,8 @@ class SensorAgent(SensorBase):
         s = config.sensor
         if s.mode == "vp":
             raise ValueError("a variant-parallel sensor runs from nairbus.agents.vp (nairbus sensor --mode vp)")
-        artifact = s.artifact or sensor_artifact_path(s.model)
+        self.options = own = nair_settings(s)
+        artifact = own.artifact or sensor_artifact_path(s.model)
         self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
         if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
             raise ValueError(f"--mode {s.mode} sends grey images, but model {s.model} takes "
@@ -108,12 +110,12 @@ class SensorAgent(SensorBase):
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
         self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
-                                     by_plan=s.fragments_by_plan, loss=loss_model(s))
+                                     by_plan=own.fragments_by_plan, loss=loss_model(own))
         self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
-        self.image = (ImageFrameEncoder([get_image_codec(c) for c in s.image_codecs], self.ctx,
+        self.image = (ImageFrameEncoder([get_image_codec(c) for c in own.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
         # A pipeline handed in (tests, the demo) brings its own artifact: its table is the one --artifact names.
-        table_for = artifact if pipeline is None else s.artifact
+        table_for = artifact if pipeline is None else own.artifact
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
         if s.source == "image-topic":
@@ -145,7 +147,7 @@ class SensorAgent(SensorBase):
             nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
                              n_components=a.n_components, bit_bands=bit_bands(a.bits))
         spec = self.pipeline.input_spec
-        image = (ImageBirth(codecs=tuple(s.image_codecs), height=spec.height, width=spec.width)
+        image = (ImageBirth(codecs=tuple(self.options.image_codecs), height=spec.height, width=spec.width)
                  if self.image is not None else None)
         return Birth(
             sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=NAIR_MODES[s.mode],

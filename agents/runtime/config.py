@@ -20,26 +20,58 @@ from nairbus.schemas.ids import ID_PATTERN
 Id = Field(pattern=ID_PATTERN)
 
 
-class LossSettings(BaseModel):
-    """Injected fragment loss — test tooling only; a real link loses fragments by itself."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["none", "random", "bursty"] = "none"
-    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
-    mean_burst: float = Field(default=3.0, ge=1.0)
-    seed: int = 0
-
-
 FLAT_SOURCE_KEYS = ("camera", "folder", "watch", "image_topic")
 """Source options a sensor's settings still take flat (``SensorSettings(folder=...)``), moved to ``source_options``."""
+
+
+FLAT_METHOD_KEYS: dict[str, Any] = {
+    "variant": None, "k": 5, "frame_stream": None,
+    "artifact": None, "fragments_by_plan": False, "loss": {"kind": "none", "rate": 0.0, "mean_burst": 3.0, "seed": 0},
+    "image_codecs": ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate", "grey2+deflate",
+                     "grey1+deflate"),
+}
+"""Method options a sensor's settings still take flat (``SensorSettings(variant=...)``), moved to
+``method_options``, each with the default its method gives it (VP: ``variant``, ``k``, ``frame_stream``; NAIR:
+``artifact``, ``fragments_by_plan``, ``loss``, ``image_codecs``)."""
+
+_FALSE = {"false", "0", "no", "off", "f", "n"}
 
 
 def _is_default(key: str, value: Any) -> bool:
     """Whether a flat source key holds its default (an environment variable gives ``watch`` as a string)."""
     if value is None:
         return True
-    return key == "watch" and str(value).strip().lower() in {"false", "0", "no", "off", "f", "n"}
+    return key == "watch" and str(value).strip().lower() in _FALSE
+
+
+def _is_method_default(key: str, value: Any) -> bool:
+    """Whether a flat method key holds its default (an environment variable gives a string)."""
+    default = FLAT_METHOD_KEYS[key]
+    if value is None or value == default:
+        return True
+    if isinstance(default, bool):
+        return str(value).strip().lower() in _FALSE
+    if isinstance(default, int):
+        return str(value).strip() == str(default)
+    if isinstance(default, tuple):
+        return isinstance(value, list | tuple) and tuple(value) == default
+    if isinstance(default, dict):
+        dumped = value.model_dump() if isinstance(value, BaseModel) else value
+        return isinstance(dumped, dict) and {**default, **dumped} == default
+    return False
+
+
+def _move_flat(data: dict[str, Any], keys: Any, into: str, is_default: Any) -> dict[str, Any]:
+    """``data`` with its flat ``keys`` moved into the dict ``data[into]``; one left at its default is dropped unless
+    that dict names it."""
+    data = dict(data)
+    options = dict(data.get(into) or {})
+    for key in (key for key in keys if key in data):
+        value = data.pop(key)
+        if key in options or not is_default(key, value):
+            options[key] = value
+    data[into] = options
+    return data
 
 
 class SensorSettings(BaseModel):
@@ -56,10 +88,6 @@ class SensorSettings(BaseModel):
     expected to be more accurate at the bytes the link gives it (calibrated rate-accuracy tables, validation images
     only)."""
     model: str = "base"
-    variant: str | None = None
-    """VP mode: the variant of the shipped family this sensor runs (``models/weights/variants.json``)."""
-    k: int = Field(default=5, ge=1)
-    """VP mode: classes reported per frame (1 <= k <= classes/2)."""
     source: str = "replay"
     """A registered frame source (:data:`nairbus.agents.sources.SOURCES`): ``replay`` the data set (frame id = index;
     every VP variant replays the same frames); NAIR, image and auto modes also ``folder`` (the image files of
@@ -71,9 +99,11 @@ class SensorSettings(BaseModel):
     :mod:`nairbus.agents.sources` documents them) when it opens: ``folder`` (and ``watch``) for ``folder``,
     ``image_topic`` for ``image-topic``, ``camera`` for ``camera``. The flat keys ``folder``, ``watch``,
     ``image_topic`` and ``camera`` (``--folder``, ``NAIRBUS_SENSOR__FOLDER``, older config files) are moved here."""
-    frame_stream: str | None = Field(default=None, pattern=ID_PATTERN)
-    """VP mode with ``source="mqtt"``: the capture stream to follow (default: this sensor's stream id)."""
-    artifact: Path | None = None
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    """The mode's own options, checked by the settings model its method registers (``Method.settings``; the
+    method's package documents them) when the method is looked up: VP's ``variant``, ``k`` and ``frame_stream``;
+    NAIR's (``nair``, ``image``, ``auto``) ``artifact``, ``image_codecs``, ``fragments_by_plan`` and ``loss``. The flat
+    keys (``--variant``, ``NAIRBUS_SENSOR__VARIANT``, older config files) are moved here."""
     split: Literal["train", "test"] = "test"
     data_dir: Path | None = None
     start: int = Field(default=0, ge=0)
@@ -101,14 +131,6 @@ class SensorSettings(BaseModel):
     """QoS of the high-rate messages. 0: a frame is one message in importance order over TCP, so QoS 1 adds a packet
     id, a PUBACK and paho's in-flight window (behind which the most important bytes queued) and gains nothing but
     redelivery after a reconnect, when the frame is stale anyway; topic aliases are used at QoS 0 only."""
-    image_codecs: tuple[str, ...] = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate",
-                                     "grey2+deflate", "grey1+deflate")
-    """Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that fits
-    its budget (specs of ``nairbus.models.image.codec``)."""
-    fragments_by_plan: bool = False
-    """Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one message
-    per piece: only for the injected-loss test tooling, which loses pieces)."""
-    loss: LossSettings = LossSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -116,8 +138,6 @@ class SensorSettings(BaseModel):
             raise ValueError("give budget_bytes or budget_fraction, not both")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise ValueError("shard (i, n) needs 0 <= i < n")
-        if not self.image_codecs:
-            raise ValueError("image_codecs needs at least one codec")
         return self
 
     @model_validator(mode="before")
@@ -127,14 +147,17 @@ class SensorSettings(BaseModel):
         at its default (None, or ``watch`` false), which any source takes, is dropped unless the options name it."""
         if not isinstance(data, dict) or not any(key in data for key in FLAT_SOURCE_KEYS):
             return data
-        data = dict(data)
-        options = dict(data.get("source_options") or {})
-        for key in (key for key in FLAT_SOURCE_KEYS if key in data):
-            value = data.pop(key)
-            if key in options or not _is_default(key, value):
-                options[key] = value
-        data["source_options"] = options
-        return data
+        return _move_flat(data, FLAT_SOURCE_KEYS, "source_options", _is_default)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_method_options(cls, data: Any) -> Any:
+        """Move the flat method keys of before methods declared their settings into ``method_options``; one left at
+        its default, which its method takes, is dropped unless the options name it (so a NAIR sensor's settings may
+        still say ``k = 5``)."""
+        if not isinstance(data, dict) or not any(key in data for key in FLAT_METHOD_KEYS):
+            return data
+        return _move_flat(data, FLAT_METHOD_KEYS, "method_options", _is_method_default)
 
     @property
     def stream(self) -> str:
@@ -204,6 +227,17 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flat_moved(data: dict[str, Any]) -> dict[str, Any]:
+    """A config file's settings with its ``[sensor]`` flat source and method keys moved into their options already,
+    so that they merge below the environment's (a file's ``variant`` below ``NAIRBUS_SENSOR__VARIANT``, which the
+    environment's settings hold in ``method_options``). Flags stay flat: a flat key given overrides the options."""
+    sensor = data.get("sensor")
+    if not isinstance(sensor, dict):
+        return data
+    sensor = _move_flat(sensor, FLAT_SOURCE_KEYS, "source_options", _is_default)
+    return {**data, "sensor": _move_flat(sensor, FLAT_METHOD_KEYS, "method_options", _is_method_default)}
+
+
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AgentConfig:
     """Defaults < config file < environment < ``overrides`` (flags given on the command line)."""
     file_data: dict[str, Any] = {}
@@ -215,7 +249,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             file_data = tomllib.load(handle)
     env_cfg = AgentConfig()
     env_data = env_cfg.model_dump(exclude_unset=True)
-    merged = _deep_merge(_deep_merge(file_data, env_data), overrides or {})
+    merged = _deep_merge(_deep_merge(_flat_moved(file_data), env_data), overrides or {})
     if isinstance(merged.get("broker", {}).get("password"), SecretStr):
         merged["broker"]["password"] = merged["broker"]["password"].get_secret_value()
     return AgentConfig.model_validate(merged)

@@ -10,10 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 
-__all__ = ["Method", "MethodRegistry", "UnknownMethodError"]
+__all__ = ["Method", "MethodRegistry", "MethodSettings", "UnknownMethodError", "method_settings"]
+
+
+class MethodSettings(BaseModel):
+    """The base of every method's own sensor settings (a sensor's ``method_options``, checked by the model its method
+    registers): frozen, and an option the method does not take is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    needs: ClassVar[dict[str, str]] = {}
+    """For a required option, what the error says the mode needs when it is missing (e.g. ``"a variant (e.g.
+    --variant w44r28)"``); an option not named here is reported by its name."""
+
+
+M = TypeVar("M", bound=MethodSettings)
 
 
 def _no_checks(_settings: SensorSettings) -> None:
@@ -34,8 +51,11 @@ class Method:
     """Run a sensor agent as a service until its frames end or a signal stops it; its counters."""
     run_fusion: Callable[[AgentConfig], None]
     """Run a fusion agent as a service until a signal stops it."""
+    settings: type[MethodSettings] = MethodSettings
+    """The model of its sensor's own options (``SensorSettings.method_options``); the base takes none."""
     check_sensor: Callable[[SensorSettings], None] = field(default=_no_checks)
-    """Raise ``ValueError`` (the message names the flag to set) for sensor settings this method cannot run."""
+    """Raise ``ValueError`` (the message names the flag to set) for sensor settings this method cannot run; called
+    after the sensor's ``method_options`` passed :attr:`settings`."""
 
 
 class UnknownMethodError(ValueError):
@@ -83,5 +103,28 @@ class MethodRegistry:
         if method is None:
             raise UnknownMethodError(f"unknown sensor mode {settings.mode!r}; registered: "
                                      f"{', '.join(self.sensor_modes())}")
+        method_settings(method.settings, settings)
         method.check_sensor(settings)
         return method
+
+
+def _problem(model: type[MethodSettings], error: Any) -> str:
+    """One validation error of a method's options, in words that name the option."""
+    name = ".".join(str(part) for part in error["loc"])
+    if not name:
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    if error["type"] == "missing":
+        return f"needs {model.needs.get(name, f'the option {name!r}')}"
+    if error["type"] == "extra_forbidden":
+        return f"takes no option {name!r} (its options: {', '.join(model.model_fields) or 'none'})"
+    return f"option {name!r}: {error['msg']}"
+
+
+def method_settings(model: type[M], settings: SensorSettings) -> M:
+    """A sensor's ``method_options`` checked with its method's ``model``; a ``ValueError`` naming the mode and the
+    option for an unknown option, a missing or a bad one."""
+    try:
+        return model.model_validate(settings.method_options)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(model, error) for error in exc.errors())
+        raise ValueError(f"mode {settings.mode!r} {problems}") from None

@@ -7,17 +7,17 @@ from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
 from nairbus.agents.runtime.service import on_signals
 from nairbus.agents.vp.service import run_vp_fusion, run_vp_sensor
+from nairbus.agents.vp.settings import VpSettings
 
 __all__ = ["VP"]
 
 
 def check_sensor(settings: SensorSettings) -> None:
-    """What a VP sensor needs of its settings: a variant, and frames from the data set or a capture agent."""
+    """What a VP sensor needs of its settings beyond its own options (:class:`VpSettings`, a variant among them):
+    frames from the data set or a capture agent."""
     if settings.source not in ("replay", "mqtt"):
         raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
                          "frames to every variant); folder, image-topic and camera sources are for nair/image/auto")
-    if settings.variant is None:
-        raise ValueError("mode 'vp' needs a variant (e.g. --variant w44r28)")
 
 
 def _run_sensor(config: AgentConfig) -> dict[str, int]:
@@ -34,5 +34,6 @@ VP = Method(
     sensor_modes=("vp",),
     run_sensor=_run_sensor,
     run_fusion=_run_fusion,
+    settings=VpSettings,
     check_sensor=check_sensor,
 )

@@ -43,6 +43,7 @@ from nairbus.agents.vp.common import (
     VpConfigError,
     choose_young,
 )
+from nairbus.agents.vp.settings import vp_settings
 from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
@@ -70,23 +71,24 @@ class VpSensorAgent(SensorBase):
     def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
                  weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
         s = config.sensor
-        if s.variant is None:
+        if s.method_options.get("variant") is None:
             raise VpConfigError("a VP sensor needs a variant (--variant)")
+        self.options = vp_settings(s)
         if variant is None:
             _family, variants = load_family(weights_dir)
-            if s.variant not in variants:
-                raise VpConfigError(f"unknown variant {s.variant!r}; the family has {', '.join(variants)}")
-            variant = variants[s.variant]
+            if self.options.variant not in variants:
+                raise VpConfigError(f"unknown variant {self.options.variant!r}; the family has {', '.join(variants)}")
+            variant = variants[self.options.variant]
         self.variant = variant
         self.labels: tuple[str, ...] = tuple(variant.manifest.labels or dataset_labels())
         try:
-            self.k = check_k(s.k, len(self.labels))
+            self.k = check_k(self.options.k, len(self.labels))
         except ValueError as exc:
             raise VpConfigError(str(exc)) from exc
         super().__init__(config, bus)
         self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
         if s.source == "mqtt":
-            self.comm.subscribe(self.topics.frames(s.frame_stream or s.stream), qos=1)
+            self.comm.subscribe(self.topics.frames(self.options.frame_stream or s.stream), qos=1)
         self.topk_topic = self.topics.sensor_topk(s.sensor_id)
         self.cost = ClassifyCost()
         """Measured time of classifying and publishing a batch (judges which waiting frames are still in time)."""
@@ -185,7 +187,7 @@ class VpSensorAgent(SensorBase):
         to ``batch`` of the rest, newest first; older frames still in time wait for the next round.
         """
         s = self.settings
-        stream = s.frame_stream or s.stream
+        stream = self.options.frame_stream or s.stream
         deadline_s = s.deadline_ms / 1000.0
         pending: list[Frame] = []
         while not self.stop_event.is_set():

@@ -19,7 +19,8 @@ import torch
 
 from nairbus.agents.nair.fusion import FusionAgent
 from nairbus.agents.nair.sensor import SensorAgent
-from nairbus.agents.runtime.config import AgentConfig, FusionSettings, LossSettings, SensorSettings
+from nairbus.agents.nair.settings import LossSettings
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings

@@ -164,7 +164,7 @@ def test_vp_sensor_settings_need_a_variant() -> None:
     with pytest.raises(ValueError, match="variant"):
         METHODS.for_sensor(SensorSettings(mode="vp"))
     assert METHODS.for_sensor(SensorSettings(mode="vp", variant="w44r28", k=2)).name == "vp"
-    assert SensorSettings(mode="vp", variant="w44r28", k=2).k == 2
+    assert SensorSettings(mode="vp", variant="w44r28", k=2).method_options == {"variant": "w44r28", "k": 2}
 
 
 def test_topk_messages_are_lean_on_the_wire_and_grow_with_k() -> None:

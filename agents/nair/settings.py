@@ -1,0 +1,63 @@
+"""A NAIR, image or auto sensor's own settings: the artifact, the image codec ladder, and the injected-loss test
+tooling. (``budget_fraction`` stays a sensor setting: the runtime's sensor controls change it.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nairbus.agents.runtime.config import SensorSettings
+from nairbus.agents.runtime.methods import MethodSettings, method_settings
+
+__all__ = ["DEFAULT_IMAGE_CODECS", "LossSettings", "NairSettings", "nair_settings"]
+
+DEFAULT_IMAGE_CODECS = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate", "grey2+deflate",
+                        "grey1+deflate")
+"""The image and auto modes' codec ladder unless ``image_codecs`` names one."""
+
+
+class LossSettings(BaseModel):
+    """Injected fragment loss — test tooling only; a real link loses fragments by itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "random", "bursty"] = "none"
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    mean_burst: float = Field(default=3.0, ge=1.0)
+    seed: int = 0
+
+
+class NairSettings(MethodSettings):
+    """What a ``nair``, ``image`` or ``auto`` sensor reads of its ``method_options``."""
+
+    artifact: Path | None = Field(default=None, description=(
+        "The NAIR artifact (default: the model manifest's sensor artifact, chosen on validation)."))
+    image_codecs: tuple[str, ...] = Field(default=DEFAULT_IMAGE_CODECS, description=(
+        "Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that "
+        "fits its budget (specs of ``nairbus.models.image.codec``)."))
+    fragments_by_plan: bool = Field(default=False, description=(
+        "Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one "
+        "message per piece: only for the injected-loss test tooling, which loses pieces)."))
+    loss: LossSettings = Field(default=LossSettings(), description="Injected fragment loss (test tooling only).")
+
+    @field_validator("image_codecs", "loss", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        """An environment variable gives these as JSON (``NAIRBUS_SENSOR__IMAGE_CODECS='["png"]'``)."""
+        if isinstance(value, str) and value.lstrip().startswith(("[", "{")):
+            return json.loads(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.image_codecs:
+            raise ValueError("image_codecs needs at least one codec")
+        return self
+
+
+def nair_settings(settings: SensorSettings) -> NairSettings:
+    """A NAIR sensor's ``method_options`` as its checked settings (a ``ValueError`` naming the mode and the option)."""
+    return method_settings(NairSettings, settings)
