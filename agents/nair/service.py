@@ -8,8 +8,8 @@ from nairbus.agents.nair.fusion import FusionAgent
 from nairbus.agents.nair.sensor import SensorAgent
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import configure_logging
-from nairbus.agents.runtime.notify import progress, systemd_service
-from nairbus.agents.runtime.service import on_signals
+from nairbus.agents.runtime.notify import progress
+from nairbus.agents.runtime.service import serve
 from nairbus.models.nair.pipeline import NairPipeline
 
 __all__ = ["FUSION_STALL_S", "SENSOR_STALL_S", "run_fusion", "run_sensor"]
@@ -28,14 +28,8 @@ def run_sensor(config: AgentConfig, pipeline: NairPipeline | None = None) -> dic
     """
     configure_logging(config.log)
     agent = SensorAgent(config, pipeline)
-    on_signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"sensor {config.sensor.sensor_id}: publishing to {agent.comm.endpoint}",
-                             progress(lambda: agent.counters["frames"], SENSOR_STALL_S)):
-            return agent.run_replay()
-    finally:
-        agent.stop()
+    return serve(agent, f"sensor {config.sensor.sensor_id}: publishing to {agent.comm.endpoint}",
+                 progress(lambda: agent.counters["frames"], SENSOR_STALL_S), agent.run_replay, agent.stop)
 
 
 def run_fusion(config: AgentConfig, pipeline: NairPipeline | None = None) -> None:
@@ -46,11 +40,5 @@ def run_fusion(config: AgentConfig, pipeline: NairPipeline | None = None) -> Non
     """
     configure_logging(config.log)
     agent = FusionAgent(config, pipeline)
-    on_signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"fusion {config.fusion.fusion_id}: subscribed at {agent.comm.endpoint}",
-                             lambda: time.monotonic() - agent.heartbeat < FUSION_STALL_S):
-            agent.run()
-    finally:
-        agent.close()
+    serve(agent, f"fusion {config.fusion.fusion_id}: subscribed at {agent.comm.endpoint}",
+          lambda: time.monotonic() - agent.heartbeat < FUSION_STALL_S, agent.run, agent.close)

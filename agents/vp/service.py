@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import configure_logging
-from nairbus.agents.runtime.notify import systemd_service
-from nairbus.agents.runtime.service import SignalHook, on_signals
+from nairbus.agents.runtime.service import SignalHook, on_signals, serve
 from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
 from nairbus.agents.vp.fusion import VpFusionAgent
 from nairbus.agents.vp.sensor import VpSensorAgent
@@ -17,30 +16,18 @@ def run_vp_sensor(config: AgentConfig, signals: SignalHook | None = None) -> dic
     """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
     configure_logging(config.log)
     agent = VpSensorAgent(config)
-    if signals is not None:
-        signals(agent.stop_event)
-    agent.start()
-    try:
-        # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for
-        # frames from a capture agent for any length of time, so its watchdog holds while the process runs.
-        with systemd_service(f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set()):
-            return agent.run()
-    finally:
-        agent.stop()
+    # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for frames from a
+    # capture agent for any length of time, so its watchdog holds while the process runs.
+    return serve(agent, f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set(), agent.run,
+                 agent.stop, signals)
 
 
 def run_vp_fusion(config: AgentConfig, signals: SignalHook | None = None) -> None:
     """Run a VP fusion agent until SIGTERM/SIGINT."""
     configure_logging(config.log)
     agent = VpFusionAgent(config)
-    if signals is not None:
-        signals(agent.stop_event)
-    agent.start()
-    try:
-        with systemd_service(f"vp fusion {config.fusion.fusion_id}", lambda: not agent.stop_event.is_set()):
-            agent.run()
-    finally:
-        agent.close()
+    serve(agent, f"vp fusion {config.fusion.fusion_id}", lambda: not agent.stop_event.is_set(), agent.run,
+          agent.close, signals)
 
 
 def run_capture(config: AgentConfig, settings: CaptureSettings) -> dict[str, int]:
