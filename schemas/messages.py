@@ -180,11 +180,19 @@ class VpBirth(WireModel):
     k: Annotated[int, Field(ge=1, le=MAX_TOPK)]
 
 
+class DecisionBirth(WireModel):
+    """A decision-mode sensor: it runs the whole model (the birth's ``model``) and sends each frame's top ``k``
+    classes and scores as a :class:`TopK` message."""
+
+    k: Annotated[int, Field(ge=1, le=MAX_TOPK)]
+
+
 class Birth(WireModel):
     """Retained description of a sensor: everything fusion needs to decode it. JSON.
 
     ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image`` frames
-    (``image`` set) or ``auto``, per frame whichever of NAIR fragments and an image fits its link better (both set). The
+    (``image`` set), ``decision`` top-k of the whole model (``decision`` set) or ``auto``, per frame whichever of NAIR
+    fragments and an image fits its link better (both set). The
     high-rate messages are lean (:mod:`nairbus.schemas.lean`): their capture times count milliseconds from ``epoch_ts``
     and they expire ``expiry_ms`` after capture.
     """
@@ -194,13 +202,14 @@ class Birth(WireModel):
     sensor_id: Id
     session: Session
     ts: Timestamp
-    mode: Literal["nair", "vp", "image", "auto"]
+    mode: Literal["nair", "vp", "image", "auto", "decision"]
     stream_id: Id
     labels: Annotated[tuple[Label, ...], Field(min_length=1, max_length=MAX_LABELS)]
     model: ModelRef
     nair: NairBirth | None = None
     vp: VpBirth | None = None
     image: ImageBirth | None = None
+    decision: DecisionBirth | None = None
     budget_bytes: PositiveU64 | None = None
     deadline_ms: Annotated[float, Field(gt=0)]
     epoch_ts: Timestamp
@@ -208,12 +217,14 @@ class Birth(WireModel):
 
     @model_validator(mode="after")
     def _mode_matches(self) -> Self:
-        wanted = {"nair": {"nair"}, "vp": {"vp"}, "image": {"image"}, "auto": {"nair", "image"}}[self.mode]
-        present = {name for name in ("nair", "vp", "image") if getattr(self, name) is not None}
+        wanted = {"nair": {"nair"}, "vp": {"vp"}, "image": {"image"}, "auto": {"nair", "image"},
+                  "decision": {"decision"}}[self.mode]
+        present = {name for name in ("nair", "vp", "image", "decision") if getattr(self, name) is not None}
         if present != wanted:
             raise ValueError(f"mode {self.mode!r} needs {sorted(wanted)} set and nothing else, got {sorted(present)}")
-        if self.vp is not None and self.vp.k > len(self.labels):
-            raise ValueError(f"vp.k={self.vp.k} exceeds the {len(self.labels)} labels")
+        for section in (self.vp, self.decision):
+            if section is not None and section.k > len(self.labels):
+                raise ValueError(f"k={section.k} exceeds the {len(self.labels)} labels")
         return self
 
 
@@ -374,8 +385,9 @@ class Result(WireModel):
     complete: bool
     variants: Annotated[tuple[Name, ...], Field(max_length=MAX_FRAME_FRAGMENTS)] = ()
     """VP: the variants whose top-k was fused into this decision (empty for NAIR)."""
-    representation: Literal["nair", "image", "vp"] = "nair"
-    """What the decision was made from: NAIR components, a compressed image, or variant votes."""
+    representation: Literal["nair", "image", "vp", "decision"] = "nair"
+    """What the decision was made from: NAIR components, a compressed image, variant votes, or the top-k of a sensor
+    that ran the whole model."""
     components_received: U64 = 0
     """NAIR: components that arrived (a prefix of the importance order when nothing was lost)."""
     codec: Name | None = None

@@ -52,10 +52,12 @@ def sensor(
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
     mode: Annotated[str | None, typer.Option(
-        help="nair (feature prefix), image (compressed frame, whole model at the hub), auto (per frame the better of "
-             "the two at the link's budget) or vp (one variant, top-k).")] = None,
+        help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
+             "its top-k sent: about 30 wire bytes), auto (per frame the better of nair and image at the link's "
+             "budget) or vp (one variant, top-k).")] = None,
     variant: Annotated[str | None, typer.Option(help="VP: variant of the shipped family to run.")] = None,
-    k: Annotated[int | None, typer.Option(help="VP: classes reported per frame (1..classes/2).")] = None,
+    k: Annotated[int | None, typer.Option(
+        help="VP and decision: classes reported per frame (VP 1..classes/2, default 5; decision default 1).")] = None,
     source: Annotated[str | None, typer.Option(
         help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
              "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
@@ -120,6 +122,8 @@ _DERIVED = ("budget", "image_codecs", "shard", "source", "test_loss")
 
 def sensor_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """The ``[sensor]`` settings the ``nairbus sensor`` flags given (not None) set."""
+    from nairbus.agents.runtime.config import FLAT_METHOD_KEYS
+
     values = {_RENAMED.get(k, k): v for k, v in flags.items() if k not in _DERIVED}
     values["budget_bytes"] = _budget_bytes(flags["budget"])
     codecs = flags["image_codecs"]
@@ -130,7 +134,11 @@ def sensor_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     if flags["test_loss"]:
         values["loss"] = _test_loss(flags["test_loss"])
         values["fragments_by_plan"] = True
-    return {k: v for k, v in values.items() if v is not None}
+    given = {k: v for k, v in values.items() if v is not None}
+    # A method's flag goes straight into its options: a value that equals another method's default (``--k 5``)
+    # is still what the user asked for.
+    method = {key: given.pop(key) for key in FLAT_METHOD_KEYS if key in given}
+    return {**given, "method_options": method} if method else given
 
 
 @app.command()

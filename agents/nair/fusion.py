@@ -1,7 +1,8 @@
 """The fusion agent: learn sensors from their births, reassemble NAIR frames, run the tail in batches, publish.
 
-Sensors send NAIR fragments (``mode`` nair), compressed images (image; fusion runs the whole model) or, frame by
-frame, either (auto). Both arrive as lean messages decoded with the context of the sensor's birth.
+Sensors send NAIR fragments (``mode`` nair), compressed images (image; fusion runs the whole model), frame by
+frame either (auto), or the decision of the whole model run on the device (decision: its top-k, published as it
+is). All arrive as lean messages decoded with the context of the sensor's birth.
 
 All model work runs on the agent's worker thread (:meth:`FusionAgent.run`), never on paho's network thread.
 Every message that cannot be used is rejected with a reason, a structured log line and a counter, and never
@@ -32,7 +33,7 @@ from nairbus.models.nair.codec import ComponentRun, PayloadError
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import ArtifactMismatchError, NairArtifact
 from nairbus.models.store import default_artifact_path, find_model
-from nairbus.schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, WireError
+from nairbus.schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, Result, TopK, WireError
 from nairbus.schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
@@ -54,6 +55,8 @@ class KnownSensor:
     image_shape: tuple[int, int] = (28, 28)
     decider: NairPipeline | None = None
     """The model that decides this sensor's frames (its labels; the whole model for image frames)."""
+    k: int = 0
+    """Decision mode: the classes each top-k message may carry (0: the sensor sends no decisions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,26 @@ class ImagePart:
     codec: str
 
 
-Part = ComponentRun | ImagePart
+@dataclass(frozen=True, slots=True)
+class DecisionPart:
+    """A received decision: the top-k classes and scores of the whole model, run on the device."""
+
+    classes: tuple[int, ...]
+    scores: tuple[float, ...]
+
+    def probabilities(self, n_classes: int) -> np.ndarray:
+        """The class vector the decision stands for: its scores where it names a class, the rest of the mass
+        spread evenly over the classes it does not name."""
+        probs = np.zeros(n_classes, dtype=np.float64)
+        probs[list(self.classes)] = self.scores
+        rest = n_classes - len(set(self.classes))
+        if rest:
+            spread = max(0.0, 1.0 - float(probs.sum())) / rest
+            probs[[c for c in range(n_classes) if c not in self.classes]] = spread
+        return probs
+
+
+Part = ComponentRun | ImagePart | DecisionPart
 
 
 __all__ = ["FusionAgent", "KnownSensor", "owns_sensor"]
@@ -76,7 +98,8 @@ class FusionAgent(FusionBase):
     buffer: Reassembler[Part]
     sensors: dict[str, KnownSensor]
     handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
-                                             "sensor_frag": "on_fragment", "sensor_image": "on_image"}
+                                             "sensor_frag": "on_fragment", "sensor_image": "on_image",
+                                             "sensor_topk": "on_topk"}
 
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
                  bus: Bus | None = None) -> None:
@@ -104,7 +127,7 @@ class FusionAgent(FusionBase):
         self._looked_up: dict[str, float] = {}
         self._model_refs: dict[str, ModelRef] = {}
         """Model hashes looked up in the model search path, and when (``discover_models``)."""
-        super().__init__(config, ("birth", "status", "frag", "image"), bus)
+        super().__init__(config, ("birth", "status", "frag", "image", "topk"), bus)
         self.discovery = attach_home_assistant(self)
         """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
 
@@ -185,9 +208,12 @@ class FusionAgent(FusionBase):
         birth = self.read_birth(sensor_id, message)
         if birth is None:
             return
-        if birth.mode not in ("nair", "image", "auto"):
+        if birth.mode not in ("nair", "image", "auto", "decision"):
+            self.sensors.pop(sensor_id, None)
+            self.note_foreign(sensor_id)
             self.reject("unsupported_mode", message.topic, birth.mode)
             return
+        self.forget_foreign(sensor_id)
         pipeline, decider = self._serving(birth)
         refusal = self._refusal(birth, pipeline, decider)
         codecs: tuple[ImageCodec, ...] = ()
@@ -201,7 +227,8 @@ class FusionAgent(FusionBase):
         spec = decider.input_spec
         shape = (spec.height, spec.width)
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
-                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider)
+                                              LeanContext.from_birth(birth), pipeline, codecs, shape, decider,
+                                              birth.decision.k if birth.decision is not None else 0)
         log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
         self.released(sensor_id)
 
@@ -264,7 +291,7 @@ class FusionAgent(FusionBase):
         return sensor
 
     def _admit(self, sensor: KnownSensor, message: InboundMessage, key_index: int, part: Part, nbytes: int,
-               expected: int, units: int, msg: Fragment | ImageFrame, now: float) -> None:
+               expected: int, units: int, msg: Fragment | ImageFrame | TopK, now: float) -> None:
         topic = message.topic
         if msg.expires_ts < time.time():
             self.reject("expired", topic)
@@ -341,14 +368,40 @@ class FusionAgent(FusionBase):
             return
         self._admit(sensor, message, 0, ImagePart(pixels, codec.name), len(msg.data), 1, 1, msg, now)
 
+    def on_topk(self, sensor_id: str, message: InboundMessage, now: float) -> None:
+        """Validate a lean decision (the top-k of the whole model, run on the device); it is published in the next
+        round."""
+        sensor = self._sensor_for(sensor_id, message)
+        if sensor is None or sensor.ctx is None or sensor.decider is None:
+            return
+        if not sensor.k:
+            self.reject("unexpected_topk", message.topic, "the sensor's birth announces no decisions")
+            return
+        try:
+            msg = decode_lean(message.payload, TopK, sensor.ctx)
+        except WireError as exc:
+            self.reject(exc.reason, message.topic, str(exc))
+            return
+        n_classes = len(sensor.decider.labels)
+        problem = _decision_problem(msg, sensor.k, n_classes)
+        if problem:
+            self.reject("shape", message.topic, problem)
+            return
+        part = DecisionPart(tuple(msg.classes), tuple(msg.scores))
+        self._admit(sensor, message, 0, part, len(message.payload), 1, 1, msg, now)
+
     # ----- decisions ------------------------------------------------------------------------------------------
 
     def decide(self, frames: list[PendingFrame[Part]]) -> None:
-        """Run the tail (NAIR frames) or the whole model (image frames) in batches and publish the results."""
+        """Run the tail (NAIR frames) or the whole model (image frames) in batches, take the devices' decisions as
+        they are, and publish the results."""
         images: list[PendingFrame[Part]] = []
         nair: list[PendingFrame[Part]] = []
+        decisions: list[PendingFrame[Part]] = []
         for frame in frames:
-            (images if any(isinstance(p, ImagePart) for p in frame.parts.values()) else nair).append(frame)
+            kinds = {type(p) for p in frame.parts.values()}
+            (decisions if DecisionPart in kinds else images if ImagePart in kinds else nair).append(frame)
+        self._publish_decisions(decisions)
         by_artifact: dict[str, list[PendingFrame[Part]]] = {}
         for frame in nair:
             known = self.sensors.get(frame.key[0])
@@ -386,8 +439,21 @@ class FusionAgent(FusionBase):
                 for frame, p, part in zip(batch, probs, parts, strict=True):
                     self.publish_result(frame, p, 1.0, decided, model, codec=part.codec)
 
+    def _publish_decisions(self, frames: list[PendingFrame[Part]]) -> None:
+        """Publish the frames a device decided: its top-k, with the rest of the mass spread over the other classes."""
+        decided = time.time()
+        for frame in frames:
+            known = self.sensors.get(frame.key[0])
+            if known is None or known.decider is None:
+                self.reject("sensor_gone", frame.key[0], f"frame {frame.key[2]}")
+                continue
+            part = next(p for p in frame.parts.values() if isinstance(p, DecisionPart))
+            self.publish_result(frame, part.probabilities(len(known.decider.labels)), 1.0, decided, known.decider,
+                                representation="decision")
+
     def publish_result(self, frame: PendingFrame[Part], probs: np.ndarray, fraction: float,
-                       decided: float, model: NairPipeline, *, components: int = 0, codec: str | None = None) -> None:
+                       decided: float, model: NairPipeline, *, components: int = 0, codec: str | None = None,
+                       representation: str | None = None) -> None:
         """Publish one frame's JSON result, decided by ``model``."""
         sensor_id, _session, frame_id = frame.key
         known = self.sensors.get(sensor_id)
@@ -401,7 +467,8 @@ class FusionAgent(FusionBase):
             topk=tuple(ClassScore(class_index=int(i), label=labels[int(i)], score=float(probs[i])) for i in top),
             fraction_received=min(1.0, fraction), bytes_received=frame.nbytes, fragments_received=len(frame.parts),
             sensors=(sensor_id,), capture_ts=frame.capture_ts, decided_ts=decided, latency_ms=latency,
-            complete=frame.complete, representation="image" if codec is not None else "nair",
+            complete=frame.complete,
+            representation=representation or ("image" if codec is not None else "nair"),  # type: ignore[arg-type]
             components_received=components, codec=codec,
             wire_bytes=frame.wire_bytes, model=self._model_ref(model),
         )
@@ -421,3 +488,14 @@ class FusionAgent(FusionBase):
     def start_fields(self) -> dict[str, object]:
         return {"models": [p.manifest.name for p in self.by_model.values()],
                 "artifacts": [sha[:12] for sha in self.pipelines]}
+
+
+def _decision_problem(msg: TopK, k: int, n_classes: int) -> str:
+    """What is wrong with a decision's classes and scores for a sensor of ``k`` classes per frame ("": nothing)."""
+    if len(msg.classes) != len(msg.scores) or len(msg.classes) > k:
+        return f"{len(msg.classes)} classes and {len(msg.scores)} scores (k={k})"
+    if max(msg.classes) >= n_classes or len(set(msg.classes)) != len(msg.classes):
+        return f"classes {list(msg.classes)[:8]} of {n_classes}"
+    if not all(0.0 <= s <= 1.0 for s in msg.scores) or sum(msg.scores) > 1.0 + 1e-3:
+        return "scores must be probabilities in [0, 1] that sum to at most 1"
+    return ""

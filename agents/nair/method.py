@@ -1,5 +1,6 @@
-"""NAIR as a registered method: feature fragments (``nair``), a compressed image (``image``) or per frame the better
-of the two (``auto``), reassembled and decided by a fusion agent running the model's tail."""
+"""NAIR as a registered method: feature fragments (``nair``), a compressed image (``image``), per frame the better
+of the two (``auto``), or the whole model's decision (``decision``), reassembled and decided by one fusion agent
+(the model's tail for fragments, the whole model for images, the sensor's top-k for decisions)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ __all__ = ["NAIR"]
 
 
 def check_sensor(settings: SensorSettings) -> None:
-    """What a NAIR, image or auto sensor needs of its settings."""
+    """What a NAIR, image, decision or auto sensor needs of its settings."""
     if settings.source == "mqtt":
         raise ValueError("source 'mqtt' is for VP sensors; a NAIR sensor takes 'replay', 'folder', 'image-topic' "
                          "or 'camera'")
@@ -30,8 +31,8 @@ def _run_sensor(config: AgentConfig) -> dict[str, int]:
 
 NAIR = Method(
     name="nair",
-    summary="NAIR feature fragments (or a compressed image, or per frame the better of the two), model tail at the hub",
-    sensor_modes=("nair", "image", "auto"),
+    summary="NAIR feature fragments, a compressed image, per frame the better of the two, or the device's decision",
+    sensor_modes=("nair", "image", "auto", "decision"),
     run_sensor=_run_sensor,
     run_fusion=_run_fusion,
     settings=NairSettings,

@@ -1,4 +1,5 @@
-"""What a sensor sends for one frame under a wire budget: a NAIR prefix or a compressed image, as lean messages.
+"""What a sensor sends for one frame under a wire budget: a NAIR prefix, a compressed image or its decision (the
+whole model's top-k), as lean messages.
 
 Pure (no MQTT, no clock): given a frame and the wire bytes it may spend, build the publishes. The budget is in
 **wire** bytes — the whole MQTT PUBLISH with a topic alias, the lean envelope and the data — so what the link
@@ -17,10 +18,10 @@ from nairbus.models.loss import LossModel
 from nairbus.models.nair.codec import NairCodec, packed_bytes, prefix_end, run_spans
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.schemas.lean import LeanContext, encode_lean
-from nairbus.schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame
+from nairbus.schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame, TopK
 from nairbus.schemas.wire import alias_wire_bytes, lean_fragment_payload_len, lean_image_payload_len
 
-__all__ = ["ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes"]
+__all__ = ["DecisionEncoder", "ImageFrameEncoder", "NairFrameEncoder", "Outgoing", "alias_wire_bytes", "top_k"]
 
 _ENVELOPE_SLACK = 4
 """Bytes kept aside for the envelope growing as the data does (msgpack and MQTT length prefixes)."""
@@ -46,6 +47,8 @@ class Outgoing:
     lost: bool = False
     """Injected loss (test tooling): built and counted, never sent."""
     codec: str | None = None
+    representation: str = "nair"
+    """What the frame went as: ``nair``, ``image`` or ``decision``."""
 
 
 class NairFrameEncoder:
@@ -141,5 +144,36 @@ class ImageFrameEncoder:
             msg = ImageFrame(sensor_id=self.ctx.sensor_id, session=self.ctx.session, seq=seq, frame_id=frame_id,
                              capture_ts=capture_ts, expires_ts=capture_ts + self.ctx.expiry_s, codec=index, data=data)
             payload = encode_lean(msg, self.ctx)
-            return Outgoing(self.topic, payload, alias_wire_bytes(len(payload)), len(data), 0, codec=codec.name)
+            return Outgoing(self.topic, payload, alias_wire_bytes(len(payload)), len(data), 0, codec=codec.name,
+                            representation="image")
         return None
+
+
+def top_k(probs: np.ndarray, k: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``k`` most probable classes of one frame's class probabilities ``(C,)``, most probable first (ties: the
+    lower class id), with their probabilities."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return tuple(int(c) for c in order), tuple(float(probs[c]) for c in order)
+
+
+class DecisionEncoder:
+    """Builds a frame's decision message: the whole model's top-k as a lean :class:`~nairbus.schemas.TopK`."""
+
+    def __init__(self, k: int, ctx: LeanContext, topic: str) -> None:
+        if k < 1:
+            raise ValueError(f"a decision reports k >= 1 classes, not {k}")
+        self.k = k
+        self.ctx = ctx
+        self.topic = topic
+
+    def message(self, probs: np.ndarray, frame_id: int, seq: int, capture_ts: float,
+                wire_budget: int | None) -> Outgoing | None:
+        """The top-k message of one frame's probabilities ``(C,)`` (None: it does not fit ``wire_budget``)."""
+        classes, scores = top_k(probs, self.k)
+        msg = TopK(sensor_id=self.ctx.sensor_id, session=self.ctx.session, seq=seq, frame_id=frame_id,
+                   capture_ts=capture_ts, expires_ts=capture_ts + self.ctx.expiry_s, classes=classes, scores=scores)
+        payload = encode_lean(msg, self.ctx)
+        wire = alias_wire_bytes(len(payload))
+        if wire_budget is not None and wire > wire_budget:
+            return None
+        return Outgoing(self.topic, payload, wire, len(payload), 0, representation="decision")

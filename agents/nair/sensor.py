@@ -1,8 +1,9 @@
 """The sensor agent: replay frames, and send each one as what its link carries by the frame's deadline.
 
 Modes: ``nair`` runs the head and sends the most important prefix of the NAIR components that fits; ``image``
-sends the frame compressed whole (the first codec of its ladder that fits); ``auto`` sends, per frame, whichever
-of the two the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
+sends the frame compressed whole (the first codec of its ladder that fits); ``decision`` runs the whole model and
+sends its top-k classes and scores (about 30 wire bytes for k = 1); ``auto`` sends, per frame, whichever of NAIR and
+the image the calibrated rate-accuracy tables expect to be more accurate at the bytes available.
 
 Every frame is sized in wire bytes by :class:`~nairbus.agents.nair.link.LinkMonitor` (the measured drain rate of the
 connection, the backlog and the frame's deadline), capped by any budget the user set, and goes as one lean message with
@@ -22,7 +23,7 @@ import numpy as np
 
 from nairbus.agents.nair.auto import AutoChooser
 from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
-from nairbus.agents.nair.outgoing import ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
+from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.nair.settings import NairSettings, nair_settings
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.bus import Bus
@@ -37,7 +38,7 @@ from nairbus.models.loss import LossModel
 from nairbus.models.nair.codec import packed_bytes
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
-from nairbus.schemas import Birth, ImageBirth, ModelRef, NairBirth
+from nairbus.schemas import Birth, DecisionBirth, ImageBirth, ModelRef, NairBirth
 
 log = get_logger("nairbus.sensor")
 
@@ -81,13 +82,15 @@ class TokenBucket:
 
 COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
             "skipped_error", "skipped_offline", "skipped_stale", "skipped_paused", "skipped_rate", "files_refused",
-            "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames",
+            "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames", "decision_frames",
             "injected_loss", "dropped_outgoing")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
 
 
-NAIR_MODES: dict[str, Literal["nair", "image", "auto"]] = {"nair": "nair", "image": "image", "auto": "auto"}
-"""The sensor modes this agent runs (the birth's ``mode``): NAIR fragments, a compressed image, or either per frame."""
+NAIR_MODES: dict[str, Literal["nair", "image", "auto", "decision"]] = {
+    "nair": "nair", "image": "image", "auto": "auto", "decision": "decision"}
+"""The sensor modes this agent runs (the birth's ``mode``): NAIR fragments, a compressed image, either per frame, or
+the whole model's decision."""
 
 
 class SensorAgent(SensorBase):
@@ -114,6 +117,8 @@ class SensorAgent(SensorBase):
         self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
         self.image = (ImageFrameEncoder([get_image_codec(c) for c in own.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
+        self.decision = (DecisionEncoder(min(own.k, len(self.pipeline.labels)), self.ctx, self.topics.sensor_topk(sid))
+                         if s.mode == "decision" else None)
         # A pipeline handed in (tests, the demo) brings its own artifact: its table is the one --artifact names.
         table_for = artifact if pipeline is None else own.artifact
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
@@ -149,12 +154,13 @@ class SensorAgent(SensorBase):
         spec = self.pipeline.input_spec
         image = (ImageBirth(codecs=tuple(self.options.image_codecs), height=spec.height, width=spec.width)
                  if self.image is not None else None)
+        decision = DecisionBirth(k=self.decision.k) if self.decision is not None else None
         return Birth(
             sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=NAIR_MODES[s.mode],
             stream_id=s.stream,
             labels=self.pipeline.labels,
             model=ModelRef(name=self.pipeline.manifest.name, sha256=self.pipeline.manifest.sha256),
-            nair=nair, image=image, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
+            nair=nair, image=image, decision=decision, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
             epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
         )
 
@@ -207,7 +213,6 @@ class SensorAgent(SensorBase):
         s = self.settings
         pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
                                             source_paced=source_paced, max_batch=s.batch)
-        needs_head = s.mode in ("nair", "auto")
         interval = pacing.period or 0.1
         last_at: float | None = None
 
@@ -224,8 +229,16 @@ class SensorAgent(SensorBase):
                 last_at = now
             self.send_frame(frame_id, image, codes, capture_ts, pacing.period or interval)
 
-        run_paced(batches, pacing, self.stop_event,
-                  lambda batch: self.pipeline.encode(batch.images) if needs_head else None, emit, late)
+        run_paced(batches, pacing, self.stop_event, self.device_work, emit, late)
+
+    def device_work(self, batch: FrameBatch) -> np.ndarray | None:
+        """What the device computes for a batch of frames: the NAIR codes (``nair``, ``auto``), the whole model's class
+        probabilities (``decision``) or nothing (``image``)."""
+        if self.decision is not None:
+            return self.pipeline.full_model_probs(batch.images)
+        if self.settings.mode in ("nair", "auto"):
+            return self.pipeline.encode(batch.images)
+        return None
 
     def _drain(self, timeout: float) -> None:
         """Wait (bounded) until the link has delivered what was sent, so the last frames are not cut off."""
@@ -291,7 +304,15 @@ class SensorAgent(SensorBase):
 
     def build(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
               budget: int | None) -> list[Outgoing]:
-        """The messages of one frame within ``budget`` wire bytes, in the sensor's mode."""
+        """The messages of one frame within ``budget`` wire bytes, in the sensor's mode (``codes``: what
+        :meth:`device_work` computed for it)."""
+        if self.decision is not None:
+            assert codes is not None
+            decided = self.decision.message(codes, frame_id, self._seq + 1, capture_ts, budget)
+            if decided is None:
+                return []
+            self._seq += 1
+            return [decided]
         capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
         end = 0
         if codes is not None:
@@ -328,7 +349,7 @@ class SensorAgent(SensorBase):
                 self.counters["dropped_outgoing"] += 1
         if sent:
             self.counters["frames_sent"] += 1
-            self.counters["image_frames" if out[0].codec is not None else "nair_frames"] += 1
+            self.counters[f"{out[0].representation}_frames"] += 1
 
     def on_stopping(self) -> None:
         self.link.stop()

@@ -1,5 +1,6 @@
-"""A NAIR, image or auto sensor's own settings: the artifact, the image codec ladder, and the injected-loss test
-tooling. (``budget_fraction`` stays a sensor setting: the runtime's sensor controls change it.)"""
+"""A NAIR, image, decision or auto sensor's own settings: the artifact, the image codec ladder, the decision's k,
+and the injected-loss test tooling. (``budget_fraction`` stays a sensor setting: the runtime's sensor controls change
+it.)"""
 
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ class LossSettings(BaseModel):
 
 
 class NairSettings(MethodSettings):
-    """What a ``nair``, ``image`` or ``auto`` sensor reads of its ``method_options``."""
+    """What a ``nair``, ``image``, ``decision`` or ``auto`` sensor reads of its ``method_options``."""
 
     artifact: Path | None = Field(default=None, description=(
         "The NAIR artifact (default: the model manifest's sensor artifact, chosen on validation)."))
     image_codecs: tuple[str, ...] = Field(default=DEFAULT_IMAGE_CODECS, description=(
         "Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that "
         "fits its budget (specs of ``nairbus.models.image.codec``)."))
+    k: int = Field(default=1, ge=1, le=64, description=(
+        "Decision mode: the classes (with their scores) sent per frame, most probable first; 1 sends the decision "
+        "alone (about 30 wire bytes)."))
     fragments_by_plan: bool = Field(default=False, description=(
         "Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one "
         "message per piece: only for the injected-loss test tooling, which loses pieces)."))

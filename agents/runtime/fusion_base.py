@@ -46,6 +46,8 @@ PARK_S = 2.0
 session the broker delivers the queued frames before the retained births, and a rebirth takes a round trip."""
 PARK_PER_SENSOR = 64
 PARK_SENSORS = 256
+FOREIGN_SENSORS = 4096
+"""How many sensors of other fusion modes (a VP sensor seen by the NAIR fusion, ...) an agent remembers to ignore."""
 REPLAY_MARGIN_S = 1.0
 """A fusion agent whose session the broker lost asks its sensors to replay the outage's length and this much more."""
 MAX_STATS_REASONS = 256
@@ -120,6 +122,9 @@ class FusionBase:
         self._rebirth_asked: dict[str, float] = {}
         self._parked: dict[str, deque[tuple[float, InboundMessage]]] = {}
         self._rebirth_window = (0.0, 0)
+        self._foreign: dict[str, None] = {}
+        """Sensors whose birth announced a mode this agent does not serve (oldest first, bounded): their data
+        messages are another fusion agent's, ignored here without parking them or asking for their birth."""
         self._replay_owed: dict[str, float] = {}
         """Sensors asked to replay after a lost session whose return has not been seen yet: when the connection was
         lost (monotonic). A sensor that was not subscribed again yet when asked is asked once more when its birth or
@@ -156,7 +161,22 @@ class FusionBase:
         if parsed is None or name is None:
             self.reject("unknown_topic", message.topic)
             return
+        if parsed.ident in self._foreign and parsed.kind not in ("sensor_birth", "sensor_status"):
+            self.counts["foreign_messages"] += 1
+            return
         getattr(self, name)(parsed.ident, message, now)
+
+    def note_foreign(self, sensor_id: str) -> None:
+        """``sensor_id``'s birth announced a mode another fusion agent serves: ignore its data messages."""
+        self._foreign.pop(sensor_id, None)
+        self._foreign[sensor_id] = None
+        if len(self._foreign) > FOREIGN_SENSORS:
+            del self._foreign[next(iter(self._foreign))]
+        self._parked.pop(sensor_id, None)
+
+    def forget_foreign(self, sensor_id: str) -> None:
+        """``sensor_id`` announced a mode this agent serves (or left): its messages are routed again."""
+        self._foreign.pop(sensor_id, None)
 
     def read_birth(self, sensor_id: str, message: InboundMessage) -> Birth | None:
         """A sensor's birth, decoded and checked against its topic (None, counted and logged, when it cannot be

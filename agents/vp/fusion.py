@@ -184,7 +184,10 @@ class VpFusionAgent(FusionBase):
             return
         if birth.mode != "vp" or birth.vp is None:
             self.counts["ignored_non_vp_births"] += 1
+            self._forget(sensor_id)
+            self.note_foreign(sensor_id)  # a decision sensor's top-k is the NAIR fusion's: not parked here
             return
+        self.forget_foreign(sensor_id)
         if not owns_sensor(birth.stream_id, self.settings.partition):
             return
         if self.hashes.get(birth.model.name) != birth.model.sha256:

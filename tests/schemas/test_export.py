@@ -46,8 +46,8 @@ def test_lean_schemas_describe_the_new_fields() -> None:
 def test_birth_schema_describes_the_new_fields() -> None:
     birth = load("birth")
     assert {"epoch_ts", "expiry_ms"} <= set(birth["required"])
-    assert birth["properties"]["mode"]["enum"] == ["nair", "vp", "image", "auto"]
-    assert {"BitBand", "ImageBirth", "NairBirth"} <= set(birth["$defs"])
+    assert birth["properties"]["mode"]["enum"] == ["nair", "vp", "image", "auto", "decision"]
+    assert {"BitBand", "DecisionBirth", "ImageBirth", "NairBirth"} <= set(birth["$defs"])
     assert "FragmentSpan" not in birth["$defs"]
     nair = birth["$defs"]["NairBirth"]
     assert "bit_bands" in nair["required"]
@@ -60,7 +60,7 @@ def test_result_schema_describes_the_new_fields() -> None:
     for name in ("representation", "components_received", "codec", "wire_bytes"):
         assert name in result["properties"]
         assert name not in result.get("required", [])
-    assert result["properties"]["representation"]["enum"] == ["nair", "image", "vp"]
+    assert result["properties"]["representation"]["enum"] == ["nair", "image", "vp", "decision"]
 
 
 def test_check_current_reports_problems(tmp_path: Path) -> None:
