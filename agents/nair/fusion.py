@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from nairbus.agents.home.discovery import attach_home_assistant
-from nairbus.agents.nair.outgoing import alias_wire_bytes, bit_bands
+from nairbus.agents.nair.outgoing import bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
@@ -301,7 +301,7 @@ class FusionAgent(FusionBase):
         if not self.buffer.is_pending(key) and not self._frame_allowed(sensor.sensor_id, now):
             self.reject("rate_limited", topic)
             return
-        wire = alias_wire_bytes(len(message.payload))
+        wire = self.sensor_wire_bytes(sensor.sensor_id, msg.session, topic, len(message.payload))
         outcome = self.buffer.add(key, key_index, part, nbytes, expected, msg.capture_ts, now, units, wire)
         if outcome is AddOutcome.ADDED:
             self.counts["fragments"] += 1

@@ -308,7 +308,8 @@ class SensorAgent(SensorBase):
         :meth:`device_work` computed for it)."""
         if self.decision is not None:
             assert codes is not None
-            decided = self.decision.message(codes, frame_id, self._seq + 1, capture_ts, budget)
+            decided = self.decision.message(codes, frame_id, self._seq + 1, capture_ts,
+                                            self.first_publish_budget(self.decision.topic, budget))
             if decided is None:
                 return []
             self._seq += 1
@@ -316,10 +317,12 @@ class SensorAgent(SensorBase):
         capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
         end = 0
         if codes is not None:
-            end = self.nair.prefix_for(budget, self.payload_cap, self._seq + 1, frame_id, capture_ms)
+            end = self.nair.prefix_for(self.first_publish_budget(self.nair.topic, budget), self.payload_cap,
+                                       self._seq + 1, frame_id, capture_ms)
         picture = None
         if self.image is not None:
-            picture = self.image.message(image, frame_id, self._seq + 1, capture_ts, budget)
+            picture = self.image.message(image, frame_id, self._seq + 1, capture_ts,
+                                         self.first_publish_budget(self.image.topic, budget))
         if picture is not None and (self.auto is None or codes is None or self.auto.prefer_image(
                 packed_bytes(self.pipeline.artifact, 0, end), picture.codec)):
             self._seq += 1
@@ -327,6 +330,13 @@ class SensorAgent(SensorBase):
         if codes is None or end <= 0:
             return []
         return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
+
+    def first_publish_budget(self, topic: str, budget: int | None) -> int | None:
+        """What of ``budget`` wire bytes is left for a message on ``topic`` once the PUBLISH envelope is paid in full:
+        the first publish of a connection on a topic also carries the topic, to teach the broker its alias."""
+        if budget is None:
+            return None
+        return max(0, budget - self.comm.alias_extra_bytes(topic, budget))
 
     def publish(self, out: list[Outgoing]) -> None:
         """Hand one frame's messages to the communicator and count them."""

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import threading
 
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, alias_wire_bytes, publish_size
+
 __all__ = ["TopicAliases"]
+
+_VARINT_EDGES = (128, 16_384, 2_097_152)
+"""Where an MQTT remaining length takes one byte more."""
 
 
 class TopicAliases:
@@ -37,6 +42,25 @@ class TopicAliases:
             alias = len(self._aliases) + 1
             self._aliases[topic] = alias
             return topic, alias
+
+    def extra_bytes(self, topic: str, payload_len: int) -> int:
+        """Wire bytes the next aliased QoS 0 publish of ``payload_len`` bytes on ``topic`` takes beyond one under an
+        established alias (:func:`~nairbus.schemas.wire.alias_wire_bytes`): 0 once the broker knows the alias; else
+        the topic too (the publish that teaches the alias carries both), or, with no alias left to give, the topic
+        instead of the alias property. The most that any payload of up to ``payload_len`` bytes needs: the topic can
+        push the packet's remaining length over a varint boundary (one byte more) for a shorter payload only."""
+        with self._lock:
+            if topic in self._aliases:
+                return 0
+            teaches = len(self._aliases) < self._alias_max
+        props = ALIAS_PROPERTIES_LEN if teaches else 0
+        topic_len = len(topic.encode())
+
+        def extra(n: int) -> int:
+            return publish_size(topic_len, n, properties_len=props) - alias_wire_bytes(n)
+
+        near_boundaries = (n for edge in _VARINT_EDGES for n in range(max(0, edge - 16), min(payload_len, edge) + 1))
+        return max([extra(payload_len), *(extra(n) for n in near_boundaries)])
 
     def forget(self, topic: str) -> None:
         """Drop the alias just assigned to ``topic``: the publish that was to teach it to the broker did not go out."""

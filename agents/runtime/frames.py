@@ -21,10 +21,13 @@ __all__ = ["FrameBatch", "FrameSource", "SourceContext", "SourceSettings"]
 
 @dataclass(frozen=True, slots=True)
 class FrameBatch:
-    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (RGB)."""
+    """Frames read together: ids ``(B,)``, uint8 images ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (RGB), and, from a
+    source that knows when each frame was captured (a capture agent's frames), their wall-clock capture times ``(B,)``
+    — the paced loop hands those on instead of each frame's slot time."""
 
     frame_ids: np.ndarray
     images: np.ndarray
+    capture_ts: np.ndarray | None = None
 
 
 class FrameSource(Protocol):

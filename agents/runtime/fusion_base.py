@@ -30,6 +30,7 @@ from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
 from nairbus.schemas.topics import SensorLeaf, TopicTree
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, alias_wire_bytes, publish_size
 
 log = get_logger("nairbus.fusion")
 M = TypeVar("M", bound=WireModel)
@@ -125,6 +126,8 @@ class FusionBase:
         self._foreign: dict[str, None] = {}
         """Sensors whose birth announced a mode this agent does not serve (oldest first, bounded): their data
         messages are another fusion agent's, ignored here without parking them or asking for their birth."""
+        self._aliased: set[tuple[str, str, str]] = set()
+        """(sensor, session, topic) of the lean messages seen: later ones came under a topic alias."""
         self._replay_owed: dict[str, float] = {}
         """Sensors asked to replay after a lost session whose return has not been seen yet: when the connection was
         lost (monotonic). A sensor that was not subscribed again yet when asked is asked once more when its birth or
@@ -165,6 +168,20 @@ class FusionBase:
             self.counts["foreign_messages"] += 1
             return
         getattr(self, name)(parsed.ident, message, now)
+
+    def sensor_wire_bytes(self, sensor_id: str, session: str, topic: str, payload_len: int) -> int:
+        """The PUBLISH bytes a sensor sent for a lean message of ``payload_len`` bytes on ``topic``: under its topic
+        alias, except for the first message of a sensor's session on a topic, which carried the topic as well (the
+        publish that taught the broker the alias). An estimate where fusion joined after a sensor's first message
+        or the sensor reconnected within a session (it taught the alias again): the sensor's own counters are exact.
+        """
+        key = (sensor_id, session, topic)
+        if key in self._aliased:
+            return alias_wire_bytes(payload_len)
+        if len(self._aliased) >= FOREIGN_SENSORS:
+            self._aliased.clear()
+        self._aliased.add(key)
+        return publish_size(len(topic.encode()), payload_len, properties_len=ALIAS_PROPERTIES_LEN)
 
     def note_foreign(self, sensor_id: str) -> None:
         """``sensor_id``'s birth announced a mode another fusion agent serves: ignore its data messages."""

@@ -278,6 +278,12 @@ class Communicator:
 
     last_wire_bytes: int = 0
 
+    def alias_extra_bytes(self, topic: str, payload_len: int) -> int:
+        """Wire bytes the next QoS 0 ``publish(topic, payload, alias=True)`` of ``payload_len`` bytes takes beyond
+        :func:`nairbus.schemas.wire.alias_wire_bytes`: the topic itself on the first publish of a connection (which
+        teaches the broker the alias), 0 once the alias is set."""
+        return self._aliases.extra_bytes(topic, payload_len)
+
     def announce(self, topic: str, payload: bytes, *, content_type: str | None) -> bool:
         """Publish a retained QoS 1 message now, and again after every reconnect.
 

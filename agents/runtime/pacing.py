@@ -7,7 +7,8 @@ a slow agent loses frames, not latency, and never bursts to catch up), runs its 
 head of the model, a variant's classification, nothing for a capture agent) and hands them over. A batch of files that
 must all be classified (``skip_late=False``) loses nothing; time the source spends producing frames (reading files,
 waiting for a camera) does not make frames late (``source_paced``). Without a rate the source's batches are worked on as
-fast as the work allows.
+fast as the work allows. A batch that carries its frames' own capture times (``FrameBatch.capture_ts``: frames a
+capture agent timed) hands those on in place of the slot's or the batch's time.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run_paced(
     period = pacing.period
     slack = max(period, pacing.slack_s)
     source = _frames(batches)
-    pending: deque[tuple[int, int, np.ndarray]] = deque()  # (slot, frame id, image)
+    pending: deque[tuple[int, int, np.ndarray, float | None]] = deque()  # (slot, frame id, image, capture time)
     slot = 0
     exhausted = False
     start_mono, start_wall = time.monotonic(), time.time()
@@ -94,18 +95,20 @@ def run_paced(
         group = [pending.popleft() for _ in range(min(len(pending), pacing.max_batch))]
         if not group:
             continue
-        batch = FrameBatch(np.array([f for _, f, _ in group], dtype=np.int64), np.stack([im for _, _, im in group]))
+        batch = FrameBatch(np.array([g[1] for g in group], dtype=np.int64), np.stack([g[2] for g in group]))
         results = work(batch)
-        for row, (s, frame_id, image) in enumerate(group):
+        for row, (s, frame_id, image, captured_ts) in enumerate(group):
             if stop.is_set():
                 return
-            emit(frame_id, image, None if results is None else results[row], start_wall + s * period)
+            emit(frame_id, image, None if results is None else results[row],
+                 start_wall + s * period if captured_ts is None else captured_ts)
 
 
-def _frames(batches: Iterable[FrameBatch]) -> Iterator[tuple[int, np.ndarray]]:
+def _frames(batches: Iterable[FrameBatch]) -> Iterator[tuple[int, np.ndarray, float | None]]:
     for batch in batches:
+        times = None if batch.capture_ts is None else batch.capture_ts.tolist()
         for row, frame_id in enumerate(batch.frame_ids.tolist()):
-            yield int(frame_id), batch.images[row]
+            yield int(frame_id), batch.images[row], None if times is None else float(times[row])
 
 
 def _unpaced(batches: Iterable[FrameBatch], stop: threading.Event,
@@ -115,8 +118,10 @@ def _unpaced(batches: Iterable[FrameBatch], stop: threading.Event,
         if stop.is_set():
             return
         captured = time.time()
+        times = None if batch.capture_ts is None else batch.capture_ts.tolist()
         results = work(batch)
         for row, frame_id in enumerate(batch.frame_ids.tolist()):
             if stop.is_set():
                 return
-            emit(int(frame_id), batch.images[row], None if results is None else results[row], captured)
+            emit(int(frame_id), batch.images[row], None if results is None else results[row],
+                 captured if times is None else float(times[row]))

@@ -64,13 +64,15 @@ MODES: dict[str, tuple[str, ...]] = {
     "auto": ("--mode", "auto"),
     "nair2-auto": ("--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
     "auto2": ("--mode", "auto", "--artifact", "models/weights/base.nair.npz"),
+    "decision": ("--mode", "decision"),
 }
 """Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
 ``--add-mode NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are the sensor as shipped, with nothing
 configured: the model manifest's ``sensor_artifact`` (stage3, chosen on the validation split; the device runs the
 whole convolutional stack). ``nair2-auto`` and ``auto2`` send NAIR at the middle split (stage2 artifact, 62 % of the
 MACs on the device). ``nair-fixed-100`` is the original behaviour: the whole stage2 IR of every frame, whatever the
-link (``--no-link-fit``: the sensor does not size frames to the measured link)."""
+link (``--no-link-fit``: the sensor does not size frames to the measured link). ``decision`` runs the whole model on
+the device and sends its top-1 (about 30 wire bytes a frame)."""
 DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
 """Uplink rates in bit/s; ``None`` is the unshaped veth."""
 ENVELOPE_ESTIMATE_B = 240
@@ -511,7 +513,8 @@ class OfflinePredictor:
     A NAIR result is recomputed with the mature model's split pipeline from the importance-ordered prefix that
     arrived — ``components_received`` when the result carries it, else ``round(fraction_received × n_components)``.
     A result with ``"representation": "image"`` is the mature model on the image decoded with the result's
-    ``codec`` (:func:`nairbus.models.image.codec.get_image_codec`).
+    ``codec`` (:func:`nairbus.models.image.codec.get_image_codec`). A ``"decision"`` result is the mature model on
+    the whole frame (what the device ran).
     """
 
     def __init__(self, data_dir: Path | None = None) -> None:
@@ -555,6 +558,7 @@ class OfflinePredictor:
         nair = {fid: r for fid, r in seen.items()
                 if r.get("representation", "nair") == "nair" and not r.get("variants")}
         image = {fid: r for fid, r in seen.items() if r.get("representation") == "image"}
+        decided = sorted(fid for fid, r in seen.items() if r.get("representation") == "decision")
         out: dict[int, int] = {}
         sources: set[str] = set()
         if nair:
@@ -574,6 +578,10 @@ class OfflinePredictor:
             preds_img, source = self._image_predictions(image)
             out.update(preds_img)
             sources.add(source)
+        if decided:
+            probs = self.pipeline.full_model_probs(self.test.images[np.array(decided, dtype=np.int64)])
+            out.update(zip(decided, probs.argmax(1).tolist(), strict=True))
+            sources.add("the whole model on the frame")
         return out, " + ".join(sorted(sources)) or "no results"
 
     def _prefix_predictions(self, ids: np.ndarray, ends: np.ndarray) -> np.ndarray:

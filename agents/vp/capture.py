@@ -5,7 +5,8 @@ each frame as a msgpack :class:`~nairbus.schemas.messages.Frame` on ``<prefix>/f
 the stream (``nairbus sensor --mode vp --source mqtt``) subscribes to it, so all variants classify the same pixels
 under the same frame id. Here the frames come from the data set (standing in for a camera: frame id = data-set
 index, so results can be scored), or from a folder of image files or a camera (the same registered sources a
-sensor opens, converted to the variants' 28x28 grey input at the edge).
+sensor opens, converted to the shipped family's 28x28 grey input at the edge; each VP sensor converts the frames it
+receives to its own variant's input again).
 
 Like every agent it has a retained status with a last will (as role ``sensor``, under ``sensors/<capture_id>``).
 
@@ -120,7 +121,8 @@ class CaptureAgent(DeviceAgent):
         source = open_source(s.source_settings(), SourceContext(VP_SPEC, self.stop_event))
 
         def emit(frame_id: int, image: np.ndarray, _result: None, capture_ts: float) -> None:
-            if self.publish(frame_id, image.tobytes(), capture_ts=capture_ts) and on_frame is not None:
+            if (self.publish(frame_id, image.tobytes(), image.shape[0], image.shape[1], capture_ts)
+                    and on_frame is not None):
                 on_frame(self.sent, frame_id, capture_ts)
 
         def late(_frame_id: int) -> None:

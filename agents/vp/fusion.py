@@ -38,7 +38,6 @@ from nairbus.schemas import (
     WireError,
 )
 from nairbus.schemas.lean import LeanContext, decode_lean
-from nairbus.schemas.wire import alias_wire_bytes
 
 log = get_logger("nairbus.vp")
 
@@ -251,7 +250,8 @@ class VpFusionAgent(FusionBase):
             return
         self.track_seq(sensor_id, msg.session, msg.seq)
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
-        nbytes, wire = len(message.payload), alias_wire_bytes(len(message.payload))
+        nbytes = len(message.payload)
+        wire = self.sensor_wire_bytes(sensor_id, msg.session, message.topic, nbytes)
         outcome = self.buffer.add(sensor.stream_id, msg.frame_id, sensor_id, vote, nbytes, msg.capture_ts,
                                   self.online.get(sensor.stream_id, set()), now, wire)
         if outcome == "added":

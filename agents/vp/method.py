@@ -6,18 +6,19 @@ from __future__ import annotations
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
 from nairbus.agents.runtime.service import on_signals
+from nairbus.agents.sources import source_settings
 from nairbus.agents.vp.service import run_vp_fusion, run_vp_sensor
-from nairbus.agents.vp.settings import VpSettings
+from nairbus.agents.vp.settings import VpSettings, vp_settings, with_frame_stream
 
 __all__ = ["VP"]
 
 
 def check_sensor(settings: SensorSettings) -> None:
-    """What a VP sensor needs of its settings beyond its own options (:class:`VpSettings`, a variant among them):
-    frames from the data set or a capture agent."""
-    if settings.source not in ("replay", "mqtt"):
-        raise ValueError("a VP sensor takes 'replay' or 'mqtt' frames (a capture agent publishes the others' "
-                         "frames to every variant); folder, image-topic and camera sources are for nair/image/auto")
+    """What a VP sensor needs of its settings beyond its own options (:class:`VpSettings`, a variant among them): a
+    registered source with the options it takes. Any source will do — every frame is converted to the variant's input
+    at the edge; ``replay`` and ``mqtt`` (a capture agent's frames, the stream ``--frame-stream`` or the sensor's
+    stream id) give every variant of a family the same frames."""
+    source_settings(with_frame_stream(settings, vp_settings(settings)))
 
 
 def _run_sensor(config: AgentConfig) -> dict[str, int]:

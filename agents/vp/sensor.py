@@ -1,25 +1,32 @@
 """The VP sensor agent (``nairbus sensor --mode vp --variant NAME``): one variant of the shipped family, top-k out.
 
 It loads one variant (sha256-checked), announces it in a retained birth (variant name, fusion weight, k, model hash,
-labels, the session's time epoch and expiry), then classifies frames from either source and publishes each frame's
+labels, the session's time epoch and expiry), then classifies the frames of its source and publishes each frame's
 top-k as a lean :class:`~nairbus.schemas.messages.TopK` (``[2, tag, seq, frame_id, capture_ms, classes, scores]``,
-:mod:`nairbus.schemas.lean`) at QoS 0 under an MQTT 5 topic alias — about 56 bytes on the wire for k = 5:
+:mod:`nairbus.schemas.lean`) at QoS 0 under an MQTT 5 topic alias — about 56 bytes on the wire for k = 5.
+
+Its frames come from any registered source (:data:`nairbus.agents.sources.SOURCES`, opened with
+:func:`~nairbus.agents.sources.open_source` like every sensor's), converted to the variant's own input spec (its
+manifest) at the edge. Two of them give every variant of a family the same frames:
 
 * ``replay``: the data set as a camera at ``fps``, frame id = data-set index — every variant sensor replays the
   same indices, so they share frame ids without talking to each other;
 * ``mqtt``: the :class:`~nairbus.schemas.messages.Frame` messages a capture agent (:mod:`nairbus.agents.vp.capture`)
-publishes on
-  ``<prefix>/frames/<stream>`` — one publish reaches every variant device.
+  publishes on ``<prefix>/frames/<stream>`` (:mod:`nairbus.agents.sources.frame_stream`) — one publish reaches every
+  variant device; the stream is ``--frame-stream`` (the sensor's stream id by default);
+
+and ``folder``, ``image-topic`` and ``camera`` serve one sensor as they serve a NAIR one.
 
 A sensor that falls behind **skips stale frames instead of queueing them** (latest frame wins), counted as
-``frames_skipped``: in replay through the one paced loop (:mod:`nairbus.agents.runtime.pacing`); from MQTT it drains its
-inbox every round and classifies, newest first, only the frames that it can still finish by their deadline
+``frames_skipped``: the one paced loop of every agent (:mod:`nairbus.agents.runtime.pacing`) skips the frames whose
+slot passed, and the frame stream keeps, newest first, only the frames that can still be classified by their deadline
 (capture time + ``deadline_ms``).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +35,17 @@ import numpy as np
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
-from nairbus.agents.runtime.frames import FrameBatch
+from nairbus.agents.runtime.frames import FrameBatch, SourceContext
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.pacing import Pacing, run_paced
-from nairbus.agents.sources.images import BadImageError, frame_pixels
-from nairbus.agents.sources.replay import replay, replay_indices
-from nairbus.agents.vp.common import (
-    FRAME_SIDE,
-    MAX_PENDING_FRAMES,
-    SENSOR_COUNTERS,
-    VP_SPEC,
-    ClassifyCost,
-    VpConfigError,
-    choose_young,
-)
-from nairbus.agents.vp.settings import vp_settings
-from nairbus.models.data.registry import dataset_labels, load_data
-from nairbus.models.store import WEIGHTS_DIR
+from nairbus.agents.sources import FrameSource, open_source, subscribe_source
+from nairbus.agents.vp.common import SENSOR_COUNTERS, VpConfigError
+from nairbus.agents.vp.settings import vp_settings, with_frame_stream
+from nairbus.models.data.registry import dataset_labels
+from nairbus.models.store import WEIGHTS_DIR, input_spec
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import check_k, topk
-from nairbus.schemas import (
-    Birth,
-    Frame,
-    ModelRef,
-    TopK,
-    VpBirth,
-    WireError,
-)
-from nairbus.schemas import decode as wire_decode
+from nairbus.schemas import Birth, ModelRef, TopK, VpBirth
 from nairbus.schemas.lean import encode_lean
 
 log = get_logger("nairbus.vp")
@@ -80,6 +69,8 @@ class VpSensorAgent(SensorBase):
                 raise VpConfigError(f"unknown variant {self.options.variant!r}; the family has {', '.join(variants)}")
             variant = variants[self.options.variant]
         self.variant = variant
+        self.spec = input_spec(variant.manifest)
+        """What the variant takes (its manifest): every frame is converted to it at the edge."""
         self.labels: tuple[str, ...] = tuple(variant.manifest.labels or dataset_labels())
         try:
             self.k = check_k(self.options.k, len(self.labels))
@@ -87,11 +78,8 @@ class VpSensorAgent(SensorBase):
             raise VpConfigError(str(exc)) from exc
         super().__init__(config, bus)
         self.counters = dict.fromkeys(SENSOR_COUNTERS, 0)
-        if s.source == "mqtt":
-            self.comm.subscribe(self.topics.frames(self.options.frame_stream or s.stream), qos=1)
+        subscribe_source(with_frame_stream(s, self.options), self.comm, self.topics)  # before it connects
         self.topk_topic = self.topics.sensor_topk(s.sensor_id)
-        self.cost = ClassifyCost()
-        """Measured time of classifying and publishing a batch (judges which waiting frames are still in time)."""
         self._seq = 0
 
     def birth(self) -> Birth:
@@ -105,14 +93,16 @@ class VpSensorAgent(SensorBase):
 
     def start_fields(self) -> dict[str, Any]:
         s = self.settings
-        return {"sensor": s.sensor_id, "variant": self.variant.name, "k": self.k, "source": s.source, "qos": s.qos}
+        return {"sensor": s.sensor_id, "variant": self.variant.name, "k": self.k, "source": s.source, "qos": s.qos,
+                "input": self.spec.describe()}
 
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k class ids and scores of uint8 frames ``(B, 28, 28)``."""
-        return topk(softmax_outputs(self.variant.model, images), self.k)
+        """Top-k class ids and scores of uint8 frames in the variant's input spec (``(B, H, W)`` grey)."""
+        return topk(softmax_outputs(self.variant.model, images, spec=self.spec), self.k)
 
     def publish_frame(self, frame_id: int, classes: np.ndarray, scores: np.ndarray, capture_ts: float) -> bool:
-        """Publish one frame's top-k as a lean message; count it as published or dropped (returns which).
+        """Publish one frame's top-k as a lean message; count it as published, skipped or dropped (returns whether it
+        went out).
 
         QoS 0 by default (``qos`` setting): a vote is useful only before fusion decides its frame, so what QoS 1
         would add — a packet id, a PUBACK, paho's in-flight window that later votes queue behind on a slow link, and
@@ -120,10 +110,11 @@ class VpSensorAgent(SensorBase):
         buys nothing; TCP already delivers in order while the connection lasts. QoS 0 also lets the topic alias
         replace the topic (the Communicator uses aliases for QoS 0 only). The message expiry property is sent only
         at QoS 1, where the broker may hold the vote for a disconnected fusion; fusion drops expired votes by the
-        birth's ``expiry_ms`` either way.
+        birth's ``expiry_ms`` either way. A frame captured before the session's epoch has no time on the lean wire:
+        it is skipped.
         """
         s = self.settings
-        if self.control.admit() is not None:  # paused, or over the frame-rate cap a command set
+        if capture_ts < self.epoch_ts or self.control.admit() is not None:  # paused, or over a command's rate cap
             self._skip()
             return False
         self._seq += 1
@@ -143,124 +134,69 @@ class VpSensorAgent(SensorBase):
     def _skip(self, n: int = 1) -> None:
         self.counters["frames_skipped"] += n
 
+    def open_frames(self) -> FrameSource:
+        """The configured source, opened for this variant's input spec on this sensor's bus."""
+        s = with_frame_stream(self.settings, self.options)
+        return open_source(s, SourceContext(self.spec, self.stop_event, self.comm))
+
     def run(self) -> dict[str, int]:
-        """Run the configured source until it ends (replay) or :meth:`stop` / ``count`` frames (mqtt)."""
-        return self.run_replay() if self.settings.source == "replay" else self.run_mqtt()
+        """Classify the frames of the configured source until it ends, :meth:`stop`, or ``count`` frames.
 
-    def run_replay(self) -> dict[str, int]:
-        """Replay the configured data-set frames; the frame id is the data-set index (shared by every variant).
-
-        The one paced loop of every agent (:func:`nairbus.agents.runtime.pacing.run_paced`): with ``fps`` the data set
+        The one paced loop of every agent (:func:`nairbus.agents.runtime.pacing.run_paced`): with ``fps`` the source
         is a camera, frame ``i`` captured at its slot ``i / fps`` after the start; the sensor classifies the frames due
         when it is free and skips those whose slot passed more than one period ago — a slow variant loses frames, not
-        latency, and never bursts to catch up. Without ``fps`` it classifies whole batches as fast as it can.
+        latency, and never bursts to catch up. Without ``fps`` it classifies the source's batches as fast as it can
+        (the frame stream keeps to the frames that can still be classified by their deadline). A frame keeps the
+        capture time its source gives it (a capture agent's), else its slot's time.
         """
         s = self.settings
-        data = load_data(s.split, data_dir=s.data_dir)
-        indices = replay_indices(len(data), s.start, s.count, s.shard)
-
-        def emit(frame_id: int, _image: np.ndarray, result: tuple[np.ndarray, np.ndarray] | None,
-                 capture_ts: float) -> None:
-            self.counters["frames"] += 1
-            assert result is not None
-            self.publish_frame(frame_id, result[0], result[1], capture_ts)
-
-        def late(_frame_id: int) -> None:
-            self.counters["frames"] += 1
-            self._skip(1)
-
-        def work(batch: FrameBatch) -> list[Any]:
-            started = time.perf_counter()
-            classes, scores = self.classify(batch.images)
-            self.cost.note(len(batch.frame_ids), time.perf_counter() - started)
-            return list(zip(classes, scores, strict=True))
-
-        run_paced(replay(data, indices, s.batch), Pacing(s.fps, max_batch=s.batch), self.stop_event, work, emit, late)
-        self.comm.wait_published(timeout=30.0)
+        source = self.open_frames()
+        batches = source.batches(s.batch)
+        pacing: Pacing[tuple[np.ndarray, np.ndarray]] = Pacing(
+            s.fps, skip_late=source.skip_late, source_paced=source.source_paced, max_batch=s.batch)
+        try:
+            run_paced(batches, pacing, self.stop_event, self._work, self._emit, self._late)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # a generator: frames it still held are counted by its source
+                close()
+            self._merge_source_counters(source.counters)
+        self.comm.wait_published(timeout=10.0 if self.stop_event.is_set() else 30.0)
         return dict(self.counters)
+
+    def run_replay(self) -> dict[str, int]:
+        """:meth:`run` (the name of before, when replay had its own loop)."""
+        return self.run()
 
     def run_mqtt(self) -> dict[str, int]:
-        """Classify the frames a capture agent publishes until stopped (or ``count`` frames).
+        """:meth:`run` (the name of before, when the capture stream had its own loop)."""
+        return self.run()
 
-        Every round drains the inbox, skips the frames that can no longer be classified by their deadline (capture
-        time + ``deadline_ms``, judged with the measured cost per frame; see :func:`choose_young`) and classifies up
-        to ``batch`` of the rest, newest first; older frames still in time wait for the next round.
-        """
-        s = self.settings
-        stream = self.options.frame_stream or s.stream
-        deadline_s = s.deadline_ms / 1000.0
-        pending: list[Frame] = []
-        while not self.stop_event.is_set():
-            counted_out = s.count is not None and self.counters["frames"] >= s.count
-            if counted_out and not pending:
-                break
-            if not counted_out:
-                pending.extend(self._drain(stream, timeout=0.0 if pending else 0.2,
-                                           limit=None if s.count is None else s.count - self.counters["frames"]))
-            if not pending:
-                continue
-            chosen, stale = choose_young(pending, time.time(), deadline_s,
-                                         lambda n: self.cost.seconds(n, s.batch), self.epoch_ts)
-            if len(chosen) > MAX_PENDING_FRAMES:
-                chosen, dropped = chosen[:MAX_PENDING_FRAMES], chosen[MAX_PENDING_FRAMES:]
-                stale.extend(dropped)
-            if stale:
-                self._skip(len(stale))
-            batch, pending = chosen[: s.batch], chosen[s.batch :]
-            if not batch:
-                continue
-            batch.sort(key=lambda f: (f.capture_ts, f.frame_id))
-            started = time.perf_counter()
-            images = np.stack([np.frombuffer(f.pixels, dtype=np.uint8).reshape(FRAME_SIDE, FRAME_SIDE)
-                               for f in batch])
-            classes, scores = self.classify(images)
-            for f, c, sc in zip(batch, classes, scores, strict=True):
-                self.publish_frame(f.frame_id, c, sc, f.capture_ts)
-            self.cost.note(len(batch), time.perf_counter() - started)
-        if pending:
-            self._skip(len(pending))  # stopped with frames still waiting: they are not classified
-        self.comm.wait_published(timeout=10.0)
-        return dict(self.counters)
+    def _work(self, batch: FrameBatch) -> list[tuple[np.ndarray, np.ndarray]]:
+        classes, scores = self.classify(batch.images)
+        return list(zip(classes, scores, strict=True))
 
-    def _drain(self, stream: str, timeout: float, limit: int | None) -> list[Frame]:
-        """Every frame waiting in the inbox (waiting up to ``timeout`` for the first), counted as taken."""
-        frames: list[Frame] = []
-        cap = MAX_PENDING_FRAMES if limit is None else min(limit, MAX_PENDING_FRAMES)
-        message = self.comm.get(timeout=timeout)
-        while message is not None:
-            frame = self._frame(message, stream)
-            if frame is not None:
-                frames.append(frame)
-                self.counters["frames"] += 1
-                if len(frames) >= cap:
-                    break
-            message = self.comm.get(timeout=0)
-        return frames
+    def _emit(self, frame_id: int, _image: np.ndarray, result: tuple[np.ndarray, np.ndarray] | None,
+              capture_ts: float) -> None:
+        self.counters["frames"] += 1
+        assert result is not None
+        self.publish_frame(frame_id, result[0], result[1], capture_ts)
 
-    def _frame(self, message: InboundMessage, stream: str) -> Frame | None:
-        try:
-            frame = wire_decode(message.payload, Frame)
-        except WireError as exc:
-            self._reject_frame(exc.reason, message.topic)
-            return None
-        if frame.stream_id != stream:
-            self._reject_frame("topic_mismatch", message.topic)
-            return None
-        if (frame.height, frame.width, frame.channels, frame.encoding) == (FRAME_SIDE, FRAME_SIDE, 1, "raw"):
-            return frame
-        try:  # another size, colour, or an encoded file: converted to the variants' input like any frame
-            pixels = frame_pixels(frame.pixels, frame.height, frame.width, frame.channels, frame.encoding, VP_SPEC)
-        except BadImageError as exc:
-            self._reject_frame(f"bad_{exc.reason}", message.topic, str(exc)[:200])
-            return None
-        return frame.model_copy(update={"pixels": pixels.tobytes(), "height": FRAME_SIDE, "width": FRAME_SIDE,
-                                        "channels": 1, "encoding": "raw"})
+    def _late(self, _frame_id: int) -> None:
+        self.counters["frames"] += 1
+        self._skip()
 
-    def _reject_frame(self, reason: str, topic: str, detail: str = "") -> None:
-        self.counters["frames_rejected"] += 1
-        if self.counters["frames_rejected"] <= 20 or self.counters["frames_rejected"] % 1000 == 0:
-            log.warning("frame_rejected", reason=reason, topic=topic, detail=detail,
-                        count=self.counters["frames_rejected"])
+    def _merge_source_counters(self, counters: Counter[str]) -> None:
+        """What the source refused (``frames_rejected``) and took but passed over (``skipped_stale``: ``frames``,
+        ``frames_skipped``) into the sensor's counters."""
+        refused = sum(n for reason, n in counters.items() if reason.startswith("bad_"))
+        self.counters["frames_rejected"] += refused
+        stale = counters.get("skipped_stale", 0)
+        self.counters["frames"] += stale
+        self._skip(stale)
+        if refused:
+            log.warning("frames_refused", sensor=self.settings.sensor_id,
+                        reasons={k: n for k, n in counters.items() if k.startswith("bad_")})
 
     def stop_fields(self) -> dict[str, Any]:
         return {"sensor": self.settings.sensor_id, **self.counters}

@@ -1,4 +1,5 @@
-"""A VP sensor's own settings: the variant it runs, the classes it reports, the capture stream it follows."""
+"""A VP sensor's own settings: the variant it runs, the classes it reports, the capture stream it follows (which
+the frame-stream source takes as its own option, :func:`with_frame_stream`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pydantic import Field
 
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
+from nairbus.agents.sources.frame_stream import FRAME_STREAM
 from nairbus.schemas.ids import ID_PATTERN
 
-__all__ = ["VpSettings", "vp_settings"]
+__all__ = ["VpSettings", "vp_settings", "with_frame_stream"]
 
 
 class VpSettings(MethodSettings):
@@ -22,9 +24,20 @@ class VpSettings(MethodSettings):
                                      "(``models/weights/variants.json``).")
     k: int = Field(default=5, ge=1, description="Classes reported per frame (1 <= k <= classes/2).")
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN, description=(
-        "With ``source='mqtt'``: the capture stream to follow (default: this sensor's stream id)."))
+        "With ``source='mqtt'``: the capture stream to follow (default: this sensor's stream id); handed to the "
+        "frame-stream source as its ``frame_stream`` option unless ``source_options`` name one."))
 
 
 def vp_settings(settings: SensorSettings) -> VpSettings:
     """A VP sensor's ``method_options`` as its checked settings (a ``ValueError`` naming the mode and the option)."""
     return method_settings(VpSettings, settings)
+
+
+def with_frame_stream(settings: SensorSettings, options: VpSettings) -> SensorSettings:
+    """The sensor's settings with the capture stream to follow among the ``mqtt`` source's options: the one they name,
+    else ``--frame-stream`` (VP's method option of before, so older flags and config files work), else the sensor's
+    stream id. Settings of another source are returned as they are."""
+    if settings.source != FRAME_STREAM or "frame_stream" in settings.source_options:
+        return settings
+    stream = options.frame_stream or settings.stream
+    return settings.model_copy(update={"source_options": {**settings.source_options, "frame_stream": stream}})

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nairbus.models.architectures.resnet import ResNet, preprocess
+from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.architectures.split import InputSpec
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.store import WEIGHTS_DIR, load_model
 from nairbus.models.vp.variants import FAMILY_NAME
@@ -22,18 +24,24 @@ __all__ = ["LoadedVariant", "load_family", "softmax_outputs"]
 
 
 def softmax_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 1000, temperature: float = 1.0,
-                    flip: bool = False) -> np.ndarray:
-    """Softmax of ``model`` on uint8 images ``(N, 28, 28)`` as float32 ``(N, C)`` (optionally mirrored, softened)."""
+                    flip: bool = False, spec: InputSpec | None = None) -> np.ndarray:
+    """Softmax of ``model`` on uint8 images as float32 ``(N, C)`` (optionally mirrored, softened).
+
+    ``images``: grey ``(N, H, W)`` or RGB ``(N, H, W, 3)`` of any size, converted to the model's input spec (``spec``,
+    else the model's own ``input_spec`` — a variant's manifest gives it —, else 28x28 grey Fashion-MNIST) the way every
+    frame entering nairbus is (:meth:`InputSpec.prepare`); images already in that spec go in as they are.
+    """
+    spec = spec or getattr(model, "input_spec", None) or fashion_mnist_spec()
     device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = preprocess(torch.from_numpy(images[start : start + batch_size])).to(device)
+            x = spec.prepare(images[start : start + batch_size]).to(device)
             if flip:
                 x = x.flip(-1)
             out.append(F.softmax(model(x) / temperature, dim=1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, spec.num_classes), dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.topics import TopicTree
-from nairbus.schemas.wire import alias_wire_bytes
+from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, alias_wire_bytes, publish_size
 from tests.agents.test_bus import Listener
 from tests.agents.test_bus import pipeline as tiny_pipeline  # noqa: F401  (a fixture)
 from tests.agents.test_fusion_units import RecordingBus
@@ -128,7 +128,11 @@ def test_fusion_publishes_a_devices_decision_and_refuses_bad_ones(base: NairPipe
     assert (result.frame_id, result.class_index, result.label) == (7, 8, base.labels[8])
     assert result.representation == "decision"
     assert result.confidence == pytest.approx(0.9)
-    assert result.wire_bytes == alias_wire_bytes(result.bytes_received) <= 32  # the whole PUBLISH, under an alias
+    # The sensor's first message on its topic taught the broker the alias: it carried the topic too.
+    first = publish_size(len(TOPICS.sensor_topk("cam-1")), result.bytes_received, properties_len=ALIAS_PROPERTIES_LEN)
+    assert result.wire_bytes == first
+    agent.handle(_message(TOPICS.sensor_topk("cam-1"), _topk("cam-1", 8, (8, 0), (0.9, 0.05), seq=2)), time.monotonic())
+    assert _decided(agent, bus)[-1].wire_bytes == alias_wire_bytes(result.bytes_received) <= 32  # later: the alias
 
 
 def test_fusion_ignores_the_top_k_of_sensors_another_fusion_serves(base: NairPipeline) -> None:
@@ -223,7 +227,8 @@ def test_live_decisions_are_the_offline_models(broker: PrivateMosquitto, topic_r
     assert [r.class_index for r in live] == offline.argmax(1).tolist()
     assert all(r.representation == "decision" and r.complete for r in live)
     assert [len(r.topk) for r in live[:1]] == [3]
-    assert max(r.wire_bytes for r in live) <= 48  # k = 3: three class ids and three float32 scores
+    assert max(r.wire_bytes for r in live[1:]) <= 48  # k = 3: three class ids and three float32 scores
+    assert live[0].wire_bytes > 48  # the first one carried the topic as well, teaching the broker the alias
     assert all(r.confidence == pytest.approx(float(p.max()), abs=1e-6) for r, p in zip(live, offline, strict=True))
 
 
@@ -238,6 +243,53 @@ def test_live_decisions_match_the_shipped_model_on_every_test_frame(broker: Priv
     live = np.array([results[("dev-1", i)].class_index for i in range(len(test))])
     offline = base.full_model_probs(test.images).argmax(1)
     assert np.array_equal(live, offline)
-    assert max(r.wire_bytes for r in results.values()) <= 32  # whole PUBLISH packets once the alias is set
+    assert max(results[("dev-1", i)].wire_bytes for i in range(1, len(test))) <= 32  # once the alias is set
     accuracy = float((live == test.labels).mean())
     assert accuracy == pytest.approx(base.manifest.test_accuracy, abs=1e-4)
+
+
+@pytest.mark.broker
+def test_the_first_frame_of_a_connection_fits_the_cap_with_its_topic(broker: PrivateMosquitto, topic_root: str,
+                                                                     tiny_pipeline: NairPipeline,  # noqa: F811
+                                                                     fusion_for: Any) -> None:
+    # The first publish on a topic carries the topic as well as its alias (it teaches the broker the alias): a
+    # frame that fills a 200 B cap must leave room for it, and fusion must count it.
+    fusion_for(tiny_pipeline)
+    listener = Listener(broker, TopicTree(topic_root, "lab"))
+    listener.comm.start()
+    cap = 200
+    settings = SensorSettings(sensor_id="dev-2", mode="nair", count=3, fps=20.0, deadline_ms=10_000,
+                              budget_bytes=cap, link_fit=False)
+    sensor = SensorAgent(_config(broker, topic_root, sensor=settings), tiny_pipeline)
+    sensor.start()
+    try:
+        counters = sensor.run_replay()
+        listener.collect({("dev-2", i) for i in range(3)}, timeout=30)
+    finally:
+        sensor.stop()
+        listener.comm.stop()
+    got = [listener.results[("dev-2", i)] for i in range(3)]
+    topic_len = len(TopicTree(topic_root, "lab").sensor_frag("dev-2"))
+    assert counters["frames_sent"] == 3
+    assert counters["wire_bytes"] <= 3 * cap  # the sensor's own count of whole PUBLISH packets
+    assert all(r.wire_bytes <= cap for r in got)
+    assert got[0].bytes_received < got[1].bytes_received - topic_len + 4  # the first frame paid for its topic
+    assert got[1].wire_bytes > cap - 8  # later frames fill the cap under the alias
+
+
+@pytest.mark.parametrize("topic_len", [1, 35, 100, 200])
+def test_the_alias_teaching_publish_is_budgeted_exactly_or_over(topic_len: int) -> None:
+    from nairbus.agents.runtime.aliases import TopicAliases
+
+    aliases = TopicAliases()
+    aliases.reset(alias_max=1)
+    topic = "t" * topic_len
+    for budget in (10, 120, 127, 200, 16_390):
+        extra = aliases.extra_bytes(topic, budget)
+        sizes = [publish_size(topic_len, n, properties_len=ALIAS_PROPERTIES_LEN) for n in range(budget + 1)]
+        assert all(size <= alias_wire_bytes(n) + extra for n, size in enumerate(sizes))
+        assert extra in (topic_len, topic_len + 1)
+    aliases.assign(topic)
+    assert aliases.extra_bytes(topic, 200) == 0
+    other = "o" * topic_len  # no alias left: the topic instead of the alias property
+    assert aliases.extra_bytes(other, 50) == publish_size(topic_len, 50) - alias_wire_bytes(50)

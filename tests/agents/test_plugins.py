@@ -48,7 +48,8 @@ def test_an_unregistered_source_or_mode_gets_a_clear_error() -> None:
     spec = InputSpec(channels=1, height=5, width=6, mean=(0.0,), std=(1.0,), labels=("a", "b"))
     with pytest.raises(ValueError, match="unknown frame source 'toy'; registered: replay"):
         open_source(SensorSettings(source="toy"), SourceContext(spec, threading.Event()))
-    with pytest.raises(UnknownMethodError, match="unknown sensor mode 'toy'; registered: nair, image, auto, decision, vp"):
+    with pytest.raises(UnknownMethodError,
+                       match="unknown sensor mode 'toy'; registered: nair, image, auto, decision, vp"):
         METHODS.for_sensor(SensorSettings(mode="toy"))
 
 

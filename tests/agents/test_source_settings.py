@@ -36,6 +36,7 @@ def test_each_sources_settings_model_refuses_an_unknown_field(name: str) -> None
     ("folder", r"source 'folder' needs a folder \(--folder DIR\)"),
     ("camera", r"source 'camera' needs a camera \(--camera 0, a stream URL or a video file\)"),
     ("image-topic", r"source 'image-topic' needs an image topic \(--image-topic TOPIC\)"),
+    ("mqtt", r"source 'mqtt' needs a capture stream \(--frame-stream STREAM\)"),
 ])
 def test_a_missing_required_option_is_a_clear_error(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -19,6 +19,8 @@ from nairbus.agents.nair.outgoing import alias_wire_bytes
 from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.settings import TopicSettings
+from nairbus.agents.sources import FrameSource
+from nairbus.agents.sources.frame_stream import FrameStreamSource
 from nairbus.agents.vp.common import SENSOR_COUNTERS, ClassifyCost, choose_young, topk_message_bytes
 from nairbus.agents.vp.fusion import VoteBuffer, VpFusionAgent
 from nairbus.agents.vp.sensor import VpSensorAgent
@@ -320,8 +322,16 @@ def test_slow_variant_drains_its_inbox_and_classifies_only_frames_still_in_time(
 
 def test_mqtt_source_newest_first_when_the_deadline_cannot_take_all() -> None:
     agent, fake = _slow_sensor(0.0, source="mqtt", count=5, deadline_ms=1000)
-    agent.cost = ClassifyCost(per_frame_s=0.3, forget=1.0)  # as if measured: three of five fit by the deadline
-    agent.cost.note = lambda frames, seconds: None  # type: ignore[method-assign]  # and it stays so
+    opened = agent.open_frames
+
+    def measured() -> FrameSource:
+        source = opened()
+        assert isinstance(source, FrameStreamSource)
+        source.cost = ClassifyCost(per_frame_s=0.3, forget=1.0)  # as if measured: three of five fit by the deadline
+        source.cost.note = lambda frames, seconds: None  # type: ignore[method-assign]  # and it stays so
+        return source
+
+    agent.open_frames = measured  # type: ignore[method-assign]
     now = time.time()
     for i in range(5):
         fake.inbox.put(InboundMessage("t/v1/lab/frames/cam", encode(_frame(i, now - 0.001 * (5 - i))), None, False,
@@ -375,7 +385,8 @@ def test_fusion_decodes_lean_votes_with_the_birth_context_and_counts_wire_bytes(
         payload = encode_lean(TopK(sensor_id=ctx.sensor_id, session=ctx.session, seq=1, frame_id=7,
                                    capture_ts=now, expires_ts=now + 10, classes=classes, scores=(0.6, 0.3, 0.1)),
                               ctx)
-        sizes += alias_wire_bytes(len(payload))
+        # each sensor's first vote taught the broker its topic alias: it carried the topic as well
+        sizes += alias_wire_bytes(len(payload)) + len(topics.sensor_topk(ctx.sensor_id))
         fusion.on_topk(ctx.sensor_id, _msg(topics.sensor_topk(ctx.sensor_id), payload), time.monotonic())
     assert fusion.counts["votes"] == 2
     assert not fusion.rejected
