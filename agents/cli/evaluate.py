@@ -285,3 +285,95 @@ def _print_nair_table(result: dict[str, Any]) -> None:
     console.print(table)
     if "bars" in result:
         console.print_json(data=result["bars"])
+
+
+@evaluate_app.command("cost")
+def evaluate_cost_cmd(
+    model: Annotated[str, typer.Option(
+        help="The model whose representations are measured: base (shipped) or another one, e.g. imported with "
+             "'nairbus import-model'.")] = "base",
+    frames: Annotated[int, typer.Option(help="Test frames measured per representation (the first N).")] = 200,
+    warmup: Annotated[int, typer.Option(help="Frames run before the measured ones.")] = 20,
+    wire_bytes: Annotated[int, typer.Option(
+        help="The frame's wire budget: the image ladder is tried best-first until a message fits it; NAIR packs the "
+             "prefix that fits it.")] = 200,
+    device_cpus: Annotated[float, typer.Option(
+        help="The device's CPU budget in cores (a cgroup cap; 0.25: a quarter of one core, Pi-class).")] = 0.25,
+    artifacts_dir: Annotated[Path | None, typer.Option(
+        help="Also look here for <model>.<split>.nair.npz artifacts of splits that have none beside the model's "
+             "manifest (those are measured with an equivalent, uncalibrated transform).")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        help="Only this representation (repeatable): image, nair-<split>, decision, vp-<variant>.")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Where the JSON report goes (default reports/cost.json, for another model "
+             "reports/cost-<model>.json).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The cost of each representation on the device: share of the model's MACs, CPU ms per frame and RSS.
+
+    Per representation (image; NAIR at every split point; the decision, the whole model then top-k; each VP variant of
+    the shipped family derived from this model) one process with one compute thread runs the sensor's work on the
+    first N test frames, one at a time, after a warm-up, in a CPU control group capped at --device-cpus of one core
+    (as root; elsewhere uncapped, and the report says why). It records process CPU ms and wall ms per frame inside the
+    cap, peak RSS, and the RSS after imports only.
+    """
+    from nairbus.agents.tools.devicecost import CostSettings, measure_costs
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.zoo import report_path
+
+    if not 1 <= frames <= 10000 or warmup < 0 or wire_bytes < 1:
+        raise typer.BadParameter("--frames must be in 1..10000, --warmup at least 0 and --wire-bytes at least 1")
+    settings = CostSettings(model=model, frames=frames, warmup=warmup, wire_bytes=wire_bytes, device_cpus=device_cpus,
+                            artifacts_dir=artifacts_dir, only=tuple(only or ()), data_dir=data_dir)
+    try:
+        with console.status("measuring") as status:
+            def say(message: str) -> None:
+                console.log(message)
+                status.update(message)
+
+            result = measure_costs(settings, say)
+    except (FileNotFoundError, DatasetMissingError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    result = {"command": _cost_command(settings), **result}
+    report = report or report_path("cost", result["model"])
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    _print_cost_table(result)
+    console.print(f"report: {report} ({result['wall_seconds']} s)")
+
+
+def _cost_command(settings: Any) -> str:
+    """The command line that reproduces a cost report (options left at their defaults are not repeated)."""
+    from nairbus.agents.tools.devicecost import CostSettings
+    from nairbus.models.zoo import model_option
+
+    default = CostSettings()
+    parts = ["nairbus evaluate cost" + model_option(settings.model)]
+    for name in ("frames", "warmup", "wire_bytes", "device_cpus", "artifacts_dir"):
+        value = getattr(settings, name)
+        if value != getattr(default, name):
+            parts.append(f"--{name.replace('_', '-')} {value}")
+    parts += [f"--only {name}" for name in settings.only]
+    return " ".join(parts)
+
+
+def _print_cost_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    isolation = result["isolation"]
+    cap = (f"{isolation['device_cpus']} core ({isolation['kind']})" if isolation.get("kind")
+           else f"uncapped: {isolation.get('why')}")
+    table = Table(title=f"{result['model']}: device cost per frame, {result['frames']} test frames, {cap}, 1 thread",
+                  caption="MACs: share of the model's on the device; CPU ms: median (and p90) per frame; wall ms: "
+                          "mean inside the cap; RSS MB: peak (imports: after the code's imports, before any model)")
+    for column in ("sends", "MACs", "CPU ms", "p90", "wall ms", "fps", "RSS MB", "imports", "wire B"):
+        table.add_column(column, justify="left" if column == "sends" else "right")
+    for row in result["representations"]:
+        if "error" in row:
+            table.add_row(row["name"], f"{row['mac_share']:.1%}", row["error"], *[""] * 6)
+            continue
+        cpu, wall = row["cpu_ms_per_frame"], row["wall_ms_per_frame"]
+        table.add_row(row["name"], f"{row['mac_share']:.1%}", f"{cpu['median']:.2f}", f"{cpu['p90']:.2f}",
+                      f"{wall['mean']:.2f}", f"{row['frames_per_s']}", f"{row['rss_mb_peak']:.0f}",
+                      f"{row['rss_mb_imports']:.0f}", f"{row['wire_bytes_per_frame']:.0f}")
+    console.print(table)
