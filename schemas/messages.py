@@ -192,7 +192,8 @@ class Birth(WireModel):
 
     ``mode`` names what the sensor sends: ``nair`` fragments (``nair`` set), ``vp`` top-k (``vp`` set), ``image`` frames
     (``image`` set), ``decision`` top-k of the whole model (``decision`` set) or ``auto``, per frame whichever of NAIR
-    fragments and an image fits its link better (both set). The
+    fragments, an image and (``decision`` set) the decision fits its link and device better (``nair`` and ``image``
+    set). The
     high-rate messages are lean (:mod:`nairbus.schemas.lean`): their capture times count milliseconds from ``epoch_ts``
     and they expire ``expiry_ms`` after capture.
     """
@@ -220,6 +221,8 @@ class Birth(WireModel):
         wanted = {"nair": {"nair"}, "vp": {"vp"}, "image": {"image"}, "auto": {"nair", "image"},
                   "decision": {"decision"}}[self.mode]
         present = {name for name in ("nair", "vp", "image", "decision") if getattr(self, name) is not None}
+        if self.mode == "auto":
+            present.discard("decision")  # an auto sensor whose device may run the whole model sends decisions too
         if present != wanted:
             raise ValueError(f"mode {self.mode!r} needs {sorted(wanted)} set and nothing else, got {sorted(present)}")
         for section in (self.vp, self.decision):

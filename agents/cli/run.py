@@ -58,6 +58,9 @@ def sensor(
     variant: Annotated[str | None, typer.Option(help="VP: variant of the shipped family to run.")] = None,
     k: Annotated[int | None, typer.Option(
         help="VP and decision: classes reported per frame (VP 1..classes/2, default 5; decision default 1).")] = None,
+    device_budget: Annotated[str | None, typer.Option(
+        help="Auto: what the device may spend per frame, CPU ms ('5ms') or share of the model's MACs ('62%'); auto "
+             "then uses only the representations that fit (default: measured against the frame rate).")] = None,
     source: Annotated[str | None, typer.Option(
         help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
              "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "

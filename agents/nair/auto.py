@@ -1,10 +1,12 @@
-"""``--mode auto``: per frame, send NAIR features or the compressed image, whichever is expected to be more accurate.
+"""``--mode auto``: per frame, send the compressed image, NAIR features or the device's decision, whichever is
+expected to be most accurate at the bytes the frame may spend, among those the device budget allows
+(:mod:`nairbus.agents.nair.budget`).
 
 The expectation comes from calibrated tables (:mod:`nairbus.agents.nair.rates`, written by ``nairbus calibrate-auto``
 from validation images of the training split — never the test split): the accuracy of NAIR against the payload bytes of
-the prefix sent, and the accuracy of the whole model on images decoded from each codec of the sensor's ladder. For a
-frame, the sensor knows how many NAIR bytes its budget buys and which codec of the ladder fits; it sends the one whose
-table says more.
+the prefix sent, the accuracy of the whole model on images decoded from each codec of the sensor's ladder, and the
+accuracy of the whole model's top-1 (the decision). For a frame, the sensor knows how many NAIR bytes its budget buys,
+which codec of the ladder fits and whether the decision fits; it sends the one whose table says most.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import numpy as np
 
 from nairbus.models.store import WEIGHTS_DIR
 
-__all__ = ["AutoChooser", "auto_table_path"]
+__all__ = ["DECISION_MARGIN", "AutoChooser", "auto_table_path"]
+
+DECISION_MARGIN = 0.005
+"""How far above the decision's validation accuracy another representation's must be to be sent instead (about two
+standard errors on 5 000 validation frames)."""
 
 
 def auto_table_path(model: str, artifact: Path | None = None, weights_dir: Path = WEIGHTS_DIR) -> Path:
@@ -37,6 +43,8 @@ class AutoChooser:
     nair_accuracy: np.ndarray
     codec_accuracy: dict[str, float]
     source: dict[str, Any]
+    decision_accuracy: float | None = None
+    """Validation accuracy of the whole model's top-1 (None: a table made before the decision mode)."""
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> AutoChooser:
@@ -44,9 +52,11 @@ class AutoChooser:
         points = sorted((int(p["payload_bytes"]), float(p["accuracy"])) for p in table["nair"])
         if not points:
             raise ValueError("auto table has no NAIR points")
+        decision = table.get("decision")
         return cls(np.array([b for b, _ in points]), np.array([a for _, a in points]),
                    {str(k): float(v["accuracy"]) for k, v in table["image"].items()},
-                   {k: table[k] for k in ("command", "split", "frames", "model_sha256") if k in table})
+                   {k: table[k] for k in ("command", "split", "frames", "model_sha256") if k in table},
+                   None if decision is None else float(decision["accuracy"]))
 
     @classmethod
     def load(cls, model: str, artifact: Path | None = None) -> AutoChooser:
@@ -69,3 +79,22 @@ class AutoChooser:
     def prefer_image(self, nair_payload_bytes: int, codec: str | None) -> bool:
         """Whether the image (``codec``, the ladder's first that fits) beats the NAIR prefix the budget buys."""
         return self.image_expected(codec) > self.nair_expected(nair_payload_bytes)
+
+    def choose(self, *, nair_payload_bytes: int | None, codec: str | None, decision_fits: bool) -> str | None:
+        """The representation expected to be most accurate for one frame: ``decision`` (when the device may run
+        the whole model and its message fits), ``nair`` (``nair_payload_bytes``: the prefix the budget buys; None
+        when the device may not run the head), or ``image`` (``codec``: the ladder's first that fits); None when
+        nothing fits. The decision is the whole model's own answer, the others approximate it: it wins unless the
+        table puts one of them more than :data:`DECISION_MARGIN` above it (validation noise); between NAIR and the
+        image, a tie goes to NAIR (as :meth:`prefer_image` has it)."""
+        expected: dict[str, float] = {}
+        if codec is not None:
+            expected["image"] = self.image_expected(codec)
+        if nair_payload_bytes:
+            expected["nair"] = self.nair_expected(nair_payload_bytes)
+        best = max(expected.values(), default=0.0)
+        if decision_fits and self.decision_accuracy is not None and self.decision_accuracy + DECISION_MARGIN >= best:
+            return "decision"
+        if not expected:
+            return None
+        return "nair" if expected.get("nair") == best else "image"

@@ -3,8 +3,9 @@
 For the validation split of the *training* images (``fashion_mnist.validation_split``, disjoint
 from the images
 ``nairbus calibrate`` fits on; the test split is never read),
-the table holds NAIR's accuracy against the payload bytes of the prefix sent, and the whole model's accuracy on
-images passed through each codec of the sensor's ladder. :class:`nairbus.agents.nair.auto.AutoChooser` reads it.
+the table holds NAIR's accuracy against the payload bytes of the prefix sent, the whole model's accuracy on
+images passed through each codec of the sensor's ladder, and the whole model's top-1 accuracy (the decision mode).
+:class:`nairbus.agents.nair.auto.AutoChooser` reads it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ NAIR_TABLE_BUDGETS: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 160, 192, 22
 def auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str],
                budgets: Sequence[int] = NAIR_TABLE_BUDGETS,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """NAIR accuracy by prefix bytes and whole-model accuracy by image codec, on ``validation``."""
+    """NAIR accuracy by prefix bytes, whole-model accuracy by image codec and of the decision, on ``validation``."""
     say = progress or (lambda _msg: None)
     labels = validation.labels
     say(f"NAIR head on {len(labels)} validation images")
@@ -60,7 +61,10 @@ def auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str
         image[spec] = {"accuracy": acc, "mean_payload_bytes": float(np.mean(sizes)),
                        "p90_payload_bytes": float(np.percentile(sizes, 90))}
         say(f"image {spec}: {acc:.4f} at {np.mean(sizes):.0f} B")
-    return {"nair": nair, "image": image}
+    decided = pipeline.full_model_probs(validation.images).argmax(1)
+    decision = {"accuracy": float((decided == labels).mean()), "k": 1}
+    say(f"decision: {decision['accuracy']:.4f}")
+    return {"nair": nair, "image": image, "decision": decision}
 
 
 def write_auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str], command: str,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from nairbus.agents.nair.auto import AutoChooser
+from nairbus.agents.nair.budget import DevicePlan, measure_costs, plan_device
 from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
 from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.nair.settings import NairSettings, nair_settings
@@ -61,6 +62,19 @@ def payload_cap(settings: SensorSettings, total_bytes: int) -> int | None:
     if settings.budget_fraction is not None:
         return max(1, round(settings.budget_fraction * total_bytes))
     return None
+
+
+def split_share(pipeline: NairPipeline) -> float:
+    """The share of the model's MACs the device runs to send NAIR at the pipeline's artifact split (1.0, the
+    cautious answer, when the model cannot be counted)."""
+    from nairbus.models.evaluation.cost import model_macs
+
+    try:
+        total, heads, _shapes = model_macs(pipeline.model)
+        return heads[pipeline.artifact.split] / total
+    except Exception as exc:  # an imported model the counter cannot walk: assume the worst, say so
+        log.warning("split_share_unknown", split=pipeline.artifact.split, error=str(exc)[:200])
+        return 1.0
 
 
 @dataclass
@@ -118,10 +132,12 @@ class SensorAgent(SensorBase):
         self.image = (ImageFrameEncoder([get_image_codec(c) for c in own.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
         self.decision = (DecisionEncoder(min(own.k, len(self.pipeline.labels)), self.ctx, self.topics.sensor_topk(sid))
-                         if s.mode == "decision" else None)
+                         if s.mode in ("decision", "auto") else None)
         # A pipeline handed in (tests, the demo) brings its own artifact: its table is the one --artifact names.
         table_for = artifact if pipeline is None else own.artifact
         self.auto = AutoChooser.load(s.model, table_for) if s.mode == "auto" else None
+        self.plan = self._plan_device(own) if self.auto is not None else None
+        """Auto mode: the representations the device budget allows."""
         self.bucket = TokenBucket(s.bytes_per_second) if s.bytes_per_second else None
         if s.source == "image-topic":
             options = source_settings(s)
@@ -154,7 +170,8 @@ class SensorAgent(SensorBase):
         spec = self.pipeline.input_spec
         image = (ImageBirth(codecs=tuple(self.options.image_codecs), height=spec.height, width=spec.width)
                  if self.image is not None else None)
-        decision = DecisionBirth(k=self.decision.k) if self.decision is not None else None
+        sends_decisions = self.decision is not None and (self.plan is None or self.plan.allows("decision"))
+        decision = DecisionBirth(k=self.decision.k) if self.decision is not None and sends_decisions else None
         return Birth(
             sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode=NAIR_MODES[s.mode],
             stream_id=s.stream,
@@ -234,9 +251,10 @@ class SensorAgent(SensorBase):
     def device_work(self, batch: FrameBatch) -> np.ndarray | None:
         """What the device computes for a batch of frames: the NAIR codes (``nair``, ``auto``), the whole model's class
         probabilities (``decision``) or nothing (``image``)."""
-        if self.decision is not None:
+        mode, plan = self.settings.mode, self.plan
+        if mode == "decision" or (plan is not None and plan.allows("decision")):
             return self.pipeline.full_model_probs(batch.images)
-        if self.settings.mode in ("nair", "auto"):
+        if mode == "nair" or (plan is not None and plan.allows("nair")):
             return self.pipeline.encode(batch.images)
         return None
 
@@ -306,6 +324,8 @@ class SensorAgent(SensorBase):
               budget: int | None) -> list[Outgoing]:
         """The messages of one frame within ``budget`` wire bytes, in the sensor's mode (``codes``: what
         :meth:`device_work` computed for it)."""
+        if self.plan is not None:
+            return self._build_auto(frame_id, image, codes, capture_ts, budget)
         if self.decision is not None:
             assert codes is not None
             decided = self.decision.message(codes, frame_id, self._seq + 1, capture_ts,
@@ -323,13 +343,67 @@ class SensorAgent(SensorBase):
         if self.image is not None:
             picture = self.image.message(image, frame_id, self._seq + 1, capture_ts,
                                          self.first_publish_budget(self.image.topic, budget))
-        if picture is not None and (self.auto is None or codes is None or self.auto.prefer_image(
-                packed_bytes(self.pipeline.artifact, 0, end), picture.codec)):
+        if picture is not None:
             self._seq += 1
             return [picture]
         if codes is None or end <= 0:
             return []
         return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
+
+    def _build_auto(self, frame_id: int, image: np.ndarray, work: np.ndarray | None, capture_ts: float,
+                    budget: int | None) -> list[Outgoing]:
+        """Auto mode: of the representations the device budget allows, the one the calibrated tables expect to be
+        most accurate at ``budget`` wire bytes (``work``: the whole model's probabilities when the decision is
+        allowed, else the NAIR codes when NAIR is)."""
+        assert self.auto is not None
+        assert self.plan is not None
+        assert self.decision is not None
+        decided = None
+        if work is not None and self.plan.allows("decision"):
+            decided = self.decision.message(work, frame_id, self._seq + 1, capture_ts,
+                                            self.first_publish_budget(self.decision.topic, budget))
+        codes = work if work is not None and not self.plan.allows("decision") else None
+        end = 0
+        if codes is not None:
+            capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
+            end = self.nair.prefix_for(self.first_publish_budget(self.nair.topic, budget), self.payload_cap,
+                                       self._seq + 1, frame_id, capture_ms)
+        picture = None
+        if decided is None and self.image is not None:  # an image never beats the whole model's own answer
+            picture = self.image.message(image, frame_id, self._seq + 1, capture_ts,
+                                         self.first_publish_budget(self.image.topic, budget))
+        choice = self.auto.choose(nair_payload_bytes=packed_bytes(self.pipeline.artifact, 0, end) if end > 0 else None,
+                                  codec=None if picture is None else picture.codec, decision_fits=decided is not None)
+        if choice == "decision" and decided is not None:
+            self._seq += 1
+            return [decided]
+        if choice == "image" and picture is not None:
+            self._seq += 1
+            return [picture]
+        if choice is None or codes is None:
+            return []
+        return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
+
+    def _plan_device(self, own: NairSettings) -> DevicePlan:
+        """What the device may send in auto mode: its budget (or what it measures it affords at its frame rate)
+        against each representation's share of the model and measured time per frame."""
+        s, pipeline = self.settings, self.pipeline
+        shares = {"image": 0.0, "nair": split_share(pipeline), "decision": 1.0}
+        budget = own.budget()
+        ms: dict[str, float] = {}
+        if (budget is None and s.fps) or (budget is not None and budget.ms is not None):
+            spec = pipeline.input_spec
+            frames = np.random.default_rng(0).integers(0, 256, (8, spec.height, spec.width), dtype=np.uint8)
+            codec = get_image_codec(own.image_codecs[0])
+            ms = measure_costs({"image": lambda f: [codec.encode(x) for x in f], "nair": pipeline.encode,
+                                "decision": pipeline.full_model_probs}, frames)
+        plan = plan_device(budget, shares, ms, 1.0 / s.fps if s.fps else None)
+        if plan.allows("decision") and self.auto is not None and self.auto.decision_accuracy is None:
+            plan = replace(plan, allowed=tuple(r for r in plan.allowed if r != "decision"),
+                           reason=plan.reason + "; the auto table has no decision row (run nairbus calibrate-auto)")
+        log.info("device_plan", allowed=list(plan.allowed), reason=plan.reason,
+                 shares={k: round(v, 4) for k, v in shares.items()}, ms={k: round(v, 2) for k, v in ms.items()})
+        return plan
 
     def first_publish_budget(self, topic: str, budget: int | None) -> int | None:
         """What of ``budget`` wire bytes is left for a message on ``topic`` once the PUBLISH envelope is paid in full:

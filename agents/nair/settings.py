@@ -10,6 +10,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nairbus.agents.nair.budget import DeviceBudget, parse_device_budget
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
 
@@ -42,6 +43,10 @@ class NairSettings(MethodSettings):
     k: int = Field(default=1, ge=1, le=64, description=(
         "Decision mode: the classes (with their scores) sent per frame, most probable first; 1 sends the decision "
         "alone (about 30 wire bytes)."))
+    device_budget: str | None = Field(default=None, description=(
+        "Auto mode: what the device may spend per frame — CPU milliseconds ('5ms') or a share of the model's MACs "
+        "('62%', '0.62'); it limits auto to the representations that fit (image, NAIR at the artifact's split, the "
+        "whole model's decision). Default: what the sensor measures it can afford at its frame rate."))
     fragments_by_plan: bool = Field(default=False, description=(
         "Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one "
         "message per piece: only for the injected-loss test tooling, which loses pieces)."))
@@ -59,7 +64,13 @@ class NairSettings(MethodSettings):
     def _check(self) -> Self:
         if not self.image_codecs:
             raise ValueError("image_codecs needs at least one codec")
+        if self.device_budget is not None:
+            parse_device_budget(self.device_budget)
         return self
+
+    def budget(self) -> DeviceBudget | None:
+        """The device budget, parsed (None: measured at start)."""
+        return None if self.device_budget is None else parse_device_budget(self.device_budget)
 
 
 def nair_settings(settings: SensorSettings) -> NairSettings:

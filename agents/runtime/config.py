@@ -26,7 +26,8 @@ FLAT_SOURCE_KEYS = ("camera", "folder", "watch", "image_topic")
 
 FLAT_METHOD_KEYS: dict[str, Any] = {
     "variant": None, "k": 5, "frame_stream": None,
-    "artifact": None, "fragments_by_plan": False, "loss": {"kind": "none", "rate": 0.0, "mean_burst": 3.0, "seed": 0},
+    "artifact": None, "device_budget": None,
+    "fragments_by_plan": False, "loss": {"kind": "none", "rate": 0.0, "mean_burst": 3.0, "seed": 0},
     "image_codecs": ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate", "grey2+deflate",
                      "grey1+deflate"),
 }
