@@ -17,11 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from nairbus.agents.nair.auto import AutoChooser
+from nairbus.agents.nair.auto import AutoChooser, auto_table_path
 from nairbus.agents.nair.budget import DevicePlan, measure_costs, plan_device
 from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
 from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
@@ -77,6 +78,34 @@ def split_share(pipeline: NairPipeline) -> float:
         return 1.0
 
 
+def deepest_within(pipeline: NairPipeline, artifact: Path, share: float) -> tuple[NairPipeline, Path]:
+    """The NAIR artifact beside ``artifact`` (the model's ``<name>*.nair.npz`` with an auto table) whose split
+    runs the largest share of the model's MACs not above ``share``, as a pipeline of the same model; the given
+    one when none fits or the model cannot be counted (the device budget then rules NAIR out by itself)."""
+    from nairbus.models.evaluation.cost import model_macs
+    from nairbus.models.nair.transform import NairArtifact
+
+    try:
+        total, heads, _shapes = model_macs(pipeline.model)
+    except Exception:  # an imported model the counter cannot walk
+        return pipeline, artifact
+    best: tuple[float, Path] | None = None
+    for path in sorted(artifact.parent.glob(f"{pipeline.manifest.name}*.nair.npz")):
+        try:
+            candidate = NairArtifact.load(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        fits = candidate.model_sha256 == pipeline.manifest.sha256 and candidate.split in heads
+        head_share = heads.get(candidate.split, total) / total
+        if fits and head_share <= share and auto_table_path("", path).is_file() and (
+                best is None or head_share > best[0]):
+            best = (head_share, path)
+    if best is None or best[1] == artifact:
+        return pipeline, artifact
+    log.info("artifact_within_budget", artifact=best[1].name, share=round(best[0], 4), budget=share)
+    return NairPipeline(pipeline.model, pipeline.manifest, NairArtifact.load(best[1])), best[1]
+
+
 @dataclass
 class TokenBucket:
     """Wire bytes per second; holds at most one second of credit."""
@@ -120,6 +149,9 @@ class SensorAgent(SensorBase):
         self.options = own = nair_settings(s)
         artifact = own.artifact or sensor_artifact_path(s.model)
         self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
+        budget = own.budget()
+        if pipeline is None and own.artifact is None and s.mode == "auto" and budget is not None and budget.share:
+            self.pipeline, artifact = deepest_within(self.pipeline, artifact, budget.share)
         if s.mode in ("image", "auto") and self.pipeline.input_spec.channels != 1:
             raise ValueError(f"--mode {s.mode} sends grey images, but model {s.model} takes "
                              f"{self.pipeline.input_spec.describe()}; use --mode nair")

@@ -140,3 +140,15 @@ def test_a_budget_in_milliseconds_is_measured_on_the_device(base: NairPipeline,
     assert sensor.plan is not None
     assert sensor.plan.allowed == ("image",)  # nothing runs in a microsecond: the image, which needs no model
     assert set(sensor.plan.ms) == {"image", "nair", "decision"}
+
+
+@pytest.mark.parametrize(("budget", "split"), [("63%", "stage2"), ("100%", "stage3"), ("30%", "stage3")])
+def test_a_share_budget_picks_the_deepest_artifact_within_it(budget: str, split: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sensor_module.AutoChooser, "load", classmethod(lambda cls, *_a: cls.from_table(TABLE)))
+    settings = SensorSettings(sensor_id="dev-b", mode="auto", method_options={"device_budget": budget})
+    sensor = SensorAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab"), sensor=settings),
+                         bus=SensorBus())  # type: ignore[arg-type]
+    assert sensor.pipeline.artifact.split == split
+    assert sensor.plan is not None
+    assert sensor.plan.allows("nair") == (budget != "30%")  # no shipped artifact runs within 30 % of the model
