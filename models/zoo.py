@@ -9,10 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
-from nairbus.models.architectures.resnet import ResNetConfig
+from nairbus.models.architectures.resnet import ResNet, ResNetConfig, preprocess
 from nairbus.models.data.fashion_mnist import Dataset, fit_split, validation_split
 from nairbus.models.data.registry import dataset_labels, load_data
 from nairbus.models.manifest import ModelManifest
@@ -20,10 +21,10 @@ from nairbus.models.nair.taildrop import TailDropSettings, fine_tune_tail_drop
 from nairbus.models.store import WEIGHTS_DIR, load_model, save_model
 from nairbus.models.training.mature import (
     ProgressFn,
+    Selected,
     TrainSettings,
     evaluate_accuracy,
     pick_device,
-    train_model,
     train_with_validation,
 )
 
@@ -59,18 +60,39 @@ def train_base(
     progress: ProgressFn | None = None,
     command: str = "nairbus train base",
 ) -> Path:
-    """Train the mature model, measure it on the test split, and write weights plus manifest."""
-    train = load_data("train", data_dir=data_dir)
+    """Train the mature model on the training images outside the validation split (so that every choice made on
+    validation -- operating points, artifacts, the map -- is made on frames it never learnt), keep the epoch most
+    accurate on validation, measure it on the test split, and write weights plus manifest."""
+    everything = load_data("train", data_dir=data_dir)
+    train, validation = fit_split(everything), validation_split(everything)
     started = time.perf_counter()
-    model = train_model(BASE_CONFIG, train, settings, progress)
+    result = train_with_validation(ResNet(BASE_CONFIG), _resnet_input, train, validation, settings, progress)
     wall = time.perf_counter() - started
-    accuracy = evaluate_accuracy(model, load_data("test", data_dir=data_dir))
+    accuracy = evaluate_accuracy(result.model, load_data("test", data_dir=data_dir))
     return save_model(
-        model,
+        result.model,
         BASE_NAME,
-        {"default_split": DEFAULT_SPLIT, **_provenance(accuracy, command, asdict(settings), wall)},
+        {"default_split": DEFAULT_SPLIT, "selection": _selection(result, len(train), len(validation)),
+         **_provenance(accuracy, command, asdict(settings), wall)},
         out_dir,
     )
+
+
+def _resnet_input(images: np.ndarray) -> torch.Tensor:
+    """The ResNet family's normalised input from uint8 images."""
+    return preprocess(torch.from_numpy(images))
+
+
+def _selection(result: Selected, trained_on: int, validated_on: int) -> dict[str, Any]:
+    """How a model's length was chosen on validation, as its manifest records it."""
+    return {
+        "split": f"validation: fashion_mnist.validation_split ({validated_on} training images, not fitted on; "
+                 f"training used the other {trained_on})",
+        "criterion": "validation accuracy after each epoch; the best epoch's weights are kept",
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "validation_accuracy": [round(a, 4) for a in result.validation_accuracy],
+    }
 
 
 TAILDROP_NAME = "taildrop"
@@ -233,14 +255,7 @@ def train_mobilenet(
     accuracy = _spec_accuracy(result.model, spec, test)
     return save_model(result.model, MOBILENET_NAME, {
         "default_split": MOBILENET_SPLIT,
-        "selection": {
-            "split": f"validation: fashion_mnist.validation_split ({len(validation)} training images, not fitted on; "
-                     f"training used the other {len(train)})",
-            "criterion": "validation accuracy after each epoch; the best epoch's weights are kept",
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "validation_accuracy": [round(a, 4) for a in result.validation_accuracy],
-        },
+        "selection": _selection(result, len(train), len(validation)),
         **_provenance(accuracy, command, asdict(settings), wall),
     }, out_dir, architecture_id="mobilenetv2")
 
