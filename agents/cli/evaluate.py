@@ -377,3 +377,61 @@ def _print_cost_table(result: dict[str, Any]) -> None:
                       f"{wall['mean']:.2f}", f"{row['frames_per_s']}", f"{row['rss_mb_peak']:.0f}",
                       f"{row['rss_mb_imports']:.0f}", f"{row['wire_bytes_per_frame']:.0f}")
     console.print(table)
+
+
+@evaluate_app.command("map")
+def evaluate_map_cmd(
+    model: Annotated[str, typer.Option(
+        help="The model whose representations are mapped: base (shipped) or another one, e.g. imported with "
+             "'nairbus import-model'.")] = "base",
+    frames: Annotated[int | None, typer.Option(
+        help="Test frames (the first N; default the whole test split).")] = None,
+    validation_frames: Annotated[int, typer.Option(
+        help="Frames of the validation split (held out of the training images) every choice is made on.")] = 5000,
+    artifacts_dir: Annotated[Path, typer.Option(
+        help="Where NAIR artifacts of split points that ship none are looked for, and calibrated into when "
+             "missing.")] = Path("build/map-artifacts"),
+    calibration_images: Annotated[int, typer.Option(
+        help="Training images a missing split's artifact is calibrated on (as 'nairbus calibrate --images').")]
+        = 10000,
+    report: Annotated[Path | None, typer.Option(
+        help="Where the JSON report goes, the PNG beside it (default reports/map.json, for another model "
+             "reports/map-<model>.json).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Every representation a sensor can send on one map: accuracy against bytes on the wire and the device's cost.
+
+    Image families (every ladder of models/experiments/images.toml), NAIR at every split point, the decision (whole
+    model on the device, top-1) and VP (each variant alone, and the ensemble), each at wire caps from 40 B to the
+    whole IR, on the same test frames, beside its share of the model's MACs and the Pi-class CPU ms per frame of
+    'nairbus evaluate cost'. The front: per device budget and cap, the best representation on the validation split,
+    its test accuracy (95 % interval), the runner-up and McNemar's paired test between them.
+    """
+    from nairbus.agents.tools.map_eval import MapSettings, evaluate_map
+    from nairbus.models.data.fashion_mnist import VALIDATION_IMAGES, DatasetMissingError
+    from nairbus.models.evaluation.map import front_summary
+    from nairbus.models.evaluation.map_plot import plot_map
+    from nairbus.models.zoo import report_path
+
+    if (frames is not None and not 1 <= frames <= 10000) or not 1 <= validation_frames <= VALIDATION_IMAGES \
+            or not 1 <= calibration_images <= 60000 - VALIDATION_IMAGES:
+        raise typer.BadParameter(f"--frames must be in 1..10000, --validation-frames in 1..{VALIDATION_IMAGES} and "
+                                 f"--calibration-images in 1..{60000 - VALIDATION_IMAGES}")
+    settings = MapSettings(model=model, frames=frames, validation_frames=validation_frames,
+                           artifacts_dir=artifacts_dir, calibration_images=calibration_images, data_dir=data_dir)
+    try:
+        with console.status("mapping") as status:
+            def say(message: str) -> None:
+                console.log(message)
+                status.update(message)
+
+            result, _entries = evaluate_map(settings, say)
+    except (FileNotFoundError, DatasetMissingError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    report = report or report_path("map", result["model"]["name"])
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2) + "\n")
+    plot = plot_map(result, report.with_suffix(".png"))
+    for line in front_summary(result["front"]):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"report: {report}; plot: {plot} ({result['seconds']['total']} s)")
