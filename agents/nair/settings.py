@@ -16,9 +16,17 @@ from nairbus.agents.runtime.methods import MethodSettings, method_settings
 
 __all__ = ["DEFAULT_IMAGE_CODECS", "LossSettings", "NairSettings", "nair_settings"]
 
-DEFAULT_IMAGE_CODECS = ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate", "grey2+deflate",
-                        "grey1+deflate")
-"""The image and auto modes' codec ladder unless ``image_codecs`` names one."""
+DEFAULT_IMAGE_CODECS = ("grey8+zstd", "grey7+zstd", "grey6+zstd", "grey5+zstd", "grey4+zstd", "down22:grey5+zstd",
+                        "grey3+zstd", "down22:grey4+zstd", "down20:grey4+zstd", "down24:grey3+zstd",
+                        "down22:grey3+zstd", "down20:grey3+zstd", "down16:grey4+zstd", "down13:grey5+zstd",
+                        "down14:grey4+deflate", "down13:grey4+zstd", "down12:grey4+zstd", "down11:grey4+zstd",
+                        "down13:grey3+zstd", "down12:grey3+zstd", "down11:grey3+zstd", "down14:grey2+zstd",
+                        "down13:grey2+zstd", "down10:grey3+zstd", "down12:grey2+zstd", "down11:grey2+zstd",
+                        "down10:grey2+deflate", "down9:grey2+zstd", "down12:grey1+zstd", "down11:grey1+zstd",
+                        "down10:grey1+zstd")
+"""The image and auto modes' codec ladder unless ``image_codecs`` names one: the ``grey-front`` family of
+``models/experiments/images.toml`` best first (down-sampled and full-size grey levels with zstd, the Pareto front of
+bytes and accuracy on the validation split; the strongest ladder of ``reports/images.json``)."""
 
 
 class LossSettings(BaseModel):

@@ -28,8 +28,13 @@ FLAT_METHOD_KEYS: dict[str, Any] = {
     "variant": None, "k": 5, "frame_stream": None,
     "artifact": None, "device_budget": None,
     "fragments_by_plan": False, "loss": {"kind": "none", "rate": 0.0, "mean_burst": 3.0, "seed": 0},
-    "image_codecs": ("png", "grey6+deflate", "grey5+deflate", "grey4+deflate", "grey3+deflate", "grey2+deflate",
-                     "grey1+deflate"),
+    "image_codecs": ("grey8+zstd", "grey7+zstd", "grey6+zstd", "grey5+zstd", "grey4+zstd", "down22:grey5+zstd",
+                     "grey3+zstd", "down22:grey4+zstd", "down20:grey4+zstd", "down24:grey3+zstd", "down22:grey3+zstd",
+                     "down20:grey3+zstd", "down16:grey4+zstd", "down13:grey5+zstd", "down14:grey4+deflate",
+                     "down13:grey4+zstd", "down12:grey4+zstd", "down11:grey4+zstd", "down13:grey3+zstd",
+                     "down12:grey3+zstd", "down11:grey3+zstd", "down14:grey2+zstd", "down13:grey2+zstd",
+                     "down10:grey3+zstd", "down12:grey2+zstd", "down11:grey2+zstd", "down10:grey2+deflate",
+                     "down9:grey2+zstd", "down12:grey1+zstd", "down11:grey1+zstd", "down10:grey1+zstd"),
 }
 """Method options a sensor's settings still take flat (``SensorSettings(variant=...)``), moved to
 ``method_options``, each with the default its method gives it (VP: ``variant``, ``k``, ``frame_stream``; NAIR:

@@ -366,7 +366,7 @@ def link_block(link: Report) -> str:
     settings = link.get("settings") or {}
     host = link.get("host") or {}
     lines = [
-        f"From `reports/link.json` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
+        f"From `reports/{link.get('_file', 'link.json')}` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
         + (f"; kernel {host['kernel']}, {host['cpus']} CPUs" if host else "") + "): one sensor in a network "
         "namespace replaying the test split, its uplink shaped with `tbf`, Mosquitto and fusion in a second "
         f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms. Live accuracy counts an undecided frame as "
@@ -548,6 +548,46 @@ def second_model_block(report: Report) -> str:
     return "\n".join(lines)
 
 
+MAP_CAPS = (40, 100, 200, 300, 500, "unlimited")
+"""The wire caps the README's map table shows (the report has them all)."""
+
+
+def _front_cell(row: Report | None) -> str:
+    """One cell of the map's front: the winner, its test accuracy, and whether it beats the runner-up."""
+    if row is None or row.get("winner") is None:
+        return "nothing fits"
+    win = row["winner"]
+    cell = f"{win['name']} {_pct(win['test_accuracy'], 1)}"
+    if row.get("runner_up") is not None:
+        second = row["runner_up"]
+        sign = "+" if row["margin_test"] >= 0 else "−"
+        cell += (f" ({sign}{abs(100 * row['margin_test']):.1f} vs {second['name']}"
+                 f"{', noise' if row['verdict'] == 'inside the noise' else ''})")
+    return cell
+
+
+def map_block(report: Report) -> str:
+    """The Pareto front of ``reports/map*.json``: per device budget and wire cap, what wins and by how much."""
+    rows = {(r["budget"], str(r["cap_bytes"])): r for r in report["front"]}
+    budgets = list(dict.fromkeys(r["budget"] for r in report["front"]))
+    caps = [c for c in MAP_CAPS if any(str(c) == cap for _b, cap in rows)]
+    model = report["model"]
+    name = "map.json" if model["name"] == "base" else f"map-{model['name']}.json"
+    lines = [f"From `reports/{name}` (`{report['command']}`; model `{model['name']}`"
+             f", {report['frames']['test']} test frames, choices on {report['frames']['validation']} validation "
+             f"frames). Per device budget and per-frame wire cap (whole MQTT PUBLISH bytes): the representation "
+             f"chosen on validation, its test accuracy, and its margin in points over the runner-up (McNemar, "
+             f"paired; \"noise\": p ≥ 0.05).", "",
+             *_table(["device budget", *[f"≤ {c} B" if c != "unlimited" else "unlimited" for c in caps]],
+                     ([b, *[_front_cell(rows.get((b, str(c)))) for c in caps]] for b in budgets))]
+    shares = {e["name"]: e["mac_share"] for e in report["representations"]}
+    named = ", ".join(f"{name} {100 * share:.3g} %" for name, share in shares.items() if share > 0)
+    lines += ["", f"Device share of the model's MACs: {named}; the image families run no model on the device."]
+    if not model.get("validation_held_out_of_training", True):
+        lines.append(f"Caveat: {model.get('selection')}.")
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -567,13 +607,17 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
     "second-model": ("nair-mobilenet.json", second_model_block,
                      "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
+    "map": ("map.json", map_block, "`nairbus evaluate map`"),
+    "map-mobilenet": ("map-mobilenet.json", map_block, "`nairbus evaluate map --model mobilenet`"),
+    "link-decision": ("link-decision.json", link_block, "`nairbus bench link --rates 50k,20k --fps 30,10 --mode "
+                      "decision --frames 1000 --report reports/link-decision.json` (as root)"),
     "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                  "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("demo", "link", "wire", "nair", "vp"),
+    "README.md": ("demo", "map", "link-decision", "link", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model",),
@@ -590,6 +634,8 @@ def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["READ
                 raise ValueError(f"no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
             continue
         report = _load(reports, file_name)
+        if report is not None:
+            report.setdefault("_file", file_name)  # a renderer may name the file it was read from
         body = (block(report) if report is not None else None) or f"_Not measured yet: run {command}._"
         text = pattern.sub(_splice(body), text)
     return text

@@ -10,10 +10,12 @@ evaluation uses representative counters: frame ``i`` (from 0) has ``seq = frame_
 counters do, as it would live.
 
 Each codec *family* has a fixed quality ladder (:data:`FAMILY_LADDERS`, data chosen before any test figure was seen,
-not tuned). Under a per-frame **wire-byte cap** a real sensor sends, frame by frame, the highest rung of the ladder
-whose whole PUBLISH fits the cap; a frame with no rung that fits is not sent and counts as wrong. The rate–accuracy
-table gives, per family and cap, the accuracy over all frames with a 95 % Wilson interval, the share of frames sent
-and the mean wire and payload bytes of the frames sent.
+not tuned on test; ``grey-front`` is the Pareto front of down-sampled and full-size grey rungs on the validation
+split, as ``models/experiments/images.toml`` records). Under a per-frame **wire-byte cap** a real sensor sends, frame
+by frame, the highest rung of the ladder whose whole PUBLISH fits the cap; a frame with no rung that fits is not sent
+and counts as wrong. The rate–accuracy table gives, per family and cap, the accuracy over all frames with a 95 % Wilson
+interval, the share of frames sent and the mean wire and payload bytes of the frames sent; the report's ``best``
+names, for every cap, the most accurate family with its accuracy and interval (the strongest image baseline there).
 
 Two uses, kept apart: :func:`evaluate_images` produces the test figures (``reports/images.json``), and
 :func:`calibrated_table` produces the same table from a validation holdout of the *training* images only, small JSON
@@ -154,15 +156,19 @@ def measure_spec(codec: ImageCodec, images: np.ndarray, labels: np.ndarray, pred
 def measure_families(images: np.ndarray, labels: np.ndarray, predict: Predict,
                      families: Mapping[str, Sequence[str]] = FAMILY_LADDERS,
                      progress: ProgressFn | None = None) -> tuple[np.ndarray, dict[str, list[SpecResult]]]:
-    """Predictions on the uncompressed frames, and :func:`measure_spec` for every rung of every family."""
+    """Predictions on the uncompressed frames, and :func:`measure_spec` for every rung of every family (a rung two
+    families share is measured once)."""
     reference = predict(images)
     out: dict[str, list[SpecResult]] = {}
+    measured: dict[str, SpecResult] = {}
     for family, ladder in families.items():
         out[family] = []
         for spec in ladder:
             if progress:
                 progress(spec)
-            out[family].append(measure_spec(get_image_codec(spec), images, labels, predict, reference))
+            if spec not in measured:
+                measured[spec] = measure_spec(get_image_codec(spec), images, labels, predict, reference)
+            out[family].append(measured[spec])
     return reference, out
 
 
@@ -300,8 +306,8 @@ def evaluate_images(model: Any, manifest: ModelManifest, test_images: np.ndarray
                     validation_source: str, families: Mapping[str, Sequence[str]] = FAMILY_LADDERS,
                     caps: Sequence[int] = WIRE_CAPS, progress: ProgressFn | None = None,
                     batch_size: int = 1000) -> dict[str, Any]:
-    """The whole report: per-family tables on the test frames, the validation table (None without validation
-    frames: ``validation_images`` None or empty), the bars' caps, overhead."""
+    """The whole report: per-family tables on the test frames, the best family at every cap, the validation table
+    (None without validation frames: ``validation_images`` None or empty), overhead."""
     started = time.perf_counter()
     caps = tuple(sorted(set(caps) | set(BAR_CAPS)))
     say = progress or (lambda _message: None)
@@ -322,7 +328,7 @@ def evaluate_images(model: Any, manifest: ModelManifest, test_images: np.ndarray
                      "validation_source": validation_source},
         "wire_overhead_bytes": wire_overhead(results),
         "families": tables,
-        "best": {str(cap): best_at_cap(tables, cap) for cap in BAR_CAPS},
+        "best": {str(cap): best_at_cap(tables, cap) for cap in caps},
         "best_fixed_setting_mean": {str(cap): best_setting_within_mean(tables, cap) for cap in BAR_CAPS},
         "validation": validation,
         "evaluation_seconds": round(time.perf_counter() - started, 1),
@@ -332,6 +338,8 @@ def evaluate_images(model: Any, manifest: ModelManifest, test_images: np.ndarray
 # --- plot -----------------------------------------------------------------------------------------------------------
 
 FAMILY_STYLE: Final[Mapping[str, tuple[str, str]]] = {
+    "grey-front": ("k", "*"), "grey+zstd": ("C6", "P"), "down20:grey+zstd": ("C9", ">"),
+    "down14:grey+zstd": ("C5", "h"),
     "grey+deflate": ("C3", "o"), "webp": ("C0", "s"), "jpeg": ("C2", "^"), "jpeg-shared": ("C8", "<"),
     "webp-lossless": ("C4", "D"),
     "png": ("C1", "v"), "raw": ("C7", "x")}

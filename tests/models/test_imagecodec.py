@@ -47,10 +47,11 @@ from nairbus.models.image.codec import (
 from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, lean_image_payload_len, publish_size
 from tests.manifests import in_memory_manifest
 
-LOSSLESS = ("raw", "png", "webp-lossless", "grey8+deflate")
+LOSSLESS = ("raw", "png", "webp-lossless", "grey8+deflate", "grey8+zstd")
 EVERY_LADDER_SPEC = tuple(spec for ladder in FAMILY_LADDERS.values() for spec in ladder)
 HOSTILE_SPECS = ("raw", "png", "webp-lossless", "webp:q50", "jpeg:q50", "jpeg-shared:q50", "grey1+deflate",
-                 "grey4+deflate", "grey8+deflate")
+                 "grey4+deflate", "grey8+deflate", "grey1+zstd", "grey4+zstd", "grey8+zstd", "down14:grey4+zstd",
+                 "down7:grey2+zstd", "down20:jpeg-shared:q50")
 
 
 def _frames() -> list[np.ndarray]:
@@ -101,8 +102,9 @@ def test_lossless_codecs_round_trip_exactly(spec: str) -> None:
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_grey_deflate_is_within_half_a_level_and_keeps_black_and_white(bits: int) -> None:
-    codec = get_image_codec(f"grey{bits}+deflate")
+@pytest.mark.parametrize("entropy", ["deflate", "zstd"])
+def test_grey_levels_are_within_half_a_level_and_keep_black_and_white(bits: int, entropy: str) -> None:
+    codec = get_image_codec(f"grey{bits}+{entropy}")
     half_level = 255 / (2 * ((1 << bits) - 1))
     every_value = FRAMES[4]
     for frame in FRAMES:
@@ -127,6 +129,104 @@ def test_grey_deflate_decodes_both_level_layouts(bits: int) -> None:
     sent = codec.encode(frame)
     both = (imagecodec._deflate(imagecodec._pack(levels, bits)), imagecodec._deflate(levels.tobytes()))
     assert len(sent) == min(len(b) for b in both)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_grey_zstd_decodes_every_layout_and_sends_the_shortest(bits: int) -> None:
+    # zstd of the packed levels, zstd of one level per byte, or the packed levels stored: the length tells.
+    frame = FRAMES[0]
+    levels = imagecodec.quantise_levels(frame, bits)
+    expected = imagecodec.level_values(levels, bits)
+    codec = get_image_codec(f"grey{bits}+zstd")
+    packed = imagecodec._pack(levels, bits)
+    layouts = (imagecodec._zstd(packed), imagecodec._zstd(levels.tobytes()), packed)
+    for data in layouts:
+        if data is packed or len(data) < len(packed):
+            np.testing.assert_array_equal(codec.decode(data, frame.shape), expected)
+    assert len(codec.encode(frame)) == min(len(data) for data in layouts)
+
+
+def test_grey_zstd_sends_no_magic_no_header_and_reads_as_a_standard_magicless_frame() -> None:
+    import zstandard
+
+    frame = FRAMES[0]
+    data = get_image_codec("grey3+zstd").encode(frame)
+    levels = imagecodec.quantise_levels(frame, 3)
+    assert len(data) < len(imagecodec._pack(levels, 3))  # a zstd frame, not stored
+    assert not data.startswith(b"\x28\xb5\x2f\xfd")  # no zstd magic number
+    standard = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    raw = standard.decompress(imagecodec.ZSTD_HEADER + data, max_output_size=frame.size)
+    assert raw in (imagecodec._pack(levels, 3), levels.tobytes())
+    with pytest.raises(zstandard.ZstdError):  # the dropped header is needed: what is sent is not a frame alone
+        standard.decompress(data, max_output_size=frame.size)
+
+
+@pytest.mark.parametrize(("shape", "bits"), [((1, 1), 1), ((1, 1), 8), ((7, 7), 1), ((7, 7), 2), ((3, 5), 3)])
+def test_grey_zstd_stores_tiny_frames_in_their_packed_length(shape: tuple[int, int], bits: int) -> None:
+    # zstd's block header alone costs 3 bytes: a frame this small goes stored, at its packed size, no more.
+    frame = np.random.default_rng(bits).integers(0, 256, shape, dtype=np.uint8)
+    codec = get_image_codec(f"grey{bits}+zstd")
+    data = codec.encode(frame)
+    assert len(data) <= (frame.size * bits + 7) // 8
+    out = codec.decode(data, shape)
+    assert np.abs(out.astype(int) - frame).max() <= 255 / (2 * ((1 << bits) - 1))
+
+
+def test_grey_zstd_refuses_bombs_long_payloads_and_bytes_after_the_frame() -> None:
+    codec = get_image_codec("grey4+zstd")
+    bomb = imagecodec._zstd(b"\x00" * 20_000)  # some 80 bytes that would decompress to 20 kB
+    assert len(bomb) < 392
+    with pytest.raises(ImageCodecError, match="at most 784 bytes"):
+        codec.decode(bomb, (28, 28))
+    with pytest.raises(ImageCodecError, match="more than the 392"):
+        codec.decode(b"\x00" * 393, (28, 28))  # longer than the stored levels: neither layout
+    small = codec.encode(np.zeros((28, 28), np.uint8))
+    assert len(small) + 1 < 392
+    for tail in (b"\x00", b"\x01\x00\x00", small):  # zstd's own decoder stops at the frame's end and says nothing
+        with pytest.raises(ImageCodecError, match="after the zstd frame"):
+            codec.decode(small + tail, (28, 28))
+    for cut in range(1, len(small)):
+        with pytest.raises(ImageCodecError, match="truncated"):
+            codec.decode(small[:cut], (28, 28))
+    with pytest.raises(ImageCodecError, match="reserved"):
+        codec.decode(b"\x07\x00\x00", (28, 28))
+    above = imagecodec._zstd(bytes([16]) * 784)  # one level per byte, 16 > 15
+    with pytest.raises(ImageCodecError, match="level above"):
+        codec.decode(above, (28, 28))
+    odd = imagecodec._zstd(b"\x01" * 500)  # neither 392 (packed) nor 784 (one per byte)
+    with pytest.raises(ImageCodecError, match="decompresses to 500 bytes"):
+        codec.decode(odd, (28, 28))
+
+
+@pytest.mark.parametrize("spec", ["down14:grey4+zstd", "down7:grey1+zstd", "down20:jpeg-shared:q50", "down10:raw"])
+def test_down_sampled_codecs_send_the_box_filtered_frame_and_repeat_its_pixels(spec: str) -> None:
+    head, inner_spec = spec.split(":", 1)
+    side = int(head.removeprefix("down"))
+    codec, inner = get_image_codec(spec), get_image_codec(inner_spec)
+    assert codec.name == spec
+    assert codec.family == f"down{side}:{inner.family}"
+    assert not codec.lossless
+    frame = FRAMES[0]
+    small = np.asarray(Image.fromarray(frame).resize((side, side), Image.Resampling.BOX))
+    data = codec.encode(frame)
+    assert data == inner.encode(small)  # the inner codec's bytes for the smaller frame, nothing added
+    out = codec.decode(data, frame.shape)
+    back = inner.decode(data, (side, side))
+    nearest = np.floor((np.arange(28) + 0.5) * side / 28).astype(int)  # the source pixel under each centre
+    np.testing.assert_array_equal(out, back[np.ix_(nearest, nearest)])  # each pixel repeated, none blended
+
+
+def test_down_sampling_never_grows_a_frame_and_keeps_a_small_one_as_it_is() -> None:
+    assert imagecodec.down_shape(14, (28, 28)) == (14, 14)
+    assert imagecodec.down_shape(14, (5, 37)) == (5, 14)
+    assert imagecodec.down_shape(40, (28, 28)) == (28, 28)
+    frame = FRAMES[4]  # 16x16
+    for spec in ("down16:grey8+zstd", "down4096:raw"):
+        np.testing.assert_array_equal(get_image_codec(spec).decode(get_image_codec(spec).encode(frame), (16, 16)),
+                                      frame)
+    sizes = [len(get_image_codec(f"down{side}:grey4+zstd").encode(FRAMES[0])) for side in (7, 14, 28)]
+    assert sizes == sorted(sizes)
+    assert sizes[0] < sizes[-1] / 4
 
 
 @pytest.mark.parametrize("family", ["webp", "jpeg", "jpeg-shared"])
@@ -176,12 +276,14 @@ def test_pillow_files_carry_no_metadata() -> None:
 
 def test_every_documented_form_is_registered() -> None:
     names = image_codec_names()
-    for form in ("raw", "png", "webp-lossless", "webp:q<0-100>", "jpeg:q<1-95>", "grey<1-8>+deflate"):
+    for form in ("raw", "png", "webp-lossless", "webp:q<0-100>", "jpeg:q<1-95>", "grey<1-8>+deflate",
+                 "grey<1-8>+zstd", "down<1-4096>:<codec>"):
         assert form in names
 
 
 @pytest.mark.parametrize("spec", ["png", "raw", "webp-lossless", "webp:q0", "webp:q100", "jpeg:q1", "jpeg:q95",
-                                  "grey1+deflate", "grey8+deflate"])
+                                  "grey1+deflate", "grey8+deflate", "grey1+zstd", "grey8+zstd", "down1:raw",
+                                  "down14:grey4+zstd", "down4096:png", "down20:jpeg-shared:q50"])
 def test_valid_specs_name_their_codec(spec: str) -> None:
     codec = get_image_codec(spec)
     assert isinstance(codec, ImageCodec)
@@ -191,12 +293,15 @@ def test_valid_specs_name_their_codec(spec: str) -> None:
 @pytest.mark.parametrize("spec", ["", "PNG", "png ", " png", "jpeg", "jpeg:q0", "jpeg:q96", "jpeg:q050", "jpeg:q-5",
                                   "jpeg:50", "webp", "webp:q101", "webp:q", "webp:qx", "grey0+deflate",
                                   "grey9+deflate", "grey4", "grey4+zlib", "grey04+deflate", "webp-lossless:q50",
-                                  "gif", "jpeg:q1e2", "webp:q１０"])
+                                  "gif", "jpeg:q1e2", "webp:q１０", "grey0+zstd", "grey9+zstd", "grey4+zstd ",
+                                  "down0:raw", "down4097:raw", "down014:raw", "down14:", "down:raw", "down14raw",
+                                  "down14:grey9+zstd", "down14:down7:raw", "down-1:raw", "down14:gif"])
 def test_invalid_specs_raise_value_error_listing_the_forms(spec: str) -> None:
     with pytest.raises(ValueError, match=r"jpeg:q<1-95>") as caught:
         get_image_codec(spec)
     assert not isinstance(caught.value, ImageCodecError)
     assert "grey<1-8>+deflate" in str(caught.value)
+    assert "down<1-4096>:<codec>" in str(caught.value)
 
 
 def test_a_non_string_spec_raises_value_error() -> None:
@@ -281,9 +386,10 @@ def test_truncations_trailing_bytes_wrong_shapes_and_oversize_are_refused(spec: 
     with pytest.raises(ImageCodecError):
         codec.decode(good + b"\x00\x00", (28, 28))
     headerless = spec == "raw" or spec.startswith("grey")  # these know only the pixel count, not the shape
-    # A shared-header JPEG carries no shape at all (the birth's shape builds its header): nothing to check here.
-    wrong = () if spec.startswith("jpeg-shared") else ((27, 28), (28, 29)) if headerless else \
-        ((27, 28), (28, 29), (14, 56))
+    # A shared-header JPEG carries no shape at all (the birth's shape builds its header): nothing to check here. A
+    # down-sampled frame knows only its smaller shape: a frame far smaller on one side has another.
+    wrong = () if "jpeg-shared" in spec else ((4, 28),) if spec.startswith("down") else \
+        ((27, 28), (28, 29)) if headerless else ((27, 28), (28, 29), (14, 56))
     for shape in wrong:
         with pytest.raises(ImageCodecError):
             codec.decode(good, shape)
@@ -486,6 +592,37 @@ def test_calibrated_table_runs_a_model_on_the_decoded_frames() -> None:
     assert top["accuracy"] == pytest.approx(float((reference == labels).mean()))
     assert table["frames"] == 24
     assert set(table["families"]) == set(families)
+
+
+def test_the_report_ranks_every_cap_and_measures_a_shared_rung_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    rng = np.random.default_rng(2)
+    images = np.stack([np.roll(FRAMES[0], int(s), axis=0) for s in rng.integers(-6, 7, 16)])
+    labels = rng.integers(0, 10, 16)
+    families = {"grey+zstd": ("grey1+zstd", "grey4+zstd"), "down": ("down7:grey1+zstd", "down14:grey4+zstd"),
+                "mixed": ("down7:grey1+zstd", "grey4+zstd")}
+    measured: list[str] = []
+    real = image_eval.measure_spec
+
+    def counting(codec: ImageCodec, *args: object) -> SpecResult:
+        measured.append(codec.name)
+        return real(codec, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(image_eval, "measure_spec", counting)
+    report = image_eval.evaluate_images(model, in_memory_manifest("tiny", "e" * 64), images, labels, None, None,
+                                        validation_source="none", families=families, caps=(40, 60, 2000))
+    assert sorted(measured) == sorted({spec for ladder in families.values() for spec in ladder})
+    caps = report["settings"]["caps"]
+    assert set(image_eval.BAR_CAPS) <= set(caps)
+    assert list(report["best"]) == [str(cap) for cap in caps]
+    for cap in caps:
+        best = report["best"][str(cap)]
+        rows = {family: next(r for r in table["caps"] if r["cap_bytes"] == cap)
+                for family, table in report["families"].items()}
+        assert best["family"] in families
+        assert best["accuracy"] == max(row["accuracy"] for row in rows.values())
+        assert best["ci95"] == rows[best["family"]]["ci95"]
 
 
 @pytest.mark.parametrize("quality", [1, 30, 95])
