@@ -72,7 +72,9 @@ def evaluate_images_cmd(
     threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 0,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """PNG, WebP, JPEG, bit depth + deflate and raw frames: accuracy of the whole mature model vs wire bytes.
+    """Every image family of models/experiments/images.toml (bit depth + zstd or deflate, down-sampled grey, the
+    mixed grey-front ladder, PNG, WebP, JPEG with and without a shared header, raw): accuracy of the whole mature
+    model vs wire bytes, per frame the best rung of a family's ladder that fits each cap from 40 B.
 
     The codecs compress the frames as the camera gives them (the data set's 28x28 grey images); the hub decodes them
     and converts them to the model's input (resized, grey replicated to RGB for a colour model), the cheapest image
