@@ -25,7 +25,7 @@ from nairbus.agents.nair.outgoing import bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
-from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
+from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.models.image.codec import ImageCodec, ImageCodecError, get_image_codec
@@ -383,7 +383,7 @@ class FusionAgent(FusionBase):
             self.reject(exc.reason, message.topic, str(exc))
             return
         n_classes = len(sensor.decider.labels)
-        problem = _decision_problem(msg, sensor.k, n_classes)
+        problem = topk_problem(msg, sensor.k, n_classes)
         if problem:
             self.reject("shape", message.topic, problem)
             return
@@ -489,13 +489,3 @@ class FusionAgent(FusionBase):
         return {"models": [p.manifest.name for p in self.by_model.values()],
                 "artifacts": [sha[:12] for sha in self.pipelines]}
 
-
-def _decision_problem(msg: TopK, k: int, n_classes: int) -> str:
-    """What is wrong with a decision's classes and scores for a sensor of ``k`` classes per frame ("": nothing)."""
-    if len(msg.classes) != len(msg.scores) or len(msg.classes) > k:
-        return f"{len(msg.classes)} classes and {len(msg.scores)} scores (k={k})"
-    if max(msg.classes) >= n_classes or len(set(msg.classes)) != len(msg.classes):
-        return f"classes {list(msg.classes)[:8]} of {n_classes}"
-    if not all(0.0 <= s <= 1.0 for s in msg.scores) or sum(msg.scores) > 1.0 + 1e-3:
-        return "scores must be probabilities in [0, 1] that sum to at most 1"
-    return ""

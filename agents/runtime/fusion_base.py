@@ -25,7 +25,18 @@ from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.observers import FusionObserver
-from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, Controls, Result, Stats, Status, WireError, WireModel
+from nairbus.schemas import (
+    CONTENT_TYPE_JSON,
+    Birth,
+    Command,
+    Controls,
+    Result,
+    Stats,
+    Status,
+    TopK,
+    WireError,
+    WireModel,
+)
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.messages import MAX_FRAME_FRAGMENTS, MAX_REPLAY_S, U64_MAX
@@ -75,6 +86,18 @@ def fusion_client_id(fusion_id: str, topics: TopicTree) -> str:
     if (topics.root, topics.site) == ("nairbus", "default"):
         return f"nairbus-fusion-{fusion_id}"
     return f"nairbus-fusion-{fusion_id}-{zlib.crc32(f'{topics.root}/{topics.site}'.encode()):08x}"
+
+
+def topk_problem(msg: TopK, k: int, n_classes: int) -> str:
+    """What is wrong with a top-k message's classes and scores (a decision's, a VP vote's) for a sensor of ``k``
+    classes per frame and ``n_classes`` labels ("": nothing)."""
+    if len(msg.classes) != len(msg.scores) or len(msg.classes) > k:
+        return f"{len(msg.classes)} classes and {len(msg.scores)} scores (k={k})"
+    if max(msg.classes) >= n_classes or len(set(msg.classes)) != len(msg.classes):
+        return f"classes {list(msg.classes)[:8]} of {n_classes}"
+    if not all(0.0 <= s <= 1.0 for s in msg.scores) or sum(msg.scores) > 1.0 + 1e-3:
+        return "scores must be probabilities in [0, 1] that sum to at most 1"
+    return ""
 
 
 def owns_sensor(sensor_id: str, partition: tuple[int, int] | None) -> bool:

@@ -24,7 +24,7 @@ from nairbus.agents.home.discovery import attach_home_assistant
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.deadline import DeadlineBuffer
-from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor
+from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.models.data.registry import dataset_labels
@@ -241,12 +241,9 @@ class VpFusionAgent(FusionBase):
         if msg.expires_ts < time.time():
             self.reject("expired", message.topic)
             return
-        if len(msg.classes) > sensor.k or max(msg.classes) >= len(self.labels):
-            self.reject("shape", message.topic, f"{len(msg.classes)} classes (k={sensor.k}), max id "
-                                                f"{max(msg.classes)}")
-            return
-        if any(s < 0 or s > 1 for s in msg.scores):
-            self.reject("shape", message.topic, "scores must be probabilities in [0, 1]")
+        problem = topk_problem(msg, sensor.k, len(self.labels))
+        if problem:
+            self.reject("shape", message.topic, problem)
             return
         self.track_seq(sensor_id, msg.session, msg.seq)
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
