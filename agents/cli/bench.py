@@ -48,8 +48,9 @@ RatesOpt = Annotated[str, typer.Option(
     help="Uplink rates, comma-separated: 'unshaped' or bits/s with k/M suffixes.")]
 FpsOpt = Annotated[str, typer.Option(help="Sensor replay rates (frames/s), comma-separated.")]
 ModeOpt = Annotated[list[str] | None, typer.Option(
-    "--mode", help="Sensor mode to run (repeatable; default: every mode of nairbus.agents.tools.linkbench.MODES: "
-                   "nair-auto, nair-fixed-100, image, auto).")]
+    "--mode", help="Sensor mode to run (repeatable): nair-auto, nair-fixed-100, image, auto, nair2-auto, auto2 (the "
+                   "default grid), decision, auto2-budget, decision-w36r28d121 — the arguments of each are in "
+                   "nairbus.agents.tools.linkbench.MODES.")]
 AddModeOpt = Annotated[list[str] | None, typer.Option(
     "--add-mode", help="Extra mode NAME='SENSOR ARGS', e.g. --add-mode 'nair-10=--budget-fraction 0.1' "
                        "(repeatable; runs after the --mode ones).")]
@@ -67,6 +68,10 @@ SoakFpsOpt = Annotated[float, typer.Option(help="Replay rate of the soak.")]
 SoakModeOpt = Annotated[str | None, typer.Option(
     help="Mode of the soak (default: the first supported mode of the grid).")]
 SoakOnlyOpt = Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")]
+CompareOpt = Annotated[str | None, typer.Option(
+    "--compare", metavar="MODE",
+    help="Set MODE against the best other mode of every cell on the same frames (McNemar, exact): the report's "
+         "'comparison' says per link rate and frame rate whether MODE is worse, better or within the noise.")]
 LinkReportOpt = Annotated[Path, typer.Option(help="Where the JSON report goes.")]
 LinkPlotOpt = Annotated[Path | None, typer.Option(
     help="Where the PNG plot goes (default: beside the report, link.png).")]
@@ -91,6 +96,7 @@ def link_cmd(
     soak_fps: SoakFpsOpt = 30.0,
     soak_mode: SoakModeOpt = None,
     soak_only: SoakOnlyOpt = False,
+    compare: CompareOpt = None,
     report: LinkReportOpt = Path("reports/link.json"),
     plot: LinkPlotOpt = None,
     run_dir: LinkRunDirOpt = Path("runs/link"),
@@ -112,6 +118,8 @@ def link_cmd(
 
       nairbus bench link --soak-only --soak-seconds 300
 
+      nairbus bench link --rates 1M,20k --mode image --mode nair2-auto --mode auto2-budget --compare auto2-budget
+
       nairbus bench link --replot
     """
     if replot:
@@ -122,7 +130,7 @@ def link_cmd(
         rates=rates, fps=fps, modes=_link_modes(mode, add_mode), frames=frames, start=start, deadline_ms=deadline_ms,
         fusion_deadline_ms=fusion_deadline_ms, tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds,
         soak_rate=soak_rate, soak_fps=soak_fps, soak_mode=soak_mode, soak_only=soak_only, report=report, plot=plot,
-        run_dir=run_dir, data_dir=data_dir)
+        run_dir=run_dir, data_dir=data_dir, compare=compare)
     if soak_only and soak_seconds <= 0:
         raise typer.BadParameter("--soak-only needs --soak-seconds > 0")
     _run_link_bench(settings)
@@ -154,12 +162,12 @@ def _check_lab() -> None:
 
 
 def _link_modes(mode: list[str] | None, add_mode: list[str] | None) -> dict[str, tuple[str, ...]]:
-    """The modes to run, in order: the ``--mode`` ones (default all known, unless ``--add-mode`` is given), then the
-    ``--add-mode`` ones; name → extra sensor arguments."""
-    from nairbus.agents.tools.linkbench import MODES
+    """The modes to run, in order: the ``--mode`` ones (default the grid's default modes, unless ``--add-mode`` is
+    given), then the ``--add-mode`` ones; name → extra sensor arguments."""
+    from nairbus.agents.tools.linkbench import DEFAULT_MODES, MODES
 
     modes: dict[str, tuple[str, ...]] = {}
-    for name in mode or ([] if add_mode else list(MODES)):
+    for name in mode or ([] if add_mode else list(DEFAULT_MODES)):
         if name not in MODES:
             raise typer.BadParameter(f"unknown mode {name!r}; known: {', '.join(MODES)} (or use --add-mode)")
         modes[name] = MODES[name]
@@ -174,7 +182,8 @@ def _link_modes(mode: list[str] | None, add_mode: list[str] | None) -> dict[str,
 def _link_settings(*, rates: str, fps: str, modes: dict[str, tuple[str, ...]], frames: int, start: int,
                    deadline_ms: float, fusion_deadline_ms: float | None, tbf_latency_ms: float, soak_seconds: float,
                    soak_rate: str, soak_fps: float, soak_mode: str | None, soak_only: bool, report: Path,
-                   plot: Path | None, run_dir: Path, data_dir: Path | None) -> LinkBenchSettings:
+                   plot: Path | None, run_dir: Path, data_dir: Path | None,
+                   compare: str | None = None) -> LinkBenchSettings:
     """The bench's settings from its options (rates parsed, paths resolved); a bad value is a usage error."""
     from nairbus.agents.tools.linkbench import LinkBenchSettings
 
@@ -183,7 +192,7 @@ def _link_settings(*, rates: str, fps: str, modes: dict[str, tuple[str, ...]], f
             rates_bps=tuple(parse_rate(r) for r in _split(rates)), fps=tuple(float(f) for f in _split(fps)),
             modes=modes, frames=frames, start=start, deadline_ms=deadline_ms, fusion_deadline_ms=fusion_deadline_ms,
             tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds, soak_fps=soak_fps, soak_mode=soak_mode,
-            skip_grid=soak_only, data_dir=data_dir)
+            skip_grid=soak_only, data_dir=data_dir, compare=compare)
         soak_bps = parse_rate(soak_rate)
         if soak_bps is None:
             raise ValueError("the soak needs a shaped rate")

@@ -104,19 +104,20 @@ class FusionAgent(FusionBase):
     def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
                  bus: Bus | None = None) -> None:
         f = config.fusion
-        self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact)
-        self.artifact_sha = self.pipeline.artifact.sha256
+        # A model without a calibrated artifact still decides decisions and images.
+        self.pipeline = pipeline or NairPipeline.load(f.model, f.artifact, optional=f.artifact is None)
         self.model_sha = self.pipeline.manifest.sha256
-        self.pipelines = {self.artifact_sha: self.pipeline}
+        self.pipelines = {self.pipeline.artifact.sha256: self.pipeline} if self.pipeline.has_artifact else {}
         """Every artifact fusion decodes, by sha256; each pipeline holds the artifact's own model."""
         self.by_model = {self.model_sha: self.pipeline}
         """One pipeline per model sha256, for image frames and labels."""
         for name in f.models:
             try:
-                other = NairPipeline.load(name)
+                other = NairPipeline.load(name, optional=True)
             except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError) as exc:
                 raise ValueError(f"fusion model {name!r}: {exc}") from exc
-            self.pipelines.setdefault(other.artifact.sha256, other)
+            if other.has_artifact:
+                self.pipelines.setdefault(other.artifact.sha256, other)
             self.by_model.setdefault(other.manifest.sha256, other)
         if pipeline is None or f.extra_artifacts:
             for extra in self._extra_artifacts(config):
@@ -164,12 +165,13 @@ class FusionAgent(FusionBase):
             return
         if model_sha not in self.by_model:
             try:
-                found = NairPipeline.load(str(path))
+                found = NairPipeline.load(str(path), optional=True)
             except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError, OSError) as exc:
                 log.warning("model_not_loaded", manifest=str(path), reason=str(exc)[:200])
                 return
             self.by_model[model_sha] = found
-            self.pipelines.setdefault(found.artifact.sha256, found)
+            if found.has_artifact:
+                self.pipelines.setdefault(found.artifact.sha256, found)
             log.info("model_discovered", model=found.manifest.name, sha256=model_sha[:12], manifest=str(path))
         for artifact in sorted(path.parent.glob(f"{path.stem}*.nair.npz")):
             self._add_artifact(artifact)

@@ -148,7 +148,9 @@ class SensorAgent(SensorBase):
             raise ValueError("a variant-parallel sensor runs from nairbus.agents.vp (nairbus sensor --mode vp)")
         self.options = own = nair_settings(s)
         artifact = own.artifact or sensor_artifact_path(s.model)
-        self.pipeline = pipeline or NairPipeline.load(s.model, artifact)
+        # Decision and image need the whole model only: a model without a calibrated artifact runs them too.
+        self.pipeline = pipeline or NairPipeline.load(
+            s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"))
         budget = own.budget()
         if pipeline is None and own.artifact is None and s.mode == "auto" and budget is not None and budget.share:
             self.pipeline, artifact = deepest_within(self.pipeline, artifact, budget.share)
@@ -158,9 +160,11 @@ class SensorAgent(SensorBase):
         super().__init__(config, bus)
         self.counters = dict.fromkeys(COUNTERS, 0)
         sid = s.sensor_id
-        self.nair = NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
-                                     by_plan=own.fragments_by_plan, loss=loss_model(own))
-        self.payload_cap = payload_cap(s, self.pipeline.artifact.total_bytes())
+        self.nair = (NairFrameEncoder(self.pipeline.artifact, self.ctx, self.topics.sensor_frag(sid),
+                                      by_plan=own.fragments_by_plan, loss=loss_model(own))
+                     if s.mode in ("nair", "auto") else None)
+        """NAIR fragments (None: this mode sends none)."""
+        self.payload_cap = self._payload_cap(s)
         self.image = (ImageFrameEncoder([get_image_codec(c) for c in own.image_codecs], self.ctx,
                                         self.topics.sensor_image(sid)) if s.mode in ("image", "auto") else None)
         self.decision = (DecisionEncoder(min(own.k, len(self.pipeline.labels)), self.ctx, self.topics.sensor_topk(sid))
@@ -186,7 +190,11 @@ class SensorAgent(SensorBase):
     def apply_settings(self, new: SensorSettings) -> None:
         """A command changed the budget or the deadline: frames from now on use them."""
         self.settings = new
-        self.payload_cap = payload_cap(new, self.pipeline.artifact.total_bytes())
+        self.payload_cap = self._payload_cap(new)
+
+    def _payload_cap(self, settings: SensorSettings) -> int | None:
+        """The NAIR payload cap of ``settings`` (None: no cap, or a mode that sends no NAIR)."""
+        return None if self.nair is None else payload_cap(settings, self.pipeline.artifact.total_bytes())
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -194,9 +202,10 @@ class SensorAgent(SensorBase):
 
     def birth(self) -> Birth:
         """The retained description of this sensor: everything fusion needs to decode it."""
-        a, s = self.pipeline.artifact, self.settings
+        s = self.settings
         nair = None
-        if s.mode in ("nair", "auto"):
+        if self.nair is not None:
+            a = self.pipeline.artifact
             nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
                              n_components=a.n_components, bit_bands=bit_bands(a.bits))
         spec = self.pipeline.input_spec
@@ -221,7 +230,7 @@ class SensorAgent(SensorBase):
     def start_fields(self) -> dict[str, object]:
         s = self.settings
         return {"sensor": s.sensor_id, "mode": s.mode, "link_fit": s.link_fit, "budget_bytes": s.budget_bytes,
-                "artifact": self.pipeline.artifact.sha256[:12]}
+                "artifact": self.pipeline.artifact.sha256[:12] if self.nair is not None else None}
 
     def run_replay(self) -> dict[str, int]:
         """Send the frames of the configured source (:data:`nairbus.agents.sources.SOURCES`: the data set, a folder of
@@ -321,6 +330,9 @@ class SensorAgent(SensorBase):
 
     def _full_wire_bytes(self) -> int:
         """The most a frame could ever need: the whole IR (or the largest image) plus envelopes."""
+        if self.nair is None:  # an image or a decision: one message
+            spec = self.pipeline.input_spec
+            return spec.channels * spec.height * spec.width + 64
         return self.nair.full_payload_bytes() + 64 * max(1, len(self.pipeline.artifact.plan))
 
     def send_frame(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
@@ -369,6 +381,7 @@ class SensorAgent(SensorBase):
         capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
         end = 0
         if codes is not None:
+            assert self.nair is not None  # codes are made in the modes that send NAIR
             end = self.nair.prefix_for(self.first_publish_budget(self.nair.topic, budget), self.payload_cap,
                                        self._seq + 1, frame_id, capture_ms)
         picture = None
@@ -378,7 +391,7 @@ class SensorAgent(SensorBase):
         if picture is not None:
             self._seq += 1
             return [picture]
-        if codes is None or end <= 0:
+        if codes is None or end <= 0 or self.nair is None:
             return []
         return self.nair.messages(codes, frame_id, self._next_seq, capture_ts, end)
 
@@ -390,6 +403,7 @@ class SensorAgent(SensorBase):
         assert self.auto is not None
         assert self.plan is not None
         assert self.decision is not None
+        assert self.nair is not None
         decided = None
         if work is not None and self.plan.allows("decision"):
             decided = self.decision.message(work, frame_id, self._seq + 1, capture_ts,

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from nairbus.agents.runtime.logging import get_logger
+from nairbus.agents.tools.linkcompare import compare_modes, correct_bitmap
 from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
 from nairbus.broker import BROKER_DIR
 
@@ -65,6 +66,8 @@ MODES: dict[str, tuple[str, ...]] = {
     "nair2-auto": ("--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
     "auto2": ("--mode", "auto", "--artifact", "models/weights/base.nair.npz"),
     "decision": ("--mode", "decision"),
+    "auto2-budget": ("--mode", "auto", "--device-budget", "62.3%"),
+    "decision-w36r28d121": ("--model", "variants-w36r28d121", "--mode", "decision"),
 }
 """Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
 ``--add-mode NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are the sensor as shipped, with nothing
@@ -72,7 +75,12 @@ configured: the model manifest's ``sensor_artifact`` (stage3, chosen on the vali
 whole convolutional stack). ``nair2-auto`` and ``auto2`` send NAIR at the middle split (stage2 artifact, 62 % of the
 MACs on the device). ``nair-fixed-100`` is the original behaviour: the whole stage2 IR of every frame, whatever the
 link (``--no-link-fit``: the sensor does not size frames to the measured link). ``decision`` runs the whole model on
-the device and sends its top-1 (about 30 wire bytes a frame)."""
+the device and sends its top-1 (about 30 wire bytes a frame). ``auto2-budget`` is auto within stage2's share of
+the MACs (``--device-budget 62.3%``): image or NAIR at the deepest split within it, per frame, never the decision.
+``decision-w36r28d121`` is the decision of a lighter model (the VP variant w36r28d121, 20 % of ``base``'s MACs),
+which the map finds the most accurate thing to send within 30–70 % budgets at small caps."""
+DEFAULT_MODES: tuple[str, ...] = ("nair-auto", "nair-fixed-100", "image", "auto", "nair2-auto", "auto2")
+"""The modes a grid runs when none is named (``reports/link.json``); the others are run by name (``--mode``)."""
 DEFAULT_RATES: tuple[int | None, ...] = (None, 10_000_000, 1_000_000, 250_000, 100_000)
 """Uplink rates in bit/s; ``None`` is the unshaped veth."""
 ENVELOPE_ESTIMATE_B = 240
@@ -89,7 +97,7 @@ class LinkBenchSettings:
 
     rates_bps: tuple[int | None, ...] = DEFAULT_RATES
     fps: tuple[float, ...] = (10.0, 30.0)
-    modes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(MODES))
+    modes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {m: MODES[m] for m in DEFAULT_MODES})
     """The modes to run, in order: name → extra sensor arguments."""
     frames: int = 300
     """Test frames replayed per run (from ``start``; frame id = test-set index)."""
@@ -115,6 +123,9 @@ class LinkBenchSettings:
     """Bound on each agent's start (model loading on a busy 2-core host is slow)."""
     skip_grid: bool = False
     """Run only the soak."""
+    compare: str | None = None
+    """A mode to set against the best other mode of every cell, frame by frame (McNemar): the report's
+    ``comparison``."""
     report: Path = Path("reports/link.json")
     plot: Path | None = Path("reports/link.png")
     run_dir: Path = Path("runs/link")
@@ -127,6 +138,8 @@ class LinkBenchSettings:
             raise ValueError("deadline_ms > 0, soak_seconds >= 0, rss_interval_s > 0")
         if not self.modes:
             raise ValueError("at least one sensor mode")
+        if self.compare is not None and self.compare not in self.modes:
+            raise ValueError(f"--compare {self.compare}: not one of the modes run ({', '.join(self.modes)})")
 
     @property
     def fusion_deadline(self) -> float:
@@ -425,6 +438,7 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
         **timing,
         "sensor_counters": counters or None,
         "qdisc": dict(qdisc) if qdisc else None,
+        "correct_frames": correct_bitmap(results, labels, *cell_frames(cell, settings)),
     }
 
 
@@ -455,6 +469,7 @@ def assemble_report(settings: LinkBenchSettings, command: str, runs: Sequence[Ma
         "settings": settings_json(settings),
         **meta,
         "runs": list(runs),
+        "comparison": compare_modes(runs, settings.compare) if settings.compare else None,
         "soak": dict(soak) if soak else None,
         "wall_seconds": round(time.time() - started, 1),
     }
@@ -487,7 +502,7 @@ def command_line(settings: LinkBenchSettings) -> str:
             parts.append(f"--mode {name}")
         else:
             parts.append(f"--add-mode '{name}={' '.join(args)}'")
-    if dict(settings.modes) == MODES:
+    if dict(settings.modes) == dict(default.modes):
         parts = [p for p in parts if not p.startswith("--mode ")]
     for key, flag in (("frames", "--frames"), ("start", "--start"), ("deadline_ms", "--deadline-ms"),
                       ("fusion_deadline_ms", "--fusion-deadline-ms"), ("tbf_latency_ms", "--tbf-latency-ms"),
@@ -501,6 +516,8 @@ def command_line(settings: LinkBenchSettings) -> str:
             parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     if settings.skip_grid:
         parts.append("--soak-only")
+    if settings.compare:
+        parts.append(f"--compare {settings.compare}")
     return " ".join(parts)
 
 
@@ -528,20 +545,32 @@ class OfflinePredictor:
         self.n_components = int(self.pipeline.artifact.n_components)
 
     def for_args(self, args: Sequence[str]) -> OfflinePredictor:
-        """This predictor set to the NAIR artifact a mode's sensor arguments name (``--artifact PATH``)."""
+        """This predictor set to what a mode's sensor arguments run: the model ``--model NAME`` names (its artifact
+        optional: a decision needs none), the NAIR artifact ``--artifact PATH`` names, or — for ``--mode auto`` with
+        a ``--device-budget`` share and no artifact — the deepest artifact within the budget, as the sensor picks it."""
+        model, path, budget = _arg(args, "--model"), _arg(args, "--artifact"), _arg(args, "--device-budget")
+        key = f"{model}|{path}|{budget}"
+        if key not in self._by_artifact:
+            self._by_artifact[key] = self._pipeline_for(model, path, budget, _arg(args, "--mode") == "auto")
+        self.pipeline = self._by_artifact[key] if key != "None|None|None" else self.default
+        self.n_components = int(self.pipeline.artifact.n_components) if self.pipeline.has_artifact else 0
+        return self
+
+    def _pipeline_for(self, model: str | None, path: str | None, budget: str | None, auto: bool) -> Any:
+        """The pipeline of one mode's sensor arguments (see :meth:`for_args`)."""
+        from nairbus.agents.nair.budget import parse_device_budget
+        from nairbus.agents.nair.sensor import deepest_within
         from nairbus.models.nair.pipeline import NairPipeline
         from nairbus.models.nair.transform import NairArtifact
+        from nairbus.models.store import sensor_artifact_path
 
-        path = args[list(args).index("--artifact") + 1] if "--artifact" in args[:-1] else None
-        if path is None:
-            self.pipeline = self.default
-        else:
-            if path not in self._by_artifact:
-                artifact = NairArtifact.load(_artifact_file(path))
-                self._by_artifact[path] = NairPipeline(self.default.model, self.default.manifest, artifact)
-            self.pipeline = self._by_artifact[path]
-        self.n_components = int(self.pipeline.artifact.n_components)
-        return self
+        base = self.default if model is None else NairPipeline.load(model, sensor_artifact_path(model), optional=True)
+        if path is not None:
+            return NairPipeline(base.model, base.manifest, NairArtifact.load(_artifact_file(path)))
+        share = parse_device_budget(budget).share if budget is not None else None
+        if auto and share and base.has_artifact:
+            return deepest_within(base, sensor_artifact_path(base.manifest.name), share)[0]
+        return base
 
     @property
     def labels(self) -> np.ndarray:
@@ -1048,6 +1077,16 @@ def soak_cell(settings: LinkBenchSettings, unsupported: Mapping[str, str]) -> Ce
         raise ValueError(f"unknown soak mode {name!r}")
     frames = min(10000 - settings.start, round(settings.soak_seconds * settings.soak_fps))
     return Cell(settings.soak_rate_bps, settings.soak_fps, name, tuple(args), frames, soak=True)
+
+
+def _arg(args: Sequence[str], flag: str) -> str | None:
+    """The value a sensor argument list gives ``flag`` (None: not given).
+
+    >>> _arg(("--mode", "auto", "--artifact", "a.npz"), "--artifact"), _arg(("--mode",), "--mode")
+    ('a.npz', None)
+    """
+    items = list(args)
+    return items[items.index(flag) + 1] if flag in items[:-1] else None
 
 
 def _artifact_file(path: str) -> Path:

@@ -30,25 +30,62 @@ class Received:
     payload_bytes: np.ndarray
 
 
-class NairPipeline:
-    """A mature model paired with a NAIR artifact calibrated for it."""
+class NoArtifactError(FileNotFoundError):
+    """A pipeline loaded without a NAIR artifact was asked for NAIR features (it runs the whole model only)."""
 
-    def __init__(self, model: ResNet, manifest: ModelManifest, artifact: NairArtifact) -> None:
-        artifact.check_model(manifest.name, manifest.sha256)
+
+class NairPipeline:
+    """A mature model paired with a NAIR artifact calibrated for it — or with none, for what needs only the whole
+    model (its decision, a received image, its labels): :attr:`has_artifact` says which."""
+
+    def __init__(self, model: ResNet, manifest: ModelManifest, artifact: NairArtifact | None) -> None:
+        if artifact is not None:
+            artifact.check_model(manifest.name, manifest.sha256)
         self.model = model
         self.manifest = manifest
-        self.artifact = artifact
-        self.transform = NairTransform(artifact)
-        self.codec = NairCodec(artifact)
+        self._artifact = artifact
+        self._transform = NairTransform(artifact) if artifact is not None else None
+        self._codec = NairCodec(artifact) if artifact is not None else None
         self.labels: tuple[str, ...] = tuple(manifest.labels
                                              or [str(i) for i in range(model.config.num_classes)])
 
     @classmethod
-    def load(cls, model_name: str = "base", artifact_path: Path | None = None) -> NairPipeline:
-        """Load a model and its artifact (default ``<model>.nair.npz`` beside the model's manifest)."""
+    def load(cls, model_name: str = "base", artifact_path: Path | None = None, *,
+             optional: bool = False) -> NairPipeline:
+        """Load a model and its artifact (default ``<model>.nair.npz`` beside the model's manifest); with
+        ``optional``, a missing artifact file leaves the pipeline without one instead of failing."""
         model, manifest = load_model(model_name)
         path = artifact_path or default_artifact_path(model_name)
+        if optional and not path.is_file():
+            return cls(model, manifest, None)
         return cls(model, manifest, NairArtifact.load(path))
+
+    @property
+    def has_artifact(self) -> bool:
+        """Whether this pipeline can make and decode NAIR features (else: the whole model only)."""
+        return self._artifact is not None
+
+    @property
+    def artifact(self) -> NairArtifact:
+        """The NAIR artifact (:class:`NoArtifactError` when the model was loaded without one)."""
+        if self._artifact is None:
+            raise NoArtifactError(f"model {self.manifest.name} has no NAIR artifact here; create one with "
+                                  f"'nairbus calibrate --model {self.manifest.name}' (decision and image need none)")
+        return self._artifact
+
+    @property
+    def transform(self) -> NairTransform:
+        """The artifact's transform (:class:`NoArtifactError` without an artifact)."""
+        if self._transform is None:
+            raise NoArtifactError(self.artifact.sha256)  # raises the artifact's own message
+        return self._transform
+
+    @property
+    def codec(self) -> NairCodec:
+        """The artifact's codec (:class:`NoArtifactError` without an artifact)."""
+        if self._codec is None:
+            raise NoArtifactError(self.artifact.sha256)
+        return self._codec
 
     @property
     def input_spec(self) -> InputSpec:

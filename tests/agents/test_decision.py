@@ -233,6 +233,41 @@ def test_live_decisions_are_the_offline_models(broker: PrivateMosquitto, topic_r
 
 
 @pytest.mark.broker
+def test_a_model_without_a_nair_artifact_sends_and_gets_decisions(broker: PrivateMosquitto, topic_root: str,
+                                                                   fusion_for: Any) -> None:
+    """Any manifest model runs the decision mode, calibrated or not: here a VP variant, which has no NAIR artifact,
+    loaded by name on both sides as the CLI does."""
+    name = "variants-w44r24"
+    light = NairPipeline.load(name, optional=True)
+    assert not light.has_artifact
+    with pytest.raises(FileNotFoundError, match="nairbus calibrate --model variants-w44r24"):
+        light.encode(load_split("test").images[:1])
+    fusion = FusionAgent(_config(broker, topic_root, fusion=FusionSettings(model=name, deadline_ms=2000)))
+    assert fusion.pipelines == {}  # nothing to decode NAIR with, decisions and images only
+    fusion.close()
+    fusion_for(light)
+    listener = Listener(broker, TopicTree(topic_root, "lab"))
+    listener.comm.start()
+    settings = SensorSettings(sensor_id="dev-1", model=name, mode="decision", count=40, fps=200.0,
+                              deadline_ms=10_000)
+    sensor = SensorAgent(_config(broker, topic_root, sensor=settings))  # loads the model by name, no artifact
+    assert sensor.nair is None
+    assert sensor.start_fields()["artifact"] is None
+    sensor.start()
+    try:
+        counters = sensor.run_replay()
+        listener.collect({("dev-1", i) for i in range(40)}, timeout=60)
+    finally:
+        sensor.stop()
+        listener.comm.stop()
+    assert counters["decision_frames"] == 40
+    offline = light.full_model_probs(load_split("test").images[:40]).argmax(1)
+    assert [listener.results[("dev-1", i)].class_index for i in range(40)] == offline.tolist()
+    with pytest.raises(FileNotFoundError, match="no NAIR artifact"):  # NAIR itself still needs the artifact
+        SensorAgent(_config(broker, topic_root, sensor=SensorSettings(sensor_id="dev-2", model=name, mode="nair")))
+
+
+@pytest.mark.broker
 @pytest.mark.slow
 def test_live_decisions_match_the_shipped_model_on_every_test_frame(broker: PrivateMosquitto, topic_root: str,
                                                                     base: NairPipeline, fusion_for: Any) -> None:
