@@ -887,6 +887,16 @@ def _start_recorder(run: _CellLab) -> subprocess.Popen[Any]:
     return recorder
 
 
+def _served_models(args: Sequence[str]) -> list[str]:
+    """Fusion options serving the model a sensor mode names (``--model NAME``) beside ``base``.
+
+    >>> _served_models(("--model", "variants-w44r24", "--mode", "decision")), _served_models(("--mode", "image"))
+    (['--also-model', 'variants-w44r24'], [])
+    """
+    model = _arg(args, "--model")
+    return ["--also-model", model] if model is not None and model != "base" else []
+
+
 def _start_fusion(run: _CellLab) -> subprocess.Popen[Any]:
     """Start the fusion agent in the hub namespace and wait until it is ready."""
     settings, lab, out_dir = run.settings, run.lab, run.paths.out
@@ -894,7 +904,7 @@ def _start_fusion(run: _CellLab) -> subprocess.Popen[Any]:
     with (out_dir / "fusion.log").open("wb") as flog:
         fusion = lab.popen(lab.hub, [
             sys.executable, "-m", "nairbus.agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
-            f"{settings.fusion_deadline:g}", "--stats-interval", "1"],
+            f"{settings.fusion_deadline:g}", "--stats-interval", "1", *_served_models(run.cell.args)],
             stdout=flog, stderr=subprocess.STDOUT, env=env)
     if not ready.wait_ready(fusion, settings.startup_timeout_s):
         raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
