@@ -13,7 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nairbus.models.architectures.split import InputSpec
 
-__all__ = ["ModelManifest"]
+__all__ = ["ModelManifest", "SensorDefaults"]
+
+
+class SensorDefaults(BaseModel):
+    """What a sensor of the model runs when nothing else is asked for, read off the model's map
+    (``nairbus choose-defaults``, :func:`nairbus.models.evaluation.defaults.derive_sensor_defaults`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["nair", "image", "auto", "decision"]
+    reason: str = Field(min_length=1)
+    """Why, with the map's figures."""
+    evidence: str = Field(min_length=1)
+    """The report it was read from and the command that made it."""
+    represented: tuple[Literal["nair", "image", "decision"], ...] = ()
+    """The sensor's own representations that win somewhere on the map."""
 
 
 class ModelManifest(BaseModel):
@@ -43,6 +58,8 @@ class ModelManifest(BaseModel):
     sensor_artifact: str | None = None
     sensor_artifact_chosen: str | None = None
     """How ``sensor_artifact`` was chosen (on the validation split)."""
+    sensor_defaults: SensorDefaults | None = None
+    """The mode a sensor of this model runs when none is asked for, and why (None: ``nair``)."""
     settings: dict[str, Any] | None = None
     """Trained models: every training setting."""
     selection: dict[str, Any] | None = None

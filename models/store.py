@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from nairbus.models.architectures.resnet import ResNet, count_macs, count_params
 from nairbus.models.architectures.split import InputSpec
-from nairbus.models.manifest import ModelManifest
+from nairbus.models.manifest import ModelManifest, SensorDefaults
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 OUTPUT_DIR = Path("models/weights")
@@ -153,6 +153,17 @@ def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     name, directory = locate_model(name, directory)
     chosen = read_manifest(name, directory).sensor_artifact  # validated: a plain file name beside the manifest
     return directory / (chosen or f"{name}.nair.npz")
+
+
+def set_sensor_defaults(name: str, defaults: SensorDefaults, directory: Path | None = None) -> Path:
+    """Write ``defaults`` into the manifest of model ``name`` (every other field kept as it is); its path."""
+    name, directory = locate_model(name, directory)
+    path = directory / f"{name}.json"
+    manifest = json.loads(path.read_text())
+    manifest["sensor_defaults"] = defaults.model_dump(mode="json")
+    ModelManifest.model_validate(manifest)  # still a manifest
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
 
 
 def input_spec(manifest: ModelManifest) -> InputSpec:

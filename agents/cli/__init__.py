@@ -5,7 +5,7 @@ commands on it when imported here: training, calibration, the agents and ``watch
 images, VP), models (import, export, images), benchmarks and the docs renderer.
 """
 
-from nairbus.agents.cli import calibrate, demo, docs, evaluate, run, train  # noqa: F401  (each registers its commands)
+from nairbus.agents.cli import calibrate, defaults, demo, docs, evaluate, run, train  # noqa: F401  (each registers)
 from nairbus.agents.cli.bench import bench_app
 from nairbus.agents.cli.common import app, evaluate_app, train_app
 from nairbus.agents.cli.images import register as _register_images

@@ -53,8 +53,9 @@ def sensor(
     data_dir: DataDirOpt = None,
     mode: Annotated[str | None, typer.Option(
         help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
-             "its top-k sent: about 30 wire bytes), auto (per frame the better of nair and image at the link's "
-             "budget) or vp (one variant, top-k).")] = None,
+             "its top-k sent: about 30 wire bytes), auto (per frame the best of image, nair and the decision the "
+             "device can afford at the link's budget) or vp (one variant, top-k). Default: the mode the model's "
+             "manifest chose from its map ('nairbus choose-defaults'; auto for base), else nair.")] = None,
     variant: Annotated[str | None, typer.Option(help="VP: variant of the shipped family to run.")] = None,
     k: Annotated[int | None, typer.Option(
         help="VP and decision: classes reported per frame (VP 1..classes/2, default 5; decision default 1).")] = None,
@@ -90,12 +91,35 @@ def sensor(
     flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
 
-    cfg = _load_config(flags.pop("config"), {"sensor": sensor_overrides(flags)})
+    config, overrides = flags.pop("config"), sensor_overrides(flags)
+    cfg = _load_config(config, {"sensor": overrides})
+    default_mode = _model_default_mode(cfg.sensor)
+    if default_mode is not None:
+        cfg = _load_config(config, {"sensor": {**overrides, "mode": default_mode}})
     try:
         counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
+
+
+def _model_default_mode(settings: Any) -> str | None:
+    """The mode the model's manifest chose from its map (``nairbus choose-defaults``), when no flag, config file or
+    environment named one; None otherwise (the settings' own default, ``nair``)."""
+    from nairbus.agents.runtime.logging import get_logger
+    from nairbus.models.store import read_manifest
+
+    if "mode" in settings.model_fields_set:
+        return None
+    try:
+        defaults = read_manifest(settings.model).sensor_defaults
+    except FileNotFoundError:
+        return None  # the sensor itself says the model is missing
+    if defaults is None:
+        return None
+    get_logger("nairbus.sensor").info("mode_from_model", mode=defaults.mode, model=settings.model,
+                                      evidence=defaults.evidence, reason=defaults.reason)
+    return defaults.mode
 
 
 def _budget_bytes(budget: str | None) -> int | None:

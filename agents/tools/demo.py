@@ -284,7 +284,8 @@ def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: 
     stream_frames = {f"cam{i}-b{pct}": ids[i :: settings.sensors] for i in range(settings.sensors)}
     sensors = []
     for i, sensor_id in enumerate(stream_frames):
-        args = ["sensor", "--sensor-id", sensor_id, "--count", str(frames), "--shard", f"{i}/{settings.sensors}",
+        args = ["sensor", "--mode", "nair", "--sensor-id", sensor_id, "--count", str(frames),
+                "--shard", f"{i}/{settings.sensors}",
                 "--budget-fraction", str(fraction), "--no-link-fit", "--fps", str(settings.fps_per_sensor),
                 "--artifact", str(WEIGHTS_DIR / "base.nair.npz"),  # the artifact the offline evaluator uses
                 "--deadline-ms", str(settings.deadline_ms * 10)]

@@ -297,7 +297,7 @@ class Bus:
             sid = f"good-{i}"
             start = i * count
             self.sensors[sid] = self._spawn(sid, [
-                "sensor", "--sensor-id", sid, "--start", str(start), "--count", str(count), "--fps",
+                "sensor", "--mode", "nair", "--sensor-id", sid, "--start", str(start), "--count", str(count), "--fps",
                 str(s.legit_fps), "--budget-fraction", "1.0", "--no-link-fit",
                 "--deadline-ms", str(s.deadline_ms)], sid, self.device_env(sid))
             self.groups.device(sid, self.sensors[sid].pid)

@@ -59,24 +59,25 @@ log = get_logger("nairbus.linkbench")
 REPO = Path(__file__).resolve().parents[2]
 """The source tree (for git and repository-relative artifact paths in cell commands)."""
 MODES: dict[str, tuple[str, ...]] = {
-    "nair-auto": ("--budget", "auto"),
-    "nair-fixed-100": ("--budget-fraction", "1.0", "--no-link-fit", "--artifact", "models/weights/base.nair.npz"),
+    "nair-auto": ("--mode", "nair", "--budget", "auto"),
+    "nair-fixed-100": ("--mode", "nair", "--budget-fraction", "1.0", "--no-link-fit", "--artifact",
+                       "models/weights/base.nair.npz"),
     "image": ("--mode", "image"),
     "auto": ("--mode", "auto"),
-    "nair2-auto": ("--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
+    "nair2-auto": ("--mode", "nair", "--budget", "auto", "--artifact", "models/weights/base.nair.npz"),
     "auto2": ("--mode", "auto", "--artifact", "models/weights/base.nair.npz"),
     "decision": ("--mode", "decision"),
     "auto2-budget": ("--mode", "auto", "--device-budget", "62.3%"),
     "decision-w36r28d121": ("--model", "variants-w36r28d121", "--mode", "decision"),
 }
-"""Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or
-``--add-mode NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are the sensor as shipped, with nothing
+"""Sensor modes of the grid: name → extra ``nairbus sensor`` arguments. A new mode is one line here (or ``--add-mode
+NAME='ARGS'`` on the command line). ``nair-auto`` and ``auto`` are NAIR and auto as shipped, with nothing else
 configured: the model manifest's ``sensor_artifact`` (stage3, chosen on the validation split; the device runs the
 whole convolutional stack). ``nair2-auto`` and ``auto2`` send NAIR at the middle split (stage2 artifact, 62 % of the
 MACs on the device). ``nair-fixed-100`` is the original behaviour: the whole stage2 IR of every frame, whatever the
 link (``--no-link-fit``: the sensor does not size frames to the measured link). ``decision`` runs the whole model on
-the device and sends its top-1 (about 30 wire bytes a frame). ``auto2-budget`` is auto within stage2's share of
-the MACs (``--device-budget 62.3%``): image or NAIR at the deepest split within it, per frame, never the decision.
+the device and sends its top-1 (about 30 wire bytes a frame). ``auto2-budget`` is auto within stage2's share of the
+MACs (``--device-budget 62.3%``): image or NAIR at the deepest split within it, per frame, never the decision.
 ``decision-w36r28d121`` is the decision of a lighter model (the VP variant w36r28d121, 20 % of ``base``'s MACs),
 which the map finds the most accurate thing to send within 30–70 % budgets at small caps."""
 DEFAULT_MODES: tuple[str, ...] = ("nair-auto", "nair-fixed-100", "image", "auto", "nair2-auto", "auto2")

@@ -358,6 +358,22 @@ def nair_cost_block(nair: Report) -> str:
     return "\n".join(_table(["what", "wall time"], rows))
 
 
+def _comparison_lines(comparison: list[Report]) -> list[str]:
+    """The bench's paired comparison (``--compare MODE``): the mode against the best other of each cell."""
+    subject = comparison[0]["subject"]
+    rows = []
+    for c in comparison:
+        if "best_other" not in c:
+            continue
+        rows.append([c["rate"], f"{c['fps']:g}", f"{100 * float(c['subject_accuracy']):.1f} %",
+                     f"{c['best_other']} {100 * float(c['best_other_accuracy']):.1f} %",
+                     f"{100 * float(c['difference']):+.1f}", f"{float(c['mcnemar_p']):.2g}",
+                     str(c["verdict"])])
+    return [f"`{subject}` against the best other mode of each cell, frame by frame on the same frames (live; "
+            "an undecided frame is wrong; McNemar, exact):", "",
+            *_table(["link", "fps", str(subject), "best other mode", "points", "p", "verdict"], rows)]
+
+
 def link_block(link: Report) -> str:
     """Per-run table of ``reports/link.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
     from nairbus.agents.tools.linkbench import table_rows
@@ -374,6 +390,9 @@ def link_block(link: Report) -> str:
         "",
         *_table(head, rows),
     ]
+    comparison = link.get("comparison")
+    if comparison:
+        lines += ["", *_comparison_lines(comparison)]
     soak = link.get("soak")
     if soak and not soak.get("skipped"):
         minute = soak.get("minute_trend") or {}
@@ -611,6 +630,9 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "map-mobilenet": ("map-mobilenet.json", map_block, "`nairbus evaluate map --model mobilenet`"),
     "link-decision": ("link-decision.json", link_block, "`nairbus bench link --rates 50k,20k --fps 30,10 --mode "
                       "decision --frames 1000 --report reports/link-decision.json` (as root)"),
+    "link-auto": ("link-auto.json", link_block, "`nairbus bench link --rates 10M,1M,250k,50k,20k --mode image "
+                  "--mode nair2-auto --mode decision-w36r28d121 --mode auto2-budget --compare auto2-budget --frames "
+                  "500 --report reports/link-auto.json` (as root)"),
     "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                  "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }

@@ -75,3 +75,26 @@ def test_demo_runs_end_to_end_and_matches_the_offline_evaluator(tmp_path: Path) 
     assert rows[1.0]["fraction_received"] == 1.0
     assert rows[0.1]["bytes_per_frame"] <= 0.1 * data["artifact"]["ir_bytes"]
     assert rows[0.1]["fraction_received"] < 0.11
+
+
+def test_a_sensor_without_a_mode_runs_the_one_its_model_chose_from_its_map() -> None:
+    from nairbus.agents.cli.run import _model_default_mode
+    from nairbus.agents.runtime.config import SensorSettings
+
+    assert _model_default_mode(SensorSettings()) == "auto"  # base's manifest: sensor_defaults from reports/map.json
+    assert _model_default_mode(SensorSettings(mode="nair")) is None  # asked for: kept
+    assert _model_default_mode(SensorSettings(model="mobilenet")) is None  # no defaults chosen: nair
+
+
+def test_choose_defaults_says_why_and_refuses_a_mode_the_model_cannot_run() -> None:
+    done = subprocess.run([str(NAIRBUS), "choose-defaults", "--dry-run"], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr
+    assert "sensors run --mode auto by default" in done.stderr
+    assert "reports/map.json" in done.stderr
+    refused = subprocess.run([str(NAIRBUS), "choose-defaults", "--model", "mobilenet", "--dry-run"],
+                             capture_output=True, text=True, timeout=300, check=False,
+                             env={**os.environ, "COLUMNS": "300"})
+    assert refused.returncode == 2
+    assert "sends grey images" in refused.stderr
+    assert "nothing written" in refused.stderr
