@@ -68,6 +68,10 @@ SoakFpsOpt = Annotated[float, typer.Option(help="Replay rate of the soak.")]
 SoakModeOpt = Annotated[str | None, typer.Option(
     help="Mode of the soak (default: the first supported mode of the grid).")]
 SoakOnlyOpt = Annotated[bool, typer.Option("--soak-only", help="Run only the soak, no grid.")]
+RttOpt = Annotated[str, typer.Option(
+    "--rtt-ms", help="Round trips to add to the path, comma-separated ms (0: none). A round trip runs the path through "
+                     "a user-space delay line between TUN devices (the TCP connection stays end to end) and adds half "
+                     "of it to the frames' deadline.")]
 CompareOpt = Annotated[str | None, typer.Option(
     "--compare", metavar="MODE",
     help="Set MODE against the best other mode of every cell on the same frames (McNemar, exact): the report's "
@@ -84,6 +88,7 @@ ReplotOpt = Annotated[bool, typer.Option(
 def link_cmd(
     rates: RatesOpt = "unshaped,10M,1M,250k,100k",
     fps: FpsOpt = "10,30",
+    rtt_ms: RttOpt = "0",
     mode: ModeOpt = None,
     add_mode: AddModeOpt = None,
     frames: FramesOpt = 300,
@@ -120,6 +125,8 @@ def link_cmd(
 
       nairbus bench link --rates 1M,20k --mode image --mode nair2-auto --mode auto2-budget --compare auto2-budget
 
+      nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --fps 10,30 --mode nair2-auto --mode image
+
       nairbus bench link --replot
     """
     if replot:
@@ -127,7 +134,8 @@ def link_cmd(
         return
     _check_lab()
     settings = _link_settings(
-        rates=rates, fps=fps, modes=_link_modes(mode, add_mode), frames=frames, start=start, deadline_ms=deadline_ms,
+        rates=rates, fps=fps, rtts=rtt_ms, modes=_link_modes(mode, add_mode), frames=frames, start=start,
+        deadline_ms=deadline_ms,
         fusion_deadline_ms=fusion_deadline_ms, tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds,
         soak_rate=soak_rate, soak_fps=soak_fps, soak_mode=soak_mode, soak_only=soak_only, report=report, plot=plot,
         run_dir=run_dir, data_dir=data_dir, compare=compare)
@@ -179,7 +187,7 @@ def _link_modes(mode: list[str] | None, add_mode: list[str] | None) -> dict[str,
     return modes
 
 
-def _link_settings(*, rates: str, fps: str, modes: dict[str, tuple[str, ...]], frames: int, start: int,
+def _link_settings(*, rates: str, fps: str, rtts: str = "0", modes: dict[str, tuple[str, ...]], frames: int, start: int,
                    deadline_ms: float, fusion_deadline_ms: float | None, tbf_latency_ms: float, soak_seconds: float,
                    soak_rate: str, soak_fps: float, soak_mode: str | None, soak_only: bool, report: Path,
                    plot: Path | None, run_dir: Path, data_dir: Path | None,
@@ -190,6 +198,7 @@ def _link_settings(*, rates: str, fps: str, modes: dict[str, tuple[str, ...]], f
     try:
         settings = LinkBenchSettings(
             rates_bps=tuple(parse_rate(r) for r in _split(rates)), fps=tuple(float(f) for f in _split(fps)),
+            rtts_ms=tuple(float(r) for r in _split(rtts)),
             modes=modes, frames=frames, start=start, deadline_ms=deadline_ms, fusion_deadline_ms=fusion_deadline_ms,
             tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds, soak_fps=soak_fps, soak_mode=soak_mode,
             skip_grid=soak_only, data_dir=data_dir, compare=compare)

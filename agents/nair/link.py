@@ -73,13 +73,25 @@ class LinkEstimator:
     _busy_bytes: int = 0
     _last_budget: int = 0
     _known_rate: float | None = None
+    _path: deque[tuple[float, int, int]] = field(default_factory=deque)  # (t, delivered, handed) so far
+    _grown_at: float = float("-inf")
+    """When the budget last grew beyond what the link had shown (a doubling or a probe)."""
+    _queued_once: bool = False
+    """Whether a queue beyond the target has been seen since the rate was first known."""
     backlog: int = 0
+    min_rtt: float = 0.0
+    """The path's minimum round trip in seconds (TCP_INFO's ``min_rtt``; 0: unknown or negligible)."""
 
-    def sample(self, now: float, delivered: int, backlog: int) -> None:
-        """One observation: bytes delivered so far (monotonic) and bytes still waiting, at ``now``."""
+    def sample(self, now: float, delivered: int, backlog: int, min_rtt: float = 0.0) -> None:
+        """One observation: bytes delivered so far (monotonic) and bytes still waiting, at ``now``; ``min_rtt`` the
+        path's minimum round trip (bytes sent within it are in flight, not waiting)."""
         last = self._last
         self._last = (now, delivered, backlog)
         self.backlog = backlog
+        self.min_rtt = max(0.0, min_rtt)
+        self._path.append((now, delivered, delivered + backlog))
+        while len(self._path) > 1 and self._path[1][0] <= now - max(self.policy.window_s, 3 * self.min_rtt):
+            self._path.popleft()
         if last is not None:
             t0, d0, b0 = last
             dt = now - t0
@@ -88,7 +100,11 @@ class LinkEstimator:
             # so on a fast link the whole frame crosses within the next tick). A tick that ends with the queue empty
             # counts too: its deliveries are what emptied it.
             handed_more = delivered + backlog > d0 + b0
-            if dt > 0 and (b0 > 0 or handed_more) and delivered >= d0:
+            # Over a long path bytes in flight are not a busy link, and what is handed over now is acknowledged a
+            # round trip later: only a queue beyond the path's own bytes says the link is the bottleneck.
+            long_path = self.min_rtt >= 2 * dt
+            waiting = b0 > self.in_flight(self._known_rate) if long_path else b0 > 0
+            if dt > 0 and (waiting or (handed_more and not long_path)) and delivered >= d0:
                 self._busy.append((now, dt, delivered - d0))
                 self._busy_s += dt
                 self._busy_bytes += delivered - d0
@@ -99,6 +115,32 @@ class LinkEstimator:
             _t, dt, nbytes = self._busy.popleft()
             self._busy_s -= dt
             self._busy_bytes -= nbytes
+
+    def in_flight(self, rate: float | None) -> float:
+        """Bytes that may be unacknowledged without waiting anywhere: what a path of :attr:`min_rtt` holds at
+        ``rate``, or what was handed over within the last round trip, whichever is more (a rate measured while the
+        sender sent less than the link carries is its own send rate, and must not make the path look queued)."""
+        if self.min_rtt <= 0 or not self._path:
+            return 0.0
+        return max((rate or 0.0) * self.min_rtt, float(self._path[-1][2] - self._at(self.min_rtt)[2]))
+
+    def _at(self, ago: float) -> tuple[float, int, int]:
+        """The latest sample taken at least ``ago`` seconds before the last one (the oldest kept, if none is)."""
+        now = self._path[-1][0]
+        return next((h for h in reversed(self._path) if h[0] <= now - ago), self._path[0])
+
+    def _saturated_rate(self) -> float | None:
+        """Long paths: the delivery rate over the last round trip when it fell short of what was sent the round trip
+        before (the link is full: it delivers its rate, not the send rate); None while it kept pace."""
+        if self.min_rtt <= 0 or len(self._path) < 3:
+            return None
+        now, delivered, _h = self._path[-1]
+        t1, d1, h1 = self._at(self.min_rtt)
+        t2, _d2, h2 = self._at(2 * self.min_rtt)
+        if t1 <= t2 or now <= t1 or h1 <= h2:
+            return None
+        sent_before, got_now = (h1 - h2) / (t1 - t2), (delivered - d1) / (now - t1)
+        return got_now if got_now < 0.95 * sent_before else None
 
     def rate(self, now: float) -> float | None:
         """Bytes per second the link delivered while it was busy in the last window (None: not busy enough)."""
@@ -121,16 +163,24 @@ class LinkEstimator:
         measured = self.rate(now)
         if measured is not None:
             self._known_rate = measured
-        backlog = self.backlog
+        full = self._saturated_rate() if self.min_rtt > period_s else None
+        if full is not None and self._known_rate is None:
+            self._known_rate = full  # slow start ends: the link delivered less than was sent
+        # What waits: the backlog beyond the bytes a long path holds in flight (all of it on a LAN).
+        backlog = max(0, round(self.backlog - self.in_flight(self._known_rate)))
         idle = backlog == 0
         last = self._last_budget
+        # Grow at most once a round trip: what the last step did shows only a round trip later (TCP's slow start).
+        may_grow = now - self._grown_at >= self.min_rtt
         if idle and last and self._known_rate is not None:
             # Everything sent has drained, so the link carries at least the last frame per period: a rate measured
             # during a bad moment (a loss and its retransmission timeout) must not cap the frames forever.
             self._known_rate = max(self._known_rate, last / period_s)
         rate = self._known_rate
         if rate is None:
-            budget = p.start_bytes if not last else (round(last * p.probe_gain) if idle else last)
+            # Over a long path the doubling overshoots for a whole round trip before it shows; a half is gentler.
+            gain = p.probe_gain if self.min_rtt <= period_s else min(p.probe_gain, 1.5)
+            budget = p.start_bytes if not last else (round(last * gain) if idle and may_grow else last)
             reason = "start"
         else:
             standing = max(0.0, backlog - rate * p.queue_target_s)
@@ -140,9 +190,14 @@ class LinkEstimator:
             # the tolerated queue hold (a receiver's delayed ACKs keep a few hundred bytes unacknowledged at all
             # times, so "nothing waiting" would stop the probe below the link's rate).
             drained = backlog <= rate * p.queue_target_s
-            if drained and last and round(last * 1.25) > budget:
-                budget, reason = round(last * 1.25), "probe"
-            remaining = deadline_s * (1.0 - p.deadline_margin) - capture_ts_age_s
+            self._queued_once = self._queued_once or not drained
+            # Over a long path, until the link has once pushed back, probe as slow start does (a round trip per
+            # step makes a quarter a step too slow to find a fast link); after that, a quarter.
+            gain = 1.25
+            if drained and last and round(last * gain) > budget:
+                budget, reason = (round(last * gain), "probe") if may_grow else (max(budget, last), "hold")
+            # The frame's last byte reaches the hub a one-way trip after it leaves the bottleneck.
+            remaining = deadline_s * (1.0 - p.deadline_margin) - capture_ts_age_s - self.min_rtt / 2
             in_time = round(rate * remaining - backlog)
             if budget < p.min_useful_bytes <= in_time:
                 # A standing queue is being paid back, but a small frame still arrives in time: send that rather
@@ -154,6 +209,8 @@ class LinkEstimator:
             budget, reason = cap, reason + "+cap"
         if budget < p.min_useful_bytes:
             return BudgetDecision(0, "skip:" + reason, rate, backlog)
+        if not last or (budget > last and reason in ("start", "probe")):
+            self._grown_at = now
         self._last_budget = budget
         return BudgetDecision(budget, reason, rate, backlog)
 
@@ -162,9 +219,10 @@ class LinkMonitor:
     """Samples a sender's delivered and backlog bytes every ``tick_s`` on a daemon thread into an estimator."""
 
     def __init__(self, handed: Callable[[], int], backlog: Callable[[], int], policy: LinkPolicy | None = None,
-                 tick_s: float = 0.01) -> None:
+                 tick_s: float = 0.01, min_rtt: Callable[[], float] | None = None) -> None:
         self._handed = handed
         self._backlog = backlog
+        self._min_rtt = min_rtt or (lambda: 0.0)
         self.estimator = LinkEstimator(policy or LinkPolicy())
         self.tick_s = tick_s
         self.lock = threading.Lock()
@@ -185,8 +243,9 @@ class LinkMonitor:
         """Take one sample at once (the sensor calls this right before it sizes a frame)."""
         backlog = self._backlog()
         handed = self._handed()
+        min_rtt = self._min_rtt()
         with self.lock:
-            self.estimator.sample(time.monotonic(), max(0, handed - backlog), backlog)
+            self.estimator.sample(time.monotonic(), max(0, handed - backlog), backlog, min_rtt)
 
     def budget(self, capture_ts_age_s: float, deadline_s: float, period_s: float,
                cap: int | None = None) -> BudgetDecision:

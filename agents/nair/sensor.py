@@ -180,7 +180,8 @@ class SensorAgent(SensorBase):
             assert isinstance(options, ImageTopicSettings)
             self.comm.subscribe(options.image_topic, qos=0)
         self.link = LinkMonitor(lambda: self.comm.wire_bytes,
-                                lambda: self.comm.pending_bytes() + self.comm.socket_outq())
+                                lambda: self.comm.pending_bytes() + self.comm.socket_outq(),
+                                min_rtt=self.comm.min_rtt)
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
         self._next_link_log = 0.0

@@ -98,5 +98,8 @@ class Bus(Protocol):
     def socket_outq(self) -> int:
         """Bytes the kernel holds for the broker connection, not yet delivered."""
 
+    def min_rtt(self) -> float:
+        """The broker connection's minimum round trip in seconds, as the kernel measured it (0.0: unknown)."""
+
     def alias_extra_bytes(self, topic: str, payload_len: int) -> int:
         """Wire bytes the next aliased QoS 0 publish on ``topic`` takes beyond one under an established alias."""

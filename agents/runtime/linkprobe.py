@@ -20,10 +20,15 @@ from structlog.typing import FilteringBoundLogger
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
-__all__ = ["TCP_NOTSENT_LOWAT", "UnwrittenBytes", "describe_unreachable", "socket_outq", "tune_socket"]
+__all__ = ["TCP_NOTSENT_LOWAT", "UnwrittenBytes", "describe_unreachable", "socket_outq", "tcp_min_rtt",
+           "tune_socket"]
 
 TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 """Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
+TCP_INFO: Final = getattr(socket, "TCP_INFO", 11)
+"""Linux socket option: the connection's ``struct tcp_info``."""
+_TCPI_MIN_RTT_OFFSET: Final = 148
+"""Offset of ``tcpi_min_rtt`` (microseconds, ``__u32``) in ``struct tcp_info`` (linux/tcp.h; Linux 4.6 and later)."""
 
 
 class UnwrittenBytes:
@@ -76,10 +81,33 @@ def socket_outq(sock: SocketLike | None) -> int:
     return max(0, value)
 
 
+def tcp_min_rtt(sock: SocketLike | None) -> float:
+    """The connection's minimum round trip in seconds, as the kernel measured it (``TCP_INFO``'s ``tcpi_min_rtt``);
+    0.0 without a socket, on a system that does not say, or before a round trip was measured."""
+    if sock is None:
+        return 0.0
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)  # type: ignore[attr-defined]
+    except (OSError, AttributeError, ValueError):
+        return 0.0
+    if not isinstance(raw, bytes) or len(raw) < _TCPI_MIN_RTT_OFFSET + 4:
+        return 0.0
+    micros: int = struct.unpack_from("I", raw, _TCPI_MIN_RTT_OFFSET)[0]
+    return 0.0 if micros in (0, 0xFFFFFFFF) else micros / 1e6
+
+
 def tune_socket(sock: SocketLike | None, lowat: int | None, log: FilteringBoundLogger) -> None:
-    """A small ``TCP_NOTSENT_LOWAT`` (``lowat``), so the kernel does not take a backlog the sender cannot see or
-    drop; nothing without a socket or a value, and a log line where the system does not support it."""
-    if lowat is None or sock is None:
+    """``TCP_NODELAY`` (a small message goes now, not after the previous segment's acknowledgement: Nagle would
+    hold each frame for up to a round trip) and a small ``TCP_NOTSENT_LOWAT`` (``lowat``), so the kernel does not
+    take a backlog the sender cannot see or drop; nothing without a socket, and a log line where the system does not
+    support an option."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except (OSError, AttributeError) as err:
+        log.info("mqtt.nodelay_unsupported", error=str(err))
+    if lowat is None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)  # type: ignore[attr-defined]

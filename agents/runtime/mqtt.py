@@ -71,6 +71,7 @@ from nairbus.agents.runtime.linkprobe import (
     UnwrittenBytes,
     describe_unreachable,
     socket_outq,
+    tcp_min_rtt,
     tune_socket,
 )
 from nairbus.agents.runtime.logging import get_logger
@@ -316,6 +317,10 @@ class Communicator:
         ``TIOCOUTQ`` on a TCP socket: what the link has not yet delivered (plus one round trip of acknowledgement).
         """
         return socket_outq(self._client.socket())
+
+    def min_rtt(self) -> float:
+        """The broker connection's minimum round trip in seconds (``TCP_INFO``; 0.0: no socket or not measured)."""
+        return tcp_min_rtt(self._client.socket())
 
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next received message; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""

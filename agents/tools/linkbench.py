@@ -98,6 +98,10 @@ class LinkBenchSettings:
 
     rates_bps: tuple[int | None, ...] = DEFAULT_RATES
     fps: tuple[float, ...] = (10.0, 30.0)
+    rtts_ms: tuple[float, ...] = (0.0,)
+    """Round trips of the path to add (0: the veth's own, well under a millisecond); a run with a round trip joins
+    the namespaces through a user-space delay line (:mod:`nairbus.agents.tools.delayline`) and gives the frames half
+    of it on top of their deadline."""
     modes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {m: MODES[m] for m in DEFAULT_MODES})
     """The modes to run, in order: name → extra sensor arguments."""
     frames: int = 300
@@ -135,6 +139,8 @@ class LinkBenchSettings:
     def __post_init__(self) -> None:
         if self.frames < 1 or self.start < 0 or not self.fps or any(f <= 0 for f in self.fps):
             raise ValueError("frames >= 1, start >= 0, and every fps > 0")
+        if not self.rtts_ms or any(not 0 <= r <= 10_000 for r in self.rtts_ms):
+            raise ValueError("every round trip is 0..10000 ms")
         if self.deadline_ms <= 0 or self.soak_seconds < 0 or self.rss_interval_s <= 0:
             raise ValueError("deadline_ms > 0, soak_seconds >= 0, rss_interval_s > 0")
         if not self.modes:
@@ -158,12 +164,23 @@ class Cell:
     args: tuple[str, ...]
     frames: int
     soak: bool = False
+    rtt_ms: float = 0.0
+    """The round trip the path adds (a delay line of half of it each way)."""
 
     @property
     def slug(self) -> str:
-        """A file-name-safe name, e.g. ``1Mbit-30fps-nair-auto``."""
+        """A file-name-safe name, e.g. ``1Mbit-30fps-nair-auto`` (``1Mbit-rtt300ms-30fps-…`` with a round trip)."""
         rate = "unshaped" if self.rate_bps is None else rate_label(self.rate_bps).replace(" ", "").replace("/s", "")
-        return f"{'soak-' if self.soak else ''}{rate}-{self.fps:g}fps-{self.mode}"
+        rtt = f"-rtt{self.rtt_ms:g}ms" if self.rtt_ms else ""
+        return f"{'soak-' if self.soak else ''}{rate}{rtt}-{self.fps:g}fps-{self.mode}"
+
+    def deadline_ms(self, settings: LinkBenchSettings) -> float:
+        """The frames' deadline in this run: the bench's, plus half the added round trip (the path's one way)."""
+        return settings.deadline_ms + self.rtt_ms / 2
+
+    def fusion_deadline_ms(self, settings: LinkBenchSettings) -> float:
+        """Fusion's reassembly deadline in this run (plus half the added round trip, as the frames')."""
+        return settings.fusion_deadline + self.rtt_ms / 2
 
 
 # ----- pure statistics and report assembly ---------------------------------------------------------------------
@@ -314,7 +331,8 @@ def _tally(results: Mapping[int, Mapping[str, Any]], labels: np.ndarray, offline
 
 def _cell_fields(cell: Cell) -> dict[str, Any]:
     """The fields naming a run's cell, first in every report row."""
-    return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "fps": cell.fps, "mode": cell.mode,
+    return {"rate_bps": cell.rate_bps, "rate": rate_label(cell.rate_bps), "rtt_ms": cell.rtt_ms, "fps": cell.fps,
+            "mode": cell.mode,
             "sensor_args": list(cell.args)}
 
 
@@ -429,7 +447,8 @@ def summarise(cell: Cell, records: Sequence[Mapping[str, Any]], labels: np.ndarr
     counters = dict(counters or {})
     counts = _frame_counts(cell, counters, sensor_failed)
     tally = _tally(results, labels, offline)
-    timing = _timing_figures(got, settings.deadline_ms, counters.get("frames_skipped"))
+    timing = {**_timing_figures(got, cell.deadline_ms(settings), counters.get("frames_skipped")),
+              "deadline_ms": cell.deadline_ms(settings)}
     byte_figures = _byte_figures(got, counters, counts.sent, qdisc)
     return {
         **_cell_fields(cell),
@@ -490,21 +509,26 @@ def rate_arg(rate_bps: int | None) -> str:
     return str(rate_bps)
 
 
-def command_line(settings: LinkBenchSettings) -> str:
-    """The ``nairbus bench link`` invocation that reproduces ``settings`` (defaults left out)."""
-    default = LinkBenchSettings()
-    parts = ["nairbus bench link"]
+def _grid_args(settings: LinkBenchSettings, default: LinkBenchSettings) -> list[str]:
+    """The ``--rates``/``--fps``/``--rtt-ms``/``--mode`` part of :func:`command_line`."""
+    parts = []
     if settings.rates_bps != default.rates_bps:
         parts.append("--rates " + ",".join(rate_arg(r) for r in settings.rates_bps))
     if settings.fps != default.fps:
         parts.append("--fps " + ",".join(f"{f:g}" for f in settings.fps))
-    for name, args in settings.modes.items():
-        if MODES.get(name) == tuple(args):
-            parts.append(f"--mode {name}")
-        else:
-            parts.append(f"--add-mode '{name}={' '.join(args)}'")
+    if settings.rtts_ms != default.rtts_ms:
+        parts.append("--rtt-ms " + ",".join(f"{r:g}" for r in settings.rtts_ms))
     if dict(settings.modes) == dict(default.modes):
-        parts = [p for p in parts if not p.startswith("--mode ")]
+        return parts
+    for name, args in settings.modes.items():
+        parts.append(f"--mode {name}" if MODES.get(name) == tuple(args) else f"--add-mode '{name}={' '.join(args)}'")
+    return parts
+
+
+def command_line(settings: LinkBenchSettings) -> str:
+    """The ``nairbus bench link`` invocation that reproduces ``settings`` (defaults left out)."""
+    default = LinkBenchSettings()
+    parts = ["nairbus bench link", *_grid_args(settings, default)]
     for key, flag in (("frames", "--frames"), ("start", "--start"), ("deadline_ms", "--deadline-ms"),
                       ("fusion_deadline_ms", "--fusion-deadline-ms"), ("tbf_latency_ms", "--tbf-latency-ms"),
                       ("soak_seconds", "--soak-seconds"), ("soak_mode", "--soak-mode")):
@@ -905,7 +929,7 @@ def _start_fusion(run: _CellLab) -> subprocess.Popen[Any]:
     with (out_dir / "fusion.log").open("wb") as flog:
         fusion = lab.popen(lab.hub, [
             sys.executable, "-m", "nairbus.agents.cli", "fusion", "--fusion-id", "link-fusion", "--deadline-ms",
-            f"{settings.fusion_deadline:g}", "--stats-interval", "1", *_served_models(run.cell.args)],
+            f"{run.cell.fusion_deadline_ms(settings):g}", "--stats-interval", "1", *_served_models(run.cell.args)],
             stdout=flog, stderr=subprocess.STDOUT, env=env)
     if not ready.wait_ready(fusion, settings.startup_timeout_s):
         raise RuntimeError(f"the fusion agent did not come up; see {out_dir / 'fusion.log'}:\n"
@@ -923,7 +947,7 @@ def _start_sensor(run: _CellLab) -> tuple[subprocess.Popen[Any], str | None]:
             sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam1",
             "--count", str(cell.frames),
             "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
-            f"{settings.deadline_ms:g}", *cell.args], stdout=so, stderr=se, env=env)
+            f"{cell.deadline_ms(settings):g}", *cell.args], stdout=so, stderr=se, env=env)
     if ready.wait_ready(sensor, settings.startup_timeout_s):
         return sensor, None
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -965,7 +989,7 @@ def _await_quiet(run: _CellLab, sensor_started: float, count_results: ResultCoun
                  on_progress: Callable[[int], None] | None) -> None:
     """Let fusion decide what is still in flight: wait until no result came for the reassembly deadline plus a
     margin (bounded by the sensor's budget plus 30 s)."""
-    quiet_s, last, last_change = run.settings.fusion_deadline / 1000.0 + 2.0, -1, time.monotonic()
+    quiet_s, last, last_change = run.cell.fusion_deadline_ms(run.settings) / 1000.0 + 2.0, -1, time.monotonic()
     while time.monotonic() - last_change < quiet_s and time.monotonic() - sensor_started < run.budget_s + 30:
         count = count_results()
         if count != last:
@@ -1007,7 +1031,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
     paths = _run_paths(cell, settings)
     listeners: list[NotifyListener] = []
     try:
-        with NetLab(LinkShape(cell.rate_bps, settings.tbf_latency_ms)) as lab:
+        with NetLab(LinkShape(cell.rate_bps, settings.tbf_latency_ms, delay_ms=cell.rtt_ms / 2)) as lab:
             run = _CellLab(cell, settings, lab, paths, listeners)
             _start_broker(run)
             recorder = _start_recorder(run)
@@ -1071,8 +1095,9 @@ def grid(settings: LinkBenchSettings) -> list[Cell]:
     """The grid's cells in run order: per fps, per rate, per mode."""
     if settings.skip_grid:
         return []
-    return [Cell(rate, fps, mode, tuple(args), settings.frames)
-            for fps in settings.fps for rate in settings.rates_bps for mode, args in settings.modes.items()]
+    return [Cell(rate, fps, mode, tuple(args), settings.frames, rtt_ms=rtt)
+            for fps in settings.fps for rtt in settings.rtts_ms for rate in settings.rates_bps
+            for mode, args in settings.modes.items()]
 
 
 def soak_cell(settings: LinkBenchSettings, unsupported: Mapping[str, str]) -> Cell | None:
@@ -1181,7 +1206,8 @@ def _save_report(bench: _Bench, rows: Sequence[Mapping[str, Any]], soak_row: Map
 
 def _run_tracked(bench: _Bench, cell: Cell, progress: Progress, unsupported: dict[str, str]) -> dict[str, Any]:
     """Run one cell with a progress bar and return its report row; a mode the sensor rejects joins ``unsupported``."""
-    label = f"{rate_label(cell.rate_bps):>11} {cell.fps:>4g} fps {cell.mode}" + (" (soak)" if cell.soak else "")
+    label = (f"{rate_label(cell.rate_bps):>11}" + (f" RTT {cell.rtt_ms:g} ms" if cell.rtt_ms else "")
+             + f" {cell.fps:>4g} fps {cell.mode}" + (" (soak)" if cell.soak else ""))
     task = progress.add_task(label, total=cell.frames)
 
     def advance(done: int) -> None:
@@ -1258,9 +1284,14 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x:.0f}"
 
 
+def _link(row: Mapping[str, Any]) -> str:
+    """A row's link as people read it: ``250 kbit/s``, or ``250 kbit/s, RTT 300 ms`` with an added round trip."""
+    return str(row["rate"]) + (f", RTT {row['rtt_ms']:g} ms" if row.get("rtt_ms") else "")
+
+
 def describe_row(row: Mapping[str, Any]) -> str:
     """One line per finished run, for the console."""
-    head = f"{row['rate']:>11} {row['fps']:>4g} fps {row['mode']:<15}"
+    head = f"{_link(row):>11} {row['fps']:>4g} fps {row['mode']:<15}"
     if row.get("skipped"):
         return f"{head} [yellow]skipped[/]: {row['skipped']}"
     return (f"{head} decided {row['frames_decided']}/{row['frames_sent']} ({_pct(row['share_decided'])}), live "
@@ -1277,7 +1308,7 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     for r in runs:
         mode = r["mode"] + (" (soak)" if r.get("soak_seconds") is not None else "")
         if r.get("skipped"):
-            rows.append([r["rate"], f"{r['fps']:g}", mode, "skipped", "", "", "", "", "", "", "", ""])
+            rows.append([_link(r), f"{r['fps']:g}", mode, "skipped", "", "", "", "", "", "", "", ""])
             continue
         ci = r.get("live_accuracy_ci95")
         trend = r.get("latency_trend") or {}
@@ -1285,7 +1316,7 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         failed = r.get("sensor_exit") not in (0, None)
         of = r["frames_requested"] if failed or r["frames_sent"] is None else r["frames_sent"]
         rows.append([
-            r["rate"], f"{r['fps']:g}", mode,
+            _link(r), f"{r['fps']:g}", mode,
             f"{r['frames_decided']}/{of} ({_pct(r['share_decided'])})"
             + (f" ⚠ sensor failed (exit {r['sensor_exit']})" if failed else ""),
             f"{_pct(r['live_accuracy'])}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),

@@ -53,7 +53,8 @@ def _cell_comparison(subject: Mapping[str, Any], others: Sequence[Mapping[str, A
     mine = correct_vector(subject)
     assert mine is not None
     paired = [(o, v) for o in others if (v := correct_vector(o)) is not None and v.shape == mine.shape]
-    out: dict[str, Any] = {"rate": subject["rate"], "rate_bps": subject["rate_bps"], "fps": subject["fps"],
+    out: dict[str, Any] = {"rate": subject["rate"], "rate_bps": subject["rate_bps"],
+                           "rtt_ms": subject.get("rtt_ms", 0.0), "fps": subject["fps"],
                            "subject": subject["mode"], "subject_accuracy": float(mine.mean()),
                            "others": {o["mode"]: float(v.mean()) for o, v in paired}}
     if not paired:
@@ -67,11 +68,12 @@ def _cell_comparison(subject: Mapping[str, Any], others: Sequence[Mapping[str, A
 
 
 def compare_modes(rows: Sequence[Mapping[str, Any]], subject: str) -> list[dict[str, Any]]:
-    """Per cell (rate × fps) where ``subject`` ran: the subject against the best other mode of the same cell."""
-    cells: dict[tuple[Any, float], list[Mapping[str, Any]]] = {}
+    """Per cell (rate × round trip × fps) where ``subject`` ran: the subject against the best other mode of the same
+    cell."""
+    cells: dict[tuple[Any, float, float], list[Mapping[str, Any]]] = {}
     for row in rows:
         if not row.get("skipped"):
-            cells.setdefault((row["rate_bps"], float(row["fps"])), []).append(row)
+            cells.setdefault((row["rate_bps"], float(row.get("rtt_ms") or 0.0), float(row["fps"])), []).append(row)
     out = []
     for members in cells.values():
         mine = [r for r in members if r["mode"] == subject and correct_vector(r) is not None]

@@ -91,8 +91,13 @@ class LinkShape:
     """tbf's queue bound: packets that would wait longer are dropped."""
     burst_bytes: int | None = None
     """tbf bucket; default :func:`default_burst`."""
+    delay_ms: float = 0.0
+    """One-way delay of the path, each direction (a round trip of twice it): the namespaces are then joined by a
+    pair of TUN devices and a user-space delay line (:mod:`nairbus.agents.tools.delayline`) instead of a veth."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.delay_ms <= 5000.0:
+            raise ValueError(f"a path's one-way delay is 0..5000 ms, not {self.delay_ms}")
         if self.rate_bps is not None and self.rate_bps < 8000:
             raise ValueError(f"rate {self.rate_bps} bit/s is below 8 kbit/s; tbf cannot shape that sensibly")
         if self.latency_ms <= 0:
@@ -109,8 +114,8 @@ class LinkShape:
 
     @property
     def label(self) -> str:
-        """``unshaped``, ``10 Mbit/s``, ``250 kbit/s``…"""
-        return rate_label(self.rate_bps)
+        """``unshaped``, ``10 Mbit/s``, ``250 kbit/s``… (with `` RTT 300 ms`` for a delayed path)"""
+        return rate_label(self.rate_bps) + (f" RTT {2 * self.delay_ms:g} ms" if self.delay_ms else "")
 
 
 def rate_label(rate_bps: int | None) -> str:
@@ -279,16 +284,41 @@ class NetLab:
                     "CAP_SYS_ADMIN in the initial user namespace; an unprivileged container cannot (run on the "
                     "host, or give the container --privileged / --cap-add SYS_ADMIN --cap-add NET_ADMIN)")
             self._built = True
-        _run(["ip", "link", "add", self.hub_if, "netns", self.hub, "type", "veth",
-              "peer", "name", self.dev_if, "netns", self.dev])
-        for namespace, ifname, addr in ((self.hub, self.hub_if, self.hub_addr), (self.dev, self.dev_if, self.dev_addr)):
+        if self.shape.delay_ms > 0:
+            self._join_by_delay_line(self.shape.delay_ms)
+        else:
+            _run(["ip", "link", "add", self.hub_if, "netns", self.hub, "type", "veth",
+                  "peer", "name", self.dev_if, "netns", self.dev])
+        for namespace, ifname, addr, peer in ((self.hub, self.hub_if, self.hub_addr, self.dev_addr),
+                                              (self.dev, self.dev_if, self.dev_addr, self.hub_addr)):
             _run(["ip", "-n", namespace, "link", "set", "lo", "up"])
-            _run(["ip", "-n", namespace, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", ifname])
+            address = [f"{addr}/{PREFIX_LEN}"] if self.shape.delay_ms <= 0 else [addr, "peer", f"{peer}/32"]
+            _run(["ip", "-n", namespace, "addr", "add", *address, "dev", ifname])
             _run(["ip", "-n", namespace, "link", "set", ifname, "up"])
         if self.shape.rate_bps is not None:
             self.set_shape(self.shape)
         log.info("netns.built", hub=self.hub, dev=self.dev, rate_bps=self.shape.rate_bps, burst=self.shape.burst,
                  latency_ms=self.shape.latency_ms)
+
+    def _join_by_delay_line(self, delay_ms: float) -> None:
+        """Two TUN devices, made by a delay-line process in this namespace and moved into the lab's, in place of the
+        veth: every packet between them waits ``delay_ms`` in user space (the process is stopped with the lab)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nairbus.agents.tools.delayline", "--a", self.dev_if, "--b", self.hub_if,
+             "--delay-ms", f"{delay_ms:g}"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self._procs.append(proc)
+        assert proc.stdout is not None
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline() if proc.stdout else ""),
+                                  daemon=True)
+        reader.start()
+        reader.join(COMMAND_TIMEOUT_S)
+        if not ready or ready[0].strip() != "ready":
+            err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+            raise LabError(f"the delay line did not start: {err.strip() or 'no answer'} (it needs /dev/net/tun)")
+        _run(["ip", "link", "set", self.dev_if, "netns", self.dev])
+        _run(["ip", "link", "set", self.hub_if, "netns", self.hub])
 
     def set_shape(self, shape: LinkShape) -> None:
         """Shape (or, with ``rate_bps=None``, unshape) the device side's egress now."""

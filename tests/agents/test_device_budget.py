@@ -93,6 +93,9 @@ class SensorBus(RecordingBus):
     def alias_extra_bytes(self, topic: str, payload_len: int) -> int:
         return 0
 
+    def min_rtt(self) -> float:
+        return 0.0
+
 
 @pytest.fixture(scope="module")
 def base() -> NairPipeline:

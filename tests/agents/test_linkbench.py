@@ -228,6 +228,37 @@ def test_tbf_really_limits_the_uplink_and_the_lab_leaves_nothing_behind() -> Non
     assert _lab_leftovers(prefix) == []
 
 
+_MIN_RTT_PROBE = """
+import socket, struct, sys, time
+from nairbus.agents.runtime.linkprobe import tcp_min_rtt
+s = socket.create_connection((sys.argv[1], 9999), timeout=10)
+started = time.monotonic()
+s.sendall(b"x" * 125_000)
+while struct.unpack_from("Q", s.getsockopt(socket.IPPROTO_TCP, 11, 232), 120)[0] < 125_000:
+    time.sleep(0.02)
+print(tcp_min_rtt(s), time.monotonic() - started)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@needs_root
+@needs_tools
+def test_a_delay_line_gives_the_tcp_connection_its_round_trip_end_to_end() -> None:
+    # 50 ms each way through two TUN devices and the user-space line, 1 Mbit/s tbf on the device side.
+    with netns.NetLab(netns.LinkShape(1_000_000, delay_ms=50.0)) as lab:
+        prefix = lab.prefix
+        serve = f"import socket\ns = socket.create_server(('{lab.hub_addr}', 9999))\n"
+        sink = lab.popen(lab.hub, [sys.executable, "-c", serve + "c, _ = s.accept()\nwhile c.recv(65536): pass"])
+        time.sleep(1.0)
+        done = lab.run(lab.dev, [sys.executable, "-c", _MIN_RTT_PROBE, lab.hub_addr], timeout=60)
+        lab.stop_process(sink)
+        min_rtt, seconds = (float(x) for x in done.stdout.split())
+    assert 0.095 <= min_rtt <= 0.150, f"min RTT {min_rtt * 1000:.0f} ms through a 2 × 50 ms line"
+    assert 0.8 <= seconds <= 2.5, f"125 kB at 1 Mbit/s took {seconds:.2f} s"  # the tbf still shapes it
+    assert _lab_leftovers(prefix) == []
+
+
 def _read_prefix(stream: Any) -> str:
     for line in stream:  # the lab's own log lines come first (structlog prints to stdout unconfigured)
         if line.startswith("PREFIX="):
@@ -275,7 +306,7 @@ def test_a_tiny_grid_runs_end_to_end(tmp_path: Path) -> None:
 
     if shutil.which("mosquitto") is None and not os.access("/usr/sbin/mosquitto", os.X_OK):
         pytest.skip("Mosquitto is not installed")
-    nair_10 = ("--budget-fraction", "0.1", "--artifact", "models/weights/base.nair.npz")
+    nair_10 = ("--mode", "nair", "--budget-fraction", "0.1", "--artifact", "models/weights/base.nair.npz")
     settings = LinkBenchSettings(rates_bps=(1_000_000,), fps=(30.0,), modes={"nair-10": nair_10},
                                  frames=100, start=200, report=tmp_path / "link.json", plot=tmp_path / "link.png",
                                  run_dir=tmp_path / "runs", broker_port=18831)
