@@ -8,12 +8,18 @@ marked ``broker`` here, whether or not its module says so.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+
+# What agents keep between runs (a sensor's remembered link rate) goes to a directory of this test session's own,
+# for the agents run here and the processes they start: one test never starts from another's link.
+os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="nairbus-test-state-")
 
 
 @pytest.fixture(scope="session")

@@ -18,18 +18,37 @@ letting it cap the frames for good.
 :meth:`LinkEstimator.frame_budget` gives each frame the bytes that drain in one frame period, less any standing
 queue beyond a small target, and no more than can still be delivered before the frame's deadline; a frame for
 which even a useful minimum would be late is skipped, before anything reaches the socket.
+
+Over a long path (cellular, satellite, busy Wi-Fi: a round trip of 100–600 ms) the unacknowledged bytes include what
+the path itself holds: the sensor passes the connection's minimum round trip (the kernel's ``TCP_INFO``) with each
+sample, and the estimator counts only the backlog beyond the bytes in flight — the rate times the minimum round trip,
+or what was handed over within the last round trip when that is more — as waiting; a tick counts as busy only when
+such a queue stood. A budget's effect shows a round trip later, so it grows at most once a round trip (by half,
+not double, while a long path starts); the start ends once the link delivers less than was sent the round trip
+before (its rate, then, is the link's), and a frame's deadline keeps a one-way trip for its last byte.
 :class:`LinkMonitor` samples a communicator on its own thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["BudgetDecision", "LinkEstimator", "LinkMonitor", "LinkPolicy"]
+__all__ = ["MEMORY_SHARE", "BudgetDecision", "LinkEstimator", "LinkMemory", "LinkMonitor", "LinkPolicy",
+           "state_dir"]
+
+MEMORY_MAX_AGE_S = 7 * 24 * 3600.0
+"""A remembered rate older than this is forgotten (the device may have moved to another link)."""
+MEMORY_SHARE = 0.5
+"""A run starts at this share of the rate remembered from the last one, and probes up from there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +161,17 @@ class LinkEstimator:
         sent_before, got_now = (h1 - h2) / (t1 - t2), (delivered - d1) / (now - t1)
         return got_now if got_now < 0.95 * sent_before else None
 
+    @property
+    def known_rate(self) -> float | None:
+        """The last rate the link showed, bytes per second (kept while the link is idle)."""
+        return self._known_rate
+
+    def seed(self, rate: float) -> None:
+        """Start from a rate known from before (the last run over this link): the first frames get that rate's
+        bytes instead of opening with a blind probe."""
+        if rate > 0 and self._known_rate is None:
+            self._known_rate = rate
+
     def rate(self, now: float) -> float | None:
         """Bytes per second the link delivered while it was busy in the last window (None: not busy enough)."""
         self._expire(now)
@@ -215,6 +245,48 @@ class LinkEstimator:
         return BudgetDecision(budget, reason, rate, backlog)
 
 
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where a device keeps what it learnt between runs: ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else
+    ``$XDG_STATE_HOME/nairbus``, else ``~/.local/state/nairbus``."""
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
+    return base / "nairbus"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkMemory:
+    """The last good rate of one sensor's link to one broker, kept on disk so the next run starts near it (a JSON
+    file per sensor and broker under :func:`state_dir`). Reading and writing never fail a sensor: a missing,
+    unreadable or stale file is no memory, a write that fails is skipped."""
+
+    path: Path
+
+    @classmethod
+    def for_link(cls, sensor_id: str, endpoint: str, directory: Path | None = None) -> LinkMemory:
+        """The memory of ``sensor_id``'s link to the broker at ``endpoint`` (``host:port``)."""
+        key = hashlib.sha256(f"{sensor_id}\0{endpoint}".encode()).hexdigest()[:16]
+        return cls((directory or state_dir()) / f"link-{key}.json")
+
+    def recall(self, now: float) -> float | None:
+        """The remembered rate in bytes per second (None: nothing usable)."""
+        try:
+            data = json.loads(self.path.read_text())
+            rate, saved = float(data["rate"]), float(data["saved"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return rate if rate > 0 and 0 <= now - saved <= MEMORY_MAX_AGE_S else None
+
+    def remember(self, rate: float, now: float) -> None:
+        """Keep ``rate`` (bytes per second) for the next run; written whole or not at all."""
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            part = self.path.with_suffix(".part")
+            part.write_text(json.dumps({"rate": rate, "saved": now}))
+            os.replace(part, self.path)
+
+
 class LinkMonitor:
     """Samples a sender's delivered and backlog bytes every ``tick_s`` on a daemon thread into an estimator."""
 
@@ -258,6 +330,16 @@ class LinkMonitor:
         """The current rate estimate, bytes per second."""
         with self.lock:
             return self.estimator.rate(time.monotonic())
+
+    def seed(self, rate: float) -> None:
+        """:meth:`LinkEstimator.seed`."""
+        with self.lock:
+            self.estimator.seed(rate)
+
+    def known_rate(self) -> float | None:
+        """The last rate the link showed (kept while it is idle), bytes per second."""
+        with self.lock:
+            return self.estimator.known_rate
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):

@@ -24,7 +24,7 @@ import numpy as np
 
 from nairbus.agents.nair.auto import AutoChooser, auto_table_path
 from nairbus.agents.nair.budget import DevicePlan, measure_costs, plan_device
-from nairbus.agents.nair.link import BudgetDecision, LinkMonitor
+from nairbus.agents.nair.link import MEMORY_SHARE, BudgetDecision, LinkMemory, LinkMonitor
 from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.nair.settings import NairSettings, nair_settings
 from nairbus.agents.runtime.agent import SensorBase
@@ -45,6 +45,8 @@ from nairbus.schemas import Birth, DecisionBirth, ImageBirth, ModelRef, NairBirt
 log = get_logger("nairbus.sensor")
 
 LINK_LOG_INTERVAL_S = 5.0
+MEMORY_INTERVAL_S = 30.0
+"""How often a sensor writes its link's rate down for the next run (and once at the end)."""
 """How often the sensor logs its link estimate (rate, backlog, the budget it gives frames and why)."""
 
 
@@ -185,6 +187,9 @@ class SensorAgent(SensorBase):
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
         self._next_link_log = 0.0
+        self._next_memory = 0.0
+        self.memory = LinkMemory.for_link(sid, self.comm.endpoint) if own.link_memory and s.link_fit else None
+        """The link's last good rate, kept between runs (None: not kept)."""
         self.skip_reasons: Counter[str] = Counter()
         """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
 
@@ -224,9 +229,21 @@ class SensorAgent(SensorBase):
         )
 
     def on_connected(self) -> None:
-        """The retained birth and controls are out: start measuring the link."""
+        """The retained birth and controls are out: start measuring the link, from its last good rate if one is
+        remembered."""
         super().on_connected()
+        remembered = self.memory.recall(time.time()) if self.memory is not None else None
+        if remembered is not None:
+            self.link.seed(remembered * MEMORY_SHARE)
+            log.info("link_remembered", rate_bps=round(remembered * 8), start_bps=round(remembered * MEMORY_SHARE * 8))
         self.link.start()
+
+    def _remember_link(self, now: float) -> None:
+        """Keep the link's rate for the next run (every :data:`MEMORY_INTERVAL_S`, and at the end)."""
+        rate = self.link.known_rate()
+        if self.memory is not None and rate is not None:
+            self.memory.remember(rate, time.time())
+        self._next_memory = now + MEMORY_INTERVAL_S
 
     def start_fields(self) -> dict[str, object]:
         s = self.settings
@@ -323,6 +340,8 @@ class SensorAgent(SensorBase):
                                     period or 0.1, cap if cap is not None else self._full_wire_bytes())
         self.last_decision = decision
         now = time.monotonic()
+        if now >= self._next_memory:
+            self._remember_link(now)
         if now >= self._next_link_log:
             self._next_link_log = now + LINK_LOG_INTERVAL_S
             log.info("link", rate_bps=None if decision.rate is None else round(decision.rate * 8),
@@ -484,6 +503,7 @@ class SensorAgent(SensorBase):
 
     def on_stopping(self) -> None:
         self.link.stop()
+        self._remember_link(time.monotonic())
 
     def stop_fields(self) -> dict[str, object]:
         rate = self.link.rate()

@@ -55,6 +55,10 @@ class NairSettings(MethodSettings):
         "Auto mode: what the device may spend per frame — CPU milliseconds ('5ms') or a share of the model's MACs "
         "('62%', '0.62'); it limits auto to the representations that fit (image, NAIR at the artifact's split, the "
         "whole model's decision). Default: what the sensor measures it can afford at its frame rate."))
+    link_memory: bool = Field(default=True, description=(
+        "Remember the link's rate per broker between runs (a small JSON file in $STATE_DIRECTORY, "
+        "$XDG_STATE_HOME/nairbus or ~/.local/state/nairbus) and start the next run at half of it, instead of "
+        "probing blind."))
     fragments_by_plan: bool = Field(default=False, description=(
         "Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one "
         "message per piece: only for the injected-loss test tooling, which loses pieces)."))

@@ -723,6 +723,7 @@ def agent_env(settings: LinkBenchSettings, hub_addr: str, notify: Path) -> dict[
         "OMP_NUM_THREADS": "1",
         "COLUMNS": "100000",  # the sensor prints its counters through rich: no wrapping inside the JSON line
         "NOTIFY_SOCKET": str(notify),
+        "STATE_DIRECTORY": str(notify.parent / "state"),  # every run starts cold: no link remembered from another
     })
     if settings.data_dir is not None:
         env["NAIRBUS_DATA_DIR"] = str(settings.data_dir)
@@ -1305,10 +1306,13 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             "IR received (NAIR frames)", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
     rows = []
     runs = list(report.get("runs") or []) + ([report["soak"]] if report.get("soak") else [])
+    long_paths = any(r.get("rtt_ms") for r in runs)
+    if long_paths:
+        head += ["decided within the deadline", "link used (wire B × fps ÷ rate)"]
     for r in runs:
         mode = r["mode"] + (" (soak)" if r.get("soak_seconds") is not None else "")
         if r.get("skipped"):
-            rows.append([_link(r), f"{r['fps']:g}", mode, "skipped", "", "", "", "", "", "", "", ""])
+            rows.append([_link(r), f"{r['fps']:g}", mode, "skipped", *[""] * (len(head) - 4)])
             continue
         ci = r.get("live_accuracy_ci95")
         trend = r.get("latency_trend") or {}
@@ -1325,8 +1329,19 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             _ms(r["p50_ms"]), _ms(r["p99_ms"]),
             "–" if r.get("frames_skipped") is None else str(r["frames_skipped"]),
             f"{_ms(trend.get('first_p50_ms'))} → {_ms(trend.get('last_p50_ms'))}",
+            *(_path_cells(r, of) if long_paths else []),
         ])
     return head, rows
+
+
+def _path_cells(row: Mapping[str, Any], of: int) -> list[str]:
+    """The long-path columns of a run: frames decided within their deadline (of those sent), and the share of the
+    link's bytes per frame period its frames used."""
+    within = row.get("within_deadline")
+    in_time = None if within is None or not of else within * row["frames_decided"] / of
+    wire, rate = row.get("wire_bytes_per_frame"), row.get("rate_bps")
+    used = None if wire is None or not rate else wire * row["fps"] * 8 / rate
+    return [f"{_pct(in_time)} (≤ {row.get('deadline_ms', 0):.0f} ms)", _pct(used)]
 
 
 def render_table(report: Mapping[str, Any]) -> Any:

@@ -385,8 +385,11 @@ def link_block(link: Report) -> str:
         f"From `reports/{link.get('_file', 'link.json')}` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
         + (f"; kernel {host['kernel']}, {host['cpus']} CPUs" if host else "") + "): one sensor in a network "
         "namespace replaying the test split, its uplink shaped with `tbf`, Mosquitto and fusion in a second "
-        f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms. Live accuracy counts an undecided frame as "
-        "wrong; offline is the same frames recomputed from the bytes that arrived.",
+        f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms"
+        + (" plus half the round trip a run adds (a user-space delay line between TUN devices, the TCP connection "
+           "end to end)" if any(settings.get("rtts_ms") or []) else "")
+        + ". Live accuracy counts an undecided frame as wrong; offline is the same frames recomputed from the bytes "
+        "that arrived.",
         "",
         *_table(head, rows),
     ]
@@ -633,6 +636,8 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "link-auto": ("link-auto.json", link_block, "`nairbus bench link --rates 10M,1M,250k,50k,20k --mode image "
                   "--mode nair2-auto --mode decision-w36r28d121 --mode auto2-budget --compare auto2-budget --frames "
                   "500 --report reports/link-auto.json` (as root)"),
+    "link-rtt": ("link-rtt.json", link_block, "`nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --mode "
+                 "nair2-auto --mode image --frames 600 --start 4000 --report reports/link-rtt.json` (as root)"),
     "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                  "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }

@@ -89,6 +89,7 @@ class SensorBus(RecordingBus):
         super().__init__()
         self.connected = __import__("threading").Event()
         self.last_wire_bytes = 0
+        self.endpoint = "127.0.0.1:1883"
 
     def alias_extra_bytes(self, topic: str, payload_len: int) -> int:
         return 0

@@ -9,11 +9,13 @@ backlog includes bytes that have already crossed the link. The real thing — tb
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nairbus.agents.nair.auto import AutoChooser
-from nairbus.agents.nair.link import LinkEstimator, LinkPolicy
+from nairbus.agents.nair.link import LinkEstimator, LinkMemory, LinkPolicy, state_dir
 from nairbus.agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
 from nairbus.models.nair.codec import packed_bytes
 from nairbus.models.nair.transform import NairArtifact
@@ -176,3 +178,25 @@ def test_auto_prefers_what_its_table_says_is_more_accurate() -> None:
     assert chooser.prefer_image(1500, "png")
     assert not chooser.prefer_image(50, None)  # no codec fits: NAIR, whatever it buys
     assert chooser.nair_expected(50) == 0.0
+
+
+def test_a_remembered_rate_starts_the_next_run_near_it(tmp_path: Path) -> None:
+    memory = LinkMemory.for_link("cam-1", "10.0.0.1:1883", tmp_path)
+    assert memory.recall(1000.0) is None  # nothing yet
+    memory.remember(31_250.0, 1000.0)
+    assert memory.recall(1010.0) == 31_250.0
+    assert memory.recall(1000.0 + 8 * 24 * 3600) is None  # a week later: maybe another link, forgotten
+    assert LinkMemory.for_link("cam-1", "10.0.0.2:1883", tmp_path).recall(1010.0) is None  # another broker
+    memory.path.write_text("{not json")
+    assert memory.recall(1010.0) is None  # a damaged file is no memory, not an error
+    est = LinkEstimator(LinkPolicy())
+    est.seed(0.5 * 31_250.0)
+    first = est.frame_budget(0.0, 0.0, 1.0, 0.1)
+    assert first.reason == "rate"
+    assert first.wire_bytes == round(0.5 * 31_250.0 * 0.1)
+
+
+def test_the_state_directory_follows_systemd_then_xdg() -> None:
+    assert state_dir({"STATE_DIRECTORY": "/var/lib/nairbus:/other"}) == Path("/var/lib/nairbus")
+    assert state_dir({"XDG_STATE_HOME": "/home/u/.state"}) == Path("/home/u/.state/nairbus")
+    assert state_dir({}).parts[-3:] == (".local", "state", "nairbus")
