@@ -20,11 +20,15 @@ import numpy as np
 
 from nairbus.models.store import WEIGHTS_DIR
 
-__all__ = ["DECISION_MARGIN", "AutoChooser", "auto_table_path"]
+__all__ = ["DECISION_MARGIN", "NAIR_MARGIN", "AutoChooser", "auto_table_path"]
 
 DECISION_MARGIN = 0.005
 """How far above the decision's validation accuracy another representation's must be to be sent instead (about two
 standard errors on 5 000 validation frames)."""
+NAIR_MARGIN = 0.005
+"""How far above the image's validation accuracy NAIR's must be to be sent instead: the image takes the ladder's
+first codec that fits, usually well under the budget, while NAIR fills it — a tie within the noise goes to the
+smaller message, which leaves the link room for the next frames."""
 
 
 def auto_table_path(model: str, artifact: Path | None = None, weights_dir: Path = WEIGHTS_DIR) -> Path:
@@ -77,8 +81,9 @@ class AutoChooser:
         return 0.0 if codec is None else self.codec_accuracy.get(codec, 0.0)
 
     def prefer_image(self, nair_payload_bytes: int, codec: str | None) -> bool:
-        """Whether the image (``codec``, the ladder's first that fits) beats the NAIR prefix the budget buys."""
-        return self.image_expected(codec) > self.nair_expected(nair_payload_bytes)
+        """Whether the image (``codec``, the ladder's first that fits) is to be sent rather than the NAIR prefix the
+        budget buys: unless NAIR is more than :data:`NAIR_MARGIN` more accurate."""
+        return codec is not None and self.nair_expected(nair_payload_bytes) <= self.image_expected(codec) + NAIR_MARGIN
 
     def choose(self, *, nair_payload_bytes: int | None, codec: str | None, decision_fits: bool) -> str | None:
         """The representation expected to be most accurate for one frame: ``decision`` (when the device may run
@@ -86,7 +91,7 @@ class AutoChooser:
         when the device may not run the head), or ``image`` (``codec``: the ladder's first that fits); None when
         nothing fits. The decision is the whole model's own answer, the others approximate it: it wins unless the
         table puts one of them more than :data:`DECISION_MARGIN` above it (validation noise); between NAIR and the
-        image, a tie goes to NAIR (as :meth:`prefer_image` has it)."""
+        image, NAIR only when it is more than :data:`NAIR_MARGIN` above the image (:meth:`prefer_image`)."""
         expected: dict[str, float] = {}
         if codec is not None:
             expected["image"] = self.image_expected(codec)
@@ -97,4 +102,6 @@ class AutoChooser:
             return "decision"
         if not expected:
             return None
-        return "nair" if expected.get("nair") == best else "image"
+        if "nair" in expected and (codec is None or not self.prefer_image(nair_payload_bytes or 0, codec)):
+            return "nair"
+        return "image"

@@ -178,6 +178,14 @@ def test_auto_prefers_what_its_table_says_is_more_accurate() -> None:
     assert chooser.prefer_image(1500, "png")
     assert not chooser.prefer_image(50, None)  # no codec fits: NAIR, whatever it buys
     assert chooser.nair_expected(50) == 0.0
+    # Within the noise the smaller message goes: NAIR fills the budget, the image takes the first codec that fits.
+    close = AutoChooser.from_table({"nair": [{"payload_bytes": 1000, "accuracy": 0.940}],
+                                    "image": {"png": {"accuracy": 0.937}}})
+    assert close.choose(nair_payload_bytes=3000, codec="png", decision_fits=False) == "image"
+    assert close.choose(nair_payload_bytes=3000, codec=None, decision_fits=False) == "nair"
+    ahead = AutoChooser.from_table({"nair": [{"payload_bytes": 1000, "accuracy": 0.95}],
+                                    "image": {"png": {"accuracy": 0.937}}})
+    assert ahead.choose(nair_payload_bytes=3000, codec="png", decision_fits=False) == "nair"
 
 
 def test_a_remembered_rate_starts_the_next_run_near_it(tmp_path: Path) -> None:
