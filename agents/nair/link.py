@@ -71,6 +71,7 @@ class LinkPolicy:
     """A frame that cannot get at least this many wire bytes through in time is skipped."""
 
 
+
 @dataclass(frozen=True, slots=True)
 class BudgetDecision:
     """The wire bytes a frame may spend (0: skip it) and why."""
@@ -95,8 +96,6 @@ class LinkEstimator:
     _path: deque[tuple[float, int, int]] = field(default_factory=deque)  # (t, delivered, handed) so far
     _grown_at: float = float("-inf")
     """When the budget last grew beyond what the link had shown (a doubling or a probe)."""
-    _queued_once: bool = False
-    """Whether a queue beyond the target has been seen since the rate was first known."""
     backlog: int = 0
     min_rtt: float = 0.0
     """The path's minimum round trip in seconds (TCP_INFO's ``min_rtt``; 0: unknown or negligible)."""
@@ -220,12 +219,8 @@ class LinkEstimator:
             # the tolerated queue hold (a receiver's delayed ACKs keep a few hundred bytes unacknowledged at all
             # times, so "nothing waiting" would stop the probe below the link's rate).
             drained = backlog <= rate * p.queue_target_s
-            self._queued_once = self._queued_once or not drained
-            # Over a long path, until the link has once pushed back, probe as slow start does (a round trip per
-            # step makes a quarter a step too slow to find a fast link); after that, a quarter.
-            gain = 1.25
-            if drained and last and round(last * gain) > budget:
-                budget, reason = (round(last * gain), "probe") if may_grow else (max(budget, last), "hold")
+            if drained and last and round(last * 1.25) > budget:
+                budget, reason = (round(last * 1.25), "probe") if may_grow else (max(budget, last), "hold")
             # The frame's last byte reaches the hub a one-way trip after it leaves the bottleneck.
             remaining = deadline_s * (1.0 - p.deadline_margin) - capture_ts_age_s - self.min_rtt / 2
             in_time = round(rate * remaining - backlog)

@@ -637,14 +637,15 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
                   "--mode nair2-auto --mode decision-w36r28d121 --mode auto2-budget --compare auto2-budget --frames "
                   "500 --report reports/link-auto.json` (as root)"),
     "link-rtt": ("link-rtt.json", link_block, "`nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --mode "
-                 "nair2-auto --mode image --frames 600 --start 4000 --report reports/link-rtt.json` (as root)"),
+                 "nair2-auto --mode image --frames 600 --start 4000 --deadline-ms 500 --report reports/link-rtt.json` "
+                 "(as root)"),
     "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                  "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
 """Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
 report lacks the section it shows."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("demo", "map", "link-decision", "link", "wire", "nair", "vp"),
+    "README.md": ("demo", "map", "link-decision", "link-auto", "link", "link-rtt", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model",),
