@@ -19,6 +19,44 @@ from nairbus.agents.cli.common import (
     console,
 )
 
+BudgetOpt = Annotated[str | None, typer.Option(
+    help="'auto' (default): each frame gets what the link delivers by its deadline, measured; N: also at most N "
+         "wire bytes per frame (MQTT PUBLISH bytes, envelope included).")]
+ArtifactOpt = Annotated[Path | None, typer.Option(
+    help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
+         "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
+         "split).")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Compute threads for the model work here (default 1: one frame at a time gains little from more, and "
+         "on a busy device more threads spin against each other).", min=1, max=64)]
+SensorModeOpt = Annotated[str | None, typer.Option(
+    help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
+         "its top-k sent: about 30 wire bytes), auto (per frame the best of image, nair and the decision the "
+         "device can afford at the link's budget) or vp (one variant, top-k). Default: the mode the model's "
+         "manifest chose from its map ('nairbus choose-defaults'; auto for base), else nair.")]
+DeviceBudgetOpt = Annotated[str | None, typer.Option(
+    help="Auto: what the device may spend per frame, CPU ms ('5ms') or share of the model's MACs ('62%'); auto "
+         "then uses only the representations that fit (default: measured against the frame rate).")]
+SourceOpt = Annotated[str | None, typer.Option(
+    help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
+         "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
+         "(frames from a capture agent).")]
+ImageTopicOpt = Annotated[str | None, typer.Option(
+    help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
+         "image-topic).")]
+SensorModelOpt = Annotated[str | None, typer.Option(
+    help="The model whose head runs here: a shipped name (default base), a model imported into "
+         "$NAIRBUS_MODEL_DIR, or the path of its manifest.")]
+CameraOpt = Annotated[str | None, typer.Option(
+    help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
+         "index (0), a stream URL (rtsp://...) or a video file.")]
+LinkFitOpt = Annotated[bool | None, typer.Option(
+    "--link-fit/--no-link-fit",
+    help="Size frames to the measured link (default) or send every frame's whole budget regardless.")]
+QosOpt = Annotated[int | None, typer.Option(
+    help="QoS of the frame messages: 0 (default: one message per frame, topic alias) or 1 (PUBACKed).",
+    min=0, max=1)]
+
 
 @app.command()
 def sensor(
@@ -28,61 +66,38 @@ def sensor(
     count: Annotated[int | None, typer.Option(help="Frames to replay from --start.")] = None,
     start: Annotated[int | None, typer.Option(help="First data-set index to replay.")] = None,
     shard: Annotated[str | None, typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,
-    budget: Annotated[str | None, typer.Option(
-        help="'auto' (default): each frame gets what the link delivers by its deadline, measured; N: also at most N "
-             "wire bytes per frame (MQTT PUBLISH bytes, envelope included).")] = None,
-    link_fit: Annotated[bool | None, typer.Option(
-        "--link-fit/--no-link-fit",
-        help="Size frames to the measured link (default) or send every frame's whole budget regardless.")] = None,
+    budget: BudgetOpt = None,
+    link_fit: LinkFitOpt = None,
     budget_fraction: Annotated[float | None, typer.Option(
         help="NAIR: cap each frame's payload at this fraction of the IR.")] = None,
     bytes_per_second: Annotated[float | None, typer.Option(help="Cap on wire bytes per second.")] = None,
     image_codecs: Annotated[str | None, typer.Option(
         help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
-    artifact: Annotated[Path | None, typer.Option(
-        help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
-             "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
-             "split).")] = None,
+    artifact: ArtifactOpt = None,
     deadline_ms: Annotated[float | None, typer.Option(help="Frame deadline at the sensor.")] = None,
     fps: Annotated[float | None, typer.Option(help="Replay rate (frames per second).")] = None,
-    qos: Annotated[int | None, typer.Option(
-        help="QoS of the frame messages: 0 (default: one message per frame, topic alias) or 1 (PUBACKed).",
-        min=0, max=1)] = None,
+    threads: ThreadsOpt = None,
+    qos: QosOpt = None,
     test_loss: Annotated[str | None, typer.Option(
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
     data_dir: DataDirOpt = None,
-    mode: Annotated[str | None, typer.Option(
-        help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
-             "its top-k sent: about 30 wire bytes), auto (per frame the best of image, nair and the decision the "
-             "device can afford at the link's budget) or vp (one variant, top-k). Default: the mode the model's "
-             "manifest chose from its map ('nairbus choose-defaults'; auto for base), else nair.")] = None,
+    mode: SensorModeOpt = None,
     variant: Annotated[str | None, typer.Option(help="VP: variant of the shipped family to run.")] = None,
     k: Annotated[int | None, typer.Option(
         help="VP and decision: classes reported per frame (VP 1..classes/2, default 5; decision default 1).")] = None,
-    device_budget: Annotated[str | None, typer.Option(
-        help="Auto: what the device may spend per frame, CPU ms ('5ms') or share of the model's MACs ('62%'); auto "
-             "then uses only the representations that fit (default: measured against the frame rate).")] = None,
-    source: Annotated[str | None, typer.Option(
-        help="'replay' (the data set, frame id = index); 'folder' (the image files of --folder, your own camera's "
-             "snapshots); 'image-topic' (JPEG/PNG messages on --image-topic); 'camera' (--camera); VP: 'mqtt' "
-             "(frames from a capture agent).")] = None,
+    device_budget: DeviceBudgetOpt = None,
+    source: SourceOpt = None,
     folder: Annotated[Path | None, typer.Option(
         help="Directory of PNG/JPEG/WebP/BMP files, sent in name order (implies --source folder).")] = None,
     watch: Annotated[bool | None, typer.Option(
         "--watch/--no-watch", help="With --folder: keep taking new files as they appear, until stopped.")] = None,
-    image_topic: Annotated[str | None, typer.Option(
-        help="MQTT topic carrying JPEG/PNG snapshots (e.g. Frigate's), one frame per message (implies --source "
-             "image-topic).")] = None,
+    image_topic: ImageTopicOpt = None,
     frame_stream: Annotated[str | None, typer.Option(help="VP, mqtt source: capture stream to follow.")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="The model whose head runs here: a shipped name (default base), a model imported into "
-             "$NAIRBUS_MODEL_DIR, or the path of its manifest.")] = None,
+    model: SensorModelOpt = None,
     replay: Annotated[float | None, typer.Option(
         "--replay", help="Seconds of frames published again after a lost broker connection comes back (default 1; "
                          "0: off).")] = None,
-    camera: Annotated[str | None, typer.Option(
-        help="A camera as the source (implies --source camera; needs pip install 'nairbus[camera]'): a device "
-             "index (0), a stream URL (rtsp://...) or a video file.")] = None,
+    camera: CameraOpt = None,
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
@@ -91,16 +106,22 @@ def sensor(
     flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
 
-    config, overrides = flags.pop("config"), sensor_overrides(flags)
-    cfg = _load_config(config, {"sensor": overrides})
-    default_mode = _model_default_mode(cfg.sensor)
-    if default_mode is not None:
-        cfg = _load_config(config, {"sensor": {**overrides, "mode": default_mode}})
+    cfg = _sensor_config(flags.pop("config"), sensor_overrides(flags))
     try:
         counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
+
+
+def _sensor_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    """The sensor's configuration: defaults < config file < environment < flags, and the mode its model's manifest
+    chose when none of them names one."""
+    cfg = _load_config(config, {"sensor": overrides})
+    default_mode = _model_default_mode(cfg.sensor)
+    if default_mode is None:
+        return cfg
+    return _load_config(config, {"sensor": {**overrides, "mode": default_mode}})
 
 
 def _model_default_mode(settings: Any) -> str | None:
