@@ -155,13 +155,6 @@ def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     return directory / (chosen or f"{name}.nair.npz")
 
 
-def use_threads(threads: int) -> None:
-    """Run this process's model work on ``threads`` compute threads (the framework's intra-op pool)."""
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, not {threads}")
-    torch.set_num_threads(threads)
-
-
 def set_sensor_defaults(name: str, defaults: SensorDefaults, directory: Path | None = None) -> Path:
     """Write ``defaults`` into the manifest of model ``name`` (every other field kept as it is); its path."""
     name, directory = locate_model(name, directory)

@@ -18,8 +18,14 @@ import pytest
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 
 # What agents keep between runs (a sensor's remembered link rate) goes to a directory of this test session's own,
-# for the agents run here and the processes they start: one test never starts from another's link.
+# for the agents run here and the processes they start; each test then gets one of its own (``_own_state``).
 os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="nairbus-test-state-")
+
+
+@pytest.fixture(autouse=True)
+def _own_state(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A state directory per test: one test never starts from a link another test's sensor remembered."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,6 @@ ArtifactOpt = Annotated[Path | None, typer.Option(
     help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
          "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
          "split).")]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    help="Compute threads for the model work here (default 1: one frame at a time gains little from more, and "
-         "on a busy device more threads spin against each other).", min=1, max=64)]
 SensorModeOpt = Annotated[str | None, typer.Option(
     help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
          "its top-k sent: about 30 wire bytes), auto (per frame the best of image, nair and the decision the "
@@ -76,7 +73,6 @@ def sensor(
     artifact: ArtifactOpt = None,
     deadline_ms: Annotated[float | None, typer.Option(help="Frame deadline at the sensor.")] = None,
     fps: Annotated[float | None, typer.Option(help="Replay rate (frames per second).")] = None,
-    threads: ThreadsOpt = None,
     qos: QosOpt = None,
     test_loss: Annotated[str | None, typer.Option(
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,

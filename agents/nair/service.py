@@ -11,7 +11,6 @@ from nairbus.agents.runtime.logging import configure_logging
 from nairbus.agents.runtime.notify import progress
 from nairbus.agents.runtime.service import serve
 from nairbus.models.nair.pipeline import NairPipeline
-from nairbus.models.store import use_threads
 
 __all__ = ["FUSION_STALL_S", "SENSOR_STALL_S", "run_fusion", "run_sensor"]
 
@@ -28,7 +27,6 @@ def run_sensor(config: AgentConfig, pipeline: NairPipeline | None = None) -> dic
     connection and the retained birth is acknowledged, then feeds the watchdog while frames keep flowing.
     """
     configure_logging(config.log)
-    use_threads(config.sensor.threads)
     agent = SensorAgent(config, pipeline)
     return serve(agent, f"sensor {config.sensor.sensor_id}: publishing to {agent.comm.endpoint}",
                  progress(lambda: agent.counters["frames"], SENSOR_STALL_S), agent.run_replay, agent.stop)

@@ -8,7 +8,6 @@ from nairbus.agents.runtime.service import SignalHook, on_signals, serve
 from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
 from nairbus.agents.vp.fusion import VpFusionAgent
 from nairbus.agents.vp.sensor import VpSensorAgent
-from nairbus.models.store import use_threads
 
 __all__ = ["run_capture", "run_vp_fusion", "run_vp_sensor"]
 
@@ -16,7 +15,6 @@ __all__ = ["run_capture", "run_vp_fusion", "run_vp_sensor"]
 def run_vp_sensor(config: AgentConfig, signals: SignalHook | None = None) -> dict[str, int]:
     """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
     configure_logging(config.log)
-    use_threads(config.sensor.threads)
     agent = VpSensorAgent(config)
     # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for frames from a
     # capture agent for any length of time, so its watchdog holds while the process runs.

@@ -248,8 +248,8 @@ def test_a_model_without_a_nair_artifact_sends_and_gets_decisions(broker: Privat
     fusion_for(light)
     listener = Listener(broker, TopicTree(topic_root, "lab"))
     listener.comm.start()
-    settings = SensorSettings(sensor_id="dev-1", model=name, mode="decision", count=40, fps=200.0,
-                              deadline_ms=10_000)
+    settings = SensorSettings(sensor_id="dev-1", model=name, mode="decision", count=40, link_fit=False,
+                              deadline_ms=10_000)  # unpaced: every frame, as fast as it goes
     sensor = SensorAgent(_config(broker, topic_root, sensor=settings))  # loads the model by name, no artifact
     assert sensor.nair is None
     assert sensor.start_fields()["artifact"] is None
