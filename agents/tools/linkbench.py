@@ -585,7 +585,7 @@ class OfflinePredictor:
         from nairbus.models.store import sensor_artifact_path
 
         self.pipeline = self.default = NairPipeline.load("base", sensor_artifact_path("base"))
-        self._by_artifact: dict[str, NairPipeline] = {}
+        self._by_args: dict[tuple[str | None, str | None, str | None], NairPipeline] = {}
         self.test = load_data("test", data_dir=data_dir)
         self.n_components = int(self.pipeline.artifact.n_components)
 
@@ -594,10 +594,13 @@ class OfflinePredictor:
         optional: a decision needs none), the NAIR artifact ``--artifact PATH`` names, or — for ``--mode auto`` with
         a ``--device-budget`` share and no artifact — the deepest artifact within the budget, as the sensor picks it."""
         model, path, budget = _arg(args, "--model"), _arg(args, "--artifact"), _arg(args, "--device-budget")
-        key = f"{model}|{path}|{budget}"
-        if key not in self._by_artifact:
-            self._by_artifact[key] = self._pipeline_for(model, path, budget, _arg(args, "--mode") == "auto")
-        self.pipeline = self._by_artifact[key] if key != "None|None|None" else self.default
+        key = (model, path, budget)
+        if key == (None, None, None):
+            self.pipeline = self.default
+        else:
+            if key not in self._by_args:
+                self._by_args[key] = self._pipeline_for(model, path, budget, _arg(args, "--mode") == "auto")
+            self.pipeline = self._by_args[key]
         self.n_components = int(self.pipeline.artifact.n_components) if self.pipeline.has_artifact else 0
         return self
 
