@@ -131,8 +131,10 @@ class BitBand(WireModel):
 class NairBirth(WireModel):
     """How to decode a NAIR sensor's fragments: codec artifact, split point, IR shape and bits per component.
 
-    ``bit_bands`` tile ``[0, n_components)`` in order; a fragment ``[start, end)`` carries its components packed
-    band by band at each band's bits, most significant bit first, so its length follows from the bands.
+    ``bit_bands`` tile ``[0, n_components)`` in order. With ``coding="packed"`` a fragment ``[start, end)`` carries
+    its components packed band by band at each band's bits, most significant bit first, so its length follows from
+    the bands; with ``coding="range"`` they are range-coded with the artifact's per-component probability tables
+    (its length follows from the codes, at most :data:`MAX_FRAGMENT_DATA`).
     """
 
     artifact_sha256: Sha256Hex
@@ -140,6 +142,7 @@ class NairBirth(WireModel):
     ir_shape: tuple[PositiveU64, PositiveU64, PositiveU64]
     n_components: PositiveU64
     bit_bands: Annotated[tuple[BitBand, ...], Field(min_length=1, max_length=64)]
+    coding: Literal["packed", "range"] = "packed"
 
     @model_validator(mode="after")
     def _bands_tile_components(self) -> Self:

@@ -38,6 +38,7 @@ class CalibrateOptions:
     joint_klt: int
     out: Path | None
     data_dir: Path | None
+    entropy_coding: bool = False
 
 
 @app.command()
@@ -68,6 +69,11 @@ def calibrate(
     out: Annotated[Path | None, typer.Option(
         help="Artifact path (default <model>.nair.npz beside the model's manifest).")] = None,
     data_dir: DataDirOpt = None,
+    entropy_coding: Annotated[bool, typer.Option(
+        "--entropy-coding/--packed",
+        help="Range-code each fragment with per-component code probabilities fitted on the calibration images "
+             "(bands of at most 4 bits) instead of bit-packing it: the same codes in fewer bytes, so a budget buys "
+             "a longer prefix.")] = False,
 ) -> None:
     """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only —
     or, with --images-dir, on a folder of your own camera's images: NAIR calibration needs no labels.
@@ -77,7 +83,7 @@ def calibrate(
     """
     options = CalibrateOptions(model=model, split=split, images=images, method=method, bit_bands=bit_bands,
                                wire_bytes=wire_bytes, images_dir=images_dir, validation_dir=validation_dir,
-                               joint_klt=joint_klt, out=out, data_dir=data_dir)
+                               joint_klt=joint_klt, out=out, data_dir=data_dir, entropy_coding=entropy_coding)
     bands = _checked_bands(options)
     net, manifest = _load_model(model)
     if images_dir is not None:
@@ -89,6 +95,7 @@ def calibrate(
 def _checked_bands(options: CalibrateOptions) -> BitBands:
     """The parsed ``--bit-bands`` (all at 8 bits by default); contradictory or out-of-range options end the command."""
     from nairbus.models.nair.calibration import parse_bit_bands
+    from nairbus.models.nair.entropy import MAX_ENTROPY_BITS
 
     if options.bit_bands is not None and options.wire_bytes is not None:
         _fail("give --bit-bands or --wire-bytes, not both")
@@ -102,6 +109,9 @@ def _checked_bands(options: CalibrateOptions) -> BitBands:
         _fail(f"--joint-klt must be 0 (off) or a positive component count, not {options.joint_klt}")
     if options.joint_klt and options.method != "nair":
         _fail(f"--joint-klt is part of the nair method; --method {options.method} has none")
+    if options.entropy_coding and max(b for _, b in bands) > MAX_ENTROPY_BITS:
+        _fail(f"--entropy-coding takes bit bands of at most {MAX_ENTROPY_BITS} bits (e.g. --bit-bands 0.04:2,1:1); "
+              f"these reach {max(b for _, b in bands)}")
     if options.validation_dir is not None and options.wire_bytes is None:
         _fail("--validation-dir is where --wire-bytes chooses the allocation: give --wire-bytes too")
     if options.images_dir is not None and options.wire_bytes is not None and options.validation_dir is None:
@@ -130,7 +140,7 @@ def _calibrate_from_dataset(net: Any, manifest: ModelManifest, options: Calibrat
     train, split_name, calibration_images = _dataset_calibration_images(manifest, options)
     _check_joint_klt(net, split_name, options.joint_klt)
     settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=options.joint_klt)
+                                   joint_klt=options.joint_klt, entropy_coding=options.entropy_coding)
     command = _dataset_command(options, bands)
     started = time.perf_counter()
     selection = None
@@ -182,7 +192,8 @@ def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:
             ("--method", options.method, "nair"),
             ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
-            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None)) if value != default)
+            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None))
+        if value != default) + (" --entropy-coding" if options.entropy_coding else "")
 
 
 def _choose_on_validation(net: Any, manifest: ModelManifest, calibration_images: Any, train: Any, settings: Any,
@@ -336,7 +347,7 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, options: Calibrate
     _check_joint_klt(net, split_name, options.joint_klt)
     images, names_sha256 = read_calibration_folder(spec, folder, options.images)
     settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=options.joint_klt)
+                                   joint_klt=options.joint_klt, entropy_coding=options.entropy_coding)
     command = _folder_command(options, folder, bands)
     started = time.perf_counter()
     selection = None
@@ -368,7 +379,8 @@ def _folder_command(options: CalibrateOptions, folder: Path, bands: BitBands) ->
             ("--split", options.split, None), ("--images", options.images, 10000), ("--method", options.method, "nair"),
             ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
-            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None)) if value != default)
+            ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None))
+        if value != default) + (" --entropy-coding" if options.entropy_coding else "")
 
 
 @app.command("calibrate-auto")

@@ -29,6 +29,7 @@ from nairbus.models.nair.calibration import (
     format_bit_bands,
     head_outputs,
 )
+from nairbus.models.nair.entropy import MAX_ENTROPY_BITS
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 
@@ -50,6 +51,9 @@ def choose_allocation(
     validation_ir = head_outputs(model, validation.images, settings.split, settings.batch_size)
     compared: list[dict[str, Any]] = []
     best: tuple[tuple[float, float, int], NairArtifact] | None = None
+    if settings.entropy_coding:  # range coding takes narrow codes only
+        candidates = {label: bands for label, bands in candidates.items()
+                      if max(b for _, b in bands) <= MAX_ENTROPY_BITS}
     for index, (label, bands) in enumerate(candidates.items()):
         say(f"{label}: calibrating and measuring on {len(validation)} validation images")
         artifact = calibrate(model, manifest.name, manifest.sha256, calibration_images,

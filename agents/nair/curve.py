@@ -17,7 +17,7 @@ import numpy as np
 from nairbus.agents.nair.outgoing import NairFrameEncoder, alias_wire_bytes
 from nairbus.models.evaluation.image import FRAME_INTERVAL_MS
 from nairbus.models.evaluation.stats import wilson_interval
-from nairbus.models.nair.codec import packed_bytes
+from nairbus.models.nair.codec import NairCodec, packed_bytes
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.schemas.wire import lean_fragment_payload_len, msgpack_uint_len
@@ -34,20 +34,25 @@ def _counters(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx + 1, idx + 1, idx * FRAME_INTERVAL_MS
 
 
-def nair_wire_bytes(artifact: NairArtifact, ends: np.ndarray) -> np.ndarray:
-    """Wire bytes of each frame's one-message prefix ``[0, ends[i])`` (0 where nothing is sent)."""
+def nair_wire_bytes(artifact: NairArtifact, ends: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+    """Wire bytes of each frame's one-message prefix ``[0, ends[i])`` (0 where nothing is sent; a range-coded
+    artifact needs the frames' ``codes``)."""
     seq, fid, ms = _counters(len(ends))
     out = np.zeros(len(ends), dtype=np.int64)
+    codec = NairCodec(artifact)
     for i, end in enumerate(ends.tolist()):
         if end > 0:
-            data = packed_bytes(artifact, 0, end)
+            data = packed_bytes(artifact, 0, end) if codes is None else codec.data_bytes(codes[i], end)
             out[i] = alias_wire_bytes(lean_fragment_payload_len(data, int(seq[i]), int(fid[i]), int(ms[i]), 0, end,
                                                                 end))
     return out
 
 
-def _ends_under_cap(encoder: NairFrameEncoder, n: int, cap: int) -> np.ndarray:
+def _ends_under_cap(encoder: NairFrameEncoder, n: int, cap: int, codes: np.ndarray) -> np.ndarray:
     seq, fid, ms = _counters(n)
+    if encoder.artifact.entropy_coded:  # each frame's coded prefix is its own
+        return np.array([encoder.prefix_for(cap, None, int(seq[i]), int(fid[i]), int(ms[i]), codes[i])
+                         for i in range(n)], dtype=np.int64)
     # The envelope differs by at most a few bytes between frames; work it out per distinct counter width.
     ends = np.zeros(n, dtype=np.int64)
     cache: dict[tuple[int, int, int], int] = {}
@@ -67,18 +72,20 @@ def nair_curve(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray,
     encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
     rows = []
     for cap in caps:
-        ends = _ends_under_cap(encoder, len(codes), cap)
+        ends = _ends_under_cap(encoder, len(codes), cap, codes)
         sent = ends > 0
         pred = np.full(len(codes), -1)
         if sent.any():
             pred[sent] = pipeline.prefix_probs(codes[sent], ends[sent]).argmax(1)
         correct = (pred == labels) & sent
-        wire = nair_wire_bytes(pipeline.artifact, ends)
+        coded = codes if pipeline.artifact.entropy_coded else None
+        wire = nair_wire_bytes(pipeline.artifact, ends, coded)
         lo, hi = wilson_interval(int(correct.sum()), len(correct))
         rows.append({"cap_bytes": cap, "accuracy": float(correct.mean()), "ci95": [lo, hi],
                      "share_sent": float(sent.mean()),
                      "mean_wire_bytes": float(wire[sent].mean()) if sent.any() else None,
-                     "mean_data_bytes": float(np.mean([packed_bytes(pipeline.artifact, 0, int(e)) for e in ends]))
+                     "mean_data_bytes": float(np.mean([pipeline.codec.data_bytes(row, int(e))
+                                                       for row, e in zip(codes, ends, strict=True)]))
                      if sent.any() else None,
                      "mean_components": float(ends.mean())})
     return rows

@@ -255,13 +255,15 @@ class FusionAgent(FusionBase):
                     f" with artifacts {', '.join(sha[:12] for sha in self.pipelines)}")
         if birth.nair is not None and pipeline is not None:
             a = pipeline.artifact
-            declared = (tuple(birth.nair.ir_shape), birth.nair.n_components, tuple(birth.nair.bit_bands))
-            if declared != (tuple(a.ir_shape), a.n_components, bit_bands(a.bits)):
+            declared = (tuple(birth.nair.ir_shape), birth.nair.n_components, tuple(birth.nair.bit_bands),
+                        birth.nair.coding)
+            if declared != (tuple(a.ir_shape), a.n_components, bit_bands(a.bits), a.coding):
                 # The birth names an artifact by hash but describes another IR (a changed shape mid-stream, a bug,
                 # a hostile sender): its fragments would be decoded with the wrong layout.
                 return ("birth_inconsistent",
-                        f"ir_shape {birth.nair.ir_shape} / {birth.nair.n_components} components / bands differ "
-                        f"from artifact {a.sha256[:12]} ({a.ir_shape}, {a.n_components})")
+                        f"ir_shape {birth.nair.ir_shape} / {birth.nair.n_components} components / bands / coding "
+                        f"{birth.nair.coding} differ from artifact {a.sha256[:12]} ({a.ir_shape}, {a.n_components}, "
+                        f"{a.coding})")
         if tuple(birth.labels) != decider.labels:
             return "labels_mismatch", f"the sensor's labels differ from model {decider.manifest.name}'s"
         return None

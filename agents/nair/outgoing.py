@@ -67,18 +67,31 @@ class NairFrameEncoder:
         k = self.artifact.n_components
         return alias_wire_bytes(lean_fragment_payload_len(0, seq, frame_id, capture_ms, k, k, k)) + _ENVELOPE_SLACK
 
-    def wire_size(self, end: int, seq: int, frame_id: int, capture_ms: int) -> int:
-        """Wire bytes of a one-message frame carrying components ``[0, end)``."""
-        data = packed_bytes(self.artifact, 0, end)
+    def wire_size(self, end: int, seq: int, frame_id: int, capture_ms: int, codes: np.ndarray | None = None) -> int:
+        """Wire bytes of a one-message frame carrying components ``[0, end)`` (a range-coded artifact needs the
+        frame's ``codes``)."""
+        data = self._data_bytes(codes, end)
         return alias_wire_bytes(lean_fragment_payload_len(data, seq, frame_id, capture_ms, 0, end, end))
 
+    def _data_bytes(self, codes: np.ndarray | None, end: int) -> int:
+        if not self.artifact.entropy_coded:
+            return packed_bytes(self.artifact, 0, end)
+        if codes is None:
+            raise ValueError("a range-coded artifact sizes a frame by its codes: pass them")
+        return self.codec.data_bytes(codes, end)
+
     def prefix_for(self, wire_budget: int | None, payload_cap: int | None, seq: int, frame_id: int,
-                   capture_ms: int) -> int:
+                   capture_ms: int, codes: np.ndarray | None = None) -> int:
         """Components ``[0, end)`` a frame sends within ``wire_budget`` wire bytes and ``payload_cap`` data bytes.
 
         A one-message frame fills the wire budget exactly (the longest prefix whose whole PUBLISH fits); a frame cut
-        along the plan (test tooling) keeps a few bytes of slack per message.
+        along the plan (test tooling) keeps a few bytes of slack per message. A range-coded artifact measures the
+        frame's own coded sizes (``codes`` required).
         """
+        if self.artifact.entropy_coded:
+            if codes is None:
+                raise ValueError("a range-coded artifact sizes a frame by its codes: pass them")
+            return self._coded_prefix_for(codes, wire_budget, payload_cap, seq, frame_id, capture_ms)
         a = self.artifact
         budget = payload_cap
         if wire_budget is not None:
@@ -102,6 +115,24 @@ class NairFrameEncoder:
         end = prefix_end(a, budget)
         return max(0, end)
 
+    def _coded_prefix_for(self, codes: np.ndarray, wire_budget: int | None, payload_cap: int | None, seq: int,
+                          frame_id: int, capture_ms: int) -> int:
+        """:meth:`prefix_for` of a range-coded artifact: the longest prefix whose coded run fits the data budget
+        left after the envelope, then the envelope's slack spent too if the whole message still fits."""
+        if wire_budget is None:
+            return self.codec.fit(codes, payload_cap)
+        overhead = self._overhead(seq, frame_id, capture_ms)
+        data_budget = wire_budget - overhead
+        cap = data_budget if payload_cap is None else min(payload_cap, data_budget)
+        end = self.codec.fit(codes, cap)
+        if self.by_plan or (payload_cap is not None and payload_cap <= data_budget):
+            return end
+        roomier = self.codec.fit(codes, data_budget + _ENVELOPE_SLACK if payload_cap is None
+                                 else min(payload_cap, data_budget + _ENVELOPE_SLACK))
+        if roomier > end and self.wire_size(roomier, seq, frame_id, capture_ms, codes) <= wire_budget:
+            return roomier
+        return end
+
     def messages(self, codes: np.ndarray, frame_id: int, next_seq: Callable[[], int], capture_ts: float,
                  end: int) -> list[Outgoing]:
         """The fragments carrying components ``[0, end)`` of one frame's codes ``(K,)``."""
@@ -118,7 +149,7 @@ class NairFrameEncoder:
         return out
 
     def full_payload_bytes(self) -> int:
-        """Data bytes of the whole IR."""
+        """Data bytes of the whole IR (packed: a range-coded IR is smaller nearly always)."""
         return packed_bytes(self.artifact, 0, self.artifact.n_components)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from nairbus.models.data.fashion_mnist import Dataset
 from nairbus.models.image.codec import get_image_codec
-from nairbus.models.nair.codec import packed_bytes, prefix_end
 from nairbus.models.nair.pipeline import NairPipeline
 
 __all__ = ["NAIR_TABLE_BUDGETS", "auto_table", "write_auto_table"]
@@ -40,13 +39,15 @@ def auto_table(pipeline: NairPipeline, validation: Dataset, codecs: Sequence[str
     codes = pipeline.encode_all(validation.images)
     nair = []
     full = pipeline.artifact.total_bytes()
+    nair_codec = pipeline.codec
     for budget in sorted({min(b, full) for b in budgets}):
-        end = prefix_end(pipeline.artifact, budget)
-        if end <= 0:
+        ends = np.array([nair_codec.fit(row, budget) for row in codes])  # per frame: a range-coded prefix varies
+        if (ends <= 0).all():
             continue
-        probs = pipeline.prefix_probs(codes, np.full(len(codes), end))
-        acc = float((probs.argmax(1) == labels).mean())
-        nair.append({"payload_bytes": packed_bytes(pipeline.artifact, 0, end), "components": end, "accuracy": acc})
+        probs = pipeline.prefix_probs(codes, ends)
+        acc = float(((probs.argmax(1) == labels) & (ends > 0)).mean())
+        used = max(nair_codec.data_bytes(row, int(end)) for row, end in zip(codes, ends, strict=True))
+        nair.append({"payload_bytes": used, "components": int(np.median(ends)), "accuracy": acc})
         say(f"NAIR {budget} B: {acc:.4f}")
     image: dict[str, Any] = {}
     for spec in codecs:

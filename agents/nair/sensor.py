@@ -37,7 +37,6 @@ from nairbus.agents.sources import open_source, source_settings
 from nairbus.agents.sources.image_topic import ImageTopicSettings
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
-from nairbus.models.nair.codec import packed_bytes
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
 from nairbus.schemas import Birth, DecisionBirth, ImageBirth, ModelRef, NairBirth
@@ -213,7 +212,7 @@ class SensorAgent(SensorBase):
         if self.nair is not None:
             a = self.pipeline.artifact
             nair = NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
-                             n_components=a.n_components, bit_bands=bit_bands(a.bits))
+                             n_components=a.n_components, bit_bands=bit_bands(a.bits), coding=a.coding)
         spec = self.pipeline.input_spec
         image = (ImageBirth(codecs=tuple(self.options.image_codecs), height=spec.height, width=spec.width)
                  if self.image is not None else None)
@@ -403,7 +402,7 @@ class SensorAgent(SensorBase):
         if codes is not None:
             assert self.nair is not None  # codes are made in the modes that send NAIR
             end = self.nair.prefix_for(self.first_publish_budget(self.nair.topic, budget), self.payload_cap,
-                                       self._seq + 1, frame_id, capture_ms)
+                                       self._seq + 1, frame_id, capture_ms, codes)
         picture = None
         if self.image is not None:
             picture = self.image.message(image, frame_id, self._seq + 1, capture_ts,
@@ -433,12 +432,13 @@ class SensorAgent(SensorBase):
         if codes is not None:
             capture_ms = max(0, round((capture_ts - self.epoch_ts) * 1000.0))
             end = self.nair.prefix_for(self.first_publish_budget(self.nair.topic, budget), self.payload_cap,
-                                       self._seq + 1, frame_id, capture_ms)
+                                       self._seq + 1, frame_id, capture_ms, codes)
         picture = None
         if decided is None and self.image is not None:  # an image never beats the whole model's own answer
             picture = self.image.message(image, frame_id, self._seq + 1, capture_ts,
                                          self.first_publish_budget(self.image.topic, budget))
-        choice = self.auto.choose(nair_payload_bytes=packed_bytes(self.pipeline.artifact, 0, end) if end > 0 else None,
+        choice = self.auto.choose(nair_payload_bytes=self.nair.codec.data_bytes(codes, end)
+                                  if codes is not None and end > 0 else None,
                                   codec=None if picture is None else picture.codec, decision_fits=decided is not None)
         if choice == "decision" and decided is not None:
             self._seq += 1

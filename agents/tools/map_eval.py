@@ -66,7 +66,7 @@ from nairbus.models.evaluation.map import (
     pareto_front,
 )
 from nairbus.models.manifest import ModelManifest
-from nairbus.models.nair.codec import packed_bytes, run_spans
+from nairbus.models.nair.codec import NairCodec, packed_bytes, run_spans
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.models.store import load_model
@@ -149,19 +149,43 @@ def topk_wire(probs: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _full_ir_wire(artifact: NairArtifact, seq: int, frame_id: int, capture_ms: int) -> int:
+def _full_ir_wire(artifact: NairArtifact, seq: int, frame_id: int, capture_ms: int,
+                  codes: np.ndarray | None = None) -> int:
     """Wire bytes of the whole IR as the sensor sends it with no budget: one fragment per run of at most
-    ``MAX_FRAGMENT_DATA`` packed bytes (each at the frame's counters; a later fragment's sequence number is a byte
-    longer at most)."""
+    ``MAX_FRAGMENT_DATA`` bytes (each at the frame's counters; a later fragment's sequence number is a byte
+    longer at most). A range-coded artifact codes the frame's ``codes``."""
     k = artifact.n_components
+    if codes is not None:
+        runs = NairCodec(artifact).encode(codes, end=k, max_bytes=MAX_FRAGMENT_DATA)
+        return sum(alias_wire_bytes(lean_fragment_payload_len(len(run.data), seq, frame_id, capture_ms, run.start,
+                                                              run.end, k)) for run in runs)
     return sum(alias_wire_bytes(lean_fragment_payload_len(packed_bytes(artifact, start, end), seq, frame_id,
                                                           capture_ms, start, end, k))
                for start, end in run_spans(artifact, k, False, MAX_FRAGMENT_DATA))
 
 
-def _prefix_plan(encoder: NairFrameEncoder, n: int, cap: Cap) -> tuple[np.ndarray, np.ndarray]:
+def _coded_prefix_plan(encoder: NairFrameEncoder, codes: np.ndarray, cap: Cap) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_prefix_plan` of a range-coded artifact: every frame's coded prefix is its own."""
+    seq, frame_id, capture_ms = frame_counters(len(codes))
+    ends, wire = np.zeros(len(codes), dtype=np.int64), np.zeros(len(codes), dtype=np.int64)
+    for i, row in enumerate(codes):
+        s, f, m = int(seq[i]), int(frame_id[i]), int(capture_ms[i])
+        if cap is None:
+            ends[i], wire[i] = encoder.artifact.n_components, _full_ir_wire(encoder.artifact, s, f, m, row)
+        else:
+            ends[i] = encoder.prefix_for(cap, None, s, f, m, row)
+            wire[i] = encoder.wire_size(int(ends[i]), s, f, m, row) if ends[i] > 0 else 0
+    return ends, wire
+
+
+def _prefix_plan(encoder: NairFrameEncoder, n: int, cap: Cap,
+                 codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per frame, the prefix end the sensor sends under ``cap`` and its wire bytes (0, 0: not sent). Sizes depend on
-    the counters only through their msgpack widths, so each width class is worked out once."""
+    the counters only through their msgpack widths, so each width class is worked out once (a range-coded artifact
+    sizes each frame by its ``codes``)."""
+    if encoder.artifact.entropy_coded:
+        assert codes is not None
+        return _coded_prefix_plan(encoder, codes, cap)
     seq, frame_id, capture_ms = frame_counters(n)
     ends, wire = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     cache: dict[tuple[int, int, int], tuple[int, int]] = {}
@@ -184,7 +208,7 @@ def nair_arrays(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray, c
     correct, wire = [], []
     done: dict[bytes, np.ndarray] = {}
     for cap in caps:
-        ends, cap_wire = _prefix_plan(encoder, len(codes), cap)
+        ends, cap_wire = _prefix_plan(encoder, len(codes), cap, codes)
         key = ends.tobytes()
         if key not in done:
             sent = ends > 0

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from nairbus.models.architectures.resnet import ResNet
+from nairbus.models.nair.codec import quantise
+from nairbus.models.nair.entropy import fit_tables
 from nairbus.models.nair.quantiser import CLIP_QUANTILES, fit_quantiser
-from nairbus.models.nair.transform import NO_MIX, NairArtifact, NairTransform, bits_schedule, geometric_plan
+from nairbus.models.nair.transform import NO_MIX, NO_TABLES, NairArtifact, NairTransform, bits_schedule, geometric_plan
 
 Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
 """``nair``: channel KLT + 2-D DCT, components by variance. Baselines: ``naive`` (original order), ``prune``
@@ -49,13 +51,17 @@ class CalibrationSettings:
     joint_klt: int = 0
     """``L``: decorrelate the leading ``L`` components by a joint KLT after the separable transform (``nair``
     only; 0: off). Costs ``L²`` multiply-adds per frame on the device and ``4 L²`` artifact bytes."""
+    entropy_coding: bool = False
+    """Range-code each run with per-component code probabilities fitted on the calibration images
+    (:mod:`nairbus.models.nair.entropy`; bits of at most 4 per component) instead of bit-packing it."""
 
     def recorded(self) -> dict[str, Any]:
-        """The settings as the artifact's ``meta`` records them (``joint_klt`` only when on, so the artifacts made
-        before it existed keep their sha256)."""
+        """The settings as the artifact's ``meta`` records them (``joint_klt`` and ``entropy_coding`` only when on, so
+        the artifacts made before they existed keep their sha256)."""
         out = asdict(self)
-        if not self.joint_klt:
-            del out["joint_klt"]
+        for name in ("joint_klt", "entropy_coding"):
+            if not out[name]:
+                del out[name]
         return out
 
 
@@ -230,6 +236,9 @@ def calibrate(
     fill = _component_fill(comp, mean, settings.fill, settings.joint_klt)
     bits = bits_schedule(k, list(settings.bit_bands))
     lo, step = fit_quantiser(comp.values, bits, settings.clip_quantiles)
+    tables = NO_TABLES
+    if settings.entropy_coding:  # the codes as the sensor makes them, from the stored float32 ranges
+        tables = fit_tables(quantise(comp.values, lo.astype(np.float32), step.astype(np.float32), bits), bits)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
     meta: dict[str, Any] = {
         "method": settings.method,
@@ -253,6 +262,7 @@ def calibrate(
         plan=plan,
         meta=meta,
         mix=comp.mix.astype(np.float32),
+        tables=tables,
     )
 
 

@@ -3,8 +3,10 @@
 Pure numpy: a frame's components (already in importance order) are quantised per component and packed at the
 artifact's bits per component (bits may fall with importance). A sensor sends the prefix ``[0, end)`` that its
 budget buys (:func:`prefix_end`), usually as one :class:`ComponentRun`; the receiver turns whatever runs arrived
-back into component values plus a mask. Every run decodes on its own (per-component scale, no entropy coder
-state), so any prefix, and any subset of runs, is usable.
+back into component values plus a mask. An artifact with entropy tables range-codes each run instead of packing it
+(:mod:`nairbus.models.nair.entropy`); then a run's size depends on the frame's codes, and the prefix a budget buys
+is found per frame (:meth:`NairCodec.fit`). Every run decodes on its own (per-component scale, a coder of its own),
+so any prefix, and any subset of runs, is usable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nairbus.models.nair import entropy
 from nairbus.models.nair.transform import NairArtifact
 
 
@@ -120,12 +123,21 @@ def _segments(bits: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def pack_run(codes: np.ndarray, artifact: NairArtifact, start: int, end: int) -> bytes:
-    """Pack one frame's codes ``[start, end)`` at their planned bits, most significant bit first, into one run."""
+    """One frame's codes ``[start, end)`` as one run's bytes: range-coded with the artifact's tables, or packed at
+    their planned bits, most significant bit first."""
+    if artifact.entropy_coded:
+        return entropy.encode_run(codes[start:end], artifact.tables[start:end])
     return pack(codes[start:end], artifact.bits[start:end])
 
 
 def unpack_run(data: bytes, artifact: NairArtifact, start: int, end: int) -> np.ndarray:
-    """Inverse of :func:`pack_run`: the codes ``(end - start,)`` of a run (``PayloadError`` if the length is off)."""
+    """Inverse of :func:`pack_run`: the codes ``(end - start,)`` of a run (``PayloadError`` if the length is off or
+    a coded run does not decode)."""
+    if artifact.entropy_coded:
+        try:
+            return entropy.decode_run(data, artifact.tables[start:end], artifact.bits[start:end])
+        except entropy.EntropyError as exc:
+            raise PayloadError(f"components [{start}, {end}): {exc}") from None
     need = packed_bytes(artifact, start, end)
     if len(data) != need:
         raise PayloadError(f"{len(data)} bytes cannot hold components [{start}, {end}): they pack to {need}")
@@ -141,15 +153,29 @@ class ComponentRun:
     data: bytes
 
 
-def encode_runs(codes: np.ndarray, artifact: NairArtifact, spans: Iterable[tuple[int, int]]) -> list[ComponentRun]:
-    """Pack one frame's codes ``(K,)`` into runs for the given spans."""
-    return [ComponentRun(start, end, pack_run(codes, artifact, start, end)) for start, end in spans]
+def encode_runs(codes: np.ndarray, artifact: NairArtifact, spans: Iterable[tuple[int, int]],
+                max_bytes: int | None = None) -> list[ComponentRun]:
+    """One frame's codes ``(K,)`` as runs for the given spans; a range-coded run over ``max_bytes`` (its size is the
+    frame's, not the plan's) is halved until each piece fits."""
+    out = []
+    pending = list(spans)[::-1]
+    while pending:
+        start, end = pending.pop()
+        data = pack_run(codes, artifact, start, end)
+        if max_bytes is not None and len(data) > max_bytes and end - start > 1 and artifact.entropy_coded:
+            mid = (start + end) // 2
+            pending += [(mid, end), (start, mid)]
+            continue
+        out.append(ComponentRun(start, end, data))
+    return out
 
 
 def check_run(artifact: NairArtifact, run: ComponentRun) -> None:
     """Raise :class:`PayloadError` unless the run's range is inside the IR and its length matches its bits."""
     if not 0 <= run.start < run.end <= artifact.n_components:
         raise PayloadError(f"components [{run.start}, {run.end}) are outside the IR's {artifact.n_components}")
+    if artifact.entropy_coded:
+        return  # a coded run's length follows from its codes; decoding checks it
     need = packed_bytes(artifact, run.start, run.end)
     if len(run.data) != need:
         raise PayloadError(f"{len(run.data)} bytes for components [{run.start}, {run.end}), which pack to {need}")
@@ -198,8 +224,24 @@ class NairCodec:
     def encode(self, codes: np.ndarray, budget_bytes: int | None = None, *, end: int | None = None,
                by_plan: bool = False, max_bytes: int | None = None) -> list[ComponentRun]:
         """One frame's codes ``(K,)`` as the runs carrying the prefix ``budget_bytes`` buys (or ``[0, end)``)."""
-        stop = self.prefix_end(budget_bytes) if end is None else end
-        return encode_runs(codes, self.artifact, self.spans(stop, by_plan, max_bytes))
+        stop = self.fit(codes, budget_bytes) if end is None else end
+        return encode_runs(codes, self.artifact, self.spans(stop, by_plan, max_bytes), max_bytes)
+
+    def fit(self, codes: np.ndarray, budget_bytes: int | None, limit: int | None = None) -> int:
+        """The most components ``[0, end)`` (at most ``limit``) of this frame's codes ``(K,)`` whose one run fits
+        ``budget_bytes`` (None: all): coded sizes for a range-coded artifact, packed sizes otherwise."""
+        if not self.artifact.entropy_coded:
+            end = self.prefix_end(budget_bytes)
+            return end if limit is None else min(end, limit)
+        if budget_bytes is None:
+            return self.artifact.n_components if limit is None else min(limit, self.artifact.n_components)
+        return entropy.longest_prefix(codes, self.artifact.tables, budget_bytes, limit)
+
+    def data_bytes(self, codes: np.ndarray, end: int) -> int:
+        """Bytes of this frame's prefix ``[0, end)`` sent as one run."""
+        if not self.artifact.entropy_coded:
+            return packed_bytes(self.artifact, 0, end)
+        return len(pack_run(codes, self.artifact, 0, end))
 
     def decode(self, runs: Iterable[ComponentRun]) -> tuple[np.ndarray, np.ndarray]:
         """Component values ``(K,)`` and received mask ``(K,)`` from the runs that arrived (each checked first)."""
@@ -210,5 +252,6 @@ class NairCodec:
         check_run(self.artifact, run)
 
     def payload_bytes(self, start: int, end: int) -> int:
-        """Packed bytes of components ``[start, end)``."""
+        """Packed bytes of components ``[start, end)`` (a range-coded run's size depends on its codes: see
+        :meth:`data_bytes`)."""
         return packed_bytes(self.artifact, start, end)

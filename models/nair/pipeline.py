@@ -134,12 +134,11 @@ class NairPipeline:
         piece lost or kept as a live sensor does), and fusion's decode turns what arrived into values and a mask.
         """
         by_plan = loss.kind != "none"
-        end = self.codec.prefix_end(budget_bytes)
         values = np.zeros(codes.shape, dtype=np.float32)
         mask = np.zeros(codes.shape, dtype=bool)
         payload = np.zeros(len(codes), dtype=np.int64)
         for row, frame_id in enumerate(frame_ids.tolist()):
-            runs = self.codec.encode(codes[row], end=end, by_plan=by_plan)
+            runs = self.codec.encode(codes[row], end=self.codec.fit(codes[row], budget_bytes), by_plan=by_plan)
             if by_plan and runs:
                 runs = [run for run, gone in zip(runs, loss.lost(int(frame_id), len(runs)).tolist(), strict=True)
                         if not gone]

@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,10 +37,11 @@ PROVENANCE_KEYS = frozenset({"provenance", "calibration_seconds"})
 """Keys of ``meta`` that record how an artifact came about but not how it behaves: not hashed
 (``calibration_seconds`` is the pre-provenance place of the wall time)."""
 _ARRAYS = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
-_OPTIONAL_ARRAYS = ("mix",)
-"""Arrays an artifact may lack (an artifact without a joint KLT stores an empty ``mix``, hashed as if absent, so the
-artifacts made before it existed keep their sha256)."""
+_OPTIONAL_ARRAYS = ("mix", "tables")
+"""Arrays an artifact may lack (an artifact without a joint KLT stores an empty ``mix``, one without entropy coding
+empty ``tables``, hashed as if absent, so the artifacts made before they existed keep their sha256)."""
 NO_MIX = np.zeros((0, 0), dtype=np.float32)
+NO_TABLES = np.zeros((0, 0), dtype=np.float32)
 
 
 class ArtifactMismatchError(RuntimeError):
@@ -75,10 +76,23 @@ class NairArtifact:
     plan: np.ndarray  # (F, 2) int64: component span [start, end) of each fragment, in sending order
     meta: dict[str, Any] = field(default_factory=dict)
     mix: np.ndarray = field(default_factory=lambda: NO_MIX)  # (L, L) float32, orthogonal: joint KLT of s[:L]
+    tables: np.ndarray = field(default_factory=lambda: NO_TABLES)
+    """(K, W) float32: each component's code probabilities when its runs are range-coded
+    (:mod:`nairbus.models.nair.entropy`); empty: codes are bit-packed."""
 
     @property
     def n_components(self) -> int:
         return int(np.prod(self.ir_shape))
+
+    @property
+    def entropy_coded(self) -> bool:
+        """Whether runs are range-coded with :attr:`tables` (else bit-packed at :attr:`bits`)."""
+        return bool(self.tables.size)
+
+    @property
+    def coding(self) -> Literal["packed", "range"]:
+        """How a run's codes are put into bytes, as the birth names it: ``range`` or ``packed``."""
+        return "range" if self.entropy_coded else "packed"
 
     @property
     def joint_components(self) -> int:
@@ -162,6 +176,11 @@ class NairArtifact:
         if mix.ndim != 2 or mix.shape[0] != mix.shape[1] or mix.shape[0] > int(np.prod(header["ir_shape"])):
             raise ArtifactMismatchError(f"{path}: its joint KLT has shape {mix.shape}, not L x L with L at most "
                                         f"the IR's {int(np.prod(header['ir_shape']))} components")
+        tables = arrays.get("tables", NO_TABLES)
+        if tables.size and (tables.ndim != 2 or tables.shape[0] != int(np.prod(header["ir_shape"]))
+                            or not np.isfinite(tables).all() or (tables < 0).any()):
+            raise ArtifactMismatchError(f"{path}: its entropy tables have shape {tables.shape}, not one row of "
+                                        "non-negative probabilities per component")
         return cls(
             model_name=header["model_name"],
             model_sha256=header["model_sha256"],

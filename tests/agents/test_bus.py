@@ -254,3 +254,36 @@ def test_after_a_broker_restart_a_new_fusion_learns_the_sensor_again(topic_root:
             fusion.stop()
             worker.join(timeout=10)
             fusion.close()
+
+
+def test_a_range_coded_artifact_runs_live_as_offline(broker: PrivateMosquitto, topic_root: str) -> None:
+    # Entropy-coded fragments over a real broker: the birth says how they are coded, fusion decodes each frame's
+    # coded prefix, and its decisions are the offline evaluator's for the components that arrived.
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))).eval()
+    artifact = calibrate(model, "tiny", MANIFEST.sha256, load_split("train").images[:300],
+                         CalibrationSettings(first_fragment=16, bit_bands=((0.05, 2), (1.0, 1)), entropy_coding=True))
+    coded = NairPipeline(model, MANIFEST, artifact)
+    cfg = _config(broker, topic_root, fusion=FusionSettings(deadline_ms=400, stats_interval_s=0.2, max_frames=64))
+    fusion = FusionAgent(cfg, coded)
+    fusion.start()
+    worker = threading.Thread(target=fusion.run, daemon=True)
+    worker.start()
+    listener = Listener(broker, TopicTree(topic_root, "lab"))
+    listener.comm.start()
+    sensor = _sensor(broker, topic_root, coded, sensor_id="cam-r", count=20, budget_bytes=120)
+    assert sensor.birth().nair is not None
+    assert sensor.birth().nair.coding == "range"
+    sensor.run_replay()
+    listener.collect({("cam-r", i) for i in range(20)}, timeout=20)
+    sensor.stop()
+    listener.comm.stop()
+    fusion.stop()
+    worker.join(timeout=10)
+    fusion.close()
+    got = [listener.results[("cam-r", i)] for i in range(20)]
+    ends = np.array([r.components_received for r in got])
+    codes = coded.encode_all(load_split("test").images[:20])
+    assert np.array_equal(np.array([r.class_index for r in got]), coded.prefix_probs(codes, ends).argmax(1))
+    assert all(0 < r.bytes_received <= 120 for r in got)
+    assert ends.max() > 100
