@@ -398,6 +398,10 @@ def evaluate_map_cmd(
         help="Where the JSON report goes, the PNG beside it (default reports/map.json, for another model "
              "reports/map-<model>.json).")] = None,
     data_dir: DataDirOpt = None,
+    coded_split: Annotated[list[str] | None, typer.Option(
+        help="Also map range-coded NAIR at this split (repeatable): every allocation of at most 4 bits is "
+             "calibrated with --entropy-coding (cached in --artifacts-dir) and per cap the one best on validation "
+             "is reported.")] = None,
 ) -> None:
     """Every representation a sensor can send on one map: accuracy against bytes on the wire and the device's cost.
 
@@ -418,7 +422,8 @@ def evaluate_map_cmd(
         raise typer.BadParameter(f"--frames must be in 1..10000, --validation-frames in 1..{VALIDATION_IMAGES} and "
                                  f"--calibration-images in 1..{60000 - VALIDATION_IMAGES}")
     settings = MapSettings(model=model, frames=frames, validation_frames=validation_frames,
-                           artifacts_dir=artifacts_dir, calibration_images=calibration_images, data_dir=data_dir)
+                           artifacts_dir=artifacts_dir, calibration_images=calibration_images, data_dir=data_dir,
+                           coded_splits=tuple(coded_split or ()))
     try:
         with console.status("mapping") as status:
             def say(message: str) -> None:

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from nairbus.agents.nair.outgoing import DecisionEncoder, NairFrameEncoder
+from nairbus.agents.nair.outgoing import DecisionEncoder
 from nairbus.agents.tools.devicecost import find_artifacts
+from nairbus.agents.tools.map_nair import coded_entry, nair_arrays
 from nairbus.models.data.fashion_mnist import Dataset, validation_split
 from nairbus.models.data.registry import load_data
 from nairbus.models.evaluation.cost import DECISION_K, model_macs, model_probs, representations, transform_macs
@@ -54,7 +55,6 @@ from nairbus.models.evaluation.map import (
     DEFAULT_MS_BUDGETS,
     DEFAULT_SHARE_BUDGETS,
     Cap,
-    CapArrays,
     DeviceCost,
     MapEntry,
     budgets,
@@ -66,7 +66,6 @@ from nairbus.models.evaluation.map import (
     pareto_front,
 )
 from nairbus.models.manifest import ModelManifest
-from nairbus.models.nair.codec import NairCodec, packed_bytes, run_spans
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.models.store import load_model
@@ -74,8 +73,6 @@ from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch
 from nairbus.models.zoo import REPORTS_DIR, model_option, report_path
 from nairbus.schemas.lean import LeanContext
-from nairbus.schemas.messages import MAX_FRAGMENT_DATA
-from nairbus.schemas.wire import alias_wire_bytes, lean_fragment_payload_len, msgpack_uint_len
 
 __all__ = ["MapSettings", "evaluate_map", "nair_arrays", "topk_wire"]
 
@@ -105,6 +102,8 @@ class MapSettings:
     families: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(FAMILY_LADDERS))
     data_dir: Path | None = None
     batch_size: int = 1000
+    coded_splits: tuple[str, ...] = ()
+    """Splits where range-coded NAIR is mapped too, its allocation chosen per cap (:mod:`.map_nair`)."""
 
     def command(self) -> str:
         """The command line that reproduces the report (options left at their defaults are not repeated)."""
@@ -115,6 +114,7 @@ class MapSettings:
         for name in ("validation_frames", "artifacts_dir", "calibration_images"):
             if getattr(self, name) != getattr(default, name):
                 parts.append(f"--{name.replace('_', '-')} {getattr(self, name)}")
+        parts += [f"--coded-split {split}" for split in self.coded_splits]
         return " ".join(parts)
 
 
@@ -147,78 +147,6 @@ def topk_wire(probs: np.ndarray, k: int) -> np.ndarray:
         assert message is not None  # no budget: always built
         out[i] = message.wire_bytes
     return out
-
-
-def _full_ir_wire(artifact: NairArtifact, seq: int, frame_id: int, capture_ms: int,
-                  codes: np.ndarray | None = None) -> int:
-    """Wire bytes of the whole IR as the sensor sends it with no budget: one fragment per run of at most
-    ``MAX_FRAGMENT_DATA`` bytes (each at the frame's counters; a later fragment's sequence number is a byte
-    longer at most). A range-coded artifact codes the frame's ``codes``."""
-    k = artifact.n_components
-    if codes is not None:
-        runs = NairCodec(artifact).encode(codes, end=k, max_bytes=MAX_FRAGMENT_DATA)
-        return sum(alias_wire_bytes(lean_fragment_payload_len(len(run.data), seq, frame_id, capture_ms, run.start,
-                                                              run.end, k)) for run in runs)
-    return sum(alias_wire_bytes(lean_fragment_payload_len(packed_bytes(artifact, start, end), seq, frame_id,
-                                                          capture_ms, start, end, k))
-               for start, end in run_spans(artifact, k, False, MAX_FRAGMENT_DATA))
-
-
-def _coded_prefix_plan(encoder: NairFrameEncoder, codes: np.ndarray, cap: Cap) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_prefix_plan` of a range-coded artifact: every frame's coded prefix is its own."""
-    seq, frame_id, capture_ms = frame_counters(len(codes))
-    ends, wire = np.zeros(len(codes), dtype=np.int64), np.zeros(len(codes), dtype=np.int64)
-    for i, row in enumerate(codes):
-        s, f, m = int(seq[i]), int(frame_id[i]), int(capture_ms[i])
-        if cap is None:
-            ends[i], wire[i] = encoder.artifact.n_components, _full_ir_wire(encoder.artifact, s, f, m, row)
-        else:
-            ends[i] = encoder.prefix_for(cap, None, s, f, m, row)
-            wire[i] = encoder.wire_size(int(ends[i]), s, f, m, row) if ends[i] > 0 else 0
-    return ends, wire
-
-
-def _prefix_plan(encoder: NairFrameEncoder, n: int, cap: Cap,
-                 codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame, the prefix end the sensor sends under ``cap`` and its wire bytes (0, 0: not sent). Sizes depend on
-    the counters only through their msgpack widths, so each width class is worked out once (a range-coded artifact
-    sizes each frame by its ``codes``)."""
-    if encoder.artifact.entropy_coded:
-        assert codes is not None
-        return _coded_prefix_plan(encoder, codes, cap)
-    seq, frame_id, capture_ms = frame_counters(n)
-    ends, wire = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    cache: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for i in range(n):
-        s, f, m = int(seq[i]), int(frame_id[i]), int(capture_ms[i])
-        key = (msgpack_uint_len(s), msgpack_uint_len(f), msgpack_uint_len(m))
-        if key not in cache:
-            if cap is None:
-                cache[key] = (encoder.artifact.n_components, _full_ir_wire(encoder.artifact, s, f, m))
-            else:
-                end = encoder.prefix_for(cap, None, s, f, m)
-                cache[key] = (end, encoder.wire_size(end, s, f, m) if end > 0 else 0)
-        ends[i], wire[i] = cache[key]
-    return ends, wire
-
-
-def nair_arrays(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray, caps: Sequence[Cap]) -> CapArrays:
-    """NAIR under each cap: per frame the longest prefix whose message fits, classified by the hub's tail."""
-    encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
-    correct, wire = [], []
-    done: dict[bytes, np.ndarray] = {}
-    for cap in caps:
-        ends, cap_wire = _prefix_plan(encoder, len(codes), cap, codes)
-        key = ends.tobytes()
-        if key not in done:
-            sent = ends > 0
-            pred = np.full(len(codes), -1)
-            if sent.any():
-                pred[sent] = pipeline.prefix_probs(codes[sent], ends[sent]).argmax(1)
-            done[key] = (pred == labels) & sent
-        correct.append(done[key])
-        wire.append(cap_wire)
-    return CapArrays(np.array(correct, dtype=bool), np.array(wire, dtype=np.int64))
 
 
 # --- device cost ----------------------------------------------------------------------------------------------------
@@ -311,21 +239,28 @@ def _artifact_paths(run: _Run) -> tuple[dict[str, Path], set[str]]:
     return {split: found[split] for split in splits}, made
 
 
+def _calibration_images(run: _Run) -> np.ndarray:
+    """The training images a split is calibrated on: the first ``calibration_images`` of the seed-0 permutation
+    (as ``nairbus calibrate``), disjoint from the validation split."""
+    train = load_data("train", data_dir=run.settings.data_dir)
+    pick = np.sort(np.random.default_rng(0).permutation(len(train))[: run.settings.calibration_images])
+    return np.asarray(train.images[pick])
+
+
 def _calibrate(run: _Run, split: str) -> Path:
     """Calibrate NAIR at ``split`` as ``nairbus calibrate --split S`` does, into ``--artifacts-dir``."""
     from nairbus.models.nair.calibration import CalibrationSettings, calibrate
 
     s, manifest = run.settings, run.manifest
-    train = load_data("train", data_dir=s.data_dir)
-    pick = np.sort(np.random.default_rng(0).permutation(len(train))[: s.calibration_images])
+    images = _calibration_images(run)
     path = s.artifacts_dir / f"{manifest.name}.{split}.nair.npz"
-    run.say(f"calibrating NAIR at {split} on {len(pick)} training images -> {path}")
+    run.say(f"calibrating NAIR at {split} on {len(images)} training images -> {path}")
     started = time.perf_counter()
-    artifact = calibrate(run.net, manifest.name, manifest.sha256, train.images[pick], CalibrationSettings(split=split))
-    images = "" if s.calibration_images == 10000 else f" --images {s.calibration_images}"
+    artifact = calibrate(run.net, manifest.name, manifest.sha256, images, CalibrationSettings(split=split))
+    images_option = "" if s.calibration_images == 10000 else f" --images {s.calibration_images}"
     artifact.meta["provenance"] = {**artifact.meta.get("provenance", {}),
                                    "command": f"nairbus calibrate{model_option(manifest.name)} --split {split}"
-                                              f"{images} --out {path}",
+                                              f"{images_option} --out {path}",
                                    "made_by": "nairbus evaluate map (no artifact shipped for this split)",
                                    "calibration_seconds": round(time.perf_counter() - started, 1)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -361,6 +296,13 @@ def _nair_entries(run: _Run) -> list[MapEntry]:
             arrays[where] = nair_arrays(pipeline, codes, data.labels, run.settings.caps)
         entries.append(MapEntry(f"nair-{split}", "nair", run.shares[f"nair-{split}"], arrays["validation"],
                                 arrays["test"], split=split, detail=_artifact_detail(path, artifact, split in made)))
+    for split in run.settings.coded_splits:
+        if split not in paths:
+            raise ValueError(f"--coded-split {split}: model {run.manifest.name} has no such split point "
+                             f"({', '.join(paths)})")
+        entries.append(coded_entry(run.net, run.manifest, split, run.shares[f"nair-{split}"], run.validation,
+                                   run.test, run.settings.caps, _calibration_images(run), run.settings.artifacts_dir,
+                                   run.say))
     return entries
 
 

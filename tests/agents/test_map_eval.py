@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nairbus.agents.tools.map_eval import MapSettings, nair_arrays, topk_wire
+from nairbus.agents.tools.map_eval import MapSettings, topk_wire
+from nairbus.agents.tools.map_nair import nair_arrays
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.evaluation.map import DEFAULT_CAPS, cap_limits
 from nairbus.models.nair.pipeline import NairPipeline
@@ -99,3 +100,31 @@ def test_the_command_maps_every_representation_of_base(tmp_path: Path) -> None:
         if row["runner_up"] is not None:
             assert 0.0 <= row["mcnemar_p"] <= 1.0
             assert row["verdict"] in ("inside the noise", "outside the noise")
+
+
+def test_range_coded_nair_takes_per_cap_the_allocation_best_on_validation(tmp_path: Path) -> None:
+    from nairbus.agents.tools.map_nair import coded_entry
+    from nairbus.models.data.fashion_mnist import validation_split
+    from nairbus.models.evaluation.map import DeviceCost
+
+    base = NairPipeline.load("base")
+    train, test = load_split("train"), load_split("test")
+    validation = validation_split(train)
+    validation = type(validation)(validation.images[:120], validation.labels[:120])
+    test = type(test)(test.images[:80], test.labels[:80])
+    caps = (60, 150, 400)
+    allocations = {"2/1 bit by importance": ((0.04, 2), (1.0, 1)), "3 bit": ((1.0, 3),)}
+    entry = coded_entry(base.model, base.manifest, "stage2", DeviceCost(1, 2), validation, test, caps,
+                        train.images[:400], tmp_path, lambda _m: None, allocations)
+    assert entry.name == "nair-stage2-coded"
+    assert entry.detail["coding"] == "range"
+    chosen = [row["label"] for row in entry.detail["allocation_per_cap"]]
+    assert set(chosen) <= set(allocations)
+    assert len(chosen) == len(caps)
+    assert np.all(entry.test.wire <= np.array(caps)[:, None])  # every frame's coded message fits its cap
+    for row, label in enumerate(chosen):  # the chosen one is at least as accurate on validation as the other
+        other = next(name for name in allocations if name != label)
+        again = coded_entry(base.model, base.manifest, "stage2", DeviceCost(1, 2), validation, test, caps,
+                            train.images[:400], tmp_path, lambda _m: None, {other: allocations[other]})
+        assert entry.validation.correct[row].mean() >= again.validation.correct[row].mean()
+    assert len(list(tmp_path.glob("base.stage2.coded-*.nair.npz"))) == 2  # calibrated once, then cached
