@@ -93,7 +93,9 @@ def test_a_fusion_agent_discovers_a_model_by_the_hash_a_birth_names(broker: Priv
     got: dict[tuple[str, int], Result] = {}
     try:
         sensor.start()
-        time.sleep(1.0)  # the birth reaches fusion first
+        deadline = time.monotonic() + 30.0  # fusion loads the model the birth names (seconds on a busy machine)
+        while pipeline.manifest.sha256 not in fusion.by_model and time.monotonic() < deadline:
+            time.sleep(0.1)
         sensor.run_replay()
         got = collect_results(listener, topics, 20, timeout=20)
     finally:
