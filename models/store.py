@@ -6,9 +6,11 @@ architecture, config, split points, sha256, accuracy on the test split, the comm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,20 @@ def sensor_artifact_path(name: str, directory: Path | None = None) -> Path:
     name, directory = locate_model(name, directory)
     chosen = read_manifest(name, directory).sensor_artifact  # validated: a plain file name beside the manifest
     return directory / (chosen or f"{name}.nair.npz")
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int) -> Iterator[None]:
+    """Run this process's model work on ``threads`` compute threads (the framework's intra-op pool) inside the
+    block, then restore the count it had."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, not {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_sensor_defaults(name: str, defaults: SensorDefaults, directory: Path | None = None) -> Path:

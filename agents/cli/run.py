@@ -26,6 +26,9 @@ ArtifactOpt = Annotated[Path | None, typer.Option(
     help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
          "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
          "split).")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Compute threads for the model work here (default 1: one frame at a time gains little from more, and "
+         "on a busy device more threads spin against each other).", min=1, max=64)]
 SensorModeOpt = Annotated[str | None, typer.Option(
     help="nair (feature prefix), image (compressed frame, whole model at the hub), decision (whole model here, "
          "its top-k sent: about 30 wire bytes), auto (per frame the best of image, nair and the decision the "
@@ -73,6 +76,7 @@ def sensor(
     artifact: ArtifactOpt = None,
     deadline_ms: Annotated[float | None, typer.Option(help="Frame deadline at the sensor.")] = None,
     fps: Annotated[float | None, typer.Option(help="Replay rate (frames per second).")] = None,
+    threads: ThreadsOpt = None,
     qos: QosOpt = None,
     test_loss: Annotated[str | None, typer.Option(
         help="TEST TOOLING: inject fragment loss, 'random:0.2' or 'bursty:0.2[:burst]'.")] = None,
@@ -101,10 +105,12 @@ def sensor(
     """
     flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
+    from nairbus.models.store import compute_threads
 
     cfg = _sensor_config(flags.pop("config"), sensor_overrides(flags))
     try:
-        counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
+        with compute_threads(cfg.sensor.threads):
+            counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)

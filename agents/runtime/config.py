@@ -127,6 +127,9 @@ class SensorSettings(BaseModel):
     """A cap on the wire bytes per second (a token bucket holding one second)."""
     deadline_ms: float = Field(default=1000.0, gt=0)
     fps: float | None = Field(default=None, gt=0)
+    threads: int = Field(default=1, ge=1, le=64)
+    """Compute threads for the sensor process's model work (``nairbus sensor`` sets them for its run). One frame at
+    a time gains little from more, and on a device busy with other work more threads spin against each other."""
     batch: int = Field(default=32, ge=1, le=1024)
     expiry_s: float = Field(default=10.0, gt=0)
     replay_s: float = Field(default=1.0, ge=0, le=60)

@@ -19,3 +19,16 @@ def test_other_models_keep_the_framework_kernels() -> None:
     wide = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 1, stride=2), nn.Conv2d(16, 4, 1))
     with safe_kernels([wide]):
         assert torch.backends.mkldnn.enabled
+
+
+def test_compute_threads_are_set_for_the_block_and_restored() -> None:
+    import pytest
+
+    from nairbus.models.store import compute_threads
+
+    before = torch.get_num_threads()
+    with compute_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"), compute_threads(0):
+        pass
