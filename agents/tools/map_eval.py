@@ -64,6 +64,7 @@ from nairbus.models.evaluation.map import (
     ladder_arrays,
     memo_predictor,
     pareto_front,
+    versus_best_image,
 )
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.pipeline import NairPipeline
@@ -413,6 +414,8 @@ def _rules() -> dict[str, str]:
                  "validation; McNemar's exact paired test on the test frames; p >= 0.05: inside the noise",
         "front_devices": "'front' is for one device (the VP ensemble needs several); 'ensemble_wins' lists the "
                          "budget x cap cells where the ensemble, one variant per device, would win on validation",
+        "nair_vs_image": "each NAIR representation against the image family best on VALIDATION at the same cap; "
+                         "McNemar's exact paired test on the test frames (p >= 0.05: inside the noise)",
     }
 
 
@@ -437,6 +440,7 @@ def _report(run: _Run, entries: Sequence[MapEntry]) -> dict[str, Any]:
         "rules": _rules(), "budgets": [b.as_json() for b in budget_list],
         "representations": [entry_json(e, caps) for e in entries],
         "front": pareto_front(single, budget_list, caps), "ensemble_wins": ensemble_wins,
+        "nair_vs_image": versus_best_image(entries, caps),
         "seconds": run.seconds,
     }
 

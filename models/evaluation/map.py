@@ -252,6 +252,31 @@ def pareto_front(entries: Sequence[MapEntry], budget_list: Sequence[Budget],
     return [front_row(entries, budget, index, cap) for budget in budget_list for index, cap in enumerate(caps)]
 
 
+def versus_best_image(entries: Sequence[MapEntry], caps: Sequence[Cap]) -> list[dict[str, Any]]:
+    """Each NAIR representation against the strongest image a user could pick instead, cap by cap: the image
+    family best on **validation** at that cap, McNemar's paired test on the test frames (a claim for NAIR names its
+    split and the device's share: both are in the row)."""
+    images = [e for e in entries if e.kind == "image"]
+    out = []
+    for entry in (e for e in entries if e.kind == "nair"):
+        rows = []
+        for index, cap in enumerate(caps):
+            if not images:
+                break
+            image = ranked(images, index)[0]
+            test = stats.mcnemar(entry.test.correct[index], image.test.correct[index], "nair", "image")
+            nair_acc, image_acc = entry.test.accuracy(index), image.test.accuracy(index)
+            rows.append({"cap_bytes": cap_label(cap), "image": image.name, "nair_test_accuracy": nair_acc,
+                         "image_test_accuracy": image_acc, "margin_test": nair_acc - image_acc,
+                         "mcnemar_p": test["p_value"],
+                         "discordant": [test["only_nair_correct"], test["only_image_correct"]],
+                         "verdict": "inside the noise" if test["within_noise"] else
+                         ("NAIR better" if nair_acc > image_acc else "image better")})
+        out.append({"name": entry.name, "split": entry.split, "mac_share": round(entry.cost.mac_share, 6),
+                    "caps": rows})
+    return out
+
+
 # --- the report -----------------------------------------------------------------------------------------------------
 
 

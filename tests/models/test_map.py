@@ -154,3 +154,25 @@ def test_entry_json_keeps_cost_and_per_cap_figures_without_per_frame_arrays() ->
 def test_the_plot_is_written(tmp_path: Path) -> None:
     path = plot_map(_synthetic_report(), tmp_path / "map.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nair_is_set_against_the_image_best_on_validation_at_each_cap() -> None:
+    from nairbus.models.evaluation.map import versus_best_image
+
+    right, wrong = [True] * 40, [False] * 40
+    mixed = [True] * 20 + [False] * 20
+    weak = _entry("image weak", mixed, right, kind="image")  # best on test, not on validation
+    strong = _entry("image strong", right, mixed, kind="image")
+    nair = _entry("nair-stage2", mixed, right, kind="nair", share=0.6)
+    rows = versus_best_image([weak, strong, nair, _entry("decision", right, right)], CAPS)
+    assert [r["name"] for r in rows] == ["nair-stage2"]
+    assert rows[0]["mac_share"] == 0.6
+    cap = rows[0]["caps"][0]
+    assert cap["image"] == "image strong"  # chosen on validation, not on test
+    assert cap["discordant"] == [20, 0]
+    assert cap["verdict"] == "NAIR better"
+    assert cap["mcnemar_p"] < 0.05
+    same = versus_best_image([strong, _entry("nair-x", wrong, mixed, kind="nair")], CAPS)[0]["caps"][0]
+    assert same["verdict"] == "inside the noise"
+    assert same["margin_test"] == 0.0
+    assert versus_best_image([nair], CAPS) == [{"name": "nair-stage2", "split": None, "mac_share": 0.6, "caps": []}]
