@@ -610,6 +610,32 @@ def map_block(report: Report) -> str:
     return "\n".join(lines)
 
 
+def map_nair_vs_image_block(report: Report) -> str | None:
+    """NAIR at each split against the image a user would pick instead (best on validation per cap), McNemar on
+    test; None when the map has no such section."""
+    rows = report.get("nair_vs_image")
+    if not rows:
+        return None
+    caps = [c for c in MAP_CAPS if any(str(cap["cap_bytes"]) == str(c) for row in rows for cap in row["caps"])]
+    lines = [f"From `reports/{report.get('_file', 'map.json')}` (`{report['command']}`): NAIR against the image "
+             "family best on validation at the same per-frame wire cap; test accuracy, margin in points (McNemar, "
+             "paired; \"noise\": p ≥ 0.05).", ""]
+
+    def cell(row: Report, cap: object) -> str:
+        got = next((c for c in row["caps"] if str(c["cap_bytes"]) == str(cap)), None)
+        if got is None:
+            return "-"
+        sign = "+" if got["margin_test"] >= 0 else "−"
+        noise = ", noise" if got["verdict"] == "inside the noise" else ""
+        return (f"{_pct(got['nair_test_accuracy'], 1)} vs {_pct(got['image_test_accuracy'], 1)} "
+                f"({sign}{abs(100 * got['margin_test']):.1f}{noise})")
+
+    lines += _table(["NAIR (device share)", *[f"≤ {c} B" if c != "unlimited" else "unlimited" for c in caps]],
+                    ([f"{row['name']} ({100 * row['mac_share']:.3g} %)", *[cell(row, c) for c in caps]]
+                     for row in rows))
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -631,6 +657,8 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
                      "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": ("map.json", map_block, "`nairbus evaluate map`"),
     "map-mobilenet": ("map-mobilenet.json", map_block, "`nairbus evaluate map --model mobilenet`"),
+    "map-nair-vs-image": ("map.json", map_nair_vs_image_block, "`nairbus evaluate map --frames 2000 --coded-split "
+                          "stage2`"),
     "link-decision": ("link-decision.json", link_block, "`nairbus bench link --rates 50k,20k --fps 30,10 --mode "
                       "decision --frames 1000 --report reports/link-decision.json` (as root)"),
     "link-auto": ("link-auto.json", link_block, "`nairbus bench link --rates 10M,1M,250k,50k,20k --mode image "

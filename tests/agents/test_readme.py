@@ -62,3 +62,20 @@ def test_vp_blocks_render_every_variant_and_probability(tmp_path: Path) -> None:
     assert "| 5 | 10 | 80 | 250 |" in out
     assert "10 % 1254 B" in out
     assert "run `nairbus demo`" in out  # no demo.json: the live block says how to make it
+
+
+def test_the_nair_versus_image_block_names_the_split_share_and_verdict() -> None:
+    from nairbus.agents.tools.readme import map_nair_vs_image_block
+
+    assert map_nair_vs_image_block({"command": "c", "front": []}) is None
+    report = {"command": "nairbus evaluate map", "nair_vs_image": [{"name": "nair-stage2-coded", "split": "stage2",
+              "mac_share": 0.622472, "caps": [
+                  {"cap_bytes": 200, "nair_test_accuracy": 0.915, "image_test_accuracy": 0.91, "margin_test": 0.005,
+                   "verdict": "inside the noise"},
+                  {"cap_bytes": 100, "nair_test_accuracy": 0.8, "image_test_accuracy": 0.836, "margin_test": -0.036,
+                   "verdict": "image better"}]}]}
+    text = map_nair_vs_image_block(report)
+    assert text is not None
+    assert "nair-stage2-coded (62.2 %)" in text
+    assert "91.5 % vs 91.0 % (+0.5, noise)" in text
+    assert "(−3.6)" in text
