@@ -36,7 +36,9 @@ def _run(pacing: Pacing[int], batches: list[FrameBatch], work_s: float = 0.0,
 
 
 def test_frames_are_handed_over_at_their_rate() -> None:
-    sent, skipped = _run(Pacing(100.0), _batches(20, 5))
+    # A quarter second of slack: frames are handed over at their rate, and a busy machine's hiccup does not make
+    # one late enough to skip (what is asserted is the pace, not the skipping: the next test has that).
+    sent, skipped = _run(Pacing(100.0, slack_s=0.25), _batches(20, 5))
     assert [f for f, _, _ in sent] == list(range(20))
     assert skipped == []
     span = sent[-1][1] - sent[0][1]
