@@ -51,6 +51,13 @@ class Outgoing:
     """What the frame went as: ``nair``, ``image`` or ``decision``."""
 
 
+def _frame_codes(codes: np.ndarray | None) -> np.ndarray:
+    """The frame's codes a range-coded artifact sizes a frame by (its sizes depend on them)."""
+    if codes is None:
+        raise ValueError("a range-coded artifact sizes a frame by its codes: pass them")
+    return codes
+
+
 class NairFrameEncoder:
     """Builds a frame's fragments: the most important components that fit the budget, in importance order."""
 
@@ -76,9 +83,7 @@ class NairFrameEncoder:
     def _data_bytes(self, codes: np.ndarray | None, end: int) -> int:
         if not self.artifact.entropy_coded:
             return packed_bytes(self.artifact, 0, end)
-        if codes is None:
-            raise ValueError("a range-coded artifact sizes a frame by its codes: pass them")
-        return self.codec.data_bytes(codes, end)
+        return self.codec.data_bytes(_frame_codes(codes), end)
 
     def prefix_for(self, wire_budget: int | None, payload_cap: int | None, seq: int, frame_id: int,
                    capture_ms: int, codes: np.ndarray | None = None) -> int:
@@ -89,9 +94,7 @@ class NairFrameEncoder:
         frame's own coded sizes (``codes`` required).
         """
         if self.artifact.entropy_coded:
-            if codes is None:
-                raise ValueError("a range-coded artifact sizes a frame by its codes: pass them")
-            return self._coded_prefix_for(codes, wire_budget, payload_cap, seq, frame_id, capture_ms)
+            return self._coded_prefix_for(_frame_codes(codes), wire_budget, payload_cap, seq, frame_id, capture_ms)
         a = self.artifact
         budget = payload_cap
         if wire_budget is not None:

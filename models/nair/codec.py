@@ -12,7 +12,7 @@ so any prefix, and any subset of runs, is usable.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,14 +154,16 @@ class ComponentRun:
 
 
 def encode_runs(codes: np.ndarray, artifact: NairArtifact, spans: Iterable[tuple[int, int]],
-                max_bytes: int | None = None) -> list[ComponentRun]:
+                max_bytes: int | None = None,
+                packer: Callable[[int, int], bytes] | None = None) -> list[ComponentRun]:
     """One frame's codes ``(K,)`` as runs for the given spans; a range-coded run over ``max_bytes`` (its size is the
-    frame's, not the plan's) is halved until each piece fits."""
+    frame's, not the plan's) is halved until each piece fits. ``packer(start, end)`` (default :func:`pack_run`)
+    lets a caller reuse runs it has coded already."""
     out = []
     pending = list(spans)[::-1]
     while pending:
         start, end = pending.pop()
-        data = pack_run(codes, artifact, start, end)
+        data = pack_run(codes, artifact, start, end) if packer is None else packer(start, end)
         if max_bytes is not None and len(data) > max_bytes and end - start > 1 and artifact.entropy_coded:
             mid = (start + end) // 2
             pending += [(mid, end), (start, mid)]
@@ -212,6 +214,20 @@ class NairCodec:
 
     def __init__(self, artifact: NairArtifact) -> None:
         self.artifact = artifact
+        self._memo: tuple[bytes, dict[tuple[int, int], bytes]] = (b"", {})
+
+    def _run(self, codes: np.ndarray, start: int, end: int) -> bytes:
+        """``pack_run`` remembered for the frame last seen: the sensor sizes, fits and sends the same frame's runs,
+        and range coding is the costly part (a new frame's codes clear the memory)."""
+        key = codes.tobytes()
+        seen, runs = self._memo  # one read: a thread sharing the codec never mixes two frames' runs
+        if key != seen:
+            runs = {}
+            self._memo = (key, runs)
+        run = runs.get((start, end))
+        if run is None:
+            run = runs[(start, end)] = pack_run(codes, self.artifact, start, end)
+        return run
 
     def prefix_end(self, budget_bytes: int | None) -> int:
         """The most components ``[0, end)`` whose packed codes fit ``budget_bytes`` (None: all)."""
@@ -225,7 +241,8 @@ class NairCodec:
                by_plan: bool = False, max_bytes: int | None = None) -> list[ComponentRun]:
         """One frame's codes ``(K,)`` as the runs carrying the prefix ``budget_bytes`` buys (or ``[0, end)``)."""
         stop = self.fit(codes, budget_bytes) if end is None else end
-        return encode_runs(codes, self.artifact, self.spans(stop, by_plan, max_bytes), max_bytes)
+        packer = (lambda a, b: self._run(codes, a, b)) if self.artifact.entropy_coded else None
+        return encode_runs(codes, self.artifact, self.spans(stop, by_plan, max_bytes), max_bytes, packer)
 
     def fit(self, codes: np.ndarray, budget_bytes: int | None, limit: int | None = None) -> int:
         """The most components ``[0, end)`` (at most ``limit``) of this frame's codes ``(K,)`` whose one run fits
@@ -235,13 +252,14 @@ class NairCodec:
             return end if limit is None else min(end, limit)
         if budget_bytes is None:
             return self.artifact.n_components if limit is None else min(limit, self.artifact.n_components)
-        return entropy.longest_prefix(codes, self.artifact.tables, budget_bytes, limit)
+        return entropy.longest_prefix(codes, self.artifact.tables, budget_bytes, limit,
+                                      coded_size=lambda end: len(self._run(codes, 0, end)))
 
     def data_bytes(self, codes: np.ndarray, end: int) -> int:
         """Bytes of this frame's prefix ``[0, end)`` sent as one run."""
         if not self.artifact.entropy_coded:
             return packed_bytes(self.artifact, 0, end)
-        return len(pack_run(codes, self.artifact, 0, end))
+        return len(self._run(codes, 0, end))
 
     def decode(self, runs: Iterable[ComponentRun]) -> tuple[np.ndarray, np.ndarray]:
         """Component values ``(K,)`` and received mask ``(K,)`` from the runs that arrived (each checked first)."""

@@ -13,6 +13,8 @@ component; a table per component for 8-bit codes would outweigh the model).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import constriction
 import numpy as np
 
@@ -95,9 +97,14 @@ def info_bits(codes: np.ndarray, tables: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(-np.log2(p))])
 
 
-def longest_prefix(codes: np.ndarray, tables: np.ndarray, budget_bytes: int, limit: int | None = None) -> int:
+def longest_prefix(codes: np.ndarray, tables: np.ndarray, budget_bytes: int, limit: int | None = None,
+                   coded_size: Callable[[int], int] | None = None) -> int:
     """The most components ``[0, end)`` (at most ``limit``) of one frame's codes whose coded run fits
-    ``budget_bytes`` — measured by coding it, not estimated."""
+    ``budget_bytes`` — measured by coding it, not estimated. ``coded_size(end)`` (default: code the prefix) lets a
+    caller that remembers coded prefixes answer without coding again."""
+    def size(end: int) -> int:
+        return len(encode_run(codes[:end], tables[:end])) if coded_size is None else coded_size(end)
+
     n = len(codes) if limit is None else min(limit, len(codes))
     if budget_bytes <= 0 or n == 0:
         return 0
@@ -106,11 +113,11 @@ def longest_prefix(codes: np.ndarray, tables: np.ndarray, budget_bytes: int, lim
     # always); none over the budget does. Then bisect on real coded sizes.
     lo = int(np.searchsorted(info, max(0, budget_bytes - _SLACK_BYTES) * 8.0, side="right")) - 1
     hi = int(np.searchsorted(info, budget_bytes * 8.0, side="right")) - 1
-    while lo > 0 and len(encode_run(codes[:lo], tables[:lo])) > budget_bytes:
+    while lo > 0 and size(lo) > budget_bytes:
         lo //= 2
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(encode_run(codes[:mid], tables[:mid])) <= budget_bytes:
+        if size(mid) <= budget_bytes:
             lo = mid
         else:
             hi = mid - 1

@@ -114,3 +114,22 @@ def test_longest_prefix_of_nothing() -> None:
     assert longest_prefix(np.zeros(3, dtype=int), tables, 0) == 0
     assert longest_prefix(np.zeros(3, dtype=int), tables, 100) == 3
     assert encode_run(np.zeros(0, dtype=int), tables[:0]) == b""
+
+
+def test_a_codec_remembers_only_the_frame_it_is_coding(coded: tuple[NairArtifact, np.ndarray]) -> None:
+    """The sensor fits, sizes and sends one frame's runs: the codec codes each prefix once, and a new frame's codes
+    never get an earlier frame's runs (frames interleaved, compared with coding from scratch)."""
+    artifact, codes = coded
+    codec = NairCodec(artifact)
+    for row in [codes[0], codes[1], codes[0], codes[2], codes[2]]:
+        for budget in (7, 30, 90):
+            end = codec.fit(row, budget)
+            assert end == longest_prefix(row, artifact.tables, budget)
+            assert codec.data_bytes(row, end) == len(encode_run(row[:end], artifact.tables[:end]))
+            runs = codec.encode(row, end=end, max_bytes=40)
+            _, mask = codec.decode(runs)
+            assert mask[:end].all()
+            assert not mask[end:].any()
+            assert np.array_equal(b"".join(r.data for r in runs),
+                                  b"".join(encode_run(row[r.start:r.end], artifact.tables[r.start:r.end])
+                                           for r in runs))
