@@ -72,6 +72,10 @@ class LinkPolicy:
 
 
 
+_DELAYED_ACK_BYTES = 512
+"""Bytes a receiver's delayed acknowledgements may keep unacknowledged on an idle link."""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetDecision:
     """The wire bytes a frame may spend (0: skip it) and why."""
@@ -141,6 +145,16 @@ class LinkEstimator:
         if self.min_rtt <= 0 or not self._path:
             return 0.0
         return max((rate or 0.0) * self.min_rtt, float(self._path[-1][2] - self._at(self.min_rtt)[2]))
+
+    def waiting(self) -> int:
+        """Bytes queued beyond what the path holds in flight: what a frame handed over now would wait behind."""
+        return max(0, round(self.backlog - self.in_flight(self._known_rate)))
+
+    def drained(self) -> bool:
+        """Whether what was sent before has (nearly) left: no more waits than the queue the policy tolerates (and a
+        few hundred bytes a receiver's delayed acknowledgements hold back)."""
+        rate = self._known_rate or 0.0
+        return self.waiting() <= max(_DELAYED_ACK_BYTES, rate * self.policy.queue_target_s)
 
     def _at(self, ago: float) -> tuple[float, int, int]:
         """The latest sample taken at least ``ago`` seconds before the last one (the oldest kept, if none is)."""
@@ -320,6 +334,12 @@ class LinkMonitor:
         self.sample_now()
         with self.lock:
             return self.estimator.frame_budget(time.monotonic(), capture_ts_age_s, deadline_s, period_s, cap)
+
+    def drained(self) -> bool:
+        """:meth:`LinkEstimator.drained` on a fresh sample."""
+        self.sample_now()
+        with self.lock:
+            return self.estimator.drained()
 
     def rate(self) -> float | None:
         """The current rate estimate, bytes per second."""

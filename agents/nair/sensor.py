@@ -124,7 +124,7 @@ class TokenBucket:
         self.level -= nbytes
 
 
-COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_late", "skipped_link", "skipped_no_codec",
+COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_cpu", "skipped_link", "skipped_no_codec",
             "skipped_error", "skipped_offline", "skipped_stale", "skipped_paused", "skipped_rate", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames", "decision_frames",
             "injected_loss", "dropped_outgoing")
@@ -280,31 +280,59 @@ class SensorAgent(SensorBase):
 
     def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
         """Send the source's frames as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): the
-        head runs on the frames captured since it last ran, late ones are skipped.
+        head runs on the frames captured since it last ran.
 
+        A live source (``skip_late``: latest frame wins) loses the frames the device's CPU got to too late — a period
+        and a quarter of the deadline late for the head, half the deadline old once the head has run — counted as
+        ``skipped_cpu``, so a busy CPU costs frames, not the link budget of the frames it sends.
+        A source of items that must all be decided (files) loses none: each waits for the link (and the broker) to
+        carry it, and its deadline runs from when its turn comes (:meth:`_await_turn`).
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
         restarts when a batch arrives, so only the sensor's own delays make frames late.
         """
         s = self.settings
         pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
                                             source_paced=source_paced, max_batch=s.batch)
+        cpu_late_s = max(pacing.period, s.deadline_ms / 2000.0)
         interval = pacing.period or 0.1
         last_at: float | None = None
 
         def late(_frame_id: int) -> None:
             self.counters["frames"] += 1
-            self._skip("skipped_late")
+            self._skip("skipped_cpu")
 
         def emit(frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float) -> None:
             nonlocal interval, last_at
+            if not skip_late:
+                if not self._await_turn():
+                    return
+                capture_ts = time.time()
+            elif time.time() - capture_ts > cpu_late_s:  # the head (or other work on the device) made it late
+                late(frame_id)
+                return
             if not pacing.period:  # the frame period the link budget is sized for: the observed arrival rate
                 now = time.monotonic()
                 if last_at is not None:
                     interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
                 last_at = now
-            self.send_frame(frame_id, image, codes, capture_ts, pacing.period or interval)
+            period = pacing.period or (interval if skip_late else s.deadline_ms / 1000.0)
+            self.send_frame(frame_id, image, codes, capture_ts, period)
 
         run_paced(batches, pacing, self.stop_event, self.device_work, emit, late)
+
+    def _await_turn(self) -> bool:
+        """An item that must be decided (a file) waits for the broker and, when the sensor fits its link, for what
+        was sent before to leave, instead of being skipped; False only when the sensor is stopped meanwhile."""
+        waited_offline = False
+        while not self.stop_event.is_set():
+            if not self.comm.connected.is_set():
+                if not waited_offline:
+                    log.info("waiting_for_broker", reason="a file is never skipped for an outage")
+                    waited_offline = True
+            elif not self.settings.link_fit or self.link.drained():
+                return True
+            self.stop_event.wait(0.005)
+        return False
 
     def device_work(self, batch: FrameBatch) -> np.ndarray | None:
         """What the device computes for a batch of frames: the NAIR codes (``nair``, ``auto``), the whole model's class

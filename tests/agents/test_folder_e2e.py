@@ -141,3 +141,63 @@ def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, t
                   if sensor.counters["skipped_stale"] == 0)
     if sensor.counters["skipped_stale"] == 0:  # frame ids are arrival order: frame f is test image f
         assert correct / len(decided) > 0.75
+
+
+BUSY_FILES = 120
+HOGS = 4
+"""Busy-looping processes beside the sensor: load about 6 on two cores, a device doing other work."""
+
+
+@pytest.mark.slow
+def test_a_busy_device_decides_every_file_with_the_default_settings(broker: PrivateMosquitto, topic_root: str,
+                                                                   tmp_path: Path) -> None:
+    """`nairbus sensor --folder` as a user runs it (link fitting, the 1 s deadline, the shipped defaults) while four
+    other processes keep both cores busy: every file is sent and decided, none skipped, and the live decisions are
+    the whole model's on the same files (a busy CPU is not a slow link; a file waits for its turn)."""
+    test = load_split("test")
+    folder = tmp_path / "snapshots"
+    folder.mkdir()
+    for i in range(BUSY_FILES):
+        Image.fromarray(test.images[i]).save(folder / f"snap-{i:05d}.png")
+    old = time.time() - 60  # files that were there before the run: complete
+    for path in folder.iterdir():
+        os.utime(path, (old, old))
+    topics = TopicTree(topic_root, "lab")
+    base = BrokerSettings(host=broker.host, port=broker.port)
+    cfg = AgentConfig(broker=base, topics=TopicSettings(root=topic_root, site="lab"))
+    pipeline = NairPipeline.load("base", sensor_artifact_path("base"))
+    offline = pipeline.full_model_probs(test.images[:BUSY_FILES]).argmax(axis=1).tolist()
+    listener = Communicator(base, "test-busy-listener", None, lambda s: b"{}")
+    listener.subscribe(topics.all_results(), qos=1)
+    listener.start()
+    fusion = FusionAgent(cfg, pipeline)
+    fusion.start()
+    worker = threading.Thread(target=fusion.run, daemon=True)
+    worker.start()
+    hog = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(HOGS)]
+    try:
+        env = {**os.environ, "NAIRBUS_BROKER__HOST": broker.host, "NAIRBUS_BROKER__PORT": str(broker.port),
+               "NAIRBUS_TOPICS__ROOT": topic_root, "NAIRBUS_TOPICS__SITE": "lab", "COLUMNS": "200"}
+        run = subprocess.run([sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam-busy",
+                              "--folder", str(folder)],
+                             check=False, env=env, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-2000:]
+        counters = next(json.loads(line) for line in reversed(run.stderr.splitlines())
+                        if line.startswith("{") and '"event"' not in line)
+        got = collect_results(listener, topics, BUSY_FILES, timeout=30)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+        fusion.stop()
+        worker.join(timeout=10)
+        fusion.close()
+        listener.stop()
+    assert counters["frames"] == BUSY_FILES, counters
+    assert counters["frames_sent"] == BUSY_FILES, counters
+    assert counters["frames_skipped"] == 0, counters
+    assert len(got) == BUSY_FILES
+    live = [got[("cam-busy", i)].class_index for i in range(BUSY_FILES)]
+    agree = sum(int(a == b) for a, b in zip(live, offline, strict=True))
+    assert agree >= BUSY_FILES - 3, (agree, counters)  # the link's first probe frames may carry less than the whole IR
