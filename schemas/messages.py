@@ -37,6 +37,8 @@ __all__ = [
     "Id",
     "ImageBirth",
     "ImageFrame",
+    "Item",
+    "ItemName",
     "Message",
     "MessageKind",
     "ModelRef",
@@ -76,6 +78,8 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 """A human-facing name (model, split point, variant, rejection reason)."""
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 """A class label."""
+ItemName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""What a source calls one of its items (a file's name relative to its folder): printable, at most 255 characters."""
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """A SHA-256 digest as 64 lowercase hex digits (``hashlib.sha256(...).hexdigest()``)."""
 Timestamp = Annotated[float, Field(ge=0)]
@@ -87,7 +91,7 @@ Bits = Annotated[int, Field(ge=1, le=16)]
 """Quantisation bits per component."""
 Probability = Annotated[float, Field(ge=0, le=1)]
 
-MessageKind = Literal["status", "birth", "frag", "topk", "image", "result", "stats", "frame", "command",
+MessageKind = Literal["status", "birth", "frag", "topk", "image", "item", "result", "stats", "frame", "command",
                       "command_response", "controls", "stream_state", "stream_metrics"]
 """The ``kind`` discriminator of every message."""
 
@@ -323,6 +327,18 @@ class ImageFrame(WireModel):
         return self
 
 
+class Item(WireModel):
+    """What a sensor's source calls one frame (the file it was read from), published just before the frame's data
+    so that fusion names the item in the frame's result. Sent only by sources of named items (a folder). JSON."""
+
+    v: Literal[1] = 1
+    kind: Literal["item"] = "item"
+    sensor_id: Id
+    session: Session
+    frame_id: U64
+    name: ItemName
+
+
 class Frame(WireModel):
     """One captured frame, published once by a capture agent for every variant-parallel sensor. msgpack.
 
@@ -402,6 +418,8 @@ class Result(WireModel):
     """MQTT PUBLISH bytes of the messages that carried this frame (counted with a topic alias, as sensors send)."""
     model: ModelRef | None = None
     """The model that decided the frame (one fusion agent may serve several; the sensor's birth names it)."""
+    item: ItemName | None = None
+    """The source's name for the frame (a file's name relative to its folder), when its sensor sent one."""
 
     @model_validator(mode="after")
     def _distinct_topk(self) -> Self:
@@ -534,13 +552,13 @@ class StreamMetrics(WireModel):
     ts: Timestamp
 
 
-Message: TypeAlias = (Status | Birth | Fragment | TopK | ImageFrame | Result | Stats | Frame | Command
+Message: TypeAlias = (Status | Birth | Fragment | TopK | ImageFrame | Item | Result | Stats | Frame | Command
                       | CommandResponse | Controls | StreamState | StreamMetrics)
 """Any nairbus message."""
 
 MESSAGE_TYPES: Final[Mapping[str, type[Message]]] = MappingProxyType(
     {"status": Status, "birth": Birth, "frag": Fragment, "topk": TopK, "result": Result, "stats": Stats,
-     "frame": Frame, "image": ImageFrame, "command": Command, "command_response": CommandResponse,
+     "frame": Frame, "image": ImageFrame, "item": Item, "command": Command, "command_response": CommandResponse,
      "controls": Controls, "stream_state": StreamState, "stream_metrics": StreamMetrics}
 )
 """Message class by ``kind``."""

@@ -41,16 +41,16 @@ __all__ = [
 
 TOPIC_VERSION: Final = "v1"
 
-SensorLeaf = Literal["status", "birth", "frag", "topk", "image", "set", "response", "controls"]
+SensorLeaf = Literal["status", "birth", "frag", "topk", "image", "item", "set", "response", "controls"]
 """The last level of a sensor topic."""
 FusionLeaf = Literal["status", "stats", "set", "response"]
 """The last level of a fusion topic."""
 StreamLeaf = Literal["state", "metrics", "events", "availability"]
 """The last level of a stream topic (what the fusion agent publishes for home automation)."""
 TopicKind = Literal[
-    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "sensor_image", "sensor_set", "sensor_response",
-    "sensor_controls", "result", "fusion_status", "fusion_stats", "fusion_set", "fusion_response", "frame",
-    "stream_state", "stream_metrics", "stream_events", "stream_availability",
+    "sensor_status", "sensor_birth", "sensor_frag", "sensor_topk", "sensor_image", "sensor_item", "sensor_set",
+    "sensor_response", "sensor_controls", "result", "fusion_status", "fusion_stats", "fusion_set", "fusion_response",
+    "frame", "stream_state", "stream_metrics", "stream_events", "stream_availability",
 ]
 """What a topic of the tree carries, as returned by :meth:`TopicTree.parse`."""
 
@@ -59,7 +59,8 @@ _FUSION_LEAVES: Final[frozenset[str]] = frozenset(get_args(FusionLeaf))
 _STREAM_LEAVES: Final[frozenset[str]] = frozenset(get_args(StreamLeaf))
 _SENSOR_KINDS: Final[dict[str, TopicKind]] = {
     "status": "sensor_status", "birth": "sensor_birth", "frag": "sensor_frag", "topk": "sensor_topk",
-    "image": "sensor_image", "set": "sensor_set", "response": "sensor_response", "controls": "sensor_controls"}
+    "image": "sensor_image", "item": "sensor_item", "set": "sensor_set", "response": "sensor_response",
+    "controls": "sensor_controls"}
 _FUSION_KINDS: Final[dict[str, TopicKind]] = {
     "status": "fusion_status", "stats": "fusion_stats", "set": "fusion_set", "response": "fusion_response"}
 _STREAM_KINDS: Final[dict[str, TopicKind]] = {
@@ -126,6 +127,10 @@ class TopicTree:
     def sensor_image(self, sensor_id: str) -> str:
         """:class:`~nairbus.schemas.messages.ImageFrame` stream of an image-mode (or auto-mode) sensor."""
         return self.sensor(sensor_id, "image")
+
+    def sensor_item(self, sensor_id: str) -> str:
+        """``<prefix>/sensors/<id>/item``: the names of the sensor's items (the file each frame was read from)."""
+        return self.sensor(sensor_id, "item")
 
     def sensor_set(self, sensor_id: str) -> str:
         """Commands to a sensor (:class:`~nairbus.schemas.messages.Command`)."""

@@ -16,7 +16,6 @@ from nairbus.agents.cli.common import (
     _load_config,
     _shard,
     app,
-    console,
 )
 
 BudgetOpt = Annotated[str | None, typer.Option(
@@ -101,7 +100,8 @@ def sensor(
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
-    Prints its counters as one JSON line at the end (frames, frames_sent, frames_skipped, wire_bytes, ...).
+    Prints its counters as one JSON line on stdout at the end (items_read, frames, frames_sent, frames_skipped and
+    each skip's reason, wire_bytes, ...); the logs go to stderr.
     """
     flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
@@ -113,7 +113,7 @@ def sensor(
             counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
-    console.print(json.dumps(counters), soft_wrap=True, markup=False, highlight=False)
+    print(json.dumps(counters), flush=True)  # stdout: what a script reads; the logs go to stderr
 
 
 def _sensor_config(config: Path | None, overrides: dict[str, Any]) -> Any:

@@ -76,7 +76,8 @@ def render(state: WatchState, topics: TopicTree, now: float) -> Group:
     """The screen: a table of streams and a status line."""
     table = Table(title=f"nairbus results — {topics.prefix}/results/+", expand=True, title_justify="left")
     for name, justify in (("stream", "left"), ("label", "left"), ("conf", "right"), ("runner-up", "left"),
-                          ("received", "right"), ("latency", "right"), ("frame", "right"), ("rate", "right"),
+                          ("received", "right"), ("latency", "right"), ("frame", "right"), ("item", "left"),
+                          ("rate", "right"),
                           ("age", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for stream in sorted(state.streams):
@@ -90,7 +91,8 @@ def render(state: WatchState, topics: TopicTree, now: float) -> Group:
         age = now - view.received_at
         conf_style = "green" if r.confidence >= 0.8 else "yellow" if r.confidence >= 0.5 else "red"
         table.add_row(stream, Text(r.label, style="bold"), Text(f"{r.confidence:.2f}", style=conf_style), runner_up,
-                      received, f"{r.latency_ms:.0f} ms", str(r.frame_id), f"{view.rate(now):.1f}/s",
+                      received, f"{r.latency_ms:.0f} ms", str(r.frame_id), Text(r.item or "-"),
+                      f"{view.rate(now):.1f}/s",
                       Text(f"{age:.1f} s", style="red" if age > 10 else ""))
     fusion = ", ".join(f"{fid} [{'green' if s == 'online' else 'red'}]{s}[/]"
                        for fid, s in sorted(state.fusion.items()))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -30,7 +30,7 @@ from nairbus.agents.nair.settings import NairSettings, nair_settings
 from nairbus.agents.runtime.agent import SensorBase
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
-from nairbus.agents.runtime.frames import FrameBatch, SourceContext
+from nairbus.agents.runtime.frames import FrameBatch, NamedItems, SourceContext
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources import open_source, source_settings
@@ -39,7 +39,8 @@ from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
-from nairbus.schemas import Birth, DecisionBirth, ImageBirth, ModelRef, NairBirth
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, DecisionBirth, ImageBirth, Item, ModelRef, NairBirth, WireError
+from nairbus.schemas import encode as wire_encode
 
 log = get_logger("nairbus.sensor")
 
@@ -124,10 +125,10 @@ class TokenBucket:
         self.level -= nbytes
 
 
-COUNTERS = ("frames", "frames_sent", "frames_skipped", "skipped_cpu", "skipped_link", "skipped_no_codec",
+COUNTERS = ("items_read", "frames", "frames_sent", "frames_skipped", "skipped_cpu", "skipped_link", "skipped_no_codec",
             "skipped_error", "skipped_offline", "skipped_stale", "skipped_paused", "skipped_rate", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames", "decision_frames",
-            "injected_loss", "dropped_outgoing")
+            "injected_loss", "dropped_outgoing", "item_messages", "items_unnamed")
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
 
 
@@ -262,7 +263,8 @@ class SensorAgent(SensorBase):
         source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
         try:
             self._send_batches(source.batches(s.batch), source_paced=source.source_paced,
-                               skip_late=source.skip_late)
+                               skip_late=source.skip_late,
+                               item_name=source.item_name if isinstance(source, NamedItems) else None)
         finally:
             self._merge_source_counters(source.counters)
         self.comm.wait_published(timeout=30.0)
@@ -273,12 +275,14 @@ class SensorAgent(SensorBase):
         """What the source refused (``files_refused``) and passed over (``skipped_stale``) into the sensor's
         counters."""
         self.counters["files_refused"] += sum(n for reason, n in counters.items() if reason.startswith("bad_"))
+        self.counters["items_read"] += counters.get("files", 0)
         stale = counters.get("skipped_stale", 0)
         self.counters["frames"] += stale
         self.counters["frames_skipped"] += stale
         self.counters["skipped_stale"] += stale
 
-    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True) -> None:
+    def _send_batches(self, batches: Iterable[FrameBatch], source_paced: bool = False, skip_late: bool = True,
+                      item_name: Callable[[int], str | None] | None = None) -> None:
         """Send the source's frames as a camera delivers them (:func:`nairbus.agents.runtime.pacing.run_paced`): the
         head runs on the frames captured since it last ran.
 
@@ -288,7 +292,8 @@ class SensorAgent(SensorBase):
         A source of items that must all be decided (files) loses none: each waits for the link (and the broker) to
         carry it, and its deadline runs from when its turn comes (:meth:`_await_turn`).
         ``source_paced``: the source takes its own time to produce a batch (files, a camera); the rate's clock
-        restarts when a batch arrives, so only the sensor's own delays make frames late.
+        restarts when a batch arrives, so only the sensor's own delays make frames late. ``item_name``: what the
+        source calls a frame (a file's name), sent ahead of the frame so that its result names it.
         """
         s = self.settings
         pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
@@ -316,7 +321,8 @@ class SensorAgent(SensorBase):
                     interval = 0.8 * interval + 0.2 * min(max(now - last_at, 0.005), 5.0)
                 last_at = now
             period = pacing.period or (interval if skip_late else s.deadline_ms / 1000.0)
-            self.send_frame(frame_id, image, codes, capture_ts, period)
+            self.send_frame(frame_id, image, codes, capture_ts, period,
+                            item=None if item_name is None else item_name(frame_id))
 
         run_paced(batches, pacing, self.stop_event, self.device_work, emit, late)
 
@@ -383,8 +389,8 @@ class SensorAgent(SensorBase):
         return self.nair.full_payload_bytes() + 64 * max(1, len(self.pipeline.artifact.plan))
 
     def send_frame(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
-                   period: float = 0.0) -> None:
-        """Send one frame as what its budget buys (or skip it)."""
+                   period: float = 0.0, item: str | None = None) -> None:
+        """Send one frame as what its budget buys (or skip it); ``item``: the source's name for it, sent first."""
         self.counters["frames"] += 1
         if not self.comm.connected.is_set():
             # The broker is away: this frame is counted as captured during the outage, not queued to arrive late.
@@ -409,7 +415,21 @@ class SensorAgent(SensorBase):
         if not out:
             self._skip("skipped_no_codec")
             return
+        if item is not None:
+            self.publish_item(frame_id, item)
         self.publish(out)
+
+    def publish_item(self, frame_id: int, name: str) -> None:
+        """Tell fusion what the source calls the frame about to go (a name the wire cannot carry is left out)."""
+        try:
+            payload = wire_encode(Item(sensor_id=self.settings.sensor_id, session=self.comm.session,
+                                       frame_id=frame_id, name=name))
+        except (ValueError, WireError):
+            self.counters["items_unnamed"] += 1
+            return
+        if self.comm.publish(self.topics.sensor_item(self.settings.sensor_id), payload, qos=self.settings.qos,
+                             content_type=CONTENT_TYPE_JSON, alias=True):
+            self.counters["item_messages"] += 1
 
     def build(self, frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float,
               budget: int | None) -> list[Outgoing]:

@@ -9,14 +9,14 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from nairbus.models.architectures.split import InputSpec
 
-__all__ = ["FrameBatch", "FrameSource", "SourceContext", "SourceSettings"]
+__all__ = ["FrameBatch", "FrameSource", "NamedItems", "SourceContext", "SourceSettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,14 @@ class FrameSource(Protocol):
     def counters(self) -> Counter[str]: ...
 
     def batches(self, batch: int) -> Iterator[FrameBatch]: ...
+
+
+@runtime_checkable
+class NamedItems(Protocol):
+    """A source whose frames are named items (a folder's files): the name of a frame it has handed over, asked for
+    once, when the frame is sent (then forgotten, so that the names held stay bounded)."""
+
+    def item_name(self, frame_id: int) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

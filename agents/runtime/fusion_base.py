@@ -30,6 +30,7 @@ from nairbus.schemas import (
     Birth,
     Command,
     Controls,
+    Item,
     Result,
     Stats,
     Status,
@@ -45,6 +46,8 @@ from nairbus.schemas.wire import ALIAS_PROPERTIES_LEN, alias_wire_bytes, publish
 
 log = get_logger("nairbus.fusion")
 M = TypeVar("M", bound=WireModel)
+_BASE_HANDLERS: dict[str, str] = {"sensor_item": "on_item"}
+"""Topic kinds every fusion agent handles, whatever its method."""
 
 SEQ_JUMP_LIMIT = 65_536
 """A forward jump in a sensor session's sequence numbers larger than this is one ``seq_jump`` (a restart, a bug or
@@ -56,6 +59,10 @@ MAX_REBIRTHS_PER_S = 10
 PARK_S = 2.0
 """A message of a sensor whose birth has not arrived yet waits this long for it: after a restart with a persistent
 session the broker delivers the queued frames before the retained births, and a rebirth takes a round trip."""
+ITEMS_PER_SENSOR = 1024
+"""Item names fusion keeps per sensor until their frames are decided (the oldest go first)."""
+ITEM_SENSORS = 1024
+"""Sensors whose item names fusion keeps at once (the sensor heard from longest ago goes first)."""
 PARK_PER_SENSOR = 64
 PARK_SENSORS = 256
 FOREIGN_SENSORS = 4096
@@ -165,8 +172,10 @@ class FusionBase:
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         # QoS 0: the high-rate messages are sent at QoS 0 anyway, and the retained births must come again when the
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
-        for kind in subscriptions:
+        for kind in (*subscriptions, "item"):
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
+        self._items: dict[str, dict[int, str]] = {}
+        """Sensor → frame id → the source's name for it (:meth:`on_item`), until the frame is decided."""
         self.observers: list[FusionObserver] = []
         """What follows this agent's decisions (Home Assistant discovery, ...): given by :meth:`add_observer`."""
         self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
@@ -183,7 +192,7 @@ class FusionBase:
         if self.intercept(message, now):
             return
         parsed = self.topics.parse(message.topic)
-        name = self.handlers.get(parsed.kind) if parsed is not None else None
+        name = (self.handlers.get(parsed.kind) or _BASE_HANDLERS.get(parsed.kind)) if parsed is not None else None
         if parsed is None or name is None:
             self.reject("unknown_topic", message.topic)
             return
@@ -263,8 +272,29 @@ class FusionBase:
             self._replay_if_owed(sensor_id)
         return status
 
+    def on_item(self, sensor_id: str, message: InboundMessage, _now: float) -> None:
+        """What a sensor's source calls one of its frames: kept (bounded) until the frame's result names it."""
+        item = self.decode_own(sensor_id, message, Item, "item")
+        if item is None:
+            return
+        names = self._items.pop(sensor_id, None)
+        if names is None:
+            names = {}
+            if len(self._items) >= ITEM_SENSORS:
+                del self._items[next(iter(self._items))]
+        self._items[sensor_id] = names  # most recently heard from last
+        names.pop(item.frame_id, None)
+        names[item.frame_id] = item.name
+        if len(names) > ITEMS_PER_SENSOR:
+            del names[next(iter(names))]
+
     def publish_decision(self, result: Result) -> None:
-        """Publish a result on its stream's topic and tell the discovery (the stream's home-automation state)."""
+        """Publish a result on its stream's topic and tell the discovery (the stream's home-automation state); the
+        result names its item when the sensor sent one."""
+        names = self._items.get(result.sensors[0]) if result.sensors and result.item is None else None
+        name = names.pop(result.frame_id, None) if names else None
+        if name is not None:
+            result = result.model_copy(update={"item": name})
         self.comm.publish(self.topics.result(result.stream_id), wire_encode(result), qos=self.settings.result_qos,
                           content_type=CONTENT_TYPE_JSON)
         for observer in self.observers:

@@ -69,6 +69,8 @@ class FolderSource:
     counters: Counter[str] = field(default_factory=Counter)
     _done: set[str] = field(default_factory=set)
     _pending: dict[str, _Seen] = field(default_factory=dict)
+    _names: dict[int, str] = field(default_factory=dict)
+    """Frame id → file name, for the frames handed over and not yet sent (:meth:`item_name`)."""
     _next_id: int = 0
     source_paced: bool = True
     skip_late: bool = False
@@ -148,6 +150,7 @@ class FolderSource:
                     continue
                 frame_id, self._next_id = self._next_id, self._next_id + 1
                 self.counters["files"] += 1
+                self._names[frame_id] = path.name
                 log.debug("image_read", file=str(path), frame_id=frame_id)
                 yield frame_id, path, image
             if not self.watch and not waiting:
@@ -167,6 +170,10 @@ class FolderSource:
                 ids, images = [], []
         if ids:
             yield FrameBatch(np.array(ids, dtype=np.int64), np.stack(images))
+
+    def item_name(self, frame_id: int) -> str | None:
+        """The file a frame was read from (its name in the folder), asked once when the frame is sent."""
+        return self._names.pop(frame_id, None)
 
     def _pending_quickly(self) -> bool:
         """Whether more files are already complete and waiting (a watching source sends a lone new file at once)."""

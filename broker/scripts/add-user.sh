@@ -64,6 +64,7 @@ topic read nairbus/v1/+/sensors/+/birth
 topic read nairbus/v1/+/sensors/+/frag
 topic read nairbus/v1/+/sensors/+/topk
 topic read nairbus/v1/+/sensors/+/image
+topic read nairbus/v1/+/sensors/+/item
 topic write nairbus/v1/+/sensors/+/set
 topic write nairbus/v1/+/results/+
 topic write nairbus/v1/+/streams/+/+

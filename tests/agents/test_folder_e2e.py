@@ -63,8 +63,8 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
                               "--deadline-ms", "30000"],
                              check=False, env=env, capture_output=True, text=True, timeout=180)
         assert run.returncode == 0, run.stderr[-2000:]
-        # The sensor's last word is its counters, one JSON line (on stderr, with the logs).
-        counters = next(json.loads(line) for line in reversed(run.stderr.splitlines())
+        # The sensor's last word is its counters, one JSON line on stdout (the logs go to stderr).
+        counters = next(json.loads(line) for line in reversed(run.stdout.splitlines())
                         if line.startswith("{") and '"event"' not in line)
         assert counters["frames_sent"] == FRAMES
         assert counters["files_refused"] == 1
@@ -86,6 +86,8 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
     replay_labels = [got[("cam-replay", i)].class_index for i in range(FRAMES)]
     assert folder_labels == replay_labels
     assert all(got[("cam-folder", i)].complete for i in range(FRAMES))
+    assert [got[("cam-folder", i)].item for i in range(FRAMES)] == [f"snap-{i:05d}.png" for i in range(FRAMES)]
+    assert {got[("cam-replay", i)].item for i in range(FRAMES)} == {None}  # a live source names no items
     accuracy = sum(int(p == y) for p, y in zip(folder_labels, test.labels[:FRAMES], strict=True)) / FRAMES
     assert accuracy > 0.85  # the shipped model on its own test images
 
@@ -183,7 +185,7 @@ def test_a_busy_device_decides_every_file_with_the_default_settings(broker: Priv
                               "--folder", str(folder)],
                              check=False, env=env, capture_output=True, text=True, timeout=180)
         assert run.returncode == 0, run.stderr[-2000:]
-        counters = next(json.loads(line) for line in reversed(run.stderr.splitlines())
+        counters = next(json.loads(line) for line in reversed(run.stdout.splitlines())
                         if line.startswith("{") and '"event"' not in line)
         got = collect_results(listener, topics, BUSY_FILES, timeout=30)
     finally:
@@ -198,6 +200,7 @@ def test_a_busy_device_decides_every_file_with_the_default_settings(broker: Priv
     assert counters["frames_sent"] == BUSY_FILES, counters
     assert counters["frames_skipped"] == 0, counters
     assert len(got) == BUSY_FILES
+    assert [got[("cam-busy", i)].item for i in range(BUSY_FILES)] == [f"snap-{i:05d}.png" for i in range(BUSY_FILES)]
     live = [got[("cam-busy", i)].class_index for i in range(BUSY_FILES)]
     agree = sum(int(a == b) for a, b in zip(live, offline, strict=True))
     assert agree >= BUSY_FILES - 3, (agree, counters)  # the link's first probe frames may carry less than the whole IR

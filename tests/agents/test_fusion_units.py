@@ -216,3 +216,44 @@ def test_a_birth_fusion_cannot_serve_is_refused_by_reason(pipeline: NairPipeline
         agent.handle(_message(topics.sensor_birth("cam"), payload), time.monotonic())
         assert agent.rejected[reason] == 1
         assert "cam" not in agent.sensors  # forgotten until a birth it can serve comes
+
+
+def test_a_result_names_its_item_once_and_item_names_stay_bounded(pipeline: NairPipeline) -> None:
+    from nairbus.agents.runtime import fusion_base
+    from nairbus.schemas import ClassScore, Item, Result
+    from nairbus.schemas import decode as wire_decode
+    from nairbus.schemas import encode as wire_encode
+
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"))
+    bus = RecordingBus()
+    agent = FusionAgent(cfg, pipeline, bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    assert topics.all_sensors("item") in bus.subscriptions
+
+    def item(sensor: str, frame: int, name: str) -> None:
+        payload = wire_encode(Item(sensor_id=sensor, session="s1", frame_id=frame, name=name))
+        agent.handle(_message(topics.sensor_item(sensor), payload), time.monotonic())
+
+    def decide(sensor: str, frame: int) -> Result:
+        agent.publish_decision(Result(
+            stream_id=sensor, fusion_id="f", frame_id=frame, label="x", class_index=0, confidence=1.0,
+            topk=(ClassScore(class_index=0, label="x", score=1.0),), fraction_received=1.0, bytes_received=1,
+            fragments_received=1, sensors=(sensor,), capture_ts=1.0, decided_ts=1.0, latency_ms=0.0, complete=True))
+        return wire_decode(next(p for t, p in reversed(bus.published) if t == topics.result(sensor)), Result)
+
+    item("cam-1", 7, "2026/snap-07.jpg")
+    item("cam-2", 7, "other.png")
+    assert decide("cam-1", 7).item == "2026/snap-07.jpg"
+    assert decide("cam-1", 7).item is None  # asked for once: a replayed frame's result is not named twice
+    assert decide("cam-2", 7).item == "other.png"
+    agent.handle(_message(topics.sensor_item("cam-1"), b'{"v":1,"kind":"item","sensor_id":"cam-9","session":"s",'
+                                                       b'"frame_id":1,"name":"x"}'), time.monotonic())
+    agent.handle(_message(topics.sensor_item("cam-1"), b'{"v":1,"kind":"item","sensor_id":"cam-1","session":"s",'
+                                                       b'"frame_id":1,"name":"a\\u0000b"}'), time.monotonic())
+    assert agent.rejected["item_topic_mismatch"] == 1
+    assert agent.rejected["item_invalid"] == 1
+    for frame in range(fusion_base.ITEMS_PER_SENSOR + 10):  # a sensor that never sends the frames
+        item("cam-3", frame, f"{frame}.png")
+    assert len(agent._items["cam-3"]) == fusion_base.ITEMS_PER_SENSOR
+    assert decide("cam-3", 0).item is None  # the oldest went first
+    assert decide("cam-3", fusion_base.ITEMS_PER_SENSOR + 9).item == f"{fusion_base.ITEMS_PER_SENSOR + 9}.png"

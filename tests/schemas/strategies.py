@@ -21,6 +21,7 @@ from nairbus.schemas.messages import (
     Frame,
     ImageBirth,
     ImageFrame,
+    Item,
     Message,
     ModelRef,
     NairBirth,
@@ -39,6 +40,7 @@ roots = st.lists(ids, min_size=1, max_size=3).map("/".join)
 sessions = st.text(min_size=1, max_size=64)
 names = st.text(min_size=1, max_size=32)
 labels = st.text(min_size=1, max_size=24)
+item_names = st.text(st.characters(min_codepoint=0x20, blacklist_characters="\x7f"), min_size=1, max_size=255)
 sha256s = st.binary(min_size=32, max_size=32).map(bytes.hex)
 timestamps = st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
 u64s = st.integers(min_value=0, max_value=U64_MAX)
@@ -256,7 +258,13 @@ def results(draw: st.DrawFn) -> Result:
         components_received=draw(u64s),
         codec=draw(st.none() | names),
         wire_bytes=draw(u64s),
+        item=draw(st.none() | item_names),
     )
+
+
+def items() -> st.SearchStrategy[Item]:
+    """Valid Item messages."""
+    return st.builds(Item, sensor_id=ids, session=sessions, frame_id=u64s, name=item_names)
 
 
 def stats() -> st.SearchStrategy[Stats]:
@@ -328,7 +336,7 @@ def stream_metrics() -> st.SearchStrategy[StreamMetrics]:
 def messages() -> st.SearchStrategy[Message]:
     """Any valid message that :func:`nairbus.schemas.codec.encode` carries (JSON, and the capture Frame as msgpack)."""
     return st.one_of(statuses(), births(), results(), stats(), frames(), commands(), command_responses(),
-                     controls(), stream_states(), stream_metrics())
+                     controls(), stream_states(), stream_metrics(), items())
 
 
 # Plain Python values msgpack and JSON can both carry (JSON-safe: str keys, no bytes).

@@ -167,8 +167,8 @@ def test_kinds_and_versions() -> None:
     for kind, cls in MESSAGE_TYPES.items():
         assert cls.model_fields["kind"].default == kind
         assert cls.model_fields["v"].default == (LEAN_VERSION if kind in LEAN_KINDS else SCHEMA_VERSION)
-    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "image", "result", "stats", "frame", "command",
-                                  "command_response", "controls", "stream_state", "stream_metrics"}
+    assert set(MESSAGE_TYPES) == {"status", "birth", "frag", "topk", "image", "item", "result", "stats", "frame",
+                                  "command", "command_response", "controls", "stream_state", "stream_metrics"}
 
 
 def test_valid_examples_build() -> None:
@@ -649,3 +649,13 @@ def test_result_new_fields_accept() -> None:
 def test_result_rejects(over: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         result(**over)
+
+
+def test_an_item_name_is_printable_and_bounded() -> None:
+    from nairbus.schemas import Item
+
+    name = "2026/cam 1/snap-01.jpg"
+    assert Item(sensor_id="cam", session="s", frame_id=3, name=name).name == name
+    for bad in ("", "a\nb", "x\x00.png", "\x1b[31mred", "n" * 256):
+        with pytest.raises(ValidationError):
+            Item(sensor_id="cam", session="s", frame_id=3, name=bad)

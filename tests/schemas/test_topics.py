@@ -24,6 +24,7 @@ BUILDERS: dict[TopicKind, Callable[[TopicTree, str], str]] = {
     "sensor_frag": TopicTree.sensor_frag,
     "sensor_topk": TopicTree.sensor_topk,
     "sensor_image": TopicTree.sensor_image,
+    "sensor_item": TopicTree.sensor_item,
     "sensor_set": TopicTree.sensor_set,
     "sensor_response": TopicTree.sensor_response,
     "sensor_controls": TopicTree.sensor_controls,
@@ -93,7 +94,7 @@ def test_build_parse_round_trip(tree: TopicTree, ident: str, kind: TopicKind) ->
     assert "#" not in topic
 
 
-SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk", "image", "set", "response", "controls"]
+SENSOR_LEAVES: list[SensorLeaf] = ["status", "birth", "frag", "topk", "image", "item", "set", "response", "controls"]
 
 
 def test_every_topic_kind_and_leaf_is_covered() -> None:
