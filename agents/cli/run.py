@@ -212,7 +212,8 @@ def fusion(
         "--session-expiry", help="Seconds the broker keeps this agent's session and queues sensor messages while it "
                                  "is away (default 300; 0: a clean session on every connection).")] = None,
     result_qos: Annotated[int | None, typer.Option(
-        "--result-qos", min=0, max=1, help="QoS of the published results (default 0; 1: acknowledged).")] = None,
+        "--result-qos", min=0, max=1, help="QoS of the published results (default 1: acknowledged, and every result reaches a QoS 1 "
+                              "subscriber; 0: cheaper, for live views only).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from nairbus.agents.methods import METHODS

@@ -211,9 +211,10 @@ class FusionSettings(BaseModel):
     """A persistent MQTT 5 session: the broker keeps this agent's subscriptions and queues the sensors' messages
     for this long after it goes away (a restart, a crash, a lost connection), and delivers them when it is back;
     frames whose expiry passed meanwhile are counted as ``expired``. 0: a clean session on every connection."""
-    result_qos: Literal[0, 1] = 0
-    """QoS of the published results: 1 makes the broker acknowledge each one (and paho resend it after a
-    reconnect), for subscribers that must not miss a decision; 0 is cheaper and what a live view needs."""
+    result_qos: Literal[0, 1] = 1
+    """QoS of the published results. 1 (the default): the broker acknowledges each one, paho resends it after a
+    reconnect, and a subscriber at QoS 1 gets every decision, queued for it when it is slow or away (a persistent
+    session); a QoS 0 subscriber may still miss some. 0: cheaper, for a hub whose every reader is a live view."""
 
 
 class AgentConfig(BaseSettings):

@@ -51,6 +51,7 @@ def test_the_same_command_reproduces_the_same_sha256(tmp_path: Path) -> None:
     assert first.sha256 == second.sha256
 
 
+@pytest.mark.reproduction
 @pytest.mark.slow
 def test_another_cpus_code_paths_write_the_same_sha256(tmp_path: Path) -> None:
     # The deep split, where float32 summation order moved the statistics in their last bits from CPU to CPU.
@@ -123,6 +124,7 @@ def test_wire_bytes_chooses_the_allocation_best_on_validation(tmp_path: Path) ->
     assert f"chosen on validation: --bit-bands {best['bit_bands']}" in out.stdout + out.stderr
 
 
+@pytest.mark.reproduction
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", [
@@ -161,6 +163,7 @@ def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: P
     assert again.sha256 == shipped.sha256, _differences(again, shipped)
 
 
+@pytest.mark.reproduction
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_allocation_chosen_for_300_wire_bytes_is_the_shipped_mobilenet_artifact(tmp_path: Path) -> None:
@@ -188,6 +191,7 @@ def test_the_allocation_chosen_for_300_wire_bytes_is_the_shipped_mobilenet_artif
     assert chosen.sha256 == shipped.sha256, _differences(chosen, shipped)
 
 
+@pytest.mark.reproduction
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_reports_fewest_bytes_point_is_reproduced_by_the_command_it_names(tmp_path: Path) -> None:
