@@ -97,6 +97,10 @@ def sensor(
         "--replay", help="Seconds of frames published again after a lost broker connection comes back (default 1; "
                          "0: off).")] = None,
     camera: CameraOpt = None,
+    stay: Annotated[bool | None, typer.Option(
+        "--stay/--no-stay", help="After a one-shot run (a folder without --watch, --count frames) keep its retained "
+                                 "birth and status, and Home Assistant its devices (default: withdrawn at the end).")]
+    = None,
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
@@ -212,8 +216,9 @@ def fusion(
         "--session-expiry", help="Seconds the broker keeps this agent's session and queues sensor messages while it "
                                  "is away (default 300; 0: a clean session on every connection).")] = None,
     result_qos: Annotated[int | None, typer.Option(
-        "--result-qos", min=0, max=1, help="QoS of the published results (default 1: acknowledged, and every result reaches a QoS 1 "
-                              "subscriber; 0: cheaper, for live views only).")] = None,
+        "--result-qos", min=0, max=1,
+        help="QoS of the published results (default 1: acknowledged, and every result reaches a QoS 1 subscriber; "
+             "0: cheaper, for live views only).")] = None,
 ) -> None:
     """Run the fusion agent until interrupted: reassemble frames, run the tail, publish results and stats."""
     from nairbus.agents.methods import METHODS

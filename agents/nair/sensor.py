@@ -192,6 +192,9 @@ class SensorAgent(SensorBase):
         """The link's last good rate, kept between runs (None: not kept)."""
         self.skip_reasons: Counter[str] = Counter()
         """Why the link fitting skipped frames (the estimator's reason), for the stop log."""
+        self.source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
+        """The frame source, opened (and so checked: a missing folder, a camera that cannot open) before the agent
+        connects, so that a run that cannot start leaves nothing on the broker."""
 
     def apply_settings(self, new: SensorSettings) -> None:
         """A command changed the budget or the deadline: frames from now on use them."""
@@ -260,7 +263,7 @@ class SensorAgent(SensorBase):
         watched.
         """
         s = self.settings
-        source = open_source(s, SourceContext(self.pipeline.input_spec, self.stop_event, self.comm))
+        source = self.source
         try:
             self._send_batches(source.batches(s.batch), source_paced=source.source_paced,
                                skip_late=source.skip_late,
@@ -269,6 +272,9 @@ class SensorAgent(SensorBase):
             self._merge_source_counters(source.counters)
         self.comm.wait_published(timeout=30.0)
         self._drain(timeout=30.0)
+        if not self.stop_event.is_set() and not s.stay:  # a one-shot run ended: nothing of it stays on the broker
+            self.stop_event.wait(min(s.deadline_ms / 1000.0, 1.0))  # fusion decides the last frames first
+            self.withdraw()
         return dict(self.counters)
 
     def _merge_source_counters(self, counters: Counter[str]) -> None:

@@ -47,6 +47,8 @@ class DeviceAgent:
         self.comm: Bus = bus or Communicator(config.broker, client_id, self.topics.sensor_status(agent_id),
                                         self._status_payload, replay_s=replay_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
+        self.withdraw_at_stop = False
+        """Clear the retained status at :meth:`stop` instead of announcing ``offline`` (gone for good)."""
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.agent_id, role=self.role, state=state,  # type: ignore[arg-type]
@@ -76,7 +78,10 @@ class DeviceAgent:
         """Stop the loop, publish offline and disconnect."""
         self.stop_event.set()
         self.on_stopping()
-        self.comm.stop()
+        if self.withdraw_at_stop:
+            self.comm.stop(withdraw=True)
+        else:
+            self.comm.stop()
         log.info(f"{self.event_prefix}_stopped", **self.stop_fields())
 
 
@@ -114,3 +119,12 @@ class SensorBase(DeviceAgent):
         self.announce_birth()
         self.control.publish_controls()
         self.comm.wait_published()
+
+    def withdraw(self) -> None:
+        """Gone for good (a one-shot run that ended): clear the retained birth and controls, and at :meth:`stop` the
+        status, so that nothing of this run stays on the broker and fusion forgets the stream (Home Assistant's
+        devices go with it)."""
+        sid = self.settings.sensor_id
+        self.comm.announce(self.topics.sensor_birth(sid), b"", content_type=CONTENT_TYPE_JSON)
+        self.comm.publish(self.topics.sensor_controls(sid), b"", qos=1, retain=True, content_type=CONTENT_TYPE_JSON)
+        self.withdraw_at_stop = True

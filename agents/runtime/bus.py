@@ -54,8 +54,9 @@ class Bus(Protocol):
     def start(self, timeout: float = 10.0) -> None:
         """Connect, announce ``online`` and subscribe; ``ConnectionError`` when that fails within ``timeout``."""
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Announce ``offline`` and disconnect cleanly; idempotent."""
+    def stop(self, timeout: float = 5.0, *, withdraw: bool = False) -> None:
+        """Announce ``offline`` (``withdraw``: clear the retained status instead — the agent is gone for good) and
+        disconnect cleanly; idempotent."""
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         """Register a subscription, made now if connected and again on every reconnect."""

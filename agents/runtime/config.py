@@ -136,6 +136,11 @@ class SensorSettings(BaseModel):
     """After a lost broker connection, the frames published in its last ``replay_s`` seconds are published again
     once it is back (QoS 0: a broker killed mid-stream loses what its socket held; fusion counts a copy of a frame
     it already has as late). 0 turns it off."""
+    stay: bool = False
+    """After a one-shot run (a folder without ``watch``, a replay of ``count`` frames) keep the retained birth,
+    controls and status on the broker (Home Assistant keeps the stream's devices). By default a run that ends by
+    itself withdraws them, once fusion had a deadline to decide its last frames; a run that is stopped (a service)
+    announces ``offline`` and keeps them."""
     qos: Literal[0, 1] = 0
     """QoS of the high-rate messages. 0: a frame is one message in importance order over TCP, so QoS 1 adds a packet
     id, a PUBACK and paho's in-flight window (behind which the most important bytes queued) and gains nothing but

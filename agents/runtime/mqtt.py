@@ -330,8 +330,9 @@ class Communicator:
         """Wait until every QoS 1/2 publish made so far is acknowledged; ``False`` on timeout."""
         return self._outgoing.wait_acknowledged(timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Publish ``offline`` (retained, QoS 1), wait for it, disconnect cleanly; idempotent.
+    def stop(self, timeout: float = 5.0, *, withdraw: bool = False) -> None:
+        """Publish ``offline`` (retained, QoS 1), wait for it, disconnect cleanly; idempotent. ``withdraw``: clear
+        the retained status instead (an agent that is gone for good: a one-shot run that ended).
 
         The clean DISCONNECT tells the broker not to send the last will.
         """
@@ -342,7 +343,7 @@ class Communicator:
             return
         self._stopping = True
         if self.connected.is_set():
-            self._publish_status("offline")
+            self._publish_status(None if withdraw else "offline")
             if not self.wait_published(timeout):
                 self._log.warning("mqtt.stop_unacknowledged", timeout_s=timeout)
         self._shutdown_client()
@@ -423,11 +424,13 @@ class Communicator:
             )
         return False
 
-    def _publish_status(self, state: str) -> None:
+    def _publish_status(self, state: str | None) -> None:
+        """The retained status (``None``: cleared)."""
         if self.status_topic is None:
             return
         props = publish_properties(JSON_CONTENT_TYPE, None)
-        info = self._client.publish(self.status_topic, self.status_payload(state), qos=1, retain=True, properties=props)
+        payload = b"" if state is None else self.status_payload(state)
+        info = self._client.publish(self.status_topic, payload, qos=1, retain=True, properties=props)
         self._outgoing.add_acked(info)
 
     def _republish_announcements(self) -> None:

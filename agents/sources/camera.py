@@ -63,17 +63,21 @@ class CameraSource:
     counters: Counter[str] = field(default_factory=Counter)
     skip_late: bool = True
     source_paced: bool = True
+    capture: Any = None
+    """The opened capture (opened by :meth:`from_settings`, so that a camera that cannot open fails the sensor before
+    it connects; released when :meth:`batches` ends)."""
 
     @classmethod
     def from_settings(cls, s: CameraSettings, ctx: SourceContext) -> CameraSource:
-        return cls(s.camera, ctx, s.count)
+        return cls(s.camera, ctx, s.count, capture=open_capture(s.camera))
 
     def batches(self, batch: int) -> Iterator[FrameBatch]:
         """One frame per batch, as the camera delivers them, until stopped, ``count`` frames, or the end."""
         del batch
         from PIL import Image
 
-        capture = open_capture(self.device)
+        capture = self.capture if self.capture is not None else open_capture(self.device)
+        self.capture = None
         from_file = Path(self.device).is_file()  # a video file ends; a camera or stream may hiccup
         frame_id, failures = 0, 0
         try:

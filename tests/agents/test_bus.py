@@ -225,7 +225,8 @@ def test_after_a_broker_restart_a_new_fusion_learns_the_sensor_again(topic_root:
         cfg = AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port, reconnect_min_s=0.05,
                                                 reconnect_max_s=0.2),
                           topics=TopicSettings(root=topic_root, site="lab"),
-                          sensor=SensorSettings(sensor_id="cam-r", count=400, fps=40.0, deadline_ms=10000))
+                          sensor=SensorSettings(sensor_id="cam-r", count=400, fps=40.0, deadline_ms=10000,
+                                                stay=True))  # fusion still knows it after the run
         sensor = SensorAgent(cfg, pipeline)
         sensor.start()
         replay = threading.Thread(target=sensor.run_replay)

@@ -117,7 +117,9 @@ def start_fusion(broker: PrivateMosquitto, topic_root: str, prefix: str,
 
 def _sensor(broker: PrivateMosquitto, root: str, prefix: str, pipeline: NairPipeline, sensor_id: str, *,
             stream_id: str, count: int = 5) -> SensorAgent:
-    settings = SensorSettings(sensor_id=sensor_id, stream_id=stream_id, count=count, fps=200.0, deadline_ms=10000)
+    # --stay: these sensors stand for cameras that run on; a finished one-shot run would withdraw its stream.
+    settings = SensorSettings(sensor_id=sensor_id, stream_id=stream_id, count=count, fps=200.0, deadline_ms=10000,
+                              stay=True)
     agent = SensorAgent(_config(broker, root, prefix, sensor=settings), pipeline)
     agent.start()
     return agent
