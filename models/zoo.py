@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nairbus.models.architectures.imported import load_exported
 from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig, preprocess
 from nairbus.models.data.fashion_mnist import Dataset, fit_split, validation_split
@@ -134,7 +135,7 @@ def trainable_mature(model: str, directory: Path | None = None) -> tuple[torch.n
         raise ValueError(f"model {model!r} is an imported {manifest.format} file of no registered "
                          "architecture: a tail-drop baseline needs weights nairbus can train")
     _, where = locate_model(model, directory)
-    program = torch.export.load(str(where / manifest.weights_file))
+    program = load_exported(where / manifest.weights_file)
     native = build(origin["architecture_id"], origin["config"], input_spec(manifest))
     native.load_state_dict(program.state_dict, strict=True)
     native.eval()

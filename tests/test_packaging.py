@@ -9,6 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("agents", "models", "schemas", "broker")
+DATA = {"nairbus.broker.scripts", "nairbus.models.experiments", "nairbus.models.weights", "nairbus.schemas.json"}
+"""Folders of data files, listed so that setuptools installs them without warning that it was not told of them."""
 
 
 def _config() -> dict[str, object]:
@@ -19,7 +21,11 @@ def _config() -> dict[str, object]:
 def test_every_package_folder_is_listed_under_nairbus() -> None:
     folders = {"nairbus." + ".".join(p.parent.relative_to(REPO).parts)
                for top in FOLDERS for p in (REPO / top).rglob("__init__.py")}
-    assert set(_config()["packages"]) == folders  # type: ignore[arg-type]
+    assert set(_config()["packages"]) == folders | DATA  # type: ignore[arg-type]
+    for name in DATA:
+        folder = REPO.joinpath(*name.split(".")[1:])
+        assert folder.is_dir()
+        assert not list(folder.glob("*.py"))
 
 
 def test_each_folder_maps_to_its_nairbus_name_and_nothing_is_top_level() -> None:

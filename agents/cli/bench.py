@@ -18,8 +18,9 @@ from nairbus.agents.cli.common import DataDirOpt
 if TYPE_CHECKING:
     from nairbus.agents.tools.linkbench import LinkBenchSettings
 
-bench_app = typer.Typer(help="Benchmarks of the live bus (JSON reports and PNG plots under reports/).",
-                        no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks of the live bus (JSON reports and PNG plots under reports/).",
+    rich_markup_mode=None, no_args_is_help=True)
 console = Console(stderr=True)
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit(?:/s)?|bps)?\s*$")
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}

@@ -7,30 +7,51 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="nairbus: an MQTT bus for distributed deep-learning inference (NAIR split computing) on IoT devices.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"nairbus {version('nairbus')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("nairbus (not installed)")
+        raise typer.Exit
+
+
 @app.callback()
-def _quiet_logs() -> None:
+def _quiet_logs(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the installed version and exit.")] = False,
+) -> None:
     """Commands log warnings and errors only (agents configure their own logging from their settings)."""
+    del show_version
     from nairbus.agents.runtime.logging import configure_logging
     from nairbus.agents.runtime.settings import LogSettings
 
     configure_logging(LogSettings(level="warning"))
 
 
-train_app = typer.Typer(help="Train the models nairbus ships (seeded; weights and manifest land in models/weights).",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train the models nairbus ships (seeded; weights and manifest land in models/weights).",
+    rich_markup_mode=None, no_args_is_help=True)
 app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (also NAIRBUS_CONFIG).")]
+BrokerOpt = Annotated[str | None, typer.Option(
+    "--broker", help="The MQTT broker: host, host:port, mqtt://[user@]host[:port] or mqtts://... (TLS with the "
+                     "system's CAs); overrides the config file and NAIRBUS_BROKER__HOST/PORT.")]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Directory with the Fashion-MNIST IDX files (also NAIRBUS_DATA_DIR)."),
@@ -48,16 +69,19 @@ def _shard(value: str | None) -> tuple[int, int] | None:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")  # a message may hold brackets: pip install 'nairbus[camera]'
     raise typer.Exit(2)
 
 
-def _load_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+def _load_config(config: Path | None, overrides: dict[str, Any], broker: str | None = None) -> Any:
     from pydantic import ValidationError
 
     from nairbus.agents.runtime.config import load_config
+    from nairbus.agents.runtime.settings import parse_broker
 
     try:
+        if broker is not None:
+            overrides = {**overrides, "broker": parse_broker(broker)}
         return load_config(config, overrides)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         _fail(f"invalid configuration: {exc}")
@@ -79,6 +103,7 @@ def _training_progress(progress: Progress, label: str) -> Any:
 
     return report
 
-evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
-                           no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
+    rich_markup_mode=None, no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")

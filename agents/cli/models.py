@@ -67,26 +67,45 @@ def spec_toml(spec: Any, split: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _list_splits(model_file: Path, fields: dict[str, Any]) -> None:
-    """Print where a model file can be split: module paths of a ``torch.export`` program, or the node names of a
-    TorchScript file's converted graph (with the module each follows); the conversion runs on a batch of the spec's
-    shape, so a TorchScript file needs ``--channels`` and ``--size`` (or ``--spec``)."""
-    from nairbus.models.architectures.imported import ModelImportError, cut_points, load_program, node_modules
+def _list_splits(model_file: Path, fields: dict[str, Any], factory: str | None = None) -> None:
+    """Print where a model file can be split, with the IR each point sends per frame (its shape, its values = the
+    bytes of the whole IR at 8 bits): module paths of a ``torch.export`` program (a state dict with ``--factory``
+    is exported first), or the node names of a TorchScript file's converted graph (with the module each follows).
+    A TorchScript file or a state dict needs ``--channels`` and ``--size`` (or ``--spec``)."""
+    from nairbus.models.architectures.imported import (
+        ModelImportError,
+        export_module,
+        load_program,
+        load_python_factory,
+        node_modules,
+        split_table,
+    )
+    from nairbus.models.architectures.split import InputSpec
 
     shape = (tuple(int(fields[k]) for k in ("channels", "height", "width"))
              if {"channels", "height", "width"} <= set(fields) else None)
     try:
-        program, model_format = load_program(model_file, shape)  # type: ignore[arg-type]
+        if factory is not None:
+            if shape is None:
+                raise ModelImportError("a state dict is exported on a batch of its input shape")
+            spec = InputSpec(channels=shape[0], height=shape[1], width=shape[2], mean=(0.0,) * shape[0],
+                             std=(1.0,) * shape[0], labels=("a", "b"))
+            program, model_format = export_module(load_python_factory(factory, model_file), spec), "torch.export"
+        else:
+            program, model_format = load_program(model_file, shape)  # type: ignore[arg-type]
     except ModelImportError as exc:
         _fail(f"{exc} (--channels and --size, or --spec)" if shape is None else str(exc))
-    points = cut_points(program)
-    if model_format == "torch.export":
-        console.print("split points (module paths, in the order their computation ends):\n  " + "\n  ".join(points))
-        return
-    owner = node_modules(program)
-    console.print("split points of the converted TorchScript graph (node names; TorchScript keeps no module "
-                  "boundaries — each follows the module named):\n  "
-                  + "\n  ".join(f"{p:<24} after {owner.get(p) or 'the input'}" for p in points))
+    rows = split_table(program)
+    owner = node_modules(program) if model_format != "torch.export" else {}
+    title = ("split points (module paths, in the order their computation ends)" if model_format == "torch.export"
+             else "split points of the converted TorchScript graph (node names; TorchScript keeps no module "
+                  "boundaries — each follows the module named)")
+    lines = [f"{'point':<24} {'IR per frame':<16} {'values (bytes at 8 bit)':>24}"]
+    for row in rows:
+        dims = "x".join(str(d) for d in row["ir_shape"]) if row["ir_shape"] else "?"
+        after = f"  after {owner.get(row['point']) or 'the input'}" if owner else ""
+        lines.append(f"{row['point']:<24} {dims:<16} {row['values'] or '?':>24}{after}")
+    console.print(title + ":\n  " + "\n  ".join(lines), markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -131,7 +150,7 @@ def import_model_cmd(
 
     fields = _spec_fields(spec, channels, size, mean, std, labels)
     if list_splits:
-        _list_splits(model_file, fields)
+        _list_splits(model_file, fields, factory)
         return
     points, input_spec = _points_and_spec(fields, split_at)
     command = _import_command(model_file, name, points, spec, factory, out_dir)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from nairbus.agents.cli.common import (
+    BrokerOpt,
     ConfigOpt,
     DataDirOpt,
     _fail,
@@ -60,6 +61,7 @@ QosOpt = Annotated[int | None, typer.Option(
 @app.command()
 def sensor(
     config: ConfigOpt = None,
+    broker: BrokerOpt = None,
     sensor_id: Annotated[str | None, typer.Option(help="Sensor id (topic segment).")] = None,
     stream_id: Annotated[str | None, typer.Option(help="Result stream (default: sensor id).")] = None,
     count: Annotated[int | None, typer.Option(help="Frames to replay from --start.")] = None,
@@ -111,7 +113,8 @@ def sensor(
     from nairbus.agents.methods import METHODS
     from nairbus.models.store import compute_threads
 
-    cfg = _sensor_config(flags.pop("config"), sensor_overrides(flags))
+    config_path, broker_url = flags.pop("config"), flags.pop("broker")
+    cfg = _sensor_config(config_path, sensor_overrides(flags), broker_url)
     try:
         with compute_threads(cfg.sensor.threads):
             counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
@@ -120,14 +123,14 @@ def sensor(
     print(json.dumps(counters), flush=True)  # stdout: what a script reads; the logs go to stderr
 
 
-def _sensor_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+def _sensor_config(config: Path | None, overrides: dict[str, Any], broker: str | None = None) -> Any:
     """The sensor's configuration: defaults < config file < environment < flags, and the mode its model's manifest
     chose when none of them names one."""
-    cfg = _load_config(config, {"sensor": overrides})
+    cfg = _load_config(config, {"sensor": overrides}, broker)
     default_mode = _model_default_mode(cfg.sensor)
     if default_mode is None:
         return cfg
-    return _load_config(config, {"sensor": {**overrides, "mode": default_mode}})
+    return _load_config(config, {"sensor": {**overrides, "mode": default_mode}}, broker)
 
 
 def _model_default_mode(settings: Any) -> str | None:
@@ -198,6 +201,7 @@ def sensor_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 @app.command()
 def fusion(
     config: ConfigOpt = None,
+    broker: BrokerOpt = None,
     fusion_id: Annotated[str | None, typer.Option(help="Fusion agent id.")] = None,
     deadline_ms: Annotated[float | None, typer.Option(help="Reassembly deadline per frame.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Hard bound on frames in flight.")] = None,
@@ -227,7 +231,7 @@ def fusion(
               "stats_interval_s": stats_interval, "partition": _shard(partition), "mode": mode, "model": model,
               "models": tuple(also) if also else None, "discover_models": discover_models,
               "session_expiry_s": session_expiry, "result_qos": result_qos}
-    cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}})
+    cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}}, broker)
     try:
         METHODS.for_fusion(cfg.fusion.mode).run_fusion(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
@@ -238,6 +242,7 @@ def fusion(
 @app.command()
 def watch(
     config: ConfigOpt = None,
+    broker: BrokerOpt = None,
     stream: Annotated[list[str] | None, typer.Option(help="Only this result stream (repeatable).")] = None,
     count: Annotated[int | None, typer.Option(help="Exit after this many results.")] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="Print each result as a JSON line instead.")] = False,
@@ -248,7 +253,7 @@ def watch(
     from nairbus.agents.home.watch import watch as run_watch
     from nairbus.agents.runtime.logging import configure_logging
 
-    cfg = _load_config(config, {})
+    cfg = _load_config(config, {}, broker)
     # Logs go to stderr; connection chatter (info) would scroll the live view away, so it starts at warning.
     configure_logging(cfg.log.model_copy(update={"level": "warning"}) if cfg.log.level == "info" else cfg.log)
     try:

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nairbus.agents.cli.common import BrokerOpt
 
 if TYPE_CHECKING:
     from nairbus.models.vp.training import VpTrainSettings
@@ -25,7 +28,7 @@ DataDirOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")  # a message may hold brackets: pip install 'nairbus[camera]'
     raise typer.Exit(2)
 
 
@@ -195,17 +198,19 @@ def capture_cmd(
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="With --folder: keep taking new files.")] = False,
     camera: Annotated[str | None, typer.Option(
         help="Publish a camera's frames (a device index, a stream URL or a video file; the camera extra).")] = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Capture agent: publish frames (the data set standing in for a camera, a folder, or a camera) for every VP
     variant sensor."""
     from pydantic import ValidationError
 
     from nairbus.agents.runtime.config import load_config
+    from nairbus.agents.runtime.settings import parse_broker
     from nairbus.agents.vp.capture import CaptureSettings
     from nairbus.agents.vp.service import run_capture
 
     try:
-        cfg = load_config(config, {})
+        cfg = load_config(config, {} if broker is None else {"broker": parse_broker(broker)})
         settings = CaptureSettings(stream_id=stream_id, count=count, start=start, fps=fps, split=split,
                                    data_dir=data_dir, folder=folder, watch=watch, camera=camera,
                                    source="folder" if folder else "camera" if camera else "replay")
@@ -251,8 +256,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     train_app.command("variants")(train_variants_cmd)
     evaluate_app = next((g.typer_instance for g in app.registered_groups if g.name == "evaluate"), None)
     if evaluate_app is None:
-        evaluate_app = typer.Typer(help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
-                                   no_args_is_help=True)
+        evaluate_app = typer.Typer(
+            help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
+            rich_markup_mode=None, no_args_is_help=True)
         app.add_typer(evaluate_app, name="evaluate")
     evaluate_app.command("vp")(evaluate_vp_cmd)
     app.command("capture")(capture_cmd)

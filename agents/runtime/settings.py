@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -43,6 +43,9 @@ class BrokerSettings(BaseModel):
     tls_key: Path | None = None
     tls_insecure: bool = False
     """Skip the broker host name check (test certificates only)."""
+    tls: bool = False
+    """TLS with the system's CA certificates (an ``mqtts://`` broker URL); a ``tls_ca`` or a client certificate
+    turns TLS on too."""
     keepalive: int = Field(default=30, ge=5, le=65535)
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -93,7 +96,49 @@ class BrokerSettings(BaseModel):
     @property
     def tls_enabled(self) -> bool:
         """Whether the connection uses TLS (a CA bundle or a client certificate is configured)."""
-        return self.tls_ca is not None or self.tls_cert is not None
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
+
+
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def parse_broker(text: str) -> dict[str, Any]:
+    """The broker settings a ``--broker`` value names: ``host``, ``host:port``, ``[v6::addr]:port``,
+    ``mqtt://[user@]host[:port]`` or ``mqtts://[user@]host[:port]`` (TLS with the system's CAs; default ports 1883
+    and 8883). A password never travels in the URL (``broker.password_file``, ``NAIRBUS_BROKER__PASSWORD``).
+
+    >>> parse_broker("hub.local"), parse_broker("10.0.0.2:1884")
+    ({'host': 'hub.local'}, {'host': '10.0.0.2', 'port': 1884})
+    >>> parse_broker("mqtts://cam-01@hub.example.org")
+    {'host': 'hub.example.org', 'port': 8883, 'tls': True, 'username': 'cam-01'}
+    >>> parse_broker("[::1]:1883")
+    {'host': '::1', 'port': 1883}
+    """
+    from urllib.parse import urlsplit
+
+    text = text.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else None
+    if scheme is not None and scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"broker URL {text!r}: the scheme must be mqtt:// or mqtts://")
+    try:
+        parts = urlsplit(text if scheme else f"mqtt://{text}")
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"broker {text!r}: {exc}") from None
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker {text!r}: expected host, host:port or mqtt[s]://[user@]host[:port]")
+    if parts.password is not None:
+        raise ValueError("a broker URL carries no password: use broker.password_file or NAIRBUS_BROKER__PASSWORD")
+    out: dict[str, Any] = {"host": parts.hostname}
+    if scheme is not None:
+        out["port"] = port or _DEFAULT_PORTS[scheme]
+        if scheme == "mqtts":
+            out["tls"] = True
+    elif port is not None:
+        out["port"] = port
+    if parts.username:
+        out["username"] = parts.username
+    return out
 
 
 class TopicSettings(BaseModel):

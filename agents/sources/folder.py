@@ -34,6 +34,7 @@ class FolderSettings(SourceSettings):
     folder: Path = Field(description="The directory of image files.")
     watch: bool = Field(default=False, description="After the files present at start, keep taking new ones as they "
                                                    "appear, until stopped.")
+    count: int | None = Field(default=None, ge=1, description="Stop after this many files (in name order).")
 
 
 @dataclass
@@ -55,7 +56,8 @@ class FolderSource:
     upload or ``cp`` writing it in place); a file that fails to read while it was modified within ``retry_s`` is
     retried when it changes or settles, and refused only then. Writing to a temporary name and renaming into the
     folder (names starting with ``.`` are ignored) is still the safest way to hand a file over.
-    ``watch``: after the files present at start, keep polling every ``poll_s`` for new ones until ``stop`` is set.
+    ``watch``: after the files present at start, keep polling every ``poll_s`` for new ones until ``stop`` is set
+    (or ``count`` files were taken).
     ``counters``: files read, and files refused by reason (``bad_<reason>``).
     """
 
@@ -63,6 +65,7 @@ class FolderSource:
     spec: InputSpec = field(default_factory=fashion_mnist_spec)
     watch: bool = False
     poll_s: float = 0.2
+    count: int | None = None
     settle_s: float = 0.5
     retry_s: float = 5.0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -81,7 +84,7 @@ class FolderSource:
 
     @classmethod
     def from_settings(cls, s: FolderSettings, ctx: SourceContext) -> FolderSource:
-        return cls(s.folder, spec=ctx.spec, watch=s.watch, stop=ctx.stop)
+        return cls(s.folder, spec=ctx.spec, watch=s.watch, stop=ctx.stop, count=s.count)
 
     def _candidates(self) -> list[Path]:
         """Image files not yet taken or refused, in name order."""
@@ -135,11 +138,11 @@ class FolderSource:
 
     def files(self) -> Iterator[tuple[int, Path, np.ndarray]]:
         """(frame id, path, model input) for every usable file, as each is complete."""
-        while not self.stop.is_set():
+        while not self.stop.is_set() and (self.count is None or self._next_id < self.count):
             now_ns = time.time_ns()
             waiting = False
             for path in self._candidates():
-                if self.stop.is_set():
+                if self.stop.is_set() or (self.count is not None and self._next_id >= self.count):
                     return
                 if not self._ready(path, now_ns):
                     waiting = waiting or path.name in self._pending

@@ -15,7 +15,8 @@ from pydantic import Field
 
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
-from nairbus.agents.sources.images import BadImageError, decode_image_bytes
+from nairbus.agents.sources.images import MAX_PIXELS, BadImageError, decode_image_bytes
+from nairbus.models.architectures.split import InputSpec
 
 __all__ = ["ImageTopicSettings", "ImageTopicSource"]
 
@@ -35,6 +36,22 @@ class ImageTopicSettings(SourceSettings):
         "messages come faster than the sensor sends, the newest wins. The sensor's account needs read access to it "
         "(the sensor subscribes to it)."))
     count: int | None = Field(default=None, ge=1, description="Stop after this many frames (None: until stopped).")
+    max_pixels: int | None = Field(default=None, ge=1, le=MAX_PIXELS, description=(
+        "The largest image (width x height) taken; bigger ones are refused as too_large. Default: what the model's "
+        "input calls for — 256 times its pixels, and never less than a 4K frame (8.3 Mpx)."))
+
+
+UHD_PIXELS = 3840 * 2160
+
+
+def default_max_pixels(spec: InputSpec) -> int:
+    """The image-topic pixel cap for a model of ``spec``: 256 times its input's pixels, at least a 4K frame.
+
+    >>> from nairbus.models.architectures.registry import fashion_mnist_spec
+    >>> default_max_pixels(fashion_mnist_spec())
+    8294400
+    """
+    return min(MAX_PIXELS, max(UHD_PIXELS, 256 * spec.height * spec.width))
 
 
 @dataclass
@@ -44,6 +61,7 @@ class ImageTopicSource:
     comm: Any
     ctx: SourceContext
     count: int | None = None
+    max_pixels: int = MAX_PIXELS
     counters: Counter[str] = field(default_factory=Counter)
     skip_late: bool = True
     source_paced: bool = True
@@ -53,7 +71,7 @@ class ImageTopicSource:
     def from_settings(cls, s: ImageTopicSettings, ctx: SourceContext) -> ImageTopicSource:
         if ctx.comm is None:  # the agent's communicator, subscribed to s.image_topic
             raise ValueError(f"source 'image-topic' needs {_NEEDS_TOPIC}")
-        return cls(ctx.comm, ctx, s.count)
+        return cls(ctx.comm, ctx, s.count, s.max_pixels or default_max_pixels(ctx.spec))
 
     def batches(self, batch: int) -> Iterator[FrameBatch]:
         """One frame per batch, as each usable message arrives, until stopped or ``count`` frames."""
@@ -67,7 +85,7 @@ class ImageTopicSource:
                 self.counters["skipped_stale"] += 1
                 message = newer
             try:
-                image = decode_image_bytes(message.payload, self.ctx.spec, message.topic)
+                image = decode_image_bytes(message.payload, self.ctx.spec, message.topic, self.max_pixels)
             except BadImageError as exc:
                 self.counters[f"bad_{exc.reason}"] += 1
                 log.warning("image_refused", topic=message.topic[:200], reason=exc.reason, detail=str(exc)[:200])

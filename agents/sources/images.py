@@ -37,9 +37,10 @@ def image_to_input(image: object, spec: InputSpec) -> np.ndarray:
     return spec.convert_image(image)
 
 
-def decode_image_bytes(data: bytes, spec: InputSpec, what: str = "message") -> np.ndarray:
+def decode_image_bytes(data: bytes, spec: InputSpec, what: str = "message",
+                       max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG, WebP, BMP — a camera's snapshot on an MQTT topic) as model input;
-    :class:`BadImageError` when they cannot be used."""
+    :class:`BadImageError` when they cannot be used (``too_large`` beyond ``max_pixels``)."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -50,8 +51,9 @@ def decode_image_bytes(data: bytes, spec: InputSpec, what: str = "message") -> n
         raise BadImageError("too_large", f"{what}: {len(data)} B > {MAX_FILE_BYTES} B")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise BadImageError("too_large", f"{what}: {image.width}x{image.height} pixels")
+            if image.width * image.height > min(max_pixels, MAX_PIXELS):
+                raise BadImageError("too_large", f"{what}: {image.width}x{image.height} pixels, more than "
+                                                 f"{min(max_pixels, MAX_PIXELS)}")
             image.load()
             return image_to_input(image, spec)
     except BadImageError:

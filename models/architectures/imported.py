@@ -14,6 +14,10 @@ used as is; any other TorchScript file is converted to a ``torch.export`` progra
 from __future__ import annotations
 
 import importlib
+import os
+import pickle
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +37,16 @@ MAX_BATCH = 4096
 
 class ModelImportError(ValueError):
     """A model file that cannot be imported as given; the message says what to change."""
+
+
+# torch 2.13's own unpickling and copying of an exported program's tree specs raises a FutureWarning on every load
+# and deep copy (``isinstance(treespec, LeafSpec)`` is deprecated): torch's code, nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+
+
+def load_exported(path: Path) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of a stored program."""
+    return torch.export.load(str(path))
 
 
 def detect_format(path: Path) -> ModelFormat:
@@ -63,24 +77,45 @@ def export_module(module: nn.Module, spec: InputSpec) -> torch.export.ExportedPr
         return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
 
 
+def _import_factory_module(module_name: str) -> object:
+    """Import ``module_name`` as ``python -c`` would: the current directory first (a user's ``mymodel.py``)."""
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            sys.path.remove(here)
+
+
 def load_python_factory(factory: str, state_dict: Path | None) -> nn.Module:
-    """``package.module:function`` called with no arguments, then ``state_dict`` loaded into it (strictly)."""
+    """``package.module:function`` (a module in the current directory included) called with no arguments, then
+    ``state_dict`` loaded into it (strictly); ``ModelImportError`` in words for anything that goes wrong."""
     module_name, sep, attr = factory.partition(":")
     if not sep or not module_name or not attr:
         raise ModelImportError(f"--factory {factory!r} must be package.module:function")
     try:
-        build = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        build = getattr(_import_factory_module(module_name), attr)
+    except (ImportError, AttributeError, SyntaxError) as exc:
         raise ModelImportError(f"--factory {factory}: {exc}") from exc
-    model = build()
+    try:
+        model = build()
+    except Exception as exc:  # the user's code: whatever it raises is reported, not a traceback
+        raise ModelImportError(f"--factory {factory}: calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelImportError(f"--factory {factory} returned a {type(model).__name__}, not a torch.nn.Module")
     if state_dict is not None:
         try:
             state = torch.load(state_dict, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as exc:
-            raise ModelImportError(f"state dict {state_dict} does not load into {factory}: {exc}") from exc
+        except (EOFError, pickle.UnpicklingError):  # a random or truncated file
+            raise ModelImportError(f"state dict {state_dict} is not a PyTorch checkpoint (a state dict saved with "
+                                   f"torch.save(model.state_dict(), path))") from None
+        except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as exc:  # not this model's
+            raise ModelImportError(f"state dict {state_dict} does not load into {factory}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return model.eval()
 
 
@@ -117,6 +152,19 @@ def cut_points(program: torch.export.ExportedProgram) -> list[str]:
         return [n.name for i, n in enumerate(nodes) if i < len(nodes) - 1 and not _crossing(nodes, placeholders, n)]
     ordered = sorted(last.items(), key=lambda kv: kv[1])
     return [path for path, i in ordered if i < len(nodes) - 1 and not _crossing(nodes, placeholders, nodes[i])]
+
+
+def split_table(program: torch.export.ExportedProgram) -> list[dict[str, Any]]:
+    """Each cut point with the IR that would cross it: its shape per frame and its values (the bytes of an 8-bit
+    NAIR artifact's whole IR), in the order :func:`cut_points` gives."""
+    nodes = _compute_nodes(program.module().graph)
+    rows = []
+    for point in cut_points(program):
+        value = _find_cut(nodes, point).meta.get("val")
+        shape = tuple(int(d) for d in value.shape[1:]) if isinstance(value, torch.Tensor) else None
+        values = None if shape is None else int(torch.Size(shape).numel())
+        rows.append({"point": point, "ir_shape": shape, "values": values})
+    return rows
 
 
 def node_modules(program: torch.export.ExportedProgram) -> dict[str, str]:
@@ -339,7 +387,7 @@ def load_program(path: Path, shape: tuple[int, int, int] | None) -> tuple[torch.
     model_format = detect_format(path)
     try:
         if model_format == "torch.export":
-            return torch.export.load(str(path)), model_format
+            return load_exported(path), model_format
         scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise ModelImportError(f"{path} does not load as {model_format}: {exc}") from exc
@@ -355,7 +403,7 @@ def load_split_model(path: Path, model_format: ModelFormat, points: Sequence[str
     ``scripted``: the TorchScript module of ``path`` when the caller has already loaded it."""
     try:
         if model_format == "torch.export":
-            return SplitProgram(torch.export.load(str(path)), points, spec).eval()
+            return SplitProgram(load_exported(path), points, spec).eval()
         if scripted is None:
             scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         return TorchScriptSplit(scripted, points[0], spec).eval()

@@ -119,6 +119,10 @@ def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, t
     camera.start()
     try:
         camera.publish(camera_topic, b"this is not a JPEG", content_type=None)
+        huge = io.BytesIO()  # 12 Mpx of black, a few kB as PNG: beyond what a 28x28 model calls for (4K at most)
+        Image.new("L", (4000, 3000)).save(huge, "PNG")
+        camera.publish(camera_topic, huge.getvalue(), content_type=None)
+        time.sleep(0.3)
         for i in range(40):
             buf = io.BytesIO()
             Image.fromarray(test.images[i]).convert("RGB").resize((224, 224)).save(buf, "JPEG", quality=90)
@@ -134,7 +138,7 @@ def test_jpeg_snapshots_on_an_mqtt_topic_get_results(broker: PrivateMosquitto, t
         fusion.close()
         listener.stop()
     assert not sensor_worker.is_alive()
-    assert sensor.counters["files_refused"] == 1
+    assert sensor.counters["files_refused"] == 2
     decided = sorted(frame for stream, frame in got if stream == "cam-topic")
     sent = sensor.counters["frames_sent"]
     assert sent + sensor.counters["skipped_stale"] + sensor.counters["frames_skipped"] >= 40

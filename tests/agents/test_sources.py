@@ -161,3 +161,10 @@ def test_a_file_that_stays_corrupt_is_refused_once_it_has_settled(tmp_path: Path
     worker.join(timeout=5)
     assert sum(n for k, n in source.counters.items() if k.startswith("bad_")) == 1  # refused once, not per poll
     assert got == ["later.png"]
+
+
+def test_count_takes_the_first_files_in_name_order(tmp_path: Path) -> None:
+    for i in range(5):
+        _png(tmp_path / f"{i}.png", np.full((28, 28), i, np.uint8))
+    source = FolderSource(tmp_path, settle_s=0.0, count=3)
+    assert [p.name for _, p, _ in source.files()] == ["0.png", "1.png", "2.png"]
