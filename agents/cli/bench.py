@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nairbus.agents.cli.common import DataDirOpt
 
@@ -280,4 +282,44 @@ def faults_cmd(
         run_faults(settings, lambda m: console.print(m, markup=False, highlight=False))
     except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@bench_app.command("files")
+def files_cmd(
+    model: Annotated[str, typer.Option(
+        help="The model the sensor runs (the files are written in its input's colour).")] = "mobilenet",
+    files: Annotated[int, typer.Option(help="Files of the one-shot folder.", min=1)] = 1000,
+    burst: Annotated[int, typer.Option(help="Files written at once into a watched folder.", min=1)] = 200,
+    slow_files: Annotated[int, typer.Option(help="Files written in place slowly into a watched folder.", min=1)] = 20,
+    write_s: Annotated[float, typer.Option(help="Seconds each slow file takes to write.", min=0.1)] = 2.0,
+    live_fps: Annotated[float, typer.Option(help="Frame rate of the live source.", min=1.0)] = 30.0,
+    live_frames: Annotated[int, typer.Option(help="Frames of each live run (quiet, busy).", min=1)] = 300,
+    replay_frames: Annotated[int, typer.Option(help="Frames of the QoS 1 replay.", min=1)] = 10_000,
+    replay_fps: Annotated[float, typer.Option(help="Frame rate of the QoS 1 replay.", min=1.0)] = 150.0,
+    hogs: Annotated[int, typer.Option(help="Busy-looping processes beside the agents (default: twice the cores).",
+                                      min=0)] = 2 * (os.cpu_count() or 2),
+    scenario: Annotated[list[str] | None, typer.Option(
+        "--scenario", help="Scenario to run (repeatable; default all): oneshot, watch_burst, slow_writes, live, "
+                           "qos1_replay.")] = None,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/files.json"),
+    run_dir: Annotated[Path, typer.Option(help="Agent logs and the files of each scenario.")] = Path("runs/files"),
+) -> None:
+    """A user's files and a live source on a busy device, end to end: every file decided and named, live = offline,
+    watched bursts and slowly written files, a live source's skips and link budget quiet and busy, and a QoS 1
+    subscriber's share of a long replay -> reports/files.json (rewritten after every scenario)."""
+    from nairbus.agents.tools.filebench import SCENARIOS, FileBenchSettings, run_files
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+
+    try:
+        settings = FileBenchSettings(
+            model=model, files=files, burst=burst, slow_files=slow_files, write_s=write_s, live_fps=live_fps,
+            live_frames=live_frames, replay_frames=replay_frames, replay_fps=replay_fps, hogs=hogs,
+            scenarios=tuple(scenario) if scenario else SCENARIOS, report=report.resolve(), run_dir=run_dir.resolve())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        run_files(settings, lambda m: console.print(m, markup=False, highlight=False))
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None

@@ -305,6 +305,7 @@ class SensorAgent(SensorBase):
         pacing: Pacing[np.ndarray] = Pacing(s.fps, slack_s=s.deadline_ms / 4000.0, skip_late=skip_late,
                                             source_paced=source_paced, max_batch=s.batch)
         cpu_late_s = max(pacing.period, s.deadline_ms / 2000.0)
+        live = bool(pacing.period) or source_paced  # a replay without a rate has no clock to be late for
         interval = pacing.period or 0.1
         last_at: float | None = None
 
@@ -318,7 +319,7 @@ class SensorAgent(SensorBase):
                 if not self._await_turn():
                     return
                 capture_ts = time.time()
-            elif time.time() - capture_ts > cpu_late_s:  # the head (or other work on the device) made it late
+            elif live and time.time() - capture_ts > cpu_late_s:  # the head (or other work) made it late
                 late(frame_id)
                 return
             if not pacing.period:  # the frame period the link budget is sized for: the observed arrival rate
