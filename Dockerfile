@@ -1,16 +1,19 @@
 # nairbus agents (sensor, fusion, watch, ...): one image, the sub-command picks the agent.
 #
-#   docker build -t nairbus .
+#   docker build -t nairbus .                                  # the production image (target "nairbus")
+#   docker build --build-arg EXTRAS=camera -t nairbus:camera .  # with OpenCV, for a sensor that reads a camera
+#   docker build --target demo -t nairbus:demo .               # plus the Fashion-MNIST data set the replay demo reads
 #   docker run --rm nairbus --help
 #
-# Installs exactly the way the README does, with ./setup.sh: Debian packages (the Fashion-MNIST data set the replay
-# sensors read, Mosquitto's clients), then a virtual environment in /opt/nairbus/.venv with nairbus and the pinned
-# torch==2.13.0 from pyproject.toml — the same path the systemd units use. PIP_EXTRA_INDEX_URL points pip at
-# PyTorch's CPU wheel index so that pin resolves to the CPU build (2.13.0+cpu) instead of the multi-GB CUDA one;
-# override TORCH_INDEX_URL to use a mirror.
-FROM python:3.11-slim
+# The production image holds nairbus installed as a user installs it — a virtual environment in /opt/nairbus/.venv
+# (where the systemd units look) with a non-editable `pip install .` of the package and the pinned torch==2.13.0 —
+# and nothing else: no test tools, no broker, no data set. PIP_EXTRA_INDEX_URL points pip at PyTorch's CPU wheel
+# index so that pin resolves to the CPU build (2.13.0+cpu) instead of the multi-GB CUDA one; override
+# TORCH_INDEX_URL to use a mirror. The demo stage adds the Debian data set the replaying sensors of compose.yaml read.
+FROM python:3.11-slim AS nairbus
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG EXTRAS=""
 ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL} \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,9 +22,14 @@ ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL} \
     NAIRBUS_LOG__FORMAT=json
 
 WORKDIR /opt/nairbus
-COPY . .
-RUN ./setup.sh \
-    && rm -rf /var/lib/apt/lists/* \
+COPY pyproject.toml README.md /tmp/nairbus-src/
+COPY agents /tmp/nairbus-src/agents
+COPY models /tmp/nairbus-src/models
+COPY schemas /tmp/nairbus-src/schemas
+COPY broker /tmp/nairbus-src/broker
+RUN python -m venv /opt/nairbus/.venv \
+    && PYTHONWARNINGS=ignore /opt/nairbus/.venv/bin/pip install "/tmp/nairbus-src${EXTRAS:+[$EXTRAS]}" \
+    && rm -rf /tmp/nairbus-src \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nairbus
 
 # No root at run time; the compose file also makes the file system read-only and drops every capability.
@@ -29,3 +37,11 @@ USER 10001:10001
 ENV HOME=/tmp
 ENTRYPOINT ["/opt/nairbus/.venv/bin/nairbus"]
 CMD ["--help"]
+
+# The replay demo of compose.yaml: the same image plus the Fashion-MNIST data set from Debian.
+FROM nairbus AS demo
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+    && rm -rf /var/lib/apt/lists/*
+USER 10001:10001

@@ -6,7 +6,8 @@
 # DIR/broker/   passwd, acl (broker/acl), ca.crt, server.crt, server.key, health/mosquitto_sub (health check login)
 # DIR/agents/   ca.crt, and per account: <user>.password, <user>.crt, <user>.key
 # DIR/ca-private/  the CA's private key (mounted nowhere; needed to sign more certificates)
-# Accounts: cam-1, cam-2, cam-3 (sensors), fusion.fusion-1, watch.results (for `nairbus watch`), health.probe.
+# Accounts: cam-1, cam-2, cam-3, cam-own (sensors; cam-own: compose.yaml's own-model camera), fusion.fusion-1,
+# watch.results (for `nairbus watch`), health.probe.
 # Run as root, it hands the broker files to the eclipse-mosquitto image's user (uid 1883) and the agent files to the
 # nairbus image's user (uid 10001), mode 0600; otherwise it makes them readable (0644) and says so. Safe to re-run:
 # existing certificates are kept, passwords are renewed.
@@ -20,12 +21,12 @@ mkdir -p "$broker" "$agents" "$out/ca-private"
 for f in ca.key ca.srl; do [ ! -f "$out/ca-private/$f" ] || mv "$out/ca-private/$f" "$broker/$f"; done
 cp "$repo/broker/acl" "$broker/acl"
 bash "$repo/broker/scripts/make-certs.sh" ca "$broker" mosquitto
-for sensor in cam-1 cam-2 cam-3; do bash "$repo/broker/scripts/add-user.sh" "$broker" sensor "$sensor"; done
+for sensor in cam-1 cam-2 cam-3 cam-own; do bash "$repo/broker/scripts/add-user.sh" "$broker" sensor "$sensor"; done
 bash "$repo/broker/scripts/add-user.sh" "$broker" fusion fusion-1
 bash "$repo/broker/scripts/add-user.sh" "$broker" watch results
 bash "$repo/broker/scripts/add-user.sh" "$broker" health probe
 cp "$broker/ca.crt" "$agents/ca.crt"
-for user in cam-1 cam-2 cam-3 fusion.fusion-1 watch.results; do
+for user in cam-1 cam-2 cam-3 cam-own fusion.fusion-1 watch.results; do
   bash "$repo/broker/scripts/make-certs.sh" client "$broker" "$user"
   cp "$broker/credentials/$user" "$agents/$user.password"
   cp "$broker/clients/$user.crt" "$agents/$user.crt"

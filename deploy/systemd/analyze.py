@@ -7,7 +7,9 @@
 point at the install location (``/opt/nairbus/.venv/bin/nairbus``), so they are checked inside a temporary root
 (``--root``) that holds the units, a copy of this machine's system units (targets they order against) and an
 executable at that path — the unit files themselves are checked unchanged. The template is checked as an instance
-(``nairbus-sensor@cam-01.service``), the way it runs. ``security --offline=true`` rates each unit's sandboxing
+(``nairbus-sensor@cam-01.service``), the way it runs, and with each shipped drop-in: ``camera.conf`` (one V4L2 device
+granted) as ``nairbus-sensor@camera.service``, ``pip.conf`` (the program of a pip install) as
+``nairbus-sensor@pip.service``. ``security --offline=true`` rates each unit's sandboxing
 (0 = fully locked down, 10 = fully exposed; systemd calls up to 4.9 "OK", up to 1.9 "SAFE").
 """
 
@@ -26,9 +28,14 @@ from typing import Any
 UNIT_DIR = Path(__file__).resolve().parent
 REPO = UNIT_DIR.parents[1]
 REPORT = REPO / "reports" / "systemd.json"
-UNITS = {"nairbus-fusion.service": "nairbus-fusion.service", "nairbus-sensor@cam-01.service": "nairbus-sensor@.service"}
+UNITS = {"nairbus-fusion.service": "nairbus-fusion.service", "nairbus-sensor@cam-01.service": "nairbus-sensor@.service",
+         "nairbus-sensor@camera.service": "nairbus-sensor@.service", "nairbus-sensor@pip.service":
+         "nairbus-sensor@.service"}
 """Unit name checked -> unit file in deploy/systemd/."""
+DROP_INS = {"nairbus-sensor@camera.service": ("camera.conf",), "nairbus-sensor@pip.service": ("pip.conf",)}
+"""Unit name checked -> the drop-ins of deploy/systemd/ it is checked with (a camera sensor, a pip install)."""
 EXEC = "/opt/nairbus/.venv/bin/nairbus"
+PIP_EXEC = "/usr/local/bin/nairbus"
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 MAX_EXPOSURE = 4.9
 _OVERALL = re.compile(r"Overall exposure level for (\S+): ([0-9.]+) (\w+)")
@@ -51,12 +58,17 @@ def make_root(root: Path) -> Path:
     etc.mkdir(parents=True)
     for unit_file in set(UNITS.values()):
         shutil.copy(UNIT_DIR / unit_file, etc / unit_file)
+    for unit, drop_ins in DROP_INS.items():
+        (etc / f"{unit}.d").mkdir()
+        for drop_in in drop_ins:
+            shutil.copy(UNIT_DIR / drop_in, etc / f"{unit}.d" / drop_in)
     if SYSTEM_UNITS.is_dir():
         shutil.copytree(SYSTEM_UNITS, root / SYSTEM_UNITS.relative_to("/"), symlinks=True)
-    exe = root / EXEC.lstrip("/")
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
+    for path in (EXEC, PIP_EXEC):
+        exe = root / path.lstrip("/")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
     return root
 
 
@@ -82,6 +94,7 @@ def security(root: Path, unit: str) -> dict[str, Any]:
         "exposure": float(match.group(2)),
         "rating": match.group(3),
         "unit_file": f"deploy/systemd/{UNITS[unit]}",
+        "drop_ins": [f"deploy/systemd/{d}" for d in DROP_INS.get(unit, ())],
         "remaining_exposure": [{"setting": name, "exposure": exposure} for name, exposure in open_items],
     }
 

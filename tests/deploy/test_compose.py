@@ -56,7 +56,7 @@ def test_broker_health_check(compose: dict[str, Any]) -> None:
 def test_agents_are_built_from_the_dockerfile_and_wait_for_a_healthy_broker(compose: dict[str, Any]) -> None:
     for name in AGENTS:
         service = compose["services"][name]
-        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": "demo"}
         assert service["image"] == "nairbus:local"
         assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
         assert service["read_only"] is True
@@ -87,22 +87,42 @@ def test_every_mounted_secret_is_created_by_the_init_script(compose: dict[str, A
         assert (out / "broker" / name).is_file(), name
     assert not (out / "broker" / "ca.key").exists()  # the CA key is not mounted into the broker container
     users = {line.split(":")[0] for line in (out / "broker/passwd").read_text().splitlines()}
-    assert users == {"cam-1", "cam-2", "cam-3", "fusion.fusion-1", "watch.results", "health.probe"}
+    assert users == {"cam-1", "cam-2", "cam-3", "cam-own", "fusion.fusion-1", "watch.results", "health.probe"}
 
 
-def test_dockerfile_installs_like_the_readme() -> None:
+def test_the_production_image_holds_nairbus_and_nothing_else() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
-    run_lines = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
-    assert run_lines
-    assert run_lines[0].startswith("RUN ./setup.sh")
-    ci = (REPO / ".ci/run").read_text()
-    assert "./setup.sh" in ci
-    assert re.search(r"^WORKDIR /opt/nairbus$", dockerfile, re.MULTILINE)  # .venv where the systemd units look
-    assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in dockerfile
-    assert "/whl/cpu" in dockerfile
-    assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()  # the pin setup.sh installs, CPU build here
-    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
-    assert 'ENTRYPOINT ["/opt/nairbus/.venv/bin/nairbus"]' in dockerfile
+    stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
+    assert [stage.split()[0:3] for stage in stages] == [["python:3.11-slim", "AS", "nairbus"],
+                                                        ["nairbus", "AS", "demo"]]
+    production, demo = stages
+    assert re.search(r"^WORKDIR /opt/nairbus$", production, re.MULTILINE)  # .venv where the systemd units look
+    assert "pip install \"/tmp/nairbus-src${EXTRAS:+[$EXTRAS]}\"" in production  # non-editable, no test extras
+    for absent in ("setup.sh", "mosquitto", "dataset-fashion-mnist", "pytest", "[test", "-e "):
+        assert absent not in production, absent
+    assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in production
+    assert "/whl/cpu" in production
+    assert '"torch==2.13.0"' in (REPO / "pyproject.toml").read_text()  # the pin pip installs, CPU build here
+    assert re.search(r"^USER 10001", production, re.MULTILINE)
+    assert 'ENTRYPOINT ["/opt/nairbus/.venv/bin/nairbus"]' in production
+    assert "dataset-fashion-mnist" in demo  # only the replay demo carries the data set
+    assert "mosquitto" not in demo
+    assert re.search(r"^USER 10001", demo, re.MULTILINE)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".git", "deploy/compose/secrets"} <= set(ignored)
+
+
+def test_the_own_model_example_mounts_a_model_directory_and_one_camera(compose: dict[str, Any]) -> None:
+    own = compose["services"]["own-model"]
+    assert own["profiles"] == ["own-model"]
+    assert own["build"]["target"] == "nairbus"  # the production image, with OpenCV
+    assert own["build"]["args"] == {"EXTRAS": "camera"}
+    assert own["devices"] == ["/dev/video0:/dev/video0"]
+    assert own["volumes"] == ["./my-models:/models:ro"]
+    assert own["environment"]["NAIRBUS_MODEL_DIR"] == "/models"
+    command = own["command"]
+    assert command[command.index("--model") + 1] == "mine"
+    assert command[command.index("--camera") + 1] == "0"
+    assert own["read_only"] is True
+    assert own["cap_drop"] == ["ALL"]
+    assert own["environment"]["NAIRBUS_BROKER__USERNAME"] == command[command.index("--sensor-id") + 1]

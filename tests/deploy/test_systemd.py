@@ -93,10 +93,75 @@ def test_unit_is_notify_watchdog_restart_and_keeps_secrets_out(unit_file: str) -
     assert "password" not in d["ExecStart"][0].lower()  # nothing secret on the command line (process list)
 
 
+def _effective(unit_file: str, *drop_ins: str) -> dict[str, list[str]]:
+    """The unit's directives as systemd merges its drop-ins: a later value adds to a list setting, an empty one
+    resets it (``ExecStart=``), and a single-valued setting keeps the last."""
+    merged: dict[str, list[str]] = {}
+    for name in (unit_file, *drop_ins):
+        for key, values in _directives(name).items():
+            for value in values:
+                merged[key] = [] if value == "" else [*merged.get(key, []), value]
+    return merged
+
+
+def test_the_camera_drop_in_grants_one_device_and_the_pip_drop_in_only_the_program() -> None:
+    camera = _effective("nairbus-sensor@.service", "camera.conf")
+    assert camera["DevicePolicy"] == ["strict"]
+    assert camera["DeviceAllow"] == ["/dev/video0 r"]  # that camera, read-only, and no other device
+    assert camera["PrivateDevices"][-1] == "no"
+    assert camera["SupplementaryGroups"] == ["video"]
+    plain = _effective("nairbus-sensor@.service")
+    assert "DeviceAllow" not in plain
+    assert plain["PrivateDevices"] == ["yes"]
+    pip = _effective("nairbus-sensor@.service", "pip.conf")
+    assert pip["ExecStart"] == ["/usr/local/bin/nairbus sensor --config /etc/nairbus/nairbus.toml --sensor-id %i"]
+    assert {k: v for k, v in pip.items() if k != "ExecStart"} == {k: v for k, v in plain.items() if k != "ExecStart"}
+    env = dict(item.split("=", 1) for value in plain["Environment"] for item in value.split())
+    assert env["NAIRBUS_MODEL_DIR"] == "/etc/nairbus/models"  # own models: readable under ProtectSystem=strict
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+def test_the_units_command_runs_an_imported_model_on_a_folder(broker: PrivateMosquitto, topic_root: str,
+                                                                tmp_path: Path) -> None:
+    """What the sensor unit runs — its ExecStart arguments, a config file and the unit's model directory — with a
+    user's imported model (no calibration: it sends the device's decisions) on a folder of files."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from nairbus.models.data.fashion_mnist import load_split
+
+    nairbus = Path(sys.executable).with_name("nairbus")
+    models, folder = tmp_path / "models", tmp_path / "srv-camera"
+    folder.mkdir()
+    for step in (["export-model", "base", "--out", str(tmp_path / "mine.pt2")],
+                 ["import-model", str(tmp_path / "mine.pt2"), "--name", "mine", "--spec", str(tmp_path / "mine.toml"),
+                  "--out-dir", str(models)]):
+        done = subprocess.run([str(nairbus), *step], capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stderr
+    for i, image in enumerate(load_split("test").images[:12]):
+        Image.fromarray(image).save(folder / f"snap-{i:02d}.png")
+    config = tmp_path / "nairbus.toml"
+    config.write_text(f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\n\n[topics]\nroot = "{topic_root}"\n\n'
+                      f'[sensor]\nmodel = "mine"\nmode = "decision"\nsource = "folder"\n\n'
+                      f'[sensor.source_options]\nfolder = "{folder}"\n')
+    exec_start = _directives("nairbus-sensor@.service")["ExecStart"][0].split()
+    args = [a.replace("/etc/nairbus/nairbus.toml", str(config)).replace("%i", "cam-01") for a in exec_start[1:]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAIRBUS_")}
+    done = subprocess.run([str(nairbus), *args], capture_output=True, text=True, timeout=240, check=False,
+                          env={**env, "NAIRBUS_MODEL_DIR": str(models)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    counters = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counters["items_read"] == counters["frames_sent"] == 12
+
+
 def test_exposure_is_ok_and_the_report_is_current() -> None:
     report = analyze.analyze()
+    assert {"nairbus-sensor@camera.service", "nairbus-sensor@pip.service"} <= set(report["units"])
     for unit, data in report["units"].items():
-        assert data["exposure"] <= analyze.MAX_EXPOSURE, (unit, data)
+        assert data["exposure"] <= 2.0, (unit, data)
     committed = json.loads(analyze.REPORT.read_text())
     assert committed == report, "reports/systemd.json is stale: run .venv/bin/python deploy/systemd/analyze.py"
 
