@@ -44,6 +44,9 @@ from nairbus.schemas import encode as wire_encode
 
 log = get_logger("nairbus.sensor")
 
+ITEM_MAX_FPS = 150.0
+"""Items that must all be decided (files) go at most this fast: a fusion agent admits 200 new frames a second per
+sensor by default (``FusionSettings.max_fps_per_sensor``) and refuses the rest as ``rate_limited``."""
 LINK_LOG_INTERVAL_S = 5.0
 MEMORY_INTERVAL_S = 30.0
 """How often a sensor writes its link's rate down for the next run (and once at the end)."""
@@ -316,7 +319,7 @@ class SensorAgent(SensorBase):
         def emit(frame_id: int, image: np.ndarray, codes: np.ndarray | None, capture_ts: float) -> None:
             nonlocal interval, last_at
             if not skip_late:
-                if not self._await_turn():
+                if not self._await_turn(last_at):
                     return
                 capture_ts = time.time()
             elif live and time.time() - capture_ts > cpu_late_s:  # the head (or other work) made it late
@@ -333,9 +336,12 @@ class SensorAgent(SensorBase):
 
         run_paced(batches, pacing, self.stop_event, self.device_work, emit, late)
 
-    def _await_turn(self) -> bool:
+    def _await_turn(self, last_at: float | None) -> bool:
         """An item that must be decided (a file) waits for the broker and, when the sensor fits its link, for what
-        was sent before to leave, instead of being skipped; False only when the sensor is stopped meanwhile."""
+        was sent before to leave, instead of being skipped — and goes no faster than :data:`ITEM_MAX_FPS` after the
+        last one (``last_at``, monotonic); False only when the sensor is stopped meanwhile."""
+        if last_at is not None:
+            self.stop_event.wait(max(0.0, last_at + 1.0 / ITEM_MAX_FPS - time.monotonic()))
         waited_offline = False
         while not self.stop_event.is_set():
             if not self.comm.connected.is_set():
