@@ -636,6 +636,52 @@ def map_nair_vs_image_block(report: Report) -> str | None:
     return "\n".join(lines)
 
 
+def _skips(sensor: Report) -> str:
+    reasons = {k.removeprefix("skipped_"): v for k, v in sensor.items() if k.startswith("skipped_") and v}
+    return ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())) or "none"
+
+
+def _ci_share(share: Report) -> str:
+    low, high = share["ci95"]
+    return f"{share['hits']}/{share['n']} ({100 * low:.1f}–{100 * high:.1f} %)"
+
+
+def files_block(report: Report) -> str:
+    """The files bench: every file decided and named, watched bursts and slow writes, a live source quiet and busy,
+    a QoS 1 subscriber's share of a replay."""
+    lines = [f"From `reports/files.json` (`{report['command']}`): model `{report['model']}`, agents as processes "
+             f"with their shipped defaults on one {report['cpus']}-core machine, {report['hogs']} busy-looping "
+             "processes beside them, results recorded by a QoS 1 subscriber.", ""]
+    rows = []
+    if "oneshot" in report:
+        o = report["oneshot"]
+        rows.append(["one-shot folder", f"{o['files']} files", f"{o['decided']} decided, {o['named_right']} named "
+                     f"right; live = offline {_ci_share(o['live_equals_offline'])}",
+                     f"skipped: {_skips(o['sensor'])}"])
+    for key, label in (("watch_burst", "`--watch`, files written at once"),
+                       ("slow_writes", "`--watch`, files written in place slowly")):
+        if key in report:
+            w = report[key]
+            extra = f" over {w['write_s']:g} s each" if "write_s" in w else ""
+            rows.append([label, f"{w['files']} files{extra}", f"{w['decided']} decided, {w['named_right']} named",
+                         f"refused: {w['files_refused']}"])
+    if "live" in report:
+        live = report["live"]
+        for run in ("quiet", "busy"):
+            r = live[run]
+            wire = "-" if r["wire_bytes_mean"] is None else f"{r['wire_bytes_mean']:.0f} B/frame"
+            rows.append([f"live source, {live['fps']:g} fps, {run}", f"{live['frames']} frames",
+                         f"{r['sensor'].get('frames_sent', 0)} sent, {r['decided']} decided, {wire}",
+                         f"skipped: {_skips(r['sensor'])}"])
+    if "qos1_replay" in report:
+        q = report["qos1_replay"]
+        rows.append([f"replay at {q['fps']:g} fps", f"{q['frames']} frames",
+                     f"{q['sensor'].get('frames_sent', 0)} sent, {q['received_qos1']} received at QoS 1",
+                     f"skipped: {_skips(q['sensor'])}"])
+    lines += _table(["scenario", "input", "outcome", "lost"], rows)
+    return "\n".join(lines)
+
+
 Block = Callable[[Report], "str | None"]
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
 BLOCKS: dict[str, tuple[str, Block, str]] = {
@@ -656,6 +702,7 @@ BLOCKS: dict[str, tuple[str, Block, str]] = {
     "second-model": ("nair-mobilenet.json", second_model_block,
                      "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": ("map.json", map_block, "`nairbus evaluate map`"),
+    "files": ("files.json", files_block, "`nairbus bench files`"),
     "map-mobilenet": ("map-mobilenet.json", map_block, "`nairbus evaluate map --model mobilenet`"),
     "map-nair-vs-image": ("map.json", map_nair_vs_image_block, "`nairbus evaluate map --frames 2000 --coded-split "
                           "stage2`"),
@@ -676,7 +723,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("demo", "map", "link-decision", "link-auto", "link", "link-rtt", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
-    "docs/your-model.md": ("second-model",),
+    "docs/your-model.md": ("second-model", "files"),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

@@ -57,7 +57,8 @@ def test_pipeline_through_tls_passwords_and_acl(secure: SecureBroker, tiny_pipel
     # Whole frames (no link fitting, whose slow start would send the first few frames short): this checks the
     # security of the path, not how frames are sized.
     sensors = [SensorAgent(config(sid, sensor=SensorSettings(sensor_id=sid, count=20, fps=200.0, deadline_ms=10000,
-                                                             shard=(i, 2), link_fit=False)), tiny_pipeline)
+                                                             shard=(i, 2), link_fit=False, stay=True)),
+                           tiny_pipeline)  # stay: cameras that run on (a finished one-shot run withdraws its stream)
                for i, sid in enumerate(("cam-a", "cam-b"))]
     try:
         for sensor in sensors:
