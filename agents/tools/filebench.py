@@ -241,11 +241,11 @@ class Frames:
 
 def load_frames(model: str, count: int) -> Frames:
     """The first ``count`` test images (wrapping) in the colour ``model`` takes."""
-    from nairbus.models.data.fashion_mnist import load_split
+    from nairbus.models.data.registry import load_data
     from nairbus.models.nair.pipeline import NairPipeline
 
     spec = NairPipeline.load(model, optional=True).input_spec
-    test = load_split("test")
+    test = load_data("test")
     n = min(count, len(test))
     return Frames(test.images[:n], test.labels[:n], "RGB" if spec.channels == 3 else "L")
 
