@@ -33,7 +33,7 @@ def test_a_tiny_run_of_every_scenario(tmp_path: Path) -> None:
     report = tmp_path / "files.json"
     done = subprocess.run(
         [sys.executable, "-m", "nairbus.agents.cli", "bench", "files", "--model", "base", "--files", "24", "--burst",
-         "12", "--slow-files", "4", "--write-s", "1", "--live-frames", "30", "--replay-frames", "60", "--hogs", "2",
+         "12", "--slow-files", "4", "--write-s", "0.6", "--live-frames", "15", "--replay-frames", "40", "--hogs", "1",
          "--report", str(report), "--run-dir", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=580, check=False, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -48,5 +48,5 @@ def test_a_tiny_run_of_every_scenario(tmp_path: Path) -> None:
     assert result["slow_writes"]["files_refused"] == 0
     assert result["qos1_replay"]["received_qos1"] == result["qos1_replay"]["sensor"]["frames_sent"]
     for run in ("quiet", "busy"):
-        assert result["live"][run]["sensor"]["frames"] == 30
+        assert result["live"][run]["sensor"]["frames"] == 15
         assert "skipped_link" not in result["live"][run]["skipped"]

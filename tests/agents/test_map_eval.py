@@ -58,16 +58,16 @@ def test_the_command_line_names_only_what_differs_from_the_defaults() -> None:
 def test_the_command_maps_every_representation_of_base(tmp_path: Path) -> None:
     report = tmp_path / "map.json"
     env = {**os.environ, "COLUMNS": "160", "TERM": "dumb"}
-    done = subprocess.run([str(NAIRBUS), "evaluate", "map", "--frames", "300", "--validation-frames", "200",
-                           "--calibration-images", "500", "--artifacts-dir", str(tmp_path / "artifacts"),
+    done = subprocess.run([str(NAIRBUS), "evaluate", "map", "--frames", "150", "--validation-frames", "100",
+                           "--calibration-images", "250", "--artifacts-dir", str(tmp_path / "artifacts"),
                            "--report", str(report)], capture_output=True, text=True, timeout=1150, env=env,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(report.read_text())
     assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert result["command"].startswith("nairbus evaluate map --frames 300 --validation-frames 200")
-    assert result["frames"]["test"] == 300
-    assert result["frames"]["validation"] == 200
+    assert result["command"].startswith("nairbus evaluate map --frames 150 --validation-frames 100")
+    assert result["frames"]["test"] == 150
+    assert result["frames"]["validation"] == 100
     assert result["model"]["name"] == "base"
     assert len(result["model"]["sha256"]) == 64
     assert result["caps"][0] == 40
@@ -78,7 +78,7 @@ def test_the_command_maps_every_representation_of_base(tmp_path: Path) -> None:
     assert sum(rep["kind"] == "vp" for rep in reps.values()) >= 2
     assert reps["vp-ensemble"]["devices"] >= 2
     assert reps["nair-stem"]["artifact_made_by"].startswith("calibrated by nairbus evaluate map")
-    assert "--images 500" in reps["nair-stem"]["calibration"]["command"]
+    assert "--images 250" in reps["nair-stem"]["calibration"]["command"]
     assert reps["decision"]["mac_share"] == 1.0
     assert all(rep["mac_share"] == 0.0 for rep in reps.values() if rep["kind"] == "image")
     for rep in reps.values():
