@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from nairbus.agents.home.discovery import attach_home_assistant
+from nairbus.agents.nair.modes import DATA_LEAVES, SENSOR_MODES
 from nairbus.agents.nair.outgoing import bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from nairbus.agents.runtime.bus import Bus
@@ -97,6 +98,8 @@ class FusionAgent(FusionBase):
 
     buffer: Reassembler[Part]
     sensors: dict[str, KnownSensor]
+    sensor_modes = SENSOR_MODES
+    data_leaves = DATA_LEAVES
     handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
                                              "sensor_frag": "on_fragment", "sensor_image": "on_image",
                                              "sensor_topk": "on_topk"}
@@ -128,7 +131,7 @@ class FusionAgent(FusionBase):
         self._looked_up: dict[str, float] = {}
         self._model_refs: dict[str, ModelRef] = {}
         """Model hashes looked up in the model search path, and when (``discover_models``)."""
-        super().__init__(config, ("birth", "status", "frag", "image", "topk"), bus)
+        super().__init__(config, bus)
         self.discovery = attach_home_assistant(self)
         """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
 
@@ -210,12 +213,9 @@ class FusionAgent(FusionBase):
         birth = self.read_birth(sensor_id, message)
         if birth is None:
             return
-        if birth.mode not in ("nair", "image", "auto", "decision"):
+        if not self.serves(sensor_id, birth):
             self.sensors.pop(sensor_id, None)
-            self.note_foreign(sensor_id)
-            self.reject("unsupported_mode", message.topic, birth.mode)
             return
-        self.forget_foreign(sensor_id)
         pipeline, decider = self._serving(birth)
         refusal = self._refusal(birth, pipeline, decider)
         codecs: tuple[ImageCodec, ...] = ()

@@ -4,6 +4,7 @@ of the two (``auto``), or the whole model's decision (``decision``), reassembled
 
 from __future__ import annotations
 
+from nairbus.agents.nair.modes import BIRTH_SECTIONS, DATA_LEAVES, SENSOR_MODES
 from nairbus.agents.nair.service import run_fusion, run_sensor
 from nairbus.agents.nair.settings import NairSettings
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
@@ -32,7 +33,9 @@ def _run_sensor(config: AgentConfig) -> dict[str, int]:
 NAIR = Method(
     name="nair",
     summary="NAIR feature fragments, a compressed image, per frame the better of the two, or the device's decision",
-    sensor_modes=("nair", "image", "auto", "decision"),
+    sensor_modes=SENSOR_MODES,
+    birth_sections=BIRTH_SECTIONS,
+    data_leaves=DATA_LEAVES,
     run_sensor=_run_sensor,
     run_fusion=_run_fusion,
     settings=NairSettings,

@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from nairbus.agents.nair.auto import AutoChooser, auto_table_path
 from nairbus.agents.nair.budget import DevicePlan, measure_costs, plan_device
 from nairbus.agents.nair.link import MEMORY_SHARE, BudgetDecision, LinkMemory, LinkMonitor
+from nairbus.agents.nair.modes import SENSOR_MODES, NairMode
 from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.nair.settings import NairSettings, nair_settings
 from nairbus.agents.runtime.agent import SensorBase
@@ -135,10 +135,8 @@ COUNTERS = ("items_read", "frames", "frames_sent", "frames_skipped", "skipped_cp
 """What :meth:`SensorAgent.run_replay` returns (and logs at stop)."""
 
 
-NAIR_MODES: dict[str, Literal["nair", "image", "auto", "decision"]] = {
-    "nair": "nair", "image": "image", "auto": "auto", "decision": "decision"}
-"""The sensor modes this agent runs (the birth's ``mode``): NAIR fragments, a compressed image, either per frame, or
-the whole model's decision."""
+NAIR_MODES: dict[str, NairMode] = {mode: mode for mode in SENSOR_MODES}
+"""The sensor modes this agent runs, as a birth's ``mode`` (:mod:`nairbus.agents.nair.modes`)."""
 
 
 class SensorAgent(SensorBase):

@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
@@ -136,12 +136,17 @@ class FusionBase:
     """The counter reported as ``fragments_received`` in the stats (NAIR fragments or VP votes)."""
     buffer: FrameBuffer
     sensors: Mapping[str, object]
+    sensor_modes: ClassVar[tuple[str, ...]] = ()
+    """The birth modes this agent decides (its method's ``sensor_modes``); a sensor born in another mode is another
+    fusion agent's (:meth:`serves`)."""
+    data_leaves: ClassVar[tuple[SensorLeaf, ...]] = ()
+    """The sensor topic leaves its frames arrive on (its method's ``data_leaves``), subscribed to beside every
+    sensor's ``birth``, ``status`` and ``item``."""
     handlers: ClassVar[Mapping[str, str]] = {}
     """Topic kind (:meth:`nairbus.schemas.topics.TopicTree.parse`) to the name of the method that handles it; any other
     topic is rejected as ``unknown_topic``."""
 
-    def __init__(self, config: AgentConfig, subscriptions: Sequence[SensorLeaf],
-                 bus: Bus | None = None) -> None:
+    def __init__(self, config: AgentConfig, bus: Bus | None = None) -> None:
         self.config = config
         self.settings = config.fusion
         self.topics = TopicTree(config.topics.root, config.topics.site)
@@ -172,7 +177,7 @@ class FusionBase:
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         # QoS 0: the high-rate messages are sent at QoS 0 anyway, and the retained births must come again when the
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
-        for kind in (*subscriptions, "item"):
+        for kind in ("birth", "status", *self.data_leaves, "item"):
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
         self._items: dict[str, dict[int, str]] = {}
         """Sensor → frame id → the source's name for it (:meth:`on_item`), until the frame is decided."""
@@ -226,6 +231,16 @@ class FusionBase:
     def forget_foreign(self, sensor_id: str) -> None:
         """``sensor_id`` announced a mode this agent serves (or left): its messages are routed again."""
         self._foreign.pop(sensor_id, None)
+
+    def serves(self, sensor_id: str, birth: Birth) -> bool:
+        """Whether ``birth`` names a mode this agent decides; a sensor of another mode is noted as foreign (its data
+        messages are ignored, neither parked nor answered with a rebirth request) and counted."""
+        if birth.mode in self.sensor_modes:
+            self.forget_foreign(sensor_id)
+            return True
+        self.counts["foreign_births"] += 1
+        self.note_foreign(sensor_id)
+        return False
 
     def read_birth(self, sensor_id: str, message: InboundMessage) -> Birth | None:
         """A sensor's birth, decoded and checked against its topic (None, counted and logged, when it cannot be

@@ -1,7 +1,9 @@
 """What a method is to the runtime: a :class:`Method` registration, looked up by the mode a settings file names.
 
 A method (NAIR, VP, ...) lives in its own package above the runtime and declares itself as one :class:`Method`: its
-name, the sensor modes it serves, its fusion mode, its service runners and the checks it adds to a sensor's settings.
+name, the sensor modes it serves, the birth sections and topic leaves its sensors publish, its fusion mode, its service
+runners and the checks it adds to a sensor's settings. What it names of the wire must be in :mod:`nairbus.schemas`
+(a new method adds its birth section and topic leaf there): the registry refuses a method the wire does not know.
 The registry that holds them is :data:`nairbus.agents.methods.METHODS`; the CLI looks a method up there and never
 branches on a mode itself (sc2bench's ``register_wrapper_class`` / ``wrap_model(name)``).
 """
@@ -10,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
+from nairbus.schemas import Birth
+from nairbus.schemas.topics import SensorLeaf
 
-__all__ = ["Method", "MethodRegistry", "MethodSettings", "UnknownMethodError", "method_settings"]
+__all__ = ["Method", "MethodRegistry", "MethodSettings", "UnknownMethodError", "method_settings", "wire_unknowns"]
 
 
 class MethodSettings(BaseModel):
@@ -56,6 +60,27 @@ class Method:
     check_sensor: Callable[[SensorSettings], None] = field(default=_no_checks)
     """Raise ``ValueError`` (the message names the flag to set) for sensor settings this method cannot run; called
     after the sensor's ``method_options`` passed :attr:`settings`."""
+    birth_sections: tuple[str, ...] = ()
+    """The :class:`~nairbus.schemas.Birth` sections its sensors fill (NAIR's: ``nair``, ``image``, ``decision``); a
+    method that publishes no birth names none."""
+    data_leaves: tuple[SensorLeaf, ...] = ()
+    """The sensor topic leaves its frames arrive on, besides the ``birth``, ``status`` and ``item`` every sensor
+    has (NAIR's: ``frag``, ``image``, ``topk``): what its fusion agent subscribes to."""
+
+
+def wire_unknowns(method: Method) -> list[str]:
+    """What ``method`` names that :mod:`nairbus.schemas` lacks: a topic leaf, a birth section, or (for a method whose
+    sensors publish a birth) a sensor mode that is not a birth ``mode``."""
+    leaves = set(get_args(SensorLeaf))
+    sections = {name for name, info in Birth.model_fields.items()  # the optional sub-messages: nair, vp, ...
+                if info.default is None and any(isinstance(a, type) and issubclass(a, BaseModel)
+                                                for a in get_args(info.annotation))}
+    modes = set(get_args(Birth.model_fields["mode"].annotation))
+    problems = [f"topic leaf {leaf!r}" for leaf in method.data_leaves if leaf not in leaves]
+    problems += [f"birth section {name!r}" for name in method.birth_sections if name not in sections]
+    if method.birth_sections:
+        problems += [f"birth mode {mode!r}" for mode in method.sensor_modes if mode not in modes]
+    return problems
 
 
 class UnknownMethodError(ValueError):
@@ -71,10 +96,15 @@ class MethodRegistry:
             self.register(method)
 
     def register(self, method: Method) -> Method:
-        """Add ``method``; a name or sensor mode that is taken already is refused."""
+        """Add ``method``; a name or sensor mode that is taken already, or a birth section, birth mode or topic leaf
+        the wire (:mod:`nairbus.schemas`) does not know, is refused."""
         taken = {mode for m in self._methods.values() for mode in m.sensor_modes}
         if method.name in self._methods or taken & set(method.sensor_modes):
             raise ValueError(f"method {method.name!r} or one of its sensor modes {method.sensor_modes} is taken")
+        unknown = wire_unknowns(method)
+        if unknown:
+            raise ValueError(f"method {method.name!r} names what the wire does not know: {'; '.join(unknown)} "
+                             "(add it to nairbus.schemas first)")
         self._methods[method.name] = method
         return method
 

@@ -27,6 +27,7 @@ from nairbus.agents.runtime.deadline import DeadlineBuffer
 from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES
 from nairbus.models.data.registry import dataset_labels
 from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.fusion import Vote, fuse
@@ -155,6 +156,8 @@ class VpFusionAgent(FusionBase):
     received_counter = "votes"
     buffer: VoteBuffer
     sensors: dict[str, VpSensor]
+    sensor_modes = VP_MODES
+    data_leaves = VP_LEAVES
     handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
                                              "sensor_topk": "on_topk"}
 
@@ -168,7 +171,7 @@ class VpFusionAgent(FusionBase):
         self.sensors = {}
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
-        super().__init__(config, ("birth", "status", "topk"), bus)
+        super().__init__(config, bus)
         self.discovery = attach_home_assistant(self)
         """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
 
@@ -181,12 +184,9 @@ class VpFusionAgent(FusionBase):
         birth = self.read_birth(sensor_id, message)
         if birth is None:
             return
-        if birth.mode != "vp" or birth.vp is None:
-            self.counts["ignored_non_vp_births"] += 1
+        if not self.serves(sensor_id, birth) or birth.vp is None:  # a decision sensor's top-k is NAIR fusion's
             self._forget(sensor_id)
-            self.note_foreign(sensor_id)  # a decision sensor's top-k is the NAIR fusion's: not parked here
             return
-        self.forget_foreign(sensor_id)
         if not owns_sensor(birth.stream_id, self.settings.partition):
             return
         if self.hashes.get(birth.model.name) != birth.model.sha256:

@@ -8,7 +8,7 @@ from nairbus.agents.runtime.methods import Method
 from nairbus.agents.runtime.service import on_signals
 from nairbus.agents.sources import source_settings
 from nairbus.agents.vp.service import run_vp_fusion, run_vp_sensor
-from nairbus.agents.vp.settings import VpSettings, vp_settings, with_frame_stream
+from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES, VpSettings, vp_settings, with_frame_stream
 
 __all__ = ["VP"]
 
@@ -32,7 +32,9 @@ def _run_fusion(config: AgentConfig) -> None:
 VP = Method(
     name="vp",
     summary="Variant Parallelism: one light variant per sensor, top-k votes summed at the hub",
-    sensor_modes=("vp",),
+    sensor_modes=VP_MODES,
+    birth_sections=("vp",),
+    data_leaves=VP_LEAVES,
     run_sensor=_run_sensor,
     run_fusion=_run_fusion,
     settings=VpSettings,

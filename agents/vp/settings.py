@@ -3,7 +3,7 @@ the frame-stream source takes as its own option, :func:`with_frame_stream`)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from pydantic import Field
 
@@ -11,8 +11,14 @@ from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
 from nairbus.agents.sources.frame_stream import FRAME_STREAM
 from nairbus.schemas.ids import ID_PATTERN
+from nairbus.schemas.topics import SensorLeaf
 
-__all__ = ["VpSettings", "vp_settings", "with_frame_stream"]
+__all__ = ["VP_LEAVES", "VP_MODES", "VpSettings", "vp_settings", "with_frame_stream"]
+
+VP_MODES: Final[tuple[str, ...]] = ("vp",)
+"""The ``sensor.mode`` a VP sensor runs and its fusion agent decides (a birth's ``mode``)."""
+VP_LEAVES: Final[tuple[SensorLeaf, ...]] = ("topk",)
+"""The sensor topic leaf VP votes arrive on."""
 
 
 class VpSettings(MethodSettings):

@@ -6,19 +6,23 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
 from nairbus.agents.cli import app
 from nairbus.agents.methods import METHODS
+from nairbus.agents.nair.fusion import FusionAgent
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.frames import SourceContext
-from nairbus.agents.runtime.methods import UnknownMethodError
+from nairbus.agents.runtime.fusion_base import FusionBase
+from nairbus.agents.runtime.methods import UnknownMethodError, wire_unknowns
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.sources import SOURCES, open_source
+from nairbus.agents.vp.fusion import VpFusionAgent
 from nairbus.models.architectures.split import InputSpec
 from nairbus.schemas.topics import TopicTree
 from tests.agents.toys import TOY, TOY_FRAMES, TOY_SOURCE, ToySource
@@ -92,3 +96,23 @@ def test_the_cli_runs_a_registered_method_and_source(registered: None, broker: P
     assert [r["mean"] for r in sorted(got, key=lambda r: r["frame_id"])] == [float(i) for i in range(TOY_FRAMES)]
     fusion = CliRunner().invoke(app, ["fusion", "--mode", "toy"])
     assert fusion.exit_code == 0, fusion.output
+
+
+def test_the_registry_refuses_a_method_the_wire_does_not_know() -> None:
+    """A method names its birth sections and topic leaves; what is not in ``nairbus.schemas`` is refused at
+    registration, with what is missing named, so a new method adds its wire first."""
+    toy_with_wire = replace(TOY, name="toy-wire", sensor_modes=("toy-wire",), birth_sections=("toy",),
+                            data_leaves=("blob",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="topic leaf 'blob'; birth section 'toy'; birth mode 'toy-wire'"):
+        METHODS.register(toy_with_wire)
+    assert "toy-wire" not in METHODS.names()
+    assert wire_unknowns(replace(TOY, data_leaves=("topk",))) == []
+
+
+@pytest.mark.parametrize(("name", "agent"), [("nair", FusionAgent), ("vp", VpFusionAgent)])
+def test_each_fusion_agent_serves_what_its_method_registers(name: str, agent: type[FusionBase]) -> None:
+    method = METHODS.for_fusion(name)
+    assert agent.sensor_modes == method.sensor_modes
+    assert agent.data_leaves == method.data_leaves
+    assert method.birth_sections
+    assert not wire_unknowns(method)
