@@ -15,6 +15,7 @@ from nairbus.agents.cli.common import (
     console,
     evaluate_app,
 )
+from nairbus.models.evaluation.reports import CostReport, MapReport, NairReport, WireReport, write_report
 
 
 @evaluate_app.command("wire")
@@ -45,8 +46,7 @@ def evaluate_wire_cmd(
                                    model=model)
     except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
         _fail(str(exc))
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(report, WireReport.from_data(result))
     plot_wire(result, json.loads(images_report.read_text()), plot)
     for cap in (200, 300):
         bar = result["bars"][f"at_{cap}_wire_bytes"]
@@ -249,8 +249,7 @@ def _write_nair_report(result: dict[str, Any], report: Path, name: str) -> None:
     from nairbus.models.evaluation.nair_plots import write_plots
     from nairbus.models.zoo import is_default_model
 
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(report, NairReport.from_data(result))
     # the default model's plots are nair_*.png wherever --report puts them; another model's follow its report
     plots = write_plots(result, report.parent, "nair" if is_default_model(name) else report.stem)
     _print_nair_table(result)
@@ -336,8 +335,7 @@ def evaluate_cost_cmd(
         _fail(str(exc))
     result = {"command": _cost_command(settings), **result}
     report = report or report_path("cost", result["model"])
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(report, CostReport.from_data(result))
     _print_cost_table(result)
     console.print(f"report: {report} ({result['wall_seconds']} s)")
 
@@ -434,8 +432,7 @@ def evaluate_map_cmd(
     except (FileNotFoundError, DatasetMissingError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     report = report or report_path("map", result["model"]["name"])
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(report, MapReport.from_data(result))
     plot = plot_map(result, report.with_suffix(".png"))
     for line in front_summary(result["front"]):
         console.print(line, highlight=False, soft_wrap=True)

@@ -159,9 +159,9 @@ def _measure_codecs(classifier: Any, manifest: ModelManifest, test: Any, frames:
 def _write_outputs(out: dict[str, Any], report: Path, table: Path | None) -> None:
     """Write the JSON report, its rate plot beside it and the validation table if asked; print the summary."""
     from nairbus.models.evaluation.image import plot_rate
+    from nairbus.models.evaluation.reports import ImagesReport, write_report
 
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(out, indent=2) + "\n")
+    write_report(report, ImagesReport.from_data(out))
     plot = plot_rate(out, report.with_name(report.stem + "_rate.png"))
     if table is not None:
         table.parent.mkdir(parents=True, exist_ok=True)

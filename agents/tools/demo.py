@@ -12,7 +12,6 @@ frames, and ``reports/demo.json`` records it.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from rich.table import Table
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
+from nairbus.agents.tools.reports import DemoReport, write_report
 from nairbus.models.data.registry import load_data
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.pipeline import NairPipeline
@@ -264,8 +264,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         finally:
             _stop_fusion(fusion, observer)
     report = _demo_report(settings, frames, len(test), pipeline, total, observer, rows, vp_section, started)
-    settings.report.parent.mkdir(parents=True, exist_ok=True)
-    settings.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(settings.report, DemoReport.from_data(report))
     console.print(render_table(rows))
     console.print(f"report: {settings.report}  ({report['wall_seconds']} s)")
     return report

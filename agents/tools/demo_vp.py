@@ -42,6 +42,7 @@ from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.tools.reports import DemoVpSection
 from nairbus.agents.vp.capture import CaptureAgent, CaptureSettings
 from nairbus.agents.vp.common import SENSOR_COUNTERS
 from nairbus.models.data.registry import load_data
@@ -529,7 +530,8 @@ def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
         section = run_vp_demo(settings, (broker.host, broker.port), console)
     path = report or Path("reports/demo.json")
     data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    data["vp"] = section
+    # the section is this command's; the rest of the file is the demo's, kept as it is
+    data["vp"] = DemoVpSection.from_data(section).model_dump(mode="json", exclude_unset=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     console.print(render_table(section))

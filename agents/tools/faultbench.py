@@ -50,6 +50,7 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.tools.cpugroups import CpuGroups
+from nairbus.agents.tools.reports import FaultsReport, write_report
 from nairbus.agents.tools.secure_broker import OBSERVER, SecureBroker
 from nairbus.schemas import Result, Stats, Status
 from nairbus.schemas import decode as wire_decode
@@ -849,8 +850,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_report(path, FaultsReport.from_data(report, lenient=True))
 
 
 def quick(settings: FaultSettings) -> FaultSettings:

@@ -43,6 +43,7 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.tools.linkbench import NotifyListener, wilson
+from nairbus.agents.tools.reports import FilesReport, write_report
 from nairbus.schemas import Result, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas.topics import TopicTree
@@ -419,7 +420,6 @@ def run_files(settings: FileBenchSettings, say: Callable[[str], None] = print) -
         report[name] = RUNNERS[name](settings, say)
         report[name]["wall_s"] = round(time.monotonic() - began, 1)
         merged = {**existing, **report}
-        settings.report.parent.mkdir(parents=True, exist_ok=True)
-        settings.report.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        write_report(settings.report, FilesReport.from_data(merged), sort_keys=True)
         say(f"{name}: done in {report[name]['wall_s']:.0f} s -> {settings.report}")
     return report

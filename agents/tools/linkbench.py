@@ -49,6 +49,7 @@ import numpy as np
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.tools.linkcompare import compare_modes, correct_bitmap
 from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
+from nairbus.agents.tools.reports import LinkReport, LinkRun, write_report
 from nairbus.broker import BROKER_DIR
 
 if TYPE_CHECKING:
@@ -1223,8 +1224,7 @@ def _save_report(bench: _Bench, rows: Sequence[Mapping[str, Any]], soak_row: Map
     """Write ``reports/link.json`` as it stands and return it."""
     settings = bench.settings
     report = assemble_report(settings, bench.command, rows, soak_row, bench.started, bench.meta, done)
-    settings.report.parent.mkdir(parents=True, exist_ok=True)
-    settings.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(settings.report, LinkReport.from_data(report))
     return report
 
 
@@ -1310,7 +1310,11 @@ def _ms(x: float | None) -> str:
 
 def _link(row: Mapping[str, Any]) -> str:
     """A row's link as people read it: ``250 kbit/s``, or ``250 kbit/s, RTT 300 ms`` with an added round trip."""
-    return str(row["rate"]) + (f", RTT {row['rtt_ms']:g} ms" if row.get("rtt_ms") else "")
+    return _link_label(str(row["rate"]), row.get("rtt_ms"))
+
+
+def _link_label(rate: str, rtt_ms: float | None) -> str:
+    return rate + (f", RTT {rtt_ms:g} ms" if rtt_ms else "")
 
 
 def describe_row(row: Mapping[str, Any]) -> str:
@@ -1323,52 +1327,55 @@ def describe_row(row: Mapping[str, Any]) -> str:
             f"IR {_pct(row['fraction_received'])}, p50/p99 {_ms(row['p50_ms'])}/{_ms(row['p99_ms'])} ms")
 
 
-def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the link table (console and README share them)."""
+def table_rows(report: LinkReport | Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the link table (console and README share them); a report given as a mapping is validated
+    against :class:`~nairbus.agents.tools.reports.LinkReport` first."""
+    link = report if isinstance(report, LinkReport) else LinkReport.from_data(report)
     head = ["link", "fps", "mode", "frames decided/sent", "live accuracy (95 % CI)", "offline, same frames",
             "IR received (NAIR frames)", "wire B/frame", "p50 ms", "p99 ms", "skipped", "p50 first → last fifth"]
-    rows = []
-    runs = list(report.get("runs") or []) + ([report["soak"]] if report.get("soak") else [])
-    long_paths = any("first_seconds_within_deadline" in r for r in runs)  # reports made since these were kept
+    runs = [*link.runs, *([link.soak] if link.soak else [])]
+    long_paths = any(r.first_seconds_within_deadline is not None for r in runs)  # reports made since these were kept
     if long_paths:
         head += ["decided within the deadline", "first 5 s within it", "link used (wire B × fps ÷ rate)"]
-    for r in runs:
-        mode = r["mode"] + (" (soak)" if r.get("soak_seconds") is not None else "")
-        if r.get("skipped"):
-            rows.append([_link(r), f"{r['fps']:g}", mode, "skipped", *[""] * (len(head) - 4)])
-            continue
-        ci = r.get("live_accuracy_ci95")
-        trend = r.get("latency_trend") or {}
-        est = "" if str(r.get("wire_bytes_source", "")).startswith("sensor") else " (est.)"
-        failed = r.get("sensor_exit") not in (0, None)
-        of = r["frames_requested"] if failed or r["frames_sent"] is None else r["frames_sent"]
-        rows.append([
-            _link(r), f"{r['fps']:g}", mode,
-            f"{r['frames_decided']}/{of} ({_pct(r['share_decided'])})"
-            + (f" ⚠ sensor failed (exit {r['sensor_exit']})" if failed else ""),
-            f"{_pct(r['live_accuracy'])}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),
-            _pct(r["offline_accuracy"]), _pct(r["fraction_received"]),
-            ("–" if r["wire_bytes_per_frame"] is None else f"{r['wire_bytes_per_frame']:.0f}") + est,
-            _ms(r["p50_ms"]), _ms(r["p99_ms"]),
-            "–" if r.get("frames_skipped") is None else str(r["frames_skipped"]),
-            f"{_ms(trend.get('first_p50_ms'))} → {_ms(trend.get('last_p50_ms'))}",
-            *(_path_cells(r, of) if long_paths else []),
-        ])
-    return head, rows
+    return head, [_table_row(r, len(head), long_paths) for r in runs]
 
 
-def _path_cells(row: Mapping[str, Any], of: int) -> list[str]:
+def _table_row(r: LinkRun, columns: int, long_paths: bool) -> list[str]:
+    """One run's row of the link table."""
+    mode = r.mode + (" (soak)" if r.soak_seconds is not None else "")
+    if r.skipped:
+        return [_link_label(r.rate, r.rtt_ms), f"{r.fps:g}", mode, "skipped", *[""] * (columns - 4)]
+    ci = r.live_accuracy_ci95
+    trend = r.latency_trend
+    est = "" if str(r.wire_bytes_source or "").startswith("sensor") else " (est.)"
+    failed = r.sensor_exit not in (0, None)
+    of = r.frames_requested if failed or r.frames_sent is None else r.frames_sent
+    return [
+        _link_label(r.rate, r.rtt_ms), f"{r.fps:g}", mode,
+        f"{r.frames_decided}/{of} ({_pct(r.share_decided)})"
+        + (f" ⚠ sensor failed (exit {r.sensor_exit})" if failed else ""),
+        f"{_pct(r.live_accuracy)}" + (f" ({_pct(ci[0])}–{_pct(ci[1])})" if ci else ""),
+        _pct(r.offline_accuracy), _pct(r.fraction_received),
+        ("–" if r.wire_bytes_per_frame is None else f"{r.wire_bytes_per_frame:.0f}") + est,
+        _ms(r.p50_ms), _ms(r.p99_ms),
+        "–" if r.frames_skipped is None else str(r.frames_skipped),
+        f"{_ms(trend.first_p50_ms if trend else None)} → {_ms(trend.last_p50_ms if trend else None)}",
+        *(_path_cells(r, of or 0) if long_paths else []),
+    ]
+
+
+def _path_cells(row: LinkRun, of: int) -> list[str]:
     """The long-path columns of a run: frames decided within their deadline (of those sent), and the share of the
     link's bytes per frame period its frames used."""
-    within = row.get("within_deadline")
-    in_time = None if within is None or not of else within * row["frames_decided"] / of
-    wire, rate = row.get("wire_bytes_per_frame"), row.get("rate_bps")
-    used = None if wire is None or not rate else wire * row["fps"] * 8 / rate
-    return [f"{_pct(in_time)} (≤ {row.get('deadline_ms', 0):.0f} ms)", _pct(row.get("first_seconds_within_deadline")),
+    within = row.within_deadline
+    in_time = None if within is None or not of else within * (row.frames_decided or 0) / of
+    wire, rate = row.wire_bytes_per_frame, row.rate_bps
+    used = None if wire is None or not rate else wire * row.fps * 8 / rate
+    return [f"{_pct(in_time)} (≤ {row.deadline_ms or 0:.0f} ms)", _pct(row.first_seconds_within_deadline),
             _pct(used)]
 
 
-def render_table(report: Mapping[str, Any]) -> Any:
+def render_table(report: LinkReport | Mapping[str, Any]) -> Any:
     """The table people read at the end of the bench."""
     from rich.table import Table
 

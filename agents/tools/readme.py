@@ -7,14 +7,52 @@ checks that the committed README equals what this module renders from the commit
 
 from __future__ import annotations
 
-import json
+import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, Protocol, TypeVar
+
+from nairbus.agents.tools.reports import (
+    BrokerKillRun,
+    DemoReport,
+    DemoVpSection,
+    ExhaustionRun,
+    FaultRun,
+    FaultsReport,
+    FilesReport,
+    FloodRun,
+    FusionRestartRun,
+    FuzzRun,
+    HarnessError,
+    LinkReport,
+    ReportModel,
+    SensorCounters,
+    Share,
+    TakeoverRun,
+    load_typed,
+)
+from nairbus.models.evaluation.reports import (
+    AccuracyCi,
+    CapAccuracy,
+    FrontCell,
+    MapReport,
+    McNemarTest,
+    NairBars,
+    NairMethod,
+    NairReport,
+    NairVsImageRow,
+    NairWireSummary,
+    RatePoint,
+    VpReport,
+    WireArtifact,
+    WireArtifactBrief,
+    WireReport,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-Report = dict[str, Any]
+R = TypeVar("R", bound=ReportModel)
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -31,15 +69,14 @@ def _table(head: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
             *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
-def _vp_phase_rows(vp: Report, agreement: bool) -> list[list[str]]:
+def _vp_phase_rows(vp: DemoVpSection, agreement: bool) -> list[list[str]]:
     """Before/after rows of the VP live run (``reports/demo.json`` → ``vp``)."""
     rows = []
-    for phase in ("before", "after"):
-        row = vp[phase]
-        if row.get("frames"):
-            rows.append([phase, " + ".join(row["variants"]), str(row["frames"]), _pct(row["live_accuracy"]),
-                         _pct(row["offline_accuracy_same_frames"]),
-                         *([_pct(row["agreement_with_offline"])] if agreement else [])])
+    for phase, row in (("before", vp.before), ("after", vp.after)):
+        if row.frames:
+            rows.append([phase, " + ".join(row.variants), str(row.frames), _pct(row.live_accuracy),
+                         _pct(row.offline_accuracy_same_frames),
+                         *([_pct(row.agreement_with_offline)] if agreement else [])])
     return rows
 
 
@@ -48,33 +85,34 @@ def _splice(body: str) -> Callable[[re.Match[str]], str]:
     return lambda m: m.group(1) + body + "\n" + m.group(2)
 
 
-def _load(reports: Path, name: str) -> Report | None:
-    path = reports / name
-    return json.loads(path.read_text()) if path.is_file() else None
+def _vp_run(demo: DemoReport) -> DemoVpSection | None:
+    """The demo's VP live run, if it made one."""
+    return demo.vp if isinstance(demo.vp, DemoVpSection) else None
 
 
-def demo_block(demo: Report) -> str:
+def demo_block(demo: DemoReport) -> str:
     """Per-budget table of ``reports/demo.json`` plus the VP live run."""
-    rate = demo.get("settings") or {}
+    rate = demo.settings
     lines = [
-        f"From `reports/demo.json` (`{demo['command']}`, {demo['wall_seconds']:.0f} s in all; mature model "
-        f"`{demo['model']['name']}`, IR {_num(demo['artifact']['ir_bytes'])} B at 8 bit"
-        + (f"; {rate['sensors']} sensors replaying {rate['fps_per_sensor']:g} frames/s each" if rate else "") + "):",
+        f"From `reports/demo.json` (`{demo.command}`, {demo.wall_seconds:.0f} s in all; mature model "
+        f"`{demo.model.name}`, IR {_num(demo.artifact.ir_bytes)} B at 8 bit"
+        + (f"; {rate.sensors} sensors replaying {rate.fps_per_sensor:g} frames/s each" if rate else "") + "):",
         "",
         *_table(["budget", "IR received", "payload B/frame", "wire B/frame", "live accuracy",
                  "offline accuracy (at the bytes that arrived)", "p50 ms", "p99 ms", "frames/s"],
-                ([f"{r['budget']:.0%}", _pct(r["fraction_received"], 1), f"{r['bytes_per_frame']:.0f}",
-                  f"{r['wire_bytes_per_frame']:.0f}" if "wire_bytes_per_frame" in r else "–",
-                  _pct(r["live_accuracy"]), _pct(r["offline_accuracy"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                  f"{r['fps']:.0f}"] for r in demo["budgets"])),
+                ([f"{r.budget:.0%}", _pct(r.fraction_received, 1), f"{r.bytes_per_frame:.0f}",
+                  f"{r.wire_bytes_per_frame:.0f}" if r.wire_bytes_per_frame is not None else "–",
+                  _pct(r.live_accuracy), _pct(r.offline_accuracy), f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                  f"{r.fps:.0f}"] for r in demo.budgets)),
     ]
-    vp = demo.get("vp") or {}
-    if vp.get("before"):
-        lines += ["", f"VP live run: `{vp['stopped']['variant']}` stopped after "
-                      f"{vp['stopped']['after_frames_published']} frames"
-                      + (f" of a {vp['settings']['fps']:g} frames/s capture" if vp.get("settings") else "")
-                      + f"; results kept flowing ({vp['results']} of {vp['frames_sent']} frames decided"
-                      + (f", p50 {vp['p50_ms']:.1f} ms" if vp.get("p50_ms") is not None else "") + ").", "",
+    vp = _vp_run(demo)
+    if vp is not None:
+        fps = (vp.settings or {}).get("fps")
+        lines += ["", f"VP live run: `{vp.stopped.variant}` stopped after "
+                      f"{vp.stopped.after_frames_published} frames"
+                      + (f" of a {fps:g} frames/s capture" if isinstance(fps, int | float) else "")
+                      + f"; results kept flowing ({vp.results} of {vp.frames_sent} frames decided"
+                      + (f", p50 {vp.p50_ms:.1f} ms" if vp.p50_ms is not None else "") + ").", "",
                   *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)"],
                           _vp_phase_rows(vp, agreement=False))]
     return "\n".join(lines)
@@ -83,253 +121,276 @@ def demo_block(demo: Report) -> str:
 NAIR_METHODS = ("nair", "taildrop", "pca", "prune", "naive-mean", "naive-zero")
 
 
-def nair_block(nair: Report) -> str:
-    """Prefix-accuracy table and bars of ``reports/nair.json``."""
-    fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in nair["methods"]["nair"]["prefix"]]
-    lines = [
-        f"From `reports/nair.json` (`{nair['command']}`, {nair['frames']} test frames; mature model "
-        f"{_pct(nair['mature_accuracy'])}). Accuracy with only the first fraction of the IR's bytes received:",
-        "",
-        *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
-                ([name, *(_prefix_cell(nair["methods"][name], f) for f in fractions)]
-                 for name in NAIR_METHODS if name in nair["methods"])),
+def _fractions(report: NairReport) -> list[str]:
+    """The prefix fractions of the IR the README's NAIR tables show (those the report has)."""
+    return [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in report.methods["nair"].prefix]
+
+
+def _prefix_rows(report: NairReport, fractions: list[str]) -> list[list[str]]:
+    """One row per method of the prefix table: its accuracy (95 % interval) at each fraction."""
+    return [[name, *(_prefix_cell(report.methods[name], f) for f in fractions)]
+            for name in NAIR_METHODS if name in report.methods]
+
+
+def _bar_lines(bars: NairBars, goals: tuple[str, str, str] = ("", "", "")) -> list[str]:
+    """The share, agreement and naive-split bars (``goals``: the bar each is held to, when the text says so)."""
+    over = bars.nair_over_naive_mean_at_10pct
+    return [
+        "- share of the mature model's accuracy with 10 % of the IR: "
+        f"{_pct(bars.nair_share_of_mature_at_10pct, 1)}{goals[0]}; "
+        f"with 25 %: {_pct(bars.nair_share_of_mature_at_25pct, 1)}{goals[1]}",
+        f"- everything received: predictions equal the mature model's on "
+        f"{_pct(bars.nair_full_agrees_with_mature_transform_only)} of frames (transform only), "
+        f"{_pct(bars.nair_full_agrees_with_mature_8bit)} with 8-bit quantisation",
+        "- NAIR over the naive split (mean-fill) at 10 %: "
+        f"{float('nan') if over is None else over:.2f}×{goals[2]}",
+        _fewest_bytes_line(bars),
     ]
-    versus = (nair.get("comparisons") or {}).get("nair_vs_taildrop")
+
+
+def nair_block(nair: NairReport) -> str:
+    """Prefix-accuracy table and bars of ``reports/nair.json``."""
+    fractions = _fractions(nair)
+    lines = [
+        f"From `reports/nair.json` (`{nair.command}`, {nair.frames} test frames; mature model "
+        f"{_pct(nair.mature_accuracy)}). Accuracy with only the first fraction of the IR's bytes received:",
+        "",
+        *_table(["method", *(f"{float(f):.0%}" for f in fractions)], _prefix_rows(nair, fractions)),
+    ]
+    versus = (nair.comparisons or {}).get("nair_vs_taildrop")
     if versus:
         lines += ["", "NAIR against the retrained tail-drop model on the same frames (McNemar, exact): "
                   + "; ".join(f"{float(f):.0%}: {_test(row)}" for f, row in versus.items()) + "."]
-    bars = nair["bars"]
-    td = nair.get("taildrop_training") or {}
-    lines += [
-        "",
-        "- share of the mature model's accuracy with 10 % of the IR: "
-        f"{_pct(bars['nair_share_of_mature_at_10pct'], 1)}; "
-        f"with 25 %: {_pct(bars['nair_share_of_mature_at_25pct'], 1)}",
-        f"- everything received: predictions equal the mature model's on "
-        f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
-        f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
-        "- NAIR over the naive split (mean-fill) at 10 %: "
-        f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}×",
-        _fewest_bytes_line(bars),
-    ]
+    td = nair.taildrop_training
+    lines += ["", *_bar_lines(nair.bars)]
     if td:
-        cal = nair["methods"]["nair"]["calibration_seconds"]
-        lines.append(f"- calibration {cal:.1f} s against {td['train_wall_seconds']:.0f} s of tail-drop retraining")
-    lines += _nair_wire_lines(nair.get("wire") or {})
+        cal = nair.methods["nair"].calibration_seconds
+        lines.append(f"- calibration {cal:.1f} s against {td.train_wall_seconds:.0f} s of tail-drop retraining")
+    lines += _nair_wire_lines(nair.wire)
     return "\n".join(lines)
 
 
-def _prefix_cell(method: Report, fraction: str) -> str:
+def _prefix_cell(method: NairMethod, fraction: str) -> str:
     """A prefix accuracy with its 95 % interval where the report has one."""
-    ci = (method.get("prefix_ci95") or {}).get(fraction)
-    return _ci({"accuracy": method["prefix"][fraction], "ci95": ci}) if ci else _pct(method["prefix"][fraction])
+    ci = (method.prefix_ci95 or {}).get(fraction)
+    return _ci_of(method.prefix[fraction], ci) if ci else _pct(method.prefix[fraction])
 
 
-def _fewest_bytes_line(bars: Report) -> str:
+def _fewest_bytes_line(bars: NairBars) -> str:
     """The fewest-payload-bytes bar: the point, how it was chosen, and the command that writes its artifact."""
-    if bars.get("min_bytes_within_1pt_of_mature") is None:
+    if bars.min_bytes_within_1pt_of_mature is None:
         return "- fewest payload bytes per frame within 1 point of the mature model: none"
     line = ("- fewest payload bytes per frame within 1 point of the mature model: "
-            f"{bars['min_bytes_within_1pt_of_mature']:.0f} B")
-    if "min_bytes_within_1pt_ci95" in bars:
-        return (line + f" ({bars['min_bytes_within_1pt_quantisation']}, chosen on "
-                f"{bars['min_bytes_within_1pt_chosen_on']}; on test "
-                f"{_ci({'accuracy': bars['min_bytes_within_1pt_accuracy'], 'ci95': bars['min_bytes_within_1pt_ci95']})}"
-                f"; artifact: `{bars['min_bytes_within_1pt_command']}`)")
-    if "min_bytes_within_1pt_quantisation" in bars:
-        line += f" ({bars['min_bytes_within_1pt_quantisation']}, {_pct(bars['min_bytes_within_1pt_accuracy'])})"
+            f"{bars.min_bytes_within_1pt_of_mature:.0f} B")
+    if bars.min_bytes_within_1pt_ci95 is not None and bars.min_bytes_within_1pt_accuracy is not None:
+        return (line + f" ({bars.min_bytes_within_1pt_quantisation}, chosen on "
+                f"{bars.min_bytes_within_1pt_chosen_on}; on test "
+                f"{_ci_of(bars.min_bytes_within_1pt_accuracy, bars.min_bytes_within_1pt_ci95)}"
+                f"; artifact: `{bars.min_bytes_within_1pt_command}`)")
+    if "min_bytes_within_1pt_quantisation" in bars.model_fields_set:
+        line += f" ({bars.min_bytes_within_1pt_quantisation}, {_pct(bars.min_bytes_within_1pt_accuracy)})"
     return line
 
 
-def _artifact_label(key: str, entry: Report) -> str:
+def _artifact_label(key: str, entry: WireArtifact | WireArtifactBrief) -> str:
     """A wire report's artifact as the README names it: its split point, and its bit allocation unless 8 bit."""
-    split, bands = str(entry.get("split", key)), entry.get("bit_bands")
+    split, bands = entry.split or key, entry.bit_bands
     return split + (f", bits {bands}" if bands and bands != "1:8" else "")
 
 
-def _nair_wire_lines(wire: Report) -> list[str]:
+def _chosen_on_validation(fewest: dict[str, CapAccuracy | None]) -> bool:
+    return any(row is not None and row.chosen_on == "validation" for row in fewest.values())
+
+
+def _nair_wire_lines(wire: NairWireSummary | object) -> list[str]:
     """The wire bars ``nairbus evaluate nair`` records (its ``wire`` section), as README bullets."""
-    if "bars" not in wire:
+    if not isinstance(wire, NairWireSummary):
         return []
-    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
-    lines = [f"- on the wire (whole MQTT PUBLISH, {wire['nair_message_overhead_bytes']} B per NAIR message beyond "
+    fewest = wire.fewest_wire_bytes_within_1pt_of_mature
+    lines = [f"- on the wire (whole MQTT PUBLISH, {wire.nair_message_overhead_bytes} B per NAIR message beyond "
              "its data): fewest wire bytes per frame within 1 point of the mature model"
-             + (" (cap chosen on validation, accuracy on test) " if any(
-                 (row or {}).get("chosen_on") == "validation" for row in fewest.values()) else " ") + "; ".join(
-                 f"{sp} {row['mean_wire_bytes']:.0f} B ({_ci(row) if 'ci95' in row else _pct(row['accuracy'])})"
-                 if row else f"{sp}: none" for sp, row in fewest.items())]
-    for bar in wire["bars"].values():
-        best = bar["images"][bar["best_image_family"]]
-        noise = "outside" if bar["difference_outside_noise"] else "inside"
-        lines.append(f"- ≤ {bar['nair']['cap_bytes']} B on the wire: NAIR ({bar['nair']['artifact']}, chosen on "
-                     f"validation) {_ci(bar['nair'])}, best image codec ({bar['best_image_family']}) {_ci(best)}, "
+             + (" (cap chosen on validation, accuracy on test) " if _chosen_on_validation(fewest) else " ")
+             + "; ".join(f"{sp} {row.mean_wire_bytes:.0f} B ({_ci(row)})" if row else f"{sp}: none"
+                         for sp, row in fewest.items())]
+    for bar in wire.bars.values():
+        best = bar.images[bar.best_image_family]
+        noise = "outside" if bar.difference_outside_noise else "inside"
+        lines.append(f"- ≤ {bar.nair.cap_bytes} B on the wire: NAIR ({bar.nair.artifact}, chosen on "
+                     f"validation) {_ci(bar.nair)}, best image codec ({bar.best_image_family}) {_ci(best)}, "
                      f"{noise} the 95 % intervals")
     return lines
 
 
-def vp_block(vp: Report) -> str:
+def _vp_accuracy(row: AccuracyCi | None, fallback: float) -> str:
+    return _ci(row) if row else _pct(fallback)
+
+
+def vp_block(vp: VpReport) -> str:
     """Variant table and ensemble figures of ``reports/vp.json``."""
-    base, ens = vp["base"], vp["ensemble"]
-    ev = vp.get("evidence") or {}
-
-    def acc(row: Report | None, fallback: float) -> str:
-        return _ci(row) if row else _pct(fallback)
-
-    by_name = ev.get("accuracy", {})
-    rows = [[f"mature `{base['name']}`", _num(base["params"]), _num(base["macs"]), "1", "1",
-             acc(by_name.get("mature model"), base["accuracy"])],
-            *([f"variant `{name}`", _num(r["params"]), _num(r["macs"]), f"{r['params_ratio']:.3f}",
-               f"{r['macs_ratio']:.3f}", acc(ev.get("variants", {}).get(name), r["accuracy"])]
-              for name, r in vp["variants"].items()),
-            ["ensemble of all", _num(ens["total_params"]), _num(ens["total_macs"]), "", "",
-             acc(by_name.get("ensemble"), ens["accuracy"])]]
+    base, ens, ev = vp.base, vp.ensemble, vp.evidence
+    by_name = ev.accuracy if ev else {}
+    by_variant = ev.variants if ev else {}
+    rows = [[f"mature `{base.name}`", _num(base.params), _num(base.macs), "1", "1",
+             _vp_accuracy(by_name.get("mature model"), base.accuracy)],
+            *([f"variant `{name}`", _num(r.params), _num(r.macs), f"{r.params_ratio:.3f}",
+               f"{r.macs_ratio:.3f}", _vp_accuracy(by_variant.get(name), r.accuracy)]
+              for name, r in vp.variants.items()),
+            ["ensemble of all", _num(ens.total_params), _num(ens.total_macs), "", "",
+             _vp_accuracy(by_name.get("ensemble"), ens.accuracy)]]
     lines = [
-        f"From `reports/vp.json` (`{vp['command']}`, {vp['frames']} test frames, top-{vp['k']} fusion):",
+        f"From `reports/vp.json` (`{vp.command}`, {vp.frames} test frames, top-{vp.k} fusion):",
         "",
         *_table(["model", "params", "MACs", "params / mature", "MACs / mature", "accuracy"], rows),
     ]
-    lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens["one_lost"].items())
-    lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens['max_drop_one_lost']:.2f} points)."]
+    lost = ", ".join(f"without `{n}` {_pct(a)}" for n, a in ens.one_lost.items())
+    lines += ["", f"With one variant lost: {lost} (largest drop {100 * ens.max_drop_one_lost:.2f} points)."]
     if ev:
+        named = ", named on validation" if ev.best_single_variant_named_on == "validation" else ""
         lines += ["", "Paired tests on the same test frames (McNemar, exact): "
-                  + "; ".join(f"{label} {_test(ev[key])}" for label, key in (
-                      ("ensemble vs mature", "ensemble_vs_mature"),
-                      (f"ensemble vs the best single variant (`{ev['best_single_variant']}`"
-                       + (", named on validation" if ev.get("best_single_variant_named_on") == "validation" else "")
-                       + ")", "ensemble_vs_best_variant"),
-                      ("best single variant vs mature", "best_variant_vs_mature"))) + "."]
-    rule = vp.get("fusion_rule_on_validation")
+                  + "; ".join(f"{label} {_test(test)}" for label, test in (
+                      ("ensemble vs mature", ev.ensemble_vs_mature),
+                      (f"ensemble vs the best single variant (`{ev.best_single_variant}`{named})",
+                       ev.ensemble_vs_best_variant),
+                      ("best single variant vs mature", ev.best_variant_vs_mature))) + "."]
+    rule = vp.fusion_rule_on_validation
     if rule:
-        best = rule["rules"][rule["best_on_validation"]]
-        shipped = rule["rules"][rule["shipped_rule"]]
+        best = rule.rules[rule.best_on_validation]
+        shipped = rule.rules[rule.shipped_rule]
         lines += ["", f"Fusion rule, chosen on the validation split the family never trained on: the shipped "
-                  f"`{rule['shipped_rule']}` {_ci(shipped)} there, the best of {len(rule['rules'])} rules "
-                  f"`{rule['best_on_validation']}` {_ci(best)} ({_test(rule['best_vs_shipped'])}); chosen: "
-                  f"`{rule['chosen']}`."]
+                  f"`{rule.shipped_rule}` {_ci(shipped)} there, the best of {len(rule.rules)} rules "
+                  f"`{rule.best_on_validation}` {_ci(best)} ({_test(rule.best_vs_shipped)}); chosen: "
+                  f"`{rule.chosen}`."]
     return "\n".join(lines)
 
 
-def _test(row: Report) -> str:
+def _test(row: McNemarTest) -> str:
     """A McNemar result as prose: the difference, its p-value, and whether it is inside the noise."""
-    verdict = "within noise" if row["within_noise"] else "significant"
-    return f"{100 * row['difference']:+.2f} points, p = {row['p_value']:.2g} ({verdict})"
+    verdict = "within noise" if row.within_noise else "significant"
+    return f"{100 * row.difference:+.2f} points, p = {row.p_value:.2g} ({verdict})"
 
 
-def vp_family_block(vp: Report) -> str:
+def vp_family_block(vp: VpReport) -> str:
     """The shipped variant family: knobs, counts, ratios, fusion weights (``reports/vp.json``)."""
-    base = vp["base"]
+    base = vp.base
     return "\n".join([
-        f"The mature model: {_num(base['params'])} parameters, {_num(base['macs'])} MACs per image. The family "
+        f"The mature model: {_num(base.params)} parameters, {_num(base.macs)} MACs per image. The family "
         "(from `reports/vp.json`):",
         "",
         *_table(["variant", "width ×", "input", "stage widths", "blocks", "params", "MACs", "params / mature",
                  "MACs / mature", "fusion weight"],
-                ([f"`{name}`", f"{r['width_multiplier']:g}", f"{r['resolution']}×{r['resolution']}",
-                  ", ".join(map(str, r["widths"])), ", ".join(map(str, r["blocks"])), _num(r["params"]),
-                  _num(r["macs"]), f"{r['params_ratio']:.3f}", f"{r['macs_ratio']:.3f}", f"{r['fusion_weight']:.3f}"]
-                 for name, r in vp["variants"].items())),
+                ([f"`{name}`", f"{r.width_multiplier:g}", f"{r.resolution}×{r.resolution}",
+                  ", ".join(map(str, r.widths)), ", ".join(map(str, r.blocks)), _num(r.params),
+                  _num(r.macs), f"{r.params_ratio:.3f}", f"{r.macs_ratio:.3f}", f"{r.fusion_weight:.3f}"]
+                 for name, r in vp.variants.items())),
     ])
 
 
-def vp_availability_block(vp: Report) -> str:
+def vp_availability_block(vp: VpReport) -> str:
     """Availability and expected accuracy against the per-device failure probability (``reports/vp.json``)."""
-    av = vp["availability"]
+    av = vp.availability
 
-    def pair(row: Report, key: str) -> str:
-        return f"{_pct(row[key + '_closed'])} / {_pct(row[key + '_simulated'])}"
+    def pair(closed: float, simulated: float) -> str:
+        return f"{_pct(closed)} / {_pct(simulated)}"
 
     return "\n".join([
-        f"From `reports/vp.json` ({av['devices']} devices, {av['trials']} simulated trials per p; {av['note']}):",
+        f"From `reports/vp.json` ({av.devices} devices, {av.trials} simulated trials per p; {av.note}):",
         "",
         *_table(["p", "VP answers (closed / simulated)", "model parallelism answers (closed / simulated)",
                  "VP accuracy (closed / simulated)", "MP accuracy (closed / simulated)"],
-                ([f"{r['p']:g}", pair(r, "vp"), pair(r, "mp"), pair(r, "vp_accuracy"), pair(r, "mp_accuracy")]
-                 for r in av["rows"])),
+                ([f"{r.p:g}", pair(r.vp_closed, r.vp_simulated), pair(r.mp_closed, r.mp_simulated),
+                  pair(r.vp_accuracy_closed, r.vp_accuracy_simulated),
+                  pair(r.mp_accuracy_closed, r.mp_accuracy_simulated)] for r in av.rows)),
     ])
 
 
-def vp_payload_block(vp: Report) -> str:
+def vp_payload_block(vp: VpReport) -> str:
     """Bytes per frame of VP beside the raw image and NAIR (``reports/vp.json``)."""
-    pay = vp["payload"]
+    pay = vp.payload
     lines = [
-        f"From `reports/vp.json` ({pay['variants']} variants; raw image {pay['raw_image_bytes']} B, its zlib "
-        f"{pay['zlib_image_bytes_mean']:.0f} B on average):",
+        f"From `reports/vp.json` ({pay.variants} variants; raw image {pay.raw_image_bytes} B, its zlib "
+        f"{pay.zlib_image_bytes_mean:.0f} B on average):",
         "",
         *_table(["k", "numbers per variant", "data B/frame (all variants)",
                  "on the wire B/frame (all variants: whole MQTT PUBLISH, topic alias)"],
-                ([k, r["numbers"], r["data_bytes_per_frame"],
-                  "–" if r["message_bytes_per_frame"] is None else r["message_bytes_per_frame"]]
-                 for k, r in pay["topk"].items())),
+                ([k, r.numbers, r.data_bytes_per_frame,
+                  "–" if r.message_bytes_per_frame is None else r.message_bytes_per_frame]
+                 for k, r in pay.topk.items())),
     ]
-    if pay.get("nair"):
-        lines += ["", "NAIR fragment payload per frame: " + ", ".join(f"{k} {v:.0f} B" for k, v in pay["nair"].items())
+    if pay.nair:
+        lines += ["", "NAIR fragment payload per frame: " + ", ".join(f"{k} {v:.0f} B" for k, v in pay.nair.items())
                   + "."]
     return "\n".join(lines)
 
 
-def vp_live_block(demo: Report) -> str | None:
+def vp_live_block(demo: DemoReport) -> str | None:
     """The VP live run of ``reports/demo.json`` (None before a demo with a VP run)."""
-    vp = demo.get("vp") or {}
-    if not vp.get("before"):
+    vp = _vp_run(demo)
+    if vp is None:
         return None
     return "\n".join([
-        f"From `reports/demo.json` → `vp` (`{vp['command']}`): `{vp['stopped']['variant']}` stopped after "
-        f"{vp['stopped']['after_frames_published']} of {vp['frames_sent']} frames; {vp['results']} results, "
-        f"{vp['results_after_stop']} of them after the stop; p50 {vp['p50_ms']:.1f} ms, p99 {vp['p99_ms']:.1f} ms.",
+        f"From `reports/demo.json` → `vp` (`{vp.command}`): `{vp.stopped.variant}` stopped after "
+        f"{vp.stopped.after_frames_published} of {vp.frames_sent} frames; {vp.results} results, "
+        f"{vp.results_after_stop} of them after the stop; p50 {vp.p50_ms:.1f} ms, p99 {vp.p99_ms:.1f} ms.",
         "",
         *_table(["phase", "variants", "frames", "live accuracy", "offline accuracy (same frames)",
                  "agreement with offline"], _vp_phase_rows(vp, agreement=True)),
         "",
-        "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp["checks"].items()) + ".",
+        "Checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in vp.checks.items()) + ".",
     ])
 
 
-def nair_loss_block(nair: Report) -> str:
+def nair_loss_block(nair: NairReport) -> str:
     """Accuracy under independent and bursty fragment loss, every method (``reports/nair.json``)."""
-    rates = list(nair["methods"]["nair"]["random_loss"])
-    rows = [[name, label, *(_pct(nair["methods"][name][key][r]) for r in rates)]
-            for name in NAIR_METHODS if name in nair["methods"]
-            for key, label in (("random_loss", "independent"), ("bursty_loss", "bursty"))]
+    rates = list(nair.methods["nair"].random_loss)
+    rows = [[name, label, *(_pct(curve[r]) for r in rates)]
+            for name in NAIR_METHODS if name in nair.methods
+            for curve, label in ((nair.methods[name].random_loss, "independent"),
+                                 (nair.methods[name].bursty_loss, "bursty"))]
     return "\n".join([
-        f"From `reports/nair.json` ({nair['frames']} test frames; every fragment sent, a share of them lost; "
-        f"bursty loss is Gilbert–Elliott with mean burst {nair['settings']['mean_burst']:g} fragments):",
+        f"From `reports/nair.json` ({nair.frames} test frames; every fragment sent, a share of them lost; "
+        f"bursty loss is Gilbert–Elliott with mean burst {nair.settings['mean_burst']:g} fragments):",
         "",
         *_table(["method", "loss", *(f"{float(r):.0%} lost" for r in rates)], rows),
     ])
 
 
-def nair_ablation_block(nair: Report) -> str | None:
+def nair_ablation_block(nair: NairReport) -> str | None:
     """Prefix accuracy of NAIR built up step by step (``reports/nair.json``)."""
-    if not nair.get("ablation"):
+    if not nair.ablation:
         return None
-    fractions = list(next(iter(nair["ablation"].values())))
+    fractions = list(next(iter(nair.ablation.values())))
     return "\n".join(_table(["step", *(f"{float(f):.0%}" for f in fractions)],
-                            ([name, *(_pct(curve[f]) for f in fractions)] for name, curve in nair["ablation"].items())))
+                            ([name, *(_pct(curve[f]) for f in fractions)] for name, curve in nair.ablation.items())))
 
 
-def nair_rate_block(nair: Report) -> str | None:
+def _fewest_within(points: Sequence[RatePoint], mature: float, on_validation: bool) -> RatePoint | None:
+    """The point with the fewest bytes whose accuracy (on validation, or on test) is within 1 point of ``mature``
+    (as ``nairbus.models.evaluation.nair.fewest_bytes_within``)."""
+    def accuracy(p: RatePoint) -> float:
+        got = p.validation_accuracy if on_validation else p.accuracy
+        return -1.0 if got is None else got
+
+    return min((p for p in points if accuracy(p) >= mature - 0.01), key=lambda p: p.bytes, default=None)
+
+
+def nair_rate_block(nair: NairReport) -> str | None:
     """For each bit allocation, the fewest bytes within 1 point of the mature model (``reports/nair.json``)."""
-    from nairbus.models.evaluation.nair import fewest_bytes_within
-
-    if not nair.get("rate_accuracy"):
+    if not nair.rate_accuracy:
         return None
-    mature = nair["mature_accuracy"]
-    validation = nair.get("validation")
-    groups: dict[str, list[Report]] = {}
-    for point in nair["rate_accuracy"]:
-        groups.setdefault(point["quantisation"], []).append(point)
+    mature = nair.mature_accuracy
+    validation = nair.validation
+    groups: dict[str, list[RatePoint]] = {}
+    for point in nair.rate_accuracy:
+        groups.setdefault(point.quantisation, []).append(point)
     rows = []
     for label, points in groups.items():
-        full = max(points, key=lambda p: p["bytes"])
-        if validation:
-            best = fewest_bytes_within(points, validation["mature_accuracy"], key="validation_accuracy")
-        else:
-            best = fewest_bytes_within(points, mature)
-        rows.append([label, f"`{full['command']}`" if "command" in full else "–",
-                     f"{full['bytes']:.0f} B, {_cell(full)}",
-                     f"{best['bytes']:.0f} B, {_cell(best)}" if best else "none"])
+        full = max(points, key=lambda p: p.bytes)
+        best = (_fewest_within(points, validation.mature_accuracy, on_validation=True) if validation
+                else _fewest_within(points, mature, on_validation=False))
+        rows.append([label, f"`{full.command}`" if full.command is not None else "–",
+                     f"{full.bytes:.0f} B, {_ci(full)}", f"{best.bytes:.0f} B, {_ci(best)}" if best else "none"])
     intro = (f"Mature model {_pct(mature)}. \"Within 1 point\" is judged on the validation split "
-             f"({validation['frames']} training images; mature model {_pct(validation['mature_accuracy'])} there), "
+             f"({validation.frames} training images; mature model {_pct(validation.mature_accuracy)} there), "
              "the accuracy shown is on the test frames with its 95 % interval." if validation else
              f"Mature model {_pct(mature)}; \"within 1 point\" means ≥ {_pct(mature - 0.01)}.")
     return "\n".join([
@@ -340,181 +401,202 @@ def nair_rate_block(nair: Report) -> str | None:
     ])
 
 
-def _cell(point: Report) -> str:
-    return _ci(point) if "ci95" in point else _pct(point["accuracy"])
-
-
-def nair_cost_block(nair: Report) -> str:
+def nair_cost_block(nair: NairReport) -> str:
     """Calibration wall time of every method against tail-drop retraining (``reports/nair.json``)."""
-    td = nair.get("taildrop_training") or {}
-    rows = [[f"calibrate `{name}` ({nair['settings']['calibration_images']} training images)",
-             f"{m['calibration_seconds']:.1f} s"] for name, m in nair["methods"].items()]
+    td = nair.taildrop_training
+    rows = [[f"calibrate `{name}` ({nair.settings['calibration_images']} training images)",
+             f"{m.calibration_seconds:.1f} s"] for name, m in nair.methods.items()]
     if td:
-        chosen = td.get("selection") or {}
-        how = (f", {chosen['epochs_run']} epochs, checkpoint of epoch {chosen['best_epoch']} chosen on validation"
+        chosen = td.selection
+        how = (f", {chosen.epochs_run} epochs, checkpoint of epoch {chosen.best_epoch} chosen on validation"
                if chosen else "")
-        rows.append([f"retrain the tail-drop model (`{td.get('command', 'nairbus train taildrop')}`{how})",
-                     f"{td['train_wall_seconds']:.0f} s"])
+        rows.append([f"retrain the tail-drop model (`{td.command or 'nairbus train taildrop'}`{how})",
+                     f"{td.train_wall_seconds:.0f} s"])
     return "\n".join(_table(["what", "wall time"], rows))
 
 
-def _comparison_lines(comparison: list[Report]) -> list[str]:
+def _comparison_lines(link: LinkReport) -> list[str]:
     """The bench's paired comparison (``--compare MODE``): the mode against the best other of each cell."""
-    subject = comparison[0]["subject"]
+    comparison = link.comparison or []
+    subject = comparison[0].subject
     rows = []
     for c in comparison:
-        if "best_other" not in c:
+        if c.best_other is None:
             continue
-        rows.append([c["rate"], f"{c['fps']:g}", f"{100 * float(c['subject_accuracy']):.1f} %",
-                     f"{c['best_other']} {100 * float(c['best_other_accuracy']):.1f} %",
-                     f"{100 * float(c['difference']):+.1f}", f"{float(c['mcnemar_p']):.2g}",
-                     str(c["verdict"])])
+        rows.append([c.rate, f"{c.fps:g}", f"{100 * float(c.subject_accuracy or 0):.1f} %",
+                     f"{c.best_other} {100 * float(c.best_other_accuracy or 0):.1f} %",
+                     f"{100 * float(c.difference or 0):+.1f}", f"{float(c.mcnemar_p or 0):.2g}", str(c.verdict)])
     return [f"`{subject}` against the best other mode of each cell, frame by frame on the same frames (live; "
             "an undecided frame is wrong; McNemar, exact):", "",
             *_table(["link", "fps", str(subject), "best other mode", "points", "p", "verdict"], rows)]
 
 
-def link_block(link: Report) -> str:
-    """Per-run table of ``reports/link.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
+def _soak_line(link: LinkReport) -> list[str]:
+    """The soak run's latency and memory, first minute against last."""
+    soak = link.soak
+    if soak is None or soak.skipped:
+        return []
+    minute = soak.minute_trend
+    first = (minute.first_p50_ms if minute else None) or float("nan")
+    last = (minute.last_p50_ms if minute else None) or float("nan")
+    return ["", f"Soak: {soak.rate}, {soak.fps:g} frames/s, {soak.mode}, {soak.soak_seconds:.0f} s: "
+                f"p50 latency first minute {first:.0f} ms, last minute {last:.0f} ms; sensor memory "
+                f"{(soak.rss_first_minute_kib or 0) / 1024:.0f} → {(soak.rss_last_minute_kib or 0) / 1024:.0f} MiB."]
+
+
+def link_block(link: LinkReport, file: str = "link.json") -> str:
+    """Per-run table of ``reports/link*.json`` (``nairbus bench link``): the bus over tbf-shaped uplinks."""
     from nairbus.agents.tools.linkbench import table_rows
 
     head, rows = table_rows(link)
-    settings = link.get("settings") or {}
-    host = link.get("host") or {}
+    settings = link.settings
+    host = link.host
+    deadline = settings.get("deadline_ms", 1000)
+    rtts = settings.get("rtts_ms")
     lines = [
-        f"From `reports/{link.get('_file', 'link.json')}` (`{link['command']}`, {link['wall_seconds']:.0f} s in all"
-        + (f"; kernel {host['kernel']}, {host['cpus']} CPUs" if host else "") + "): one sensor in a network "
+        f"From `reports/{file}` (`{link.command}`, {link.wall_seconds:.0f} s in all"
+        + (f"; kernel {host.kernel}, {host.cpus} CPUs" if host and host.kernel else "") + "): one sensor in a network "
         "namespace replaying the test split, its uplink shaped with `tbf`, Mosquitto and fusion in a second "
-        f"namespace; deadline {settings.get('deadline_ms', 1000):g} ms"
+        f"namespace; deadline {deadline:g} ms"
         + (" plus half the round trip a run adds (a user-space delay line between TUN devices, the TCP connection "
-           "end to end)" if any(settings.get("rtts_ms") or []) else "")
+           "end to end)" if isinstance(rtts, list) and any(rtts) else "")
         + ". Live accuracy counts an undecided frame as wrong; offline is the same frames recomputed from the bytes "
         "that arrived.",
         "",
         *_table(head, rows),
     ]
-    comparison = link.get("comparison")
-    if comparison:
-        lines += ["", *_comparison_lines(comparison)]
-    soak = link.get("soak")
-    if soak and not soak.get("skipped"):
-        minute = soak.get("minute_trend") or {}
-        lines += ["", f"Soak: {soak['rate']}, {soak['fps']:g} frames/s, {soak['mode']}, {soak['soak_seconds']:.0f} s: "
-                      f"p50 latency first minute {minute.get('first_p50_ms') or float('nan'):.0f} ms, last minute "
-                      f"{minute.get('last_p50_ms') or float('nan'):.0f} ms; sensor memory "
-                      f"{(soak.get('rss_first_minute_kib') or 0) / 1024:.0f} → "
-                      f"{(soak.get('rss_last_minute_kib') or 0) / 1024:.0f} MiB."]
+    if link.comparison:
+        lines += ["", *_comparison_lines(link)]
+    lines += _soak_line(link)
     return "\n".join(lines)
 
 
-def _ci(row: Report | None) -> str:
-    if not row:
-        return "–"
-    lo, hi = row["ci95"]
-    return f"{100 * row['accuracy']:.2f} % ({100 * lo:.1f}–{100 * hi:.1f})"
+class _HasCi(Protocol):
+    """A row with an accuracy and its 95 % interval."""
+
+    @property
+    def accuracy(self) -> float: ...
+
+    @property
+    def ci95(self) -> tuple[float, float]: ...
 
 
-def wire_block(wire: Report) -> str:
+def _ci_of(accuracy: float, ci95: tuple[float, float]) -> str:
+    lo, hi = ci95
+    return f"{100 * accuracy:.2f} % ({100 * lo:.1f}–{100 * hi:.1f})"
+
+
+def _ci(row: _HasCi | None) -> str:
+    return _ci_of(row.accuracy, row.ci95) if row else "–"
+
+
+def wire_block(wire: WireReport) -> str:
     """Accuracy at the wire caps of the bars, NAIR per split point against every image family."""
-    nair = wire["nair"]
+    nair = wire.nair
     lines = [
-        f"From `reports/wire.json` (`{wire['command']}`, {wire['frames']} test frames; mature model "
-        f"{_pct(wire['mature_accuracy'])}). Bytes are whole MQTT PUBLISH packets per frame (QoS 0, topic alias, lean "
-        f"envelope: {wire['nair_message_overhead_bytes']} B per NAIR message beyond its data); accuracy with its 95 % "
+        f"From `reports/wire.json` (`{wire.command}`, {wire.frames} test frames; mature model "
+        f"{_pct(wire.mature_accuracy)}). Bytes are whole MQTT PUBLISH packets per frame (QoS 0, topic alias, lean "
+        f"envelope: {wire.nair_message_overhead_bytes} B per NAIR message beyond its data); accuracy with its 95 % "
         "interval; a frame that no setting fits under the cap counts as wrong.",
         "",
     ]
-    bars = wire["bars"]
+    bars = wire.bars
     caps = [k for k in ("at_200_wire_bytes", "at_300_wire_bytes") if k in bars]
-    head = ["method (device share of the MACs)", *[f"≤ {bars[k]['nair']['cap_bytes']} B on the wire" for k in caps]]
-    rows = [[f"NAIR at {_artifact_label(sp, nair[sp])} ({nair[sp]['device_macs_share']:.0%})",
-             *[_ci(bars[k]["nair_per_artifact"][sp]) for k in caps]] for sp in nair]
-    families = sorted(bars[caps[0]]["images"]) if caps else []
-    rows += [[f"image: {fam} (0 %)", *[_ci(bars[k]["images"][fam]) for k in caps]] for fam in families]
+    head = ["method (device share of the MACs)", *[f"≤ {bars[k].nair.cap_bytes} B on the wire" for k in caps]]
+    rows = [[f"NAIR at {_artifact_label(sp, nair[sp])} ({nair[sp].device_macs_share:.0%})",
+             *[_ci(bars[k].nair_per_artifact[sp]) for k in caps]] for sp in nair]
+    families = sorted(bars[caps[0]].images) if caps else []
+    rows += [[f"image: {fam} (0 %)", *[_ci(bars[k].images[fam]) for k in caps]] for fam in families]
     lines += _table(head, rows)
-    fewest = wire["fewest_wire_bytes_within_1pt_of_mature"]
-    on_validation = any((row or {}).get("chosen_on") == "validation" for row in fewest.values())
+    fewest = wire.fewest_wire_bytes_within_1pt_of_mature
     lines += ["", "- fewest wire bytes per frame within 1 point of the mature model"
-              + (" (the cap chosen on validation, the accuracy on test)" if on_validation else "") + ": " + "; ".join(
-                  f"NAIR at {sp} {row['mean_wire_bytes']:.0f} B ({_cell(row)})" if row else f"NAIR at {sp}: none"
-                  for sp, row in fewest.items())]
+              + (" (the cap chosen on validation, the accuracy on test)" if _chosen_on_validation(fewest) else "")
+              + ": " + "; ".join(f"NAIR at {sp} {row.mean_wire_bytes:.0f} B ({_ci(row)})" if row
+                                 else f"NAIR at {sp}: none" for sp, row in fewest.items())]
     for k in caps:
         b = bars[k]
-        noise = "outside" if b["difference_outside_noise"] else "inside"
-        lines.append(f"- at ≤ {b['nair']['cap_bytes']} B: NAIR (`{b['nair']['artifact']}`, chosen on validation) "
-                     f"{_pct(b['nair']['accuracy'])} against the best image codec (`{b['best_image_family']}`) "
-                     f"{_pct(b['best_image']['accuracy'])}: {100 * b['nair_minus_best_image']:+.2f} points, {noise} "
+        noise = "outside" if b.difference_outside_noise else "inside"
+        best = b.best_image or b.images[b.best_image_family]
+        lines.append(f"- at ≤ {b.nair.cap_bytes} B: NAIR (`{b.nair.artifact}`, chosen on validation) "
+                     f"{_pct(b.nair.accuracy)} against the best image codec (`{b.best_image_family}`) "
+                     f"{_pct(best.accuracy)}: {100 * b.nair_minus_best_image:+.2f} points, {noise} "
                      "the 95 % intervals")
     return "\n".join(lines)
 
 
-def _isolation_text(faults: Report) -> str:
+def _runs(result: object) -> list[object]:
+    """A scenario's outcomes: one per run (``broker-kill`` has one per outage)."""
+    return list(result) if isinstance(result, list) else [result]
+
+
+def _isolation_text(faults: FaultsReport) -> str:
     """How the fault bench kept the hub and the devices apart on its one machine (each scenario's legit summary)."""
-    for entry in faults["scenarios"].values():
-        result = entry.get("result")
-        for run in result if isinstance(result, list) else [result]:
-            iso = (run.get("legit") or {}).get("cpu_isolation") if isinstance(run, dict) else None
+    for entry in faults.scenarios.values():
+        for run in _runs(entry.result):
+            iso = run.legit.cpu_isolation if isinstance(run, FaultRun) else None
             if iso is None:
                 continue
-            if not iso.get("kind"):
-                return (f"The devices were **not** isolated from the hub ({iso.get('why')}): on one machine the "
+            if not iso.kind:
+                return (f"The devices were **not** isolated from the hub ({iso.why}): on one machine the "
                         "attacker, the broker and fusion take CPU from the sensors' own processes.")
             return (f"One machine models separate ones: every device (each sensor, the attacker) runs in a CPU "
-                    f"control group of its own capped at {iso['device_cpus']:g} of a core ({iso['kind']}), the hub "
-                    f"(broker, fusion, recorder) has {iso['hub_weight']}× a device's share of contended CPU.")
+                    f"control group of its own capped at {iso.device_cpus:g} of a core ({iso.kind}), the hub "
+                    f"(broker, fusion, recorder) has {iso.hub_weight}× a device's share of contended CPU.")
     return ("On one machine (this report predates the bench's CPU groups) the attacker, the broker and fusion take "
             "CPU from the sensors' own processes, which on real devices they would not.")
 
 
-def faults_block(faults: Report) -> str:
+def _attack(name: str, run: FaultRun) -> tuple[str, str]:
+    """What one attack did, and how the bus recovered (the faults table's attack and recovery cells)."""
+    if isinstance(run, FuzzRun):
+        recovery = (f"rate {run.legit_rate_ratio:.2f}× of before; memory "
+                    f"{(run.fusion_rss_growth or 0) - 1:+.1%}") if run.legit_rate_ratio else "–"
+        return f"{run.hostile_messages} hostile messages ({len(run.kinds)} kinds)", recovery
+    if isinstance(run, FloodRun):
+        return f"{run.flood_messages} valid fragments in {run.seconds:g} s from one sensor", "–"
+    if isinstance(run, BrokerKillRun):
+        firsts = [v for v in run.first_result_after_return_s.values() if v is not None]
+        return (f"broker kill -9, {run.outage_s:g} s outage, persistence {'on' if run.persistence else 'off'}",
+                f"every sensor back in ≤ {max(firsts):.1f} s" if run.every_sensor_known_again
+                else "a sensor never came back")
+    if isinstance(run, TakeoverRun | ExhaustionRun):
+        if isinstance(run, TakeoverRun):
+            attack = (f"another account connects {run.attempts}× with the fusion agent's and the "
+                      "sensors' client ids / user names (production config)")
+        else:
+            attack = (f"{run.connections_attempted} connections held by one device's credentials "
+                      f"(listener caps 512 + 64); {run.attacker_connections_still_open} still open, "
+                      f"a new device {'joined' if run.newcomer_joined else '**could not join**'}")
+        kicked = run.victim_offline_events + run.victim_connections_closed_by_broker
+        return attack, "no victim disconnected" if kicked == 0 else f"**{kicked} victim disconnections**"
+    assert isinstance(run, FusionRestartRun), type(run)
+    what = "kill -9 + restart" if name == "fusion-kill" else "SIGSTOP/SIGCONT"
+    worst = run.max_first_result_s
+    return (f"fusion {what} × {run.runs}",
+            "no result after one run" if worst is None else f"first result ≤ {worst:.1f} s")
+
+
+def _fault_row(name: str, run: object) -> list[str]:
+    """One row of the faults table: the attack, what the legitimate sensors got, the recovery."""
+    if not isinstance(run, FaultRun):
+        why = run.error if isinstance(run, HarnessError) else run
+        return [name, "–", f"harness error: {why}", "–", "–", "–", "–"]
+    legit = run.legit
+    attack, recovery = _attack(name, run)
+    captured = legit.frames_sent if legit.frames_captured is None else legit.frames_captured
+    unsent = captured - legit.frames_sent - (legit.skipped_offline or 0)
+    return [name, attack,
+            f"{legit.frames_decided}/{legit.frames_sent} ({legit.frames_lost} lost)"
+            + (f"; {unsent} of {legit.frames_captured} captured skipped by the sensors as late" if unsent > 0 else ""),
+            "yes" if legit.labels_identical_to_offline else f"no ({legit.labels_mismatched})",
+            f"{legit.p99_ms:.0f}", recovery, "yes" if run.fusion_alive else "**no**"]
+
+
+def faults_block(faults: FaultsReport) -> str:
     """One row per attack of ``reports/faults.json`` (``nairbus bench faults``): what the legitimate sensors got."""
-    rows = []
-    for name, entry in faults["scenarios"].items():
-        result = entry.get("result")
-        for run in result if isinstance(result, list) else [result]:
-            if not isinstance(run, dict) or "legit" not in run:
-                rows.append([name, "–", f"harness error: {run.get('error') if isinstance(run, dict) else run}",
-                             "–", "–", "–", "–"])
-                continue
-            legit = run["legit"]
-            if name == "fuzz":
-                attack = f"{run['hostile_messages']} hostile messages ({len(run['kinds'])} kinds)"
-                recovery = (f"rate {run['legit_rate_ratio']:.2f}× of before; memory "
-                            f"{(run['fusion_rss_growth'] or 0) - 1:+.1%}") if run.get("legit_rate_ratio") else "–"
-            elif name == "flood":
-                attack = f"{run['flood_messages']} valid fragments in {run['seconds']:g} s from one sensor"
-                recovery = "–"
-            elif name == "broker-kill":
-                attack = (f"broker kill -9, {run['outage_s']:g} s outage, persistence "
-                          f"{'on' if run['persistence'] else 'off'}")
-                firsts = [v for v in run["first_result_after_return_s"].values() if v is not None]
-                recovery = (f"every sensor back in ≤ {max(firsts):.1f} s" if run["every_sensor_known_again"]
-                            else "a sensor never came back")
-            elif name in ("takeover", "exhaustion"):
-                if name == "takeover":
-                    attack = (f"another account connects {run['attempts']}× with the fusion agent's and the "
-                              "sensors' client ids / user names (production config)")
-                else:
-                    attack = (f"{run['connections_attempted']} connections held by one device's credentials "
-                              f"(listener caps 512 + 64); {run['attacker_connections_still_open']} still open, "
-                              f"a new device {'joined' if run['newcomer_joined'] else '**could not join**'}")
-                kicked = run["victim_offline_events"] + run["victim_connections_closed_by_broker"]
-                recovery = "no victim disconnected" if kicked == 0 else f"**{kicked} victim disconnections**"
-            else:
-                what = "kill -9 + restart" if name == "fusion-kill" else "SIGSTOP/SIGCONT"
-                attack = f"fusion {what} × {run['runs']}"
-                worst = run.get("max_first_result_s")
-                recovery = "no result after one run" if worst is None else f"first result ≤ {worst:.1f} s"
-            unsent = legit.get("frames_captured", legit["frames_sent"]) - legit["frames_sent"] - legit.get(
-                "skipped_offline", 0)
-            rows.append([name, attack,
-                         f"{legit['frames_decided']}/{legit['frames_sent']} ({legit['frames_lost']} lost)"
-                         + (f"; {unsent} of {legit['frames_captured']} captured skipped by the sensors as late"
-                            if unsent > 0 else ""),
-                         "yes" if legit["labels_identical_to_offline"] else f"no ({legit['labels_mismatched']})",
-                         f"{legit['p99_ms']:.0f}", recovery, "yes" if run.get("fusion_alive") else "**no**"])
-    lines = [f"From `reports/faults.json` (`{faults['command']}`"
-             + (f", {faults['wall_seconds']:.0f} s" if faults.get("wall_seconds") else "")
+    rows = [_fault_row(name, run) for name, entry in faults.scenarios.items() for run in _runs(entry.result)]
+    lines = [f"From `reports/faults.json` (`{faults.command}`"
+             + (f", {faults.wall_seconds:.0f} s" if faults.wall_seconds else "")
              + "): a private Mosquitto, fusion and two well-behaved sensors as processes; the attack below; "
              "what the well-behaved sensors got (a sensor skips a frame it cannot send in time). "
              + _isolation_text(faults) + " Labels are compared with the offline pipeline on the same images. "
@@ -522,50 +604,38 @@ def faults_block(faults: Report) -> str:
              "certificates).",
              "", *_table(["scenario", "attack", "legitimate frames decided/sent", "labels = offline",
                           "their p99 ms", "recovery", "fusion alive"], rows)]
-    if not faults.get("complete"):
+    if not faults.complete:
         lines += ["", "_The run did not finish: the scenarios above are those that ran._"]
     return "\n".join(lines)
 
 
-def second_model_block(report: Report) -> str:
+def second_model_block(report: NairReport) -> str:
     """The second architecture through the generic path: ``reports/nair-mobilenet.json``."""
-    fractions = [f for f in ("0.05", "0.1", "0.25", "0.5", "1") if f in report["methods"]["nair"]["prefix"]]
-    bars = report["bars"]
-    spec = report.get("input_spec") or {}
-    shipped = report.get("shipped_artifact") or {}
-    model = report["mature_model"]
+    fractions = _fractions(report)
+    spec, shipped, model = report.input_spec, report.shipped_artifact, report.mature_model
     lines = [
-        f"From `reports/nair-{model['name']}.json` (`{report['command']}`, {report['frames']} test frames converted "
-        f"to the model's {spec.get('channels')}x{spec.get('height')}x{spec.get('width')} input; calibration: "
-        f"{report.get('calibration_source')}, no labels). Mature model "
-        f"{_ci({'accuracy': report['mature_accuracy'], 'ci95': report['mature_ci95']})}. Accuracy with only the "
+        f"From `reports/nair-{model.name}.json` (`{report.command}`, {report.frames} test frames converted "
+        f"to the model's {spec.channels}x{spec.height}x{spec.width} input; calibration: "
+        f"{report.calibration_source}, no labels). Mature model "
+        f"{_ci_of(report.mature_accuracy, report.mature_ci95)}. Accuracy with only the "
         f"first fraction of the IR's bytes received:",
         "",
-        *_table(["method", *(f"{float(f):.0%}" for f in fractions)],
-                ([name, *(_prefix_cell(report["methods"][name], f) for f in fractions)]
-                 for name in NAIR_METHODS if name in report["methods"])),
+        *_table(["method", *(f"{float(f):.0%}" for f in fractions)], _prefix_rows(report, fractions)),
         "",
-        "- share of the mature model's accuracy with 10 % of the IR: "
-        f"{_pct(bars['nair_share_of_mature_at_10pct'], 1)} (bar 95 %); with 25 %: "
-        f"{_pct(bars['nair_share_of_mature_at_25pct'], 1)} (bar 99 %)",
-        f"- everything received: predictions equal the mature model's on "
-        f"{_pct(bars['nair_full_agrees_with_mature_transform_only'])} of frames (transform only), "
-        f"{_pct(bars['nair_full_agrees_with_mature_8bit'])} with 8-bit quantisation",
-        "- NAIR over the naive split (mean-fill) at 10 %: "
-        f"{bars.get('nair_over_naive_mean_at_10pct', float('nan')):.2f}× (bar 2.12×)",
-        _fewest_bytes_line(bars),
+        *_bar_lines(report.bars, (" (bar 95 %)", " (bar 99 %)", " (bar 2.12×)")),
     ]
-    versus = (report.get("comparisons") or {}).get("nair_vs_taildrop")
+    versus = (report.comparisons or {}).get("nair_vs_taildrop")
     if versus:
-        td = report.get("taildrop_training") or {}
-        lines.append(f"- NAIR against its retrained tail-drop model (`{td.get('command')}`, "
-                     f"{td.get('train_wall_seconds', float('nan')):.0f} s of training; NAIR's calibration "
-                     f"{report['methods']['nair']['calibration_seconds']:.1f} s), McNemar exact on the same frames: "
+        td = report.taildrop_training
+        trained = td.train_wall_seconds if td and td.train_wall_seconds is not None else float("nan")
+        lines.append(f"- NAIR against its retrained tail-drop model (`{td.command if td else None}`, "
+                     f"{trained:.0f} s of training; NAIR's calibration "
+                     f"{report.methods['nair'].calibration_seconds:.1f} s), McNemar exact on the same frames: "
                      + "; ".join(f"{float(f):.0%}: {_test(row)}" for f, row in versus.items()))
-    lines += _nair_wire_lines(report.get("wire") or {})
+    lines += _nair_wire_lines(report.wire)
     if shipped:
-        lines.append(f"- the shipped artifact `{shipped['file']}` ({shipped['sha256'][:12]}, "
-                     f"`{shipped.get('command')}`) is {'the one' if shipped['same_as_evaluated'] else 'NOT the one'} "
+        lines.append(f"- the shipped artifact `{shipped.file}` ({shipped.sha256[:12]}, "
+                     f"`{shipped.command}`) is {'the one' if shipped.same_as_evaluated else 'NOT the one'} "
                      f"this evaluation calibrated")
     return "\n".join(lines)
 
@@ -574,151 +644,184 @@ MAP_CAPS = (40, 100, 200, 300, 500, "unlimited")
 """The wire caps the README's map table shows (the report has them all)."""
 
 
-def _front_cell(row: Report | None) -> str:
+def _cap_heads(caps: list[int | str]) -> list[str]:
+    return [f"≤ {c} B" if c != "unlimited" else "unlimited" for c in caps]
+
+
+def _front_cell(row: FrontCell | None) -> str:
     """One cell of the map's front: the winner, its test accuracy, and whether it beats the runner-up."""
-    if row is None or row.get("winner") is None:
+    if row is None or row.winner is None:
         return "nothing fits"
-    win = row["winner"]
-    cell = f"{win['name']} {_pct(win['test_accuracy'], 1)}"
-    if row.get("runner_up") is not None:
-        second = row["runner_up"]
-        sign = "+" if row["margin_test"] >= 0 else "−"
-        cell += (f" ({sign}{abs(100 * row['margin_test']):.1f} vs {second['name']}"
-                 f"{', noise' if row['verdict'] == 'inside the noise' else ''})")
+    win = row.winner
+    cell = f"{win.name} {_pct(win.test_accuracy, 1)}"
+    if row.runner_up is not None:
+        margin = row.margin_test or 0.0
+        sign = "+" if margin >= 0 else "−"
+        cell += (f" ({sign}{abs(100 * margin):.1f} vs {row.runner_up.name}"
+                 f"{', noise' if row.verdict == 'inside the noise' else ''})")
     return cell
 
 
-def map_block(report: Report) -> str:
+def map_block(report: MapReport, file: str = "map.json") -> str:
     """The Pareto front of ``reports/map*.json``: per device budget and wire cap, what wins and by how much."""
-    rows = {(r["budget"], str(r["cap_bytes"])): r for r in report["front"]}
-    budgets = list(dict.fromkeys(r["budget"] for r in report["front"]))
-    caps = [c for c in MAP_CAPS if any(str(c) == cap for _b, cap in rows)]
-    model = report["model"]
-    name = "map.json" if model["name"] == "base" else f"map-{model['name']}.json"
-    lines = [f"From `reports/{name}` (`{report['command']}`; model `{model['name']}`"
-             f", {report['frames']['test']} test frames, choices on {report['frames']['validation']} validation "
+    rows = {(r.budget, str(r.cap_bytes)): r for r in report.front}
+    budgets = list(dict.fromkeys(r.budget for r in report.front))
+    caps: list[int | str] = [c for c in MAP_CAPS if any(str(c) == cap for _b, cap in rows)]
+    model = report.model
+    name = "map.json" if model.name == "base" else f"map-{model.name}.json"
+    lines = [f"From `reports/{name}` (`{report.command}`; model `{model.name}`"
+             f", {report.frames.test} test frames, choices on {report.frames.validation} validation "
              f"frames). Per device budget and per-frame wire cap (whole MQTT PUBLISH bytes): the representation "
              f"chosen on validation, its test accuracy, and its margin in points over the runner-up (McNemar, "
              f"paired; \"noise\": p ≥ 0.05).", "",
-             *_table(["device budget", *[f"≤ {c} B" if c != "unlimited" else "unlimited" for c in caps]],
+             *_table(["device budget", *_cap_heads(caps)],
                      ([b, *[_front_cell(rows.get((b, str(c)))) for c in caps]] for b in budgets))]
-    shares = {e["name"]: e["mac_share"] for e in report["representations"]}
+    shares = {e.name: e.mac_share for e in report.representations}
     named = ", ".join(f"{name} {100 * share:.3g} %" for name, share in shares.items() if share > 0)
     lines += ["", f"Device share of the model's MACs: {named}; the image families run no model on the device."]
-    if not model.get("validation_held_out_of_training", True):
-        lines.append(f"Caveat: {model.get('selection')}.")
+    if not model.validation_held_out_of_training:
+        lines.append(f"Caveat: {model.selection}.")
     return "\n".join(lines)
 
 
-def map_nair_vs_image_block(report: Report) -> str | None:
+def _versus_cell(row: NairVsImageRow, cap: object) -> str:
+    """NAIR against the image family at one cap: both test accuracies and the margin."""
+    got = next((c for c in row.caps if str(c.cap_bytes) == str(cap)), None)
+    if got is None:
+        return "-"
+    sign = "+" if got.margin_test >= 0 else "−"
+    noise = ", noise" if got.verdict == "inside the noise" else ""
+    return (f"{_pct(got.nair_test_accuracy, 1)} vs {_pct(got.image_test_accuracy, 1)} "
+            f"({sign}{abs(100 * got.margin_test):.1f}{noise})")
+
+
+def map_nair_vs_image_block(report: MapReport, file: str = "map.json") -> str | None:
     """NAIR at each split against the image a user would pick instead (best on validation per cap), McNemar on
     test; None when the map has no such section."""
-    rows = report.get("nair_vs_image")
+    rows = report.nair_vs_image
     if not rows:
         return None
-    caps = [c for c in MAP_CAPS if any(str(cap["cap_bytes"]) == str(c) for row in rows for cap in row["caps"])]
-    lines = [f"From `reports/{report.get('_file', 'map.json')}` (`{report['command']}`): NAIR against the image "
+    caps: list[int | str] = [c for c in MAP_CAPS
+                             if any(str(cap.cap_bytes) == str(c) for row in rows for cap in row.caps)]
+    lines = [f"From `reports/{file}` (`{report.command}`): NAIR against the image "
              "family best on validation at the same per-frame wire cap; test accuracy, margin in points (McNemar, "
              "paired; \"noise\": p ≥ 0.05).", ""]
-
-    def cell(row: Report, cap: object) -> str:
-        got = next((c for c in row["caps"] if str(c["cap_bytes"]) == str(cap)), None)
-        if got is None:
-            return "-"
-        sign = "+" if got["margin_test"] >= 0 else "−"
-        noise = ", noise" if got["verdict"] == "inside the noise" else ""
-        return (f"{_pct(got['nair_test_accuracy'], 1)} vs {_pct(got['image_test_accuracy'], 1)} "
-                f"({sign}{abs(100 * got['margin_test']):.1f}{noise})")
-
-    lines += _table(["NAIR (device share)", *[f"≤ {c} B" if c != "unlimited" else "unlimited" for c in caps]],
-                    ([f"{row['name']} ({100 * row['mac_share']:.3g} %)", *[cell(row, c) for c in caps]]
+    lines += _table(["NAIR (device share)", *_cap_heads(caps)],
+                    ([f"{row.name} ({100 * row.mac_share:.3g} %)", *[_versus_cell(row, c) for c in caps]]
                      for row in rows))
     return "\n".join(lines)
 
 
-def _skips(sensor: Report) -> str:
+def _skips(sensor: SensorCounters) -> str:
     reasons = {k.removeprefix("skipped_"): v for k, v in sensor.items() if k.startswith("skipped_") and v}
     return ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())) or "none"
 
 
-def _ci_share(share: Report) -> str:
-    low, high = share["ci95"]
-    return f"{share['hits']}/{share['n']} ({100 * low:.1f}–{100 * high:.1f} %)"
+def _ci_share(share: Share) -> str:
+    low, high = share.ci95
+    return f"{share.hits}/{share.n} ({100 * low:.1f}–{100 * high:.1f} %)"
 
 
-def files_block(report: Report) -> str:
+def _files_rows(report: FilesReport) -> list[list[str]]:
+    """The files bench's rows: scenario, input, outcome, what was lost."""
+    rows = []
+    if (o := report.oneshot) is not None:
+        rows.append(["one-shot folder", f"{o.files} files", f"{o.decided} decided, {o.named_right} named "
+                     f"right; live = offline {_ci_share(o.live_equals_offline)}", f"skipped: {_skips(o.sensor)}"])
+    for w, label in ((report.watch_burst, "`--watch`, files written at once"),
+                     (report.slow_writes, "`--watch`, files written in place slowly")):
+        if w is not None:
+            extra = f" over {w.write_s:g} s each" if w.write_s is not None else ""
+            rows.append([label, f"{w.files} files{extra}", f"{w.decided} decided, {w.named_right} named",
+                         f"refused: {w.files_refused}"])
+    if (live := report.live) is not None:
+        for run, r in (("quiet", live.quiet), ("busy", live.busy)):
+            wire = "-" if r.wire_bytes_mean is None else f"{r.wire_bytes_mean:.0f} B/frame"
+            rows.append([f"live source, {live.fps:g} fps, {run}", f"{live.frames} frames",
+                         f"{r.sensor.get('frames_sent', 0)} sent, {r.decided} decided, {wire}",
+                         f"skipped: {_skips(r.sensor)}"])
+    if (q := report.qos1_replay) is not None:
+        rows.append([f"replay at {q.fps:g} fps", f"{q.frames} frames",
+                     f"{q.sensor.get('frames_sent', 0)} sent, {q.received_qos1} received at QoS 1",
+                     f"skipped: {_skips(q.sensor)}"])
+    return rows
+
+
+def files_block(report: FilesReport) -> str:
     """The files bench: every file decided and named, watched bursts and slow writes, a live source quiet and busy,
     a QoS 1 subscriber's share of a replay."""
-    lines = [f"From `reports/files.json` (`{report['command']}`): model `{report['model']}`, agents as processes "
-             f"with their shipped defaults on one {report['cpus']}-core machine, {report['hogs']} busy-looping "
+    lines = [f"From `reports/files.json` (`{report.command}`): model `{report.model}`, agents as processes "
+             f"with their shipped defaults on one {report.cpus}-core machine, {report.hogs} busy-looping "
              "processes beside them, results recorded by a QoS 1 subscriber.", ""]
-    rows = []
-    if "oneshot" in report:
-        o = report["oneshot"]
-        rows.append(["one-shot folder", f"{o['files']} files", f"{o['decided']} decided, {o['named_right']} named "
-                     f"right; live = offline {_ci_share(o['live_equals_offline'])}",
-                     f"skipped: {_skips(o['sensor'])}"])
-    for key, label in (("watch_burst", "`--watch`, files written at once"),
-                       ("slow_writes", "`--watch`, files written in place slowly")):
-        if key in report:
-            w = report[key]
-            extra = f" over {w['write_s']:g} s each" if "write_s" in w else ""
-            rows.append([label, f"{w['files']} files{extra}", f"{w['decided']} decided, {w['named_right']} named",
-                         f"refused: {w['files_refused']}"])
-    if "live" in report:
-        live = report["live"]
-        for run in ("quiet", "busy"):
-            r = live[run]
-            wire = "-" if r["wire_bytes_mean"] is None else f"{r['wire_bytes_mean']:.0f} B/frame"
-            rows.append([f"live source, {live['fps']:g} fps, {run}", f"{live['frames']} frames",
-                         f"{r['sensor'].get('frames_sent', 0)} sent, {r['decided']} decided, {wire}",
-                         f"skipped: {_skips(r['sensor'])}"])
-    if "qos1_replay" in report:
-        q = report["qos1_replay"]
-        rows.append([f"replay at {q['fps']:g} fps", f"{q['frames']} frames",
-                     f"{q['sensor'].get('frames_sent', 0)} sent, {q['received_qos1']} received at QoS 1",
-                     f"skipped: {_skips(q['sensor'])}"])
-    lines += _table(["scenario", "input", "outcome", "lost"], rows)
+    lines += _table(["scenario", "input", "outcome", "lost"], _files_rows(report))
     return "\n".join(lines)
 
 
-Block = Callable[[Report], "str | None"]
+@dataclass(frozen=True)
+class Block(Generic[R]):
+    """One marked block: the report it is rendered from, its model, the renderer and the command that makes the
+    report. A renderer returns None when the report lacks the section it shows."""
+
+    file: str
+    kind: type[R]
+    render: Callable[[R], str | None]
+    command: str
+
+    def text(self, reports: Path) -> str | None:
+        """The block rendered from ``reports``, or None when the report or its section is missing."""
+        path = reports / self.file
+        return self.render(load_typed(path, self.kind)) if path.is_file() else None
+
+
+class _Renders(Protocol):
+    """What :func:`render` needs of a :class:`Block`, whatever its report's model."""
+
+    @property
+    def command(self) -> str: ...
+
+    def text(self, reports: Path) -> str | None: ...
+
+
+def _link(file: str, command: str) -> Block[LinkReport]:
+    return Block(file, LinkReport, functools.partial(link_block, file=file), command)
+
+
 EVALUATE_VP = "`nairbus train variants` and `nairbus evaluate vp`"
-BLOCKS: dict[str, tuple[str, Block, str]] = {
-    "demo": ("demo.json", demo_block, "`nairbus demo`"),
-    "nair": ("nair.json", nair_block, "`nairbus evaluate nair`"),
-    "vp": ("vp.json", vp_block, EVALUATE_VP),
-    "vp-family": ("vp.json", vp_family_block, EVALUATE_VP),
-    "vp-availability": ("vp.json", vp_availability_block, EVALUATE_VP),
-    "vp-payload": ("vp.json", vp_payload_block, EVALUATE_VP),
-    "vp-live": ("demo.json", vp_live_block, "`nairbus demo` (or `nairbus demo-vp`)"),
-    "nair-loss": ("nair.json", nair_loss_block, "`nairbus evaluate nair`"),
-    "nair-ablation": ("nair.json", nair_ablation_block, "`nairbus evaluate nair`"),
-    "nair-rate": ("nair.json", nair_rate_block, "`nairbus evaluate nair`"),
-    "nair-cost": ("nair.json", nair_cost_block, "`nairbus evaluate nair`"),
-    "link": ("link.json", link_block, "`nairbus bench link` (as root)"),
-    "wire": ("wire.json", wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
-    "faults": ("faults.json", faults_block, "`nairbus bench faults`"),
-    "second-model": ("nair-mobilenet.json", second_model_block,
-                     "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
-    "map": ("map.json", map_block, "`nairbus evaluate map`"),
-    "files": ("files.json", files_block, "`nairbus bench files`"),
-    "map-mobilenet": ("map-mobilenet.json", map_block, "`nairbus evaluate map --model mobilenet`"),
-    "map-nair-vs-image": ("map.json", map_nair_vs_image_block, "`nairbus evaluate map --frames 2000 --coded-split "
-                          "stage2`"),
-    "link-decision": ("link-decision.json", link_block, "`nairbus bench link --rates 50k,20k --fps 30,10 --mode "
-                      "decision --frames 1000 --report reports/link-decision.json` (as root)"),
-    "link-auto": ("link-auto.json", link_block, "`nairbus bench link --rates 10M,1M,250k,50k,20k --mode image "
-                  "--mode nair2-auto --mode decision-w36r28d121 --mode auto2-budget --compare auto2-budget --frames "
-                  "500 --report reports/link-auto.json` (as root)"),
-    "link-rtt": ("link-rtt.json", link_block, "`nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --mode "
-                 "nair2-auto --mode image --frames 600 --start 4000 --deadline-ms 500 --report reports/link-rtt.json` "
-                 "(as root)"),
-    "link-qos": ("link_qos.json", link_block, "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
-                 "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
+EVALUATE_NAIR = "`nairbus evaluate nair`"
+BLOCKS: dict[str, _Renders] = {
+    "demo": Block("demo.json", DemoReport, demo_block, "`nairbus demo`"),
+    "nair": Block("nair.json", NairReport, nair_block, EVALUATE_NAIR),
+    "vp": Block("vp.json", VpReport, vp_block, EVALUATE_VP),
+    "vp-family": Block("vp.json", VpReport, vp_family_block, EVALUATE_VP),
+    "vp-availability": Block("vp.json", VpReport, vp_availability_block, EVALUATE_VP),
+    "vp-payload": Block("vp.json", VpReport, vp_payload_block, EVALUATE_VP),
+    "vp-live": Block("demo.json", DemoReport, vp_live_block, "`nairbus demo` (or `nairbus demo-vp`)"),
+    "nair-loss": Block("nair.json", NairReport, nair_loss_block, EVALUATE_NAIR),
+    "nair-ablation": Block("nair.json", NairReport, nair_ablation_block, EVALUATE_NAIR),
+    "nair-rate": Block("nair.json", NairReport, nair_rate_block, EVALUATE_NAIR),
+    "nair-cost": Block("nair.json", NairReport, nair_cost_block, EVALUATE_NAIR),
+    "link": _link("link.json", "`nairbus bench link` (as root)"),
+    "wire": Block("wire.json", WireReport, wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
+    "faults": Block("faults.json", FaultsReport, faults_block, "`nairbus bench faults`"),
+    "second-model": Block("nair-mobilenet.json", NairReport, second_model_block,
+                          "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
+    "map": Block("map.json", MapReport, map_block, "`nairbus evaluate map`"),
+    "files": Block("files.json", FilesReport, files_block, "`nairbus bench files`"),
+    "map-mobilenet": Block("map-mobilenet.json", MapReport, map_block, "`nairbus evaluate map --model mobilenet`"),
+    "map-nair-vs-image": Block("map.json", MapReport, map_nair_vs_image_block, "`nairbus evaluate map --frames 2000 "
+                               "--coded-split stage2`"),
+    "link-decision": _link("link-decision.json", "`nairbus bench link --rates 50k,20k --fps 30,10 --mode decision "
+                           "--frames 1000 --report reports/link-decision.json` (as root)"),
+    "link-auto": _link("link-auto.json", "`nairbus bench link --rates 10M,1M,250k,50k,20k --mode image --mode "
+                       "nair2-auto --mode decision-w36r28d121 --mode auto2-budget --compare auto2-budget --frames "
+                       "500 --report reports/link-auto.json` (as root)"),
+    "link-rtt": _link("link-rtt.json", "`nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --mode nair2-auto "
+                      "--mode image --frames 600 --start 4000 --deadline-ms 500 --report reports/link-rtt.json` "
+                      "(as root)"),
+    "link-qos": _link("link_qos.json", "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
+                      "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
-"""Block name: (report file, renderer, the command that makes the report). A renderer returns None when the
-report lacks the section it shows."""
+"""Block name: what it is rendered from and how."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("demo", "map", "link-decision", "link-auto", "link", "link-rtt", "wire", "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
@@ -730,16 +833,13 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
 
 def render(text: str, reports: Path, required: tuple[str, ...] = DOCUMENTS["README.md"]) -> str:
     """``text`` with every marked block replaced by its table rendered from ``reports``."""
-    for name, (file_name, block, command) in BLOCKS.items():
+    for name, block in BLOCKS.items():
         pattern = re.compile(rf"(<!-- nairbus:{name} -->\n)(?:.*?\n)?(<!-- /nairbus:{name} -->)", re.DOTALL)
         if not pattern.search(text):
             if name in required:
                 raise ValueError(f"no <!-- nairbus:{name} --> … <!-- /nairbus:{name} --> block")
             continue
-        report = _load(reports, file_name)
-        if report is not None:
-            report.setdefault("_file", file_name)  # a renderer may name the file it was read from
-        body = (block(report) if report is not None else None) or f"_Not measured yet: run {command}._"
+        body = block.text(reports) or f"_Not measured yet: run {block.command}._"
         text = pattern.sub(_splice(body), text)
     return text
 

@@ -1530,8 +1530,7 @@ def main(argv: list[str] | None = None) -> int:
     report["exit_status"] = status
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     path = Path(args.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    _write_report(path, report)
     if "checks" in report:
         for name, check in report["checks"].items():
             log(f"{'PASS' if check.get('passed') else 'FAIL'} {name}: " + "; ".join(
@@ -1539,6 +1538,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"report: {path} (exit {status})")
     return status
 
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the JSON report, validated against its model (nairbus's ``HomeAssistantReport``) first; the scratch
+    entries a check that stopped early left behind (``_removal``, ``_fusion_stop_ts``) are not part of it."""
+    from nairbus.agents.tools.reports import HomeAssistantReport, write_report
+
+    data = {k: v for k, v in report.items() if not k.startswith("_")}
+    write_report(path, HomeAssistantReport.from_data(data, lenient=True))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {REPORT.relative_to(REPO)} is not current; run {report['command']}", file=sys.stderr)
             return 1
         return 0
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    from nairbus.agents.tools.reports import SystemdReport, write_report
+
+    write_report(REPORT, SystemdReport.from_data(report))  # refused here if the report drifts from its model
     print(f"wrote {REPORT.relative_to(REPO)}")
     return 0
 

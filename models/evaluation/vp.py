@@ -15,7 +15,6 @@ The wire sizes are measured by encoding real messages; that needs :mod:`schemas`
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.data.fashion_mnist import validation_split
 from nairbus.models.data.registry import dataset_labels, load_data
-from nairbus.models.evaluation import stats
+from nairbus.models.evaluation import reports, stats
 from nairbus.models.store import WEIGHTS_DIR, load_model
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import (
@@ -312,7 +311,7 @@ def write_report(report: dict[str, Any], path: Path = REPORT_PATH, plots: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     if plots:
         report["plots"] = [p.name for p in write_plots(report, path.parent, path.stem)]
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    reports.write_report(path, reports.VpReport.from_data(report))
     return path
 
 
