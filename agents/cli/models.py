@@ -109,10 +109,11 @@ def _list_splits(model_file: Path, fields: dict[str, Any], factory: str | None =
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``import-model`` and ``export-model`` to the ``nairbus`` command."""
+    """Add ``import-model``, ``export-model``, ``export-images`` and ``export-onnx`` to the ``nairbus`` command."""
     app.command("import-model")(import_model_cmd)
     app.command("export-model")(export_model_cmd)
     app.command("export-images")(export_images_cmd)
+    app.command("export-onnx")(export_onnx_cmd)
 
 
 def import_model_cmd(
@@ -287,6 +288,32 @@ def export_model_cmd(
               if k in written}
     out.with_name(out.name + ".json").write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"exported {manifest.name} -> {out} (spec {out.with_suffix('.toml')})")
+
+
+def export_onnx_cmd(
+    model: Annotated[str, typer.Option(help="The model: shipped name, one in $NAIRBUS_MODEL_DIR, or the path of its "
+                                            "manifest.")] = "base",
+    out_dir: Annotated[Path | None, typer.Option(
+        help="Where to write the parts (default: beside the model's manifest, where 'nairbus sensor --runtime onnx' "
+             "looks for them).")] = None,
+) -> None:
+    """Export what a sensor of MODEL runs without torch (--runtime onnx): the whole model (decision mode) and its
+    head at the split of each NAIR artifact beside the manifest, as <model>.<split|whole>.onnx, with their sha256 in
+    <model>.onnx.json. Run it again after training, importing or calibrating the model."""
+    from nairbus.models.export.onnx import export_sensor_parts
+    from nairbus.models.export.parts import read_parts
+
+    command = f"nairbus export-onnx --model {model}" + (f" --out-dir {out_dir}" if out_dir is not None else "")
+    try:
+        with console.status(f"exporting the device parts of {model} to ONNX"):
+            path = export_sensor_parts(model, out_dir, command=command)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    record = read_parts(path)
+    for name, part in record.parts.items():
+        console.print(f"{name}: {path.parent / part.file} (sha256 {part.sha256[:12]}…)", markup=False,
+                      highlight=False)
+    console.print(f"recorded in {path}", markup=False, highlight=False)
 
 
 def export_images_cmd(

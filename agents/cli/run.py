@@ -26,6 +26,10 @@ ArtifactOpt = Annotated[Path | None, typer.Option(
     help="NAIR artifact (default: the model manifest's sensor_artifact, chosen on validation — for base the "
          "deep split, models/weights/base.stage3.nair.npz; models/weights/base.nair.npz is the middle "
          "split).")]
+RuntimeOpt = Annotated[str | None, typer.Option(
+    help="What runs the device's part of the model: 'torch' (default: its weights) or 'onnx' (the parts 'nairbus "
+         "export-onnx --model MODEL' wrote beside its manifest, in ONNX Runtime; the NAIR transform in numpy). "
+         "nair, decision, image and auto modes.")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     help="Compute threads for the model work here (default 1: one frame at a time gains little from more, and "
          "on a busy device more threads spin against each other).", min=1, max=64)]
@@ -75,6 +79,7 @@ def sensor(
     image_codecs: Annotated[str | None, typer.Option(
         help="image/auto: comma-separated codec ladder, best first (e.g. png,grey4+deflate,webp:q50).")] = None,
     artifact: ArtifactOpt = None,
+    runtime: RuntimeOpt = None,
     deadline_ms: Annotated[float | None, typer.Option(help="Frame deadline at the sensor.")] = None,
     fps: Annotated[float | None, typer.Option(help="Replay rate (frames per second).")] = None,
     threads: ThreadsOpt = None,

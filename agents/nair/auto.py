@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nairbus.models.store import WEIGHTS_DIR
+from nairbus.models.catalog import WEIGHTS_DIR
 
 __all__ = ["DECISION_MARGIN", "NAIR_MARGIN", "AutoChooser", "auto_table_path"]
 

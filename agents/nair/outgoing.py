@@ -15,8 +15,8 @@ import numpy as np
 
 from nairbus.models.image.codec import ImageCodec
 from nairbus.models.loss import LossModel
+from nairbus.models.nair.artifact import NairArtifact
 from nairbus.models.nair.codec import NairCodec, packed_bytes, prefix_end, run_spans
-from nairbus.models.nair.transform import NairArtifact
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.messages import MAX_FRAGMENT_DATA, BitBand, Fragment, ImageFrame, TopK
 from nairbus.schemas.wire import alias_wire_bytes, lean_fragment_payload_len, lean_image_payload_len

@@ -35,10 +35,11 @@ from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.pacing import Pacing, run_paced
 from nairbus.agents.sources import open_source, source_settings
 from nairbus.agents.sources.image_topic import ImageTopicSettings
+from nairbus.models.catalog import sensor_artifact_path
+from nairbus.models.device import DevicePipeline, load_device_pipeline
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
-from nairbus.models.nair.pipeline import NairPipeline
-from nairbus.models.store import sensor_artifact_path
+from nairbus.models.nair.artifact import NairArtifact
 from nairbus.schemas import CONTENT_TYPE_JSON, Birth, DecisionBirth, ImageBirth, Item, ModelRef, NairBirth, WireError
 from nairbus.schemas import encode as wire_encode
 
@@ -70,28 +71,22 @@ def payload_cap(settings: SensorSettings, total_bytes: int) -> int | None:
     return None
 
 
-def split_share(pipeline: NairPipeline) -> float:
+def split_share(pipeline: DevicePipeline) -> float:
     """The share of the model's MACs the device runs to send NAIR at the pipeline's artifact split (1.0, the
     cautious answer, when the model cannot be counted)."""
-    from nairbus.models.evaluation.cost import model_macs
-
     try:
-        total, heads, _shapes = model_macs(pipeline.model)
-        return heads[pipeline.artifact.split] / total
+        return pipeline.head_shares()[pipeline.artifact.split]
     except Exception as exc:  # an imported model the counter cannot walk: assume the worst, say so
         log.warning("split_share_unknown", split=pipeline.artifact.split, error=str(exc)[:200])
         return 1.0
 
 
-def deepest_within(pipeline: NairPipeline, artifact: Path, share: float) -> tuple[NairPipeline, Path]:
+def deepest_within(pipeline: DevicePipeline, artifact: Path, share: float) -> tuple[DevicePipeline, Path]:
     """The NAIR artifact beside ``artifact`` (the model's ``<name>*.nair.npz`` with an auto table) whose split
     runs the largest share of the model's MACs not above ``share``, as a pipeline of the same model; the given
     one when none fits or the model cannot be counted (the device budget then rules NAIR out by itself)."""
-    from nairbus.models.evaluation.cost import model_macs
-    from nairbus.models.nair.transform import NairArtifact
-
     try:
-        total, heads, _shapes = model_macs(pipeline.model)
+        heads = pipeline.head_shares()
     except Exception:  # an imported model the counter cannot walk
         return pipeline, artifact
     best: tuple[float, Path] | None = None
@@ -101,14 +96,14 @@ def deepest_within(pipeline: NairPipeline, artifact: Path, share: float) -> tupl
         except (OSError, ValueError, KeyError):
             continue
         fits = candidate.model_sha256 == pipeline.manifest.sha256 and candidate.split in heads
-        head_share = heads.get(candidate.split, total) / total
+        head_share = heads.get(candidate.split, 1.0)
         if fits and head_share <= share and auto_table_path("", path).is_file() and (
                 best is None or head_share > best[0]):
             best = (head_share, path)
     if best is None or best[1] == artifact:
         return pipeline, artifact
     log.info("artifact_within_budget", artifact=best[1].name, share=round(best[0], 4), budget=share)
-    return NairPipeline(pipeline.model, pipeline.manifest, NairArtifact.load(best[1])), best[1]
+    return pipeline.with_artifact(NairArtifact.load(best[1])), best[1]
 
 
 @dataclass
@@ -144,7 +139,7 @@ class SensorAgent(SensorBase):
 
     event_prefix = "sensor"
 
-    def __init__(self, config: AgentConfig, pipeline: NairPipeline | None = None,
+    def __init__(self, config: AgentConfig, pipeline: DevicePipeline | None = None,
                  bus: Bus | None = None) -> None:
         s = config.sensor
         if s.mode == "vp":
@@ -152,8 +147,9 @@ class SensorAgent(SensorBase):
         self.options = own = nair_settings(s)
         artifact = own.artifact or sensor_artifact_path(s.model)
         # Decision and image need the whole model only: a model without a calibrated artifact runs them too.
-        self.pipeline = pipeline or NairPipeline.load(
-            s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"))
+        self.pipeline: DevicePipeline = pipeline or load_device_pipeline(
+            own.runtime, s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"))
+        """The device's model work, on the runtime the settings name (torch, or ONNX Runtime without torch)."""
         budget = own.budget()
         if pipeline is None and own.artifact is None and s.mode == "auto" and budget is not None and budget.share:
             self.pipeline, artifact = deepest_within(self.pipeline, artifact, budget.share)
@@ -251,7 +247,8 @@ class SensorAgent(SensorBase):
 
     def start_fields(self) -> dict[str, object]:
         s = self.settings
-        return {"sensor": s.sensor_id, "mode": s.mode, "link_fit": s.link_fit, "budget_bytes": s.budget_bytes,
+        return {"sensor": s.sensor_id, "mode": s.mode, "runtime": self.pipeline.runtime, "link_fit": s.link_fit,
+                "budget_bytes": s.budget_bytes,
                 "artifact": self.pipeline.artifact.sha256[:12] if self.nair is not None else None}
 
     def run_replay(self) -> dict[str, int]:

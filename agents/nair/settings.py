@@ -1,6 +1,6 @@
-"""A NAIR, image, decision or auto sensor's own settings: the artifact, the image codec ladder, the decision's k,
-and the injected-loss test tooling. (``budget_fraction`` stays a sensor setting: the runtime's sensor controls change
-it.)"""
+"""A NAIR, image, decision or auto sensor's own settings: the artifact, the runtime of the device's model work, the
+image codec ladder, the decision's k, and the injected-loss test tooling. (``budget_fraction`` stays a sensor
+setting: the runtime's sensor controls change it.)"""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from nairbus.agents.nair.budget import DeviceBudget, parse_device_budget
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
+from nairbus.models.device import Runtime
 
 __all__ = ["DEFAULT_IMAGE_CODECS", "LossSettings", "NairSettings", "nair_settings"]
 
@@ -45,6 +46,11 @@ class NairSettings(MethodSettings):
 
     artifact: Path | None = Field(default=None, description=(
         "The NAIR artifact (default: the model manifest's sensor artifact, chosen on validation)."))
+    runtime: Runtime = Field(default="torch", description=(
+        "What runs the device's part of the model: 'torch' (its weights) or 'onnx' (the parts 'nairbus "
+        "export-onnx' wrote beside its manifest, in ONNX Runtime on one thread, the NAIR transform in numpy: no "
+        "torch needed for the model work). Both give the same decisions; NAIR codes may differ by one quantiser "
+        "step on a few components in a million."))
     image_codecs: tuple[str, ...] = Field(default=DEFAULT_IMAGE_CODECS, description=(
         "Image and auto modes: the codecs a frame may be sent with, best first; each frame takes the first that "
         "fits its budget (specs of ``nairbus.models.image.codec``)."))

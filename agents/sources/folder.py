@@ -18,12 +18,18 @@ from pydantic import Field
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.images import IMAGE_SUFFIXES, BadImageError, read_image_file
-from nairbus.models.architectures.registry import fashion_mnist_spec
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 
 __all__ = ["FolderSettings", "FolderSource"]
 
 log = get_logger("nairbus.sources")
+
+
+def _data_set_spec() -> InputSpec:
+    """The default data set's own input spec (28x28 grey Fashion-MNIST), without the architectures' torch."""
+    from nairbus.models.data.registry import DEFAULT_DATASET, get_dataset
+
+    return get_dataset(DEFAULT_DATASET).spec
 
 
 class FolderSettings(SourceSettings):
@@ -62,7 +68,7 @@ class FolderSource:
     """
 
     folder: Path
-    spec: InputSpec = field(default_factory=fashion_mnist_spec)
+    spec: InputSpec = field(default_factory=_data_set_spec)
     watch: bool = False
     poll_s: float = 0.2
     count: int | None = None

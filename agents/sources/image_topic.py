@@ -16,7 +16,7 @@ from pydantic import Field
 from nairbus.agents.runtime.frames import FrameBatch, SourceContext, SourceSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.images import MAX_PIXELS, BadImageError, decode_image_bytes
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 
 __all__ = ["ImageTopicSettings", "ImageTopicSource"]
 

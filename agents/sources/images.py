@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_FILE_BYTES", "MAX_PIXELS", "BadImageError", "decode_image_bytes", "frame_pixels",
            "image_to_input", "read_image_file"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nairbus.agents.sources.folder import FolderSource
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 
 __all__ = ["LabelledFolderError", "LabelledImages", "class_folder_name", "read_labelled_folder"]
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MEAN = 0.2860
-STD = 0.3530
+from nairbus.models.data.fashion_mnist import MEAN, STD  # re-exported: the data set's normalisation
+
 SPLIT_POINTS: tuple[str, ...] = ("stem", "stage1", "stage2", "stage3")
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 

@@ -14,6 +14,10 @@ from typing import Literal
 
 import numpy as np
 
+MEAN = 0.2860
+STD = 0.3530
+"""The data set's pixel mean and standard deviation on the [0, 1] scale: the shipped models' normalisation."""
+
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "NAIRBUS_DATA_DIR"
 LABELS: tuple[str, ...] = (

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nairbus.models.architectures.resnet import MEAN, STD
-from nairbus.models.architectures.split import InputSpec
-from nairbus.models.data.fashion_mnist import LABELS, Dataset, Split, load_split
+from nairbus.models.architectures.spec import InputSpec
+from nairbus.models.data.fashion_mnist import LABELS, MEAN, STD, Dataset, Split, load_split
 
 __all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetInfo", "dataset_labels", "get_dataset", "load_data", "register"]
 

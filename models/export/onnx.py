@@ -33,7 +33,7 @@ from torch import nn
 from nairbus.models.architectures.split import InputSpec, SplitModel, check_split
 
 __all__ = ["INPUT_NAME", "MAX_BATCH", "OPSET", "DevicePart", "ExportedPart", "export_model", "export_part",
-           "export_variants", "part_file_name"]
+           "export_sensor_parts", "export_variants", "part_file_name", "sensor_splits"]
 
 OPSET = 18
 """ONNX opset of every export: the first with ``Resize``'s ``antialias`` (the variants' resize), and one that
@@ -156,3 +156,53 @@ def export_variants(directory: Path | None = None) -> Iterator[tuple[str, Export
     for name, variant in variants.items():
         yield name, export_part(variant.model, None, model_name=variant.manifest.name,
                                 model_sha256=variant.manifest.sha256)
+
+
+def sensor_splits(name: str) -> list[str]:
+    """The splits a sensor of model ``name`` may run a head at: those of the NAIR artifacts beside its manifest
+    (``<name>*.nair.npz``) calibrated for its weights, in split-point order."""
+    from nairbus.models.catalog import locate_model, read_manifest
+    from nairbus.models.nair.artifact import NairArtifact
+
+    name, directory = locate_model(name)
+    manifest = read_manifest(name, directory)
+    found: set[str] = set()
+    for path in sorted(directory.glob(f"{name}*.nair.npz")):
+        try:
+            artifact = NairArtifact.load(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if artifact.model_sha256 == manifest.sha256 and artifact.split in manifest.split_points:
+            found.add(artifact.split)
+    return [split for split in manifest.split_points if split in found]
+
+
+def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | None = None) -> Path:
+    """Export what a sensor of model ``name`` runs on ONNX Runtime — the whole model and the head at the split of
+    each NAIR artifact beside its manifest (:func:`sensor_splits`) — as ``<model>.<split|whole>.onnx`` files in
+    ``out_dir`` (default: beside the manifest), with the record ``<model>.onnx.json`` (each part's file, sha256 and
+    split, and each split's share of the model's MACs). Returns the record's path."""
+    from nairbus.models.catalog import locate_model
+    from nairbus.models.evaluation.cost import model_macs
+    from nairbus.models.export.parts import ExportedParts, PartRecord
+    from nairbus.models.store import load_model
+
+    name, directory = locate_model(name)
+    out = out_dir or directory
+    model, manifest = load_model(name, directory)
+    parts: dict[str, PartRecord] = {}
+    for split in [*sensor_splits(name), None]:
+        part = export_part(model, split, model_name=manifest.name, model_sha256=manifest.sha256)
+        file_name = part_file_name(name, split)
+        part.save(out / file_name)
+        parts[split or "whole"] = PartRecord(file=file_name, sha256=part.sha256, split=split)
+    try:
+        total, heads, _shapes = model_macs(model)
+        shares = {split: macs / total for split, macs in heads.items()}
+    except Exception:  # an imported model the counter cannot walk: a device then assumes the worst
+        shares = {}
+    record = ExportedParts(model_name=name, model_sha256=manifest.sha256, opset=OPSET, parts=parts,
+                           head_shares=shares, command=command)
+    path = out / f"{name}.onnx.json"
+    path.write_text(json.dumps(record.model_dump(mode="json"), indent=2) + "\n")
+    return path

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nairbus.models.nair import entropy
-from nairbus.models.nair.transform import NairArtifact
+from nairbus.models.nair.artifact import NairArtifact
 
 
 class PayloadError(ValueError):

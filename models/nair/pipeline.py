@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from nairbus.models.architectures.resnet import ResNet
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.loss import LossModel
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.codec import NairCodec, dequantise, quantise
@@ -36,7 +37,13 @@ class NoArtifactError(FileNotFoundError):
 
 class NairPipeline:
     """A mature model paired with a NAIR artifact calibrated for it — or with none, for what needs only the whole
-    model (its decision, a received image, its labels): :attr:`has_artifact` says which."""
+    model (its decision, a received image, its labels): :attr:`has_artifact` says which.
+
+    It is the ``torch`` :class:`~nairbus.models.device.DevicePipeline` a sensor runs (and the reference the ``onnx``
+    one, :class:`~nairbus.models.export.pipeline.OnnxPipeline`, is tested against), and the fusion side's model."""
+
+    runtime: Literal["torch"] = "torch"
+    """What runs the model (:data:`nairbus.models.device.RUNTIMES`)."""
 
     def __init__(self, model: ResNet, manifest: ModelManifest, artifact: NairArtifact | None) -> None:
         if artifact is not None:
@@ -116,6 +123,18 @@ class NairPipeline:
             ir = self.transform.reconstruct(torch.from_numpy(values), torch.from_numpy(mask))
             logits = self.model.tail(ir, self.artifact.split)
             return torch.softmax(logits, dim=1).numpy()
+
+    def head_shares(self) -> dict[str, float]:
+        """The share of the model's MACs each split point's head runs (counted with torch; an exception for an
+        imported model the counter cannot walk)."""
+        from nairbus.models.evaluation.cost import model_macs
+
+        total, heads, _shapes = model_macs(self.model)
+        return {split: macs / total for split, macs in heads.items()}
+
+    def with_artifact(self, artifact: NairArtifact) -> NairPipeline:
+        """The same model paired with ``artifact`` (checked against it)."""
+        return NairPipeline(self.model, self.manifest, artifact)
 
     def full_model_probs(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """The mature model's own class probabilities (no split, no codec)."""

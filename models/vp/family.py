@@ -15,7 +15,7 @@ from torch import nn
 
 from nairbus.models.architectures.registry import fashion_mnist_spec
 from nairbus.models.architectures.resnet import ResNet
-from nairbus.models.architectures.split import InputSpec
+from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.store import WEIGHTS_DIR, load_model
 from nairbus.models.vp.variants import FAMILY_NAME
