@@ -288,7 +288,12 @@ def faults_cmd(
 @bench_app.command("files")
 def files_cmd(
     model: Annotated[str, typer.Option(
-        help="The model the sensor runs (the files are written in its input's colour).")] = "mobilenet",
+        help="The model of the watch, live and replay runs (the files are written in its input's colour).")
+    ] = "mobilenet",
+    own_model: Annotated[bool, typer.Option(
+        help="The one-shot folder runs a user's own model on its own frames: a 5-class CNN on 64x64 RGB shapes, "
+             "trained here (about a minute), imported, calibrated and scored through the CLI as a user would "
+             "(kept under --run-dir); --no-own-model: --model on its test frames.")] = True,
     files: Annotated[int, typer.Option(help="Files of the one-shot folder.", min=1)] = 1000,
     burst: Annotated[int, typer.Option(help="Files written at once into a watched folder.", min=1)] = 200,
     slow_files: Annotated[int, typer.Option(help="Files written in place slowly into a watched folder.", min=1)] = 20,
@@ -313,8 +318,8 @@ def files_cmd(
 
     try:
         settings = FileBenchSettings(
-            model=model, files=files, burst=burst, slow_files=slow_files, write_s=write_s, live_fps=live_fps,
-            live_frames=live_frames, replay_frames=replay_frames, replay_fps=replay_fps, hogs=hogs,
+            model=model, own_model=own_model, files=files, burst=burst, slow_files=slow_files, write_s=write_s,
+            live_fps=live_fps, live_frames=live_frames, replay_frames=replay_frames, replay_fps=replay_fps, hogs=hogs,
             scenarios=tuple(scenario) if scenario else SCENARIOS, report=report.resolve(), run_dir=run_dir.resolve())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

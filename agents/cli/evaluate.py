@@ -437,3 +437,46 @@ def evaluate_map_cmd(
     for line in front_summary(result["front"]):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"report: {report}; plot: {plot} ({result['seconds']['total']} s)")
+
+
+@evaluate_app.command("folder")
+def evaluate_folder_cmd(
+    folder: Annotated[Path, typer.Argument(
+        help="Your labelled folder: one sub-folder per class, named by the label (characters outside A-Za-z0-9._- "
+             "as _) or the class index, holding PNG/JPEG/WebP/BMP files.")],
+    model: Annotated[str, typer.Option(help="The model (shipped, or imported with 'nairbus import-model').")],
+    artifact: Annotated[Path | None, typer.Option(
+        help="The NAIR artifact (default: the model's own, <model>.nair.npz beside its manifest).")] = None,
+    caps: Annotated[str | None, typer.Option(
+        help="Per-frame wire caps in bytes, comma-separated (default 60,100,150,200,300,500,1000,2000,4000).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Where the JSON report goes (default reports/folder-<model>.json).")] = None,
+) -> None:
+    """Score a model on your own labelled folder: the whole model, NAIR under each wire cap, and (grey models) the
+    image mode's codec ladder, each with its 95 % interval. Any model: a shipped one or your imported one."""
+    from nairbus.agents.sources.labelled import LabelledFolderError
+    from nairbus.agents.tools.folder_eval import FOLDER_CAPS, FolderEvalSettings, evaluate_folder
+    from nairbus.agents.tools.reports import write_report as write_typed
+
+    try:
+        cap_values = tuple(int(c) for c in caps.split(",")) if caps else FOLDER_CAPS
+    except ValueError:
+        raise typer.BadParameter(f"--caps takes comma-separated byte counts, got {caps!r}") from None
+    if not cap_values or min(cap_values) < 1:
+        raise typer.BadParameter("--caps must be positive byte counts")
+    settings = FolderEvalSettings(model=model, folder=folder, artifact=artifact, caps=cap_values)
+    command = f"nairbus evaluate folder {folder} --model {model}" + (f" --artifact {artifact}" if artifact else "") \
+        + (f" --caps {caps}" if caps else "")
+    try:
+        result = evaluate_folder(settings, command, say=lambda m: console.log(m, highlight=False))
+    except (FileNotFoundError, LabelledFolderError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    path = report or Path("reports") / f"folder-{model}.json"
+    write_typed(path, result)
+    lo, hi = result.whole_model_ci95
+    console.print(f"{result.folder.images} images; whole model {100 * result.whole_model_accuracy:.2f} % "
+                  f"({100 * lo:.1f}-{100 * hi:.1f}), decision {result.decision_wire_bytes:.0f} B on the wire")
+    for name, rows in (("NAIR", result.nair), ("image", result.image)):
+        if isinstance(rows, list):
+            console.print(f"{name}: " + "; ".join(f"<= {r.cap_bytes} B {100 * r.accuracy:.1f} %" for r in rows))
+    console.print(f"report: {path} ({result.seconds:.0f} s)")

@@ -43,7 +43,9 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.tools.linkbench import NotifyListener, wilson
+from nairbus.agents.tools.ownmodel import TEST_SEED, prepare_own_model, write_shapes
 from nairbus.agents.tools.reports import FilesReport, write_report
+from nairbus.models.store import MODEL_DIR_ENV
 from nairbus.schemas import Result, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas.topics import TopicTree
@@ -59,6 +61,10 @@ class FileBenchSettings:
     """What ``nairbus bench files`` runs (defaults: the issue's bars)."""
 
     model: str = "mobilenet"
+    """The model of the watch, live and replay scenarios (a shipped one: the replay source plays its data set)."""
+    own_model: bool = True
+    """The one-shot folder runs a user's own model on its own frames (:mod:`nairbus.agents.tools.ownmodel`: a
+    5-class CNN on 64 x 64 RGB shapes, imported and calibrated through the CLI) instead of ``model``."""
     files: int = 1000
     burst: int = 200
     slow_files: int = 20
@@ -156,11 +162,15 @@ class Agents:
     broker: PrivateMosquitto
     run_dir: Path
     model: str
+    model_dir: Path | None = None
+    """Where the agents find ``model`` besides the shipped weights (``NAIRBUS_MODEL_DIR``)."""
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NAIRBUS_", "NOTIFY_SOCKET"))}
         env.update({"NAIRBUS_TOPICS__ROOT": ROOT, "NAIRBUS_TOPICS__SITE": SITE, "COLUMNS": "200"})
+        if self.model_dir is not None:
+            env[MODEL_DIR_ENV] = str(self.model_dir.resolve())
         if os.environ.get("NAIRBUS_DATA_DIR"):
             env["NAIRBUS_DATA_DIR"] = os.environ["NAIRBUS_DATA_DIR"]
         return env
@@ -210,13 +220,15 @@ class Agents:
 
 
 @contextlib.contextmanager
-def bus(settings: FileBenchSettings, name: str) -> Iterator[tuple[Agents, Recorder]]:
-    """A private broker, a recorder and a fusion agent for one scenario."""
+def bus(settings: FileBenchSettings, name: str, model: str | None = None,
+        model_dir: Path | None = None) -> Iterator[tuple[Agents, Recorder]]:
+    """A private broker, a recorder and a fusion agent (serving ``model``, else the settings' model) for one
+    scenario."""
     run_dir = settings.run_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     with PrivateMosquitto() as broker, Recorder(broker) as recorder:
-        agents = Agents(broker, run_dir, settings.model)
+        agents = Agents(broker, run_dir, model or settings.model, model_dir)
         try:
             agents.fusion()
             yield agents, recorder
@@ -272,33 +284,60 @@ def _share(hits: int, n: int) -> dict[str, Any]:
 
 # ----- scenarios ------------------------------------------------------------------------------------------------------
 
-def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) -> dict[str, Any]:
-    frames = load_frames(settings.model, settings.files)
-    folder = settings.run_dir / "oneshot-files"
+def _oneshot_files(settings: FileBenchSettings, folder: Path,
+                   say: Callable[[str], None]) -> tuple[str, Path | None, dict[str, Any] | None, list[str], np.ndarray]:
+    """Write the one-shot folder: the own model's test shapes (made first) or the data set's test frames; the model,
+    its folder, how the own model was made, the file names and their labels."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    if settings.own_model:
+        made = prepare_own_model(settings.run_dir / "own-model", say=say)
+        names, labels = write_shapes(folder, settings.files, TEST_SEED)
+        return str(made["name"]), settings.run_dir / "own-model", made, names, labels
+    frames = load_frames(settings.model, settings.files)
     names = [f"snap-{i:05d}.png" for i in range(settings.files)]
     for i, name in enumerate(names):
         (folder / name).write_bytes(frames.encoded(i))
+    return settings.model, None, None, names, frames.labels[np.arange(settings.files) % len(frames.labels)]
+
+
+@contextlib.contextmanager
+def _model_dir(path: Path | None) -> Iterator[None]:
+    """``NAIRBUS_MODEL_DIR`` set to ``path`` (when given) in this process for the block."""
+    old = os.environ.get(MODEL_DIR_ENV)
+    if path is not None:
+        os.environ[MODEL_DIR_ENV] = str(path.resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MODEL_DIR_ENV, None)
+        else:
+            os.environ[MODEL_DIR_ENV] = old
+
+
+def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) -> dict[str, Any]:
+    folder = settings.run_dir / "oneshot-files"
+    model, model_dir, made, names, labels = _oneshot_files(settings, folder, say)
     old = time.time() - 60
     for name in names:
         os.utime(folder / name, (old, old))
-    offline = offline_classes(settings.model, [folder / n for n in names])
-    say(f"oneshot: {settings.files} files written; sensor runs beside {settings.hogs} busy processes")
-    with bus(settings, "oneshot") as (agents, recorder), busy(settings.hogs, 1800):
+    with _model_dir(model_dir):
+        offline = offline_classes(model, [folder / n for n in names])
+    say(f"oneshot: {settings.files} files of {model} written; sensor runs beside {settings.hogs} busy processes")
+    with bus(settings, "oneshot", model, model_dir) as (agents, recorder), busy(settings.hogs, 1800):
         started = time.monotonic()
-        sensor = agents.start("sensor", ["sensor", "--sensor-id", "files", "--model", settings.model,
-                                         "--folder", str(folder)])
+        sensor = agents.start("sensor", ["sensor", "--sensor-id", "files", "--model", model, "--folder", str(folder)])
         counters = agents.finish(sensor, timeout=1800)
         seconds = time.monotonic() - started
         got = recorder.wait("files", settings.files, timeout=60)
-    named = sum(int(r.item == names[f]) for f, r in got.items() if f < len(names))
-    agree = sum(int(r.class_index == offline[f]) for f, r in got.items() if f < len(names))
-    labels = frames.labels[np.arange(settings.files) % len(frames.labels)]
-    live_correct = sum(int(r.class_index == labels[f]) for f, r in got.items() if f < len(names))
-    return {"files": settings.files, "seconds": round(seconds, 1), "sensor": counters, "decided": len(got),
-            "named_right": named, "live_equals_offline": _share(agree, settings.files),
-            "live_accuracy": _share(live_correct, settings.files),
+    mine = {f: r for f, r in got.items() if f < len(names)}
+    return {"model": model, **({"own_model": made} if made is not None else {}), "files": settings.files,
+            "seconds": round(seconds, 1), "sensor": counters, "decided": len(got),
+            "named_right": sum(int(r.item == names[f]) for f, r in mine.items()),
+            "live_equals_offline": _share(sum(int(r.class_index == offline[f]) for f, r in mine.items()),
+                                          settings.files),
+            "live_accuracy": _share(sum(int(r.class_index == labels[f]) for f, r in mine.items()), settings.files),
             "offline_accuracy": _share(int(sum(int(o == y) for o, y in zip(offline, labels, strict=True))),
                                        settings.files),
             "complete": sum(int(r.complete) for r in got.values())}
@@ -398,6 +437,8 @@ def command_line(settings: FileBenchSettings) -> str:
     """The command that regenerates the report (options that differ from the defaults)."""
     default = FileBenchSettings()
     parts = ["nairbus bench files"]
+    if not settings.own_model:
+        parts.append("--no-own-model")
     for key in ("model", "files", "burst", "slow_files", "write_s", "live_fps", "live_frames", "replay_frames",
                 "replay_fps", "hogs"):
         value = getattr(settings, key)

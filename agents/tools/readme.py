@@ -27,6 +27,7 @@ from nairbus.agents.tools.reports import (
     FuzzRun,
     HarnessError,
     LinkReport,
+    OneShotRun,
     ReportModel,
     SensorCounters,
     Share,
@@ -722,12 +723,25 @@ def _ci_share(share: Share) -> str:
     return f"{share.hits}/{share.n} ({100 * low:.1f}–{100 * high:.1f} %)"
 
 
+def _oneshot_label(o: OneShotRun) -> str:
+    """The one-shot row's scenario cell: the model, and for a user's own model how it was made."""
+    made = o.own_model
+    if made is None:
+        return "one-shot folder" + (f" (`{o.model}`)" if o.model else "")
+    classes, accuracy = made.get("classes"), made.get("validation_accuracy")
+    return (f"one-shot folder, own model `{o.model}` ({len(classes) if isinstance(classes, list) else '?'} classes, "
+            f"{made.get('input')}; imported, calibrated without labels; validation accuracy "
+            f"{_pct(float(accuracy) if isinstance(accuracy, int | float) else None, 1)})")
+
+
 def _files_rows(report: FilesReport) -> list[list[str]]:
     """The files bench's rows: scenario, input, outcome, what was lost."""
     rows = []
     if (o := report.oneshot) is not None:
-        rows.append(["one-shot folder", f"{o.files} files", f"{o.decided} decided, {o.named_right} named "
-                     f"right; live = offline {_ci_share(o.live_equals_offline)}", f"skipped: {_skips(o.sensor)}"])
+        rows.append([_oneshot_label(o), f"{o.files} files", f"{o.decided} decided, {o.named_right} named "
+                     f"right; live = offline {_ci_share(o.live_equals_offline)}; accuracy live "
+                     f"{_ci_share(o.live_accuracy)}, offline {_ci_share(o.offline_accuracy)}",
+                     f"skipped: {_skips(o.sensor)}"])
     for w, label in ((report.watch_burst, "`--watch`, files written at once"),
                      (report.slow_writes, "`--watch`, files written in place slowly")):
         if w is not None:
@@ -750,8 +764,8 @@ def _files_rows(report: FilesReport) -> list[list[str]]:
 def files_block(report: FilesReport) -> str:
     """The files bench: every file decided and named, watched bursts and slow writes, a live source quiet and busy,
     a QoS 1 subscriber's share of a replay."""
-    lines = [f"From `reports/files.json` (`{report.command}`): model `{report.model}`, agents as processes "
-             f"with their shipped defaults on one {report.cpus}-core machine, {report.hogs} busy-looping "
+    lines = [f"From `reports/files.json` (`{report.command}`): model `{report.model}` unless named, agents as "
+             f"processes with their shipped defaults on one {report.cpus}-core machine, {report.hogs} busy-looping "
              "processes beside them, results recorded by a QoS 1 subscriber.", ""]
     lines += _table(["scenario", "input", "outcome", "lost"], _files_rows(report))
     return "\n".join(lines)

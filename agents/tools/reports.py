@@ -22,6 +22,7 @@ from nairbus.models.evaluation.reports import (
     ImagesReport,
     JsonDict,
     MapReport,
+    Missing,
     ModelRef,
     NairReport,
     Number,
@@ -466,6 +467,10 @@ SensorCounters = dict[str, int | None]
 class OneShotRun(ReportModel):
     """A one-shot folder: every file decided and named."""
 
+    model: str | None = None
+    """The model the sensor ran (older reports: the report's ``model``)."""
+    own_model: JsonDict | None = None
+    """How the user's own model was made (its classes, input, training, split, offline validation accuracy)."""
     files: int
     decided: int
     complete: int
@@ -536,6 +541,63 @@ class FilesReport(ReportModel):
     qos1_replay: ReplayRun | None = None
 
 
+# ----- nairbus evaluate folder --------------------------------------------------------------------------------------
+
+
+class FolderModel(ReportModel):
+    """The model scored: name, weights hash, input and labels."""
+
+    name: str
+    sha256: str
+    input: str
+    labels: list[str]
+
+
+class FolderRead(ReportModel):
+    """What was read of the labelled folder: usable images, per class, and the files skipped (by reason)."""
+
+    path: str
+    images: int
+    names_sha256: str
+    per_class: list[int]
+    skipped: dict[str, int]
+
+
+class FolderArtifact(ReportModel):
+    """The NAIR artifact scored."""
+
+    sha256: str
+    split: str
+    ir_shape: tuple[int, int, int]
+    components: int
+
+
+class FolderCapRow(ReportModel):
+    """One representation under one per-frame wire cap: accuracy over every frame (unsent = wrong)."""
+
+    cap_bytes: int
+    accuracy: float
+    ci95: Ci95
+    share_sent: float
+    mean_wire_bytes: float | None
+
+
+class FolderReport(ReportModel):
+    """``reports/folder-<model>.json`` (``nairbus evaluate folder``): a model on the user's labelled folder."""
+
+    command: str
+    model: FolderModel
+    folder: FolderRead
+    whole_model_accuracy: float
+    whole_model_ci95: Ci95
+    decision_wire_bytes: float
+    """Mean wire bytes of the decision's lean top-1 message."""
+    artifact: FolderArtifact | None
+    nair: list[FolderCapRow] | Missing
+    image: list[FolderCapRow] | Missing
+    seconds: float
+
+
 # ----- deploy checks ------------------------------------------------------------------------------------------------
 
 
@@ -596,6 +658,7 @@ class HomeAssistantReport(ReportModel):
 
 REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("demo.json", DemoReport),
+    ("folder*.json", FolderReport),
     ("nair*.json", NairReport),
     ("vp.json", VpReport),
     ("wire*.json", WireReport),

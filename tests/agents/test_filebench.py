@@ -22,6 +22,7 @@ def test_settings_refuse_unknown_scenarios_and_empty_counts() -> None:
 
 def test_the_command_line_names_what_differs_from_the_defaults() -> None:
     assert command_line(FileBenchSettings()) == "nairbus bench files"
+    assert command_line(FileBenchSettings(own_model=False)) == "nairbus bench files --no-own-model"
     assert command_line(FileBenchSettings(files=20, write_s=0.5, scenarios=("oneshot",))) == \
         "nairbus bench files --files 20 --write-s 0.5 --scenario oneshot"
 
@@ -32,7 +33,8 @@ def test_the_command_line_names_what_differs_from_the_defaults() -> None:
 def test_a_tiny_run_of_every_scenario(tmp_path: Path) -> None:
     report = tmp_path / "files.json"
     done = subprocess.run(
-        [sys.executable, "-m", "nairbus.agents.cli", "bench", "files", "--model", "base", "--files", "24", "--burst",
+        [sys.executable, "-m", "nairbus.agents.cli", "bench", "files", "--model", "base", "--no-own-model", "--files",
+         "24", "--burst",
          "12", "--slow-files", "4", "--write-s", "0.6", "--live-frames", "15", "--replay-frames", "40", "--hogs", "1",
          "--report", str(report), "--run-dir", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=580, check=False, env={**os.environ, "COLUMNS": "200"})
