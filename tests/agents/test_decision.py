@@ -46,8 +46,9 @@ def base() -> NairPipeline:
     return NairPipeline.load("base", sensor_artifact_path("base"))
 
 
-def _message(topic: str, payload: bytes) -> InboundMessage:
-    return InboundMessage(topic=topic, payload=payload, content_type=None, retain=False, received_ts=time.time())
+def _message(topic: str, payload: bytes, received_ts: float | None = None) -> InboundMessage:
+    return InboundMessage(topic=topic, payload=payload, content_type=None, retain=False,
+                          received_ts=time.time() if received_ts is None else received_ts)
 
 
 def _birth(pipeline: NairPipeline, sid: str, mode: str = "decision", k: int = 1) -> Birth:
@@ -133,6 +134,24 @@ def test_fusion_publishes_a_devices_decision_and_refuses_bad_ones(base: NairPipe
     assert result.wire_bytes == first
     agent.handle(_message(TOPICS.sensor_topk("cam-1"), _topk("cam-1", 8, (8, 0), (0.9, 0.05), seq=2)), time.monotonic())
     assert _decided(agent, bus)[-1].wire_bytes == alias_wire_bytes(result.bytes_received) <= 32  # later: the alias
+
+
+def test_a_stalled_fusion_does_not_read_its_own_backlog_as_a_flood(base: NairPipeline) -> None:
+    """The frame-rate limit counts frames as they arrived at the hub (the network thread's receive time), not as the
+    worker gets to them: 400 frames that came at 150/s and wait while the worker is stalled are all admitted; the
+    same 400 arriving within 0.1 s are a flood, cut to the bucket's one second's worth (and 0.1 s of refill)."""
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"))
+    for sid, spacing, admitted in (("steady", 1 / 150, 400), ("flood", 0.1 / 400, 219)):
+        bus = RecordingBus()
+        agent = FusionAgent(cfg, base, bus=bus)  # type: ignore[arg-type]
+        agent.handle(_message(TOPICS.sensor_birth(sid), wire_encode(_birth(base, sid))), time.monotonic())
+        arrived = time.time() - 400 * spacing
+        now = time.monotonic()  # the stalled worker takes them all at once
+        for i in range(400):
+            agent.handle(_message(TOPICS.sensor_topk(sid), _topk(sid, i, (1,), (0.9,), seq=i + 1),
+                                  received_ts=arrived + i * spacing), now)
+        assert agent.rejected["rate_limited"] == 400 - admitted, sid
+        assert len(_decided(agent, bus)) == admitted, sid
 
 
 def test_fusion_ignores_the_top_k_of_sensors_another_fusion_serves(base: NairPipeline) -> None:
