@@ -48,6 +48,7 @@ from nairbus.agents.vp.common import SENSOR_COUNTERS
 from nairbus.models.data.registry import load_data
 from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch, subset_key
+from nairbus.models.vp.manifest import FamilyManifest
 from nairbus.schemas import Birth, Result, Status, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
@@ -173,7 +174,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> int | None:
 class _VpOffline:
     """The offline side of a live VP run: its frames, the evaluator's decisions, and the variant to stop."""
 
-    family: dict[str, Any]
+    family: FamilyManifest
     names: list[str]
     frames: int
     labels: np.ndarray
@@ -446,22 +447,22 @@ def _checks(sets: dict[str, dict[str, Any]], before: dict[str, Any], after: dict
 
 
 def _section_head(s: VpDemoSettings, names: list[str], victim: str, remaining: list[str],
-                  stopped_at: dict[str, Any], family: dict[str, Any]) -> dict[str, Any]:
+                  stopped_at: dict[str, Any], family: FamilyManifest) -> dict[str, Any]:
     """The section's opening: the command, the settings, the family and what was stopped."""
     return {
         "command": "nairbus demo-vp" + ("" if s.frames >= 10000 else f" --frames {s.frames}")
         + ("" if s.fps == FPS_DEFAULT else f" --fps {s.fps:g}"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
                      if k not in ("run_dir", "data_dir")},
-        "family": {"variants": names, "weights": {v["name"]: v["fusion_weight"] for v in family["variants"]},
-                   "sha256": {v["name"]: v["sha256"] for v in family["variants"]}},
+        "family": {"variants": names, "weights": {v.name: v.fusion_weight for v in family.variants},
+                   "sha256": {v.name: v.sha256 for v in family.variants}},
         "stopped": {**stopped_at, "variant": victim, "remaining": remaining, "transition_s": TRANSITION_S},
     }
 
 
 def _summarise(s: VpDemoSettings, watcher: _Watcher, labels: np.ndarray, offline_full: np.ndarray,
                offline_rest: np.ndarray, names: list[str], victim: str, remaining: list[str], loo: dict[str, float],
-               stopped_at: dict[str, Any], family: dict[str, Any], wall: float, captured: dict[int, float],
+               stopped_at: dict[str, Any], family: FamilyManifest, wall: float, captured: dict[int, float],
                capture_counts: dict[str, int], sensor_counters: dict[str, dict[str, int] | None]) -> dict[str, Any]:
     """The report section of a live VP run: variant sets per phase, live against offline, and the checks."""
     full_key, rest_key = subset_key(names), subset_key(remaining)
@@ -544,7 +545,7 @@ def run_vp_for_demo(broker: tuple[str, int], frames: int, run_dir: Path, data_di
                     console: Console) -> dict[str, Any]:
     """The ``vp`` section of ``nairbus demo`` (on the demo's broker); a clear note instead if no family is trained."""
     from nairbus.models.store import WEIGHTS_DIR
-    from nairbus.models.vp.variants import FAMILY_NAME
+    from nairbus.models.vp.manifest import FAMILY_NAME
 
     if not (WEIGHTS_DIR / f"{FAMILY_NAME}.json").is_file():
         return {"skipped": "no variant family in models/weights; run 'nairbus train variants'"}

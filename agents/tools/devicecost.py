@@ -115,24 +115,21 @@ def find_artifacts(model: str, sha256: str, splits: tuple[str, ...], extra: Path
 def _variants(model: str, sha256: str, plan: CostPlan) -> dict[str, int]:
     """The shipped VP family's variants and their MACs when the family was derived from this model, else none (and
     why, in ``plan.skipped``)."""
-    import json
+    from nairbus.models.vp.manifest import FamilyManifest, family_manifest_path
 
-    from nairbus.models.store import WEIGHTS_DIR
-    from nairbus.models.vp.variants import FAMILY_NAME
-
-    path = WEIGHTS_DIR / f"{FAMILY_NAME}.json"
-    if not path.is_file():
-        plan.skipped.append({"name": "vp", "why": f"no variant family manifest {path.name}"})
+    try:
+        family = FamilyManifest.load()
+    except FileNotFoundError:
+        plan.skipped.append({"name": "vp", "why": f"no variant family manifest {family_manifest_path().name}"})
         return {}
-    family = json.loads(path.read_text())
-    base = family.get("base", {})
-    if base.get("sha256") != sha256:
+    base = family.base
+    if base is None or base.sha256 != sha256:
         plan.skipped.append({"name": "vp", "why": f"the shipped variant family was derived from model "
-                                                  f"{base.get('name')!r}, not {model!r}"})
+                                                  f"{base.name if base else None!r}, not {model!r}"})
         return {}
-    plan.vp_k = int(family.get("k", plan.vp_k))
-    plan.variant_weights = {v["name"]: v["weights_name"] for v in family["variants"]}
-    return {v["name"]: int(v["macs"]) for v in family["variants"]}
+    plan.vp_k = family.k
+    plan.variant_weights = {v.name: v.weights_name for v in family.variants}
+    return {v.name: v.macs for v in family.variants}
 
 
 def plan_costs(settings: CostSettings) -> CostPlan:

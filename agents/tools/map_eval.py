@@ -70,8 +70,9 @@ from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
 from nairbus.models.store import load_model
-from nairbus.models.vp.family import load_family, softmax_outputs
+from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch
+from nairbus.models.vp.manifest import FamilyManifest
 from nairbus.models.zoo import REPORTS_DIR, model_option, report_path
 from nairbus.schemas.lean import LeanContext
 
@@ -181,17 +182,17 @@ def _with_cpu(cost: DeviceCost, rows: Mapping[str, dict[str, Any]], name: str, s
                       float(row["rss_mb_peak"]), source=source)
 
 
-def _device_costs(run: _Run, family: Mapping[str, Any]) -> None:
+def _device_costs(run: _Run, family: FamilyManifest | None) -> None:
     """MAC shares of every representation (``cost.representations``), with the measured CPU ms and RSS."""
     total, heads, _shapes = model_macs(run.net)
     run.macs_model = total
-    variant_macs = {v["name"]: int(v["macs"]) for v in family.get("variants", [])}
+    variant_macs = {v.name: v.macs for v in family.variants} if family is not None else {}
     reps = representations(total, heads, {}, variant_macs)
     s, manifest = run.settings, run.manifest
     rows, source = _cost_rows(s.cost_dir / report_path("cost", manifest.name).name, manifest.sha256)
-    base = family.get("base") or {}
-    vp_rows, vp_source = (rows, source) if base.get("sha256") == manifest.sha256 else _cost_rows(
-        s.cost_dir / report_path("cost", str(base.get("name"))).name, str(base.get("sha256")))
+    base = family.base if family is not None else None
+    vp_rows, vp_source = (rows, source) if base is not None and base.sha256 == manifest.sha256 else _cost_rows(
+        s.cost_dir / report_path("cost", str(base.name if base else None)).name, str(base.sha256 if base else None))
     for rep in reps:
         plain = DeviceCost(rep.macs_device, rep.macs_model)
         run.shares[rep.name] = (_with_cpu(plain, vp_rows, rep.name, vp_source) if rep.kind == "vp"
@@ -321,12 +322,12 @@ def _decision_entry(run: _Run) -> MapEntry:
                     detail={"k": DECISION_K, "message": "lean TopK (agents.nair.outgoing.DecisionEncoder)"})
 
 
-def _family() -> tuple[dict[str, Any], dict[str, Any]]:
+def _family() -> tuple[FamilyManifest | None, dict[str, LoadedVariant]]:
     """The shipped VP family (manifest and loaded variants), or none when it is not there."""
     try:
         return load_family()
     except FileNotFoundError:
-        return {}, {}
+        return None, {}
 
 
 def _ensemble_cost(run: _Run, names: Sequence[str]) -> DeviceCost:
@@ -341,14 +342,15 @@ def _ensemble_cost(run: _Run, names: Sequence[str]) -> DeviceCost:
                       source=("the heaviest variant's " + str(costs[0].source)) if measured else costs[0].source)
 
 
-def _vp_entries(run: _Run, family: Mapping[str, Any], variants: Mapping[str, Any]) -> list[MapEntry]:
+def _vp_entries(run: _Run, family: FamilyManifest | None, variants: Mapping[str, LoadedVariant]) -> list[MapEntry]:
     """Each VP variant alone (top-1), and the whole ensemble (top-k of every variant, fused)."""
-    if not variants:
+    if not variants or family is None:
         return []
-    s, k = run.settings, int(family["k"])
-    base = family.get("base") or {}
-    note = None if base.get("sha256") == run.manifest.sha256 else (
-        f"a variant of the shipped VP family, which was trained for {base.get('name')!r} (its MAC share is of "
+    s, k = run.settings, family.k
+    base = family.base
+    note = None if base is not None and base.sha256 == run.manifest.sha256 else (
+        f"a variant of the shipped VP family, which was trained for {base.name if base else None!r} (its MAC share "
+        f"is of "
         f"{run.manifest.name!r}'s MACs)")
     probs: dict[str, dict[str, np.ndarray]] = {}
     for where, data in (("validation", run.validation), ("test", run.test)):

@@ -11,12 +11,11 @@ wire bytes of the votes fused. Bad input is rejected with a reason, a log line a
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,10 +27,10 @@ from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_pro
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES
+from nairbus.models.catalog import WEIGHTS_DIR
 from nairbus.models.data.registry import dataset_labels
-from nairbus.models.store import WEIGHTS_DIR
 from nairbus.models.vp.fusion import Vote, fuse
-from nairbus.models.vp.variants import FAMILY_NAME
+from nairbus.models.vp.manifest import FamilyManifest
 from nairbus.schemas import (
     ClassScore,
     Result,
@@ -141,12 +140,9 @@ class VoteBuffer:
         return self.frames.flush()
 
 
-def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+def read_family_manifest(weights_dir: Path = WEIGHTS_DIR) -> FamilyManifest:
     """The committed family manifest (fusion needs only hashes and labels from it, no weights)."""
-    path = weights_dir / f"{FAMILY_NAME}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
-    return dict(json.loads(path.read_text()))
+    return FamilyManifest.load(weights_dir)
 
 
 class VpFusionAgent(FusionBase):
@@ -161,11 +157,11 @@ class VpFusionAgent(FusionBase):
     handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
                                              "sensor_topk": "on_topk"}
 
-    def __init__(self, config: AgentConfig, family: dict[str, Any] | None = None,
+    def __init__(self, config: AgentConfig, family: FamilyManifest | None = None,
                  weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
         family = family if family is not None else read_family_manifest(weights_dir)
-        self.labels: tuple[str, ...] = tuple(family.get("labels") or dataset_labels())
-        self.hashes = {v["weights_name"]: v["sha256"] for v in family["variants"]}
+        self.labels: tuple[str, ...] = family.labels or dataset_labels()
+        self.hashes = {v.weights_name: v.sha256 for v in family.variants}
         self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
                                  max_frames_per_sensor=config.fusion.max_frames_per_sensor)
         self.sensors = {}

@@ -38,6 +38,7 @@ from nairbus.models.vp.fusion import (
     simulate_failures,
     subset_key,
 )
+from nairbus.models.vp.manifest import FamilyManifest
 
 REPORT_PATH = Path("reports/vp.json")
 """Relative to the working directory, like every report a command writes."""
@@ -97,9 +98,10 @@ def evaluate_vp(settings: VpEvalSettings = VpEvalSettings(), data_dir: str | Pat
                                       labels),
         "payload": _payload(images, len(names), k_max, n_classes, payload_bytes, settings.nair_bytes),
         "settings": {k_: v for k_, v in asdict(settings).items() if k_ not in ("weights_dir",)},
-        "family_manifest": {"command": family["command"], "train_wall_seconds": family["train_wall_seconds"],
-                            "trained_on": family["trained_on"], "settings": family["settings"],
-                            **({"selection": family["selection"]} if "selection" in family else {})},
+        "family_manifest": {"command": family.command, "train_wall_seconds": family.train_wall_seconds,
+                            "trained_on": family.trained_on, "settings": family.settings,
+                            **({"selection": family.selection.model_dump(mode="json")}
+                               if family.selection is not None else {})},
     }
     report["evidence"] = _evidence(out.preds_by_k[k][subset_key(names)], out.base_pred,
                                    {nm: probs[nm].argmax(1) for nm in names}, labels, _validation_accuracy(family))
@@ -138,17 +140,16 @@ def _outputs(variants: dict[str, LoadedVariant], base_model: ResNet, images: np.
     return _Outputs(labels, names, weights, probs, base_pred, preds_by_k)
 
 
-def _variant_rows(family: dict[str, Any], out: _Outputs) -> dict[str, dict[str, Any]]:
+def _variant_rows(family: FamilyManifest, out: _Outputs) -> dict[str, dict[str, Any]]:
     """Each variant's row of the report: its size from the family manifest and its accuracy on the frames."""
-    by_entry = {e["name"]: e for e in family["variants"]}
     rows = {}
     for name in out.names:
-        e = by_entry[name]
+        e = family.variant(name)
         rows[name] = {
-            "params": e["params"], "macs": e["macs"], "params_ratio": e["params_ratio"], "macs_ratio": e["macs_ratio"],
+            "params": e.params, "macs": e.macs, "params_ratio": e.params_ratio, "macs_ratio": e.macs_ratio,
             "accuracy": out.accuracy(out.probs[name].argmax(1)), "fusion_weight": out.weights[name],
-            "width_multiplier": e["width_multiplier"], "resolution": e["resolution"], "widths": e["widths"],
-            "blocks": e["blocks"], "sha256": e["sha256"],
+            "width_multiplier": e.width_multiplier, "resolution": e.resolution, "widths": e.widths,
+            "blocks": e.blocks, "sha256": e.sha256,
         }
     return rows
 
@@ -181,13 +182,13 @@ def _fusion_ablation(out: _Outputs, k: int, paper_topk: float) -> dict[str, floa
     }
 
 
-def _fusion_rule_on_validation(family: dict[str, Any], variants: dict[str, Any], data_dir: str | Path | None,
+def _fusion_rule_on_validation(family: FamilyManifest, variants: dict[str, Any], data_dir: str | Path | None,
                                k: int) -> dict[str, Any] | None:
     """The fusion rules (paper or equal weights, top-k or every class) and k compared on the validation split the
     family was not trained on; the one the bus ships (the paper's weights, top-``k``) is kept unless another is
     better there by more than the noise (McNemar p < 0.05). None for a family trained on every training image."""
-    held = int((family.get("settings") or {}).get("validation_images") or 0)
-    if not held or "selection" not in family:
+    held = family.settings.get("validation_images")
+    if not isinstance(held, int) or not held or family.selection is None:
         return None
     validation = validation_split(load_data("train", data_dir=data_dir), held)
     probs = {name: softmax_outputs(v.model, validation.images) for name, v in variants.items()}
@@ -222,14 +223,11 @@ def fusion_rule_correct(probs: dict[str, np.ndarray], paper: dict[str, float], l
     return correct
 
 
-def _validation_accuracy(family: dict[str, Any]) -> dict[str, float] | None:
+def _validation_accuracy(family: FamilyManifest) -> dict[str, float] | None:
     """Each variant's validation accuracy at the epoch the family kept (None for a family without a validation
     split)."""
-    chosen = family.get("selection")
-    if not chosen:
-        return None
-    kept = next((h for h in chosen["history"] if h["epochs"] == chosen["kept_epochs"]), None)
-    return None if kept is None else dict(kept["validation_variant_accuracy"])
+    kept = family.selection.kept() if family.selection is not None else None
+    return None if kept is None else dict(kept.validation_variant_accuracy)
 
 
 def _evidence(ensemble: np.ndarray, base: np.ndarray, variants: dict[str, np.ndarray],

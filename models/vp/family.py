@@ -3,10 +3,8 @@ and its softmax outputs. What a VP sensor, fusion agent or evaluator needs — n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +16,7 @@ from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.store import WEIGHTS_DIR, load_model
-from nairbus.models.vp.variants import FAMILY_NAME
+from nairbus.models.vp.manifest import FamilyManifest
 
 __all__ = ["LoadedVariant", "load_family", "softmax_outputs"]
 
@@ -54,17 +52,14 @@ class LoadedVariant:
     manifest: ModelManifest
 
 
-def load_family(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, Any], dict[str, LoadedVariant]]:
+def load_family(directory: Path = WEIGHTS_DIR) -> tuple[FamilyManifest, dict[str, LoadedVariant]]:
     """The family manifest and every variant (sha256-checked against its manifest), in family order."""
-    path = directory / f"{FAMILY_NAME}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no variant family manifest {path}; train it with 'nairbus train variants'")
-    family = json.loads(path.read_text())
+    family = FamilyManifest.load(directory)
     out = {}
-    for entry in family["variants"]:
-        model, manifest = load_model(entry["weights_name"], directory)
-        if manifest.sha256 != entry["sha256"]:
-            raise RuntimeError(f"variant {entry['name']}: weights sha256 {manifest.sha256[:12]}… differs from the "
-                               f"family manifest's {entry['sha256'][:12]}…")
-        out[entry["name"]] = LoadedVariant(entry["name"], model, float(entry["fusion_weight"]), manifest)
+    for entry in family.variants:
+        model, manifest = load_model(entry.weights_name, directory)
+        if manifest.sha256 != entry.sha256:
+            raise RuntimeError(f"variant {entry.name}: weights sha256 {manifest.sha256[:12]}… differs from the "
+                               f"family manifest's {entry.sha256[:12]}…")
+        out[entry.name] = LoadedVariant(entry.name, model, entry.fusion_weight, manifest)
     return family, out

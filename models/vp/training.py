@@ -37,9 +37,9 @@ from nairbus.models.training.loop import ProgressFn, Schedule, one_cycle
 from nairbus.models.training.mature import augment_with_flip, pick_device
 from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
 from nairbus.models.vp.fusion import all_subsets, check_k, fuse_batch, subset_key
+from nairbus.models.vp.manifest import FAMILY_NAME, FamilyManifest
 from nairbus.models.vp.variants import (
     BUDGET_RATIO,
-    FAMILY_NAME,
     VARIANTS,
     VariantSpec,
     cost,
@@ -335,6 +335,7 @@ def train_family(
     manifest = _family_manifest(family, variants, scores, record, _base_summary(out_dir))
     if validation is not None and history:
         manifest["selection"] = _selection(history, len(validation), len(train), len(settings.cycles()))
+    FamilyManifest.model_validate(manifest)  # what agents read back: a drifting writer fails here, not on a device
     path = out_dir / f"{FAMILY_NAME}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
@@ -436,7 +437,7 @@ def _family_manifest(family: Sequence[VariantSpec], variants: list[dict[str, Any
         "base": base,
         "settings": asdict(record.settings),
         "teacher": record.teacher,
-        "train_wall_seconds": round(record.wall + (earlier.manifest["train_wall_seconds"] if earlier else 0.0), 1),
+        "train_wall_seconds": round(record.wall + (earlier.manifest.train_wall_seconds if earlier else 0.0), 1),
         "resumed_from": None if earlier is None else _resumed_from(earlier, record.wall),
         "trained_on": record.trained_on,
         "torch_version": torch.__version__,
@@ -446,12 +447,12 @@ def _family_manifest(family: Sequence[VariantSpec], variants: list[dict[str, Any
 def _resumed_from(earlier: _Earlier, wall: float) -> dict[str, Any]:
     """The manifest's record of the family a resumed run started from (``wall``: the seconds this run took)."""
     return {
-        "command": earlier.manifest["command"], "cycles": earlier.cycles,
-        "train_wall_seconds": earlier.manifest["train_wall_seconds"], "trained_on": earlier.manifest["trained_on"],
-        "ensemble_accuracy": earlier.manifest["ensemble_accuracy"],
+        "command": earlier.manifest.command, "cycles": earlier.cycles,
+        "train_wall_seconds": earlier.manifest.train_wall_seconds, "trained_on": earlier.manifest.trained_on,
+        "ensemble_accuracy": earlier.manifest.ensemble_accuracy,
         "sha256": {n: v.manifest.sha256 for n, v in earlier.variants.items()},
         "resumed_wall_seconds": round(wall, 1),
-        "earlier": earlier.manifest.get("resumed_from") or earlier.manifest.get("first_cycle_from")}
+        "earlier": earlier.manifest.resumed_from or earlier.manifest.first_cycle_from}
 
 
 def _selection(history: list[dict[str, Any]], validation_images: int, train_images: int,
@@ -478,7 +479,7 @@ def _cycles_run(settings: Mapping[str, Any]) -> int:
 class _Earlier:
     """A family to resume from: its manifest, its variants and how many learning-rate cycles it ran."""
 
-    manifest: dict[str, Any]
+    manifest: FamilyManifest
     variants: dict[str, LoadedVariant]
     cycles: int
 
@@ -489,7 +490,7 @@ def _earlier_cycles(directory: Path, family: Sequence[VariantSpec], settings: Vp
     names = [v.name for v in family]
     if list(loaded) != names:
         raise ValueError(f"{directory}: family {list(loaded)} is not the one being trained {names}")
-    theirs = dict(manifest.get("settings", {}))
+    theirs = dict(manifest.settings)
     theirs.setdefault("validation_images", 0)  # families from before the validation split trained on every image
     done, wanted = _cycles_run(theirs), len(settings.cycles())
     if done >= wanted:

@@ -34,12 +34,11 @@ from typing import Any
 
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig, count_macs, count_params
 from nairbus.models.evaluation.matrices import load_matrix
+from nairbus.models.vp.manifest import FAMILY_NAME
 from nairbus.models.zoo import BASE_CONFIG
 
 BUDGET_RATIO: float = float(load_matrix("vp")["budget_ratio"])
 """Each variant may have at most this fraction of the mature model's parameters and of its MACs."""
-FAMILY_NAME = "variants"
-"""Name of the family manifest (``models/weights/variants.json``); each variant is ``variants-<name>``."""
 
 
 @dataclass(frozen=True, slots=True)

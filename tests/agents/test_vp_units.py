@@ -28,6 +28,7 @@ from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 from nairbus.models.data.fashion_mnist import LABELS
 from nairbus.models.vp.family import LoadedVariant
 from nairbus.models.vp.fusion import Vote
+from nairbus.models.vp.manifest import FamilyManifest
 from nairbus.schemas import (
     CONTENT_TYPE_JSON,
     Birth,
@@ -342,9 +343,17 @@ def test_mqtt_source_newest_first_when_the_deadline_cannot_take_all() -> None:
 
 
 # ----- fusion: hostile lean votes -----------------------------------------------------------------------------------
+def _family(names: list[str]) -> FamilyManifest:
+    """The committed family manifest with variants ``names`` (weights ``variants-<name>``, sha256 ``SHA``)."""
+    family = FamilyManifest.load()
+    first = family.variants[0]
+    variants = tuple(first.model_copy(update={"name": n, "weights_name": f"variants-{n}", "sha256": SHA,
+                                              "fusion_weight": 1.0}) for n in names)
+    return family.model_copy(update={"labels": tuple(LABELS), "variants": variants})
+
+
 def _fusion() -> tuple[VpFusionAgent, list[Result]]:
-    family = {"labels": list(LABELS), "variants": [{"weights_name": "variants-a", "sha256": SHA},
-                                                   {"weights_name": "variants-b", "sha256": SHA}]}
+    family = _family(["a", "b"])
     cfg = AgentConfig(fusion=FusionSettings(mode="vp", deadline_ms=500), topics=TopicSettings(root="t", site="lab"))
     agent = VpFusionAgent(cfg, family)
     results: list[Result] = []
@@ -503,7 +512,7 @@ def _demo_summary(variant_sets: dict[int, tuple[str, ...]], frames: int = 100, s
                             representation="vp", wire_bytes=53 * len(variants))
     watcher = SimpleNamespace(results=results)
     zeros = np.zeros(frames, dtype=np.int64)
-    family = {"variants": [{"name": n, "fusion_weight": 1.0, "sha256": SHA} for n in names]}
+    family = _family(names)
     return _summarise(VpDemoSettings(frames=frames), watcher, zeros, zeros, zeros, names, victim, ["a", "b"],  # type: ignore[arg-type]
                       dict.fromkeys(names, 0.9), stopped, family, 1.0, captured, {"sent": frames},
                       {n: {"frames_skipped": 0} for n in names})
@@ -554,7 +563,7 @@ def test_vp_fusion_publishes_device_based_discovery_for_its_streams() -> None:
     # (nairbus.agents.runtime.fusion_base).
     import json
 
-    family = {"labels": list(LABELS), "variants": [{"weights_name": "variants-a", "sha256": SHA}]}
+    family = _family(["a"])
     cfg = AgentConfig(fusion=FusionSettings(mode="vp", deadline_ms=500), topics=TopicSettings(root="t", site="lab"),
                       discovery=DiscoverySettings(settle_s=0.0))
     agent = VpFusionAgent(cfg, family)
