@@ -1,19 +1,21 @@
 # nairbus agents (sensor, fusion, watch, ...): one image, the sub-command picks the agent.
 #
 #   docker build -t nairbus .                                  # the production image (target "nairbus")
-#   docker build --build-arg EXTRAS=camera -t nairbus:camera .  # with OpenCV, for a sensor that reads a camera
+#   docker build --build-arg EXTRAS=hub,camera -t nairbus:camera .  # with OpenCV, for a sensor that reads a camera
+#   docker build --build-arg EXTRAS= -t nairbus:sensor .        # the sensor-only install: no torch (--runtime onnx)
 #   docker build --target demo -t nairbus:demo .               # plus the Fashion-MNIST data set the replay demo reads
 #   docker run --rm nairbus --help
 #
 # The production image holds nairbus installed as a user installs it — a virtual environment in /opt/nairbus/.venv
-# (where the systemd units look) with a non-editable `pip install .` of the package and the pinned torch==2.13.0 —
-# and nothing else: no test tools, no broker, no data set. PIP_EXTRA_INDEX_URL points pip at PyTorch's CPU wheel
-# index so that pin resolves to the CPU build (2.13.0+cpu) instead of the multi-GB CUDA one; override
-# TORCH_INDEX_URL to use a mirror. The demo stage adds the Debian data set the replaying sensors of compose.yaml read.
+# (where the systemd units look) with a non-editable `pip install '.[hub]'` of the package and the pinned
+# torch==2.13.0 — and nothing else: no test tools, no broker, no data set. PIP_EXTRA_INDEX_URL points pip at
+# PyTorch's CPU wheel index so that pin resolves to the CPU build (2.13.0+cpu) instead of the multi-GB CUDA one;
+# override TORCH_INDEX_URL to use a mirror. The demo stage adds the Debian data set the replaying sensors of
+# compose.yaml read.
 FROM python:3.11-slim AS nairbus
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG EXTRAS=""
+ARG EXTRAS="hub"
 ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL} \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up nairbus on this machine: Debian packages (mosquitto, mosquitto-clients, dataset-fashion-mnist) when
-# missing, then a virtual environment in .venv with nairbus and its test tools. Safe to run again.
+# missing, then a virtual environment in .venv with nairbus, the hub extra (torch), the camera extra and the test
+# tools: everything, for development. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,7 +36,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing nairbus into .venv (torch 2.13.0 CPU build)" >&2
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
   # The build backend's notes (an editable install's caveat) are not the user's to act on.
-  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[test,camera,onnx]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  .venv/bin/python -c 'import torch, paho.mqtt, nairbus.agents.cli' || { echo "setup: installation failed" >&2; exit 1; }
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[hub,test,camera]' 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  .venv/bin/python -c 'import torch, onnxruntime, onnx, matplotlib, paho.mqtt, nairbus.agents.cli' || { echo "setup: installation failed" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -16,6 +16,8 @@ This module imports no torch; :func:`load_device_pipeline` imports the implement
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -25,7 +27,7 @@ from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.artifact import NairArtifact
 
-__all__ = ["RUNTIMES", "DevicePipeline", "Runtime", "load_device_pipeline"]
+__all__ = ["RUNTIMES", "DevicePipeline", "Runtime", "device_threads", "load_device_pipeline"]
 
 Runtime = Literal["torch", "onnx"]
 RUNTIMES: tuple[Runtime, ...] = ("torch", "onnx")
@@ -94,9 +96,10 @@ class DevicePipeline(Protocol):
 
 
 def load_device_pipeline(runtime: Runtime, model_name: str, artifact_path: Path | None = None, *,
-                         optional: bool = False) -> DevicePipeline:
+                         optional: bool = False, threads: int = 1) -> DevicePipeline:
     """Model ``model_name`` (name or manifest path) on ``runtime`` with its artifact (default ``<model>.nair.npz``
-    beside the manifest; with ``optional``, none when that file is missing)."""
+    beside the manifest; with ``optional``, none when that file is missing). ``threads``: the ONNX Runtime sessions'
+    intra-op threads (torch's pool is the process's: :func:`device_threads`)."""
     if runtime == "torch":
         from nairbus.models.nair.pipeline import NairPipeline
 
@@ -104,5 +107,21 @@ def load_device_pipeline(runtime: Runtime, model_name: str, artifact_path: Path 
     if runtime == "onnx":
         from nairbus.models.export.pipeline import OnnxPipeline
 
-        return OnnxPipeline.load(model_name, artifact_path, optional=optional)
+        return OnnxPipeline.load(model_name, artifact_path, optional=optional, threads=threads)
     raise ValueError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
+
+
+@contextlib.contextmanager
+def device_threads(runtime: Runtime, threads: int) -> Iterator[None]:
+    """Run the model work of a ``runtime`` pipeline on ``threads`` compute threads inside the block: torch's intra-op
+    pool is set and restored (:func:`nairbus.models.store.compute_threads`); ONNX Runtime takes its count per session
+    (:func:`load_device_pipeline`'s ``threads``), so for ``onnx`` nothing is set here — and torch is not imported."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, not {threads}")
+    if runtime == "onnx":
+        yield
+        return
+    from nairbus.models.store import compute_threads
+
+    with compute_threads(threads):
+        yield

@@ -328,3 +328,37 @@ def files_cmd(
     except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
+
+
+@bench_app.command("footprint")
+def footprint_cmd(
+    model: Annotated[str, typer.Option(help="The model both sensors run (its manifest's sensor artifact for nair).")]
+    = "base",
+    frames: Annotated[int, typer.Option(help="Frames each sensor streams per mode.", min=20)] = 300,
+    device_cpus: Annotated[float, typer.Option(help="The device's CPU budget in cores (a Pi-class quarter core).")]
+    = 0.25,
+    source: Annotated[Path | None, typer.Option(
+        help="The nairbus project both venvs are installed from (default: this checkout).")] = None,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/sensor-footprint.json"),
+    run_dir: Annotated[Path, typer.Option(help="The two fresh venvs and the exported parts.")]
+    = Path("runs/footprint"),
+) -> None:
+    """The torch sensor against the light sensor (no torch, ONNX Runtime) on a Pi-class budget: two fresh venvs
+    ('nairbus[hub]' and 'nairbus'), each sensor in decision and nair mode in a CPU group of a quarter core with one
+    thread — CPU ms per frame, frames per second, peak RSS, start-up to the first frame, install size ->
+    reports/sensor-footprint.json."""
+    from nairbus.agents.tools.footprint import FootprintSettings, run_footprint
+
+    command = (f"nairbus bench footprint --model {model} --frames {frames} --device-cpus {device_cpus}"
+               + (f" --report {report}" if report != Path("reports/sensor-footprint.json") else ""))
+    try:
+        settings = FootprintSettings(model=model, frames=frames, device_cpus=device_cpus, report=report.resolve(),
+                                     run_dir=run_dir.resolve(), command=command,
+                                     **({"source": source.resolve()} if source is not None else {}))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        run_footprint(settings, lambda m: console.print(m, markup=False, highlight=False))
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None

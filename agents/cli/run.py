@@ -111,18 +111,16 @@ def sensor(
 ) -> None:
     """Run a sensor agent that replays frames onto the bus, each sized to what its link delivers by the deadline.
 
-    Prints its counters as one JSON line on stdout at the end (items_read, frames, frames_sent, frames_skipped and
-    each skip's reason, wire_bytes, ...); the logs go to stderr.
+    Prints its counters as one JSON line on stdout at the end (items_read, frames, frames_sent, decided — fusion's
+    tally of a one-shot run —, frames_skipped and each skip's reason, wire_bytes, ...); the logs go to stderr.
     """
     flags = dict(locals())  # every flag, by its parameter name (first: nothing else is local yet)
     from nairbus.agents.methods import METHODS
-    from nairbus.models.store import compute_threads
 
     config_path, broker_url = flags.pop("config"), flags.pop("broker")
     cfg = _sensor_config(config_path, sensor_overrides(flags), broker_url)
-    try:
-        with compute_threads(cfg.sensor.threads):
-            counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
+    try:  # the method runs its model work on cfg.sensor.threads threads (a light sensor's without torch)
+        counters = METHODS.for_sensor(cfg.sensor).run_sensor(cfg)
     except (ConnectionError, FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     print(json.dumps(counters), flush=True)  # stdout: what a script reads; the logs go to stderr
@@ -142,7 +140,7 @@ def _model_default_mode(settings: Any) -> str | None:
     """The mode the model's manifest chose from its map (``nairbus choose-defaults``), when no flag, config file or
     environment named one; None otherwise (the settings' own default, ``nair``)."""
     from nairbus.agents.runtime.logging import get_logger
-    from nairbus.models.store import read_manifest
+    from nairbus.models.catalog import read_manifest
 
     if "mode" in settings.model_fields_set:
         return None

@@ -5,7 +5,6 @@ of the two (``auto``), or the whole model's decision (``decision``), reassembled
 from __future__ import annotations
 
 from nairbus.agents.nair.modes import BIRTH_SECTIONS, DATA_LEAVES, SENSOR_MODES
-from nairbus.agents.nair.service import run_fusion, run_sensor
 from nairbus.agents.nair.settings import NairSettings
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
@@ -23,10 +22,14 @@ def check_sensor(settings: SensorSettings) -> None:
 
 
 def _run_fusion(config: AgentConfig) -> None:
+    from nairbus.agents.nair.service import run_fusion  # the hub's side (torch) only when a fusion agent runs
+
     run_fusion(config)
 
 
 def _run_sensor(config: AgentConfig) -> dict[str, int]:
+    from nairbus.agents.nair.service import run_sensor  # imports no torch: a light sensor starts without it
+
     return run_sensor(config)
 
 

@@ -48,6 +48,8 @@ log = get_logger("nairbus.sensor")
 ITEM_MAX_FPS = 150.0
 """Items that must all be decided (files) go at most this fast: a fusion agent admits 200 new frames a second per
 sensor by default (``FusionSettings.max_fps_per_sensor``) and refuses the rest as ``rate_limited``."""
+TALLY_WAIT_S = 3.0
+"""A one-shot sensor waits this long past its deadline for fusion's tally of its frames."""
 LINK_LOG_INTERVAL_S = 5.0
 MEMORY_INTERVAL_S = 30.0
 """How often a sensor writes its link's rate down for the next run (and once at the end)."""
@@ -148,7 +150,8 @@ class SensorAgent(SensorBase):
         artifact = own.artifact or sensor_artifact_path(s.model)
         # Decision and image need the whole model only: a model without a calibrated artifact runs them too.
         self.pipeline: DevicePipeline = pipeline or load_device_pipeline(
-            own.runtime, s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"))
+            own.runtime, s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"),
+            threads=s.threads)
         """The device's model work, on the runtime the settings name (torch, or ONNX Runtime without torch)."""
         budget = own.budget()
         if pipeline is None and own.artifact is None and s.mode == "auto" and budget is not None and budget.share:
@@ -273,7 +276,20 @@ class SensorAgent(SensorBase):
         if not self.stop_event.is_set() and not s.stay:  # a one-shot run ended: nothing of it stays on the broker
             self.stop_event.wait(min(s.deadline_ms / 1000.0, 1.0))  # fusion decides the last frames first
             self.withdraw()
+            self._await_tally()
         return dict(self.counters)
+
+    def _await_tally(self) -> None:
+        """After a one-shot run: how many of its frames fusion decided (``decided`` in the counters), as the fusion
+        agent tells once the sensor withdrew; a run no fusion agent answers within a few seconds says so in its log."""
+        tally = self.wait_tally(min(self.settings.deadline_ms / 1000.0, 10.0) + TALLY_WAIT_S)
+        if tally is None:
+            log.warning("no_tally", sensor=self.settings.sensor_id,
+                        detail="no fusion agent said how many frames it decided (none running, or another mode's)")
+            return
+        self.counters["decided"] = tally.decided
+        log.info("tally", sensor=self.settings.sensor_id, fusion=tally.fusion_id, decided=tally.decided,
+                 sent=self.counters["frames_sent"])
 
     def _merge_source_counters(self, counters: Counter[str]) -> None:
         """What the source refused (``files_refused``) and passed over (``skipped_stale``) into the sensor's

@@ -654,6 +654,51 @@ class HomeAssistantReport(ReportModel):
     finished: str
 
 
+# ----- nairbus bench footprint --------------------------------------------------------------------------------------
+
+
+class FootprintInstall(ReportModel):
+    """One fresh venv: what was installed, how, its size on disk (``du``) and whether torch is importable in it."""
+
+    spec: str
+    size_mb: float
+    size_mb_after_runs: float
+    install_s: float
+    torch_importable: bool
+    packages: list[str]
+
+
+class FootprintRun(ReportModel):
+    """One sensor streaming in the Pi-class budget (one thread, a CPU group of ``device_cpus`` of a core)."""
+
+    sensor: str
+    runtime: str
+    mode: str
+    frames_sent: int
+    cpu_ms_per_frame: float
+    fps: float
+    peak_rss_mb: float
+    startup_s: float
+    throttled_s: float | None = None
+
+
+class FootprintReport(ReportModel):
+    """``reports/sensor-footprint.json`` (``nairbus bench footprint``): the torch sensor against the light sensor."""
+
+    command: str
+    model: str
+    artifact: str
+    frames: int
+    device_cpus: float
+    threads: int
+    recipe: str
+    isolation: JsonDict
+    installs: dict[str, FootprintInstall]
+    runs: list[FootprintRun]
+    cpu_ratio_light_to_torch: dict[str, float]
+    bars: dict[str, bool]
+
+
 # ----- the registry -------------------------------------------------------------------------------------------------
 
 REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
@@ -670,6 +715,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("files*.json", FilesReport),
     ("systemd.json", SystemdReport),
     ("homeassistant.json", HomeAssistantReport),
+    ("sensor-footprint*.json", FootprintReport),
 )
 """Report file name pattern → its model; the first pattern that matches a file's name wins."""
 

@@ -7,7 +7,6 @@ from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.methods import Method
 from nairbus.agents.runtime.service import on_signals
 from nairbus.agents.sources import source_settings
-from nairbus.agents.vp.service import run_vp_fusion, run_vp_sensor
 from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES, VpSettings, vp_settings, with_frame_stream
 
 __all__ = ["VP"]
@@ -22,10 +21,14 @@ def check_sensor(settings: SensorSettings) -> None:
 
 
 def _run_sensor(config: AgentConfig) -> dict[str, int]:
+    from nairbus.agents.vp.service import run_vp_sensor  # torch (a variant's weights): imported when one runs
+
     return run_vp_sensor(config, on_signals)
 
 
 def _run_fusion(config: AgentConfig) -> None:
+    from nairbus.agents.vp.service import run_vp_fusion
+
     run_vp_fusion(config, on_signals)
 
 

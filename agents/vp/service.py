@@ -14,12 +14,15 @@ __all__ = ["run_capture", "run_vp_fusion", "run_vp_sensor"]
 
 def run_vp_sensor(config: AgentConfig, signals: SignalHook | None = None) -> dict[str, int]:
     """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
+    from nairbus.models.store import compute_threads
+
     configure_logging(config.log)
-    agent = VpSensorAgent(config)
-    # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for frames from a
-    # capture agent for any length of time, so its watchdog holds while the process runs.
-    return serve(agent, f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set(), agent.run,
-                 agent.stop, signals)
+    with compute_threads(config.sensor.threads):  # a variant runs in torch, on the sensor's threads
+        agent = VpSensorAgent(config)
+        # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for frames
+        # from a capture agent for any length of time, so its watchdog holds while the process runs.
+        return serve(agent, f"vp sensor {config.sensor.sensor_id}", lambda: not agent.stop_event.is_set(),
+                     agent.run, agent.stop, signals)
 
 
 def run_vp_fusion(config: AgentConfig, signals: SignalHook | None = None) -> None:

@@ -181,7 +181,11 @@ def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | N
     """Export what a sensor of model ``name`` runs on ONNX Runtime — the whole model and the head at the split of
     each NAIR artifact beside its manifest (:func:`sensor_splits`) — as ``<model>.<split|whole>.onnx`` files in
     ``out_dir`` (default: beside the manifest), with the record ``<model>.onnx.json`` (each part's file, sha256 and
-    split, and each split's share of the model's MACs). Returns the record's path."""
+    split, and each split's share of the model's MACs). Returns the record's path.
+
+    An ``out_dir`` elsewhere becomes a model directory for a light sensor (``NAIRBUS_MODEL_DIR``, or ``--model
+    <out_dir>/<model>.json``): the manifest, the NAIR artifacts and their auto tables are copied beside the parts —
+    everything a sensor reads but the torch weights."""
     from nairbus.models.catalog import locate_model
     from nairbus.models.evaluation.cost import model_macs
     from nairbus.models.export.parts import ExportedParts, PartRecord
@@ -190,6 +194,8 @@ def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | N
     name, directory = locate_model(name)
     out = out_dir or directory
     model, manifest = load_model(name, directory)
+    if out.resolve() != directory.resolve():
+        copy_sensor_files(name, directory, out)
     parts: dict[str, PartRecord] = {}
     for split in [*sensor_splits(name), None]:
         part = export_part(model, split, model_name=manifest.name, model_sha256=manifest.sha256)
@@ -206,3 +212,14 @@ def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | N
     path = out / f"{name}.onnx.json"
     path.write_text(json.dumps(record.model_dump(mode="json"), indent=2) + "\n")
     return path
+
+
+def copy_sensor_files(name: str, directory: Path, out: Path) -> None:
+    """Copy what a sensor of model ``name`` reads besides its exported parts — the manifest, the NAIR artifacts
+    (``<name>*.nair.npz``) and their auto tables (``<name>*.auto.json``) — from ``directory`` into ``out``."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in [directory / f"{name}.json", *sorted(directory.glob(f"{name}*.nair.npz")),
+                 *sorted(directory.glob(f"{name}*.auto.json"))]:
+        shutil.copyfile(path, out / path.name)

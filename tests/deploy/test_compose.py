@@ -98,6 +98,7 @@ def test_the_production_image_holds_nairbus_and_nothing_else() -> None:
     production, demo = stages
     assert re.search(r"^WORKDIR /opt/nairbus$", production, re.MULTILINE)  # .venv where the systemd units look
     assert "pip install \"/tmp/nairbus-src${EXTRAS:+[$EXTRAS]}\"" in production  # non-editable, no test extras
+    assert re.search(r'^ARG EXTRAS="hub"$', production, re.MULTILINE)  # torch for fusion; EXTRAS= builds a sensor
     for absent in ("setup.sh", "mosquitto", "dataset-fashion-mnist", "pytest", "[test", "-e "):
         assert absent not in production, absent
     assert "PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}" in production
@@ -116,7 +117,7 @@ def test_the_own_model_example_mounts_a_model_directory_and_one_camera(compose: 
     own = compose["services"]["own-model"]
     assert own["profiles"] == ["own-model"]
     assert own["build"]["target"] == "nairbus"  # the production image, with OpenCV
-    assert own["build"]["args"] == {"EXTRAS": "camera"}
+    assert own["build"]["args"] == {"EXTRAS": "hub,camera"}
     assert own["devices"] == ["/dev/video0:/dev/video0"]
     assert own["volumes"] == ["./my-models:/models:ro"]
     assert own["environment"]["NAIRBUS_MODEL_DIR"] == "/models"
