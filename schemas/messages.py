@@ -463,6 +463,17 @@ MAX_FPS: Final = 1000.0
 MAX_REPLAY_S: Final = 60.0
 
 
+class Tally(WireModel):
+    """What a fusion agent decided of a sensor's session after the sensor left (withdrew its birth): sent inside a
+    :class:`Command` on the sensor's set topic, so a one-shot run can say how many of its frames were decided."""
+
+    fusion_id: Id
+    session: Session
+    """The sensor's session the count is of."""
+    decided: U64
+    """Frames of that session this fusion agent decided and published a result for."""
+
+
 class Command(WireModel):
     """A request on ``…/sensors/<id>/set`` (or ``…/fusion/<id>/set``): change what is given, leave the rest. JSON.
 
@@ -471,6 +482,7 @@ class Command(WireModel):
     sent in the last that many seconds (as far as it still holds them): a fusion agent whose session the broker
     forgot — a broker restarted without persistence — has missed what was published before it subscribed again.
     ``fps`` 0 means "as fast as the frames come"; a budget is either wire bytes or a fraction of the IR, never both.
+    ``tally`` is a fusion agent's answer to a sensor withdrawing its birth (:class:`Tally`).
     """
 
     v: Literal[1] = 1
@@ -483,6 +495,8 @@ class Command(WireModel):
     fps: Annotated[float, Field(ge=0, le=MAX_FPS)] | None = None
     paused: bool | None = None
     replay_s: Annotated[float, Field(gt=0, le=MAX_REPLAY_S)] | None = None
+    tally: Tally | None = None
+    """From a fusion agent to a sensor that left: how many of its session's frames were decided (changes nothing)."""
 
     @model_validator(mode="after")
     def _one_budget(self) -> Self:

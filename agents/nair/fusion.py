@@ -207,6 +207,7 @@ class FusionAgent(FusionBase):
         """Learn (or forget) a sensor from its retained birth."""
         if not message.payload:
             self.sensors.pop(sensor_id, None)
+            self.sensor_left(sensor_id)
             return
         if not owns_sensor(sensor_id, self.settings.partition):
             return

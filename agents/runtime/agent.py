@@ -20,7 +20,7 @@ from nairbus.agents.runtime.commands import SensorControl
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator
-from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Status
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Status, Tally
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.lean import LeanContext
 from nairbus.schemas.topics import TopicTree
@@ -99,8 +99,11 @@ class SensorBase(DeviceAgent):
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
         self.ctx = LeanContext(s.sensor_id, self.comm.session, self.epoch_ts, s.expiry_s)
         self.control = SensorControl(self.comm, self.topics, s, self.apply_settings, self.announce_birth,
-                                     supports_budget=self.supports_budget)
+                                     supports_budget=self.supports_budget, on_tally=self._on_tally)
         """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth, replay."""
+        self.tally: Tally | None = None
+        """A fusion agent's count of this session's frames it decided, once the sensor withdrew (:meth:`withdraw`)."""
+        self._tallied = threading.Event()
 
     def birth(self) -> Birth:
         """The retained description of this sensor: everything fusion needs to decode it."""
@@ -119,6 +122,17 @@ class SensorBase(DeviceAgent):
         self.announce_birth()
         self.control.publish_controls()
         self.comm.wait_published()
+
+    def _on_tally(self, tally: Tally) -> None:
+        if tally.session == self.comm.session:
+            self.tally = tally
+            self._tallied.set()
+
+    def wait_tally(self, timeout: float) -> Tally | None:
+        """After :meth:`withdraw`: the fusion agent's tally of this session (None if none came within
+        ``timeout``: no fusion agent serves the sensor, or it was stopped)."""
+        self._tallied.wait(timeout)
+        return self.tally
 
     def withdraw(self) -> None:
         """Gone for good (a one-shot run that ended): clear the retained birth and controls, and at :meth:`stop` the

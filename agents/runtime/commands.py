@@ -24,7 +24,7 @@ from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
-from nairbus.schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, WireError
+from nairbus.schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, Tally, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.topics import TopicTree
@@ -76,13 +76,15 @@ class SensorControl:
 
     def __init__(self, comm: Bus, topics: TopicTree, settings: SensorSettings,
                  apply_settings: Callable[[SensorSettings], None], rebirth: Callable[[], None],
-                 supports_budget: bool = True) -> None:
+                 supports_budget: bool = True, on_tally: Callable[[Tally], None] | None = None) -> None:
         self.comm = comm
         self.topics = topics
         self.settings = settings
         self.apply_settings = apply_settings
         self.rebirth = rebirth
         self.supports_budget = supports_budget
+        self.on_tally = on_tally
+        """Called (on the network thread) with a fusion agent's tally of this sensor's session."""
         self.paused = False
         self.max_fps: float | None = None
         """Frames sent per second at most (None: every frame the source delivers)."""
@@ -124,12 +126,30 @@ class SensorControl:
     # ----- commands (the network thread) -------------------------------------------------------------------------
 
     def on_message(self, message: InboundMessage) -> None:
-        """Answer one request on the set topic; nothing else changes when it is refused."""
+        """Answer one request on the set topic; nothing else changes when it is refused. A fusion agent's tally is
+        taken, not answered: it changes nothing (and comes after the sensor withdrew its controls)."""
         if message.retain:
             return  # a stale retained command is not a request
+        if self._take_tally(message.payload):
+            return
         response = self.handle(message.payload)
         self.comm.publish(self.topics.sensor_response(self.settings.sensor_id), wire_encode(response), qos=1,
                           content_type=CONTENT_TYPE_JSON)
+
+    def _take_tally(self, payload: bytes) -> bool:
+        """Whether ``payload`` is a tally alone (a :class:`Command` with nothing but ``tally``); it goes to
+        ``on_tally``."""
+        try:
+            command = wire_decode(with_envelope(payload), Command)
+        except WireError:
+            return False
+        if command.tally is None or command.model_dump(exclude={"v", "kind", "transaction", "tally"},
+                                                       exclude_defaults=True):
+            return False
+        self.counts["tallies"] = self.counts.get("tallies", 0) + 1
+        if self.on_tally is not None:
+            self.on_tally(command.tally)
+        return True
 
     def handle(self, payload: bytes) -> CommandResponse:
         """Validate and apply one request; the response says what happened (and carries the controls after it)."""

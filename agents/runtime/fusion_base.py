@@ -34,6 +34,7 @@ from nairbus.schemas import (
     Result,
     Stats,
     Status,
+    Tally,
     TopK,
     WireError,
     WireModel,
@@ -67,6 +68,9 @@ PARK_PER_SENSOR = 64
 PARK_SENSORS = 256
 FOREIGN_SENSORS = 4096
 """How many sensors of other fusion modes (a VP sensor seen by the NAIR fusion, ...) an agent remembers to ignore."""
+TALLY_MARGIN_S = 0.5
+"""A sensor that withdrew its birth is sent its tally this long after the deadline has passed (its last frames are
+decided by then)."""
 REPLAY_MARGIN_S = 1.0
 """A fusion agent whose session the broker lost asks its sensors to replay the outage's length and this much more."""
 MAX_STATS_REASONS = 256
@@ -179,6 +183,10 @@ class FusionBase:
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
         for kind in ("birth", "status", *self.data_leaves, "item"):
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
+        self._tally: dict[str, list[Any]] = {}
+        """Sensor → [the session of its last birth, frames of it decided] (bounded like the item names)."""
+        self._tally_due: dict[str, float] = {}
+        """Sensors that withdrew their birth → when (monotonic) their tally goes out (:meth:`sensor_left`)."""
         self._items: dict[str, dict[int, str]] = {}
         """Sensor → frame id → the source's name for it (:meth:`on_item`), until the frame is decided."""
         self.observers: list[FusionObserver] = []
@@ -237,6 +245,7 @@ class FusionBase:
         messages are ignored, neither parked nor answered with a rebirth request) and counted."""
         if birth.mode in self.sensor_modes:
             self.forget_foreign(sensor_id)
+            self._count_session(sensor_id, birth.session)
             return True
         self.counts["foreign_births"] += 1
         self.note_foreign(sensor_id)
@@ -249,6 +258,41 @@ class FusionBase:
         if birth is not None:
             self._replay_if_owed(sensor_id)
         return birth
+
+    def _count_session(self, sensor_id: str, session: str) -> None:
+        """Count the decided frames of ``sensor_id``'s session from now on (a new session starts from zero)."""
+        self._tally_due.pop(sensor_id, None)
+        if self._tally.get(sensor_id, [None])[0] == session:
+            return
+        self._tally.pop(sensor_id, None)
+        if len(self._tally) >= ITEM_SENSORS:
+            del self._tally[next(iter(self._tally))]
+        self._tally[sensor_id] = [session, 0]
+
+    def forget_tally(self, sensor_id: str) -> None:
+        """Another agent decides ``sensor_id`` (a partition): no tally of it from this one."""
+        self._tally.pop(sensor_id, None)
+        self._tally_due.pop(sensor_id, None)
+
+    def sensor_left(self, sensor_id: str) -> None:
+        """``sensor_id`` withdrew its birth (a one-shot run ended): once its last frames are decided, tell it how
+        many of its session's frames this agent decided (a :class:`~nairbus.schemas.Tally` on its set topic)."""
+        if sensor_id in self._tally:
+            self._tally_due[sensor_id] = time.monotonic() + self.settings.deadline_ms / 1000.0 + TALLY_MARGIN_S
+
+    def send_tallies(self, now: float) -> None:
+        """Send the tallies that are due (:meth:`sensor_left`)."""
+        for sensor_id, due in list(self._tally_due.items()):
+            if now < due:
+                continue
+            del self._tally_due[sensor_id]
+            session, decided = self._tally.pop(sensor_id, (None, 0))
+            if session is None:
+                continue
+            tally = Tally(fusion_id=self.settings.fusion_id, session=session, decided=saturate(decided))
+            self.comm.publish(self.topics.sensor_set(sensor_id), wire_encode(Command(tally=tally)), qos=1,
+                              content_type=CONTENT_TYPE_JSON)
+            log.info("tally_sent", sensor=sensor_id, session=session, decided=decided)
 
     def decode_own(self, sensor_id: str, message: InboundMessage, kind: type[M], prefix: str) -> M | None:
         """A sensor's message of ``kind`` whose ``sensor_id``/``agent_id`` must be the topic's; None (rejected as
@@ -312,6 +356,9 @@ class FusionBase:
             result = result.model_copy(update={"item": name})
         self.comm.publish(self.topics.result(result.stream_id), wire_encode(result), qos=self.settings.result_qos,
                           content_type=CONTENT_TYPE_JSON)
+        for sensor_id in result.sensors:
+            if (tally := self._tally.get(sensor_id)) is not None:
+                tally[1] += 1
         for observer in self.observers:
             observer.note_result(result)
 
@@ -328,6 +375,7 @@ class FusionBase:
         """Called once per worker-loop round after decisions: parked messages expire, the Home Assistant discovery
         is kept in step."""
         self.expire_parked(now)
+        self.send_tallies(now)
         for observer in self.observers:
             observer.after_round(self.sensors.values(), self.stream_labels(), now)
 

@@ -176,6 +176,7 @@ class VpFusionAgent(FusionBase):
         """Learn (or forget) a VP sensor from its retained birth; refuse models not in the committed family."""
         if not message.payload:
             self._forget(sensor_id)
+            self.sensor_left(sensor_id)
             return
         birth = self.read_birth(sensor_id, message)
         if birth is None:
@@ -184,6 +185,7 @@ class VpFusionAgent(FusionBase):
             self._forget(sensor_id)
             return
         if not owns_sensor(birth.stream_id, self.settings.partition):
+            self.forget_tally(sensor_id)
             return
         if self.hashes.get(birth.model.name) != birth.model.sha256:
             self._forget(sensor_id)

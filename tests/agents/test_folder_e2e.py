@@ -68,6 +68,7 @@ def test_a_folder_of_png_files_gets_the_replay_sources_predictions(broker: Priva
                         if line.startswith("{") and '"event"' not in line)
         assert counters["frames_sent"] == FRAMES
         assert counters["files_refused"] == 1
+        assert counters["decided"] == FRAMES  # fusion's tally, once the one-shot run withdrew
         replay = SensorAgent(cfg.model_copy(update={"sensor": SensorSettings(
             sensor_id="cam-replay", count=FRAMES, fps=100.0, link_fit=False, deadline_ms=30000)}), pipeline)
         # Paced as the folder's (unpaced, a burst of 300 frames on a loaded machine lost one on the way); both with a
@@ -203,6 +204,7 @@ def test_a_busy_device_decides_every_file_with_the_default_settings(broker: Priv
     assert counters["frames"] == BUSY_FILES, counters
     assert counters["frames_sent"] == BUSY_FILES, counters
     assert counters["frames_skipped"] == 0, counters
+    assert counters["decided"] == BUSY_FILES, counters
     assert len(got) == BUSY_FILES
     assert [got[("cam-busy", i)].item for i in range(BUSY_FILES)] == [f"snap-{i:05d}.png" for i in range(BUSY_FILES)]
     live = [got[("cam-busy", i)].class_index for i in range(BUSY_FILES)]

@@ -257,3 +257,55 @@ def test_a_result_names_its_item_once_and_item_names_stay_bounded(pipeline: Nair
     assert len(agent._items["cam-3"]) == fusion_base.ITEMS_PER_SENSOR
     assert decide("cam-3", 0).item is None  # the oldest went first
     assert decide("cam-3", fusion_base.ITEMS_PER_SENSOR + 9).item == f"{fusion_base.ITEMS_PER_SENSOR + 9}.png"
+
+
+def test_a_sensor_that_withdraws_gets_the_tally_of_its_session(pipeline: NairPipeline) -> None:
+    """A one-shot sensor withdraws its birth at its end; once the deadline has passed, fusion tells it (a Tally on
+    its set topic) how many of that session's frames it decided. A sensor another agent serves gets none."""
+    from nairbus.agents.runtime import fusion_base
+    from nairbus.schemas import Birth, ClassScore, Command, ImageBirth, ModelRef, Result
+    from nairbus.schemas import decode as wire_decode
+    from nairbus.schemas import encode as wire_encode
+
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"))
+    bus = RecordingBus()
+    agent = FusionAgent(cfg, pipeline, bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    spec = pipeline.input_spec
+
+    def birth(sid: str, session: str, mode: str = "image") -> bytes:
+        return wire_encode(Birth(
+            sensor_id=sid, session=session, ts=time.time(), mode=mode, stream_id=sid,  # type: ignore[arg-type]
+            labels=pipeline.labels, model=ModelRef(name="base", sha256=pipeline.manifest.sha256),
+            image=ImageBirth(codecs=("grey8+zstd",), height=spec.height, width=spec.width), deadline_ms=500,
+            epoch_ts=time.time() - 60, expiry_ms=10_000))
+
+    def decide(sid: str, frame: int) -> None:
+        agent.publish_decision(Result(
+            stream_id=sid, fusion_id="f", frame_id=frame, label="x", class_index=0, confidence=1.0,
+            topk=(ClassScore(class_index=0, label="x", score=1.0),), fraction_received=1.0, bytes_received=1,
+            fragments_received=1, sensors=(sid,), capture_ts=1.0, decided_ts=1.0, latency_ms=0.0, complete=True))
+
+    agent.handle(_message(topics.sensor_birth("cam-1"), birth("cam-1", "old")), time.monotonic())
+    decide("cam-1", 0)
+    agent.handle(_message(topics.sensor_birth("cam-1"), birth("cam-1", "s2")), time.monotonic())  # a new run
+    for frame in range(3):
+        decide("cam-1", frame)
+    agent.handle(_message(topics.sensor_birth("cam-1"), b""), time.monotonic())  # withdrawn: the run ended
+    agent.send_tallies(time.monotonic())
+    assert not [t for t, _p in bus.published if t == topics.sensor_set("cam-1")]  # its last frames come first
+    agent.send_tallies(time.monotonic() + cfg.fusion.deadline_ms / 1000 + fusion_base.TALLY_MARGIN_S + 0.1)
+    (payload,) = [p for t, p in bus.published if t == topics.sensor_set("cam-1")]
+    tally = wire_decode(payload, Command).tally
+    assert tally is not None
+    assert (tally.session, tally.decided, tally.fusion_id) == ("s2", 3, cfg.fusion.fusion_id)
+    agent.send_tallies(time.monotonic() + 60)
+    assert len([t for t, _p in bus.published if t == topics.sensor_set("cam-1")]) == 1  # once
+    bus.published.clear()
+    vp_birth = wire_encode(Birth.model_validate({**Birth.model_validate_json(birth("vp-1", "s")).model_dump(),
+                                                 "mode": "vp", "image": None,
+                                                 "vp": {"variant": "w44r28", "weight": 1.0, "k": 2}}))
+    agent.handle(_message(topics.sensor_birth("vp-1"), vp_birth), time.monotonic())
+    agent.handle(_message(topics.sensor_birth("vp-1"), b""), time.monotonic())
+    agent.send_tallies(time.monotonic() + 60)
+    assert not [t for t, _p in bus.published if t == topics.sensor_set("vp-1")]  # the VP fusion's to tell

@@ -20,7 +20,7 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.models.nair.pipeline import NairPipeline
-from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result
+from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result, Tally
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.topics import TopicTree
@@ -103,6 +103,24 @@ def test_a_bad_command_is_answered_and_changes_nothing(payload: bytes) -> None:
     assert response.controls is not None
     assert response.controls.budget_bytes == 500
     assert (applied, births, control.paused, control.max_fps, bus.replays) == ([], [], False, None, [])
+
+
+def test_a_fusion_agents_tally_is_taken_not_answered() -> None:
+    """A tally (fusion's count of a withdrawn run's decided frames) changes nothing and publishes nothing: the run
+    has withdrawn its controls, which a response would put back."""
+    bus, tallies = RecordingBus(), []
+    SensorControl(bus, TOPICS, SensorSettings(sensor_id="cam"), lambda _s: None, lambda: None,  # type: ignore[arg-type]
+                  on_tally=tallies.append)
+    payload = wire_encode(Command(tally=Tally(fusion_id="f", session="s1", decided=42)))
+    bus.routes[TOPICS.sensor_set("cam")](InboundMessage(TOPICS.sensor_set("cam"), payload, CONTENT_TYPE_JSON, False,
+                                                         time.time()))
+    assert [(t.session, t.decided) for t in tallies] == [("s1", 42)]
+    assert bus.published == []
+    mixed = wire_encode(Command(tally=Tally(fusion_id="f", session="s1", decided=1), paused=True))
+    bus.routes[TOPICS.sensor_set("cam")](InboundMessage(TOPICS.sensor_set("cam"), mixed, CONTENT_TYPE_JSON, False,
+                                                         time.time()))
+    assert len(tallies) == 1  # a command that also changes something is a command, answered as one
+    assert bus.published[-1][0] == TOPICS.sensor_response("cam")
 
 
 def test_a_vp_sensor_refuses_a_budget() -> None:
