@@ -124,7 +124,7 @@ SENSOR_ENTITIES: Final[tuple[EntitySpec, ...]] = (
     EntitySpec("fps_limit", "number", "Frame rate", "sensor_controls", {
         "min": 0, "max": 100, "step": 0.5, "mode": "box", "unit_of_measurement": "fps",
         "value_template": "{{ value_json.fps if value_json.fps is not none else 0 }}",
-        "command_template": '{"fps": {{ value if value | float > 0 else "null" }}}', "entity_category": "config",
+        "command_template": '{"fps": {{ value | float(0) }}}', "entity_category": "config",
     }, command=True),
     EntitySpec("paused", "switch", "Paused", "sensor_controls", {
         "value_template": "{{ 'ON' if value_json.paused else 'OFF' }}", "state_on": "ON", "state_off": "OFF",

@@ -48,15 +48,30 @@ def with_envelope(payload: bytes) -> bytes:
     return payload
 
 
+def request_transaction(payload: bytes) -> str | None:
+    """The ``transaction`` of a request that could not be decoded as a command, where it names a valid one: an
+    error answer echoes it, so the sender can match the refusal to its request."""
+    if len(payload) > MAX_JSON_BYTES:
+        return None
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    transaction = obj.get("transaction") if isinstance(obj, dict) else None
+    return transaction if isinstance(transaction, str) and 1 <= len(transaction) <= 64 else None
+
+
 def answer_command(agent_id: str, payload: bytes, apply: Callable[[Command], None],
                    controls: Callable[[], Controls]) -> tuple[CommandResponse, Command | None]:
     """Decode one request (``v`` and ``kind`` may be left out) and ``apply`` it; the response (``error`` with the
-    reason when the request is invalid or ``apply`` raises ``ValueError``, which must then have changed nothing)
-    and the command that was applied (None: refused)."""
+    reason when the request is invalid or ``apply`` raises ``ValueError``, which must then have changed nothing;
+    the request's ``transaction`` echoed whenever it can be read) and the command that was applied (None:
+    refused)."""
     try:
         command = wire_decode(with_envelope(payload), Command)
     except WireError as exc:
-        return CommandResponse(agent_id=agent_id, status="error", error=str(exc)[:300], controls=controls()), None
+        return CommandResponse(agent_id=agent_id, transaction=request_transaction(payload), status="error",
+                               error=str(exc)[:300], controls=controls()), None
     try:
         apply(command)
     except ValueError as exc:

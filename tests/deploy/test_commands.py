@@ -123,6 +123,17 @@ def test_a_fusion_agents_tally_is_taken_not_answered() -> None:
     assert bus.published[-1][0] == TOPICS.sensor_response("cam")
 
 
+def test_a_refused_command_echoes_its_transaction() -> None:
+    """Issue 36: the error answer to an invalid request carries the request's transaction (where it names a valid
+    one), so Home Assistant or a script can match the refusal to what it sent."""
+    _control_, bus, applied, _births = _control()
+    answer = _request(bus, b'{"budget_bytes": 3, "transaction": "ha-17"}')
+    assert (answer.status, answer.transaction) == ("error", "ha-17")
+    assert _request(bus, b'{"fps": -1, "transaction": ""}').transaction is None  # not a valid transaction
+    assert _request(bus, b"not json").transaction is None
+    assert applied == []
+
+
 def test_a_vp_sensor_refuses_a_budget() -> None:
     bus = RecordingBus()
     SensorControl(bus, TOPICS, SensorSettings(sensor_id="cam", mode="vp", variant="x"),  # type: ignore[arg-type]

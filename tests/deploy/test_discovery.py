@@ -302,3 +302,25 @@ def test_builders_are_pure_and_ids_are_valid() -> None:
         DiscoverySettings(prefix="home/#")
     with pytest.raises(ValueError, match="expire_after_s"):
         DiscoverySettings(heartbeat_s=100, expire_after_s=50)
+
+
+def test_the_frame_rate_number_sends_no_cap_as_zero_which_the_sensor_obeys() -> None:
+    """Issue 36: 0 ("no cap") from Home Assistant's frame-rate number was sent as ``{"fps": null}``, which a sensor
+    reads as "no change"; the command template now sends the number itself, and 0 lifts the cap."""
+    from nairbus.agents.home.entities import SENSOR_ENTITIES
+    from nairbus.agents.runtime.commands import SensorControl
+
+    template = next(e for e in SENSOR_ENTITIES if e.key == "fps_limit").fields["command_template"]
+    control = SensorControl(_NullBus(), TopicTree("unit", "lab"), SensorSettings(sensor_id="cam"),
+                            lambda _s: None, lambda: None)
+    for value, cap in (("2.5", 2.5), ("0", None), ("7", 7.0), ("0.0", None)):
+        payload = jinja2.Environment().from_string(template).render(value=value).encode()
+        assert control.handle(payload).status == "ok", payload
+        assert control.max_fps == cap, payload
+
+
+class _NullBus:
+    def route(self, *_a: Any, **_k: Any) -> None: ...
+
+    def publish(self, *_a: Any, **_k: Any) -> bool:
+        return True
