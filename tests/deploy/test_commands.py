@@ -126,7 +126,7 @@ def test_a_fusion_agents_tally_is_taken_not_answered() -> None:
 def test_a_refused_command_echoes_its_transaction() -> None:
     """Issue 36: the error answer to an invalid request carries the request's transaction (where it names a valid
     one), so Home Assistant or a script can match the refusal to what it sent."""
-    _control_, bus, applied, _births = _control()
+    _, bus, applied, _births = _control()
     answer = _request(bus, b'{"budget_bytes": 3, "transaction": "ha-17"}')
     assert (answer.status, answer.transaction) == ("error", "ha-17")
     assert _request(bus, b'{"fps": -1, "transaction": ""}').transaction is None  # not a valid transaction
