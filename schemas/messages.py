@@ -559,10 +559,10 @@ class StreamMetrics(WireModel):
     frames: U64
     interval_s: Annotated[float, Field(gt=0)]
     fps: Annotated[float, Field(ge=0)]
-    confidence_pct: Annotated[float, Field(ge=0, le=100)]
-    """Mean confidence of the interval's decisions, in percent (rounded to 0.1)."""
-    latency_ms: Annotated[float, Field(ge=0)]
-    """Median latency of the interval's decisions (rounded to 1 ms)."""
+    confidence_pct: Annotated[float, Field(ge=0, le=100)] | None
+    """Mean confidence of the interval's decisions, in percent (rounded to 0.1); None for an interval without one."""
+    latency_ms: Annotated[float, Field(ge=0)] | None
+    """Median latency of the interval's decisions (rounded to 1 ms); None for an interval without one."""
     ts: Timestamp
 
 

@@ -8,10 +8,11 @@ lists its entities (the tables of :mod:`nairbus.agents.home.entities`); streams 
 - the ``event`` entity reads the result topic (one event per decided frame; ``events = "change"`` in the settings:
   ``…/streams/<id>/events``, one event per label change);
 - the enum label ``sensor`` reads ``…/streams/<id>/state`` (retained :class:`schemas.StreamState`), published only
-  when the label changes and on a heartbeat (``heartbeat_s``), with ``expire_after`` so a stalled camera's label
-  goes unknown instead of staying current; Home Assistant's recorder writes a row only when the label changes;
+  when the label changes and on a heartbeat (``heartbeat_s``) while results arrive, with ``expire_after`` so a
+  stalled camera's label goes unknown instead of staying current; Home Assistant's recorder writes a row only when
+  the label changes;
 - the numeric sensors read ``…/streams/<id>/metrics`` (retained :class:`schemas.StreamMetrics`), published at most
-  every ``metrics_interval_s``;
+  every ``metrics_interval_s``; a silent stream's once, with 0 fps and no confidence or latency;
 - availability: the fusion agent's status and ``…/streams/<id>/availability``, which goes ``offline`` only once every
   sensor of the stream has been offline for ``offline_grace_s`` (longer than the deadline), so the results of a
   stream's last frames land before its entities turn unavailable.
@@ -247,6 +248,11 @@ class _StreamTrack:
 
     state: StreamState | None = None
     state_sent_at: float = 0.0
+    fresh: bool = False
+    """A result came since the state was last published: only then does the heartbeat publish it again, so a
+    stalled camera's label expires in Home Assistant (``expire_after``) instead of staying current."""
+    idle: bool = False
+    """The last metrics published said no frames: a silent stream publishes that once, not every interval."""
     confidences: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     metrics_since: float = 0.0
@@ -367,6 +373,7 @@ class HomeAssistantDiscovery:
         since = result.decided_ts if changed or track.state is None else track.state.since_ts
         track.state = StreamState(stream_id=result.stream_id, label=result.label, class_index=result.class_index,
                                   since_ts=since, frame_id=result.frame_id, ts=result.decided_ts)
+        track.fresh = True
         if changed or now - track.state_sent_at >= self.settings.heartbeat_s:
             self._publish_state(result.stream_id, track, now)
         if changed and self.settings.events == "change":
@@ -382,17 +389,19 @@ class HomeAssistantDiscovery:
         if self.comm.publish(self.topics.stream(stream_id, "state"), wire_encode(track.state), qos=0, retain=True,
                              content_type=CONTENT_TYPE_JSON):
             track.state_sent_at = now
+            track.fresh = False
             self.counts["states"] += 1
 
     def _publish_metrics(self, stream_id: str, track: _StreamTrack, now: float) -> None:
         interval = now - track.metrics_since
-        if interval < self.settings.metrics_interval_s or not track.confidences:
+        if interval < self.settings.metrics_interval_s or (track.idle and not track.confidences):
             return
+        frames = len(track.confidences)  # none: the stream is silent, 0 fps and no confidence or latency to show
         metrics = StreamMetrics(
-            stream_id=stream_id, frames=len(track.confidences), interval_s=round(interval, 3),
-            fps=round(len(track.confidences) / interval, 1),
-            confidence_pct=min(100.0, round(100 * statistics.fmean(track.confidences), 1)),
-            latency_ms=float(round(statistics.median(track.latencies))), ts=time.time())
+            stream_id=stream_id, frames=frames, interval_s=round(interval, 3), fps=round(frames / interval, 1),
+            confidence_pct=min(100.0, round(100 * statistics.fmean(track.confidences), 1)) if frames else None,
+            latency_ms=float(round(statistics.median(track.latencies))) if frames else None, ts=time.time())
+        track.idle = not frames
         track.metrics = wire_encode(metrics)
         track.confidences.clear()
         track.latencies.clear()
@@ -458,7 +467,7 @@ class HomeAssistantDiscovery:
                     retain=True, content_type=CONTENT_TYPE_JSON):
                 track.available = available
             self._publish_metrics(stream, track, now)
-            if track.state is not None and now - track.state_sent_at >= self.settings.heartbeat_s:
+            if track.state is not None and track.fresh and now - track.state_sent_at >= self.settings.heartbeat_s:
                 self._publish_state(stream, track, now)
 
     def _desired(self, streams: Mapping[str, Sequence[str]],

@@ -324,3 +324,47 @@ class _NullBus:
 
     def publish(self, *_a: Any, **_k: Any) -> bool:
         return True
+
+
+def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second() -> None:
+    """Issue 36: with no frame arriving, the label state is no longer re-published on the heartbeat (so Home
+    Assistant's ``expire_after`` turns it unknown) and the metrics say 0 fps once, with no confidence or latency,
+    instead of freezing at the last interval's figures."""
+    from nairbus.agents.home.discovery import HomeAssistantDiscovery
+    from nairbus.schemas import ClassScore, StreamMetrics
+    from nairbus.schemas import decode as wire_decode
+
+    published: list[tuple[str, bytes]] = []
+
+    class Bus:
+        def publish(self, topic: str, payload: bytes, **_k: Any) -> bool:
+            published.append((topic, payload))
+            return True
+
+    topics = TopicTree("unit", "lab")
+    settings = DiscoverySettings(settle_s=0.0, heartbeat_s=30.0, metrics_interval_s=5.0)
+    ha = HomeAssistantDiscovery(Bus(), topics, "f", settings)  # type: ignore[arg-type]
+    state, metrics = topics.stream("cam", "state"), topics.stream("cam", "metrics")
+
+    def result(frame: int, now: float) -> None:
+        ha.note_result(Result(stream_id="cam", fusion_id="f", frame_id=frame, label="cat", class_index=0,
+                              confidence=0.9, topk=(ClassScore(class_index=0, label="cat", score=0.9),),
+                              fraction_received=1.0, bytes_received=1, fragments_received=1, sensors=("cam",),
+                              capture_ts=1.0, decided_ts=1.0, latency_ms=12.0, complete=True), now=now)
+
+    streams, labels = {"cam": ["cam"]}, {"cam": ["cat", "dog"]}
+    ha.note_sensor_status("cam", True, now=0.0)
+    result(1, now=0.0)
+    result(2, now=1.0)
+    ha.update(streams, labels, now=6.0)  # metrics of the first interval: 2 frames
+    assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 2
+    ha.update(streams, labels, now=31.0)  # the heartbeat re-sends the state: a result came since it was sent
+    assert len([t for t, _p in published if t == state]) == 2
+    for now in (62.0, 93.0, 124.0):  # silence: no heartbeat for a label nothing confirms
+        ha.update(streams, labels, now=now)
+    assert len([t for t, _p in published if t == state]) == 2
+    silent = [wire_decode(p, StreamMetrics) for t, p in published if t == metrics][1:]
+    assert [(m.frames, m.fps, m.confidence_pct, m.latency_ms) for m in silent] == [(0, 0.0, None, None)]  # once
+    result(3, now=130.0)
+    ha.update(streams, labels, now=136.0)
+    assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 1
