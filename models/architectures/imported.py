@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import sys
 import warnings
 from collections.abc import Sequence
@@ -107,13 +106,16 @@ def load_python_factory(factory: str, state_dict: Path | None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelImportError(f"--factory {factory} returned a {type(model).__name__}, not a torch.nn.Module")
     if state_dict is not None:
+        if not Path(state_dict).is_file():
+            raise ModelImportError(f"state dict {state_dict} cannot be read: not a file")
         try:
             state = torch.load(state_dict, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-        except (EOFError, pickle.UnpicklingError):  # a random or truncated file
+        except Exception:
             raise ModelImportError(f"state dict {state_dict} is not a PyTorch checkpoint (a state dict saved with "
                                    f"torch.save(model.state_dict(), path))") from None
-        except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as exc:  # not this model's
+        try:
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (RuntimeError, KeyError, AttributeError, ValueError, TypeError) as exc:  # not this model's
             raise ModelImportError(f"state dict {state_dict} does not load into {factory}: "
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     return model.eval()

@@ -223,3 +223,27 @@ def test_imported_model_predictions_match_on_the_test_frames(base: tuple[nn.Modu
     assert np.array_equal(ours, theirs)
     assert manifest.input_spec is not None
     assert manifest.input_spec.channels == 1
+
+
+def test_any_file_that_is_not_a_checkpoint_is_refused_in_words(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random or truncated file fails torch's unpickler in any of its steps (an IndexError, a KeyError, ...):
+    every one is the same clear refusal, never a traceback; a file that cannot be read says so."""
+    from nairbus.models.architectures.imported import ModelImportError, load_python_factory
+
+    (tmp_path / "usermodel2.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("usermodel2", None)
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.pt"
+    torch.save(load_python_factory("usermodel2:build", None).state_dict(), good)
+    blobs = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for size in (0, 1, 7, 100, 5000)]
+    blobs += [good.read_bytes()[:cut] for cut in (10, 200, len(good.read_bytes()) // 2)]
+    blobs += [bytes([0x80, 0x02]) + rng.integers(0, 256, 300, dtype=np.uint8).tobytes() for _ in range(20)]
+    for i, blob in enumerate(blobs):
+        path = tmp_path / f"bad-{i}.pt"
+        path.write_bytes(blob)
+        with pytest.raises(ModelImportError, match="is not a PyTorch checkpoint"):
+            load_python_factory("usermodel2:build", path)
+    with pytest.raises(ModelImportError, match="cannot be read"):
+        load_python_factory("usermodel2:build", tmp_path)  # a directory
