@@ -17,7 +17,7 @@ This module imports no torch; :func:`load_device_pipeline` imports the implement
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -96,10 +96,12 @@ class DevicePipeline(Protocol):
 
 
 def load_device_pipeline(runtime: Runtime, model_name: str, artifact_path: Path | None = None, *,
-                         optional: bool = False, threads: int = 1) -> DevicePipeline:
+                         optional: bool = False, threads: int = 1,
+                         parts: Collection[str] = ("whole", "head")) -> DevicePipeline:
     """Model ``model_name`` (name or manifest path) on ``runtime`` with its artifact (default ``<model>.nair.npz``
     beside the manifest; with ``optional``, none when that file is missing). ``threads``: the ONNX Runtime sessions'
-    intra-op threads (torch's pool is the process's: :func:`device_threads`)."""
+    intra-op threads (torch's pool is the process's: :func:`device_threads`). ``parts``: what ONNX Runtime loads at
+    once, of ``whole`` and ``head`` (the rest when first run; torch holds one model)."""
     if runtime == "torch":
         from nairbus.models.nair.pipeline import NairPipeline
 
@@ -107,7 +109,7 @@ def load_device_pipeline(runtime: Runtime, model_name: str, artifact_path: Path 
     if runtime == "onnx":
         from nairbus.models.export.pipeline import OnnxPipeline
 
-        return OnnxPipeline.load(model_name, artifact_path, optional=optional, threads=threads)
+        return OnnxPipeline.load(model_name, artifact_path, optional=optional, threads=threads, parts=parts)
     raise ValueError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
 
 

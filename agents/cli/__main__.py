@@ -1,5 +1,5 @@
 """``python -m nairbus.agents.cli``: the ``nairbus`` command."""
 
-from nairbus.agents.cli import app
+from nairbus.agents.cli import main
 
-app()
+main()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = typer.Typer(
     rich_markup_mode=None,

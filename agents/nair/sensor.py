@@ -125,6 +125,10 @@ class TokenBucket:
         self.level -= nbytes
 
 
+MODE_PARTS: dict[str, tuple[str, ...]] = {"decision": ("whole",), "nair": ("head",), "image": ()}
+"""What of the model a sensor in each mode loads at start (ONNX Runtime: one session, not two); auto loads both, and a
+part a mode did not load is loaded when first run."""
+
 COUNTERS = ("items_read", "frames", "frames_sent", "frames_skipped", "skipped_cpu", "skipped_link", "skipped_no_codec",
             "skipped_error", "skipped_offline", "skipped_stale", "skipped_paused", "skipped_rate", "files_refused",
             "messages", "wire_bytes", "payload_bytes", "components", "image_frames", "nair_frames", "decision_frames",
@@ -151,7 +155,7 @@ class SensorAgent(SensorBase):
         # Decision and image need the whole model only: a model without a calibrated artifact runs them too.
         self.pipeline: DevicePipeline = pipeline or load_device_pipeline(
             own.runtime, s.model, artifact, optional=own.artifact is None and s.mode in ("decision", "image"),
-            threads=s.threads)
+            threads=s.threads, parts=MODE_PARTS.get(s.mode, ("whole", "head")))
         """The device's model work, on the runtime the settings name (torch, or ONNX Runtime without torch)."""
         budget = own.budget()
         if pipeline is None and own.artifact is None and s.mode == "auto" and budget is not None and budget.share:

@@ -62,13 +62,15 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     return Path(env) if env else DEFAULT_DATA_DIR
 
 
-def _open_idx(directory: Path, stem: str) -> bytes:
+READ_CHUNK = 1 << 20
+"""Bytes an IDX file is read in (:func:`read_idx`)."""
+
+
+def _idx_path(directory: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         path = directory / name
         if path.is_file():
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rb") as handle:
-                return handle.read()
+            return path
     raise DatasetMissingError(
         f"Fashion-MNIST file {stem}(.gz) not found in {directory}. Install it with "
         f"'sudo apt-get install dataset-fashion-mnist' (files land in {DEFAULT_DATA_DIR}), or point "
@@ -76,14 +78,38 @@ def _open_idx(directory: Path, stem: str) -> bytes:
     )
 
 
+def _idx_shape(head: bytes, ndim_bytes: bytes) -> tuple[int, ...]:
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+        raise ValueError("not an unsigned-byte IDX file")
+    if len(ndim_bytes) != 4 * head[3]:
+        raise ValueError("IDX header cut short")
+    return tuple(int.from_bytes(ndim_bytes[4 * i : 4 * i + 4], "big") for i in range(head[3]))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (unsigned-byte payload, gzipped or not) as an array of its declared shape, read straight into the
+    array: the decompressed file is never held beside it (a sensor's peak memory)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(4)
+        shape = _idx_shape(head, handle.read(4 * head[3]) if len(head) == 4 else b"")
+        data = np.empty(shape, dtype=np.uint8)
+        view = data.data.cast("B")
+        done = 0
+        while done < len(view):  # in chunks: gzip's readinto decompresses into a buffer of the size asked for
+            got = handle.readinto(view[done : done + READ_CHUNK])
+            if not got:
+                break
+            done += got
+        if done != data.size or handle.read(1):
+            raise ValueError(f"IDX payload of {path} is not the {data.size} bytes its header says {shape}")
+    return data
+
+
 def parse_idx(raw: bytes) -> np.ndarray:
     """Decode an IDX file (unsigned-byte payload) into an array of its declared shape."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError("not an unsigned-byte IDX file")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
+    shape = _idx_shape(raw[:4], raw[4 : 4 + 4 * raw[3]] if len(raw) >= 4 else b"")
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(shape))
     if data.size != int(np.prod(shape)):
         raise ValueError(f"IDX payload holds {data.size} bytes, header says {shape}")
     return data.reshape(shape).copy()
@@ -93,8 +119,8 @@ def load_split(split: Split, data_dir: str | Path | None = None) -> Dataset:
     """Load the ``train`` (60 000) or ``test`` (10 000) split."""
     directory = resolve_data_dir(data_dir)
     image_stem, label_stem = _FILES[split]
-    images = parse_idx(_open_idx(directory, image_stem))
-    labels = parse_idx(_open_idx(directory, label_stem)).astype(np.int64)
+    images = read_idx(_idx_path(directory, image_stem))
+    labels = read_idx(_idx_path(directory, label_stem)).astype(np.int64)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
         raise ValueError(f"unexpected Fashion-MNIST shapes {images.shape} / {labels.shape} in {directory}")
     return Dataset(images=images, labels=labels)

@@ -13,6 +13,7 @@ names (sha256), and the file's own sha256 is the record's.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.artifact import NairArtifact
 from nairbus.models.nair.forward import ForwardTransform
 
-__all__ = ["OnnxPipeline", "load_part"]
+__all__ = ["PARTS", "OnnxPipeline", "load_part"]
 
 
 def load_part(record: ExportedParts, part: PartRecord, directory: Path, manifest: ModelManifest,
@@ -49,53 +50,85 @@ def load_part(record: ExportedParts, part: PartRecord, directory: Path, manifest
     return runner
 
 
+PARTS: tuple[str, ...] = ("whole", "head")
+"""The parts a pipeline may run: the whole model (decision, auto) and the head at its artifact's split (nair, auto)."""
+
+
 class OnnxPipeline:
-    """A model's exported device parts paired with a NAIR artifact (or with none: the whole model only)."""
+    """A model's exported device parts paired with a NAIR artifact (or with none: the whole model only).
+
+    ``parts`` are loaded (and checked) at once; a part not named there is loaded, with the same checks, when first run
+    — a sensor loads what its mode runs (a decision sensor the whole model, a nair sensor its head), so it holds one
+    session, not two."""
 
     runtime: Literal["onnx"] = "onnx"
     """What runs the model (:data:`nairbus.models.device.RUNTIMES`)."""
 
     def __init__(self, manifest: ModelManifest, record: ExportedParts, directory: Path,
-                 artifact: NairArtifact | None, threads: int = 1) -> None:
+                 artifact: NairArtifact | None, threads: int = 1, parts: Collection[str] = PARTS) -> None:
         if artifact is not None:
             artifact.check_model(manifest.name, manifest.sha256)
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; one of {', '.join(PARTS)}")
         self.manifest = manifest
         self.record = record
         self.directory = directory
         self.threads = threads
+        self.parts = tuple(parts)
         self._artifact = artifact
         spec = input_spec(manifest)
         self.labels: tuple[str, ...] = tuple(manifest.labels or spec.labels)
         self._spec = spec
+        self._whole: OnnxRunner | None = None
+        self._head: OnnxRunner | None = None
+        self._forward: ForwardTransform | None = None
         whole = record.parts.get("whole")
         if whole is None or whole.split is not None:
             raise FileNotFoundError(f"{directory / (record.model_name + '.onnx.json')} lists no whole-model part; "
                                     f"export it with 'nairbus export-onnx --model {manifest.name}'")
-        self.whole = load_part(record, whole, directory, manifest, threads)
-        self.head_runner: OnnxRunner | None = None
-        self._forward: ForwardTransform | None = None
+        if artifact is not None and record.head(artifact.split) is None:
+            raise FileNotFoundError(f"no ONNX head of {manifest.name} at split {artifact.split} in "
+                                    f"{directory / (record.model_name + '.onnx.json')}; export it with 'nairbus "
+                                    f"export-onnx --model {manifest.name}' (it exports the split of every NAIR "
+                                    "artifact beside the manifest)")
+        if "whole" in parts:
+            self._whole = load_part(record, whole, directory, manifest, threads)
         if artifact is not None:
-            head = record.head(artifact.split)
-            if head is None:
-                raise FileNotFoundError(f"no ONNX head of {manifest.name} at split {artifact.split} in "
-                                        f"{directory / (record.model_name + '.onnx.json')}; export it with 'nairbus "
-                                        f"export-onnx --model {manifest.name}' (it exports the split of every NAIR "
-                                        "artifact beside the manifest)")
-            self.head_runner = load_part(record, head, directory, manifest, threads)
             self._forward = ForwardTransform(artifact)
+            if "head" in parts:
+                _ = self.head_runner
+
+    @property
+    def whole(self) -> OnnxRunner:
+        """The whole model's runner (loaded and checked on first use when it was not among ``parts``)."""
+        if self._whole is None:
+            part = self.record.parts["whole"]
+            self._whole = load_part(self.record, part, self.directory, self.manifest, self.threads)
+        return self._whole
+
+    @property
+    def head_runner(self) -> OnnxRunner:
+        """The head at the artifact's split (loaded and checked on first use when it was not among ``parts``)."""
+        if self._head is None:
+            artifact = self.artifact  # the artifact's own error when there is none
+            head = self.record.head(artifact.split)
+            assert head is not None, artifact.split  # checked when the pipeline was made
+            self._head = load_part(self.record, head, self.directory, self.manifest, self.threads)
+        return self._head
 
     @classmethod
     def load(cls, model_name: str = "base", artifact_path: Path | None = None, *, optional: bool = False,
-             threads: int = 1) -> OnnxPipeline:
+             threads: int = 1, parts: Collection[str] = PARTS) -> OnnxPipeline:
         """Model ``model_name``'s exported parts (from ``<model>.onnx.json`` beside its manifest) and its artifact
         (default ``<model>.nair.npz`` beside the manifest); with ``optional``, a missing artifact file leaves the
-        pipeline without one."""
+        pipeline without one. ``parts``: what is loaded at once (the rest when first run)."""
         name, directory = locate_model(model_name)
         manifest = read_manifest(name, directory)
         record = read_parts(parts_record_path(name, directory))
         path = artifact_path or default_artifact_path(name, directory)
         artifact = None if optional and not path.is_file() else NairArtifact.load(path)
-        return cls(manifest, record, directory, artifact, threads)
+        return cls(manifest, record, directory, artifact, threads, parts)
 
     @property
     def has_artifact(self) -> bool:
@@ -114,8 +147,6 @@ class OnnxPipeline:
 
     def head(self, images: np.ndarray) -> np.ndarray:
         """The IR at the artifact's split of uint8 images (converted by the input spec first)."""
-        artifact = self.artifact  # the artifact's own error when there is none
-        assert self.head_runner is not None, artifact.split
         return self.head_runner.run(self._spec.normalise(images))
 
     def encode_ir(self, ir: np.ndarray) -> np.ndarray:
@@ -143,4 +174,4 @@ class OnnxPipeline:
         return {split: share for split, share in self.record.head_shares.items() if self.record.head(split)}
 
     def with_artifact(self, artifact: NairArtifact) -> OnnxPipeline:
-        return OnnxPipeline(self.manifest, self.record, self.directory, artifact, self.threads)
+        return OnnxPipeline(self.manifest, self.record, self.directory, artifact, self.threads, self.parts)

@@ -65,14 +65,19 @@ import functools
 import io
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-import zstandard
 from PIL import Image
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # PEP 784's module as a backport: one 1.3 MB libzstd binding (zstandard ships two of 12 MB each)
+    from backports import zstd
 
 __all__ = [
     "DOWN_FORM",
@@ -602,20 +607,25 @@ ZSTD_HEADER: Final = b"\x00\x00"
 segment; window descriptor: 1 KiB), so it is not sent: both ends know it."""
 
 
-def _zstd_params(size: int) -> zstandard.ZstdCompressionParameters:
-    """Level 22 with match tables sized for ``size`` bytes of input, a magicless frame without checksum, content size
-    or dictionary id, a 1 KiB window."""
-    return zstandard.ZstdCompressionParameters.from_level(
-        ZSTD_LEVEL, source_size=size, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=False,
-        write_content_size=False, write_dict_id=False, window_log=ZSTD_WINDOW_LOG)
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+"""zstd's frame magic number: what a standard frame has before its header and a magicless frame has not."""
+ZSTD_OPTIONS: Final[dict[int, int]] = {zstd.CompressionParameter.compression_level: ZSTD_LEVEL,
+                                       zstd.CompressionParameter.window_log: ZSTD_WINDOW_LOG,
+                                       zstd.CompressionParameter.checksum_flag: 0,
+                                       zstd.CompressionParameter.content_size_flag: 0,
+                                       zstd.CompressionParameter.dict_id_flag: 0}
+"""Level 22 (libzstd sizes its match tables to the input, given whole), a 1 KiB window, no checksum, content size or
+dictionary id: the frames of ``zstandard``'s magicless level-22 ``from_level(source_size=...)`` parameters, byte for
+byte (libzstd 1.5.7 both; tests/models/test_imagecodec.py compares them)."""
 
 
 def _zstd(raw: bytes) -> bytes:
-    """``raw`` as a zstd frame without its (constant) :data:`ZSTD_HEADER`."""
-    frame = zstandard.ZstdCompressor(compression_params=_zstd_params(len(raw))).compress(raw)
-    if not frame.startswith(ZSTD_HEADER):
-        raise ImageCodecError(f"grey+zstd: this zstd wrote the frame header {frame[:2].hex()}, not the shared one")
-    return frame[len(ZSTD_HEADER) :]
+    """``raw`` as a zstd frame without its magic number and its (constant) :data:`ZSTD_HEADER`."""
+    frame = zstd.ZstdCompressor(options=ZSTD_OPTIONS).compress(raw, mode=zstd.ZstdCompressor.FLUSH_FRAME)
+    head = ZSTD_MAGIC + ZSTD_HEADER
+    if not frame.startswith(head):
+        raise ImageCodecError(f"grey+zstd: this zstd wrote the frame header {frame[4:6].hex()}, not the shared one")
+    return frame[len(head) :]
 
 
 def _zstd_frame_len(data: bytes) -> int:
@@ -645,14 +655,16 @@ def _unzstd(data: bytes, limit: int) -> bytes:
     end = _zstd_frame_len(data)
     if end != len(data):
         raise ImageCodecError(f"grey+zstd: {len(data) - end} bytes after the zstd frame")
-    decompressor = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    decompressor = zstd.ZstdDecompressor()
     try:
-        out = decompressor.decompress(ZSTD_HEADER + data, max_output_size=limit + 1, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
+        out = decompressor.decompress(ZSTD_MAGIC + ZSTD_HEADER + data, max_length=limit + 1)
+    except zstd.ZstdError as exc:
         raise ImageCodecError(f"grey+zstd: not a zstd frame that decompresses to at most {limit} bytes (corrupt "
                               f"or too large): {exc}") from exc
     if len(out) > limit:
-        raise ImageCodecError(f"grey+zstd: decompresses to more than {limit} bytes")
+        raise ImageCodecError(f"grey+zstd: not a zstd frame that decompresses to at most {limit} bytes (too large)")
+    if not decompressor.eof:
+        raise ImageCodecError("grey+zstd: the zstd frame ends before its last block does")
     return out
 
 

@@ -187,3 +187,23 @@ def test_the_onnx_pipeline_refuses_parts_of_other_weights(exported: Path, tmp_pa
     (copy / "base.whole.onnx").write_bytes((copy / "base.stage3.onnx").read_bytes())
     with pytest.raises(PartMismatchError, match="its record says"):
         load_device_pipeline("onnx", str(copy / "base.json"), copy / "none.nair.npz", optional=True)
+
+
+@pytest.mark.slow
+def test_the_onnx_pipeline_loads_what_a_mode_runs_and_the_rest_when_first_run(exported: Path) -> None:
+    from nairbus.models.export.pipeline import OnnxPipeline
+
+    frames = _frames()[:4]
+    full = load_device_pipeline("onnx", str(exported), exported.parent / "base.stage3.nair.npz")
+    head_only = load_device_pipeline("onnx", str(exported), exported.parent / "base.stage3.nair.npz", parts=("head",))
+    assert isinstance(head_only, OnnxPipeline)
+    assert head_only._whole is None  # a nair sensor holds one session
+    assert head_only._head is not None
+    assert np.array_equal(head_only.encode(frames), full.encode(frames))
+    assert np.array_equal(head_only.full_model_probs(frames), full.full_model_probs(frames))  # loaded when first run
+    whole_only = load_device_pipeline("onnx", str(exported), exported.parent / "base.stage3.nair.npz", parts=("whole",))
+    assert isinstance(whole_only, OnnxPipeline)
+    assert whole_only._head is None
+    assert np.array_equal(whole_only.encode(frames), full.encode(frames))
+    with pytest.raises(ValueError, match="unknown parts"):
+        load_device_pipeline("onnx", str(exported), parts=("tail",))

@@ -161,6 +161,33 @@ def test_grey_zstd_sends_no_magic_no_header_and_reads_as_a_standard_magicless_fr
         standard.decompress(data, max_output_size=frame.size)
 
 
+def test_grey_zstd_frames_are_the_zstandard_frames_they_were() -> None:
+    # The wire format did not change with the binding (backports.zstd / compression.zstd for zstandard): each frame is
+    # zstandard's magicless level-22 frame with source-size parameters, less the shared header, byte for byte.
+    import zstandard
+
+    def before(raw: bytes) -> bytes:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            imagecodec.ZSTD_LEVEL, source_size=len(raw), format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+            write_checksum=False, write_content_size=False, write_dict_id=False, window_log=imagecodec.ZSTD_WINDOW_LOG)
+        return zstandard.ZstdCompressor(compression_params=params).compress(raw)[len(imagecodec.ZSTD_HEADER) :]
+
+    rng = np.random.default_rng(7)
+    raws = [rng.integers(0, 4, size, dtype=np.uint8).tobytes() for size in (1, 3, 17, 100, 500, 2000, 5000)]
+    for frame in FRAMES:
+        for bits in (1, 2, 3, 4, 6, 8):
+            levels = imagecodec.quantise_levels(frame, bits)
+            raws += [imagecodec._pack(levels, bits), levels.tobytes()]
+    for raw in raws:
+        assert imagecodec._zstd(raw) == before(raw)
+
+
+def test_grey_zstd_refuses_a_frame_cut_inside_its_last_block() -> None:
+    data = get_image_codec("grey3+zstd").encode(FRAMES[0])
+    with pytest.raises(ImageCodecError):
+        get_image_codec("grey3+zstd").decode(data[:-1], FRAMES[0].shape)
+
+
 @pytest.mark.parametrize(("shape", "bits"), [((1, 1), 1), ((1, 1), 8), ((7, 7), 1), ((7, 7), 2), ((3, 5), 3)])
 def test_grey_zstd_stores_tiny_frames_in_their_packed_length(shape: tuple[int, int], bits: int) -> None:
     # zstd's block header alone costs 3 bytes: a frame this small goes stored, at its packed size, no more.
