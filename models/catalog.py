@@ -124,7 +124,7 @@ def input_spec(manifest: ModelManifest) -> InputSpec:
     """The manifest's input spec (manifests from before input specs: 28x28 grey Fashion-MNIST with its labels)."""
     if manifest.input_spec is not None:
         return manifest.input_spec
-    from nairbus.models.architectures.registry import fashion_mnist_spec
+    from nairbus.models.data.registry import fashion_mnist_spec
 
     spec = fashion_mnist_spec()
     return spec.model_copy(update={"labels": tuple(manifest.labels)}) if manifest.labels else spec

@@ -293,27 +293,36 @@ def export_model_cmd(
 def export_onnx_cmd(
     model: Annotated[str, typer.Option(help="The model: shipped name, one in $NAIRBUS_MODEL_DIR, or the path of its "
                                             "manifest.")] = "base",
+    variants: Annotated[bool, typer.Option(
+        "--variants", help="Export the VP family instead: each variant's whole model (what 'nairbus sensor --mode vp "
+                           "--runtime onnx' runs), and the family manifest beside them.")] = False,
     out_dir: Annotated[Path | None, typer.Option(
         help="Where to write the parts (default: beside the model's manifest, where 'nairbus sensor --runtime onnx' "
-             "looks for them).")] = None,
+             "looks for them). Elsewhere, the folder holds everything a light sensor reads: point it there with "
+             "--model DIR/MODEL.json or NAIRBUS_MODEL_DIR=DIR.")] = None,
 ) -> None:
     """Export what a sensor of MODEL runs without torch (--runtime onnx): the whole model (decision mode) and its
     head at the split of each NAIR artifact beside the manifest, as <model>.<split|whole>.onnx, with their sha256 in
-    <model>.onnx.json. Run it again after training, importing or calibrating the model."""
-    from nairbus.models.export.onnx import export_sensor_parts
+    <model>.onnx.json. With --variants, each VP variant's whole model. Run it again after training, importing or
+    calibrating the model."""
+    from nairbus.models.export.onnx import export_family_parts, export_sensor_parts
     from nairbus.models.export.parts import read_parts
 
-    command = f"nairbus export-onnx --model {model}" + (f" --out-dir {out_dir}" if out_dir is not None else "")
+    command = ("nairbus export-onnx " + ("--variants" if variants else f"--model {model}")
+               + (f" --out-dir {out_dir}" if out_dir is not None else ""))
+    what = "the VP family" if variants else model
     try:
-        with console.status(f"exporting the device parts of {model} to ONNX"):
-            path = export_sensor_parts(model, out_dir, command=command)
+        with console.status(f"exporting the device parts of {what} to ONNX"):
+            paths = (export_family_parts(out_dir, command=command) if variants
+                     else [export_sensor_parts(model, out_dir, command=command)])
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
-    record = read_parts(path)
-    for name, part in record.parts.items():
-        console.print(f"{name}: {path.parent / part.file} (sha256 {part.sha256[:12]}…)", markup=False,
-                      highlight=False)
-    console.print(f"recorded in {path}", markup=False, highlight=False)
+    for path in paths:
+        record = read_parts(path)
+        for name, part in record.parts.items():
+            console.print(f"{record.model_name} {name}: {path.parent / part.file} (sha256 {part.sha256[:12]}…)",
+                          markup=False, highlight=False)
+        console.print(f"recorded in {path}", markup=False, highlight=False)
 
 
 def export_images_cmd(

@@ -29,7 +29,7 @@ ArtifactOpt = Annotated[Path | None, typer.Option(
 RuntimeOpt = Annotated[str | None, typer.Option(
     help="What runs the device's part of the model: 'torch' (default: its weights) or 'onnx' (the parts 'nairbus "
          "export-onnx --model MODEL' wrote beside its manifest, in ONNX Runtime; the NAIR transform in numpy). "
-         "nair, decision, image and auto modes.")]
+         "Every mode; vp runs the variant 'nairbus export-onnx --variants' wrote (NAIRBUS_MODEL_DIR: its folder).")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     help="Compute threads for the model work here (default 1: one frame at a time gains little from more, and "
          "on a busy device more threads spin against each other).", min=1, max=64)]

@@ -7,7 +7,7 @@ from typing import Final
 
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.frame_stream import MAX_PENDING_FRAMES, ClassifyCost, choose_young
-from nairbus.models.architectures.registry import fashion_mnist_spec
+from nairbus.models.data.registry import fashion_mnist_spec
 from nairbus.schemas import TopK
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.wire import alias_wire_bytes

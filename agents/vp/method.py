@@ -21,7 +21,7 @@ def check_sensor(settings: SensorSettings) -> None:
 
 
 def _run_sensor(config: AgentConfig) -> dict[str, int]:
-    from nairbus.agents.vp.service import run_vp_sensor  # torch (a variant's weights): imported when one runs
+    from nairbus.agents.vp.service import run_vp_sensor  # its model runtime: imported when one runs
 
     return run_vp_sensor(config, on_signals)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,11 +42,13 @@ from nairbus.agents.sources import FrameSource, open_source, subscribe_source
 from nairbus.agents.vp.common import SENSOR_COUNTERS, VpConfigError
 from nairbus.agents.vp.settings import vp_settings, with_frame_stream
 from nairbus.models.data.registry import dataset_labels
-from nairbus.models.store import WEIGHTS_DIR, input_spec
-from nairbus.models.vp.family import LoadedVariant, load_family, softmax_outputs
+from nairbus.models.vp.device import DeviceVariant, load_device_variant, torch_variant
 from nairbus.models.vp.fusion import check_k, topk
 from nairbus.schemas import Birth, ModelRef, TopK, VpBirth
 from nairbus.schemas.lean import encode_lean
+
+if TYPE_CHECKING:
+    from nairbus.models.vp.family import LoadedVariant
 
 log = get_logger("nairbus.vp")
 
@@ -57,19 +59,20 @@ class VpSensorAgent(SensorBase):
     event_prefix = "vp_sensor"
     supports_budget = False  # a VP sensor sends its top-k whole
 
-    def __init__(self, config: AgentConfig, variant: LoadedVariant | None = None,
-                 weights_dir: Path = WEIGHTS_DIR, bus: Bus | None = None) -> None:
+    def __init__(self, config: AgentConfig, variant: DeviceVariant | LoadedVariant | None = None,
+                 weights_dir: Path | None = None, bus: Bus | None = None) -> None:
         s = config.sensor
         if s.method_options.get("variant") is None:
             raise VpConfigError("a VP sensor needs a variant (--variant)")
         self.options = vp_settings(s)
         if variant is None:
-            _family, variants = load_family(weights_dir)
-            if self.options.variant not in variants:
-                raise VpConfigError(f"unknown variant {self.options.variant!r}; the family has {', '.join(variants)}")
-            variant = variants[self.options.variant]
-        self.variant = variant
-        self.spec = input_spec(variant.manifest)
+            try:
+                variant = load_device_variant(self.options.runtime, self.options.variant, weights_dir, s.threads)
+            except ValueError as exc:  # an unknown variant: the message names the family's
+                raise VpConfigError(str(exc)) from exc
+        self.variant = variant if isinstance(variant, DeviceVariant) else torch_variant(variant)
+        """The variant on its runtime (torch: its weights; onnx: its exported whole model)."""
+        self.spec = self.variant.spec
         """What the variant takes (its manifest): every frame is converted to it at the edge."""
         self.labels: tuple[str, ...] = tuple(variant.manifest.labels or dataset_labels())
         try:
@@ -94,11 +97,11 @@ class VpSensorAgent(SensorBase):
     def start_fields(self) -> dict[str, Any]:
         s = self.settings
         return {"sensor": s.sensor_id, "variant": self.variant.name, "k": self.k, "source": s.source, "qos": s.qos,
-                "input": self.spec.describe()}
+                "runtime": self.variant.runtime, "input": self.spec.describe()}
 
     def classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k class ids and scores of uint8 frames in the variant's input spec (``(B, H, W)`` grey)."""
-        return topk(softmax_outputs(self.variant.model, images, spec=self.spec), self.k)
+        return topk(self.variant.probs(images), self.k)
 
     def publish_frame(self, frame_id: int, classes: np.ndarray, scores: np.ndarray, capture_ts: float) -> bool:
         """Publish one frame's top-k as a lean message; count it as published, skipped or dropped (returns whether it

@@ -14,10 +14,12 @@ __all__ = ["run_capture", "run_vp_fusion", "run_vp_sensor"]
 
 def run_vp_sensor(config: AgentConfig, signals: SignalHook | None = None) -> dict[str, int]:
     """Run a VP sensor as a process: signals stop it cleanly (it publishes ``offline``); returns its counters."""
-    from nairbus.models.store import compute_threads
+    from nairbus.agents.vp.settings import vp_settings
+    from nairbus.models.device import device_threads
 
     configure_logging(config.log)
-    with compute_threads(config.sensor.threads):  # a variant runs in torch, on the sensor's threads
+    # torch's pool on the sensor's threads; ONNX Runtime takes them per session (and torch is not imported)
+    with device_threads(vp_settings(config.sensor).runtime, config.sensor.threads):
         agent = VpSensorAgent(config)
         # Under systemd (Type=notify): READY=1 once connected with the birth sent. A VP sensor may wait for frames
         # from a capture agent for any length of time, so its watchdog holds while the process runs.

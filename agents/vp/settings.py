@@ -10,6 +10,7 @@ from pydantic import Field
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
 from nairbus.agents.sources.frame_stream import FRAME_STREAM
+from nairbus.models.device import Runtime
 from nairbus.schemas.ids import ID_PATTERN
 from nairbus.schemas.topics import SensorLeaf
 
@@ -29,6 +30,9 @@ class VpSettings(MethodSettings):
     variant: str = Field(description="The variant of the shipped family this sensor runs "
                                      "(``models/weights/variants.json``).")
     k: int = Field(default=5, ge=1, description="Classes reported per frame (1 <= k <= classes/2).")
+    runtime: Runtime = Field(default="torch", description=(
+        "What runs the variant: ``torch`` (its weights) or ``onnx`` (the whole variant 'nairbus export-onnx "
+        "--variants' wrote beside its manifest, in ONNX Runtime: no torch on the device)."))
     frame_stream: str | None = Field(default=None, pattern=ID_PATTERN, description=(
         "With ``source='mqtt'``: the capture stream to follow (default: this sensor's stream id); handed to the "
         "frame-stream source as its ``frame_stream`` option unless ``source_options`` name one."))

@@ -17,7 +17,7 @@ from torch import nn
 from nairbus.models.architectures.mobilenet import MobileNetConfig, MobileNetV2
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 from nairbus.models.architectures.split import InputSpec
-from nairbus.models.data.registry import DEFAULT_DATASET, get_dataset
+from nairbus.models.data.registry import fashion_mnist_spec
 
 __all__ = ["ARCHITECTURES", "Architecture", "build", "fashion_mnist_spec", "register"]
 
@@ -49,14 +49,6 @@ def build(architecture_id: str, config: Mapping[str, Any], spec: InputSpec) -> n
     except KeyError:
         raise ValueError(f"unknown architecture {architecture_id!r}; registered: {', '.join(ARCHITECTURES)}") from None
     return architecture.build(config, spec)
-
-
-def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
-    """The data set's input spec (:data:`nairbus.models.data.registry.DATASETS`): 28x28 grey, or resized and replicated
-    to RGB with the same normalisation per channel."""
-    native = get_dataset(DEFAULT_DATASET).spec
-    return native.model_copy(update={"channels": channels, "height": size, "width": size,
-                                     "mean": native.mean * channels, "std": native.std * channels})
 
 
 def _resnet(config: Mapping[str, Any], spec: InputSpec) -> nn.Module:

@@ -15,7 +15,8 @@ from pathlib import Path
 from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.data.fashion_mnist import LABELS, MEAN, STD, Dataset, Split, load_split
 
-__all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetInfo", "dataset_labels", "get_dataset", "load_data", "register"]
+__all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetInfo", "dataset_labels", "fashion_mnist_spec", "get_dataset",
+           "load_data", "register"]
 
 DEFAULT_DATASET = "fashion-mnist"
 """The data set every shipped model was trained on: the one a caller means when it names none."""
@@ -63,3 +64,11 @@ def dataset_labels(dataset: str = DEFAULT_DATASET) -> tuple[str, ...]:
 register(DatasetInfo(DEFAULT_DATASET, "Fashion-MNIST: 70 000 28x28 grey images, 10 classes (Debian's "
                      "dataset-fashion-mnist)", load_split,
                      InputSpec(channels=1, height=28, width=28, mean=(MEAN,), std=(STD,), labels=LABELS)))
+
+
+def fashion_mnist_spec(channels: int = 1, size: int = 28) -> InputSpec:
+    """The data set's input spec (:data:`nairbus.models.data.registry.DATASETS`): 28x28 grey, or resized and replicated
+    to RGB with the same normalisation per channel."""
+    native = get_dataset(DEFAULT_DATASET).spec
+    return native.model_copy(update={"channels": channels, "height": size, "width": size,
+                                     "mean": native.mean * channels, "std": native.std * channels})

@@ -214,6 +214,25 @@ def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | N
     return path
 
 
+def export_family_parts(out_dir: Path | None = None, command: str | None = None) -> list[Path]:
+    """Export each variant of the VP family (the first in ``$NAIRBUS_MODEL_DIR``, else the shipped one) as the whole
+    model its sensor runs (:func:`export_sensor_parts`), into ``out_dir`` (default: beside the family); an
+    ``out_dir`` elsewhere gets the family manifest too, so a light VP sensor finds its variant there
+    (``NAIRBUS_MODEL_DIR=<out_dir>``). Returns the records' paths, in family order."""
+    import shutil
+
+    from nairbus.models.vp.device import family_directory
+    from nairbus.models.vp.manifest import FamilyManifest, family_manifest_path
+
+    directory = family_directory()
+    family = FamilyManifest.load(directory)
+    records = [export_sensor_parts(str(directory / f"{entry.weights_name}.json"), out_dir, command)
+               for entry in family.variants]
+    if out_dir is not None and out_dir.resolve() != directory.resolve():
+        shutil.copyfile(family_manifest_path(directory), family_manifest_path(out_dir))
+    return records
+
+
 def copy_sensor_files(name: str, directory: Path, out: Path) -> None:
     """Copy what a sensor of model ``name`` reads besides its exported parts — the manifest, the NAIR artifacts
     (``<name>*.nair.npz``) and their auto tables (``<name>*.auto.json``) — from ``directory`` into ``out``."""

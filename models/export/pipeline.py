@@ -13,6 +13,7 @@ names (sha256), and the file's own sha256 is the record's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
@@ -42,10 +43,12 @@ def load_part(record: ExportedParts, part: PartRecord, directory: Path, manifest
                                 f"export-onnx --model {manifest.name}'")
     if not path.is_file():
         raise FileNotFoundError(f"no ONNX part {path}; export it with 'nairbus export-onnx --model {manifest.name}'")
-    runner = OnnxRunner(path, threads=threads)
-    if runner.sha256 != part.sha256:
-        raise PartMismatchError(f"{path} has sha256 {runner.sha256[:12]}…, its record says {part.sha256[:12]}…; "
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != part.sha256:  # before ONNX Runtime parses it: a damaged file is named as one
+        raise PartMismatchError(f"{path} has sha256 {sha256[:12]}…, its record says {part.sha256[:12]}…; "
                                 f"export it again with 'nairbus export-onnx --model {manifest.name}'")
+    runner = OnnxRunner(data, threads=threads)
     runner.check_model(manifest.sha256)
     return runner
 

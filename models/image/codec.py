@@ -69,10 +69,12 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -265,6 +267,8 @@ def get_image_codec(spec: str) -> ImageCodec:
 
 def _pillow_save(image: np.ndarray, fmt: str, **options: object) -> bytes:
     """Encode a grey frame with Pillow and return the file's bytes."""
+    from PIL import Image  # on first use: a sensor sending grey+zstd or decisions never loads Pillow (2.6 MB)
+
     out = io.BytesIO()
     Image.fromarray(image, mode="L").save(out, fmt, **options)
     return out.getvalue()
@@ -272,6 +276,8 @@ def _pillow_save(image: np.ndarray, fmt: str, **options: object) -> bytes:
 
 def _pillow_open(data: bytes, fmt: str, shape: Shape) -> Image.Image:
     """Open ``data`` as ``fmt`` (header only), checking its size and frame count before any pixel is decoded."""
+    from PIL import Image
+
     im = Image.open(io.BytesIO(data), formats=[fmt])
     h, w = shape
     if im.size != (w, h):
@@ -710,11 +716,14 @@ def down_shape(side: int, shape: Shape) -> Shape:
     return (min(side, shape[0]), min(side, shape[1]))
 
 
-def _resize(image: np.ndarray, shape: Shape, resample: Image.Resampling) -> np.ndarray:
-    """``image`` resized to ``shape`` with Pillow (``(H, W)``; Pillow takes ``(W, H)``)."""
+def _resize(image: np.ndarray, shape: Shape, resample: str) -> np.ndarray:
+    """``image`` resized to ``shape`` with Pillow (``(H, W)``; Pillow takes ``(W, H)``); ``resample``: the name of a
+    Pillow filter (``BOX``, ``NEAREST``)."""
     if image.shape == shape:
         return image
-    resized = Image.fromarray(image, mode="L").resize((shape[1], shape[0]), resample)
+    from PIL import Image
+
+    resized = Image.fromarray(image, mode="L").resize((shape[1], shape[0]), Image.Resampling[resample])
     return np.asarray(resized, dtype=np.uint8).reshape(shape).copy()
 
 
@@ -723,10 +732,10 @@ def _down(side: int, inner: ImageCodec) -> ImageCodec:
 
     def encode(image: np.ndarray) -> bytes:
         shape = (int(image.shape[0]), int(image.shape[1]))
-        return inner.encode(_resize(image, down_shape(side, shape), Image.Resampling.BOX))
+        return inner.encode(_resize(image, down_shape(side, shape), "BOX"))
 
     def decode(data: bytes, shape: Shape) -> np.ndarray:
-        return _resize(inner.decode(data, down_shape(side, shape)), shape, Image.Resampling.NEAREST)
+        return _resize(inner.decode(data, down_shape(side, shape)), shape, "NEAREST")
 
     return ImageCodec(f"down{side}:{inner.name}", f"down{side}:{inner.family}", inner.level, False, encode, decode)
 

@@ -8,7 +8,8 @@ nairbus``, where torch is not importable, which is asserted), else this interpre
 importtime`` shows that it never imports torch, a plotting library or the exporter, and every result equals the
 hub's offline answer on the same frames: the whole model's class in decision mode, the torch sensor's codes decided
 by the model's tail in nair mode (the whole IR sent; at least 99.5 % — ONNX Runtime's codes may differ from torch's
-by one quantiser step on a few components in a million).
+by one quantiser step on a few components in a million), and in vp mode (a variant exported with ``export-onnx
+--variants``, found through ``NAIRBUS_MODEL_DIR``) the shipped VP fusion's decision on the torch variant's votes.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from nairbus.agents.nair.fusion import FusionAgent
 from nairbus.agents.runtime.config import AgentConfig, FusionSettings
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.vp.fusion import VpFusionAgent, read_family_manifest
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
-from nairbus.models.store import sensor_artifact_path
+from nairbus.models.store import WEIGHTS_DIR, sensor_artifact_path
+from nairbus.models.vp.family import load_family, softmax_outputs
+from nairbus.models.vp.fusion import fuse_batch
+from nairbus.models.vp.manifest import family_manifest_path
 from nairbus.schemas.topics import TopicTree
 from tests.agents.test_bus import Listener
 
@@ -94,24 +99,27 @@ def test_the_light_install_has_no_torch() -> None:
     assert done.returncode == 0, "torch or matplotlib is importable in the light install"
 
 
-def run_light_sensor(broker: PrivateMosquitto, root: str, manifest: Path, mode: str, sensor_id: str
-                     ) -> tuple[np.ndarray, set[str]]:
-    """The light sensor as a process, its results as the hub decided them, and the packages it imported."""
+def run_light_sensor(broker: PrivateMosquitto, root: str, manifest: Path, mode: str, sensor_id: str,
+                     *args: str) -> tuple[np.ndarray, set[str]]:
+    """The light sensor of the model ``manifest`` (VP: of the family beside it) as a process, its results as the hub
+    decided them, and the packages it imported."""
     listener = Listener(broker, TopicTree(root, "lab"))
     listener.comm.start()
     env = {**os.environ, "NAIRBUS_BROKER__HOST": broker.host, "NAIRBUS_BROKER__PORT": str(broker.port),
-           "NAIRBUS_TOPICS__ROOT": root, "NAIRBUS_TOPICS__SITE": "lab"}
+           "NAIRBUS_TOPICS__ROOT": root, "NAIRBUS_TOPICS__SITE": "lab", "NAIRBUS_MODEL_DIR": str(manifest.parent)}
+    model = () if mode == "vp" else ("--model", str(manifest), "--no-link-fit")
     try:
         done = subprocess.run(
-            [light_python(), "-X", "importtime", "-m", "nairbus.agents.cli", "sensor", "--model", str(manifest),
-             "--runtime", "onnx", "--mode", mode, "--count", str(FRAMES), "--no-link-fit", "--deadline-ms", "10000",
-             "--sensor-id", sensor_id, "--threads", "1"],
+            [light_python(), "-X", "importtime", "-m", "nairbus.agents.cli", "sensor", *model, "--runtime", "onnx",
+             "--mode", mode, "--count", str(FRAMES), "--deadline-ms", "10000", "--sensor-id", sensor_id,
+             "--threads", "1", *args],
             capture_output=True, text=True, env=env, cwd=manifest.parent, timeout=180, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         listener.collect({(sensor_id, i) for i in range(FRAMES)}, timeout=60)
     finally:
         listener.comm.stop()
-    assert json.loads(done.stdout.strip().splitlines()[-1])["frames_sent"] == FRAMES
+    counters = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counters.get("frames_sent", counters.get("published")) == FRAMES  # a VP sensor's word is 'published'
     results = [listener.results[(sensor_id, i)] for i in range(FRAMES)]
     assert all(r.complete for r in results)
     return np.array([r.class_index for r in results]), imported_modules(done.stderr)
@@ -135,3 +143,43 @@ def test_a_light_nair_sensor_gives_the_hubs_offline_answers(broker: PrivateMosqu
     codes = base.encode_all(load_split("test").images[:FRAMES])  # the torch sensor, offline, whole IR
     offline = base.offline_probs(codes, np.arange(FRAMES), None)[0].argmax(1)
     assert (live == offline).mean() >= 0.995, int((live == offline).sum())
+
+
+@pytest.fixture(scope="module")
+def family_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``nairbus export-onnx --variants --out-dir DIR`` run by the hub's install: DIR's family manifest."""
+    out = tmp_path_factory.mktemp("light-vp") / "models"
+    done = subprocess.run([sys.executable, "-m", "nairbus.agents.cli", "export-onnx", "--variants",
+                           "--out-dir", str(out)], capture_output=True, text=True, timeout=240, check=False,
+                          cwd=out.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(out.glob("*.pt")), "a device gets no torch weights"
+    return family_manifest_path(out)
+
+
+@pytest.fixture
+def vp_fusion(broker: PrivateMosquitto, topic_root: str) -> Iterator[VpFusionAgent]:
+    cfg = AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port),
+                      topics=TopicSettings(root=topic_root, site="lab"),
+                      fusion=FusionSettings(mode="vp", deadline_ms=2000, stats_interval_s=0.5))
+    agent = VpFusionAgent(cfg, read_family_manifest(WEIGHTS_DIR))
+    agent.start()
+    worker = threading.Thread(target=agent.run, daemon=True)
+    worker.start()
+    yield agent
+    agent.stop()
+    worker.join(timeout=10)
+    agent.close()
+
+
+def test_a_light_vp_sensor_gives_the_torch_variants_votes(broker: PrivateMosquitto, topic_root: str,
+                                                         family_bundle: Path, vp_fusion: VpFusionAgent) -> None:
+    family, variants = load_family(WEIGHTS_DIR)
+    name = family.variants[0].name
+    live, modules = run_light_sensor(broker, topic_root, family_bundle, "vp", "light-vp", "--variant", name,
+                                     "--k", str(family.k))
+    assert {"nairbus", "onnxruntime", "paho"} <= modules
+    assert not modules & NEVER, sorted(modules & NEVER)
+    probs = {name: softmax_outputs(variants[name].model, load_split("test").images[:FRAMES])}
+    offline = fuse_batch(probs, {name: variants[name].weight}, family.k, [name]).argmax(1)
+    assert np.array_equal(live, offline)

@@ -186,6 +186,13 @@ def test_a_tiny_models_head_exports_deterministically_and_runs_any_batch() -> No
         ref = model.head(x, "stage2").numpy()
     for n in (1, 7):
         np.testing.assert_allclose(runner.run(x[:n].numpy()), ref[:n], rtol=1e-5, atol=1e-5)
+    # A batch longer than one run goes in chunks (the arena keeps the largest run's activations): bit-identical.
+    big = torch.randn(21, 1, 28, 28, generator=torch.Generator().manual_seed(2)).numpy()
+    whole_run = OnnxRunner(part.data, max_run=64).run(big)
+    assert np.array_equal(OnnxRunner(part.data, max_run=4).run(big), whole_run)
+    assert np.array_equal(runner.run(big), whole_run)
+    with pytest.raises(ValueError, match="max_run"):
+        OnnxRunner(part.data, max_run=0)
     with pytest.raises(PartMismatchError, match="float32"):
         runner.run(x.numpy().astype(np.float64))
     with pytest.raises(PartMismatchError, match="does not fit"):
