@@ -115,15 +115,21 @@ def load_device_pipeline(runtime: Runtime, model_name: str, artifact_path: Path 
 
 @contextlib.contextmanager
 def device_threads(runtime: Runtime, threads: int) -> Iterator[None]:
-    """Run the model work of a ``runtime`` pipeline on ``threads`` compute threads inside the block: torch's intra-op
-    pool is set and restored (:func:`nairbus.models.store.compute_threads`); ONNX Runtime takes its count per session
-    (:func:`load_device_pipeline`'s ``threads``), so for ``onnx`` nothing is set here — and torch is not imported."""
+    """Run the model work of a ``runtime`` pipeline on ``threads`` compute threads inside the block: numpy's BLAS pool
+    (the NAIR transform's matrix products in numpy) is limited to ``threads`` and restored (threadpoolctl: OpenBLAS
+    otherwise runs a matrix product on every core, twice the CPU per frame of one thread on a device held to a
+    quarter of one); torch's intra-op pool is set and restored (:func:`nairbus.models.store.compute_threads`); ONNX
+    Runtime takes its count per session (:func:`load_device_pipeline`'s ``threads``), so for ``onnx`` torch is not
+    imported."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, not {threads}")
-    if runtime == "onnx":
-        yield
-        return
-    from nairbus.models.store import compute_threads
+    from threadpoolctl import threadpool_limits
 
-    with compute_threads(threads):
-        yield
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if runtime == "onnx":
+            yield
+            return
+        from nairbus.models.store import compute_threads
+
+        with compute_threads(threads):
+            yield

@@ -26,6 +26,9 @@ def demo(
         help="host:port of a broker to use instead of a private one.")] = None,
     report: Annotated[Path | None, typer.Option(help="Where the JSON report goes.")] = None,
     data_dir: DataDirOpt = None,
+    runtime: Annotated[str, typer.Option(
+        help="What runs the sensors' model work: torch (the weights) or onnx (the light sensor: the device parts "
+             "exported to ONNX first, into the run folder; the VP variants too).")] = "torch",
 ) -> None:
     """End-to-end demo: private Mosquitto, a fusion agent, sensors replaying the test set, table per budget."""
     from dataclasses import replace
@@ -50,7 +53,10 @@ def demo(
 
     # The agents log to files under runs/demo; the demo's own connection chatter would scroll its table away.
     configure_logging(LogSettings(level="warning"))
-    settings = DemoSettings(budgets=fractions, sensors=sensors, frames=frames, broker=target, data_dir=data_dir)
+    if runtime not in ("torch", "onnx"):
+        raise typer.BadParameter("--runtime is torch or onnx")
+    settings = DemoSettings(budgets=fractions, sensors=sensors, frames=frames, broker=target, data_dir=data_dir,
+                            runtime=runtime)
     if fps is not None:
         settings = replace(settings, fps_per_sensor=fps)
     if report:

@@ -32,6 +32,7 @@ from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings
 from nairbus.agents.tools.reports import DemoReport, write_report
 from nairbus.models.data.registry import load_data
+from nairbus.models.device import RUNTIMES
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import WEIGHTS_DIR
@@ -59,6 +60,13 @@ class DemoSettings:
     report: Path = Path("reports/demo.json")
     run_dir: Path = Path("runs/demo")
     data_dir: Path | None = None
+    runtime: str = "torch"
+    """What runs the sensors' model work: ``torch`` (the weights) or ``onnx`` (the light sensor: the parts
+    ``export-onnx`` writes into ``run_dir/device``, and each VP variant's into ``run_dir/device-vp``)."""
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; one of {', '.join(RUNTIMES)}")
 
 
 @dataclass
@@ -214,7 +222,8 @@ def _demo_report(settings: DemoSettings, frames: int, test_frames: int, pipeline
                  started: float) -> dict[str, Any]:
     """The demo report: settings, model and artifact, the per-budget rows and the VP section."""
     return {
-        "command": "nairbus demo" + ("" if frames == test_frames else f" --frames {frames}"),
+        "command": "nairbus demo" + ("" if frames == test_frames else f" --frames {frames}")
+        + ("" if settings.runtime == "torch" else f" --runtime {settings.runtime}"),
         "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("report", "run_dir", "data_dir")}},
         "model": {"name": pipeline.manifest.name, "sha256": pipeline.manifest.sha256,
                   "test_accuracy": pipeline.manifest.test_accuracy},
@@ -238,6 +247,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     total = pipeline.artifact.total_bytes()
     topics = TopicTree(settings.root, settings.site)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    device = _export_device_parts(settings, console) if settings.runtime == "onnx" else None
     rows: list[dict[str, Any]] = []
     vp_section: dict[str, Any] = {}
     with _broker(settings) as broker:
@@ -255,12 +265,14 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             _wait_for_fusion(settings, observer, fusion)
             for fraction in settings.budgets:
                 rows.append(_run_budget(settings, fraction, frames, pipeline, codes, labels, total, env,
-                                        observer, console))
+                                        observer, console, device))
             from nairbus.agents.tools.demo_vp import (
                 run_vp_for_demo,  # Variant Parallelism live run (agents/tools/demo_vp.py)
             )
 
-            vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console)
+            vp_dir = (settings.run_dir / "device-vp").resolve() if device is not None else None
+            vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console,
+                                         runtime=settings.runtime, model_dir=vp_dir)
         finally:
             _stop_fusion(fusion, observer)
     report = _demo_report(settings, frames, len(test), pipeline, total, observer, rows, vp_section, started)
@@ -270,9 +282,28 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     return report
 
 
+def _export_device_parts(settings: DemoSettings, console: Console) -> Path:
+    """The light sensors' model folders, as ``nairbus export-onnx --out-dir`` writes them: base's parts and
+    artifacts in ``run_dir/device``, each VP variant's whole model in ``run_dir/device-vp``; base's manifest there."""
+    from nairbus.models.export.onnx import export_family_parts, export_sensor_parts
+
+    with console.status("exporting the device parts to ONNX (the light sensors run them)"):
+        record = export_sensor_parts("base", (settings.run_dir / "device").resolve())
+        export_family_parts((settings.run_dir / "device-vp").resolve())
+    return record.with_name("base.json")
+
+
+def _model_args(device: Path | None) -> list[str]:
+    """The sensor flags naming the model and the artifact the offline evaluator uses: the shipped ones (torch), or
+    their copies beside the exported parts (``device``: the light sensor's manifest)."""
+    if device is None:
+        return ["--artifact", str(WEIGHTS_DIR / "base.nair.npz")]
+    return ["--runtime", "onnx", "--model", str(device), "--artifact", str(device.with_name("base.nair.npz"))]
+
+
 def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: NairPipeline, codes: np.ndarray,
                 labels: np.ndarray, total: int, env: dict[str, str], observer: Observer,
-                console: Console) -> dict[str, Any]:
+                console: Console, device: Path | None = None) -> dict[str, Any]:
     budget = max(1, round(fraction * total))
     pct = round(fraction * 100)
     ids = np.arange(frames)
@@ -286,7 +317,7 @@ def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: 
         args = ["sensor", "--mode", "nair", "--sensor-id", sensor_id, "--count", str(frames),
                 "--shard", f"{i}/{settings.sensors}",
                 "--budget-fraction", str(fraction), "--no-link-fit", "--fps", str(settings.fps_per_sensor),
-                "--artifact", str(WEIGHTS_DIR / "base.nair.npz"),  # the artifact the offline evaluator uses
+                *_model_args(device),  # the artifact the offline evaluator uses
                 "--deadline-ms", str(settings.deadline_ms * 10)]
         sensors.append(_spawn(args, env, settings.run_dir / f"{sensor_id}.log"))
     with Progress(TextColumn(f"budget {pct:>3} % of the IR ({budget} B/frame)"), BarColumn(), MofNCompleteColumn(),

@@ -90,6 +90,10 @@ class VpDemoSettings:
     stream_id: str = "vp-cam"
     run_dir: Path = Path("runs/demo-vp")
     data_dir: Path | None = None
+    runtime: str = "torch"
+    """What runs each variant: torch (its weights) or onnx (its exported whole model, found in ``model_dir``)."""
+    model_dir: Path | None = None
+    """Where the sensors look for the family first (``NAIRBUS_MODEL_DIR``): ``export-onnx --variants --out-dir``."""
 
 
 def _env(broker: tuple[str, int], s: VpDemoSettings) -> dict[str, str]:
@@ -231,9 +235,11 @@ def _start_vp_agents(settings: VpDemoSettings, broker: tuple[str, int], names: l
     # The sensors' deadline is fusion's: a vote is still useful until fusion decides its frame, which is never
     # before the deadline counted from the frame's first vote (so never before capture + deadline).
     log_starts = {n: _size(run_dir / f"{sensor_ids[n]}.log") for n in names}  # logs are appended to
+    sensor_env = env | ({"NAIRBUS_MODEL_DIR": str(settings.model_dir)} if settings.model_dir else {})
     sensors = {n: _spawn(["sensor", "--mode", "vp", "--variant", n, "--sensor-id", sensor_ids[n], "--stream-id",
                           settings.stream_id, "--source", "mqtt", "--k", str(settings.k), "--deadline-ms",
-                          str(settings.deadline_ms)], env, run_dir / f"{sensor_ids[n]}.log") for n in names}
+                          str(settings.deadline_ms), "--runtime", settings.runtime], sensor_env,
+                         run_dir / f"{sensor_ids[n]}.log") for n in names}
     return _VpAgents(watcher, fusion, sensors, sensor_ids, log_starts, run_dir)
 
 
@@ -453,7 +459,7 @@ def _section_head(s: VpDemoSettings, names: list[str], victim: str, remaining: l
         "command": "nairbus demo-vp" + ("" if s.frames >= 10000 else f" --frames {s.frames}")
         + ("" if s.fps == FPS_DEFAULT else f" --fps {s.fps:g}"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()
-                     if k not in ("run_dir", "data_dir")},
+                     if k not in ("run_dir", "data_dir", "model_dir")},
         "family": {"variants": names, "weights": {v.name: v.fusion_weight for v in family.variants},
                    "sha256": {v.name: v.sha256 for v in family.variants}},
         "stopped": {**stopped_at, "variant": victim, "remaining": remaining, "transition_s": TRANSITION_S},
@@ -542,13 +548,14 @@ def run_vp_demo_standalone(settings: VpDemoSettings, report: Path | None = None,
 
 
 def run_vp_for_demo(broker: tuple[str, int], frames: int, run_dir: Path, data_dir: Path | None,
-                    console: Console) -> dict[str, Any]:
+                    console: Console, runtime: str = "torch", model_dir: Path | None = None) -> dict[str, Any]:
     """The ``vp`` section of ``nairbus demo`` (on the demo's broker); a clear note instead if no family is trained."""
     from nairbus.models.store import WEIGHTS_DIR
     from nairbus.models.vp.manifest import FAMILY_NAME
 
     if not (WEIGHTS_DIR / f"{FAMILY_NAME}.json").is_file():
         return {"skipped": "no variant family in models/weights; run 'nairbus train variants'"}
-    section = run_vp_demo(VpDemoSettings(frames=frames, run_dir=run_dir / "vp", data_dir=data_dir), broker, console)
+    section = run_vp_demo(VpDemoSettings(frames=frames, run_dir=run_dir / "vp", data_dir=data_dir, runtime=runtime,
+                                         model_dir=model_dir), broker, console)
     console.print(render_table(section))
     return section

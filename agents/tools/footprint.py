@@ -5,7 +5,8 @@ install --no-compile`` (what ``uv pip install`` does by default: no installer in
 first import) — one with the hub install (``nairbus[hub]``: torch) and one with the sensor-only install (``nairbus``:
 ONNX Runtime, no torch). The hub's venv exports the model's device parts (``nairbus export-onnx --out-dir``). Each
 sensor then runs as a user runs it (``nairbus sensor``, ``--runtime torch`` from the hub's venv, ``--runtime onnx``
-from the light one) in decision mode and in nair mode at the manifest's sensor artifact, one compute thread,
+from the light one) in decision mode, in nair mode at the manifest's sensor artifact and in vp mode (the family's
+first variant, exported with ``export-onnx --variants``), one compute thread,
 replaying test frames unpaced to a private Mosquitto, each process moved at once into a CPU control group of
 ``device_cpus`` of a core (:class:`~nairbus.agents.tools.cpugroups.CpuGroups`). Measured from outside the process:
 the time from its start (after a first, unmeasured start that wrote the bytecode of what it imports) to the first
@@ -41,7 +42,8 @@ __all__ = ["FootprintSettings", "directory_mb", "run_footprint"]
 Progress = Callable[[str], None]
 RECIPE = ("python -m venv --without-pip VENV; pip --python VENV/bin/python install --no-compile SPEC "
           "(no installer in the venv; bytecode written on first import, as uv installs by default)")
-MODES = ("decision", "nair")
+MODES = ("decision", "nair", "vp")
+"""decision: the whole model here; nair: the head at the sensor artifact's split; vp: the family's first variant."""
 SAMPLE_S = 0.02
 """How often a sensor process's CPU time and RSS are read."""
 
@@ -175,15 +177,23 @@ def run_sensor(python: Path, args: list[str], env: dict[str, str], groups: CpuGr
 
 def measure(python: Path, sensor: str, mode: str, model: str, settings: FootprintSettings,
             broker: PrivateMosquitto, groups: CpuGroups) -> FootprintRun:
-    """One sensor in one mode, streaming ``settings.frames`` unpaced frames in the device budget."""
+    """One sensor in one mode, streaming ``settings.frames`` unpaced frames in the device budget. ``model``: the
+    model's name or manifest; in vp mode the folder of the variant family (empty: the shipped one) and its variant,
+    ``FOLDER:VARIANT``."""
     runtime = "onnx" if sensor == "light" else "torch"
     sensor_id = f"{sensor}-{mode}"
     topics = TopicTree("footprint", "lab")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")} | {
         "NAIRBUS_BROKER__HOST": broker.host, "NAIRBUS_BROKER__PORT": str(broker.port),
         "NAIRBUS_TOPICS__ROOT": "footprint", "NAIRBUS_TOPICS__SITE": "lab", "NAIRBUS_LOG__LEVEL": "warning"}
-    args = ["--model", model, "--runtime", runtime, "--mode", mode, "--count", str(settings.frames),
-            "--no-link-fit", "--deadline-ms", "60000", "--threads", "1", "--sensor-id", sensor_id]
+    if mode == "vp":
+        family_dir, _, variant = model.rpartition(":")
+        env |= {"NAIRBUS_MODEL_DIR": family_dir} if family_dir else {}
+        what = ["--variant", variant]
+    else:
+        what = ["--model", model, "--no-link-fit"]
+    args = [*what, "--runtime", runtime, "--mode", mode, "--count", str(settings.frames), "--deadline-ms", "60000",
+            "--threads", "1", "--sensor-id", sensor_id]
     # A first start, uncapped, writes the bytecode of what the sensor imports (the venvs are installed without it):
     # the measured start is a device's every start after its first.
     run_sensor(python, [*args[:-1], f"{sensor_id}-warmup", "--count", "5"], env, None, sensor_id, settings.run_dir)
@@ -195,21 +205,30 @@ def measure(python: Path, sensor: str, mode: str, model: str, settings: Footprin
     cpu = samples.at(last)[1] - samples.at(first)[1]
     frames = len(arrivals.times) - 1
     throttled = groups.throttled().get(f"device-{sensor_id}", {}).get("throttled_s")
-    return FootprintRun(sensor=sensor, runtime=runtime, mode=mode, frames_sent=int(counters["frames_sent"]),
+    sent = counters.get("frames_sent", counters.get("published", 0))  # a VP sensor's word is 'published'
+    return FootprintRun(sensor=sensor, runtime=runtime, mode=mode, frames_sent=int(sent),
                         cpu_ms_per_frame=round(1000 * cpu / frames, 2), fps=round(frames / (last - first), 1),
                         peak_rss_mb=round(max(row[2] for row in samples.rows) / 1024, 1),
                         startup_s=round(first - began, 2), throttled_s=throttled)
 
 
-def _export(full_python: Path, settings: FootprintSettings) -> Path:
-    """The hub's venv exports the model's device parts into a model directory for the light sensor: its manifest."""
-    bundle = settings.run_dir / "bundle"
-    done = subprocess.run([str(full_python), "-m", "nairbus.agents.cli", "export-onnx", "--model", settings.model,
-                           "--out-dir", str(bundle.resolve())], capture_output=True, text=True, check=False,
+def _export(full_python: Path, settings: FootprintSettings, *what: str) -> Path:
+    """The hub's venv exports device parts (``what``: ``--model NAME`` or ``--variants``) into a model directory
+    for the light sensor (``nairbus export-onnx --out-dir``): the directory."""
+    bundle = (settings.run_dir / ("bundle-vp" if "--variants" in what else "bundle")).resolve()
+    done = subprocess.run([str(full_python), "-m", "nairbus.agents.cli", "export-onnx", *what,
+                           "--out-dir", str(bundle)], capture_output=True, text=True, check=False,
                           cwd=settings.run_dir)
     if done.returncode != 0:
         raise RuntimeError(f"nairbus export-onnx failed: {done.stderr[-2000:]}")
-    return (bundle / f"{settings.model}.json").resolve()
+    return bundle
+
+
+def _first_variant(family_dir: Path) -> str:
+    """The name of the first variant of the family whose manifest is in ``family_dir``."""
+    from nairbus.models.vp.manifest import FamilyManifest
+
+    return FamilyManifest.load(family_dir).variants[0].name
 
 
 def run_footprint(settings: FootprintSettings, progress: Progress) -> FootprintReport:
@@ -223,14 +242,17 @@ def run_footprint(settings: FootprintSettings, progress: Progress) -> FootprintR
         built[name] = build_venv(path, spec)
     python = {name: path / "bin" / "python" for name, (path, _spec) in venvs.items()}
     progress("exporting the device parts with the hub's venv (nairbus export-onnx)")
-    manifest = _export(python["torch"], settings)
-    models = {"torch": settings.model, "light": str(manifest)}
+    manifest = _export(python["torch"], settings, "--model", settings.model) / f"{settings.model}.json"
+    family = _export(python["torch"], settings, "--variants")
+    variant = _first_variant(family)
+    models = {("torch", "vp"): f":{variant}", ("light", "vp"): f"{family}:{variant}"}
     runs: list[FootprintRun] = []
     with PrivateMosquitto() as broker, CpuGroups(device_cpus=settings.device_cpus) as groups:
         for mode in MODES:
             for sensor in ("torch", "light"):
+                model = models.get((sensor, mode), settings.model if sensor == "torch" else str(manifest))
                 progress(f"{sensor} sensor, {mode} mode: {settings.frames} frames in {settings.device_cpus} of a core")
-                runs.append(measure(python[sensor], sensor, mode, models[sensor], settings, broker, groups))
+                runs.append(measure(python[sensor], sensor, mode, model, settings, broker, groups))
                 progress(f"  {runs[-1].model_dump()}")
         isolation = dict(groups.isolation)
     report = _report(settings, venvs, built, python, runs, isolation, manifest)

@@ -174,6 +174,8 @@ class DemoSettings(ReportModel):
     broker: tuple[str, int] | None
     root: str
     site: str
+    runtime: str = "torch"
+    """What ran the sensors' model work: torch (the weights) or onnx (the light sensor's exported parts)."""
 
 
 class DemoReport(ReportModel):
@@ -702,7 +704,7 @@ class FootprintReport(ReportModel):
 # ----- the registry -------------------------------------------------------------------------------------------------
 
 REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
-    ("demo.json", DemoReport),
+    ("demo*.json", DemoReport),
     ("folder*.json", FolderReport),
     ("nair*.json", NairReport),
     ("vp.json", VpReport),

@@ -86,13 +86,17 @@ def _idx_shape(head: bytes, ndim_bytes: bytes) -> tuple[int, ...]:
     return tuple(int.from_bytes(ndim_bytes[4 * i : 4 * i + 4], "big") for i in range(head[3]))
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, limit: int | None = None) -> np.ndarray:
     """An IDX file (unsigned-byte payload, gzipped or not) as an array of its declared shape, read straight into the
-    array: the decompressed file is never held beside it (a sensor's peak memory)."""
+    array: the decompressed file is never held beside it (a sensor's peak memory). ``limit``: only the first
+    ``limit`` rows are read (a replay of the first frames holds those, not the split)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit}")
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as handle:
         head = handle.read(4)
-        shape = _idx_shape(head, handle.read(4 * head[3]) if len(head) == 4 else b"")
+        declared = _idx_shape(head, handle.read(4 * head[3]) if len(head) == 4 else b"")
+        shape = declared if limit is None or not declared else (min(declared[0], limit), *declared[1:])
         data = np.empty(shape, dtype=np.uint8)
         view = data.data.cast("B")
         done = 0
@@ -101,8 +105,8 @@ def read_idx(path: Path) -> np.ndarray:
             if not got:
                 break
             done += got
-        if done != data.size or handle.read(1):
-            raise ValueError(f"IDX payload of {path} is not the {data.size} bytes its header says {shape}")
+        if done != data.size or (shape == declared and handle.read(1)):
+            raise ValueError(f"IDX payload of {path} is not the {data.size} bytes its header says {declared}")
     return data
 
 
@@ -115,12 +119,12 @@ def parse_idx(raw: bytes) -> np.ndarray:
     return data.reshape(shape).copy()
 
 
-def load_split(split: Split, data_dir: str | Path | None = None) -> Dataset:
-    """Load the ``train`` (60 000) or ``test`` (10 000) split."""
+def load_split(split: Split, data_dir: str | Path | None = None, limit: int | None = None) -> Dataset:
+    """Load the ``train`` (60 000) or ``test`` (10 000) split (``limit``: its first ``limit`` frames only)."""
     directory = resolve_data_dir(data_dir)
     image_stem, label_stem = _FILES[split]
-    images = read_idx(_idx_path(directory, image_stem))
-    labels = read_idx(_idx_path(directory, label_stem)).astype(np.int64)
+    images = read_idx(_idx_path(directory, image_stem), limit)
+    labels = read_idx(_idx_path(directory, label_stem), limit).astype(np.int64)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
         raise ValueError(f"unexpected Fashion-MNIST shapes {images.shape} / {labels.shape} in {directory}")
     return Dataset(images=images, labels=labels)

@@ -28,7 +28,8 @@ class DatasetInfo:
 
     name: str
     description: str
-    load: Callable[[Split, str | Path | None], Dataset]
+    load: Callable[[Split, str | Path | None, int | None], Dataset]
+    """``(split, data directory or None for the default, limit)`` → the split, or its first ``limit`` items."""
     spec: InputSpec
 
 
@@ -51,9 +52,11 @@ def get_dataset(name: str) -> DatasetInfo:
         raise ValueError(f"unknown data set {name!r}; registered: {', '.join(DATASETS)}") from None
 
 
-def load_data(split: Split, dataset: str = DEFAULT_DATASET, data_dir: str | Path | None = None) -> Dataset:
-    """A split (``train`` or ``test``) of a registered data set, read from ``data_dir`` (else the loader's default)."""
-    return get_dataset(dataset).load(split, data_dir)
+def load_data(split: Split, dataset: str = DEFAULT_DATASET, data_dir: str | Path | None = None,
+              limit: int | None = None) -> Dataset:
+    """A split (``train`` or ``test``) of a registered data set, read from ``data_dir`` (else the loader's default);
+    ``limit``: only its first ``limit`` items (a sensor replaying the first frames holds those, not the split)."""
+    return get_dataset(dataset).load(split, data_dir, limit)
 
 
 def dataset_labels(dataset: str = DEFAULT_DATASET) -> tuple[str, ...]:

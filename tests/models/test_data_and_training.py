@@ -30,6 +30,17 @@ def test_env_variable_points_at_other_files(tmp_path: Path, monkeypatch: pytest.
     assert data.labels.tolist() == [3, 7]
 
 
+def test_the_first_frames_alone_are_read_when_asked() -> None:
+    whole = load_split("test")
+    head = load_split("test", limit=300)
+    assert head.images.shape == (300, 28, 28)
+    assert np.array_equal(head.images, whole.images[:300])
+    assert np.array_equal(head.labels, whole.labels[:300])
+    assert len(load_split("test", limit=50_000)) == 10_000  # a limit past the end: the whole split
+    with pytest.raises(ValueError, match="limit"):
+        load_split("test", limit=-1)
+
+
 def test_corrupt_idx_is_refused() -> None:
     with pytest.raises(ValueError, match="IDX"):
         parse_idx(b"\x00\x00\x0d\x01junk")

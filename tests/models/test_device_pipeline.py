@@ -207,3 +207,21 @@ def test_the_onnx_pipeline_loads_what_a_mode_runs_and_the_rest_when_first_run(ex
     assert np.array_equal(whole_only.encode(frames), full.encode(frames))
     with pytest.raises(ValueError, match="unknown parts"):
         load_device_pipeline("onnx", str(exported), parts=("tail",))
+
+
+def test_the_device_work_runs_numpys_blas_on_the_sensors_threads() -> None:
+    from threadpoolctl import threadpool_info
+
+    from nairbus.models.device import device_threads
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("numpy has no BLAS thread pool here")
+    before = [pool["num_threads"] for pool in blas]
+    for runtime in ("onnx", "torch"):
+        with device_threads(runtime, 1):
+            assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {1}
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == before
+    with pytest.raises(ValueError, match="threads"), device_threads("onnx", 0):
+        pass
