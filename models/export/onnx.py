@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def _onnx_proto(part: DevicePart, spec: InputSpec, kind: PartKind) -> Any:
     """The ONNX ``ModelProto`` of ``part`` from torch's ``torch.export``-based exporter, batch dimension dynamic."""
     example = torch.zeros(2, spec.channels, spec.height, spec.width)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    # The exporter warns once per torchvision operator it cannot register (torchvision is not installed beside this
+    # torch): a screenful on every export, about operators no nairbus model uses.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
         # torch's own deprecation chatter while tracing (tree specs, ...): nothing the caller can act on.
         warnings.simplefilter("ignore", category=FutureWarning)

@@ -1,5 +1,6 @@
 """``nairbus bench footprint``'s pieces: its settings refuse what cannot be measured, venv sizes are counted as
-``du -m`` counts them, and the committed report is the torch sensor against the light one in both modes."""
+``du -m`` counts them, and the committed report is the torch sensor against the light one in every mode; the light
+sensors' live answers on the whole test split are the offline evaluator's (``reports/demo-light.json``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nairbus.agents.tools.footprint import MODES, FootprintSettings, directory_mb
-from nairbus.agents.tools.reports import FootprintReport, load_typed
+from nairbus.agents.tools.reports import DemoReport, DemoVpSection, FootprintReport, load_typed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def test_a_directory_is_measured_in_allocated_mib_with_hard_links_once(tmp_path:
     assert 3.0 <= directory_mb(tmp_path) < 3.1
 
 
-def test_the_committed_report_measures_both_sensors_in_both_modes() -> None:
+def test_the_committed_report_measures_both_sensors_in_every_mode() -> None:
     report = load_typed(REPO / "reports" / "sensor-footprint.json", FootprintReport)
     assert {(r.sensor, r.mode) for r in report.runs} == {(s, m) for s in ("torch", "light") for m in MODES}
     assert all(r.frames_sent == report.frames for r in report.runs)
@@ -36,3 +37,25 @@ def test_the_committed_report_measures_both_sensors_in_both_modes() -> None:
     assert report.installs["torch"].torch_importable
     assert not any(p.lower().startswith(("torch==", "matplotlib==")) for p in report.installs["light"].packages)
     assert report.command.startswith("nairbus bench footprint")
+
+
+def test_light_sensors_live_give_the_offline_answers_on_every_test_frame() -> None:
+    """``nairbus demo --runtime onnx``: NAIR at every demo budget and the four VP variants, all light sensors."""
+    report = load_typed(REPO / "reports" / "demo-light.json", DemoReport)
+    assert report.settings is not None
+    assert report.settings.runtime == "onnx"
+    assert report.command == "nairbus demo --runtime onnx"
+    assert len(report.budgets) == len(report.settings.budgets) >= 4
+    for row in report.budgets:
+        assert row.frames == row.results == 10_000
+        assert row.agreement == 1.0, row  # live = the offline evaluator on the bytes that arrived
+        assert row.live_accuracy == row.offline_budget_accuracy
+    assert isinstance(report.vp, DemoVpSection)
+    assert report.vp.settings is not None
+    assert report.vp.settings["runtime"] == "onnx"
+    # The capture agent (a thread of the demo) skips a frame it is too late for: every frame it sent was decided.
+    assert report.vp.frames_sent + report.vp.capture["skipped"] == 10_000
+    assert report.vp.results == report.vp.frames_sent
+    assert report.vp.missing == 0
+    assert report.vp.passed
+    assert all(report.vp.checks.values()), report.vp.checks
