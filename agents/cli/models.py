@@ -354,7 +354,7 @@ def export_images_cmd(
         _fail("--colour is grey or rgb, --format png or jpeg")
     try:
         info = get_dataset(dataset)
-        data = info.load("test" if split == "test" else "train", data_dir)
+        data = info.load("test" if split == "test" else "train", data_dir, None)
     except ValueError as exc:
         _fail(str(exc))
     except DatasetMissingError as exc:

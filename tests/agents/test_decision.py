@@ -25,6 +25,7 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.device import DevicePipeline, load_device_pipeline
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
 from nairbus.schemas import Birth, DecisionBirth, ModelRef, Result, TopK, VpBirth
@@ -219,7 +220,7 @@ def fusion_for(broker: PrivateMosquitto, topic_root: str) -> Iterator[Any]:
         agent.close()
 
 
-def _run_decisions(broker: PrivateMosquitto, root: str, pipeline: NairPipeline, count: int,
+def _run_decisions(broker: PrivateMosquitto, root: str, pipeline: DevicePipeline, count: int,
                    **kw: Any) -> tuple[dict[tuple[str, int], Result], dict[str, int]]:
     listener = Listener(broker, TopicTree(root, "lab"))
     listener.comm.start()
@@ -286,13 +287,28 @@ def test_a_model_without_a_nair_artifact_sends_and_gets_decisions(broker: Privat
         SensorAgent(_config(broker, topic_root, sensor=SensorSettings(sensor_id="dev-2", model=name, mode="nair")))
 
 
+@pytest.fixture(scope="module")
+def light_base(tmp_path_factory: pytest.TempPathFactory) -> DevicePipeline:
+    """The shipped base model as a light sensor runs it: its whole model exported to ONNX, in ONNX Runtime."""
+    from nairbus.models.export.onnx import export_sensor_parts
+
+    out = tmp_path_factory.mktemp("light-base")
+    export_sensor_parts("base", out)
+    return load_device_pipeline("onnx", str(out / "base.json"), optional=True, parts=("whole",))
+
+
 @pytest.mark.broker
 @pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_live_decisions_match_the_shipped_model_on_every_test_frame(broker: PrivateMosquitto, topic_root: str,
-                                                                    base: NairPipeline, fusion_for: Any) -> None:
+                                                                    base: NairPipeline, fusion_for: Any,
+                                                                    runtime: str, request: pytest.FixtureRequest,
+                                                                    ) -> None:
+    # The torch sensor, and the light sensor (ONNX Runtime): the hub's offline decision on every test frame.
     test = load_split("test")
     fusion_for(base)
-    results, counters = _run_decisions(broker, topic_root, base, len(test), link_fit=False)  # as fast as it can
+    device: DevicePipeline = base if runtime == "torch" else request.getfixturevalue("light_base")
+    results, counters = _run_decisions(broker, topic_root, device, len(test), link_fit=False)  # as fast as it can
     assert counters["frames_sent"] == len(test)
     live = np.array([results[("dev-1", i)].class_index for i in range(len(test))])
     offline = base.full_model_probs(test.images).argmax(1)
