@@ -309,6 +309,9 @@ def files_cmd(
                            "qos1_replay.")] = None,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/files.json"),
     run_dir: Annotated[Path, typer.Option(help="Agent logs and the files of each scenario.")] = Path("runs/files"),
+    runtime: Annotated[str, typer.Option(
+        help="What runs the one-shot sensor's model: torch, or onnx (the light sensor, on the parts 'nairbus "
+             "export-onnx' writes from the model into --run-dir).")] = "torch",
 ) -> None:
     """A user's files and a live source on a busy device, end to end: every file decided and named, live = offline,
     watched bursts and slowly written files, a live source's skips and link budget quiet and busy, and a QoS 1
@@ -320,7 +323,8 @@ def files_cmd(
         settings = FileBenchSettings(
             model=model, own_model=own_model, files=files, burst=burst, slow_files=slow_files, write_s=write_s,
             live_fps=live_fps, live_frames=live_frames, replay_frames=replay_frames, replay_fps=replay_fps, hogs=hogs,
-            scenarios=tuple(scenario) if scenario else SCENARIOS, report=report.resolve(), run_dir=run_dir.resolve())
+            scenarios=tuple(scenario) if scenario else SCENARIOS, report=report.resolve(), run_dir=run_dir.resolve(),
+            runtime=runtime)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:

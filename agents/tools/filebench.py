@@ -75,6 +75,9 @@ class FileBenchSettings:
     replay_fps: float = 150.0
     hogs: int = 2 * (os.cpu_count() or 2)
     scenarios: tuple[str, ...] = SCENARIOS
+    runtime: str = "torch"
+    """What runs the one-shot sensor's model work: torch, or onnx (the light sensor, on the parts ``nairbus
+    export-onnx`` writes from the model into the run folder)."""
     report: Path = Path("reports/files.json")
     run_dir: Path = Path("runs/files")
 
@@ -84,6 +87,8 @@ class FileBenchSettings:
             raise ValueError(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
         if min(self.files, self.burst, self.slow_files, self.live_frames, self.replay_frames) < 1:
             raise ValueError("every count must be at least 1")
+        if self.runtime not in ("torch", "onnx"):
+            raise ValueError(f"unknown runtime {self.runtime!r}; torch or onnx")
 
 
 # ----- the device's other work ------------------------------------------------------------------------------------
@@ -316,9 +321,25 @@ def _model_dir(path: Path | None) -> Iterator[None]:
             os.environ[MODEL_DIR_ENV] = old
 
 
+def _device_model(settings: FileBenchSettings, model: str, model_dir: Path | None) -> list[str]:
+    """The one-shot sensor's model flags: ``--model MODEL`` (torch), or for the light sensor the parts ``nairbus
+    export-onnx --out-dir`` writes from the model (found in ``model_dir``, the user's model folder) into the run
+    folder, as a device gets them from its hub."""
+    if settings.runtime == "torch":
+        return ["--model", model]
+    device = (settings.run_dir / f"{model}-device").resolve()
+    env = {**os.environ, **({MODEL_DIR_ENV: str(model_dir.resolve())} if model_dir is not None else {})}
+    done = subprocess.run([sys.executable, "-m", "nairbus.agents.cli", "export-onnx", "--model", model, "--out-dir",
+                           str(device)], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"nairbus export-onnx --model {model} failed: {done.stderr[-2000:]}")
+    return ["--runtime", "onnx", "--model", str(device / f"{model}.json")]
+
+
 def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) -> dict[str, Any]:
     folder = settings.run_dir / "oneshot-files"
     model, model_dir, made, names, labels = _oneshot_files(settings, folder, say)
+    model_args = _device_model(settings, model, model_dir)
     old = time.time() - 60
     for name in names:
         os.utime(folder / name, (old, old))
@@ -327,12 +348,13 @@ def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) ->
     say(f"oneshot: {settings.files} files of {model} written; sensor runs beside {settings.hogs} busy processes")
     with bus(settings, "oneshot", model, model_dir) as (agents, recorder), busy(settings.hogs, 1800):
         started = time.monotonic()
-        sensor = agents.start("sensor", ["sensor", "--sensor-id", "files", "--model", model, "--folder", str(folder)])
+        sensor = agents.start("sensor", ["sensor", "--sensor-id", "files", *model_args, "--folder", str(folder)])
         counters = agents.finish(sensor, timeout=1800)
         seconds = time.monotonic() - started
         got = recorder.wait("files", settings.files, timeout=60)
     mine = {f: r for f, r in got.items() if f < len(names)}
-    return {"model": model, **({"own_model": made} if made is not None else {}), "files": settings.files,
+    return {"model": model, **({"own_model": made} if made is not None else {}), "runtime": settings.runtime,
+            "files": settings.files,
             "seconds": round(seconds, 1), "sensor": counters, "decided": len(got),
             "named_right": sum(int(r.item == names[f]) for f, r in mine.items()),
             "live_equals_offline": _share(sum(int(r.class_index == offline[f]) for f, r in mine.items()),
@@ -447,6 +469,10 @@ def command_line(settings: FileBenchSettings) -> str:
                          else f"--{key.replace('_', '-')} {value}")
     if settings.scenarios != SCENARIOS:
         parts += [f"--scenario {s}" for s in settings.scenarios]
+    if settings.runtime != default.runtime:
+        parts.append(f"--runtime {settings.runtime}")
+    if settings.report.resolve() != default.report.resolve():
+        parts.append(f"--report {os.path.relpath(settings.report)}")
     return " ".join(parts)
 
 

@@ -473,6 +473,9 @@ class OneShotRun(ReportModel):
     """The model the sensor ran (older reports: the report's ``model``)."""
     own_model: JsonDict | None = None
     """How the user's own model was made (its classes, input, training, split, offline validation accuracy)."""
+    runtime: str = "torch"
+    """What ran the sensor's model work: torch (the weights) or onnx (the light sensor: the parts 'nairbus
+    export-onnx' wrote from the imported model)."""
     files: int
     decided: int
     complete: int

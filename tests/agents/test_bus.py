@@ -33,6 +33,7 @@ from nairbus.schemas import CONTENT_TYPE_JSON, Fragment, Result, Stats
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas.lean import encode_lean
 from nairbus.schemas.topics import TopicTree
+from tests.agents.running import running
 from tests.manifests import in_memory_manifest
 
 pytestmark = pytest.mark.broker
@@ -84,15 +85,8 @@ class Listener:
 @pytest.fixture
 def running_fusion(broker: PrivateMosquitto, topic_root: str, pipeline: NairPipeline) -> Iterator[FusionAgent]:
     cfg = _config(broker, topic_root, fusion=FusionSettings(deadline_ms=400, stats_interval_s=0.2, max_frames=64))
-    agent = FusionAgent(cfg, pipeline)
-    agent.start()
-    worker = threading.Thread(target=agent.run, daemon=True)
-    worker.start()
-    yield agent
-    agent.stop()
-    worker.join(timeout=10)
-    agent.close()
-    assert not worker.is_alive()
+    with running(FusionAgent(cfg, pipeline)) as agent:
+        yield agent
 
 
 def _sensor(broker: PrivateMosquitto, root: str, pipeline: NairPipeline, **kw: Any) -> SensorAgent:

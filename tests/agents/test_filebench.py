@@ -18,6 +18,8 @@ def test_settings_refuse_unknown_scenarios_and_empty_counts() -> None:
         FileBenchSettings(scenarios=("oneshot", "nope"))
     with pytest.raises(ValueError, match="at least 1"):
         FileBenchSettings(files=0)
+    with pytest.raises(ValueError, match="runtime"):
+        FileBenchSettings(runtime="tflite")
 
 
 def test_the_command_line_names_what_differs_from_the_defaults() -> None:
@@ -25,6 +27,9 @@ def test_the_command_line_names_what_differs_from_the_defaults() -> None:
     assert command_line(FileBenchSettings(own_model=False)) == "nairbus bench files --no-own-model"
     assert command_line(FileBenchSettings(files=20, write_s=0.5, scenarios=("oneshot",))) == \
         "nairbus bench files --files 20 --write-s 0.5 --scenario oneshot"
+    light = FileBenchSettings(scenarios=("oneshot",), runtime="onnx", report=Path("reports/files-light.json"))
+    assert command_line(light) == \
+        "nairbus bench files --scenario oneshot --runtime onnx --report reports/files-light.json"
 
 
 @pytest.mark.slow

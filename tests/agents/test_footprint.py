@@ -59,3 +59,20 @@ def test_light_sensors_live_give_the_offline_answers_on_every_test_frame() -> No
     assert report.vp.missing == 0
     assert report.vp.passed
     assert all(report.vp.checks.values()), report.vp.checks
+
+
+def test_a_light_sensor_runs_an_imported_model_on_its_own_folder() -> None:
+    """``nairbus bench files --scenario oneshot --runtime onnx``: the user's own model (imported, calibrated, exported
+    to ONNX) on a folder of its own images, every file decided and named, live = the hub's offline answers."""
+    from nairbus.agents.tools.reports import FilesReport
+
+    report = load_typed(REPO / "reports" / "files-light.json", FilesReport)
+    assert report.command == "nairbus bench files --scenario oneshot --runtime onnx --report reports/files-light.json"
+    run = report.oneshot
+    assert run is not None
+    assert run.runtime == "onnx"
+    assert run.own_model is not None  # an imported model, not a shipped one
+    assert run.decided == run.named_right == run.complete == run.files >= 1000
+    assert run.live_equals_offline.share is not None
+    assert run.live_equals_offline.share >= 0.99
+    assert run.live_accuracy.share == run.offline_accuracy.share

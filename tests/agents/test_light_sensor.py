@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from nairbus.models.vp.family import load_family, softmax_outputs
 from nairbus.models.vp.fusion import fuse_batch
 from nairbus.models.vp.manifest import family_manifest_path
 from nairbus.schemas.topics import TopicTree
+from tests.agents.running import running
 from tests.agents.test_bus import Listener
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -81,14 +81,8 @@ def fusion(broker: PrivateMosquitto, topic_root: str, base: NairPipeline) -> Ite
                       topics=TopicSettings(root=topic_root, site="lab"),
                       fusion=FusionSettings(deadline_ms=2000, stats_interval_s=0.5, max_fps_per_sensor=100_000,
                                             max_frames=20_000))
-    agent = FusionAgent(cfg, base)
-    agent.start()
-    worker = threading.Thread(target=agent.run, daemon=True)
-    worker.start()
-    yield agent
-    agent.stop()
-    worker.join(timeout=10)
-    agent.close()
+    with running(FusionAgent(cfg, base)) as agent:
+        yield agent
 
 
 def test_the_light_install_has_no_torch() -> None:
@@ -162,14 +156,8 @@ def vp_fusion(broker: PrivateMosquitto, topic_root: str) -> Iterator[VpFusionAge
     cfg = AgentConfig(broker=BrokerSettings(host=broker.host, port=broker.port),
                       topics=TopicSettings(root=topic_root, site="lab"),
                       fusion=FusionSettings(mode="vp", deadline_ms=2000, stats_interval_s=0.5))
-    agent = VpFusionAgent(cfg, read_family_manifest(WEIGHTS_DIR))
-    agent.start()
-    worker = threading.Thread(target=agent.run, daemon=True)
-    worker.start()
-    yield agent
-    agent.stop()
-    worker.join(timeout=10)
-    agent.close()
+    with running(VpFusionAgent(cfg, read_family_manifest(WEIGHTS_DIR))) as agent:
+        yield agent
 
 
 def test_a_light_vp_sensor_gives_the_torch_variants_votes(broker: PrivateMosquitto, topic_root: str,

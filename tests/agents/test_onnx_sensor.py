@@ -9,7 +9,6 @@ least 99.9 % of them — measured: 200 of 200.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
 from nairbus.schemas.topics import TopicTree
+from tests.agents.running import running
 from tests.agents.test_bus import Listener
 from tests.models.test_device_pipeline import export_base_copy
 
@@ -56,14 +56,8 @@ def _config(broker: PrivateMosquitto, root: str, **sections: Any) -> AgentConfig
 def fusion(broker: PrivateMosquitto, topic_root: str, base: NairPipeline) -> Iterator[FusionAgent]:
     cfg = _config(broker, topic_root, fusion=FusionSettings(deadline_ms=2000, stats_interval_s=0.5,
                                                             max_fps_per_sensor=100_000, max_frames=20_000))
-    agent = FusionAgent(cfg, base)
-    agent.start()
-    worker = threading.Thread(target=agent.run, daemon=True)
-    worker.start()
-    yield agent
-    agent.stop()
-    worker.join(timeout=10)
-    agent.close()
+    with running(FusionAgent(cfg, base)) as agent:
+        yield agent
 
 
 def _live_classes(broker: PrivateMosquitto, root: str, model: Path, mode: str) -> tuple[np.ndarray, SensorAgent]:

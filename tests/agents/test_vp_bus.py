@@ -37,6 +37,7 @@ from nairbus.schemas import Result, TopK
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.topics import TopicTree
+from tests.agents.running import running
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 K = 3
@@ -89,15 +90,8 @@ class Listener:
 @pytest.fixture
 def fusion(broker: PrivateMosquitto, topic_root: str, family_dir: Path) -> Iterator[VpFusionAgent]:
     cfg = _config(broker, topic_root, fusion=FusionSettings(mode="vp", deadline_ms=600, stats_interval_s=0.2))
-    agent = VpFusionAgent(cfg, read_family_manifest(family_dir))
-    agent.start()
-    worker = threading.Thread(target=agent.run, daemon=True)
-    worker.start()
-    yield agent
-    agent.stop()
-    worker.join(timeout=10)
-    agent.close()
-    assert not worker.is_alive()
+    with running(VpFusionAgent(cfg, read_family_manifest(family_dir))) as agent:
+        yield agent
 
 
 def _sensor(broker: PrivateMosquitto, root: str, variant: LoadedVariant, **kw: Any) -> VpSensorAgent:
