@@ -38,9 +38,11 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nairbus.agents.runtime.state import state_dir
 
 __all__ = ["MEMORY_SHARE", "BudgetDecision", "LinkEstimator", "LinkMemory", "LinkMonitor", "LinkPolicy",
            "state_dir"]
@@ -252,16 +254,6 @@ class LinkEstimator:
             self._grown_at = now
         self._last_budget = budget
         return BudgetDecision(budget, reason, rate, backlog)
-
-
-def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where a device keeps what it learnt between runs: ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else
-    ``$XDG_STATE_HOME/nairbus``, else ``~/.local/state/nairbus``."""
-    env = os.environ if environ is None else environ
-    if env.get("STATE_DIRECTORY"):
-        return Path(env["STATE_DIRECTORY"].split(":")[0])
-    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
-    return base / "nairbus"
 
 
 @dataclass(frozen=True, slots=True)

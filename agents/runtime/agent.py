@@ -20,6 +20,7 @@ from nairbus.agents.runtime.commands import SensorControl
 from nairbus.agents.runtime.config import AgentConfig, SensorSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator
+from nairbus.agents.runtime.state import ControlsMemory
 from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Status, Tally
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.lean import LeanContext
@@ -98,12 +99,17 @@ class SensorBase(DeviceAgent):
         self.settings = s
         self.epoch_ts = float(int(time.time() - EPOCH_LEAD_S))
         self.ctx = LeanContext(s.sensor_id, self.comm.session, self.epoch_ts, s.expiry_s)
+        memory = ControlsMemory.for_sensor(s.sensor_id)
+        if not s.remember_controls:
+            memory.forget()
         self.control = SensorControl(self.comm, self.topics, s, self.apply_settings, self.announce_birth,
-                                     supports_budget=self.supports_budget, on_tally=self._on_tally)
+                                     supports_budget=self.supports_budget, on_tally=self._on_tally,
+                                     memory=memory if s.remember_controls else None)
         """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth, replay."""
         self.tally: Tally | None = None
         """A fusion agent's count of this session's frames it decided, once the sensor withdrew (:meth:`withdraw`)."""
         self._tallied = threading.Event()
+        self._restored = False
 
     def birth(self) -> Birth:
         """The retained description of this sensor: everything fusion needs to decode it."""
@@ -119,6 +125,9 @@ class SensorBase(DeviceAgent):
                            content_type=CONTENT_TYPE_JSON)
 
     def on_connected(self) -> None:
+        if not self._restored:  # once: the controls a command set before this process, before the first birth
+            self._restored = True
+            self.control.restore()
         self.announce_birth()
         self.control.publish_controls()
         self.comm.wait_published()

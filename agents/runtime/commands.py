@@ -24,6 +24,7 @@ from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.state import ControlsMemory
 from nairbus.schemas import CONTENT_TYPE_JSON, MAX_JSON_BYTES, Command, CommandResponse, Controls, Tally, WireError
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
@@ -91,7 +92,8 @@ class SensorControl:
 
     def __init__(self, comm: Bus, topics: TopicTree, settings: SensorSettings,
                  apply_settings: Callable[[SensorSettings], None], rebirth: Callable[[], None],
-                 supports_budget: bool = True, on_tally: Callable[[Tally], None] | None = None) -> None:
+                 supports_budget: bool = True, on_tally: Callable[[Tally], None] | None = None,
+                 memory: ControlsMemory | None = None) -> None:
         self.comm = comm
         self.topics = topics
         self.settings = settings
@@ -106,6 +108,8 @@ class SensorControl:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self.counts = {"commands": 0, "refused": 0}
+        self.memory = memory
+        """Where the controls a command set are kept for the next start (None: not kept)."""
         sid = settings.sensor_id
         self.set_topic = topics.sensor_set(sid)
         comm.route(self.set_topic, self.on_message)
@@ -178,8 +182,33 @@ class SensorControl:
         self.counts["commands"] += 1
         log.info("command_applied", sensor=sid, transaction=command.transaction,
                  **command.model_dump(exclude={"v", "kind", "transaction"}, exclude_none=True))
+        changed = (command.budget_bytes, command.budget_fraction, command.deadline_ms, command.fps, command.paused)
+        if self.memory is not None and any(value is not None for value in changed):
+            self.memory.save(self.controls())  # a rebirth or replay request sets nothing: the configuration stays
         self.publish_controls()
         return response
+
+    def restore(self) -> Controls | None:
+        """Re-apply the controls :attr:`memory` holds (before the birth is published: no rebirth here); what was
+        restored, or None. Remembered controls the settings refuse now (another version's limits) are skipped."""
+        remembered = self.memory.load(self.settings.sensor_id) if self.memory is not None else None
+        if remembered is None:
+            return None
+        budget = {"budget_bytes": remembered.budget_bytes, "budget_fraction": remembered.budget_fraction}
+        update = {**(budget if self.supports_budget else {}), "deadline_ms": remembered.deadline_ms}
+        try:
+            new = SensorSettings.model_validate({**self.settings.model_dump(), **update})
+        except ValidationError as exc:
+            log.warning("controls_not_restored", sensor=self.settings.sensor_id, error=str(exc)[:300])
+            return None
+        self.settings = new
+        self.apply_settings(new)
+        with self._lock:
+            self.max_fps, self._next_slot = remembered.fps, 0.0
+        self.paused = remembered.paused
+        log.info("controls_restored", sensor=new.sensor_id, path=str(self.memory.path) if self.memory else None,
+                 **remembered.model_dump(exclude={"v", "kind", "agent_id", "ts"}, exclude_none=True))
+        return remembered
 
     def apply(self, command: Command) -> None:
         """Change what the command gives (all of it or, when any part is invalid, nothing)."""

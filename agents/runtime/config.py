@@ -136,6 +136,10 @@ class SensorSettings(BaseModel):
     """After a lost broker connection, the frames published in its last ``replay_s`` seconds are published again
     once it is back (QoS 0: a broker killed mid-stream loses what its socket held; fusion counts a copy of a frame
     it already has as late). 0 turns it off."""
+    remember_controls: bool = True
+    """Re-apply at start the controls a command last set (budget, deadline, frame-rate cap, pause: Home Assistant's
+    entities, ``nairbus set``), kept in ``$STATE_DIRECTORY/controls-<sensor>.json``: a command's value wins over the
+    configuration's until another command changes it. False: start from the configuration (and forget them)."""
     stay: bool = False
     """After a one-shot run (a folder without ``watch``, a replay of ``count`` frames) keep the retained birth,
     controls and status on the broker (Home Assistant keeps the stream's devices). By default a run that ends by

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSet
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.runtime.state import ControlsMemory
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.schemas import CONTENT_TYPE_JSON, Birth, Command, CommandResponse, Controls, Result, Tally
 from nairbus.schemas import decode as wire_decode
@@ -217,6 +219,61 @@ def test_commands_change_a_running_sensor_through_the_broker(broker: PrivateMosq
         worker.join(timeout=20)
         sensor.stop()
         hub.stop()
+    # Restarted with the same configuration, the sensor is still paused at the budget and deadline the commands
+    # set (its state file), and its first birth says so.
+    again = SensorAgent(_config(broker, topic_root, sensor=SensorSettings(
+        sensor_id="cam", count=100_000, fps=50.0, link_fit=False, deadline_ms=1000)), tiny_pipeline)
+    again.start()
+    try:
+        assert (again.birth().budget_bytes, again.birth().deadline_ms) == (200, 400)
+        assert again.control.paused
+    finally:
+        again.stop()
+
+
+def test_the_controls_a_command_set_are_re_applied_at_the_next_start(tmp_path: Path) -> None:
+    memory = ControlsMemory.for_sensor("cam", tmp_path)
+    bus, applied = RecordingBus(), []
+    control = SensorControl(bus, TOPICS, SensorSettings(sensor_id="cam", deadline_ms=1000),
+                            applied.append, lambda: None, memory=memory)  # type: ignore[arg-type]
+    assert control.restore() is None  # nothing remembered yet
+    _request(bus, b'{"rebirth": true}')
+    _request(bus, b'{"replay_s": 1}')
+    assert not memory.path.exists()  # a fusion agent's requests set no control: nothing to remember
+    _request(bus, wire_encode(Command(budget_bytes=300, deadline_ms=250, fps=2, paused=True)))
+    assert memory.path.is_file()
+    again = SensorControl(RecordingBus(), TOPICS, SensorSettings(sensor_id="cam", deadline_ms=1000),
+                          applied.append, lambda: None, memory=memory)  # type: ignore[arg-type]
+    restored = again.restore()
+    assert restored is not None
+    assert (again.settings.budget_bytes, again.settings.deadline_ms, again.max_fps, again.paused) == (300, 250, 2, True)
+    assert applied[-1].budget_bytes == 300  # the sensor was handed the settings
+    # A VP sensor has no budget: the rest is restored.
+    vp = SensorControl(RecordingBus(), TOPICS, SensorSettings(sensor_id="cam", mode="vp", variant="x"),
+                       lambda _s: None, lambda: None, supports_budget=False, memory=memory)  # type: ignore[arg-type]
+    vp.restore()
+    assert (vp.settings.budget_bytes, vp.settings.deadline_ms, vp.paused) == (None, 250, True)
+
+
+@pytest.mark.parametrize("content", [b"", b"not json", b'{"kind": "controls"}', b"\xff" * 10])
+def test_a_damaged_or_foreign_controls_file_is_no_memory(tmp_path: Path, content: bytes) -> None:
+    memory = ControlsMemory.for_sensor("cam", tmp_path)
+    memory.path.write_bytes(content)
+    assert memory.load("cam") is None
+    memory.save(Controls(agent_id="other", deadline_ms=100, ts=1.0))
+    assert memory.load("cam") is None  # another sensor's file
+    assert memory.load("other") is not None
+    memory.forget()
+    memory.forget()  # twice: nothing to remove is fine
+    assert memory.load("other") is None
+
+
+def test_a_controls_file_that_cannot_be_written_does_not_stop_the_sensor(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    memory = ControlsMemory.for_sensor("cam", blocker)  # its directory is a file
+    memory.save(Controls(agent_id="cam", deadline_ms=100, ts=1.0))  # logged, not raised
+    assert memory.load("cam") is None
 
 
 @pytest.mark.broker
