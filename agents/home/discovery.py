@@ -5,8 +5,8 @@ agent, each with one retained config on ``<prefix>/device/nairbus-<fusion_id>/<o
 lists its entities (the tables of :mod:`nairbus.agents.home.entities`); streams and sensors hang off the hub with
 ``via_device``. What the entities read:
 
-- the ``event`` entity reads the result topic (one event per decided frame; ``events = "change"`` in the settings:
-  ``…/streams/<id>/events``, one event per label change);
+- the ``event`` entity reads ``…/streams/<id>/events``, one event per label change (the default), or with
+  ``events = "frame"`` the result topic, one event per decided frame carrying its label alone;
 - the enum label ``sensor`` reads ``…/streams/<id>/state`` (retained :class:`schemas.StreamState`), published only
   when the label changes and on a heartbeat (``heartbeat_s``) while results arrive, with ``expire_after`` so a
   stalled camera's label goes unknown instead of staying current; Home Assistant's recorder writes a row only when
@@ -105,6 +105,11 @@ def config_topic(prefix: str, fusion_id: str, object_id: str) -> str:
     return f"{prefix}/{COMPONENT}/{node_id(fusion_id)}/{object_id}/config"
 
 
+FRAME_EVENT_JSON = "{{ {'event_type': value_json.label} | tojson }}"
+"""A per-frame event carries its label alone: attributes that change every frame (confidence, frame id) would make
+Home Assistant's recorder write a new attributes row per frame."""
+
+
 def _source_topic(spec: EntitySpec, topics: TopicTree, ident: str, fusion_id: str, events: str) -> str | None:
     if spec.source == "result":
         return topics.result(ident)
@@ -165,7 +170,9 @@ def stream_config(topics: TopicTree, stream_id: str, fusion_id: str, labels: Seq
     oid = stream_object_id(topics, stream_id)
     cmps = {}
     for spec in STREAM_ENTITIES:
-        extra = {"expire_after": settings.expire_after_s} if spec.source == "state" else {}
+        extra: dict[str, Any] = {"expire_after": settings.expire_after_s} if spec.source == "state" else {}
+        if spec.source == "events" and settings.events == "frame":
+            extra["value_template"] = FRAME_EVENT_JSON
         cmps[f"{oid}_{spec.key}"] = _component(
             spec, oid, _source_topic(spec, topics, stream_id, fusion_id, settings.events), labels, None, extra)
     return {"dev": _device(oid, f"nairbus {stream_id}", "result stream", version,

@@ -3,8 +3,8 @@
 A fusion agent announces three kinds of device with device-based MQTT discovery (one retained config per device,
 its entities under ``cmps``, https://www.home-assistant.io/integrations/mqtt/#device-discovery-payload):
 
-- a **stream** (a camera's results): the classification as an ``event`` entity (one event per decided frame, or
-  per label change), the current label as an enum ``sensor`` (published on change and on a heartbeat, with
+- a **stream** (a camera's results): the classification as an ``event`` entity (one event per label change, or
+  per decided frame), the current label as an enum ``sensor`` (published on change and on a heartbeat, with
   ``expire_after`` so a stalled camera goes unknown), and numeric ``sensor`` entities for confidence, latency and
   frames per second (rate-limited);
 - the **fusion agent** (the hub): its connectivity and the figures of its stats;

@@ -193,8 +193,10 @@ class DiscoverySettings(BaseModel):
     online."""
     announce_min_interval_s: float = Field(default=30.0, ge=0)
     """At most one re-announce in this many seconds, however often ``<prefix>/status`` says ``online``."""
-    events: Literal["frame", "change"] = "frame"
-    """The classification event entity fires once per decided frame, or once per label change."""
+    events: Literal["frame", "change"] = "change"
+    """The classification event entity fires once per label change (the default: Home Assistant's recorder writes a
+    row per event), or once per decided frame (``frame``: with the label alone, so that the recorder's attributes
+    row is shared by every event of a label — confidence and frame id would make one per frame)."""
     heartbeat_s: float = Field(default=30.0, gt=0)
     """The current label is published again after this long without a change (it keeps ``expire_after`` alive)."""
     expire_after_s: int = Field(default=75, ge=1)

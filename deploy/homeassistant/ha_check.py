@@ -997,7 +997,10 @@ def run_check(args: argparse.Namespace, procs: Processes, report: dict[str, Any]
 
         nairbus = nairbus_binary(args.nairbus)
         env = {**os.environ, "NAIRBUS_BROKER__HOST": host, "NAIRBUS_BROKER__PORT": str(port),
-               "NAIRBUS_TOPICS__SITE": site, "NAIRBUS_TOPICS__ROOT": root, "COLUMNS": "160", "TERM": "dumb"}
+               "NAIRBUS_TOPICS__SITE": site, "NAIRBUS_TOPICS__ROOT": root, "COLUMNS": "160", "TERM": "dumb",
+               # This check matches every result to its event: the per-frame events (the default is one per
+               # label change since the recorder-friendly default; matching those is not written yet).
+               "NAIRBUS_DISCOVERY__EVENTS": "frame"}
         if args.username:
             env["NAIRBUS_BROKER__USERNAME"] = args.username
             env["NAIRBUS_BROKER__PASSWORD"] = args.password or ""

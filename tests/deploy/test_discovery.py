@@ -150,7 +150,17 @@ def _check_device_config(config: dict[str, Any], topics: TopicTree, stream: str,
         assert cmp["default_entity_id"] == f"{cmp['p']}.{key}"
         assert "object_id" not in cmp  # deprecated since Home Assistant 2025.10
     event, label = cmps[f"{oid}_classification"], cmps[f"{oid}_label"]
-    assert (event["p"], event["state_topic"], event["event_types"]) == ("event", topics.result(stream), labels)
+    # One event per label change by default (the recorder writes a row per event); per frame as an option, with the
+    # label alone (a confidence or frame id in the attributes would make a new attributes row per frame).
+    assert (event["p"], event["state_topic"], event["event_types"]) == \
+        ("event", topics.stream(stream, "events"), labels)
+    sample = {"label": labels[0], "confidence": 0.9, "frame_id": 7}
+    assert json.loads(_render(event["value_template"], sample)) == {"event_type": labels[0], "confidence": 0.9,
+                                                                    "frame_id": 7}
+    per_frame = stream_config(topics, stream, "fusion-1", labels, DiscoverySettings(events="frame"))
+    frame_event = per_frame["cmps"][f"{oid}_classification"]
+    assert frame_event["state_topic"] == topics.result(stream)
+    assert json.loads(_render(frame_event["value_template"], sample)) == {"event_type": labels[0]}
     assert (label["p"], label["device_class"], label["options"]) == ("sensor", "enum", labels)
     assert label["state_topic"] == topics.stream(stream, "state")
     assert label["expire_after"] > 0
@@ -198,17 +208,18 @@ def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_
         budget = cam_config["cmps"][f"{sensor_object_id(topics, 'cam-a')}_budget"]
         assert budget["command_topic"] == topics.sensor_set("cam-a")
 
-        # Results flow: every frame is an event (the template gives its label as the event type); the label state
+        # Results flow: an event per label change (the template gives its label as the event type); the label state
         # is published only when the label changes; the figures come rate-limited.
         sensor.run_replay()
         assert ha.wait(lambda: len(ha.on(topics.result("kitchen"))) == 8)
         event = config["cmps"][f"{stream_object_id(topics, 'kitchen')}_classification"]
         results = [Result.model_validate_json(m.payload) for m in ha.on(topics.result("kitchen"))]
-        for msg, result in zip(ha.on(topics.result("kitchen")), results, strict=True):
-            fired = json.loads(_render(event["value_template"], json.loads(msg.payload)))
-            assert fired["event_type"] == result.label
-            assert fired["event_type"] in event["event_types"]
         changes = 1 + sum(a.label != b.label for a, b in itertools.pairwise(results))
+        assert ha.wait(lambda: len(ha.on(topics.stream("kitchen", "events"))) >= changes)
+        fired = [json.loads(_render(event["value_template"], json.loads(m.payload)))["event_type"]
+                 for m in ha.on(topics.stream("kitchen", "events"))]
+        assert fired == [r.label for i, r in enumerate(results) if i == 0 or r.label != results[i - 1].label]
+        assert set(fired) <= set(event["event_types"])
         assert ha.wait(lambda: len(ha.on(topics.stream("kitchen", "state"))) >= changes)
         ha.pump(0.5)
         states = [StreamState.model_validate_json(m.payload) for m in ha.on(topics.stream("kitchen", "state"))]
