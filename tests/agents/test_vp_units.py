@@ -583,7 +583,7 @@ def test_vp_fusion_publishes_device_based_discovery_for_its_streams() -> None:
     stream = configs["homeassistant/device/nairbus-fusion-1/nairbus_t_lab_cam/config"]
     event = stream["cmps"]["nairbus_t_lab_cam_classification"]
     assert event["event_types"] == list(LABELS)
-    assert event["state_topic"] == agent.topics.result("cam")
+    assert event["state_topic"] == agent.topics.stream("cam", "events")  # one event per label change
     assert "homeassistant/device/nairbus-fusion-1/nairbus_t_lab_sensor_vp-a/config" in configs
     assert "homeassistant/device/nairbus-fusion-1/nairbus_t_lab_fusion_fusion-1/config" in configs
     # A capture agent, known by its status, gets a device with its connectivity; its cleared status removes it.
