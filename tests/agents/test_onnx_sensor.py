@@ -4,8 +4,8 @@ The base model is copied and its device parts exported (``nairbus export-onnx``)
 of that copy runs on ONNX Runtime (head and whole model) and numpy (the NAIR transform), replays test frames to the
 NAIR fusion agent of the shipped base model (torch) over a private Mosquitto, and every result is compared with the
 torch sensor's offline answer on the same frames: in decision mode every class, in nair mode (the whole IR sent) at
-least 99.9 % of them — measured: 200 of 200 —, and in image mode at a 400-byte cap every one of the 10 000 test
-frames decided as the hub's model decides the same codec's decoding offline.
+least 99.9 % of them — measured: 200 of 200 —, and in image mode at a binding 400-byte cap every one of the 10 000
+test frames decided as the hub's model decides the same codec's decoding offline.
 """
 
 from __future__ import annotations
@@ -104,15 +104,20 @@ def test_an_onnx_nair_sensor_gives_the_torch_sensors_answers(broker: PrivateMosq
 
 def test_an_onnx_image_sensor_is_decided_as_the_hub_decodes_it_on_every_test_frame(
         broker: PrivateMosquitto, topic_root: str, onnx_base: Path, base: NairPipeline, fusion: FusionAgent) -> None:
-    # Image mode at a tight cap (each frame the best rung of the ladder that fits): the light sensor's frames are
+    # Image mode at a binding cap (each frame the best rung of the ladder that fits): the light sensor's frames are
     # decided as the hub's model decides the same codec's decoding of the same test frame, offline — all 10 000.
     from nairbus.models.image.codec import get_image_codec
 
+    cap = 400
+
     test = load_split("test")
     listener = Listener(broker, TopicTree(topic_root, "lab"))
+    # Results at QoS 1 (fusion publishes them so): at QoS 0 the broker may drop one for a subscriber that a busy
+    # machine keeps from reading 10 000 results in a few seconds (one of 10 000 was, once).
+    listener.comm.subscribe(TopicTree(topic_root, "lab").all_results(), qos=1)
     listener.comm.start()
     settings = SensorSettings(sensor_id="onnx-img", model=str(onnx_base), mode="image", count=len(test),
-                              link_fit=False, budget_bytes=400, deadline_ms=30_000, method_options={"runtime": "onnx"})
+                              link_fit=False, budget_bytes=cap, deadline_ms=30_000, method_options={"runtime": "onnx"})
     sensor = SensorAgent(_config(broker, topic_root, sensor=settings))
     sensor.start()
     try:
@@ -123,7 +128,7 @@ def test_an_onnx_image_sensor_is_decided_as_the_hub_decodes_it_on_every_test_fra
         listener.comm.stop()
     assert counters["frames_sent"] == counters["image_frames"] == len(test)
     results = [listener.results[("onnx-img", i)] for i in range(len(test))]
-    assert all(r.representation == "image" and r.complete and r.wire_bytes <= 400 for r in results)
+    assert all(r.representation == "image" and r.complete and r.wire_bytes <= cap for r in results)
     live = np.array([r.class_index for r in results])
     offline = np.empty(len(test), dtype=np.int64)
     for name in {r.codec for r in results}:
