@@ -102,6 +102,7 @@ def test_an_onnx_nair_sensor_gives_the_torch_sensors_answers(broker: PrivateMosq
     assert (live == offline).mean() >= 0.999, int((live == offline).sum())
 
 
+@pytest.mark.timeout(480)
 def test_an_onnx_image_sensor_is_decided_as_the_hub_decodes_it_on_every_test_frame(
         broker: PrivateMosquitto, topic_root: str, onnx_base: Path, base: NairPipeline, fusion: FusionAgent) -> None:
     # Image mode at a binding cap (each frame the best rung of the ladder that fits): the light sensor's frames are
@@ -122,7 +123,7 @@ def test_an_onnx_image_sensor_is_decided_as_the_hub_decodes_it_on_every_test_fra
     sensor.start()
     try:
         counters = sensor.run_replay()
-        listener.collect({("onnx-img", i) for i in range(len(test))}, timeout=120)
+        listener.collect({("onnx-img", i) for i in range(len(test))}, timeout=300)
     finally:
         sensor.stop()
         listener.comm.stop()
