@@ -23,7 +23,7 @@ import numpy as np
 from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.catalog import default_artifact_path, input_spec, locate_model, read_manifest
 from nairbus.models.export.parts import ExportedParts, PartRecord, parts_record_path, read_parts
-from nairbus.models.export.runtime import OnnxRunner, PartMismatchError
+from nairbus.models.export.runtime import OnnxRunner, PartMismatchError, softmax
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.nair.artifact import NairArtifact
 from nairbus.models.nair.forward import ForwardTransform
@@ -165,9 +165,7 @@ class OnnxPipeline:
         """The whole model's class probabilities (softmax of its logits, float32)."""
         out = []
         for start in range(0, len(images), batch_size):
-            logits = self.whole.run(self._spec.normalise(images[start : start + batch_size]))
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            out.append((shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32))
+            out.append(softmax(self.whole.run(self._spec.normalise(images[start : start + batch_size]))))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def head_shares(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["OnnxRunner", "PartMismatchError", "normalise", "session_options"]
+__all__ = ["OnnxRunner", "PartMismatchError", "normalise", "session_options", "softmax"]
 
 META_PREFIX = "nairbus."
 MAX_RUN = 8
@@ -118,3 +118,10 @@ def normalise(images: np.ndarray, channels: int, mean: Sequence[float], std: Seq
     m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     return np.ascontiguousarray((x.astype(np.float32) / np.float32(255.0) - m) / s, dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row softmax in float32, the largest logit subtracted first (torch's ``F.softmax`` to float32 rounding)."""
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)

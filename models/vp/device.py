@@ -25,6 +25,7 @@ import numpy as np
 from nairbus.models.architectures.spec import InputSpec
 from nairbus.models.catalog import input_spec, model_search_path, read_manifest
 from nairbus.models.device import RUNTIMES, Runtime
+from nairbus.models.export.runtime import softmax
 from nairbus.models.manifest import ModelManifest
 from nairbus.models.vp.manifest import FamilyManifest, VariantEntry, family_manifest_path
 
@@ -54,13 +55,6 @@ class DeviceVariant:
     def probs(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, classes)`` of uint8 frames in the variant's input spec."""
         return self.probs_of(images)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row softmax in float32, the largest logit subtracted first (torch's ``F.softmax`` to float32 rounding)."""
-    x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
 
 
 def family_directory() -> Path:
