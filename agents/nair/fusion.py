@@ -206,7 +206,7 @@ class FusionAgent(FusionBase):
     def on_birth(self, sensor_id: str, message: InboundMessage, now: float = 0.0) -> None:
         """Learn (or forget) a sensor from its retained birth."""
         if not message.payload:
-            self.sensors.pop(sensor_id, None)
+            self._retire(sensor_id)
             self.sensor_left(sensor_id)
             return
         if not owns_sensor(sensor_id, self.settings.partition):
@@ -215,7 +215,7 @@ class FusionAgent(FusionBase):
         if birth is None:
             return
         if not self.serves(sensor_id, birth):
-            self.sensors.pop(sensor_id, None)
+            self._retire(sensor_id)
             return
         pipeline, decider = self._serving(birth)
         refusal = self._refusal(birth, pipeline, decider)
@@ -223,10 +223,13 @@ class FusionAgent(FusionBase):
         if refusal is None and decider is not None:
             codecs, refusal = self._image_codecs(birth, decider)
         if refusal is not None or decider is None:
-            self.sensors.pop(sensor_id, None)
+            self._retire(sensor_id)
             reason, detail = refusal or ("artifact_mismatch", "")
             self.reject(reason, message.topic, detail)
             return
+        known = self.sensors.get(sensor_id)
+        if known is not None and known.session != birth.session:
+            self._retire(sensor_id)
         spec = decider.input_spec
         shape = (spec.height, spec.width)
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
@@ -234,6 +237,14 @@ class FusionAgent(FusionBase):
                                               birth.decision.k if birth.decision is not None else 0)
         log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
         self.released(sensor_id)
+
+    def _retire(self, sensor_id: str) -> None:
+        """Decide what a sensor sent before it left (or began a new session) with the birth it was sent under, then
+        forget it. Its birth and its data share one inbox queue, in order, so everything it sent has been read: a
+        one-shot run's last frames are decided, not refused as ``sensor_gone`` when its withdrawal overtakes them."""
+        if sensor_id in self.sensors:
+            self._decide_safely(self.buffer.take_sensor(sensor_id))
+        self.sensors.pop(sensor_id, None)
 
     def _serving(self, birth: Birth) -> tuple[NairPipeline | None, NairPipeline | None]:
         """The pipeline and decider serving a birth's model and artifact (looked up first when ``discover_models``)."""

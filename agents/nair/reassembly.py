@@ -102,6 +102,10 @@ class Reassembler(Generic[P]):
         """Earliest deadline among pending frames."""
         return self.frames.next_deadline()
 
+    def take_sensor(self, sensor_id: str) -> list[PendingFrame[P]]:
+        """Every frame of ``sensor_id`` being reassembled (and any forced out by the bound), to decide now."""
+        return self.frames.take_owner(sensor_id)
+
     def flush(self) -> list[PendingFrame[P]]:
         """Everything pending, e.g. at shutdown."""
         return self.frames.flush()

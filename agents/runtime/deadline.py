@@ -104,6 +104,13 @@ class DeadlineBuffer(Generic[K, F]):
         self._forced = []
         return ready
 
+    def take_owner(self, owner: str) -> list[F]:
+        """Frames forced out by a bound and every frame ``owner`` opened, to be decided now (``owner`` left)."""
+        ready, self._forced = self._forced, []
+        for key in list(self._by_owner.get(owner, ())):
+            ready.append(self._take(key))
+        return ready
+
     def _take(self, key: K) -> F:
         """Remove an open frame (it is being decided) and remember its key as decided."""
         frame = self._pending.pop(key)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nairbus.agents.nair.fusion import FusionAgent
-from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.config import AgentConfig, FusionSettings
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.settings import TopicSettings
 from nairbus.models.nair.pipeline import NairPipeline
@@ -309,3 +309,54 @@ def test_a_sensor_that_withdraws_gets_the_tally_of_its_session(pipeline: NairPip
     agent.handle(_message(topics.sensor_birth("vp-1"), b""), time.monotonic())
     agent.send_tallies(time.monotonic() + 60)
     assert not [t for t, _p in bus.published if t == topics.sensor_set("vp-1")]  # the VP fusion's to tell
+
+
+def test_a_sensors_last_frames_are_decided_when_its_withdrawal_overtakes_them(pipeline: NairPipeline) -> None:
+    """A one-shot sensor withdraws its birth right after its last frame. Its birth and data share one inbox queue, so
+    the withdrawal is read after every frame it sent — but before the worker decides the frames still pending (here
+    more than the per-sensor bound, so some were forced out already). Each is decided under the birth it was sent
+    with; none is refused as ``sensor_gone``. A new session's birth does the same for the old session's frames."""
+    from nairbus.agents.nair.outgoing import ImageFrameEncoder
+    from nairbus.models.data.fashion_mnist import load_split
+    from nairbus.models.image.codec import get_image_codec
+    from nairbus.schemas import Birth, ImageBirth, LeanContext, ModelRef, Result
+    from nairbus.schemas import decode as wire_decode
+    from nairbus.schemas import encode as wire_encode
+
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"),
+                      fusion=FusionSettings(max_fps_per_sensor=100_000))  # a replay at full speed
+    bus = RecordingBus()
+    agent = FusionAgent(cfg, pipeline, bus=bus)  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    spec = pipeline.input_spec
+    images = load_split("test").images[:cfg.fusion.max_frames_per_sensor + 40]
+
+    def born(session: str) -> ImageFrameEncoder:
+        birth = Birth(sensor_id="cam-1", session=session, ts=time.time(), mode="image", stream_id="cam-1",
+                      labels=pipeline.labels, model=ModelRef(name="base", sha256=pipeline.manifest.sha256),
+                      image=ImageBirth(codecs=("grey8+zstd",), height=spec.height, width=spec.width), deadline_ms=500,
+                      epoch_ts=time.time() - 60, expiry_ms=60_000)
+        agent.handle(_message(topics.sensor_birth("cam-1"), wire_encode(birth)), time.monotonic())
+        return ImageFrameEncoder((get_image_codec("grey8+zstd"),), LeanContext.from_birth(birth),
+                                 topics.sensor_image("cam-1"))
+
+    def send(encoder: ImageFrameEncoder, frames: range) -> None:
+        for i in frames:
+            out = encoder.message(images[i], i, i, time.time(), None)
+            assert out is not None
+            agent.handle(_message(out.topic, out.payload), time.monotonic())
+
+    def results() -> dict[int, int]:
+        found = [wire_decode(p, Result) for t, p in bus.published if t == topics.result("cam-1")]
+        return {r.frame_id: r.class_index for r in found}
+
+    send(born("run-1"), range(len(images)))
+    agent.handle(_message(topics.sensor_birth("cam-1"), b""), time.monotonic())  # the run ended
+    expected = pipeline.full_model_probs(images).argmax(1)
+    assert results() == {i: int(expected[i]) for i in range(len(images))}
+    assert not agent.rejected
+    bus.published.clear()
+    send(born("run-2"), range(3))
+    send(born("run-3"), range(3, 5))  # restarted: run-2's frames are run-2's, decided now
+    assert results() == {i: int(expected[i]) for i in range(3)}
+    assert not agent.rejected
