@@ -480,3 +480,45 @@ def evaluate_folder_cmd(
         if isinstance(rows, list):
             console.print(f"{name}: " + "; ".join(f"<= {r.cap_bytes} B {100 * r.accuracy:.1f} %" for r in rows))
     console.print(f"report: {path} ({result.seconds:.0f} s)")
+
+
+@evaluate_app.command("light")
+def evaluate_light_cmd(
+    frames: Annotated[int | None, typer.Option(help="Test frames compared (default: all 10 000).")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Only this shipped model (repeatable; default: every model a sensor runs, the variants included).")]
+        = None,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/light.json"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The light sensor's answers against the torch sensor's, on the same test frames.
+
+    Each model's head at every split point, its whole model (the decision mode) and each VP variant are exported to
+    ONNX and run by ONNX Runtime (one thread, numpy normalisation: what 'nairbus sensor --runtime onnx' runs) beside
+    torch. Per part: decisions and top-5 equal, output difference, both accuracies; where a split has a shipped NAIR
+    artifact, the codes compared code by code and the hub's class from either sensor's codes at the demo's budgets
+    (100/50/25/10 % of the IR). Minutes per model on all 10 000 frames; progress is printed per part.
+    """
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+    from nairbus.models.evaluation.light import evaluate_light
+    from nairbus.models.evaluation.reports import LightReport
+
+    if frames is not None and not 1 <= frames <= 10000:
+        raise typer.BadParameter("--frames must be in 1..10000")
+    command = "nairbus evaluate light" + (f" --frames {frames}" if frames else "") \
+        + "".join(f" --model {m}" for m in model or ()) \
+        + (f" --report {report}" if report != Path("reports/light.json") else "")
+    try:
+        result = evaluate_light(frames, list(model) if model else None, data_dir,
+                                say=lambda m: console.log(m, highlight=False))
+    except (FileNotFoundError, DatasetMissingError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    typed = LightReport.from_data({"command": command, **result})
+    write_report(report, typed)
+    s = typed.summary
+    console.print(f"{s.parts} parts on {typed.frames} frames: decisions differ on {s.decisions_differ} of "
+                  f"{s.decisions_compared}, top-{typed.top_k} on {s.topk_differ}; codes differ {s.codes_differ} of "
+                  f"{s.codes_compared} (at most {s.code_max_delta} step); classes at the demo budgets differ on "
+                  f"{s.budget_classes_differ} of {s.budget_classes_compared}; accuracy changed in "
+                  f"{s.accuracy_changes} places")
+    console.print(f"report: {report} ({typed.wall_seconds:.0f} s)")

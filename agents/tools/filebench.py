@@ -281,6 +281,35 @@ def offline_classes(model: str, paths: list[Path]) -> list[int]:
     return out
 
 
+def sent_twin_classes(model: str, paths: list[Path], results: dict[int, Result]) -> dict[int, int]:
+    """Each decided file's class recomputed offline from what its frame carried, read as the sensor reads the file:
+    a NAIR frame's delivered prefix of components through the hub's tail, an image frame's codec decoded through the
+    whole model, a decision as the whole model's. Live equals this twin unless the bus lost or changed something."""
+    from nairbus.agents.sources.images import read_image_file
+    from nairbus.models.image.codec import get_image_codec
+    from nairbus.models.nair.pipeline import NairPipeline
+
+    pipeline = NairPipeline.load(model, optional=True)
+    spec = pipeline.input_spec
+    frames = sorted(results)
+    images = np.stack([read_image_file(paths[f], spec) for f in frames]) if frames else np.zeros((0,))
+    nair = [i for i, f in enumerate(frames) if results[f].representation == "nair"]
+    twin = np.empty(len(frames), dtype=np.int64)
+    if nair:
+        codes = pipeline.encode_all(images[nair])
+        ends = np.array([results[frames[i]].components_received for i in nair])
+        twin[nair] = pipeline.prefix_probs(codes, ends).argmax(axis=1)
+    for i, f in enumerate(frames):
+        r = results[f]
+        if r.representation == "image" and r.codec is not None:
+            codec = get_image_codec(r.codec)
+            pixels = codec.decode(codec.encode(images[i]), (spec.height, spec.width))[None]
+            twin[i] = int(pipeline.full_model_probs(pixels).argmax(axis=1)[0])
+        elif r.representation != "nair":
+            twin[i] = int(pipeline.full_model_probs(images[i : i + 1]).argmax(axis=1)[0])
+    return {f: int(c) for f, c in zip(frames, twin, strict=True)}
+
+
 def _share(hits: int, n: int) -> dict[str, Any]:
     interval = wilson(hits, n)
     return {"hits": hits, "n": n, "share": hits / n if n else None,
@@ -353,12 +382,15 @@ def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) ->
         seconds = time.monotonic() - started
         got = recorder.wait("files", settings.files, timeout=60)
     mine = {f: r for f, r in got.items() if f < len(names)}
+    with _model_dir(model_dir):
+        twin = sent_twin_classes(model, [folder / n for n in names], mine)
     return {"model": model, **({"own_model": made} if made is not None else {}), "runtime": settings.runtime,
             "files": settings.files,
             "seconds": round(seconds, 1), "sensor": counters, "decided": len(got),
             "named_right": sum(int(r.item == names[f]) for f, r in mine.items()),
             "live_equals_offline": _share(sum(int(r.class_index == offline[f]) for f, r in mine.items()),
                                           settings.files),
+            "live_equals_sent": _share(sum(int(r.class_index == twin[f]) for f, r in mine.items()), settings.files),
             "live_accuracy": _share(sum(int(r.class_index == labels[f]) for f, r in mine.items()), settings.files),
             "offline_accuracy": _share(int(sum(int(o == y) for o, y in zip(offline, labels, strict=True))),
                                        settings.files),

@@ -38,6 +38,8 @@ from nairbus.models.evaluation.reports import (
     AccuracyCi,
     CapAccuracy,
     FrontCell,
+    LightPart,
+    LightReport,
     MapReport,
     McNemarTest,
     NairBars,
@@ -739,7 +741,9 @@ def _files_rows(report: FilesReport) -> list[list[str]]:
     rows = []
     if (o := report.oneshot) is not None:
         rows.append([_oneshot_label(o), f"{o.files} files", f"{o.decided} decided, {o.named_right} named "
-                     f"right; live = offline {_ci_share(o.live_equals_offline)}; accuracy live "
+                     f"right; live = whole model offline {_ci_share(o.live_equals_offline)}"
+                     + (f", = offline twin of what was sent {_ci_share(o.live_equals_sent)}"
+                        if o.live_equals_sent is not None else "") + "; accuracy live "
                      f"{_ci_share(o.live_accuracy)}, offline {_ci_share(o.offline_accuracy)}",
                      f"skipped: {_skips(o.sensor)}"])
     for w, label in ((report.watch_burst, "`--watch`, files written at once"),
@@ -796,6 +800,38 @@ class _Renders(Protocol):
     def text(self, reports: Path) -> str | None: ...
 
 
+def _light_row(part: LightPart) -> list[str]:
+    """One part of ``reports/light.json``: torch against ONNX Runtime on the same frames."""
+    codes = "; ".join(f"`{a.artifact}`: {a.codes.differ} of {a.codes.codes} (≤ {a.codes.max_delta} step)"
+                      for a in part.artifacts) or "–"
+    budgets = "; ".join(
+        f"`{a.artifact}` " + ", ".join(f"{b.agree.hits}/{b.agree.n}" for b in a.budgets) for a in part.artifacts) or "–"
+    return [f"`{part.model}`", part.split or "whole", f"{part.decision_agree.hits}/{part.decision_agree.n}",
+            f"{part.topk_agree.hits}/{part.topk_agree.n}", f"{part.max_abs:.1e}", codes, budgets,
+            f"{_pct(part.accuracy_torch.share)} / {_pct(part.accuracy_onnx.share)}"]
+
+
+def light_block(report: LightReport) -> str:
+    """Torch against the light sensor's runtime, per part (``reports/light.json``, ``nairbus evaluate light``)."""
+    s = report.summary
+    budgets = "/".join(f"{b:.0%}" for b in report.demo_budgets)
+    lines = [f"From `reports/light.json` (`{report.command}`, {report.wall_seconds:.0f} s; ONNX Runtime "
+             f"{report.onnxruntime} on {report.threads} thread against torch {report.torch}; {report.frames} test "
+             f"frames each): per part a sensor runs, frames whose decision and top-{report.top_k} are the same, the "
+             "largest output difference, the NAIR codes the sensor sends compared code by code, the hub's class from "
+             f"either sensor's codes at the demo's budgets ({budgets} of the IR), and both accuracies."
+             + (f" Left out: {report.left_out}." if report.left_out else ""), ""]
+    lines += _table(["model", "part", "decision equal", f"top-{report.top_k} equal", "max abs diff",
+                     "NAIR codes differing", f"class equal at {budgets}", "accuracy torch / ONNX"],
+                    [_light_row(p) for p in report.parts])
+    lines += ["", f"In all: decisions differ on {s.decisions_differ} of {s.decisions_compared} frame-parts, top-"
+                  f"{report.top_k} on {s.topk_differ}; {s.codes_differ} of {s.codes_compared} codes differ, by at "
+                  f"most {s.code_max_delta} step (a value on a rounding boundary); the hub's class differs on "
+                  f"{s.budget_classes_differ} of {s.budget_classes_compared}; accuracy changed in "
+                  f"{s.accuracy_changes} places."]
+    return "\n".join(lines)
+
+
 def _link(file: str, command: str) -> Block[LinkReport]:
     return Block(file, LinkReport, functools.partial(link_block, file=file), command)
 
@@ -817,6 +853,7 @@ BLOCKS: dict[str, _Renders] = {
     "link": _link("link.json", "`nairbus bench link` (as root)"),
     "wire": Block("wire.json", WireReport, wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
     "faults": Block("faults.json", FaultsReport, faults_block, "`nairbus bench faults`"),
+    "light": Block("light.json", LightReport, light_block, "`nairbus evaluate light`"),
     "second-model": Block("nair-mobilenet.json", NairReport, second_model_block,
                           "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": Block("map.json", MapReport, map_block, "`nairbus evaluate map`"),
@@ -841,6 +878,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model", "files"),
+    "docs/deployment.md": ("light",),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

@@ -21,6 +21,7 @@ from nairbus.models.evaluation.reports import (
     CostReport,
     ImagesReport,
     JsonDict,
+    LightReport,
     MapReport,
     Missing,
     ModelRef,
@@ -483,6 +484,10 @@ class OneShotRun(ReportModel):
     live_accuracy: Share
     offline_accuracy: Share
     live_equals_offline: Share
+    """Live class = the whole model's on the file (NAIR's quantised prefix may differ from it on a boundary frame)."""
+    live_equals_sent: Share | None = None
+    """Live class = the offline twin of what each frame carried (its NAIR prefix, image codec or decision): what the
+    bus must reproduce exactly."""
     seconds: float
     sensor: SensorCounters
     wall_s: float | None = None
@@ -715,6 +720,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("images*.json", ImagesReport),
     ("map*.json", MapReport),
     ("cost*.json", CostReport),
+    ("light*.json", LightReport),
     ("link*.json", LinkReport),
     ("faults*.json", FaultsReport),
     ("files*.json", FilesReport),

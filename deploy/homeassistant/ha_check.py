@@ -319,6 +319,29 @@ def _pip(venv: Path, args: list[str], timeout: float) -> None:
         raise CheckError(f"pip install failed or ran past {timeout:g} s (status {proc.returncode}):\n{tail}")
 
 
+def ha_constraints(venv: Path, version: str, timeout: float) -> Path:
+    """Home Assistant's own pins (``homeassistant/package_constraints.txt`` in its wheel), as a pip constraints file
+    beside the venv: the release was tested with these versions, and without them pip's resolver backtracks through
+    every release of some dependencies (habluetooth, bluetooth-data-tools: an install ran past 55 minutes)."""
+    import zipfile
+
+    target = venv / f"homeassistant-{version}-constraints.txt"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [str(venv_python(venv)), "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+                "--only-binary", ":all:", "-d", tmp, f"homeassistant=={version}"]
+        log(f"$ {' '.join(argv)}")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        wheels = sorted(Path(tmp).glob("homeassistant-*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise CheckError(f"cannot download homeassistant=={version}: {done.stdout[-1000:]}{done.stderr[-1000:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            pins = wheel.read("homeassistant/package_constraints.txt").decode()
+    target.write_text(pins, encoding="utf-8")
+    return target
+
+
 def ensure_ha_venv(venv: Path, python: str | None, version: str, configured: set[str], timeout: float,
                    allow_install: bool = True) -> dict[str, Any]:
     """Install Home Assistant Core ``version`` and its integrations' requirements into ``venv`` if needed."""
@@ -335,7 +358,7 @@ def ensure_ha_venv(venv: Path, python: str | None, version: str, configured: set
             venv.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
         log(f"installing homeassistant=={version} into {venv} (takes minutes)")
-        _pip(venv, [f"homeassistant=={version}"], timeout)
+        _pip(venv, ["-c", str(ha_constraints(venv, version, timeout)), f"homeassistant=={version}"], timeout)
         info["installed_now"] = True
         have = installed_ha_version(venv)
         if have != version:
@@ -353,7 +376,8 @@ def ensure_ha_venv(venv: Path, python: str | None, version: str, configured: set
             raise CheckError(f"requirements missing from {venv}: {missing}; run without --no-install")
         log(f"installing integration requirements into the HA venv: {', '.join(missing)}")
         # Pinning homeassistant keeps pip from moving Home Assistant's own dependencies.
-        _pip(venv, [f"homeassistant=={version}", *missing], timeout)
+        _pip(venv, ["-c", str(ha_constraints(venv, version, timeout)), f"homeassistant=={version}", *missing],
+             timeout)
         info["installed_now"] = True
         still = missing_requirements(venv, missing)
         if still:

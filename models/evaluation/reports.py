@@ -696,3 +696,92 @@ class CostReport(ReportModel):
     skipped: list[JsonDict]
     representations: list[JsonDict]
     wall_seconds: float
+
+
+# ----- nairbus evaluate light --------------------------------------------------------------------------------------
+
+
+class Share(ReportModel):
+    """A count of frames out of ``n`` with its 95 % Wilson interval."""
+
+    hits: int
+    n: int
+    share: float
+    ci95: Ci95
+
+
+class CodeCounts(ReportModel):
+    """NAIR codes from the torch and the light sensor's IR, compared code by code."""
+
+    codes: int
+    differ: int
+    max_delta: int
+    frames_differ: int
+
+
+class LightBudget(ReportModel):
+    """The hub's class from either sensor's codes at one demo budget (a prefix of the IR)."""
+
+    budget: float
+    budget_bytes: int
+    agree: Share
+    accuracy_torch: Share
+    accuracy_onnx: Share
+
+
+class LightArtifact(ReportModel):
+    """A shipped NAIR artifact of the part's split: its codes and its demo budgets."""
+
+    artifact: str
+    codes: CodeCounts
+    budgets: list[LightBudget]
+
+
+class LightPart(ReportModel):
+    """One device part (a head at a split, or the whole model) run by torch and by the light sensor's runtime."""
+
+    model: str
+    part: str
+    split: str | None
+    onnx_sha256: str
+    frames: int
+    max_abs: float
+    scale: float
+    decision_agree: Share
+    topk_agree: Share
+    accuracy_torch: Share
+    accuracy_onnx: Share
+    artifacts: list[LightArtifact]
+    seconds: float
+
+
+class LightSummary(ReportModel):
+    """Over every part: what differs between the two runtimes."""
+
+    parts: int
+    decisions_compared: int
+    decisions_differ: int
+    topk_differ: int
+    codes_compared: int
+    codes_differ: int
+    code_max_delta: int
+    budget_classes_compared: int
+    budget_classes_differ: int
+    accuracy_changes: int
+
+
+class LightReport(ReportModel):
+    """``reports/light.json`` (``nairbus evaluate light``): the light sensor's answers against the torch sensor's."""
+
+    command: str
+    frames: int
+    models: list[str]
+    left_out: str
+    top_k: int
+    demo_budgets: list[float]
+    threads: int
+    onnxruntime: str
+    torch: str
+    parts: list[LightPart]
+    summary: LightSummary
+    wall_seconds: float

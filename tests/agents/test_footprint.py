@@ -1,6 +1,8 @@
 """``nairbus bench footprint``'s pieces: its settings refuse what cannot be measured, venv sizes are counted as
 ``du -m`` counts them, and the committed report is the torch sensor against the light one in every mode; the light
-sensors' live answers on the whole test split are the offline evaluator's (``reports/demo-light.json``)."""
+sensors' live answers on the whole test split are the offline evaluator's (``reports/demo-light.json``), and the light
+sensor's runtime gives the torch sensor's answers on every test frame for every model, split and mode a sensor runs
+(``reports/light.json``)."""
 
 from __future__ import annotations
 
@@ -74,5 +76,31 @@ def test_a_light_sensor_runs_an_imported_model_on_its_own_folder() -> None:
     assert run.own_model is not None  # an imported model, not a shipped one
     assert run.decided == run.named_right == run.complete == run.files >= 1000
     assert run.live_equals_offline.share is not None
-    assert run.live_equals_offline.share >= 0.99
+    assert run.live_equals_offline.share >= 0.99  # the whole model's class: NAIR's 8-bit prefix may differ from it
+    assert run.live_equals_sent is not None
+    assert run.live_equals_sent.hits == run.files  # what each frame carried, recomputed offline: no difference
     assert run.live_accuracy.share == run.offline_accuracy.share
+
+
+def test_the_light_runtime_gives_the_torch_answers_on_every_test_frame_of_every_part() -> None:
+    """``nairbus evaluate light``: each model a sensor runs, at each split point and whole, and each VP variant, on
+    all 10 000 test frames; decisions equal, NAIR codes at most a step apart where a value sits on a rounding
+    boundary, the hub's classes at the demo budgets equal, and no accuracy changed anywhere."""
+    from nairbus.models.evaluation.light import light_parts
+    from nairbus.models.evaluation.reports import LightReport
+
+    report = load_typed(REPO / "reports" / "light.json", LightReport)
+    assert report.command == "nairbus evaluate light"
+    assert report.frames == 10_000
+    assert {(p.model, p.split) for p in report.parts} == set(light_parts())  # every part a sensor runs
+    assert all(p.frames == report.frames for p in report.parts)
+    shipped = {a.artifact for p in report.parts for a in p.artifacts}
+    assert {"base.nair.npz", "base.stage3.nair.npz", "mobilenet.nair.npz"} <= shipped
+    s = report.summary
+    assert s.decisions_compared == len(report.parts) * report.frames
+    assert s.decisions_differ == 0
+    assert s.code_max_delta <= 1
+    assert s.codes_differ <= 1e-4 * s.codes_compared  # one step off on a rounding boundary (measured: 2.4e-5)
+    assert s.budget_classes_compared == len(report.demo_budgets) * report.frames * len(shipped)
+    assert s.budget_classes_differ == 0
+    assert s.accuracy_changes == 0

@@ -47,6 +47,8 @@ def test_bad_budget_is_rejected_before_anything_starts(tmp_path: Path) -> None:
     (("train", "taildrop", "--model", "no-such-model"), "no-such-model"),
     (("evaluate", "images", "--validation-frames", "0", "--table", "t.json"), "--validation-frames"),
     (("evaluate", "images", "--model", "no-such-model", "--frames", "5"), "no-such-model"),
+    (("evaluate", "light", "--model", "no-such-model", "--frames", "5"), "no-such-model"),
+    (("evaluate", "light", "--frames", "0"), "--frames"),
 ])
 def test_baseline_commands_refuse_what_they_cannot_do(args: tuple[str, ...], says: str) -> None:
     out = _run(*args)
@@ -54,6 +56,20 @@ def test_baseline_commands_refuse_what_they_cannot_do(args: tuple[str, ...], say
     assert out.returncode != 0
     assert says in text
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_evaluate_light_compares_the_two_runtimes_and_writes_its_report(tmp_path: Path) -> None:
+    from nairbus.models.evaluation.reports import LightReport
+
+    out = _run("evaluate", "light", "--frames", "20", "--model", "base", "--report", str(tmp_path / "light.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "decisions differ on 0 of 100" in " ".join((out.stdout + out.stderr).split())
+    report = LightReport.model_validate_json((tmp_path / "light.json").read_text())
+    assert report.command == f"nairbus evaluate light --frames 20 --model base --report {tmp_path / 'light.json'}"
+    assert [(p.model, p.split) for p in report.parts] == [("base", s) for s in ("stem", "stage1", "stage2", "stage3",
+                                                                                 None)]
+    assert report.left_out == ""  # a model asked for by name: nothing left out
 
 
 @pytest.mark.slow

@@ -12,10 +12,9 @@ bytes, dynamic batch, metadata, refusals) and the shipped models are slow (secon
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,45 +25,31 @@ import torch
 
 from nairbus.models.architectures.registry import fashion_mnist_spec
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig
-from nairbus.models.architectures.split import InputSpec, SplitModel
+from nairbus.models.architectures.split import InputSpec
 from nairbus.models.data.registry import load_data
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.nair.transform import NairArtifact
-from nairbus.models.store import WEIGHTS_DIR, load_model, read_manifest
+from nairbus.models.store import load_model, read_manifest
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (onnxruntime) is not installed")
 pytest.importorskip("onnxscript", reason="the onnx extra (onnxscript, torch's ONNX exporter) is not installed")
 
+from nairbus.models.evaluation.light import artifacts_for, code_differences, compare, shipped_models
 from nairbus.models.export.onnx import export_part
 from nairbus.models.export.runtime import OnnxRunner, PartMismatchError, normalise
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 300
 """Test frames each part is compared on."""
-TOP_K = 5
-"""k of the top-k compared (the VP family's k)."""
-
-
-def _shipped_models() -> list[str]:
-    """Every model manifest in the shipped weights (a file with weights and a sha256; not the auto tables or the
-    variant family's manifest), variants last."""
-    names = []
-    for path in sorted(WEIGHTS_DIR.glob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and "weights_file" in data and "sha256" in data:
-            names.append(path.stem)
-    return sorted(names, key=lambda n: (n.startswith("variants-"), n))
-
-
 def _parts() -> list[Any]:
     """``(model, split)`` for every split point of every shipped model other than a variant, and ``(model, None)``
     (the whole model) for every shipped model: a variant's sensor runs the whole variant. The parts a shipped sensor
     runs (a split with a shipped NAIR artifact, the whole model, each variant) are in the slow tier; the rest of the
     matrix (about two minutes more) runs in the reproduction tier, CI's second stage."""
     parts: list[Any] = []
-    for name in _shipped_models():
+    for name in shipped_models():
         if not name.startswith("variants-"):
-            parts += [pytest.param(name, split, marks=() if _artifacts(name, split) else pytest.mark.reproduction)
+            parts += [pytest.param(name, split, marks=() if artifacts_for(name, split) else pytest.mark.reproduction)
                       for split in read_manifest(name).split_points]
         parts.append(pytest.param(name, None, marks=() if "taildrop" not in name else pytest.mark.reproduction))
     return parts
@@ -78,62 +63,6 @@ def _model(name: str) -> Any:
 @cache
 def _frames() -> np.ndarray:
     return load_data("test").images[:FRAMES]
-
-
-def _artifacts(name: str, split: str) -> list[Path]:
-    """The NAIR artifacts shipped beside model ``name`` calibrated for it at ``split``."""
-    sha = read_manifest(name).sha256
-    found = []
-    for path in sorted(WEIGHTS_DIR.glob(f"{name}.*nair.npz")):
-        artifact = NairArtifact.load(path)
-        if artifact.model_sha256 == sha and artifact.split == split:
-            found.append(path)
-    return found
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How an exported part's outputs compare with torch's on the same frames."""
-
-    max_abs: float
-    """Largest absolute difference of the part's output (IR or logits)."""
-    scale: float
-    """Largest absolute value of torch's output (what ``max_abs`` is small against)."""
-    argmax_agree: float
-    """Fraction of frames whose decision is the same (for a head: the model's tail run on either IR)."""
-    topk_agree: float
-    """Fraction of frames whose top-k classes are the same, in the same order."""
-
-
-def _topk(logits: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
-
-
-def compare(model: SplitModel, runner: OnnxRunner, split: str | None, x: torch.Tensor) -> tuple[Agreement, Any]:
-    """Torch's and onnxruntime's outputs of the part on the normalised batch ``x``; with the ORT output."""
-    with torch.no_grad():
-        ref = (model(x) if split is None else model.head(x, split)).numpy()
-    out = runner.run(x.numpy())
-    logits_ref, logits_out = ref, out
-    if split is not None:  # a head: decide with the tail on each IR
-        with torch.no_grad():
-            logits_ref = model.tail(torch.from_numpy(ref), split).numpy()
-            logits_out = model.tail(torch.from_numpy(out), split).numpy()
-    k = min(TOP_K, logits_ref.shape[1])
-    agreement = Agreement(
-        max_abs=float(np.abs(out - ref).max()), scale=float(np.abs(ref).max()),
-        argmax_agree=float((logits_ref.argmax(1) == logits_out.argmax(1)).mean()),
-        topk_agree=float((_topk(logits_ref, k) == _topk(logits_out, k)).all(axis=1).mean()))
-    return agreement, (ref, out)
-
-
-def code_differences(pipeline: NairPipeline, ir_torch: np.ndarray, ir_ort: np.ndarray) -> dict[str, Any]:
-    """The NAIR codes the sensor sends (:meth:`NairPipeline.encode_ir`: transform, then quantise) from either IR:
-    how many differ, by how much, in how many frames."""
-    codes_torch, codes_ort = pipeline.encode_ir(ir_torch), pipeline.encode_ir(ir_ort)
-    delta = np.abs(codes_torch.astype(np.int64) - codes_ort.astype(np.int64))
-    return {"codes": int(delta.size), "differ": int((delta > 0).sum()), "max_delta": int(delta.max()),
-            "frames_differ": int((delta > 0).any(axis=1).sum()), "identical": bool((delta == 0).all())}
 
 
 def _tiny() -> ResNet:
@@ -217,12 +146,12 @@ def test_the_exported_part_gives_the_torch_sensors_answers(name: str, split: str
     part = export_part(model, split, model_name=manifest.name, model_sha256=manifest.sha256)
     runner = OnnxRunner(part.data)
     runner.check_model(manifest.sha256)
-    agreement, (ref, out) = compare(model, runner, split, x)
+    agreement, (ref, out), _logits = compare(model, runner, split, x)
     record_property("agreement", asdict(agreement))
     assert agreement.max_abs <= 1e-4 * max(1.0, agreement.scale)
     assert agreement.argmax_agree == 1.0
     assert agreement.topk_agree >= 0.99  # a near-tie among the lower ranks may swap two of them
-    for path in _artifacts(name, split) if split is not None else []:
+    for path in artifacts_for(name, split) if split is not None else []:
         codes = code_differences(NairPipeline(model, manifest, NairArtifact.load(path)), ref, out)
         record_property(f"codes {path.name}", codes)
         assert codes["max_delta"] <= 1, codes  # a code one step off, where a value sits on a rounding boundary
