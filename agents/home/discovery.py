@@ -44,6 +44,7 @@ from nairbus.agents.home.entities import (
     FUSION_ENTITIES,
     LABELS,
     SENSOR_ENTITIES,
+    STATE_JSON,
     STREAM_ENTITIES,
     EntitySpec,
 )
@@ -146,7 +147,7 @@ def _component(spec: EntitySpec, object_id: str, state_topic: str | None, labels
 
 
 def _availability(*topics_: str) -> dict[str, Any]:
-    return {"availability": [{"topic": t, "value_template": "{{ value_json.state }}"} for t in topics_],
+    return {"availability": [{"topic": t, "value_template": STATE_JSON} for t in topics_],
             "availability_mode": "all", "payload_available": "online", "payload_not_available": "offline"}
 
 

@@ -43,7 +43,14 @@ class EntitySpec:
     """The entity sends commands to the sensor's command topic (``command_topic`` is filled in)."""
 
 
-STATE_JSON: Final = "{{ value_json.state }}"
+def when_json(expression: str) -> str:
+    """A value template that renders ``expression`` from a JSON payload and nothing from an empty one: a sensor
+    that ends clears its retained status and controls (an empty payload, no ``value_json``) before fusion's removal
+    of its entities reaches Home Assistant, which would log a template error per entity; an empty state is ignored."""
+    return "{{ (" + expression + ") if value_json is defined else '' }}"
+
+
+STATE_JSON: Final = when_json("value_json.state")
 
 STREAM_ENTITIES: Final[tuple[EntitySpec, ...]] = (
     EntitySpec("classification", "event", "Classification", "events", {
@@ -112,22 +119,22 @@ SENSOR_ENTITIES: Final[tuple[EntitySpec, ...]] = (
     # No budget set (the link decides) shows as the largest one; "None" is Home Assistant's "unknown" for a sensor.
     EntitySpec("budget", "number", "Budget", "sensor_controls", {
         "min": 16, "max": 65000, "step": 1, "mode": "box", "unit_of_measurement": "B",
-        "value_template": "{{ value_json.budget_bytes if value_json.budget_bytes is not none else 65000 }}",
+        "value_template": when_json("value_json.budget_bytes if value_json.budget_bytes is not none else 65000"),
         "command_template": '{"budget_bytes": {{ value | int }}}', "entity_category": "config",
         "icon": "mdi:network-strength-2",
     }, command=True),
     EntitySpec("deadline", "number", "Deadline", "sensor_controls", {
         "min": 10, "max": 60000, "step": 10, "mode": "box", "unit_of_measurement": "ms",
-        "value_template": "{{ value_json.deadline_ms }}", "command_template": '{"deadline_ms": {{ value }}}',
+        "value_template": when_json("value_json.deadline_ms"), "command_template": '{"deadline_ms": {{ value }}}',
         "entity_category": "config", "icon": "mdi:timer-outline",
     }, command=True),
     EntitySpec("fps_limit", "number", "Frame rate", "sensor_controls", {
         "min": 0, "max": 100, "step": 0.5, "mode": "box", "unit_of_measurement": "fps",
-        "value_template": "{{ value_json.fps if value_json.fps is not none else 0 }}",
+        "value_template": when_json("value_json.fps if value_json.fps is not none else 0"),
         "command_template": '{"fps": {{ value | float(0) }}}', "entity_category": "config",
     }, command=True),
     EntitySpec("paused", "switch", "Paused", "sensor_controls", {
-        "value_template": "{{ 'ON' if value_json.paused else 'OFF' }}", "state_on": "ON", "state_off": "OFF",
+        "value_template": when_json("'ON' if value_json.paused else 'OFF'"), "state_on": "ON", "state_off": "OFF",
         "payload_on": '{"paused": true}', "payload_off": '{"paused": false}', "icon": "mdi:pause-circle-outline",
     }, command=True),
 )

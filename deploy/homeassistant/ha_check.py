@@ -1044,12 +1044,12 @@ def run_check(args: argparse.Namespace, procs: Processes, report: dict[str, Any]
         kitchen = procs.start("sensor cam-a (kitchen)", [nairbus, "sensor", "--sensor-id", "cam-a", "--stream-id",
                                                          "kitchen", *sensor_args, "--count", "1000000"],
                               workdir / "sensor-cam-a.log", env=env, cwd=workdir)
-        mark("sensors_started")
+        sensors_started = mark("sensors_started")
         door_s = args.count / args.fps
         log(f"cam-b sends {args.count} frames at {args.fps:g} fps (~{door_s:.0f} s); waiting for its clean stop")
         if not wait_for(lambda: door.poll() is not None, door_s + args.agent_start_timeout, deadline):
             raise CheckError("sensor cam-b did not finish its frames in time")
-        door_exit = mark("door_sensor_exited")
+        mark("door_sensor_exited")
         report["sensors"] = {"cam-b": {"stream": "door", "exit_status": door.returncode, "frames": args.count}}
         for name, proc in (("fusion", fusion), ("cam-a", kitchen)):
             if proc.poll() is not None:
@@ -1058,7 +1058,9 @@ def run_check(args: argparse.Namespace, procs: Processes, report: dict[str, Any]
         log(f"waiting {args.settle_s:g} s for the door stream's removal (discovery configs naming it: "
             f"{len(door_topics)}) and Home Assistant's registry save")
         time.sleep(max(0.0, min(args.settle_s, deadline.left() - 120)))
-        removal: dict[str, Any] = {"by_clean_stop": _stream_cleared(recorder, prefix, "door", door_exit)}
+        # cam-b is a one-shot run (--count): at its end it withdraws its birth and fusion removes the stream, before
+        # the process exits, so a clearing counts from the sensors' start (the broker is this check's own).
+        removal: dict[str, Any] = {"by_clean_stop": _stream_cleared(recorder, prefix, "door", sensors_started)}
         if not removal["by_clean_stop"] and not args.no_decommission:
             # The clean stop left the stream in place; clear the sensor's retained birth, as a decommissioning does,
             # to show what removing the stream does.
@@ -1450,7 +1452,8 @@ def analyse(args: argparse.Namespace, report: dict[str, Any], config_dir: Path, 
     stream_devices_left = sorted(i for i in door_devices if ("mqtt", i) in devices
                                  and not any(c.present for c in comps.values() if i in c.identifiers))
     if removal.get("by_clean_stop"):
-        how = "the sensor's clean stop cleared the stream's discovery configs"
+        how = ("the one-shot sensor's end (its birth withdrawn after its last frame) cleared the stream's discovery "
+               "configs")
     elif removal.get("by_clearing_birth"):
         how = ("the sensor's clean stop left the stream's discovery configs retained (it publishes 'offline' "
                "and keeps its birth); clearing the retained birth cleared them")

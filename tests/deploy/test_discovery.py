@@ -22,6 +22,7 @@ from nairbus.agents.home.discovery import (
     config_topic,
     encode_config,
     fusion_object_id,
+    sensor_config,
     sensor_object_id,
     stream_config,
     stream_object_id,
@@ -379,3 +380,26 @@ def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second
     result(3, now=130.0)
     ha.update(streams, labels, now=136.0)
     assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 1
+
+
+def test_a_cleared_status_or_controls_topic_renders_nothing_instead_of_a_template_error() -> None:
+    """A sensor that ends clears its retained status and controls (empty payloads) before fusion's removal of its
+    entities reaches Home Assistant; each entity's template then rendered ``value_json.…`` of nothing and Home
+    Assistant logged a template error per entity (seen in the real-HA check). Rendered with Home Assistant's strict
+    undefined, an empty payload (no ``value_json``) gives an empty state, which Home Assistant ignores; a payload
+    still gives its value."""
+    topics = TopicTree("nairbus", "home")
+    config = sensor_config(topics, "cam-1", "fusion-1", version="1")
+    strict = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    controls = {"budget_bytes": None, "deadline_ms": 500, "fps": 2.5, "paused": True}
+    templates = [(c["value_template"], controls if c.get("command_topic") else {"state": "online"})
+                 for c in config["cmps"].values() if "value_template" in c]
+    templates += [(a["value_template"], {"state": "online"})
+                  for c in config["cmps"].values() for a in c.get("availability", ())]
+    assert len(templates) >= 6
+    for template, payload in templates:
+        assert strict.from_string(template).render() == "", template
+        assert strict.from_string(template).render(value_json=payload) != "", template
+    by_key = {key.rsplit("_", 1)[-1]: c for key, c in config["cmps"].items()}
+    assert strict.from_string(by_key["deadline"]["value_template"]).render(value_json=controls) == "500"
+    assert strict.from_string(by_key["paused"]["value_template"]).render(value_json=controls) == "ON"
