@@ -56,8 +56,13 @@ def test_broker_health_check(compose: dict[str, Any]) -> None:
 def test_agents_are_built_from_the_dockerfile_and_wait_for_a_healthy_broker(compose: dict[str, Any]) -> None:
     for name in AGENTS:
         service = compose["services"][name]
-        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": "demo"}
-        assert service["image"] == "nairbus:local"
+        if name in SENSORS:  # the light sensor: no torch, the hub's exported parts (issue 34)
+            assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": "sensor-demo"}
+            assert service["image"] == "nairbus:sensor"
+            assert service["command"][service["command"].index("--runtime") + 1] == "onnx"
+        else:
+            assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "target": "demo"}
+            assert service["image"] == "nairbus:local"
         assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
         assert service["read_only"] is True
         assert service["cap_drop"] == ["ALL"]
@@ -94,8 +99,18 @@ def test_the_production_image_holds_nairbus_and_nothing_else() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
     assert [stage.split()[0:3] for stage in stages] == [["python:3.11-slim", "AS", "nairbus"],
-                                                        ["nairbus", "AS", "demo"]]
-    production, demo = stages
+                                                        ["nairbus", "AS", "demo"],
+                                                        ["nairbus", "AS", "device-parts"],
+                                                        ["python:3.11-slim", "AS", "sensor"],
+                                                        ["sensor", "AS", "sensor-demo"]]
+    production, demo, parts, sensor, sensor_demo = stages
+    assert "nairbus export-onnx --model base --out-dir /tmp/device" in parts  # the hub exports what a device runs
+    assert "pip install /tmp/nairbus-src \\" in sensor  # no extras: no torch, no plots
+    assert "COPY --from=device-parts /tmp/device /opt/nairbus/models" in sensor
+    assert "NAIRBUS_MODEL_DIR=/opt/nairbus/models" in sensor
+    assert re.search(r"^USER 10001", sensor, re.MULTILINE)
+    assert "dataset-fashion-mnist" in sensor_demo
+    assert "dataset-fashion-mnist" not in sensor
     assert re.search(r"^WORKDIR /opt/nairbus$", production, re.MULTILINE)  # .venv where the systemd units look
     assert "pip install \"/tmp/nairbus-src${EXTRAS:+[$EXTRAS]}\"" in production  # non-editable, no test extras
     assert re.search(r'^ARG EXTRAS="hub"$', production, re.MULTILINE)  # torch for fusion; EXTRAS= builds a sensor
