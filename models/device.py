@@ -45,6 +45,12 @@ class DevicePipeline(Protocol):
         ...
 
     @property
+    def part_hashes(self) -> tuple[str, ...]:
+        """sha256 of each exported file it may run (the whole model, the head at the artifact's split); empty for
+        torch, which runs the weights the manifest names. A birth names them."""
+        ...
+
+    @property
     def manifest(self) -> ModelManifest:
         """The model's manifest (its name and sha256 name it in the birth)."""
         ...

@@ -32,6 +32,7 @@ __all__ = [
     "Birth",
     "BitBand",
     "ClassScore",
+    "DeviceRef",
     "Fragment",
     "Frame",
     "Id",
@@ -125,6 +126,15 @@ class ModelRef(WireModel):
     sha256: Sha256Hex
 
 
+class DeviceRef(WireModel):
+    """What runs a sensor's model work: ``torch`` (the weights ``model`` names) or ``onnx`` (parts exported from those
+    weights, each named by its file's SHA-256: the whole model, the head at the NAIR split). Fusion decodes either
+    the same way; the names say which exported files a device ran."""
+
+    runtime: Literal["torch", "onnx"]
+    parts: Annotated[tuple[Sha256Hex, ...], Field(max_length=4)] = ()
+
+
 class BitBand(WireModel):
     """Components up to ``end`` (from the previous band's end) are quantised to ``bits`` bits each."""
 
@@ -214,6 +224,8 @@ class Birth(WireModel):
     stream_id: Id
     labels: Annotated[tuple[Label, ...], Field(min_length=1, max_length=MAX_LABELS)]
     model: ModelRef
+    device: DeviceRef | None = None
+    """What ran the model on the device (None: a sensor from before it was named)."""
     nair: NairBirth | None = None
     vp: VpBirth | None = None
     image: ImageBirth | None = None

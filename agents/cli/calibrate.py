@@ -16,6 +16,7 @@ from nairbus.agents.cli.common import (
     _fail,
     app,
     console,
+    export_for_light_sensors,
 )
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ def _calibrate_from_dataset(net: Any, manifest: ModelManifest, options: Calibrat
     seconds = time.perf_counter() - started
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) in {seconds:.1f} s -> {path}")
+    export_for_light_sensors(options.model)
 
 
 def _dataset_calibration_images(manifest: ModelManifest, options: CalibrateOptions) -> tuple[Any, str, Any]:
@@ -368,6 +370,7 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, options: Calibrate
     console.print(f"artifact {artifact.sha256[:12]} ({path.stat().st_size} B, {len(artifact.plan)} fragments, "
                   f"{artifact.total_bytes()} B for the whole IR) from {len(images)} unlabeled images in "
                   f"{time.perf_counter() - started:.1f} s -> {path}")
+    export_for_light_sensors(options.model)
 
 
 def _folder_command(options: CalibrateOptions, folder: Path, bands: BitBands) -> str:

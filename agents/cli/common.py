@@ -109,3 +109,30 @@ evaluate_app = typer.Typer(
     help="Evaluate on the test split; JSON reports and PNG plots under reports/.",
     rich_markup_mode=None, no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
+
+
+def export_for_light_sensors(model: str) -> None:
+    """After ``import-model`` or ``calibrate`` wrote a user's model or artifact: export what its light sensor runs
+    (``nairbus export-onnx``: the whole model, the head at each artifact's split) beside the manifest, so a device
+    copy of that folder is complete. The shipped weights are left as they are (exported on demand, never into the
+    installed package); without the exporter (the sensor-only install) or on an export error, a warning says how."""
+    from nairbus.models.catalog import locate_model
+    from nairbus.models.store import WEIGHTS_DIR
+
+    name, directory = locate_model(model)
+    if directory.resolve() == WEIGHTS_DIR.resolve():
+        return
+    hint = f"run 'nairbus export-onnx --model {directory / (name + '.json')}' on the hub for light sensors"
+    try:
+        from nairbus.models.export.onnx import export_sensor_parts
+
+        with console.status(f"exporting {name}'s device parts to ONNX for light sensors"):
+            path = export_sensor_parts(str(directory / f"{name}.json"), None,
+                                       command=f"nairbus export-onnx --model {directory / (name + '.json')}")
+    except ImportError as exc:
+        console.print(f"[yellow]warning:[/] no ONNX exporter here ({exc.name}); {escape(hint)}")
+        return
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[yellow]warning:[/] device parts not exported: {escape(str(exc)[:300])}; {escape(hint)}")
+        return
+    console.print(f"device parts for light sensors -> {escape(str(path))}")

@@ -162,6 +162,9 @@ def import_model_cmd(
         except (ModelImportError, FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
     _report_import(path, name, input_spec, out_dir)
+    from nairbus.agents.cli.common import export_for_light_sensors
+
+    export_for_light_sensors(str(path))
 
 
 def _spec_fields(spec: Path | None, channels: int | None, size: str | None, mean: str | None, std: str | None,
@@ -303,8 +306,8 @@ def export_onnx_cmd(
 ) -> None:
     """Export what a sensor of MODEL runs without torch (--runtime onnx): the whole model (decision mode) and its
     head at the split of each NAIR artifact beside the manifest, as <model>.<split|whole>.onnx, with their sha256 in
-    <model>.onnx.json. With --variants, each VP variant's whole model. Run it again after training, importing or
-    calibrating the model."""
+    <model>.onnx.json. With --variants, each VP variant's whole model. import-model and calibrate run it for your
+    own model (beside its manifest); run it again after training a model."""
     from nairbus.models.export.onnx import export_family_parts, export_sensor_parts
     from nairbus.models.export.parts import read_parts
 

@@ -26,7 +26,7 @@ from nairbus.agents.nair.outgoing import bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
-from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_problem
+from nairbus.agents.runtime.fusion_base import FusionBase, device_fields, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.models.image.codec import ImageCodec, ImageCodecError, get_image_codec
@@ -235,7 +235,8 @@ class FusionAgent(FusionBase):
         self.sensors[sensor_id] = KnownSensor(sensor_id, birth.session, birth.stream_id,
                                               LeanContext.from_birth(birth), pipeline, codecs, shape, decider,
                                               birth.decision.k if birth.decision is not None else 0)
-        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode)
+        log.info("sensor_known", sensor=sensor_id, session=birth.session, stream=birth.stream_id, mode=birth.mode,
+                 **device_fields(birth))
         self.released(sensor_id)
 
     def _retire(self, sensor_id: str) -> None:

@@ -40,7 +40,17 @@ from nairbus.models.device import DevicePipeline, load_device_pipeline
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.artifact import NairArtifact
-from nairbus.schemas import CONTENT_TYPE_JSON, Birth, DecisionBirth, ImageBirth, Item, ModelRef, NairBirth, WireError
+from nairbus.schemas import (
+    CONTENT_TYPE_JSON,
+    Birth,
+    DecisionBirth,
+    DeviceRef,
+    ImageBirth,
+    Item,
+    ModelRef,
+    NairBirth,
+    WireError,
+)
 from nairbus.schemas import encode as wire_encode
 
 log = get_logger("nairbus.sensor")
@@ -231,6 +241,7 @@ class SensorAgent(SensorBase):
             stream_id=s.stream,
             labels=self.pipeline.labels,
             model=ModelRef(name=self.pipeline.manifest.name, sha256=self.pipeline.manifest.sha256),
+            device=DeviceRef(runtime=self.pipeline.runtime, parts=self.pipeline.part_hashes),
             nair=nair, image=image, decision=decision, budget_bytes=s.budget_bytes, deadline_ms=s.deadline_ms,
             epoch_ts=self.epoch_ts, expiry_ms=max(1, round(s.expiry_s * 1000)),
         )

@@ -82,6 +82,14 @@ def saturate(value: int) -> int:
     return min(max(int(value), 0), U64_MAX)
 
 
+def device_fields(birth: Birth) -> dict[str, object]:
+    """What ran a sensor's model, for the log line that greets it: the runtime and the exported files' sha256
+    (12 hex digits each); nothing for a birth that does not say."""
+    if birth.device is None:
+        return {}
+    return {"runtime": birth.device.runtime, "parts": [sha[:12] for sha in birth.device.parts]}
+
+
 def sender_of(topic: str) -> str:
     """Who a received message is from, for the fair inbox: the sensor id of ``…/sensors/<id>/<leaf>``; everything
     else (Home Assistant's status, …) shares one queue."""

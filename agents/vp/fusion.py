@@ -23,7 +23,7 @@ from nairbus.agents.home.discovery import attach_home_assistant
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.deadline import DeadlineBuffer
-from nairbus.agents.runtime.fusion_base import FusionBase, owns_sensor, topk_problem
+from nairbus.agents.runtime.fusion_base import FusionBase, device_fields, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES
@@ -201,7 +201,7 @@ class VpFusionAgent(FusionBase):
                                            birth.vp.weight, birth.vp.k, LeanContext.from_birth(birth))
         self.online.setdefault(birth.stream_id, set()).add(sensor_id)
         log.info("vp_sensor_known", sensor=sensor_id, variant=birth.vp.variant, weight=birth.vp.weight,
-                 k=birth.vp.k, stream=birth.stream_id, session=birth.session)
+                 k=birth.vp.k, stream=birth.stream_id, session=birth.session, **device_fields(birth))
         self.released(sensor_id)
 
     def _forget(self, sensor_id: str) -> None:

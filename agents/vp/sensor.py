@@ -44,7 +44,7 @@ from nairbus.agents.vp.settings import vp_settings, with_frame_stream
 from nairbus.models.data.registry import dataset_labels
 from nairbus.models.vp.device import DeviceVariant, load_device_variant, torch_variant
 from nairbus.models.vp.fusion import check_k, topk
-from nairbus.schemas import Birth, ModelRef, TopK, VpBirth
+from nairbus.schemas import Birth, DeviceRef, ModelRef, TopK, VpBirth
 from nairbus.schemas.lean import encode_lean
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class VpSensorAgent(SensorBase):
         s, m = self.settings, self.variant.manifest
         return Birth(sensor_id=s.sensor_id, session=self.comm.session, ts=time.time(), mode="vp", stream_id=s.stream,
                      labels=self.labels, model=ModelRef(name=m.name, sha256=m.sha256),
+                     device=DeviceRef(runtime=self.variant.runtime, parts=self.variant.part_hashes),
                      vp=VpBirth(variant=self.variant.name, weight=self.variant.weight, k=self.k),
                      deadline_ms=s.deadline_ms, epoch_ts=self.epoch_ts,
                      expiry_ms=max(1, round(s.expiry_s * 1000)))

@@ -201,7 +201,7 @@ def export_sensor_parts(name: str, out_dir: Path | None = None, command: str | N
     if out.resolve() != directory.resolve():
         copy_sensor_files(name, directory, out)
     parts: dict[str, PartRecord] = {}
-    for split in [*sensor_splits(name), None]:
+    for split in [*sensor_splits(str(directory / f"{name}.json")), None]:  # by path: found wherever it lies
         part = export_part(model, split, model_name=manifest.name, model_sha256=manifest.sha256)
         file_name = part_file_name(name, split)
         part.save(out / file_name)

@@ -103,6 +103,12 @@ class OnnxPipeline:
                 _ = self.head_runner
 
     @property
+    def part_hashes(self) -> tuple[str, ...]:
+        """sha256 of the whole model's file and, with an artifact, of the head's at its split (what a birth names)."""
+        head = self.record.head(self._artifact.split) if self._artifact is not None else None
+        return (self.record.parts["whole"].sha256, *((head.sha256,) if head is not None else ()))
+
+    @property
     def whole(self) -> OnnxRunner:
         """The whole model's runner (loaded and checked on first use when it was not among ``parts``)."""
         if self._whole is None:

@@ -44,6 +44,8 @@ class NairPipeline:
 
     runtime: Literal["torch"] = "torch"
     """What runs the model (:data:`nairbus.models.device.RUNTIMES`)."""
+    part_hashes: tuple[str, ...] = ()
+    """The exported files it runs: none, torch runs the weights the manifest names."""
 
     def __init__(self, model: ResNet, manifest: ModelManifest, artifact: NairArtifact | None) -> None:
         if artifact is not None:

@@ -46,6 +46,8 @@ class DeviceVariant:
     runtime: Runtime
     probs_of: Callable[[np.ndarray], np.ndarray]
     """float32 class probabilities ``(N, classes)`` of uint8 frames already in :attr:`spec`."""
+    part_hashes: tuple[str, ...] = ()
+    """sha256 of the exported file it runs (onnx); empty for torch, which runs the weights."""
 
     @property
     def spec(self) -> InputSpec:
@@ -110,7 +112,7 @@ def _onnx_variant(variant: str, directory: Path, threads: int) -> DeviceVariant:
     runner = load_part(record, whole, directory, manifest, threads)
     spec = input_spec(manifest)
     return DeviceVariant(entry.name, entry.fusion_weight, manifest, "onnx",
-                         lambda images: softmax(runner.run(spec.normalise(images))))
+                         lambda images: softmax(runner.run(spec.normalise(images))), (whole.sha256,))
 
 
 def load_device_variant(runtime: Runtime, variant: str, directory: Path | None = None,

@@ -21,6 +21,7 @@ from nairbus.agents.runtime.settings import TopicSettings
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas import DeviceRef
 from tests.agents.test_fusion_units import RecordingBus
 
 SHARES = {"image": 0.0, "nair": 0.62, "decision": 1.0}
@@ -136,6 +137,7 @@ def test_an_auto_sensor_sends_what_its_device_budget_allows(base: NairPipeline, 
     out = sensor.build(0, images[0], None if work is None else work[0], time.time(), 400)
     assert [o.representation for o in out] == [sent]
     assert (sensor.birth().decision is not None) == (sent == "decision")
+    assert sensor.birth().device == DeviceRef(runtime="torch", parts=())  # the weights the model names
 
 
 def test_a_budget_in_milliseconds_is_measured_on_the_device(base: NairPipeline,

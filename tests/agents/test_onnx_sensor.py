@@ -26,10 +26,12 @@ from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.models.catalog import default_artifact_path
 from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.export.parts import read_parts
 from nairbus.models.image.codec import get_image_codec
 from nairbus.models.nair.artifact import NairArtifact
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
+from nairbus.schemas import DeviceRef
 from nairbus.schemas.topics import TopicTree
 from tests.agents.running import running
 from tests.agents.test_bus import Listener
@@ -93,6 +95,10 @@ def test_an_onnx_decision_sensor_gives_the_torch_models_decisions(broker: Privat
                                                                  fusion: FusionAgent) -> None:
     live, sensor = _live_classes(broker, topic_root, onnx_base, "decision")
     assert sensor.birth().model.sha256 == base.manifest.sha256
+    record = read_parts(onnx_base.with_name("base.onnx.json"))  # what export-onnx wrote: the birth names its files
+    head = record.head("stage3")
+    assert head is not None
+    assert sensor.birth().device == DeviceRef(runtime="onnx", parts=(record.parts["whole"].sha256, head.sha256))
     offline = base.full_model_probs(load_split("test").images[:FRAMES]).argmax(1)
     assert np.array_equal(live, offline)
 

@@ -50,6 +50,9 @@ def test_import_then_calibrate_from_an_unlabeled_folder(tmp_path: Path) -> None:
     assert manifest["split_points"] == ["stage2"]
     assert manifest["kind"] == "imported"
     assert manifest["exported_from"]["name"] == "base"
+    parts = json.loads((tmp_path / "nairbus-models/mine.onnx.json").read_text())  # a light sensor's whole model
+    assert sorted(parts["parts"]) == ["whole"]
+    assert "device parts for light sensors" in done.stderr
 
     done = _nairbus("export-images", "--out", "frames", "--count", "300", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -62,6 +65,8 @@ def test_import_then_calibrate_from_an_unlabeled_folder(tmp_path: Path) -> None:
     artifact = NairArtifact.load(tmp_path / "nairbus-models/mine.nair.npz")
     assert artifact.meta["provenance"]["calibration_source"]["files"] == 300
     assert artifact.meta["provenance"]["calibration_source"]["labels_used"] is False
+    parts = json.loads((tmp_path / "nairbus-models/mine.onnx.json").read_text())  # and now the head at its split
+    assert {p["split"] for p in parts["parts"].values()} == {None, "stage2"}
 
     # The same images from the data set calibrate to the very same artifact: the folder path loses nothing.
     train = load_split("train")

@@ -56,6 +56,11 @@ def test_the_exported_variant_votes_as_its_weights_do(exported: tuple[Path, str]
     assert (light.runtime, reference.runtime) == ("onnx", "torch")
     assert (light.name, light.weight, light.manifest.sha256) == (reference.name, reference.weight,
                                                                  reference.manifest.sha256)
+    from nairbus.models.export.parts import read_parts
+
+    entry = next(v for v in FamilyManifest.load(folder).variants if v.name == name)
+    record = read_parts(folder / f"{entry.weights_name}.onnx.json")
+    assert (light.part_hashes, reference.part_hashes) == ((record.parts["whole"].sha256,), ())  # what a birth names
     images = light.spec.convert(load_data("test").images[:FRAMES])
     ours, theirs = light.probs(images), reference.probs(images)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)

@@ -433,6 +433,10 @@ def test_birth_mode_needs_exactly_its_sections(mode: str, present: set[str]) -> 
         {"expiry_ms": 86_400_001},
         {"expiry_ms": 500.0},
         {"expiry_ms": True},
+        {"device": {"runtime": "tflite"}},
+        {"device": {"runtime": "onnx", "parts": ["0" * 63]}},
+        {"device": {"runtime": "onnx", "parts": ["a" * 64] * 5}},
+        {"device": {"runtime": "onnx", "extra": 1}},
     ],
 )
 def test_birth_rejects(over: dict[str, Any]) -> None:
