@@ -103,7 +103,11 @@ def compare(model: SplitModel, runner: OnnxRunner, split: str | None,
 def code_differences(pipeline: NairPipeline, ir_torch: np.ndarray, ir_ort: np.ndarray) -> dict[str, Any]:
     """The NAIR codes the sensor sends (:meth:`NairPipeline.encode_ir`: transform, then quantise) from either IR:
     how many differ, by how much, in how many frames."""
-    codes_torch, codes_ort = pipeline.encode_ir(ir_torch), pipeline.encode_ir(ir_ort)
+    return _code_counts(pipeline.encode_ir(ir_torch), pipeline.encode_ir(ir_ort))
+
+
+def _code_counts(codes_torch: np.ndarray, codes_ort: np.ndarray) -> dict[str, Any]:
+    """How many of two runtimes' codes differ, by how much, in how many frames."""
     delta = np.abs(codes_torch.astype(np.int64) - codes_ort.astype(np.int64))
     return {"codes": int(delta.size), "differ": int((delta > 0).sum()), "max_delta": int(delta.max()),
             "frames_differ": int((delta > 0).any(axis=1).sum()), "identical": bool((delta == 0).all())}
@@ -137,13 +141,14 @@ class _Tally:
         self.hits_onnx += int((out.argmax(1) == labels).sum())
 
     def add_codes(self, path: Path, pipeline: NairPipeline, ir: tuple[np.ndarray, np.ndarray]) -> None:
-        found = code_differences(pipeline, *ir)
+        codes_torch, codes_onnx = pipeline.encode_ir(ir[0]), pipeline.encode_ir(ir[1])  # once: counted and kept
+        found = _code_counts(codes_torch, codes_onnx)
         into = self.codes.setdefault(path.name, {"codes": 0, "differ": 0, "max_delta": 0, "frames_differ": 0})
         for key in ("codes", "differ", "frames_differ"):
             into[key] += found[key]
         into["max_delta"] = max(into["max_delta"], found["max_delta"])
-        self.codes_torch.setdefault(path.name, []).append(pipeline.encode_ir(ir[0]))
-        self.codes_onnx.setdefault(path.name, []).append(pipeline.encode_ir(ir[1]))
+        self.codes_torch.setdefault(path.name, []).append(codes_torch)
+        self.codes_onnx.setdefault(path.name, []).append(codes_onnx)
 
 
 def _budget_rows(pipeline: NairPipeline, codes_torch: np.ndarray, codes_onnx: np.ndarray,
