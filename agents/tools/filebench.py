@@ -268,46 +268,45 @@ def load_frames(model: str, count: int) -> Frames:
     return Frames(test.images[:n], test.labels[:n], "RGB" if spec.channels == 3 else "L")
 
 
-def offline_classes(model: str, paths: list[Path]) -> list[int]:
-    """The whole model's class for each file, read as the sensor reads it."""
+def read_as_sensor(model: str, paths: list[Path]) -> tuple[Any, np.ndarray]:
+    """The model (torch, the hub's) and every file as its sensor reads it: converted to the model's input."""
     from nairbus.agents.sources.images import read_image_file
     from nairbus.models.nair.pipeline import NairPipeline
 
     pipeline = NairPipeline.load(model, optional=True)
-    out: list[int] = []
-    for start in range(0, len(paths), 256):
-        batch = np.stack([read_image_file(p, pipeline.input_spec) for p in paths[start:start + 256]])
-        out.extend(int(c) for c in pipeline.full_model_probs(batch).argmax(axis=1))
-    return out
+    return pipeline, np.stack([read_image_file(p, pipeline.input_spec) for p in paths])
 
 
-def sent_twin_classes(model: str, paths: list[Path], results: dict[int, Result]) -> dict[int, int]:
-    """Each decided file's class recomputed offline from what its frame carried, read as the sensor reads the file:
-    a NAIR frame's delivered prefix of components through the hub's tail, an image frame's codec decoded through the
-    whole model, a decision as the whole model's. Live equals this twin unless the bus lost or changed something."""
-    from nairbus.agents.sources.images import read_image_file
+def offline_classes(pipeline: Any, images: np.ndarray) -> list[int]:
+    """The whole model's class for each file."""
+    return [int(c) for start in range(0, len(images), 256)
+            for c in pipeline.full_model_probs(images[start:start + 256]).argmax(axis=1)]
+
+
+def sent_twin_classes(pipeline: Any, images: np.ndarray, results: dict[int, Result]) -> dict[int, int]:
+    """Each decided file's class recomputed offline from what its frame carried: a NAIR frame's delivered prefix of
+    components through the hub's tail, an image frame's codec decoded through the whole model, a decision as the
+    whole model's. Live equals this twin unless the bus lost or changed something."""
     from nairbus.models.image.codec import get_image_codec
-    from nairbus.models.nair.pipeline import NairPipeline
 
-    pipeline = NairPipeline.load(model, optional=True)
     spec = pipeline.input_spec
     frames = sorted(results)
-    images = np.stack([read_image_file(paths[f], spec) for f in frames]) if frames else np.zeros((0,))
-    nair = [i for i, f in enumerate(frames) if results[f].representation == "nair"]
-    twin = np.empty(len(frames), dtype=np.int64)
+    nair = [f for f in frames if results[f].representation == "nair"]
+    twin: dict[int, int] = {}
     if nair:
         codes = pipeline.encode_all(images[nair])
-        ends = np.array([results[frames[i]].components_received for i in nair])
-        twin[nair] = pipeline.prefix_probs(codes, ends).argmax(axis=1)
-    for i, f in enumerate(frames):
+        ends = np.array([results[f].components_received for f in nair])
+        twin.update(zip(nair, (int(c) for c in pipeline.prefix_probs(codes, ends).argmax(axis=1)), strict=True))
+    for f in frames:
         r = results[f]
+        if r.representation == "nair":
+            continue
+        pixels = images[f : f + 1]
         if r.representation == "image" and r.codec is not None:
             codec = get_image_codec(r.codec)
-            pixels = codec.decode(codec.encode(images[i]), (spec.height, spec.width))[None]
-            twin[i] = int(pipeline.full_model_probs(pixels).argmax(axis=1)[0])
-        elif r.representation != "nair":
-            twin[i] = int(pipeline.full_model_probs(images[i : i + 1]).argmax(axis=1)[0])
-    return {f: int(c) for f, c in zip(frames, twin, strict=True)}
+            pixels = codec.decode(codec.encode(images[f]), (spec.height, spec.width))[None]
+        twin[f] = int(pipeline.full_model_probs(pixels).argmax(axis=1)[0])
+    return twin
 
 
 def _share(hits: int, n: int) -> dict[str, Any]:
@@ -373,7 +372,8 @@ def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) ->
     for name in names:
         os.utime(folder / name, (old, old))
     with _model_dir(model_dir):
-        offline = offline_classes(model, [folder / n for n in names])
+        pipeline, images = read_as_sensor(model, [folder / n for n in names])  # read once, for both offline answers
+    offline = offline_classes(pipeline, images)
     say(f"oneshot: {settings.files} files of {model} written; sensor runs beside {settings.hogs} busy processes")
     with bus(settings, "oneshot", model, model_dir) as (agents, recorder), busy(settings.hogs, 1800):
         started = time.monotonic()
@@ -382,8 +382,7 @@ def scenario_oneshot(settings: FileBenchSettings, say: Callable[[str], None]) ->
         seconds = time.monotonic() - started
         got = recorder.wait("files", settings.files, timeout=60)
     mine = {f: r for f, r in got.items() if f < len(names)}
-    with _model_dir(model_dir):
-        twin = sent_twin_classes(model, [folder / n for n in names], mine)
+    twin = sent_twin_classes(pipeline, images, mine)
     return {"model": model, **({"own_model": made} if made is not None else {}), "runtime": settings.runtime,
             "files": settings.files,
             "seconds": round(seconds, 1), "sensor": counters, "decided": len(got),
