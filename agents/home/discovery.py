@@ -8,9 +8,10 @@ lists its entities (the tables of :mod:`nairbus.agents.home.entities`); streams 
 - the ``event`` entity reads ``…/streams/<id>/events``, one event per label change (the default), or with
   ``events = "frame"`` the result topic, one event per decided frame carrying its label alone;
 - the enum label ``sensor`` reads ``…/streams/<id>/state`` (retained :class:`schemas.StreamState`), published only
-  when the label changes and on a heartbeat (``heartbeat_s``) while results arrive, with ``expire_after`` so a
-  stalled camera's label goes unknown instead of staying current; Home Assistant's recorder writes a row only when
-  the label changes;
+  when the label changes, at most every ``label_interval_s`` (the latest label, at most that late), and on the first
+  result ``heartbeat_s`` after the last publication -- never by a timer alone --, with ``expire_after`` so a stalled
+  or paused camera's label goes unavailable at most ``expire_after_s + label_interval_s`` after its last decided frame
+  instead of staying current; Home Assistant's recorder writes a row only when the label changes;
 - the numeric sensors read ``…/streams/<id>/metrics`` (retained :class:`schemas.StreamMetrics`), published at most
   every ``metrics_interval_s``; a silent stream's once, with 0 fps and no confidence or latency;
 - availability: the fusion agent's status and ``…/streams/<id>/availability``, which goes ``offline`` only once every
@@ -129,11 +130,18 @@ def _source_topic(spec: EntitySpec, topics: TopicTree, ident: str, fusion_id: st
     return None
 
 
+def entity_slug(unique_id: str) -> str:
+    """The object id part of an entity id for a unique id: lower case, every character outside ``[a-z0-9_]`` an
+    underscore (``nairbus_home_sensor_cam-01_budget`` -> ``nairbus_home_sensor_cam_01_budget``), as Home Assistant
+    requires of entity ids."""
+    return re.sub(r"[^a-z0-9_]", "_", unique_id.lower())
+
+
 def _component(spec: EntitySpec, object_id: str, state_topic: str | None, labels: Sequence[str],
                command_topic: str | None, extra: Mapping[str, Any]) -> dict[str, Any]:
     uid = f"{object_id}_{spec.key}"
     out: dict[str, Any] = {"p": spec.platform, "unique_id": uid, "name": spec.name,
-                           "default_entity_id": f"{spec.platform}.{uid}"}
+                           "default_entity_id": f"{spec.platform}.{entity_slug(uid)}"}
     if state_topic is not None:
         out["state_topic"] = state_topic
     for key, value in spec.fields.items():
@@ -256,9 +264,14 @@ class _StreamTrack:
 
     state: StreamState | None = None
     state_sent_at: float = 0.0
-    fresh: bool = False
-    """A result came since the state was last published: only then does the heartbeat publish it again, so a
-    stalled camera's label expires in Home Assistant (``expire_after``) instead of staying current."""
+    sent_label: str | None = None
+    """The label of the last state published (None: none yet)."""
+    unsent: bool = False
+    """A newer label than the one published is waiting: it came within ``label_interval_s`` of the last publication
+    (or the publication failed), and goes out when the interval ends. Otherwise the state is published only when a
+    result arrives -- a changed label, or the heartbeat on the first result ``heartbeat_s`` after the last
+    publication --, never by a timer alone, so a stalled camera's label expires in Home Assistant (``expire_after``)
+    at most ``expire_after_s + label_interval_s`` after its last decided frame."""
     idle: bool = False
     """The last metrics published said no frames: a silent stream publishes that once, not every interval."""
     confidences: list[float] = field(default_factory=list)
@@ -381,9 +394,12 @@ class HomeAssistantDiscovery:
         since = result.decided_ts if changed or track.state is None else track.state.since_ts
         track.state = StreamState(stream_id=result.stream_id, label=result.label, class_index=result.class_index,
                                   since_ts=since, frame_id=result.frame_id, ts=result.decided_ts)
-        track.fresh = True
-        if changed or now - track.state_sent_at >= self.settings.heartbeat_s:
+        since_sent = now - track.state_sent_at
+        differs = track.sent_label != result.label
+        if (differs and since_sent >= self.settings.label_interval_s) or since_sent >= self.settings.heartbeat_s:
             self._publish_state(result.stream_id, track, now)
+        elif differs:
+            track.unsent = True  # sent when the interval ends (_keep_streams), unless the label comes back first
         if changed and self.settings.events == "change":
             self.comm.publish(self.topics.stream(result.stream_id, "events"), wire_encode(result), qos=0,
                               content_type=CONTENT_TYPE_JSON)
@@ -397,8 +413,11 @@ class HomeAssistantDiscovery:
         if self.comm.publish(self.topics.stream(stream_id, "state"), wire_encode(track.state), qos=0, retain=True,
                              content_type=CONTENT_TYPE_JSON):
             track.state_sent_at = now
-            track.fresh = False
+            track.sent_label = track.state.label
+            track.unsent = False
             self.counts["states"] += 1
+        else:
+            track.unsent = True
 
     def _publish_metrics(self, stream_id: str, track: _StreamTrack, now: float) -> None:
         interval = now - track.metrics_since
@@ -464,7 +483,8 @@ class HomeAssistantDiscovery:
                 log.info("discovery.cleared", topic=topic)
 
     def _keep_streams(self, streams: Mapping[str, Sequence[str]], now: float) -> None:
-        """Forget vanished streams; keep each stream's availability, figures and label heartbeat current."""
+        """Forget vanished streams; keep each stream's availability and figures current (and send a label state a
+        lost connection held back)."""
         for stream in [s for s in self.streams if s not in streams]:
             del self.streams[stream]
         for stream, sensors in streams.items():
@@ -475,7 +495,8 @@ class HomeAssistantDiscovery:
                     retain=True, content_type=CONTENT_TYPE_JSON):
                 track.available = available
             self._publish_metrics(stream, track, now)
-            if track.state is not None and track.fresh and now - track.state_sent_at >= self.settings.heartbeat_s:
+            if (track.state is not None and track.unsent and track.state.label != track.sent_label
+                    and now - track.state_sent_at >= self.settings.label_interval_s):
                 self._publish_state(stream, track, now)
 
     def _desired(self, streams: Mapping[str, Sequence[str]],

@@ -198,9 +198,15 @@ class DiscoverySettings(BaseModel):
     row per event), or once per decided frame (``frame``: with the label alone, so that the recorder's attributes
     row is shared by every event of a label — confidence and frame id would make one per frame)."""
     heartbeat_s: float = Field(default=30.0, gt=0)
-    """The current label is published again after this long without a change (it keeps ``expire_after`` alive)."""
+    """The current label is published again with the first result this long after its last publication (it keeps
+    ``expire_after`` alive while frames arrive; with no frame nothing is re-published)."""
+    label_interval_s: float = Field(default=1.0, ge=0)
+    """The label state is published at most this often: the latest label, at most this late (a change within it is
+    sent when it ends). A label that changes on most frames then makes at most one recorder row per interval; every
+    change is still an event."""
     expire_after_s: int = Field(default=75, ge=1)
-    """Home Assistant shows the label as unknown when no state came for this long (a stalled camera)."""
+    """Home Assistant shows the label as unknown when no state came for this long: a stalled or paused camera's label
+    is unknown at most this long after its last decided frame."""
     metrics_interval_s: float = Field(default=5.0, gt=0)
     """Confidence, latency and frames per second are published at most this often per stream."""
     offline_grace_s: float = Field(default=5.0, ge=0)

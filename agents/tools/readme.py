@@ -26,6 +26,7 @@ from nairbus.agents.tools.reports import (
     FusionRestartRun,
     FuzzRun,
     HarnessError,
+    HomeAssistantTruthReport,
     LinkReport,
     OneShotRun,
     ReportModel,
@@ -832,6 +833,51 @@ def light_block(report: LightReport) -> str:
     return "\n".join(lines)
 
 
+def _ha_entity_rows(report: HomeAssistantTruthReport) -> list[list[str]]:
+    """One row per entity the check's Home Assistant registered: its unique id, the id it got, the one asked for."""
+    return [[f"`{e['unique_id']}`", f"`{e['entity_id']}`", f"`{e['default_entity_id']}`"]
+            for e in report.entity_ids or ()]
+
+
+def homeassistant_block(report: HomeAssistantTruthReport) -> str | None:
+    """What a real Home Assistant did with nairbus's entities (``reports/homeassistant-truth.json``)."""
+    checks = report.checks or {}
+    if not {"a_commands", "b_truth", "c_recorder", "d_stop"} <= set(checks) or not report.entity_ids:
+        return None
+    ha, cmd, truth, rec, stop = (report.home_assistant or {}), checks["a_commands"], checks["b_truth"], \
+        checks["c_recorder"], checks["d_stop"]
+    verdict = "every check passed" if report.passed else "failed: " + ", ".join(report.failed or ["(see report)"])
+    lines = [f"From `reports/homeassistant-truth.json` (`deploy/homeassistant/ha_truth.py`, Home Assistant "
+             f"{ha.get('version')}, nairbus's and the recorder's defaults; {verdict}):", ""]
+    kitchen, porch = truth["kitchen"], truth["porch"]
+    lines += _table(["what", "measured"], [
+        ["frame rate 2 from Home Assistant, then 0 (no cap)",
+         f"controls in {cmd['cap_2']['after_s']} s; results {cmd['cap_2']['result_fps']} fps, then "
+         f"{cmd['cap_0']['result_fps']} fps (cap cleared)"],
+        ["budget 300 B from Home Assistant, sensor restarted",
+         f"controls, birth and Home Assistant's number after the restart: {cmd['restart']['controls_budget_bytes']}, "
+         f"{cmd['restart']['birth_budget_bytes']}, {cmd['restart']['home_assistant_state']}"],
+        ["an invalid request", f"`{cmd['invalid']['status']}`, transaction `{cmd['invalid']['transaction']}` echoed"],
+        ["paused from Home Assistant: label, frame rate",
+         f"{kitchen['label_state_then']} {kitchen['last_frame_to_unknown_s']} s and 0 fps "
+         f"{kitchen['last_frame_to_zero_fps_s']} s after the last frame (bounds {truth['bounds_s']['label_unknown']} "
+         f"s, {truth['bounds_s']['fps_zero']} s)"],
+        ["camera stalled: label, frame rate",
+         f"{porch['label_state_then']} {porch['last_frame_to_unknown_s']} s and 0 fps "
+         f"{porch['last_frame_to_zero_fps_s']} s after the last frame"],
+        ["sensor stopped",
+         f"its stream unavailable {stop['stop_to_unavailable_s']} s later (bound {stop['bound_s']} s)"],
+        *([f"recorder, {name} scene ({rec[key]['frames']} frames in {rec[key]['window_s']:.0f} s, "
+           f"{rec[key]['label_changes']} label changes)",
+           f"**{rec[key]['bytes_per_frame']} B per frame** (bar {rec['bars_bytes_per_frame'][key]:g} B)"]
+          for name, key in (("static", "porch"), ("changing", "kitchen")))])
+    lines += ["", "The entity ids Home Assistant gave (its entity registry; `default_entity_id` is honoured from "
+                  "Home Assistant 2025.10, earlier versions build the id from the device and entity names):", ""]
+    lines += _table(["unique id", f"entity id on {ha.get('version')}", "entity id from 2025.10 (asked for)"],
+                    _ha_entity_rows(report))
+    return "\n".join(lines)
+
+
 def _link(file: str, command: str) -> Block[LinkReport]:
     return Block(file, LinkReport, functools.partial(link_block, file=file), command)
 
@@ -854,6 +900,8 @@ BLOCKS: dict[str, _Renders] = {
     "wire": Block("wire.json", WireReport, wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
     "faults": Block("faults.json", FaultsReport, faults_block, "`nairbus bench faults`"),
     "light": Block("light.json", LightReport, light_block, "`nairbus evaluate light`"),
+    "homeassistant": Block("homeassistant-truth.json", HomeAssistantTruthReport, homeassistant_block,
+                           "`.venv/bin/python deploy/homeassistant/ha_truth.py`"),
     "second-model": Block("nair-mobilenet.json", NairReport, second_model_block,
                           "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": Block("map.json", MapReport, map_block, "`nairbus evaluate map`"),
@@ -878,7 +926,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model", "files"),
-    "docs/deployment.md": ("light",),
+    "docs/deployment.md": ("light", "homeassistant"),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

@@ -664,6 +664,26 @@ class HomeAssistantReport(ReportModel):
     finished: str
 
 
+class HomeAssistantTruthReport(ReportModel):
+    """``reports/homeassistant-truth.json`` (``deploy/homeassistant/ha_truth.py``): commands sent by a real Home
+    Assistant, the states of paused, stalled and stopped streams, the recorder's bytes per frame, the entity ids."""
+
+    tool: str
+    started: str
+    checker_python: str
+    settings: JsonDict
+    home_assistant: JsonDict | None = None
+    workdir: str | None = None
+    timeline: JsonValue = None
+    checks: dict[str, JsonDict] | None = None
+    entity_ids: list[dict[str, str]] | None = None
+    failed: list[str] | None = None
+    error: str | None = None
+    passed: bool
+    exit_status: int
+    finished: str
+
+
 # ----- nairbus bench footprint --------------------------------------------------------------------------------------
 
 
@@ -726,6 +746,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("files*.json", FilesReport),
     ("systemd.json", SystemdReport),
     ("homeassistant.json", HomeAssistantReport),
+    ("homeassistant-truth*.json", HomeAssistantTruthReport),
     ("sensor-footprint*.json", FootprintReport),
 )
 """Report file name pattern → its model; the first pattern that matches a file's name wins."""

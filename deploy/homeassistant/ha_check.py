@@ -567,8 +567,11 @@ def _version_const(path: Path, name: str, default: int) -> int:
 
 
 def write_ha_config(config_dir: Path, ha_dir: Path | None, host: str, port: int, http_port: int, prefix: str,
-                    username: str | None, password: str | None) -> None:
-    """configuration.yaml, the MQTT config entry and a finished onboarding, as Home Assistant stores them."""
+                    username: str | None, password: str | None,
+                    recorder_options: str = "  commit_interval: 1\n  purge_keep_days: 1\n", extra: str = "") -> None:
+    """configuration.yaml, the MQTT config entry and a finished onboarding, as Home Assistant stores them.
+    ``recorder_options``: the indented lines under ``recorder:`` (empty: Home Assistant's defaults); ``extra``: more
+    top-level YAML (an automation)."""
     storage = config_dir / ".storage"
     storage.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(
@@ -587,10 +590,10 @@ def write_ha_config(config_dir: Path, ha_dir: Path | None, host: str, port: int,
         "  server_host: 127.0.0.1\n"
         f"  server_port: {http_port}\n"
         "recorder:\n"
-        "  commit_interval: 1\n"
-        "  purge_keep_days: 1\n"
+        f"{recorder_options}"
         "logger:\n"
-        "  default: warning\n",
+        "  default: warning\n"
+        f"{extra}",
         encoding="utf-8")
     now = dt.datetime.now(dt.UTC).isoformat()
     ce_version = ce_minor = mqtt_version = mqtt_minor = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from nairbus.agents.home.discovery import (
     DiscoverySettings,
     config_topic,
     encode_config,
+    entity_slug,
     fusion_object_id,
     sensor_config,
     sensor_object_id,
@@ -148,16 +150,17 @@ def _check_device_config(config: dict[str, Any], topics: TopicTree, stream: str,
     assert set(cmps) == {f"{oid}_{k}" for k in ("classification", "label", "confidence", "latency", "fps")}
     for key, cmp in cmps.items():
         assert cmp["unique_id"] == key
-        assert cmp["default_entity_id"] == f"{cmp['p']}.{key}"
+        assert cmp["default_entity_id"] == f"{cmp['p']}.{entity_slug(key)}"
+        assert re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", cmp["default_entity_id"]), cmp["default_entity_id"]
         assert "object_id" not in cmp  # deprecated since Home Assistant 2025.10
     event, label = cmps[f"{oid}_classification"], cmps[f"{oid}_label"]
     # One event per label change by default (the recorder writes a row per event); per frame as an option, with the
     # label alone (a confidence or frame id in the attributes would make a new attributes row per frame).
     assert (event["p"], event["state_topic"], event["event_types"]) == \
         ("event", topics.stream(stream, "events"), labels)
-    sample = {"label": labels[0], "confidence": 0.9, "frame_id": 7}
-    assert json.loads(_render(event["value_template"], sample)) == {"event_type": labels[0], "confidence": 0.9,
-                                                                    "frame_id": 7}
+    sample = {"label": labels[0], "confidence": 0.8765, "frame_id": 7}
+    # The confidence to a tenth and no frame id: events with equal attributes share one attributes row.
+    assert json.loads(_render(event["value_template"], sample)) == {"event_type": labels[0], "confidence": 0.9}
     per_frame = stream_config(topics, stream, "fusion-1", labels, DiscoverySettings(events="frame"))
     frame_event = per_frame["cmps"][f"{oid}_classification"]
     assert frame_event["state_topic"] == topics.result(stream)
@@ -221,11 +224,14 @@ def test_discovery_lifecycle_through_the_broker(broker: PrivateMosquitto, topic_
                  for m in ha.on(topics.stream("kitchen", "events"))]
         assert fired == [r.label for i, r in enumerate(results) if i == 0 or r.label != results[i - 1].label]
         assert set(fired) <= set(event["event_types"])
-        assert ha.wait(lambda: len(ha.on(topics.stream("kitchen", "state"))) >= changes)
+        def latest_state() -> str | None:
+            got = ha.on(topics.stream("kitchen", "state"))
+            return StreamState.model_validate_json(got[-1].payload).label if got else None
+
+        assert ha.wait(lambda: latest_state() == results[-1].label)  # the latest label, at most label_interval_s late
         ha.pump(0.5)
         states = [StreamState.model_validate_json(m.payload) for m in ha.on(topics.stream("kitchen", "state"))]
-        assert len(states) == changes  # one per label change (the heartbeat is 30 s away)
-        assert states[-1].label == results[-1].label
+        assert 1 <= len(states) <= changes  # on a change, at most one per label_interval_s (heartbeat: 30 s away)
         label = config["cmps"][f"{stream_object_id(topics, 'kitchen')}_label"]
         assert _render(label["value_template"], json.loads(ha.on(topics.stream("kitchen", "state"))[-1].payload)) \
             == results[-1].label
@@ -339,8 +345,9 @@ class _NullBus:
 
 
 def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second() -> None:
-    """Issue 36: with no frame arriving, the label state is no longer re-published on the heartbeat (so Home
-    Assistant's ``expire_after`` turns it unknown) and the metrics say 0 fps once, with no confidence or latency,
+    """Issue 36: with no frame arriving, the label state is not re-published by a timer (so Home Assistant's
+    ``expire_after`` turns it unknown at most ``expire_after_s`` after the last frame; a heartbeat once after it had
+    kept the label 30 s longer) and the metrics say 0 fps once, with no confidence or latency,
     instead of freezing at the last interval's figures."""
     from nairbus.agents.home.discovery import HomeAssistantDiscovery
     from nairbus.schemas import ClassScore, StreamMetrics
@@ -370,16 +377,42 @@ def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second
     result(2, now=1.0)
     ha.update(streams, labels, now=6.0)  # metrics of the first interval: 2 frames
     assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 2
-    ha.update(streams, labels, now=31.0)  # the heartbeat re-sends the state: a result came since it was sent
-    assert len([t for t, _p in published if t == state]) == 2
-    for now in (62.0, 93.0, 124.0):  # silence: no heartbeat for a label nothing confirms
+    for now in (31.0, 62.0, 93.0, 124.0):  # silence: no timer re-sends a label no frame confirms since
         ha.update(streams, labels, now=now)
-    assert len([t for t, _p in published if t == state]) == 2
+    assert len([t for t, _p in published if t == state]) == 1  # so it expires expire_after_s after frame 1 at most
     silent = [wire_decode(p, StreamMetrics) for t, p in published if t == metrics][1:]
     assert [(m.frames, m.fps, m.confidence_pct, m.latency_ms) for m in silent] == [(0, 0.0, None, None)]  # once
-    result(3, now=130.0)
+    result(3, now=130.0)  # the same label, more than heartbeat_s after its last publication: the heartbeat
+    assert len([t for t, _p in published if t == state]) == 2
     ha.update(streams, labels, now=136.0)
     assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 1
+
+
+def test_a_label_state_the_connection_held_back_is_sent_when_it_can_be() -> None:
+    """A state whose publication failed (no connection) is sent by the next update, not lost until the next change."""
+    from nairbus.agents.home.discovery import HomeAssistantDiscovery
+    from nairbus.schemas import ClassScore
+
+    up = {"on": False}
+    sent: list[str] = []
+
+    class Bus:
+        def publish(self, topic: str, payload: bytes, **_k: Any) -> bool:
+            if up["on"]:
+                sent.append(topic)
+            return up["on"]
+
+    topics = TopicTree("unit", "lab")
+    ha = HomeAssistantDiscovery(Bus(), topics, "f", DiscoverySettings(settle_s=0.0))  # type: ignore[arg-type]
+    ha.note_result(Result(stream_id="cam", fusion_id="f", frame_id=1, label="cat", class_index=0, confidence=0.9,
+                          topk=(ClassScore(class_index=0, label="cat", score=0.9),), fraction_received=1.0,
+                          bytes_received=1, fragments_received=1, sensors=("cam",), capture_ts=1.0, decided_ts=1.0,
+                          latency_ms=12.0, complete=True), now=0.0)
+    up["on"] = True
+    ha.update({"cam": ["cam"]}, {"cam": ["cat"]}, now=1.0)
+    assert sent.count(topics.stream("cam", "state")) == 1
+    ha.update({"cam": ["cam"]}, {"cam": ["cat"]}, now=2.0)
+    assert sent.count(topics.stream("cam", "state")) == 1  # once
 
 
 def test_a_cleared_status_or_controls_topic_renders_nothing_instead_of_a_template_error() -> None:
@@ -403,3 +436,39 @@ def test_a_cleared_status_or_controls_topic_renders_nothing_instead_of_a_templat
     by_key = {key.rsplit("_", 1)[-1]: c for key, c in config["cmps"].items()}
     assert strict.from_string(by_key["deadline"]["value_template"]).render(value_json=controls) == "500"
     assert strict.from_string(by_key["paused"]["value_template"]).render(value_json=controls) == "ON"
+
+
+def test_a_label_that_changes_on_most_frames_is_published_at_most_once_per_interval_and_never_left_behind() -> None:
+    """Issue 36's recorder bar: Home Assistant writes a row per label state that differs, so a label changing on most
+    frames is published at most once per ``label_interval_s`` -- the latest label, sent when the interval ends even
+    if no frame follows -- while every change is still an event."""
+    from nairbus.agents.home.discovery import HomeAssistantDiscovery
+    from nairbus.schemas import ClassScore
+
+    sent: list[tuple[float, str, bytes]] = []
+    clock = {"now": 0.0}
+
+    class Bus:
+        def publish(self, topic: str, payload: bytes, **_k: Any) -> bool:
+            sent.append((clock["now"], topic, payload))
+            return True
+
+    topics = TopicTree("unit", "lab")
+    ha = HomeAssistantDiscovery(Bus(), topics, "f", DiscoverySettings(settle_s=0.0, label_interval_s=1.0))  # type: ignore[arg-type]
+    labels = ["cat", "dog"]
+    for frame in range(50):  # 5 fps for 10 s, the label changing on every frame
+        clock["now"] = frame * 0.2
+        label = labels[frame % 2]
+        ha.note_result(Result(stream_id="s", fusion_id="f", frame_id=frame, label=label, class_index=frame % 2,
+                              confidence=0.9, topk=(ClassScore(class_index=frame % 2, label=label, score=0.9),),
+                              fraction_received=1.0, bytes_received=1, fragments_received=1, sensors=("s",),
+                              capture_ts=1.0, decided_ts=1.0, latency_ms=1.0, complete=True), now=clock["now"])
+        ha.update({"s": ["s"]}, {"s": labels}, now=clock["now"])
+    clock["now"] = 10.5
+    ha.update({"s": ["s"]}, {"s": labels}, now=clock["now"])
+    states = [(t, StreamState.model_validate_json(p).label) for t, topic, p in sent
+              if topic == topics.stream("s", "state")]
+    assert 8 <= len(states) <= 11  # about one a second, not 50
+    assert all(b - a >= 1.0 - 1e-9 for (a, _), (b, _) in itertools.pairwise(states))
+    assert states[-1][1] == "dog"  # frame 49's label, sent after the last frame when its interval ended
+    assert len([1 for _t, topic, _p in sent if topic == topics.stream("s", "events")]) == 50

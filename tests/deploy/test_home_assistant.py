@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "homeassistant" / "ha_check.py"
+TRUTH = ROOT / "deploy" / "homeassistant" / "ha_truth.py"
 CHECKS = {"a_log", "b_registry", "c_recorder", "d_availability", "e_restart", "f_stream_removal"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.homeassistant]
@@ -38,8 +40,9 @@ def _load_script() -> ModuleType:
     return module
 
 
-@pytest.mark.timeout(3600)
-def test_home_assistant_sees_every_discovered_entity(tmp_path: Path) -> None:
+def _home_assistant() -> tuple[ModuleType, str, Path, str, bool]:
+    """The check script, the Python for Home Assistant's venv, the venv, the version and whether installing is
+    allowed; the test skips (with the reason) where Home Assistant cannot run."""
     ha_check = _load_script()
     if shutil.which("mosquitto") is None and not os.access("/usr/sbin/mosquitto", os.X_OK):
         pytest.skip("Mosquitto is not installed (sudo apt-get install mosquitto)")
@@ -54,6 +57,12 @@ def test_home_assistant_sees_every_discovered_entity(tmp_path: Path) -> None:
     if have != version and not install:
         pytest.skip(f"Home Assistant {version} is not installed in {venv} (found {have}); installing takes minutes: "
                     "set NAIRBUS_HA_INSTALL=1, or run deploy/homeassistant/ha_check.py --install-only")
+    return ha_check, python, venv, version, install
+
+
+@pytest.mark.timeout(3600)
+def test_home_assistant_sees_every_discovered_entity(tmp_path: Path) -> None:
+    _ha_check, python, venv, version, install = _home_assistant()
 
     report_path = tmp_path / "homeassistant.json"
     argv = [sys.executable, str(SCRIPT), "--ha-venv", str(venv), "--ha-version", version, "--python", python,
@@ -88,4 +97,33 @@ def test_home_assistant_sees_every_discovered_entity(tmp_path: Path) -> None:
             assert entity["ratio"] >= 0.99, entity
     assert report["checks"]["e_restart"]["duplicates_after_restart"] == 0
     assert report["passed"], output
+    assert proc.returncode == 0, output
+
+
+@pytest.mark.timeout(3600)
+def test_home_assistant_commands_states_and_recorder_tell_the_truth(tmp_path: Path) -> None:
+    """``deploy/homeassistant/ha_truth.py``, short (its discovery timings shortened, 25 s per recorder scene):
+    commands sent by Home Assistant itself, paused/stalled/stopped streams' states in its database, the recorder's
+    bytes per frame, the entity ids it gave."""
+    _ha_check, python, venv, version, install = _home_assistant()
+    report_path = tmp_path / "homeassistant-truth.json"
+    argv = [sys.executable, str(TRUTH), "--ha-venv", str(venv), "--ha-version", version, "--python", python,
+            "--workdir", str(tmp_path / "work"), "--report", str(report_path), "--recorder-s", "25",
+            "--warmup-s", "5", "--expire-after-s", "12", "--heartbeat-s", "5", "--max-run-s", "900"]
+    if not install:
+        argv.append("--no-install")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=3300 if install else 1000, check=False,
+                          cwd=tmp_path)
+    output = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert report_path.exists(), output
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert "error" not in report, f"{report['error']}\n{output}"
+    failed = {name: check for name, check in report["checks"].items() if not check["passed"]}
+    assert not failed, json.dumps(failed, indent=2)[:6000]
+    commands = report["checks"]["a_commands"]
+    assert commands["invalid"]["transaction"] == "check-invalid-1"
+    assert commands["restart"]["home_assistant_state"] == "300"
+    ids = {e["unique_id"]: e["entity_id"] for e in report["entity_ids"]}
+    assert len(ids) >= 20, ids
+    assert all(re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", e) for e in ids.values()), ids
     assert proc.returncode == 0, output
