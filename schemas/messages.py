@@ -548,17 +548,19 @@ class CommandResponse(WireModel):
 # -- what fusion publishes for home automation -------------------------------------------------------------------------
 class StreamState(WireModel):
     """A stream's current label (``…/streams/<id>/state``, retained): published when the label changes and on a
-    heartbeat, so a home-automation state changes only when the classification does. JSON."""
+    heartbeat, so a home-automation state changes only when the classification does; ``label`` None (JSON ``null``)
+    when no frame was decided for a while (a paused or stalled camera: no label is current). JSON."""
 
     v: Literal[1] = 1
     kind: Literal["stream_state"] = "stream_state"
     stream_id: Id
-    label: Label
-    class_index: U64
+    label: Label | None
+    """None: no frame decided lately; Home Assistant shows the label as unknown."""
+    class_index: U64 | None
     since_ts: Timestamp
-    """When this label was first decided (the last change)."""
+    """When this label was first decided (the last change); for no label, when the last frame was decided."""
     frame_id: U64
-    """The latest frame with this label."""
+    """The latest frame with this label (for no label: the stream's last frame)."""
     ts: Timestamp
 
 

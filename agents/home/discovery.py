@@ -272,6 +272,9 @@ class _StreamTrack:
     result arrives -- a changed label, or the heartbeat on the first result ``heartbeat_s`` after the last
     publication --, never by a timer alone, so a stalled camera's label expires in Home Assistant (``expire_after``)
     at most ``expire_after_s + label_interval_s`` after its last decided frame."""
+    last_result_at: float = 0.0
+    quiet: bool = False
+    """No frame for ``quiet_after_s``: the state published says no label (``label`` null)."""
     idle: bool = False
     """The last metrics published said no frames: a silent stream publishes that once, not every interval."""
     confidences: list[float] = field(default_factory=list)
@@ -390,10 +393,11 @@ class HomeAssistantDiscovery:
         figures of the interval."""
         now = self.clock() if now is None else now
         track = self.streams.setdefault(result.stream_id, _StreamTrack(metrics_since=now))
-        changed = track.state is None or track.state.label != result.label
+        changed = track.state is None or track.quiet or track.state.label != result.label  # after quiet: an event
         since = result.decided_ts if changed or track.state is None else track.state.since_ts
         track.state = StreamState(stream_id=result.stream_id, label=result.label, class_index=result.class_index,
                                   since_ts=since, frame_id=result.frame_id, ts=result.decided_ts)
+        track.last_result_at, track.quiet = now, False
         since_sent = now - track.state_sent_at
         differs = track.sent_label != result.label
         if (differs and since_sent >= self.settings.label_interval_s) or since_sent >= self.settings.heartbeat_s:
@@ -410,10 +414,11 @@ class HomeAssistantDiscovery:
 
     def _publish_state(self, stream_id: str, track: _StreamTrack, now: float) -> None:
         assert track.state is not None
-        if self.comm.publish(self.topics.stream(stream_id, "state"), wire_encode(track.state), qos=0, retain=True,
+        state = track.state.model_copy(update={"label": None, "class_index": None}) if track.quiet else track.state
+        if self.comm.publish(self.topics.stream(stream_id, "state"), wire_encode(state), qos=0, retain=True,
                              content_type=CONTENT_TYPE_JSON):
             track.state_sent_at = now
-            track.sent_label = track.state.label
+            track.sent_label = state.label
             track.unsent = False
             self.counts["states"] += 1
         else:
@@ -495,9 +500,23 @@ class HomeAssistantDiscovery:
                     retain=True, content_type=CONTENT_TYPE_JSON):
                 track.available = available
             self._publish_metrics(stream, track, now)
-            if (track.state is not None and track.unsent and track.state.label != track.sent_label
-                    and now - track.state_sent_at >= self.settings.label_interval_s):
-                self._publish_state(stream, track, now)
+            self._keep_label(stream, track, now)
+
+    def _keep_label(self, stream: str, track: _StreamTrack, now: float) -> None:
+        """The label state a frame called for but ``label_interval_s`` held back; no label once the stream has been
+        quiet for ``quiet_after_s`` (then again every ``heartbeat_s``, so ``expire_after`` stays for a silent hub)."""
+        if track.state is None:
+            return
+        since_sent = now - track.state_sent_at
+        if track.quiet:
+            due = since_sent >= self.settings.heartbeat_s
+        elif now - track.last_result_at >= self.settings.quiet_after_s:
+            track.quiet = due = True
+        else:
+            due = (track.unsent and track.state.label != track.sent_label
+                   and since_sent >= self.settings.label_interval_s)
+        if due:
+            self._publish_state(stream, track, now)
 
     def _desired(self, streams: Mapping[str, Sequence[str]],
                  labels: Mapping[str, Sequence[str]]) -> dict[str, bytes]:

@@ -204,9 +204,12 @@ class DiscoverySettings(BaseModel):
     """The label state is published at most this often: the latest label, at most this late (a change within it is
     sent when it ends). A label that changes on most frames then makes at most one recorder row per interval; every
     change is still an event."""
+    quiet_after_s: float = Field(default=30.0, gt=0)
+    """A stream with no frame decided for this long has no current label: its state says so (``label`` null, Home
+    Assistant's *unknown*), again every ``heartbeat_s`` while it stays quiet."""
     expire_after_s: int = Field(default=75, ge=1)
-    """Home Assistant shows the label as unknown when no state came for this long: a stalled or paused camera's label
-    is unknown at most this long after its last decided frame."""
+    """Home Assistant shows the label as unavailable when no state came for this long: the safety net for a hub that
+    stopped publishing while its status still says online (a quiet stream's state keeps coming, saying no label)."""
     metrics_interval_s: float = Field(default=5.0, gt=0)
     """Confidence, latency and frames per second are published at most this often per stream."""
     offline_grace_s: float = Field(default=5.0, ge=0)
@@ -225,6 +228,7 @@ class DiscoverySettings(BaseModel):
         low, high = self.announce_delay_s
         if not 0 <= low <= high:
             raise ValueError("announce_delay_s must be (low, high) with 0 <= low <= high")
-        if self.expire_after_s <= self.heartbeat_s:
-            raise ValueError("expire_after_s must be longer than heartbeat_s (the heartbeat keeps the label alive)")
+        if self.expire_after_s <= max(self.heartbeat_s, self.quiet_after_s):
+            raise ValueError("expire_after_s must be longer than heartbeat_s and quiet_after_s (states keep the label "
+                             "alive)")
         return self

@@ -20,8 +20,8 @@ Phases, in order (every wait is bounded):
    one) is answered ``error`` with its ``transaction``; cam-a is restarted and its budget is still 300 B, in its
    controls, its birth and Home Assistant's number entity.
 2. **truth**: cam-a paused from Home Assistant and cam-p's camera stalled at the same moment: each label turns
-   ``unknown`` and each frame rate ``0`` in Home Assistant's database within the documented times after its stream's
-   last decided frame; then both resume.
+   ``unknown`` (no current label; the stream itself stays available) and each frame rate ``0`` in Home Assistant's
+   database within the documented times after its stream's last decided frame; then both resume.
 3. **recorder**: ``--recorder-s`` (default 300 s) of the static scene alone (cam-a paused), then as long of the
    changing one alone (cam-p stalled); the growth of Home Assistant's database (``dbstat``: bytes in use, per table)
    per decided frame.
@@ -422,7 +422,7 @@ def phase_truth(run: Run) -> dict[str, Any]:
     paused_entity = entity(run, "cam-a.paused")
     started = run.call("switch.turn_on", paused_entity)
     run.camera.on.clear()
-    bound_label = run.args.expire_after_s + run.args.label_interval_s + run.args.slack_s
+    bound_label = run.args.quiet_after_s + run.args.slack_s
     bound_fps = 2 * run.args.metrics_interval_s + run.args.slack_s
     run.sleep(bound_label + run.args.deadline_s + 10)
     out: dict[str, Any] = {"bounds_s": {"label_unknown": bound_label, "fps_zero": bound_fps}}
@@ -448,9 +448,9 @@ def went_quiet(run: Run, stream: str, how: str, since: float) -> dict[str, Any]:
     """The stream's last decided frame after ``since`` and when its label went unknown and its rate 0."""
     frames = run.recorder.result_times(stream, 0.0)
     last = max(frames) if frames else since
-    # Home Assistant's MQTT sensor shows an expired state (expire_after) as unavailable.
+    # Unknown, not unavailable: the stream is there (its sensor online), it has no current label.
     label_rows = rows_of(run.db, entity(run, f"{stream}.label"))
-    unknown = first_state_after(label_rows, last, {"unknown", hc.UNAVAILABLE})
+    unknown = first_state_after(label_rows, last, {"unknown"})
     zero = first_state_after(rows_of(run.db, entity(run, f"{stream}.fps")), last, {"0", "0.0"})
     return {"how": how, "last_frame_after_command_s": round(last - since, 2),
             "last_frame_to_unknown_s": None if unknown is None else round(unknown - last, 2),
@@ -568,6 +568,7 @@ def agent_env(args: argparse.Namespace, host: str, port: int, workdir: Path) -> 
             "NAIRBUS_DISCOVERY__EXPIRE_AFTER_S": str(args.expire_after_s),
             "NAIRBUS_DISCOVERY__HEARTBEAT_S": f"{args.heartbeat_s:g}",
             "NAIRBUS_DISCOVERY__LABEL_INTERVAL_S": f"{args.label_interval_s:g}",
+            "NAIRBUS_DISCOVERY__QUIET_AFTER_S": f"{args.quiet_after_s:g}",
             "NAIRBUS_DISCOVERY__METRICS_INTERVAL_S": f"{args.metrics_interval_s:g}",
             "NAIRBUS_DISCOVERY__OFFLINE_GRACE_S": f"{args.offline_grace_s:g}"}
 
@@ -648,6 +649,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--expire-after-s", type=int, default=75, help="[discovery] expire_after_s")
     parser.add_argument("--heartbeat-s", type=float, default=30.0, help="[discovery] heartbeat_s")
     parser.add_argument("--label-interval-s", type=float, default=1.0, help="[discovery] label_interval_s")
+    parser.add_argument("--quiet-after-s", type=float, default=30.0, help="[discovery] quiet_after_s")
     parser.add_argument("--metrics-interval-s", type=float, default=5.0, help="[discovery] metrics_interval_s")
     parser.add_argument("--offline-grace-s", type=float, default=5.0, help="[discovery] offline_grace_s")
     parser.add_argument("--deadline-s", type=float, default=1.0, help="the frames' deadline (the sensors' default)")

@@ -168,6 +168,7 @@ def _check_device_config(config: dict[str, Any], topics: TopicTree, stream: str,
     assert (label["p"], label["device_class"], label["options"]) == ("sensor", "enum", labels)
     assert label["state_topic"] == topics.stream(stream, "state")
     assert label["expire_after"] > 0
+    assert _render(label["value_template"], {"label": None}) == "None"  # a quiet stream: Home Assistant's unknown
     for key in ("confidence", "latency", "fps"):
         assert cmps[f"{oid}_{key}"]["state_class"] == "measurement"
         assert cmps[f"{oid}_{key}"]["state_topic"] == topics.stream(stream, "metrics")
@@ -344,10 +345,10 @@ class _NullBus:
         return True
 
 
-def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second() -> None:
-    """Issue 36: with no frame arriving, the label state is not re-published by a timer (so Home Assistant's
-    ``expire_after`` turns it unknown at most ``expire_after_s`` after the last frame; a heartbeat once after it had
-    kept the label 30 s longer) and the metrics say 0 fps once, with no confidence or latency,
+def test_a_stalled_stream_shows_no_label_and_zero_frames_per_second() -> None:
+    """Issue 36: with no frame arriving, the label state is not re-published by a timer; after ``quiet_after_s`` it
+    says no label (Home Assistant's unknown: a paused or stalled camera shows no current label, while a stopped
+    one's stream turns unavailable) and the metrics say 0 fps once, with no confidence or latency,
     instead of freezing at the last interval's figures."""
     from nairbus.agents.home.discovery import HomeAssistantDiscovery
     from nairbus.schemas import ClassScore, StreamMetrics
@@ -377,13 +378,18 @@ def test_a_stalled_stream_lets_its_label_expire_and_shows_zero_frames_per_second
     result(2, now=1.0)
     ha.update(streams, labels, now=6.0)  # metrics of the first interval: 2 frames
     assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 2
+    def labels_sent() -> list[str | None]:
+        return [StreamState.model_validate_json(p).label for t, p in published if t == state]
+
     for now in (31.0, 62.0, 93.0, 124.0):  # silence: no timer re-sends a label no frame confirms since
         ha.update(streams, labels, now=now)
-    assert len([t for t, _p in published if t == state]) == 1  # so it expires expire_after_s after frame 1 at most
+    # quiet_after_s (30 s) after frame 2: no label (Home Assistant's unknown), again every heartbeat_s while quiet
+    assert labels_sent() == ["cat", None, None, None, None]
     silent = [wire_decode(p, StreamMetrics) for t, p in published if t == metrics][1:]
     assert [(m.frames, m.fps, m.confidence_pct, m.latency_ms) for m in silent] == [(0, 0.0, None, None)]  # once
-    result(3, now=130.0)  # the same label, more than heartbeat_s after its last publication: the heartbeat
-    assert len([t for t, _p in published if t == state]) == 2
+    result(3, now=130.0)  # a frame again: its label is current (and an event: the label came back)
+    assert labels_sent()[-1] == "cat"
+    assert len([t for t, _p in published if t == topics.stream("cam", "events")]) == 2
     ha.update(streams, labels, now=136.0)
     assert wire_decode(next(p for t, p in reversed(published) if t == metrics), StreamMetrics).frames == 1
 

@@ -109,7 +109,8 @@ def test_home_assistant_commands_states_and_recorder_tell_the_truth(tmp_path: Pa
     report_path = tmp_path / "homeassistant-truth.json"
     argv = [sys.executable, str(TRUTH), "--ha-venv", str(venv), "--ha-version", version, "--python", python,
             "--workdir", str(tmp_path / "work"), "--report", str(report_path), "--recorder-s", "25",
-            "--warmup-s", "5", "--expire-after-s", "12", "--heartbeat-s", "5", "--max-run-s", "900"]
+            "--warmup-s", "5", "--quiet-after-s", "6", "--heartbeat-s", "5", "--expire-after-s", "12",
+            "--max-run-s", "900"]
     if not install:
         argv.append("--no-install")
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=3300 if install else 1000, check=False,
