@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from nairbus.agents.tools.reports import (
     BrokerKillRun,
@@ -841,11 +841,11 @@ def _ha_entity_rows(report: HomeAssistantTruthReport) -> list[list[str]]:
 
 def homeassistant_block(report: HomeAssistantTruthReport) -> str | None:
     """What a real Home Assistant did with nairbus's entities (``reports/homeassistant-truth.json``)."""
-    checks = report.checks or {}
+    checks: dict[str, Any] = dict(report.checks or {})  # the sections as the script wrote them (JSON)
     if not {"a_commands", "b_truth", "c_recorder", "d_stop"} <= set(checks) or not report.entity_ids:
         return None
-    ha, cmd, truth, rec, stop = (report.home_assistant or {}), checks["a_commands"], checks["b_truth"], \
-        checks["c_recorder"], checks["d_stop"]
+    ha: dict[str, Any] = dict(report.home_assistant or {})
+    cmd, truth, rec, stop = checks["a_commands"], checks["b_truth"], checks["c_recorder"], checks["d_stop"]
     verdict = "every check passed" if report.passed else "failed: " + ", ".join(report.failed or ["(see report)"])
     lines = [f"From `reports/homeassistant-truth.json` (`deploy/homeassistant/ha_truth.py`, Home Assistant "
              f"{ha.get('version')}, nairbus's and the recorder's defaults; {verdict}):", ""]
@@ -878,6 +878,18 @@ def homeassistant_block(report: HomeAssistantTruthReport) -> str | None:
     return "\n".join(lines)
 
 
+def homeassistant_frame_block(report: HomeAssistantTruthReport) -> str | None:
+    """The recorder's cost of per-frame events (``reports/homeassistant-truth-frame.json``)."""
+    rec: Any = (report.checks or {}).get("c_recorder")
+    if not rec:
+        return None
+    return ("With `events = \"frame\"` (`reports/homeassistant-truth-frame.json`, "
+            "`deploy/homeassistant/ha_truth.py --events frame`): "
+            + "; ".join(f"{name} scene **{rec[key]['bytes_per_frame']} B per frame** ({rec[key]['frames']} frames, "
+                        f"{rec[key]['label_changes']} label changes)"
+                        for name, key in (("static", "porch"), ("changing", "kitchen"))) + ".")
+
+
 def _link(file: str, command: str) -> Block[LinkReport]:
     return Block(file, LinkReport, functools.partial(link_block, file=file), command)
 
@@ -902,6 +914,10 @@ BLOCKS: dict[str, _Renders] = {
     "light": Block("light.json", LightReport, light_block, "`nairbus evaluate light`"),
     "homeassistant": Block("homeassistant-truth.json", HomeAssistantTruthReport, homeassistant_block,
                            "`.venv/bin/python deploy/homeassistant/ha_truth.py`"),
+    "homeassistant-frame": Block("homeassistant-truth-frame.json", HomeAssistantTruthReport,
+                                 homeassistant_frame_block, "`.venv/bin/python deploy/homeassistant/ha_truth.py "
+                                 "--events frame --static-bar 1000 --changing-bar 1000 --report "
+                                 "reports/homeassistant-truth-frame.json`"),
     "second-model": Block("nair-mobilenet.json", NairReport, second_model_block,
                           "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": Block("map.json", MapReport, map_block, "`nairbus evaluate map`"),
@@ -926,7 +942,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model", "files"),
-    "docs/deployment.md": ("light", "homeassistant"),
+    "docs/deployment.md": ("light", "homeassistant", "homeassistant-frame"),
 }
 """Each file whose figures are rendered, and the blocks it must hold."""
 

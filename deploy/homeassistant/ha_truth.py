@@ -569,6 +569,7 @@ def agent_env(args: argparse.Namespace, host: str, port: int, workdir: Path) -> 
             "NAIRBUS_DISCOVERY__HEARTBEAT_S": f"{args.heartbeat_s:g}",
             "NAIRBUS_DISCOVERY__LABEL_INTERVAL_S": f"{args.label_interval_s:g}",
             "NAIRBUS_DISCOVERY__QUIET_AFTER_S": f"{args.quiet_after_s:g}",
+            "NAIRBUS_DISCOVERY__EVENTS": args.events,
             "NAIRBUS_DISCOVERY__METRICS_INTERVAL_S": f"{args.metrics_interval_s:g}",
             "NAIRBUS_DISCOVERY__OFFLINE_GRACE_S": f"{args.offline_grace_s:g}"}
 
@@ -641,6 +642,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fusion-id", default="fusion-1")
     parser.add_argument("--nairbus", help="the nairbus command (default: beside this Python, or the repo's .venv)")
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second of each stream")
+    parser.add_argument("--events", choices=("change", "frame"), default="change",
+                        help="[discovery] events: the classification event per label change (the default) or per "
+                             "frame (measure its recorder cost with larger --static-bar/--changing-bar)")
     parser.add_argument("--recorder-s", type=float, default=300.0, help="seconds measured per scene (phase 3)")
     parser.add_argument("--warmup-s", type=float, default=15.0, help="settle time before each measured scene")
     parser.add_argument("--static-bar", type=float, default=50.0, help="recorder bytes per frame, static scene")
