@@ -521,18 +521,34 @@ def phase_stop(run: Run) -> dict[str, Any]:
 # ---- phase 5: the entity ids Home Assistant gave ------------------------------------------------------------------
 
 
+def asked_entity_ids(recorder: TruthRecorder, prefix: str) -> dict[str, str]:
+    """unique id -> the ``default_entity_id`` its discovery config asked for (the configs seen on the broker)."""
+    asked: dict[str, str] = {}
+    for msg in recorder.snapshot():
+        if not (msg.topic.startswith(prefix + "/") and msg.topic.endswith("/config") and msg.payload):
+            continue
+        try:
+            config = json.loads(msg.payload)
+        except ValueError:
+            continue
+        for cmp in (config.get("cmps") or config.get("components") or {}).values():
+            if isinstance(cmp, dict) and cmp.get("unique_id") and cmp.get("default_entity_id"):
+                asked[str(cmp["unique_id"])] = str(cmp["default_entity_id"])
+    return asked
+
+
 def entity_ids(run: Run) -> list[dict[str, str]]:
     """Every entity of this site in Home Assistant's registry: its unique id, the id Home Assistant gave it and the
-    one nairbus asked for (``default_entity_id``, which Home Assistant honours from 2025.10)."""
+    one its discovery config asked for (``default_entity_id``, which Home Assistant honours from 2025.10)."""
     from nairbus.agents.home.discovery import id_base
     from nairbus.schemas.topics import TopicTree
 
-    prefix = id_base(TopicTree(run.args.root, run.args.site))
+    site = id_base(TopicTree(run.args.root, run.args.site))
+    asked = asked_entity_ids(run.recorder, run.args.prefix)
     registry = hc.read_storage(run.config_dir, "core.entity_registry")
-    rows = [{"unique_id": e["unique_id"], "entity_id": e["entity_id"],
-             "default_entity_id": f"{e['entity_id'].split('.', 1)[0]}.{e['unique_id']}"}
-            for e in registry.get("entities", []) if e.get("platform") == "mqtt"
-            and str(e.get("unique_id", "")).startswith(prefix)]
+    rows = [{"unique_id": e["unique_id"], "entity_id": e["entity_id"], "default_entity_id": asked.get(
+             e["unique_id"], "")} for e in registry.get("entities", []) if e.get("platform") == "mqtt"
+            and str(e.get("unique_id", "")).startswith(site)]
     return sorted(rows, key=lambda r: r["unique_id"])
 
 

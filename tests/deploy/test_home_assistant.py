@@ -127,4 +127,6 @@ def test_home_assistant_commands_states_and_recorder_tell_the_truth(tmp_path: Pa
     ids = {e["unique_id"]: e["entity_id"] for e in report["entity_ids"]}
     assert len(ids) >= 20, ids
     assert all(re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", e) for e in ids.values()), ids
+    asked = [e["default_entity_id"] for e in report["entity_ids"]]
+    assert all(re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", e) for e in asked), asked  # valid ids, as 2025.10 takes them
     assert proc.returncode == 0, output
