@@ -158,3 +158,30 @@ def test_the_second_architecture_went_through_the_generic_path_and_its_report_me
     assert report["methods"]["taildrop"]["model"] == baseline["name"]
     assert report["taildrop_training"]["command"] == baseline["command"]
     assert set(report["comparisons"]["nair_vs_taildrop"]) == BAR_PREFIXES
+
+
+STAGED = WEIGHTS / "next"
+
+
+@pytest.mark.skipif(not (STAGED / "base.json").is_file(), reason="no retrained base staged")
+def test_the_staged_retrained_models_are_whole_and_trained_from_the_staged_base() -> None:
+    """Issue 30: ``base`` retrained with the validation images held out, and what is trained from it, staged in
+    ``models/weights/next`` until every report is made again from them: each manifest's sha256 is its weights', the
+    base chose its length on validation without fitting on it, and the variants' teacher and the tail-drop's mature
+    model are the staged base, not the shipped one."""
+    from nairbus.models.store import sha256_file
+
+    base = _json(STAGED / "base.json")
+    manifests = [base, *(_json(p) for p in sorted(STAGED.glob("*.json")) if p.name != "base.json")]
+    for entry in [*manifests, *(v for m in manifests for v in m.get("variants", []))]:
+        if entry.get("weights_file"):  # a model or a variant of the family manifest
+            assert entry["sha256"] == sha256_file(STAGED / entry["weights_file"]), entry["name"]
+    selection = base["selection"]
+    assert "not fitted on" in selection["split"]
+    assert selection["validation_accuracy"].index(max(selection["validation_accuracy"])) + 1 == \
+        selection["best_epoch"]
+    assert base["sha256"] != _json(WEIGHTS / "base.json")["sha256"]
+    if (STAGED / "variants.json").is_file():
+        assert _json(STAGED / "variants.json")["teacher"]["sha256"] == base["sha256"]
+    if (STAGED / "taildrop.json").is_file():
+        assert _json(STAGED / "taildrop.json")["baseline_of"]["sha256"] == base["sha256"]
