@@ -1284,16 +1284,18 @@ def analyse(args: argparse.Namespace, report: dict[str, Any], config_dir: Path, 
             span = (max(active) - min(active) + 1.0) if active else (we - ws)
             seconds += span
             if comp.platform == "event":
-                # A new event is a row whose state (the event's time, to the millisecond) or attributes (its
-                # event_type) differ from the row before; the same again is the state restored after a restart.
+                # A new event is a row whose state (the event's time, to the millisecond) and attributes (its
+                # event_type) no earlier row had; one seen before is a state restored after a restart (Home
+                # Assistant restores what it last saved, which can be an event or two before the last one).
                 evs: list[tuple[float, str, dict[str, Any]]] = []
-                prev_state: tuple[str, str] | None = None
+                seen_states: set[tuple[str, str]] = set()
                 for srow in rows:
+                    if srow[1] in NO_VALUE:
+                        continue
                     row_key = (srow[1], json.dumps(srow[2], sort_keys=True))
-                    if srow[1] not in NO_VALUE and row_key != prev_state and ws - args.max_lag_s <= srow[0] <= \
-                            we + args.max_lag_s:
+                    if row_key not in seen_states and ws - args.max_lag_s <= srow[0] <= we + args.max_lag_s:
                         evs.append(srow)
-                    prev_state = row_key
+                    seen_states.add(row_key)
                 frames = {x["frame_id"] for x in in_window}
                 matched, used = match_events(in_window, evs, args.max_lag_s)
                 counted_results += len(frames)
