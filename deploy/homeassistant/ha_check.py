@@ -1297,11 +1297,14 @@ def analyse(args: argparse.Namespace, report: dict[str, Any], config_dir: Path, 
                         evs.append(srow)
                     seen_states.add(row_key)
                 frames = {x["frame_id"] for x in in_window}
-                matched, used = match_events(in_window, evs, args.max_lag_s)
+                matched, _used = match_events(in_window, evs, args.max_lag_s)
                 counted_results += len(frames)
                 counted_rows += len(matched)
-                # An event well inside the window that no result explains: a duplicate or a spurious event.
-                extra_events += sum(1 for i, ev in enumerate(evs) if i not in used
+                # An event well inside the window that no result of the whole run explains (a duplicate or a
+                # spurious event); matched against every result, not only the window's: the pairing is greedy, and
+                # a result just outside the window can be the one an event inside it belongs to.
+                _matched_any, used_any = match_events(stream_results, evs, args.max_lag_s)
+                extra_events += sum(1 for i, ev in enumerate(evs) if i not in used_any
                                     and ws + args.max_lag_s <= ev[0] <= we - args.max_lag_s)
                 mismatched += sum(1 for ev in evs if ev[2].get("event_type") is None)
                 unmatched += [{"run": run.index, "frame_id": x["frame_id"], "label": x["label"],
