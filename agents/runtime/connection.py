@@ -1,7 +1,7 @@
 """The connection life cycle's pieces: the paho client and its settings, and the gate ``start`` waits at.
 
 The client speaks MQTT 5 (paho's callback API version 2) and reconnects by itself with exponential backoff between
-``reconnect_min_s`` and ``reconnect_max_s``; the retained status topic gets ``status_payload("offline")`` as the
+``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client from the upper half of its value (:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
 last will. :class:`StartGate` is where ``Communicator.start`` waits for "connected and subscribed", or for the first
 failure the network thread reports (a typed :class:`~nairbus.agents.runtime.errors.MqttError`).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from nairbus.agents.runtime.errors import MqttConfigError, MqttError
 from nairbus.agents.runtime.properties import JSON_CONTENT_TYPE, will_properties
 from nairbus.agents.runtime.settings import BrokerSettings
 
-__all__ = ["UNREACHABLE", "StartGate", "check_tls_files", "configure_client", "new_client", "timeout_message"]
+__all__ = ["UNREACHABLE", "StartGate", "check_tls_files", "configure_client", "jittered", "new_client",
+           "timeout_message"]
 
 UNREACHABLE: Final = "unreachable"
 """The failure of a first connection that never got a CONNACK; ``start`` probes the broker to say why."""
@@ -51,6 +53,15 @@ def new_client(client_id: str) -> mqtt.Client:
     )
     client.enable_logger(PAHO_LOGGER)
     return client
+
+
+def jittered(min_s: float, max_s: float, rng: random.Random | None = None) -> tuple[float, float]:
+    """The reconnect back-off bounds of one client: each drawn uniformly from the upper half of the configured
+    value, so clients that lost the broker together retry at different moments (and never wait longer than
+    configured)."""
+    draw = (rng or random).uniform
+    low = draw(min_s / 2, min_s)
+    return low, max(low, draw(max_s / 2, max_s))
 
 
 def check_tls_files(settings: BrokerSettings) -> None:
@@ -83,7 +94,7 @@ def configure_client(client: mqtt.Client, settings: BrokerSettings, status_topic
     if status_topic is not None:
         client.will_set(status_topic, status_payload("offline"), qos=1, retain=True, properties=will)
     # paho's type hints say int, but the delays are used as floats (time.sleep).
-    client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
+    client.reconnect_delay_set(*jittered(settings.reconnect_min_s, settings.reconnect_max_s))  # type: ignore[arg-type]
     client.max_queued_messages_set(settings.max_outgoing)
     client.connect_timeout = min(5.0, max(timeout, 0.1))
 

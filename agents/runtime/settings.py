@@ -47,8 +47,13 @@ class BrokerSettings(BaseModel):
     """TLS with the system's CA certificates (an ``mqtts://`` broker URL); a ``tls_ca`` or a client certificate
     turns TLS on too."""
     keepalive: int = Field(default=30, ge=5, le=65535)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: float = Field(default=0.25, gt=0)
+    """First wait before reconnecting after the broker went away; each failed try doubles it up to
+    ``reconnect_max_s``. Each client draws both from the upper half of their value (jitter), so a fleet that lost
+    its broker at the same moment does not come back in one stampede."""
+    reconnect_max_s: float = Field(default=1.0, gt=0)
+    """Longest wait between tries: a broker that is back is found within about this long (an outage of any length
+    costs at most this much more)."""
     max_outgoing: int = Field(default=20000, ge=1)
     """Publishes that may wait to be sent (or, at QoS > 0, acknowledged) before new ones are dropped."""
     inbox_size: int = Field(default=50000, ge=1)

@@ -101,8 +101,7 @@ class SecureBroker:
     def settings(self, user: str | None, *, tls: bool = False, ca: bool = True, cert: bool = True,
                  **extra: object) -> BrokerSettings:
         """Broker settings for ``user`` (``None``: anonymous), on the TLS listener with ``tls``."""
-        values: dict[str, object] = {"host": self.host, "port": self.tls_port if tls else self.port,
-                                     "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, **extra}
+        values: dict[str, object] = {"host": self.host, "port": self.tls_port if tls else self.port, **extra}
         if user is not None:
             values |= {"username": user, "password_file": self.password_file(user)}
         if tls:

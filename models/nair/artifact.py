@@ -12,6 +12,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,11 +88,12 @@ class NairArtifact:
         """``L``: how many leading components the joint KLT mixes (0: none)."""
         return int(self.mix.shape[0])
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         """Hash of what determines the artifact's behaviour: its arrays and its header, without the provenance
         (``meta["provenance"]``: wall times, the command, what a selection compared) — so re-running the same
-        calibration on the same data reproduces it."""
+        calibration on the same data reproduces it. Computed once (an artifact is immutable; fusion asks for it for
+        every frame)."""
         digest = hashlib.sha256()
         digest.update(json.dumps(self._hashed_header(), sort_keys=True).encode())
         for name in _ARRAYS + tuple(n for n in _OPTIONAL_ARRAYS if getattr(self, n).size):

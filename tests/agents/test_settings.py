@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from nairbus.agents.runtime.connection import jittered
 from nairbus.agents.runtime.settings import BrokerSettings, LogSettings, TopicSettings
 
 
@@ -56,3 +58,16 @@ def test_log_level_case_insensitive() -> None:
     assert LogSettings(level="DEBUG").level == "debug"  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         LogSettings(format="xml")  # type: ignore[arg-type]
+
+
+def test_a_fleet_reconnects_soon_and_not_in_one_stampede() -> None:
+    """The shipped back-off finds a returning broker within a second, and clients draw their own waits (issue 35:
+    the old 0.5-30 s back-off came back 11.5 s after a 20 s outage, all clients on the same schedule)."""
+    settings = BrokerSettings()
+    assert settings.reconnect_max_s <= 1.0
+    rng = random.Random(7)
+    draws = [jittered(settings.reconnect_min_s, settings.reconnect_max_s, rng) for _ in range(200)]
+    for low, high in draws:
+        assert settings.reconnect_min_s / 2 <= low <= settings.reconnect_min_s
+        assert low <= high <= settings.reconnect_max_s
+    assert len({round(high, 3) for _low, high in draws}) > 100  # spread, not one schedule
