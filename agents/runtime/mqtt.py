@@ -297,8 +297,9 @@ class Communicator:
 
     def replay_since(self, seconds: float) -> int:
         """Publish again the replayable messages of the last ``seconds`` (at most the last ``REPLAY_KEEP_S`` or
-        ``replay_s``, whichever is longer) — asked by a receiver whose session the broker lost; how many were sent."""
-        return self._resend(self._replay.since(seconds), window_s=seconds, why="request")
+        ``replay_s``, whichever is longer) that no earlier request sent again — asked by a receiver whose session the
+        broker lost; how many were sent."""
+        return self._resend(self._replay.requested(seconds), window_s=seconds, why="request")
 
     def on_session_lost(self, callback: Callable[[float], None]) -> None:
         """Call ``callback(down_s)`` on the network thread when a reconnection found no session at the broker (a

@@ -3,11 +3,14 @@
 A broker killed mid-stream takes the messages in its socket buffers with it. A sender that asks for a replay window
 (``replay_s``) keeps what it published with ``replay=True``; after a reconnect, the messages of the last ``replay_s``
 seconds before the connection was lost are published again (a receiver that already has a frame counts the copy as
-late), and a receiver whose session the broker lost may ask for the last seconds itself (``replay_since``).
+late), and a receiver whose session the broker lost may ask for the last seconds itself (``replay_since``). A
+message goes out again on request at most once (a copy reaches every receiver subscribed at the time), so a flood of
+requests costs no more than one request and the messages published meanwhile.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Final
@@ -33,6 +36,9 @@ class ReplayWindow:
         """How long a message is held: ``replay_s``, at least ``REPLAY_KEEP_S``."""
         # (monotonic time, topic, payload)
         self._messages: deque[tuple[float, str, bytes]] = deque(maxlen=replay_max)
+        self._requested_upto = float("-inf")
+        """Time of the newest message already published again on request (each goes out again once)."""
+        self._request_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -57,3 +63,14 @@ class ReplayWindow:
         """The messages of the last ``seconds`` (at most ``keep_s``), oldest first."""
         since = time.monotonic() - min(seconds, self.keep_s)
         return [(topic, payload) for ts, topic, payload in list(self._messages) if ts >= since]
+
+    def requested(self, seconds: float) -> list[tuple[str, bytes]]:
+        """For a receiver's request: the messages of the last ``seconds`` (at most ``keep_s``) that no earlier
+        request sent again, oldest first; they count as sent again from now on."""
+        since = time.monotonic() - min(seconds, self.keep_s)
+        with self._request_lock:
+            picked = [(ts, topic, payload) for ts, topic, payload in list(self._messages)
+                      if ts >= since and ts > self._requested_upto]
+            if picked:
+                self._requested_upto = picked[-1][0]
+        return [(topic, payload) for _ts, topic, payload in picked]
