@@ -1,7 +1,8 @@
 """The connection life cycle's pieces: the paho client and its settings, and the gate ``start`` waits at.
 
 The client speaks MQTT 5 (paho's callback API version 2) and reconnects by itself with exponential backoff between
-``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client from the upper half of its value (:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
+``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client from the upper half of its value
+(:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
 last will. :class:`StartGate` is where ``Communicator.start`` waits for "connected and subscribed", or for the first
 failure the network thread reports (a typed :class:`~nairbus.agents.runtime.errors.MqttError`).
 """

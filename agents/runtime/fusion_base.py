@@ -25,6 +25,7 @@ from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.observers import FusionObserver
+from nairbus.agents.runtime.parking import Parking
 from nairbus.schemas import (
     CONTENT_TYPE_JSON,
     Birth,
@@ -57,15 +58,10 @@ REBIRTH_INTERVAL_S = 10.0
 """A sensor whose frames arrive without a birth is asked for one at most this often (Sparkplug's rebirth request)."""
 MAX_REBIRTHS_PER_S = 10
 """Rebirth requests at most per second in all: frames from a crowd of invented sensor ids cost the hub little."""
-PARK_S = 2.0
-"""A message of a sensor whose birth has not arrived yet waits this long for it: after a restart with a persistent
-session the broker delivers the queued frames before the retained births, and a rebirth takes a round trip."""
 ITEMS_PER_SENSOR = 1024
 """Item names fusion keeps per sensor until their frames are decided (the oldest go first)."""
 ITEM_SENSORS = 1024
 """Sensors whose item names fusion keeps at once (the sensor heard from longest ago goes first)."""
-PARK_PER_SENSOR = 64
-PARK_SENSORS = 256
 FOREIGN_SENSORS = 4096
 """How many sensors of other fusion modes (a VP sensor seen by the NAIR fusion, ...) an agent remembers to ignore."""
 TALLY_MARGIN_S = 0.5
@@ -168,7 +164,7 @@ class FusionBase:
         self.latencies: deque[float] = deque(maxlen=10000)
         self.stop_event = threading.Event()
         self._rebirth_asked: dict[str, float] = {}
-        self._parked: dict[str, deque[tuple[float, InboundMessage]]] = {}
+        self._parked: Parking[InboundMessage] = Parking()
         self._rebirth_window = (0.0, 0)
         self._foreign: dict[str, None] = {}
         """Sensors whose birth announced a mode this agent does not serve (oldest first, bounded): their data
@@ -242,7 +238,7 @@ class FusionBase:
         self._foreign[sensor_id] = None
         if len(self._foreign) > FOREIGN_SENSORS:
             del self._foreign[next(iter(self._foreign))]
-        self._parked.pop(sensor_id, None)
+        self._parked.release(sensor_id)
 
     def forget_foreign(self, sensor_id: str) -> None:
         """``sensor_id`` announced a mode this agent serves (or left): its messages are routed again."""
@@ -436,35 +432,25 @@ class FusionBase:
         return Controls(agent_id=self.settings.fusion_id, deadline_ms=self.settings.deadline_ms, ts=time.time())
 
     def park(self, sensor_id: str, message: InboundMessage) -> None:
-        """Hold a message of a sensor with no known birth for :data:`PARK_S` (bounded per sensor and in sensors),
-        ask the sensor for its birth, and count it ``unknown_sensor`` only if the birth does not come in time."""
-        queue = self._parked.get(sensor_id)
-        if queue is None:
-            if len(self._parked) >= PARK_SENSORS:
-                self.reject("unknown_sensor", message.topic)
-                return
-            queue = self._parked[sensor_id] = deque()
-        if len(queue) >= PARK_PER_SENSOR:
-            self.reject("unknown_sensor", queue.popleft()[1].topic)
-        queue.append((time.monotonic(), message))
+        """Hold a message of a sensor with no known birth (:class:`~nairbus.agents.runtime.parking.Parking`: for
+        ``PARK_S``, bounded in bytes per sensor and in all), ask the sensor for its birth, and count a message
+        ``unknown_sensor`` only if the birth does not come in time or it does not fit."""
+        for dropped in self._parked.park(sensor_id, message, time.monotonic()):
+            self.reject("unknown_sensor", dropped.topic)
         self.request_rebirth(sensor_id)
 
     def released(self, sensor_id: str) -> None:
         """A sensor's birth was accepted: handle what it sent before it, in order."""
-        queue = self._parked.pop(sensor_id, None)
-        if queue:
-            log.info("parked_released", sensor=sensor_id, messages=len(queue))
-            for _at, message in queue:
+        held = self._parked.release(sensor_id)
+        if held:
+            log.info("parked_released", sensor=sensor_id, messages=len(held))
+            for message in held:
                 self._handle_safely(message)
 
     def expire_parked(self, now: float) -> None:
-        """Count and drop what waited longer than :data:`PARK_S` for a birth."""
-        for sensor_id in list(self._parked):
-            queue = self._parked[sensor_id]
-            while queue and now - queue[0][0] > PARK_S:
-                self.reject("unknown_sensor", queue.popleft()[1].topic)
-            if not queue:
-                del self._parked[sensor_id]
+        """Count and drop what waited longer than ``PARK_S`` for a birth."""
+        for dropped in self._parked.expire(now):
+            self.reject("unknown_sensor", dropped.topic)
 
     def request_rebirth(self, sensor_id: str) -> None:
         """Ask a sensor whose frames arrive without a known birth to publish it again, on its set topic (a birth
