@@ -26,7 +26,10 @@ or what was handed over within the last round trip when that is more — as wait
 such a queue stood. A budget's effect shows a round trip later, so it grows at most once a round trip (by half,
 not double, while a long path starts); the start ends once the link delivers less than was sent the round trip
 before (its rate, then, is the link's), and a frame's deadline keeps a one-way trip for its last byte.
-:class:`LinkMonitor` samples a communicator on its own thread.
+:class:`LinkMonitor` samples a communicator on its own thread while bytes are on their way (every ``tick_s``), and
+sleeps from the moment everything sent has been delivered until the sender hands over more (:meth:`LinkMonitor.wake`):
+an idle link says nothing, so its cost follows the frames, not the clock (a 1 fps sensor spent 11 of its 14.75 ms per
+frame on a 10 ms poll).
 """
 
 from __future__ import annotations
@@ -289,7 +292,8 @@ class LinkMemory:
 
 
 class LinkMonitor:
-    """Samples a sender's delivered and backlog bytes every ``tick_s`` on a daemon thread into an estimator."""
+    """Samples a sender's delivered and backlog bytes into an estimator on a daemon thread: every ``tick_s`` while
+    bytes are on their way, not at all while the link is idle (until :meth:`wake`)."""
 
     def __init__(self, handed: Callable[[], int], backlog: Callable[[], int], policy: LinkPolicy | None = None,
                  tick_s: float = 0.01, min_rtt: Callable[[], float] | None = None) -> None:
@@ -299,7 +303,13 @@ class LinkMonitor:
         self.estimator = LinkEstimator(policy or LinkPolicy())
         self.tick_s = tick_s
         self.lock = threading.Lock()
+        self.samples = 0
+        """Samples taken so far (the monitor's cost)."""
         self._stop = threading.Event()
+        self._busy = threading.Event()
+        """Set while bytes are on their way (the thread ticks), clear while everything sent has been delivered."""
+        self._wakes = 0
+        """Hand-overs so far: a sample that found nothing on its way clears :attr:`_busy` only if none came since."""
         self._thread = threading.Thread(target=self._run, name="nairbus-link-monitor", daemon=True)
 
     def start(self) -> None:
@@ -309,16 +319,30 @@ class LinkMonitor:
     def stop(self) -> None:
         """Stop sampling (idempotent)."""
         self._stop.set()
+        self._busy.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
 
+    def wake(self) -> None:
+        """The sender handed bytes over: sample them on their way."""
+        with self.lock:
+            self._wakes += 1
+        self._busy.set()
+
     def sample_now(self) -> None:
         """Take one sample at once (the sensor calls this right before it sizes a frame)."""
+        with self.lock:
+            wakes = self._wakes
         backlog = self._backlog()
         handed = self._handed()
         min_rtt = self._min_rtt()
         with self.lock:
             self.estimator.sample(time.monotonic(), max(0, handed - backlog), backlog, min_rtt)
+            self.samples += 1
+            if backlog > 0:
+                self._busy.set()
+            elif wakes == self._wakes:  # nothing handed over since the backlog was read: idle until the next
+                self._busy.clear()
 
     def budget(self, capture_ts_age_s: float, deadline_s: float, period_s: float,
                cap: int | None = None) -> BudgetDecision:
@@ -350,6 +374,9 @@ class LinkMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):
+            self._busy.wait()
+            if self._stop.is_set():
+                return
             try:
                 self.sample_now()
             except Exception:  # a sampling hiccup (socket gone mid-reconnect) must not end the thread

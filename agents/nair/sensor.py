@@ -585,6 +585,7 @@ class SensorAgent(SensorBase):
             else:
                 self.counters["dropped_outgoing"] += 1
         if sent:
+            self.link.wake()
             self.counters["frames_sent"] += 1
             self.counters[f"{out[0].representation}_frames"] += 1
 

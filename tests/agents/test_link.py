@@ -255,3 +255,40 @@ def share(senders: int, rate: float, fps: float, seconds: float = 30.0, stagger:
 def test_sensors_sharing_one_uplink_converge_to_fair_shares(senders: int) -> None:
     out = share(senders, 125_000.0, 10.0)
     assert out["jain"] >= 0.9, out
+
+
+def test_the_monitor_samples_while_bytes_are_on_their_way_and_sleeps_while_the_link_is_idle() -> None:
+    """Issue 35: a 10 ms poll whatever the frame rate cost a 1 fps sensor 11 of its 14.75 ms per frame. The monitor
+    ticks only from a hand-over until everything sent has been delivered."""
+    import threading
+    import time
+
+    from nairbus.agents.nair.link import LinkMonitor
+
+    state = {"handed": 0, "backlog": 0}
+    lock = threading.Lock()
+
+    def backlog() -> int:
+        with lock:
+            return state["backlog"]
+
+    monitor = LinkMonitor(lambda: state["handed"], backlog, tick_s=0.01)
+    monitor.start()
+    try:
+        monitor.sample_now()  # a frame is sized: nothing on its way
+        time.sleep(0.3)
+        idle_samples = monitor.samples
+        assert idle_samples <= 3  # asleep, not polling every 10 ms
+        with lock:
+            state["handed"], state["backlog"] = 5000, 5000
+        monitor.wake()  # the frame was handed over
+        time.sleep(0.2)
+        assert monitor.samples - idle_samples >= 5  # it watches the bytes leave
+        with lock:
+            state["backlog"] = 0
+        time.sleep(0.1)
+        drained_at = monitor.samples
+        time.sleep(0.3)
+        assert monitor.samples - drained_at <= 1  # delivered: asleep again
+    finally:
+        monitor.stop()
