@@ -185,3 +185,40 @@ def test_the_staged_retrained_models_are_whole_and_trained_from_the_staged_base(
         assert _json(STAGED / "variants.json")["teacher"]["sha256"] == base["sha256"]
     if (STAGED / "taildrop.json").is_file():
         assert _json(STAGED / "taildrop.json")["baseline_of"]["sha256"] == base["sha256"]
+
+
+STAGED_REPORTS = REPORTS / "next"
+
+
+@pytest.mark.skipif(not (STAGED / "base.json").is_file(), reason="no retrained base staged")
+def test_what_is_remade_from_the_staged_base_measured_it() -> None:
+    """Issue 30's swap, made across sessions: each artifact, auto table and report already remade from the staged
+    base (by its recorded command, in a checkout with the staged files swapped in) lies beside it —
+    ``models/weights/next``, ``reports/next`` — and names the staged base and the staged artifacts it measured."""
+    base = _json(STAGED / "base.json")["sha256"]
+    artifacts = {p.name: NairArtifact.load(p) for p in STAGED.glob("*.nair.npz")}
+    for name, artifact in artifacts.items():
+        assert artifact.model_sha256 == base, name
+        assert artifact.meta["provenance"]["command"].startswith("nairbus calibrate"), name
+    shas = {a.sha256 for a in artifacts.values()}
+    for table in STAGED.glob("*.auto.json"):
+        data = _json(table)
+        assert data["split"].startswith("validation"), table.name
+        assert data["model_sha256"] == base, table.name
+        assert data["artifact_sha256"] == artifacts[table.name.replace(".auto.json", ".nair.npz")].sha256
+    staged = {p.stem: _json(p) for p in STAGED_REPORTS.glob("*.json")} if STAGED_REPORTS.is_dir() else {}
+    if "images" in staged:
+        assert staged["images"]["mature_model"]["sha256"] == base
+        assert staged["images"]["validation"]["model"]["sha256"] == base
+    if "nair" in staged:
+        assert staged["nair"]["mature_model"]["sha256"] == base
+        assert staged["nair"]["shipped_artifact"]["sha256"] == artifacts["base.nair.npz"].sha256
+        assert {e["artifact_sha256"] for e in staged["nair"]["wire"]["artifacts"].values()} <= shas
+    if "wire" in staged:
+        assert staged["wire"]["model"]["sha256"] == base
+        assert {e["artifact_sha256"] for e in staged["wire"]["nair"].values()} <= shas
+    if "vp" in staged:
+        family = _json(STAGED / "variants.json")
+        assert staged["vp"]["base"]["sha256"] == base
+        assert {n: v["sha256"] for n, v in staged["vp"]["variants"].items()} == \
+            {v["name"]: v["sha256"] for v in family["variants"]}
