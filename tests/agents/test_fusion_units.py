@@ -68,7 +68,7 @@ def test_messages_are_routed_by_the_handler_table_and_bad_ones_rejected(pipeline
     assert agent.rejected["unknown_topic"] == 1
     assert agent.rejected["unknown_sensor"] == 0  # parked: the birth may still come (a restart, a rebirth)
     assert [t for t, _p in bus.published] == [topics.sensor_set("cam-1")]  # asked for it, once
-    agent.expire_parked(time.monotonic() + 3.0)
+    agent.expire_parked(time.monotonic() + 6.0)  # PARK_S: 5 s
     assert agent.rejected["unknown_sensor"] == 2  # fragment and image of a sensor whose birth never came
     assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1
     assert agent.sensors == {}
@@ -360,3 +360,23 @@ def test_a_sensors_last_frames_are_decided_when_its_withdrawal_overtakes_them(pi
     send(born("run-3"), range(3, 5))  # restarted: run-2's frames are run-2's, decided now
     assert results() == {i: int(expected[i]) for i in range(3)}
     assert not agent.rejected
+
+
+def test_frames_that_waited_past_their_deadline_in_the_inbox_are_shed_not_decided_late(pipeline: NairPipeline) -> None:
+    """Issue 35: a fusion agent fed faster than it can decide decided stale frames (p50 2.4 s against a 1 s
+    deadline, memory up to 736 MB). Data that waited in the inbox longer than two deadlines is shed and counted;
+    a birth, however late, is still handled."""
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"), fusion=FusionSettings(deadline_ms=500))
+    agent = FusionAgent(cfg, pipeline, bus=RecordingBus())  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    old = time.time() - 1.2  # more than two deadlines
+    for topic in (topics.sensor_frag("cam-1"), topics.sensor_image("cam-1"), topics.sensor_topk("cam-1")):
+        agent._take(InboundMessage(topic=topic, payload=b"\x93\x01", content_type=None, retain=False,
+                                   received_ts=old))
+    assert agent.rejected["shed_overload"] == 3
+    agent._take(InboundMessage(topic=topics.sensor_birth("cam-1"), payload=b"{not json", content_type=None,
+                               retain=False, received_ts=old))
+    assert agent.rejected["shed_overload"] == 3
+    assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1  # handled (and refused)
+    agent._take(_message(topics.sensor_frag("cam-1"), b"\x93\x01"))  # fresh: handled (parked: no birth yet)
+    assert agent.rejected["shed_overload"] == 3
