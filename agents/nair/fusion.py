@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from nairbus.agents.home.discovery import attach_home_assistant
+from nairbus.agents.nair.discovery import LoadedModels, ModelLoader
 from nairbus.agents.nair.modes import DATA_LEAVES, SENSOR_MODES
 from nairbus.agents.nair.outgoing import bit_bands
 from nairbus.agents.nair.reassembly import AddOutcome, PendingFrame, Reassembler
@@ -38,8 +39,8 @@ from nairbus.schemas import Birth, ClassScore, Fragment, ImageFrame, ModelRef, R
 from nairbus.schemas.lean import LeanContext, decode_lean
 
 log = get_logger("nairbus.fusion")
-DISCOVERY_RETRY_S = 30.0
-"""How often an unknown model hash named by a birth is looked up again (``discover_models``)."""
+AWAITING_PER_MODEL = 256
+"""Births that may wait for one model being loaded (the rest are refused and asked again later by their frames)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +129,13 @@ class FusionAgent(FusionBase):
         self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
         self.sensors = {}
         self._frame_tokens: dict[str, tuple[float, float]] = {}
-        self._looked_up: dict[str, float] = {}
         self._model_refs: dict[str, ModelRef] = {}
-        """Model hashes looked up in the model search path, and when (``discover_models``)."""
+        self.loader: ModelLoader[Discovered] = ModelLoader(load_discovered)
+        """Looks up and loads the models births name by hash, off the worker thread (``discover_models``)."""
+        self.discovered = LoadedModels()
+        """The discovered models loaded now, bounded (least recently used out)."""
+        self._awaiting: dict[str, dict[str, InboundMessage]] = {}
+        """Births waiting for the model they name to be loaded, by model hash and sensor."""
         super().__init__(config, bus)
         self.discovery = attach_home_assistant(self)
         """Home Assistant discovery, an observer of this agent (None: disabled in the config)."""
@@ -155,29 +160,44 @@ class FusionAgent(FusionBase):
         pipeline = self.pipelines.get(birth.nair.artifact_sha256) if birth.nair is not None else None
         return pipeline, self.by_model.get(birth.model.sha256)
 
-    def _discover(self, model_sha: str, now: float) -> None:
-        """Load the model a birth names by hash from the model search path, with the artifacts beside it (each
-        unknown hash looked up at most every :data:`DISCOVERY_RETRY_S`; the memory of lookups is bounded)."""
-        if now - self._looked_up.get(model_sha, -DISCOVERY_RETRY_S) < DISCOVERY_RETRY_S:
-            return
-        if len(self._looked_up) >= 1024:
-            self._looked_up.clear()
-        self._looked_up[model_sha] = now
-        path = find_model(model_sha)
-        if path is None:
-            return
-        if model_sha not in self.by_model:
-            try:
-                found = NairPipeline.load(str(path), optional=True)
-            except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError, OSError) as exc:
-                log.warning("model_not_loaded", manifest=str(path), reason=str(exc)[:200])
-                return
-            self.by_model[model_sha] = found
-            if found.has_artifact:
-                self.pipelines.setdefault(found.artifact.sha256, found)
-            log.info("model_discovered", model=found.manifest.name, sha256=model_sha[:12], manifest=str(path))
-        for artifact in sorted(path.parent.glob(f"{path.stem}*.nair.npz")):
-            self._add_artifact(artifact)
+    def _discover(self, birth: Birth, sensor_id: str, message: InboundMessage) -> bool:
+        """Ask the loader for the model a birth names by hash; True when the birth now waits for it (it is handled
+        again once the lookup is done), False when it cannot wait (asked too recently, too many waiting)."""
+        sha = birth.model.sha256
+        if not self.loader.request(sha, time.monotonic()):
+            return False
+        waiting = self._awaiting.setdefault(sha, {})
+        if sensor_id not in waiting and len(waiting) >= AWAITING_PER_MODEL:
+            return False
+        waiting[sensor_id] = message
+        return True
+
+    def after_round(self, now: float) -> None:
+        """Take in the models loaded meanwhile and handle the births that waited for them, then the base round."""
+        for done in self.loader.finished():
+            if done.loaded is not None:
+                self._serve_discovered(done.loaded)
+            for message in self._awaiting.pop(done.sha256, {}).values():
+                self._handle_safely(message)
+        super().after_round(now)
+
+    def _serve_discovered(self, found: Discovered) -> None:
+        """Serve a discovered model and its artifacts, unloading the least recently used discovered ones no sensor
+        uses to stay within the bound."""
+        sha = found.model.manifest.sha256
+        for other in found.artifacts:
+            self.pipelines.setdefault(other.artifact.sha256, other)
+        if sha in self.by_model and sha not in self.discovered:
+            return  # a model served from the start: only its artifacts were new
+        self.by_model.setdefault(sha, found.model)
+        in_use = {k.decider.manifest.sha256 for k in self.sensors.values() if k.decider is not None}
+        for old in self.discovered.admit(sha, in_use):
+            self.by_model.pop(old, None)
+            for key in [k for k, p in self.pipelines.items() if p.manifest.sha256 == old]:
+                del self.pipelines[key]
+            log.info("model_unloaded", sha256=old[:12], reason="least recently used discovered model")
+        log.info("model_discovered", model=found.model.manifest.name, sha256=sha[:12], manifest=str(found.path),
+                 artifacts=len(found.artifacts))
 
     def _extra_artifacts(self, config: AgentConfig) -> tuple[Path, ...]:
         if config.fusion.extra_artifacts is not None:
@@ -217,7 +237,12 @@ class FusionAgent(FusionBase):
         if not self.serves(sensor_id, birth):
             self._retire(sensor_id)
             return
-        pipeline, decider = self._serving(birth)
+        pipeline, decider = self._served(birth)
+        unserved = decider is None or (birth.nair is not None and pipeline is None)
+        if unserved and self.settings.discover_models and self._discover(birth, sensor_id, message):
+            return  # handled again once the loader has looked the model up
+        if decider is not None and decider.manifest.sha256 in self.discovered:
+            self.discovered.used(decider.manifest.sha256)
         refusal = self._refusal(birth, pipeline, decider)
         codecs: tuple[ImageCodec, ...] = ()
         if refusal is None and decider is not None:
@@ -246,14 +271,6 @@ class FusionAgent(FusionBase):
         if sensor_id in self.sensors:
             self._decide_safely(self.buffer.take_sensor(sensor_id))
         self.sensors.pop(sensor_id, None)
-
-    def _serving(self, birth: Birth) -> tuple[NairPipeline | None, NairPipeline | None]:
-        """The pipeline and decider serving a birth's model and artifact (looked up first when ``discover_models``)."""
-        pipeline, decider = self._served(birth)
-        if self.settings.discover_models and (decider is None or (birth.nair is not None and pipeline is None)):
-            self._discover(birth.model.sha256, time.monotonic())
-            pipeline, decider = self._served(birth)
-        return pipeline, decider
 
     def _refusal(self, birth: Birth, pipeline: NairPipeline | None,
                  decider: NairPipeline | None) -> tuple[str, str] | None:
@@ -508,3 +525,35 @@ class FusionAgent(FusionBase):
         return {"models": [p.manifest.name for p in self.by_model.values()],
                 "artifacts": [sha[:12] for sha in self.pipelines]}
 
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """A model found by hash in the model search path, loaded with the NAIR artifacts beside its manifest."""
+
+    path: Path
+    model: NairPipeline
+    artifacts: tuple[NairPipeline, ...]
+
+
+def load_discovered(model_sha: str) -> Discovered | None:
+    """Find the model with this weights hash in the model search path and load it with its artifacts (runs on the
+    loader thread; None: no such model, or it cannot be loaded)."""
+    path = find_model(model_sha)
+    if path is None:
+        return None
+    try:
+        model = NairPipeline.load(str(path), optional=True)
+    except (FileNotFoundError, RuntimeError, ArtifactMismatchError, ValueError, OSError) as exc:
+        log.warning("model_not_loaded", manifest=str(path), reason=str(exc)[:200])
+        return None
+    artifacts = [model] if model.has_artifact else []
+    for candidate in sorted(path.parent.glob(f"{path.stem}*.nair.npz")):
+        try:
+            artifact = NairArtifact.load(candidate)
+            if artifact.model_sha256 != model_sha:
+                continue
+            artifacts.append(NairPipeline(model.model, model.manifest, artifact))
+        except (ArtifactMismatchError, OSError, ValueError, KeyError) as exc:
+            log.warning("artifact_skipped", path=str(candidate), reason=str(exc))
+    return Discovered(path, model, tuple(artifacts))

@@ -5,6 +5,7 @@ misrouted message can be driven straight into its handler table and its counters
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -49,6 +50,13 @@ class RecordingBus:
 @pytest.fixture(scope="module")
 def pipeline() -> NairPipeline:
     return NairPipeline.load("base", sensor_artifact_path("base"))
+
+
+def _until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def _message(topic: str, payload: bytes) -> InboundMessage:
@@ -131,9 +139,15 @@ def test_unknown_model_hashes_are_looked_up_at_most_every_30_s(pipeline: NairPip
                                      n_components=a.n_components, bit_bands=bit_bands(a.bits)),
                       deadline_ms=500.0, epoch_ts=float(int(time.time())), expiry_ms=1000)
         agent.handle(_message(topics.sensor_birth(f"cam-{i}"), wire_encode(birth)), time.monotonic())
+    assert agent.rejected["artifact_mismatch"] == 0  # the births wait for the lookup (off the worker thread)
+    _until(lambda: bool(agent.loader._done.qsize()))
+    agent.after_round(time.monotonic())
     assert calls == ["ab" * 32]  # five births, one lookup
-    assert agent.rejected["artifact_mismatch"] == 5
+    assert agent.rejected["artifact_mismatch"] == 5  # nothing on disk has that hash
     assert agent.sensors == {}
+    agent.handle(_message(topics.sensor_birth("cam-4"), wire_encode(birth)), time.monotonic())
+    assert agent.rejected["artifact_mismatch"] == 6  # looked up seconds ago: refused at once, no new lookup
+    assert calls == ["ab" * 32]
 
 
 def test_a_birth_whose_ir_differs_from_the_artifact_it_names_is_refused(pipeline: NairPipeline) -> None:
@@ -380,3 +394,43 @@ def test_frames_that_waited_past_their_deadline_in_the_inbox_are_shed_not_decide
     assert sum(v for k, v in agent.rejected.items() if k.startswith("birth_")) == 1  # handled (and refused)
     agent._take(_message(topics.sensor_frag("cam-1"), b"\x93\x01"))  # fresh: handled (parked: no birth yet)
     assert agent.rejected["shed_overload"] == 3
+
+
+def test_a_model_on_disk_is_loaded_off_the_worker_thread(pipeline: NairPipeline,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 35: a birth naming another model on disk loaded it on fusion's worker thread, stalling the other
+    streams 8.7 s. The birth waits while the loader thread loads; the worker goes on at once."""
+    from nairbus.agents.nair import fusion as fusion_module
+    from nairbus.agents.nair.outgoing import bit_bands
+    from nairbus.models.nair.transform import NairArtifact
+    from nairbus.models.store import WEIGHTS_DIR
+    from nairbus.schemas import Birth, ModelRef, NairBirth
+    from nairbus.schemas import encode as wire_encode
+
+    original = fusion_module.NairPipeline.load
+
+    def slow_load(*args: Any, **kwargs: Any) -> NairPipeline:
+        time.sleep(1.5)  # a big model from a slow disk
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fusion_module.NairPipeline, "load", staticmethod(slow_load))
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab")).model_copy(
+        update={"fusion": AgentConfig().fusion.model_copy(update={"discover_models": True})})
+    agent = FusionAgent(cfg, pipeline, bus=RecordingBus())  # type: ignore[arg-type]
+    topics = TopicTree("unit", "lab")
+    manifest = json.loads((WEIGHTS_DIR / "mobilenet.json").read_text())
+    a = NairArtifact.load(WEIGHTS_DIR / "mobilenet.nair.npz")
+    birth = Birth(sensor_id="cam-m", session="s1", ts=time.time(), mode="nair", stream_id="cam-m",
+                  labels=tuple(manifest["labels"]), model=ModelRef(name="mobilenet", sha256=manifest["sha256"]),
+                  nair=NairBirth(artifact_sha256=a.sha256, split=a.split, ir_shape=a.ir_shape,
+                                 n_components=a.n_components, bit_bands=bit_bands(a.bits), coding=a.coding),
+                  deadline_ms=500.0, epoch_ts=float(int(time.time())), expiry_ms=1000)
+    started = time.monotonic()
+    agent.handle(_message(topics.sensor_birth("cam-m"), wire_encode(birth)), time.monotonic())
+    assert time.monotonic() - started < 0.5  # the worker did not wait for the load
+    assert "cam-m" not in agent.sensors
+    _until(lambda: bool(agent.loader._done.qsize()))
+    agent.after_round(time.monotonic())
+    assert "cam-m" in agent.sensors  # served once loaded
+    assert agent.sensors["cam-m"].decider.manifest.name == "mobilenet"  # type: ignore[union-attr]
+    assert sum(agent.rejected.values()) == 0
