@@ -30,6 +30,7 @@ from nairbus.agents.runtime.config import AgentConfig
 from nairbus.agents.runtime.fusion_base import FusionBase, device_fields, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.registry import Registry
 from nairbus.models.image.codec import ImageCodec, ImageCodecError, get_image_codec
 from nairbus.models.nair.codec import ComponentRun, PayloadError
 from nairbus.models.nair.pipeline import NairPipeline
@@ -127,7 +128,7 @@ class FusionAgent(FusionBase):
             for extra in self._extra_artifacts(config):
                 self._add_artifact(extra)
         self.buffer = Reassembler(f.deadline_ms / 1000.0, f.max_frames, max_per_sensor=f.max_frames_per_sensor)
-        self.sensors = {}
+        self.sensors = Registry()
         self._frame_tokens: dict[str, tuple[float, float]] = {}
         self._model_refs: dict[str, ModelRef] = {}
         self.loader: ModelLoader[Discovered] = ModelLoader(load_discovered)

@@ -71,6 +71,9 @@ SHED_AFTER_DEADLINES = 2.0
 """A frame's data that waited in the inbox longer than this many deadlines is shed, not decided (an agent fed faster
 than it can decide); twice, not once, so that a pause of the worker (its first batch, a model loading) sheds
 nothing."""
+UPKEEP_INTERVAL_S = 0.25
+"""The observers' upkeep (Home Assistant configs, availability, figures, held-back label states) runs when the known
+sensors or an agent's status changed, else at most this often — not on every worker round."""
 REPLAY_MARGIN_S = 1.0
 """A fusion agent whose session the broker lost asks its sensors to replay the outage's length and this much more."""
 MAX_STATS_REASONS = 256
@@ -198,6 +201,11 @@ class FusionBase:
         self._items: dict[str, dict[int, str]] = {}
         """Sensor → frame id → the source's name for it (:meth:`on_item`), until the frame is decided."""
         self.observers: list[FusionObserver] = []
+        self._upkeep_at = float("-inf")
+        self._upkeep_owed = True
+        """An agent's status (or a message an observer took) changed what the observers keep: upkeep on the next
+        round, not on the timer."""
+        self._upkeep_version: int | None = None
         """What follows this agent's decisions (Home Assistant discovery, ...): given by :meth:`add_observer`."""
         self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
         self.comm.on_session_lost(self.ask_replay)
@@ -318,7 +326,9 @@ class FusionBase:
 
     def intercept(self, message: InboundMessage, now: float) -> bool:
         """Take a message before topic routing (Home Assistant's status and discovery topics); True when taken."""
-        return any(observer.handle(message, now) for observer in self.observers)
+        taken = any(observer.handle(message, now) for observer in self.observers)
+        self._upkeep_owed |= taken
+        return taken
 
     def stream_labels(self) -> dict[str, tuple[str, ...]]:
         """Each stream's labels (the enum options and event types of its Home Assistant entities)."""
@@ -326,6 +336,7 @@ class FusionBase:
 
     def note_sensor_status(self, sensor_id: str, message: InboundMessage) -> Status | None:
         """A sensor's status, decoded (None, counted, when it cannot be used), told to the discovery."""
+        self._upkeep_owed = True
         if not message.payload:
             for observer in self.observers:
                 observer.forget_agent(sensor_id)  # a cleared status: the agent is gone for good
@@ -384,8 +395,13 @@ class FusionBase:
         is kept in step."""
         self.expire_parked(now)
         self.send_tallies(now)
+        version = getattr(self.sensors, "version", None)
+        if not self.observers or (now < self._upkeep_at and not self._upkeep_owed and version == self._upkeep_version):
+            return
+        self._upkeep_at, self._upkeep_owed, self._upkeep_version = now + UPKEEP_INTERVAL_S, False, version
+        labels = self.stream_labels()
         for observer in self.observers:
-            observer.after_round(self.sensors.values(), self.stream_labels(), now)
+            observer.after_round(self.sensors.values(), labels, now)
 
     def start_fields(self) -> dict[str, object]:
         """Extra fields of the start log line."""
@@ -426,6 +442,7 @@ class FusionBase:
             self.buffer.deadline_s = command.deadline_ms / 1000.0  # type: ignore[attr-defined]
             for observer in self.observers:
                 observer.note_deadline(command.deadline_ms / 1000.0)
+            self._upkeep_owed = True
         if command.rebirth:
             for sensor_id in list(self.sensors):
                 self._rebirth_asked.pop(sensor_id, None)

@@ -26,6 +26,7 @@ from nairbus.agents.runtime.deadline import DeadlineBuffer
 from nairbus.agents.runtime.fusion_base import FusionBase, device_fields, owns_sensor, topk_problem
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.registry import Registry
 from nairbus.agents.vp.settings import VP_LEAVES, VP_MODES
 from nairbus.models.catalog import WEIGHTS_DIR
 from nairbus.models.data.registry import dataset_labels
@@ -164,7 +165,7 @@ class VpFusionAgent(FusionBase):
         self.hashes = {v.weights_name: v.sha256 for v in family.variants}
         self.buffer = VoteBuffer(config.fusion.deadline_ms / 1000.0, config.fusion.max_frames,
                                  max_frames_per_sensor=config.fusion.max_frames_per_sensor)
-        self.sensors = {}
+        self.sensors = Registry()
         self.online: dict[str, set[str]] = {}
         """Online VP sensors per stream."""
         super().__init__(config, bus)

@@ -198,11 +198,11 @@ def test_fusion_survives_garbage_while_good_frames_flow(broker: PrivateMosquitto
     ids = np.arange(30)
     live = np.array([listener.results[("good", int(i))].class_index for i in ids])
     assert np.array_equal(live, _offline(pipeline, ids, None, LossModel()))
-    deadline = time.monotonic() + 8
+    deadline = time.monotonic() + 12
     while time.monotonic() < deadline:
         rejected = running_fusion.stats().rejected
         if rejected.get("duplicate", 0) >= 2 and rejected.get("unknown_sensor", 0) >= 1:
-            break  # (a stranger's frames wait 2 s for a birth before they count as unknown_sensor)
+            break  # (a stranger's frames wait 5 s, PARK_S, for a birth before they count as unknown_sensor)
         time.sleep(0.1)
     rejected = running_fusion.stats().rejected
     for reason in ("malformed", "version", "invalid", "oversize", "session", "unknown_sensor",

@@ -166,7 +166,7 @@ def test_fusion_ignores_the_top_k_of_sensors_another_fusion_serves(base: NairPip
                      time.monotonic())
     assert agent.counts["foreign_messages"] == 5
     assert bus.published == []  # not parked, no birth asked for
-    agent.expire_parked(time.monotonic() + 5.0)
+    agent.expire_parked(time.monotonic() + 6.0)
     assert agent.rejected["unknown_sensor"] == 0
     # The same sensor id announcing a mode this agent serves is routed again.
     agent.handle(_message(TOPICS.sensor_birth("vp-1"), wire_encode(_birth(base, "vp-1"))), time.monotonic())

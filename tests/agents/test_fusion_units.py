@@ -434,3 +434,44 @@ def test_a_model_on_disk_is_loaded_off_the_worker_thread(pipeline: NairPipeline,
     assert "cam-m" in agent.sensors  # served once loaded
     assert agent.sensors["cam-m"].decider.manifest.name == "mobilenet"  # type: ignore[union-attr]
     assert sum(agent.rejected.values()) == 0
+
+
+def test_the_observers_upkeep_runs_on_a_change_or_a_timer_not_every_round(pipeline: NairPipeline) -> None:
+    """Issue 35: Home Assistant upkeep walked every stream on every worker round (a round per frame when frames
+    arrive one by one), so fusion's cost per frame grew as streams²."""
+    from nairbus.agents.runtime.fusion_base import UPKEEP_INTERVAL_S
+
+    class Counting:
+        rounds = 0
+
+        def attach(self) -> None: ...
+
+        def handle(self, message: InboundMessage, now: float) -> bool:
+            return False
+
+        def note_sensor_status(self, sensor_id: str, online: bool, *, role: str) -> None: ...
+
+        def forget_agent(self, agent_id: str) -> None: ...
+
+        def note_result(self, result: Any) -> None: ...
+
+        def note_deadline(self, deadline_s: float) -> None: ...
+
+        def after_round(self, sensors: Any, labels: Any, now: float) -> None:
+            self.rounds += 1
+
+    agent = FusionAgent(AgentConfig(topics=TopicSettings(root="unit", site="lab")), pipeline,
+                        bus=RecordingBus())  # type: ignore[arg-type]
+    observer = Counting()
+    agent.add_observer(observer)  # type: ignore[arg-type]
+    now = 1000.0
+    for i in range(200):  # 200 rounds within the interval, nothing changed
+        agent.after_round(now + i * UPKEEP_INTERVAL_S / 400)
+    assert observer.rounds == 1
+    agent.sensors.clear()  # the known sensors changed (a sensor left)
+    agent.after_round(now + 0.01)
+    assert observer.rounds == 2
+    agent.after_round(now + 0.02)
+    assert observer.rounds == 2
+    agent.after_round(now + 0.01 + UPKEEP_INTERVAL_S)  # the timer
+    assert observer.rounds == 3

@@ -231,7 +231,7 @@ def test_silent_variant_costs_at_most_the_deadline_and_garbage_is_counted(
     assert fusion.rejected["malformed"] >= 2
     assert fusion.rejected["version"] >= 1
     assert fusion.rejected["session"] >= 1
-    end = time.monotonic() + 5  # the ghost's vote waits 2 s for a birth that never comes, then counts
+    end = time.monotonic() + 10  # the ghost's vote waits 5 s (PARK_S) for a birth that never comes, then counts
     while fusion.rejected["unknown_sensor"] < 1 and time.monotonic() < end:
         time.sleep(0.1)
     assert fusion.rejected["unknown_sensor"] >= 1

@@ -468,7 +468,7 @@ def test_hostile_votes_are_rejected_with_a_reason_never_a_crash() -> None:
     fusion.on_topk("vp-ghost", _msg(topics.sensor_topk("vp-ghost"), lean(2, tag, *good)), time.monotonic())
     fusion.on_birth(sid, InboundMessage(topics.sensor_birth(sid), b"", None, True, time.time()))
     fusion.on_topk(sid, _msg(topics.sensor_topk(sid), lean(2, tag, *good)), time.monotonic())
-    fusion.expire_parked(time.monotonic() + 3.0)  # no birth came for them in time
+    fusion.expire_parked(time.monotonic() + 6.0)  # no birth came for them in time (PARK_S: 5 s)
     assert fusion.rejected["unknown_sensor"] == 2
     # Extreme but valid counters are taken (and the jump shows as a sequence gap), and nothing was corrupted:
     # the same sensor re-born still decides frames.
