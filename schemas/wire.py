@@ -40,15 +40,19 @@ def varint_len(n: int) -> int:
     return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
 
 
-def publish_size(topic_len: int, payload_len: int, *, qos: int = 0, properties_len: int = 0) -> int:
-    """Bytes of a whole MQTT 5 PUBLISH packet.
+def publish_size(topic_len: int, payload_len: int, *, qos: int = 0, properties_len: int = 0,
+                 mqtt5: bool = True) -> int:
+    """Bytes of a whole MQTT 5 PUBLISH packet (``mqtt5=False``: MQTT 3.1.1, which has no properties at all).
 
     ``topic_len`` is the UTF-8 length of the topic name (0 when a topic alias replaces it), ``properties_len`` the
     bytes of the properties themselves (without their length prefix), e.g. :data:`ALIAS_PROPERTIES_LEN`.
     """
     if qos not in (0, 1, 2):
         raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
-    variable = 2 + topic_len + (2 if qos else 0) + varint_len(properties_len) + properties_len
+    if not mqtt5 and properties_len:
+        raise ValueError("an MQTT 3.1.1 PUBLISH has no properties")
+    props = varint_len(properties_len) + properties_len if mqtt5 else 0
+    variable = 2 + topic_len + (2 if qos else 0) + props
     remaining = variable + payload_len
     return 1 + varint_len(remaining) + remaining
 

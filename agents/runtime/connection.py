@@ -1,8 +1,7 @@
 """The connection life cycle's pieces: the paho client and its settings, and the gate ``start`` waits at.
 
 The client speaks MQTT 5 (paho's callback API version 2) and reconnects by itself with exponential backoff between
-``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client from the upper half of its value
-(:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
+``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client around its value (:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
 last will. :class:`StartGate` is where ``Communicator.start`` waits for "connected and subscribed", or for the first
 failure the network thread reports (a typed :class:`~nairbus.agents.runtime.errors.MqttError`).
 """
@@ -44,24 +43,25 @@ PAHO_LOGGER: Final = logging.getLogger("paho.mqtt.client")
 PAHO_LOGGER.addFilter(_PahoNoiseFilter())
 
 
-def new_client(client_id: str) -> mqtt.Client:
-    """A paho MQTT 5 client that reconnects by itself and logs through ``paho.mqtt.client``."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5,
-        reconnect_on_failure=True,
-    )
+def new_client(client_id: str, protocol: str = "5", *, persistent: bool = False) -> mqtt.Client:
+    """A paho client speaking MQTT ``protocol`` (``5`` or ``3.1.1``; for 3.1.1 ``persistent`` keeps the session,
+    MQTT 5 says so when connecting) that reconnects by itself and logs through ``paho.mqtt.client``."""
+    if protocol == "5":
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                             reconnect_on_failure=True)
+    else:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=not persistent, reconnect_on_failure=True)
     client.enable_logger(PAHO_LOGGER)
     return client
 
 
 def jittered(min_s: float, max_s: float, rng: random.Random | None = None) -> tuple[float, float]:
-    """The reconnect back-off bounds of one client: each drawn uniformly from the upper half of the configured
-    value, so clients that lost the broker together retry at different moments (and never wait longer than
-    configured)."""
+    """The reconnect back-off bounds of one client: the first wait drawn from ``[min_s, 2 min_s]`` and the longest
+    from ``[max_s / 2, max_s]`` (never below the first), so clients that lost the broker together retry at different
+    moments — never sooner than ``reconnect_min_s`` nor, once backed off, later than ``reconnect_max_s``."""
     draw = (rng or random).uniform
-    low = draw(min_s / 2, min_s)
+    low = min(draw(min_s, 2 * min_s), max_s)
     return low, max(low, draw(max_s / 2, max_s))
 
 
@@ -91,7 +91,7 @@ def configure_client(client: mqtt.Client, settings: BrokerSettings, status_topic
             keyfile=str(settings.tls_key) if settings.tls_key else None,
         )
         client.tls_insecure_set(settings.tls_insecure)
-    will = will_properties(JSON_CONTENT_TYPE)
+    will = will_properties(JSON_CONTENT_TYPE) if settings.protocol == "5" else None
     if status_topic is not None:
         client.will_set(status_topic, status_payload("offline"), qos=1, retain=True, properties=will)
     # paho's type hints say int, but the delays are used as floats (time.sleep).

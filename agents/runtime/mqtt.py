@@ -154,7 +154,9 @@ class Communicator:
         self._started = False
         self._stopping = False
         self._stopped = False
-        self._client = new_client(client_id)
+        self.mqtt5 = broker.protocol == "5"
+        """MQTT 5 (properties, topic aliases, session expiry) or 3.1.1 (none of them)."""
+        self._client = new_client(client_id, broker.protocol, persistent=bool(session_expiry_s))
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -218,9 +220,12 @@ class Communicator:
             username=settings.username,
             subscriptions=len(self._subscriptions),
         )
-        self._client.connect_async(settings.host, settings.port, keepalive=settings.keepalive,
-                                   clean_start=not self.session_expiry_s,
-                                   properties=connect_properties(self.session_expiry_s))
+        if self.mqtt5:
+            self._client.connect_async(settings.host, settings.port, keepalive=settings.keepalive,
+                                       clean_start=not self.session_expiry_s,
+                                       properties=connect_properties(self.session_expiry_s))
+        else:  # 3.1.1: the session's persistence was set on the client (clean_session), no properties
+            self._client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
         self._client.loop_start()
         ready, failure = self._gate.wait(timeout)
         if ready:
@@ -264,8 +269,9 @@ class Communicator:
         wire_topic, alias_id = topic, None
         if alias and qos == 0 and not retain:
             wire_topic, alias_id = self._aliases.assign(topic)
-        props = publish_properties(content_type, expiry, alias_id)
-        size = publish_size(len(wire_topic.encode()), len(payload), qos=qos, properties_len=properties_len(props))
+        props = publish_properties(content_type, expiry, alias_id) if self.mqtt5 else None
+        size = publish_size(len(wire_topic.encode()), len(payload), qos=qos,
+                            properties_len=properties_len(props) if props is not None else 0, mqtt5=self.mqtt5)
         if not self._fits(topic, len(payload), size):
             sent = False
         elif qos != 0:
@@ -379,7 +385,8 @@ class Communicator:
         )
         return False
 
-    def _publish_qos0(self, topic: str, wire_topic: str, payload: bytes, retain: bool, props: Properties, size: int,
+    def _publish_qos0(self, topic: str, wire_topic: str, payload: bytes, retain: bool, props: Properties | None,
+                      size: int,
                       *, replay: bool) -> bool:
         """Hand a QoS 0 publish to paho unless the queue is full or there is no connection (counted); ``replay``:
         keep it for the replay window."""
@@ -403,7 +410,8 @@ class Communicator:
         self.last_wire_bytes = size
         return True
 
-    def _publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties, size: int) -> bool:
+    def _publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties | None,
+                       size: int) -> bool:
         """Hand a QoS 1/2 publish to paho (queued for the reconnect while disconnected) unless its queue is full."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
@@ -429,7 +437,7 @@ class Communicator:
         """The retained status (``None``: cleared)."""
         if self.status_topic is None:
             return
-        props = publish_properties(JSON_CONTENT_TYPE, None)
+        props = publish_properties(JSON_CONTENT_TYPE, None) if self.mqtt5 else None
         payload = b"" if state is None else self.status_payload(state)
         info = self._client.publish(self.status_topic, payload, qos=1, retain=True, properties=props)
         self._outgoing.add_acked(info)
@@ -437,7 +445,7 @@ class Communicator:
     def _republish_announcements(self) -> None:
         announcements = self._announcements.items()
         for topic, (payload, content_type) in announcements:
-            props = publish_properties(content_type, None)
+            props = publish_properties(content_type, None) if self.mqtt5 else None
             info = self._client.publish(topic, payload, qos=1, retain=True, properties=props)
             self._outgoing.add_acked(info)
         if announcements:
@@ -458,7 +466,7 @@ class Communicator:
         return sent
 
     def _send_subscribe(self, entries: list[tuple[str, int]]) -> None:
-        rc = self._subscriptions.send(self._client, entries)
+        rc = self._subscriptions.send(self._client, entries, mqtt5=self.mqtt5)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("mqtt.subscribe_not_sent", filters=[f for f, _ in entries], rc=mqtt.error_string(rc))
 

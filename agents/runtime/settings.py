@@ -47,10 +47,15 @@ class BrokerSettings(BaseModel):
     """TLS with the system's CA certificates (an ``mqtts://`` broker URL); a ``tls_ca`` or a client certificate
     turns TLS on too."""
     keepalive: int = Field(default=30, ge=5, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT version. ``3.1.1`` for brokers without MQTT 5 (NATS's MQTT support, RabbitMQ's MQTT plugin before 3.13):
+    no topic aliases (every PUBLISH carries its topic), no message expiry, content type or reason strings, no
+    session expiry (a persistent session lasts until the broker drops it), no shared subscriptions."""
     reconnect_min_s: float = Field(default=0.25, gt=0)
     """First wait before reconnecting after the broker went away; each failed try doubles it up to
-    ``reconnect_max_s``. Each client draws both from the upper half of their value (jitter), so a fleet that lost
-    its broker at the same moment does not come back in one stampede."""
+    ``reconnect_max_s``. Each client draws its first wait from ``[reconnect_min_s, 2 × reconnect_min_s]`` and its
+    longest from the upper half of ``reconnect_max_s`` (jitter), so a fleet that lost its broker at the same moment
+    does not come back in one stampede."""
     reconnect_max_s: float = Field(default=1.0, gt=0)
     """Longest wait between tries: a broker that is back is found within about this long (an outage of any length
     costs at most this much more)."""

@@ -38,13 +38,17 @@ class Subscriptions:
             self._pending.clear()
             return list(self._filters.items())
 
-    def send(self, client: mqtt.Client, entries: list[tuple[str, int]]) -> MQTTErrorCode:
-        """Send one SUBSCRIBE for ``entries`` through ``client`` and await its SUBACK; paho's result code.
+    def send(self, client: mqtt.Client, entries: list[tuple[str, int]], *, mqtt5: bool = True) -> MQTTErrorCode:
+        """Send one SUBSCRIBE for ``entries`` through ``client`` and await its SUBACK; paho's result code
+        (``mqtt5=False``: an MQTT 3.1.1 SUBSCRIBE, a bare QoS per filter).
 
         The lock is held across paho's ``subscribe`` so the SUBACK cannot be handled before the message id is known.
         """
         with self._lock:
-            rc, mid = client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in entries])
+            if mqtt5:
+                rc, mid = client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in entries])
+            else:
+                rc, mid = client.subscribe(list(entries))
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._pending[mid] = [f for f, _ in entries]
         return rc
