@@ -1,4 +1,5 @@
-"""MQTT 3.1.1 mode (``[broker] protocol = "3.1.1"``) on a broker without MQTT 5: a private NATS server's MQTT.
+"""MQTT 3.1.1 mode (``[broker] protocol = "3.1.1"``) on brokers without MQTT 5: a private NATS server's MQTT and a
+private RabbitMQ node's MQTT plugin.
 
 What 3.1.1 changes: no topic aliases (every PUBLISH carries its topic), no properties (content type, message expiry),
 a persistent session by ``clean_session`` rather than an expiry. The sensor and the fusion agent run through NATS and
@@ -7,6 +8,7 @@ decide every frame as the offline evaluator does; the sensor's wire bytes are 3.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -22,6 +24,7 @@ from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSet
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
 from nairbus.agents.tools.nats_broker import PrivateNats
+from nairbus.agents.tools.rabbitmq_broker import PrivateRabbitMq
 from nairbus.models.architectures.resnet import ResNet, ResNetConfig
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.calibration import CalibrationSettings, calibrate
@@ -35,8 +38,20 @@ from tests.manifests import in_memory_manifest
 
 MANIFEST = in_memory_manifest("tiny", "e" * 64, labels=tuple(f"class{i}" for i in range(10)))
 FRAMES = 30
-needs_nats = pytest.mark.skipif(shutil.which("nats-server") is None and shutil.which(
-    "nats-server", path="/usr/sbin") is None, reason="nats-server is not installed")
+
+
+def _installed(binary: str) -> bool:
+    return shutil.which(binary) is not None or shutil.which(binary, path="/usr/sbin") is not None
+
+
+BROKERS = [
+    pytest.param(PrivateNats, id="nats",
+                 marks=pytest.mark.skipif(not _installed("nats-server"), reason="nats-server is not installed")),
+    pytest.param(PrivateRabbitMq, id="rabbitmq", marks=[
+        pytest.mark.slow,  # an Erlang node boots in 15-30 s
+        pytest.mark.skipif(not _installed("rabbitmq-server"), reason="rabbitmq-server is not installed"),
+        pytest.mark.skipif(os.geteuid() != 0, reason="the Debian rabbitmq-server wrapper needs root")]),
+]
 
 
 def test_a_311_publish_has_no_properties_field() -> None:
@@ -54,10 +69,11 @@ def pipeline() -> NairPipeline:
     return NairPipeline(model, MANIFEST, artifact)
 
 
-@needs_nats
-def test_sensor_and_fusion_run_on_nats_mqtt_as_offline(topic_root: str, pipeline: NairPipeline) -> None:
-    with PrivateNats() as nats:
-        broker = BrokerSettings(host=nats.host, port=nats.mqtt_port, protocol="3.1.1")
+@pytest.mark.parametrize("private_broker", BROKERS)
+def test_sensor_and_fusion_run_on_a_311_broker_as_offline(topic_root: str, pipeline: NairPipeline,
+                                                         private_broker: type[PrivateNats | PrivateRabbitMq]) -> None:
+    with private_broker() as server:
+        broker = BrokerSettings(host=server.host, port=server.mqtt_port, protocol="3.1.1")
         topics = TopicTree(topic_root, "lab")
 
         def config(**sections: object) -> AgentConfig:
