@@ -1,9 +1,10 @@
 """The connection life cycle's pieces: the paho client and its settings, and the gate ``start`` waits at.
 
-The client speaks MQTT 5 (paho's callback API version 2) and reconnects by itself with exponential backoff between
-``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client around its value (:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the
-last will. :class:`StartGate` is where ``Communicator.start`` waits for "connected and subscribed", or for the first
-failure the network thread reports (a typed :class:`~nairbus.agents.runtime.errors.MqttError`).
+The client speaks MQTT 5 (or 3.1.1, ``BrokerSettings.protocol``) with paho's callback API version 2 and reconnects by
+itself with exponential backoff between ``reconnect_min_s`` and ``reconnect_max_s``, each drawn per client around its
+value (:func:`jittered`); the retained status topic gets ``status_payload("offline")`` as the last will.
+:class:`StartGate` is where ``Communicator.start`` waits for "connected and subscribed", or for the first failure the
+network thread reports (a typed :class:`~nairbus.agents.runtime.errors.MqttError`).
 """
 
 from __future__ import annotations
