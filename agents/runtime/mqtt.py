@@ -154,6 +154,10 @@ class Communicator:
         self._started = False
         self._stopping = False
         self._stopped = False
+        self._addresses = broker.addresses()
+        self._address_index = 0
+        self._failed_in_a_row = 0
+        """Connection attempts that failed since the last success (with fallbacks, each tries the next node)."""
         self.mqtt5 = broker.protocol == "5"
         """MQTT 5 (properties, topic aliases, session expiry) or 3.1.1 (none of them)."""
         self._client = new_client(client_id, broker.protocol, persistent=bool(session_expiry_s))
@@ -178,8 +182,21 @@ class Communicator:
 
     @property
     def endpoint(self) -> str:
-        """``host:port`` of the broker."""
-        return f"{self.broker.host}:{self.broker.port}"
+        """``host:port`` of the broker node in use (or tried last)."""
+        host, port = self._addresses[self._address_index]
+        return f"{host}:{port}"
+
+    def _next_node(self) -> None:
+        """With fallbacks: the next node of the cluster for the next connection attempt (network thread, after an
+        attempt failed, when no socket is open: a node that dropped the connection is tried once more, refuses, and
+        the attempt after goes to the next one)."""
+        if len(self._addresses) < 2:
+            return
+        self._address_index = (self._address_index + 1) % len(self._addresses)
+        host, port = self._addresses[self._address_index]
+        # paho 2's host/port setters refuse while it is between reconnect attempts (its state is "connection lost",
+        # not "closed"), though no socket is open then; its reconnect reads these two fields.
+        self._client._host, self._client._port = host, port
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         """Register a subscription; it is made on every (re)connect, and at once if connected now.
@@ -510,6 +527,7 @@ class Communicator:
     def _connected(self, flags: mqtt.ConnectFlags, reason_code: ReasonCode, properties: Properties | None) -> None:
         """A CONNACK accepting the connection: subscribe, announce, replay (on the network thread)."""
         self._gate.connections += 1
+        self._failed_in_a_row = 0
         reconnect = self._gate.connections > 1
         if reconnect:
             self._count("reconnects")
@@ -542,6 +560,10 @@ class Communicator:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         try:
+            self._failed_in_a_row += 1
+            self._next_node()
+            if self._failed_in_a_row < len(self._addresses) and not self._gate.ready:
+                return  # another node of the cluster is still to be tried before the start gives up
             first = self._gate.connect_failed()
             if not first and not self._stopping:
                 self._log.warning("mqtt.reconnect_failed", broker=self.endpoint)

@@ -46,6 +46,9 @@ class BrokerSettings(BaseModel):
     tls: bool = False
     """TLS with the system's CA certificates (an ``mqtts://`` broker URL); a ``tls_ca`` or a client certificate
     turns TLS on too."""
+    fallbacks: tuple[str, ...] = ()
+    """Other nodes of the same broker cluster, ``host:port`` each (NATS, EMQX, HiveMQ clusters; RabbitMQ's): when the
+    node in use drops the connection or cannot be reached, the agent tries the next one, in turn."""
     keepalive: int = Field(default=30, ge=5, le=65535)
     protocol: Literal["5", "3.1.1"] = "5"
     """MQTT version. ``3.1.1`` for brokers without MQTT 5 (NATS's MQTT support, RabbitMQ's MQTT plugin before 3.13):
@@ -84,7 +87,19 @@ class BrokerSettings(BaseModel):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        for entry in self.fallbacks:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"fallback {entry!r} is not host:port")
         return self
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The broker's node and its fallbacks, in the order they are tried."""
+        out = [(self.host, self.port)]
+        for entry in self.fallbacks:
+            host, _sep, port = entry.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
     def password_value(self) -> str | None:
         """The password, read from ``password_file`` when one is given; ``None`` without a username.
