@@ -71,3 +71,11 @@ def test_a_fleet_reconnects_soon_and_not_in_one_stampede() -> None:
         assert settings.reconnect_min_s <= low <= 2 * settings.reconnect_min_s  # never sooner than configured
         assert low <= high <= settings.reconnect_max_s
     assert len({round(high, 3) for _low, high in draws}) > 100  # spread, not one schedule
+
+
+def test_fallback_nodes_are_host_port_and_tried_after_the_first() -> None:
+    settings = BrokerSettings(host="a", port=1883, fallbacks=("b:1884", "[::1]:1885"))
+    assert settings.addresses() == [("a", 1883), ("b", 1884), ("::1", 1885)]
+    for bad in ("b", "b:", ":1883", "b:x", "b:70000"):
+        with pytest.raises(ValidationError, match="host:port"):
+            BrokerSettings(fallbacks=(bad,))
