@@ -39,6 +39,8 @@ def test_files_are_read_in_name_order_and_converted_to_the_model_input(tmp_path:
 
 
 def test_bad_files_are_counted_and_skipped_never_raised(tmp_path: Path) -> None:
+    # A decompression bomb: a tiny file claiming 20000 x 20000 pixels (written first: it takes a while to make).
+    Image.new("1", (20000, 20000)).save(tmp_path / "5-bomb.png", optimize=True)
     _png(tmp_path / "0-good.png", np.zeros((28, 28), np.uint8))
     (tmp_path / "1-empty.png").write_bytes(b"")
     (tmp_path / "2-text.png").write_text("hello")
@@ -47,8 +49,6 @@ def test_bad_files_are_counted_and_skipped_never_raised(tmp_path: Path) -> None:
     Image.new("L", (100, 100)).save(tmp_path / "4.jpg")
     data = (tmp_path / "4.jpg").read_bytes()
     (tmp_path / "4.jpg").write_bytes(data[:200] + bytes(50) + data[250:300])  # corrupt JPEG
-    # A decompression bomb: a tiny file claiming 20000 x 20000 pixels.
-    Image.new("1", (20000, 20000)).save(tmp_path / "5-bomb.png", optimize=True)
     last_bad_written = time.monotonic()
     _png(tmp_path / "6-good.png", np.full((28, 28), 200, np.uint8))
     source = FolderSource(tmp_path, settle_s=0.0, retry_s=0.3)  # fresh files: bad ones are retried for 0.3 s
