@@ -67,10 +67,6 @@ FOREIGN_SENSORS = 4096
 TALLY_MARGIN_S = 0.5
 """A sensor that withdrew its birth is sent its tally this long after the deadline has passed (its last frames are
 decided by then)."""
-SHED_AFTER_DEADLINES = 2.0
-"""A frame's data that waited in the inbox longer than this many deadlines is shed, not decided (an agent fed faster
-than it can decide); twice, not once, so that a pause of the worker (its first batch, a model loading) sheds
-nothing."""
 UPKEEP_INTERVAL_S = 0.25
 """The observers' upkeep (Home Assistant configs, availability, figures, held-back label states) runs when the known
 sensors or an agent's status changed, else at most this often — not on every worker round."""
@@ -597,7 +593,7 @@ class FusionBase:
             message = self.comm.get(timeout=wait)
             handled = 0
             while message is not None:
-                self._take(message)
+                self._handle_safely(message)
                 handled += 1
                 if handled >= self.settings.max_batch * 8:
                     break
@@ -611,19 +607,6 @@ class FusionBase:
                 next_stats = time.monotonic() + self.settings.stats_interval_s
         self._decide_safely(self.buffer.flush())
         self.publish_stats()
-
-    def _take(self, message: InboundMessage) -> None:
-        """Handle a message from the inbox — unless it is a frame's data that already waited there longer than the
-        deadline allows (:data:`SHED_AFTER_DEADLINES` of them): a fusion agent fed faster than it can decide sheds those
-        (counted ``shed_overload``) instead of deciding stale frames ever later while its memory grows. Births,
-        status and commands are never shed."""
-        waited = time.time() - message.received_ts
-        if waited > SHED_AFTER_DEADLINES * self.settings.deadline_ms / 1000.0:
-            parsed = self.topics.parse(message.topic)
-            if parsed is not None and parsed.kind.removeprefix("sensor_") in self.data_leaves:
-                self.reject("shed_overload", message.topic, f"waited {waited:.2f} s in the inbox")
-                return
-        self._handle_safely(message)
 
     def _handle_safely(self, message: InboundMessage) -> None:
         """:meth:`handle`, with whatever it raises counted as ``internal_error`` and logged: no message, however
