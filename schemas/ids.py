@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["ID_PATTERN", "ID_REGEX", "is_valid_id", "validate_id"]
+__all__ = ["ID_FIELD_PATTERN", "ID_PATTERN", "ID_REGEX", "is_valid_id", "validate_id"]
 
 ID_REGEX: Final = r"[A-Za-z0-9_-]{1,64}"
 """The id grammar, unanchored (anchor it, or use :data:`ID_PATTERN` with ``fullmatch``)."""
 
 ID_PATTERN: Final = re.compile(ID_REGEX)
+ID_FIELD_PATTERN: Final = re.compile(rf"\A{ID_REGEX}\Z")
+"""The whole value is an id: for a pydantic ``Field(pattern=...)``, which searches (an unanchored pattern would take
+``a/b``)."""
 
 
 def is_valid_id(value: object) -> bool:

@@ -116,6 +116,9 @@ class Status(WireModel):
     state: Literal["online", "offline"]
     session: Session
     ts: Timestamp
+    fleet: Id | None = None
+    """The fusion fleet the agent belongs to (``FusionSettings.fleet``): its members share the sensors; None for
+    every other agent."""
 
 
 # -- birth ------------------------------------------------------------------------------------------------------------

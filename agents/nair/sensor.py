@@ -297,13 +297,14 @@ class SensorAgent(SensorBase):
     def _await_tally(self) -> None:
         """After a one-shot run: how many of its frames fusion decided (``decided`` in the counters), as the fusion
         agent tells once the sensor withdrew; a run no fusion agent answers within a few seconds says so in its log."""
-        tally = self.wait_tally(min(self.settings.deadline_ms / 1000.0, 10.0) + TALLY_WAIT_S)
+        tally = self.wait_tally(min(self.settings.deadline_ms / 1000.0, 10.0) + TALLY_WAIT_S,
+                                expected=self.counters["frames_sent"])
         if tally is None:
             log.warning("no_tally", sensor=self.settings.sensor_id,
                         detail="no fusion agent said how many frames it decided (none running, or another mode's)")
             return
         self.counters["decided"] = tally.decided
-        log.info("tally", sensor=self.settings.sensor_id, fusion=tally.fusion_id, decided=tally.decided,
+        log.info("tally", sensor=self.settings.sensor_id, fusion=sorted(self.tallies), decided=tally.decided,
                  sent=self.counters["frames_sent"])
 
     def _merge_source_counters(self, counters: Counter[str]) -> None:

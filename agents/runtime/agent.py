@@ -26,6 +26,10 @@ from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.lean import LeanContext
 from nairbus.schemas.topics import TopicTree
 
+TALLY_GRACE_S = 0.5
+"""After the first tally, how long a sensor waits for more (a fusion fleet's members each tally what they decided)
+unless the tallies already account for every frame it sent."""
+
 log = get_logger("nairbus.agent")
 
 EPOCH_LEAD_S = 60.0
@@ -106,8 +110,9 @@ class SensorBase(DeviceAgent):
                                      supports_budget=self.supports_budget, on_tally=self._on_tally,
                                      memory=memory if s.remember_controls else None)
         """Commands on the sensor's set topic: budget, deadline, a frame-rate cap, pause, rebirth, replay."""
-        self.tally: Tally | None = None
-        """A fusion agent's count of this session's frames it decided, once the sensor withdrew (:meth:`withdraw`)."""
+        self.tallies: dict[str, Tally] = {}
+        """Each fusion agent's count of this session's frames it decided, once the sensor withdrew
+        (:meth:`withdraw`); one agent, or the members of a fleet."""
         self._tallied = threading.Event()
         self._restored = False
 
@@ -134,14 +139,24 @@ class SensorBase(DeviceAgent):
 
     def _on_tally(self, tally: Tally) -> None:
         if tally.session == self.comm.session:
-            self.tally = tally
+            self.tallies[tally.fusion_id] = tally
             self._tallied.set()
 
-    def wait_tally(self, timeout: float) -> Tally | None:
-        """After :meth:`withdraw`: the fusion agent's tally of this session (None if none came within
-        ``timeout``: no fusion agent serves the sensor, or it was stopped)."""
-        self._tallied.wait(timeout)
-        return self.tally
+    def wait_tally(self, timeout: float, expected: int | None = None) -> Tally | None:
+        """After :meth:`withdraw`: the fusion agents' tally of this session, summed over those that answered (the
+        first one's ``fusion_id``); it waits for the first up to ``timeout`` (None if none came: no fusion agent
+        serves the sensor, or it was stopped), then until the tallies account for ``expected`` frames, for at most
+        :data:`TALLY_GRACE_S` more."""
+        if not self._tallied.wait(timeout):
+            return None
+        end = time.monotonic() + TALLY_GRACE_S
+        while (expected is None or self._tallied_sum() < expected) and time.monotonic() < end:
+            time.sleep(0.02)
+        first = next(iter(dict(self.tallies).values()))
+        return first.model_copy(update={"decided": self._tallied_sum()})
+
+    def _tallied_sum(self) -> int:
+        return sum(t.decided for t in dict(self.tallies).values())
 
     def withdraw(self) -> None:
         """Gone for good (a one-shot run that ended): clear the retained birth and controls, and at :meth:`stop` the

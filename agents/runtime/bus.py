@@ -62,7 +62,8 @@ class Bus(Protocol):
         """Register a subscription, made now if connected and again on every reconnect."""
 
     def route(self, topic: str, handler: Callable[[InboundMessage], None], qos: int = 1) -> None:
-        """Subscribe to one exact topic whose messages ``handler`` takes on the network thread, not the inbox."""
+        """Subscribe to one exact topic (or a filter with one ``+`` level) whose messages ``handler`` takes on the
+        network thread, not the inbox."""
 
     def publish(
         self,

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nairbus.agents.runtime.settings import BrokerSettings, DiscoverySettings, LogSettings, TopicSettings
-from nairbus.schemas.ids import ID_PATTERN
+from nairbus.schemas.ids import ID_FIELD_PATTERN
 
-Id = Field(pattern=ID_PATTERN)
+Id = Field(pattern=ID_FIELD_PATTERN)
 
 
 FLAT_SOURCE_KEYS = ("camera", "folder", "watch", "image_topic")
@@ -85,9 +85,9 @@ class SensorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sensor_id: str = Field(default="sensor-1", pattern=ID_PATTERN)
-    stream_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    mode: str = Field(default="nair", pattern=ID_PATTERN)
+    sensor_id: str = Field(default="sensor-1", pattern=ID_FIELD_PATTERN)
+    stream_id: str | None = Field(default=None, pattern=ID_FIELD_PATTERN)
+    mode: str = Field(default="nair", pattern=ID_FIELD_PATTERN)
     """A mode some registered method serves (:data:`nairbus.agents.methods.METHODS`, which also checks what each
     mode needs of these settings): ``nair`` feature fragments, ``vp`` one variant's top-k, ``image`` the frame
     compressed whole (the whole model runs at the hub), or ``auto``: per frame whichever of ``nair`` and ``image`` is
@@ -187,8 +187,8 @@ class FusionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fusion_id: str = Field(default="fusion-1", pattern=ID_PATTERN)
-    mode: str = Field(default="nair", pattern=ID_PATTERN)
+    fusion_id: str = Field(default="fusion-1", pattern=ID_FIELD_PATTERN)
+    mode: str = Field(default="nair", pattern=ID_FIELD_PATTERN)
     """``vp``: fuse the top-k of variant-parallel sensors (nairbus.agents.vp) instead of reassembling NAIR fragments."""
     model: str = "base"
     artifact: Path | None = None
@@ -215,7 +215,13 @@ class FusionSettings(BaseModel):
     topk: int = Field(default=3, ge=1, le=10)
     stats_interval_s: float = Field(default=5.0, gt=0)
     partition: tuple[int, int] | None = None
-    """``(i, n)``: this fusion agent takes the sensors whose id hashes to i of n (scale-out)."""
+    """``(i, n)``: this fusion agent takes the sensors whose id hashes to i of n (a fixed split; see ``fleet``)."""
+    fleet: str | None = Field(default=None, pattern=ID_FIELD_PATTERN)
+    """A fusion fleet's name: the agents that share it (each with its own ``fusion_id``) share the sensors — frames
+    that travel as one message through an MQTT 5 shared subscription (the broker balances them and fails over),
+    VP streams by rendezvous hashing over the members online (their retained statuses). A member's session is
+    clean (``session_expiry_s`` is not used): a member that is gone must not be handed frames the others would
+    decide; a fleet asks no sensor to replay. Needs an MQTT 5 broker."""
     session_expiry_s: int = Field(default=300, ge=0, le=2**32 - 1)
     """A persistent MQTT 5 session: the broker keeps this agent's subscriptions and queues the sensors' messages
     for this long after it goes away (a restart, a crash, a lost connection), and delivers them when it is back;
@@ -224,6 +230,12 @@ class FusionSettings(BaseModel):
     """QoS of the published results. 1 (the default): the broker acknowledges each one, paho resends it after a
     reconnect, and a subscriber at QoS 1 gets every decision, queued for it when it is slow or away (a persistent
     session); a QoS 0 subscriber may still miss some. 0: cheaper, for a hub whose every reader is a live view."""
+
+    @model_validator(mode="after")
+    def _one_way_to_share(self) -> Self:
+        if self.fleet is not None and self.partition is not None:
+            raise ValueError("fleet and partition both split the sensors between agents: give one of them")
+        return self
 
 
 class AgentConfig(BaseSettings):

@@ -22,6 +22,7 @@ import numpy as np
 from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.commands import answer_command
 from nairbus.agents.runtime.config import AgentConfig
+from nairbus.agents.runtime.fleet import Fleet, shared_filter
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.observers import FusionObserver
@@ -156,6 +157,10 @@ class FusionBase:
     handlers: ClassVar[Mapping[str, str]] = {}
     """Topic kind (:meth:`nairbus.schemas.topics.TopicTree.parse`) to the name of the method that handles it; any other
     topic is rejected as ``unknown_topic``."""
+    fleet_by_stream: ClassVar[bool] = False
+    """How a fleet (``FusionSettings.fleet``) shares this method's frames: False — each data message is one frame
+    and goes to one member through a shared subscription; True — a frame comes in several messages (VP's votes),
+    every member receives them all and decides the streams it owns (:meth:`owns_stream`)."""
 
     def __init__(self, config: AgentConfig, bus: Bus | None = None) -> None:
         self.config = config
@@ -182,14 +187,23 @@ class FusionBase:
         self.heartbeat = time.monotonic()
         """``time.monotonic()`` of the worker loop's last round (the systemd watchdog watches it)."""
         fid = self.settings.fusion_id
+        self.fleet = Fleet(self.settings.fleet, fid, time.time()) if self.settings.fleet else None
+        """The fleet this agent shares the sensors with (None: it decides every sensor it serves)."""
         self.comm: Bus = bus or Communicator(config.broker, fusion_client_id(fid, self.topics),
                                         self.topics.fusion_status(fid), self._status_payload, inbox_key=sender_of,
-                                        session_expiry_s=self.settings.session_expiry_s)
+                                        session_expiry_s=0 if self.fleet else self.settings.session_expiry_s)
         """The bus the agent is given (tests hand in their own), else a connection of its own to the broker."""
         # QoS 0: the high-rate messages are sent at QoS 0 anyway, and the retained births must come again when the
         # persistent session is resumed (see Communicator.subscribe); over TCP nothing is lost while connected.
-        for kind in ("birth", "status", *self.data_leaves, "item"):
+        for kind in ("birth", "status", "item"):
             self.comm.subscribe(self.topics.all_sensors(kind), qos=0)
+        for kind in self.data_leaves:
+            data = self.topics.all_sensors(kind)
+            shared = self.fleet is not None and not self.fleet_by_stream
+            self.comm.subscribe(shared_filter(self.fleet.name, data) if shared and self.fleet else data, qos=0)
+        if self.fleet is not None:
+            # On the network thread: the members are known before any frame the broker sent after their statuses.
+            self.comm.route(self.topics.all_fusion("status"), self.on_fusion_status, qos=0)
         self._tally: dict[str, list[Any]] = {}
         """Sensor → [the session of its last birth, frames of it decided] (bounded like the item names)."""
         self._tally_due: dict[str, float] = {}
@@ -204,11 +218,12 @@ class FusionBase:
         self._upkeep_version: int | None = None
         """What follows this agent's decisions (Home Assistant discovery, ...): given by :meth:`add_observer`."""
         self.comm.route(self.topics.fusion(fid, "set"), self.on_command)
-        self.comm.on_session_lost(self.ask_replay)
+        if self.fleet is None:  # a fleet's other members decided what this one missed: nothing to replay
+            self.comm.on_session_lost(self.ask_replay)
 
     def _status_payload(self, state: str) -> bytes:
         return wire_encode(Status(agent_id=self.settings.fusion_id, role="fusion", state=state,  # type: ignore[arg-type]
-                                  session=self.comm.session, ts=time.time()))
+                                  session=self.comm.session, ts=time.time(), fleet=self.settings.fleet))
 
     # ----- what a subclass provides ---------------------------------------------------------------------------
 
@@ -345,6 +360,41 @@ class FusionBase:
         if status.state == "online":
             self._replay_if_owed(sensor_id)
         return status
+
+    def on_fusion_status(self, message: InboundMessage) -> None:
+        """A fusion agent's retained status (routed in a fleet, on the network thread): the members change when one
+        of this fleet comes or goes (its last will, a clean stop, a cleared status); the worker thread hands streams
+        over from the next frame on (:meth:`owns_stream`)."""
+        parsed = self.topics.parse(message.topic)
+        if self.fleet is None or parsed is None or parsed.ident == self.settings.fusion_id:
+            return
+        status = None
+        if message.payload:
+            status = self.decode_own(parsed.ident, message, Status, "fusion_status")
+            if status is None:
+                return
+        online = status is not None and status.state == "online" and status.role == "fusion"
+        if self.fleet.note_status(parsed.ident, status.fleet if status else None, online, time.time()):
+            log.info("fleet_changed", fleet=self.fleet.name, members=sorted(self.fleet.members), agent=parsed.ident,
+                     online=online)
+
+    def takes_frame(self, stream_id: str, capture_ts: float, pending: bool) -> bool:
+        """Whether this agent decides a frame of ``stream_id`` captured at ``capture_ts`` (wall clock), ``pending``
+        if it has the frame open already. Every frame but a fixed partition's others'; in a fleet partitioned by
+        stream, the frames it opened and those of the streams it owns among the members online — of a stream it
+        took over at the members' last change only those captured since, so that a frame the former owner opened
+        is decided once, by it (a frame caught in between is counted ``fleet_handover``)."""
+        if self.fleet is None or not self.fleet_by_stream:
+            return owns_sensor(stream_id, self.settings.partition)
+        if pending:
+            return True
+        if not self.fleet.owns(stream_id):
+            self.counts["fleet_others"] += 1
+            return False
+        if capture_ts >= self.fleet.changed_at or self.fleet.owned_before(stream_id):
+            return True
+        self.counts["fleet_handover"] += 1
+        return False
 
     def on_item(self, sensor_id: str, message: InboundMessage, _now: float) -> None:
         """What a sensor's source calls one of its frames: kept (bounded) until the frame's result names it."""
@@ -520,7 +570,10 @@ class FusionBase:
         return sent
 
     def track_seq(self, sensor_id: str, session: str, seq: int) -> None:
-        """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here)."""
+        """Count gaps and reorderings in a sensor session's sequence numbers (QoS 0 loss shows up here); not in a
+        fleet that shares each message with one member, where every member sees a part of each session."""
+        if self.fleet is not None and not self.fleet_by_stream:
+            return
         last = self.last_seq.get((sensor_id, session))
         if last is not None:
             if seq > last + 1 + SEQ_JUMP_LIMIT:
@@ -580,8 +633,12 @@ class FusionBase:
     def start(self) -> None:
         """Connect and subscribe (returns once subscriptions are granted)."""
         self.comm.start()
+        fleet: dict[str, object] = {}
+        if self.fleet is not None:
+            self.fleet.joined(time.time())
+            fleet = {"fleet": self.fleet.name, "members": sorted(self.fleet.members)}
         log.info(f"{self.event_prefix}_started", fusion=self.settings.fusion_id,
-                 deadline_ms=self.settings.deadline_ms, **self.start_fields())
+                 deadline_ms=self.settings.deadline_ms, **fleet, **self.start_fields())
 
     def run(self) -> None:
         """Worker loop until :meth:`stop`: drain messages, decide ready frames in batches, publish stats."""

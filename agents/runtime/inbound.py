@@ -2,7 +2,9 @@
 
 paho's network thread only enqueues (dropping and counting when the inbox is full); the agent takes messages with
 ``get`` on its own thread, so model work never runs on the network thread. A few exact topics (a sensor's commands)
-go to a handler instead, called on the network thread, so they are answered while the agent's thread is busy.
+go to a handler instead, called on the network thread, so they are answered while the agent's thread is busy; so do
+the topics of a filter with one ``+`` level (the statuses of a fusion fleet's members, read in the order the broker
+sent them, before any message that came after).
 """
 
 from __future__ import annotations
@@ -50,14 +52,35 @@ class InboundRouter:
             size=lambda m: len(m.payload) + len(m.topic))
         self._lock = threading.Lock()
         self._routes: dict[str, Callable[[InboundMessage], None]] = {}
+        self._wild: list[tuple[str, str, Callable[[InboundMessage], None]]] = []
+        """(head, tail, handler) of the routed filters ``head+tail`` (one ``+`` level)."""
         self._counters = counters
         self._log = log
         self._drops = RateLimitedCounter(DROP_LOG_INTERVAL_S)
 
     def route(self, topic: str, handler: Callable[[InboundMessage], None]) -> None:
-        """Messages on exactly ``topic`` go to ``handler`` on the network thread, not to the inbox."""
+        """Messages on exactly ``topic`` — or on a filter with one ``+`` level, ``a/+/b`` — go to ``handler`` on the
+        network thread, not to the inbox."""
+        if "#" in topic or topic.count("+") > 1:
+            raise ValueError(f"a routed topic is exact or has one '+' level, not {topic!r}")
         with self._lock:
-            self._routes[topic] = handler
+            if "+" not in topic:
+                self._routes[topic] = handler
+                return
+            head, _, tail = topic.partition("+")
+            if (head and not head.endswith("/")) or (tail and not tail.startswith("/")):
+                raise ValueError(f"'+' must be a whole level of {topic!r}")
+            self._wild.append((head, tail, handler))
+
+    def _handler(self, topic: str) -> Callable[[InboundMessage], None] | None:
+        handler = self._routes.get(topic)
+        if handler is not None or not self._wild:
+            return handler
+        for head, tail, wild in self._wild:
+            if (topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail)
+                    and "/" not in topic[len(head):len(topic) - len(tail)]):
+                return wild
+        return None
 
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next message of the inbox; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""
@@ -75,7 +98,7 @@ class InboundRouter:
             received_ts=time.time(),
         )
         self._counters.add("received")
-        handler = self._routes.get(inbound.topic)
+        handler = self._handler(inbound.topic)
         if handler is not None:
             try:
                 handler(inbound)

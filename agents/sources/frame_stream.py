@@ -31,7 +31,7 @@ from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.sources.images import BadImageError, frame_pixels
 from nairbus.schemas import Frame, WireError
 from nairbus.schemas import decode as wire_decode
-from nairbus.schemas.ids import ID_PATTERN
+from nairbus.schemas.ids import ID_FIELD_PATTERN
 from nairbus.schemas.topics import TopicTree
 
 __all__ = ["FRAME_STREAM", "MAX_PENDING_FRAMES", "ClassifyCost", "FrameStreamSettings", "FrameStreamSource",
@@ -51,7 +51,7 @@ class FrameStreamSettings(SourceSettings):
 
     needs: ClassVar[dict[str, str]] = {"frame_stream": _NEEDS_STREAM}
 
-    frame_stream: str = Field(pattern=ID_PATTERN, description=(
+    frame_stream: str = Field(pattern=ID_FIELD_PATTERN, description=(
         "The capture stream to follow: the frames a capture agent publishes on ``<prefix>/frames/<frame_stream>``. "
         "A VP sensor gives it from ``--frame-stream`` (its method option of before), else its own stream id."))
     count: int | None = Field(default=None, ge=1, description="Stop after taking this many frames (None: until "

@@ -37,7 +37,7 @@ from nairbus.agents.sources import SourceContext, open_source
 from nairbus.agents.vp.common import VP_SPEC
 from nairbus.schemas import CONTENT_TYPE_MSGPACK, Frame
 from nairbus.schemas import encode as wire_encode
-from nairbus.schemas.ids import ID_PATTERN
+from nairbus.schemas.ids import ID_FIELD_PATTERN
 
 log = get_logger("nairbus.capture")
 
@@ -47,9 +47,9 @@ class CaptureSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    capture_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    capture_id: str | None = Field(default=None, pattern=ID_FIELD_PATTERN)
     """Agent id for the status topic (default ``capture-<stream_id>``)."""
-    stream_id: str = Field(default="cam-1", pattern=ID_PATTERN)
+    stream_id: str = Field(default="cam-1", pattern=ID_FIELD_PATTERN)
     split: Literal["train", "test"] = "test"
     data_dir: Path | None = None
     start: int = Field(default=0, ge=0)

@@ -119,6 +119,10 @@ class VoteBuffer:
         frame.wire_bytes += wire_bytes
         return "added"
 
+    def is_open(self, stream_id: str, frame_id: int) -> bool:
+        """Whether a frame of ``stream_id`` is open here (a vote opened it and it is not decided yet)."""
+        return self.frames.get((stream_id, frame_id)) is not None
+
     def sensor_gone(self, sensor_id: str) -> None:
         """Stop waiting for a sensor that went offline (frames it already voted on keep its vote)."""
         for frame in self.frames.frames():
@@ -155,6 +159,7 @@ class VpFusionAgent(FusionBase):
     sensors: dict[str, VpSensor]
     sensor_modes = VP_MODES
     data_leaves = VP_LEAVES
+    fleet_by_stream = True
     handlers: ClassVar[Mapping[str, str]] = {"sensor_birth": "on_birth", "sensor_status": "on_status",
                                              "sensor_topk": "on_topk"}
 
@@ -243,6 +248,9 @@ class VpFusionAgent(FusionBase):
         problem = topk_problem(msg, sensor.k, len(self.labels))
         if problem:
             self.reject("shape", message.topic, problem)
+            return
+        if self.fleet is not None and not self.takes_frame(
+                sensor.stream_id, msg.capture_ts, self.buffer.is_open(sensor.stream_id, msg.frame_id)):
             return
         self.track_seq(sensor_id, msg.session, msg.seq)
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)

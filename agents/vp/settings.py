@@ -11,7 +11,7 @@ from nairbus.agents.runtime.config import SensorSettings
 from nairbus.agents.runtime.methods import MethodSettings, method_settings
 from nairbus.agents.sources.frame_stream import FRAME_STREAM
 from nairbus.models.device import Runtime
-from nairbus.schemas.ids import ID_PATTERN
+from nairbus.schemas.ids import ID_FIELD_PATTERN
 from nairbus.schemas.topics import SensorLeaf
 
 __all__ = ["VP_LEAVES", "VP_MODES", "VpSettings", "vp_settings", "with_frame_stream"]
@@ -33,7 +33,7 @@ class VpSettings(MethodSettings):
     runtime: Runtime = Field(default="torch", description=(
         "What runs the variant: ``torch`` (its weights) or ``onnx`` (the whole variant 'nairbus export-onnx "
         "--variants' wrote beside its manifest, in ONNX Runtime: no torch on the device)."))
-    frame_stream: str | None = Field(default=None, pattern=ID_PATTERN, description=(
+    frame_stream: str | None = Field(default=None, pattern=ID_FIELD_PATTERN, description=(
         "With ``source='mqtt'``: the capture stream to follow (default: this sensor's stream id); handed to the "
         "frame-stream source as its ``frame_stream`` option unless ``source_options`` name one."))
 
