@@ -366,3 +366,41 @@ def footprint_cmd(
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
+
+
+@bench_app.command("scale")
+def scale_cmd(
+    model: Annotated[str, typer.Option(help="The model (its manifest's sensor artifact).")] = "base",
+    frames: Annotated[int, typer.Option(help="Test frames of the pipeline and bus parts.", min=10)] = 600,
+    sensors: Annotated[int, typer.Option(help="Sensor processes of the bus part.", min=1)] = 2,
+    fps: Annotated[float, typer.Option(help="Frame rate of each sensor process.", min=0.1)] = 60.0,
+    cap: Annotated[list[int] | None, typer.Option(
+        "--cap", help="A wire cap per frame to measure beside the whole IR (repeatable; default 300).", min=16)] = None,
+    swarm: Annotated[list[int] | None, typer.Option(
+        "--swarm", help="A swarm size (repeatable; default 50, 200 and 1000).", min=1)] = None,
+    swarm_fps: Annotated[float, typer.Option(help="Frame rate of each swarm sensor.", min=0.01)] = 0.5,
+    swarm_seconds: Annotated[float, typer.Option(help="Seconds each swarm sends.", min=5.0)] = 30.0,
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/bench.json"),
+    run_dir: Annotated[Path, typer.Option(help="The agents' logs.")] = Path("runs/scale"),
+) -> None:
+    """What the bus costs against the same pipeline in one process (one frame at a time and batched), and how far
+    one hub goes under a swarm of sensors -> reports/bench.json (rewritten after every part)."""
+    from nairbus.agents.runtime.logging import configure_logging
+    from nairbus.agents.runtime.settings import LogSettings
+    from nairbus.agents.tools.scalebench import ScaleSettings, run_scale
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+
+    try:
+        settings = ScaleSettings(model=model, frames=frames, sensors=sensors, fps=fps,
+                                 caps=(None, *(cap if cap else [300])),
+                                 swarm=tuple(swarm) if swarm else (50, 200, 1000),
+                                 swarm_fps=swarm_fps, swarm_seconds=swarm_seconds, report=report.resolve(),
+                                 run_dir=run_dir.resolve())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    configure_logging(LogSettings(level="error"))  # the agents log to --run-dir
+    try:
+        run_scale(settings, lambda m: console.print(m, markup=False, highlight=False))
+    except (DatasetMissingError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None

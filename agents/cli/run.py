@@ -212,7 +212,8 @@ def fusion(
     partition: Annotated[str | None, typer.Option(help="i/n: take the sensors that hash to i of n.")] = None,
     fleet: Annotated[str | None, typer.Option(
         help="Join the fusion fleet of this name: its agents (each with its own --fusion-id) share the sensors, "
-             "rebalanced as agents come and go (MQTT 5 shared subscriptions; VP streams by rendezvous hashing).")] = None,
+             "rebalanced as agents come and go (MQTT 5 shared subscriptions; VP streams by rendezvous "
+             "hashing).")] = None,
     mode: Annotated[str | None, typer.Option(help="nair (reassemble fragments) or vp (fuse top-k).")] = None,
     model: Annotated[str | None, typer.Option(
         help="The model (name or manifest path; default base).")] = None,
@@ -234,7 +235,8 @@ def fusion(
     from nairbus.agents.methods import METHODS
 
     values = {"fusion_id": fusion_id, "deadline_ms": deadline_ms, "max_frames": max_frames,
-              "stats_interval_s": stats_interval, "partition": _shard(partition), "fleet": fleet, "mode": mode, "model": model,
+              "stats_interval_s": stats_interval, "partition": _shard(partition), "fleet": fleet, "mode": mode,
+              "model": model,
               "models": tuple(also) if also else None, "discover_models": discover_models,
               "session_expiry_s": session_expiry, "result_qos": result_qos}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}}, broker)

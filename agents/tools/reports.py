@@ -551,6 +551,116 @@ class FilesReport(ReportModel):
     qos1_replay: ReplayRun | None = None
 
 
+# ----- nairbus bench scale ------------------------------------------------------------------------------------------
+
+
+class RoleMs(ReportModel):
+    """CPU ms per frame of the in-process pipeline's two halves."""
+
+    sensor: Number
+    fusion: Number
+    total: Number
+
+
+class ScalePipeline(ReportModel):
+    """The sensor's encoder and the fusion agent's handlers in one process, no MQTT between them."""
+
+    cap: int | None
+    frames: int
+    decided_one_at_a_time: int
+    decided_batched: int
+    payload_bytes_per_frame: Number
+    one_at_a_time_ms: RoleMs
+    batched_ms: RoleMs
+
+
+class BusMs(ReportModel):
+    """CPU ms per frame of each process of the bus."""
+
+    sensors: Number
+    fusion: Number
+    broker: Number
+    total: Number
+
+
+class LatencySummary(ReportModel):
+    """Result latency (capture to decision), ms."""
+
+    p50_ms: Number | None
+    p99_ms: Number | None
+    max_ms: Number | None
+    within_deadline: Number | None
+
+
+class ScaleBus(ReportModel):
+    """Sensors, fusion and a private broker as processes, as users run them."""
+
+    cap: int | None
+    sensors: int
+    fps_per_sensor: Number
+    frames_sent: int
+    decided: int
+    window_frames: int
+    window_s: Number
+    cpu_ms_per_frame: BusMs
+    ratio_to_one_at_a_time: Number
+    ratio_to_batched: Number
+    fusion_ratio_to_one_at_a_time: Number
+    latency: LatencySummary
+    load_before: list[Number]
+    load_after: list[Number]
+
+
+class SwarmMs(ReportModel):
+    """CPU ms per decided frame of the hub's processes and of the bench (the swarm and its observer)."""
+
+    fusion: Number | None
+    broker: Number | None
+    bench: Number | None
+
+
+class SwarmRss(ReportModel):
+    """The fusion agent's resident memory, MB."""
+
+    before: Number | None
+    sensors_known: Number | None
+    after: Number | None
+
+
+class ScaleSwarm(ReportModel):
+    """Many sensor sessions from one process into one fusion agent."""
+
+    sensors: int
+    fps_per_sensor: Number
+    seconds: Number
+    sensors_known: int
+    connect_s: Number
+    frames_sent: int
+    decided: int
+    decided_share: Number
+    latency: LatencySummary
+    cpu_ms_per_frame: SwarmMs
+    fusion_rss_mb: SwarmRss
+    fusion_rss_kib_per_sensor: Number | None
+    load_before: list[Number]
+    load_after: list[Number]
+
+
+class ScaleReport(ReportModel):
+    """``reports/bench.json`` (``nairbus bench scale``): the bus against the same pipeline in one process, and one
+    hub under many sensors."""
+
+    command: str
+    cpus: int | None
+    model: str
+    artifact_sha256: str
+    deadline_ms: Number
+    shared_machine: str
+    pipeline: list[ScalePipeline]
+    bus: list[ScaleBus]
+    swarm: list[ScaleSwarm]
+
+
 # ----- nairbus evaluate folder --------------------------------------------------------------------------------------
 
 
@@ -748,6 +858,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("homeassistant.json", HomeAssistantReport),
     ("homeassistant-truth*.json", HomeAssistantTruthReport),
     ("sensor-footprint*.json", FootprintReport),
+    ("bench*.json", ScaleReport),
 )
 """Report file name pattern → its model; the first pattern that matches a file's name wins."""
 
