@@ -11,10 +11,10 @@ parts:
   them, each sensor replaying the frames at ``fps``: CPU ms per frame of each role (from ``/proc``, over the window
   between the first results and the last, so start-up and model loading are left out), its ratio to the
   in-process pipeline, the share decided and the latency;
-- **swarm** — for each of ``swarm`` sizes, that many sensor connections in this one process (each its own MQTT
-  session, retained birth and status, lean NAIR fragments encoded for its own session) at ``swarm_fps`` each into one
-  ``nairbus fusion``: the share decided, p50/p99 latency against the deadline, fusion CPU per frame and its RSS growth
-  per sensor.
+- **swarm** — for each of ``swarm`` sizes, that many sensor connections from a few processes (at most 250 each,
+  :mod:`nairbus.agents.tools.swarm`; each sensor its own MQTT session, retained birth and status, lean NAIR fragments
+  encoded for its own session) at ``swarm_fps`` each into one ``nairbus fusion``: the share decided, p50/p99
+  latency against the deadline, fusion CPU per frame and its RSS growth per sensor.
 
 Every ratio is measured in the same run. On one machine the hub, the broker, the sensors (or the swarm) and this
 process share the cores: the report says how many there were and the load around each part, and a figure is what
@@ -23,7 +23,6 @@ this machine gave under that sharing — not a claim about a hub on a machine of
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import subprocess
@@ -31,8 +30,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,10 +45,11 @@ from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.tools.swarm import SwarmProcess, SwarmSpec, split
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
-from nairbus.schemas import CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, Birth, Result, Status
+from nairbus.schemas import Result, Status
 from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.codec import WireError
@@ -442,51 +442,6 @@ def contextlib_all(managers: list[Any]) -> Iterator[list[Any]]:
 
 
 # ----- the swarm ----------------------------------------------------------------------------------------------------
-@dataclass(slots=True)
-class SwarmSensor:
-    """One sensor connection of the swarm: its own session, birth, status and frame encoder."""
-
-    comm: Communicator
-    birth: Birth
-    encoder: Any
-    seq: int = 0
-    sent: list[int] = field(default_factory=list)
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-
-def _swarm_status(sensor_id: str, comm_ref: list[Communicator]) -> Callable[[str], bytes]:
-    def payload(state: str) -> bytes:
-        return wire_encode(Status(agent_id=sensor_id, role="sensor", state=state,  # type: ignore[arg-type]
-                                  session=comm_ref[0].session, ts=time.time()))
-    return payload
-
-
-def make_swarm(template: SensorAgent, n: int, broker: PrivateMosquitto) -> list[SwarmSensor]:
-    """``n`` sensor connections, each with the template's birth under its own id and session."""
-    from nairbus.agents.nair.outgoing import NairFrameEncoder
-    from nairbus.schemas.lean import LeanContext
-
-    topics = TopicTree(ROOT, SITE)
-    base = template.birth()
-    out = []
-    settings = BrokerSettings(host=broker.host, port=broker.port)
-    for i in range(n):
-        sid = f"swarm-{i:04d}"
-        ref: list[Communicator] = []
-        comm = Communicator(settings, f"nairbus-sensor-{sid}", topics.sensor_status(sid), _swarm_status(sid, ref))
-        ref.append(comm)
-        birth = base.model_copy(update={"sensor_id": sid, "stream_id": sid, "session": comm.session,
-                                        "ts": time.time()})
-        ctx = LeanContext(sid, comm.session, base.epoch_ts, template.ctx.expiry_s)
-        assert template.nair is not None
-        encoder = NairFrameEncoder(template.nair.artifact, ctx, topics.sensor_frag(sid))
-        out.append(SwarmSensor(comm, birth, encoder))
-    return out
-
-
 def _known(log_file: Path) -> int:
     """Sensors the fusion agent's log says it knows."""
     try:
@@ -495,25 +450,24 @@ def _known(log_file: Path) -> int:
         return 0
 
 
-def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes: np.ndarray,
+def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes_path: Path, artifact: Path,
               say: Callable[[str], None]) -> dict[str, Any]:
     """``n`` swarm sensors at ``swarm_fps`` each for ``swarm_seconds`` into one fusion agent."""
-    topics = TopicTree(ROOT, SITE)
     run_dir = settings.run_dir / f"swarm-{n}"
     fusion_log = run_dir / "fusion.log"
+    birth = template.birth().model_dump_json()
     with PrivateMosquitto() as broker, Results(broker) as results:
         env = agent_env(broker)
         with agent(["fusion", "--deadline-ms", str(settings.deadline_ms)], env, fusion_log) as fusion:
             results.wait_online(fusion)
             time.sleep(1.0)
             rss_before = rss_mb(fusion.pid)
-            swarm = make_swarm(template, n, broker)
             t_connect = time.monotonic()
+            workers = [SwarmProcess(SwarmSpec(broker.host, broker.port, ROOT, SITE, first, count, birth, artifact,
+                                              codes_path, settings.swarm_fps, settings.swarm_seconds,
+                                              template.ctx.expiry_s), n) for first, count in split(n)]
             try:
-                for s in swarm:
-                    s.comm.start(timeout=30)
-                    s.comm.announce(topics.sensor_birth(s.birth.sensor_id), wire_encode(s.birth),
-                                    content_type=CONTENT_TYPE_JSON)
+                connected = sum(w.expect("ready", 120 + n * 0.2) for w in workers)
                 end = time.monotonic() + 60 + n * 0.05
                 while _known(fusion_log) < n and time.monotonic() < end:
                     time.sleep(0.2)
@@ -521,72 +475,50 @@ def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes: np.
                 known = _known(fusion_log)
                 time.sleep(1.0)
                 rss_known = rss_mb(fusion.pid)
-                say(f"swarm {n}: {known} sensors known after {connect_s:.1f} s; sending at {settings.swarm_fps} fps "
-                    f"each for {settings.swarm_seconds:.0f} s")
+                say(f"swarm {n}: {connected} connected, {known} known to fusion after {connect_s:.1f} s "
+                    f"({len(workers)} swarm processes); sending at {settings.swarm_fps:g} fps each for "
+                    f"{settings.swarm_seconds:g} s")
                 load_before = _load()
-                pids = {"fusion": fusion.pid, "broker": broker.pid or 0, "bench": os.getpid()}
+                pids = {"fusion": fusion.pid, "broker": broker.pid or 0,
+                        **{f"swarm-{k}": w.pid for k, w in enumerate(workers)}}
                 with CpuSampler(pids, interval=0.25) as sampler:
-                    t_send0 = time.monotonic()
-                    sent = _send_swarm(swarm, codes, settings.swarm_fps, settings.swarm_seconds)
+                    start_wall = time.time() + 0.5
+                    for w in workers:
+                        w.send("go", start_wall)
+                    t_send0 = time.monotonic() + 0.5
+                    sent_ids: dict[str, list[int]] = {}
+                    for w in workers:
+                        sent_ids.update(w.expect("sent", settings.swarm_seconds + 120))
                     t_send1 = time.monotonic()
                     time.sleep(settings.deadline_ms / 1000.0 + 2.0)
                 rss_after = rss_mb(fusion.pid)
                 load_after = _load()
             finally:
-                for s in swarm:
-                    with suppress(Exception):
-                        s.comm.stop(timeout=2)
+                for w in workers:
+                    w.close()
     decided = {(r.stream_id, r.frame_id) for _, r in results.got}
-    sent_keys = {(s.birth.stream_id, f) for s in swarm for f in s.sent}
+    sent_keys = {(sid, f) for sid, frames in sent_ids.items() for f in frames}
     warm = t_send0 + 2.0
     in_window = sum(1 for t, _ in results.got if warm <= t <= t_send1)
     cpu = sampler.between(warm, t_send1)
+    swarm_cpu = sum(v for k, v in cpu.items() if k.startswith("swarm-"))
     per_frame = {role: round(cpu[role] / in_window * 1000, 3) if in_window and role in cpu else None
-                 for role in ("fusion", "broker", "bench")}
-    share = len(decided & sent_keys) / max(1, len(sent_keys))
+                 for role in ("fusion", "broker")}
+    per_frame["bench"] = round(swarm_cpu / in_window * 1000, 3) if in_window else None
+    hits = len(decided & sent_keys)
+    share = hits / max(1, len(sent_keys))
     lat = latency_summary([r.latency_ms for _, r in results.got], settings.deadline_ms)
-    say(f"swarm {n}: {len(decided & sent_keys)}/{len(sent_keys)} decided ({share:.4%}), p99 {lat['p99_ms']} ms, "
+    say(f"swarm {n}: {hits}/{len(sent_keys)} decided ({share:.4%}), p99 {lat['p99_ms']} ms, "
         f"fusion {per_frame['fusion']} ms per frame")
     return {
         "sensors": n, "fps_per_sensor": settings.swarm_fps, "seconds": round(t_send1 - t_send0, 1),
-        "sensors_known": known, "connect_s": round(connect_s, 1), "frames_sent": sent,
-        "decided": len(decided & sent_keys),
+        "sensors_known": known, "connect_s": round(connect_s, 1), "frames_sent": len(sent_keys), "decided": hits,
         "decided_share": round(share, 5), "latency": lat, "cpu_ms_per_frame": per_frame,
         "fusion_rss_mb": {"before": rss_before, "sensors_known": rss_known, "after": rss_after},
         "fusion_rss_kib_per_sensor": (round((rss_known - rss_before) * 1024 / n, 1)
                                       if rss_known is not None and rss_before is not None else None),
         "load_before": load_before, "load_after": load_after,
     }
-
-
-def _send_swarm(swarm: list[SwarmSensor], codes: np.ndarray, fps: float, seconds: float) -> int:
-    """Every swarm sensor sends a frame every 1/``fps`` s (phases spread evenly) for ``seconds``; frames sent."""
-    period = 1.0 / fps
-    start = time.monotonic() + 0.1
-    queue = [(start + period * i / len(swarm), i) for i in range(len(swarm))]
-    heapq.heapify(queue)
-    stop = start + seconds
-    sent = 0
-    frame_of = [0] * len(swarm)
-    while queue:
-        due, i = heapq.heappop(queue)
-        if due >= stop:
-            break
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        s = swarm[i]
-        frame_id = frame_of[i]
-        frame_of[i] += 1
-        row = codes[(i * 7 + frame_id) % len(codes)]
-        now = time.time()
-        end = s.encoder.artifact.n_components
-        for out in s.encoder.messages(row, frame_id, s.next_seq, now, end):
-            s.comm.publish(out.topic, out.payload, qos=0, content_type=CONTENT_TYPE_MSGPACK)
-        s.sent.append(frame_id)
-        sent += 1
-        heapq.heappush(queue, (due + period, i))
-    return sent
 
 
 # ----- the whole bench ----------------------------------------------------------------------------------------------
@@ -633,9 +565,12 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
     cfg = AgentConfig(topics=TopicSettings(root=ROOT, site=SITE),
                       sensor=SensorSettings(sensor_id="swarm-template"))
     template = SensorAgent(cfg, pipeline)
-    codes = pipeline.encode(images)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    codes_path = settings.run_dir / "codes.npy"
+    np.save(codes_path, pipeline.encode(images))
     for n in settings.swarm:
-        report["swarm"].append(swarm_run(settings, n, template, codes, say))
+        report["swarm"].append(swarm_run(settings, n, template, codes_path,
+                                         sensor_artifact_path(settings.model), say))
         write()
     say(json.dumps({"bus": [b["ratio_to_one_at_a_time"] for b in report["bus"]],
                     "swarm": [(s["sensors"], s["decided_share"]) for s in report["swarm"]]}))

@@ -11,6 +11,7 @@ import pytest
 
 from nairbus.agents.tools.reports import ScaleReport, load_report
 from nairbus.agents.tools.scalebench import CpuSampler, ScaleSettings, cpu_seconds, latency_summary, rss_mb
+from nairbus.agents.tools.swarm import SENSORS_PER_PROCESS, split
 
 NAIRBUS = Path(sys.executable).with_name("nairbus")
 
@@ -32,6 +33,17 @@ def test_process_figures_come_from_proc_and_vanish_with_the_process() -> None:
         proc.wait()
     assert cpu_seconds(proc.pid) is None
     assert rss_mb(proc.pid) is None
+
+
+@pytest.mark.unit
+def test_a_swarm_is_split_into_processes_that_select_can_serve() -> None:
+    assert split(12) == [(0, 12)]
+    parts = split(1000)
+    assert len(parts) == 4
+    assert all(count <= SENSORS_PER_PROCESS for _, count in parts)
+    assert sum(count for _, count in parts) == 1000
+    assert [first for first, _ in parts] == [0, 250, 500, 750]
+    assert SENSORS_PER_PROCESS * 3 < 1000  # three descriptors per paho client, select() takes < 1024
 
 
 @pytest.mark.unit
