@@ -72,6 +72,7 @@ topic write nairbus/v1/+/fusion/$id/status
 topic write nairbus/v1/+/fusion/$id/stats
 topic write nairbus/v1/+/fusion/$id/response
 topic read nairbus/v1/+/fusion/$id/set
+topic read nairbus/v1/+/fusion/+/status
 topic readwrite homeassistant/device/nairbus-$id/+/config
 topic readwrite homeassistant/sensor/nairbus-$id/+/config
 topic read homeassistant/status
