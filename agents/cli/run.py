@@ -226,6 +226,11 @@ def fusion(
     session_expiry: Annotated[int | None, typer.Option(
         "--session-expiry", help="Seconds the broker keeps this agent's session and queues sensor messages while it "
                                  "is away (default 300; 0: a clean session on every connection).")] = None,
+    shed_late: Annotated[bool | None, typer.Option(
+        "--shed-late/--no-shed-late",
+        help="Shed frames already too late to be decided by the deadline (counted), so an overloaded hub decides "
+             "the ones that can be on time: for live cameras. Default off (every frame decided, late or not).")
+    ] = None,
     result_qos: Annotated[int | None, typer.Option(
         "--result-qos", min=0, max=1,
         help="QoS of the published results (default 1: acknowledged, and every result reaches a QoS 1 subscriber; "
@@ -238,7 +243,7 @@ def fusion(
               "stats_interval_s": stats_interval, "partition": _shard(partition), "fleet": fleet, "mode": mode,
               "model": model,
               "models": tuple(also) if also else None, "discover_models": discover_models,
-              "session_expiry_s": session_expiry, "result_qos": result_qos}
+              "session_expiry_s": session_expiry, "result_qos": result_qos, "shed_late": shed_late}
     cfg = _load_config(config, {"fusion": {k: v for k, v in values.items() if v is not None}}, broker)
     try:
         METHODS.for_fusion(cfg.fusion.mode).run_fusion(cfg)

@@ -333,6 +333,8 @@ class FusionAgent(FusionBase):
             return
         self.track_seq(sensor.sensor_id, msg.session, msg.seq)
         key = (sensor.sensor_id, msg.session, msg.frame_id)
+        if not self.buffer.is_pending(key) and self.sheds(msg.capture_ts, topic):
+            return
         # The rate is counted as frames arrived (the network thread's clock), not as the worker takes them: a
         # backlog that waited while fusion was busy is not a flood.
         if not self.buffer.is_pending(key) and not self._frame_allowed(sensor.sensor_id, message.received_ts):

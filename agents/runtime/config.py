@@ -222,6 +222,12 @@ class FusionSettings(BaseModel):
     VP streams by rendezvous hashing over the members online (their retained statuses). A member's session is
     clean (``session_expiry_s`` is not used): a member that is gone must not be handed frames the others would
     decide; a fleet asks no sensor to replay. Needs an MQTT 5 broker."""
+    shed_late: bool = False
+    """Shed a frame that is already past ``SHED_AT`` of the deadline when fusion takes it (its capture time to
+    now): under overload the hub then decides the frames that can still be on time instead of a backlog of late ones,
+    and its memory stays bounded; each one is counted (``shed_late`` in the stats' rejections). Off by default: a
+    run whose every frame must be decided (files, an evaluation replay) wants them late rather than never. For live
+    cameras turn it on."""
     session_expiry_s: int = Field(default=300, ge=0, le=2**32 - 1)
     """A persistent MQTT 5 session: the broker keeps this agent's subscriptions and queues the sensors' messages
     for this long after it goes away (a restart, a crash, a lost connection), and delivers them when it is back;

@@ -73,6 +73,9 @@ UPKEEP_INTERVAL_S = 0.25
 sensors or an agent's status changed, else at most this often — not on every worker round."""
 REPLAY_MARGIN_S = 1.0
 """A fusion agent whose session the broker lost asks its sensors to replay the outage's length and this much more."""
+SHED_AT = 0.75
+"""With ``shed_late``, a frame older than this share of the deadline when fusion takes it is shed: the rest of the
+deadline is left for its decision round."""
 MAX_STATS_REASONS = 256
 """Rejection reasons a stats message carries (the most frequent; the schema's bound)."""
 
@@ -584,6 +587,19 @@ class FusionBase:
                 self.counts["seq_reordered"] += 1
         if last is None or seq > last:
             self.last_seq[(sensor_id, session)] = seq
+
+    def sheds(self, capture_ts: float, topic: str) -> bool:
+        """``shed_late``: whether a frame captured at ``capture_ts`` is too late to be decided in time — counted
+        (``shed_late``) and logged now and then; call it after :meth:`track_seq`, so a shed frame is no gap."""
+        if not self.settings.shed_late:
+            return False
+        age = time.time() - capture_ts
+        if age <= SHED_AT * self.settings.deadline_ms / 1000.0:
+            return False
+        self.rejected["shed_late"] += 1
+        if self.rejected["shed_late"] in (1, 10, 100) or self.rejected["shed_late"] % 1000 == 0:
+            log.info("shed_late", topic=topic, age_ms=round(age * 1000.0, 1), count=self.rejected["shed_late"])
+        return True
 
     def note_decided(self, latency_ms: float, complete: bool, evicted: bool) -> None:
         """Count one published result."""

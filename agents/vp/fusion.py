@@ -253,6 +253,8 @@ class VpFusionAgent(FusionBase):
                 sensor.stream_id, msg.capture_ts, self.buffer.is_open(sensor.stream_id, msg.frame_id)):
             return
         self.track_seq(sensor_id, msg.session, msg.seq)
+        if not self.buffer.is_open(sensor.stream_id, msg.frame_id) and self.sheds(msg.capture_ts, message.topic):
+            return
         vote = Vote(sensor.variant, tuple(msg.classes), tuple(msg.scores), sensor.weight)
         nbytes = len(message.payload)
         wire = self.sensor_wire_bytes(sensor_id, msg.session, message.topic, nbytes)

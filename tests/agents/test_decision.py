@@ -60,8 +60,9 @@ def _birth(pipeline: NairPipeline, sid: str, mode: str = "decision", k: int = 1)
                  deadline_ms=500.0, epoch_ts=EPOCH, expiry_ms=10_000, **sections)
 
 
-def _topk(sid: str, frame_id: int, classes: tuple[int, ...], scores: tuple[float, ...], seq: int = 1) -> bytes:
-    now = time.time()
+def _topk(sid: str, frame_id: int, classes: tuple[int, ...], scores: tuple[float, ...], seq: int = 1,
+          age_s: float = 0.0) -> bytes:
+    now = time.time() - age_s
     msg = TopK(sensor_id=sid, session="s1", seq=seq, frame_id=frame_id, capture_ts=now, expires_ts=now + 10,
                classes=classes, scores=scores)
     return encode_lean(msg, LeanContext(sid, "s1", EPOCH, 10.0))
@@ -135,6 +136,24 @@ def test_fusion_publishes_a_devices_decision_and_refuses_bad_ones(base: NairPipe
     assert result.wire_bytes == first
     agent.handle(_message(TOPICS.sensor_topk("cam-1"), _topk("cam-1", 8, (8, 0), (0.9, 0.05), seq=2)), time.monotonic())
     assert _decided(agent, bus)[-1].wire_bytes == alias_wire_bytes(result.bytes_received) <= 32  # later: the alias
+
+
+@pytest.mark.parametrize("shed", [True, False])
+def test_an_overloaded_hub_sheds_what_is_too_late_only_when_asked(base: NairPipeline, shed: bool) -> None:
+    """``shed_late``: a frame past 3/4 of the deadline when fusion takes it is shed and counted, not decided late; a
+    shed frame is no sequence gap; a frame on time is decided. Off (the default): every frame is decided."""
+    bus = RecordingBus()
+    cfg = AgentConfig(topics=TopicSettings(root="unit", site="lab"),
+                      fusion=FusionSettings(deadline_ms=400.0, shed_late=shed))
+    agent = FusionAgent(cfg, base, bus=bus)  # type: ignore[arg-type]
+    agent.handle(_message(TOPICS.sensor_birth("cam-1"), wire_encode(_birth(base, "cam-1"))), time.monotonic())
+    for seq, age in enumerate((0.0, 0.35, 0.25, 0.0), start=1):  # 350 ms > 300 ms (3/4 of 400): too late
+        agent.handle(_message(TOPICS.sensor_topk("cam-1"), _topk("cam-1", seq, (seq,), (0.9,), seq=seq, age_s=age)),
+                     time.monotonic())
+    decided = [r.frame_id for r in _decided(agent, bus)]
+    assert decided == ([1, 3, 4] if shed else [1, 2, 3, 4])
+    assert agent.rejected["shed_late"] == (1 if shed else 0)
+    assert agent.counts["seq_gap"] == 0
 
 
 def test_a_stalled_fusion_does_not_read_its_own_backlog_as_a_flood(base: NairPipeline) -> None:
