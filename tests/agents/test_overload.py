@@ -17,8 +17,7 @@ import pytest
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.schemas.topics import TopicTree
-from tests.agents.test_fleet import Devices, Results, _decision_births
-from tests.agents.test_fleet import base as base  # noqa: F401  (a fixture)
+from tests.agents.test_fleet import Devices, Results, _decision_births, base  # noqa: F401  (base: a fixture)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 NAIRBUS = Path(sys.executable).with_name("nairbus")
