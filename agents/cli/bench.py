@@ -380,6 +380,10 @@ def scale_cmd(
         "--swarm", help="A swarm size (repeatable; default 50, 200 and 1000).", min=1)] = None,
     swarm_fps: Annotated[float, typer.Option(help="Frame rate of each swarm sensor.", min=0.01)] = 0.5,
     swarm_seconds: Annotated[float, typer.Option(help="Seconds each swarm sends.", min=5.0)] = 30.0,
+    overload_sensors: Annotated[int, typer.Option(
+        help="Swarm sensors of the overload run, into a fusion agent with --shed-late (0: no overload run).",
+        min=0)] = 400,
+    overload_fps: Annotated[float, typer.Option(help="Frame rate of each sensor of the overload run.", min=0.1)] = 5.0,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/bench.json"),
     run_dir: Annotated[Path, typer.Option(help="The agents' logs.")] = Path("runs/scale"),
 ) -> None:
@@ -394,7 +398,8 @@ def scale_cmd(
         settings = ScaleSettings(model=model, frames=frames, sensors=sensors, fps=fps,
                                  caps=(None, *(cap if cap else [300])),
                                  swarm=tuple(swarm) if swarm else (50, 200, 1000),
-                                 swarm_fps=swarm_fps, swarm_seconds=swarm_seconds, report=report.resolve(),
+                                 swarm_fps=swarm_fps, swarm_seconds=swarm_seconds, overload_sensors=overload_sensors,
+                                 overload_fps=overload_fps, report=report.resolve(),
                                  run_dir=run_dir.resolve())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

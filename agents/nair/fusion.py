@@ -441,6 +441,11 @@ class FusionAgent(FusionBase):
             kinds = {type(p) for p in frame.parts.values()}
             (decisions if DecisionPart in kinds else images if ImagePart in kinds else nair).append(frame)
         self._publish_decisions(decisions)
+        self._decide_nair(nair)
+        self._decide_images(images)
+
+    def _decide_nair(self, nair: list[PendingFrame[Part]]) -> None:
+        """Decode and run the tail of NAIR frames, in batches per artifact."""
         by_artifact: dict[str, list[PendingFrame[Part]]] = {}
         for frame in nair:
             known = self.sensors.get(frame.key[0])
@@ -452,7 +457,9 @@ class FusionAgent(FusionBase):
         for sha, group in by_artifact.items():
             pipeline = self.pipelines[sha]
             for start in range(0, len(group), self.settings.max_batch):
-                batch = group[start : start + self.settings.max_batch]
+                batch = self.on_time(group[start : start + self.settings.max_batch])
+                if not batch:
+                    continue
                 decoded = [pipeline.codec.decode([p for p in f.parts.values() if isinstance(p, ComponentRun)])
                            for f in batch]
                 values = np.stack([v for v, _ in decoded])
@@ -461,6 +468,9 @@ class FusionAgent(FusionBase):
                 decided = time.time()
                 for frame, p, mask in zip(batch, probs, masks, strict=True):
                     self.publish_result(frame, p, float(mask.mean()), decided, pipeline, components=int(mask.sum()))
+
+    def _decide_images(self, images: list[PendingFrame[Part]]) -> None:
+        """Run the whole model on image frames, in batches per model."""
         by_model: dict[str, list[PendingFrame[Part]]] = {}
         for frame in images:
             known = self.sensors.get(frame.key[0])
@@ -471,7 +481,9 @@ class FusionAgent(FusionBase):
         for sha, group in by_model.items():
             model = self.by_model[sha]
             for start in range(0, len(group), self.settings.max_batch):
-                batch = group[start : start + self.settings.max_batch]
+                batch = self.on_time(group[start : start + self.settings.max_batch])
+                if not batch:
+                    continue
                 parts = [next(p for p in f.parts.values() if isinstance(p, ImagePart)) for f in batch]
                 probs = model.full_model_probs(np.stack([p.pixels for p in parts]))
                 decided = time.time()

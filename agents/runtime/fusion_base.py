@@ -174,6 +174,8 @@ class FusionBase:
         self.counts: Counter[str] = Counter()
         self.latencies: deque[float] = deque(maxlen=10000)
         self.stop_event = threading.Event()
+        self._decide_s_per_frame = 0.0
+        """What deciding a frame has cost lately (seconds, a moving average): ``shed_late`` leaves a batch room."""
         self._rebirth_asked: dict[str, float] = {}
         self._parked: Parking[InboundMessage] = Parking()
         self._rebirth_window = (0.0, 0)
@@ -601,6 +603,20 @@ class FusionBase:
             log.info("shed_late", topic=topic, age_ms=round(age * 1000.0, 1), count=self.rejected["shed_late"])
         return True
 
+    def on_time(self, frames: list[Any]) -> list[Any]:
+        """``shed_late``: the frames of a batch about to be decided that can still be on time; the others (past
+        ``SHED_AT`` of the deadline by now, waiting behind earlier batches) are shed and counted."""
+        if not self.settings.shed_late or not frames:
+            return frames
+        deadline_s = self.settings.deadline_ms / 1000.0
+        # Room for this batch's own decision: what deciding a frame has cost lately, twice over for safety.
+        room = max((1.0 - SHED_AT) * deadline_s, 2.0 * self._decide_s_per_frame * len(frames))
+        oldest = time.time() - max(0.0, deadline_s - room)
+        keep = [f for f in frames if f.capture_ts >= oldest]
+        if len(keep) < len(frames):
+            self.rejected["shed_late"] += len(frames) - len(keep)
+        return keep
+
     def note_decided(self, latency_ms: float, complete: bool, evicted: bool) -> None:
         """Count one published result."""
         self.latencies.append(latency_ms)
@@ -668,8 +684,8 @@ class FusionBase:
             while message is not None:
                 self._handle_safely(message)
                 handled += 1
-                if handled >= self.settings.max_batch * 8:
-                    break
+                if handled >= self.settings.max_batch * (1 if self.settings.shed_late else 8):
+                    break  # shedding: decide between smaller helpings, so what is taken is decided in time
                 message = self.comm.get(timeout=0)
             ready = self.buffer.pop_ready(time.monotonic())
             if ready:
@@ -695,7 +711,10 @@ class FusionBase:
         if not frames:
             return
         try:
+            started = time.monotonic()
             self.decide(frames)
+            spent = (time.monotonic() - started) / len(frames)
+            self._decide_s_per_frame += 0.2 * (spent - self._decide_s_per_frame)
             return
         except Exception:
             log.exception("decide_failed", frames=len(frames))

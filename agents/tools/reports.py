@@ -628,11 +628,16 @@ class SwarmRss(ReportModel):
 
 
 class ScaleSwarm(ReportModel):
-    """Many sensor sessions from one process into one fusion agent."""
+    """Many sensor sessions from a few processes into one fusion agent."""
 
     sensors: int
     fps_per_sensor: Number
     seconds: Number
+    fusion_args: list[str]
+    offered_fps: Number
+    decided_fps: Number
+    shed: int
+    rejected: dict[str, int]
     sensors_known: int
     connect_s: Number
     frames_sent: int
@@ -644,6 +649,8 @@ class ScaleSwarm(ReportModel):
     fusion_rss_kib_per_sensor: Number | None
     load_before: list[Number]
     load_after: list[Number]
+    offered_over_decided: Number | None = None
+    """The overload run: the offered rate over the rate decided."""
 
 
 class ScaleReport(ReportModel):
@@ -659,6 +666,7 @@ class ScaleReport(ReportModel):
     pipeline: list[ScalePipeline]
     bus: list[ScaleBus]
     swarm: list[ScaleSwarm]
+    overload: ScaleSwarm | None
 
 
 # ----- nairbus evaluate folder --------------------------------------------------------------------------------------

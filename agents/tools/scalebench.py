@@ -14,7 +14,10 @@ parts:
 - **swarm** — for each of ``swarm`` sizes, that many sensor connections from a few processes (at most 250 each,
   :mod:`nairbus.agents.tools.swarm`; each sensor its own MQTT session, retained birth and status, lean NAIR fragments
   encoded for its own session) at ``swarm_fps`` each into one ``nairbus fusion``: the share decided, p50/p99
-  latency against the deadline, fusion CPU per frame and its RSS growth per sensor.
+  latency against the deadline, fusion CPU per frame and its RSS growth per sensor;
+- **overload** — a swarm offering far more frames than one fusion agent decides here, into one run with
+  ``--shed-late``: the rate it decides (its saturation under this sharing), the offered rate over it, the latency of
+  the frames it decides against the deadline, the frames it shed, and its memory before and after.
 
 Every ratio is measured in the same run. On one machine the hub, the broker, the sensors (or the swarm) and this
 process share the cores: the report says how many there were and the load around each part, and a figure is what
@@ -30,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -78,6 +81,10 @@ class ScaleSettings:
     swarm: tuple[int, ...] = (50, 200, 1000)
     swarm_fps: float = 0.5
     swarm_seconds: float = 30.0
+    overload_sensors: int = 400
+    """The overload part: this many swarm sensors at ``overload_fps`` each (far more than one fusion agent decides
+    here) into a fusion agent run with ``--shed-late``; 0 leaves it out."""
+    overload_fps: float = 5.0
     deadline_ms: float = 500.0
     """The fusion agent's deadline (the shipped default), which p99 is held against."""
     report: Path = Path("reports/bench.json")
@@ -450,34 +457,63 @@ def _known(log_file: Path) -> int:
         return 0
 
 
-def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes_path: Path, artifact: Path,
+@dataclass(frozen=True, slots=True)
+class SwarmLoad:
+    """What a swarm run offers: ``sensors`` at ``fps`` each for ``seconds``, into a fusion agent run with
+    ``fusion_args`` beside the deadline."""
+
+    name: str
+    sensors: int
+    fps: float
+    seconds: float
+    fusion_args: tuple[str, ...] = ()
+
+
+def _fusion_rejected(log_file: Path) -> dict[str, int]:
+    """The rejections the fusion agent's last line (``fusion_stopped``) counted."""
+    rejected: dict[str, int] = {}
+    with suppress(OSError):
+        for line in log_file.read_text(errors="replace").splitlines():
+            if '"fusion_stopped"' in line:
+                with suppress(ValueError, AttributeError):
+                    rejected = dict(json.loads(line).get("rejected") or {})
+    return rejected
+
+
+def _await_swarm(workers: list[SwarmProcess], fusion_log: Path, n: int) -> tuple[int, int]:
+    """Sensors the workers connected, and how many of them the fusion agent knows (it waits a while for all)."""
+    connected = sum(w.expect("ready", 120 + n * 0.2) for w in workers)
+    end = time.monotonic() + 60 + n * 0.05
+    while _known(fusion_log) < n and time.monotonic() < end:
+        time.sleep(0.2)
+    return connected, _known(fusion_log)
+
+
+def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, codes_path: Path, artifact: Path,
               say: Callable[[str], None]) -> dict[str, Any]:
-    """``n`` swarm sensors at ``swarm_fps`` each for ``swarm_seconds`` into one fusion agent."""
-    run_dir = settings.run_dir / f"swarm-{n}"
+    """``load.sensors`` swarm sensors at ``load.fps`` each for ``load.seconds`` into one fusion agent."""
+    n = load.sensors
+    run_dir = settings.run_dir / load.name
     fusion_log = run_dir / "fusion.log"
     birth = template.birth().model_dump_json()
     with PrivateMosquitto() as broker, Results(broker) as results:
         env = agent_env(broker)
-        with agent(["fusion", "--deadline-ms", str(settings.deadline_ms)], env, fusion_log) as fusion:
+        with agent(["fusion", "--deadline-ms", str(settings.deadline_ms), *load.fusion_args], env,
+                   fusion_log) as fusion:
             results.wait_online(fusion)
             time.sleep(1.0)
             rss_before = rss_mb(fusion.pid)
             t_connect = time.monotonic()
             workers = [SwarmProcess(SwarmSpec(broker.host, broker.port, ROOT, SITE, first, count, birth, artifact,
-                                              codes_path, settings.swarm_fps, settings.swarm_seconds,
+                                              codes_path, load.fps, load.seconds,
                                               template.ctx.expiry_s), n) for first, count in split(n)]
             try:
-                connected = sum(w.expect("ready", 120 + n * 0.2) for w in workers)
-                end = time.monotonic() + 60 + n * 0.05
-                while _known(fusion_log) < n and time.monotonic() < end:
-                    time.sleep(0.2)
+                connected, known = _await_swarm(workers, fusion_log, n)
                 connect_s = time.monotonic() - t_connect
-                known = _known(fusion_log)
                 time.sleep(1.0)
                 rss_known = rss_mb(fusion.pid)
-                say(f"swarm {n}: {connected} connected, {known} known to fusion after {connect_s:.1f} s "
-                    f"({len(workers)} swarm processes); sending at {settings.swarm_fps:g} fps each for "
-                    f"{settings.swarm_seconds:g} s")
+                say(f"{load.name}: {connected} connected, {known} known to fusion after {connect_s:.1f} s "
+                    f"({len(workers)} swarm processes); sending at {load.fps:g} fps each for {load.seconds:g} s")
                 load_before = _load()
                 pids = {"fusion": fusion.pid, "broker": broker.pid or 0,
                         **{f"swarm-{k}": w.pid for k, w in enumerate(workers)}}
@@ -488,7 +524,7 @@ def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes_path
                     t_send0 = time.monotonic() + 0.5
                     sent_ids: dict[str, list[int]] = {}
                     for w in workers:
-                        sent_ids.update(w.expect("sent", settings.swarm_seconds + 120))
+                        sent_ids.update(w.expect("sent", load.seconds + 120))
                     t_send1 = time.monotonic()
                     time.sleep(settings.deadline_ms / 1000.0 + 2.0)
                 rss_after = rss_mb(fusion.pid)
@@ -496,6 +532,7 @@ def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes_path
             finally:
                 for w in workers:
                     w.close()
+    rejected = _fusion_rejected(fusion_log)
     decided = {(r.stream_id, r.frame_id) for _, r in results.got}
     sent_keys = {(sid, f) for sid, frames in sent_ids.items() for f in frames}
     warm = t_send0 + 2.0
@@ -508,10 +545,14 @@ def swarm_run(settings: ScaleSettings, n: int, template: SensorAgent, codes_path
     hits = len(decided & sent_keys)
     share = hits / max(1, len(sent_keys))
     lat = latency_summary([r.latency_ms for _, r in results.got], settings.deadline_ms)
-    say(f"swarm {n}: {hits}/{len(sent_keys)} decided ({share:.4%}), p99 {lat['p99_ms']} ms, "
-        f"fusion {per_frame['fusion']} ms per frame")
+    say(f"{load.name}: {hits}/{len(sent_keys)} decided ({share:.4%}), p99 {lat['p99_ms']} ms, "
+        f"fusion {per_frame['fusion']} ms per frame, shed {rejected.get('shed_late', 0)}")
+    seconds = max(1e-9, t_send1 - t_send0)
     return {
-        "sensors": n, "fps_per_sensor": settings.swarm_fps, "seconds": round(t_send1 - t_send0, 1),
+        "sensors": n, "fps_per_sensor": load.fps, "seconds": round(seconds, 1),
+        "fusion_args": list(load.fusion_args), "offered_fps": round(len(sent_keys) / seconds, 1),
+        "decided_fps": round(in_window / max(1e-9, t_send1 - warm), 1), "shed": rejected.get("shed_late", 0),
+        "rejected": rejected,
         "sensors_known": known, "connect_s": round(connect_s, 1), "frames_sent": len(sent_keys), "decided": hits,
         "decided_share": round(share, 5), "latency": lat, "cpu_ms_per_frame": per_frame,
         "fusion_rss_mb": {"before": rss_before, "sensors_known": rss_known, "after": rss_after},
@@ -539,6 +580,10 @@ def command_line(settings: ScaleSettings) -> str:
         parts.append(f"--swarm-fps {settings.swarm_fps:g}")
     if settings.swarm_seconds != defaults.swarm_seconds:
         parts.append(f"--swarm-seconds {settings.swarm_seconds:g}")
+    if settings.overload_sensors != defaults.overload_sensors:
+        parts.append(f"--overload-sensors {settings.overload_sensors}")
+    if settings.overload_fps != defaults.overload_fps:
+        parts.append(f"--overload-fps {settings.overload_fps:g}")
     return " ".join(parts)
 
 
@@ -550,7 +595,8 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
     images = load_split("test").images[: settings.frames]
     report: dict[str, Any] = {"command": command_line(settings), "cpus": os.cpu_count(), "model": settings.model,
                               "artifact_sha256": pipeline.artifact.sha256, "deadline_ms": settings.deadline_ms,
-                              "shared_machine": SHARED_NOTE, "pipeline": [], "bus": [], "swarm": []}
+                              "shared_machine": SHARED_NOTE, "pipeline": [], "bus": [], "swarm": [],
+                              "overload": None}
 
     def write() -> None:
         write_report(settings.report, ScaleReport.from_data(report))
@@ -569,8 +615,16 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
     codes_path = settings.run_dir / "codes.npy"
     np.save(codes_path, pipeline.encode(images))
     for n in settings.swarm:
-        report["swarm"].append(swarm_run(settings, n, template, codes_path,
-                                         sensor_artifact_path(settings.model), say))
+        load = SwarmLoad(f"swarm-{n}", n, settings.swarm_fps, settings.swarm_seconds)
+        report["swarm"].append(swarm_run(settings, load, template, codes_path, sensor_artifact_path(settings.model),
+                                         say))
+        write()
+    if settings.overload_sensors:
+        load = SwarmLoad("overload", settings.overload_sensors, settings.overload_fps, settings.swarm_seconds,
+                         ("--shed-late",))
+        run = swarm_run(settings, load, template, codes_path, sensor_artifact_path(settings.model), say)
+        run["offered_over_decided"] = round(run["offered_fps"] / max(1e-9, run["decided_fps"]), 2)
+        report["overload"] = run
         write()
     say(json.dumps({"bus": [b["ratio_to_one_at_a_time"] for b in report["bus"]],
                     "swarm": [(s["sensors"], s["decided_share"]) for s in report["swarm"]]}))

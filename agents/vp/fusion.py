@@ -270,7 +270,7 @@ class VpFusionAgent(FusionBase):
     # ----- decisions ------------------------------------------------------------------------------------------
     def decide(self, frames: list[PendingVotes]) -> None:
         """Fuse and publish each frame's result."""
-        for frame in frames:
+        for frame in self.on_time(frames):
             if not frame.votes:
                 continue
             scores = fuse(list(frame.votes.values()), len(self.labels))

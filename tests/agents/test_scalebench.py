@@ -63,7 +63,8 @@ def test_latency_summary_and_settings_are_checked() -> None:
 def test_bench_scale_measures_every_part_as_a_user_runs_it(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
     done = subprocess.run([str(NAIRBUS), "bench", "scale", "--frames", "40", "--fps", "20", "--swarm", "12",
-                           "--swarm-fps", "2", "--swarm-seconds", "5", "--report", str(report),
+                           "--swarm-fps", "2", "--swarm-seconds", "5", "--overload-sensors", "10",
+                           "--overload-fps", "20", "--report", str(report),
                            "--run-dir", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -85,4 +86,11 @@ def test_bench_scale_measures_every_part_as_a_user_runs_it(tmp_path: Path) -> No
     assert swarm.decided == swarm.frames_sent
     assert swarm.latency.p99_ms is not None
     assert "--swarm 12" in loaded.command
+    overload = loaded.overload
+    assert overload is not None
+    assert overload.fusion_args == ["--shed-late"]
+    assert overload.offered_fps > 100
+    assert overload.decided + overload.shed <= overload.frames_sent
+    assert overload.latency.p99_ms is not None
+    assert overload.latency.p99_ms <= loaded.deadline_ms  # what it decides is on time
     assert json.loads(report.read_text())["shared_machine"]
