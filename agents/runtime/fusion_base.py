@@ -711,10 +711,11 @@ class FusionBase:
         if not frames:
             return
         try:
-            started = time.monotonic()
+            started, before = time.monotonic(), self.counts["decided"]
             self.decide(frames)
-            spent = (time.monotonic() - started) / len(frames)
-            self._decide_s_per_frame += 0.2 * (spent - self._decide_s_per_frame)
+            if (decided := self.counts["decided"] - before) > 0:  # per frame decided, not per frame shed
+                spent = (time.monotonic() - started) / decided
+                self._decide_s_per_frame += 0.2 * (spent - self._decide_s_per_frame)
             return
         except Exception:
             log.exception("decide_failed", frames=len(frames))
