@@ -572,6 +572,8 @@ class ScalePipeline(ReportModel):
     payload_bytes_per_frame: Number
     one_at_a_time_ms: RoleMs
     batched_ms: RoleMs
+    repeats: int = 1
+    """Each figure is the median of this many timings."""
 
 
 class BusMs(ReportModel):
