@@ -384,6 +384,10 @@ def scale_cmd(
         help="Swarm sensors of the overload run, into a fusion agent with --shed-late (0: no overload run).",
         min=0)] = 400,
     overload_fps: Annotated[float, typer.Option(help="Frame rate of each sensor of the overload run.", min=0.1)] = 5.0,
+    fleet_agents: Annotated[int, typer.Option(
+        help="Fusion agents of the fleet run, sharing --fleet-sensors swarm sensors (below 2: no fleet run).",
+        min=0)] = 2,
+    fleet_sensors: Annotated[int, typer.Option(help="Swarm sensors of the fleet run.", min=1)] = 200,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/bench.json"),
     run_dir: Annotated[Path, typer.Option(help="The agents' logs.")] = Path("runs/scale"),
 ) -> None:
@@ -399,7 +403,8 @@ def scale_cmd(
                                  caps=(None, *(cap if cap else [300])),
                                  swarm=tuple(swarm) if swarm else (50, 200, 1000),
                                  swarm_fps=swarm_fps, swarm_seconds=swarm_seconds, overload_sensors=overload_sensors,
-                                 overload_fps=overload_fps, report=report.resolve(),
+                                 overload_fps=overload_fps, fleet_agents=fleet_agents, fleet_sensors=fleet_sensors,
+                                 report=report.resolve(),
                                  run_dir=run_dir.resolve())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -14,7 +14,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
 from nairbus.models.evaluation.reports import (
     Ci95,
@@ -636,6 +636,9 @@ class ScaleSwarm(ReportModel):
     fps_per_sensor: Number
     seconds: Number
     fusion_args: list[str]
+    agents: int = 1
+    decided_by_agent: dict[str, int] = Field(default_factory=dict)
+    decided_twice: int = 0
     offered_fps: Number
     decided_fps: Number
     shed: int
@@ -668,6 +671,7 @@ class ScaleReport(ReportModel):
     pipeline: list[ScalePipeline]
     bus: list[ScaleBus]
     swarm: list[ScaleSwarm]
+    fleet: ScaleSwarm | None = None
     overload: ScaleSwarm | None
 
 

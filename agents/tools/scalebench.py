@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class ScaleSettings:
     """The overload part: this many swarm sensors at ``overload_fps`` each (far more than one fusion agent decides
     here) into a fusion agent run with ``--shed-late``; 0 leaves it out."""
     overload_fps: float = 5.0
+    fleet_agents: int = 2
+    """The fleet part: this many fusion agents (``--fleet``) share ``fleet_sensors`` swarm sensors at ``swarm_fps``
+    (compare with the one-agent swarm run of as many sensors); below 2 leaves it out."""
+    fleet_sensors: int = 200
     deadline_ms: float = 500.0
     """The fusion agent's deadline (the shipped default), which p99 is held against."""
     report: Path = Path("reports/bench.json")
@@ -347,6 +352,8 @@ class Results:
         self.comm.subscribe(self.topics.all_fusion("status"), qos=0)
         self.got: list[tuple[float, Result]] = []
         self.fusion_online = threading.Event()
+        self.online: set[str] = set()
+        """Fusion agents whose status says online."""
         self.bad = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True, name="results")
@@ -370,17 +377,21 @@ class Results:
             try:
                 if parsed.kind == "result":
                     self.got.append((time.monotonic(), wire_decode(message.payload, Result)))
-                elif (parsed.kind == "fusion_status" and message.payload
-                      and wire_decode(message.payload, Status).state == "online"):
-                    self.fusion_online.set()
+                elif parsed.kind == "fusion_status" and message.payload:
+                    if wire_decode(message.payload, Status).state == "online":
+                        self.online.add(parsed.ident)
+                        self.fusion_online.set()
+                    else:
+                        self.online.discard(parsed.ident)
             except WireError:
                 self.bad += 1
 
-    def wait_online(self, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    def wait_online(self, proc: subprocess.Popen[bytes], timeout: float = 180.0, agents: int = 1) -> None:
         end = time.monotonic() + timeout
-        while not self.fusion_online.wait(0.2):
+        while not self.fusion_online.wait(0.2) or len(self.online) < agents:
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"the fusion agent did not come online (exit {proc.poll()}); see its log")
+            time.sleep(0.05)
 
 
 def latency_summary(latencies: list[float], deadline_ms: float) -> dict[str, Any]:
@@ -475,6 +486,8 @@ class SwarmLoad:
     fps: float
     seconds: float
     fusion_args: tuple[str, ...] = ()
+    agents: int = 1
+    """Fusion agents; more than one run as a fleet (``--fleet scale``, ids ``fusion-1`` … ``fusion-N``)."""
 
 
 def _fusion_rejected(log_file: Path) -> dict[str, int]:
@@ -497,6 +510,13 @@ def _await_swarm(workers: list[SwarmProcess], fusion_log: Path, n: int) -> tuple
     return connected, _known(fusion_log)
 
 
+def _cpu_per_frame(cpu: dict[str, float], frames: int) -> dict[str, float | None]:
+    """CPU ms per decided frame of the fusion agents (all of a fleet), the broker and the swarm processes."""
+    totals = {"fusion": sum(v for k, v in cpu.items() if k.startswith("fusion-")), "broker": cpu.get("broker"),
+              "bench": sum(v for k, v in cpu.items() if k.startswith("swarm-"))}
+    return {role: round(v / frames * 1000, 3) if frames and v is not None else None for role, v in totals.items()}
+
+
 def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, codes_path: Path, artifact: Path,
               say: Callable[[str], None]) -> dict[str, Any]:
     """``load.sensors`` swarm sensors at ``load.fps`` each for ``load.seconds`` into one fusion agent."""
@@ -504,11 +524,15 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
     run_dir = settings.run_dir / load.name
     fusion_log = run_dir / "fusion.log"
     birth = template.birth().model_dump_json()
+    fleet = [[]] if load.agents == 1 else [["--fleet", "scale", "--fusion-id", f"fusion-{k + 1}"]
+                                            for k in range(load.agents)]
     with PrivateMosquitto() as broker, Results(broker) as results:
         env = agent_env(broker)
-        with agent(["fusion", "--deadline-ms", str(settings.deadline_ms), *load.fusion_args], env,
-                   fusion_log) as fusion:
-            results.wait_online(fusion)
+        with contextlib_all([agent(["fusion", "--deadline-ms", str(settings.deadline_ms), *load.fusion_args, *args],
+                                   env, fusion_log if k == 0 else run_dir / f"fusion-{k + 1}.log")
+                             for k, args in enumerate(fleet)]) as fusions:
+            fusion = fusions[0]
+            results.wait_online(fusion, agents=load.agents)
             time.sleep(1.0)
             rss_before = rss_mb(fusion.pid)
             t_connect = time.monotonic()
@@ -523,7 +547,7 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
                 say(f"{load.name}: {connected} connected, {known} known to fusion after {connect_s:.1f} s "
                     f"({len(workers)} swarm processes); sending at {load.fps:g} fps each for {load.seconds:g} s")
                 load_before = _load()
-                pids = {"fusion": fusion.pid, "broker": broker.pid or 0,
+                pids = {"broker": broker.pid or 0, **{f"fusion-{k}": f.pid for k, f in enumerate(fusions)},
                         **{f"swarm-{k}": w.pid for k, w in enumerate(workers)}}
                 with CpuSampler(pids, interval=0.25) as sampler:
                     start_wall = time.time() + 0.5
@@ -545,11 +569,9 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
     sent_keys = {(sid, f) for sid, frames in sent_ids.items() for f in frames}
     warm = t_send0 + 2.0
     in_window = sum(1 for t, _ in results.got if warm <= t <= t_send1)
-    cpu = sampler.between(warm, t_send1)
-    swarm_cpu = sum(v for k, v in cpu.items() if k.startswith("swarm-"))
-    per_frame = {role: round(cpu[role] / in_window * 1000, 3) if in_window and role in cpu else None
-                 for role in ("fusion", "broker")}
-    per_frame["bench"] = round(swarm_cpu / in_window * 1000, 3) if in_window else None
+    per_frame = _cpu_per_frame(sampler.between(warm, t_send1), in_window)
+    by_agent = Counter(r.fusion_id for _, r in results.got)
+    twice = sum(1 for count in Counter((r.stream_id, r.frame_id) for _, r in results.got).values() if count > 1)
     hits = len(decided & sent_keys)
     share = hits / max(1, len(sent_keys))
     lat = latency_summary([r.latency_ms for _, r in results.got], settings.deadline_ms)
@@ -557,7 +579,8 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
         f"fusion {per_frame['fusion']} ms per frame, shed {rejected.get('shed_late', 0)}")
     seconds = max(1e-9, t_send1 - t_send0)
     return {
-        "sensors": n, "fps_per_sensor": load.fps, "seconds": round(seconds, 1),
+        "sensors": n, "fps_per_sensor": load.fps, "seconds": round(seconds, 1), "agents": load.agents,
+        "decided_by_agent": dict(sorted(by_agent.items())), "decided_twice": twice,
         "fusion_args": list(load.fusion_args), "offered_fps": round(len(sent_keys) / seconds, 1),
         "decided_fps": round(in_window / max(1e-9, t_send1 - warm), 1), "shed": rejected.get("shed_late", 0),
         "rejected": rejected,
@@ -604,7 +627,7 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
     report: dict[str, Any] = {"command": command_line(settings), "cpus": os.cpu_count(), "model": settings.model,
                               "artifact_sha256": pipeline.artifact.sha256, "deadline_ms": settings.deadline_ms,
                               "shared_machine": SHARED_NOTE, "pipeline": [], "bus": [], "swarm": [],
-                              "overload": None}
+                              "fleet": None, "overload": None}
 
     def write() -> None:
         write_report(settings.report, ScaleReport.from_data(report))
@@ -626,6 +649,11 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
         load = SwarmLoad(f"swarm-{n}", n, settings.swarm_fps, settings.swarm_seconds)
         report["swarm"].append(swarm_run(settings, load, template, codes_path, sensor_artifact_path(settings.model),
                                          say))
+        write()
+    if settings.fleet_agents > 1:
+        load = SwarmLoad("fleet", settings.fleet_sensors, settings.swarm_fps, settings.swarm_seconds,
+                         agents=settings.fleet_agents)
+        report["fleet"] = swarm_run(settings, load, template, codes_path, sensor_artifact_path(settings.model), say)
         write()
     if settings.overload_sensors:
         load = SwarmLoad("overload", settings.overload_sensors, settings.overload_fps, settings.swarm_seconds,

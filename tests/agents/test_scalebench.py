@@ -64,7 +64,7 @@ def test_bench_scale_measures_every_part_as_a_user_runs_it(tmp_path: Path) -> No
     report = tmp_path / "bench.json"
     done = subprocess.run([str(NAIRBUS), "bench", "scale", "--frames", "40", "--fps", "20", "--swarm", "12",
                            "--swarm-fps", "2", "--swarm-seconds", "5", "--overload-sensors", "10",
-                           "--overload-fps", "20", "--report", str(report),
+                           "--overload-fps", "20", "--fleet-sensors", "12", "--report", str(report),
                            "--run-dir", str(tmp_path / "runs")],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -86,6 +86,13 @@ def test_bench_scale_measures_every_part_as_a_user_runs_it(tmp_path: Path) -> No
     assert swarm.decided == swarm.frames_sent
     assert swarm.latency.p99_ms is not None
     assert "--swarm 12" in loaded.command
+    fleet = loaded.fleet
+    assert fleet is not None
+    assert fleet.agents == 2
+    assert fleet.decided == fleet.frames_sent
+    assert fleet.decided_twice == 0
+    assert set(fleet.decided_by_agent) == {"fusion-1", "fusion-2"}
+    assert sum(fleet.decided_by_agent.values()) == fleet.decided
     overload = loaded.overload
     assert overload is not None
     assert overload.fusion_args == ["--shed-late"]
