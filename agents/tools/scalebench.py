@@ -47,16 +47,14 @@ from nairbus.agents.runtime.bus import Bus
 from nairbus.agents.runtime.config import AgentConfig, FusionSettings, SensorSettings
 from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
-from nairbus.agents.runtime.mqtt import Communicator, InboundMessage
-from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.runtime.mqtt import InboundMessage
+from nairbus.agents.runtime.settings import TopicSettings
+from nairbus.agents.tools.results import Results
 from nairbus.agents.tools.swarm import SwarmProcess, SwarmSpec, split
 from nairbus.models.data.fashion_mnist import load_split
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
-from nairbus.schemas import Result, Status
-from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
-from nairbus.schemas.codec import WireError
 from nairbus.schemas.topics import TopicTree
 
 log = get_logger("nairbus.scalebench")
@@ -341,59 +339,6 @@ def agent(args: list[str], env: dict[str, str], log_file: Path) -> Iterator[subp
                 proc.wait(timeout=10)
 
 
-class Results:
-    """The bench's own MQTT client: every result (when it arrived) and whether the fusion agent is online."""
-
-    def __init__(self, broker: PrivateMosquitto) -> None:
-        self.topics = TopicTree(ROOT, SITE)
-        self.comm = Communicator(BrokerSettings(host=broker.host, port=broker.port), "nairbus-bench-observer", None,
-                                 lambda state: b"", inbox_key=None)
-        self.comm.subscribe(self.topics.all_results(), qos=0)
-        self.comm.subscribe(self.topics.all_fusion("status"), qos=0)
-        self.got: list[tuple[float, Result]] = []
-        self.fusion_online = threading.Event()
-        self.online: set[str] = set()
-        """Fusion agents whose status says online."""
-        self.bad = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True, name="results")
-
-    def __enter__(self) -> Results:
-        self.comm.start()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.comm.stop()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            message = self.comm.get(timeout=0.1)
-            parsed = self.topics.parse(message.topic) if message is not None else None
-            if message is None or parsed is None:
-                continue
-            try:
-                if parsed.kind == "result":
-                    self.got.append((time.monotonic(), wire_decode(message.payload, Result)))
-                elif parsed.kind == "fusion_status" and message.payload:
-                    if wire_decode(message.payload, Status).state == "online":
-                        self.online.add(parsed.ident)
-                        self.fusion_online.set()
-                    else:
-                        self.online.discard(parsed.ident)
-            except WireError:
-                self.bad += 1
-
-    def wait_online(self, proc: subprocess.Popen[bytes], timeout: float = 180.0, agents: int = 1) -> None:
-        end = time.monotonic() + timeout
-        while not self.fusion_online.wait(0.2) or len(self.online) < agents:
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"the fusion agent did not come online (exit {proc.poll()}); see its log")
-            time.sleep(0.05)
-
-
 def latency_summary(latencies: list[float], deadline_ms: float) -> dict[str, Any]:
     """p50/p99/max of ``latencies`` (ms) and the share within the deadline."""
     if not latencies:
@@ -417,7 +362,7 @@ def bus_costs(settings: ScaleSettings, cap: int | None, inproc: dict[str, Any], 
     decided and the latency."""
     name = "full" if cap is None else f"cap{cap}"
     run_dir = settings.run_dir / f"bus-{name}"
-    with PrivateMosquitto() as broker, Results(broker) as results:
+    with PrivateMosquitto() as broker, Results(broker, TopicTree(ROOT, SITE)) as results:
         env = agent_env(broker)
         with agent(["fusion", "--deadline-ms", str(settings.deadline_ms)], env, run_dir / "fusion.log") as fusion:
             results.wait_online(fusion)
@@ -526,7 +471,7 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
     birth = template.birth().model_dump_json()
     fleet = [[]] if load.agents == 1 else [["--fleet", "scale", "--fusion-id", f"fusion-{k + 1}"]
                                             for k in range(load.agents)]
-    with PrivateMosquitto() as broker, Results(broker) as results:
+    with PrivateMosquitto() as broker, Results(broker, TopicTree(ROOT, SITE)) as results:
         env = agent_env(broker)
         with contextlib_all([agent(["fusion", "--deadline-ms", str(settings.deadline_ms), *load.fusion_args, *args],
                                    env, fusion_log if k == 0 else run_dir / f"fusion-{k + 1}.log")

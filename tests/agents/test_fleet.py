@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -35,6 +34,7 @@ from nairbus.agents.runtime.logging import get_logger
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
 from nairbus.agents.runtime.mqtt import Communicator
 from nairbus.agents.runtime.settings import BrokerSettings, TopicSettings
+from nairbus.agents.tools.results import Results
 from nairbus.agents.vp.fusion import VpFusionAgent, read_family_manifest
 from nairbus.models.data.registry import dataset_labels
 from nairbus.models.nair.pipeline import NairPipeline
@@ -45,11 +45,9 @@ from nairbus.schemas import (
     Birth,
     DecisionBirth,
     ModelRef,
-    Result,
     TopK,
     VpBirth,
 )
-from nairbus.schemas import decode as wire_decode
 from nairbus.schemas import encode as wire_encode
 from nairbus.schemas.lean import LeanContext, encode_lean
 from nairbus.schemas.topics import TopicTree
@@ -129,43 +127,6 @@ def _config(broker: PrivateMosquitto, root: str, **fusion: Any) -> AgentConfig:
                        fusion=FusionSettings(stats_interval_s=1.0, max_fps_per_sensor=1000, **fusion))
 
 
-class Results:
-    """Every result published (duplicates kept), with when it arrived."""
-
-    def __init__(self, broker: PrivateMosquitto, topics: TopicTree) -> None:
-        self.comm = Communicator(_broker_settings(broker), f"t-{uuid.uuid4().hex[:8]}", None, lambda s: b"{}")
-        self.comm.subscribe(topics.all_results(), qos=1)
-        self.topics = topics
-        self.got: list[tuple[float, Result]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-
-    def __enter__(self) -> Results:
-        self.comm.start()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.comm.stop()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            msg = self.comm.get(timeout=0.1)
-            parsed = self.topics.parse(msg.topic) if msg is not None else None
-            if msg is not None and parsed is not None and parsed.kind == "result":
-                self.got.append((time.monotonic(), wire_decode(msg.payload, Result)))
-
-    def wait_for(self, keys: set[tuple[str, int]], timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while not keys <= {(r.stream_id, r.frame_id) for _, r in list(self.got)} and time.monotonic() < end:
-            time.sleep(0.05)
-
-    def per_frame(self) -> Counter[tuple[str, int]]:
-        return Counter((r.stream_id, r.frame_id) for _, r in self.got)
-
-
 class Devices:
     """Sensors that run the whole model (or VP variants) on the device: each a connection of its own publishing a
     retained birth and lean top-k messages, as a sensor agent would."""
@@ -222,8 +183,8 @@ def test_two_fleet_agents_share_single_message_frames_each_decided_once(broker: 
     topics = TopicTree(topic_root, "lab")
     agents = [FusionAgent(_config(broker, topic_root, fusion_id=f"fusion-{x}", fleet="hub"), base) for x in "ab"]
     births = _decision_births(base, 4)
-    with running(agents[0]), running(agents[1]), Results(broker, topics) as results, Devices(broker, topics, births) \
-            as devices:
+    with running(agents[0]), running(agents[1]), Results(broker, topics, qos=1) as results, \
+            Devices(broker, topics, births) as devices:
         time.sleep(0.3)
         for frame_id in range(50):
             devices.send(frame_id)
@@ -269,7 +230,7 @@ def test_a_fleet_member_killed_and_restarted_loses_only_its_frames_in_flight(bro
     procs = {fid: _fusion_process(broker, topic_root, fid) for fid in fids}
     births = _decision_births(base, 2)
     try:
-        with Results(broker, topics) as results, Devices(broker, topics, births) as devices:
+        with Results(broker, topics, qos=1) as results, Devices(broker, topics, births) as devices:
             frame_id = _await_fleet(results, devices, set(fids), 0, timeout=120)
             warm = frame_id
             for _ in range(40):  # 2 sensors × 20 fps
@@ -342,7 +303,7 @@ def test_vp_streams_are_partitioned_over_the_fleet_and_handed_over_when_one_stop
     a = VpFusionAgent(_config(broker, topic_root, fusion_id="fusion-a", **cfg))
     b = VpFusionAgent(_config(broker, topic_root, fusion_id="fusion-b", **cfg))
     births = _vp_births(8)
-    with running(a), Results(broker, topics) as results, Devices(broker, topics, births) as devices:
+    with running(a), Results(broker, topics, qos=1) as results, Devices(broker, topics, births) as devices:
         with running(b):
             time.sleep(0.5)
             for frame_id in range(30):

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from nairbus.agents.runtime.mosquitto import PrivateMosquitto
+from nairbus.agents.tools.results import Results
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.schemas.topics import TopicTree
-from tests.agents.test_fleet import Devices, Results, _decision_births, base  # noqa: F401  (base: a fixture)
+from tests.agents.test_fleet import Devices, _decision_births, base  # noqa: F401  (base: a fixture)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 NAIRBUS = Path(sys.executable).with_name("nairbus")
@@ -35,7 +36,7 @@ def test_a_frozen_hub_sheds_its_late_backlog_only_when_asked(broker: PrivateMosq
     fusion = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     births = _decision_births(base, 2)
     try:
-        with Results(broker, topics) as results, Devices(broker, topics, births) as devices:
+        with Results(broker, topics, qos=1) as results, Devices(broker, topics, births) as devices:
             frame_id = 0
             end = time.monotonic() + 120
             while not results.got and time.monotonic() < end:  # until the agent is up
