@@ -51,7 +51,7 @@ from nairbus.agents.runtime.mqtt import InboundMessage
 from nairbus.agents.runtime.settings import TopicSettings
 from nairbus.agents.tools.results import Results
 from nairbus.agents.tools.swarm import SwarmProcess, SwarmSpec, split
-from nairbus.models.data.fashion_mnist import load_split
+from nairbus.models.data.registry import load_data
 from nairbus.models.nair.pipeline import NairPipeline
 from nairbus.models.store import sensor_artifact_path
 from nairbus.schemas import encode as wire_encode
@@ -568,7 +568,7 @@ def run_scale(settings: ScaleSettings, say: Callable[[str], None] = print) -> di
     from nairbus.agents.tools.reports import ScaleReport, write_report
 
     pipeline = NairPipeline.load(settings.model, sensor_artifact_path(settings.model))
-    images = load_split("test").images[: settings.frames]
+    images = load_data("test").images[: settings.frames]
     report: dict[str, Any] = {"command": command_line(settings), "cpus": os.cpu_count(), "model": settings.model,
                               "artifact_sha256": pipeline.artifact.sha256, "deadline_ms": settings.deadline_ms,
                               "shared_machine": SHARED_NOTE, "pipeline": [], "bus": [], "swarm": [],
