@@ -30,6 +30,7 @@ from nairbus.agents.tools.reports import (
     LinkReport,
     OneShotRun,
     ReportModel,
+    ScaleReport,
     SensorCounters,
     Share,
     TakeoverRun,
@@ -613,6 +614,81 @@ def faults_block(faults: FaultsReport) -> str:
     return "\n".join(lines)
 
 
+def _scale_cap(cap: int | None) -> str:
+    return "whole IR" if cap is None else f"{cap} B cap"
+
+
+def scale_block(bench: ScaleReport) -> str:
+    """``reports/bench.json`` (``nairbus bench scale``): the bus against the same pipeline in one process, swarms, a
+    fleet and an overloaded hub."""
+    lines = [f"From `reports/bench.json` (`{bench.command}`, {bench.cpus} cores, model {bench.model}, NAIR at its "
+             f"split, deadline {bench.deadline_ms:g} ms): {bench.shared_machine}.", ""]
+    pipeline = {p.cap: p for p in bench.pipeline}
+    rows = []
+    for b in bench.bus:
+        p = pipeline.get(b.cap)
+        ms = b.cpu_ms_per_frame
+        rows.append([_scale_cap(b.cap), f"{b.sensors} × {b.fps_per_sensor:g} fps",
+                     f"{p.one_at_a_time_ms.total:.2f} / {p.batched_ms.total:.2f}" if p else "–",
+                     f"{ms.sensors:.2f} + {ms.fusion:.2f} + {ms.broker:.2f} = {ms.total:.2f}",
+                     f"{b.ratio_to_one_at_a_time:.2f}× / {b.ratio_to_batched:.2f}×", f"{b.decided}/{b.frames_sent}"])
+    lines += _table(["frames", "sensors", "in one process, ms/frame (one at a time / batched)",
+                     "bus ms/frame (sensors + fusion + broker)", "bus ÷ in one process", "decided"], rows)
+    runs = [*bench.swarm, *([bench.fleet] if bench.fleet else []), *([bench.overload] if bench.overload else [])]
+    rows = []
+    for r in runs:
+        kind = ("fleet of " + str(r.agents) + " (" + ", ".join(f"{k} {v}" for k, v in r.decided_by_agent.items())
+                + ")" if r.agents > 1 else "overload, --shed-late" if r.fusion_args else "one agent")
+        lat = r.latency
+        rows.append([f"{r.sensors} × {r.fps_per_sensor:g} fps", kind, f"{r.offered_fps:.0f} / {r.decided_fps:.0f}",
+                     f"{r.decided}/{r.frames_sent} ({_pct(r.decided_share)})" + (f", {r.shed} shed" if r.shed else "")
+                     + (f", {r.decided_twice} twice" if r.decided_twice else ""),
+                     f"{_num(lat.p50_ms)} / {_num(lat.p99_ms)}" if lat.p50_ms is not None and lat.p99_ms is not None
+                     else "–",
+                     f"{r.cpu_ms_per_frame.fusion:.2f}" if r.cpu_ms_per_frame.fusion is not None else "–",
+                     f"{r.fusion_rss_kib_per_sensor:g}" if r.fusion_rss_kib_per_sensor is not None else "–"])
+    lines += ["", *_table(["sensors", "hub", "frames/s offered / decided", "decided", "latency p50 / p99 ms",
+                           "fusion CPU ms/frame", "fusion RSS KiB per sensor"], rows)]
+    return "\n".join([*lines, "", *_scale_bars(bench)])
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _scale_bars(bench: ScaleReport) -> list[str]:
+    """Issue 35's bars, each against this report's figures."""
+    out = []
+    if bench.bus:
+        worst = max(b.ratio_to_one_at_a_time for b in bench.bus)
+        out.append(f"- Bus CPU per frame ≤ 1.5× the in-process pipeline one at a time: {worst:.2f}× at worst — "
+                   f"{_met(worst <= 1.5)}.")
+    swarm = {r.sensors: r for r in bench.swarm}
+    biggest, smallest = (swarm[max(swarm)], swarm[min(swarm)]) if swarm else (None, None)
+    if biggest is not None and smallest is not None and biggest is not smallest:
+        p99 = biggest.latency.p99_ms
+        ok = biggest.decided_share >= 0.999 and p99 is not None and p99 <= bench.deadline_ms
+        out.append(f"- {biggest.sensors} sensors: ≥ 99.9 % decided with p99 ≤ the deadline — {_met(ok)}; fusion CPU "
+                   f"per frame no higher than with {smallest.sensors} — "
+                   f"{_met((biggest.cpu_ms_per_frame.fusion or 0) <= (smallest.cpu_ms_per_frame.fusion or 0))}.")
+    fleet = bench.fleet
+    alone = swarm.get(fleet.sensors) if fleet is not None else None
+    if fleet is not None and alone is not None and fleet.decided and alone.cpu_ms_per_frame.fusion:
+        half = fleet.decided / max(1, fleet.agents)
+        even = all(abs(n - half) <= 0.1 * half for n in fleet.decided_by_agent.values())
+        cpu = (fleet.cpu_ms_per_frame.fusion or 0) / alone.cpu_ms_per_frame.fusion
+        out.append(f"- A fleet of {fleet.agents}: each within 10 % of an even share — {_met(even)}; none decided "
+                   f"twice — {_met(fleet.decided_twice == 0)}; their CPU per frame {cpu:.2f}× one agent's (bar "
+                   f"within 10 %) — {_met(cpu <= 1.1)}.")
+    over = bench.overload
+    if over is not None and over.latency.p99_ms is not None:
+        ratio = over.offered_fps / max(1e-9, over.decided_fps)
+        out.append(f"- Overloaded ({ratio:.1f}× what it decides offered; bar 2×): p99 of the frames decided "
+                   f"{over.latency.p99_ms:.0f} ms ≤ the deadline — {_met(over.latency.p99_ms <= bench.deadline_ms)}; "
+                   f"the rest shed and counted ({over.shed}).")
+    return out
+
+
 def second_model_block(report: NairReport) -> str:
     """The second architecture through the generic path: ``reports/nair-mobilenet.json``."""
     fractions = _fractions(report)
@@ -911,6 +987,7 @@ BLOCKS: dict[str, _Renders] = {
     "link": _link("link.json", "`nairbus bench link` (as root)"),
     "wire": Block("wire.json", WireReport, wire_block, "`nairbus evaluate images` and `nairbus evaluate wire`"),
     "faults": Block("faults.json", FaultsReport, faults_block, "`nairbus bench faults`"),
+    "scale": Block("bench.json", ScaleReport, scale_block, "`nairbus bench scale`"),
     "light": Block("light.json", LightReport, light_block, "`nairbus evaluate light`"),
     "homeassistant": Block("homeassistant-truth.json", HomeAssistantTruthReport, homeassistant_block,
                            "`.venv/bin/python deploy/homeassistant/ha_truth.py`"),
