@@ -217,6 +217,11 @@ def test_what_is_remade_from_the_staged_base_measured_it() -> None:
     if "wire" in staged:
         assert staged["wire"]["model"]["sha256"] == base
         assert {e["artifact_sha256"] for e in staged["wire"]["nair"].values()} <= shas
+    if "light" in staged:  # the light report names no hash: each base part scores the staged base's accuracy
+        accuracy = _json(STAGED / "base.json")["test_accuracy"]
+        parts = [p for p in staged["light"]["parts"] if p["model"] == "base"]
+        assert parts
+        assert all(p["accuracy_torch"]["share"] == pytest.approx(accuracy, abs=1e-4) for p in parts)
     if "vp" in staged:
         family = _json(STAGED / "variants.json")
         assert staged["vp"]["base"]["sha256"] == base
