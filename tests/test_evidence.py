@@ -217,6 +217,8 @@ def test_what_is_remade_from_the_staged_base_measured_it() -> None:
     if "wire" in staged:
         assert staged["wire"]["model"]["sha256"] == base
         assert {e["artifact_sha256"] for e in staged["wire"]["nair"].values()} <= shas
+    if "cost" in staged:
+        assert staged["cost"]["model_sha256"] == base
     if "light" in staged:  # the light report names no hash: each base part scores the staged base's accuracy
         accuracy = _json(STAGED / "base.json")["test_accuracy"]
         parts = [p for p in staged["light"]["parts"] if p["model"] == "base"]
