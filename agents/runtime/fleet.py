@@ -49,8 +49,6 @@ class Fleet:
         self._asked = False
         self.changed_at = now
         """When (wall clock) the members last changed, or this agent joined."""
-        self.version = 0
-        """Grows on every change of the members (what an owner cached is stale then)."""
         self._owned: dict[str, bool] = {}
 
     @property
@@ -74,7 +72,6 @@ class Fleet:
                 self._peers.add(agent_id)
             else:
                 self._peers.discard(agent_id)
-            self.version += 1
             self._owned = {}
             return True
 

@@ -462,6 +462,28 @@ def _cpu_per_frame(cpu: dict[str, float], frames: int) -> dict[str, float | None
     return {role: round(v / frames * 1000, 3) if frames and v is not None else None for role, v in totals.items()}
 
 
+def _drive(workers: list[SwarmProcess], seconds: float) -> tuple[dict[str, list[int]], float, float]:
+    """Start every worker on one clock and collect the frames each sensor sent; when sending began and ended."""
+    start_wall = time.time() + 0.5
+    for w in workers:
+        w.send("go", start_wall)
+    t_send0 = time.monotonic() + 0.5
+    sent_ids: dict[str, list[int]] = {}
+    for w in workers:
+        sent_ids.update(w.expect("sent", seconds + 120))
+    return sent_ids, t_send0, time.monotonic()
+
+
+def _decisions(results: Results, sent_ids: dict[str, list[int]]) -> dict[str, Any]:
+    """What became of the frames sent: decided (share), by which agent, and any decided twice."""
+    sent = {(sid, f) for sid, frames in sent_ids.items() for f in frames}
+    decided = len({(r.stream_id, r.frame_id) for _, r in results.got} & sent)
+    per_frame = results.per_frame()
+    return {"frames_sent": len(sent), "decided": decided, "decided_share": round(decided / max(1, len(sent)), 5),
+            "decided_by_agent": dict(sorted(Counter(r.fusion_id for _, r in results.got).items())),
+            "decided_twice": sum(1 for count in per_frame.values() if count > 1)}
+
+
 def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, codes_path: Path, artifact: Path,
               say: Callable[[str], None]) -> dict[str, Any]:
     """``load.sensors`` swarm sensors at ``load.fps`` each for ``load.seconds`` into one fusion agent."""
@@ -495,14 +517,7 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
                 pids = {"broker": broker.pid or 0, **{f"fusion-{k}": f.pid for k, f in enumerate(fusions)},
                         **{f"swarm-{k}": w.pid for k, w in enumerate(workers)}}
                 with CpuSampler(pids, interval=0.25) as sampler:
-                    start_wall = time.time() + 0.5
-                    for w in workers:
-                        w.send("go", start_wall)
-                    t_send0 = time.monotonic() + 0.5
-                    sent_ids: dict[str, list[int]] = {}
-                    for w in workers:
-                        sent_ids.update(w.expect("sent", load.seconds + 120))
-                    t_send1 = time.monotonic()
+                    sent_ids, t_send0, t_send1 = _drive(workers, load.seconds)
                     time.sleep(settings.deadline_ms / 1000.0 + 2.0)
                 rss_after = rss_mb(fusion.pid)
                 load_after = _load()
@@ -510,27 +525,20 @@ def swarm_run(settings: ScaleSettings, load: SwarmLoad, template: SensorAgent, c
                 for w in workers:
                     w.close()
     rejected = _fusion_rejected(fusion_log)
-    decided = {(r.stream_id, r.frame_id) for _, r in results.got}
-    sent_keys = {(sid, f) for sid, frames in sent_ids.items() for f in frames}
+    outcome = _decisions(results, sent_ids)
     warm = t_send0 + 2.0
     in_window = sum(1 for t, _ in results.got if warm <= t <= t_send1)
     per_frame = _cpu_per_frame(sampler.between(warm, t_send1), in_window)
-    by_agent = Counter(r.fusion_id for _, r in results.got)
-    twice = sum(1 for count in Counter((r.stream_id, r.frame_id) for _, r in results.got).values() if count > 1)
-    hits = len(decided & sent_keys)
-    share = hits / max(1, len(sent_keys))
     lat = latency_summary([r.latency_ms for _, r in results.got], settings.deadline_ms)
-    say(f"{load.name}: {hits}/{len(sent_keys)} decided ({share:.4%}), p99 {lat['p99_ms']} ms, "
-        f"fusion {per_frame['fusion']} ms per frame, shed {rejected.get('shed_late', 0)}")
+    say(f"{load.name}: {outcome['decided']}/{outcome['frames_sent']} decided ({outcome['decided_share']:.4%}), "
+        f"p99 {lat['p99_ms']} ms, fusion {per_frame['fusion']} ms per frame, shed {rejected.get('shed_late', 0)}")
     seconds = max(1e-9, t_send1 - t_send0)
     return {
         "sensors": n, "fps_per_sensor": load.fps, "seconds": round(seconds, 1), "agents": load.agents,
-        "decided_by_agent": dict(sorted(by_agent.items())), "decided_twice": twice,
-        "fusion_args": list(load.fusion_args), "offered_fps": round(len(sent_keys) / seconds, 1),
+        "fusion_args": list(load.fusion_args), "offered_fps": round(outcome["frames_sent"] / seconds, 1),
         "decided_fps": round(in_window / max(1e-9, t_send1 - warm), 1), "shed": rejected.get("shed_late", 0),
-        "rejected": rejected,
-        "sensors_known": known, "connect_s": round(connect_s, 1), "frames_sent": len(sent_keys), "decided": hits,
-        "decided_share": round(share, 5), "latency": lat, "cpu_ms_per_frame": per_frame,
+        "rejected": rejected, "sensors_known": known, "connect_s": round(connect_s, 1), **outcome,
+        "latency": lat, "cpu_ms_per_frame": per_frame,
         "fusion_rss_mb": {"before": rss_before, "sensors_known": rss_known, "after": rss_after},
         "fusion_rss_kib_per_sensor": (round((rss_known - rss_before) * 1024 / n, 1)
                                       if rss_known is not None and rss_before is not None else None),
