@@ -94,6 +94,23 @@ def test_the_reports_measured_the_shipped_artifacts() -> None:
         assert row is None or row["chosen_on"] == "validation"
 
 
+def test_the_range_coded_artifact_ran_live_on_every_test_frame_as_the_evaluator_decides() -> None:
+    report = _json(REPORTS / "demo-coded.json")
+    assert report["artifact"]["sha256"] == NairArtifact.load(WEIGHTS / "base.coded.nair.npz").sha256
+    assert report["artifact"]["coding"] == "range"
+    assert [row["wire_budget"] for row in report["budgets"]] == [200, 300]
+    # Its allocation is the map's choice on validation for these caps.
+    shipped = NairArtifact.load(WEIGHTS / "base.coded.nair.npz").meta["provenance"]["command"]
+    coded = next(r for r in _json(REPORTS / "map.json")["representations"] if r["name"] == "nair-stage2-coded")
+    for row in coded["allocation_per_cap"]:
+        if row["cap_bytes"] in (200, 300):
+            assert f"--bit-bands {row['bit_bands']} " in shipped
+    for row in report["budgets"]:
+        assert row["frames"] == row["results"] == 10000
+        assert row["agreement"] == 1.0
+        assert row["wire_bytes_max"] <= row["wire_budget"]
+
+
 def test_the_vp_report_sets_the_best_variant_beside_the_ensemble_with_tests() -> None:
     evidence = _json(REPORTS / "vp.json")["evidence"]
     assert {"ensemble", "mature model"} <= set(evidence["accuracy"])

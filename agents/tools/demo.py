@@ -47,6 +47,13 @@ class DemoSettings:
     """What the demo runs."""
 
     budgets: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
+    wire_budgets: tuple[int, ...] = ()
+    """Wire bytes per frame (each frame's MQTT PUBLISH packets, as the sensor's ``--budget N``), run instead of
+    ``budgets`` when given: how a range-coded artifact, whose prefix per frame depends on the frame, is checked."""
+    artifact: Path | None = None
+    """The NAIR artifact the sensors and the offline evaluator use (default: the model's ``base.nair.npz``)."""
+    vp: bool = True
+    """Also run Variant Parallelism live after the NAIR budgets."""
     sensors: int = 3
     frames: int = 10000
     fps_per_sensor: float = 60.0
@@ -67,13 +74,22 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {self.runtime!r}; one of {', '.join(RUNTIMES)}")
+        if self.artifact is not None and self.runtime != "torch":
+            raise ValueError("--artifact runs with the torch runtime (the light sensor takes the exported one)")
+        if any(b < 1 for b in self.wire_budgets):
+            raise ValueError("wire budgets are whole bytes per frame, at least 1")
+
+    @property
+    def artifact_path(self) -> Path:
+        """The NAIR artifact the run uses."""
+        return self.artifact if self.artifact is not None else WEIGHTS_DIR / "base.nair.npz"
 
 
 @dataclass
 class BudgetRun:
     """Live results of one budget."""
 
-    fraction: float
+    fraction: float | None
     budget_bytes: int
     expected: int
     results: dict[tuple[str, int], Result] = field(default_factory=dict)
@@ -178,19 +194,21 @@ def _summarise(run: BudgetRun, labels: np.ndarray, stream_frames: dict[str, np.n
     return {
         "budget": run.fraction,
         "budget_bytes": run.budget_bytes,
+        "wire_budget": run.budget_bytes if run.fraction is None else None,
         "frames": int(sent.sum()),
         "results": len(got),
         "fraction_received": float(np.mean([r.fraction_received for r in got])) if got else 0.0,
         "complete": float(np.mean([r.complete for r in got])) if got else 0.0,
         "bytes_per_frame": float(np.mean([r.bytes_received for r in got])) if got else 0.0,
         "wire_bytes_per_frame": float(np.mean([r.wire_bytes for r in got])) if got else 0.0,
+        "wire_bytes_max": max((r.wire_bytes for r in got), default=0),
         "ir_bytes": total_bytes,
         "live_accuracy": float((live_pred[sent] == labels[sent]).mean()),
         "offline_accuracy": float((arrived_pred[sent] == labels[sent]).mean()),
         "agreement": float((live_pred[sent] == arrived_pred[sent]).mean()),
         "offline_budget_accuracy": float((offline_pred[sent] == labels[sent]).mean()),
-        "full_budget_share": float(np.mean([r.bytes_received >= run.budget_bytes * 0.99 for r in got])) if got
-        else 0.0,
+        "full_budget_share": float(np.mean([r.bytes_received >= run.budget_bytes * 0.99 for r in got]))
+        if got and run.fraction is not None else None,
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "fps": len(got) / max(1e-9, last - first),
@@ -218,17 +236,19 @@ def _stop_fusion(fusion: subprocess.Popen[bytes], observer: Observer) -> None:
 
 
 def _demo_report(settings: DemoSettings, frames: int, test_frames: int, pipeline: NairPipeline, total: int,
-                 observer: Observer, rows: list[dict[str, Any]], vp_section: dict[str, Any],
+                 observer: Observer, rows: list[dict[str, Any]], vp_section: dict[str, Any] | None,
                  started: float) -> dict[str, Any]:
     """The demo report: settings, model and artifact, the per-budget rows and the VP section."""
     return {
-        "command": "nairbus demo" + ("" if frames == test_frames else f" --frames {frames}")
-        + ("" if settings.runtime == "torch" else f" --runtime {settings.runtime}"),
-        "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("report", "run_dir", "data_dir")}},
+        "command": demo_command(settings, frames, test_frames),
+        "settings": {**{k: v for k, v in asdict(settings).items()
+                        if k not in ("report", "run_dir", "data_dir", "artifact")},
+                     "artifact": str(settings.artifact) if settings.artifact is not None else None},
         "model": {"name": pipeline.manifest.name, "sha256": pipeline.manifest.sha256,
                   "test_accuracy": pipeline.manifest.test_accuracy},
         "artifact": {"sha256": pipeline.artifact.sha256, "split": pipeline.artifact.split,
-                     "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total},
+                     "ir_shape": list(pipeline.artifact.ir_shape), "ir_bytes": total,
+                     "coding": "range" if pipeline.artifact.entropy_coded else "packed"},
         "fusion_rejected": dict(observer.stats.rejected) if observer.stats else {},
         "budgets": rows,
         "vp": vp_section,
@@ -236,11 +256,32 @@ def _demo_report(settings: DemoSettings, frames: int, test_frames: int, pipeline
     }
 
 
+def demo_command(settings: DemoSettings, frames: int, test_frames: int) -> str:
+    """The command line that makes this run's report."""
+    defaults = DemoSettings()
+    parts = ["nairbus demo"]
+    if frames != test_frames:
+        parts.append(f"--frames {frames}")
+    if settings.runtime != "torch":
+        parts.append(f"--runtime {settings.runtime}")
+    if settings.artifact is not None:
+        parts.append(f"--artifact {settings.artifact}")
+    if settings.wire_budgets:
+        parts.append("--wire-budgets " + ",".join(str(b) for b in settings.wire_budgets))
+    elif settings.budgets != defaults.budgets:
+        parts.append("--budgets " + ",".join(f"{b:g}" for b in settings.budgets))
+    if not settings.vp:
+        parts.append("--no-vp")
+    if settings.report != defaults.report:
+        parts.append(f"--report {settings.report}")
+    return " ".join(parts)
+
+
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     """Run every budget through the live bus; write and return the report."""
     console = console or Console()
     started = time.time()
-    pipeline = NairPipeline.load()
+    pipeline = NairPipeline.load(artifact_path=settings.artifact_path)
     test = load_data("test", data_dir=settings.data_dir)
     frames = min(settings.frames, len(test))
     labels = test.labels
@@ -249,7 +290,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     device = _export_device_parts(settings, console) if settings.runtime == "onnx" else None
     rows: list[dict[str, Any]] = []
-    vp_section: dict[str, Any] = {}
+    vp_section: dict[str, Any] | None = None
     with _broker(settings) as broker:
         console.print(f"[bold]nairbus demo[/]: broker {broker[0]}:{broker[1]}, {settings.sensors} sensors, "
                       f"{frames} test frames per budget, logs in {settings.run_dir}")
@@ -263,16 +304,18 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             # fusion agent starts.
             codes = pipeline.encode_all(test.images[:frames])
             _wait_for_fusion(settings, observer, fusion)
-            for fraction in settings.budgets:
-                rows.append(_run_budget(settings, fraction, frames, pipeline, codes, labels, total, env,
+            budgets: list[float | int] = list(settings.wire_budgets or settings.budgets)
+            for budget in budgets:
+                rows.append(_run_budget(settings, budget, frames, pipeline, codes, labels, total, env,
                                         observer, console, device))
-            from nairbus.agents.tools.demo_vp import (
-                run_vp_for_demo,  # Variant Parallelism live run (agents/tools/demo_vp.py)
-            )
+            if settings.vp:
+                from nairbus.agents.tools.demo_vp import (
+                    run_vp_for_demo,  # Variant Parallelism live run (agents/tools/demo_vp.py)
+                )
 
-            vp_dir = (settings.run_dir / "device-vp").resolve() if device is not None else None
-            vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console,
-                                         runtime=settings.runtime, model_dir=vp_dir)
+                vp_dir = (settings.run_dir / "device-vp").resolve() if device is not None else None
+                vp_section = run_vp_for_demo(broker, frames, settings.run_dir, settings.data_dir, console,
+                                             runtime=settings.runtime, model_dir=vp_dir)
         finally:
             _stop_fusion(fusion, observer)
     report = _demo_report(settings, frames, len(test), pipeline, total, observer, rows, vp_section, started)
@@ -293,34 +336,48 @@ def _export_device_parts(settings: DemoSettings, console: Console) -> Path:
     return record.with_name("base.json")
 
 
-def _model_args(device: Path | None) -> list[str]:
+def _model_args(device: Path | None, artifact: Path) -> list[str]:
     """The sensor flags naming the model and the artifact the offline evaluator uses: the shipped ones (torch), or
     their copies beside the exported parts (``device``: the light sensor's manifest)."""
     if device is None:
-        return ["--artifact", str(WEIGHTS_DIR / "base.nair.npz")]
+        return ["--artifact", str(artifact)]
     return ["--runtime", "onnx", "--model", str(device), "--artifact", str(device.with_name("base.nair.npz"))]
 
 
-def _run_budget(settings: DemoSettings, fraction: float, frames: int, pipeline: NairPipeline, codes: np.ndarray,
-                labels: np.ndarray, total: int, env: dict[str, str], observer: Observer,
-                console: Console, device: Path | None = None) -> dict[str, Any]:
-    budget = max(1, round(fraction * total))
-    pct = round(fraction * 100)
-    ids = np.arange(frames)
-    probs, _fractions, _bytes = pipeline.offline_probs(codes, ids, budget, LossModel())
-    offline_pred = np.full(len(labels), -1)
+def _offline_at(pipeline: NairPipeline, codes: np.ndarray, frames: int, n_labels: int,
+                budget: float | int, total: int) -> tuple[np.ndarray, int, str, list[str]]:
+    """The offline evaluator at one budget — a fraction of the IR (float) or wire bytes per frame (int): its
+    prediction per test frame (-1: not sent), the budget in bytes, the stream tag and the sensor's budget flags."""
+    offline_pred = np.full(n_labels, -1)
+    if isinstance(budget, int):
+        from nairbus.agents.tools.map_nair import prefix_predictions
+
+        offline_pred[:frames] = prefix_predictions(pipeline, codes, budget)
+        return offline_pred, budget, f"w{budget}", ["--budget", str(budget)]
+    budget_bytes = max(1, round(budget * total))
+    probs, _fractions, _bytes = pipeline.offline_probs(codes, np.arange(frames), budget_bytes, LossModel())
     offline_pred[:frames] = probs.argmax(1)
-    run = BudgetRun(fraction, budget, frames)
-    stream_frames = {f"cam{i}-b{pct}": ids[i :: settings.sensors] for i in range(settings.sensors)}
+    return offline_pred, budget_bytes, f"b{round(budget * 100)}", ["--budget-fraction", str(budget)]
+
+
+def _run_budget(settings: DemoSettings, budget: float | int, frames: int, pipeline: NairPipeline,
+                codes: np.ndarray, labels: np.ndarray, total: int, env: dict[str, str], observer: Observer,
+                console: Console, device: Path | None = None) -> dict[str, Any]:
+    offline_pred, budget_bytes, tag, budget_args = _offline_at(pipeline, codes, frames, len(labels), budget, total)
+    ids = np.arange(frames)
+    run = BudgetRun(None if isinstance(budget, int) else budget, budget_bytes, frames)
+    stream_frames = {f"cam{i}-{tag}": ids[i :: settings.sensors] for i in range(settings.sensors)}
     sensors = []
     for i, sensor_id in enumerate(stream_frames):
         args = ["sensor", "--mode", "nair", "--sensor-id", sensor_id, "--count", str(frames),
                 "--shard", f"{i}/{settings.sensors}",
-                "--budget-fraction", str(fraction), "--no-link-fit", "--fps", str(settings.fps_per_sensor),
-                *_model_args(device),  # the artifact the offline evaluator uses
+                *budget_args, "--no-link-fit", "--fps", str(settings.fps_per_sensor),
+                *_model_args(device, settings.artifact_path),  # the artifact the offline evaluator uses
                 "--deadline-ms", str(settings.deadline_ms * 10)]
         sensors.append(_spawn(args, env, settings.run_dir / f"{sensor_id}.log"))
-    with Progress(TextColumn(f"budget {pct:>3} % of the IR ({budget} B/frame)"), BarColumn(), MofNCompleteColumn(),
+    label = (f"budget {budget} wire B/frame" if run.fraction is None
+             else f"budget {round(budget * 100):>3} % of the IR ({budget_bytes} B/frame)")
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("frames", total=frames)
         quiet_since: float | None = None
@@ -350,7 +407,8 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['budget']:.0%}", f"{row['fraction_received']:.1%}", f"{row['bytes_per_frame']:.0f}",
+            f"{row['budget']:.0%}" if row["budget"] is not None else f"{row['budget_bytes']} wire B",
+            f"{row['fraction_received']:.1%}", f"{row['bytes_per_frame']:.0f}",
             f"{row.get('wire_bytes_per_frame', 0):.0f}",
             f"{row['live_accuracy']:.2%}", f"{row['offline_accuracy']:.2%}", f"{row['p50_ms']:.1f}",
             f"{row['p99_ms']:.1f}", f"{row['fps']:.0f}",

@@ -35,7 +35,7 @@ from nairbus.schemas.lean import LeanContext
 from nairbus.schemas.messages import MAX_FRAGMENT_DATA
 from nairbus.schemas.wire import alias_wire_bytes, lean_fragment_payload_len, msgpack_uint_len
 
-__all__ = ["CODED_ALLOCATIONS", "coded_entry", "nair_arrays"]
+__all__ = ["CODED_ALLOCATIONS", "coded_entry", "nair_arrays", "prefix_predictions"]
 
 CODED_ALLOCATIONS: dict[str, BitBands] = {
     label: bands for label, bands in BIT_ALLOCATIONS.items() if max(b for _, b in bands) <= MAX_ENTROPY_BITS
@@ -113,6 +113,18 @@ def nair_arrays(pipeline: NairPipeline, codes: np.ndarray, labels: np.ndarray, c
         correct.append(done[key])
         wire.append(cap_wire)
     return CapArrays(np.array(correct, dtype=bool), np.array(wire, dtype=np.int64))
+
+
+def prefix_predictions(pipeline: NairPipeline, codes: np.ndarray, wire_budget: int) -> np.ndarray:
+    """Per frame, the hub's class for the longest prefix whose message fits ``wire_budget`` wire bytes, as the
+    sensor's ``--budget N`` sends it (-1: not even one component fits)."""
+    encoder = NairFrameEncoder(pipeline.artifact, LeanContext("s", "s", 0.0, 10.0), "t")
+    ends, _wire = _prefix_plan(encoder, len(codes), wire_budget, codes)
+    pred = np.full(len(codes), -1)
+    sent = ends > 0
+    if sent.any():
+        pred[sent] = pipeline.prefix_probs(codes[sent], ends[sent]).argmax(1)
+    return pred
 
 
 # --- range-coded entries ---------------------------------------------------------------------------------------

@@ -48,25 +48,32 @@ class DemoArtifact(ReportModel):
     split: str
     ir_shape: list[int]
     ir_bytes: int
+    coding: str = "packed"
+    """How the fragments' codes travel: packed (fixed bits) or range (entropy-coded, ``--entropy-coding``)."""
 
 
 class DemoBudget(ReportModel):
     """One budget of the demo: live against offline on the same frames, bytes and latency."""
 
-    budget: float
+    budget: float | None
+    """The fraction of the IR per frame (None: a wire budget, ``wire_budget``)."""
     budget_bytes: int
+    wire_budget: int | None = None
+    """Wire bytes per frame (``nairbus demo --wire-budgets``), else None."""
     frames: int
     results: int
     fraction_received: float
     complete: float
     bytes_per_frame: float
     wire_bytes_per_frame: float | None = None
+    wire_bytes_max: int | None = None
+    """The most wire bytes any frame took (a wire budget is met in real bytes: at most ``wire_budget``)."""
     ir_bytes: int
     live_accuracy: float
     offline_accuracy: float
     agreement: float
     offline_budget_accuracy: float
-    full_budget_share: float
+    full_budget_share: float | None
     p50_ms: float
     p99_ms: float
     fps: float
@@ -177,6 +184,11 @@ class DemoSettings(ReportModel):
     site: str
     runtime: str = "torch"
     """What ran the sensors' model work: torch (the weights) or onnx (the light sensor's exported parts)."""
+    wire_budgets: list[int] = Field(default_factory=list)
+    """Wire bytes per frame, run instead of ``budgets`` when given."""
+    artifact: str | None = None
+    """The artifact named by ``--artifact`` (None: the model's ``base.nair.npz``)."""
+    vp: bool = True
 
 
 class DemoReport(ReportModel):

@@ -93,6 +93,28 @@ def test_demo_runs_end_to_end_and_matches_the_offline_evaluator(tmp_path: Path) 
     assert rows[0.1]["fraction_received"] < 0.11
 
 
+@pytest.mark.slow
+def test_demo_with_a_range_coded_artifact_meets_wire_budgets_and_matches_the_offline_evaluator(tmp_path: Path) -> None:
+    report = tmp_path / "demo-coded.json"
+    out = _run("demo", "--frames", "60", "--artifact", "models/weights/base.coded.nair.npz", "--wire-budgets",
+               "200,300", "--no-vp", "--report", str(report))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["artifact"]["coding"] == "range"
+    assert data["vp"] is None  # --no-vp
+    assert data["command"].endswith(f"--wire-budgets 200,300 --no-vp --report {report}")
+    for row, budget in zip(data["budgets"], (200, 300), strict=True):
+        assert row["wire_budget"] == budget
+        assert row["budget"] is None
+        assert row["results"] == 60
+        assert row["agreement"] == 1.0  # each live class is the evaluator's on the prefix that arrived
+        assert budget - 40 < row["wire_bytes_per_frame"]
+        assert row["wire_bytes_max"] <= budget
+    out = _run("demo", "--artifact", str(tmp_path / "none.npz"))
+    assert out.returncode != 0
+    assert "no NAIR artifact" in out.stdout + out.stderr
+
+
 def test_a_sensor_without_a_mode_runs_the_one_its_model_chose_from_its_map() -> None:
     from nairbus.agents.cli.run import _model_default_mode
     from nairbus.agents.runtime.config import SensorSettings
