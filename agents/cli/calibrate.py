@@ -40,6 +40,7 @@ class CalibrateOptions:
     out: Path | None
     data_dir: Path | None
     entropy_coding: bool = False
+    importance: str = "variance"
 
 
 @app.command()
@@ -75,6 +76,9 @@ def calibrate(
         help="Range-code each fragment with per-component code probabilities fitted on the calibration images "
              "(bands of at most 4 bits) instead of bit-packing it: the same codes in fewer bytes, so a budget buys "
              "a longer prefix.")] = False,
+    importance: Annotated[str, typer.Option(
+        help="The order components are sent and given bits in: variance (calibration energy) or task (how far the "
+             "model's own output moves without each, measured on calibration images, no labels).")] = "variance",
 ) -> None:
     """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only —
     or, with --images-dir, on a folder of your own camera's images: NAIR calibration needs no labels.
@@ -84,7 +88,8 @@ def calibrate(
     """
     options = CalibrateOptions(model=model, split=split, images=images, method=method, bit_bands=bit_bands,
                                wire_bytes=wire_bytes, images_dir=images_dir, validation_dir=validation_dir,
-                               joint_klt=joint_klt, out=out, data_dir=data_dir, entropy_coding=entropy_coding)
+                               joint_klt=joint_klt, out=out, data_dir=data_dir, entropy_coding=entropy_coding,
+                               importance=importance)
     bands = _checked_bands(options)
     net, manifest = _load_model(model)
     if images_dir is not None:
@@ -108,6 +113,10 @@ def _checked_bands(options: CalibrateOptions) -> BitBands:
         _fail(f"--wire-bytes must be positive, not {options.wire_bytes}")
     if options.joint_klt < 0:
         _fail(f"--joint-klt must be 0 (off) or a positive component count, not {options.joint_klt}")
+    if options.importance not in ("variance", "task"):
+        _fail(f"--importance is variance or task, not {options.importance!r}")
+    if options.importance == "task" and options.method not in ("nair", "klt", "variance"):
+        _fail(f"--importance task orders NAIR's components; --method {options.method} has an order of its own")
     if options.joint_klt and options.method != "nair":
         _fail(f"--joint-klt is part of the nair method; --method {options.method} has none")
     if options.entropy_coding and max(b for _, b in bands) > MAX_ENTROPY_BITS:
@@ -134,14 +143,12 @@ def _load_model(model: str) -> tuple[Any, ModelManifest]:
 def _calibrate_from_dataset(net: Any, manifest: ModelManifest, options: CalibrateOptions, bands: BitBands) -> None:
     """``calibrate`` on the data set's training images: fit the artifact (or, with ``--wire-bytes``, every named
     allocation, the best on the validation split or ``--validation-dir``), save it and say where it went."""
-    from nairbus.models.nair.calibration import CalibrationSettings
     from nairbus.models.nair.calibration import calibrate as fit
     from nairbus.models.store import artifact_output_path
 
     train, split_name, calibration_images = _dataset_calibration_images(manifest, options)
     _check_joint_klt(net, split_name, options.joint_klt)
-    settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=options.joint_klt, entropy_coding=options.entropy_coding)
+    settings = _settings(options, split_name, bands)
     command = _dataset_command(options, bands)
     started = time.perf_counter()
     selection = None
@@ -183,6 +190,21 @@ def _dataset_calibration_images(manifest: ModelManifest, options: CalibrateOptio
     return train, split_name, train.images[np.sort(pick)]
 
 
+def _settings(options: CalibrateOptions, split: str, bands: BitBands) -> Any:
+    """The calibration settings the options ask for at ``split``."""
+    from nairbus.models.nair.calibration import CalibrationSettings
+
+    return CalibrationSettings(split=split, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
+                               joint_klt=options.joint_klt, entropy_coding=options.entropy_coding,
+                               importance=options.importance)  # type: ignore[arg-type]
+
+
+def _switches(options: CalibrateOptions) -> str:
+    """The trailing flags of a recorded command: the coding and the order, where not the defaults."""
+    return (" --entropy-coding" if options.entropy_coding else "") + (
+        f" --importance {options.importance}" if options.importance != "variance" else "")
+
+
 def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:
     """The command line the artifact's provenance keeps (options left at their defaults are not repeated)."""
     from nairbus.models.nair.calibration import format_bit_bands
@@ -195,7 +217,7 @@ def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:
             ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
             ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None))
-        if value != default) + (" --entropy-coding" if options.entropy_coding else "")
+        if value != default) + _switches(options)
 
 
 def _choose_on_validation(net: Any, manifest: ModelManifest, calibration_images: Any, train: Any, settings: Any,
@@ -337,7 +359,6 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, options: Calibrate
     """``calibrate --images-dir``: read the folder (progress bar; bad files counted, never fatal), refuse when too
     few images fit, fit the artifact (or, with ``--wire-bytes``, every named allocation, the best on the labelled
     ``--validation-dir``), record which files it saw."""
-    from nairbus.models.nair.calibration import CalibrationSettings
     from nairbus.models.nair.calibration import calibrate as fit
     from nairbus.models.store import artifact_output_path
 
@@ -348,8 +369,7 @@ def _calibrate_from_folder(net: Any, manifest: ModelManifest, options: Calibrate
               f"{', '.join(manifest.split_points)}")
     _check_joint_klt(net, split_name, options.joint_klt)
     images, names_sha256 = read_calibration_folder(spec, folder, options.images)
-    settings = CalibrationSettings(split=split_name, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
-                                   joint_klt=options.joint_klt, entropy_coding=options.entropy_coding)
+    settings = _settings(options, split_name, bands)
     command = _folder_command(options, folder, bands)
     started = time.perf_counter()
     selection = None
@@ -383,7 +403,7 @@ def _folder_command(options: CalibrateOptions, folder: Path, bands: BitBands) ->
             ("--bit-bands", options.bit_bands and format_bit_bands(bands), None),
             ("--wire-bytes", options.wire_bytes, None), ("--validation-dir", options.validation_dir, None),
             ("--joint-klt", options.joint_klt, 0), ("--out", options.out, None))
-        if value != default) + (" --entropy-coding" if options.entropy_coding else "")
+        if value != default) + _switches(options)
 
 
 @app.command("calibrate-auto")

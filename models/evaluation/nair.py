@@ -89,6 +89,8 @@ def ablation_specs(split: str, model: str = "base", joint_klt: int = 0) -> dict[
             step = replace(step, bit_bands=((1.0, int(row["bits"])),))
         if "clip_quantiles" in row:
             step = replace(step, clip_quantiles=tuple(row["clip_quantiles"]))
+        if "importance" in row:
+            step = replace(step, importance=row["importance"])
         specs[name] = MethodSpec(model, step, "")
     return specs
 

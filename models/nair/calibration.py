@@ -24,6 +24,7 @@ import torch
 from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.nair.codec import quantise
 from nairbus.models.nair.entropy import fit_tables
+from nairbus.models.nair.importance import TASK_IMAGES, task_scores
 from nairbus.models.nair.quantiser import CLIP_QUANTILES, fit_quantiser
 from nairbus.models.nair.transform import NO_MIX, NO_TABLES, NairArtifact, NairTransform, bits_schedule, geometric_plan
 
@@ -32,6 +33,9 @@ Method = Literal["nair", "pca", "naive", "prune", "variance", "klt"]
 (channels by activation magnitude), ``pca`` (channel KLT, whole channel maps). Ablation steps: ``variance``
 (no transform, elements by variance) and ``klt`` (channel KLT without the DCT, elements by variance)."""
 Fill = Literal["mean", "zero"]
+Importance = Literal["variance", "task"]
+"""How components are ranked (methods ``nair``, ``klt``, ``variance``): by calibration variance, or by how far the
+mature model's own output moves without each (:mod:`nairbus.models.nair.importance`, label-free)."""
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -51,17 +55,22 @@ class CalibrationSettings:
     joint_klt: int = 0
     """``L``: decorrelate the leading ``L`` components by a joint KLT after the separable transform (``nair``
     only; 0: off). Costs ``L²`` multiply-adds per frame on the device and ``4 L²`` artifact bytes."""
+    importance: Importance = "variance"
+    """The order components are sent (and given bits) in: ``variance`` or ``task`` (label-free; see
+    :data:`Importance`)."""
     entropy_coding: bool = False
     """Range-code each run with per-component code probabilities fitted on the calibration images
     (:mod:`nairbus.models.nair.entropy`; bits of at most 4 per component) instead of bit-packing it."""
 
     def recorded(self) -> dict[str, Any]:
-        """The settings as the artifact's ``meta`` records them (``joint_klt`` and ``entropy_coding`` only when on, so
-        the artifacts made before they existed keep their sha256)."""
+        """The settings as the artifact's ``meta`` records them (``joint_klt``, ``entropy_coding`` and ``importance``
+        only when not at their defaults, so the artifacts made before they existed keep their sha256)."""
         out = asdict(self)
         for name in ("joint_klt", "entropy_coding"):
             if not out[name]:
                 del out[name]
+        if out["importance"] == "variance":
+            del out["importance"]
         return out
 
 
@@ -232,7 +241,8 @@ def calibrate(
     mean = features.mean(axis=0)
     basis = _channel_klt(features, mean) if settings.method in ("nair", "pca", "klt") else np.eye(c)
     base = _separable_artifact(model_name, model_sha256, settings, mean, basis)
-    comp = _components(model, features, settings, base, progress)
+    task_model = _task_model(model, images, settings) if settings.importance == "task" else None
+    comp = _components(model, features, settings, base, progress, task_model)
     fill = _component_fill(comp, mean, settings.fill, settings.joint_klt)
     bits = bits_schedule(k, list(settings.bit_bands))
     lo, step = fit_quantiser(comp.values, bits, settings.clip_quantiles)
@@ -300,8 +310,16 @@ class _Components:
     values: np.ndarray
 
 
+def _task_model(model: ResNet, images: np.ndarray, settings: CalibrationSettings) -> tuple[Any, torch.dtype]:
+    """The model whose tail scores task importance, and its dtype: the float64 twin where the model has one."""
+    if settings.method not in ("nair", "klt", "variance"):
+        raise ValueError(f"task importance orders the components of nair, klt or variance, not {settings.method!r}")
+    double, _why = float64_twin(model, images[: settings.batch_size], settings.split)
+    return (double, torch.float64) if double is not None else (model, torch.float32)
+
+
 def _components(model: ResNet, features: np.ndarray, settings: CalibrationSettings, base: NairArtifact,
-                progress: ProgressFn | None) -> _Components:
+                progress: ProgressFn | None, task_model: tuple[Any, torch.dtype] | None = None) -> _Components:
     """Transform the calibration IR, order its components for ``settings.method`` and apply the joint KLT if any."""
     n, c, h, w = features.shape
     k = c * h * w
@@ -309,7 +327,13 @@ def _components(model: ResNet, features: np.ndarray, settings: CalibrationSettin
         natural = NairTransform(base, torch.float64).forward(torch.from_numpy(features)).numpy()
     if progress:
         progress("transform", 1, 1)
-    if settings.method in ("nair", "klt", "variance"):
+    if task_model is not None:
+        scorer, dtype = task_model
+        scores = task_scores(scorer, settings.split, NairTransform(base, dtype), natural[:TASK_IMAGES])
+        order = np.argsort(-scores, kind="stable")
+        if progress:
+            progress("task importance", 1, 1)
+    elif settings.method in ("nair", "klt", "variance"):
         order = np.argsort(-natural.var(axis=0), kind="stable")
     elif settings.method == "pca":
         order = _channel_major_order(np.arange(c), h, w)

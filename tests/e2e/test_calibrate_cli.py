@@ -71,6 +71,19 @@ def _differences(a: NairArtifact, b: NairArtifact) -> str:
                      if not np.array_equal(getattr(a, f), getattr(b, f))) or "headers differ"
 
 
+def test_task_importance_is_an_option_recorded_in_the_command(tmp_path: Path) -> None:
+    out = _calibrate("--images", "200", "--importance", "task", "--out", str(tmp_path / "t.npz"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    made = NairArtifact.load(tmp_path / "t.npz")
+    assert made.meta["settings"]["importance"] == "task"
+    assert made.meta["provenance"]["command"].endswith(" --importance task")
+    for bad, says in ((("--importance", "loud"), "--importance is variance or task"),
+                      (("--importance", "task", "--method", "pca"), "has an order of its own")):
+        out = _calibrate("--images", "200", *bad, "--out", str(tmp_path / "x.npz"))
+        assert out.returncode != 0
+        assert says in out.stdout + out.stderr
+
+
 def test_bit_bands_are_an_option_and_change_the_artifact(tmp_path: Path) -> None:
     eight, banded = tmp_path / "8.npz", tmp_path / "321.npz"
     assert _calibrate("--images", "300", "--out", str(eight)).returncode == 0
