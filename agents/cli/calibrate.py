@@ -41,6 +41,7 @@ class CalibrateOptions:
     data_dir: Path | None
     entropy_coding: bool = False
     importance: str = "variance"
+    predict_fill: bool = False
 
 
 @app.command()
@@ -79,6 +80,11 @@ def calibrate(
     importance: Annotated[str, typer.Option(
         help="The order components are sent and given bits in: variance (calibration energy) or task (how far the "
              "model's own output moves without each, measured on calibration images, no labels).")] = "variance",
+    predict_fill: Annotated[bool, typer.Option(
+        "--predict-fill/--mean-fill",
+        help="Estimate the components that did not arrive from the leading ones that did (a linear estimator fitted "
+             "on the calibration images, kept in the artifact: about 4 x 64 x the IR's components bytes) instead "
+             "of the calibration mean.")] = False,
 ) -> None:
     """Fit the NAIR artifact (transform, fill statistics, quantisation, fragment plan) on training images only —
     or, with --images-dir, on a folder of your own camera's images: NAIR calibration needs no labels.
@@ -89,7 +95,7 @@ def calibrate(
     options = CalibrateOptions(model=model, split=split, images=images, method=method, bit_bands=bit_bands,
                                wire_bytes=wire_bytes, images_dir=images_dir, validation_dir=validation_dir,
                                joint_klt=joint_klt, out=out, data_dir=data_dir, entropy_coding=entropy_coding,
-                               importance=importance)
+                               importance=importance, predict_fill=predict_fill)
     bands = _checked_bands(options)
     net, manifest = _load_model(model)
     if images_dir is not None:
@@ -196,13 +202,15 @@ def _settings(options: CalibrateOptions, split: str, bands: BitBands) -> Any:
 
     return CalibrationSettings(split=split, method=options.method, bit_bands=bands,  # type: ignore[arg-type]
                                joint_klt=options.joint_klt, entropy_coding=options.entropy_coding,
-                               importance=options.importance)  # type: ignore[arg-type]
+                               importance=options.importance,  # type: ignore[arg-type]
+                               predict_fill=options.predict_fill)
 
 
 def _switches(options: CalibrateOptions) -> str:
     """The trailing flags of a recorded command: the coding and the order, where not the defaults."""
     return (" --entropy-coding" if options.entropy_coding else "") + (
-        f" --importance {options.importance}" if options.importance != "variance" else "")
+        f" --importance {options.importance}" if options.importance != "variance" else "") + (
+        " --predict-fill" if options.predict_fill else "")
 
 
 def _dataset_command(options: CalibrateOptions, bands: BitBands) -> str:

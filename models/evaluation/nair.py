@@ -91,6 +91,8 @@ def ablation_specs(split: str, model: str = "base", joint_klt: int = 0) -> dict[
             step = replace(step, clip_quantiles=tuple(row["clip_quantiles"]))
         if "importance" in row:
             step = replace(step, importance=row["importance"])
+        if row.get("predict_fill"):
+            step = replace(step, predict_fill=True)
         specs[name] = MethodSpec(model, step, "")
     return specs
 

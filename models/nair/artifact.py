@@ -18,19 +18,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ARTIFACT_VERSION", "NO_MIX", "NO_TABLES", "PROVENANCE_KEYS", "ArtifactMismatchError", "NairArtifact",
-           "bits_schedule", "dct_matrix", "geometric_plan"]
+__all__ = ["ARTIFACT_VERSION", "NO_LENGTHS", "NO_MIX", "NO_TABLES", "NO_WEIGHTS", "PROVENANCE_KEYS",
+           "ArtifactMismatchError", "NairArtifact", "bits_schedule", "dct_matrix", "geometric_plan"]
 
 ARTIFACT_VERSION = 1
 PROVENANCE_KEYS = frozenset({"provenance", "calibration_seconds"})
 """Keys of ``meta`` that record how an artifact came about but not how it behaves: not hashed
 (``calibration_seconds`` is the pre-provenance place of the wall time)."""
 _ARRAYS = ("mean", "channel_basis", "order", "fill", "lo", "step", "bits", "plan")
-_OPTIONAL_ARRAYS = ("mix", "tables")
+_OPTIONAL_ARRAYS = ("mix", "tables", "predict_lengths", "predict_weights", "predict_basis")
 """Arrays an artifact may lack (an artifact without a joint KLT stores an empty ``mix``, one without entropy coding
-empty ``tables``, hashed as if absent, so the artifacts made before they existed keep their sha256)."""
+empty ``tables``, one with the mean fill no predictor, hashed as if absent, so the artifacts made before they existed
+keep their sha256)."""
 NO_MIX = np.zeros((0, 0), dtype=np.float32)
 NO_TABLES = np.zeros((0, 0), dtype=np.float32)
+NO_LENGTHS = np.zeros(0, dtype=np.int64)
+NO_WEIGHTS = np.zeros((0, 0, 0), dtype=np.float32)
 
 
 class ArtifactMismatchError(RuntimeError):
@@ -68,6 +71,12 @@ class NairArtifact:
     tables: np.ndarray = field(default_factory=lambda: NO_TABLES)
     """(K, W) float32: each component's code probabilities when its runs are range-coded
     (:mod:`nairbus.models.nair.entropy`); empty: codes are bit-packed."""
+    predict_lengths: np.ndarray = field(default_factory=lambda: NO_LENGTHS)
+    """(P,) int64: prefix lengths with a fill estimator (:mod:`nairbus.models.nair.prediction`); empty: mean fill."""
+    predict_weights: np.ndarray = field(default_factory=lambda: NO_WEIGHTS)
+    """(P, L_max, R) float32: each length's map from its prefix to the shared basis."""
+    predict_basis: np.ndarray = field(default_factory=lambda: NO_MIX)
+    """(R, K) float32: the shared output basis of the fill estimators."""
 
     @property
     def n_components(self) -> int:
@@ -82,6 +91,11 @@ class NairArtifact:
     def coding(self) -> Literal["packed", "range"]:
         """How a run's codes are put into bytes, as the birth names it: ``range`` or ``packed``."""
         return "range" if self.entropy_coded else "packed"
+
+    @property
+    def predicts_fill(self) -> bool:
+        """Whether missing components are estimated from the prefix that arrived (else: :attr:`fill`)."""
+        return bool(self.predict_lengths.size)
 
     @property
     def joint_components(self) -> int:
@@ -171,6 +185,7 @@ class NairArtifact:
                             or not np.isfinite(tables).all() or (tables < 0).any()):
             raise ArtifactMismatchError(f"{path}: its entropy tables have shape {tables.shape}, not one row of "
                                         "non-negative probabilities per component")
+        _check_predictor(path, arrays, int(np.prod(header["ir_shape"])))
         return cls(
             model_name=header["model_name"],
             model_sha256=header["model_sha256"],
@@ -184,6 +199,22 @@ class NairArtifact:
     def with_plan(self, bits: np.ndarray, plan: np.ndarray) -> NairArtifact:
         """A copy with other bits and fragment plan (quantiser ranges are kept)."""
         return replace(self, bits=bits.astype(np.uint8), plan=plan.astype(np.int64))
+
+
+def _check_predictor(path: Path, arrays: dict[str, np.ndarray], k: int) -> None:
+    """Refuse a fill estimator whose arrays do not fit together or the IR."""
+    lengths = arrays.get("predict_lengths", NO_LENGTHS)
+    if not lengths.size:
+        return
+    weights = arrays.get("predict_weights", NO_WEIGHTS)
+    basis = arrays.get("predict_basis", NO_MIX)
+    ok = (lengths.ndim == 1 and weights.ndim == 3 and basis.ndim == 2 and weights.shape[0] == lengths.size
+          and bool(np.all(np.diff(lengths) > 0)) and int(lengths[0]) > 0 and int(lengths[-1]) == weights.shape[1]
+          and int(lengths[-1]) < k and weights.shape[2] == basis.shape[0] and basis.shape[1] == k
+          and bool(np.isfinite(weights).all()) and bool(np.isfinite(basis).all()))
+    if not ok:
+        raise ArtifactMismatchError(f"{path}: its fill estimator (lengths {lengths.shape}, weights "
+                                    f"{weights.shape}, basis {basis.shape}) does not fit an IR of {k} components")
 
 
 def geometric_plan(n_components: int, bits: np.ndarray, first: int = 32, growth: float = 1.5,

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from nairbus.models.architectures.resnet import ResNet
-from nairbus.models.nair.codec import quantise
+from nairbus.models.nair.codec import dequantise, quantise
 from nairbus.models.nair.entropy import fit_tables
 from nairbus.models.nair.importance import TASK_IMAGES, task_scores
+from nairbus.models.nair.prediction import PREDICT_LENGTHS, Predictor, fit_predictor
 from nairbus.models.nair.quantiser import CLIP_QUANTILES, fit_quantiser
 from nairbus.models.nair.transform import NO_MIX, NO_TABLES, NairArtifact, NairTransform, bits_schedule, geometric_plan
 
@@ -58,15 +59,19 @@ class CalibrationSettings:
     importance: Importance = "variance"
     """The order components are sent (and given bits) in: ``variance`` or ``task`` (label-free; see
     :data:`Importance`)."""
+    predict_fill: bool = False
+    """Estimate the components that did not arrive from the leading ones that did
+    (:mod:`nairbus.models.nair.prediction`, fitted on the calibration images; mean fill only) instead of the fill."""
     entropy_coding: bool = False
     """Range-code each run with per-component code probabilities fitted on the calibration images
     (:mod:`nairbus.models.nair.entropy`; bits of at most 4 per component) instead of bit-packing it."""
 
     def recorded(self) -> dict[str, Any]:
-        """The settings as the artifact's ``meta`` records them (``joint_klt``, ``entropy_coding`` and ``importance``
+        """The settings as the artifact's ``meta`` records them (``joint_klt``, ``entropy_coding``, ``predict_fill`` and
+        ``importance``
         only when not at their defaults, so the artifacts made before they existed keep their sha256)."""
         out = asdict(self)
-        for name in ("joint_klt", "entropy_coding"):
+        for name in ("joint_klt", "entropy_coding", "predict_fill"):
             if not out[name]:
                 del out[name]
         if out["importance"] == "variance":
@@ -250,6 +255,7 @@ def calibrate(
     if settings.entropy_coding:  # the codes as the sensor makes them, from the stored float32 ranges
         tables = fit_tables(quantise(comp.values, lo.astype(np.float32), step.astype(np.float32), bits), bits)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
+    predictor = _fill_predictor(comp.values, lo, step, bits, settings) if settings.predict_fill else None
     meta: dict[str, Any] = {
         "method": settings.method,
         "settings": settings.recorded(),
@@ -273,7 +279,21 @@ def calibrate(
         meta=meta,
         mix=comp.mix.astype(np.float32),
         tables=tables,
+        **({"predict_lengths": predictor.lengths, "predict_weights": predictor.weights,
+            "predict_basis": predictor.basis} if predictor is not None else {}),
     )
+
+
+def _fill_predictor(values: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: np.ndarray,
+                    settings: CalibrationSettings) -> Predictor:
+    """The fill estimator, fitted on the prefix as the hub dequantises it (float32 ranges, as the artifact stores
+    them) against the components the device computed."""
+    if settings.fill != "mean":
+        raise ValueError("a predicted fill estimates the components around the calibration mean: fill must be mean")
+    longest = max((length for length in PREDICT_LENGTHS if length < values.shape[1]), default=0)
+    lo32, step32 = lo[:longest].astype(np.float32), step[:longest].astype(np.float32)
+    received = dequantise(quantise(values[:, :longest], lo32, step32, bits[:longest]), lo32, step32)
+    return fit_predictor(received, values)
 
 
 def _separable_artifact(model_name: str, model_sha256: str, settings: CalibrationSettings, mean: np.ndarray,

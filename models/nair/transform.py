@@ -36,6 +36,7 @@ from nairbus.models.nair.artifact import (
     dct_matrix,
     geometric_plan,
 )
+from nairbus.models.nair.prediction import leading_run
 
 __all__ = ["ARTIFACT_VERSION", "NO_MIX", "NO_TABLES", "PROVENANCE_KEYS", "ArtifactMismatchError", "NairArtifact",
            "NairTransform", "bits_schedule", "dct_matrix", "geometric_plan"]
@@ -58,6 +59,11 @@ class NairTransform:
         self.order = torch.from_numpy(artifact.order.astype(np.int64))
         self.fill = torch.from_numpy(artifact.fill.astype(np_dtype))
         self.mix = torch.from_numpy(artifact.mix.astype(np_dtype)) if artifact.joint_components else None
+        self.predictor = None
+        if artifact.predicts_fill:
+            self.predictor = (artifact.predict_lengths.astype(np.int64),
+                              torch.from_numpy(artifact.predict_weights.astype(np_dtype)),
+                              torch.from_numpy(artifact.predict_basis.astype(np_dtype)))
 
     def forward(self, ir: torch.Tensor) -> torch.Tensor:
         """IR ``(N, C, H, W)`` to components ``(N, K)`` in importance order."""
@@ -86,6 +92,25 @@ class NairTransform:
         return x.contiguous() + self.mean
 
     def reconstruct(self, components: torch.Tensor, received: torch.Tensor) -> torch.Tensor:
-        """Fill the components that did not arrive (``received`` False) and invert the transform."""
-        filled = torch.where(received, components, self.fill.expand_as(components))
+        """Fill the components that did not arrive (``received`` False) — predicted from the leading run that did,
+        where the artifact has an estimator — and invert the transform."""
+        fill = self.fill.expand_as(components)
+        if self.predictor is not None:
+            fill = self._predicted(components, received, fill)
+        filled = torch.where(received, components, fill)
         return self.inverse(filled)
+
+    def _predicted(self, components: torch.Tensor, received: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """The fill of each frame: from the longest estimator whose prefix arrived whole (mean fill without one)."""
+        assert self.predictor is not None
+        lengths, weights, basis = self.predictor
+        run = leading_run(received.numpy())
+        which = np.searchsorted(lengths, run, side="right") - 1
+        which[run >= components.shape[1]] = -1  # nothing missing: nothing to predict
+        out = fill.clone()
+        for index in np.unique(which[which >= 0]).tolist():
+            rows = torch.from_numpy(np.nonzero(which == index)[0])
+            length = int(lengths[index])
+            latent = components[rows, :length].to(weights.dtype) @ weights[index, :length]
+            out[rows] = (latent @ basis).to(out.dtype) + self.fill
+        return out
