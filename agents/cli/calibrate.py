@@ -125,7 +125,7 @@ def _checked_bands(options: CalibrateOptions) -> BitBands:
         _fail(f"--importance task orders NAIR's components; --method {options.method} has an order of its own")
     if options.joint_klt and options.method != "nair":
         _fail(f"--joint-klt is part of the nair method; --method {options.method} has none")
-    if options.entropy_coding and max(b for _, b in bands) > MAX_ENTROPY_BITS:
+    if options.entropy_coding and options.wire_bytes is None and max(b for _, b in bands) > MAX_ENTROPY_BITS:
         _fail(f"--entropy-coding takes bit bands of at most {MAX_ENTROPY_BITS} bits (e.g. --bit-bands 0.04:2,1:1); "
               f"these reach {max(b for _, b in bands)}")
     if options.validation_dir is not None and options.wire_bytes is None:

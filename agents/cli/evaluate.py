@@ -57,6 +57,55 @@ def evaluate_wire_cmd(
     console.print(f"report: {report}; plot: {plot}")
 
 
+@evaluate_app.command("split")
+def evaluate_split_cmd(
+    artifact: Annotated[list[Path] | None, typer.Option(
+        help="A NAIR artifact to measure (repeat for several; default: models/weights/base.nair.npz and "
+             "models/weights/base.coded.nair.npz, both at stage2).")] = None,
+    caps: Annotated[str, typer.Option(help="Comma-separated wire caps in bytes per frame.")] = "100,150,200,300,500",
+    frames: Annotated[int | None, typer.Option(help="Test frames (the first N; default all 10 000).")] = None,
+    images_report: Annotated[Path, typer.Option(
+        help="The image codecs' report whose validation table picks the image family per cap.")] = Path(
+        "reports/images.json"),
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/split.json"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """NAIR at a real split against the strongest image a user could send instead, on the same test frames: per
+    wire cap the image family best on validation, McNemar's paired test, the device's share of the model."""
+    from dataclasses import replace
+
+    from nairbus.agents.tools.reports import SplitReport
+    from nairbus.agents.tools.reports import write_report as write_typed
+    from nairbus.agents.tools.split_eval import SplitSettings, evaluate_split
+    from nairbus.models.data.fashion_mnist import DatasetMissingError
+
+    try:
+        cap_list = tuple(int(c) for c in caps.split(","))
+    except ValueError:
+        _fail(f"--caps takes whole bytes like 100,200,300, not {caps!r}")
+    if any(c < 1 for c in cap_list) or (frames is not None and frames < 1):
+        _fail("--caps and --frames must be positive")
+    for path in artifact or ():
+        if not path.is_file():
+            _fail(f"no NAIR artifact at {path} (make one with nairbus calibrate)")
+    settings = SplitSettings(caps=cap_list, frames=frames, images_report=images_report, data_dir=data_dir)
+    if artifact:
+        settings = replace(settings, artifacts=tuple(artifact))
+    try:
+        with console.status("evaluating") as status:
+            result = evaluate_split(settings, progress=status.update)
+    except (FileNotFoundError, DatasetMissingError, ValueError) as exc:
+        _fail(str(exc))
+    write_typed(report, SplitReport.from_data(result))
+    for entry in result["artifacts"]:
+        for row in entry["caps"]:
+            console.print(f"{entry['artifact']} ({entry['split']}, {100 * entry['device_mac_share']:.0f} % of the "
+                          f"MACs on the device) <= {row['cap_bytes']} B: NAIR {100 * row['nair']['accuracy']:.2f} %, "
+                          f"{row['image_family']} {100 * row['image']['accuracy']:.2f} % — {row['verdict']} "
+                          f"(p = {row['mcnemar_p']:.3g})")
+    console.print(f"report: {report}")
+
+
 def _nair_wire_section(frames: int, images_report: Path, data_dir: Path | None, model: str = "base") -> dict[str, Any]:
     """The wire bars for reports/nair[-<model>].json (nairbus.agents.tools.wire_eval on the same test frames), or why
     they

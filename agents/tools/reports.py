@@ -17,6 +17,7 @@ from typing import TypeVar
 from pydantic import Field, JsonValue
 
 from nairbus.models.evaluation.reports import (
+    AccuracyCi,
     Ci95,
     CostReport,
     ImagesReport,
@@ -865,6 +866,60 @@ class FootprintReport(ReportModel):
     bars: dict[str, bool]
 
 
+# ----- nairbus evaluate split --------------------------------------------------------------------------------------
+
+
+class SplitRow(ReportModel):
+    """One representation under one wire cap: accuracy over every test frame (unsent: wrong), its interval."""
+
+    accuracy: float
+    ci95: tuple[float, float]
+    share_sent: float
+    mean_wire_bytes: float | None
+
+
+class SplitCap(ReportModel):
+    """NAIR against the image family chosen on validation, at one cap, paired on the same test frames."""
+
+    cap_bytes: int
+    nair: SplitRow
+    image_family: str
+    image: SplitRow
+    margin: float
+    mcnemar_p: float
+    discordant: list[int]
+    verdict: str
+    at_least_as_accurate: bool
+    within_1pt_of_mature: bool
+
+
+class SplitArtifact(ReportModel):
+    """One NAIR artifact: its split, the device's share of the model and every cap."""
+
+    artifact: str
+    artifact_sha256: str
+    split: str
+    device_mac_share: float
+    coding: str
+    command: str | None
+    caps: list[SplitCap]
+
+
+class SplitReport(ReportModel):
+    """``reports/split.json`` (``nairbus evaluate split``): NAIR at a real split against the strongest image."""
+
+    command: str
+    model: ModelRef
+    frames: int
+    test_source: str
+    mature: AccuracyCi
+    image_choice: JsonDict
+    wire_counting: str
+    test: str
+    artifacts: list[SplitArtifact]
+    seconds: float
+
+
 # ----- the registry -------------------------------------------------------------------------------------------------
 
 REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
@@ -885,6 +940,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("homeassistant-truth*.json", HomeAssistantTruthReport),
     ("sensor-footprint*.json", FootprintReport),
     ("bench*.json", ScaleReport),
+    ("split*.json", SplitReport),
 )
 """Report file name pattern → its model; the first pattern that matches a file's name wins."""
 
