@@ -64,9 +64,9 @@ def evaluate_split_cmd(
              "models/weights/base.coded.nair.npz, both at stage2).")] = None,
     caps: Annotated[str, typer.Option(help="Comma-separated wire caps in bytes per frame.")] = "100,150,200,300,500",
     frames: Annotated[int | None, typer.Option(help="Test frames (the first N; default all 10 000).")] = None,
-    images_report: Annotated[Path, typer.Option(
-        help="The image codecs' report whose validation table picks the image family per cap.")] = Path(
-        "reports/images.json"),
+    images_report: Annotated[Path | None, typer.Option(
+        help="The image codecs' report whose validation table picks the image family per cap (default: "
+             "reports/images.json for base, reports/images-<model>.json for another model).")] = None,
     report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/split.json"),
     data_dir: DataDirOpt = None,
 ) -> None:

@@ -43,7 +43,9 @@ class SplitSettings:
     caps: tuple[int, ...] = (100, 150, 200, 300, 500)
     frames: int | None = None
     """Test frames (the first N; None: all 10 000)."""
-    images_report: Path = Path("reports/images.json")
+    images_report: Path | None = None
+    """The image report of the artifacts' model (default: ``reports/images.json`` for ``base``,
+    ``reports/images-<model>.json`` for any other)."""
     data_dir: Path | None = None
 
     def command(self) -> str:
@@ -56,7 +58,15 @@ class SplitSettings:
             parts.append("--caps " + ",".join(str(c) for c in self.caps))
         if self.frames is not None:
             parts.append(f"--frames {self.frames}")
+        if self.images_report is not None:
+            parts.append(f"--images-report {self.images_report}")
         return " ".join(parts)
+
+
+def _images_report(settings: SplitSettings, model: str) -> Path:
+    if settings.images_report is not None:
+        return settings.images_report
+    return Path("reports/images.json" if model == "base" else f"reports/images-{model}.json")
 
 
 def image_families_on_validation(images: dict[str, Any], caps: Sequence[int]) -> dict[int, str]:
@@ -105,11 +115,16 @@ def evaluate_split(settings: SplitSettings, progress: ProgressFn | None = None) 
     """Measure every artifact and the validation-chosen image families on the same test frames; the report."""
     say = progress or (lambda _m: None)
     started = time.perf_counter()
-    images_report = json.loads(settings.images_report.read_text())
-    pipelines = [NairPipeline.load(artifact_path=path) for path in settings.artifacts]
+    models = {NairArtifact.load(path).model_name for path in settings.artifacts}
+    if len(models) != 1:
+        raise ValueError(f"the artifacts are of several models ({', '.join(sorted(models))}): measure one at a time")
+    model = models.pop()
+    report_path = _images_report(settings, model)
+    images_report = json.loads(report_path.read_text())
+    pipelines = [NairPipeline.load(model, path) for path in settings.artifacts]
     base = pipelines[0]
     if images_report.get("mature_model", {}).get("sha256") not in (None, base.manifest.sha256):
-        raise ValueError(f"{settings.images_report} measured another model than {base.manifest.name}'s "
+        raise ValueError(f"{report_path} measured another model than {base.manifest.name}'s "
                          f"{base.manifest.sha256[:12]}: re-run nairbus evaluate images")
     test = load_data("test", data_dir=settings.data_dir)
     n = len(test.labels) if settings.frames is None else min(settings.frames, len(test.labels))
@@ -138,7 +153,7 @@ def evaluate_split(settings: SplitSettings, progress: ProgressFn | None = None) 
         "frames": n, "test_source": f"the first {n} frames of the Fashion-MNIST test split",
         "mature": mature,
         "image_choice": {"chosen_on": "validation: the family most accurate at each cap in the validation table of "
-                                      f"{settings.images_report} ({images_report.get('command')})",
+                                      f"{report_path} ({images_report.get('command')})",
                          "families": {str(cap): family for cap, family in chosen.items()}},
         "wire_counting": "whole MQTT 5 PUBLISH, QoS 0, topic alias; a frame with nothing that fits counts as wrong",
         "test": "McNemar's exact paired test on the test frames (p >= 0.05: inside the noise)",
