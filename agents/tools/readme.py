@@ -33,6 +33,8 @@ from nairbus.agents.tools.reports import (
     ScaleReport,
     SensorCounters,
     Share,
+    SplitCap,
+    SplitReport,
     TakeoverRun,
     load_typed,
 )
@@ -792,6 +794,37 @@ def map_nair_vs_image_block(report: MapReport, file: str = "map.json") -> str | 
     return "\n".join(lines)
 
 
+def _split_cell(row: SplitCap) -> str:
+    sign = "+" if row.margin >= 0 else "−"
+    noise = ", noise" if row.verdict == "inside the noise" else ""
+    return (f"{_pct(row.nair.accuracy, 1)} vs {_pct(row.image.accuracy, 1)} {row.image_family} "
+            f"({sign}{abs(100 * row.margin):.1f}{noise})")
+
+
+def split_block(report: SplitReport) -> str:
+    """Each artifact at its split against the image family chosen on validation, paired on every test frame."""
+    caps = [row.cap_bytes for row in report.artifacts[0].caps] if report.artifacts else []
+    lines = [f"From `reports/split.json` (`{report.command}`, {report.frames} test frames; mature model "
+             f"{_pct(report.mature.accuracy)}): NAIR against the image family most accurate on validation at the "
+             "same per-frame wire cap, on the same test frames; margin in points (McNemar, paired; \"noise\": "
+             "p ≥ 0.05).", ""]
+    lines += _table(["artifact (split, device share)", *_cap_heads(list(caps))],
+                    ([f"`{a.artifact}` ({a.split}, {100 * a.device_mac_share:.0f} %)",
+                      *[_split_cell(row) for row in a.caps]] for a in report.artifacts))
+    return "\n".join(lines)
+
+
+def demo_coded_block(report: DemoReport) -> str:
+    """The range-coded artifact live over Mosquitto against the offline evaluator."""
+    rows = ([f"{b.wire_budget} B", f"{b.results}/{b.frames}", _pct(b.live_accuracy), _pct(b.offline_accuracy),
+             _pct(b.agreement, 1), f"{b.wire_bytes_per_frame or 0:.0f} (max {b.wire_bytes_max})"]
+            for b in report.budgets)
+    return "\n".join([f"From `reports/demo-coded.json` (`{report.command}`; artifact "
+                      f"`{report.artifact.sha256[:12]}`, {report.artifact.coding}-coded, {report.artifact.split}):",
+                      "", *_table(["--budget", "decided", "live acc", "offline acc", "same class",
+                                   "wire B/frame"], rows)])
+
+
 def _skips(sensor: SensorCounters) -> str:
     reasons = {k.removeprefix("skipped_"): v for k, v in sensor.items() if k.startswith("skipped_") and v}
     return ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())) or "none"
@@ -998,6 +1031,10 @@ BLOCKS: dict[str, _Renders] = {
     "second-model": Block("nair-mobilenet.json", NairReport, second_model_block,
                           "`nairbus evaluate nair --model mobilenet --images-dir build/frames` (docs/your-model.md)"),
     "map": Block("map.json", MapReport, map_block, "`nairbus evaluate map`"),
+    "split": Block("split.json", SplitReport, split_block, "`nairbus evaluate split`"),
+    "demo-coded": Block("demo-coded.json", DemoReport, demo_coded_block,
+                        "`nairbus demo --artifact models/weights/base.coded.nair.npz --wire-budgets 200,300 --no-vp "
+                        "--report reports/demo-coded.json`"),
     "files": Block("files.json", FilesReport, files_block, "`nairbus bench files`"),
     "map-mobilenet": Block("map-mobilenet.json", MapReport, map_block, "`nairbus evaluate map --model mobilenet`"),
     "map-nair-vs-image": Block("map.json", MapReport, map_nair_vs_image_block, "`nairbus evaluate map --frames 2000 "
