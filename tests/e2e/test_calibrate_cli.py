@@ -84,6 +84,22 @@ def test_task_importance_is_an_option_recorded_in_the_command(tmp_path: Path) ->
         assert says in out.stdout + out.stderr
 
 
+def test_wire_bytes_may_choose_among_range_coded_allocations_but_explicit_wide_bands_are_refused() -> None:
+    import typer
+
+    from nairbus.agents.cli.calibrate import CalibrateOptions, _checked_bands
+
+    def options(**given: object) -> CalibrateOptions:
+        base = {"model": "base", "split": None, "images": 100, "method": "nair", "bit_bands": None,
+                "wire_bytes": None, "images_dir": None, "validation_dir": None, "joint_klt": 0, "out": None,
+                "data_dir": None, "entropy_coding": True}
+        return CalibrateOptions(**{**base, **given})  # type: ignore[arg-type]
+
+    assert _checked_bands(options(wire_bytes=300)) == ((1.0, 8),)  # the candidates are filtered, not refused
+    with pytest.raises(typer.Exit):
+        _checked_bands(options(bit_bands="8"))
+
+
 def test_bit_bands_are_an_option_and_change_the_artifact(tmp_path: Path) -> None:
     eight, banded = tmp_path / "8.npz", tmp_path / "321.npz"
     assert _calibrate("--images", "300", "--out", str(eight)).returncode == 0
