@@ -99,16 +99,35 @@ def test_the_range_coded_artifact_ran_live_on_every_test_frame_as_the_evaluator_
     assert report["artifact"]["sha256"] == NairArtifact.load(WEIGHTS / "base.coded.nair.npz").sha256
     assert report["artifact"]["coding"] == "range"
     assert [row["wire_budget"] for row in report["budgets"]] == [200, 300]
-    # Its allocation is the map's choice on validation for these caps.
-    shipped = NairArtifact.load(WEIGHTS / "base.coded.nair.npz").meta["provenance"]["command"]
-    coded = next(r for r in _json(REPORTS / "map.json")["representations"] if r["name"] == "nair-stage2-coded")
-    for row in coded["allocation_per_cap"]:
-        if row["cap_bytes"] in (200, 300):
-            assert f"--bit-bands {row['bit_bands']} " in shipped
+    # Its allocation was chosen on the validation split (calibrate --wire-bytes), as its provenance records.
+    provenance = NairArtifact.load(WEIGHTS / "base.coded.nair.npz").meta["provenance"]
+    assert "--wire-bytes" in provenance["command"]
+    assert provenance["selection"]["split"].startswith("validation")
+    compared = provenance["selection"]["compared"]
+    best = max(r["accuracy"] for r in compared)
+    assert provenance["selection"]["chosen"] in {r["bit_bands"] for r in compared if r["accuracy"] == best}
     for row in report["budgets"]:
         assert row["frames"] == row["results"] == 10000
         assert row["agreement"] == 1.0
         assert row["wire_bytes_max"] <= row["wire_budget"]
+
+
+def test_the_split_report_measured_the_shipped_artifacts_against_the_image_chosen_on_validation() -> None:
+    from nairbus.agents.tools.split_eval import image_families_on_validation
+
+    report = _json(REPORTS / "split.json")
+    assert report["frames"] == 10000
+    chosen = image_families_on_validation(_json(REPORTS / "images.json"), [int(c) for c in
+                                                                          report["image_choice"]["families"]])
+    assert {str(cap): family for cap, family in chosen.items()} == report["image_choice"]["families"]
+    shipped = {p.name: NairArtifact.load(p).sha256 for p in WEIGHTS.glob("*.nair.npz")}
+    measured = {a["artifact"]: a["artifact_sha256"] for a in report["artifacts"]}
+    for name in ("base.nair.npz", "base.coded.nair.npz"):
+        assert measured[name] == shipped[name], f"reports/split.json is stale for {name}: rerun its command"
+    for artifact in report["artifacts"]:
+        for row in artifact["caps"]:
+            assert 0.0 <= row["mcnemar_p"] <= 1.0
+            assert row["image_family"] == report["image_choice"]["families"][str(row["cap_bytes"])]
 
 
 def test_the_vp_report_sets_the_best_variant_beside_the_ensemble_with_tests() -> None:
