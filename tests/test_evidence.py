@@ -94,18 +94,21 @@ def test_the_reports_measured_the_shipped_artifacts() -> None:
         assert row is None or row["chosen_on"] == "validation"
 
 
-def test_the_range_coded_artifact_ran_live_on_every_test_frame_as_the_evaluator_decides() -> None:
-    report = _json(REPORTS / "demo-coded.json")
-    assert report["artifact"]["sha256"] == NairArtifact.load(WEIGHTS / "base.coded.nair.npz").sha256
-    assert report["artifact"]["coding"] == "range"
-    assert [row["wire_budget"] for row in report["budgets"]] == [200, 300]
-    # Its allocation was chosen on the validation split (calibrate --wire-bytes), as its provenance records.
-    provenance = NairArtifact.load(WEIGHTS / "base.coded.nair.npz").meta["provenance"]
+@pytest.mark.parametrize("name", ["base.coded.nair.npz", "base.coded500.nair.npz"])
+def test_a_range_coded_artifact_chose_its_allocation_on_validation(name: str) -> None:
+    provenance = NairArtifact.load(WEIGHTS / name).meta["provenance"]
     assert "--wire-bytes" in provenance["command"]
     assert provenance["selection"]["split"].startswith("validation")
     compared = provenance["selection"]["compared"]
     best = max(r["accuracy"] for r in compared)
     assert provenance["selection"]["chosen"] in {r["bit_bands"] for r in compared if r["accuracy"] == best}
+
+
+def test_the_range_coded_artifact_ran_live_on_every_test_frame_as_the_evaluator_decides() -> None:
+    report = _json(REPORTS / "demo-coded.json")
+    assert report["artifact"]["sha256"] == NairArtifact.load(WEIGHTS / "base.coded.nair.npz").sha256
+    assert report["artifact"]["coding"] == "range"
+    assert [row["wire_budget"] for row in report["budgets"]] == [200, 300]
     for row in report["budgets"]:
         assert row["frames"] == row["results"] == 10000
         assert row["agreement"] == 1.0
@@ -122,7 +125,7 @@ def test_the_split_report_measured_the_shipped_artifacts_against_the_image_chose
     assert {str(cap): family for cap, family in chosen.items()} == report["image_choice"]["families"]
     shipped = {p.name: NairArtifact.load(p).sha256 for p in WEIGHTS.glob("*.nair.npz")}
     measured = {a["artifact"]: a["artifact_sha256"] for a in report["artifacts"]}
-    for name in ("base.nair.npz", "base.coded.nair.npz"):
+    for name in ("base.nair.npz", "base.coded.nair.npz", "base.coded500.nair.npz"):
         assert measured[name] == shipped[name], f"reports/split.json is stale for {name}: rerun its command"
     for artifact in report["artifacts"]:
         for row in artifact["caps"]:

@@ -60,8 +60,8 @@ def evaluate_wire_cmd(
 @evaluate_app.command("split")
 def evaluate_split_cmd(
     artifact: Annotated[list[Path] | None, typer.Option(
-        help="A NAIR artifact to measure (repeat for several; default: models/weights/base.nair.npz and "
-             "models/weights/base.coded.nair.npz, both at stage2).")] = None,
+        help="A NAIR artifact to measure (repeat for several; default: models/weights/base.nair.npz, "
+             "base.coded.nair.npz and base.coded500.nair.npz, all at stage2).")] = None,
     caps: Annotated[str, typer.Option(help="Comma-separated wire caps in bytes per frame.")] = "100,150,200,300,500",
     frames: Annotated[int | None, typer.Option(help="Test frames (the first N; default all 10 000).")] = None,
     images_report: Annotated[Path | None, typer.Option(

@@ -39,7 +39,8 @@ class SplitSettings:
     """One ``nairbus evaluate split`` run."""
 
     artifacts: tuple[Path, ...] = field(default_factory=lambda: (WEIGHTS_DIR / "base.nair.npz",
-                                                                 WEIGHTS_DIR / "base.coded.nair.npz"))
+                                                                 WEIGHTS_DIR / "base.coded.nair.npz",
+                                                                 WEIGHTS_DIR / "base.coded500.nair.npz"))
     caps: tuple[int, ...] = (100, 150, 200, 300, 500)
     frames: int | None = None
     """Test frames (the first N; None: all 10 000)."""

@@ -160,6 +160,7 @@ def test_wire_bytes_chooses_the_allocation_best_on_validation(tmp_path: Path) ->
     "base.nair.npz",
     "base.stage3.nair.npz",
     "base.coded.nair.npz",
+    "base.coded500.nair.npz",
     # mobilenet.nair.npz: its recorded command is re-run (with --wire-bytes 300 added) by the test below
 ])
 def test_each_shipped_artifact_is_reproduced_by_its_recorded_command(tmp_path: Path, name: str) -> None:

@@ -96,7 +96,9 @@ def test_demo_runs_end_to_end_and_matches_the_offline_evaluator(tmp_path: Path) 
 @pytest.mark.slow
 def test_demo_with_a_range_coded_artifact_meets_wire_budgets_and_matches_the_offline_evaluator(tmp_path: Path) -> None:
     report = tmp_path / "demo-coded.json"
-    out = _run("demo", "--frames", "60", "--artifact", "models/weights/base.coded.nair.npz", "--wire-budgets",
+    from nairbus.models.store import WEIGHTS_DIR
+
+    out = _run("demo", "--frames", "60", "--artifact", str(WEIGHTS_DIR / "base.coded.nair.npz"), "--wire-budgets",
                "200,300", "--no-vp", "--report", str(report))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     data = json.loads(report.read_text())
