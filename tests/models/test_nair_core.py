@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.loss import LossModel
 from nairbus.models.nair.calibration import CalibrationSettings, calibrate
 from nairbus.models.nair.codec import (
@@ -38,20 +38,6 @@ from nairbus.models.nair.transform import (
     geometric_plan,
 )
 from tests.manifests import in_memory_manifest
-
-TINY = ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> ResNet:
-    torch.manual_seed(0)
-    return ResNet(TINY).eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")

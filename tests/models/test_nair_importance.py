@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.nair.calibration import CalibrationSettings, calibrate, calibration_ir
 from nairbus.models.nair.importance import task_scores
 from nairbus.models.nair.pipeline import NairPipeline
@@ -15,20 +15,6 @@ from nairbus.models.nair.transform import NairTransform
 from tests.manifests import in_memory_manifest
 
 pytestmark = pytest.mark.unit
-
-TINY = ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> ResNet:
-    torch.manual_seed(0)
-    return ResNet(TINY).eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
 
 
 def test_a_component_the_model_does_not_read_scores_nothing(tiny_model: ResNet, images: np.ndarray) -> None:

@@ -10,26 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from nairbus.models.architectures.resnet import ResNet, ResNetConfig
+from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.nair.calibration import CalibrationSettings, calibrate, calibration_ir
 from nairbus.models.nair.prediction import fit_predictor, leading_run
 from nairbus.models.nair.transform import ArtifactMismatchError, NairArtifact, NairTransform
 
 pytestmark = pytest.mark.unit
-
-TINY = ResNetConfig(widths=(8, 16, 16), blocks=(1, 1, 1))
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> ResNet:
-    torch.manual_seed(0)
-    return ResNet(TINY).eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
 
 
 def test_what_the_prefix_determines_is_predicted() -> None:
