@@ -25,7 +25,7 @@ from nairbus.models.architectures.resnet import ResNet
 from nairbus.models.nair.codec import dequantise, quantise
 from nairbus.models.nair.entropy import fit_tables
 from nairbus.models.nair.importance import TASK_IMAGES, task_scores
-from nairbus.models.nair.prediction import PREDICT_LENGTHS, Predictor, fit_predictor
+from nairbus.models.nair.prediction import PREDICT_LENGTHS, fit_predictor
 from nairbus.models.nair.quantiser import CLIP_QUANTILES, fit_quantiser
 from nairbus.models.nair.transform import NO_MIX, NO_TABLES, NairArtifact, NairTransform, bits_schedule, geometric_plan
 
@@ -251,17 +251,14 @@ def calibrate(
     fill = _component_fill(comp, mean, settings.fill, settings.joint_klt)
     bits = bits_schedule(k, list(settings.bit_bands))
     lo, step = fit_quantiser(comp.values, bits, settings.clip_quantiles)
-    tables = NO_TABLES
-    if settings.entropy_coding:  # the codes as the sensor makes them, from the stored float32 ranges
-        tables = fit_tables(quantise(comp.values, lo.astype(np.float32), step.astype(np.float32), bits), bits)
+    # The codes as the sensor makes them, from the stored float32 ranges.
+    tables = (fit_tables(quantise(comp.values, lo.astype(np.float32), step.astype(np.float32), bits), bits)
+              if settings.entropy_coding else NO_TABLES)
     plan = geometric_plan(k, bits, settings.first_fragment, settings.growth, settings.max_fragment)
-    predictor = _fill_predictor(comp.values, lo, step, bits, settings) if settings.predict_fill else None
-    meta: dict[str, Any] = {
-        "method": settings.method,
-        "settings": settings.recorded(),
-        "calibration_images": int(n),
-        "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2), "numerics": numerics},
-    }
+    predictor = _fill_predictor(comp.values, lo, step, bits, settings) if settings.predict_fill else {}
+    meta: dict[str, Any] = {"method": settings.method, "settings": settings.recorded(), "calibration_images": int(n),
+                            "provenance": {"calibration_seconds": round(time.perf_counter() - started, 2),
+                                           "numerics": numerics}}
     return NairArtifact(
         model_name=model_name,
         model_sha256=model_sha256,
@@ -279,21 +276,22 @@ def calibrate(
         meta=meta,
         mix=comp.mix.astype(np.float32),
         tables=tables,
-        **({"predict_lengths": predictor.lengths, "predict_weights": predictor.weights,
-            "predict_basis": predictor.basis} if predictor is not None else {}),
+        **predictor,
     )
 
 
 def _fill_predictor(values: np.ndarray, lo: np.ndarray, step: np.ndarray, bits: np.ndarray,
-                    settings: CalibrationSettings) -> Predictor:
-    """The fill estimator, fitted on the prefix as the hub dequantises it (float32 ranges, as the artifact stores
-    them) against the components the device computed."""
+                    settings: CalibrationSettings) -> dict[str, np.ndarray]:
+    """The fill estimator's artifact arrays, fitted on the prefix as the hub dequantises it (float32 ranges, as the
+    artifact stores them) against the components the device computed."""
     if settings.fill != "mean":
         raise ValueError("a predicted fill estimates the components around the calibration mean: fill must be mean")
     longest = max((length for length in PREDICT_LENGTHS if length < values.shape[1]), default=0)
     lo32, step32 = lo[:longest].astype(np.float32), step[:longest].astype(np.float32)
     received = dequantise(quantise(values[:, :longest], lo32, step32, bits[:longest]), lo32, step32)
-    return fit_predictor(received, values)
+    predictor = fit_predictor(received, values)
+    return {"predict_lengths": predictor.lengths, "predict_weights": predictor.weights,
+            "predict_basis": predictor.basis}
 
 
 def _separable_artifact(model_name: str, model_sha256: str, settings: CalibrationSettings, mean: np.ndarray,
