@@ -73,6 +73,9 @@ def sensor(
     shard: Annotated[str | None, typer.Option(help="i/n: every n-th frame from i (share frames).")] = None,
     budget: BudgetOpt = None,
     link_fit: LinkFitOpt = None,
+    link_trace: Annotated[Path | None, typer.Option(
+        help="Write the link fitting's every sample and frame budget (with the kernel's TCP_INFO) to this file, "
+             "as JSON lines.")] = None,
     budget_fraction: Annotated[float | None, typer.Option(
         help="NAIR: cap each frame's payload at this fraction of the IR.")] = None,
     bytes_per_second: Annotated[float | None, typer.Option(help="Cap on wire bytes per second.")] = None,

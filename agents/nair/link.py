@@ -41,14 +41,17 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from nairbus.agents.nair.linktrace import LinkTrace
+from nairbus.agents.runtime.linkprobe import TcpInfo
 from nairbus.agents.runtime.state import state_dir
 
-__all__ = ["MEMORY_SHARE", "BudgetDecision", "LinkEstimator", "LinkMemory", "LinkMonitor", "LinkPolicy",
-           "state_dir"]
+__all__ = ["MEMORY_SHARE", "BudgetDecision", "DeliveryRateFilter", "LinkEstimator", "LinkMemory", "LinkMonitor",
+           "LinkPolicy", "replay_trace", "state_dir"]
 
 MEMORY_MAX_AGE_S = 7 * 24 * 3600.0
 """A remembered rate older than this is forgotten (the device may have moved to another link)."""
@@ -92,6 +95,34 @@ class BudgetDecision:
 
 
 @dataclass
+class DeliveryRateFilter:
+    """The path's bottleneck rate from the kernel's delivery-rate samples (``TCP_INFO``), as BBR estimates it: the
+    most delivered over the last ``window_s`` (a max filter: a round trip that delivered less because the sender
+    had less to send, or TCP's window was small after a loss, says nothing of what the path carries). A sample
+    taken while the sender was app-limited is a lower bound: it counts only where it raises the estimate."""
+
+    window_s: float = 2.0
+    """The shortest window; a long path's is ten of its round trips."""
+    _window: float = 0.0
+    _samples: deque[tuple[float, float]] = field(default_factory=deque)  # (t, rate), rates falling
+
+    def add(self, now: float, rate: float, app_limited: bool, rtt: float = 0.0) -> None:
+        """One sample (bytes per second) at ``now`` over a path of round trip ``rtt``."""
+        self._window = max(self.window_s, 10 * rtt)
+        if rate <= 0 or (app_limited and rate <= self.value(now)):
+            return
+        while self._samples and self._samples[-1][1] <= rate:
+            self._samples.pop()
+        self._samples.append((now, rate))
+
+    def value(self, now: float) -> float:
+        """The estimate, bytes per second (0.0: no sample that was not app-limited yet)."""
+        while len(self._samples) > 1 and self._samples[0][0] < now - self._window:
+            self._samples.popleft()
+        return self._samples[0][1] if self._samples else 0.0
+
+
+@dataclass
 class LinkEstimator:
     """Delivery rate of a link from periodic samples of (delivered bytes, backlog bytes). Pure: pass the clock."""
 
@@ -108,14 +139,22 @@ class LinkEstimator:
     backlog: int = 0
     min_rtt: float = 0.0
     """The path's minimum round trip in seconds (TCP_INFO's ``min_rtt``; 0: unknown or negligible)."""
+    kernel: DeliveryRateFilter | None = None
+    """The kernel's view of the path, once a sample brought ``TCP_INFO``: its rate replaces the busy-tick one."""
+    _unacked: int = 0
+    """Bytes sent and not acknowledged, as the kernel counts them (with ``TCP_INFO``)."""
 
-    def sample(self, now: float, delivered: int, backlog: int, min_rtt: float = 0.0) -> None:
+    def sample(self, now: float, delivered: int, backlog: int, min_rtt: float = 0.0,
+               tcp: TcpInfo | None = None) -> None:
         """One observation: bytes delivered so far (monotonic) and bytes still waiting, at ``now``; ``min_rtt`` the
-        path's minimum round trip (bytes sent within it are in flight, not waiting)."""
+        path's minimum round trip (bytes sent within it are in flight, not waiting); ``tcp`` what the kernel says
+        of the connection (its delivery rate, and which of the waiting bytes are on the path)."""
         last = self._last
         self._last = (now, delivered, backlog)
         self.backlog = backlog
-        self.min_rtt = max(0.0, min_rtt)
+        self.min_rtt = max(0.0, min_rtt if tcp is None else tcp.min_rtt)
+        if tcp is not None:
+            self._kernel_sample(now, backlog, tcp)
         self._path.append((now, delivered, delivered + backlog))
         while len(self._path) > 1 and self._path[1][0] <= now - max(self.policy.window_s, 3 * self.min_rtt):
             self._path.popleft()
@@ -137,6 +176,14 @@ class LinkEstimator:
                 self._busy_bytes += delivered - d0
         self._expire(now)
 
+    def _kernel_sample(self, now: float, backlog: int, tcp: TcpInfo) -> None:
+        """Take the kernel's delivery rate into the max filter and its unacknowledged bytes as what is on the path
+        (no more than the backlog beyond the bytes not sent yet: the last segment of a burst is rarely full)."""
+        if self.kernel is None:
+            self.kernel = DeliveryRateFilter(self.policy.window_s)
+        self.kernel.add(now, tcp.delivery_rate, tcp.app_limited, self.min_rtt)
+        self._unacked = max(0, min(tcp.in_flight, backlog - tcp.notsent_bytes))
+
     def _expire(self, now: float) -> None:
         while self._busy and self._busy[0][0] < now - self.policy.window_s:
             _t, dt, nbytes = self._busy.popleft()
@@ -147,6 +194,9 @@ class LinkEstimator:
         """Bytes that may be unacknowledged without waiting anywhere: what a path of :attr:`min_rtt` holds at
         ``rate``, or what was handed over within the last round trip, whichever is more (a rate measured while the
         sender sent less than the link carries is its own send rate, and must not make the path look queued)."""
+        if self.kernel is not None:
+            # The kernel knows what is on the path; beyond the rate's worth of a minimum round trip it is queued.
+            return float(self._unacked) if rate is None else min(float(self._unacked), rate * self.min_rtt)
         if self.min_rtt <= 0 or not self._path:
             return 0.0
         return max((rate or 0.0) * self.min_rtt, float(self._path[-1][2] - self._at(self.min_rtt)[2]))
@@ -191,7 +241,10 @@ class LinkEstimator:
             self._known_rate = rate
 
     def rate(self, now: float) -> float | None:
-        """Bytes per second the link delivered while it was busy in the last window (None: not busy enough)."""
+        """Bytes per second the link delivered while it was busy in the last window (None: not busy enough), or
+        what the kernel measured (:class:`DeliveryRateFilter`) where it says."""
+        if self.kernel is not None:
+            return self.kernel.value(now) or None
         self._expire(now)
         if self._busy_s < self.policy.min_busy_s or self._busy_bytes <= 0:
             return None
@@ -211,7 +264,7 @@ class LinkEstimator:
         measured = self.rate(now)
         if measured is not None:
             self._known_rate = measured
-        full = self._saturated_rate() if self.min_rtt > period_s else None
+        full = self._saturated_rate() if self.min_rtt > period_s and self.kernel is None else None
         if full is not None and self._known_rate is None:
             self._known_rate = full  # slow start ends: the link delivered less than was sent
         # What waits: the backlog beyond the bytes a long path holds in flight (all of it on a LAN).
@@ -259,6 +312,23 @@ class LinkEstimator:
         return BudgetDecision(budget, reason, rate, backlog)
 
 
+def replay_trace(records: Iterable[dict[str, Any]], policy: LinkPolicy | None = None,
+                 ) -> list[tuple[dict[str, Any], BudgetDecision]]:
+    """Feed a link trace (:mod:`~nairbus.agents.nair.linktrace`) into a fresh estimator: each recorded frame budget
+    beside the one the estimator gives now, on the same samples."""
+    est = LinkEstimator(policy or LinkPolicy())
+    out: list[tuple[dict[str, Any], BudgetDecision]] = []
+    for record in records:
+        if "handed" in record:
+            tcp = TcpInfo(**record["tcp"]) if "tcp" in record else None
+            est.sample(record["t"], max(0, record["handed"] - record["backlog"]), record["backlog"],
+                       tcp.min_rtt if tcp is not None else 0.0, tcp)
+        else:
+            out.append((record, est.frame_budget(record["t"], record["age"], record["deadline"], record["period"],
+                                                 record["cap"])))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class LinkMemory:
     """The last good rate of one sensor's link to one broker, kept on disk so the next run starts near it (a JSON
@@ -296,10 +366,13 @@ class LinkMonitor:
     bytes are on their way, not at all while the link is idle (until :meth:`wake`)."""
 
     def __init__(self, handed: Callable[[], int], backlog: Callable[[], int], policy: LinkPolicy | None = None,
-                 tick_s: float = 0.01, min_rtt: Callable[[], float] | None = None) -> None:
+                 tick_s: float = 0.01, path: Callable[[], TcpInfo | None] | None = None,
+                 trace: LinkTrace | None = None) -> None:
         self._handed = handed
         self._backlog = backlog
-        self._min_rtt = min_rtt or (lambda: 0.0)
+        self._path = path or (lambda: None)
+        self.trace = trace
+        """Where every sample and decision is written (None: nowhere)."""
         self.estimator = LinkEstimator(policy or LinkPolicy())
         self.tick_s = tick_s
         self.lock = threading.Lock()
@@ -335,10 +408,14 @@ class LinkMonitor:
             wakes = self._wakes
         backlog = self._backlog()
         handed = self._handed()
-        min_rtt = self._min_rtt()
+        info = self._path()
+        min_rtt = info.min_rtt if info is not None else 0.0
         with self.lock:
-            self.estimator.sample(time.monotonic(), max(0, handed - backlog), backlog, min_rtt)
+            now = time.monotonic()
+            self.estimator.sample(now, max(0, handed - backlog), backlog, min_rtt, info)
             self.samples += 1
+            if self.trace is not None:
+                self.trace.sample(now, handed, backlog, info)
             if backlog > 0:
                 self._busy.set()
             elif wakes == self._wakes:  # nothing handed over since the backlog was read: idle until the next
@@ -349,7 +426,13 @@ class LinkMonitor:
         """:meth:`LinkEstimator.frame_budget` on fresh figures."""
         self.sample_now()
         with self.lock:
-            return self.estimator.frame_budget(time.monotonic(), capture_ts_age_s, deadline_s, period_s, cap)
+            now = time.monotonic()
+            decision = self.estimator.frame_budget(now, capture_ts_age_s, deadline_s, period_s, cap)
+            if self.trace is not None:
+                self.trace.budget(now, capture_ts_age_s, deadline_s, period_s, cap, {
+                    "budget": decision.wire_bytes, "reason": decision.reason, "rate": decision.rate,
+                    "backlog": decision.backlog})
+            return decision
 
     def drained(self) -> bool:
         """:meth:`LinkEstimator.drained` on a fresh sample."""

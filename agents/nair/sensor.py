@@ -24,6 +24,7 @@ import numpy as np
 from nairbus.agents.nair.auto import AutoChooser, auto_table_path
 from nairbus.agents.nair.budget import DevicePlan, measure_costs, plan_device
 from nairbus.agents.nair.link import MEMORY_SHARE, BudgetDecision, LinkMemory, LinkMonitor
+from nairbus.agents.nair.linktrace import LinkTrace
 from nairbus.agents.nair.modes import SENSOR_MODES, NairMode
 from nairbus.agents.nair.outgoing import DecisionEncoder, ImageFrameEncoder, NairFrameEncoder, Outgoing, bit_bands
 from nairbus.agents.nair.settings import NairSettings, nair_settings
@@ -197,7 +198,8 @@ class SensorAgent(SensorBase):
             self.comm.subscribe(options.image_topic, qos=0)
         self.link = LinkMonitor(lambda: self.comm.wire_bytes,
                                 lambda: self.comm.pending_bytes() + self.comm.socket_outq(),
-                                min_rtt=self.comm.min_rtt)
+                                path=self.comm.tcp_info,
+                                trace=LinkTrace(own.link_trace) if own.link_trace is not None else None)
         self._seq = 0
         self.last_decision: BudgetDecision | None = None
         self._next_link_log = 0.0
@@ -592,6 +594,8 @@ class SensorAgent(SensorBase):
 
     def on_stopping(self) -> None:
         self.link.stop()
+        if self.link.trace is not None:
+            self.link.trace.close()
         self._remember_link(time.monotonic())
 
     def stop_fields(self) -> dict[str, object]:

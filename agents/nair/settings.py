@@ -65,6 +65,9 @@ class NairSettings(MethodSettings):
         "Remember the link's rate per broker between runs (a small JSON file in $STATE_DIRECTORY, "
         "$XDG_STATE_HOME/nairbus or ~/.local/state/nairbus) and start the next run at half of it, instead of "
         "probing blind."))
+    link_trace: Path | None = Field(default=None, description=(
+        "Write every sample of the link and every frame's budget to this file as JSON lines (the kernel's TCP_INFO "
+        "included), to see why frames got the bytes they got; nairbus.agents.nair.linktrace reads it back."))
     fragments_by_plan: bool = Field(default=False, description=(
         "Cut each frame's prefix along the artifact's fragment plan instead of sending it as one message (one "
         "message per piece: only for the injected-loss test tooling, which loses pieces)."))

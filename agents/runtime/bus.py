@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from nairbus.agents.runtime.inbound import InboundMessage
+from nairbus.agents.runtime.linkprobe import TcpInfo
 
 __all__ = ["Bus"]
 
@@ -102,6 +103,9 @@ class Bus(Protocol):
 
     def min_rtt(self) -> float:
         """The broker connection's minimum round trip in seconds, as the kernel measured it (0.0: unknown)."""
+
+    def tcp_info(self) -> TcpInfo | None:
+        """What the kernel says of the broker connection's path (None: no TCP connection, or not said)."""
 
     def alias_extra_bytes(self, topic: str, payload_len: int) -> int:
         """Wire bytes the next aliased QoS 0 publish on ``topic`` takes beyond one under an established alias."""

@@ -26,7 +26,7 @@ FLAT_SOURCE_KEYS = ("camera", "folder", "watch", "image_topic")
 
 FLAT_METHOD_KEYS: dict[str, Any] = {
     "variant": None, "k": 5, "frame_stream": None,
-    "artifact": None, "runtime": "torch", "device_budget": None, "link_memory": True,
+    "artifact": None, "runtime": "torch", "device_budget": None, "link_memory": True, "link_trace": None,
     "fragments_by_plan": False, "loss": {"kind": "none", "rate": 0.0, "mean_burst": 3.0, "seed": 0},
     "image_codecs": ("grey8+zstd", "grey7+zstd", "grey6+zstd", "grey5+zstd", "grey4+zstd", "down22:grey5+zstd",
                      "grey3+zstd", "down22:grey4+zstd", "down20:grey4+zstd", "down24:grey3+zstd", "down22:grey3+zstd",

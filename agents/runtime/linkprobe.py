@@ -13,6 +13,7 @@ import socket
 import struct
 import termios
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from structlog.typing import FilteringBoundLogger
@@ -20,15 +21,79 @@ from structlog.typing import FilteringBoundLogger
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
-__all__ = ["TCP_NOTSENT_LOWAT", "UnwrittenBytes", "describe_unreachable", "socket_outq", "tcp_min_rtt",
-           "tune_socket"]
+__all__ = [
+    "TCP_NOTSENT_LOWAT",
+    "TcpInfo",
+    "UnwrittenBytes",
+    "describe_unreachable",
+    "set_congestion",
+    "socket_outq",
+    "tcp_info",
+    "tcp_min_rtt",
+    "tune_socket",
+]
 
 TCP_NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 """Linux socket option: the kernel reports the socket writable only while fewer unsent bytes than this wait."""
 TCP_INFO: Final = getattr(socket, "TCP_INFO", 11)
 """Linux socket option: the connection's ``struct tcp_info``."""
+TCP_CONGESTION: Final = getattr(socket, "TCP_CONGESTION", 13)
+"""Linux socket option: the connection's congestion control algorithm, by name."""
 _TCPI_MIN_RTT_OFFSET: Final = 148
 """Offset of ``tcpi_min_rtt`` (microseconds, ``__u32``) in ``struct tcp_info`` (linux/tcp.h; Linux 4.6 and later)."""
+
+
+_TCP_INFO_LAYOUT: Final = struct.Struct("=7xBI4xI4x4I20x6I16xI40xII8xQ")
+"""The fields of ``struct tcp_info`` (linux/tcp.h) :class:`TcpInfo` reads, up to ``tcpi_delivery_rate`` (Linux 4.9)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TcpInfo:
+    """What the kernel says of a TCP connection's path (``TCP_INFO``), in bytes and seconds."""
+
+    app_limited: bool
+    """The last delivery-rate sample was taken while the sender had less to send than the path carries."""
+    mss: int
+    unacked_segments: int
+    lost_segments: int
+    retrans_segments: int
+    total_retrans: int
+    """Segments retransmitted over the connection's life."""
+    rto: float
+    """The retransmission timeout."""
+    rtt: float
+    """Smoothed round trip."""
+    rttvar: float
+    ssthresh: int
+    cwnd: int
+    """Congestion window, segments."""
+    notsent_bytes: int
+    """Bytes in the send buffer not yet sent (queued in the sender's kernel, behind the congestion window)."""
+    min_rtt: float
+    delivery_rate: float
+    """The kernel's latest delivery-rate sample, bytes per second."""
+
+    @property
+    def in_flight(self) -> int:
+        """Bytes sent and not acknowledged (segments × MSS, an upper bound)."""
+        return self.unacked_segments * self.mss
+
+
+def tcp_info(sock: SocketLike | None) -> TcpInfo | None:
+    """The connection's ``TCP_INFO`` (None: no socket, not TCP, or a kernel older than 4.9)."""
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, _TCP_INFO_LAYOUT.size)  # type: ignore[attr-defined]
+    except (OSError, AttributeError, ValueError):
+        return None
+    if not isinstance(raw, bytes) or len(raw) < _TCP_INFO_LAYOUT.size:
+        return None
+    (flags, rto, mss, unacked, _sacked, lost, retrans, _pmtu, _rcv_ssthresh, rtt, rttvar, ssthresh, cwnd,
+     total_retrans, notsent, min_rtt, delivery_rate) = _TCP_INFO_LAYOUT.unpack_from(raw)
+    return TcpInfo(bool(flags & 1), mss, unacked, lost, retrans, total_retrans, rto / 1e6, rtt / 1e6, rttvar / 1e6,
+                   ssthresh, cwnd, notsent, 0.0 if min_rtt in (0, 0xFFFFFFFF) else min_rtt / 1e6,
+                   float(delivery_rate))
 
 
 class UnwrittenBytes:
@@ -96,13 +161,17 @@ def tcp_min_rtt(sock: SocketLike | None) -> float:
     return 0.0 if micros in (0, 0xFFFFFFFF) else micros / 1e6
 
 
-def tune_socket(sock: SocketLike | None, lowat: int | None, log: FilteringBoundLogger) -> None:
+def tune_socket(sock: SocketLike | None, lowat: int | None, log: FilteringBoundLogger,
+                congestion: tuple[str, ...] = ()) -> None:
     """``TCP_NODELAY`` (a small message goes now, not after the previous segment's acknowledgement: Nagle would
-    hold each frame for up to a round trip) and a small ``TCP_NOTSENT_LOWAT`` (``lowat``), so the kernel does not
-    take a backlog the sender cannot see or drop; nothing without a socket, and a log line where the system does not
-    support an option."""
+    hold each frame for up to a round trip), a small ``TCP_NOTSENT_LOWAT`` (``lowat``), so the kernel does not
+    take a backlog the sender cannot see or drop, and the first congestion control of ``congestion`` the kernel
+    allows (:func:`set_congestion`); nothing without a socket, and a log line where the system does not support an
+    option."""
     if sock is None:
         return
+    if congestion:
+        set_congestion(sock, congestion, log)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
     except (OSError, AttributeError) as err:
@@ -113,6 +182,19 @@ def tune_socket(sock: SocketLike | None, lowat: int | None, log: FilteringBoundL
         sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, lowat)  # type: ignore[attr-defined]
     except (OSError, AttributeError) as err:
         log.info("mqtt.notsent_lowat_unsupported", error=str(err))
+
+
+def set_congestion(sock: SocketLike, names: tuple[str, ...], log: FilteringBoundLogger) -> str | None:
+    """Switch the connection to the first congestion control of ``names`` the kernel has and lets this process use
+    (``TCP_CONGESTION``); which one, or None (the system's default stays, and a log line says so)."""
+    for name in names:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, name.encode())  # type: ignore[attr-defined]
+        except (OSError, AttributeError):
+            continue
+        return name
+    log.info("mqtt.congestion_default", tried=list(names))
+    return None
 
 
 def describe_unreachable(host: str, port: int) -> str:

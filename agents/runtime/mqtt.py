@@ -68,9 +68,11 @@ from nairbus.agents.runtime.errors import (
 from nairbus.agents.runtime.inbound import InboundMessage, InboundRouter
 from nairbus.agents.runtime.linkprobe import (
     TCP_NOTSENT_LOWAT,
+    TcpInfo,
     UnwrittenBytes,
     describe_unreachable,
     socket_outq,
+    tcp_info,
     tcp_min_rtt,
     tune_socket,
 )
@@ -346,6 +348,10 @@ class Communicator:
         """The broker connection's minimum round trip in seconds (``TCP_INFO``; 0.0: no socket or not measured)."""
         return tcp_min_rtt(self._client.socket())
 
+    def tcp_info(self) -> TcpInfo | None:
+        """The broker connection's ``TCP_INFO`` (:func:`~nairbus.agents.runtime.linkprobe.tcp_info`)."""
+        return tcp_info(self._client.socket())
+
     def get(self, timeout: float | None = None) -> InboundMessage | None:
         """The next received message; ``None`` if none arrives within ``timeout`` (``None``: wait forever)."""
         return self._inbound.get(timeout=timeout)
@@ -535,7 +541,7 @@ class Communicator:
                 self._session_tracker.no_session_found()
         self._max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
         self._new_connection_state(int(getattr(properties, "TopicAliasMaximum", 0) or 0) if properties else 0)
-        tune_socket(self._client.socket(), self.broker.notsent_lowat, self._log)
+        tune_socket(self._client.socket(), self.broker.notsent_lowat, self._log, self.broker.tcp_congestion)
         self._log.info(
             "mqtt.connected",
             broker=self.endpoint,

@@ -73,6 +73,12 @@ class BrokerSettings(BaseModel):
     notsent_lowat: int | None = Field(default=4096, ge=1)
     """``TCP_NOTSENT_LOWAT`` of the broker connection: unsent bytes the kernel may hold before it stops taking more
     (None: the kernel's default, which lets a slow link hide a backlog of hundreds of kilobytes)."""
+    tcp_congestion: tuple[str, ...] = ("cubic", "reno")
+    """Congestion control of the broker connection: the first of these the kernel lets this process use (empty: the
+    system's default). Not BBR, which some systems default to: every ten seconds it shrinks its window to four
+    packets for at least a round trip to measure the path's minimum RTT, and on a long path (cellular, satellite)
+    every frame sent in that second arrives late. A sensor paces itself to the measured rate, so a loss-based
+    algorithm rarely sees a loss."""
 
     @model_validator(mode="after")
     def _check_pairs(self) -> Self:

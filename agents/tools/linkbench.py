@@ -860,6 +860,11 @@ class _RunPaths:
         """The sensor's stderr (its log)."""
         return self.out / "sensor.err"
 
+    @property
+    def link_trace(self) -> Path:
+        """The sensor's link fitting, sample by sample (``nairbus sensor --link-trace``; not for VP)."""
+        return self.out / "link-trace.jsonl"
+
 
 @dataclass(frozen=True, slots=True)
 class _CellLab:
@@ -967,12 +972,13 @@ def _start_sensor(run: _CellLab) -> tuple[subprocess.Popen[Any], str | None]:
     mode's arguments, why the run is skipped (any other failure to come up raises)."""
     cell, settings, lab, paths = run.cell, run.settings, run.lab, run.paths
     ready, env = _listen(run, "sensor")
+    trace = () if "vp" in cell.args else ("--link-trace", str(paths.link_trace))
     with paths.sensor_out.open("wb") as so, paths.sensor_err.open("wb") as se:
         sensor = lab.popen(lab.dev, [
             sys.executable, "-m", "nairbus.agents.cli", "sensor", "--sensor-id", "cam1",
             "--count", str(cell.frames),
             "--start", str(settings.start), "--fps", f"{cell.fps:g}", "--deadline-ms",
-            f"{cell.deadline_ms(settings):g}", *cell.args], stdout=so, stderr=se, env=env)
+            f"{cell.deadline_ms(settings):g}", *trace, *cell.args], stdout=so, stderr=se, env=env)
     if ready.wait_ready(sensor, settings.startup_timeout_s):
         return sensor, None
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 AGENTS_USE = {
     "session", "connected", "endpoint", "counters", "wire_bytes", "last_wire_bytes",
     "start", "stop", "subscribe", "route", "publish", "announce", "get", "wait_published",
-    "on_session_lost", "replay_since", "pending_bytes", "socket_outq", "min_rtt", "alias_extra_bytes",
+    "on_session_lost", "replay_since", "pending_bytes", "socket_outq", "min_rtt", "tcp_info",
+    "alias_extra_bytes",
 }
 
 

@@ -98,6 +98,9 @@ class SensorBus(RecordingBus):
     def min_rtt(self) -> float:
         return 0.0
 
+    def tcp_info(self) -> None:
+        return None
+
 
 @pytest.fixture(scope="module")
 def base() -> NairPipeline:
