@@ -20,6 +20,9 @@ from nairbus.agents.cli.common import DataDirOpt
 if TYPE_CHECKING:
     from nairbus.agents.tools.linkbench import LinkBenchSettings
 
+DEFAULT_SHARE_ARGS = ("--mode", "nair", "--budget", "auto", "--artifact", "models/weights/base.nair.npz")
+"""``nairbus bench share``'s sensors: NAIR at the middle split (nairbus.agents.tools.sharebench.DEFAULT_ARGS)."""
+
 bench_app = typer.Typer(
     help="Benchmarks of the live bus (JSON reports and PNG plots under reports/).",
     rich_markup_mode=None, no_args_is_help=True)
@@ -228,6 +231,50 @@ def _run_link_bench(settings: LinkBenchSettings) -> None:
         run_bench(settings, Console())
     except (LabError, DatasetMissingError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@bench_app.command("share")
+def share_cmd(
+    sensors: Annotated[str, typer.Option(help="Sensors per run, comma-separated (one run each).")] = "3,5",
+    rate: Annotated[str, typer.Option(help="The shared uplink's rate (bits/s, k/M suffixes).")] = "1M",
+    fps: Annotated[float, typer.Option(help="Frame rate of each sensor.", min=0.1)] = 10.0,
+    rtt_ms: Annotated[float, typer.Option(help="Round trip added to the path (a user-space delay line).", min=0)]
+    = 0.0,
+    seconds: Annotated[float, typer.Option(help="How long each sensor sends.", min=10)] = 40.0,
+    stagger: Annotated[float, typer.Option(help="Seconds between one sensor's start and the next's.", min=0)] = 3.0,
+    mode: Annotated[str, typer.Option(help="Sensor arguments of every sensor (default: NAIR at the middle split, "
+                                           "link fitting as shipped).")] = " ".join(DEFAULT_SHARE_ARGS),
+    report: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports/link-share.json"),
+    run_dir: Annotated[Path, typer.Option(help="Per-run logs, link traces and results.")] = Path("runs/share"),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Several sensors on one tbf-shaped uplink, started a few seconds apart: each one's share of the link over the
+    time all of them send (from their link traces), Jain's fairness index, and whether every frame was decided in
+    time -> reports/link-share.json. Needs root (network namespaces and tc), like 'nairbus bench link'."""
+    from nairbus.agents.tools.linkbench import LinkBenchSettings
+    from nairbus.agents.tools.sharebench import ShareSettings, run_share
+
+    _check_lab()
+    rate_bps = parse_rate(rate)
+    if rate_bps is None:
+        raise typer.BadParameter("--rate: the shared uplink needs a rate")
+    counts = tuple(int(n) for n in _split(sensors))
+    args = tuple(mode.split())
+    command = (f"nairbus bench share --sensors {sensors} --rate {rate} --fps {fps:g} --rtt-ms {rtt_ms:g} "
+               f"--seconds {seconds:g} --stagger {stagger:g}"
+               + (f" --mode '{mode}'" if args != DEFAULT_SHARE_ARGS else "")
+               + (f" --report {report}" if report != Path("reports/link-share.json") else ""))
+    try:
+        settings = ShareSettings(sensors=counts, rate_bps=rate_bps, fps=fps, rtt_ms=rtt_ms, seconds=seconds,
+                                 stagger_s=stagger, args=args, report=report, run_dir=run_dir, command=command,
+                                 link=LinkBenchSettings(plot=None, data_dir=data_dir))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        run_share(settings, lambda m: console.print(m, markup=False, highlight=False))
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 

@@ -57,10 +57,12 @@ def test_tcp_info_reads_the_kernels_view_of_a_loopback_connection() -> None:
             got += len(accepted[0].recv(65536))
         info = tcp_info(client)
         assert info is not None
-        assert info.mss > 0 and info.cwnd > 0
+        assert info.mss > 0
+        assert info.cwnd > 0
         assert 0.0 < info.min_rtt <= info.rtt < 0.05
         assert info.delivery_rate > 0  # bytes per second: the kernel saw the 20 kB acknowledged
-        assert info.notsent_bytes == 0 and info.lost_segments == 0
+        assert info.notsent_bytes == 0
+        assert info.lost_segments == 0
         assert 0.2 <= info.rto < 5.0
     finally:
         client.close()
@@ -83,7 +85,8 @@ def test_the_connection_takes_the_first_congestion_control_the_kernel_allows() -
         log = structlog.get_logger()
         assert set_congestion(sock, ("no-such-algorithm",), log) is None
         chosen = set_congestion(sock, ("no-such-algorithm", "cubic", "reno"), log)
-        assert chosen in available and (chosen in allowed or os.geteuid() == 0)
+        assert chosen in available
+        assert (chosen in allowed or os.geteuid() == 0)
         assert sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0").decode() == chosen
     finally:
         sock.close()
