@@ -108,6 +108,9 @@ def link_cmd(
     soak_mode: SoakModeOpt = None,
     soak_only: SoakOnlyOpt = False,
     compare: CompareOpt = None,
+    cpu_load: Annotated[int, typer.Option(
+        help="Busy processes (one core each, bounded by the run) beside the sensor during every run: a device "
+             "whose CPU is taken by other work.", min=0, max=16)] = 0,
     report: LinkReportOpt = Path("reports/link.json"),
     plot: LinkPlotOpt = None,
     run_dir: LinkRunDirOpt = Path("runs/link"),
@@ -133,6 +136,8 @@ def link_cmd(
 
       nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --fps 10,30 --mode nair2-auto --mode image
 
+      nairbus bench link --rates unshaped --fps 10 --add-mode 'cap300=--budget 300' --cpu-load 2
+
       nairbus bench link --replot
     """
     if replot:
@@ -145,6 +150,7 @@ def link_cmd(
         fusion_deadline_ms=fusion_deadline_ms, tbf_latency_ms=tbf_latency_ms, soak_seconds=soak_seconds,
         soak_rate=soak_rate, soak_fps=soak_fps, soak_mode=soak_mode, soak_only=soak_only, report=report, plot=plot,
         run_dir=run_dir, data_dir=data_dir, compare=compare)
+    settings = replace(settings, cpu_load=cpu_load)
     if soak_only and soak_seconds <= 0:
         raise typer.BadParameter("--soak-only needs --soak-seconds > 0")
     _run_link_bench(settings)

@@ -134,6 +134,9 @@ class LinkBenchSettings:
     compare: str | None = None
     """A mode to set against the best other mode of every cell, frame by frame (McNemar): the report's
     ``comparison``."""
+    cpu_load: int = 0
+    """Busy processes beside the sensor during every run (a device whose CPU other work takes): each spins one
+    core until the run ends, and at most for the run's time budget."""
     report: Path = Path("reports/link.json")
     plot: Path | None = Path("reports/link.png")
     run_dir: Path = Path("runs/link")
@@ -564,6 +567,8 @@ def command_line(settings: LinkBenchSettings) -> str:
         parts.append("--soak-only")
     if settings.compare:
         parts.append(f"--compare {settings.compare}")
+    if settings.cpu_load:
+        parts.append(f"--cpu-load {settings.cpu_load}")
     return " ".join(parts)
 
 
@@ -991,6 +996,18 @@ def _start_sensor(run: _CellLab) -> tuple[subprocess.Popen[Any], str | None]:
     return sensor, f"sensor does not support {' '.join(cell.args)}: {why}"
 
 
+_BUSY = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+"""One busy process: spins a core until its time is up."""
+
+
+def _start_cpu_load(run: _CellLab) -> list[subprocess.Popen[Any]]:
+    """The run's busy processes (:attr:`LinkBenchSettings.cpu_load`), in the device namespace beside the sensor,
+    each bounded by the run's time budget."""
+    return [run.lab.popen(run.lab.dev, [sys.executable, "-c", _BUSY, f"{run.budget_s:.0f}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(run.settings.cpu_load)]
+
+
 def _watch_sensor(run: _CellLab, sensor: subprocess.Popen[Any], count_results: ResultCounter,
                   on_progress: Callable[[int], None] | None) -> _SensorWatch:
     """Sample the sensor's memory and report progress until it exits; stop it once it overruns its budget."""
@@ -1067,6 +1084,7 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             _start_broker(run)
             recorder = _start_recorder(run)
             fusion = _start_fusion(run)
+            load = _start_cpu_load(run)
             sensor, rejected = _start_sensor(run)
             if rejected is not None:
                 return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
@@ -1078,6 +1096,8 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             qdisc = lab.qdisc_stats()
             problems = [watch.problem] if watch.problem is not None else []
             problems += _stop_agents(run, fusion, recorder, sensor)
+            for proc in load:
+                lab.stop_process(proc, grace=1.0)
     finally:
         for listener in listeners:
             listener.close()

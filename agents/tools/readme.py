@@ -33,6 +33,7 @@ from nairbus.agents.tools.reports import (
     ScaleReport,
     SensorCounters,
     Share,
+    ShareReport,
     SplitCap,
     SplitReport,
     TakeoverRun,
@@ -825,6 +826,27 @@ def demo_coded_block(report: DemoReport) -> str:
                                    "wire B/frame"], rows)])
 
 
+def share_block(report: ShareReport) -> str:
+    """Sensors sharing one shaped uplink: each one's share over the steady state, Jain's index, frames decided."""
+    rows = []
+    for run in report.runs:
+        shares = " / ".join("–" if v is None else f"{100 * v:.1f} %" for v in run.share_of_link.values())
+        sent = sum(f.frames_sent or 0 for f in run.frames.values())
+        decided = sum(f.frames_decided for f in run.frames.values())
+        in_time = [f.within_deadline for f in run.frames.values() if f.within_deadline is not None]
+        rows.append([str(run.sensors), f"{run.rate}, {run.fps:g} fps", f"{run.steady_s:.0f} s", shares,
+                     _pct(run.link_used), "–" if run.jain is None else f"{run.jain:.3f}", f"{decided}/{sent}",
+                     _pct(min(in_time)) if in_time else "–"])
+    settings = report.settings
+    return "\n".join([
+        f"From `reports/link-share.json` (`{report.command}`): the sensors start {settings.get('stagger_s')} s apart "
+        "behind one `tbf`-shaped uplink (one FIFO queue), each its own process and MQTT connection, sending NAIR at "
+        "the middle split with the shipped link fitting; shares of the link over the time all of them send (from "
+        f"{settings.get('settle_s')} s after the last one started), from their link traces.", "",
+        *_table(["sensors", "uplink", "steady state", "shares of the link (first to last started)", "link used",
+                 "Jain's index", "frames decided/sent", "worst sensor within its deadline"], rows)])
+
+
 def _skips(sensor: SensorCounters) -> str:
     reasons = {k.removeprefix("skipped_"): v for k, v in sensor.items() if k.startswith("skipped_") and v}
     return ", ".join(f"{v} {k}" for k, v in sorted(reasons.items())) or "none"
@@ -1047,12 +1069,16 @@ BLOCKS: dict[str, _Renders] = {
     "link-rtt": _link("link-rtt.json", "`nairbus bench link --rates 1M,250k --rtt-ms 100,300,600 --mode nair2-auto "
                       "--mode image --frames 600 --start 4000 --deadline-ms 500 --report reports/link-rtt.json` "
                       "(as root)"),
+    "link-share": Block("link-share.json", ShareReport, share_block, "`nairbus bench share` (as root)"),
+    "link-start": _link("link-start.json", "`nairbus bench link --rates 50k,20k --mode nair2-auto --mode image "
+                        "--frames 300 --start 4000 --report reports/link-start.json` (as root)"),
     "link-qos": _link("link_qos.json", "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                       "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
 """Block name: what it is rendered from and how."""
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("demo", "map", "link-decision", "link-auto", "link", "link-rtt", "wire", "nair", "vp"),
+    "README.md": ("demo", "map", "link-decision", "link-auto", "link", "link-rtt", "link-share", "link-start", "wire",
+                  "nair", "vp"),
     "docs/vp.md": ("vp", "vp-family", "vp-availability", "vp-payload", "vp-live"),
     "docs/nair.md": ("nair", "nair-loss", "nair-rate", "nair-ablation", "nair-cost"),
     "docs/your-model.md": ("second-model", "files"),

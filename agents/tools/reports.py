@@ -920,6 +920,50 @@ class SplitReport(ReportModel):
     seconds: float
 
 
+# ----- nairbus bench share ------------------------------------------------------------------------------------------
+
+
+class ShareFrames(ReportModel):
+    """One sensor's frames in a share run."""
+
+    frames_sent: int | None
+    frames_decided: int
+    within_deadline: float | None
+    all_decided: bool
+    frames_skipped: int | None
+    exit: int | None
+
+
+class ShareRun(ReportModel):
+    """One run of ``nairbus bench share``: N sensors behind one tbf-shaped uplink."""
+
+    sensors: int
+    rate_bps: int
+    rate: str
+    rtt_ms: float
+    fps: float
+    deadline_ms: float
+    started_s: dict[str, float]
+    steady_s: float
+    bytes_per_s: dict[str, float | None]
+    share_of_link: dict[str, float | None]
+    link_used: float | None
+    jain: float | None
+    """Jain's fairness index of the sensors' rates over the steady state (1: equal shares)."""
+    every_frame_decided: bool
+    frames: dict[str, ShareFrames]
+    qdisc: JsonDict | None
+
+
+class ShareReport(ReportModel):
+    """``reports/link-share*.json`` (``nairbus bench share``): how sensors that share an uplink split it."""
+
+    command: str
+    code: JsonDict
+    settings: JsonDict
+    runs: list[ShareRun]
+
+
 # ----- the registry -------------------------------------------------------------------------------------------------
 
 REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
@@ -932,6 +976,7 @@ REPORTS: tuple[tuple[str, type[ReportModel]], ...] = (
     ("map*.json", MapReport),
     ("cost*.json", CostReport),
     ("light*.json", LightReport),
+    ("link-share*.json", ShareReport),
     ("link*.json", LinkReport),
     ("faults*.json", FaultsReport),
     ("files*.json", FilesReport),

@@ -14,7 +14,6 @@ the link). Every frame sent is looked up in the results: decided, and within the
 from __future__ import annotations
 
 import bisect
-import json
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from nairbus.agents.tools.linkbench import (
     read_records,
 )
 from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
+from nairbus.agents.tools.reports import ShareReport, write_report
 
 __all__ = ["ShareSettings", "delivered_between", "jain", "run_share", "share_of_run"]
 
@@ -245,6 +245,5 @@ def run_share(settings: ShareSettings, say: Callable[[str], None]) -> dict[str, 
         report["runs"].append(row)
         say(f"  Jain's index {row['jain']}, shares {row['share_of_link']}, link used {row['link_used']}, "
             f"every frame decided: {row['every_frame_decided']}")
-        settings.report.parent.mkdir(parents=True, exist_ok=True)
-        settings.report.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(settings.report, ShareReport.from_data(report))
     return report
