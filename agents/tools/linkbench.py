@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -1073,9 +1073,11 @@ def _collect_outcome(paths: _RunPaths, qdisc_text: str, qdisc: dict[str, int] | 
                       time.monotonic() - started, watch.seconds, problems=problems)
 
 
-def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
-    """One run in a fresh lab: broker, recorder and fusion in the hub namespace, the sensor in the device one."""
-    started = time.monotonic()
+@contextlib.contextmanager
+def hub_lab(cell: Cell, settings: LinkBenchSettings,
+            ) -> Iterator[tuple[_CellLab, subprocess.Popen[Any], subprocess.Popen[Any]]]:
+    """A fresh lab for ``cell`` with the hub side running: Mosquitto, the result recorder and fusion in the hub
+    namespace; yields the run, fusion and the recorder. Readiness sockets and the private folder go at the end."""
     paths = _run_paths(cell, settings)
     listeners: list[NotifyListener] = []
     try:
@@ -1084,25 +1086,32 @@ def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int
             _start_broker(run)
             recorder = _start_recorder(run)
             fusion = _start_fusion(run)
-            load = _start_cpu_load(run)
-            sensor, rejected = _start_sensor(run)
-            if rejected is not None:
-                return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
-                                  0.0, skipped=rejected)
-            count_results = ResultCounter(paths.results)
-            watch = _watch_sensor(run, sensor, count_results, on_progress)
-            _await_quiet(run, watch.started, count_results, on_progress)
-            qdisc_text = lab.qdisc_show()
-            qdisc = lab.qdisc_stats()
-            problems = [watch.problem] if watch.problem is not None else []
-            problems += _stop_agents(run, fusion, recorder, sensor)
-            for proc in load:
-                lab.stop_process(proc, grace=1.0)
+            yield run, fusion, recorder
     finally:
         for listener in listeners:
             listener.close()
         shutil.rmtree(paths.tmp, ignore_errors=True)
-    return _collect_outcome(paths, qdisc_text, qdisc, watch, sensor.returncode, started, problems)
+
+
+def run_cell(cell: Cell, settings: LinkBenchSettings, on_progress: Callable[[int], None] | None = None) -> RunOutcome:
+    """One run in a fresh lab (:func:`hub_lab`), the sensor in the device namespace."""
+    started = time.monotonic()
+    with hub_lab(cell, settings) as (run, fusion, recorder):
+        load = _start_cpu_load(run)
+        sensor, rejected = _start_sensor(run)
+        if rejected is not None:
+            return RunOutcome([], None, None, "", None, [], sensor.returncode, time.monotonic() - started,
+                              0.0, skipped=rejected)
+        count_results = ResultCounter(run.paths.results)
+        watch = _watch_sensor(run, sensor, count_results, on_progress)
+        _await_quiet(run, watch.started, count_results, on_progress)
+        qdisc_text = run.lab.qdisc_show()
+        qdisc = run.lab.qdisc_stats()
+        problems = [watch.problem] if watch.problem is not None else []
+        problems += _stop_agents(run, fusion, recorder, sensor)
+        for proc in load:
+            run.lab.stop_process(proc, grace=1.0)
+    return _collect_outcome(run.paths, qdisc_text, qdisc, watch, sensor.returncode, started, problems)
 
 
 def outcome_row(cell: Cell, outcome: RunOutcome, offline: OfflinePredictor, settings: LinkBenchSettings,

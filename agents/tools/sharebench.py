@@ -14,7 +14,6 @@ the link). Every frame sent is looked up in the results: decided, and within the
 from __future__ import annotations
 
 import bisect
-import shutil
 import subprocess
 import sys
 import time
@@ -27,20 +26,16 @@ from nairbus.agents.nair.linktrace import read_trace
 from nairbus.agents.tools.linkbench import (
     Cell,
     LinkBenchSettings,
-    NotifyListener,
     ResultCounter,
     _await_quiet,
     _CellLab,
     _listen,
-    _run_paths,
-    _start_broker,
-    _start_fusion,
-    _start_recorder,
     code_state,
+    hub_lab,
     parse_counters,
     read_records,
 )
-from nairbus.agents.tools.netns import LinkShape, NetLab, rate_label
+from nairbus.agents.tools.netns import rate_label
 from nairbus.agents.tools.reports import ShareReport, write_report
 
 __all__ = ["ShareSettings", "delivered_between", "jain", "run_share", "share_of_run"]
@@ -189,24 +184,13 @@ def _one_run(settings: ShareSettings, count: int, say: Callable[[str], None]) ->
     cell = Cell(settings.rate_bps, settings.fps, f"share{count}", settings.args, settings.frames,
                 rtt_ms=settings.rtt_ms)
     link = replace(settings.link, run_dir=settings.run_dir, deadline_ms=settings.deadline_ms, start=settings.start)
-    paths = _run_paths(cell, link)
-    listeners: list[NotifyListener] = []
-    try:
-        with NetLab(LinkShape(cell.rate_bps, link.tbf_latency_ms, delay_ms=cell.rtt_ms / 2)) as lab:
-            run = _CellLab(cell, link, lab, paths, listeners)
-            _start_broker(run)
-            recorder = _start_recorder(run)
-            fusion = _start_fusion(run)
-            started, stopped, traces, exits = _run_sensors(run, count, settings.stagger_s, say)
-            _await_quiet(run, min(started.values()), ResultCounter(paths.results), None)
-            qdisc = lab.qdisc_stats()
-            lab.stop_process(fusion, grace=15.0)
-            lab.stop_process(recorder, grace=5.0)
-    finally:
-        for listener in listeners:
-            listener.close()
-        shutil.rmtree(paths.tmp, ignore_errors=True)
-    return _summarise(settings, count, cell, paths.out, (started, stopped, traces, exits), qdisc)
+    with hub_lab(cell, link) as (run, fusion, recorder):
+        started, stopped, traces, exits = _run_sensors(run, count, settings.stagger_s, say)
+        _await_quiet(run, min(started.values()), ResultCounter(run.paths.results), None)
+        qdisc = run.lab.qdisc_stats()
+        run.lab.stop_process(fusion, grace=15.0)
+        run.lab.stop_process(recorder, grace=5.0)
+    return _summarise(settings, count, cell, run.paths.out, (started, stopped, traces, exits), qdisc)
 
 
 def _summarise(settings: ShareSettings, count: int, cell: Cell, out: Path,
