@@ -795,23 +795,37 @@ def map_nair_vs_image_block(report: MapReport, file: str = "map.json") -> str | 
     return "\n".join(lines)
 
 
+def _ci(accuracy: float, ci95: Sequence[float]) -> str:
+    """``92.1 % (91.6–92.6)``."""
+    return f"{_pct(accuracy, 1)} ({100 * ci95[0]:.1f}–{100 * ci95[1]:.1f})"
+
+
 def _split_cell(row: SplitCap) -> str:
     sign = "+" if row.margin >= 0 else "−"
     noise = ", noise" if row.verdict == "inside the noise" else ""
-    return (f"{_pct(row.nair.accuracy, 1)} vs {_pct(row.image.accuracy, 1)} {row.image_family} "
-            f"({sign}{abs(100 * row.margin):.1f}{noise})")
+    return (f"{_ci(row.nair.accuracy, row.nair.ci95)} vs {_ci(row.image.accuracy, row.image.ci95)} "
+            f"{row.image_family} ({sign}{abs(100 * row.margin):.1f}{noise})")
+
+
+DECISION_WIRE_BYTES = 32
+"""The most a top-1 decision takes on the wire (issue 30's bar; 24–30 B measured, ``reports/link-decision.json``)."""
 
 
 def split_block(report: SplitReport) -> str:
-    """Each artifact at its split against the image family chosen on validation, paired on every test frame."""
+    """Each artifact at its split against the image family chosen on validation, paired on every test frame, and
+    the decision a device that runs the whole model sends."""
     caps = [row.cap_bytes for row in report.artifacts[0].caps] if report.artifacts else []
     lines = [f"From `reports/split.json` (`{report.command}`, {report.frames} test frames; mature model "
              f"{_pct(report.mature.accuracy)}): NAIR against the image family most accurate on validation at the "
-             "same per-frame wire cap, on the same test frames; margin in points (McNemar, paired; \"noise\": "
-             "p ≥ 0.05).", ""]
-    lines += _table(["artifact (split, device share)", *_cap_heads(list(caps))],
-                    ([f"`{a.artifact}` ({a.split}, {100 * a.device_mac_share:.0f} %)",
-                      *[_split_cell(row) for row in a.caps]] for a in report.artifacts))
+             "same per-frame wire cap, on the same test frames, each with its 95 % interval; margin in points "
+             "(McNemar, paired; \"noise\": p ≥ 0.05). The last row is the decision of a device that runs the "
+             f"whole model (at most {DECISION_WIRE_BYTES} wire bytes): the mature model's accuracy at every cap.", ""]
+    rows: list[list[str]] = [[f"`{a.artifact}` ({a.split}, {100 * a.device_mac_share:.0f} %)",
+                              *[_split_cell(row) for row in a.caps]] for a in report.artifacts]
+    decision = _ci(report.mature.accuracy, report.mature.ci95)
+    rows.append(["decision, top-1 (whole model, 100 %)",
+                 *[decision if cap >= DECISION_WIRE_BYTES else "–" for cap in caps]])
+    lines += _table(["artifact (split, device share)", *_cap_heads(list(caps))], rows)
     return "\n".join(lines)
 
 
