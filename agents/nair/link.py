@@ -113,6 +113,10 @@ class DeliveryRateFilter:
     """The shortest window; a long path's is ten of its round trips."""
     _window: float = 0.0
     _samples: deque[tuple[float, float]] = field(default_factory=deque)  # (t, rate)
+    _last: float = 0.0
+    """The median the last time the window held enough samples: the path's rate while the sender is app-limited."""
+    _trusted: bool = False
+    """Whether the samples have once spanned :data:`MEASURED_SPAN_S` (from then on the kernel's rate stands)."""
 
     def add(self, now: float, rate: float, app_limited: bool, rtt: float = 0.0) -> None:
         """One sample (bytes per second) at ``now`` over a path of round trip ``rtt``."""
@@ -126,20 +130,30 @@ class DeliveryRateFilter:
             self._samples.popleft()
         return [r for _t, r in self._samples]
 
+    def _span(self, now: float) -> float:
+        return now - self._samples[0][0] if self._samples else 0.0
+
     def value(self, now: float) -> float:
-        """The estimate, bytes per second (0.0: no sample in the window)."""
+        """The estimate, bytes per second (0.0: none yet): the window's median when its samples span half a second
+        or more, else the last such median. A sender that has less to send than the path carries takes no sample,
+        and a lone sample can be one burst through a token bucket: neither changes what the path was measured to
+        carry."""
         samples = self._current(now)
-        return float(statistics.median(samples)) if samples else 0.0
+        if samples and (self._span(now) >= MEASURED_SPAN_S / 2 or not self._last):
+            self._last = float(statistics.median(samples))
+        return self._last
 
     def peak(self, now: float) -> float:
         """The largest sample in the window (0.0: none): a bound on what the path can carry."""
         return max(self._current(now), default=0.0)
 
     def measured(self, now: float) -> bool:
-        """Whether the window's samples span a second (or two round trips) at least: fewer can all be one burst
-        through a token bucket (at 50 kbit/s the first measured sample ran at 9× the link's rate)."""
+        """Whether the samples have spanned a second (or two round trips) at least, once: fewer can all be one
+        burst through a token bucket (at 50 kbit/s the first measured sample ran at 9× the link's rate)."""
         self._current(now)
-        return bool(self._samples) and now - self._samples[0][0] >= max(MEASURED_SPAN_S, 2 * self._window / 10)
+        if not self._trusted and self._span(now) >= max(MEASURED_SPAN_S, 2 * self._window / 10):
+            self._trusted = True
+        return self._trusted
 
 
 @dataclass

@@ -33,16 +33,19 @@ def test_the_rate_is_the_median_of_the_windows_samples() -> None:
     f.add(0.5, 40_000.0, app_limited=True)  # the sender had less to send: a burst at the first hop's line rate
     assert f.value(0.5) == 100.0
     assert f.value(2.35) == 100.0  # (0.4 s, 100) still in the window
-    assert not f.measured(2.45)  # the window moved past every sample
-    assert f.value(2.45) == 0.0
+    assert f.value(3.0) == 100.0  # no sample since: the sender had less to send, the path carries what it did
+    f.add(3.1, 900.0, app_limited=False)
+    assert f.value(3.1) == 100.0  # a lone sample (a burst through the bucket) does not move it
 
 
 def test_a_long_path_keeps_ten_round_trips_of_samples() -> None:
     f = DeliveryRateFilter(window_s=2.0)
     f.add(0.0, 100.0, app_limited=False, rtt=0.6)
-    f.add(5.0, 60.0, app_limited=False, rtt=0.6)
-    assert f.value(5.5) == 80.0
-    assert f.value(6.5) == 60.0
+    for t in (5.0, 5.2, 5.4, 5.6):
+        f.add(t, 60.0, app_limited=False, rtt=0.6)
+    assert f.value(5.6) == 60.0  # four samples of 60 against one of 100
+    assert f.peak(5.6) == 100.0
+    assert f.peak(6.5) == 60.0
 
 
 def budget_after(sample: TcpInfo, backlog: int, old: int = 0, before: TcpInfo | None = None) -> tuple[int, str]:
