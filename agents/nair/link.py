@@ -81,6 +81,8 @@ class LinkPolicy:
 
 
 
+MSS_BYTES = 1448
+"""A full TCP segment over Ethernet: what a link's queue holds for the time of two before the fair share cuts."""
 MEASURED_SPAN_S = 1.0
 """How long the kernel's delivery-rate samples must have come before their median is the path's rate."""
 QUEUE_BASE_S = 10.0
@@ -423,11 +425,16 @@ class LinkEstimator:
         """A frame's budget on a path the kernel measures: :class:`FairShare`'s rate for a period, less this
         sender's standing queue beyond the tolerated one."""
         assert self.kernel is not None
-        capacity = self.kernel.peak(now)
-        ceiling = max(rate, 1.5 * capacity if cap is None else min(1.5 * capacity, cap / period_s))
+        # No more than half again the most the path delivered lately (while the sender has less to send there is
+        # no sample, and no bound but the whole frame).
+        peak = self.kernel.peak(now)
+        whole = cap / period_s if cap is not None else float("inf")
+        ceiling = max(rate, min(1.5 * peak, whole) if peak else whole)
         # The step up is the same for every sensor of one model and frame rate (a share of its whole frame per
         # period), whatever share it has now: what lets their shares converge.
-        step = capacity if cap is None else cap / period_s
+        step = whole if cap is not None else max(peak, rate)
+        # A queue of two full segments is a link's own (tbf's bucket holds two): not yet a sign of sharing.
+        self.share.high_s = max(FairShare.high_s, 2 * MSS_BYTES / rate)
         target = self.share.update(now, self._queue_delay, self.min_rtt, period_s, step, rate, ceiling)
         standing = max(0.0, backlog - target * self.policy.queue_target_s)
         return round(target * period_s - standing), "share"
