@@ -434,7 +434,7 @@ class LinkEstimator:
         # period), whatever share it has now: what lets their shares converge.
         step = whole if cap is not None else max(peak, rate)
         # A queue of two full segments is a link's own (tbf's bucket holds two): not yet a sign of sharing.
-        self.share.high_s = max(FairShare.high_s, 2 * MSS_BYTES / rate)
+        self.share.high_s = max(FairShare.high_s, 2 * MSS_BYTES / max(peak, rate))
         target = self.share.update(now, self._queue_delay, self.min_rtt, period_s, step, rate, ceiling)
         standing = max(0.0, backlog - target * self.policy.queue_target_s)
         return round(target * period_s - standing), "share"
