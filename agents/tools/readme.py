@@ -795,7 +795,7 @@ def map_nair_vs_image_block(report: MapReport, file: str = "map.json") -> str | 
     return "\n".join(lines)
 
 
-def _ci(accuracy: float, ci95: Sequence[float]) -> str:
+def _acc_ci(accuracy: float, ci95: Sequence[float]) -> str:
     """``92.1 % (91.6–92.6)``."""
     return f"{_pct(accuracy, 1)} ({100 * ci95[0]:.1f}–{100 * ci95[1]:.1f})"
 
@@ -803,7 +803,7 @@ def _ci(accuracy: float, ci95: Sequence[float]) -> str:
 def _split_cell(row: SplitCap) -> str:
     sign = "+" if row.margin >= 0 else "−"
     noise = ", noise" if row.verdict == "inside the noise" else ""
-    return (f"{_ci(row.nair.accuracy, row.nair.ci95)} vs {_ci(row.image.accuracy, row.image.ci95)} "
+    return (f"{_acc_ci(row.nair.accuracy, row.nair.ci95)} vs {_acc_ci(row.image.accuracy, row.image.ci95)} "
             f"{row.image_family} ({sign}{abs(100 * row.margin):.1f}{noise})")
 
 
@@ -822,7 +822,7 @@ def split_block(report: SplitReport) -> str:
              f"whole model (at most {DECISION_WIRE_BYTES} wire bytes): the mature model's accuracy at every cap.", ""]
     rows: list[list[str]] = [[f"`{a.artifact}` ({a.split}, {100 * a.device_mac_share:.0f} %)",
                               *[_split_cell(row) for row in a.caps]] for a in report.artifacts]
-    decision = _ci(report.mature.accuracy, report.mature.ci95)
+    decision = _acc_ci(report.mature.accuracy, report.mature.ci95)
     rows.append(["decision, top-1 (whole model, 100 %)",
                  *[decision if cap >= DECISION_WIRE_BYTES else "–" for cap in caps]])
     lines += _table(["artifact (split, device share)", *_cap_heads(list(caps))], rows)

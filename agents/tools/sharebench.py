@@ -156,7 +156,9 @@ def _run_sensors(run: _CellLab, count: int, stagger_s: float, say: Callable[[str
     """Start the sensors ``stagger_s`` apart and wait for all to finish; when each started and stopped
     (monotonic), its trace, and its exit code."""
     procs: dict[str, subprocess.Popen[Any]] = {}
-    started, stopped, traces = {}, {}, {}
+    started: dict[str, float] = {}
+    stopped: dict[str, float] = {}
+    traces: dict[str, Path] = {}
     first = None
     for i in range(1, count + 1):
         if first is not None:
