@@ -1085,10 +1085,10 @@ BLOCKS: dict[str, _Renders] = {
                       "(as root)"),
     "link-share": Block("link-share.json", ShareReport, share_block, "`nairbus bench share` (as root)"),
     "link-start": _link("link-start.json", "`nairbus bench link --rates 50k,20k --mode nair2-auto --mode image "
-                        "--frames 300 --start 4000 --report reports/link-start.json` (as root)"),
+                        "--start 4000 --report reports/link-start.json` (as root)"),
     "link-cpu": _link("link-cpu.json", "`nairbus bench link --rates unshaped --fps 10 --add-mode 'cap300=--mode nair "
-                      "--budget 300 --artifact models/weights/base.nair.npz' --cpu-load 2 --frames 300 --start 4000 "
-                      "--report reports/link-cpu.json` (as root)"),
+                      "--budget 300 --artifact models/weights/base.nair.npz' --start 4000 --cpu-load 2 --report "
+                      "reports/link-cpu.json` (as root)"),
     "link-qos": _link("link_qos.json", "`nairbus bench link --rates 1M,250k,100k --fps 30 --mode nair-auto "
                       "--add-mode 'nair-auto-qos1=--qos 1' --report reports/link_qos.json` (as root)"),
 }
