@@ -383,8 +383,6 @@ class LinkEstimator:
             # Over a long path the doubling overshoots for a whole round trip before it shows; a half is gentler.
             gain = p.probe_gain if self.min_rtt <= period_s else min(p.probe_gain, 1.5)
             budget = p.start_bytes if not last else (round(last * gain) if idle and may_grow else last)
-            if last and not idle and self.kernel is not None:
-                budget = p.min_useful_bytes  # the first bytes are still queued: more would only queue behind them
             reason = "start"
         else:
             if self.kernel is not None and self.kernel.measured(now) and not self.slow_start:
