@@ -379,7 +379,11 @@ class FusionBase:
             if status is None:
                 return
         online = status is not None and status.state == "online" and status.role == "fusion"
-        if self.fleet.note_status(parsed.ident, status.fleet if status else None, online, time.time()):
+        # A member that left said when (its offline status, stamped as it stopped): the frames captured since are
+        # the survivors', however late this agent reads the status (a busy hub reads it after the next frames).
+        now = time.time()
+        changed = min(now, status.ts) if status is not None and not online else now
+        if self.fleet.note_status(parsed.ident, status.fleet if status else None, online, changed):
             log.info("fleet_changed", fleet=self.fleet.name, members=sorted(self.fleet.members), agent=parsed.ident,
                      online=online)
 
